@@ -1,0 +1,6 @@
+"""The functional core: the GSA op and its references. Imports torch only (triton lazily)."""
+
+from gsa.ops.api import BACKENDS, gated_slot_attention
+from gsa.ops.reference import parallel_reference, recurrent_reference
+
+__all__ = ["BACKENDS", "gated_slot_attention", "parallel_reference", "recurrent_reference"]

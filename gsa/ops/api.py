@@ -1,0 +1,100 @@
+"""`gated_slot_attention`: the public op and its backend choice."""
+
+from __future__ import annotations
+
+import torch
+
+from gsa.ops.abc import abc_to_gated
+from gsa.ops.chunk import chunk_gsa
+from gsa.ops.reference import parallel_reference, recurrent_reference
+from gsa.ops.validation import check_inputs
+
+BACKENDS = ("auto", "triton", "torch", "reference")
+
+# Below this many steps the token loop beats padding to a 64-step chunk (CPU decode and short prompts).
+RECURRENT_MAX_T = 8
+
+
+def _triton_available() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _triton_backend():
+    # Imported on first use only: `import gsa` must work (and stay fast) without triton.
+    from gsa.ops.triton import gsa_triton
+
+    return gsa_triton
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """The backend `auto` means for tensors on `device`: triton for CUDA tensors when triton is importable,
+    torch otherwise. Named backends are returned as they are."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend != "auto":
+        return backend
+    if device.type == "cuda" and _triton_available():
+        try:
+            _triton_backend()
+        except ImportError:
+            return "torch"
+        return "triton"
+    return "torch"
+
+
+def gated_slot_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    s: torch.Tensor,
+    g: torch.Tensor | None = None,
+    *,
+    scale: float | None = None,
+    initial_state: tuple[torch.Tensor, torch.Tensor] | None = None,
+    output_final_state: bool = False,
+    cu_seqlens: torch.Tensor | None = None,
+    backend: str = "auto",
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+    """Gated Slot Attention (GSA_SPEC.md): two gated linear-attention passes joined by a softmax over M slots.
+
+    Args:
+        q: [B, T, HQ, K] queries. HQ may be a multiple G of H: query head h reads kv head h // G.
+        k: [B, T, H, K] keys.
+        v: [B, T, H, V] values.
+        s: [B, T, H, M] slot write weights (the GSA layer passes 1 - exp(g)); with g=None, slot logits.
+        g: [B, T, H, M] log forget gates (<= 0), or None for the ungated ABC mode (cumulative softmax of s).
+        scale: multiplies q . k in the first pass only; default K ** -0.5.
+        initial_state: (hk [N, H, K, M], hv [N, H, M, V]) float32, N = B or the number of packed sequences;
+            default zeros.
+        output_final_state: also return the states after the last token of each sequence.
+        cu_seqlens: [N + 1] int offsets of N sequences packed along T (B must be 1); no state crosses them.
+        backend: "auto" (triton on CUDA, torch elsewhere), "triton", "torch" (chunked PyTorch), or
+            "reference" (the token-by-token loop; slow, exact).
+
+    Returns:
+        o: [B, T, HQ, V] in q's dtype, and (hk, hv) float32 final states (float64 for float64 inputs) or None.
+
+    Inputs are never modified. Accumulation is float32 (float64 for float64 inputs).
+    """
+    dims, offsets = check_inputs(q, k, v, s, g, scale, initial_state, output_final_state, cu_seqlens)
+    backend = resolve_backend(backend, q.device)
+    scale = dims.K**-0.5 if scale is None else float(scale)
+    if backend == "reference" or (backend == "torch" and dims.T <= RECURRENT_MAX_T):
+        return recurrent_reference(
+            q, k, v, s, g, scale=scale, initial_state=initial_state,
+            output_final_state=output_final_state, cu_seqlens=cu_seqlens,
+        )
+    if g is None:
+        # s' and g' stay float32 (float64 for float64 input) whatever q's dtype: rounding log gates to
+        # bf16 would change the function. Backends therefore accept s and g in float32 with any q dtype.
+        s, g = abc_to_gated(s, offsets)
+    if backend == "triton":
+        return _triton_backend()(q, k, v, s, g, scale, initial_state, output_final_state, cu_seqlens)
+    return chunk_gsa(q, k, v, s, g, scale, initial_state, output_final_state, offsets)
+
+
+__all__ = ["BACKENDS", "gated_slot_attention", "parallel_reference", "recurrent_reference", "resolve_backend"]

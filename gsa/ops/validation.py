@@ -1,0 +1,137 @@
+"""Argument checking for the GSA op, done once, before any backend runs.
+
+Every failure names the argument and gives the expected and the actual shape, dtype or device, so a user
+never has to read a kernel's stack trace to find a transposed tensor.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+@dataclass(frozen=True)
+class Dims:
+    """Sizes of one call. N is the number of sequences (B, or the number of packed segments)."""
+
+    B: int
+    T: int
+    HQ: int
+    H: int
+    K: int
+    V: int
+    M: int
+    N: int
+
+    @property
+    def G(self) -> int:
+        """Query heads per kv head."""
+        return self.HQ // self.H
+
+
+def _check_tensor(name: str, x, ndim: int, layout: str) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor {layout}, got {type(x).__name__}")
+    if x.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D {layout}, got shape {tuple(x.shape)}")
+
+
+def _expect_shape(name: str, x: torch.Tensor, expected: tuple, layout: str) -> None:
+    if tuple(x.shape) != tuple(expected):
+        raise ValueError(f"{name} must have shape {layout} = {tuple(expected)}, got {tuple(x.shape)}")
+
+
+def check_cu_seqlens(cu_seqlens, B: int, T: int) -> list[int]:
+    """Validate `cu_seqlens` and return it as a host list of N + 1 offsets.
+
+    cu_seqlens: [N + 1] integer tensor, 0 = c_0 < c_1 < ... < c_N = T, and the batch must have B == 1.
+    """
+    if not isinstance(cu_seqlens, torch.Tensor):
+        raise TypeError(f"cu_seqlens must be a 1-D integer torch.Tensor, got {type(cu_seqlens).__name__}")
+    if cu_seqlens.ndim != 1 or cu_seqlens.numel() < 2:
+        raise ValueError(f"cu_seqlens must be 1-D with N + 1 >= 2 entries, got shape {tuple(cu_seqlens.shape)}")
+    if cu_seqlens.dtype not in (torch.int32, torch.int64):
+        raise TypeError(f"cu_seqlens must be int32 or int64, got {cu_seqlens.dtype}")
+    if B != 1:
+        raise ValueError(f"cu_seqlens packs sequences along T and needs batch size B == 1, got B = {B}")
+    offsets = cu_seqlens.tolist()
+    if offsets[0] != 0 or offsets[-1] != T:
+        raise ValueError(f"cu_seqlens must start at 0 and end at T = {T}, got {offsets[0]} ... {offsets[-1]}")
+    for i in range(len(offsets) - 1):
+        if offsets[i + 1] <= offsets[i]:
+            raise ValueError(
+                "cu_seqlens must be strictly increasing (every sequence has at least one token), "
+                f"got cu_seqlens[{i}] = {offsets[i]} and cu_seqlens[{i + 1}] = {offsets[i + 1]}"
+            )
+    return offsets
+
+
+def check_inputs(q, k, v, s, g, scale, initial_state, output_final_state, cu_seqlens) -> tuple[Dims, list[int] | None]:
+    """Check every argument of `gated_slot_attention`; return the sizes and the host offsets of cu_seqlens."""
+    _check_tensor("q", q, 4, "[B, T, HQ, K]")
+    _check_tensor("k", k, 4, "[B, T, H, K]")
+    _check_tensor("v", v, 4, "[B, T, H, V]")
+    _check_tensor("s", s, 4, "[B, T, H, M]")
+    B, T, HQ, K = q.shape
+    H = k.shape[2]
+    V, M = v.shape[3], s.shape[3]
+    _expect_shape("k", k, (B, T, H, K), "[B, T, H, K]")
+    _expect_shape("v", v, (B, T, H, V), "[B, T, H, V]")
+    _expect_shape("s", s, (B, T, H, M), "[B, T, H, M]")
+    if g is not None:
+        _check_tensor("g", g, 4, "[B, T, H, M]")
+        _expect_shape("g", g, (B, T, H, M), "[B, T, H, M]")
+    if T == 0 or H == 0 or K == 0 or V == 0 or M == 0:
+        raise ValueError(f"empty dimension: T={T}, H={H}, K={K}, V={V}, M={M} must all be positive")
+    if HQ % H != 0:
+        raise ValueError(f"q's head count HQ = {HQ} must be a multiple of the kv head count H = {H} (from k)")
+
+    named = [("q", q), ("k", k), ("v", v), ("s", s)] + ([("g", g)] if g is not None else [])
+    if q.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"q must be float16, bfloat16, float32 or float64, got {q.dtype}")
+    for name, x in named[1:]:
+        if x.dtype != q.dtype:
+            raise TypeError(f"{name} must have q's dtype {q.dtype}, got {x.dtype}")
+        if x.device != q.device:
+            raise ValueError(f"{name} must be on q's device {q.device}, got {x.device}")
+
+    if scale is not None:
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
+            raise TypeError(f"scale must be a finite float or None, got {scale!r}")
+
+    if not isinstance(output_final_state, bool):
+        raise TypeError(f"output_final_state must be a bool, got {type(output_final_state).__name__}")
+
+    offsets = None
+    if cu_seqlens is not None:
+        offsets = check_cu_seqlens(cu_seqlens, B, T)
+    N = B if offsets is None else len(offsets) - 1
+
+    if initial_state is not None:
+        if not isinstance(initial_state, (tuple, list)) or len(initial_state) != 2:
+            raise TypeError("initial_state must be a pair (hk [N, H, K, M], hv [N, H, M, V]) or None")
+        state_dtypes = (torch.float32, torch.float64) if q.dtype == torch.float64 else (torch.float32,)
+        for name, x, layout, shape in (
+            ("initial_state[0] (hk)", initial_state[0], "[N, H, K, M]", (N, H, K, M)),
+            ("initial_state[1] (hv)", initial_state[1], "[N, H, M, V]", (N, H, M, V)),
+        ):
+            _check_tensor(name, x, 4, layout)
+            _expect_shape(name, x, shape, layout)
+            if x.dtype not in state_dtypes:
+                raise TypeError(
+                    f"{name} must be float32 (states are kept in float32; float64 is accepted with float64 "
+                    f"inputs), got {x.dtype}"
+                )
+            if x.device != q.device:
+                raise ValueError(f"{name} must be on q's device {q.device}, got {x.device}")
+
+    return Dims(B=B, T=T, HQ=HQ, H=H, K=K, V=V, M=M, N=N), offsets
+
+
+def state_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype states and accumulations use for inputs of `dtype`: float64 stays float64, all else float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
