@@ -1,0 +1,182 @@
+"""The Gated Slot Attention layer (GSA_SPEC.md section 5; paper Eq. 8-9)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gsa.nn.conv import ShortConvolution
+from gsa.nn.norm import RMSNorm
+from gsa.ops import gated_slot_attention
+
+
+@dataclass
+class GSAState:
+    """One layer's recurrent state for B sequences.
+
+    hk: [B, H, K, M] and hv: [B, H, M, V], the two slot memories (float32; float64 for a float64 model).
+    conv: the last W - 1 inputs of the q, k and v short convolutions, each [B, W - 1, C], or None when the layer
+        has no short convolution.
+    """
+
+    hk: torch.Tensor
+    hv: torch.Tensor
+    conv: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def batch_size(self) -> int:
+        return self.hk.shape[0]
+
+    def map(self, fn) -> GSAState:
+        """A new state with `fn` applied to every tensor (all of them have the batch first)."""
+        conv = None if self.conv is None else tuple(fn(c) for c in self.conv)
+        return GSAState(fn(self.hk), fn(self.hv), conv)
+
+
+class GatedSlotAttention(nn.Module):
+    """Gated Slot Attention: a recurrent layer with M slots per head and a constant-size state.
+
+    Shapes: hidden_states [B, T, d] -> [B, T, d]. With HQ = num_heads query heads, H = num_kv_heads key/value heads,
+    K = d * expand_k / HQ and V = d * expand_v / HQ:
+
+        q = swish(W_q x) [B, T, HQ, K]   k = swish(W_k x) [B, T, H, K]   v = swish(W_v x) [B, T, H, V]
+        g = logsigmoid(W_f x) / gate_logit_normalizer  [B, T, H, M]   (log forget gate, <= 0)
+        s = 1 - exp(g)                                  (a slot is written exactly as much as it forgets)
+        o = gated_slot_attention(q, k, v, s, g, scale)  [B, T, HQ, V]
+        y = W_o RMSNorm(swish(concat_heads(o)))         (one RMSNorm over all HQ * V values)
+
+    Grouped heads (H < HQ) share the slot memories inside a group; only the softmax read is per query head.
+    With `use_short_conv`, q, k and v first go through a causal depthwise convolution of width `conv_size`
+    followed by SiLU, and that SiLU is their feature map (fla applies SiLU a second time; we do not).
+
+    `scale` multiplies q . k in the slot read. None (the default) means K ** -0.5, the op's default and ordinary
+    attention's: the read logits of swish features grow with K, so without it the slot softmax saturates at large
+    head dims (K = 512 at 1.3B), and a Transformer's q/k projections converted into GSA keep their scale. fla's
+    layer uses 1.0; pass scale=1.0 to reproduce it.
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        num_heads: int = 4,
+        num_kv_heads: int | None = None,
+        num_slots: int = 64,
+        expand_k: float = 1.0,
+        expand_v: float = 1.0,
+        gate_logit_normalizer: float = 8.0,
+        norm_eps: float = 1e-5,
+        use_short_conv: bool = False,
+        conv_size: int = 4,
+        scale: float | None = None,
+    ):
+        super().__init__()
+        num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
+        if hidden_size <= 0 or num_heads <= 0 or num_kv_heads <= 0 or num_slots <= 0:
+            raise ValueError(
+                f"hidden_size, num_heads, num_kv_heads and num_slots must be positive, got {hidden_size}, "
+                f"{num_heads}, {num_kv_heads}, {num_slots}"
+            )
+        if num_heads % num_kv_heads != 0:
+            raise ValueError(f"num_heads ({num_heads}) must be a multiple of num_kv_heads ({num_kv_heads})")
+        key_dim, value_dim = hidden_size * expand_k, hidden_size * expand_v
+        for name, dim in (("expand_k", key_dim), ("expand_v", value_dim)):
+            if dim <= 0 or dim != int(dim) or int(dim) % num_heads != 0:
+                raise ValueError(
+                    f"hidden_size * {name} = {dim} must be a positive integer divisible by num_heads ({num_heads})"
+                )
+        if not gate_logit_normalizer > 0:
+            raise ValueError(f"gate_logit_normalizer must be positive, got {gate_logit_normalizer}")
+        if scale is not None and not scale > 0:
+            raise ValueError(f"scale must be positive or None (K ** -0.5), got {scale}")
+        self.hidden_size = hidden_size
+        self.num_heads = num_heads
+        self.num_kv_heads = num_kv_heads
+        self.num_slots = num_slots
+        self.head_k_dim = int(key_dim) // num_heads
+        self.head_v_dim = int(value_dim) // num_heads
+        self.gate_logit_normalizer = float(gate_logit_normalizer)
+        self.use_short_conv = use_short_conv
+        self.scale = self.head_k_dim**-0.5 if scale is None else float(scale)
+
+        K, V, H, HQ, M = self.head_k_dim, self.head_v_dim, num_kv_heads, num_heads, num_slots
+        self.q_proj = nn.Linear(hidden_size, HQ * K, bias=False)
+        self.k_proj = nn.Linear(hidden_size, H * K, bias=False)
+        self.v_proj = nn.Linear(hidden_size, H * V, bias=False)
+        self.f_proj = nn.Linear(hidden_size, H * M, bias=False)
+        if use_short_conv:
+            self.q_conv = ShortConvolution(HQ * K, conv_size)
+            self.k_conv = ShortConvolution(H * K, conv_size)
+            self.v_conv = ShortConvolution(H * V, conv_size)
+        self.o_norm = RMSNorm(HQ * V, eps=norm_eps)
+        self.o_proj = nn.Linear(HQ * V, hidden_size, bias=False)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        cu_seqlens: torch.Tensor | None = None,
+        state: GSAState | None = None,
+        output_state: bool = False,
+    ) -> tuple[torch.Tensor, GSAState | None]:
+        """hidden_states: [B, T, d] -> (y [B, T, d], the state after the last token or None).
+
+        attention_mask: [B, T], 1 = token, 0 = padding. A padded position writes nothing: its k, v and s are zero
+            and its gate is 1 (g = 0), so the slot memories pass through unchanged, and the convolutions see a zero
+            input there. With left padding every real token's output equals that of its sequence run alone.
+        cu_seqlens: [N + 1] offsets of N sequences packed along T (B == 1), for training; no state or conv tap
+            crosses a boundary. Not combinable with a state or with attention_mask.
+        state: the state after the preceding tokens (decoding); zeros when None. It is never modified.
+        output_state: return the new state (a fresh GSAState; the op never aliases its inputs).
+        """
+        B, T, d = hidden_states.shape
+        if d != self.hidden_size:
+            raise ValueError(f"hidden_states must be [B, T, {self.hidden_size}], got {tuple(hidden_states.shape)}")
+        if cu_seqlens is not None and (state is not None or output_state or attention_mask is not None):
+            raise ValueError("cu_seqlens (packed training) cannot be combined with attention_mask or a state")
+        mask = None
+        if attention_mask is not None:
+            if tuple(attention_mask.shape) != (B, T):
+                raise ValueError(f"attention_mask must be [B, T] = {(B, T)}, got {tuple(attention_mask.shape)}")
+            mask = attention_mask.to(torch.bool)
+        if state is not None:
+            if state.batch_size != B:
+                raise ValueError(f"state holds {state.batch_size} sequences, hidden_states has B = {B}")
+            if (state.conv is not None) != self.use_short_conv:
+                raise ValueError("state.conv must be given exactly when the layer uses a short convolution")
+
+        x = hidden_states
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        conv_state = None
+        if self.use_short_conv:
+            prev = state.conv if state is not None else (None, None, None)
+            q, cq = self.q_conv(q, mask, cu_seqlens, prev[0], output_state)
+            k, ck = self.k_conv(k, mask, cu_seqlens, prev[1], output_state)
+            v, cv = self.v_conv(v, mask, cu_seqlens, prev[2], output_state)
+            conv_state = (cq, ck, cv) if output_state else None
+        else:
+            q, k, v = F.silu(q), F.silu(k), F.silu(v)
+        H, HQ, M = self.num_kv_heads, self.num_heads, self.num_slots
+        q = q.view(B, T, HQ, self.head_k_dim)
+        k = k.view(B, T, H, self.head_k_dim)
+        v = v.view(B, T, H, self.head_v_dim)
+        # The gate in float32: logsigmoid of a large logit is tiny, and 1 - exp(g) of a tiny g needs expm1.
+        g = F.logsigmoid(self.f_proj(x).view(B, T, H, M).float()) / self.gate_logit_normalizer
+        s = -torch.expm1(g)
+        if mask is not None:
+            keep = mask[:, :, None, None]
+            k, v = k * keep, v * keep
+            g, s = g * keep, s * keep
+        g, s = g.to(q.dtype), s.to(q.dtype)
+
+        initial = (state.hk, state.hv) if state is not None else None
+        o, final = gated_slot_attention(
+            q, k, v, s, g, scale=self.scale, initial_state=initial, output_final_state=output_state,
+            cu_seqlens=cu_seqlens,
+        )
+        o = self.o_norm(F.silu(o.reshape(B, T, HQ * self.head_v_dim)))
+        y = self.o_proj(o)
+        new_state = GSAState(final[0], final[1], conv_state) if output_state else None
+        return y, new_state
