@@ -1,0 +1,73 @@
+"""MQAR: multi-query associative recall (the Zoology setup, Arora et al. 2023), generated on the fly.
+
+Format of one example of length ``T`` with ``D`` key-value pairs and vocabulary ``V`` (default 8192):
+
+```
+position:  0   1   2   3  ...  2D-2  2D-1 | 2D ...                                      T-1
+input_ids: k1  v1  k2  v2 ...  kD    vD   | 0 0 k3 v3 0 0 ... k1 v1 0 0 ... kD vD 0 0 ...
+labels:    -100 everywhere except the value right after each query key:  ...  v3 ...  v1 ...
+```
+
+- Keys are ``D`` distinct tokens from ``[1, V/2)``; values are drawn (with replacement) from ``[V/2, V)``;
+  ``0`` is the filler token.
+- The query region (positions ``2D .. T-1``) has ``(T - 2D) // 2`` even-offset slots; every key is queried
+  once, in a slot chosen without replacement with probability proportional to ``(j + 1) ** (alpha - 1)``
+  (slot ``j``; ``alpha = 0.01`` by default: a power law favouring short distances to the context end, as in
+  Zoology). The query key sits at ``2D + 2j`` and its value follows it at ``2D + 2j + 1``.
+- ``labels`` use Hugging Face semantics (aligned with ``input_ids``, the model shifts them): the model
+  must predict ``v_i`` at the position of the query key, so ``model(input_ids, labels=labels).loss`` is the
+  MQAR loss, and accuracy is ``argmax logits[:, p] == input_ids[:, p + 1]`` wherever
+  ``labels[:, p + 1] != -100``.
+- Requires ``T >= 4 D`` (enough slots for all queries) and ``D <= V/2 - 1``.
+
+Generation is vectorised (Gumbel top-k for sampling without replacement) and fully determined by ``seed``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+MQAR_VOCAB = 8192
+
+
+def mqar_batch(
+    num_examples: int,
+    seq_len: int,
+    num_pairs: int,
+    vocab_size: int = MQAR_VOCAB,
+    alpha: float = 0.01,
+    seed: int | list[int] = 0,
+) -> dict[str, torch.Tensor]:
+    """Return ``{"input_ids": int64 [N, T], "labels": int64 [N, T]}`` (see the module docstring)."""
+    N, T, D, V = num_examples, seq_len, num_pairs, vocab_size
+    if D < 1 or T < 4 * D:
+        raise ValueError(f"MQAR needs 1 <= num_pairs and seq_len >= 4 * num_pairs, got T={T}, D={D}")
+    if D > V // 2 - 1:
+        raise ValueError(f"num_pairs={D} exceeds the {V // 2 - 1} available keys of vocab_size={V}")
+    rng = np.random.default_rng(seed)
+    # D distinct keys per row from [1, V/2): the D smallest of uniform scores.
+    keys = np.argpartition(rng.random((N, V // 2 - 1)), D - 1, axis=1)[:, :D] + 1
+    values = rng.integers(V // 2, V, size=(N, D))
+    slots = (T - 2 * D) // 2
+    logp = (alpha - 1.0) * np.log(np.arange(1, slots + 1))
+    gumbel = logp[None, :] - np.log(-np.log(rng.random((N, slots))))
+    query_slot = np.argpartition(-gumbel, D - 1, axis=1)[:, :D]  # distinct slots, one per key
+    ids = np.zeros((N, T), dtype=np.int64)
+    ids[:, 0 : 2 * D : 2] = keys
+    ids[:, 1 : 2 * D : 2] = values
+    pos = 2 * D + 2 * query_slot
+    rows = np.arange(N)[:, None]
+    ids[rows, pos] = keys
+    ids[rows, pos + 1] = values
+    labels = np.full((N, T), -100, dtype=np.int64)
+    labels[rows, pos + 1] = values
+    return {"input_ids": torch.from_numpy(ids), "labels": torch.from_numpy(labels)}
+
+
+def mqar_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
+    """(correct, total) over the query positions of an MQAR batch; logits ``[N, T, V]``, labels ``[N, T]``."""
+    target = labels[:, 1:]
+    mask = target != -100
+    pred = logits[:, :-1].argmax(-1)
+    return int((pred[mask] == target[mask]).sum()), int(mask.sum())

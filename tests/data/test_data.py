@@ -1,0 +1,157 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from gsa.data import (
+    DataOrder,
+    Windows,
+    expand_sources,
+    iter_documents,
+    load_tokenizer,
+    mqar_accuracy,
+    mqar_batch,
+    pack_batch,
+    prepare_text_data,
+    token_byte_lengths,
+)
+from gsa.data.cache import TokenizedCorpus
+
+DOCS = [f"Document {i}: " + "the quick brown fox jumps över the lazy dog. " * (1 + i % 5) for i in range(40)]
+
+
+@pytest.fixture
+def corpus_dir(tmp_path):
+    d = tmp_path / "corpus"
+    d.mkdir()
+    for i, doc in enumerate(DOCS[:10]):
+        (d / f"{i:02d}.txt").write_text(doc)
+    with open(d / "rest.jsonl", "w") as f:
+        for doc in DOCS[10:]:
+            f.write(json.dumps({"text": doc, "id": 1}) + "\n")
+    (d / "ignored.csv").write_text("a,b\n")
+    return d
+
+
+def test_sources_dir_glob_and_jsonl(corpus_dir):
+    files = expand_sources(str(corpus_dir))
+    assert [f.rsplit("/", 1)[1] for f in files] == [f"{i:02d}.txt" for i in range(10)] + ["rest.jsonl"]
+    assert list(iter_documents(str(corpus_dir))) == DOCS
+    assert list(iter_documents(str(corpus_dir / "*.txt"))) == DOCS[:10]
+    with pytest.raises(FileNotFoundError, match="nothing-here"):
+        expand_sources(str(corpus_dir / "nothing-here*"))
+    with pytest.raises(KeyError, match="body"):
+        list(iter_documents(str(corpus_dir / "rest.jsonl"), text_field="body"))
+
+
+@pytest.mark.parametrize("spec", ["byte", "bpe"])
+def test_round_trip_and_split(corpus_dir, tmp_path, spec):
+    data = prepare_text_data(str(corpus_dir), spec, vocab_size=300, cache_dir=tmp_path / "cache",
+                             heldout_fraction=0.2, progress=False)
+    tok, eos = data.tokenizer, data.tokenizer.eos_token_id
+    got = []
+    for split in (data.train, data.heldout):
+        assert split.tokens.dtype == np.uint16
+        for i in range(split.num_documents):
+            doc = split.document(i)
+            assert doc[-1] == eos and eos not in doc[:-1]
+            got.append(tok.decode(doc[:-1].tolist()))
+    assert sorted(got) == sorted(DOCS)  # every document exactly once, losslessly
+    assert 1 <= data.heldout.num_documents < len(DOCS)
+    # the cache is reused: same path, no rebuild
+    again = prepare_text_data(str(corpus_dir), spec, vocab_size=300, cache_dir=tmp_path / "cache",
+                              heldout_fraction=0.2, progress=False)
+    assert again.cache_path == data.cache_path
+    assert np.array_equal(np.asarray(again.train.tokens), np.asarray(data.train.tokens))
+
+
+def test_heldout_never_empty(tmp_path):
+    (tmp_path / "a.txt").write_text("first document")
+    (tmp_path / "b.txt").write_text("second document")
+    data = prepare_text_data(str(tmp_path / "*.txt"), "byte", cache_dir=tmp_path / "c", heldout_fraction=0.01,
+                             progress=False)
+    assert data.train.num_documents == 1 and data.heldout.num_documents == 1
+
+
+def test_byte_lengths_exact_for_bpe(corpus_dir, tmp_path):
+    data = prepare_text_data(str(corpus_dir), "bpe", vocab_size=320, cache_dir=tmp_path / "c", progress=False)
+    lengths = token_byte_lengths(data.tokenizer)
+    for doc in DOCS[:5]:
+        ids = data.tokenizer(doc, add_special_tokens=False)["input_ids"]
+        assert sum(lengths[i] for i in ids) == len(doc.encode("utf-8"))
+
+
+def test_packing_boundaries():
+    eos = 9
+    # documents of lengths 3, 5, 1, 4 (each ending in EOS), windows of 4
+    stream = np.array([1, 2, eos, 3, 4, 5, 6, eos, eos, 7, 8, 1, eos, 2], dtype=np.uint16)
+    corpus = TokenizedCorpus(stream, np.array([0, 3, 8, 9, 13]), eos)
+    w = Windows(corpus, 4)
+    assert len(w) == 3
+    plain = pack_batch([w[0], w[1]], eos, documents=False)
+    assert plain["input_ids"].shape == (2, 4) and torch.equal(plain["labels"], plain["input_ids"])
+    b = pack_batch([w[0], w[1], w[2]], eos, documents=True)
+    flat = b["input_ids"][0].tolist()
+    assert flat == stream[:12].tolist()
+    cu = b["cu_seqlens"].tolist()
+    # segments end after every EOS (2, 7, 8) and at window edges (4, 8)
+    assert cu == [0, 3, 4, 8, 9, 12]
+    assert b["cu_seqlens"].dtype == torch.int32
+    labels = b["labels"][0]
+    assert all(labels[s] == -100 for s in cu[:-1])
+    assert (labels != -100).sum() == 12 - (len(cu) - 1)
+    pos = b["position_ids"][0].tolist()
+    assert pos == [0, 1, 2, 0, 0, 1, 2, 3, 0, 0, 1, 2]
+    for a, e in zip(cu[:-1], cu[1:]):  # no segment contains an EOS before its end
+        assert eos not in flat[a : e - 1]
+
+
+def test_data_order_deterministic_and_complete():
+    a, b = DataOrder(10, seed=3), DataOrder(10, seed=3)
+    seq = [a[p] for p in range(30)]
+    assert seq == [b[p] for p in range(30)]
+    for e in range(3):
+        assert sorted(seq[10 * e : 10 * e + 10]) == list(range(10))
+    assert seq[:10] != seq[10:20]  # reshuffled each epoch
+    assert [DataOrder(10, seed=4)[p] for p in range(10)] != seq[:10]
+
+
+@pytest.mark.parametrize("T,D", [(64, 4), (64, 16), (512, 64), (1024, 256)])
+def test_mqar_properties(T, D):
+    b = mqar_batch(32, T, D, seed=7)
+    ids, labels = b["input_ids"], b["labels"]
+    assert ids.shape == labels.shape == (32, T)
+    assert torch.equal(mqar_batch(32, T, D, seed=7)["input_ids"], ids)
+    assert not torch.equal(mqar_batch(32, T, D, seed=8)["input_ids"], ids)
+    V = 8192
+    for n in range(32):
+        keys, vals = ids[n, 0 : 2 * D : 2], ids[n, 1 : 2 * D : 2]
+        assert len(set(keys.tolist())) == D and keys.min() >= 1 and keys.max() < V // 2
+        assert vals.min() >= V // 2 and vals.max() < V
+        kv = dict(zip(keys.tolist(), vals.tolist()))
+        qpos = (labels[n] != -100).nonzero().squeeze(1) - 1
+        assert len(qpos) == D and qpos.min() >= 2 * D and (qpos % 2 == 0).all()
+        queried = ids[n, qpos].tolist()
+        assert sorted(queried) == sorted(keys.tolist())  # every key queried exactly once
+        assert all(labels[n, p + 1] == kv[k] == ids[n, p + 1] for p, k in zip(qpos.tolist(), queried))
+        rest = torch.ones(T, dtype=torch.bool)
+        rest[: 2 * D] = False
+        rest[qpos] = False
+        rest[qpos + 1] = False
+        assert (ids[n, rest] == 0).all()
+
+
+def test_mqar_power_law_favours_short_distances():
+    b = mqar_batch(512, 1024, 8, seed=0)
+    qpos = (b["labels"] != -100).nonzero()[:, 1] - 1 - 16
+    slots = (1024 - 16) // 2
+    assert (qpos // 2 < slots // 4).float().mean() > 0.4  # uniform would give 0.25
+
+
+def test_mqar_accuracy_and_errors():
+    b = mqar_batch(4, 64, 8, seed=0)
+    logits = torch.nn.functional.one_hot(torch.roll(b["input_ids"], -1, 1), 8192).float()
+    assert mqar_accuracy(logits, b["labels"]) == (32, 32)
+    with pytest.raises(ValueError, match="seq_len >= 4"):
+        mqar_batch(1, 64, 17)
