@@ -1,0 +1,34 @@
+"""Test-wide setup.
+
+- With no CUDA device, Triton kernels run under the interpreter; TRITON_INTERPRET must be set before any
+  kernel module is imported, hence here, at collection start.
+- Deterministic mode makes torch.empty (and every uninitialised allocation) come back filled with NaN, so an
+  output element a kernel forgets to write fails loudly instead of passing on a lucky zero.
+- Tests marked `gpu` are skipped, with the reason, when no CUDA device is present.
+"""
+
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+torch.use_deterministic_algorithms(True, warn_only=True)
+torch.utils.deterministic.fill_uninitialized_memory = True
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (run through the GPU machine)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
