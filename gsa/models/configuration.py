@@ -1,0 +1,167 @@
+"""GSAConfig: the hyper-parameters of a GSA language model (GSA_SPEC.md sections 5 and 6)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from transformers import PretrainedConfig
+
+from gsa.nn.mlp import ACTIVATIONS
+
+# Keys transformers itself passes to a config's __init__ (when loading, or from the common PretrainedConfig
+# fields); anything else that is not a GSAConfig field is a typo and raises.
+_HF_KEYS = frozenset(
+    {f.name for f in dataclasses.fields(PretrainedConfig)}
+    | {
+        "model_type", "name_or_path", "_name_or_path", "torch_dtype", "dtype", "architectures",
+        "transformers_version", "output_attentions", "attn_implementation", "experts_implementation",
+        "_commit_hash",
+    }
+)
+
+
+def swiglu_intermediate_size(hidden_size: int, hidden_ratio: float) -> int:
+    """The SwiGLU width: the multiple of 256 at or above 2/3 * hidden_ratio * hidden_size (1.3B: 5632)."""
+    width = int(hidden_size * hidden_ratio * 2 / 3)
+    return 256 * math.ceil(width / 256)
+
+
+def _positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"GSAConfig.{name} must be a positive int, got {value!r}")
+    return value
+
+
+def _positive_float(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"GSAConfig.{name} must be a positive finite number, got {value!r}")
+    return float(value)
+
+
+def _token_id(name: str, value, vocab_size: int, allow_list: bool = False):
+    values = value if (allow_list and isinstance(value, (list, tuple))) else [value]
+    for v in values:
+        if v is None and not isinstance(value, (list, tuple)):
+            continue
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < vocab_size:
+            raise ValueError(f"GSAConfig.{name} must be None or a token id in [0, vocab_size={vocab_size}), got {value!r}")
+    return list(value) if isinstance(value, tuple) else value
+
+
+class GSAConfig(PretrainedConfig):
+    """Configuration of `GSAModel` / `GSAForCausalLM`. Every field is validated here and read by the model.
+
+    Model: vocab_size, hidden_size (d), num_hidden_layers (L); blocks are x += GSA(RMSNorm(x)), x += MLP(RMSNorm(x)).
+    Attention (see `gsa.nn.GatedSlotAttention`): num_heads query heads, num_kv_heads key/value heads (None = num_heads;
+        fewer gives grouped heads), num_slots (M), expand_k / expand_v (per-head key / value dims are
+        d * expand / num_heads), gate_logit_normalizer (tau: log forget gate = logsigmoid(f) / tau), use_short_conv
+        and conv_size (causal depthwise convolution on q, k, v), attn_scale (the q . k scale of the slot read;
+        None = K ** -0.5, fla's models use 1.0).
+    MLP: intermediate_size, or hidden_ratio (the multiple of 256 at or above 2/3 * hidden_ratio * d); at most one
+        may be given unless both agree; neither means hidden_ratio = 4. hidden_act: the gate's nonlinearity
+        ("silu" = SwiGLU, "gelu", "relu").
+    norm_eps: epsilon of every RMSNorm (the blocks', the final one and the one inside each attention layer).
+    initializer_range: std of the normal init of linear and embedding weights (biases: none exist).
+    tie_word_embeddings: share the LM head with the token embedding.
+    pad_token_id, bos_token_id, eos_token_id: special token ids (eos may be a list), used by generate().
+    """
+
+    model_type = "gsa"
+
+    def __init__(
+        self,
+        vocab_size: int = 32000,
+        hidden_size: int = 2048,
+        num_hidden_layers: int = 24,
+        num_heads: int = 4,
+        num_kv_heads: int | None = None,
+        num_slots: int = 64,
+        expand_k: float = 1.0,
+        expand_v: float = 1.0,
+        gate_logit_normalizer: float = 8.0,
+        use_short_conv: bool = False,
+        conv_size: int = 4,
+        attn_scale: float | None = None,
+        hidden_ratio: float | None = None,
+        intermediate_size: int | None = None,
+        hidden_act: str = "silu",
+        norm_eps: float = 1e-6,
+        initializer_range: float = 0.02,
+        tie_word_embeddings: bool = False,
+        pad_token_id: int | None = None,
+        bos_token_id: int | None = 1,
+        eos_token_id: int | list[int] | None = 2,
+        **kwargs,
+    ):
+        unknown = sorted(set(kwargs) - _HF_KEYS)
+        if unknown:
+            raise ValueError(f"GSAConfig got unknown option(s) {unknown}")
+        if kwargs.get("model_type", self.model_type) != self.model_type:
+            raise ValueError(f"GSAConfig.model_type must be {self.model_type!r}, got {kwargs['model_type']!r}")
+        kwargs.pop("model_type", None)
+
+        self.vocab_size = _positive_int("vocab_size", vocab_size)
+        self.hidden_size = _positive_int("hidden_size", hidden_size)
+        self.num_hidden_layers = _positive_int("num_hidden_layers", num_hidden_layers)
+        self.num_heads = _positive_int("num_heads", num_heads)
+        self.num_kv_heads = num_heads if num_kv_heads is None else _positive_int("num_kv_heads", num_kv_heads)
+        if self.num_heads % self.num_kv_heads != 0:
+            raise ValueError(f"GSAConfig.num_kv_heads ({num_kv_heads}) must divide num_heads ({num_heads})")
+        self.num_slots = _positive_int("num_slots", num_slots)
+        self.expand_k = _positive_float("expand_k", expand_k)
+        self.expand_v = _positive_float("expand_v", expand_v)
+        for name, expand in (("expand_k", self.expand_k), ("expand_v", self.expand_v)):
+            dim = hidden_size * expand
+            if dim != int(dim) or int(dim) % num_heads != 0:
+                raise ValueError(
+                    f"GSAConfig.{name}: hidden_size * {name} = {dim} must be an integer divisible by num_heads "
+                    f"({num_heads})"
+                )
+        self.gate_logit_normalizer = _positive_float("gate_logit_normalizer", gate_logit_normalizer)
+        if not isinstance(use_short_conv, bool):
+            raise ValueError(f"GSAConfig.use_short_conv must be a bool, got {use_short_conv!r}")
+        self.use_short_conv = use_short_conv
+        self.conv_size = _positive_int("conv_size", conv_size)
+        if conv_size < 2:
+            raise ValueError(f"GSAConfig.conv_size must be >= 2, got {conv_size}")
+        self.attn_scale = None if attn_scale is None else _positive_float("attn_scale", attn_scale)
+
+        if hidden_ratio is not None:
+            _positive_float("hidden_ratio", hidden_ratio)
+        if intermediate_size is None:
+            intermediate_size = swiglu_intermediate_size(hidden_size, 4.0 if hidden_ratio is None else hidden_ratio)
+        else:
+            _positive_int("intermediate_size", intermediate_size)
+            if hidden_ratio is not None and swiglu_intermediate_size(hidden_size, hidden_ratio) != intermediate_size:
+                raise ValueError(
+                    f"GSAConfig: give intermediate_size or hidden_ratio, not both: hidden_ratio={hidden_ratio} means "
+                    f"intermediate_size={swiglu_intermediate_size(hidden_size, hidden_ratio)}, got {intermediate_size}"
+                )
+        self.hidden_ratio = hidden_ratio
+        self.intermediate_size = intermediate_size
+        if hidden_act not in ACTIVATIONS:
+            raise ValueError(f"GSAConfig.hidden_act must be one of {sorted(ACTIVATIONS)}, got {hidden_act!r}")
+        self.hidden_act = hidden_act
+        self.norm_eps = _positive_float("norm_eps", norm_eps)
+        self.initializer_range = _positive_float("initializer_range", initializer_range)
+        if not isinstance(tie_word_embeddings, bool):
+            raise ValueError(f"GSAConfig.tie_word_embeddings must be a bool, got {tie_word_embeddings!r}")
+        pad_token_id = _token_id("pad_token_id", pad_token_id, vocab_size)
+        bos_token_id = _token_id("bos_token_id", bos_token_id, vocab_size)
+        eos_token_id = _token_id("eos_token_id", eos_token_id, vocab_size, allow_list=True)
+        super().__init__(
+            tie_word_embeddings=tie_word_embeddings,
+            pad_token_id=pad_token_id,
+            bos_token_id=bos_token_id,
+            eos_token_id=eos_token_id,
+            **kwargs,
+        )
+
+    @property
+    def head_k_dim(self) -> int:
+        return int(self.hidden_size * self.expand_k) // self.num_heads
+
+    @property
+    def head_v_dim(self) -> int:
+        return int(self.hidden_size * self.expand_v) // self.num_heads

@@ -1,0 +1,230 @@
+"""GSAModel and GSAForCausalLM: a Llama-style decoder with Gated Slot Attention (GSA_SPEC.md section 6)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+
+from gsa.models.cache import GSACache
+from gsa.models.configuration import GSAConfig
+from gsa.nn import GatedSlotAttention, GSAState, RMSNorm, ShortConvolution, SwiGLU
+
+
+class GSABlock(nn.Module):
+    """x = x + GSA(RMSNorm(x)); x = x + SwiGLU(RMSNorm(x)). x: [B, T, d] -> [B, T, d]."""
+
+    def __init__(self, config: GSAConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.attn_norm = RMSNorm(config.hidden_size, eps=config.norm_eps)
+        self.attn = GatedSlotAttention(
+            hidden_size=config.hidden_size,
+            num_heads=config.num_heads,
+            num_kv_heads=config.num_kv_heads,
+            num_slots=config.num_slots,
+            expand_k=config.expand_k,
+            expand_v=config.expand_v,
+            gate_logit_normalizer=config.gate_logit_normalizer,
+            norm_eps=config.norm_eps,
+            use_short_conv=config.use_short_conv,
+            conv_size=config.conv_size,
+            scale=config.attn_scale,
+        )
+        self.mlp_norm = RMSNorm(config.hidden_size, eps=config.norm_eps)
+        self.mlp = SwiGLU(config.hidden_size, config.intermediate_size, config.hidden_act)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        cu_seqlens: torch.Tensor | None,
+        state: GSAState | None,
+        output_state: bool,
+    ) -> tuple[torch.Tensor, GSAState | None]:
+        h, new_state = self.attn(self.attn_norm(x), attention_mask, cu_seqlens, state, output_state)
+        x = x + h
+        return x + self.mlp(self.mlp_norm(x)), new_state
+
+
+class GSAPreTrainedModel(PreTrainedModel):
+    """Weight init and the transformers hooks shared by GSAModel and GSAForCausalLM."""
+
+    config_class = GSAConfig
+    base_model_prefix = "model"
+    main_input_name = "input_ids"
+    _no_split_modules = ["GSABlock"]
+    # A recurrent state cannot be rewound, so generate() refuses assisted (speculative) decoding.
+    _is_stateful = True
+
+    @classmethod
+    def _supports_default_dynamic_cache(cls) -> bool:
+        # generate() must not hand us a DynamicCache (key/value lists); the model creates its GSACache itself.
+        return False
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        # `transformers.initialization` skips tensors already loaded from a checkpoint.
+        std = self.config.initializer_range
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, ShortConvolution):
+            init.uniform_(module.weight, -module.init_bound, module.init_bound)
+        elif isinstance(module, RMSNorm):
+            init.ones_(module.weight)
+
+
+def _check_ids(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, cu_seqlens: torch.Tensor | None):
+    if input_ids is None or input_ids.ndim != 2:
+        shape = None if input_ids is None else tuple(input_ids.shape)
+        raise ValueError(f"input_ids must be a [B, T] tensor, got {shape}")
+    if input_ids.shape[1] == 0:
+        raise ValueError("input_ids must have at least one token (T >= 1)")
+    if cu_seqlens is not None:
+        if attention_mask is not None:
+            raise ValueError("cu_seqlens packs unpadded sequences: do not pass attention_mask with it")
+        if input_ids.shape[0] != 1:
+            raise ValueError(f"cu_seqlens needs input_ids of shape [1, total], got {tuple(input_ids.shape)}")
+
+
+class GSAModel(GSAPreTrainedModel):
+    """Token embedding, L GSA blocks and a final RMSNorm. input_ids [B, T] -> last_hidden_state [B, T, d]."""
+
+    def __init__(self, config: GSAConfig):
+        super().__init__(config)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(GSABlock(config, i) for i in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, eps=config.norm_eps)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embed_tokens = value
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: GSACache | None = None,
+        use_cache: bool | None = None,
+        cu_seqlens: torch.LongTensor | None = None,
+        return_dict: bool | None = None,
+    ) -> BaseModelOutputWithPast | tuple:
+        """input_ids: [B, T] -> BaseModelOutputWithPast(last_hidden_state [B, T, d], past_key_values).
+
+        attention_mask: [B, T_past + T] or [B, T] (1 = token, 0 = padding); only its last T columns are read, since
+            earlier tokens already live in the cache. Padded positions leave the state untouched, so left-padded
+            batches give every real token the output it would have alone.
+        past_key_values: a GSACache holding the state after the preceding tokens; updated in place.
+        use_cache: return a GSACache (a new one when past_key_values is None). Default: True exactly when a
+            cache was passed in.
+        cu_seqlens: [N + 1] offsets of N sequences packed into input_ids [1, total] (training); no state crosses
+            a boundary. Cannot be combined with attention_mask or a cache.
+        return_dict: False returns a plain tuple (generate() passes True); default True.
+        """
+        _check_ids(input_ids, attention_mask, cu_seqlens)
+        B, T = input_ids.shape
+        if past_key_values is not None and not isinstance(past_key_values, GSACache):
+            raise TypeError(f"past_key_values must be a GSACache, got {type(past_key_values).__name__}")
+        use_cache = past_key_values is not None if use_cache is None else use_cache
+        if use_cache and cu_seqlens is not None:
+            raise ValueError("cu_seqlens (packed training) cannot be combined with use_cache / past_key_values")
+        if use_cache and past_key_values is None:
+            past_key_values = GSACache(self.config.num_hidden_layers)
+        if not use_cache:
+            past_key_values = None
+        if attention_mask is not None:
+            if attention_mask.ndim != 2 or attention_mask.shape[0] != B or attention_mask.shape[1] < T:
+                raise ValueError(
+                    f"attention_mask must be [B, T_past + T] with B = {B}, T = {T}, got {tuple(attention_mask.shape)}"
+                )
+            attention_mask = attention_mask[:, -T:]
+
+        x = self.embed_tokens(input_ids)
+        for i, block in enumerate(self.layers):
+            state = past_key_values.state(i) if past_key_values is not None else None
+            x, new_state = block(x, attention_mask, cu_seqlens, state, output_state=use_cache)
+            if past_key_values is not None:
+                past_key_values.update_state(i, new_state, T)
+        out = BaseModelOutputWithPast(last_hidden_state=self.norm(x), past_key_values=past_key_values)
+        return out if return_dict is not False else out.to_tuple()
+
+
+def shifted_lm_loss(
+    logits: torch.Tensor, labels: torch.Tensor, cu_seqlens: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean next-token cross-entropy in float32. logits: [B, T, vocab], labels: [B, T] (-100 = ignore).
+
+    Position t predicts labels[:, t + 1]. With cu_seqlens the last token of each packed sequence predicts nothing
+    (the next position belongs to another sequence).
+    """
+    target = labels[:, 1:].clone()
+    if cu_seqlens is not None:
+        ends = cu_seqlens[1:-1].to(target.device) - 1  # last position of every sequence but the final one
+        target[:, ends] = -100
+    return F.cross_entropy(
+        logits[:, :-1].float().reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100
+    )
+
+
+class GSAForCausalLM(GSAPreTrainedModel, GenerationMixin):
+    """GSAModel with a language-model head (tied to the embedding when config.tie_word_embeddings).
+
+    input_ids [B, T] -> logits [B, T, vocab] (or the last `logits_to_keep` positions), loss with labels.
+    """
+
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+
+    def __init__(self, config: GSAConfig):
+        super().__init__(config)
+        self.model = GSAModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.embed_tokens = value
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        self.lm_head = value
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: GSACache | None = None,
+        use_cache: bool | None = None,
+        labels: torch.LongTensor | None = None,
+        cu_seqlens: torch.LongTensor | None = None,
+        logits_to_keep: int = 0,
+        return_dict: bool | None = None,
+    ) -> CausalLMOutputWithPast | tuple:
+        """input_ids: [B, T] -> CausalLMOutputWithPast(loss, logits, past_key_values).
+
+        labels: [B, T] token ids (-100 = ignore); the loss is the mean shifted cross-entropy (see shifted_lm_loss),
+            respecting cu_seqlens boundaries. logits_to_keep: compute logits for the last this many positions only
+            (0 = all; generate() passes 1). Other arguments as in GSAModel.forward.
+        """
+        if labels is not None and logits_to_keep != 0:
+            raise ValueError("labels need logits at every position: pass logits_to_keep=0 with labels")
+        if labels is not None and tuple(labels.shape) != tuple(input_ids.shape):
+            raise ValueError(f"labels must have input_ids' shape {tuple(input_ids.shape)}, got {tuple(labels.shape)}")
+        out = self.model(
+            input_ids, attention_mask=attention_mask, past_key_values=past_key_values, use_cache=use_cache,
+            cu_seqlens=cu_seqlens, return_dict=True,
+        )
+        hidden = out.last_hidden_state
+        logits = self.lm_head(hidden[:, -logits_to_keep:] if logits_to_keep > 0 else hidden)
+        loss = shifted_lm_loss(logits, labels, cu_seqlens) if labels is not None else None
+        result = CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=out.past_key_values)
+        return result if return_dict is not False else result.to_tuple()
