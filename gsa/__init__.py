@@ -5,8 +5,9 @@ Transformer-to-RNN conversion. Importing `gsa` registers the model with transfor
 imports triton (the Triton backend is loaded on first use).
 """
 
+from gsa.models import GSACache, GSAConfig, GSAForCausalLM, GSAModel
 from gsa.ops import gated_slot_attention
 
 __version__ = "0.1.0"
 
-__all__ = ["gated_slot_attention", "__version__"]
+__all__ = ["GSACache", "GSAConfig", "GSAForCausalLM", "GSAModel", "gated_slot_attention", "__version__"]
