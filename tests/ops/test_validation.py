@@ -1,0 +1,78 @@
+"""Bad input raises a clear error naming the argument, before any backend runs."""
+
+import pytest
+import torch
+
+from gsa.ops import gated_slot_attention
+
+
+def args(B=1, T=5, HQ=4, H=2, K=6, V=5, M=3, dtype=torch.float32):
+    return dict(
+        q=torch.randn(B, T, HQ, K, dtype=dtype), k=torch.randn(B, T, H, K, dtype=dtype),
+        v=torch.randn(B, T, H, V, dtype=dtype), s=torch.rand(B, T, H, M, dtype=dtype),
+        g=-torch.rand(B, T, H, M, dtype=dtype),
+    )
+
+
+def call(**over):
+    a = args()
+    kw = {n: over.pop(n) for n in list(over) if n not in a}
+    a.update(over)
+    return gated_slot_attention(a.pop("q"), a.pop("k"), a.pop("v"), a.pop("s"), a.pop("g"), **kw)
+
+
+CASES = [
+    (dict(q=torch.randn(5, 4, 6)), ValueError, r"q must be 4-D \[B, T, HQ, K\], got shape \(5, 4, 6\)"),
+    (dict(k=torch.randn(1, 5, 2, 7)), ValueError, r"k must have shape \[B, T, H, K\] = \(1, 5, 2, 6\), got \(1, 5, 2, 7\)"),
+    (dict(v=torch.randn(1, 4, 2, 5)), ValueError, r"v must have shape"),
+    (dict(s=torch.randn(2, 5, 2, 3)), ValueError, r"s must have shape"),
+    (dict(g=torch.randn(1, 5, 2, 4)), ValueError, r"g must have shape \[B, T, H, M\] = \(1, 5, 2, 3\)"),
+    (dict(q=torch.randn(1, 5, 3, 6)), ValueError, r"HQ = 3 must be a multiple of the kv head count H = 2"),
+    (dict(q=torch.randn(1, 5, 4, 6, dtype=torch.float64)), TypeError, r"k must have q's dtype torch.float64"),
+    (dict(q=torch.randint(0, 3, (1, 5, 4, 6))), TypeError, r"q must be float16, bfloat16, float32 or float64"),
+    (dict(k=[1, 2]), TypeError, r"k must be a torch.Tensor"),
+    (dict(scale="1"), TypeError, r"scale must be a finite float"),
+    (dict(scale=float("nan")), TypeError, r"scale must be a finite float"),
+    (dict(output_final_state=1), TypeError, r"output_final_state must be a bool"),
+    (dict(backend="cuda"), ValueError, r"backend must be one of"),
+    (dict(cu_seqlens=[0, 5]), TypeError, r"cu_seqlens must be a 1-D integer torch.Tensor"),
+    (dict(cu_seqlens=torch.tensor([0.0, 5.0])), TypeError, r"cu_seqlens must be int32 or int64"),
+    (dict(cu_seqlens=torch.tensor([0, 3, 2, 5])), ValueError, r"strictly increasing.*cu_seqlens\[1\] = 3"),
+    (dict(cu_seqlens=torch.tensor([0, 3, 3, 5])), ValueError, r"strictly increasing"),
+    (dict(cu_seqlens=torch.tensor([0, 4])), ValueError, r"end at T = 5"),
+    (dict(cu_seqlens=torch.tensor([1, 5])), ValueError, r"start at 0"),
+    (dict(cu_seqlens=torch.tensor([[0, 5]])), ValueError, r"cu_seqlens must be 1-D"),
+    (dict(initial_state=torch.zeros(1, 2, 6, 3)), TypeError, r"initial_state must be a pair"),
+    (dict(initial_state=(torch.zeros(1, 2, 3, 6), torch.zeros(1, 2, 3, 5))), ValueError,
+     r"initial_state\[0\] \(hk\) must have shape \[N, H, K, M\] = \(1, 2, 6, 3\), got \(1, 2, 3, 6\)"),
+    (dict(initial_state=(torch.zeros(1, 2, 6, 3), torch.zeros(1, 2, 5, 3))), ValueError, r"initial_state\[1\] \(hv\)"),
+    (dict(initial_state=(torch.zeros(1, 2, 6, 3, dtype=torch.float16), torch.zeros(1, 2, 3, 5))), TypeError,
+     r"must be float32"),
+    (dict(initial_state=(torch.zeros(1, 2, 6, 3, dtype=torch.float64), torch.zeros(1, 2, 3, 5))), TypeError,
+     r"must be float32"),
+]
+
+
+@pytest.mark.parametrize("over,exc,match", CASES)
+def test_bad_input_raises(over, exc, match):
+    with pytest.raises(exc, match=match):
+        call(**over)
+
+
+def test_cu_seqlens_needs_batch_one():
+    a = args(B=2)
+    with pytest.raises(ValueError, match=r"B == 1, got B = 2"):
+        gated_slot_attention(**a, cu_seqlens=torch.tensor([0, 5]))
+
+
+def test_initial_state_rows_follow_cu_seqlens():
+    a = args(T=5)
+    bad = (torch.zeros(1, 2, 6, 3), torch.zeros(1, 2, 3, 5))
+    with pytest.raises(ValueError, match=r"\(2, 2, 6, 3\)"):
+        gated_slot_attention(**a, cu_seqlens=torch.tensor([0, 2, 5]), initial_state=bad)
+
+
+@pytest.mark.parametrize("backend", ["torch", "reference"])
+def test_good_input_passes_every_backend_that_runs_on_cpu(backend):
+    o, st = call(backend=backend, output_final_state=True)
+    assert o.shape == (1, 5, 4, 5) and st[0].shape == (1, 2, 6, 3) and st[1].shape == (1, 2, 3, 5)
