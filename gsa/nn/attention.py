@@ -162,8 +162,9 @@ class GatedSlotAttention(nn.Module):
         q = q.view(B, T, HQ, self.head_k_dim)
         k = k.view(B, T, H, self.head_k_dim)
         v = v.view(B, T, H, self.head_v_dim)
-        # The gate in float32: logsigmoid of a large logit is tiny, and 1 - exp(g) of a tiny g needs expm1.
-        g = F.logsigmoid(self.f_proj(x).view(B, T, H, M).float()) / self.gate_logit_normalizer
+        # The gate in (at least) float32: logsigmoid of a large logit is tiny, and 1 - exp(g) of a tiny g needs expm1.
+        f = self.f_proj(x).view(B, T, H, M)
+        g = F.logsigmoid(f.to(torch.promote_types(f.dtype, torch.float32))) / self.gate_logit_normalizer
         s = -torch.expm1(g)
         if mask is not None:
             keep = mask[:, :, None, None]

@@ -9,8 +9,9 @@ from torch import nn
 class RMSNorm(nn.Module):
     """Root-mean-square normalisation over the last dimension, with a learned gain.
 
-    x: [..., D] -> [..., D] in x's dtype. The mean square and the rescaling are computed in float32 whatever the
-    input dtype, because in bf16 the sum of D squares loses the low bits that the normalisation amplifies.
+    x: [..., D] -> [..., D] in x's dtype. The mean square and the rescaling are computed in float32 for half
+    precision inputs (float64 stays float64), because in bf16 the sum of D squares loses the low bits that the
+    normalisation amplifies.
     """
 
     def __init__(self, dim: int, eps: float = 1e-5):
@@ -26,9 +27,10 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.dim:
             raise ValueError(f"RMSNorm expects last dim {self.dim}, got shape {tuple(x.shape)}")
-        xf = x.float()
+        acc = torch.promote_types(x.dtype, torch.float32)
+        xf = x.to(acc)
         y = xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + self.eps)
-        return (y * self.weight.float()).to(x.dtype)
+        return (y * self.weight.to(acc)).to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"{self.dim}, eps={self.eps}"

@@ -1,0 +1,105 @@
+"""RMSNorm, SwiGLU and ShortConvolution against plain-PyTorch definitions (float64, so tolerances are ~1e-12)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gsa.nn import RMSNorm, ShortConvolution, SwiGLU
+
+TOL = dict(atol=1e-12, rtol=1e-12)  # float64: only summation order differs
+
+
+def test_rmsnorm_matches_definition_and_keeps_dtype():
+    norm = RMSNorm(24, eps=1e-5).double()
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+    x = torch.randn(3, 5, 24, dtype=torch.float64)
+    want = x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5) * norm.weight
+    torch.testing.assert_close(norm(x), want, **TOL)
+    # bf16 in, bf16 out, statistics in float32: equal to the float32 computation rounded once.
+    xb = x.to(torch.bfloat16)
+    norm32 = RMSNorm(24, eps=1e-5)
+    norm32.weight.data.copy_(norm.weight.data)
+    yb = norm32(xb)
+    assert yb.dtype == torch.bfloat16
+    torch.testing.assert_close(yb, norm32(xb.float()).to(torch.bfloat16), atol=0, rtol=0)
+
+
+def test_rmsnorm_eps_is_used():
+    x = torch.full((1, 4), 1e-3)
+    assert not torch.allclose(RMSNorm(4, eps=1e-6)(x), RMSNorm(4, eps=1e-2)(x))
+
+
+@pytest.mark.parametrize("act", ["silu", "gelu", "relu"])
+def test_swiglu_matches_definition(act):
+    mlp = SwiGLU(16, 40, act).double()
+    x = torch.randn(2, 3, 16, dtype=torch.float64)
+    fn = {"silu": F.silu, "gelu": F.gelu, "relu": F.relu}[act]
+    want = (fn(x @ mlp.gate_proj.weight.T) * (x @ mlp.up_proj.weight.T)) @ mlp.down_proj.weight.T
+    torch.testing.assert_close(mlp(x), want, **TOL)
+
+
+def test_swiglu_rejects_unknown_activation():
+    with pytest.raises(ValueError, match="hidden_act"):
+        SwiGLU(8, 16, "tanh")
+
+
+def _conv_reference(conv: ShortConvolution, x: torch.Tensor) -> torch.Tensor:
+    """torch's own depthwise conv1d with W - 1 zeros of left padding, then SiLU. x: [B, T, C]."""
+    W = conv.kernel_size
+    y = F.conv1d(F.pad(x.transpose(1, 2), (W - 1, 0)), conv.weight[:, None, :], groups=conv.channels)
+    return F.silu(y).transpose(1, 2)
+
+
+def test_short_conv_matches_conv1d():
+    conv = ShortConvolution(6, 4).double()
+    x = torch.randn(2, 9, 6, dtype=torch.float64)
+    y, state = conv(x, output_state=True)
+    torch.testing.assert_close(y, _conv_reference(conv, x), **TOL)
+    torch.testing.assert_close(state, x[:, -3:], **TOL)
+
+
+@pytest.mark.parametrize("splits", [[1] * 7, [2, 1, 4], [5, 2]])
+def test_short_conv_state_chaining(splits):
+    """Feeding pieces one after another with the carried state equals one call on the whole sequence."""
+    conv = ShortConvolution(5, 4).double()
+    x = torch.randn(2, sum(splits), 5, dtype=torch.float64)
+    full, _ = conv(x)
+    state, outs, t = None, [], 0
+    for n in splits:
+        y, state = conv(x[:, t : t + n], state=state, output_state=True)
+        outs.append(y)
+        t += n
+    torch.testing.assert_close(torch.cat(outs, 1), full, **TOL)
+
+
+def test_short_conv_packed_sequences_do_not_leak():
+    conv = ShortConvolution(3, 4).double()
+    lens = [5, 1, 2, 6]
+    xs = [torch.randn(1, n, 3, dtype=torch.float64) for n in lens]
+    cu = torch.tensor([0, 5, 6, 8, 14])
+    packed, _ = conv(torch.cat(xs, 1), cu_seqlens=cu)
+    alone = torch.cat([conv(x)[0] for x in xs], 1)
+    torch.testing.assert_close(packed, alone, **TOL)
+
+
+def test_short_conv_left_padding_is_invisible():
+    conv = ShortConvolution(4, 3).double()
+    x = torch.randn(1, 6, 4, dtype=torch.float64)
+    padded = torch.cat([torch.randn(1, 3, 4, dtype=torch.float64), x], 1)  # garbage in the padding
+    mask = torch.tensor([[0, 0, 0, 1, 1, 1, 1, 1, 1]])
+    y, state = conv(padded, mask=mask, output_state=True)
+    want, want_state = conv(x, output_state=True)
+    torch.testing.assert_close(y[:, 3:], want, **TOL)
+    torch.testing.assert_close(state, want_state, **TOL)
+
+
+def test_short_conv_errors():
+    conv = ShortConvolution(4, 4)
+    x = torch.randn(1, 5, 4)
+    with pytest.raises(ValueError, match="cu_seqlens"):
+        conv(x, cu_seqlens=torch.tensor([0, 5]), output_state=True)
+    with pytest.raises(ValueError, match="conv state"):
+        conv(x, state=torch.zeros(1, 2, 4))
+    with pytest.raises(ValueError, match="channels"):
+        conv(torch.randn(1, 5, 3))
