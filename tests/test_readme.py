@@ -1,0 +1,26 @@
+"""The README's quickstart runs as written, and the README's test command is what CI runs."""
+
+import pathlib
+import re
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _block_after(heading: str, lang: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    section = text.split(heading, 1)[1]
+    return re.search(rf"```{lang}\n(.*?)```", section, re.S).group(1)
+
+
+def test_quickstart_runs_as_written(tmp_path, monkeypatch):
+    code = _block_after("## Quickstart", "python")
+    assert len(code.strip().splitlines()) <= 10
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code.replace("/tmp/gsa-tiny", str(tmp_path / "gsa-tiny")), "README-quickstart", "exec"), {})
+
+
+def test_ci_runs_the_readme_test_command():
+    commands = _block_after("## The two commands", "bash")
+    test_cmd = next(line.split("#")[0].strip() for line in commands.splitlines() if "test" in line)
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert test_cmd in ci.splitlines(), f"{test_cmd!r} not a line of .ci/run"
