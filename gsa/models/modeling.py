@@ -158,7 +158,7 @@ class GSAModel(GSAPreTrainedModel):
 def shifted_lm_loss(
     logits: torch.Tensor, labels: torch.Tensor, cu_seqlens: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Mean next-token cross-entropy in float32. logits: [B, T, vocab], labels: [B, T] (-100 = ignore).
+    """Mean next-token cross-entropy, in at least float32. logits: [B, T, vocab], labels: [B, T] (-100 = ignore).
 
     Position t predicts labels[:, t + 1]. With cu_seqlens the last token of each packed sequence predicts nothing
     (the next position belongs to another sequence).
@@ -167,9 +167,8 @@ def shifted_lm_loss(
     if cu_seqlens is not None:
         ends = cu_seqlens[1:-1].to(target.device) - 1  # last position of every sequence but the final one
         target[:, ends] = -100
-    return F.cross_entropy(
-        logits[:, :-1].float().reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100
-    )
+    logits = logits[:, :-1].to(torch.promote_types(logits.dtype, torch.float32))  # bf16 logits -> float32 loss
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100)
 
 
 class GSAForCausalLM(GSAPreTrainedModel, GenerationMixin):
