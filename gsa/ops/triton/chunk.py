@@ -1,0 +1,164 @@
+"""The chunked GSA op (training path): forward and backward launchers, registered as torch.library custom ops
+with fake implementations and autograd, so torch.compile(fullgraph=True) sees two opaque ops.
+
+Tensors enter as [B, T, H, D] and are viewed as one packed sequence [TT, H, D] (TT = B * T).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from gsa.ops.triton.chunk_a import chunk_bwd_dp, chunk_fwd_a
+from gsa.ops.triton.chunk_ds import chunk_bwd_ds
+from gsa.ops.triton.chunk_dx import chunk_bwd_dx
+from gsa.ops.triton.chunk_h import chunk_bwd_dh, chunk_fwd_h
+from gsa.ops.triton.chunk_o import chunk_bwd_dq, chunk_fwd_o
+from gsa.ops.triton.cumsum import chunk_local_cumsum, reverse_cumsum_dg
+from gsa.ops.triton.utils import dot_precision, max_chunks, prepare_chunks
+
+_EMPTY = (0,)
+
+
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    return x.reshape(-1, x.shape[-2], x.shape[-1])
+
+
+def _empty(x: torch.Tensor) -> torch.Tensor:
+    # a custom op's outputs must not alias each other: one fresh empty tensor per absent output
+    return x.new_empty(_EMPTY, dtype=torch.float32)
+
+
+def _fwd_impl(q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states, cu_seqlens):
+    B, T, HQ, K = q.shape
+    H, V, M = k.shape[2], v.shape[-1], s.shape[-1]
+    chunks = prepare_chunks(cu_seqlens, B, T, q.device)
+    nt = max_chunks(cu_seqlens, B, T)
+    prec = dot_precision(q.dtype)
+    qf, kf, vf, sf = _flat(q), _flat(k), _flat(v), _flat(s)
+    gl = chunk_local_cumsum(_flat(g), chunks)
+    hk, hkT = chunk_fwd_h(kf, sf, gl, hk0, chunks, nt, output_final_state, False, prec)
+    hv, hvT = chunk_fwd_h(vf, sf, gl, hv0, chunks, nt, output_final_state, True, prec)
+    A = chunk_fwd_a(qf, kf, sf, gl, hk, chunks, scale, prec)
+    o = chunk_fwd_o(A, sf, gl, vf, hv, chunks, q.dtype, prec)
+    if not output_final_state:
+        hkT, hvT = _empty(q), _empty(q)
+    if not keep_states:
+        hk, hv = _empty(q), _empty(q)
+    return o.view(B, T, HQ, V), A.view(B, T, HQ, M), gl.view(B, T, H, M), hkT, hvT, hk, hv
+
+
+@torch.library.custom_op("gsa::chunk_fwd", mutates_args=())
+def chunk_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Tensor, g: torch.Tensor,
+                 scale: float, hk0: torch.Tensor | None, hv0: torch.Tensor | None, output_final_state: bool,
+                 keep_states: bool, cu_seqlens: torch.Tensor | None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                            torch.Tensor]:
+    """Returns o [B, T, HQ, V], A1 [B, T, HQ, M] and Gl [B, T, H, M] (float32, kept for backward), the final
+    states (empty unless output_final_state) and the chunk-start states (empty unless keep_states)."""
+    return _fwd_impl(q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states, cu_seqlens)
+
+
+@chunk_fwd_op.register_fake
+def _(q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states, cu_seqlens):
+    B, T, HQ, K = q.shape
+    H, V, M = k.shape[2], v.shape[-1], s.shape[-1]
+    N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
+    f32 = dict(dtype=torch.float32)
+    fin = output_final_state
+    nt = max_chunks(cu_seqlens, B, T)
+    return (q.new_empty(B, T, HQ, V), q.new_empty(B, T, HQ, M, **f32), q.new_empty(B, T, H, M, **f32),
+            q.new_empty(N, H, K, M, **f32) if fin else _empty(q), q.new_empty(N, H, M, V, **f32) if fin else _empty(q),
+            q.new_empty(nt, H, K, M, **f32) if keep_states else _empty(q),
+            q.new_empty(nt, H, V, M, **f32) if keep_states else _empty(q))
+
+
+def _bwd_impl(q, k, v, s, g, A, gl, do, scale, hk0, hv0, dhkT, dhvT, hkT, hvT, hk, hv, cu_seqlens):
+    B, T, HQ, K = q.shape
+    H, V, M = k.shape[2], v.shape[-1], s.shape[-1]
+    chunks = prepare_chunks(cu_seqlens, B, T, q.device)
+    nt = max_chunks(cu_seqlens, B, T)
+    prec = dot_precision(q.dtype)
+    qf, kf, vf, sf, dof = _flat(q), _flat(k), _flat(v), _flat(s), _flat(do.contiguous())
+    Af, glf = _flat(A), _flat(gl)
+    if hk is None:
+        # hidden-state recomputation: the chunk-start states again, from the kept A1-free inputs
+        hk, _ = chunk_fwd_h(kf, sf, glf, hk0, chunks, nt, False, False, prec)
+        hv, _ = chunk_fwd_h(vf, sf, glf, hv0, chunks, nt, False, True, prec)
+    dA, dGq = chunk_bwd_dp(dof, vf, sf, glf, hv, Af, chunks, prec)
+    want0 = hk0 is not None
+    dhk, dhk0 = chunk_bwd_dh(qf, dA, glf, dhkT, chunks, nt, scale, False, want0, False, prec)
+    dhv, dhv0 = chunk_bwd_dh(dof, Af, glf, dhvT, chunks, nt, 1.0, True, want0, True, prec)
+    dq = chunk_bwd_dq(dA, sf, glf, kf, hk, chunks, scale, q.dtype, prec)
+    dk = chunk_bwd_dx(dA, qf, sf, glf, dhk, chunks, scale, False, k.dtype, prec)
+    dv = chunk_bwd_dx(Af, dof, sf, glf, dhv, chunks, 1.0, True, v.dtype, prec)
+    ds, dG = chunk_bwd_ds(qf, kf, vf, dof, sf, glf, Af, dA, dGq, dhk, dhv, chunks, scale, prec)
+    # final states read the whole sequence's decay: their cotangents enter dG at each sequence's last step
+    dgT = None
+    if dhkT is not None:
+        dgT = (hkT * dhkT).sum(-2)
+    if dhvT is not None:
+        dgv = (hvT * dhvT).sum(-1)
+        dgT = dgv if dgT is None else dgT + dgv
+    dg = reverse_cumsum_dg(dG, None if dgT is None else dgT.contiguous(), chunks, g.dtype)
+    return (dq.view_as(q), dk.view_as(k), dv.view_as(v), ds.view_as(s), dg.view_as(g),
+            _empty(q) if dhk0 is None else dhk0, _empty(q) if dhv0 is None else dhv0)
+
+
+@torch.library.custom_op("gsa::chunk_bwd", mutates_args=())
+def chunk_bwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Tensor, g: torch.Tensor,
+                 A: torch.Tensor, gl: torch.Tensor, do: torch.Tensor, scale: float, hk0: torch.Tensor | None,
+                 hv0: torch.Tensor | None, dhkT: torch.Tensor | None, dhvT: torch.Tensor | None,
+                 hkT: torch.Tensor | None, hvT: torch.Tensor | None, hk: torch.Tensor | None,
+                 hv: torch.Tensor | None, cu_seqlens: torch.Tensor | None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                            torch.Tensor]:
+    """Returns dq, dk, dv, ds, dg and the initial-state gradients (empty without an initial state)."""
+    return _bwd_impl(q, k, v, s, g, A, gl, do, scale, hk0, hv0, dhkT, dhvT, hkT, hvT, hk, hv, cu_seqlens)
+
+
+@chunk_bwd_op.register_fake
+def _(q, k, v, s, g, A, gl, do, scale, hk0, hv0, dhkT, dhvT, hkT, hvT, hk, hv, cu_seqlens):
+    return (torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), torch.empty_like(s),
+            torch.empty_like(g), _empty(q) if hk0 is None else torch.empty_like(hk0),
+            _empty(q) if hv0 is None else torch.empty_like(hv0))
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states, cu_seqlens = inputs
+    o, A, gl, hkT, hvT, hk, hv = output
+    ctx.mark_non_differentiable(A, gl, hk, hv)
+    ctx.scale = scale
+    ctx.output_final_state = output_final_state
+    ctx.keep_states = keep_states
+    ctx.has_h0 = hk0 is not None
+    ctx.save_for_backward(q, k, v, s, g, A, gl, hk0, hv0, hkT, hvT, hk, hv, cu_seqlens)
+
+
+def _backward(ctx, do, dA, dgl, dhkT, dhvT, dhk, dhv):
+    q, k, v, s, g, A, gl, hk0, hv0, hkT, hvT, hk, hv, cu_seqlens = ctx.saved_tensors
+    if not ctx.output_final_state:
+        dhkT = dhvT = None
+    if not ctx.keep_states:
+        hk = hv = None
+    dq, dk, dv, ds, dg, dhk0, dhv0 = chunk_bwd_op(
+        q, k, v, s, g, A, gl, do, ctx.scale, hk0, hv0, dhkT, dhvT,
+        hkT if ctx.output_final_state else None, hvT if ctx.output_final_state else None, hk, hv, cu_seqlens)
+    if not ctx.has_h0:
+        dhk0 = dhv0 = None
+    return dq, dk, dv, ds, dg, None, dhk0, dhv0, None, None, None
+
+
+chunk_fwd_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def chunk_gsa(q, k, v, s, g, scale: float, initial_state, output_final_state: bool, cu_seqlens,
+              keep_states: bool = False):
+    """Chunked GSA on [B, T, H, D] tensors (arguments as `gsa.ops.gated_slot_attention`, already validated).
+
+    keep_states: keep the chunk-start states from the forward for the backward (faster, + NT * H * (K + V) * M
+    floats) instead of recomputing them (the default). Returns o and the final states (or None)."""
+    q, k, v, s, g = (x.contiguous() for x in (q, k, v, s, g))
+    hk0, hv0 = (None, None) if initial_state is None else (x.contiguous() for x in initial_state)
+    o, _, _, hkT, hvT, _, _ = chunk_fwd_op(q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states,
+                                           cu_seqlens)
+    return o, ((hkT, hvT) if output_final_state else None)

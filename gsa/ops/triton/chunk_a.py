@@ -1,0 +1,111 @@
+"""Per-step slot scores of the first pass (forward) and of the second pass's read (backward).
+
+For a query sub-block of BC rows of a chunk, with chunk-local cumulative gates Gl and chunk-start state S [D, M]:
+    X_t[m] = scale * ( exp(Gl_t[m]) * (a_t @ S)[m] + sum_{c0 <= j <= t} (a_t . b_j) * s_j[m] * exp(Gl_t[m] - Gl_j[m]) )
+Forward: a = q, b = k, S = Hk, and X = A1 (the pre-softmax scores). Backward: a = dO, b = v, S = Hv^T, scale 1, and
+X = dp; the kernel then applies the softmax backward and writes dA1 and the reading half of dG.
+Earlier sub-blocks factor the decay through the query block's first row r (both factors <= 1); the diagonal
+sub-block takes exp(Gl_t - Gl_j) pairwise.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from gsa.ops.triton.utils import BC, BT, Chunks, block, load_row, load_rows, masked_softmax
+
+
+@triton.jit
+def chunk_gsa_fwd_kernel_a(a, b, s, gl, h, A, dA, dGq, cu_seqlens, chunk_indices, scale,
+                           H: tl.constexpr, HQ: tl.constexpr, D: tl.constexpr, M: tl.constexpr,
+                           BT: tl.constexpr, BC: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr,
+                           BACKWARD: tl.constexpr, PREC: tl.constexpr):
+    NC: tl.constexpr = BT // BC
+    i_ci, i_hq = tl.program_id(0), tl.program_id(1)
+    i_c, i_i = i_ci // NC, i_ci % NC
+    i_h = i_hq // (HQ // H)
+    i_n, i_t = tl.load(chunk_indices + i_c * 2), tl.load(chunk_indices + i_c * 2 + 1)
+    bos = tl.load(cu_seqlens + i_n).to(tl.int64)
+    eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
+    t0 = bos + i_t * BT
+    ti = t0 + i_i * BC
+    if ti >= eos:
+        return
+    o_t = t0 + tl.arange(0, BT)
+    o_i = ti + tl.arange(0, BC)
+    o_m = tl.arange(0, BM)
+    m_t, m_i, m_m = o_t < eos, o_i < eos, o_m < M
+
+    b_gt = load_rows(gl + i_h * M, o_t, m_t, H * M, o_m, m_m)  # [BT, BM]
+    b_gi = load_rows(gl + i_h * M, o_i, m_i, H * M, o_m, m_m)  # [BC, BM]
+    b_gr = load_row(gl + i_h * M, ti, H * M, o_m, m_m)  # [BM]
+    b_st = load_rows(s + i_h * M, o_t, m_t, H * M, o_m, m_m).to(tl.float32)  # [BT, BM]
+    b_si = load_rows(s + i_h * M, o_i, m_i, H * M, o_m, m_m).to(tl.float32)  # [BC, BM]
+
+    p_h = h + (i_c.to(tl.int64) * H + i_h) * D * M
+    b_x = tl.zeros([BC, BM], dtype=tl.float32)  # inter-chunk scores
+    b_ab = tl.zeros([BC, BT], dtype=tl.float32)  # a_i . b_j over the chunk
+    b_abd = tl.zeros([BC, BC], dtype=tl.float32)  # a_i . b_j inside the sub-block
+    for i_d in range(tl.cdiv(D, BD)):
+        o_d = i_d * BD + tl.arange(0, BD)
+        m_d = o_d < D
+        b_ai = load_rows(a + i_hq * D, o_i, m_i, HQ * D, o_d, m_d)  # [BC, BD]
+        b_bt = load_rows(b + i_h * D, o_t, m_t, H * D, o_d, m_d)  # [BT, BD]
+        b_bi = load_rows(b + i_h * D, o_i, m_i, H * D, o_d, m_d)  # [BC, BD]
+        b_h = load_rows(p_h, o_d, m_d, M, o_m, m_m)  # [BD, BM]
+        b_x += tl.dot(b_ai.to(tl.float32), b_h, input_precision=PREC)
+        b_ab += tl.dot(b_ai, tl.trans(b_bt), input_precision=PREC)
+        b_abd += tl.dot(b_ai, tl.trans(b_bi), input_precision=PREC)
+    b_x *= tl.exp(b_gi)
+    # earlier sub-blocks of this chunk: exp(Gl_t - Gl_j) = exp(Gl_t - Gl_r) * exp(Gl_r - Gl_j), both <= 1
+    m_j = (tl.arange(0, BT) < i_i * BC) & m_t
+    b_sd = tl.where(m_j[:, None], b_st * tl.exp(b_gr[None, :] - b_gt), 0.0)  # [BT, BM]
+    b_x += tl.exp(b_gi - b_gr[None, :]) * tl.dot(b_ab, b_sd, input_precision=PREC)
+    # the diagonal sub-block, pairwise: [BC (t), BC (j), BM]
+    m_tj = (o_i[:, None] >= o_i[None, :]) & m_i[:, None] & m_i[None, :]
+    b_d = tl.exp(tl.where(m_tj[:, :, None], b_gi[:, None, :] - b_gi[None, :, :], float("-inf")))
+    b_x += tl.sum(b_abd[:, :, None] * b_si[None, :, :] * b_d, axis=1)
+    b_x *= scale
+
+    m_im = m_i[:, None] & m_m[None, :]
+    o_im = o_i[:, None].to(tl.int64) * HQ * M + i_hq * M + o_m[None, :]
+    if BACKWARD:
+        b_a1 = tl.load(A + o_im, mask=m_im, other=0)  # [BC, BM]
+        b_p = masked_softmax(b_a1, m_im)
+        b_da = b_p * (b_x - tl.sum(b_p * b_x, 1)[:, None])
+        tl.store(dA + o_im, b_da, mask=m_im)
+        # the reading terms of dG (GSA_SPEC.md section 3): A1 * dA1 + p * dp
+        tl.store(dGq + o_im, b_a1 * b_da + b_p * b_x, mask=m_im)
+    else:
+        tl.store(A + o_im, b_x, mask=m_im)
+
+
+def chunk_fwd_a(q: torch.Tensor, k: torch.Tensor, s: torch.Tensor, gl: torch.Tensor, hk: torch.Tensor,
+                chunks: Chunks, scale: float, prec: str) -> torch.Tensor:
+    """A1 [TT, HQ, M] float32: the first pass's pre-softmax slot scores. q: [TT, HQ, K], k: [TT, H, K],
+    s/gl: [TT, H, M], hk: [NT, H, K, M] chunk-start states."""
+    TT, HQ, D = q.shape
+    H, M = k.shape[1], s.shape[-1]
+    A = torch.empty(TT, HQ, M, dtype=torch.float32, device=q.device)
+    grid = (chunks.NT * (BT // BC), HQ)
+    chunk_gsa_fwd_kernel_a[grid](q, k, s, gl, hk, A, None, None, chunks.cu_seqlens, chunks.indices, scale,
+                                 H=H, HQ=HQ, D=D, M=M, BT=BT, BC=BC, BD=block(D, 64), BM=block(M, 128),
+                                 BACKWARD=False, PREC=prec, num_warps=4)
+    return A
+
+
+def chunk_bwd_dp(do: torch.Tensor, v: torch.Tensor, s: torch.Tensor, gl: torch.Tensor, hv: torch.Tensor,
+                 A: torch.Tensor, chunks: Chunks, prec: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """From dO [TT, HQ, V], v [TT, H, V], the chunk-start states hv [NT, H, V, M] and A1 [TT, HQ, M]: dA1 and
+    the reading half of dG, A1 * dA1 + p * dp, both [TT, HQ, M] float32."""
+    TT, HQ, D = do.shape
+    H, M = v.shape[1], s.shape[-1]
+    dA = torch.empty(TT, HQ, M, dtype=torch.float32, device=do.device)
+    dGq = torch.empty_like(dA)
+    grid = (chunks.NT * (BT // BC), HQ)
+    chunk_gsa_fwd_kernel_a[grid](do, v, s, gl, hv, A, dA, dGq, chunks.cu_seqlens, chunks.indices, 1.0,
+                                 H=H, HQ=HQ, D=D, M=M, BT=BT, BC=BC, BD=block(D, 64), BM=block(M, 128),
+                                 BACKWARD=True, PREC=prec, num_warps=4)
+    return dA, dGq

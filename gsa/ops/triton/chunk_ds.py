@@ -1,0 +1,120 @@
+"""Slot-weight gradient ds = ds1 + ds2 (both passes write through s) and the per-step gate term dG.
+
+For a key sub-block of BC rows j, per pass (x, y, a, dS, scale): with the gradient dS [D, M] of the chunk-end state,
+    ds_j[m] = exp(Gl_last[m] - Gl_j[m]) * (x_j @ dS)[m]
+            + scale * sum_{query heads} sum_{j <= t < chunk end} (y_t . x_j) * a_t[m] * exp(Gl_t[m] - Gl_j[m]).
+Pass 1: x = k, y = q, a = dA1, dS = dHk. Pass 2: x = v, y = dO, a = softmax(A1), dS = dHv^T, scale 1.
+Then dG_j = sum_{query heads} (A1 * dA1 + p * dp)_j - s_j * ds_j (GSA_SPEC.md section 3).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from gsa.ops.triton.utils import BC, BT, Chunks, block, load_row, load_rows, masked_softmax
+
+
+@triton.jit
+def _ds_pass(x, y, A, dh, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_after, o_m, m_m, b_gt, b_gj, b_ge, b_gl,
+             H: tl.constexpr, HQ: tl.constexpr, D: tl.constexpr, M: tl.constexpr, BT: tl.constexpr,
+             BC: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr, SOFTMAX: tl.constexpr, PREC: tl.constexpr):
+    G: tl.constexpr = HQ // H
+    p_dh = dh + (i_c.to(tl.int64) * H + i_h) * D * M
+    b_xs = tl.zeros([BC, BM], dtype=tl.float32)
+    for i_d in range(tl.cdiv(D, BD)):
+        o_d = i_d * BD + tl.arange(0, BD)
+        m_d = o_d < D
+        b_xj = load_rows(x + i_h * D, o_j, m_j, H * D, o_d, m_d).to(tl.float32)  # [BC, BD]
+        b_dh = load_rows(p_dh, o_d, m_d, M, o_m, m_m)  # [BD, BM]
+        b_xs += tl.dot(b_xj, b_dh, input_precision=PREC)
+    b_ds = b_xs * tl.exp(b_gl[None, :] - b_gj)  # [BC, BM]
+
+    b_dec = tl.exp(b_ge[None, :] - b_gj)  # [BC, BM], <= 1 on valid rows
+    m_tj = (o_j[:, None] >= o_j[None, :]) & m_j[:, None] & m_j[None, :]  # [BC (t), BC (j)]
+    b_d = tl.exp(tl.where(m_tj[:, :, None], b_gj[:, None, :] - b_gj[None, :, :], float("-inf")))  # [BC, BC, BM]
+    b_acc = tl.zeros([BC, BM], dtype=tl.float32)
+    for i_g in range(G):
+        i_hq = i_h * G + i_g
+        b_yx = tl.zeros([BT, BC], dtype=tl.float32)  # y_t . x_j over the chunk
+        b_yxd = tl.zeros([BC, BC], dtype=tl.float32)  # y_t . x_j inside the sub-block
+        for i_d in range(tl.cdiv(D, BD)):
+            o_d = i_d * BD + tl.arange(0, BD)
+            m_d = o_d < D
+            b_xj = load_rows(x + i_h * D, o_j, m_j, H * D, o_d, m_d)  # [BC, BD]
+            b_yt = load_rows(y + i_hq * D, o_t, m_t, HQ * D, o_d, m_d)  # [BT, BD]
+            b_yj = load_rows(y + i_hq * D, o_j, m_j, HQ * D, o_d, m_d)  # [BC, BD]
+            b_yx += tl.dot(b_yt, tl.trans(b_xj), input_precision=PREC)
+            b_yxd += tl.dot(b_yj, tl.trans(b_xj), input_precision=PREC)
+        b_at = load_rows(A + i_hq * M, o_t, m_t, HQ * M, o_m, m_m)  # [BT, BM]
+        b_aj = load_rows(A + i_hq * M, o_j, m_j, HQ * M, o_m, m_m)  # [BC, BM]
+        if SOFTMAX:
+            b_at = masked_softmax(b_at, m_t[:, None] & m_m[None, :])
+            b_aj = masked_softmax(b_aj, m_j[:, None] & m_m[None, :])
+        # later sub-blocks, the decay factored through the key block's last row e
+        b_ad = tl.where(m_after[:, None], b_at * tl.exp(b_gt - b_ge[None, :]), 0.0)  # [BT, BM]
+        b_acc += b_dec * tl.dot(tl.trans(b_yx), b_ad, input_precision=PREC)
+        # the diagonal sub-block, pairwise
+        b_acc += tl.sum(b_yxd[:, :, None] * b_aj[:, None, :] * b_d, axis=0)
+    return b_ds + scale * b_acc
+
+
+@triton.jit
+def chunk_gsa_bwd_kernel_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, cu_seqlens, chunk_indices, scale,
+                            H: tl.constexpr, HQ: tl.constexpr, K: tl.constexpr, V: tl.constexpr, M: tl.constexpr,
+                            BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+                            BM: tl.constexpr, PREC: tl.constexpr):
+    NC: tl.constexpr = BT // BC
+    G: tl.constexpr = HQ // H
+    i_cj, i_h = tl.program_id(0), tl.program_id(1)
+    i_c, i_j = i_cj // NC, i_cj % NC
+    i_n, i_t = tl.load(chunk_indices + i_c * 2), tl.load(chunk_indices + i_c * 2 + 1)
+    bos = tl.load(cu_seqlens + i_n).to(tl.int64)
+    eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
+    t0 = bos + i_t * BT
+    tj = t0 + i_j * BC
+    if tj >= eos:
+        return
+    last = tl.minimum(t0 + BT, eos) - 1
+    e = tl.minimum(tj + BC, eos) - 1
+    o_t = t0 + tl.arange(0, BT)
+    o_j = tj + tl.arange(0, BC)
+    o_m = tl.arange(0, BM)
+    m_t, m_j, m_m = o_t < eos, o_j < eos, o_m < M
+    m_after = (o_t >= tj + BC) & m_t
+
+    b_gt = load_rows(gl + i_h * M, o_t, m_t, H * M, o_m, m_m)  # [BT, BM]
+    b_gj = load_rows(gl + i_h * M, o_j, m_j, H * M, o_m, m_m)  # [BC, BM]
+    b_ge = load_row(gl + i_h * M, e, H * M, o_m, m_m)  # [BM]
+    b_gl = load_row(gl + i_h * M, last, H * M, o_m, m_m)  # [BM]
+
+    b_ds = _ds_pass(k, q, dA, dhk, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_after, o_m, m_m, b_gt, b_gj, b_ge, b_gl,
+                    H, HQ, K, M, BT, BC, BK, BM, False, PREC)
+    b_ds += _ds_pass(v, do, A, dhv, i_c, i_h, 1.0, o_t, m_t, o_j, m_j, m_after, o_m, m_m, b_gt, b_gj, b_ge, b_gl,
+                     H, HQ, V, M, BT, BC, BV, BM, True, PREC)
+
+    b_sj = load_rows(s + i_h * M, o_j, m_j, H * M, o_m, m_m).to(tl.float32)  # [BC, BM]
+    b_dg = -b_sj * b_ds
+    for i_g in range(G):
+        b_dg += load_rows(dGq + (i_h * G + i_g) * M, o_j, m_j, HQ * M, o_m, m_m)
+    m_jm = m_j[:, None] & m_m[None, :]
+    o_jm = o_j[:, None].to(tl.int64) * H * M + i_h * M + o_m[None, :]
+    tl.store(ds + o_jm, b_ds.to(ds.dtype.element_ty), mask=m_jm)
+    tl.store(dG + o_jm, b_dg, mask=m_jm)
+
+
+def chunk_bwd_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, chunks: Chunks, scale: float, prec: str):
+    """ds [TT, H, M] in s's dtype and dG [TT, H, M] float32 (before the reverse cumulative sum over time).
+
+    q/do: [TT, HQ, K|V], k/v: [TT, H, K|V], s/gl: [TT, H, M], A/dA/dGq: [TT, HQ, M] float32,
+    dhk [NT, H, K, M] and dhv [NT, H, V, M]: gradients of the chunk-end states."""
+    TT, HQ, K = q.shape
+    H, V, M = k.shape[1], v.shape[-1], s.shape[-1]
+    ds = torch.empty(TT, H, M, dtype=s.dtype, device=s.device)
+    dG = torch.empty(TT, H, M, dtype=torch.float32, device=s.device)
+    grid = (chunks.NT * (BT // BC), H)
+    chunk_gsa_bwd_kernel_ds[grid](q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, chunks.cu_seqlens,
+                                  chunks.indices, scale, H=H, HQ=HQ, K=K, V=V, M=M, BT=BT, BC=BC,
+                                  BK=block(K, 64), BV=block(V, 64), BM=block(M, 128), PREC=prec, num_warps=4)
+    return ds, dG

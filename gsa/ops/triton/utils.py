@@ -1,0 +1,111 @@
+"""Shared pieces of the GSA Triton kernels: chunk bookkeeping, tile sizes and small jit helpers.
+
+Every kernel sees the batch as one packed sequence of TT = B * T tokens with N segments (a plain batch is
+packed with cu_seqlens = [0, T, 2T, ...]), so one code path serves both layouts.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+# Chunk length of the training kernels, and the sub-block inside it in which decays are taken pairwise.
+BT = 64
+BC = 16
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def block(n: int, cap: int) -> int:
+    """Tile size for a dimension of n: a power of two, at least 16 (tl.dot needs 16), at most cap."""
+    return max(16, min(cap, triton.next_power_of_2(n)))
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """tl.dot precision for float32 operands: tf32 is below bf16/fp16 input rounding, not below fp32's."""
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+@dataclass(frozen=True)
+class Chunks:
+    """Packed-sequence bookkeeping, on the device.
+
+    cu_seqlens: [N + 1] int32 token offsets; indices: [NT, 2] int32 (sequence, chunk within it) of every chunk
+    in order; offsets: [N + 1] int32 index of each sequence's first chunk in that order.
+    """
+
+    cu_seqlens: torch.Tensor
+    indices: torch.Tensor
+    offsets: torch.Tensor
+    N: int
+    NT: int
+
+
+@functools.lru_cache(maxsize=64)
+def _chunks_cached(lengths: tuple, device: torch.device) -> Chunks:
+    counts = [(n + BT - 1) // BT for n in lengths]
+    cu = [0]
+    off = [0]
+    for n, c in zip(lengths, counts):
+        cu.append(cu[-1] + n)
+        off.append(off[-1] + c)
+    idx = [(i, c) for i, cnt in enumerate(counts) for c in range(cnt)]
+    i32 = dict(dtype=torch.int32, device=device)
+    return Chunks(
+        cu_seqlens=torch.tensor(cu, **i32),
+        indices=torch.tensor(idx, **i32).reshape(-1, 2),
+        offsets=torch.tensor(off, **i32),
+        N=len(lengths),
+        NT=off[-1],
+    )
+
+
+def prepare_chunks(cu_seqlens: torch.Tensor | None, B: int, T: int, device: torch.device) -> Chunks:
+    """Chunk bookkeeping for B sequences of T tokens, or for the packed sequences of cu_seqlens (B == 1).
+
+    With cu_seqlens this reads the offsets to the host (one sync), as any varlen kernel launch must.
+    """
+    if cu_seqlens is None:
+        lengths = (T,) * B
+    else:
+        cu = cu_seqlens.tolist()
+        lengths = tuple(b - a for a, b in zip(cu[:-1], cu[1:]))
+    return _chunks_cached(lengths, torch.device(device))
+
+
+def max_chunks(cu_seqlens: torch.Tensor | None, B: int, T: int) -> int:
+    """An upper bound on the number of chunks from shapes alone (for fake tensors): exact without cu_seqlens."""
+    if cu_seqlens is None:
+        return B * triton.cdiv(T, BT)
+    return T // BT + cu_seqlens.shape[0] - 1
+
+
+@triton.jit
+def masked_softmax(b_x, m_x):
+    """Row softmax of b_x [R, BM] over the entries where m_x holds; other entries (and empty rows) give 0."""
+    b_x = tl.where(m_x, b_x, float("-inf"))
+    b_mx = tl.max(b_x, 1)
+    b_mx = tl.where(b_mx == float("-inf"), 0.0, b_mx)
+    b_e = tl.exp(b_x - b_mx[:, None])
+    b_z = tl.sum(b_e, 1)
+    b_z = tl.where(b_z == 0.0, 1.0, b_z)
+    return b_e / b_z[:, None]
+
+
+@triton.jit
+def load_rows(p, o_t, m_t, stride_t, o_c, m_c):
+    """Load the [len(o_t), len(o_c)] tile at p + o_t * stride_t + o_c (its own dtype), zeros outside the masks."""
+    return tl.load(p + o_t[:, None].to(tl.int64) * stride_t + o_c[None, :], mask=m_t[:, None] & m_c[None, :], other=0)
+
+
+@triton.jit
+def load_row(p, t, stride_t, o_c, m_c):
+    """Load the row p + t * stride_t + o_c as float32 (zeros outside m_c)."""
+    return tl.load(p + t.to(tl.int64) * stride_t + o_c, mask=m_c, other=0).to(tl.float32)
