@@ -1,0 +1,5 @@
+import sys
+
+from gsa.train.loop import main
+
+sys.exit(main())

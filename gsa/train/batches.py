@@ -1,0 +1,59 @@
+"""Deterministic batch sources for the trainer: language-model windows and MQAR examples.
+
+Both address the data by (step, micro-step, rank): a step's global batch is the same for any number of
+processes and gradient-accumulation split, and resuming at step ``s`` needs nothing but ``s``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from gsa.data import DataOrder, TextData, Windows, mqar_batch, pack_batch
+
+
+class TextBatches:
+    def __init__(self, data: TextData, seq_len: int, documents: bool, seed: int):
+        self.data, self.documents = data, documents
+        self.eos = data.tokenizer.eos_token_id
+        self.train = Windows(data.train, seq_len)
+        self.heldout = Windows(data.heldout, seq_len) if len(data.heldout.tokens) >= seq_len else None
+        self.order = DataOrder(len(self.train), seed)
+
+    def train_batch(self, step: int, micro: int, rank: int, world: int, mbs: int, accum: int) -> dict:
+        start = step * mbs * accum * world + (micro * world + rank) * mbs
+        return pack_batch([self.train[self.order[start + i]] for i in range(mbs)], self.eos, self.documents)
+
+    def eval_batches(self, num_batches: int, mbs: int, rank: int, world: int) -> Iterator[dict]:
+        """The first ``num_batches * mbs * world`` held-out windows (fewer if the split is small), sharded."""
+        if self.heldout is None:
+            return
+        n = min(len(self.heldout), num_batches * mbs * world)
+        mine = list(range(rank, n, world))
+        for i in range(0, len(mine), mbs):
+            yield pack_batch([self.heldout[j] for j in mine[i : i + mbs]], self.eos, self.documents)
+
+
+class MQARBatches:
+    def __init__(self, seq_len: int, train_pairs: list[int], eval_pairs: list[int], eval_examples: int,
+                 vocab_size: int, alpha: float, seed: int):
+        self.seq_len, self.train_pairs, self.eval_pairs = seq_len, train_pairs, eval_pairs
+        self.eval_examples, self.vocab_size, self.alpha, self.seed = eval_examples, vocab_size, alpha, seed
+        for pairs in train_pairs + eval_pairs:  # fail at start, not at step 1000
+            mqar_batch(1, seq_len, pairs, vocab_size, alpha, seed=0)
+
+    def train_batch(self, step: int, micro: int, rank: int, world: int, mbs: int, accum: int) -> dict:
+        i = (step * accum + micro) * world + rank
+        pairs = self.train_pairs[i % len(self.train_pairs)]
+        return mqar_batch(mbs, self.seq_len, pairs, self.vocab_size, self.alpha, seed=[self.seed, i])
+
+    def eval_sets(self, mbs: int, rank: int, world: int) -> Iterator[tuple[int, dict]]:
+        """(pairs, batch) over a fixed test set per pair count (seeded apart from training), sharded."""
+        for pairs in self.eval_pairs:
+            full = mqar_batch(self.eval_examples, self.seq_len, pairs, self.vocab_size, self.alpha,
+                              seed=[self.seed, 2**31 - 1, pairs])
+            mine = torch.arange(rank, self.eval_examples, world)
+            for i in range(0, len(mine), mbs):
+                idx = mine[i : i + mbs]
+                yield pairs, {"input_ids": full["input_ids"][idx], "labels": full["labels"][idx]}

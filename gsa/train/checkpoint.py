@@ -1,0 +1,127 @@
+"""Atomic, verified, resumable checkpoints.
+
+``<output_dir>/checkpoints/step_00000100/``:
+
+- ``model/``: ``save_pretrained`` layout (config.json, model.safetensors) plus the tokenizer, so
+  ``gsa eval ppl --model .../model`` and ``from_pretrained`` work on any checkpoint;
+- ``trainer.pt``: optimizer (full, unsharded state dict keyed by parameter names), scheduler, step;
+- ``rng_rank{r}.pt``: each process's RNG states;
+- ``manifest.json``: written last; size and SHA-256 of every other file.
+
+A checkpoint is written into ``checkpoints/.tmp-step_...`` and renamed into place only when complete, so a
+kill at any moment leaves either the whole new checkpoint or none of it. On resume, each candidate (newest
+first) is verified against its manifest; one that fails is refused with the reason and the previous one is
+tried.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+_STEP_RE = re.compile(r"^step_(\d{8})$")
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def checkpoint_root(output_dir: str | os.PathLike) -> Path:
+    return Path(output_dir) / "checkpoints"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def tmp_dir(output_dir: str | os.PathLike, step: int) -> Path:
+    return checkpoint_root(output_dir) / f".tmp-step_{step:08d}"
+
+
+def write_manifest(tmp: Path, step: int, world_size: int) -> None:
+    files = {}
+    for p in sorted(tmp.rglob("*")):
+        if p.is_file():
+            files[str(p.relative_to(tmp))] = {"size": p.stat().st_size, "sha256": _sha256(p)}
+    manifest = {"step": step, "world_size": world_size, "files": files}
+    with open(tmp / "manifest.json", "w") as f:
+        json.dump(manifest, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def publish(tmp: Path, step: int, keep: int) -> Path:
+    """Rename a complete temp checkpoint into place and delete all but the newest ``keep``."""
+    final = tmp.parent / f"step_{step:08d}"
+    if final.exists():  # a stale one from an earlier, longer run of the same directory
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    for old in list_checkpoints(tmp.parent.parent)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
+    """Published checkpoint directories, oldest first."""
+    root = checkpoint_root(output_dir)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and _STEP_RE.match(p.name)]
+    return sorted(found, key=lambda p: p.name)
+
+
+def clean_temporaries(output_dir: str | os.PathLike) -> None:
+    root = checkpoint_root(output_dir)
+    if root.is_dir():
+        for p in root.glob(".tmp-*"):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def verify(path: Path, world_size: int) -> int:
+    """Check a checkpoint against its manifest; return its step or raise CheckpointError saying why not."""
+    mf = path / "manifest.json"
+    if not mf.is_file():
+        raise CheckpointError(f"{path}: no manifest.json (incomplete checkpoint)")
+    try:
+        manifest = json.loads(mf.read_text())
+        files, step = manifest["files"], int(manifest["step"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{path}: unreadable manifest.json ({e})") from e
+    for rel, info in files.items():
+        p = path / rel
+        if not p.is_file():
+            raise CheckpointError(f"{path}: missing file {rel}")
+        if p.stat().st_size != info["size"]:
+            raise CheckpointError(f"{path}: {rel} has {p.stat().st_size} bytes, the manifest says {info['size']}")
+        if _sha256(p) != info["sha256"]:
+            raise CheckpointError(f"{path}: {rel} is corrupted (SHA-256 differs from the manifest)")
+    if manifest.get("world_size") != world_size:
+        raise CheckpointError(
+            f"{path}: written by {manifest.get('world_size')} processes, resuming with {world_size} "
+            "(the RNG states are per process)"
+        )
+    return step
+
+
+def latest_valid(output_dir: str | os.PathLike, world_size: int, log=print) -> tuple[Path, int] | None:
+    """The newest checkpoint that verifies; refused ones are reported through ``log``. None if there are no
+    checkpoints at all; CheckpointError if there are some but none verifies."""
+    candidates = list_checkpoints(output_dir)
+    reasons = []
+    for path in reversed(candidates):
+        try:
+            return path, verify(path, world_size)
+        except CheckpointError as e:
+            reasons.append(str(e))
+            log(f"refusing checkpoint: {e}; trying the previous one")
+    if candidates:
+        raise CheckpointError("no usable checkpoint to resume from:\n  " + "\n  ".join(reasons))
+    return None

@@ -1,0 +1,190 @@
+"""The training config: a TOML file read into dataclasses; unknown keys raise.
+
+```toml
+seed = 0
+output_dir = "runs/tiny-cpu"
+
+[model]            # type selects the class; every other key goes to its config (GSAConfig / LlamaConfig)
+type = "gsa"       # "gsa" | "llama" (the softmax-attention Transformer baseline)
+hidden_size = 64
+
+[data]             # see DataConfig
+[optim]            # see OptimConfig
+[train]            # see TrainConfig
+```
+
+Overrides on the command line are ``section.key=value`` (``train.max_steps=50``, ``model.num_slots=32``,
+``seed=1``); the value is parsed as TOML (``data.sources=["a.txt"]``) and, failing that, taken as a string.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class DataConfig:
+    kind: str = "text"  # "text" (language modelling) | "mqar" (associative recall)
+    # text
+    sources: list[str] = field(default_factory=lambda: ["python-docs"])  # files, directories, globs
+    text_field: str = "text"  # the .jsonl / .parquet field holding the text
+    tokenizer: str = "bpe"  # "bpe" (trained on the training split) | "byte" | a local HF tokenizer path
+    vocab_size: int = 8192  # of the "bpe" tokenizer
+    cache_dir: str = ".cache/gsa-data"
+    heldout_fraction: float = 0.02
+    documents: bool = True  # pack with cu_seqlens at document boundaries (else plain windows)
+    seq_len: int = 512
+    # mqar (Zoology): keys/values from a vocabulary of mqar_vocab_size, seq_len tokens per example
+    mqar_vocab_size: int = 8192
+    mqar_train_pairs: list[int] = field(default_factory=lambda: [4, 8, 16, 32, 64])
+    mqar_eval_pairs: list[int] = field(default_factory=lambda: [4, 8, 16, 32, 64])
+    mqar_eval_examples: int = 256  # per pair count
+    mqar_alpha: float = 0.01
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-4
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio at max_steps
+    warmup_steps: int = 100
+    weight_decay: float = 0.1  # on matrices only; norms and biases are not decayed
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    eps: float = 1e-8
+    grad_clip: float = 1.0  # max global gradient norm; 0 disables
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 1000
+    micro_batch_size: int = 8  # sequences per process per micro-step
+    grad_accum: int = 1  # micro-steps per optimizer step
+    device: str = "auto"  # "auto" (cuda if available) | "cpu" | "cuda"
+    precision: str = "auto"  # "auto" (bf16 autocast on GPU, float32 on CPU) | "bf16" | "fp32"
+    parallel: str = "ddp"  # with several processes: "ddp" | "fsdp" (FSDP2 fully_shard per block + root)
+    activation_checkpointing: bool = False
+    compile: bool = False  # torch.compile each block
+    log_every: int = 10
+    eval_every: int = 200  # 0: only at the end
+    eval_batches: int = 8  # held-out batches (of micro_batch_size per process) per evaluation
+    checkpoint_every: int = 200  # 0: only at the end
+    keep_checkpoints: int = 2
+    tensorboard: bool = False
+    wandb_project: str = ""  # non-empty: log to Weights & Biases
+    progress: bool = True  # tqdm bar on rank 0
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    output_dir: str = "runs/default"
+    model: dict[str, Any] = field(default_factory=lambda: {"type": "gsa"})
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_SECTIONS = {"data": DataConfig, "optim": OptimConfig, "train": TrainConfig}
+
+
+def _check_type(where: str, value: Any, default: Any) -> Any:
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+    elif isinstance(default, list):
+        ok = isinstance(value, list)
+    else:
+        ok = True
+    if not ok:
+        raise TypeError(f"config key {where}: expected {type(default).__name__}, got {value!r}")
+    return value
+
+
+def config_from_dict(raw: dict[str, Any]) -> Config:
+    """Build a Config; raises ``KeyError`` on an unknown section or key, ``TypeError`` on a wrong type."""
+    cfg = Config()
+    for key, value in raw.items():
+        if key in _SECTIONS:
+            if not isinstance(value, dict):
+                raise TypeError(f"config section [{key}] must be a table")
+            section = getattr(cfg, key)
+            names = {f.name for f in dataclasses.fields(section)}
+            for k, v in value.items():
+                if k not in names:
+                    raise KeyError(f"unknown config key {key}.{k} (known: {', '.join(sorted(names))})")
+                setattr(section, k, _check_type(f"{key}.{k}", v, getattr(section, k)))
+        elif key == "model":
+            if not isinstance(value, dict):
+                raise TypeError("config section [model] must be a table")
+            cfg.model = {"type": "gsa", **value}
+        elif key in ("seed", "output_dir"):
+            setattr(cfg, key, _check_type(key, value, getattr(cfg, key)))
+        else:
+            raise KeyError(f"unknown config key {key!r} (known: seed, output_dir, [model], [data], [optim], [train])")
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    choices = {
+        "data.kind": (cfg.data.kind, ("text", "mqar")),
+        "train.device": (cfg.train.device, ("auto", "cpu", "cuda")),
+        "train.precision": (cfg.train.precision, ("auto", "bf16", "fp32")),
+        "train.parallel": (cfg.train.parallel, ("ddp", "fsdp")),
+        "model.type": (cfg.model.get("type"), ("gsa", "llama")),
+    }
+    for name, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ValueError(f"config key {name} must be one of {allowed}, got {value!r}")
+    positive = {
+        "train.max_steps": cfg.train.max_steps, "train.micro_batch_size": cfg.train.micro_batch_size,
+        "train.grad_accum": cfg.train.grad_accum, "train.keep_checkpoints": cfg.train.keep_checkpoints,
+        "train.log_every": cfg.train.log_every, "data.seq_len": cfg.data.seq_len, "optim.lr": cfg.optim.lr,
+    }
+    for name, value in positive.items():
+        if value <= 0:
+            raise ValueError(f"config key {name} must be positive, got {value}")
+    if not 0 <= cfg.optim.min_lr_ratio <= 1:
+        raise ValueError(f"optim.min_lr_ratio must be in [0, 1], got {cfg.optim.min_lr_ratio}")
+    if len(cfg.optim.betas) != 2:
+        raise ValueError(f"optim.betas must have two entries, got {cfg.optim.betas}")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ValueError(f"override {text!r} is not of the form key=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
+    """Read a TOML file (or start from defaults when ``path`` is None) and apply ``key=value`` overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = raw
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise KeyError(f"override {text!r}: {k} is not a section")
+        node[keys[-1]] = value
+    return config_from_dict(raw)

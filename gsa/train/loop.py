@@ -1,0 +1,355 @@
+"""The training loop: one plain loop for 1 CPU process, 1 GPU, or many processes under torchrun."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import checkpoint as ckpt
+from .batches import MQARBatches, TextBatches
+from .config import Config, load_config
+from .distributed import Dist, setup, teardown, wrap
+from .metrics import Metrics
+from .model import build_model, model_inputs, param_groups, unwrap
+
+
+def lr_lambda(cfg: Config):
+    """Linear warmup over warmup_steps to lr, then cosine to lr * min_lr_ratio at max_steps."""
+    warm, total, floor = cfg.optim.warmup_steps, cfg.train.max_steps, cfg.optim.min_lr_ratio
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        progress = min(1.0, (step - warm) / max(1, total - warm))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return f
+
+
+def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+class Trainer:
+    def __init__(self, cfg: Config, resume: bool = False):
+        self.cfg, self.resume = cfg, resume
+        self.d: Dist = setup(cfg.train.device)
+        self.out = Path(cfg.output_dir)
+        self.bf16 = cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and self.d.device.type == "cuda")
+        self.log = print if self.d.is_main else (lambda *a, **k: None)
+        self._prepare_data()
+        torch.manual_seed(cfg.seed)  # identical initial weights on every process
+        plain = build_model(cfg.model, self.vocab_size, self.eos_id)
+        self.num_params = sum(p.numel() for p in plain.parameters())
+        self.model = wrap(plain, self.d, cfg.train.parallel, self.bf16, cfg.train.activation_checkpointing,
+                          cfg.train.compile)
+        o = cfg.optim
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, o.weight_decay), lr=o.lr, betas=tuple(o.betas),
+                                           eps=o.eps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
+        self.step = 0
+
+    # ---------------------------------------------------------------- data
+    def _prepare_data(self) -> None:
+        cfg, d = self.cfg, self.d
+        if cfg.data.kind == "mqar":
+            self.tokenizer, self.eos_id, self.vocab_size = None, None, cfg.data.mqar_vocab_size
+            self.batches = MQARBatches(cfg.data.seq_len, cfg.data.mqar_train_pairs, cfg.data.mqar_eval_pairs,
+                                       cfg.data.mqar_eval_examples, cfg.data.mqar_vocab_size, cfg.data.mqar_alpha,
+                                       cfg.seed)
+            return
+        from gsa.data import prepare_text_data
+
+        def prepare():
+            return prepare_text_data(cfg.data.sources, cfg.data.tokenizer, cfg.data.vocab_size, cfg.data.cache_dir,
+                                     cfg.data.heldout_fraction, text_field=cfg.data.text_field,
+                                     progress=cfg.train.progress and d.is_main)
+
+        if d.is_main:  # build the cache once; the others then find it
+            data = prepare()
+        d.barrier()
+        if not d.is_main:
+            data = prepare()
+        self.tokenizer, self.eos_id = data.tokenizer, data.tokenizer.eos_token_id
+        self.vocab_size = len(data.tokenizer)
+        self.batches = TextBatches(data, cfg.data.seq_len, cfg.data.documents, cfg.seed)
+        self.log(f"data: {len(data.train.tokens):,} training tokens ({len(self.batches.train):,} windows of "
+                 f"{cfg.data.seq_len}), {len(data.heldout.tokens):,} held-out tokens; vocabulary {self.vocab_size}")
+
+    # ---------------------------------------------------------------- checkpoints
+    def save(self) -> Path | None:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+        d, step = self.d, self.step
+        msd, osd = get_state_dict(self.model, self.optimizer,
+                                  options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        tmp = ckpt.tmp_dir(self.out, step)
+        if d.is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        d.barrier()
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        torch.save(rng, tmp / f"rng_rank{d.rank}.pt")
+        d.barrier()
+        final = None
+        if d.is_main:
+            self._save_model(tmp / "model", msd)
+            torch.save({"step": step, "optimizer": osd, "scheduler": self.scheduler.state_dict()}, tmp / "trainer.pt")
+            ckpt.write_manifest(tmp, step, d.world)
+            final = ckpt.publish(tmp, step, self.cfg.train.keep_checkpoints)
+        d.barrier()
+        return final
+
+    def _save_model(self, path: Path, state_dict: dict[str, torch.Tensor]) -> None:
+        from transformers.utils import logging as hf_logging
+
+        enabled = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # its per-shard bar would break into ours
+        try:
+            unwrap(self.model).save_pretrained(path, state_dict=state_dict)
+        finally:
+            if enabled:
+                hf_logging.enable_progress_bar()
+        if self.tokenizer is not None:
+            self.tokenizer.save_pretrained(path)
+
+    def load(self, path: Path) -> None:
+        from safetensors.torch import load_file
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_model_state_dict,
+            set_optimizer_state_dict,
+        )
+
+        sd: dict[str, torch.Tensor] = {}
+        for f in sorted((path / "model").glob("*.safetensors")):
+            sd.update(load_file(f))
+        opts = StateDictOptions(full_state_dict=True, strict=False)
+        result = set_model_state_dict(self.model, sd, options=opts)
+        # save_pretrained drops tied duplicates (lm_head = embedding); anything else missing is an error.
+        plain = unwrap(self.model)
+        tied = {n for n, _ in plain.named_parameters(remove_duplicate=False)} - {n for n, _ in plain.named_parameters()}
+        missing = set(result.missing_keys) - tied
+        if missing or result.unexpected_keys:
+            raise ckpt.CheckpointError(f"{path}: weights do not match the model (missing {sorted(missing)}, "
+                                       f"unexpected {sorted(result.unexpected_keys)})")
+        state = torch.load(path / "trainer.pt", map_location="cpu", weights_only=True)
+        set_optimizer_state_dict(self.model, self.optimizer, state["optimizer"],
+                                 options=StateDictOptions(full_state_dict=True))
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = state["step"]
+        rng = torch.load(path / f"rng_rank{self.d.rank}.pt", weights_only=True)
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+
+    # ---------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, Any]:
+        cfg, d = self.cfg, self.d
+        self.model.eval()
+        autocast = torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+        try:
+            if cfg.data.kind == "mqar":
+                from gsa.data import mqar_accuracy
+
+                correct: dict[int, torch.Tensor] = {}
+                total: dict[int, torch.Tensor] = {}
+                for pairs, batch in self.batches.eval_sets(cfg.train.micro_batch_size, d.rank, d.world):
+                    batch = _to(batch, d.device)
+                    with autocast:
+                        logits = self.model(**model_inputs(self.model, batch)).logits
+                    c, t = mqar_accuracy(logits, batch["labels"])
+                    correct[pairs] = correct.get(pairs, 0) + torch.tensor(c)
+                    total[pairs] = total.get(pairs, 0) + torch.tensor(t)
+                acc = {str(p): float(d.sum(correct[p].to(d.device)) / d.sum(total[p].to(d.device))) for p in correct}
+                return {"mqar_acc": acc, "mqar_acc_mean": sum(acc.values()) / len(acc)}
+            nll = torch.zeros((), device=d.device, dtype=torch.float64)
+            count = torch.zeros((), device=d.device, dtype=torch.float64)
+            for batch in self.batches.eval_batches(cfg.train.eval_batches, cfg.train.micro_batch_size, d.rank, d.world):
+                batch = _to(batch, d.device)
+                with autocast:
+                    loss = self.model(**model_inputs(self.model, batch)).loss
+                n = (batch["labels"][:, 1:] != -100).sum()
+                nll += loss.double() * n
+                count += n
+            nll, count = d.sum(nll), d.sum(count)
+            if count == 0:
+                return {}
+            loss = float(nll / count)
+            return {"eval_loss": loss, "eval_ppl": math.exp(min(loss, 50.0))}
+        finally:
+            self.model.train()
+
+    # ---------------------------------------------------------------- the loop
+    def fit(self) -> dict[str, Any]:
+        cfg, d, t = self.cfg, self.d, self.cfg.train
+        if d.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            ckpt.clean_temporaries(self.out)
+        d.barrier()
+        resumed_from = None
+        if self.resume:
+            found = ckpt.latest_valid(self.out, d.world, log=self.log)
+            if found is None:
+                self.log(f"--resume: no checkpoint in {ckpt.checkpoint_root(self.out)}; starting from step 0")
+            else:
+                resumed_from = found[0]
+                self.load(found[0])
+                self.log(f"resumed from {found[0]} (step {self.step})")
+        metrics = None
+        if d.is_main:
+            (self.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+            metrics = Metrics(self.out, self.step if resumed_from else None, t.tensorboard, t.wandb_project,
+                              cfg.to_dict())
+        self.log(f"model: {cfg.model['type']}, {self.num_params / 1e6:.2f}M parameters; {d.world} process(es) "
+                 f"on {d.device.type}, {'bf16 autocast' if self.bf16 else 'float32'}; output {self.out}")
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=t.max_steps, initial=self.step, desc="train", unit="step",
+                   disable=not (d.is_main and t.progress))
+        tokens_per_step = t.micro_batch_size * t.grad_accum * d.world * cfg.data.seq_len
+        autocast = torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+        is_fsdp = d.world > 1 and cfg.train.parallel == "fsdp"
+        last_ckpt: Path | None = resumed_from
+        tic, steps_since = time.perf_counter(), 0
+        summary: dict[str, Any] = {}
+        self.model.train()
+        try:
+            while self.step < t.max_steps:
+                loss_sum = torch.zeros((), device=d.device)
+                for micro in range(t.grad_accum):
+                    batch = _to(self.batches.train_batch(self.step, micro, d.rank, d.world, t.micro_batch_size,
+                                                         t.grad_accum), d.device)
+                    sync = micro == t.grad_accum - 1
+                    ctx = contextlib.nullcontext()
+                    if d.world > 1 and not is_fsdp and not sync:
+                        ctx = self.model.no_sync()
+                    if is_fsdp:
+                        self.model.set_requires_gradient_sync(sync)
+                    with ctx:
+                        with autocast:
+                            loss = self.model(**model_inputs(self.model, batch)).loss / t.grad_accum
+                        loss.backward()
+                    loss_sum += loss.detach()
+                grad_norm = None
+                if cfg.optim.grad_clip > 0:
+                    grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
+                    if hasattr(grad_norm, "full_tensor"):
+                        grad_norm = grad_norm.full_tensor()
+                lr = self.scheduler.get_last_lr()[0]
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.step += 1
+                steps_since += 1
+                bar.update(1)
+                last = self.step == t.max_steps
+                if self.step % t.log_every == 0 or last:
+                    loss_val = float(d.mean(loss_sum))
+                    if not math.isfinite(loss_val):
+                        raise FloatingPointError(f"loss is {loss_val} at step {self.step}")
+                    elapsed = time.perf_counter() - tic
+                    row = {"step": self.step, "loss": loss_val, "lr": lr,
+                           "tokens_per_s": tokens_per_step * steps_since / max(elapsed, 1e-9)}
+                    if grad_norm is not None:
+                        row["grad_norm"] = float(grad_norm)
+                    if metrics:
+                        metrics.log(row)
+                    bar.set_postfix(loss=f"{loss_val:.4f}", lr=f"{lr:.2e}")
+                    tic, steps_since = time.perf_counter(), 0
+                if (t.eval_every and self.step % t.eval_every == 0) or last:
+                    ev = self.evaluate()
+                    if ev and metrics:
+                        metrics.log({"step": self.step, **ev})
+                    if ev:
+                        summary.update(ev)
+                        bar.write(f"step {self.step}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in ev.items()))
+                    tic = time.perf_counter()
+                if (t.checkpoint_every and self.step % t.checkpoint_every == 0) or last:
+                    last_ckpt = self.save() or last_ckpt
+                    tic = time.perf_counter()
+        except KeyboardInterrupt:
+            bar.close()
+            self.log(f"\ninterrupted at step {self.step}; the last complete checkpoint is {last_ckpt} "
+                     f"(continue with --resume)")
+            raise
+        bar.close()
+        if metrics:
+            metrics.close()
+        final = self.out / "model"
+        if d.is_main and last_ckpt is not None:
+            # the final checkpoint's model directory is the trained model; copy it to a stable place
+            tmp = self.out / ".tmp-model"
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(last_ckpt / "model", tmp)
+            shutil.rmtree(final, ignore_errors=True)
+            tmp.rename(final)
+        d.barrier()
+        summary.update({"step": self.step, "model_dir": str(final), "num_params": self.num_params})
+        return summary
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {_fmt(x)}" for k, x in v.items()) + "}"
+    return str(v)
+
+
+def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
+    """Train as configured; return a summary (final step, last evaluation, model directory)."""
+    trainer = Trainer(cfg, resume=resume)
+    try:
+        return trainer.fit()
+    finally:
+        teardown()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="gsa train",
+        description="Train a GSA (or baseline) language model or MQAR model. Runs as one process, or under "
+        "`torchrun --nproc_per_node=N -m gsa.train ...` with DDP or FSDP2 (train.parallel).",
+    )
+    p.add_argument("--config", required=True, help="TOML config file (see configs/)")
+    p.add_argument("--max-steps", type=int, help="override train.max_steps")
+    p.add_argument("--output-dir", help="override output_dir (checkpoints, metrics.jsonl, model/)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the newest valid checkpoint in the output directory")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="config overrides such as train.micro_batch_size=4 model.num_slots=32")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides = list(args.overrides)
+    if args.max_steps is not None:
+        overrides.append(f"train.max_steps={args.max_steps}")
+    if args.output_dir is not None:
+        overrides.append(f"output_dir={json.dumps(args.output_dir)}")
+    cfg = load_config(args.config, overrides)
+    try:
+        summary = train(cfg, resume=args.resume)
+    except KeyboardInterrupt:
+        return 130
+    except ckpt.CheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if "eval_ppl" in summary:
+        print(f"held-out perplexity {summary['eval_ppl']:.3f} (loss {summary['eval_loss']:.4f})")
+    print(f"model saved to {summary['model_dir']}")
+    return 0

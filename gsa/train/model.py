@@ -1,0 +1,94 @@
+"""Models the trainer can build from the ``[model]`` section, and how a batch is fed to each.
+
+- ``type = "gsa"``: ``gsa.GSAForCausalLM``; every other key is a ``GSAConfig`` field (ablations are config
+  fields too). Packed batches are passed as ``cu_seqlens``.
+- ``type = "llama"``: ``transformers.LlamaForCausalLM``, the softmax-attention Transformer baseline; every
+  other key is a ``LlamaConfig`` field (unknown ones raise). Packed batches are passed as ``position_ids``
+  that restart at each document, from which transformers builds a block-diagonal causal mask.
+
+``vocab_size`` comes from the data (tokenizer or MQAR vocabulary) unless the section sets it.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def build_model(model_cfg: dict[str, Any], vocab_size: int, eos_id: int | None = None) -> nn.Module:
+    params = dict(model_cfg)
+    kind = params.pop("type")
+    params.setdefault("vocab_size", vocab_size)
+    if params["vocab_size"] < vocab_size:
+        raise ValueError(f"model.vocab_size={params['vocab_size']} is smaller than the data's vocabulary ({vocab_size})")
+    if eos_id is not None:
+        params.setdefault("eos_token_id", eos_id)
+        params.setdefault("pad_token_id", eos_id)
+        params.setdefault("bos_token_id", None)
+    if kind == "gsa":
+        from gsa.models import GSAConfig, GSAForCausalLM
+
+        return GSAForCausalLM(GSAConfig(**params))
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    known = set(inspect.signature(LlamaConfig.__init__).parameters) | set(LlamaConfig().to_dict())
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise KeyError(f"unknown LlamaConfig key(s) in [model]: {unknown}")
+    params.setdefault("use_cache", False)  # a cache would also disable packed-sequence masks
+    return LlamaForCausalLM(LlamaConfig(**params))
+
+
+def model_inputs(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Keyword arguments for ``model(**...)`` from a batch made by ``gsa.data.pack_batch`` or MQAR."""
+    out = {"input_ids": batch["input_ids"], "labels": batch["labels"]}
+    if "cu_seqlens" in batch:
+        if unwrap(model).config.model_type == "gsa":
+            out["cu_seqlens"] = batch["cu_seqlens"]
+        else:
+            out["position_ids"] = batch["position_ids"]
+    return out
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain model under DDP / torch.compile wrappers (FSDP2 shards in place and needs no unwrapping)."""
+    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
+        model = getattr(model, "module", None) or model._orig_mod
+    return model
+
+
+def blocks(model: nn.Module) -> nn.ModuleList:
+    """The list of decoder blocks (``model.model.layers`` for both GSA and Llama)."""
+    layers = getattr(getattr(unwrap(model), "model", None), "layers", None)
+    if not isinstance(layers, nn.ModuleList):
+        raise TypeError(f"{type(unwrap(model)).__name__} has no model.layers ModuleList of blocks")
+    return layers
+
+
+def _checkpointed(forward, *args, **kwargs):
+    return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)
+
+
+def apply_activation_checkpointing(model: nn.Module) -> None:
+    """Recompute each block's activations in the backward pass instead of storing them."""
+    for block in blocks(model):
+        block.forward = functools.partial(_checkpointed, block.forward)
+
+
+def apply_compile(model: nn.Module) -> None:
+    """torch.compile each block (smaller graphs than the whole model, compiled once and reused)."""
+    for block in blocks(model):
+        block.compile()
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Decay matrices (linear and embedding weights); never norms or biases."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
