@@ -1,0 +1,95 @@
+"""GSAConfig: every field is validated, and changing any field changes the model."""
+
+import inspect
+
+import pytest
+import torch
+from transformers import GenerationConfig
+
+from conftest import TINY, tiny_config
+from gsa.models import GSAConfig, GSAForCausalLM
+from gsa.models.configuration import swiglu_intermediate_size
+
+FIELDS = [p for p in inspect.signature(GSAConfig.__init__).parameters if p not in ("self", "kwargs")]
+
+# field -> a valid value different from the tiny config's (or the default when the tiny config does not set it)
+CHANGED = {
+    "vocab_size": 103, "hidden_size": 64, "num_hidden_layers": 3, "num_heads": 2, "num_kv_heads": 4,
+    "num_slots": 10, "expand_k": 0.5, "expand_v": 2.0, "gate_logit_normalizer": 16.0, "use_short_conv": False,
+    "conv_size": 3, "attn_scale": 1.0, "hidden_ratio": 16.0, "intermediate_size": 96, "hidden_act": "gelu",
+    "norm_eps": 0.1, "initializer_range": 0.5, "tie_word_embeddings": True, "pad_token_id": 5,
+    "bos_token_id": 6, "eos_token_id": [2, 7],
+}
+
+INVALID = {
+    "vocab_size": 0, "hidden_size": -32, "num_hidden_layers": 0, "num_heads": 0, "num_kv_heads": 3,
+    "num_slots": 0, "expand_k": 0.3, "expand_v": -1.0, "gate_logit_normalizer": 0.0, "use_short_conv": "yes",
+    "conv_size": 1, "attn_scale": -1.0, "hidden_ratio": 0.0, "intermediate_size": 0, "hidden_act": "tanh",
+    "norm_eps": 0.0, "initializer_range": -0.02, "tie_word_embeddings": "no", "pad_token_id": 101,
+    "bos_token_id": -1, "eos_token_id": [2, 500],
+}
+
+
+def test_tables_cover_every_field():
+    assert sorted(CHANGED) == sorted(FIELDS) and sorted(INVALID) == sorted(FIELDS)
+
+
+def _signature(**overrides):
+    """What a config determines: parameter count, logits on fixed ids, and generate()'s special tokens."""
+    config = tiny_config(**overrides)
+    torch.manual_seed(0)
+    model = GSAForCausalLM(config).double().eval()
+    with torch.no_grad():
+        logits = model(torch.arange(3, 11)[None]).logits
+    gen = GenerationConfig.from_model_config(config)
+    return sum(p.numel() for p in model.parameters()), logits, (gen.pad_token_id, gen.bos_token_id, gen.eos_token_id)
+
+
+@pytest.mark.parametrize("field", sorted(CHANGED))
+def test_every_field_changes_the_model(field):
+    overrides = {field: CHANGED[field]}
+    if field == "hidden_ratio":
+        overrides["intermediate_size"] = None  # the two describe one width: give one
+    base, changed = _signature(), _signature(**overrides)
+    same = (
+        base[0] == changed[0]
+        and base[1].shape == changed[1].shape
+        and torch.allclose(base[1], changed[1], atol=1e-12, rtol=0)
+        and base[2] == changed[2]
+    )
+    assert not same, f"changing {field} changed nothing"
+
+
+@pytest.mark.parametrize("field", sorted(INVALID))
+def test_invalid_values_raise_naming_the_field(field):
+    with pytest.raises(ValueError, match=field):
+        tiny_config(**{field: INVALID[field]})
+
+
+def test_unknown_options_raise():
+    with pytest.raises(ValueError, match="num_slot"):
+        tiny_config(num_slot=8)
+    with pytest.raises(ValueError, match="model_type"):
+        GSAConfig(model_type="llama")
+
+
+def test_intermediate_size_rule_and_conflicts():
+    assert GSAConfig(hidden_size=2048).intermediate_size == 5632  # the 1.3B model's SwiGLU width
+    assert swiglu_intermediate_size(1024, 4) == 2816
+    assert GSAConfig(hidden_size=1024, hidden_ratio=4, intermediate_size=2816).intermediate_size == 2816
+    with pytest.raises(ValueError, match="intermediate_size or hidden_ratio"):
+        GSAConfig(hidden_size=1024, hidden_ratio=4, intermediate_size=2048)
+
+
+def test_defaults_follow_the_spec():
+    c = GSAConfig()
+    assert (c.num_heads, c.num_kv_heads, c.num_slots, c.gate_logit_normalizer) == (4, 4, 64, 8.0)
+    assert (c.expand_k, c.expand_v, c.use_short_conv, c.tie_word_embeddings) == (1.0, 1.0, False, False)
+    assert (c.norm_eps, c.initializer_range, c.head_k_dim, c.head_v_dim) == (1e-6, 0.02, 512, 512)
+
+
+def test_dict_round_trip():
+    c = tiny_config(attn_scale=1.0, hidden_act="gelu")
+    again = GSAConfig.from_dict(c.to_dict())
+    assert again.to_dict() == c.to_dict()
+    assert {k: getattr(again, k) for k in TINY} == TINY
