@@ -8,6 +8,10 @@ from __future__ import annotations
 import torch
 
 from gsa.ops.triton.chunk import chunk_gsa
+from gsa.ops.triton.fused_recurrent import fused_recurrent_gsa
+
+# Up to this many steps, and with no gradient wanted, the fused recurrent kernels run instead of the chunked ones.
+RECURRENT_MAX_T = 16
 
 
 def gsa_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Tensor, g: torch.Tensor, scale: float,
@@ -17,9 +21,19 @@ def gsa_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Tenso
 
     q: [B, T, HQ, K], k: [B, T, H, K], v: [B, T, H, V], s/g: [B, T, H, M], initial_state (hk [N, H, K, M],
     hv [N, H, M, V]) float32. Returns o [B, T, HQ, V] in q's dtype and float32 final states (or None).
-    Differentiable in every tensor input; never writes into them.
+    Differentiable in every tensor input; never writes into them. Short inputs that need no gradient (decoding)
+    take the fused recurrent kernels.
     """
+    if q.shape[1] <= RECURRENT_MAX_T and not _needs_grad(q, k, v, s, g, initial_state):
+        return fused_recurrent_gsa(q, k, v, s, g, scale, initial_state, output_final_state, cu_seqlens)
     return chunk_gsa(q, k, v, s, g, scale, initial_state, output_final_state, cu_seqlens)
 
 
-__all__ = ["chunk_gsa", "gsa_triton"]
+def _needs_grad(*xs) -> bool:
+    if not torch.is_grad_enabled():
+        return False
+    flat = [t for x in xs if x is not None for t in (x if isinstance(x, tuple) else (x,))]
+    return any(t.requires_grad for t in flat)
+
+
+__all__ = ["RECURRENT_MAX_T", "chunk_gsa", "fused_recurrent_gsa", "gsa_triton"]

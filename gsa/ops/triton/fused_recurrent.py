@@ -1,0 +1,182 @@
+"""Fused recurrent GSA for decoding (T == 1) and short inputs: the recurrence of GSA_SPEC.md section 1, step by step.
+
+The key state Hk does not depend on the softmax, so two kernels run the two passes, each over all steps:
+  1. per (sequence, kv head, K tile): Hk <- Hk * alpha + k s^T, and each query head's partial scores q @ Hk
+     over the tile;
+  2. per (sequence, kv head, V tile): the scores summed over K tiles, softmax per query head,
+     Hv <- Hv * alpha + s v^T, o = p @ Hv.
+States stay float32 in registers between steps. With `inplace`, the caller's state buffers are read and then
+overwritten (nothing else is); otherwise inputs are never written. No host synchronisation, so a decode step
+can be captured in a CUDA graph.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from gsa.ops.triton.utils import block, masked_softmax
+
+
+@triton.jit
+def fused_recurrent_gsa_fwd_kernel_k(q, k, s, g, h0, ht, part, cu_seqlens, scale, T,
+                                     H: tl.constexpr, HQ: tl.constexpr, K: tl.constexpr, M: tl.constexpr,
+                                     BK: tl.constexpr, BM: tl.constexpr, NK: tl.constexpr,
+                                     USE_H0: tl.constexpr, STORE_HT: tl.constexpr, IS_VARLEN: tl.constexpr):
+    G: tl.constexpr = HQ // H
+    i_k, i_nh = tl.program_id(0), tl.program_id(1)
+    i_n, i_h = i_nh // H, i_nh % H
+    if IS_VARLEN:
+        bos = tl.load(cu_seqlens + i_n).to(tl.int64)
+        eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
+    else:
+        bos = i_n.to(tl.int64) * T
+        eos = bos + T
+    o_k = i_k * BK + tl.arange(0, BK)
+    o_m = tl.arange(0, BM)
+    m_k, m_m = o_k < K, o_m < M
+    m_km = m_k[:, None] & m_m[None, :]
+    p_h = i_nh.to(tl.int64) * K * M + o_k[:, None] * M + o_m[None, :]
+
+    b_h = tl.zeros([BK, BM], dtype=tl.float32)  # [BK, BM]
+    if USE_H0:
+        b_h += tl.load(h0 + p_h, mask=m_km, other=0)
+    for t in range(bos, eos):
+        b_k = tl.load(k + (t * H + i_h) * K + o_k, mask=m_k, other=0).to(tl.float32)  # [BK]
+        b_s = tl.load(s + (t * H + i_h) * M + o_m, mask=m_m, other=0).to(tl.float32)  # [BM]
+        b_g = tl.load(g + (t * H + i_h) * M + o_m, mask=m_m, other=0).to(tl.float32)  # [BM]
+        b_h = b_h * tl.exp(b_g)[None, :] + b_k[:, None] * b_s[None, :]
+        for i_g in range(G):
+            i_hq = i_h * G + i_g
+            b_q = tl.load(q + (t * HQ + i_hq) * K + o_k, mask=m_k, other=0).to(tl.float32)  # [BK]
+            b_a = tl.sum(b_q[:, None] * b_h, 0) * scale  # [BM]
+            tl.store(part + ((t * HQ + i_hq) * NK + i_k) * BM + o_m, b_a)
+    if STORE_HT:
+        tl.store(ht + p_h, b_h, mask=m_km)
+
+
+@triton.jit
+def fused_recurrent_gsa_fwd_kernel_v(part, s, g, v, h0, ht, o, cu_seqlens, T,
+                                     H: tl.constexpr, HQ: tl.constexpr, V: tl.constexpr, M: tl.constexpr,
+                                     BV: tl.constexpr, BM: tl.constexpr, NK: tl.constexpr, BNK: tl.constexpr,
+                                     USE_H0: tl.constexpr, STORE_HT: tl.constexpr, IS_VARLEN: tl.constexpr):
+    G: tl.constexpr = HQ // H
+    i_v, i_nh = tl.program_id(0), tl.program_id(1)
+    i_n, i_h = i_nh // H, i_nh % H
+    if IS_VARLEN:
+        bos = tl.load(cu_seqlens + i_n).to(tl.int64)
+        eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
+    else:
+        bos = i_n.to(tl.int64) * T
+        eos = bos + T
+    o_v = i_v * BV + tl.arange(0, BV)
+    o_m = tl.arange(0, BM)
+    o_nk = tl.arange(0, BNK)
+    m_v, m_m = o_v < V, o_m < M
+    m_mv = m_m[:, None] & m_v[None, :]
+    m_pm = (o_nk < NK)[:, None] & m_m[None, :]
+    p_h = i_nh.to(tl.int64) * M * V + o_m[:, None] * V + o_v[None, :]
+
+    b_h = tl.zeros([BM, BV], dtype=tl.float32)  # [BM, BV]
+    if USE_H0:
+        b_h += tl.load(h0 + p_h, mask=m_mv, other=0)
+    for t in range(bos, eos):
+        b_v = tl.load(v + (t * H + i_h) * V + o_v, mask=m_v, other=0).to(tl.float32)  # [BV]
+        b_s = tl.load(s + (t * H + i_h) * M + o_m, mask=m_m, other=0).to(tl.float32)  # [BM]
+        b_g = tl.load(g + (t * H + i_h) * M + o_m, mask=m_m, other=0).to(tl.float32)  # [BM]
+        b_h = b_h * tl.exp(b_g)[:, None] + b_s[:, None] * b_v[None, :]
+        for i_g in range(G):
+            i_hq = i_h * G + i_g
+            p_part = part + ((t * HQ + i_hq) * NK + o_nk[:, None]) * BM + o_m[None, :]
+            b_a = tl.sum(tl.load(p_part, mask=m_pm, other=0), 0)  # [BM]
+            b_p = tl.sum(masked_softmax(b_a[None, :], m_m[None, :]), 0)  # [BM]
+            b_o = tl.sum(b_p[:, None] * b_h, 0)  # [BV]
+            tl.store(o + (t * HQ + i_hq) * V + o_v, b_o.to(o.dtype.element_ty), mask=m_v)
+    if STORE_HT:
+        tl.store(ht + p_h, b_h, mask=m_mv)
+
+
+def fused_recurrent_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Tensor, g: torch.Tensor,
+                        scale: float, hk0: torch.Tensor | None, hv0: torch.Tensor | None, hkT: torch.Tensor | None,
+                        hvT: torch.Tensor | None, cu_seqlens: torch.Tensor | None) -> torch.Tensor:
+    """Run the recurrence on contiguous [B, T, H, D] inputs from (hk0, hv0) (zeros when None) and write the final
+    states into hkT [N, H, K, M] / hvT [N, H, M, V] when given (they may be hk0 / hv0 themselves: each tile is read
+    before it is written, by the same program). Returns o [B, T, HQ, V] in q's dtype."""
+    B, T, HQ, K = q.shape
+    H, V, M = k.shape[2], v.shape[-1], s.shape[-1]
+    N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
+    BK, BV, BM = block(K, 64), block(V, 64), block(M, 128)
+    NK = triton.cdiv(K, BK)
+    part = q.new_empty(B * T, HQ, NK, BM, dtype=torch.float32)
+    o = q.new_empty(B, T, HQ, V)
+    common = dict(USE_H0=hk0 is not None, IS_VARLEN=cu_seqlens is not None, num_warps=4)
+    fused_recurrent_gsa_fwd_kernel_k[(NK, N * H)](
+        q, k, s, g, hk0, hkT, part, cu_seqlens, scale, T, H=H, HQ=HQ, K=K, M=M, BK=BK, BM=BM, NK=NK,
+        STORE_HT=hkT is not None, **common)
+    fused_recurrent_gsa_fwd_kernel_v[(triton.cdiv(V, BV), N * H)](
+        part, s, g, v, hv0, hvT, o, cu_seqlens, T, H=H, HQ=HQ, V=V, M=M, BV=BV, BM=BM, NK=NK,
+        BNK=triton.next_power_of_2(NK), STORE_HT=hvT is not None, **common)
+    return o
+
+
+@torch.library.custom_op("gsa::fused_recurrent", mutates_args=())
+def fused_recurrent_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Tensor, g: torch.Tensor,
+                       scale: float, hk0: torch.Tensor | None, hv0: torch.Tensor | None, output_final_state: bool,
+                       cu_seqlens: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """o [B, T, HQ, V] and, when output_final_state, fresh final states (else empty tensors)."""
+    N = q.shape[0] if cu_seqlens is None else cu_seqlens.shape[0] - 1
+    H, K, V, M = k.shape[2], k.shape[3], v.shape[3], s.shape[3]
+    if output_final_state:
+        hkT = q.new_empty(N, H, K, M, dtype=torch.float32)
+        hvT = q.new_empty(N, H, M, V, dtype=torch.float32)
+    else:
+        hkT = hvT = None
+    o = fused_recurrent_fwd(q, k, v, s, g, scale, hk0, hv0, hkT, hvT, cu_seqlens)
+    if not output_final_state:
+        hkT, hvT = q.new_empty((0,), dtype=torch.float32), q.new_empty((0,), dtype=torch.float32)
+    return o, hkT, hvT
+
+
+@fused_recurrent_op.register_fake
+def _(q, k, v, s, g, scale, hk0, hv0, output_final_state, cu_seqlens):
+    N = q.shape[0] if cu_seqlens is None else cu_seqlens.shape[0] - 1
+    H, K, V, M = k.shape[2], k.shape[3], v.shape[3], s.shape[3]
+    f32 = dict(dtype=torch.float32)
+    if output_final_state:
+        return q.new_empty(*q.shape[:3], V), q.new_empty(N, H, K, M, **f32), q.new_empty(N, H, M, V, **f32)
+    return q.new_empty(*q.shape[:3], V), q.new_empty((0,), **f32), q.new_empty((0,), **f32)
+
+
+@torch.library.custom_op("gsa::fused_recurrent_inplace", mutates_args=("hk", "hv"))
+def fused_recurrent_inplace_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Tensor,
+                               g: torch.Tensor, scale: float, hk: torch.Tensor, hv: torch.Tensor,
+                               cu_seqlens: torch.Tensor | None) -> torch.Tensor:
+    """o [B, T, HQ, V]; the states hk [N, H, K, M] / hv [N, H, M, V] are advanced in place over the T steps."""
+    return fused_recurrent_fwd(q, k, v, s, g, scale, hk, hv, hk, hv, cu_seqlens)
+
+
+@fused_recurrent_inplace_op.register_fake
+def _(q, k, v, s, g, scale, hk, hv, cu_seqlens):
+    return q.new_empty(*q.shape[:3], v.shape[3])
+
+
+def fused_recurrent_gsa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Tensor, g: torch.Tensor,
+                        scale: float, initial_state: tuple[torch.Tensor, torch.Tensor] | None = None,
+                        output_final_state: bool = False, cu_seqlens: torch.Tensor | None = None,
+                        inplace: bool = False):
+    """GSA forward, token by token (no autograd: decoding). Arguments as `gsa.ops.gated_slot_attention`.
+
+    inplace: advance `initial_state` (float32, contiguous, owned by the caller for this purpose) in place and
+    return it as the final state: a decode step then allocates only its output. Otherwise nothing passed in is
+    written. Returns o [B, T, HQ, V] and the final states (or None)."""
+    q, k, v, s, g = (x.contiguous() for x in (q, k, v, s, g))
+    if inplace:
+        assert initial_state is not None, "inplace needs the state buffers as initial_state"
+        hk, hv = initial_state
+        assert hk.is_contiguous() and hv.is_contiguous() and hk.dtype == hv.dtype == torch.float32
+        o = fused_recurrent_inplace_op(q, k, v, s, g, scale, hk, hv, cu_seqlens)
+        return o, ((hk, hv) if output_final_state else None)
+    hk0, hv0 = (None, None) if initial_state is None else (x.contiguous() for x in initial_state)
+    o, hkT, hvT = fused_recurrent_op(q, k, v, s, g, scale, hk0, hv0, output_final_state, cu_seqlens)
+    return o, ((hkT, hvT) if output_final_state else None)

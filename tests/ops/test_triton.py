@@ -1,0 +1,207 @@
+"""The triton backend against the float64 references: forward, final states and every gradient.
+
+On a machine without CUDA these run under TRITON_INTERPRET=1 (set by tests/conftest.py) with float32/float16 and
+tiny shapes; the `gpu` tests at the bottom use production shapes, bf16 and torch.compile.
+"""
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from gsa.ops import gated_slot_attention, parallel_reference, recurrent_reference  # noqa: E402
+from gsa.ops.triton import chunk_gsa, fused_recurrent_gsa  # noqa: E402
+from op_inputs import assert_matches, assert_ratio, cast, make_inputs, rel_err, run  # noqa: E402
+
+# Masked-out lanes may hold exp overflow (never stored); the interpreter warns about it, the GPU does not.
+pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning", "ignore:invalid value encountered:RuntimeWarning")
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def chunk_op(q, k, v, s, g, *, scale=None, initial_state=None, output_final_state=False, cu_seqlens=None,
+             keep_states=False):
+    """The chunked kernels alone (no front-end), whatever T is."""
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    return chunk_gsa(q, k, v, s, g, scale, initial_state, output_final_state, cu_seqlens, keep_states)
+
+
+def triton_op(*args, **kw):
+    return gated_slot_attention(*args, backend="triton", **kw)
+
+
+def on(x, device=DEVICE):
+    return {n: None if t is None else t.detach().to(device).requires_grad_(True) for n, t in x.items()}
+
+
+@pytest.mark.parametrize("shape", [
+    dict(B=2, T=65, HQ=4, H=2, K=20, V=12, M=7, tau=1.0),
+    dict(B=1, T=63, HQ=2, H=2, K=48, V=20, M=24, tau=0.5, init_state=False),
+    dict(B=2, T=1, HQ=2, H=1, K=16, V=16, M=16, tau=1.0),
+])
+def test_chunk_float32_matches_reference(shape):
+    x = make_inputs(**shape)
+    assert_matches(run(chunk_op, on(cast(x, torch.float32)), scale=0.3), run(parallel_reference, x, scale=0.3),
+                   tol=2e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_low_precision_within_2x_of_plain_pytorch(dtype):
+    x = make_inputs(B=1, T=65, HQ=2, H=1, K=32, V=16, M=16, tau=4.0)
+    truth = run(recurrent_reference, x)
+    baseline = run(recurrent_reference, cast(x, dtype))
+    assert_ratio(run(chunk_op, on(cast(x, dtype))), baseline, truth, ratio=2.0, floor=1e-5)
+
+
+def test_packed_sequences_with_a_length_one_sequence():
+    lengths = [1, 64, 37]
+    cu = torch.tensor([0, 1, 65, 102])
+    x = make_inputs(B=1, T=sum(lengths), HQ=4, H=2, K=16, V=20, M=9, N=len(lengths), tau=1.0)
+    got = run(chunk_op, on(cast(x, torch.float32)), cu_seqlens=cu.to(DEVICE, torch.int32))
+    assert_matches(got, run(recurrent_reference, x, cu_seqlens=cu), tol=2e-5)
+
+
+def test_abc_mode_through_the_front_end():
+    x = make_inputs(B=2, T=40, HQ=2, H=1, K=16, V=12, M=8, abc=True)
+    got = run(lambda *a, **k: triton_op(*a, **k), on(cast(x, torch.float32)))
+    assert_matches(got, run(parallel_reference, x), tol=2e-5)
+
+
+def test_strong_gates_stay_finite_and_accurate():
+    """Gates below -20 per step: exp(-Gl) over a chunk would overflow float32 by far."""
+    x = make_inputs(B=1, T=130, HQ=1, H=1, K=16, V=16, M=16, tau=0.05)
+    assert x["g"].min() < -20
+    assert_matches(run(chunk_op, on(cast(x, torch.float32))), run(recurrent_reference, x), tol=1e-4)
+
+
+def test_keep_states_gives_the_same_gradients():
+    x = on(cast(make_inputs(B=1, T=70, HQ=2, H=1, K=16, V=16, M=16), torch.float32))
+    a, b = run(chunk_op, x), run(chunk_op, x, keep_states=True)
+    assert_matches(a, b, tol=1e-6)
+
+
+def test_inputs_not_modified():
+    x = on(cast(make_inputs(B=1, T=40, HQ=2, H=1, K=16, V=16, M=16), torch.float32))
+    before = {n: t.detach().clone() for n, t in x.items() if t is not None}
+    run(chunk_op, x)
+    for n, t in before.items():
+        assert torch.equal(x[n].detach(), t), f"{n} was modified"
+
+
+@pytest.mark.parametrize("T", [1, 5])
+@pytest.mark.parametrize("init_state", [False, True])
+def test_fused_recurrent_matches_reference(T, init_state):
+    x = make_inputs(B=2, T=T, HQ=4, H=2, K=20, V=36, M=24, tau=1.0, init_state=init_state)
+    d = {n: None if t is None else t.detach() for n, t in x.items()}
+    init = (d["hk0"], d["hv0"]) if init_state else None
+    ref_o, ref_st = recurrent_reference(d["q"], d["k"], d["v"], d["s"], d["g"], scale=0.4, initial_state=init,
+                                        output_final_state=True)
+    f = {n: None if t is None else t.float().to(DEVICE) for n, t in d.items()}
+    finit = (f["hk0"], f["hv0"]) if init_state else None
+    o, st = fused_recurrent_gsa(f["q"], f["k"], f["v"], f["s"], f["g"], 0.4, finit, True)
+    for got, ref in ((o, ref_o), (st[0], ref_st[0]), (st[1], ref_st[1])):
+        assert rel_err(got.cpu(), ref) < 2e-6
+
+
+def test_fused_recurrent_packed_with_a_length_one_sequence():
+    cu = torch.tensor([0, 1, 4, 9])
+    x = make_inputs(B=1, T=9, HQ=2, H=1, K=16, V=16, M=5, N=3, tau=1.0)
+    d = {n: t.detach() for n, t in x.items()}
+    ref_o, ref_st = recurrent_reference(d["q"], d["k"], d["v"], d["s"], d["g"], initial_state=(d["hk0"], d["hv0"]),
+                                        output_final_state=True, cu_seqlens=cu)
+    f = {n: t.float().to(DEVICE) for n, t in d.items()}
+    o, st = fused_recurrent_gsa(f["q"], f["k"], f["v"], f["s"], f["g"], 16**-0.5, (f["hk0"], f["hv0"]), True,
+                                cu.to(DEVICE, torch.int32))
+    for got, ref in ((o, ref_o), (st[0], ref_st[0]), (st[1], ref_st[1])):
+        assert rel_err(got.cpu(), ref) < 2e-6
+
+
+def test_decode_in_place_chains_to_the_chunked_pass():
+    """T single in-place steps on owned state buffers == one chunked pass; only the buffers are written."""
+    x = cast(make_inputs(B=2, T=20, HQ=2, H=1, K=16, V=16, M=8, tau=1.0), torch.float32)
+    f = {n: t.detach().to(DEVICE) for n, t in x.items()}
+    o, st = chunk_op(f["q"], f["k"], f["v"], f["s"], f["g"], initial_state=(f["hk0"], f["hv0"]),
+                     output_final_state=True)
+    hk, hv = f["hk0"].clone(), f["hv0"].clone()
+    before = {n: t.clone() for n, t in f.items()}
+    outs = []
+    for t in range(20):
+        sl = slice(t, t + 1)
+        o_t, st_t = fused_recurrent_gsa(f["q"][:, sl], f["k"][:, sl], f["v"][:, sl], f["s"][:, sl], f["g"][:, sl],
+                                        16**-0.5, (hk, hv), True, inplace=True)
+        assert st_t[0] is hk and st_t[1] is hv
+        outs.append(o_t)
+    torch.testing.assert_close(torch.cat(outs, 1), o, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(hk, st[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(hv, st[1], rtol=1e-5, atol=1e-5)
+    for n, t in before.items():
+        assert torch.equal(f[n], t), f"{n} was modified"
+
+
+def test_front_end_sends_short_inference_to_the_recurrent_kernels(monkeypatch):
+    import gsa.ops.triton as tri
+
+    calls = []
+    monkeypatch.setattr(tri, "fused_recurrent_gsa", lambda *a, **k: calls.append(1) or fused_recurrent_gsa(*a, **k))
+    x = cast(make_inputs(B=1, T=3, HQ=2, H=1, K=16, V=16, M=8), torch.float32)
+    f = {n: t.detach().to(DEVICE) for n, t in x.items()}
+    with torch.no_grad():
+        triton_op(f["q"], f["k"], f["v"], f["s"], f["g"])
+    assert calls == [1]
+
+
+# ---------------------------------------------------------------- GPU: production shapes, bf16, torch.compile
+
+gpu = pytest.mark.gpu
+
+
+@gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("shape", [
+    dict(B=2, T=300, HQ=4, H=4, K=128, V=128, M=64),
+    dict(B=1, T=200, HQ=8, H=2, K=64, V=96, M=32),
+])
+def test_gpu_within_2x_of_the_torch_backend(dtype, shape):
+    x = on(make_inputs(**shape, tau=4.0), "cuda")
+    truth = run(recurrent_reference, x)
+    baseline = run(lambda *a, **k: gated_slot_attention(*a, backend="torch", **k), on(cast(x, dtype), "cuda"))
+    assert_ratio(run(chunk_op, on(cast(x, dtype), "cuda")), baseline, truth, ratio=2.0, floor=1e-5)
+
+
+@gpu
+def test_gpu_compile_fullgraph_matches_eager():
+    x = on(cast(make_inputs(B=2, T=130, HQ=4, H=2, K=64, V=64, M=32), torch.bfloat16), "cuda")
+
+    def f(q, k, v, s, g, initial_state=None, output_final_state=False):
+        o, st = triton_op(torch.nn.functional.silu(q), k, v, s, g, initial_state=initial_state,
+                          output_final_state=output_final_state)
+        return o * 2, st
+
+    eager = run(f, x)
+    compiled = run(torch.compile(f, fullgraph=True), x)
+    assert_matches(compiled, eager, tol=1e-6)
+
+
+@gpu
+def test_gpu_compiled_decode_step_in_place():
+    x = cast(make_inputs(B=4, T=1, HQ=4, H=2, K=64, V=64, M=32), torch.bfloat16)
+    f = {n: t.detach().cuda() for n, t in x.items()}
+    hk, hv = f["hk0"].clone(), f["hv0"].clone()
+
+    @torch.compile(fullgraph=True)
+    def step(q, k, v, s, g, hk, hv):
+        return fused_recurrent_gsa(q, k, v, s, g, 0.125, (hk, hv), True, inplace=True)[0]
+
+    o = step(f["q"], f["k"], f["v"], f["s"], f["g"], hk, hv)
+    ref_o, ref_st = fused_recurrent_gsa(f["q"], f["k"], f["v"], f["s"], f["g"], 0.125, (f["hk0"], f["hv0"]), True)
+    torch.testing.assert_close(o, ref_o)
+    torch.testing.assert_close(hk, ref_st[0])
+    torch.testing.assert_close(hv, ref_st[1])
+
+
+@gpu
+def test_gpu_opcheck():
+    x = cast(make_inputs(B=1, T=70, HQ=2, H=1, K=32, V=32, M=16), torch.float32)
+    f = {n: t.detach().cuda().requires_grad_(True) for n, t in x.items()}
+    torch.library.opcheck(torch.ops.gsa.chunk_fwd.default,
+                          (f["q"], f["k"], f["v"], f["s"], f["g"], 0.2, f["hk0"], f["hv0"], True, False, None))
