@@ -1,0 +1,145 @@
+"""The `gsa` command (also `python -m gsa`): one subcommand per job.
+
+Subcommands live in a registry (`SUBCOMMANDS`) of `Subcommand(name, help, add_arguments, run)`; a new one (train,
+eval, convert, bench) is added with `register(...)` next to the others at the bottom of this file. `add_arguments`
+must stay cheap: heavy imports (torch, transformers) happen inside `run`, so `gsa --help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    """name: the word after `gsa`; help: one line for `gsa --help`; add_arguments(parser) declares the flags
+    (kebab-case, each with a help string); run(args) does the work and returns the exit code."""
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+SUBCOMMANDS: dict[str, Subcommand] = {}
+
+
+def register(command: Subcommand) -> Subcommand:
+    if command.name in SUBCOMMANDS:
+        raise ValueError(f"gsa subcommand {command.name!r} is already registered")
+    SUBCOMMANDS[command.name] = command
+    return command
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gsa", description="Gated Slot Attention: train, generate, evaluate.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in SUBCOMMANDS.values():
+        p = sub.add_parser(command.name, help=command.help, description=command.help)
+        command.add_arguments(p)
+        p.set_defaults(_run=command.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse `argv` (default: sys.argv[1:]), run the chosen subcommand, return its exit code."""
+    args = build_parser().parse_args(argv)
+    return args._run(args)
+
+
+# --- generate -----------------------------------------------------------------------------------------------
+
+
+def _add_generate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, type=Path, help="directory written by save_pretrained (a GSA model)")
+    prompt = p.add_mutually_exclusive_group(required=True)
+    prompt.add_argument("--prompt", help="prompt text (needs a tokenizer saved in the model directory)")
+    prompt.add_argument("--prompt-ids", help="prompt token ids, comma-separated, e.g. 1,2,3")
+    p.add_argument("--max-new-tokens", type=int, default=32, help="number of tokens to generate (default 32)")
+    p.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding")
+    p.add_argument("--temperature", type=float, help="sampling temperature (> 0; default 1.0; needs --do-sample)")
+    p.add_argument("--top-k", type=int, help="sample among the k most likely tokens (needs --do-sample)")
+    p.add_argument("--top-p", type=float, help="nucleus sampling mass in (0, 1] (needs --do-sample)")
+    p.add_argument("--seed", type=int, default=0, help="random seed for sampling (default 0)")
+    p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cuda if available)")
+
+
+def _has_tokenizer(model_dir: Path) -> bool:
+    return any((model_dir / name).exists() for name in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"))
+
+
+def _parse_ids(text: str, vocab_size: int) -> list[int]:
+    try:
+        ids = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise SystemExit(f"gsa generate: --prompt-ids must be comma-separated integers, got {text!r}") from None
+    if not ids or not all(0 <= i < vocab_size for i in ids):
+        raise SystemExit(f"gsa generate: --prompt-ids must be non-empty ids in [0, {vocab_size}), got {text!r}")
+    return ids
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    sampling = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p}
+    given = {k: v for k, v in sampling.items() if v is not None}
+    if given and not args.do_sample:
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise SystemExit(f"gsa generate: {flags} only apply with --do-sample")
+    if args.max_new_tokens < 1:
+        raise SystemExit(f"gsa generate: --max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    if args.temperature is not None and not args.temperature > 0:
+        raise SystemExit(f"gsa generate: --temperature must be > 0, got {args.temperature}")
+    if args.top_k is not None and args.top_k < 1:
+        raise SystemExit(f"gsa generate: --top-k must be >= 1, got {args.top_k}")
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        raise SystemExit(f"gsa generate: --top-p must be in (0, 1], got {args.top_p}")
+    if not args.model.is_dir():
+        raise SystemExit(f"gsa generate: --model {args.model} is not a directory")
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import gsa  # noqa: F401  (registers the GSA model with the Auto classes)
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = AutoModelForCausalLM.from_pretrained(args.model).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(args.model) if _has_tokenizer(args.model) else None
+    if args.prompt is not None:
+        if tokenizer is None:
+            raise SystemExit(f"gsa generate: {args.model} has no tokenizer; pass --prompt-ids instead of --prompt")
+        ids = tokenizer(args.prompt, return_tensors="pt").input_ids
+    else:
+        ids = torch.tensor([_parse_ids(args.prompt_ids, model.config.vocab_size)])
+    ids = ids.to(device)
+
+    torch.manual_seed(args.seed)
+    config = model.config
+    out = model.generate(
+        ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=args.max_new_tokens,
+        do_sample=args.do_sample,
+        pad_token_id=config.pad_token_id if config.pad_token_id is not None else config.eos_token_id,
+        **given,
+    )[0].tolist()
+    if tokenizer is not None:
+        print(tokenizer.decode(out, skip_special_tokens=True))
+    else:
+        print(",".join(str(i) for i in out))
+    return 0
+
+
+register(
+    Subcommand(
+        name="generate",
+        help="generate text (or token ids) from a saved GSA model; prints the prompt followed by the continuation",
+        add_arguments=_add_generate_arguments,
+        run=_run_generate,
+    )
+)
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
