@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m gsa.bench.ops` (kernels; `gsa bench ops`)."""
