@@ -105,17 +105,18 @@ def test_packed_equals_sequences_alone(use_short_conv):
 
 
 @pytest.mark.parametrize("use_short_conv", [False, True])
-def test_state_chaining_equals_one_call(use_short_conv):
+@pytest.mark.parametrize("prefill", [6, 67])  # 67: the chunked op path with more than one 64-step chunk
+def test_state_chaining_equals_one_call(use_short_conv, prefill):
     """Prefill, then single steps and a short chunk, each from the previous state == one call on everything."""
     layer = make_layer(use_short_conv=use_short_conv)
-    x = torch.randn(2, 12, 32, dtype=torch.float64)
+    x = torch.randn(2, prefill + 6, 32, dtype=torch.float64)
     full, _ = layer(x)
-    y0, state = layer(x[:, :6], output_state=True)
+    y0, state = layer(x[:, :prefill], output_state=True)
     hk_before = state.hk.clone()
-    y1, state1 = layer(x[:, 6:7], state=state, output_state=True)
+    y1, state1 = layer(x[:, prefill : prefill + 1], state=state, output_state=True)
     torch.testing.assert_close(state.hk, hk_before, atol=0, rtol=0)  # the given state is never modified
-    y2, state2 = layer(x[:, 7:9], state=state1, output_state=True)
-    y3, _ = layer(x[:, 9:], state=state2, output_state=True)
+    y2, state2 = layer(x[:, prefill + 1 : prefill + 3], state=state1, output_state=True)
+    y3, _ = layer(x[:, prefill + 3 :], state=state2, output_state=True)
     torch.testing.assert_close(torch.cat([y0, y1, y2, y3], 1), full, **TOL)
 
 
