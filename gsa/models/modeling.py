@@ -132,16 +132,18 @@ class GSAModel(GSAPreTrainedModel):
         if past_key_values is not None and not isinstance(past_key_values, GSACache):
             raise TypeError(f"past_key_values must be a GSACache, got {type(past_key_values).__name__}")
         use_cache = past_key_values is not None if use_cache is None else use_cache
+        if past_key_values is not None and not use_cache:
+            raise ValueError("past_key_values was given with use_cache=False: the cache would be ignored")
         if use_cache and cu_seqlens is not None:
             raise ValueError("cu_seqlens (packed training) cannot be combined with use_cache / past_key_values")
         if use_cache and past_key_values is None:
             past_key_values = GSACache(self.config.num_hidden_layers)
-        if not use_cache:
-            past_key_values = None
         if attention_mask is not None:
-            if attention_mask.ndim != 2 or attention_mask.shape[0] != B or attention_mask.shape[1] < T:
+            past = past_key_values.get_seq_length(0) if past_key_values is not None else 0
+            if attention_mask.ndim != 2 or attention_mask.shape[0] != B or attention_mask.shape[1] not in (T, past + T):
                 raise ValueError(
-                    f"attention_mask must be [B, T_past + T] with B = {B}, T = {T}, got {tuple(attention_mask.shape)}"
+                    f"attention_mask must be [B, T] or [B, T_past + T] with B = {B}, T = {T}, T_past = {past}, got "
+                    f"{tuple(attention_mask.shape)}"
                 )
             attention_mask = attention_mask[:, -T:]
 

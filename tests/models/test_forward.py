@@ -58,7 +58,7 @@ def test_loss_is_shifted_cross_entropy_ignoring_minus_100(make_model):
 def test_packed_training_backward(make_model):
     model = make_model(dtype=torch.float32).train()
     ids = torch.randint(3, 101, (1, 20))
-    out = model(ids, labels=ids, cu_seqlens=torch.tensor([0, 7, 20]))
+    out = model(ids, labels=ids, cu_seqlens=torch.tensor([0, 7, 20], dtype=torch.int32))
     assert out.past_key_values is None  # no cache unless asked for
     out.loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
@@ -111,6 +111,11 @@ def test_forward_errors(make_model):
         model(ids[:1], cu_seqlens=torch.tensor([0, 6]), use_cache=True)
     with pytest.raises(ValueError, match="attention_mask"):
         model(ids, attention_mask=torch.ones(2, 5))
+    cache = model(ids, use_cache=True).past_key_values
+    with pytest.raises(ValueError, match="T_past = 6"):
+        model(ids[:, :1], attention_mask=torch.ones(2, 8), past_key_values=cache)
+    with pytest.raises(ValueError, match="use_cache=False"):
+        model(ids[:, :1], past_key_values=cache, use_cache=False)
     with pytest.raises(ValueError, match="labels"):
         model(ids, labels=ids[:, :5])
     with pytest.raises(ValueError, match="input_ids"):
@@ -133,7 +138,8 @@ def test_float32_decode_is_as_accurate_as_the_full_forward(make_model):
         assert out.past_key_values.state(0).hk.dtype == torch.float32
         steps = [out.logits]
         for t in range(4):
-            steps.append(model32(cont[:, t : t + 1], attention_mask=full_mask, past_key_values=out.past_key_values).logits)
+            step_mask = full_mask[:, : prompt.shape[1] + t + 1]
+            steps.append(model32(cont[:, t : t + 1], attention_mask=step_mask, past_key_values=out.past_key_values).logits)
     real = full_mask.bool()
     err_full = (full32.double() - truth)[real].abs().max()
     err_decode = (torch.cat(steps, 1).double() - truth)[real].abs().max()
