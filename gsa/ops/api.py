@@ -7,7 +7,7 @@ import torch
 from gsa.ops.abc import abc_to_gated
 from gsa.ops.chunk import chunk_gsa
 from gsa.ops.reference import parallel_reference, recurrent_reference
-from gsa.ops.validation import check_inputs
+from gsa.ops.validation import check_inplace_state, check_inputs
 
 BACKENDS = ("auto", "triton", "torch", "reference")
 
@@ -58,6 +58,7 @@ def gated_slot_attention(
     output_final_state: bool = False,
     cu_seqlens: torch.Tensor | None = None,
     backend: str = "auto",
+    inplace_state: bool = False,
 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
     """Gated Slot Attention (GSA_SPEC.md): two gated linear-attention passes joined by a softmax over M slots.
 
@@ -74,6 +75,9 @@ def gated_slot_attention(
         cu_seqlens: [N + 1] int offsets of N sequences packed along T (B must be 1); no state crosses them.
         backend: "auto" (triton on CUDA, torch elsewhere), "triton", "torch" (chunked PyTorch), or
             "reference" (the token-by-token loop; slow, exact).
+        inplace_state: advance `initial_state` in place and return it as the final state (decoding: a step then
+            allocates nothing but its output, so it can be captured in a CUDA graph). The two state tensors must be
+            contiguous float32 buffers the caller owns for this purpose; no gradient may be required.
 
     Returns:
         o: [B, T, HQ, V] in q's dtype, and (hk, hv) float32 final states (float64 for float64 inputs) or None.
@@ -81,8 +85,12 @@ def gated_slot_attention(
     Inputs are never modified. Accumulation is float32 (float64 for float64 inputs).
     """
     dims, offsets = check_inputs(q, k, v, s, g, scale, initial_state, output_final_state, cu_seqlens)
+    if inplace_state:
+        check_inplace_state(initial_state, (q, k, v, s, g))
     backend = resolve_backend(backend, q.device)
     scale = dims.K**-0.5 if scale is None else float(scale)
+    if inplace_state:
+        return _inplace(backend, q, k, v, s, g, scale, initial_state, cu_seqlens, offsets)
     if backend == "reference" or (backend == "torch" and dims.T <= RECURRENT_MAX_T):
         return recurrent_reference(
             q, k, v, s, g, scale=scale, initial_state=initial_state,
@@ -95,6 +103,29 @@ def gated_slot_attention(
     if backend == "triton":
         return _triton_backend()(q, k, v, s, g, scale, initial_state, output_final_state, cu_seqlens)
     return chunk_gsa(q, k, v, s, g, scale, initial_state, output_final_state, offsets)
+
+
+def _inplace(backend, q, k, v, s, g, scale, state, cu_seqlens, offsets):
+    """The decode path: advance `state` (owned buffers) in place; returns (o, state)."""
+    if backend == "triton" and _fused_recurrent_is_faster(q):
+        from gsa.ops.triton import fused_recurrent_gsa
+
+        if g is None:
+            s, g = abc_to_gated(s, offsets)
+        return fused_recurrent_gsa(q, k, v, s, g, scale, state, True, cu_seqlens, inplace=True)
+    with torch.no_grad():
+        o, (hk, hv) = gated_slot_attention(q, k, v, s, g, scale=scale, initial_state=state, output_final_state=True,
+                                           cu_seqlens=cu_seqlens, backend=backend)
+        state[0].copy_(hk)
+        state[1].copy_(hv)
+    return o, state
+
+
+def _fused_recurrent_is_faster(q: torch.Tensor) -> bool:
+    """Whether the fused recurrent kernels are the faster choice for this many steps."""
+    from gsa.ops.triton import RECURRENT_MAX_T as triton_max_t
+
+    return q.shape[1] <= triton_max_t
 
 
 __all__ = ["BACKENDS", "gated_slot_attention", "parallel_reference", "recurrent_reference", "resolve_backend"]

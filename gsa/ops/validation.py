@@ -132,6 +132,19 @@ def check_inputs(q, k, v, s, g, scale, initial_state, output_final_state, cu_seq
     return Dims(B=B, T=T, HQ=HQ, H=H, K=K, V=V, M=M, N=N), offsets
 
 
+def check_inplace_state(initial_state, inputs) -> None:
+    """`inplace_state=True` needs owned, contiguous float32 state buffers and no autograd."""
+    if initial_state is None:
+        raise ValueError("inplace_state=True needs the state buffers to advance, passed as initial_state=(hk, hv)")
+    for name, x in (("initial_state[0] (hk)", initial_state[0]), ("initial_state[1] (hv)", initial_state[1])):
+        if x.dtype != torch.float32 or not x.is_contiguous():
+            raise ValueError(f"inplace_state=True needs {name} to be a contiguous float32 buffer, got {x.dtype}, "
+                             f"contiguous={x.is_contiguous()}")
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (*inputs, *initial_state)):
+        raise ValueError("inplace_state=True is for decoding and does not support autograd: run it under "
+                         "torch.no_grad() with inputs that do not require grad")
+
+
 def state_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype states and accumulations use for inputs of `dtype`: float64 stays float64, all else float32."""
     return torch.float64 if dtype == torch.float64 else torch.float32
