@@ -2,8 +2,8 @@
 
 Truth is the float64 CPU model (torch backend). The GPU float32 model may differ from it by more than the CPU
 float32 model does (TF32-free triton dots still sum in another order, the chunked kernels use sub-block decays),
-so its error is bounded by a small multiple of the CPU float32 error, plus the float32 resolution of the logits. Passed on an H100 with torch 2.11, transformers 5.17,
-triton 3.6.
+so its error is bounded by a small multiple of the CPU float32 error, plus the float32 resolution of the logits.
+Passed on an H100 with torch 2.11, transformers 5.17, triton 3.6.
 """
 
 import pytest
