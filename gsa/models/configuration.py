@@ -57,7 +57,9 @@ class GSAConfig(PretrainedConfig):
         fewer gives grouped heads), num_slots (M), expand_k / expand_v (per-head key / value dims are
         d * expand / num_heads), gate_logit_normalizer (tau: log forget gate = logsigmoid(f) / tau), use_short_conv
         and conv_size (causal depthwise convolution on q, k, v), attn_scale (the q . k scale of the slot read;
-        None = K ** -0.5, fla's models use 1.0).
+        None = K ** -0.5, fla's models use 1.0); for layers converted from a Transformer (gsa.convert):
+        feature_map ("swish", or "identity": q, k, v as projected; needs use_short_conv=False), use_output_norm
+        (False: no swish + RMSNorm before the output projection) and qkv_bias (biases on W_q, W_k, W_v, as in Qwen2).
     MLP: intermediate_size, or hidden_ratio (the multiple of 256 at or above 2/3 * hidden_ratio * d); at most one
         may be given unless both agree; neither means hidden_ratio = 4. hidden_act: the gate's nonlinearity
         ("silu" = SwiGLU, "gelu", "relu").
@@ -83,6 +85,9 @@ class GSAConfig(PretrainedConfig):
         use_short_conv: bool = False,
         conv_size: int = 4,
         attn_scale: float | None = None,
+        feature_map: str = "swish",
+        use_output_norm: bool = True,
+        qkv_bias: bool = False,
         hidden_ratio: float | None = None,
         intermediate_size: int | None = None,
         hidden_act: str = "silu",
@@ -126,6 +131,16 @@ class GSAConfig(PretrainedConfig):
         if conv_size < 2:
             raise ValueError(f"GSAConfig.conv_size must be >= 2, got {conv_size}")
         self.attn_scale = None if attn_scale is None else _positive_float("attn_scale", attn_scale)
+        if feature_map not in ("swish", "identity"):
+            raise ValueError(f"GSAConfig.feature_map must be 'swish' or 'identity', got {feature_map!r}")
+        if feature_map == "identity" and use_short_conv:
+            raise ValueError("GSAConfig.feature_map='identity' needs use_short_conv=False (its SiLU is a feature map)")
+        self.feature_map = feature_map
+        for name, flag in (("use_output_norm", use_output_norm), ("qkv_bias", qkv_bias)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"GSAConfig.{name} must be a bool, got {flag!r}")
+        self.use_output_norm = use_output_norm
+        self.qkv_bias = qkv_bias
 
         if hidden_ratio is not None:
             _positive_float("hidden_ratio", hidden_ratio)

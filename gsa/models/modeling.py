@@ -33,6 +33,9 @@ class GSABlock(nn.Module):
             use_short_conv=config.use_short_conv,
             conv_size=config.conv_size,
             scale=config.attn_scale,
+            feature_map=config.feature_map,
+            use_output_norm=config.use_output_norm,
+            qkv_bias=config.qkv_bias,
         )
         self.mlp_norm = RMSNorm(config.hidden_size, eps=config.norm_eps)
         self.mlp = SwiGLU(config.hidden_size, config.intermediate_size, config.hidden_act)
@@ -71,6 +74,8 @@ class GSAPreTrainedModel(PreTrainedModel):
         std = self.config.initializer_range
         if isinstance(module, (nn.Linear, nn.Embedding)):
             init.normal_(module.weight, mean=0.0, std=std)
+            if getattr(module, "bias", None) is not None:  # only q/k/v with qkv_bias: zero, as fla does
+                init.zeros_(module.bias)
         elif isinstance(module, ShortConvolution):
             init.uniform_(module.weight, -module.init_bound, module.init_bound)
         elif isinstance(module, RMSNorm):

@@ -56,6 +56,11 @@ class GatedSlotAttention(nn.Module):
     attention's: the read logits of swish features grow with K, so without it the slot softmax saturates at large
     head dims (K = 512 at 1.3B), and a Transformer's q/k projections converted into GSA keep their scale. fla's
     layer uses 1.0; pass scale=1.0 to reproduce it.
+
+    Options for a layer converted from a Transformer's attention (gsa.convert): `feature_map="identity"` leaves q, k
+    and v as projected (no swish; needs use_short_conv=False), `use_output_norm=False` drops the swish and RMSNorm
+    before W_o (y = W_o concat_heads(o), a Transformer's output path), and `qkv_bias` gives W_q, W_k and W_v biases
+    (Qwen2). With both of the first two, GSA with one slot per token and no forgetting is softmax attention.
     """
 
     def __init__(
@@ -71,6 +76,9 @@ class GatedSlotAttention(nn.Module):
         use_short_conv: bool = False,
         conv_size: int = 4,
         scale: float | None = None,
+        feature_map: str = "swish",
+        use_output_norm: bool = True,
+        qkv_bias: bool = False,
     ):
         super().__init__()
         num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
@@ -91,6 +99,13 @@ class GatedSlotAttention(nn.Module):
             raise ValueError(f"gate_logit_normalizer must be positive, got {gate_logit_normalizer}")
         if scale is not None and not scale > 0:
             raise ValueError(f"scale must be positive or None (K ** -0.5), got {scale}")
+        if feature_map not in ("swish", "identity"):
+            raise ValueError(f"feature_map must be 'swish' or 'identity', got {feature_map!r}")
+        if feature_map == "identity" and use_short_conv:
+            raise ValueError("feature_map='identity' needs use_short_conv=False (the convolution has its own SiLU)")
+        for name, flag in (("use_output_norm", use_output_norm), ("qkv_bias", qkv_bias)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"{name} must be a bool, got {flag!r}")
         self.hidden_size = hidden_size
         self.num_heads = num_heads
         self.num_kv_heads = num_kv_heads
@@ -99,18 +114,21 @@ class GatedSlotAttention(nn.Module):
         self.head_v_dim = int(value_dim) // num_heads
         self.gate_logit_normalizer = float(gate_logit_normalizer)
         self.use_short_conv = use_short_conv
+        self.feature_map = feature_map
+        self.use_output_norm = use_output_norm
         self.scale = self.head_k_dim**-0.5 if scale is None else float(scale)
 
         K, V, H, HQ, M = self.head_k_dim, self.head_v_dim, num_kv_heads, num_heads, num_slots
-        self.q_proj = nn.Linear(hidden_size, HQ * K, bias=False)
-        self.k_proj = nn.Linear(hidden_size, H * K, bias=False)
-        self.v_proj = nn.Linear(hidden_size, H * V, bias=False)
+        self.q_proj = nn.Linear(hidden_size, HQ * K, bias=qkv_bias)
+        self.k_proj = nn.Linear(hidden_size, H * K, bias=qkv_bias)
+        self.v_proj = nn.Linear(hidden_size, H * V, bias=qkv_bias)
         self.f_proj = nn.Linear(hidden_size, H * M, bias=False)
         if use_short_conv:
             self.q_conv = ShortConvolution(HQ * K, conv_size)
             self.k_conv = ShortConvolution(H * K, conv_size)
             self.v_conv = ShortConvolution(H * V, conv_size)
-        self.o_norm = RMSNorm(HQ * V, eps=norm_eps)
+        if use_output_norm:
+            self.o_norm = RMSNorm(HQ * V, eps=norm_eps)
         self.o_proj = nn.Linear(HQ * V, hidden_size, bias=False)
 
     def forward(
@@ -156,7 +174,7 @@ class GatedSlotAttention(nn.Module):
             k, ck = self.k_conv(k, mask, cu_seqlens, prev[1], output_state)
             v, cv = self.v_conv(v, mask, cu_seqlens, prev[2], output_state)
             conv_state = (cq, ck, cv) if output_state else None
-        else:
+        elif self.feature_map == "swish":
             q, k, v = F.silu(q), F.silu(k), F.silu(v)
         H, HQ, M = self.num_kv_heads, self.num_heads, self.num_slots
         q = q.view(B, T, HQ, self.head_k_dim)
@@ -177,7 +195,9 @@ class GatedSlotAttention(nn.Module):
             q, k, v, s, g, scale=self.scale, initial_state=initial, output_final_state=output_state,
             cu_seqlens=cu_seqlens,
         )
-        o = self.o_norm(F.silu(o.reshape(B, T, HQ * self.head_v_dim)))
+        o = o.reshape(B, T, HQ * self.head_v_dim)
+        if self.use_output_norm:
+            o = self.o_norm(F.silu(o))
         y = self.o_proj(o)
         new_state = GSAState(final[0], final[1], conv_state) if output_state else None
         return y, new_state

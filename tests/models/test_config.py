@@ -18,7 +18,7 @@ CHANGED = {
     "num_slots": 10, "expand_k": 0.5, "expand_v": 2.0, "gate_logit_normalizer": 16.0, "use_short_conv": False,
     "conv_size": 3, "attn_scale": 1.0, "hidden_ratio": 16.0, "intermediate_size": 96, "hidden_act": "gelu",
     "norm_eps": 0.1, "initializer_range": 0.5, "tie_word_embeddings": True, "pad_token_id": 5,
-    "bos_token_id": 6, "eos_token_id": [2, 7],
+    "bos_token_id": 6, "eos_token_id": [2, 7], "feature_map": "identity", "use_output_norm": False, "qkv_bias": True,
 }
 
 INVALID = {
@@ -26,7 +26,7 @@ INVALID = {
     "num_slots": 0, "expand_k": 0.3, "expand_v": -1.0, "gate_logit_normalizer": 0.0, "use_short_conv": "yes",
     "conv_size": 1, "attn_scale": -1.0, "hidden_ratio": 0.0, "intermediate_size": 0, "hidden_act": "tanh",
     "norm_eps": 0.0, "initializer_range": -0.02, "tie_word_embeddings": "no", "pad_token_id": 101,
-    "bos_token_id": -1, "eos_token_id": [2, 500],
+    "bos_token_id": -1, "eos_token_id": [2, 500], "feature_map": "relu", "use_output_norm": "no", "qkv_bias": 1,
 }
 
 
@@ -50,7 +50,9 @@ def test_every_field_changes_the_model(field):
     overrides = {field: CHANGED[field]}
     if field == "hidden_ratio":
         overrides["intermediate_size"] = None  # the two describe one width: give one
-    base, changed = _signature(), _signature(**overrides)
+    # feature_map="identity" needs no short convolution (the tiny config has one): compare both without it.
+    base_overrides = {"use_short_conv": False} if field == "feature_map" else {}
+    base, changed = _signature(**base_overrides), _signature(**base_overrides, **overrides)
     same = (
         base[0] == changed[0]
         and base[1].shape == changed[1].shape
