@@ -25,11 +25,12 @@ class TextBatches:
         start = step * mbs * accum * world + (micro * world + rank) * mbs
         return pack_batch([self.train[self.order[start + i]] for i in range(mbs)], self.eos, self.documents)
 
-    def eval_batches(self, num_batches: int, mbs: int, rank: int, world: int) -> Iterator[dict]:
-        """The first ``num_batches * mbs * world`` held-out windows (fewer if the split is small), sharded."""
+    def eval_batches(self, num_sequences: int, mbs: int, rank: int, world: int) -> Iterator[dict]:
+        """The first ``num_sequences`` held-out windows (fewer if the split is small; rounded down to a multiple
+        of ``world`` so every process runs the same number of forwards), sharded over processes."""
         if self.heldout is None:
             return
-        n = min(len(self.heldout), num_batches * mbs * world)
+        n = min(len(self.heldout), num_sequences) // world * world
         mine = list(range(rank, n, world))
         for i in range(0, len(mine), mbs):
             yield pack_batch([self.heldout[j] for j in mine[i : i + mbs]], self.eos, self.documents)
@@ -53,7 +54,7 @@ class MQARBatches:
         for pairs in self.eval_pairs:
             full = mqar_batch(self.eval_examples, self.seq_len, pairs, self.vocab_size, self.alpha,
                               seed=[self.seed, 2**31 - 1, pairs])
-            mine = torch.arange(rank, self.eval_examples, world)
+            mine = torch.arange(rank, self.eval_examples // world * world, world)
             for i in range(0, len(mine), mbs):
                 idx = mine[i : i + mbs]
                 yield pairs, {"input_ids": full["input_ids"][idx], "labels": full["labels"][idx]}

@@ -69,7 +69,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile each block
     log_every: int = 10
     eval_every: int = 200  # 0: only at the end
-    eval_batches: int = 8  # held-out batches (of micro_batch_size per process) per evaluation
+    eval_sequences: int = 64  # the first this many held-out windows (the same set for any process count)
     checkpoint_every: int = 200  # 0: only at the end
     keep_checkpoints: int = 2
     tensorboard: bool = False

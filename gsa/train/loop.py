@@ -177,7 +177,7 @@ class Trainer:
                 return {"mqar_acc": acc, "mqar_acc_mean": sum(acc.values()) / len(acc)}
             nll = torch.zeros((), device=d.device, dtype=torch.float64)
             count = torch.zeros((), device=d.device, dtype=torch.float64)
-            for batch in self.batches.eval_batches(cfg.train.eval_batches, cfg.train.micro_batch_size, d.rank, d.world):
+            for batch in self.batches.eval_batches(cfg.train.eval_sequences, cfg.train.micro_batch_size, d.rank, d.world):
                 batch = _to(batch, d.device)
                 with autocast:
                     loss = self.model(**model_inputs(self.model, batch)).loss
@@ -297,7 +297,8 @@ class Trainer:
             shutil.rmtree(final, ignore_errors=True)
             tmp.rename(final)
         d.barrier()
-        summary.update({"step": self.step, "model_dir": str(final), "num_params": self.num_params})
+        summary.update({"step": self.step, "model_dir": str(final), "num_params": self.num_params,
+                        "rank": d.rank})
         return summary
 
 
@@ -349,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     except ckpt.CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if summary["rank"] != 0:
+        return 0
     if "eval_ppl" in summary:
         print(f"held-out perplexity {summary['eval_ppl']:.3f} (loss {summary['eval_loss']:.4f})")
     print(f"model saved to {summary['model_dir']}")

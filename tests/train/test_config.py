@@ -1,0 +1,45 @@
+import pytest
+
+from gsa.train import config_from_dict, load_config
+from gsa.train.loop import lr_lambda
+from gsa.train.model import build_model
+
+from .conftest import TINY
+
+
+def test_tiny_config_loads_and_overrides():
+    cfg = load_config(TINY, ["train.max_steps=7", "data.sources=['a.txt', 'b.jsonl']", "output_dir=runs/x",
+                             "optim.lr=1e-3", "model.num_slots=8"])
+    assert cfg.train.max_steps == 7 and cfg.data.sources == ["a.txt", "b.jsonl"] and cfg.output_dir == "runs/x"
+    assert cfg.optim.lr == 1e-3 and cfg.model["num_slots"] == 8 and cfg.model["type"] == "gsa"
+
+
+@pytest.mark.parametrize(
+    "raw,err,match",
+    [
+        ({"train": {"max_step": 3}}, KeyError, "train.max_step"),
+        ({"trian": {}}, KeyError, "trian"),
+        ({"train": {"max_steps": "3"}}, TypeError, "train.max_steps"),
+        ({"train": {"parallel": "zero3"}}, ValueError, "train.parallel"),
+        ({"model": {"type": "mamba"}}, ValueError, "model.type"),
+        ({"optim": {"min_lr_ratio": 2.0}}, ValueError, "min_lr_ratio"),
+    ],
+)
+def test_bad_configs_raise(raw, err, match):
+    with pytest.raises(err, match=match):
+        config_from_dict(raw)
+
+
+def test_unknown_model_keys_raise():
+    with pytest.raises(KeyError, match="hiden_size"):
+        build_model({"type": "llama", "hiden_size": 8}, vocab_size=16)
+    with pytest.raises(ValueError, match="num_slot"):
+        build_model({"type": "gsa", "num_slot": 8}, vocab_size=16)
+
+
+def test_schedule_warmup_cosine_floor():
+    cfg = config_from_dict({"optim": {"warmup_steps": 10, "min_lr_ratio": 0.1}, "train": {"max_steps": 110}})
+    f = lr_lambda(cfg)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(60) == pytest.approx(0.55) and f(110) == pytest.approx(0.1) and f(500) == pytest.approx(0.1)
+    assert all(f(s) >= f(s + 1) for s in range(10, 120))

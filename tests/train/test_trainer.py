@@ -1,0 +1,131 @@
+"""The trainer end to end on the tiny CPU config: loss falls, kill-and-resume gives the same loss curve,
+corrupted checkpoints are refused, baselines and MQAR train, DDP / FSDP2 with 2 processes match 1 process."""
+
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+from gsa.train import load_config, train
+from gsa.train.checkpoint import CheckpointError, list_checkpoints
+from gsa.train.metrics import read_metrics
+
+from .conftest import PYTHON, TINY, subprocess_env, tiny_overrides
+
+
+def losses(out):
+    return [(r["step"], r["loss"]) for r in read_metrics(out) if "loss" in r]
+
+
+def test_tiny_cpu_trains_and_loss_falls(data_cache, tmp_path):
+    out = tmp_path / "run"
+    summary = train(load_config(TINY, tiny_overrides(data_cache, out, **{"train.max_steps": 30})))
+    curve = [loss for _, loss in losses(out)]
+    assert len(curve) == 30
+    assert sum(curve[-3:]) / 3 < sum(curve[:3]) / 3 - 0.7, curve
+    rows = read_metrics(out)
+    assert {"step", "loss", "lr", "tokens_per_s", "grad_norm"} <= set(rows[0])
+    assert rows[-1]["step"] == 30 and "eval_loss" in rows[-1] and summary["eval_ppl"] > 1
+    assert (out / "model" / "config.json").exists() and (out / "model" / "tokenizer.json").exists()
+    assert [p.name for p in list_checkpoints(out)] == ["step_00000030"]
+
+
+STEPS, EVERY = 16, 4
+
+
+@pytest.fixture(scope="module")
+def reference(data_cache, tmp_path_factory):
+    """An uninterrupted 16-step run with a checkpoint every 4 steps (all kept)."""
+    out = tmp_path_factory.mktemp("reference")
+    over = tiny_overrides(data_cache, out, **{"train.max_steps": STEPS, "train.checkpoint_every": EVERY,
+                                              "train.keep_checkpoints": 4})
+    train(load_config(TINY, over))
+    return out, over
+
+
+def test_kill_and_resume_reproduces_loss_curve(reference, data_cache, tmp_path):
+    ref_out, _ = reference
+    out = tmp_path / "killed"
+    over = tiny_overrides(data_cache, out, **{"train.max_steps": STEPS, "train.checkpoint_every": EVERY,
+                                              "train.keep_checkpoints": 4})
+    proc = subprocess.Popen([PYTHON, "-m", "gsa.train", "--config", str(TINY), *over], env=subprocess_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    metrics = out / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:  # kill between checkpoints 4 and 8
+        if metrics.exists() and any(s >= 6 for s, _ in losses(out)):
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = [p.name for p in list_checkpoints(out)]
+    assert done and done[-1] < f"step_{STEPS:08d}"
+    summary = train(load_config(TINY, over), resume=True)
+    assert summary["step"] == STEPS
+    assert losses(out) == losses(ref_out)  # exactly, step for step
+
+
+def test_corrupted_or_partial_checkpoint_refused(reference, tmp_path, capsys):
+    ref_out, over = reference
+    out = tmp_path / "corrupt"
+    shutil.copytree(ref_out, out)
+    over = [o for o in over if not o.startswith("output_dir=")] + [f'output_dir="{out}"']
+    last = list_checkpoints(out)[-1]
+    weights = last / "model" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    partial = out / "checkpoints" / f"step_{STEPS + 4:08d}"  # renamed but without a manifest
+    shutil.copytree(last / "model", partial / "model")
+    capsys.readouterr()
+    summary = train(load_config(TINY, over), resume=True)
+    text = capsys.readouterr().out
+    assert "no manifest.json" in text and "model.safetensors is corrupted" in text
+    assert f"resumed from {out / 'checkpoints' / f'step_{STEPS - EVERY:08d}'}" in text
+    assert summary["step"] == STEPS and losses(out) == losses(ref_out)
+    # nothing usable at all: a clear error, not a silent restart
+    for p in list_checkpoints(out):
+        (p / "trainer.pt").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="no usable checkpoint"):
+        train(load_config(TINY, over), resume=True)
+
+
+def test_llama_baseline_and_mqar_train(data_cache, tmp_path):
+    llama = {"model": "{type = \"llama\", hidden_size = 64, intermediate_size = 128, num_hidden_layers = 2, "
+                      "num_attention_heads = 4, num_key_value_heads = 2, tie_word_embeddings = true}"}
+    over = tiny_overrides(data_cache, tmp_path / "llama", **{"train.max_steps": 3}) + [f"model={llama['model']}"]
+    s = train(load_config(TINY, over))
+    assert s["eval_loss"] < 9 and s["step"] == 3
+    mqar = tiny_overrides(data_cache, tmp_path / "mqar", **{
+        "train.max_steps": 3, "data.kind": "mqar", "data.seq_len": 64, "data.mqar_eval_examples": 8,
+    }) + ["data.mqar_train_pairs=[4, 8]", "data.mqar_eval_pairs=[4, 16]"]
+    s = train(load_config(TINY, mqar))
+    assert set(s["mqar_acc"]) == {"4", "16"} and all(0 <= a <= 1 for a in s["mqar_acc"].values())
+
+
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_two_processes_match_one(parallel, data_cache, tmp_path):
+    """2 processes x micro-batch 4 == 1 process x micro-batch 4 x 2 accumulation steps (same global batch)."""
+    common = {"train.max_steps": 4, "train.micro_batch_size": 4, "train.checkpoint_every": 0}
+    one = tmp_path / "one"
+    train(load_config(TINY, tiny_overrides(data_cache, one, **common, **{"train.grad_accum": 2})))
+    two = tmp_path / "two"
+    over = tiny_overrides(data_cache, two, **common, **{"train.parallel": parallel})
+    env = subprocess_env()
+    env["OMP_NUM_THREADS"] = "1"
+    with socket.socket() as sock:  # a free port for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    r = subprocess.run([PYTHON, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
+                        "-m", "gsa.train", "--config", str(TINY), *over], env=env, capture_output=True, text=True,
+                       timeout=180)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = losses(one), losses(two)
+    assert [s for s, _ in a] == [s for s, _ in b] == [1, 2, 3, 4]
+    assert all(abs(x - y) < 1e-4 for (_, x), (_, y) in zip(a, b)), (a, b)
+    ea, eb = read_metrics(one)[-1], read_metrics(two)[-1]
+    assert abs(ea["eval_loss"] - eb["eval_loss"]) < 1e-4
