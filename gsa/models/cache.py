@@ -66,12 +66,18 @@ class GSACache(Cache):
     The model creates one when called with use_cache=True (and generate() does so); layers read `state(i)` and
     write `update_state(i, new_state, num_new_tokens)`. Supports beam search (`reorder_cache`) and batch
     expansion/selection. It cannot be cropped (no assisted decoding) and is not a static (compileable) cache.
+
+    inplace_decode: after the first forward (which allocates the states), every later forward advances the
+    cache's own state buffers in place instead of replacing them, so a decode step allocates no state (the op's
+    `inplace_state`; a fixed-shape step that can be captured in a CUDA graph). Needs a float32 state (any model
+    dtype but float64) and no autograd. Pass such a cache as `past_key_values` (also to generate()).
     """
 
-    def __init__(self, num_layers: int):
+    def __init__(self, num_layers: int, inplace_decode: bool = False):
         if num_layers <= 0:
             raise ValueError(f"GSACache needs num_layers > 0, got {num_layers}")
         super().__init__(layers=[GSACacheLayer() for _ in range(num_layers)])
+        self.inplace_decode = inplace_decode
 
     def _layer(self, layer_idx: int) -> GSACacheLayer:
         if not 0 <= layer_idx < len(self.layers):

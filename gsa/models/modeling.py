@@ -47,8 +47,9 @@ class GSABlock(nn.Module):
         cu_seqlens: torch.Tensor | None,
         state: GSAState | None,
         output_state: bool,
+        inplace_state: bool = False,
     ) -> tuple[torch.Tensor, GSAState | None]:
-        h, new_state = self.attn(self.attn_norm(x), attention_mask, cu_seqlens, state, output_state)
+        h, new_state = self.attn(self.attn_norm(x), attention_mask, cu_seqlens, state, output_state, inplace_state)
         x = x + h
         return x + self.mlp(self.mlp_norm(x)), new_state
 
@@ -155,7 +156,8 @@ class GSAModel(GSAPreTrainedModel):
         x = self.embed_tokens(input_ids)
         for i, block in enumerate(self.layers):
             state = past_key_values.state(i) if past_key_values is not None else None
-            x, new_state = block(x, attention_mask, cu_seqlens, state, output_state=use_cache)
+            inplace = state is not None and past_key_values.inplace_decode
+            x, new_state = block(x, attention_mask, cu_seqlens, state, output_state=use_cache, inplace_state=inplace)
             if past_key_values is not None:
                 past_key_values.update_state(i, new_state, T)
         out = BaseModelOutputWithPast(last_hidden_state=self.norm(x), past_key_values=past_key_values)

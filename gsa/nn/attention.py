@@ -138,6 +138,7 @@ class GatedSlotAttention(nn.Module):
         cu_seqlens: torch.Tensor | None = None,
         state: GSAState | None = None,
         output_state: bool = False,
+        inplace_state: bool = False,
     ) -> tuple[torch.Tensor, GSAState | None]:
         """hidden_states: [B, T, d] -> (y [B, T, d], the state after the last token or None).
 
@@ -146,8 +147,11 @@ class GatedSlotAttention(nn.Module):
             input there. With left padding every real token's output equals that of its sequence run alone.
         cu_seqlens: [N + 1] offsets of N sequences packed along T (B == 1), for training; no state or conv tap
             crosses a boundary. Not combinable with a state or with attention_mask.
-        state: the state after the preceding tokens (decoding); zeros when None. It is never modified.
+        state: the state after the preceding tokens (decoding); zeros when None. Not modified, unless inplace_state.
         output_state: return the new state (a fresh GSAState; the op never aliases its inputs).
+        inplace_state: advance `state` in place and return that same object (decoding from buffers the caller owns,
+            e.g. GSACache's: a step allocates no state). Needs output_state, contiguous float32 hk/hv and no
+            autograd (the op checks).
         """
         B, T, d = hidden_states.shape
         if d != self.hidden_size:
@@ -159,6 +163,8 @@ class GatedSlotAttention(nn.Module):
             if tuple(attention_mask.shape) != (B, T):
                 raise ValueError(f"attention_mask must be [B, T] = {(B, T)}, got {tuple(attention_mask.shape)}")
             mask = attention_mask.to(torch.bool)
+        if inplace_state and (state is None or not output_state):
+            raise ValueError("inplace_state needs a state to advance and output_state=True")
         if state is not None:
             if state.batch_size != B:
                 raise ValueError(f"state holds {state.batch_size} sequences, hidden_states has B = {B}")
@@ -170,9 +176,9 @@ class GatedSlotAttention(nn.Module):
         conv_state = None
         if self.use_short_conv:
             prev = state.conv if state is not None else (None, None, None)
-            q, cq = self.q_conv(q, mask, cu_seqlens, prev[0], output_state)
-            k, ck = self.k_conv(k, mask, cu_seqlens, prev[1], output_state)
-            v, cv = self.v_conv(v, mask, cu_seqlens, prev[2], output_state)
+            q, cq = self.q_conv(q, mask, cu_seqlens, prev[0], output_state, inplace_state)
+            k, ck = self.k_conv(k, mask, cu_seqlens, prev[1], output_state, inplace_state)
+            v, cv = self.v_conv(v, mask, cu_seqlens, prev[2], output_state, inplace_state)
             conv_state = (cq, ck, cv) if output_state else None
         elif self.feature_map == "swish":
             q, k, v = F.silu(q), F.silu(k), F.silu(v)
@@ -193,11 +199,13 @@ class GatedSlotAttention(nn.Module):
         initial = (state.hk, state.hv) if state is not None else None
         o, final = gated_slot_attention(
             q, k, v, s, g, scale=self.scale, initial_state=initial, output_final_state=output_state,
-            cu_seqlens=cu_seqlens,
+            cu_seqlens=cu_seqlens, inplace_state=inplace_state,
         )
         o = o.reshape(B, T, HQ * self.head_v_dim)
         if self.use_output_norm:
             o = self.o_norm(F.silu(o))
         y = self.o_proj(o)
+        if inplace_state:
+            return y, state  # hk, hv and the conv buffers were advanced in place
         new_state = GSAState(final[0], final[1], conv_state) if output_state else None
         return y, new_state

@@ -56,15 +56,20 @@ class ShortConvolution(nn.Module):
         cu_seqlens: torch.Tensor | None = None,
         state: torch.Tensor | None = None,
         output_state: bool = False,
+        inplace_state: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x: [B, T, C]; mask: [B, T]; cu_seqlens: [N + 1]; state: [B, W - 1, C].
 
-        Returns y [B, T, C] and, when `output_state`, the new state [B, W - 1, C] (else None).
+        Returns y [B, T, C] and, when `output_state`, the new state [B, W - 1, C] (else None): a new tensor, or with
+        `inplace_state` the given `state` buffer, overwritten (decoding with owned buffers; `state` is not
+        modified otherwise).
         """
         B, T, C = x.shape
         W = self.kernel_size
         if C != self.channels:
             raise ValueError(f"ShortConvolution expects {self.channels} channels, got x of shape {tuple(x.shape)}")
+        if inplace_state and (state is None or not output_state):
+            raise ValueError("ShortConvolution: inplace_state needs a state buffer and output_state=True")
         if cu_seqlens is not None and (state is not None or output_state):
             raise ValueError("ShortConvolution: cu_seqlens (packed training) cannot be combined with a decoding state")
         if mask is not None:
@@ -91,8 +96,11 @@ class ShortConvolution(nn.Module):
                 tap = tap * (pos >= back).to(acc)[None, :, None]
             y = y + tap
         y = F.silu(y).to(x.dtype)
-        new_state = xp[:, T:].clone() if output_state else None  # the last W - 1 inputs
-        return y, new_state
+        if not output_state:
+            return y, None
+        if inplace_state:  # xp is a fresh tensor, so copying its tail into `state` reads nothing it overwrites
+            return y, state.copy_(xp[:, T:])
+        return y, xp[:, T:].clone()  # the last W - 1 inputs
 
     def extra_repr(self) -> str:
         return f"{self.channels}, kernel_size={self.kernel_size}"

@@ -51,3 +51,44 @@ def test_refusals(make_model):
         model(torch.randint(3, 101, (2, 1)), past_key_values=cache)
     with pytest.raises(IndexError):
         cache.state(2)
+
+
+@pytest.mark.parametrize("use_short_conv", [False, True])
+def test_inplace_decode_advances_the_same_buffers(make_model, use_short_conv):
+    """With inplace_decode the state tensors keep their storage across steps, and the logits are unchanged."""
+    model = make_model(dtype=torch.float32, use_short_conv=use_short_conv)
+    prompt = torch.randint(3, 101, (2, 9))
+    steps = torch.randint(3, 101, (2, 4))
+    with torch.no_grad():
+        ref = model(prompt, use_cache=True)
+        ref_logits = [model(steps[:, t : t + 1], past_key_values=ref.past_key_values).logits for t in range(4)]
+        cache = GSACache(2, inplace_decode=True)
+        model(prompt, past_key_values=cache)
+        state = cache.state(1)
+        buffers = [state.hk, state.hv] + (list(state.conv) if use_short_conv else [])
+        ptrs = [b.data_ptr() for b in buffers]
+        for t in range(4):
+            logits = model(steps[:, t : t + 1], past_key_values=cache).logits
+            torch.testing.assert_close(logits, ref_logits[t], atol=1e-6, rtol=1e-6)  # same float32 computation
+    assert cache.state(1) is state and [b.data_ptr() for b in buffers] == ptrs
+    assert cache.get_seq_length(1) == 13
+    torch.testing.assert_close(state.hk, ref.past_key_values.state(1).hk, atol=1e-6, rtol=1e-6)
+
+
+def test_inplace_decode_with_generate(make_model):
+    model = make_model(dtype=torch.float32)
+    ids = torch.randint(3, 101, (2, 5))
+    kw = dict(attention_mask=torch.ones_like(ids), max_new_tokens=6, do_sample=False, pad_token_id=0,
+              eos_token_id=None)
+    assert torch.equal(model.generate(ids, past_key_values=GSACache(2, inplace_decode=True), **kw),
+                       model.generate(ids, **kw))
+
+
+def test_inplace_decode_refuses_float64_states(make_model):
+    model = make_model()  # float64: states are float64, the in-place op path is float32 only
+    cache = GSACache(2, inplace_decode=True)
+    ids = torch.randint(3, 101, (1, 3))
+    with torch.no_grad():
+        model(ids, past_key_values=cache)
+        with pytest.raises(ValueError, match="float32"):
+            model(ids[:, :1], past_key_values=cache)

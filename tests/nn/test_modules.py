@@ -103,3 +103,19 @@ def test_short_conv_errors():
         conv(x, state=torch.zeros(1, 2, 4))
     with pytest.raises(ValueError, match="channels"):
         conv(torch.randn(1, 5, 3))
+
+
+def test_short_conv_inplace_state_overwrites_the_given_buffer():
+    conv = ShortConvolution(5, 4).double()
+    x = torch.randn(2, 8, 5, dtype=torch.float64)
+    full, _ = conv(x)
+    _, state = conv(x[:, :3], output_state=True)
+    buffer = state
+    outs = []
+    for t in range(3, 8):
+        y, state = conv(x[:, t : t + 1], state=state, output_state=True, inplace_state=True)
+        assert state is buffer
+        outs.append(y)
+    torch.testing.assert_close(torch.cat(outs, 1), full[:, 3:], **TOL)
+    with pytest.raises(ValueError, match="inplace_state"):
+        conv(x, inplace_state=True)
