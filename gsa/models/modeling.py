@@ -124,8 +124,9 @@ class GSAModel(GSAPreTrainedModel):
         """input_ids: [B, T] -> BaseModelOutputWithPast(last_hidden_state [B, T, d], past_key_values).
 
         attention_mask: [B, T_past + T] or [B, T] (1 = token, 0 = padding); only its last T columns are read, since
-            earlier tokens already live in the cache. Padded positions leave the state untouched, so left-padded
-            batches give every real token the output it would have alone.
+            earlier tokens already live in the cache. Padded positions leave the state untouched, so left- or
+            right-padded batches give every real token the output it would have alone. To continue decoding from
+            the returned cache, pad on the left (trailing padding would sit inside the convolution window).
         past_key_values: a GSACache holding the state after the preceding tokens; updated in place.
         use_cache: return a GSACache (a new one when past_key_values is None). Default: True exactly when a
             cache was passed in.

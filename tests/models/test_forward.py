@@ -14,16 +14,20 @@ TOL = dict(atol=1e-9, rtol=1e-9)
 
 
 @pytest.mark.parametrize("use_short_conv", [False, True])
-def test_left_padded_batch_equals_each_sequence_alone(make_model, use_short_conv):
+@pytest.mark.parametrize("side", ["left", "right"])  # right padding: e.g. an evaluation harness's batches
+def test_padded_batch_equals_each_sequence_alone(make_model, use_short_conv, side):
     model = make_model(use_short_conv=use_short_conv)
     seqs = [torch.randint(3, 101, (n,)) for n in (9, 4, 1, 7)]
     ids, mask = left_pad(seqs)
+    if side == "right":
+        ids, mask = left_pad([s.flip(0) for s in seqs])
+        ids, mask = ids.flip(1), mask.flip(1)
     ids[mask == 0] = torch.randint(3, 101, (int((mask == 0).sum()),))  # padding content must not matter
     with torch.no_grad():
         logits = model(ids, attention_mask=mask).logits
         for i, s in enumerate(seqs):
             alone = model(s[None]).logits[0]
-            torch.testing.assert_close(logits[i, -len(s) :], alone, **TOL)
+            torch.testing.assert_close(logits[i][mask[i].bool()], alone, **TOL)
 
 
 @pytest.mark.parametrize("use_short_conv", [False, True])
