@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from conftest import left_pad
+from gsa.models import GSACache
 
 pytestmark = pytest.mark.gpu
 
@@ -50,7 +51,10 @@ def test_gpu_prefill_decode_and_generate(make_model):
     print(f"gpu decode vs full forward: {err:.2e}")
     assert err < 1e-4  # both float32 on logits of size O(0.1): ~100x the float32 resolution
     kw = dict(attention_mask=mask, max_new_tokens=16, do_sample=False, pad_token_id=0, eos_token_id=None)
-    assert torch.equal(model.generate(ids, **kw), model.generate(ids, use_cache=False, **kw))
+    cached = model.generate(ids, **kw)
+    assert torch.equal(cached, model.generate(ids, use_cache=False, **kw))
+    # The in-place decode path (the fused recurrent kernel advancing the cache's buffers) picks the same tokens.
+    assert torch.equal(cached, model.generate(ids, past_key_values=GSACache(2, inplace_decode=True), **kw))
 
 
 def test_gpu_bf16_packed_training_step(make_model):
