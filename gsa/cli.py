@@ -141,5 +141,53 @@ register(
     )
 )
 
+# --- convert (the logic lives in gsa.convert) ----------------------------------------------------------------
+
+
+def _add_convert_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--from", dest="src", required=True, type=Path, help="Llama/Mistral/Qwen2 checkpoint directory")
+    p.add_argument("--to", dest="dst", required=True, type=Path, help="output directory (save_pretrained layout)")
+    p.add_argument("--gguf-file", help="name of a GGUF file inside --from (needs the gguf package)")
+    p.add_argument("--num-slots", type=int, default=64, help="slots per head, M (default 64)")
+    p.add_argument("--init", choices=["normal", "keys"], default="normal", help="f_proj init (default normal)")
+    p.add_argument("--init-std", type=float, default=0.02, help="f_proj init scale (default 0.02)")
+    p.add_argument("--gate-logit-normalizer", type=float, default=8.0,
+                   help="tau; the initial forget rate is 0.5 ** (1 / tau) (default 8: ~0.917)")
+    p.add_argument("--feature-map", choices=["identity", "swish"], default="identity",
+                   help="map on q, k, v (default identity: the teacher's; swish: the paper's layer)")
+    p.add_argument("--output-norm", action="store_true", help="keep GSA's swish + RMSNorm before o_proj (off)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="student dtype (default: teacher's)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the f_proj init (default 0)")
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    if not args.src.is_dir():
+        raise SystemExit(f"gsa convert: --from {args.src} is not a directory")
+    import torch
+
+    from gsa.convert import UnsupportedModelError, convert
+
+    try:
+        dst = convert(
+            args.src, args.dst, gguf_file=args.gguf_file, num_slots=args.num_slots, init=args.init,
+            init_std=args.init_std, gate_logit_normalizer=args.gate_logit_normalizer, feature_map=args.feature_map,
+            use_output_norm=args.output_norm, dtype=getattr(torch, args.dtype) if args.dtype else None,
+            seed=args.seed,
+        )
+    except UnsupportedModelError as e:
+        raise SystemExit(f"gsa convert: {e}") from None
+    print(f"gsa convert: wrote {dst}")
+    return 0
+
+
+register(
+    Subcommand(
+        name="convert",
+        help="convert a Llama/Mistral/Qwen2 checkpoint (or GGUF file) into a GSA model (T2R)",
+        add_arguments=_add_convert_arguments,
+        run=_run_convert,
+    )
+)
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

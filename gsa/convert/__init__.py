@@ -1,0 +1,24 @@
+"""Transformer -> GSA conversion (T2R) and the distillation losses for finetuning the converted model.
+
+`from_pretrained_transformer(src, ...)` turns a Llama / Mistral / Qwen2 checkpoint (or a GGUF file of one) into a
+`GSAForCausalLM`; `convert(src, dst, ...)` also saves it (`gsa convert` on the command line). See
+docs/convert.md for the config mapping and gsa/convert/transformer.py for the initialisation choices.
+"""
+
+from gsa.convert.transformer import (
+    UnsupportedModelError,
+    check_supported,
+    convert,
+    from_pretrained_transformer,
+    gsa_config_from,
+    weight_map,
+)
+
+__all__ = [
+    "UnsupportedModelError",
+    "check_supported",
+    "convert",
+    "from_pretrained_transformer",
+    "gsa_config_from",
+    "weight_map",
+]

@@ -1,0 +1,280 @@
+"""Transformer -> GSA conversion (T2R): a Llama-family checkpoint becomes a `GSAForCausalLM`.
+
+What is carried over, bitwise (same dtype, `copy_`): the token embedding, every layer's q/k/v/o projections (and
+Qwen2's q/k/v biases), the SwiGLU MLP (gate/up/down), both RMSNorm gains of every block, the final RMSNorm and the
+LM head (or the tie). The block structure is the same (pre-norm attention and MLP with residuals, final norm), so
+only the token mixer changes: softmax attention over all past tokens becomes Gated Slot Attention over M slots.
+
+What is new, and why it is set up the way it is:
+
+- `f_proj` ([H * M, d], one row per kv head and slot) is the only new weight. It sets the log forget gate
+  g = logsigmoid(W_f x) / tau and, through s = 1 - exp(g), how much each token is written into each slot.
+  It must not start at zero: every slot would then see the same gate and the same writes, hold the same contents,
+  receive the same gradient, and never specialise. `init="normal"` (default) draws N(0, init_std^2) entries,
+  with init_std = 0.02 as in the paper / fla for every linear layer of a GSA trained from scratch. Inputs are the
+  teacher's RMS-normalised hidden states, so the gate logits start as small zero-mean noise (std about
+  0.02 * sqrt(d) * RMS of the input: ~0.5 at d = 576) around f = 0, where alpha = 0.5 ** (1 / tau): the initial
+  forget rate is chosen with tau (`gate_logit_normalizer`, default 8: alpha ~ 0.917, a memory of ~12 tokens;
+  tau = 16 gives ~0.958). `init="keys"` instead makes each slot's gate logit a random direction in the teacher's
+  *key* space of its kv head (W_f[h] = R_h W_k[h], rows rescaled to the norm a N(0, init_std^2) row has), so
+  tokens are routed to slots by what the teacher already uses to route attention; it is an experiment to compare
+  in the finetuning runs, not a tested improvement.
+- Feature maps (`feature_map`, default "identity"): q, k and v are used exactly as the teacher projects them.
+  The GSA read is p = softmax(scale * q Hk) over slots, o = p Hv; with one slot per token and no forgetting that is
+  the teacher's softmax attention (without RoPE), so identity maps keep the teacher's query/key geometry and its
+  value space. The paper's layer applies swish to q, k and v ("swish" reproduces it, e.g. for the paper's
+  full-finetune recipe); swish on v would also distort every value the teacher's o_proj expects.
+- Output norm (`use_output_norm`, default False): the GSA layer normally computes W_o RMSNorm(swish(o)). A
+  Transformer computes W_o o, and o is a convex mix of values in both cases (slot contents are EMA-like averages
+  of values, since the write weights s = 1 - alpha sum to ~1 along a slot's history), so the teacher's o_proj
+  expects o at the value scale: adding a swish + unit-gain RMSNorm would rescale every layer's output.
+- Scale: q . k keeps the teacher's head_dim ** -0.5 (GSAConfig.attn_scale None = K ** -0.5 with K = head_dim).
+- RoPE is dropped: GSA has no positional encoding (order comes from the gates). The teacher's q/k were trained
+  with rotations; without them q . k is the rotation-free (relative position 0) score. HF's per-head q/k row
+  permutation for rotate_half is applied to both q and k, so dot products are unaffected by it. Finetuning must
+  recover what positions gave; this is the main loss of information at conversion time.
+- Qwen2's q/k/v biases are carried as GSA `qkv_bias` (a bias added before the feature map, as in the teacher).
+
+Refused, with an error naming the field: other architectures (MoE, non-Llama blocks), MLP activations other
+than SiLU, Llama's attention_bias (an o_proj bias GSA does not have) and mlp_bias, RoPE scaling variants
+(rope_type other than "default"), sliding-window attention (Mistral `sliding_window`, Qwen2
+`use_sliding_window` / `layer_types`), head layouts GSA cannot express.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from gsa.models import GSAConfig, GSAForCausalLM
+
+SUPPORTED = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
+INITS = ("normal", "keys")
+
+# teacher state-dict key -> student key (regex substitution); every teacher tensor must match exactly one rule.
+_RULES = [
+    (r"^model\.embed_tokens\.weight$", r"model.embed_tokens.weight"),
+    (r"^model\.norm\.weight$", r"model.norm.weight"),
+    (r"^lm_head\.weight$", r"lm_head.weight"),
+    (r"^model\.layers\.(\d+)\.self_attn\.([qkvo])_proj\.(weight|bias)$", r"model.layers.\1.attn.\2_proj.\3"),
+    (r"^model\.layers\.(\d+)\.mlp\.(gate|up|down)_proj\.weight$", r"model.layers.\1.mlp.\2_proj.weight"),
+    (r"^model\.layers\.(\d+)\.input_layernorm\.weight$", r"model.layers.\1.attn_norm.weight"),
+    (r"^model\.layers\.(\d+)\.post_attention_layernorm\.weight$", r"model.layers.\1.mlp_norm.weight"),
+]
+
+
+class UnsupportedModelError(ValueError):
+    """The teacher has something conversion cannot carry over; the message names it."""
+
+
+def check_supported(config) -> None:
+    """Raise UnsupportedModelError naming every field of a teacher config that conversion cannot handle."""
+    model_type = getattr(config, "model_type", None)
+    if model_type not in SUPPORTED:
+        archs = getattr(config, "architectures", None)
+        raise UnsupportedModelError(
+            f"gsa convert supports model_type {sorted(SUPPORTED)} ({', '.join(SUPPORTED.values())}); got "
+            f"model_type={model_type!r} (architectures={archs})"
+        )
+    problems = []
+    if config.hidden_act not in ("silu", "swish"):
+        problems.append(f"hidden_act={config.hidden_act!r} (the GSA MLP is SwiGLU: only 'silu' is carried over)")
+    if getattr(config, "attention_bias", False):
+        problems.append("attention_bias=True (an o_proj bias: GSA carries q/k/v biases only)")
+    if getattr(config, "mlp_bias", False):
+        problems.append("mlp_bias=True (the GSA MLP has no biases)")
+    rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    rope_type = rope.get("rope_type", rope.get("type", "default")) if isinstance(rope, dict) else "per-layer"
+    if rope_type != "default":
+        problems.append(f"rope_type={rope_type!r} (RoPE scaling: only the default RoPE, which conversion drops)")
+    if getattr(config, "sliding_window", None) is not None and (
+        model_type == "mistral" or getattr(config, "use_sliding_window", False)
+    ):
+        problems.append(
+            f"sliding_window={config.sliding_window} (sliding-window attention; set it to null in config.json to "
+            "convert anyway: the GSA student has no window, its memory is its slots)"
+        )
+    layer_types = getattr(config, "layer_types", None) or []
+    if any(t != "full_attention" for t in layer_types):
+        problems.append(f"layer_types={sorted(set(layer_types))} (only 'full_attention' layers)")
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    if config.num_attention_heads % (config.num_key_value_heads or config.num_attention_heads):
+        problems.append("num_attention_heads must be a multiple of num_key_value_heads")
+    if config.hidden_size * (config.num_attention_heads * head_dim / config.hidden_size) != (
+        config.num_attention_heads * head_dim
+    ):
+        problems.append(
+            f"head_dim={head_dim} with {config.num_attention_heads} heads and hidden_size={config.hidden_size} "
+            "(not expressible as GSAConfig.expand_k)"
+        )
+    if problems:
+        raise UnsupportedModelError(f"cannot convert this {model_type} checkpoint: " + "; ".join(problems))
+
+
+def gsa_config_from(
+    config,
+    *,
+    num_slots: int = 64,
+    gate_logit_normalizer: float = 8.0,
+    feature_map: str = "identity",
+    use_output_norm: bool = False,
+) -> GSAConfig:
+    """The GSAConfig of the student of a (supported) Llama/Mistral/Qwen2 config; see docs/convert.md's table."""
+    check_supported(config)
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    expand = heads * head_dim / config.hidden_size
+    return GSAConfig(
+        vocab_size=config.vocab_size,
+        hidden_size=config.hidden_size,
+        num_hidden_layers=config.num_hidden_layers,
+        num_heads=heads,
+        num_kv_heads=config.num_key_value_heads or heads,
+        num_slots=num_slots,
+        expand_k=expand,
+        expand_v=expand,
+        gate_logit_normalizer=gate_logit_normalizer,
+        use_short_conv=False,
+        attn_scale=None,  # K ** -0.5 = head_dim ** -0.5, the teacher's
+        feature_map=feature_map,
+        use_output_norm=use_output_norm,
+        qkv_bias=config.model_type == "qwen2",
+        intermediate_size=config.intermediate_size,
+        hidden_act="silu",
+        norm_eps=config.rms_norm_eps,
+        initializer_range=config.initializer_range,
+        tie_word_embeddings=bool(config.tie_word_embeddings),
+        pad_token_id=config.pad_token_id,
+        bos_token_id=config.bos_token_id,
+        eos_token_id=config.eos_token_id,
+    )
+
+
+def weight_map(teacher_keys) -> dict[str, str]:
+    """teacher state-dict key -> student key, for every key; raises naming the first key no rule covers."""
+    mapping = {}
+    for key in teacher_keys:
+        for pattern, target in _RULES:
+            if re.match(pattern, key):
+                mapping[key] = re.sub(pattern, target, key)
+                break
+        else:
+            raise UnsupportedModelError(f"cannot convert: no GSA parameter for the teacher tensor {key!r}")
+    return mapping
+
+
+def _init_f_proj(student: GSAForCausalLM, init: str, init_std: float, seed: int) -> None:
+    """Fill every layer's f_proj ([H * M, d]) in float32 from a seeded generator, then cast to its dtype."""
+    cfg = student.config
+    H, M, K, d = cfg.num_kv_heads, cfg.num_slots, cfg.head_k_dim, cfg.hidden_size
+    gen = torch.Generator().manual_seed(seed)
+    for block in student.model.layers:
+        if init == "normal":
+            w = torch.randn(H * M, d, generator=gen) * init_std
+        else:  # "keys": random directions in each kv head's key space
+            wk = block.attn.k_proj.weight.detach().float().view(H, K, d)
+            r = torch.randn(H, M, K, generator=gen)
+            w = torch.einsum("hmk,hkd->hmd", r, wk).reshape(H * M, d)
+            w = w / w.norm(dim=1, keepdim=True).clamp_min(1e-12) * (init_std * d**0.5)
+        block.attn.f_proj.weight.data.copy_(w.to(block.attn.f_proj.weight.dtype))
+
+
+def _load_teacher(src, gguf_file: str | None, dtype: torch.dtype | None):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(src, gguf_file=gguf_file)
+    check_supported(config)  # before reading any weights
+    if dtype is None:
+        dtype = torch.float32 if gguf_file is not None else "auto"  # GGUF weights are dequantised to float32
+    return AutoModelForCausalLM.from_pretrained(src, gguf_file=gguf_file, dtype=dtype)
+
+
+def from_pretrained_transformer(
+    src: str | os.PathLike | nn.Module,
+    *,
+    num_slots: int = 64,
+    init: str = "normal",
+    init_std: float = 0.02,
+    gate_logit_normalizer: float = 8.0,
+    feature_map: str = "identity",
+    use_output_norm: bool = False,
+    gguf_file: str | None = None,
+    dtype: torch.dtype | None = None,
+    seed: int = 0,
+) -> GSAForCausalLM:
+    """A GSAForCausalLM made from a Llama / Mistral / Qwen2 causal LM (see the module docstring for the choices).
+
+    src: a local checkpoint directory (or hub-style path transformers can load offline), or an already loaded
+        LlamaForCausalLM / MistralForCausalLM / Qwen2ForCausalLM.
+    gguf_file: the name of a GGUF file inside `src` (transformers dequantises it; needs the `gguf` package).
+    dtype: the student's dtype; None keeps the teacher's (a GGUF teacher loads as float32). Carried tensors are
+        copied bitwise when the dtypes agree.
+    num_slots, gate_logit_normalizer, feature_map, use_output_norm: the GSA layer's M, tau and the two options
+        conversion needs (defaults: 64, 8, "identity", False). init / init_std / seed: how f_proj starts.
+    Returns the student in eval mode, on the CPU.
+    """
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    if not init_std > 0:
+        raise ValueError(f"init_std must be positive, got {init_std}")
+    if isinstance(src, nn.Module) and gguf_file is not None:
+        raise ValueError("gguf_file applies to a path, not to an already loaded model")
+    teacher = src if isinstance(src, nn.Module) else _load_teacher(src, gguf_file, dtype)
+    config = gsa_config_from(
+        teacher.config, num_slots=num_slots, gate_logit_normalizer=gate_logit_normalizer,
+        feature_map=feature_map, use_output_norm=use_output_norm,
+    )
+    state = teacher.state_dict()
+    mapping = weight_map(state)
+    dtype = dtype or next(iter(state.values())).dtype
+
+    # Build on the meta device (no random init of weights about to be overwritten), then allocate and fill.
+    with torch.device("meta"):
+        student = GSAForCausalLM(config)
+    student = student.to_empty(device="cpu").to(dtype)
+    student.tie_weights()
+    params = dict(student.named_parameters(remove_duplicate=False))
+    filled = set()
+    with torch.no_grad():
+        for key, target in mapping.items():
+            if target not in params:
+                raise UnsupportedModelError(f"cannot convert: the teacher tensor {key!r} has no GSA target {target!r}")
+            p, t = params[target], state[key]
+            if p.shape != t.shape:
+                raise UnsupportedModelError(f"cannot convert: {key} is {tuple(t.shape)}, {target} is {tuple(p.shape)}")
+            p.copy_(t.to(p.dtype))
+            filled.add(target)
+        _init_f_proj(student, init, init_std, seed)
+        for i, block in enumerate(student.model.layers):
+            filled.add(f"model.layers.{i}.attn.f_proj.weight")
+            if config.use_output_norm:
+                block.attn.o_norm.weight.fill_(1.0)
+                filled.add(f"model.layers.{i}.attn.o_norm.weight")
+    if config.tie_word_embeddings:
+        filled.add("lm_head.weight")
+    missing = sorted(set(params) - filled)
+    if missing:
+        raise UnsupportedModelError(f"cannot convert: the teacher has no tensor for {missing[:4]} ...")
+    return student.eval()
+
+
+def convert(src: str | os.PathLike, dst: str | os.PathLike, *, gguf_file: str | None = None, **options) -> Path:
+    """from_pretrained_transformer(src, ...) saved with save_pretrained into dst, with the source's tokenizer if it
+    has one (always for GGUF, which holds its tokenizer). options: as for from_pretrained_transformer. Returns dst.
+    """
+    src, dst = Path(src), Path(dst)
+    student = from_pretrained_transformer(src, gguf_file=gguf_file, **options)
+    dst.mkdir(parents=True, exist_ok=True)
+    student.save_pretrained(dst)
+    has_tokenizer = gguf_file is not None or any(
+        (src / n).exists() for n in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+    )
+    if has_tokenizer:
+        from transformers import AutoTokenizer
+
+        AutoTokenizer.from_pretrained(src, gguf_file=gguf_file).save_pretrained(dst)
+    return dst
