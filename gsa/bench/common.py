@@ -1,0 +1,89 @@
+"""Pieces every benchmark shares: where results go, the machine description, JSON and plots."""
+
+from __future__ import annotations
+
+import json
+import platform
+import re
+from pathlib import Path
+
+RESULTS = Path("benchmarks") / "results"
+
+
+def device_slug(device) -> str:
+    """A short folder name for the machine: h100, h200, a100, ... or cpu."""
+    import torch
+
+    if device.type != "cuda":
+        return "cpu"
+    name = torch.cuda.get_device_name(device)
+    m = re.search(r"(H100|H200|A100|L40S?|B200|GB200|RTX ?\d+)", name, re.I)
+    return (m.group(1) if m else name).lower().replace(" ", "")
+
+
+def machine(device) -> dict:
+    """Versions and hardware, recorded beside every result."""
+    import torch
+    import transformers
+
+    info = {"torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
+            "device": str(device)}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        try:
+            import triton
+
+            info["triton"] = triton.__version__
+        except ImportError:
+            pass
+    else:
+        info["cpu"] = platform.processor() or platform.machine()
+        info["threads"] = torch.get_num_threads()
+    return info
+
+
+def default_path(device, name: str) -> Path:
+    return RESULTS / device_slug(device) / name
+
+
+def write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def plot_panels(path: Path, title: str, panels: list[dict]) -> None:
+    """One PNG with a panel per dict: {"xlabel", "ylabel", "series": {label: (xs, ys)}, "logx": bool}."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        for label, (xs, ys) in panel["series"].items():
+            ax.plot(xs, ys, marker="o", label=label)
+        ax.set_xlabel(panel["xlabel"])
+        ax.set_ylabel(panel["ylabel"])
+        if panel.get("logx"):
+            ax.set_xscale("log", base=2)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def print_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> None:
+    """columns: (key, header, format spec). Missing values print as '-'."""
+    widths = [max(len(h), 10) for _, h, _ in columns]
+    print("  ".join(h.rjust(w) for (_, h, _), w in zip(columns, widths)))
+    for row in rows:
+        cells = []
+        for (key, _, fmt), w in zip(columns, widths):
+            v = row.get(key)
+            cells.append(("-" if v is None else format(v, fmt)).rjust(w))
+        print("  ".join(cells))

@@ -1,0 +1,159 @@
+"""Decoding latency after a long prompt: GSA's constant-size state vs a Transformer's KV cache (Figure 4c).
+
+For each (model, batch, prefix): time to first token (the prefill of the prefix) and ms per generated token
+(median over `--new-tokens` steps after a warm-up, greedy). GSA decodes with `gsa.models.StaticDecoder` (owned
+float32 states, fused recurrent kernel, compiled step captured in a CUDA graph); the Transformer with
+transformers' static cache and `torch.compile` of its decode step. Also reports GSA's state bytes per sequence
+against the KV cache's. bf16 weights. Writes JSON and a PNG.
+
+    python -m gsa.bench.decode                                    # 1.3B, batch 1 and 32, prefixes 2K/8K/32K
+    python -m gsa.bench.decode --size tiny --prefixes 32,64 --batches 1,2 --new-tokens 4   # a toy run (CPU)
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import time
+from pathlib import Path
+
+from gsa.bench.train import SIZES
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--size", default="1.3b", choices=sorted(SIZES), help="model size (default 1.3b)")
+    p.add_argument("--models", default="gsa,llama", help="comma-separated: gsa, llama (default both)")
+    p.add_argument("--prefixes", default="2048,8192,32768", help="prompt lengths (default 2K, 8K, 32K)")
+    p.add_argument("--batches", default="1,32", help="batch sizes (default 1,32)")
+    p.add_argument("--new-tokens", type=int, default=64, help="timed decode steps (default 64)")
+    p.add_argument("--no-compile", action="store_true", help="eager decode steps for both models")
+    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
+    p.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/<gpu>/decode.json)")
+
+
+def _sync(device):
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _timed(fn, device) -> float:
+    _sync(device)
+    t0 = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def bench_gsa(model, B: int, prefix: int, new: int, compile: bool, device) -> dict:
+    import torch
+
+    from gsa.models import StaticDecoder
+
+    cuda = device.type == "cuda"
+    dec = StaticDecoder(model, B, compile=compile and cuda, cuda_graph=compile and cuda)
+    ids = torch.randint(0, model.config.vocab_size, (B, prefix), device=device)
+    dec.prefill(ids)  # warm-up: kernels compiled for these shapes
+    ttft = _timed(lambda: dec.prefill(ids), device)
+    token = ids[:, -1]
+    for _ in range(3):  # warm-up (and CUDA-graph capture)
+        dec.step(token)
+    times = []
+    for _ in range(new):
+        times.append(_timed(lambda: dec.step(token), device))
+    return {"ttft_ms": ttft * 1e3, "ms_per_token": statistics.median(times) * 1e3,
+            "state_bytes_per_seq": dec.state_bytes // B}
+
+
+def bench_llama(model, B: int, prefix: int, new: int, compile: bool, device) -> dict:
+    import torch
+    from transformers import StaticCache
+
+    cfg = model.config
+    ids = torch.randint(0, cfg.vocab_size, (B, prefix), device=device)
+    cache = StaticCache(config=cfg, max_cache_len=prefix + new + 8)
+    step = torch.compile(model, fullgraph=True, mode="reduce-overhead") if compile else model
+
+    def prefill():
+        cache.reset()
+        return model(ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+
+    prefill()
+    ttft = _timed(prefill, device)
+    token = ids[:, -1:]
+    pos = prefix
+    times = []
+    for i in range(new + 3):
+        position = torch.full((B, 1), pos, device=device, dtype=torch.long)
+        cache_position = torch.tensor([pos], device=device)
+        t = _timed(lambda: step(token, past_key_values=cache, position_ids=position, cache_position=cache_position,
+                                use_cache=True), device)
+        pos += 1
+        if i >= 3:
+            times.append(t)
+    kv = 2 * cfg.num_hidden_layers * (prefix + new) * cfg.num_key_value_heads * (cfg.hidden_size // cfg.num_attention_heads)
+    return {"ttft_ms": ttft * 1e3, "ms_per_token": statistics.median(times) * 1e3,
+            "state_bytes_per_seq": kv * 2}  # bf16 keys and values
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="gsa bench decode", description=__doc__.split("\n\n")[0])
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from gsa.bench.common import default_path, machine, plot_panels, print_table, write_json
+    from gsa.bench.train import build
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    models = [m for m in args.models.split(",") if m]
+    if set(models) - {"gsa", "llama"}:
+        raise SystemExit(f"gsa bench decode: --models takes gsa and/or llama, got {args.models!r}")
+    prefixes = [int(x) for x in args.prefixes.split(",")]
+    batches = [int(x) for x in args.batches.split(",")]
+    rows = []
+    for name in models:
+        model = build(name, args.size, max(prefixes) + args.new_tokens + 8, device, dtype).eval()
+        for B in batches:
+            for prefix in tqdm(prefixes, desc=f"{name} batch {B}"):
+                row = {"model": name, "batch": B, "prefix": prefix}
+                try:
+                    with torch.no_grad():
+                        fn = bench_gsa if name == "gsa" else bench_llama
+                        row.update(fn(model, B, prefix, args.new_tokens, not args.no_compile, device))
+                except torch.OutOfMemoryError:
+                    row["error"] = "out of memory"
+                gc.collect()
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                rows.append(row)
+        del model
+        gc.collect()
+    print(f"\ndecoding: {args.size}, {machine(device)}")
+    print_table(rows, [("model", "model", "s"), ("batch", "batch", "d"), ("prefix", "prefix", "d"),
+                       ("ttft_ms", "TTFT ms", ".1f"), ("ms_per_token", "ms/token", ".3f"),
+                       ("state_bytes_per_seq", "state B/seq", ",d"), ("error", "error", "s")])
+    out = args.out or default_path(device, "decode.json")
+    write_json(out, {"benchmark": "decode", "size": args.size, "machine": machine(device), "rows": rows})
+    panels = []
+    for B in batches:
+        series = {}
+        for name in models:
+            rs = [r for r in rows if r["model"] == name and r["batch"] == B and "ms_per_token" in r]
+            series[name] = ([r["prefix"] for r in rs], [r["ms_per_token"] for r in rs])
+        panels.append({"xlabel": f"prefix length (batch {B})", "ylabel": "ms / token", "logx": True,
+                       "series": series})
+    plot_panels(out.with_suffix(".png"), f"decoding, {args.size}", panels)
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
