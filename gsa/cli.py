@@ -189,5 +189,37 @@ register(
     )
 )
 
+# --- train, eval: flags and logic live in gsa.train and gsa.eval (each also has its own main) --------------
+
+
+def _add_train_arguments(p: argparse.ArgumentParser) -> None:
+    from gsa.train.loop import add_arguments
+
+    add_arguments(p)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from gsa.train.loop import run
+
+    return run(args)
+
+
+def _add_eval_arguments(p: argparse.ArgumentParser) -> None:
+    from gsa.eval.cli import add_arguments
+
+    add_arguments(p)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from gsa.eval.cli import run
+
+    return run(args)
+
+
+register(Subcommand(name="train", help="train a GSA model (or a baseline) from a TOML config; see configs/",
+                    add_arguments=_add_train_arguments, run=_run_train))
+register(Subcommand(name="eval", help="evaluate a saved model: ppl (perplexity, bits per byte), mqar (recall)",
+                    add_arguments=_add_eval_arguments, run=_run_eval))
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -319,12 +319,7 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
         teardown()
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="gsa train",
-        description="Train a GSA (or baseline) language model or MQAR model. Runs as one process, or under "
-        "`torchrun --nproc_per_node=N -m gsa.train ...` with DDP or FSDP2 (train.parallel).",
-    )
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="TOML config file (see configs/)")
     p.add_argument("--max-steps", type=int, help="override train.max_steps")
     p.add_argument("--output-dir", help="override output_dir (checkpoints, metrics.jsonl, model/)")
@@ -332,11 +327,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue from the newest valid checkpoint in the output directory")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="config overrides such as train.micro_batch_size=4 model.num_slots=32")
-    return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+DESCRIPTION = ("Train a GSA (or baseline) language model or MQAR model. Runs as one process, or under "
+               "`torchrun --nproc_per_node=N -m gsa.train ...` with DDP or FSDP2 (train.parallel).")
+
+
+def run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.max_steps is not None:
         overrides.append(f"train.max_steps={args.max_steps}")
@@ -354,5 +351,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if "eval_ppl" in summary:
         print(f"held-out perplexity {summary['eval_ppl']:.3f} (loss {summary['eval_loss']:.4f})")
+    if "mqar_acc" in summary:
+        print("MQAR accuracy by number of pairs: " + _fmt(summary["mqar_acc"]))
     print(f"model saved to {summary['model_dir']}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m gsa.train", description=DESCRIPTION)
+    add_arguments(p)
+    return run(p.parse_args(argv))

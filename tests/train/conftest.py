@@ -1,48 +1,8 @@
-import os
-import sys
-from pathlib import Path
-
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-TINY = REPO / "configs" / "tiny-cpu.toml"
+from train.helpers import shared_data_cache
 
 
 @pytest.fixture(scope="session")
 def data_cache(tmp_path_factory):
-    """One tokenized copy of the bundled corpus for the whole session (BPE training + tokenization once)."""
-    from gsa.train import load_config
-    from gsa.data import prepare_text_data
-
-    cache = tmp_path_factory.mktemp("gsa-data")
-    d = load_config(TINY).data
-    prepare_text_data(d.sources, d.tokenizer, d.vocab_size, str(cache), d.heldout_fraction, progress=False)
-    return cache
-
-
-def tiny_overrides(cache, out, **extra):
-    """Overrides for a quick tiny-cpu run: quiet, logging every step, no mid-run evaluation."""
-    base = {
-        "data.cache_dir": str(cache), "output_dir": str(out), "train.progress": False, "train.log_every": 1,
-        "train.eval_every": 0, "train.eval_sequences": 16,
-    }
-    base.update(extra)
-    return [f"{k}={_toml(v)}" for k, v in base.items()]
-
-
-def _toml(v):
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return '"' + v + '"'
-    return str(v)
-
-
-def subprocess_env():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    env.setdefault("OMP_NUM_THREADS", str(__import__("torch").get_num_threads()))
-    return env
-
-
-PYTHON = sys.executable
+    return shared_data_cache(tmp_path_factory)

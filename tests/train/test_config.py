@@ -4,7 +4,7 @@ from gsa.train import config_from_dict, load_config
 from gsa.train.loop import lr_lambda
 from gsa.train.model import build_model
 
-from .conftest import TINY
+from .helpers import TINY
 
 
 def test_tiny_config_loads_and_overrides():

@@ -13,7 +13,7 @@ from gsa.train import load_config, train
 from gsa.train.checkpoint import CheckpointError, list_checkpoints
 from gsa.train.metrics import read_metrics
 
-from .conftest import PYTHON, TINY, subprocess_env, tiny_overrides
+from .helpers import PYTHON, TINY, subprocess_env, tiny_overrides
 
 
 def losses(out):

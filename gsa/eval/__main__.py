@@ -1,0 +1,5 @@
+import sys
+
+from gsa.eval.cli import main
+
+sys.exit(main())

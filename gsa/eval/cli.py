@@ -1,0 +1,106 @@
+"""``gsa eval ppl`` and ``gsa eval mqar`` (also ``python -m gsa.eval ...``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="eval_task", required=True, metavar="TASK")
+    ppl = sub.add_parser("ppl", help="perplexity and bits per byte on text",
+                         description="Perplexity and bits per byte of a saved model on text.")
+    _model_args(ppl)
+    ppl.add_argument("--data", nargs="+", default=["python-docs"],
+                     help="text sources: .txt/.jsonl/.parquet files, directories, globs, or python-docs (default)")
+    ppl.add_argument("--split", choices=["heldout", "all"], default="heldout",
+                     help="heldout (default): only the documents the trainer held out (same --heldout-fraction "
+                     "and --split-seed as training); all: every document")
+    ppl.add_argument("--heldout-fraction", type=float, default=0.02, help="as data.heldout_fraction (default 0.02)")
+    ppl.add_argument("--split-seed", type=int, default=0, help="seed of the held-out split (default 0)")
+    ppl.add_argument("--text-field", default="text", help="text field of .jsonl/.parquet rows (default text)")
+    ppl.add_argument("--tokenizer", help="tokenizer directory (default: the one saved with the model)")
+    ppl.add_argument("--seq-len", type=int, default=512, help="window length in tokens (default 512)")
+    ppl.add_argument("--max-tokens", type=int, help="evaluate at most this many tokens")
+    mq = sub.add_parser("mqar", help="MQAR recall accuracy per number of key-value pairs",
+                        description="Multi-query associative recall accuracy (Zoology format, gsa.data.mqar).")
+    _model_args(mq)
+    mq.add_argument("--seq-len", type=int, default=512, help="sequence length (default 512)")
+    mq.add_argument("--pairs", type=int, nargs="+", default=[4, 8, 16, 32, 64], help="pair counts to test")
+    mq.add_argument("--num-examples", type=int, default=256, help="examples per pair count (default 256)")
+    mq.add_argument("--vocab-size", type=int, default=8192, help="MQAR vocabulary (default 8192, as trained)")
+    mq.add_argument("--seed", type=int, default=0, help="test-set seed (default 0)")
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, type=Path, help="model directory (save_pretrained layout)")
+    p.add_argument("--batch-size", type=int, default=8, help="sequences per forward (default 8)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--json", type=Path, help="also write the result to this JSON file")
+
+
+def _load(args):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    import gsa  # noqa: F401  (registers GSA with the Auto classes)
+
+    if not (args.model / "config.json").is_file():
+        raise SystemExit(f"gsa eval: {args.model} is not a model directory (no config.json)")
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype).to(device).eval()
+    return model, device
+
+
+def run(args: argparse.Namespace) -> int:
+    model, device = _load(args)
+    if args.eval_task == "ppl":
+        from transformers import AutoTokenizer
+
+        from gsa.data.cache import _is_heldout
+        from gsa.data.sources import iter_documents
+        from gsa.data.tokenizer import token_byte_lengths
+
+        from .perplexity import perplexity, token_stream
+
+        tok_dir = args.tokenizer or args.model
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"gsa eval ppl: no tokenizer in {tok_dir} (pass --tokenizer DIR): {e}") from None
+        docs = (doc for i, doc in enumerate(iter_documents(args.data, args.text_field))
+                if args.split == "all" or _is_heldout(i, args.heldout_fraction, args.split_seed))
+        tokens = token_stream(docs, tokenizer, args.max_tokens)
+        result = perplexity(model, tokens, token_byte_lengths(tokenizer), args.seq_len, args.batch_size, device,
+                            progress=True)
+        print(f"perplexity {result['ppl']:.3f}  loss {result['loss']:.4f} nats/token  "
+              f"bits/byte {result['bits_per_byte']:.4f}  ({result['tokens']:,} tokens, {result['bytes']:,} bytes)")
+    else:
+        from .mqar import mqar_eval
+
+        if args.vocab_size > model.config.vocab_size:
+            raise SystemExit(f"gsa eval mqar: --vocab-size {args.vocab_size} exceeds the model's "
+                             f"{model.config.vocab_size}")
+        acc = mqar_eval(model, args.seq_len, args.pairs, args.num_examples, args.batch_size, args.vocab_size,
+                        seed=args.seed, device=device)
+        result = {"seq_len": args.seq_len, "accuracy": acc}
+        print(f"MQAR accuracy at seq_len {args.seq_len}")
+        print("pairs  accuracy")
+        for d, a in acc.items():
+            print(f"{d:>5}  {a:8.4f}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m gsa.eval", description="Evaluate a saved model.")
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,70 @@
+import json
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from gsa.cli import main as gsa_main
+from gsa.data import mqar_batch
+from gsa.eval import mqar_eval, perplexity
+from gsa.train import load_config, train
+
+from train.helpers import TINY, tiny_overrides
+
+
+class Uniform(torch.nn.Module):
+    def __init__(self, vocab):
+        super().__init__()
+        self.vocab = vocab
+
+    def forward(self, input_ids):
+        return SimpleNamespace(logits=torch.zeros(*input_ids.shape, self.vocab))
+
+
+class Oracle(torch.nn.Module):
+    """Predicts the true next token (knows it from the input): a perfect MQAR model."""
+
+    def forward(self, input_ids):
+        return SimpleNamespace(logits=torch.nn.functional.one_hot(torch.roll(input_ids, -1, 1), 8192).float())
+
+
+def test_perplexity_of_uniform_model_is_vocab_size():
+    tokens = np.random.default_rng(0).integers(0, 50, size=1000)
+    lengths = [2] * 50
+    r = perplexity(Uniform(50), tokens, lengths, seq_len=64, batch_size=3)
+    assert r["tokens"] == 1000 - math.ceil(1000 / 64)  # the first token of each window is not scored
+    assert r["ppl"] == pytest.approx(50.0) and r["bytes"] == 2 * r["tokens"]
+    assert r["bits_per_byte"] == pytest.approx(math.log2(50) / 2)
+
+
+def test_mqar_eval_oracle_and_uniform():
+    assert mqar_eval(Oracle(), seq_len=64, pairs=[4, 16], num_examples=10, batch_size=4) == {"4": 1.0, "16": 1.0}
+    acc = mqar_eval(Uniform(8192), seq_len=64, pairs=[4], num_examples=4)
+    assert acc["4"] == 0.0  # argmax of all-equal logits is token 0, never a value
+    assert mqar_batch(2, 64, 4, seed=[0, 4])["input_ids"].shape == (2, 64)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(data_cache, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny")
+    train(load_config(TINY, tiny_overrides(data_cache, out, **{"train.max_steps": 10})))
+    return out / "model"
+
+
+def test_gsa_eval_ppl_and_mqar_cli(tiny_model, tmp_path, capsys):
+    res = tmp_path / "ppl.json"
+    assert gsa_main(["eval", "ppl", "--model", str(tiny_model), "--seq-len", "128", "--max-tokens", "4000",
+                     "--json", str(res)]) == 0
+    r = json.loads(res.read_text())
+    assert r["tokens"] == 4000 - math.ceil(4000 / 128)
+    assert 1 < r["ppl"] < 2048 and r["bits_per_byte"] == pytest.approx(r["loss"] * r["tokens"] / math.log(2) / r["bytes"])
+    assert "perplexity" in capsys.readouterr().out
+    res = tmp_path / "mqar.json"
+    assert gsa_main(["eval", "mqar", "--model", str(tiny_model), "--seq-len", "64", "--pairs", "4", "8",
+                     "--num-examples", "8", "--vocab-size", "2048", "--json", str(res)]) == 0
+    acc = json.loads(res.read_text())["accuracy"]
+    assert set(acc) == {"4", "8"} and all(0 <= a <= 1 for a in acc.values())
+    with pytest.raises(SystemExit, match="exceeds"):
+        gsa_main(["eval", "mqar", "--model", str(tiny_model), "--seq-len", "64", "--pairs", "4"])
