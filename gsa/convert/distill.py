@@ -1,0 +1,120 @@
+"""Distillation losses for finetuning a converted GSA student towards its Transformer teacher (T2R).
+
+Two stages, as in the modern conversion recipes (LoLCATs-style attention transfer, then end-to-end distillation):
+
+1. Attention transfer (`attention_transfer_loss`): every student attention layer gets the *teacher's* input to the
+   matching attention layer (the RMS-normalised hidden state) and is trained to reproduce the teacher layer's
+   attention output (after o_proj): mean over layers of the MSE over real tokens. Layers are independent, so
+   errors do not compound and one teacher forward serves all of them. Only the new / adapted parameters train
+   (`attention_transfer_parameters`: f_proj by default; q/k/v/o optionally), everything else is frozen.
+2. Logit distillation (`logit_distillation_loss`): KL(teacher || student) of the next-token distributions at
+   temperature `temperature` (scaled by temperature ** 2), averaged over real tokens, with every student
+   parameter trainable (or whatever the caller leaves unfrozen).
+
+The teacher runs in the same process, under no_grad, in eval mode. These are plain functions: the trainer decides
+optimiser, schedule, data and logging.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ADAPTABLE = ("f_proj", "q_proj", "k_proj", "v_proj", "o_proj")
+
+
+def attention_transfer_parameters(student: nn.Module, train: tuple[str, ...] = ("f_proj",)) -> list[nn.Parameter]:
+    """Freeze every student parameter except the attention projections named in `train` (a subset of ADAPTABLE,
+    biases included); return the trainable ones."""
+    unknown = sorted(set(train) - set(ADAPTABLE))
+    if unknown or not train:
+        raise ValueError(f"train must be a non-empty subset of {ADAPTABLE}, got {train}")
+    trainable = []
+    for name, p in student.named_parameters():
+        parts = name.split(".")
+        keep = len(parts) >= 3 and parts[-3] == "attn" and parts[-2] in train
+        p.requires_grad_(keep)
+        if keep:
+            trainable.append(p)
+    return trainable
+
+
+def _teacher_attention_io(teacher: nn.Module, input_ids, attention_mask):
+    """One teacher forward; per layer the attention's input [B, T, d] and output [B, T, d] (no grad)."""
+    layers = teacher.model.layers
+    inputs, outputs = [None] * len(layers), [None] * len(layers)
+    hooks = []
+    for i, layer in enumerate(layers):
+        def pre(module, args, kwargs, i=i):
+            inputs[i] = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+
+        def post(module, args, kwargs, out, i=i):
+            outputs[i] = out[0] if isinstance(out, tuple) else out
+
+        hooks.append(layer.self_attn.register_forward_pre_hook(pre, with_kwargs=True))
+        hooks.append(layer.self_attn.register_forward_hook(post, with_kwargs=True))
+    try:
+        with torch.no_grad():
+            teacher(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+    finally:
+        for h in hooks:
+            h.remove()
+    return inputs, outputs
+
+
+def attention_transfer_loss(
+    student: nn.Module,
+    teacher: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Stage 1: mean over layers of the MSE between each student attention layer's output and the teacher's.
+
+    input_ids: [B, T]; attention_mask: [B, T] (1 = token, 0 = padding; padded positions are left out of the loss).
+    student: a converted GSAForCausalLM (student.model.layers[i].attn); teacher: its Llama-family teacher
+    (teacher.model.layers[i].self_attn). Returns a float32 scalar; gradients reach only the student.
+    """
+    if len(student.model.layers) != len(teacher.model.layers):
+        raise ValueError("student and teacher must have the same number of layers")
+    inputs, targets = _teacher_attention_io(teacher, input_ids, attention_mask)
+    mask = None if attention_mask is None else attention_mask.to(torch.bool)
+    losses = []
+    for block, x, target in zip(student.model.layers, inputs, targets):
+        y, _ = block.attn(x.to(block.attn.q_proj.weight.dtype), attention_mask=attention_mask)
+        err = (y.float() - target.float()).pow(2).mean(-1)  # [B, T]
+        losses.append(err[mask].mean() if mask is not None else err.mean())
+    return torch.stack(losses).mean()
+
+
+def kl_to_teacher(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """temperature**2 * KL(softmax(teacher / temperature) || softmax(student / temperature)), mean over positions.
+
+    logits: [B, T, vocab] (computed in float32); mask: [B, T] (True / 1 = counted).
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    s = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    kl = (t.exp() * (t - s)).sum(-1)  # [B, T]
+    kl = kl[mask.to(torch.bool)] if mask is not None else kl
+    return kl.mean() * temperature**2
+
+
+def logit_distillation_loss(
+    student: nn.Module,
+    teacher: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """Stage 2: kl_to_teacher of the two models' logits on input_ids [B, T] (the teacher under no_grad)."""
+    with torch.no_grad():
+        teacher_logits = teacher(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+    student_logits = student(input_ids, attention_mask=attention_mask).logits
+    return kl_to_teacher(student_logits, teacher_logits, attention_mask, temperature)

@@ -1,0 +1,92 @@
+"""The two distillation stages on a tiny teacher / converted student pair: the losses fall in a few steps."""
+
+import pytest
+import torch
+
+from gsa.convert import from_pretrained_transformer
+from gsa.convert.distill import (
+    attention_transfer_loss,
+    attention_transfer_parameters,
+    kl_to_teacher,
+    logit_distillation_loss,
+)
+
+
+def _batch():
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(3, 97, (4, 24), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, :5] = 0  # one left-padded row
+    return ids, mask
+
+
+def _pair(make_teacher, arch="llama"):
+    teacher = make_teacher(arch, num_hidden_layers=2, initializer_range=0.2)  # a sharper teacher than HF init
+    student = from_pretrained_transformer(teacher, num_slots=8, init_std=0.1).train()
+    return teacher, student
+
+
+def _steps(loss_fn, params, n=12, lr=3e-2):
+    opt = torch.optim.Adam(params, lr=lr)
+    losses = []
+    for _ in range(n):
+        opt.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_attention_transfer_trains_only_f_proj_and_falls(make_teacher, arch):
+    teacher, student = _pair(make_teacher, arch)
+    params = attention_transfer_parameters(student)
+    assert len(params) == 2 and all(p.requires_grad for p in params)
+    frozen = {n: p.detach().clone() for n, p in student.named_parameters() if not p.requires_grad}
+    teacher_before = {n: p.detach().clone() for n, p in teacher.named_parameters()}
+    ids, mask = _batch()
+    losses = _steps(lambda: attention_transfer_loss(student, teacher, ids, mask), params)
+    assert all(map(torch.isfinite, map(torch.tensor, losses)))
+    assert losses[-1] < 0.8 * losses[0], losses
+    assert all(torch.equal(p, frozen[n]) for n, p in student.named_parameters() if n in frozen)
+    assert all(torch.equal(p, teacher_before[n]) for n, p in teacher.named_parameters())
+
+
+def test_attention_transfer_parameter_choice(make_teacher):
+    _, student = _pair(make_teacher, "qwen2")
+    params = attention_transfer_parameters(student, ("f_proj", "q_proj", "k_proj"))
+    assert len(params) == 2 * (1 + 2 + 2)  # per layer: f_proj, q_proj weight + bias, k_proj weight + bias
+    with pytest.raises(ValueError, match="subset"):
+        attention_transfer_parameters(student, ("mlp",))
+
+
+def test_attention_transfer_ignores_padding(make_teacher):
+    teacher, student = _pair(make_teacher)
+    ids, mask = _batch()
+    base = attention_transfer_loss(student, teacher, ids, mask)
+    ids2 = ids.clone()
+    ids2[1, :5] = 7  # change only padded positions
+    torch.testing.assert_close(attention_transfer_loss(student, teacher, ids2, mask), base)
+
+
+def test_logit_distillation_falls(make_teacher):
+    teacher, student = _pair(make_teacher)
+    ids, mask = _batch()
+    losses = _steps(lambda: logit_distillation_loss(student, teacher, ids, mask, temperature=2.0),
+                    list(student.parameters()), n=10, lr=3e-3)
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_kl_to_teacher():
+    t = torch.randn(2, 5, 11)
+    assert kl_to_teacher(t, t).abs().item() < 1e-6
+    s = torch.randn(2, 5, 11)
+    kl = kl_to_teacher(s, t)
+    want = torch.nn.functional.kl_div(s.log_softmax(-1), t.log_softmax(-1), log_target=True, reduction="sum") / 10
+    torch.testing.assert_close(kl, want)
+    mask = torch.zeros(2, 5, dtype=torch.bool)
+    mask[0, 1] = True
+    torch.testing.assert_close(kl_to_teacher(s, t, mask), kl_to_teacher(s[:1, 1:2], t[:1, 1:2]))
+    with pytest.raises(ValueError, match="temperature"):
+        kl_to_teacher(s, t, temperature=0)
