@@ -117,6 +117,9 @@ class GatedSlotAttention(nn.Module):
         self.feature_map = feature_map
         self.use_output_norm = use_output_norm
         self.scale = self.head_k_dim**-0.5 if scale is None else float(scale)
+        # A run-time speed/memory knob, not a model property (so not a config field): keep the op's chunk states
+        # for the backward instead of recomputing them (triton backend; see gated_slot_attention's keep_states).
+        self.keep_states = False
 
         K, V, H, HQ, M = self.head_k_dim, self.head_v_dim, num_kv_heads, num_heads, num_slots
         self.q_proj = nn.Linear(hidden_size, HQ * K, bias=qkv_bias)
@@ -199,7 +202,7 @@ class GatedSlotAttention(nn.Module):
         initial = (state.hk, state.hv) if state is not None else None
         o, final = gated_slot_attention(
             q, k, v, s, g, scale=self.scale, initial_state=initial, output_final_state=output_state,
-            cu_seqlens=cu_seqlens, inplace_state=inplace_state,
+            cu_seqlens=cu_seqlens, inplace_state=inplace_state, keep_states=self.keep_states,
         )
         o = o.reshape(B, T, HQ * self.head_v_dim)
         if self.use_output_norm:

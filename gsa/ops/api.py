@@ -59,6 +59,7 @@ def gated_slot_attention(
     cu_seqlens: torch.Tensor | None = None,
     backend: str = "auto",
     inplace_state: bool = False,
+    keep_states: bool = False,
 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
     """Gated Slot Attention (GSA_SPEC.md): two gated linear-attention passes joined by a softmax over M slots.
 
@@ -78,6 +79,9 @@ def gated_slot_attention(
         inplace_state: advance `initial_state` in place and return it as the final state (decoding: a step then
             allocates nothing but its output, so it can be captured in a CUDA graph). The two state tensors must be
             contiguous float32 buffers the caller owns for this purpose; no gradient may be required.
+        keep_states: (triton) keep each chunk's starting states from the forward for the backward instead of
+            recomputing them (faster backward; + N_chunks * H * M * (K + V) floats). The torch backend keeps what
+            autograd needs either way.
 
     Returns:
         o: [B, T, HQ, V] in q's dtype, and (hk, hv) float32 final states (float64 for float64 inputs) or None.
@@ -85,6 +89,9 @@ def gated_slot_attention(
     Inputs are never modified. Accumulation is float32 (float64 for float64 inputs).
     """
     dims, offsets = check_inputs(q, k, v, s, g, scale, initial_state, output_final_state, cu_seqlens)
+    for name, flag in (("inplace_state", inplace_state), ("keep_states", keep_states)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
     if inplace_state:
         check_inplace_state(initial_state, (q, k, v, s, g))
     backend = resolve_backend(backend, q.device)
@@ -101,7 +108,8 @@ def gated_slot_attention(
         # bf16 would change the function. Backends therefore accept s and g in float32 with any q dtype.
         s, g = abc_to_gated(s, offsets)
     if backend == "triton":
-        return _triton_backend()(q, k, v, s, g, scale, initial_state, output_final_state, cu_seqlens)
+        return _triton_backend()(q, k, v, s, g, scale, initial_state, output_final_state, cu_seqlens,
+                                 keep_states=keep_states)
     return chunk_gsa(q, k, v, s, g, scale, initial_state, output_final_state, offsets)
 
 

@@ -76,3 +76,9 @@ def test_initial_state_rows_follow_cu_seqlens():
 def test_good_input_passes_every_backend_that_runs_on_cpu(backend):
     o, st = call(backend=backend, output_final_state=True)
     assert o.shape == (1, 5, 4, 5) and st[0].shape == (1, 2, 6, 3) and st[1].shape == (1, 2, 3, 5)
+
+
+@pytest.mark.parametrize("name", ["inplace_state", "keep_states"])
+def test_flags_must_be_bool(name):
+    with pytest.raises(TypeError, match=rf"{name} must be a bool, got int"):
+        call(**{name: 1})
