@@ -221,5 +221,29 @@ register(Subcommand(name="train", help="train a GSA model (or a baseline) from a
 register(Subcommand(name="eval", help="evaluate a saved model: ppl (perplexity, bits per byte), mqar (recall)",
                     add_arguments=_add_eval_arguments, run=_run_eval))
 
+# --- bench --------------------------------------------------------------------------------------------------
+
+BENCHMARKS = {
+    "ops": "kernels: ours vs causal SDPA vs fla (fwd, fwd+bwd, decode step, floors)",
+    "train": "training tokens/s and peak memory, GSA vs a Llama-style Transformer",
+    "decode": "ms/token and time to first token after long prompts, GSA vs a Transformer",
+}
+
+
+def _add_bench_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("which", choices=sorted(BENCHMARKS),
+                   help="; ".join(f"{k}: {v}" for k, v in BENCHMARKS.items()))
+    p.add_argument("args", nargs=argparse.REMAINDER, help="the benchmark's own flags (gsa bench WHICH --help)")
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    import importlib
+
+    return importlib.import_module(f"gsa.bench.{args.which}").main(args.args)
+
+
+register(Subcommand(name="bench", help="benchmarks (ops, train, decode); JSON and PNG under benchmarks/results/",
+                    add_arguments=_add_bench_arguments, run=_run_bench))
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
