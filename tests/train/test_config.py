@@ -43,3 +43,19 @@ def test_schedule_warmup_cosine_floor():
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
     assert f(60) == pytest.approx(0.55) and f(110) == pytest.approx(0.1) and f(500) == pytest.approx(0.1)
     assert all(f(s) >= f(s + 1) for s in range(10, 120))
+
+
+@pytest.mark.parametrize("path", sorted(TINY.parent.glob("*.toml")), ids=lambda p: p.name)
+def test_shipped_configs_load_and_build(path):
+    import torch
+
+    cfg = load_config(path)
+    vocab = cfg.data.mqar_vocab_size if cfg.data.kind == "mqar" else cfg.data.vocab_size
+    with torch.device("meta"):  # shapes only: no memory, no time
+        model = build_model(cfg.model, vocab, None if cfg.data.kind == "mqar" else 0)
+    n = sum(p.numel() for p in model.parameters())
+    expected = {"gsa-30m": 30e6, "llama-30m": 30e6, "gsa-125m": 125e6}.get(path.stem)
+    if expected:
+        assert 0.85 * expected < n < 1.15 * expected, n
+    if path.stem.startswith("mqar-"):
+        assert cfg.data.seq_len == 512 and 64 in cfg.data.mqar_eval_pairs and cfg.model["num_hidden_layers"] == 2
