@@ -52,7 +52,7 @@ def perplexity(
     model.eval()
     bar = tqdm(total=len(starts), desc="perplexity", unit="window", disable=not progress)
     for i in range(0, len(starts), batch_size):
-        windows = [tokens[s : s + seq_len] for s in starts[i : i + batch_size]]
+        windows = [np.asarray(tokens[s : s + seq_len], dtype=np.int64) for s in starts[i : i + batch_size]]
         groups: dict[int, list[np.ndarray]] = {}
         for w in windows:  # the short last window forms its own batch; no padding needed
             groups.setdefault(len(w), []).append(w)

@@ -59,3 +59,13 @@ def test_shipped_configs_load_and_build(path):
         assert 0.85 * expected < n < 1.15 * expected, n
     if path.stem.startswith("mqar-"):
         assert cfg.data.seq_len == 512 and 64 in cfg.data.mqar_eval_pairs and cfg.model["num_hidden_layers"] == 2
+
+
+def test_demo_config_is_the_shipped_file():
+    import tomllib
+
+    from gsa.train.demo import DEMO_TOML
+
+    assert DEMO_TOML == (TINY.parent / "demo.toml").read_text()
+    assert load_config(TINY.parent / "demo.toml").model["type"] == "gsa"
+    tomllib.loads(DEMO_TOML)
