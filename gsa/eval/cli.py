@@ -32,6 +32,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     mq.add_argument("--num-examples", type=int, default=256, help="examples per pair count (default 256)")
     mq.add_argument("--vocab-size", type=int, default=8192, help="MQAR vocabulary (default 8192, as trained)")
     mq.add_argument("--seed", type=int, default=0, help="test-set seed (default 0)")
+    from .harness import add_arguments as harness_arguments
+
+    harness_arguments(sub.add_parser("harness", help="lm-evaluation-harness tasks (needs lm-eval)",
+                                     description="Run lm-evaluation-harness tasks on a saved model."))
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -56,6 +60,10 @@ def _load(args):
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.eval_task == "harness":
+        from .harness import run as run_harness
+
+        return run_harness(args)
     model, device = _load(args)
     if args.eval_task == "ppl":
         from transformers import AutoTokenizer

@@ -68,3 +68,36 @@ def test_gsa_eval_ppl_and_mqar_cli(tiny_model, tmp_path, capsys):
     assert set(acc) == {"4", "8"} and all(0 <= a <= 1 for a in acc.values())
     with pytest.raises(SystemExit, match="exceeds"):
         gsa_main(["eval", "mqar", "--model", str(tiny_model), "--seq-len", "64", "--pairs", "4"])
+
+
+TASK = """\
+task: gsa_local_mc
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{{{question}}}}"
+doc_to_choice: "{{{{choices}}}}"
+doc_to_target: "{{{{answer}}}}"
+metric_list:
+  - metric: acc
+"""
+
+
+def test_lm_eval_adapter_on_local_task(tiny_model, tmp_path, monkeypatch):
+    pytest.importorskip("lm_eval", reason="lm-eval is not installed (pip install lm-eval)")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    rows = [{"question": f"Question {i}: which keyword defines a function in Python?",
+             "choices": [" def", " lambda", " class"], "answer": i % 3} for i in range(6)]
+    (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "gsa_local_mc.yaml").write_text(TASK.format(data=tmp_path / "data.jsonl"))
+    out = tmp_path / "harness.json"
+    assert gsa_main(["eval", "harness", "--model", str(tiny_model), "--tasks", "gsa_local_mc", "--include-path",
+                     str(tasks), "--device", "cpu", "--json", str(out)]) == 0
+    acc = json.loads(out.read_text())["gsa_local_mc"]["acc,none"]
+    assert 0.0 <= acc <= 1.0
