@@ -32,9 +32,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shapes", default="1.3b,grouped,small-head",
                    help=f"comma-separated shape names from {sorted(SHAPES)} (default: 1.3b,grouped,small-head)")
     p.add_argument("--dtype", default="bf16", choices=["bf16", "fp16"], help="input dtype (default bf16)")
-    p.add_argument("--fla-shapes", default="1.3b",
+    p.add_argument("--fla-shapes", default="none",
                    help="shapes on which to time fla-core too ('all', 'none' or names; its first call autotunes "
-                        "for ~100 s a shape; default 1.3b)")
+                        "for minutes a shape, over 5 min seen on an H100; default none)")
+    p.add_argument("--profile", action="store_true",
+                   help="also print each kernel's time in one forward+backward of the first shape")
     p.add_argument("--decode-batches", default="1,32", help="batch sizes of the decode-step benchmark (1.3b heads)")
     p.add_argument("--out", type=Path, default=None,
                    help="JSON path (default benchmarks/results/<gpu>/ops.json)")
@@ -152,6 +154,36 @@ def _decode(torch, do_bench, batch, dtype):
     return {"batch": batch, "eager_us": eager * 1e3, "graph_us": graphed * 1e3, "state_bytes": state_bytes}
 
 
+def _profile(torch, shape, dtype):
+    """Per-kernel device time (us) of one forward+backward, averaged over 5 runs, largest first."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from gsa.ops.triton import chunk_gsa
+
+    B, T, HQ, H, K, V, M = shape
+    x = _inputs(torch, shape, dtype, True)
+    do = torch.randn(B, T, HQ, V, device="cuda", dtype=dtype)
+    step = _fwd_bwd(torch, lambda x: chunk_gsa(x["q"], x["k"], x["v"], x["s"], x["g"], K**-0.5, None, False,
+                                               None)[0], x, do)
+    step()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(5):
+            step()
+        torch.cuda.synchronize()
+    rows = []
+    for e in prof.key_averages():
+        t = getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0)
+        if t > 0:
+            rows.append((t / 5, e.count // 5, e.key))
+    rows.sort(reverse=True)
+    print(f"per-kernel time, one forward+backward, shape {shape}:")
+    for t, n, key in rows[:24]:
+        print(f"  {t:9.1f} us  x{n:<3d} {key[:90]}")
+    print(f"  {sum(r[0] for r in rows):9.1f} us  total")
+    return [dict(us=t, calls=n, kernel=key) for t, n, key in rows]
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
     from triton.testing import do_bench
@@ -216,6 +248,7 @@ def run(args: argparse.Namespace) -> int:
         torch.cuda.empty_cache()
 
     decode = [_decode(torch, do_bench, int(b), dtype) for b in args.decode_batches.split(",") if b]
+    prof = _profile(torch, SHAPES[names[0]], dtype) if args.profile else None
 
     print()
     print(f"GSA ops, {args.dtype}, {gpu}: median ms (do_bench); floor = max(min bytes / {bw / 1e12:.2f} TB/s, "
@@ -237,7 +270,7 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or Path("benchmarks/results") / _gpu_slug(gpu) / "ops.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(dict(gpu=gpu, torch=torch.__version__, dtype=args.dtype, copy_bytes_per_s=bw,
-                                   bf16_flops_per_s=mm, rows=rows, decode=decode), indent=1))
+                                   bf16_flops_per_s=mm, rows=rows, decode=decode, profile=prof), indent=1))
     print(f"wrote {out}")
     return 0
 

@@ -30,6 +30,12 @@ def triton_op(*args, **kw):
     return gated_slot_attention(*args, backend="triton", **kw)
 
 
+def cpu(result):
+    """run(...)'s (o, states, grads) moved to the CPU, to compare with a CPU reference."""
+    o, (hk, hv), grads = result
+    return o.cpu(), (hk.cpu(), hv.cpu()), {n: t.cpu() for n, t in grads.items()}
+
+
 def on(x, device=DEVICE):
     return {n: None if t is None else t.detach().to(device).requires_grad_(True) for n, t in x.items()}
 
@@ -41,7 +47,7 @@ def on(x, device=DEVICE):
 ])
 def test_chunk_float32_matches_reference(shape):
     x = make_inputs(**shape)
-    assert_matches(run(chunk_op, on(cast(x, torch.float32)), scale=0.3), run(parallel_reference, x, scale=0.3),
+    assert_matches(cpu(run(chunk_op, on(cast(x, torch.float32)), scale=0.3)), run(parallel_reference, x, scale=0.3),
                    tol=2e-5)
 
 
@@ -50,20 +56,20 @@ def test_low_precision_within_2x_of_plain_pytorch(dtype):
     x = make_inputs(B=1, T=65, HQ=2, H=1, K=32, V=16, M=16, tau=4.0)
     truth = run(recurrent_reference, x)
     baseline = run(recurrent_reference, cast(x, dtype))
-    assert_ratio(run(chunk_op, on(cast(x, dtype))), baseline, truth, ratio=2.0, floor=1e-5)
+    assert_ratio(cpu(run(chunk_op, on(cast(x, dtype)))), baseline, truth, ratio=2.0, floor=1e-5)
 
 
 def test_packed_sequences_with_a_length_one_sequence():
     lengths = [1, 64, 37]
     cu = torch.tensor([0, 1, 65, 102])
     x = make_inputs(B=1, T=sum(lengths), HQ=4, H=2, K=16, V=20, M=9, N=len(lengths), tau=1.0)
-    got = run(chunk_op, on(cast(x, torch.float32)), cu_seqlens=cu.to(DEVICE, torch.int32))
+    got = cpu(run(chunk_op, on(cast(x, torch.float32)), cu_seqlens=cu.to(DEVICE, torch.int32)))
     assert_matches(got, run(recurrent_reference, x, cu_seqlens=cu), tol=2e-5)
 
 
 def test_abc_mode_through_the_front_end():
     x = make_inputs(B=2, T=40, HQ=2, H=1, K=16, V=12, M=8, abc=True)
-    got = run(lambda *a, **k: triton_op(*a, **k), on(cast(x, torch.float32)))
+    got = cpu(run(triton_op, on(cast(x, torch.float32))))
     assert_matches(got, run(parallel_reference, x), tol=2e-5)
 
 
@@ -71,7 +77,7 @@ def test_strong_gates_stay_finite_and_accurate():
     """Gates below -20 per step: exp(-Gl) over a chunk would overflow float32 by far."""
     x = make_inputs(B=1, T=130, HQ=1, H=1, K=16, V=16, M=16, tau=0.05)
     assert x["g"].min() < -20
-    assert_matches(run(chunk_op, on(cast(x, torch.float32))), run(recurrent_reference, x), tol=1e-4)
+    assert_matches(cpu(run(chunk_op, on(cast(x, torch.float32)))), run(recurrent_reference, x), tol=1e-4)
 
 
 def test_keep_states_gives_the_same_gradients():

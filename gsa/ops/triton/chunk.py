@@ -12,9 +12,10 @@ from gsa.ops.triton.chunk_a import chunk_bwd_dp, chunk_fwd_a
 from gsa.ops.triton.chunk_ds import chunk_bwd_ds
 from gsa.ops.triton.chunk_dx import chunk_bwd_dx
 from gsa.ops.triton.chunk_h import chunk_bwd_dh, chunk_fwd_h
-from gsa.ops.triton.chunk_o import chunk_bwd_dq, chunk_fwd_o
+from gsa.ops.triton.chunk_o import chunk_o
+from gsa.ops.triton.chunk_p import chunk_p
 from gsa.ops.triton.cumsum import chunk_local_cumsum, reverse_cumsum_dg
-from gsa.ops.triton.utils import dot_precision, max_chunks, prepare_chunks
+from gsa.ops.triton.utils import BT, dot_precision, max_chunks, prepare_chunks
 
 _EMPTY = (0,)
 
@@ -39,12 +40,13 @@ def _fwd_impl(q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states, c
     hk, hkT = chunk_fwd_h(kf, sf, gl, hk0, chunks, nt, output_final_state, False, prec)
     hv, hvT = chunk_fwd_h(vf, sf, gl, hv0, chunks, nt, output_final_state, True, prec)
     A = chunk_fwd_a(qf, kf, sf, gl, hk, chunks, scale, prec)
-    o = chunk_fwd_o(A, sf, gl, vf, hv, chunks, q.dtype, prec)
+    P = chunk_p(A, sf, gl, chunks, True, prec)
+    o = chunk_o(A, gl, P, vf, hv, chunks, 1.0, True, q.dtype, prec)
     if not output_final_state:
         hkT, hvT = _empty(q), _empty(q)
     if not keep_states:
         hk, hv = _empty(q), _empty(q)
-    return o.view(B, T, HQ, V), A.view(B, T, HQ, M), gl.view(B, T, H, M), hkT, hvT, hk, hv
+    return o.view(B, T, HQ, V), A.view(B, T, HQ, M), gl.view(B, T, H, M), P.view(B, T, HQ, BT), hkT, hvT, hk, hv
 
 
 @torch.library.custom_op("gsa::chunk_fwd", mutates_args=())
@@ -52,9 +54,10 @@ def chunk_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Ten
                  scale: float, hk0: torch.Tensor | None, hv0: torch.Tensor | None, output_final_state: bool,
                  keep_states: bool, cu_seqlens: torch.Tensor | None
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-                            torch.Tensor]:
-    """Returns o [B, T, HQ, V], A1 [B, T, HQ, M] and Gl [B, T, H, M] (float32, kept for backward), the final
-    states (empty unless output_final_state) and the chunk-start states (empty unless keep_states)."""
+                            torch.Tensor, torch.Tensor]:
+    """Returns o [B, T, HQ, V]; A1 [B, T, HQ, M], Gl [B, T, H, M] and the second pass's mixing matrices
+    P [B, T, HQ, 64] (float32, kept for backward); the final states (empty unless output_final_state) and the
+    chunk-start states (empty unless keep_states)."""
     return _fwd_impl(q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states, cu_seqlens)
 
 
@@ -67,12 +70,13 @@ def _(q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states, cu_seqlen
     fin = output_final_state
     nt = max_chunks(cu_seqlens, B, T)
     return (q.new_empty(B, T, HQ, V), q.new_empty(B, T, HQ, M, **f32), q.new_empty(B, T, H, M, **f32),
+            q.new_empty(B, T, HQ, BT, **f32),
             q.new_empty(N, H, K, M, **f32) if fin else _empty(q), q.new_empty(N, H, M, V, **f32) if fin else _empty(q),
             q.new_empty(nt, H, K, M, **f32) if keep_states else _empty(q),
             q.new_empty(nt, H, V, M, **f32) if keep_states else _empty(q))
 
 
-def _bwd_impl(q, k, v, s, g, A, gl, do, scale, hk0, hv0, dhkT, dhvT, hkT, hvT, hk, hv, cu_seqlens):
+def _bwd_impl(q, k, v, s, g, A, gl, P, do, scale, hk0, hv0, dhkT, dhvT, hkT, hvT, hk, hv, cu_seqlens):
     B, T, HQ, K = q.shape
     H, V, M = k.shape[2], v.shape[-1], s.shape[-1]
     chunks = prepare_chunks(cu_seqlens, B, T, q.device)
@@ -88,9 +92,10 @@ def _bwd_impl(q, k, v, s, g, A, gl, do, scale, hk0, hv0, dhkT, dhvT, hkT, hvT, h
     want0 = hk0 is not None
     dhk, dhk0 = chunk_bwd_dh(qf, dA, glf, dhkT, chunks, nt, scale, False, want0, False, prec)
     dhv, dhv0 = chunk_bwd_dh(dof, Af, glf, dhvT, chunks, nt, 1.0, True, want0, True, prec)
-    dq = chunk_bwd_dq(dA, sf, glf, kf, hk, chunks, scale, q.dtype, prec)
-    dk = chunk_bwd_dx(dA, qf, sf, glf, dhk, chunks, scale, False, k.dtype, prec)
-    dv = chunk_bwd_dx(Af, dof, sf, glf, dhv, chunks, 1.0, True, v.dtype, prec)
+    P1 = chunk_p(dA, sf, glf, chunks, False, prec)
+    dq = chunk_o(dA, glf, P1, kf, hk, chunks, scale, False, q.dtype, prec)
+    dk = chunk_bwd_dx(P1, qf, sf, glf, dhk, chunks, scale, k.dtype, prec)
+    dv = chunk_bwd_dx(_flat(P), dof, sf, glf, dhv, chunks, 1.0, v.dtype, prec)
     ds, dG = chunk_bwd_ds(qf, kf, vf, dof, sf, glf, Af, dA, dGq, dhk, dhv, chunks, scale, prec)
     # final states read the whole sequence's decay: their cotangents enter dG at each sequence's last step
     dgT = None
@@ -106,18 +111,18 @@ def _bwd_impl(q, k, v, s, g, A, gl, do, scale, hk0, hv0, dhkT, dhvT, hkT, hvT, h
 
 @torch.library.custom_op("gsa::chunk_bwd", mutates_args=())
 def chunk_bwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Tensor, g: torch.Tensor,
-                 A: torch.Tensor, gl: torch.Tensor, do: torch.Tensor, scale: float, hk0: torch.Tensor | None,
+                 A: torch.Tensor, gl: torch.Tensor, P: torch.Tensor, do: torch.Tensor, scale: float, hk0: torch.Tensor | None,
                  hv0: torch.Tensor | None, dhkT: torch.Tensor | None, dhvT: torch.Tensor | None,
                  hkT: torch.Tensor | None, hvT: torch.Tensor | None, hk: torch.Tensor | None,
                  hv: torch.Tensor | None, cu_seqlens: torch.Tensor | None
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                             torch.Tensor]:
     """Returns dq, dk, dv, ds, dg and the initial-state gradients (empty without an initial state)."""
-    return _bwd_impl(q, k, v, s, g, A, gl, do, scale, hk0, hv0, dhkT, dhvT, hkT, hvT, hk, hv, cu_seqlens)
+    return _bwd_impl(q, k, v, s, g, A, gl, P, do, scale, hk0, hv0, dhkT, dhvT, hkT, hvT, hk, hv, cu_seqlens)
 
 
 @chunk_bwd_op.register_fake
-def _(q, k, v, s, g, A, gl, do, scale, hk0, hv0, dhkT, dhvT, hkT, hvT, hk, hv, cu_seqlens):
+def _(q, k, v, s, g, A, gl, P, do, scale, hk0, hv0, dhkT, dhvT, hkT, hvT, hk, hv, cu_seqlens):
     return (torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), torch.empty_like(s),
             torch.empty_like(g), _empty(q) if hk0 is None else torch.empty_like(hk0),
             _empty(q) if hv0 is None else torch.empty_like(hv0))
@@ -125,23 +130,23 @@ def _(q, k, v, s, g, A, gl, do, scale, hk0, hv0, dhkT, dhvT, hkT, hvT, hk, hv, c
 
 def _setup_context(ctx, inputs, output):
     q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states, cu_seqlens = inputs
-    o, A, gl, hkT, hvT, hk, hv = output
-    ctx.mark_non_differentiable(A, gl, hk, hv)
+    o, A, gl, P, hkT, hvT, hk, hv = output
+    ctx.mark_non_differentiable(A, gl, P, hk, hv)
     ctx.scale = scale
     ctx.output_final_state = output_final_state
     ctx.keep_states = keep_states
     ctx.has_h0 = hk0 is not None
-    ctx.save_for_backward(q, k, v, s, g, A, gl, hk0, hv0, hkT, hvT, hk, hv, cu_seqlens)
+    ctx.save_for_backward(q, k, v, s, g, A, gl, P, hk0, hv0, hkT, hvT, hk, hv, cu_seqlens)
 
 
-def _backward(ctx, do, dA, dgl, dhkT, dhvT, dhk, dhv):
-    q, k, v, s, g, A, gl, hk0, hv0, hkT, hvT, hk, hv, cu_seqlens = ctx.saved_tensors
+def _backward(ctx, do, dA, dgl, dP, dhkT, dhvT, dhk, dhv):
+    q, k, v, s, g, A, gl, P, hk0, hv0, hkT, hvT, hk, hv, cu_seqlens = ctx.saved_tensors
     if not ctx.output_final_state:
         dhkT = dhvT = None
     if not ctx.keep_states:
         hk = hv = None
     dq, dk, dv, ds, dg, dhk0, dhv0 = chunk_bwd_op(
-        q, k, v, s, g, A, gl, do, ctx.scale, hk0, hv0, dhkT, dhvT,
+        q, k, v, s, g, A, gl, P, do, ctx.scale, hk0, hv0, dhkT, dhvT,
         hkT if ctx.output_final_state else None, hvT if ctx.output_final_state else None, hk, hv, cu_seqlens)
     if not ctx.has_h0:
         dhk0 = dhv0 = None
@@ -159,6 +164,6 @@ def chunk_gsa(q, k, v, s, g, scale: float, initial_state, output_final_state: bo
     floats) instead of recomputing them (the default). Returns o and the final states (or None)."""
     q, k, v, s, g = (x.contiguous() for x in (q, k, v, s, g))
     hk0, hv0 = (None, None) if initial_state is None else (x.contiguous() for x in initial_state)
-    o, _, _, hkT, hvT, _, _ = chunk_fwd_op(q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states,
+    o, _, _, _, hkT, hvT, _, _ = chunk_fwd_op(q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states,
                                            cu_seqlens)
     return o, ((hkT, hvT) if output_final_state else None)

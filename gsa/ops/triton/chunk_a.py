@@ -19,7 +19,7 @@ from gsa.ops.triton.utils import BC, BT, Chunks, block, load_row, load_rows, mas
 
 @triton.jit
 def chunk_gsa_fwd_kernel_a(a, b, s, gl, h, A, dA, dGq, cu_seqlens, chunk_indices, scale,
-                           H: tl.constexpr, HQ: tl.constexpr, D: tl.constexpr, M: tl.constexpr,
+                           H, HQ, D, M,
                            BT: tl.constexpr, BC: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr,
                            BACKWARD: tl.constexpr, PREC: tl.constexpr):
     NC: tl.constexpr = BT // BC

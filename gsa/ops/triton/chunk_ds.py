@@ -18,9 +18,9 @@ from gsa.ops.triton.utils import BC, BT, Chunks, block, load_row, load_rows, mas
 
 @triton.jit
 def _ds_pass(x, y, A, dh, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_after, o_m, m_m, b_gt, b_gj, b_ge, b_gl,
-             H: tl.constexpr, HQ: tl.constexpr, D: tl.constexpr, M: tl.constexpr, BT: tl.constexpr,
+             H, HQ, D, M, BT: tl.constexpr,
              BC: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr, SOFTMAX: tl.constexpr, PREC: tl.constexpr):
-    G: tl.constexpr = HQ // H
+    G = HQ // H
     p_dh = dh + (i_c.to(tl.int64) * H + i_h) * D * M
     b_xs = tl.zeros([BC, BM], dtype=tl.float32)
     for i_d in range(tl.cdiv(D, BD)):
@@ -62,11 +62,11 @@ def _ds_pass(x, y, A, dh, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_after, o_m, m_m
 
 @triton.jit
 def chunk_gsa_bwd_kernel_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, cu_seqlens, chunk_indices, scale,
-                            H: tl.constexpr, HQ: tl.constexpr, K: tl.constexpr, V: tl.constexpr, M: tl.constexpr,
+                            H, HQ, K, V, M,
                             BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
                             BM: tl.constexpr, PREC: tl.constexpr):
     NC: tl.constexpr = BT // BC
-    G: tl.constexpr = HQ // H
+    G = HQ // H
     i_cj, i_h = tl.program_id(0), tl.program_id(1)
     i_c, i_j = i_cj // NC, i_cj % NC
     i_n, i_t = tl.load(chunk_indices + i_c * 2), tl.load(chunk_indices + i_c * 2 + 1)

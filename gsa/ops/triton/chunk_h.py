@@ -17,7 +17,7 @@ from gsa.ops.triton.utils import BT, Chunks, block, load_row, load_rows, masked_
 
 @triton.jit
 def chunk_gsa_fwd_kernel_h(x, s, gl, h, h0, ht, cu_seqlens, chunk_offsets, stride_sd, stride_sm,
-                           H: tl.constexpr, D: tl.constexpr, M: tl.constexpr, BT: tl.constexpr,
+                           H, D, M, BT: tl.constexpr,
                            BD: tl.constexpr, BM: tl.constexpr, USE_H0: tl.constexpr, STORE_HT: tl.constexpr,
                            PREC: tl.constexpr):
     i_d, i_nh = tl.program_id(0), tl.program_id(1)
@@ -55,10 +55,10 @@ def chunk_gsa_fwd_kernel_h(x, s, gl, h, h0, ht, cu_seqlens, chunk_offsets, strid
 
 @triton.jit
 def chunk_gsa_bwd_kernel_dh(y, A, gl, dh, dht, dh0, cu_seqlens, chunk_offsets, scale, stride_sd, stride_sm,
-                            H: tl.constexpr, HQ: tl.constexpr, D: tl.constexpr, M: tl.constexpr,
+                            H, HQ, D, M,
                             BT: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr, SOFTMAX: tl.constexpr,
                             USE_DHT: tl.constexpr, STORE_DH0: tl.constexpr, PREC: tl.constexpr):
-    G: tl.constexpr = HQ // H
+    G = HQ // H
     i_d, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
     bos = tl.load(cu_seqlens + i_n).to(tl.int64)

@@ -11,7 +11,7 @@ from gsa.ops.triton.utils import BT, Chunks, block, load_rows
 
 
 @triton.jit
-def chunk_gsa_fwd_kernel_cumsum(g, gl, cu_seqlens, chunk_indices, H: tl.constexpr, M: tl.constexpr,
+def chunk_gsa_fwd_kernel_cumsum(g, gl, cu_seqlens, chunk_indices, H, M,
                                 BT: tl.constexpr, BM: tl.constexpr):
     i_c, i_h = tl.program_id(0), tl.program_id(1)
     i_n, i_t = tl.load(chunk_indices + i_c * 2), tl.load(chunk_indices + i_c * 2 + 1)
@@ -26,7 +26,7 @@ def chunk_gsa_fwd_kernel_cumsum(g, gl, cu_seqlens, chunk_indices, H: tl.constexp
 
 
 @triton.jit
-def chunk_gsa_bwd_kernel_dg(dG, dgt, dg, cu_seqlens, H: tl.constexpr, M: tl.constexpr, BT: tl.constexpr,
+def chunk_gsa_bwd_kernel_dg(dG, dgt, dg, cu_seqlens, H, M, BT: tl.constexpr,
                             BM: tl.constexpr, USE_DGT: tl.constexpr):
     i_nh = tl.program_id(0)
     i_n, i_h = i_nh // H, i_nh % H

@@ -1,0 +1,72 @@
+"""The second pass's intra-chunk mixing matrix (and, in backward, the first pass's one for dq/dk).
+
+For every chunk and query head, P [BT, BT] with, for c0 <= j <= t in the chunk,
+    P[t, j] = sum_m a_t[m] * s_j[m] * exp(Gl_t[m] - Gl_j[m])      (0 above the diagonal),
+where a = softmax(A1) (forward: o = P @ v + ...; backward: dv = P^T @ dO + ...) or a = dA1 (backward:
+dq = scale * (P @ k + ...), dk = scale * (P^T @ q + ...)). A program computes BC rows: earlier sub-blocks factor
+the decay through the sub-block's first row r (both factors <= 1), the diagonal sub-block is taken pairwise.
+Stored in float32 as [TT, HQ, BT] (row t, column j - c0).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from gsa.ops.triton.utils import BC, BT, Chunks, block, load_row, load_rows, masked_softmax
+
+
+@triton.jit
+def chunk_gsa_fwd_kernel_p(A, s, gl, P, cu_seqlens, chunk_indices, H, HQ, M,
+                           BT: tl.constexpr, BC: tl.constexpr, BM: tl.constexpr, SOFTMAX: tl.constexpr,
+                           PREC: tl.constexpr):
+    NC: tl.constexpr = BT // BC
+    i_ci, i_hq = tl.program_id(0), tl.program_id(1)
+    i_c, i_i = i_ci // NC, i_ci % NC
+    i_h = i_hq // (HQ // H)
+    i_n, i_t = tl.load(chunk_indices + i_c * 2), tl.load(chunk_indices + i_c * 2 + 1)
+    bos = tl.load(cu_seqlens + i_n).to(tl.int64)
+    eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
+    t0 = bos + i_t * BT
+    ti = t0 + i_i * BC
+    if ti >= eos:
+        return
+    o_t = t0 + tl.arange(0, BT)
+    o_i = ti + tl.arange(0, BC)
+    o_m = tl.arange(0, BM)
+    m_t, m_i, m_m = o_t < eos, o_i < eos, o_m < M
+
+    b_a = load_rows(A + i_hq * M, o_i, m_i, HQ * M, o_m, m_m)  # [BC, BM]
+    if SOFTMAX:
+        b_a = masked_softmax(b_a, m_i[:, None] & m_m[None, :])
+    b_gt = load_rows(gl + i_h * M, o_t, m_t, H * M, o_m, m_m)  # [BT, BM]
+    b_gi = load_rows(gl + i_h * M, o_i, m_i, H * M, o_m, m_m)  # [BC, BM]
+    b_gr = load_row(gl + i_h * M, ti, H * M, o_m, m_m)  # [BM]
+    b_st = load_rows(s + i_h * M, o_t, m_t, H * M, o_m, m_m).to(tl.float32)  # [BT, BM]
+    b_si = load_rows(s + i_h * M, o_i, m_i, H * M, o_m, m_m).to(tl.float32)  # [BC, BM]
+
+    m_j = (tl.arange(0, BT) < i_i * BC) & m_t
+    b_sd = tl.where(m_j[:, None], b_st * tl.exp(tl.where(m_j[:, None], b_gr[None, :] - b_gt, 0.0)), 0.0)
+    b_ai = tl.where(m_i[:, None], b_a * tl.exp(b_gi - b_gr[None, :]), 0.0)
+    b_p = tl.dot(b_ai, tl.trans(b_sd), input_precision=PREC)  # [BC, BT]
+    m_tj = (o_i[:, None] >= o_i[None, :]) & m_i[:, None] & m_i[None, :]
+    b_d = tl.exp(tl.where(m_tj[:, :, None], b_gi[:, None, :] - b_gi[None, :, :], float("-inf")))  # [BC, BC, BM]
+    b_pd = tl.sum(b_a[:, None, :] * b_si[None, :, :] * b_d, axis=2)  # [BC, BC]
+
+    p_p = P + o_i[:, None].to(tl.int64) * HQ * BT + i_hq * BT
+    tl.store(p_p + tl.arange(0, BT)[None, :], b_p, mask=m_i[:, None])
+    # the diagonal block overwrites its (zero) columns of the row block just stored by this program
+    tl.store(p_p + i_i * BC + tl.arange(0, BC)[None, :], b_pd, mask=m_i[:, None])
+
+
+def chunk_p(A: torch.Tensor, s: torch.Tensor, gl: torch.Tensor, chunks: Chunks, softmax: bool,
+            prec: str) -> torch.Tensor:
+    """P [TT, HQ, BT] float32 from A [TT, HQ, M] (A1 with `softmax`, else dA1) and s/gl [TT, H, M]."""
+    TT, HQ, M = A.shape
+    H = s.shape[1]
+    P = torch.empty(TT, HQ, BT, dtype=torch.float32, device=A.device)
+    grid = (chunks.NT * (BT // BC), HQ)
+    chunk_gsa_fwd_kernel_p[grid](A, s, gl, P, chunks.cu_seqlens, chunks.indices, H, HQ, M, BT=BT, BC=BC,
+                                 BM=block(M, 128), SOFTMAX=softmax, PREC=prec, num_warps=4)
+    return P
