@@ -245,5 +245,23 @@ def _run_bench(args: argparse.Namespace) -> int:
 register(Subcommand(name="bench", help="benchmarks (ops, train, decode); JSON and PNG under benchmarks/results/",
                     add_arguments=_add_bench_arguments, run=_run_bench))
 
+# --- demo ---------------------------------------------------------------------------------------------------
+
+
+def _add_demo_arguments(p: argparse.ArgumentParser) -> None:
+    from gsa.demo import add_arguments
+
+    add_arguments(p)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from gsa.demo import run
+
+    return run(args)
+
+
+register(Subcommand(name="demo", help="the README's main job: train a small GSA LM on bundled text, show "
+                    "perplexity and a sample", add_arguments=_add_demo_arguments, run=_run_demo))
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
