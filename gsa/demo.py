@@ -22,6 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the output dir")
     p.add_argument("--prompt", default="The list type", help="prompt of the generated sample")
     p.add_argument("--max-new-tokens", type=int, default=60, help="length of the generated sample (default 60)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="config overrides, as for gsa train (e.g. train.micro_batch_size=4)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.config.exists():
         raise SystemExit(f"gsa demo: no config at {args.config} (run from a checkout of the repository, or pass "
                          "--config FILE.toml)")
-    overrides = []
+    overrides = list(args.overrides)
     if args.output_dir is not None:
         overrides.append(f"output_dir={json.dumps(args.output_dir)}")
     if args.max_steps is not None:
