@@ -88,9 +88,11 @@ def check_supported(config) -> None:
     if getattr(config, "mlp_bias", False):
         problems.append("mlp_bias=True (the GSA MLP has no biases)")
     rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
-    rope_type = rope.get("rope_type", rope.get("type", "default")) if isinstance(rope, dict) else "per-layer"
-    if rope_type != "default":
-        problems.append(f"rope_type={rope_type!r} (RoPE scaling: only the default RoPE, which conversion drops)")
+    # A flat dict, or one dict per layer type; anything else is reported as it is.
+    ropes = list(rope.values()) if rope and all(isinstance(v, dict) for v in rope.values()) else [rope]
+    rope_types = {r.get("rope_type", r.get("type", "default")) if isinstance(r, dict) else repr(r) for r in ropes}
+    if rope_types != {"default"}:
+        problems.append(f"rope_type={sorted(rope_types)} (RoPE scaling: only the default RoPE, which conversion drops)")
     if getattr(config, "sliding_window", None) is not None and (
         model_type == "mistral" or getattr(config, "use_sliding_window", False)
     ):
