@@ -165,7 +165,7 @@ def _run_convert(args: argparse.Namespace) -> int:
         raise SystemExit(f"gsa convert: --from {args.src} is not a directory")
     import torch
 
-    from gsa.convert import UnsupportedModelError, convert
+    from gsa.convert import convert
 
     try:
         dst = convert(
@@ -174,7 +174,7 @@ def _run_convert(args: argparse.Namespace) -> int:
             use_output_norm=args.output_norm, dtype=getattr(torch, args.dtype) if args.dtype else None,
             seed=args.seed,
         )
-    except UnsupportedModelError as e:
+    except ValueError as e:  # UnsupportedModelError (names what the teacher has) or an invalid option
         raise SystemExit(f"gsa convert: {e}") from None
     print(f"gsa convert: wrote {dst}")
     return 0

@@ -132,3 +132,11 @@ def test_other_architectures_are_refused(tmp_path):
     GPT2LMHeadModel(GPT2Config(vocab_size=50, n_embd=16, n_layer=1, n_head=2, n_positions=32)).save_pretrained(src)
     with pytest.raises(UnsupportedModelError, match="model_type='gpt2'"):
         convert(src, tmp_path / "out")
+
+
+def test_cli_refuses_invalid_options(save_teacher, tmp_path):
+    src, _ = save_teacher("llama")
+    with pytest.raises(SystemExit, match="num_slots"):
+        main(["convert", "--from", str(src), "--to", str(tmp_path / "out"), "--num-slots", "0"])
+    with pytest.raises(SystemExit, match="not a directory"):
+        main(["convert", "--from", str(tmp_path / "missing"), "--to", str(tmp_path / "out")])
