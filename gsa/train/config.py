@@ -20,7 +20,10 @@ Overrides on the command line are ``section.key=value`` (``train.max_steps=50``,
 from __future__ import annotations
 
 import dataclasses
-import tomllib
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any

@@ -11,7 +11,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import tomllib
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
 
 DEMO_TOML = """\
 # The README demo: a small GSA language model on the bundled corpus (Python's own documentation, no

@@ -9,7 +9,6 @@ from gsa.data import (
     Windows,
     expand_sources,
     iter_documents,
-    load_tokenizer,
     mqar_accuracy,
     mqar_batch,
     pack_batch,
