@@ -11,7 +11,7 @@ import torch
 
 import gsa.ops.api as api
 from gsa.ops import gated_slot_attention, parallel_reference, recurrent_reference
-from op_inputs import assert_matches, assert_ratio, cast, make_inputs, run
+from op_inputs import assert_matches, assert_ratio, cast, make_inputs, rel_err, run
 
 
 @pytest.fixture(params=["public", "chunk-only"])
@@ -111,13 +111,22 @@ def test_single_steps_chain_to_one_pass(op):
 def test_long_sequence_strong_gates_float32():
     """T = 8192 with gates down to ~ -20 per step (cumulative -1e4 per chunk scale): finite and accurate.
 
-    A naive chunked form that divides by exp(G_j) overflows float32 within a few steps here.
+    A naive chunked form that divides by exp(G_j) overflows float32 within a few steps here. The float64
+    token loop gives the truth for outputs and states; gradients must be finite (their accuracy is checked at
+    shorter T above, where the reference's backward is affordable).
     """
     x = make_inputs(B=1, T=8192, HQ=2, H=1, K=8, V=8, M=8, tau=0.1, init_state=True)
     assert x["g"].min() < -20
-    truth = run(recurrent_reference, x)
-    got = run(lambda *a, **k: gated_slot_attention(*a, backend="torch", **k), cast(x, torch.float32))
-    assert_matches(got, truth, tol=1e-4)
+    d = {n: t.detach() for n, t in x.items()}
+    with torch.no_grad():
+        o_ref, (hk_ref, hv_ref) = recurrent_reference(d["q"], d["k"], d["v"], d["s"], d["g"],
+                                                      initial_state=(d["hk0"], d["hv0"]), output_final_state=True)
+    o, (hk, hv), grads = run(lambda *a, **k: gated_slot_attention(*a, backend="torch", **k), cast(x, torch.float32))
+    for got, ref in ((o, o_ref), (hk, hk_ref), (hv, hv_ref)):
+        assert torch.isfinite(got).all()
+        assert rel_err(got, ref) < 1e-4
+    for name, grad in grads.items():
+        assert torch.isfinite(grad).all(), f"d{name} is not finite"
 
 
 def test_inputs_not_modified(op):
