@@ -4,6 +4,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from convert_teachers import make_teacher, save_teacher  # noqa: F401  (fixtures)
 import gsa  # noqa: F401  (registers "gsa" with the Auto classes)
 from gsa.cli import main
 from gsa.convert import UnsupportedModelError, convert, from_pretrained_transformer, weight_map

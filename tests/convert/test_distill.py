@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from convert_teachers import make_teacher  # noqa: F401  (fixtures)
 from gsa.convert import from_pretrained_transformer
 from gsa.convert.distill import (
     attention_transfer_loss,

@@ -10,6 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 import gsa  # noqa: E402,F401
 from gsa.cli import main  # noqa: E402
+from convert_teachers import make_teacher  # noqa: E402,F401  (a fixture)
 from gsa.convert import weight_map  # noqa: E402
 
 _LAYER_NAMES = {

@@ -1,4 +1,8 @@
-"""Tiny random Llama / Mistral / Qwen2 teachers saved as local Hugging Face checkpoints (milliseconds each)."""
+"""Tiny random Llama / Mistral / Qwen2 teachers saved as local Hugging Face checkpoints (milliseconds each).
+
+Not a conftest.py: tests/models imports names from its own `conftest`, and a second module of that name, collected
+alongside, would replace it. Test modules here import the fixtures from this module instead.
+"""
 
 import pytest
 import torch
