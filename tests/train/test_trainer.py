@@ -107,14 +107,22 @@ def test_llama_baseline_and_mqar_train(data_cache, tmp_path):
     assert set(s["mqar_acc"]) == {"4", "16"} and all(0 <= a <= 1 for a in s["mqar_acc"].values())
 
 
+COMMON = {"train.max_steps": 4, "train.micro_batch_size": 4, "train.checkpoint_every": 0}
+
+
+@pytest.fixture(scope="module")
+def one_process(data_cache, tmp_path_factory):
+    """1 process x micro-batch 4 x 2 accumulation steps."""
+    out = tmp_path_factory.mktemp("one")
+    train(load_config(TINY, tiny_overrides(data_cache, out, **COMMON, **{"train.grad_accum": 2})))
+    return out
+
+
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
-def test_two_processes_match_one(parallel, data_cache, tmp_path):
+def test_two_processes_match_one(parallel, one_process, data_cache, tmp_path):
     """2 processes x micro-batch 4 == 1 process x micro-batch 4 x 2 accumulation steps (same global batch)."""
-    common = {"train.max_steps": 4, "train.micro_batch_size": 4, "train.checkpoint_every": 0}
-    one = tmp_path / "one"
-    train(load_config(TINY, tiny_overrides(data_cache, one, **common, **{"train.grad_accum": 2})))
     two = tmp_path / "two"
-    over = tiny_overrides(data_cache, two, **common, **{"train.parallel": parallel})
+    over = tiny_overrides(data_cache, two, **COMMON, **{"train.parallel": parallel})
     env = subprocess_env()
     env["OMP_NUM_THREADS"] = "1"
     with socket.socket() as sock:  # a free port for the rendezvous
@@ -124,8 +132,8 @@ def test_two_processes_match_one(parallel, data_cache, tmp_path):
                         "-m", "gsa.train", "--config", str(TINY), *over], env=env, capture_output=True, text=True,
                        timeout=180)
     assert r.returncode == 0, r.stderr[-3000:]
-    a, b = losses(one), losses(two)
+    a, b = losses(one_process), losses(two)
     assert [s for s, _ in a] == [s for s, _ in b] == [1, 2, 3, 4]
     assert all(abs(x - y) < 1e-4 for (_, x), (_, y) in zip(a, b)), (a, b)
-    ea, eb = read_metrics(one)[-1], read_metrics(two)[-1]
+    ea, eb = read_metrics(one_process)[-1], read_metrics(two)[-1]
     assert abs(ea["eval_loss"] - eb["eval_loss"]) < 1e-4
