@@ -55,8 +55,10 @@ def chunk_gsa_fwd_kernel_p(A, s, gl, P, cu_seqlens, chunk_indices, H, HQ, M,
     b_pd = tl.sum(b_a[:, None, :] * b_si[None, :, :] * b_d, axis=2)  # [BC, BC]
 
     p_p = P + o_i[:, None].to(tl.int64) * HQ * BT + i_hq * BT
-    tl.store(p_p + tl.arange(0, BT)[None, :], b_p, mask=m_i[:, None])
-    # the diagonal block overwrites its (zero) columns of the row block just stored by this program
+    # two stores to disjoint columns: stores of one program from different threads are not ordered
+    o_c = tl.arange(0, BT)
+    m_off = (o_c < i_i * BC) | (o_c >= i_i * BC + BC)
+    tl.store(p_p + o_c[None, :], b_p, mask=m_i[:, None] & m_off[None, :])
     tl.store(p_p + i_i * BC + tl.arange(0, BC)[None, :], b_pd, mask=m_i[:, None])
 
 

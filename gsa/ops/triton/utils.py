@@ -29,8 +29,11 @@ def block(n: int, cap: int) -> int:
 
 
 def dot_precision(dtype: torch.dtype) -> str:
-    """tl.dot precision for float32 operands: tf32 is below bf16/fp16 input rounding, not below fp32's."""
-    return "ieee" if dtype == torch.float32 else "tf32"
+    """tl.dot precision for float32 operands (intermediates such as P, decayed weights and states).
+
+    tf32 keeps 10 mantissa bits: well under bf16 input rounding (7 bits), but as coarse as fp16's, so fp16 inputs
+    get 3xTF32 (near float32) and float32 inputs full IEEE float32."""
+    return {torch.float32: "ieee", torch.float16: "tf32x3"}.get(dtype, "tf32")
 
 
 @dataclass(frozen=True)
