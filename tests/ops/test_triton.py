@@ -164,8 +164,8 @@ gpu = pytest.mark.gpu
 @gpu
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
 @pytest.mark.parametrize("shape", [
-    dict(B=2, T=300, HQ=4, H=4, K=128, V=128, M=64),
-    dict(B=1, T=200, HQ=8, H=2, K=64, V=96, M=32),
+    dict(B=2, T=130, HQ=4, H=4, K=128, V=128, M=64),
+    dict(B=1, T=100, HQ=8, H=2, K=64, V=96, M=32),
 ])
 def test_gpu_within_2x_of_the_torch_backend(dtype, shape):
     x = on(make_inputs(**shape, tau=4.0), "cuda")

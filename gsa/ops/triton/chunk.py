@@ -11,7 +11,8 @@ import torch
 from gsa.ops.triton.chunk_a import chunk_bwd_dp, chunk_fwd_a
 from gsa.ops.triton.chunk_ds import chunk_bwd_ds
 from gsa.ops.triton.chunk_dx import chunk_bwd_dx
-from gsa.ops.triton.chunk_h import chunk_bwd_dh, chunk_fwd_h
+from gsa.ops.triton.chunk_dh import chunk_bwd_dh
+from gsa.ops.triton.chunk_h import chunk_fwd_h
 from gsa.ops.triton.chunk_o import chunk_o
 from gsa.ops.triton.chunk_p import chunk_p
 from gsa.ops.triton.cumsum import chunk_local_cumsum, reverse_cumsum_dg

@@ -120,11 +120,7 @@ def fused_recurrent_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: to
     return o
 
 
-@torch.library.custom_op("gsa::fused_recurrent", mutates_args=())
-def fused_recurrent_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Tensor, g: torch.Tensor,
-                       scale: float, hk0: torch.Tensor | None, hv0: torch.Tensor | None, output_final_state: bool,
-                       cu_seqlens: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """o [B, T, HQ, V] and, when output_final_state, fresh final states (else empty tensors)."""
+def _fused_recurrent(q, k, v, s, g, scale, hk0, hv0, output_final_state, cu_seqlens):
     N = q.shape[0] if cu_seqlens is None else cu_seqlens.shape[0] - 1
     H, K, V, M = k.shape[2], k.shape[3], v.shape[3], s.shape[3]
     if output_final_state:
@@ -136,6 +132,14 @@ def fused_recurrent_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: tor
     if not output_final_state:
         hkT, hvT = q.new_empty((0,), dtype=torch.float32), q.new_empty((0,), dtype=torch.float32)
     return o, hkT, hvT
+
+
+@torch.library.custom_op("gsa::fused_recurrent", mutates_args=())
+def fused_recurrent_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Tensor, g: torch.Tensor,
+                       scale: float, hk0: torch.Tensor | None, hv0: torch.Tensor | None, output_final_state: bool,
+                       cu_seqlens: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """o [B, T, HQ, V] and, when output_final_state, fresh final states (else empty tensors)."""
+    return _fused_recurrent(q, k, v, s, g, scale, hk0, hv0, output_final_state, cu_seqlens)
 
 
 @fused_recurrent_op.register_fake
@@ -171,12 +175,18 @@ def fused_recurrent_gsa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: to
     return it as the final state: a decode step then allocates only its output. Otherwise nothing passed in is
     written. Returns o [B, T, HQ, V] and the final states (or None)."""
     q, k, v, s, g = (x.contiguous() for x in (q, k, v, s, g))
+    # eager calls skip the dispatcher (tens of microseconds a call); compiled graphs see the custom ops
+    compiling = torch.compiler.is_compiling()
     if inplace:
         assert initial_state is not None, "inplace needs the state buffers as initial_state"
         hk, hv = initial_state
         assert hk.is_contiguous() and hv.is_contiguous() and hk.dtype == hv.dtype == torch.float32
-        o = fused_recurrent_inplace_op(q, k, v, s, g, scale, hk, hv, cu_seqlens)
+        if compiling:
+            o = fused_recurrent_inplace_op(q, k, v, s, g, scale, hk, hv, cu_seqlens)
+        else:
+            o = fused_recurrent_fwd(q, k, v, s, g, scale, hk, hv, hk, hv, cu_seqlens)
         return o, ((hk, hv) if output_final_state else None)
     hk0, hv0 = (None, None) if initial_state is None else (x.contiguous() for x in initial_state)
-    o, hkT, hvT = fused_recurrent_op(q, k, v, s, g, scale, hk0, hv0, output_final_state, cu_seqlens)
+    op = fused_recurrent_op if compiling else _fused_recurrent
+    o, hkT, hvT = op(q, k, v, s, g, scale, hk0, hv0, output_final_state, cu_seqlens)
     return o, ((hkT, hvT) if output_final_state else None)

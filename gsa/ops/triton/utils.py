@@ -7,7 +7,6 @@ packed with cu_seqlens = [0, T, 2T, ...]), so one code path serves both layouts.
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass
 
 import torch
@@ -17,10 +16,6 @@ import triton.language as tl
 # Chunk length of the training kernels, and the sub-block inside it in which decays are taken pairwise.
 BT = 64
 BC = 16
-
-
-def interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 def block(n: int, cap: int) -> int:
