@@ -137,3 +137,23 @@ def test_two_processes_match_one(parallel, one_process, data_cache, tmp_path):
     assert all(abs(x - y) < 1e-4 for (_, x), (_, y) in zip(a, b)), (a, b)
     ea, eb = read_metrics(one_process)[-1], read_metrics(two)[-1]
     assert abs(ea["eval_loss"] - eb["eval_loss"]) < 1e-4
+
+
+def test_activation_checkpointing_gives_the_same_losses(data_cache, tmp_path):
+    runs = {}
+    for ac in (False, True):
+        out = tmp_path / f"ac-{ac}"
+        train(load_config(TINY, tiny_overrides(data_cache, out, **{"train.max_steps": 3,
+                                                                   "train.activation_checkpointing": ac})))
+        runs[ac] = losses(out)
+    assert runs[True] == runs[False]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("compile", [False, True])
+def test_gpu_bf16_and_compile(compile, data_cache, tmp_path):
+    out = tmp_path / "gpu"
+    s = train(load_config(TINY, tiny_overrides(data_cache, out, **{"train.max_steps": 20, "train.device": "cuda",
+                                                                   "train.compile": compile})))
+    curve = [loss for _, loss in losses(out)]
+    assert curve[-1] < curve[0] - 0.5 and s["eval_loss"] < curve[0]
