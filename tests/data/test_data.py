@@ -154,3 +154,15 @@ def test_mqar_accuracy_and_errors():
     assert mqar_accuracy(logits, b["labels"]) == (32, 32)
     with pytest.raises(ValueError, match="seq_len >= 4"):
         mqar_batch(1, 64, 17)
+
+
+def test_local_hf_tokenizer_directory(corpus_dir, tmp_path):
+    from gsa.data import byte_tokenizer
+
+    tok_dir = tmp_path / "tok"
+    byte_tokenizer().save_pretrained(tok_dir)
+    data = prepare_text_data(str(corpus_dir), str(tok_dir), cache_dir=tmp_path / "c", progress=False)
+    assert len(data.tokenizer) == 257 and data.tokenizer.eos_token_id == 256
+    assert data.tokenizer.decode(data.train.document(0)[:-1].tolist()) in DOCS
+    with pytest.raises(FileNotFoundError, match="neither"):
+        prepare_text_data(str(corpus_dir), str(tmp_path / "missing"), cache_dir=tmp_path / "c", progress=False)
