@@ -156,6 +156,55 @@ def test_front_end_sends_short_inference_to_the_recurrent_kernels(monkeypatch):
     assert calls == [1]
 
 
+def test_expanded_final_state_cotangents():
+    """loss = hk.sum() hands backward an expanded (stride-0) cotangent; o unused hands it zeros."""
+    x = cast(make_inputs(B=1, T=30, HQ=2, H=1, K=16, V=16, M=8), torch.float32)
+    grads = []
+    for fn in (chunk_op, parallel_reference):
+        y = on(x) if fn is chunk_op else {n: t.detach().double().requires_grad_(True) for n, t in x.items()}
+        _, (hk, hv) = fn(y["q"], y["k"], y["v"], y["s"], y["g"], initial_state=(y["hk0"], y["hv0"]),
+                         output_final_state=True)
+        (hk.sum() + hv.sum()).backward()
+        grads.append({n: torch.zeros_like(t).cpu() if t.grad is None else t.grad.cpu() for n, t in y.items()})
+    for n in grads[1]:
+        assert rel_err(grads[0][n], grads[1][n]) < 2e-5, n
+
+
+def test_opcheck_chunk_op():
+    """Fake implementation, autograd registration and schema of the custom op (torch.library.opcheck)."""
+    x = cast(make_inputs(B=1, T=20, HQ=2, H=1, K=16, V=16, M=16), torch.float32)
+    f = on(x)
+    torch.library.opcheck(torch.ops.gsa.chunk_fwd.default,
+                          (f["q"], f["k"], f["v"], f["s"], f["g"], 0.2, f["hk0"], f["hv0"], True, False, None))
+
+
+def test_compile_fullgraph_traces_the_ops():
+    """torch.compile(fullgraph=True) through the custom ops (aot_eager: no codegen, so it runs on the CPU too)."""
+    x = on(cast(make_inputs(B=1, T=20, HQ=2, H=1, K=16, V=16, M=16), torch.float32))
+
+    def f(q, k, v, s, g, initial_state=None, output_final_state=False):
+        o, st = triton_op(torch.nn.functional.silu(q), k, v, s, g, initial_state=initial_state,
+                          output_final_state=output_final_state)
+        return o * 2, st
+
+    assert_matches(run(torch.compile(f, fullgraph=True, backend="aot_eager"), x), run(f, x), tol=1e-6)
+
+    d = {n: t.detach() for n, t in x.items()}
+    hk, hv = d["hk0"].clone(), d["hv0"].clone()
+
+    @torch.compile(fullgraph=True, backend="aot_eager")
+    def step(q, k, v, s, g, hk, hv):
+        return fused_recurrent_gsa(q, k, v, s, g, 0.25, (hk, hv), True, inplace=True)[0]
+
+    sl = slice(0, 1)
+    o = step(d["q"][:, sl], d["k"][:, sl], d["v"][:, sl], d["s"][:, sl], d["g"][:, sl], hk, hv)
+    ref_o, ref_st = fused_recurrent_gsa(d["q"][:, sl], d["k"][:, sl], d["v"][:, sl], d["s"][:, sl], d["g"][:, sl],
+                                        0.25, (d["hk0"], d["hv0"]), True)
+    torch.testing.assert_close(o, ref_o)
+    torch.testing.assert_close(hk, ref_st[0])
+    torch.testing.assert_close(hv, ref_st[1])
+
+
 # ---------------------------------------------------------------- GPU: production shapes, bf16, torch.compile
 
 gpu = pytest.mark.gpu

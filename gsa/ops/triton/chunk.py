@@ -30,7 +30,13 @@ def _empty(x: torch.Tensor) -> torch.Tensor:
     return x.new_empty(_EMPTY, dtype=torch.float32)
 
 
+def _contiguous(*xs):
+    # the kernels assume dense layouts; autograd and torch.compile may hand over strided cotangents
+    return [None if x is None else x.contiguous() for x in xs]
+
+
 def _fwd_impl(q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states, cu_seqlens):
+    q, k, v, s, g, hk0, hv0 = _contiguous(q, k, v, s, g, hk0, hv0)
     B, T, HQ, K = q.shape
     H, V, M = k.shape[2], v.shape[-1], s.shape[-1]
     chunks = prepare_chunks(cu_seqlens, B, T, q.device)
@@ -78,12 +84,14 @@ def _(q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states, cu_seqlen
 
 
 def _bwd_impl(q, k, v, s, g, A, gl, P, do, scale, hk0, hv0, dhkT, dhvT, hkT, hvT, hk, hv, cu_seqlens):
+    q, k, v, s, g, A, gl, P, do, hk0, hv0, dhkT, dhvT, hk, hv = _contiguous(
+        q, k, v, s, g, A, gl, P, do, hk0, hv0, dhkT, dhvT, hk, hv)
     B, T, HQ, K = q.shape
     H, V, M = k.shape[2], v.shape[-1], s.shape[-1]
     chunks = prepare_chunks(cu_seqlens, B, T, q.device)
     nt = max_chunks(cu_seqlens, B, T)
     prec = dot_precision(q.dtype)
-    qf, kf, vf, sf, dof = _flat(q), _flat(k), _flat(v), _flat(s), _flat(do.contiguous())
+    qf, kf, vf, sf, dof = _flat(q), _flat(k), _flat(v), _flat(s), _flat(do)
     Af, glf = _flat(A), _flat(gl)
     if hk is None:
         # hidden-state recomputation: the chunk-start states again, from the kept A1-free inputs
