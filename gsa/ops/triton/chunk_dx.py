@@ -34,13 +34,13 @@ def chunk_gsa_bwd_kernel_dx(P, y, s, gl, dh, dx, cu_seqlens, chunk_indices, scal
     b_gl = load_row(gl + i_h * M, last, H * M, o_m, m_m)  # [BM]
     b_s = load_rows(s + i_h * M, o_t, m_t, H * M, o_m, m_m).to(tl.float32)  # [BT, BM]
     b_sd = tl.where(m_t[:, None], b_s * tl.exp(b_gl[None, :] - b_g), 0.0)
-    b_dh = load_rows(dh + (i_c.to(tl.int64) * H + i_h) * D * M, o_m, m_m, 1, o_d * M, m_d)  # [BM, BD]
+    # loads as stored (contiguous along the last dim) and transposes in registers: coalesced
+    b_dh = tl.trans(load_rows(dh + (i_c.to(tl.int64) * H + i_h) * D * M, o_d, m_d, M, o_m, m_m))  # [BM, BD]
     b_dx = tl.dot(b_sd, b_dh, input_precision=PREC)  # [BT, BD]
     b_acc = tl.zeros([BT, BD], dtype=tl.float32)
     for i_g in range(G):
         i_hq = i_h * G + i_g
-        # P^T: rows j, columns t
-        b_pt = load_rows(P + i_hq * BT, o_c, o_c < BT, 1, o_t.to(tl.int64) * HQ * BT, m_t)  # [BT, BT]
+        b_pt = tl.trans(load_rows(P + i_hq * BT, o_t, m_t, HQ * BT, o_c, o_c < BT))  # [BT (j), BT (t)]
         b_y = load_rows(y + i_hq * D, o_t, m_t, HQ * D, o_d, m_d).to(tl.float32)  # [BT, BD]
         b_acc += tl.dot(b_pt, b_y, input_precision=PREC)
     b_dx += scale * b_acc
