@@ -163,9 +163,11 @@ def linux_doc_documents(root: Path):
 def gcide_documents(root: Path, chars: int = 8000):
     """The GCIDE dictionary (dictzip is gzip-readable), cut at blank lines into documents of ~`chars` characters."""
     text = _read(root / "usr/share/dictd/gcide.dict.dz")
-    start = text.find("\n\n", text.find("Begin file 1 of 26"))
+    start = text.find("\n\n", text.find("Begin file 1 of 26")) + 2  # after the database header and the banner
     buf, size = [], 0
     for block in text[start:].split("\n\n"):
+        if not block.strip():
+            continue
         buf.append(block)
         size += len(block)
         if size >= chars:

@@ -1,0 +1,56 @@
+"""scripts/prepare_t2r_data.py: text extraction from unpacked Debian packages (a fake tree; no network)."""
+
+import gzip
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "prepare_t2r_data.py"
+
+
+@pytest.fixture(scope="module")
+def prep():
+    spec = importlib.util.spec_from_file_location("prepare_t2r_data", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _fake_root(root: Path) -> None:
+    py = root / "usr/share/doc/python3.11-doc/html/_sources/library"
+    py.mkdir(parents=True)
+    (py / "os.rst.txt").write_text("os --- Miscellaneous operating system interfaces\n" + "text " * 100)
+    (py / "stub.rst.txt").write_text("too short")
+    lx = root / "usr/share/doc/linux-doc-6.1/Documentation"
+    (lx / "admin-guide").mkdir(parents=True)
+    (lx / "devicetree/bindings").mkdir(parents=True)
+    with gzip.open(lx / "admin-guide/README.rst.gz", "wt") as f:
+        f.write("Linux kernel release notes\n" + "kernel " * 100)
+    (lx / "admin-guide/notes.txt").write_text("plain text notes " * 30)
+    with gzip.open(lx / "devicetree/bindings/clock.yaml.gz", "wt") as f:
+        f.write("yaml " * 100)
+    with gzip.open(lx / "devicetree/bindings/board.txt.gz", "wt") as f:
+        f.write("device tree prose " * 100)
+    dictd = root / "usr/share/dictd"
+    dictd.mkdir(parents=True)
+    entries = "\n\n".join(f"word{i} \\word{i}\\ n.\n   A definition of word number {i}." for i in range(300))
+    with gzip.open(dictd / "gcide.dict.dz", "wt") as f:
+        f.write("00-database-info\n   header\n\n Begin file 1 of 26: Letter A\n   licence\n\n" + entries)
+
+
+def test_extraction_and_jsonl(prep, tmp_path):
+    root = tmp_path / "root"
+    _fake_root(root)
+    assert len(list(prep.python_doc_documents(root))) == 2
+    linux = list(prep.linux_doc_documents(root))
+    assert len(linux) == 2 and linux[0].startswith("Linux kernel")  # no device-tree files, .gz read
+    gcide = list(prep.gcide_documents(root, chars=2000))
+    assert len(gcide) > 1 and gcide[0].startswith("word0") and "header" not in "".join(gcide)
+    assert "".join(gcide).count("A definition") == 300
+
+    out = prep.write_jsonl(tmp_path, root, list(prep.PACKAGES))
+    docs = [json.loads(line)["text"] for line in out.read_text().splitlines()]
+    assert sum(d.startswith("os ---") for d in docs) == 1 and not any(d == "too short" for d in docs)
+    assert sum("A definition" in d for d in docs) == len(list(prep.gcide_documents(root)))  # 8K-character chunks
