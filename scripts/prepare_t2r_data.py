@@ -213,7 +213,8 @@ def prepare_corpus(cache: Path, teacher: Path, packages, heldout_fraction: float
     )
     meta = json.loads((Path(data.cache_path) / "meta.json").read_text())
     _log(
-        f"tokens in {time.time() - t0:.0f} s: train {meta['train_tokens'] / 1e6:.1f}M ({meta['train_documents']} docs), "
+        f"tokens in {time.time() - t0:.0f} s: train {meta['train_tokens'] / 1e6:.1f}M "
+        f"({meta['train_documents']} docs), "
         f"held-out {meta['heldout_tokens'] / 1e6:.2f}M ({meta['heldout_documents']} docs) -> {data.cache_path}"
     )
     return Path(data.cache_path)
