@@ -1,7 +1,8 @@
 """Transformer -> GSA conversion (T2R) and the distillation losses for finetuning the converted model.
 
 `from_pretrained_transformer(src, ...)` turns a Llama / Mistral / Qwen2 checkpoint (or a GGUF file of one) into a
-`GSAForCausalLM`; `convert(src, dst, ...)` also saves it (`gsa convert` on the command line). See
+`GSAForCausalLM`; `convert(src, dst, ...)` also saves it (`gsa convert` on the command line). `gsa.convert.distill`
+holds the two finetuning losses, `gsa.convert.baselines` the sliding-window + sinks teacher baseline. See
 docs/convert.md for the config mapping and gsa/convert/transformer.py for the initialisation choices.
 """
 
