@@ -20,6 +20,7 @@ from .config import Config, load_config
 from .distributed import Dist, setup, teardown, wrap
 from .metrics import Metrics
 from .model import build_model, model_inputs, param_groups, unwrap
+from .prefetch import Prefetcher
 
 
 def lr_lambda(cfg: Config):
@@ -226,12 +227,16 @@ class Trainer:
         tic, steps_since = time.perf_counter(), 0
         summary: dict[str, Any] = {}
         self.model.train()
+        batches = Prefetcher(
+            lambda key: self.batches.train_batch(key[0], key[1], d.rank, d.world, t.micro_batch_size, t.grad_accum),
+            ((s, m) for s in range(self.step, t.max_steps) for m in range(t.grad_accum)),
+            pin=d.device.type == "cuda",
+        )
         try:
             while self.step < t.max_steps:
                 loss_sum = torch.zeros((), device=d.device)
                 for micro in range(t.grad_accum):
-                    batch = _to(self.batches.train_batch(self.step, micro, d.rank, d.world, t.micro_batch_size,
-                                                         t.grad_accum), d.device)
+                    batch = _to(next(batches), d.device)
                     sync = micro == t.grad_accum - 1
                     ctx = contextlib.nullcontext()
                     if d.world > 1 and not is_fsdp and not sync:
@@ -285,6 +290,8 @@ class Trainer:
             self.log(f"\ninterrupted at step {self.step}; the last complete checkpoint is {last_ckpt} "
                      f"(continue with --resume)")
             raise
+        finally:
+            batches.close()
         bar.close()
         if metrics:
             metrics.close()

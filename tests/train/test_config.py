@@ -69,3 +69,23 @@ def test_demo_config_is_the_shipped_file():
     assert DEMO_TOML == (TINY.parent / "demo.toml").read_text()
     assert load_config(TINY.parent / "demo.toml").model["type"] == "gsa"
     tomllib.loads(DEMO_TOML)
+
+
+def test_prefetcher_order_and_errors():
+    import torch
+
+    from gsa.train.prefetch import Prefetcher
+
+    got = [b["x"].item() for b in Prefetcher(lambda k: {"x": torch.tensor(k)}, range(20), depth=3)]
+    assert got == list(range(20))
+
+    def bad(k):
+        if k == 2:
+            raise ValueError("broken batch 2")
+        return {"x": torch.tensor(k)}
+
+    it = Prefetcher(bad, range(5))
+    assert next(it)["x"] == 0 and next(it)["x"] == 1
+    with pytest.raises(ValueError, match="broken batch 2"):
+        next(it)
+    Prefetcher(lambda k: {"x": torch.tensor(k)}, range(100), depth=2).close()  # stops a blocked producer
