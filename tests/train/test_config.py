@@ -61,16 +61,6 @@ def test_shipped_configs_load_and_build(path):
         assert cfg.data.seq_len == 512 and 64 in cfg.data.mqar_eval_pairs and cfg.model["num_hidden_layers"] == 2
 
 
-def test_demo_config_is_the_shipped_file():
-    import tomllib
-
-    from gsa.train.demo import DEMO_TOML
-
-    assert DEMO_TOML == (TINY.parent / "demo.toml").read_text()
-    assert load_config(TINY.parent / "demo.toml").model["type"] == "gsa"
-    tomllib.loads(DEMO_TOML)
-
-
 def test_prefetcher_order_and_errors():
     import torch
 
