@@ -10,15 +10,17 @@ from pathlib import Path
 RESULTS = Path("benchmarks") / "results"
 
 
+def gpu_slug(name: str) -> str:
+    """A short folder name for a GPU name: 'NVIDIA H100 80GB HBM3' -> 'h100'."""
+    m = re.search(r"(H100|H200|A100|L40S?|B200|GB200|RTX ?\d+)", name, re.I)
+    return (m.group(1) if m else name).lower().replace(" ", "")
+
+
 def device_slug(device) -> str:
     """A short folder name for the machine: h100, h200, a100, ... or cpu."""
     import torch
 
-    if device.type != "cuda":
-        return "cpu"
-    name = torch.cuda.get_device_name(device)
-    m = re.search(r"(H100|H200|A100|L40S?|B200|GB200|RTX ?\d+)", name, re.I)
-    return (m.group(1) if m else name).lower().replace(" ", "")
+    return gpu_slug(torch.cuda.get_device_name(device)) if device.type == "cuda" else "cpu"
 
 
 def machine(device) -> dict:

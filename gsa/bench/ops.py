@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import time
 from pathlib import Path
+
+from gsa.bench.common import RESULTS, gpu_slug
 
 # name: (B, T, HQ, H, K, V, M)
 SHAPES = {
@@ -39,11 +40,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decode-batches", default="1,32", help="batch sizes of the decode-step benchmark (1.3b heads)")
     p.add_argument("--out", type=Path, default=None,
                    help="JSON path (default benchmarks/results/<gpu>/ops.json)")
-
-
-def _gpu_slug(name: str) -> str:
-    m = re.search(r"(H100|H200|A100|L40S?|B200|GB200|RTX ?\d+)", name, re.I)
-    return (m.group(1) if m else name).lower().replace(" ", "")
 
 
 def _ceilings(torch, do_bench):
@@ -266,7 +262,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"decode step B={d['batch']:<3d} (H=4, K=V=512, M=64): eager {d['eager_us']:.1f} us, "
               f"CUDA graph {d['graph_us']:.1f} us, state floor {d['state_bytes'] / bw * 1e6:.1f} us")
 
-    out = args.out or Path("benchmarks/results") / _gpu_slug(gpu) / "ops.json"
+    out = args.out or RESULTS / gpu_slug(gpu) / "ops.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(dict(gpu=gpu, torch=torch.__version__, dtype=args.dtype, copy_bytes_per_s=bw,
                                    bf16_flops_per_s=mm, rows=rows, decode=decode, profile=prof), indent=1))
