@@ -27,24 +27,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
     import torch
     from transformers import AutoTokenizer
 
     from gsa.models import GSAForCausalLM
-    from gsa.train.config import load_config
-    from gsa.train.loop import train
+    from gsa.train.loop import config_from_args, train
 
     if not args.config.exists():
         raise SystemExit(f"gsa demo: no config at {args.config} (run from a checkout of the repository, or pass "
                          "--config FILE.toml)")
-    overrides = list(args.overrides)
-    if args.output_dir is not None:
-        overrides.append(f"output_dir={json.dumps(args.output_dir)}")
-    if args.max_steps is not None:
-        overrides.append(f"train.max_steps={args.max_steps}")
-    cfg = load_config(args.config, overrides)
+    cfg = config_from_args(args)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"gsa demo: training a small GSA language model on Python's own documentation ({device}); "
           f"config {args.config}")

@@ -340,13 +340,18 @@ DESCRIPTION = ("Train a GSA (or baseline) language model or MQAR model. Runs as 
                "`torchrun --nproc_per_node=N -m gsa.train ...` with DDP or FSDP2 (train.parallel).")
 
 
-def run(args: argparse.Namespace) -> int:
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The config named by --config with the KEY=VALUE overrides, then --max-steps and --output-dir on top."""
     overrides = list(args.overrides)
     if args.max_steps is not None:
         overrides.append(f"train.max_steps={args.max_steps}")
     if args.output_dir is not None:
         overrides.append(f"output_dir={json.dumps(args.output_dir)}")
-    cfg = load_config(args.config, overrides)
+    return load_config(args.config, overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
     try:
         summary = train(cfg, resume=args.resume)
     except KeyboardInterrupt:
