@@ -7,6 +7,7 @@ import math
 
 from transformers import PretrainedConfig
 
+from gsa.nn.attention import FORGET_GATES
 from gsa.nn.mlp import ACTIVATIONS
 
 # Keys transformers itself passes to a config's __init__ (when loading, or from the common PretrainedConfig
@@ -59,7 +60,9 @@ class GSAConfig(PretrainedConfig):
         and conv_size (causal depthwise convolution on q, k, v), attn_scale (the q . k scale of the slot read;
         None = K ** -0.5, fla's models use 1.0); for layers converted from a Transformer (gsa.convert):
         feature_map ("swish", or "identity": q, k, v as projected; needs use_short_conv=False), use_output_norm
-        (False: no swish + RMSNorm before the output projection) and qkv_bias (biases on W_q, W_k, W_v, as in Qwen2).
+        (False: no swish + RMSNorm before the output projection) and qkv_bias (biases on W_q, W_k, W_v, as in Qwen2);
+        forget_gate for the paper's ablations: "data" (default), "fixed" (data-independent decay), "none" (ABC;
+        full sequences only, no decoding cache).
     MLP: intermediate_size, or hidden_ratio (the multiple of 256 at or above 2/3 * hidden_ratio * d); at most one
         may be given unless both agree; neither means hidden_ratio = 4. hidden_act: the gate's nonlinearity
         ("silu" = SwiGLU, "gelu", "relu").
@@ -88,6 +91,7 @@ class GSAConfig(PretrainedConfig):
         feature_map: str = "swish",
         use_output_norm: bool = True,
         qkv_bias: bool = False,
+        forget_gate: str = "data",
         hidden_ratio: float | None = None,
         intermediate_size: int | None = None,
         hidden_act: str = "silu",
@@ -136,6 +140,9 @@ class GSAConfig(PretrainedConfig):
         if feature_map == "identity" and use_short_conv:
             raise ValueError("GSAConfig.feature_map='identity' needs use_short_conv=False (its SiLU is a feature map)")
         self.feature_map = feature_map
+        if forget_gate not in FORGET_GATES:
+            raise ValueError(f"GSAConfig.forget_gate must be one of {FORGET_GATES}, got {forget_gate!r}")
+        self.forget_gate = forget_gate
         for name, flag in (("use_output_norm", use_output_norm), ("qkv_bias", qkv_bias)):
             if not isinstance(flag, bool):
                 raise ValueError(f"GSAConfig.{name} must be a bool, got {flag!r}")

@@ -36,6 +36,7 @@ class GSABlock(nn.Module):
             feature_map=config.feature_map,
             use_output_norm=config.use_output_norm,
             qkv_bias=config.qkv_bias,
+            forget_gate=config.forget_gate,
         )
         self.mlp_norm = RMSNorm(config.hidden_size, eps=config.norm_eps)
         self.mlp = SwiGLU(config.hidden_size, config.intermediate_size, config.hidden_act)

@@ -36,6 +36,9 @@ class GSAState:
         return GSAState(fn(self.hk), fn(self.hv), conv)
 
 
+FORGET_GATES = ("data", "fixed", "none")
+
+
 class GatedSlotAttention(nn.Module):
     """Gated Slot Attention: a recurrent layer with M slots per head and a constant-size state.
 
@@ -61,6 +64,12 @@ class GatedSlotAttention(nn.Module):
     and v as projected (no swish; needs use_short_conv=False), `use_output_norm=False` drops the swish and RMSNorm
     before W_o (y = W_o concat_heads(o), a Transformer's output path), and `qkv_bias` gives W_q, W_k and W_v biases
     (Qwen2). With both of the first two, GSA with one slot per token and no forgetting is softmax attention.
+
+    `forget_gate` selects the paper's ablations: "data" (the default: alpha_t = sigmoid(W_f x_t) ** (1 / tau)),
+    "fixed" (a data-independent decay: one learned logit per head and slot replaces W_f x_t; s = 1 - alpha as
+    before) and "none" (ABC: W_f x_t are slot logits, written with a cumulative softmax; the op's g=None mode).
+    ABC's normaliser is not part of the recurrent state, so "none" runs full sequences only (training,
+    perplexity, MQAR): it refuses a decoding state and padding.
     """
 
     def __init__(
@@ -79,6 +88,7 @@ class GatedSlotAttention(nn.Module):
         feature_map: str = "swish",
         use_output_norm: bool = True,
         qkv_bias: bool = False,
+        forget_gate: str = "data",
     ):
         super().__init__()
         num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
@@ -99,6 +109,8 @@ class GatedSlotAttention(nn.Module):
             raise ValueError(f"gate_logit_normalizer must be positive, got {gate_logit_normalizer}")
         if scale is not None and not scale > 0:
             raise ValueError(f"scale must be positive or None (K ** -0.5), got {scale}")
+        if forget_gate not in FORGET_GATES:
+            raise ValueError(f"forget_gate must be one of {FORGET_GATES}, got {forget_gate!r}")
         if feature_map not in ("swish", "identity"):
             raise ValueError(f"feature_map must be 'swish' or 'identity', got {feature_map!r}")
         if feature_map == "identity" and use_short_conv:
@@ -125,7 +137,13 @@ class GatedSlotAttention(nn.Module):
         self.q_proj = nn.Linear(hidden_size, HQ * K, bias=qkv_bias)
         self.k_proj = nn.Linear(hidden_size, H * K, bias=qkv_bias)
         self.v_proj = nn.Linear(hidden_size, H * V, bias=qkv_bias)
-        self.f_proj = nn.Linear(hidden_size, H * M, bias=False)
+        self.forget_gate = forget_gate
+        if forget_gate == "fixed":
+            # Slot decays spread from short to long memory (alpha = sigmoid(logit) ** (1 / tau)), so the slots differ
+            # from the start; zeros would give every slot the same decay and the same gradient.
+            self.f_logit = nn.Parameter(torch.linspace(-4.0, 4.0, M).repeat(H, 1))
+        else:
+            self.f_proj = nn.Linear(hidden_size, H * M, bias=False)
         if use_short_conv:
             self.q_conv = ShortConvolution(HQ * K, conv_size)
             self.k_conv = ShortConvolution(H * K, conv_size)
@@ -133,6 +151,17 @@ class GatedSlotAttention(nn.Module):
         if use_output_norm:
             self.o_norm = RMSNorm(HQ * V, eps=norm_eps)
         self.o_proj = nn.Linear(HQ * V, hidden_size, bias=False)
+
+    def _slot_writes(self, x: torch.Tensor, B: int, T: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x: [B, T, d] -> (s, g), each [B, T, H, M] in at least float32 (g is None for ABC, s its slot logits)."""
+        H, M = self.num_kv_heads, self.num_slots
+        acc = torch.promote_types(x.dtype, torch.float32)
+        if self.forget_gate == "none":
+            return self.f_proj(x).view(B, T, H, M).to(acc), None
+        f = self.f_logit.expand(B, T, H, M) if self.forget_gate == "fixed" else self.f_proj(x).view(B, T, H, M)
+        # In float32: logsigmoid of a large logit is tiny, and 1 - exp(g) of a tiny g needs expm1.
+        g = F.logsigmoid(f.to(acc)) / self.gate_logit_normalizer
+        return -torch.expm1(g), g
 
     def forward(
         self,
@@ -161,11 +190,18 @@ class GatedSlotAttention(nn.Module):
             raise ValueError(f"hidden_states must be [B, T, {self.hidden_size}], got {tuple(hidden_states.shape)}")
         if cu_seqlens is not None and (state is not None or output_state or attention_mask is not None):
             raise ValueError("cu_seqlens (packed training) cannot be combined with attention_mask or a state")
+        if self.forget_gate == "none" and (state is not None or output_state):
+            raise ValueError("forget_gate='none' (ABC) runs full sequences only: its cumulative-softmax normaliser is "
+                             "not part of the recurrent state, so it cannot continue from or return a state")
         mask = None
         if attention_mask is not None:
             if tuple(attention_mask.shape) != (B, T):
                 raise ValueError(f"attention_mask must be [B, T] = {(B, T)}, got {tuple(attention_mask.shape)}")
             mask = attention_mask.to(torch.bool)
+            if self.forget_gate == "none":
+                if not bool(mask.all()):
+                    raise ValueError("forget_gate='none' (ABC) does not support padding; pack sequences with cu_seqlens")
+                mask = None  # all ones: nothing to mask
         if inplace_state and (state is None or not output_state):
             raise ValueError("inplace_state needs a state to advance and output_state=True")
         if state is not None:
@@ -189,15 +225,13 @@ class GatedSlotAttention(nn.Module):
         q = q.view(B, T, HQ, self.head_k_dim)
         k = k.view(B, T, H, self.head_k_dim)
         v = v.view(B, T, H, self.head_v_dim)
-        # The gate in (at least) float32: logsigmoid of a large logit is tiny, and 1 - exp(g) of a tiny g needs expm1.
-        f = self.f_proj(x).view(B, T, H, M)
-        g = F.logsigmoid(f.to(torch.promote_types(f.dtype, torch.float32))) / self.gate_logit_normalizer
-        s = -torch.expm1(g)
+        s, g = self._slot_writes(x, B, T)
         if mask is not None:
             keep = mask[:, :, None, None]
             k, v = k * keep, v * keep
             g, s = g * keep, s * keep
-        g, s = g.to(q.dtype), s.to(q.dtype)
+        s = s.to(q.dtype)
+        g = None if g is None else g.to(q.dtype)
 
         initial = (state.hk, state.hv) if state is not None else None
         o, final = gated_slot_attention(
