@@ -66,6 +66,10 @@ def _add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", type=float, help="nucleus sampling mass in (0, 1] (needs --do-sample)")
     p.add_argument("--seed", type=int, default=0, help="random seed for sampling (default 0)")
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cuda if available)")
+    p.add_argument("--static", action="store_true",
+                   help="decode with gsa.models.StaticDecoder (owned in-place state buffers, device-side sampling)")
+    p.add_argument("--compile", action="store_true",
+                   help="StaticDecoder with a torch.compile'd step, captured in a CUDA graph on CUDA (implies --static)")
 
 
 def _has_tokenizer(model_dir: Path) -> bool:
@@ -79,6 +83,15 @@ def _parse_ids(text: str, vocab_size: int) -> list[int]:
         raise SystemExit(f"gsa generate: --prompt-ids must be comma-separated integers, got {text!r}") from None
     if not ids or not all(0 <= i < vocab_size for i in ids):
         raise SystemExit(f"gsa generate: --prompt-ids must be non-empty ids in [0, {vocab_size}), got {text!r}")
+    return ids
+
+
+def _cut_after_eos(ids: list[int], prompt_len: int, eos) -> list[int]:
+    """Drop what follows the first end-of-sequence token of the continuation (generate() stops there)."""
+    eos = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
+    for i in range(prompt_len, len(ids)):
+        if ids[i] in eos:
+            return ids[: i + 1]
     return ids
 
 
@@ -117,14 +130,26 @@ def _run_generate(args: argparse.Namespace) -> int:
 
     torch.manual_seed(args.seed)
     config = model.config
-    out = model.generate(
-        ids,
-        attention_mask=torch.ones_like(ids),
-        max_new_tokens=args.max_new_tokens,
-        do_sample=args.do_sample,
-        pad_token_id=config.pad_token_id if config.pad_token_id is not None else config.eos_token_id,
-        **given,
-    )[0].tolist()
+    pad = config.pad_token_id if config.pad_token_id is not None else config.eos_token_id
+    if isinstance(pad, list):
+        pad = pad[0]
+    if args.static or args.compile:
+        from gsa.models import StaticDecoder
+
+        decoder = StaticDecoder(model, 1, compile=args.compile, cuda_graph=args.compile and device.type == "cuda")
+        out = decoder.generate(ids, max_new_tokens=args.max_new_tokens, do_sample=args.do_sample,
+                               eos_token_id=config.eos_token_id, pad_token_id=0 if pad is None else pad,
+                               **given)[0].tolist()
+        out = _cut_after_eos(out, ids.shape[1], config.eos_token_id)
+    else:
+        out = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=args.max_new_tokens,
+            do_sample=args.do_sample,
+            pad_token_id=pad,
+            **given,
+        )[0].tolist()
     if tokenizer is not None:
         print(tokenizer.decode(out, skip_special_tokens=True))
     else:

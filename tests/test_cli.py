@@ -95,3 +95,25 @@ def test_registry(monkeypatch):
 def test_python_dash_m_gsa_runs_the_cli():
     out = subprocess.run([sys.executable, "-m", "gsa", "--help"], capture_output=True, text=True, check=True)
     assert "generate" in out.stdout
+
+
+@pytest.mark.parametrize("prompt", ["5,6,7", "9"])
+def test_generate_static_decoder_matches_generate(model_dir, capsys, prompt):
+    base = ["generate", "--model", str(model_dir), "--prompt-ids", prompt, "--max-new-tokens", "20"]
+    assert main(base) == 0
+    plain = capsys.readouterr().out
+    assert main(base + ["--static"]) == 0
+    assert capsys.readouterr().out == plain
+
+
+def test_generate_static_decoder_stops_at_eos_like_generate(tmp_path, capsys):
+    torch.manual_seed(0)  # the same weights as model_dir's; eos is a token this model does emit greedily
+    config = GSAConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_slots=8, intermediate_size=64,
+                       pad_token_id=0, bos_token_id=1, eos_token_id=88)
+    GSAForCausalLM(config).save_pretrained(tmp_path / "eos")
+    base = ["generate", "--model", str(tmp_path / "eos"), "--prompt-ids", "5,6,7", "--max-new-tokens", "20"]
+    assert main(base) == 0
+    plain = capsys.readouterr().out
+    assert plain.strip().endswith(",88") and len(plain.split(",")) < 23  # generate() stopped at eos
+    assert main(base + ["--static"]) == 0
+    assert capsys.readouterr().out == plain
