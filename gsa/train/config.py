@@ -81,6 +81,21 @@ class TrainConfig:
 
 
 @dataclass
+class DistillConfig:
+    """Transformer-to-GSA finetuning against the teacher (T2R); off while `teacher` is empty.
+
+    stage "attention": each student attention layer matches the teacher layer's attention output (hidden-state
+    MSE), training only the attention parameters in `train_params`; stage "logits": KL to the teacher's logits
+    (temperature), end to end. The teacher runs in the same process, frozen.
+    """
+
+    teacher: str = ""  # a local Hugging Face checkpoint directory of the Llama family
+    stage: str = "logits"  # "attention" | "logits"
+    temperature: float = 1.0
+    train_params: list[str] = field(default_factory=lambda: ["f_proj"])  # stage "attention" only
+
+
+@dataclass
 class Config:
     seed: int = 0
     output_dir: str = "runs/default"
@@ -88,12 +103,13 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-_SECTIONS = {"data": DataConfig, "optim": OptimConfig, "train": TrainConfig}
+_SECTIONS = {"data": DataConfig, "optim": OptimConfig, "train": TrainConfig, "distill": DistillConfig}
 
 
 def _check_type(where: str, value: Any, default: Any) -> Any:
@@ -135,7 +151,8 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
         elif key in ("seed", "output_dir"):
             setattr(cfg, key, _check_type(key, value, getattr(cfg, key)))
         else:
-            raise KeyError(f"unknown config key {key!r} (known: seed, output_dir, [model], [data], [optim], [train])")
+            raise KeyError(f"unknown config key {key!r} (known: seed, output_dir, [model], [data], [optim], [train], "
+                           "[distill])")
     validate(cfg)
     return cfg
 
@@ -146,7 +163,8 @@ def validate(cfg: Config) -> None:
         "train.device": (cfg.train.device, ("auto", "cpu", "cuda")),
         "train.precision": (cfg.train.precision, ("auto", "bf16", "fp32")),
         "train.parallel": (cfg.train.parallel, ("ddp", "fsdp")),
-        "model.type": (cfg.model.get("type"), ("gsa", "llama")),
+        "model.type": (cfg.model.get("type"), ("gsa", "llama", "t2r", "pretrained")),
+        "distill.stage": (cfg.distill.stage, ("attention", "logits")),
     }
     for name, (value, allowed) in choices.items():
         if value not in allowed:
@@ -163,6 +181,12 @@ def validate(cfg: Config) -> None:
         raise ValueError(f"optim.min_lr_ratio must be in [0, 1], got {cfg.optim.min_lr_ratio}")
     if len(cfg.optim.betas) != 2:
         raise ValueError(f"optim.betas must have two entries, got {cfg.optim.betas}")
+    if cfg.distill.teacher:
+        if cfg.data.kind != "text" or cfg.data.documents:
+            raise ValueError("distillation reads plain text windows: set data.kind = \"text\" and data.documents = "
+                             "false (the teacher has no packed-sequence path here)")
+        if not cfg.distill.temperature > 0:
+            raise ValueError(f"distill.temperature must be positive, got {cfg.distill.temperature}")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

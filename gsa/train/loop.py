@@ -50,6 +50,7 @@ class Trainer:
         self._prepare_data()
         torch.manual_seed(cfg.seed)  # identical initial weights on every process
         plain = build_model(cfg.model, self.vocab_size, self.eos_id)
+        self.teacher = self._load_teacher(plain) if cfg.distill.teacher else None
         self.num_params = sum(p.numel() for p in plain.parameters())
         self.model = wrap(plain, self.d, cfg.train.parallel, self.bf16, cfg.train.activation_checkpointing,
                           cfg.train.compile)
@@ -58,6 +59,33 @@ class Trainer:
                                            eps=o.eps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
         self.step = 0
+
+    def _load_teacher(self, student: torch.nn.Module) -> torch.nn.Module:
+        """The frozen teacher for distillation; in stage "attention" also freezes all but the student's adapted
+        attention parameters (before the optimizer sees them)."""
+        from transformers import AutoModelForCausalLM
+
+        from gsa.convert.distill import attention_transfer_parameters
+
+        dc = self.cfg.distill
+        if self.d.world > 1:
+            raise NotImplementedError("distillation runs in one process for now (the teacher is not sharded)")
+        teacher = AutoModelForCausalLM.from_pretrained(dc.teacher, dtype=torch.float32).to(self.d.device).eval()
+        teacher.requires_grad_(False)
+        if dc.stage == "attention":
+            attention_transfer_parameters(student, tuple(dc.train_params))
+        return teacher
+
+    def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The training loss of one micro-batch: next-token cross-entropy, or the distillation loss of the stage."""
+        if self.teacher is None:
+            return self.model(**model_inputs(self.model, batch)).loss
+        from gsa.convert.distill import attention_transfer_loss, logit_distillation_loss
+
+        student, ids = unwrap(self.model), batch["input_ids"]
+        if self.cfg.distill.stage == "attention":
+            return attention_transfer_loss(student, self.teacher, ids)
+        return logit_distillation_loss(student, self.teacher, ids, temperature=self.cfg.distill.temperature)
 
     # ---------------------------------------------------------------- data
     def _prepare_data(self) -> None:
@@ -245,7 +273,7 @@ class Trainer:
                         self.model.set_requires_gradient_sync(sync)
                     with ctx:
                         with autocast:
-                            loss = self.model(**model_inputs(self.model, batch)).loss / t.grad_accum
+                            loss = self._loss(batch) / t.grad_accum
                         loss.backward()
                     loss_sum += loss.detach()
                 grad_norm = None

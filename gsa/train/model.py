@@ -6,7 +6,12 @@
   other key is a ``LlamaConfig`` field (unknown ones raise). Packed batches are passed as ``position_ids``
   that restart at each document, from which transformers builds a block-diagonal causal mask.
 
-``vocab_size`` comes from the data (tokenizer or MQAR vocabulary) unless the section sets it.
+- ``type = "t2r"``: a GSA student converted from a Llama-family checkpoint (``teacher = DIR``; the other keys are
+  ``gsa.convert.from_pretrained_transformer`` options: ``num_slots``, ``init``, ``gate_logit_normalizer``, ...).
+- ``type = "pretrained"``: a saved GSA model (``path = DIR``), e.g. the output of a first finetuning stage.
+
+``vocab_size`` comes from the data (tokenizer or MQAR vocabulary) unless the section sets it; a loaded model's
+vocabulary must cover the data's.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from torch import nn
 def build_model(model_cfg: dict[str, Any], vocab_size: int, eos_id: int | None = None) -> nn.Module:
     params = dict(model_cfg)
     kind = params.pop("type")
+    if kind in ("t2r", "pretrained"):
+        return _load_model(kind, params, vocab_size)
     params.setdefault("vocab_size", vocab_size)
     if params["vocab_size"] < vocab_size:
         raise ValueError(f"model.vocab_size={params['vocab_size']} is smaller than the data's vocabulary ({vocab_size})")
@@ -41,6 +48,26 @@ def build_model(model_cfg: dict[str, Any], vocab_size: int, eos_id: int | None =
         raise KeyError(f"unknown LlamaConfig key(s) in [model]: {unknown}")
     params.setdefault("use_cache", False)  # a cache would also disable packed-sequence masks
     return LlamaForCausalLM(LlamaConfig(**params))
+
+
+def _load_model(kind: str, params: dict[str, Any], vocab_size: int) -> nn.Module:
+    key = "teacher" if kind == "t2r" else "path"
+    if key not in params:
+        raise KeyError(f"[model] type = {kind!r} needs {key} = DIR")
+    src = params.pop(key)
+    if kind == "t2r":
+        from gsa.convert import from_pretrained_transformer
+
+        model = from_pretrained_transformer(src, **params)
+    else:
+        if params:
+            raise KeyError(f"unknown key(s) for [model] type = 'pretrained': {sorted(params)} (only path)")
+        from gsa.models import GSAForCausalLM
+
+        model = GSAForCausalLM.from_pretrained(src)
+    if model.config.vocab_size < vocab_size:
+        raise ValueError(f"the model's vocabulary ({model.config.vocab_size}) is smaller than the data's ({vocab_size})")
+    return model.float()
 
 
 def model_inputs(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

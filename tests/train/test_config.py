@@ -50,6 +50,11 @@ def test_shipped_configs_load_and_build(path):
     import torch
 
     cfg = load_config(path)
+    if cfg.model["type"] in ("t2r", "pretrained"):
+        # these load a teacher / stage-1 model prepared outside CI (docs/convert.md): check the recipe only
+        assert cfg.data.documents is False and cfg.data.tokenizer == ".cache/t2r/teacher"
+        assert cfg.model["type"] == "t2r" or cfg.distill.teacher
+        return
     vocab = cfg.data.mqar_vocab_size if cfg.data.kind == "mqar" else cfg.data.vocab_size
     with torch.device("meta"):  # shapes only: no memory, no time
         model = build_model(cfg.model, vocab, None if cfg.data.kind == "mqar" else 0)
