@@ -8,6 +8,7 @@ import math
 from transformers import PretrainedConfig
 
 from gsa.nn.attention import FORGET_GATES
+from gsa.ops.validation import SLOT_READS
 from gsa.nn.mlp import ACTIVATIONS
 
 # Keys transformers itself passes to a config's __init__ (when loading, or from the common PretrainedConfig
@@ -62,7 +63,7 @@ class GSAConfig(PretrainedConfig):
         feature_map ("swish", or "identity": q, k, v as projected; needs use_short_conv=False), use_output_norm
         (False: no swish + RMSNorm before the output projection) and qkv_bias (biases on W_q, W_k, W_v, as in Qwen2);
         forget_gate for the paper's ablations: "data" (default), "fixed" (data-independent decay), "none" (ABC;
-        full sequences only, no decoding cache).
+        full sequences only, no decoding cache); slot_read "linear" for the no-softmax ablation (torch backend).
     MLP: intermediate_size, or hidden_ratio (the multiple of 256 at or above 2/3 * hidden_ratio * d); at most one
         may be given unless both agree; neither means hidden_ratio = 4. hidden_act: the gate's nonlinearity
         ("silu" = SwiGLU, "gelu", "relu").
@@ -92,6 +93,7 @@ class GSAConfig(PretrainedConfig):
         use_output_norm: bool = True,
         qkv_bias: bool = False,
         forget_gate: str = "data",
+        slot_read: str = "softmax",
         hidden_ratio: float | None = None,
         intermediate_size: int | None = None,
         hidden_act: str = "silu",
@@ -143,6 +145,9 @@ class GSAConfig(PretrainedConfig):
         if forget_gate not in FORGET_GATES:
             raise ValueError(f"GSAConfig.forget_gate must be one of {FORGET_GATES}, got {forget_gate!r}")
         self.forget_gate = forget_gate
+        if slot_read not in SLOT_READS:
+            raise ValueError(f"GSAConfig.slot_read must be one of {SLOT_READS}, got {slot_read!r}")
+        self.slot_read = slot_read
         for name, flag in (("use_output_norm", use_output_norm), ("qkv_bias", qkv_bias)):
             if not isinstance(flag, bool):
                 raise ValueError(f"GSAConfig.{name} must be a bool, got {flag!r}")

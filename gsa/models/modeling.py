@@ -37,6 +37,7 @@ class GSABlock(nn.Module):
             use_output_norm=config.use_output_norm,
             qkv_bias=config.qkv_bias,
             forget_gate=config.forget_gate,
+            slot_read=config.slot_read,
         )
         self.mlp_norm = RMSNorm(config.hidden_size, eps=config.norm_eps)
         self.mlp = SwiGLU(config.hidden_size, config.intermediate_size, config.hidden_act)

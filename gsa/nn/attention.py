@@ -11,6 +11,7 @@ from torch import nn
 from gsa.nn.conv import ShortConvolution
 from gsa.nn.norm import RMSNorm
 from gsa.ops import gated_slot_attention
+from gsa.ops.validation import SLOT_READS
 
 
 @dataclass
@@ -69,7 +70,8 @@ class GatedSlotAttention(nn.Module):
     "fixed" (a data-independent decay: one learned logit per head and slot replaces W_f x_t; s = 1 - alpha as
     before) and "none" (ABC: W_f x_t are slot logits, written with a cumulative softmax; the op's g=None mode).
     ABC's normaliser is not part of the recurrent state, so "none" runs full sequences only (training,
-    perplexity, MQAR): it refuses a decoding state and padding.
+    perplexity, MQAR): it refuses a decoding state and padding. `slot_read="linear"` is the no-softmax ablation
+    (the slot scores are the read weights; the op's torch backend runs it, also on CUDA).
     """
 
     def __init__(
@@ -89,6 +91,7 @@ class GatedSlotAttention(nn.Module):
         use_output_norm: bool = True,
         qkv_bias: bool = False,
         forget_gate: str = "data",
+        slot_read: str = "softmax",
     ):
         super().__init__()
         num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
@@ -109,6 +112,9 @@ class GatedSlotAttention(nn.Module):
             raise ValueError(f"gate_logit_normalizer must be positive, got {gate_logit_normalizer}")
         if scale is not None and not scale > 0:
             raise ValueError(f"scale must be positive or None (K ** -0.5), got {scale}")
+        if slot_read not in SLOT_READS:
+            raise ValueError(f"slot_read must be one of {SLOT_READS}, got {slot_read!r}")
+        self.slot_read = slot_read
         if forget_gate not in FORGET_GATES:
             raise ValueError(f"forget_gate must be one of {FORGET_GATES}, got {forget_gate!r}")
         if feature_map not in ("swish", "identity"):
@@ -237,6 +243,7 @@ class GatedSlotAttention(nn.Module):
         o, final = gated_slot_attention(
             q, k, v, s, g, scale=self.scale, initial_state=initial, output_final_state=output_state,
             cu_seqlens=cu_seqlens, inplace_state=inplace_state, keep_states=self.keep_states,
+            slot_read=self.slot_read,
         )
         o = o.reshape(B, T, HQ * self.head_v_dim)
         if self.use_output_norm:

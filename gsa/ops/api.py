@@ -7,7 +7,7 @@ import torch
 from gsa.ops.abc import abc_to_gated
 from gsa.ops.chunk import chunk_gsa
 from gsa.ops.reference import parallel_reference, recurrent_reference
-from gsa.ops.validation import check_inplace_state, check_inputs
+from gsa.ops.validation import check_inplace_state, check_inputs, slot_read_fn
 
 BACKENDS = ("auto", "triton", "torch", "reference")
 
@@ -60,6 +60,7 @@ def gated_slot_attention(
     backend: str = "auto",
     inplace_state: bool = False,
     keep_states: bool = False,
+    slot_read: str = "softmax",
 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
     """Gated Slot Attention (GSA_SPEC.md): two gated linear-attention passes joined by a softmax over M slots.
 
@@ -82,6 +83,8 @@ def gated_slot_attention(
         keep_states: (triton) keep each chunk's starting states from the forward for the backward instead of
             recomputing them (faster backward; + N_chunks * H * M * (K + V) floats). The torch backend keeps what
             autograd needs either way.
+        slot_read: "softmax" (GSA) or "linear" (the no-softmax ablation: the slot scores are the read weights).
+            "linear" runs on the torch and reference backends only (`auto` picks torch for it).
 
     Returns:
         o: [B, T, HQ, V] in q's dtype, and (hk, hv) float32 final states (float64 for float64 inputs) or None.
@@ -94,14 +97,20 @@ def gated_slot_attention(
             raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
     if inplace_state:
         check_inplace_state(initial_state, (q, k, v, s, g))
+    slot_read_fn(slot_read)  # validates
+    if slot_read != "softmax":
+        if backend == "triton":
+            raise ValueError(f"backend='triton' implements slot_read='softmax' only, got {slot_read!r}: use 'torch'")
+        if backend == "auto":
+            backend = "torch"
     backend = resolve_backend(backend, q.device)
     scale = dims.K**-0.5 if scale is None else float(scale)
     if inplace_state:
-        return _inplace(backend, q, k, v, s, g, scale, initial_state, cu_seqlens, offsets)
+        return _inplace(backend, q, k, v, s, g, scale, initial_state, cu_seqlens, offsets, slot_read)
     if backend == "reference" or (backend == "torch" and dims.T <= RECURRENT_MAX_T):
         return recurrent_reference(
             q, k, v, s, g, scale=scale, initial_state=initial_state,
-            output_final_state=output_final_state, cu_seqlens=cu_seqlens,
+            output_final_state=output_final_state, cu_seqlens=cu_seqlens, slot_read=slot_read,
         )
     if g is None:
         # s' and g' stay float32 (float64 for float64 input) whatever q's dtype: rounding log gates to
@@ -110,10 +119,10 @@ def gated_slot_attention(
     if backend == "triton":
         return _triton_backend()(q, k, v, s, g, scale, initial_state, output_final_state, cu_seqlens,
                                  keep_states=keep_states)
-    return chunk_gsa(q, k, v, s, g, scale, initial_state, output_final_state, offsets)
+    return chunk_gsa(q, k, v, s, g, scale, initial_state, output_final_state, offsets, slot_read=slot_read)
 
 
-def _inplace(backend, q, k, v, s, g, scale, state, cu_seqlens, offsets):
+def _inplace(backend, q, k, v, s, g, scale, state, cu_seqlens, offsets, slot_read):
     """The decode path: advance `state` (owned buffers) in place; returns (o, state)."""
     if backend == "triton" and _fused_recurrent_is_faster(q):
         from gsa.ops.triton import fused_recurrent_gsa
@@ -123,7 +132,7 @@ def _inplace(backend, q, k, v, s, g, scale, state, cu_seqlens, offsets):
         return fused_recurrent_gsa(q, k, v, s, g, scale, state, True, cu_seqlens, inplace=True)
     with torch.no_grad():
         o, (hk, hv) = gated_slot_attention(q, k, v, s, g, scale=scale, initial_state=state, output_final_state=True,
-                                           cu_seqlens=cu_seqlens, backend=backend)
+                                           cu_seqlens=cu_seqlens, backend=backend, slot_read=slot_read)
         state[0].copy_(hk)
         state[1].copy_(hv)
     return o, state

@@ -23,6 +23,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from gsa.ops.validation import slot_read_fn
+
 CHUNK_SIZE = 64
 SUB_SIZE = 16
 
@@ -93,7 +95,8 @@ def _scan(update: torch.Tensor, decay: torch.Tensor, h0: torch.Tensor, layout: _
     return torch.stack(entering, dim=2), torch.cat(finals, dim=0)
 
 
-def chunk_gsa(q, k, v, s, g, scale: float, initial_state, output_final_state: bool, offsets, *, chunk_size=CHUNK_SIZE):
+def chunk_gsa(q, k, v, s, g, scale: float, initial_state, output_final_state: bool, offsets, *, chunk_size=CHUNK_SIZE,
+              slot_read: str = "softmax"):
     """The torch backend on validated inputs (g not None; ABC is converted by the caller).
 
     q: [B, T, HQ, K], k: [B, T, H, K], v: [B, T, H, V], s, g: [B, T, H, M]; offsets: host cu_seqlens or None.
@@ -141,14 +144,14 @@ def chunk_gsa(q, k, v, s, g, scale: float, initial_state, output_final_state: bo
     hk_in, hk = _scan(torch.einsum("rhnck,rhncm->rhnkm", kc, s_write), alpha[..., None, :], hk0, lay)
     hv_in, hv = _scan(torch.einsum("rhncm,rhncv->rhnmv", s_write, vc), alpha[..., :, None], hv0, lay)
 
-    # Pass 1: scores of the query against the slots' keys, then softmax over slots.
+    # Pass 1: scores of the query against the slots' keys, then softmax over slots (or as they are: slot_read).
     qk = torch.einsum("rhgnck,rhnjk->rhgncj", qc, kc).view(R, H, G, N, NS, BS, NS, BS)
     a_off = torch.einsum("rhgnatbj,rhnabjm->rhgnatm", qk, k_off) * q_decay[:, :, None]
     qk_diag = qk.diagonal(dim1=4, dim2=6).permute(0, 1, 2, 3, 6, 4, 5)  # [R, H, G, N, NS, BS, BS]
     a_diag = torch.einsum("rhgnatj,rhnatjm->rhgnatm", qk_diag, s_diag)
     Gl_exp = torch.exp(Gl)[:, :, None]  # [R, H, 1, N, C, M] what is left of the entering state at step t
     a_inter = Gl_exp * torch.einsum("rhgnck,rhnkm->rhgncm", qc, hk_in)
-    p = torch.softmax((a_off + a_diag).reshape(R, H, G, N, C, M) + a_inter, dim=-1)
+    p = slot_read_fn(slot_read)((a_off + a_diag).reshape(R, H, G, N, C, M) + a_inter)
 
     # Pass 2: read the slots' values with the slot weights p.
     ps = p.reshape(R, H, G, N, NS, BS, M)

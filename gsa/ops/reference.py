@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from gsa.ops.validation import Dims, check_inputs, state_dtype
+from gsa.ops.validation import Dims, check_inputs, slot_read_fn, state_dtype
 
 
 def _segments(dims: Dims, offsets: list[int] | None) -> list[tuple[slice, slice]]:
@@ -35,7 +35,8 @@ def _initial(initial_state, dims: Dims, n: slice, cd: torch.dtype, device) -> tu
     return initial_state[0][n].to(cd), initial_state[1][n].to(cd)
 
 
-def _run(fn, q, k, v, s, g, scale, initial_state, output_final_state, cu_seqlens):
+def _run(fn, q, k, v, s, g, scale, initial_state, output_final_state, cu_seqlens, slot_read):
+    read = slot_read_fn(slot_read)
     dims, offsets = check_inputs(q, k, v, s, g, scale, initial_state, output_final_state, cu_seqlens)
     scale = dims.K**-0.5 if scale is None else float(scale)
     cd = state_dtype(q.dtype)
@@ -44,7 +45,7 @@ def _run(fn, q, k, v, s, g, scale, initial_state, output_final_state, cu_seqlens
         n = b if offsets is None else slice(i, i + 1)
         hk0, hv0 = _initial(initial_state, dims, n, cd, q.device)
         xs = [x[b, t].to(cd) if x is not None else None for x in (q, k, v, s, g)]
-        o, hk, hv = fn(*xs, scale, hk0, hv0, dims.G)
+        o, hk, hv = fn(*xs, scale, hk0, hv0, dims.G, read)
         outs.append(o)
         hks.append(hk)
         hvs.append(hv)
@@ -53,7 +54,7 @@ def _run(fn, q, k, v, s, g, scale, initial_state, output_final_state, cu_seqlens
     return o, final
 
 
-def _recurrent_segment(q, k, v, s, g, scale, hk, hv, G):
+def _recurrent_segment(q, k, v, s, g, scale, hk, hv, G, read):
     """One group of rows, token by token. q [R, L, HQ, K], k [R, L, H, K], v [R, L, H, V], s/g [R, L, H, M]."""
     R, L, HQ, K = q.shape
     H = k.shape[2]
@@ -71,13 +72,13 @@ def _recurrent_segment(q, k, v, s, g, scale, hk, hv, G):
         alpha = torch.exp(g_t)  # [R, H, M]
         hk = hk * alpha[:, :, None, :] + k[:, t, :, :, None] * s_t[:, :, None, :]
         q_t = q[:, t].reshape(R, H, G, K) * scale
-        p = torch.softmax(torch.einsum("rhgk,rhkm->rhgm", q_t, hk), dim=-1)
+        p = read(torch.einsum("rhgk,rhkm->rhgm", q_t, hk))
         hv = hv * alpha[:, :, :, None] + s_t[:, :, :, None] * v[:, t, :, None, :]
         outs.append(torch.einsum("rhgm,rhmv->rhgv", p, hv).reshape(R, HQ, -1))
     return torch.stack(outs, dim=1), hk, hv
 
 
-def _parallel_segment(q, k, v, s, g, scale, hk0, hv0, G):
+def _parallel_segment(q, k, v, s, g, scale, hk0, hv0, G, read):
     """One group of rows in closed form (GSA_SPEC.md 'Closed form'), with a [L, L, M] decay per head."""
     R, L, HQ, K = q.shape
     H = k.shape[2]
@@ -94,7 +95,7 @@ def _parallel_segment(q, k, v, s, g, scale, hk0, hv0, G):
     qk = torch.einsum("rthgk,rjhk->rthgj", qg, k)
     A1 = torch.einsum("rthgj,rtjhm->rthgm", qk, s[:, None] * D)
     A1 = A1 + decay_in * torch.einsum("rthgk,rhkm->rthgm", qg, hk0)
-    p = torch.softmax(A1, dim=-1)
+    p = read(A1)
     w = torch.einsum("rthgm,rtjhm->rthgj", p, s[:, None] * D)  # mixing weight of value j at step t
     o = torch.einsum("rthgj,rjhv->rthgv", w, v) + torch.einsum("rthgm,rhmv->rthgv", p * decay_in, hv0)
     last = torch.exp(Gc[:, -1:] - Gc) * s  # [R, L, H, M]: s_j * exp(G_L - G_j)
@@ -105,18 +106,20 @@ def _parallel_segment(q, k, v, s, g, scale, hk0, hv0, G):
 
 
 def recurrent_reference(
-    q, k, v, s, g=None, *, scale=None, initial_state=None, output_final_state=False, cu_seqlens=None
+    q, k, v, s, g=None, *, scale=None, initial_state=None, output_final_state=False, cu_seqlens=None,
+    slot_read="softmax",
 ):
     """Token-by-token GSA. Same arguments and returns as `gsa.ops.gated_slot_attention`.
 
     q: [B, T, HQ, K], k: [B, T, H, K], v: [B, T, H, V], s, g: [B, T, H, M] (g=None: ABC mode).
     Returns o: [B, T, HQ, V] in q.dtype and, if asked, (hk [N, H, K, M], hv [N, H, M, V]).
     """
-    return _run(_recurrent_segment, q, k, v, s, g, scale, initial_state, output_final_state, cu_seqlens)
+    return _run(_recurrent_segment, q, k, v, s, g, scale, initial_state, output_final_state, cu_seqlens, slot_read)
 
 
 def parallel_reference(
-    q, k, v, s, g=None, *, scale=None, initial_state=None, output_final_state=False, cu_seqlens=None
+    q, k, v, s, g=None, *, scale=None, initial_state=None, output_final_state=False, cu_seqlens=None,
+    slot_read="softmax",
 ):
     """Closed-form (matrix) GSA with an explicit [T, T, M] decay. Same arguments and returns as the op."""
-    return _run(_parallel_segment, q, k, v, s, g, scale, initial_state, output_final_state, cu_seqlens)
+    return _run(_parallel_segment, q, k, v, s, g, scale, initial_state, output_final_state, cu_seqlens, slot_read)

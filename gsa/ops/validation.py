@@ -145,6 +145,17 @@ def check_inplace_state(initial_state, inputs) -> None:
                          "torch.no_grad() with inputs that do not require grad")
 
 
+SLOT_READS = ("softmax", "linear")
+
+
+def slot_read_fn(slot_read):
+    """How a query turns its slot scores [..., M] into read weights: softmax (GSA) or as they are ("linear", the
+    no-softmax ablation)."""
+    if slot_read not in SLOT_READS:
+        raise ValueError(f"slot_read must be one of {SLOT_READS}, got {slot_read!r}")
+    return (lambda a: torch.softmax(a, dim=-1)) if slot_read == "softmax" else (lambda a: a)
+
+
 def state_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype states and accumulations use for inputs of `dtype`: float64 stays float64, all else float32."""
     return torch.float64 if dtype == torch.float64 else torch.float32

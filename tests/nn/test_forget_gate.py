@@ -1,4 +1,4 @@
-"""The forget-gate ablations of the layer: data-independent decay ("fixed") and ABC ("none")."""
+"""The layer's ablations: data-independent decay ("fixed"), ABC ("none"), and no softmax (slot_read="linear")."""
 
 import pytest
 import torch
@@ -82,3 +82,14 @@ def test_abc_refuses_states_and_padding():
 def test_unknown_forget_gate_raises():
     with pytest.raises(ValueError, match="forget_gate must be one of"):
         GatedSlotAttention(24, forget_gate="abc")
+
+
+def test_linear_slot_read_layer():
+    m = layer("data", slot_read="linear")
+    x = torch.randn(2, 30, 24, dtype=torch.float64)
+    q, k, v = _qkv(m, x)
+    g = F.logsigmoid(m.f_proj(x).view(2, 30, 2, 6)) / m.gate_logit_normalizer
+    ref = _out(m, parallel_reference(q, k, v, -torch.expm1(g), g, scale=m.scale, slot_read="linear")[0])
+    torch.testing.assert_close(m(x)[0], ref, rtol=1e-10, atol=1e-10)
+    with pytest.raises(ValueError, match="slot_read must be one of"):
+        GatedSlotAttention(24, slot_read="relu")

@@ -41,3 +41,10 @@ def test_two_steps_by_hand(ref):
     torch.testing.assert_close(o[0, :, 0].detach(), torch.stack(outs), rtol=1e-13, atol=1e-13)
     torch.testing.assert_close(fk[0, 0].detach(), hk, rtol=1e-13, atol=1e-13)
     torch.testing.assert_close(fv[0, 0].detach(), hv, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("abc", [False, True])
+def test_references_agree_without_softmax(abc):
+    x = make_inputs(B=2, T=33, HQ=4, H=2, K=6, V=5, M=7, abc=abc)
+    assert_matches(run(recurrent_reference, x, slot_read="linear"), run(parallel_reference, x, slot_read="linear"),
+                   tol=1e-12)

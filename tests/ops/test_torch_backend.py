@@ -151,3 +151,21 @@ def test_default_scale_is_inverse_sqrt_k(op):
     a = run(op, x)
     b = run(op, x, scale=1 / math.sqrt(20))
     assert_matches(a, b, tol=1e-14)
+
+
+@pytest.mark.parametrize("T", [5, 130])
+def test_linear_slot_read_matches_reference(op, T):
+    """The no-softmax ablation: slot scores used as read weights directly."""
+    x = make_inputs(B=2, T=T, HQ=4, H=2, K=12, V=10, M=9)
+    got = run(op, x, slot_read="linear")
+    assert_matches(got, run(parallel_reference, x, slot_read="linear"), tol=1e-10)
+    assert rel_err(got[0], run(op, x)[0]) > 1e-3  # and it is a different function
+
+
+def test_slot_read_errors():
+    x = make_inputs(B=1, T=4)
+    args = [x[n] for n in ("q", "k", "v", "s", "g")]
+    with pytest.raises(ValueError, match="slot_read must be one of"):
+        gated_slot_attention(*args, slot_read="relu")
+    with pytest.raises(ValueError, match="implements slot_read='softmax' only"):
+        gated_slot_attention(*args, slot_read="linear", backend="triton")
