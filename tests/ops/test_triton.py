@@ -122,26 +122,7 @@ def test_fused_recurrent_packed_with_a_length_one_sequence():
         assert rel_err(got.cpu(), ref) < 2e-6
 
 
-def test_decode_in_place_chains_to_the_chunked_pass():
-    """T single in-place steps on owned state buffers == one chunked pass; only the buffers are written."""
-    x = cast(make_inputs(B=2, T=20, HQ=2, H=1, K=16, V=16, M=8, tau=1.0), torch.float32)
-    f = {n: t.detach().to(DEVICE) for n, t in x.items()}
-    o, st = chunk_op(f["q"], f["k"], f["v"], f["s"], f["g"], initial_state=(f["hk0"], f["hv0"]),
-                     output_final_state=True)
-    hk, hv = f["hk0"].clone(), f["hv0"].clone()
-    before = {n: t.clone() for n, t in f.items()}
-    outs = []
-    for t in range(20):
-        sl = slice(t, t + 1)
-        o_t, st_t = fused_recurrent_gsa(f["q"][:, sl], f["k"][:, sl], f["v"][:, sl], f["s"][:, sl], f["g"][:, sl],
-                                        16**-0.5, (hk, hv), True, inplace=True)
-        assert st_t[0] is hk and st_t[1] is hv
-        outs.append(o_t)
-    torch.testing.assert_close(torch.cat(outs, 1), o, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(hk, st[0], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(hv, st[1], rtol=1e-5, atol=1e-5)
-    for n, t in before.items():
-        assert torch.equal(f[n], t), f"{n} was modified"
+# In-place decode chaining on every backend, triton included: tests/ops/test_inplace_state.py.
 
 
 def test_front_end_sends_short_inference_to_the_recurrent_kernels(monkeypatch):
