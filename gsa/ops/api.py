@@ -30,14 +30,15 @@ def _triton_backend():
     return gsa_triton
 
 
-def resolve_backend(backend: str, device: torch.device) -> str:
-    """The backend `auto` means for tensors on `device`: triton for CUDA tensors when triton is importable,
-    torch otherwise. Named backends are returned as they are."""
+def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype = torch.float32) -> str:
+    """The backend `auto` means for tensors of `dtype` on `device`: triton for CUDA tensors when triton is
+    importable (float16, bfloat16, float32: the kernels' types), torch otherwise. Named backends are returned as
+    they are."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend != "auto":
         return backend
-    if device.type == "cuda" and _triton_available():
+    if device.type == "cuda" and dtype != torch.float64 and _triton_available():
         try:
             _triton_backend()
         except ImportError:
@@ -103,7 +104,7 @@ def gated_slot_attention(
             raise ValueError(f"backend='triton' implements slot_read='softmax' only, got {slot_read!r}: use 'torch'")
         if backend == "auto":
             backend = "torch"
-    backend = resolve_backend(backend, q.device)
+    backend = resolve_backend(backend, q.device, q.dtype)
     scale = dims.K**-0.5 if scale is None else float(scale)
     if inplace_state:
         return _inplace(backend, q, k, v, s, g, scale, initial_state, cu_seqlens, offsets, slot_read)

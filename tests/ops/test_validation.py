@@ -82,3 +82,16 @@ def test_good_input_passes_every_backend_that_runs_on_cpu(backend):
 def test_flags_must_be_bool(name):
     with pytest.raises(TypeError, match=rf"{name} must be a bool, got int"):
         call(**{name: 1})
+
+
+def test_auto_backend_choice(monkeypatch):
+    import gsa.ops.api as api
+
+    assert api.resolve_backend("auto", torch.device("cpu")) == "torch"
+    monkeypatch.setattr(api, "_triton_available", lambda: True)
+    monkeypatch.setattr(api, "_triton_backend", lambda: None)
+    assert api.resolve_backend("auto", torch.device("cuda"), torch.bfloat16) == "triton"
+    assert api.resolve_backend("auto", torch.device("cuda"), torch.float64) == "torch"  # the kernels' types stop at fp32
+    monkeypatch.setattr(api, "_triton_available", lambda: False)
+    assert api.resolve_backend("auto", torch.device("cuda"), torch.bfloat16) == "torch"
+    assert api.resolve_backend("reference", torch.device("cuda")) == "reference"
