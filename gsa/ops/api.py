@@ -105,6 +105,9 @@ def gated_slot_attention(
         if backend == "auto":
             backend = "torch"
     backend = resolve_backend(backend, q.device, q.dtype)
+    if backend == "triton" and q.dtype == torch.float64:
+        raise TypeError("backend='triton' takes float16, bfloat16 or float32 inputs, got torch.float64: use "
+                        "backend='torch' (or 'auto')")
     scale = dims.K**-0.5 if scale is None else float(scale)
     if inplace_state:
         return _inplace(backend, q, k, v, s, g, scale, initial_state, cu_seqlens, offsets, slot_read)

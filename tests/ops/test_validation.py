@@ -95,3 +95,9 @@ def test_auto_backend_choice(monkeypatch):
     monkeypatch.setattr(api, "_triton_available", lambda: False)
     assert api.resolve_backend("auto", torch.device("cuda"), torch.bfloat16) == "torch"
     assert api.resolve_backend("reference", torch.device("cuda")) == "reference"
+
+
+def test_triton_backend_refuses_float64():
+    a = args(dtype=torch.float64)
+    with pytest.raises(TypeError, match="backend='triton' takes float16, bfloat16 or float32"):
+        gated_slot_attention(**a, backend="triton")
