@@ -114,8 +114,9 @@ def chunk_gsa(q, k, v, s, g, scale: float, initial_state, output_final_state: bo
     n_seq = B if offsets is None else len(offsets) - 1
 
     # [R, N, C, H, D] -> [R, H, N, C, D]; q additionally splits its heads into [H, G] (kv head, group member).
-    qc = lay.to_chunks(q, cd).view(R, N, C, H, G, K).permute(0, 3, 4, 1, 2, 5) * scale  # [R, H, G, N, C, K]
-    kc, vc, sc, gc = (lay.to_chunks(x, cd).permute(0, 3, 1, 2, 4) for x in (k, v, s, g))
+    # Made contiguous once here: every einsum below would otherwise copy its permuted operands again.
+    qc = (lay.to_chunks(q, cd).view(R, N, C, H, G, K).permute(0, 3, 4, 1, 2, 5) * scale).contiguous()  # [R, H, G, N, C, K]
+    kc, vc, sc, gc = (lay.to_chunks(x, cd).permute(0, 3, 1, 2, 4).contiguous() for x in (k, v, s, g))
 
     Gl = gc.cumsum(dim=3)  # [R, H, N, C, M] local cumulative log gate
     G_last = Gl[:, :, :, -1]  # [R, H, N, M]
