@@ -86,14 +86,24 @@ class StaticDecoder:
                    for t in _tensors(self.cache.state(i)))
 
     @torch.no_grad()
-    def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Run the prompt (input_ids [B, T], left padding in attention_mask) and load the states.
+    def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                cu_seqlens: torch.Tensor | None = None) -> torch.Tensor:
+        """Run the prompts and load the states: input_ids [B, T] (left padding in attention_mask), or B prompts
+        of any lengths packed into input_ids [1, total] with cu_seqlens [B + 1] (no padding at all).
 
-        Returns the logits of the last position [B, vocab] in float32.
+        Returns the logits of each prompt's last position [B, vocab] in float32.
         """
-        if input_ids.ndim != 2 or input_ids.shape[0] != self.batch_size:
-            raise ValueError(f"input_ids must be [{self.batch_size}, T], got {tuple(input_ids.shape)}")
-        out = self.model(input_ids, attention_mask=attention_mask, use_cache=True, logits_to_keep=1)
+        if cu_seqlens is not None:
+            if input_ids.ndim != 2 or input_ids.shape[0] != 1 or cu_seqlens.numel() != self.batch_size + 1:
+                raise ValueError(f"packed prompts: input_ids [1, total] and cu_seqlens of {self.batch_size + 1} "
+                                 f"offsets, got {tuple(input_ids.shape)} and {tuple(cu_seqlens.shape)}")
+            out = self.model(input_ids, cu_seqlens=cu_seqlens, use_cache=True)
+            last = out.logits[0, cu_seqlens[1:].to(input_ids.device) - 1]  # [B, vocab]
+        else:
+            if input_ids.ndim != 2 or input_ids.shape[0] != self.batch_size:
+                raise ValueError(f"input_ids must be [{self.batch_size}, T], got {tuple(input_ids.shape)}")
+            out = self.model(input_ids, attention_mask=attention_mask, use_cache=True, logits_to_keep=1)
+            last = out.logits[:, -1]
         fresh = out.past_key_values
         if self.cache is None:
             self.cache = GSACache(len(fresh.layers), inplace_decode=True)
@@ -103,7 +113,7 @@ class StaticDecoder:
             for i in range(len(fresh.layers)):
                 for dst, src in zip(_tensors(self.cache.state(i)), _tensors(fresh.state(i))):
                     dst.copy_(src)
-        return out.logits[:, -1].float()
+        return last.float()
 
     def _step_impl(self, token: torch.Tensor) -> torch.Tensor:
         out = self.model(token[:, None], past_key_values=self.cache, use_cache=True, logits_to_keep=1)
@@ -147,8 +157,10 @@ class StaticDecoder:
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, max_new_tokens: int = 32,
                  do_sample: bool = False, temperature: float = 1.0, top_k: int | None = None,
                  top_p: float | None = None, eos_token_id: int | list[int] | None = None, pad_token_id: int = 0,
-                 generator: torch.Generator | None = None, stop_check_every: int = 16) -> torch.Tensor:
+                 generator: torch.Generator | None = None, stop_check_every: int = 16,
+                 cu_seqlens: torch.Tensor | None = None) -> torch.Tensor:
         """input_ids [B, T] (left-padded, with attention_mask) -> [B, T + n] with n <= max_new_tokens new tokens.
+        Packed prompts (input_ids [1, total] with cu_seqlens [B + 1]) -> the new tokens only, [B, n].
 
         After a sequence emits an end-of-sequence token it is continued with pad_token_id. Generation stops early
         once every sequence has ended (checked every `stop_check_every` tokens: the only host synchronisation).
@@ -157,8 +169,8 @@ class StaticDecoder:
             raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens}")
         if do_sample and not temperature > 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
-        logits = self.prefill(input_ids, attention_mask)
-        B = input_ids.shape[0]
+        logits = self.prefill(input_ids, attention_mask, cu_seqlens)
+        B = self.batch_size
         out = torch.full((B, max_new_tokens), pad_token_id, dtype=torch.long, device=input_ids.device)
         eos = None
         if eos_token_id is not None:
@@ -177,7 +189,7 @@ class StaticDecoder:
                 break
             if i + 1 < max_new_tokens:
                 logits = self.step(token)
-        return torch.cat([input_ids, out[:, :n]], dim=1)
+        return out[:, :n] if cu_seqlens is not None else torch.cat([input_ids, out[:, :n]], dim=1)
 
 
 def _tensors(state: GSAState) -> list[torch.Tensor]:

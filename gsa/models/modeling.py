@@ -132,8 +132,10 @@ class GSAModel(GSAPreTrainedModel):
         past_key_values: a GSACache holding the state after the preceding tokens; updated in place.
         use_cache: return a GSACache (a new one when past_key_values is None). Default: True exactly when a
             cache was passed in.
-        cu_seqlens: [N + 1] offsets of N sequences packed into input_ids [1, total] (training); no state crosses
-            a boundary. Cannot be combined with attention_mask or a cache.
+        cu_seqlens: [N + 1] offsets of N sequences packed into input_ids [1, total] (training, or a packed prefill);
+            no state crosses a boundary. Cannot be combined with attention_mask or an incoming cache; with
+            use_cache=True it returns a new GSACache with one state per sequence (batch N; each layer's token count
+            is the packed length), from which N sequences decode.
         return_dict: False returns a plain tuple (generate() passes True); default True.
         """
         _check_ids(input_ids, attention_mask, cu_seqlens)
@@ -143,8 +145,9 @@ class GSAModel(GSAPreTrainedModel):
         use_cache = past_key_values is not None if use_cache is None else use_cache
         if past_key_values is not None and not use_cache:
             raise ValueError("past_key_values was given with use_cache=False: the cache would be ignored")
-        if use_cache and cu_seqlens is not None:
-            raise ValueError("cu_seqlens (packed training) cannot be combined with use_cache / past_key_values")
+        if cu_seqlens is not None and past_key_values is not None:
+            raise ValueError("cu_seqlens packs sequences that each start from a zero state: it cannot continue a "
+                             "cache (with use_cache=True and no past_key_values it returns one state per sequence)")
         if use_cache and past_key_values is None:
             past_key_values = GSACache(self.config.num_hidden_layers)
         if attention_mask is not None:

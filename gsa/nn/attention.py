@@ -183,8 +183,9 @@ class GatedSlotAttention(nn.Module):
         attention_mask: [B, T], 1 = token, 0 = padding. A padded position writes nothing: its k, v and s are zero
             and its gate is 1 (g = 0), so the slot memories pass through unchanged, and the convolutions see a zero
             input there. With left padding every real token's output equals that of its sequence run alone.
-        cu_seqlens: [N + 1] offsets of N sequences packed along T (B == 1), for training; no state or conv tap
-            crosses a boundary. Not combinable with a state or with attention_mask.
+        cu_seqlens: [N + 1] offsets of N sequences packed along T (B == 1), for training or a packed prefill; no
+            state or conv tap crosses a boundary, and output_state returns one state per sequence (batch N). Not
+            combinable with an input state or with attention_mask.
         state: the state after the preceding tokens (decoding); zeros when None. Not modified, unless inplace_state.
         output_state: return the new state (a fresh GSAState; the op never aliases its inputs).
         inplace_state: advance `state` in place and return that same object (decoding from buffers the caller owns,
@@ -194,8 +195,9 @@ class GatedSlotAttention(nn.Module):
         B, T, d = hidden_states.shape
         if d != self.hidden_size:
             raise ValueError(f"hidden_states must be [B, T, {self.hidden_size}], got {tuple(hidden_states.shape)}")
-        if cu_seqlens is not None and (state is not None or output_state or attention_mask is not None):
-            raise ValueError("cu_seqlens (packed training) cannot be combined with attention_mask or a state")
+        if cu_seqlens is not None and (state is not None or inplace_state or attention_mask is not None):
+            raise ValueError("cu_seqlens (packed sequences, each from a zero state) cannot be combined with "
+                             "attention_mask or an input state")
         if self.forget_gate == "none" and (state is not None or output_state):
             raise ValueError("forget_gate='none' (ABC) runs full sequences only: its cumulative-softmax normaliser is "
                              "not part of the recurrent state, so it cannot continue from or return a state")

@@ -16,6 +16,14 @@ def positions_in_sequence(cu_seqlens: torch.Tensor, total: int) -> torch.Tensor:
     return t - cu_seqlens.to(t.dtype)[seq]
 
 
+def _last_inputs_per_sequence(x: torch.Tensor, cu_seqlens: torch.Tensor, n: int) -> torch.Tensor:
+    """x: [T, C] packed inputs -> [N, n, C]: each sequence's last n inputs, zero where it has fewer than n."""
+    cu = cu_seqlens.to(device=x.device, dtype=torch.long)
+    idx = cu[1:, None] - n + torch.arange(n, device=x.device)  # [N, n] positions, oldest first
+    valid = idx >= cu[:-1, None]
+    return x[idx.clamp(min=0)] * valid[..., None].to(x.dtype)
+
+
 class ShortConvolution(nn.Module):
     """y_t = silu( sum_{i < W} w[:, i] * x_{t - (W - 1) + i} ), per channel (depthwise), causal, no bias.
 
@@ -70,8 +78,8 @@ class ShortConvolution(nn.Module):
             raise ValueError(f"ShortConvolution expects {self.channels} channels, got x of shape {tuple(x.shape)}")
         if inplace_state and (state is None or not output_state):
             raise ValueError("ShortConvolution: inplace_state needs a state buffer and output_state=True")
-        if cu_seqlens is not None and (state is not None or output_state):
-            raise ValueError("ShortConvolution: cu_seqlens (packed training) cannot be combined with a decoding state")
+        if cu_seqlens is not None and (state is not None or inplace_state):
+            raise ValueError("ShortConvolution: packed sequences (cu_seqlens) start from zeros: no input state")
         if mask is not None:
             if tuple(mask.shape) != (B, T):
                 raise ValueError(f"mask must have shape [B, T] = {(B, T)}, got {tuple(mask.shape)}")
@@ -98,6 +106,8 @@ class ShortConvolution(nn.Module):
         y = F.silu(y).to(x.dtype)
         if not output_state:
             return y, None
+        if cu_seqlens is not None:  # one state per packed sequence: its last W - 1 inputs, zeros before its start
+            return y, _last_inputs_per_sequence(x[0], cu_seqlens, W - 1)
         if inplace_state:  # xp is a fresh tensor, so copying its tail into `state` reads nothing it overwrites
             return y, state.copy_(xp[:, T:])
         return y, xp[:, T:].clone()  # the last W - 1 inputs

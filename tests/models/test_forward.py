@@ -111,11 +111,11 @@ def test_forward_errors(make_model):
     ids = torch.randint(3, 101, (2, 6))
     with pytest.raises(ValueError, match="cu_seqlens"):
         model(ids, cu_seqlens=torch.tensor([0, 6]))  # B must be 1
-    with pytest.raises(ValueError, match="cu_seqlens"):
-        model(ids[:1], cu_seqlens=torch.tensor([0, 6]), use_cache=True)
     with pytest.raises(ValueError, match="attention_mask"):
         model(ids, attention_mask=torch.ones(2, 5))
     cache = model(ids, use_cache=True).past_key_values
+    with pytest.raises(ValueError, match="cannot continue a cache"):
+        model(ids[:1], cu_seqlens=torch.tensor([0, 6]), past_key_values=cache)
     with pytest.raises(ValueError, match="T_past = 6"):
         model(ids[:, :1], attention_mask=torch.ones(2, 8), past_key_values=cache)
     with pytest.raises(ValueError, match="use_cache=False"):

@@ -92,3 +92,15 @@ def test_bad_use_raises():
         dec.prefill(torch.zeros(3, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="CUDA device"):
         StaticDecoder(model, 2, cuda_graph=True)
+
+
+@pytest.mark.parametrize("use_short_conv", [False, True])
+def test_packed_prompts_generate_like_each_prompt_alone(use_short_conv):
+    """Prompts of lengths 1, 3 and 70 packed without padding (cu_seqlens) decode as each would alone."""
+    model = tiny(use_short_conv)
+    prompts = [torch.randint(3, 97, (1, n)) for n in (1, 3, 70)]
+    cu = torch.tensor([0, 1, 4, 74])
+    got = StaticDecoder(model, batch_size=3).generate(torch.cat(prompts, 1), cu_seqlens=cu, max_new_tokens=9)
+    for n, p in enumerate(prompts):
+        ref = model.generate(p, max_new_tokens=9, do_sample=False, eos_token_id=None, pad_token_id=0)
+        assert torch.equal(got[n], ref[0, p.shape[1]:]), n

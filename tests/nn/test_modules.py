@@ -98,7 +98,7 @@ def test_short_conv_errors():
     conv = ShortConvolution(4, 4)
     x = torch.randn(1, 5, 4)
     with pytest.raises(ValueError, match="cu_seqlens"):
-        conv(x, cu_seqlens=torch.tensor([0, 5]), output_state=True)
+        conv(x, cu_seqlens=torch.tensor([0, 5]), state=torch.zeros(1, 3, 4))
     with pytest.raises(ValueError, match="conv state"):
         conv(x, state=torch.zeros(1, 2, 4))
     with pytest.raises(ValueError, match="channels"):
@@ -119,3 +119,15 @@ def test_short_conv_inplace_state_overwrites_the_given_buffer():
     torch.testing.assert_close(torch.cat(outs, 1), full[:, 3:], **TOL)
     with pytest.raises(ValueError, match="inplace_state"):
         conv(x, inplace_state=True)
+
+
+def test_short_conv_packed_states_equal_each_sequence_alone():
+    conv = ShortConvolution(5, 4).double()
+    lengths = [1, 2, 7]
+    x = torch.randn(1, sum(lengths), 5, dtype=torch.float64)
+    cu = torch.tensor([0, 1, 3, 10])
+    _, packed = conv(x, cu_seqlens=cu, output_state=True)
+    assert packed.shape == (3, 3, 5)
+    for n in range(3):
+        _, alone = conv(x[:, cu[n] : cu[n + 1]], output_state=True)
+        torch.testing.assert_close(packed[n : n + 1], alone, rtol=0, atol=0)
