@@ -6,7 +6,7 @@ import torch
 
 from gsa.ops.abc import abc_to_gated
 from gsa.ops.chunk import chunk_gsa
-from gsa.ops.reference import parallel_reference, recurrent_reference
+from gsa.ops.reference import recurrent_checked
 from gsa.ops.validation import check_inplace_state, check_inputs, slot_read_fn
 
 BACKENDS = ("auto", "triton", "torch", "reference")
@@ -112,10 +112,8 @@ def gated_slot_attention(
     if inplace_state:
         return _inplace(backend, q, k, v, s, g, scale, initial_state, cu_seqlens, offsets, slot_read)
     if backend == "reference" or (backend == "torch" and dims.T <= RECURRENT_MAX_T):
-        return recurrent_reference(
-            q, k, v, s, g, scale=scale, initial_state=initial_state,
-            output_final_state=output_final_state, cu_seqlens=cu_seqlens, slot_read=slot_read,
-        )
+        return recurrent_checked((dims, offsets), q, k, v, s, g, scale=scale, initial_state=initial_state,
+                                 output_final_state=output_final_state, slot_read=slot_read)
     if g is None:
         # s' and g' stay float32 (float64 for float64 input) whatever q's dtype: rounding log gates to
         # bf16 would change the function. Backends therefore accept s and g in float32 with any q dtype.
@@ -149,4 +147,4 @@ def _fused_recurrent_is_faster(q: torch.Tensor) -> bool:
     return q.shape[1] <= triton_max_t
 
 
-__all__ = ["BACKENDS", "gated_slot_attention", "parallel_reference", "recurrent_reference", "resolve_backend"]
+__all__ = ["BACKENDS", "gated_slot_attention", "resolve_backend"]

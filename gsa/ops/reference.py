@@ -35,9 +35,9 @@ def _initial(initial_state, dims: Dims, n: slice, cd: torch.dtype, device) -> tu
     return initial_state[0][n].to(cd), initial_state[1][n].to(cd)
 
 
-def _run(fn, q, k, v, s, g, scale, initial_state, output_final_state, cu_seqlens, slot_read):
+def _run(fn, q, k, v, s, g, scale, initial_state, output_final_state, cu_seqlens, slot_read, checked=None):
     read = slot_read_fn(slot_read)
-    dims, offsets = check_inputs(q, k, v, s, g, scale, initial_state, output_final_state, cu_seqlens)
+    dims, offsets = checked or check_inputs(q, k, v, s, g, scale, initial_state, output_final_state, cu_seqlens)
     scale = dims.K**-0.5 if scale is None else float(scale)
     cd = state_dtype(q.dtype)
     outs, hks, hvs = [], [], []
@@ -115,6 +115,14 @@ def recurrent_reference(
     Returns o: [B, T, HQ, V] in q.dtype and, if asked, (hk [N, H, K, M], hv [N, H, M, V]).
     """
     return _run(_recurrent_segment, q, k, v, s, g, scale, initial_state, output_final_state, cu_seqlens, slot_read)
+
+
+def recurrent_checked(checked: tuple[Dims, list[int] | None], q, k, v, s, g, *, scale, initial_state,
+                      output_final_state, slot_read="softmax"):
+    """`recurrent_reference` on inputs the op front-end has already checked (`checked` = check_inputs' result),
+    so a short call (a decode step) does not validate twice."""
+    return _run(_recurrent_segment, q, k, v, s, g, scale, initial_state, output_final_state, None, slot_read,
+                checked=checked)
 
 
 def parallel_reference(
