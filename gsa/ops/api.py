@@ -110,7 +110,14 @@ def gated_slot_attention(
                         "backend='torch' (or 'auto')")
     scale = dims.K**-0.5 if scale is None else float(scale)
     if inplace_state:
-        return _inplace(backend, q, k, v, s, g, scale, initial_state, cu_seqlens, offsets, slot_read)
+        return _inplace(backend, dims, offsets, q, k, v, s, g, scale, initial_state, cu_seqlens, slot_read)
+    return _compute(backend, dims, offsets, q, k, v, s, g, scale, initial_state, output_final_state, cu_seqlens,
+                    keep_states, slot_read)
+
+
+def _compute(backend, dims, offsets, q, k, v, s, g, scale, initial_state, output_final_state, cu_seqlens,
+             keep_states, slot_read):
+    """Run validated inputs on the resolved backend (`dims, offsets` from check_inputs, scale a float)."""
     if backend == "reference" or (backend == "torch" and dims.T <= RECURRENT_MAX_T):
         return recurrent_checked((dims, offsets), q, k, v, s, g, scale=scale, initial_state=initial_state,
                                  output_final_state=output_final_state, slot_read=slot_read)
@@ -124,7 +131,7 @@ def gated_slot_attention(
     return chunk_gsa(q, k, v, s, g, scale, initial_state, output_final_state, offsets, slot_read=slot_read)
 
 
-def _inplace(backend, q, k, v, s, g, scale, state, cu_seqlens, offsets, slot_read):
+def _inplace(backend, dims, offsets, q, k, v, s, g, scale, state, cu_seqlens, slot_read):
     """The decode path: advance `state` (owned buffers) in place; returns (o, state)."""
     if backend == "triton" and _fused_recurrent_is_faster(q):
         from gsa.ops.triton import fused_recurrent_gsa
@@ -133,8 +140,8 @@ def _inplace(backend, q, k, v, s, g, scale, state, cu_seqlens, offsets, slot_rea
             s, g = abc_to_gated(s, offsets)
         return fused_recurrent_gsa(q, k, v, s, g, scale, state, True, cu_seqlens, inplace=True)
     with torch.no_grad():
-        o, (hk, hv) = gated_slot_attention(q, k, v, s, g, scale=scale, initial_state=state, output_final_state=True,
-                                           cu_seqlens=cu_seqlens, backend=backend, slot_read=slot_read)
+        o, (hk, hv) = _compute(backend, dims, offsets, q, k, v, s, g, scale, state, True, cu_seqlens, False,
+                               slot_read)
         state[0].copy_(hk)
         state[1].copy_(hv)
     return o, state
