@@ -38,16 +38,23 @@ class TextBatches:
 
 class MQARBatches:
     def __init__(self, seq_len: int, train_pairs: list[int], eval_pairs: list[int], eval_examples: int,
-                 vocab_size: int, alpha: float, seed: int):
+                 vocab_size: int, alpha: float, seed: int, train_seq_lens: list[int] | None = None):
+        """train_seq_lens: the training length for each entry of train_pairs (empty or None: seq_len)."""
+        train_seq_lens = list(train_seq_lens or [seq_len] * len(train_pairs))
+        if len(train_seq_lens) != len(train_pairs):
+            raise ValueError(f"data.mqar_train_seq_lens has {len(train_seq_lens)} entries, expected one per "
+                             f"data.mqar_train_pairs entry ({len(train_pairs)})")
         self.seq_len, self.train_pairs, self.eval_pairs = seq_len, train_pairs, eval_pairs
+        self.train_seq_lens = train_seq_lens
         self.eval_examples, self.vocab_size, self.alpha, self.seed = eval_examples, vocab_size, alpha, seed
-        for pairs in train_pairs + eval_pairs:  # fail at start, not at step 1000
-            mqar_batch(1, seq_len, pairs, vocab_size, alpha, seed=0)
+        # fail at start, not at step 1000
+        for n, pairs in list(zip(train_seq_lens, train_pairs)) + [(seq_len, p) for p in eval_pairs]:
+            mqar_batch(1, n, pairs, vocab_size, alpha, seed=0)
 
     def train_batch(self, step: int, micro: int, rank: int, world: int, mbs: int, accum: int) -> dict:
         i = (step * accum + micro) * world + rank
-        pairs = self.train_pairs[i % len(self.train_pairs)]
-        return mqar_batch(mbs, self.seq_len, pairs, self.vocab_size, self.alpha, seed=[self.seed, i])
+        j = i % len(self.train_pairs)
+        return mqar_batch(mbs, self.train_seq_lens[j], self.train_pairs[j], self.vocab_size, self.alpha, seed=[self.seed, i])
 
     def eval_sets(self, mbs: int, rank: int, world: int) -> Iterator[tuple[int, dict]]:
         """(pairs, batch) over a fixed test set per pair count (seeded apart from training), sharded."""

@@ -44,6 +44,9 @@ class DataConfig:
     # mqar (Zoology): keys/values from a vocabulary of mqar_vocab_size, seq_len tokens per example
     mqar_vocab_size: int = 8192
     mqar_train_pairs: list[int] = field(default_factory=lambda: [4, 8, 16, 32, 64])
+    # training length per entry of mqar_train_pairs (Zoology's mix: short sequences with few pairs teach the
+    # recall mechanism fast); empty: seq_len for all. Evaluation always uses seq_len.
+    mqar_train_seq_lens: list[int] = field(default_factory=list)
     mqar_eval_pairs: list[int] = field(default_factory=lambda: [4, 8, 16, 32, 64])
     mqar_eval_examples: int = 256  # per pair count
     mqar_alpha: float = 0.01

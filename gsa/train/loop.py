@@ -94,7 +94,7 @@ class Trainer:
             self.tokenizer, self.eos_id, self.vocab_size = None, None, cfg.data.mqar_vocab_size
             self.batches = MQARBatches(cfg.data.seq_len, cfg.data.mqar_train_pairs, cfg.data.mqar_eval_pairs,
                                        cfg.data.mqar_eval_examples, cfg.data.mqar_vocab_size, cfg.data.mqar_alpha,
-                                       cfg.seed)
+                                       cfg.seed, cfg.data.mqar_train_seq_lens)
             return
         from gsa.data import prepare_text_data
 
