@@ -59,3 +59,25 @@ def prepare_text_data(
         progress=progress,
     )
     return TextData(tok, load_token_cache(path, "train"), load_token_cache(path, "heldout"), str(path))
+
+
+def load_text_data(tokens: str | os.PathLike, tokenizer: str) -> TextData:
+    """A token cache built earlier (``.../tokens-<key>``, e.g. on another machine) with its tokenizer
+    ("byte" or a local Hugging Face tokenizer path), without the source text. The cache's recorded EOS id and
+    vocabulary size must match the tokenizer's."""
+    import json
+    from pathlib import Path
+
+    path = Path(tokens)
+    if not (path / "meta.json").exists():
+        raise FileNotFoundError(f"data.tokens={str(path)!r} is not a token cache directory (no meta.json)")
+    if tokenizer == "bpe":
+        raise ValueError("data.tokens needs data.tokenizer = 'byte' or a tokenizer path, not 'bpe' (a BPE is "
+                         "trained from the source text, which a prebuilt cache does without)")
+    tok = load_tokenizer(tokenizer)
+    meta = json.loads((path / "meta.json").read_text())
+    if (meta["eos_id"], meta["vocab_size"]) != (tok.eos_token_id, len(tok)):
+        raise ValueError(f"token cache {str(path)!r} was built with eos_id={meta['eos_id']}, vocabulary "
+                         f"{meta['vocab_size']}; tokenizer {tokenizer!r} has eos_id={tok.eos_token_id}, "
+                         f"vocabulary {len(tok)}")
+    return TextData(tok, load_token_cache(path, "train"), load_token_cache(path, "heldout"), str(path))

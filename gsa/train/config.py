@@ -38,6 +38,7 @@ class DataConfig:
     tokenizer: str = "bpe"  # "bpe" (trained on the training split) | "byte" | a local HF tokenizer path
     vocab_size: int = 8192  # of the "bpe" tokenizer
     cache_dir: str = ".cache/gsa-data"
+    tokens: str = ""  # a token cache directory built earlier (tokens-<key>): used instead of sources
     heldout_fraction: float = 0.02
     documents: bool = True  # pack with cu_seqlens at document boundaries (else plain windows)
     seq_len: int = 512

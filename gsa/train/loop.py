@@ -96,9 +96,11 @@ class Trainer:
                                        cfg.data.mqar_eval_examples, cfg.data.mqar_vocab_size, cfg.data.mqar_alpha,
                                        cfg.seed, cfg.data.mqar_train_seq_lens)
             return
-        from gsa.data import prepare_text_data
+        from gsa.data import load_text_data, prepare_text_data
 
         def prepare():
+            if cfg.data.tokens:
+                return load_text_data(cfg.data.tokens, cfg.data.tokenizer)
             return prepare_text_data(cfg.data.sources, cfg.data.tokenizer, cfg.data.vocab_size, cfg.data.cache_dir,
                                      cfg.data.heldout_fraction, text_field=cfg.data.text_field,
                                      progress=cfg.train.progress and d.is_main)

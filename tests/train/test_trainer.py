@@ -1,6 +1,7 @@
 """The trainer end to end on the tiny CPU config: loss falls, kill-and-resume gives the same loss curve,
 corrupted checkpoints are refused, baselines and MQAR train, DDP / FSDP2 with 2 processes match 1 process."""
 
+import json
 import shutil
 import signal
 import socket
@@ -105,6 +106,40 @@ def test_llama_baseline_and_mqar_train(data_cache, tmp_path):
     }) + ["data.mqar_train_pairs=[4, 8]", "data.mqar_eval_pairs=[4, 16]"]
     s = train(load_config(TINY, mqar))
     assert set(s["mqar_acc"]) == {"4", "16"} and all(0 <= a <= 1 for a in s["mqar_acc"].values())
+
+
+def test_mqar_training_lengths_per_pair_count():
+    from gsa.train.batches import MQARBatches
+
+    b = MQARBatches(128, [4, 8], [4, 16], 8, 8192, 0.01, seed=0, train_seq_lens=[32, 64])
+    shapes = [tuple(b.train_batch(step, 0, 0, 1, 2, 1)["input_ids"].shape) for step in range(4)]
+    assert shapes == [(2, 32), (2, 64), (2, 32), (2, 64)]
+    assert all(batch["input_ids"].shape[1] == 128 for _, batch in b.eval_sets(4, 0, 1))
+    with pytest.raises(ValueError, match="mqar_train_seq_lens has 1 entries"):
+        MQARBatches(128, [4, 8], [4], 8, 8192, 0.01, seed=0, train_seq_lens=[32])
+    with pytest.raises(ValueError, match="seq_len >= 4 \\* num_pairs"):
+        MQARBatches(128, [4, 16], [4], 8, 8192, 0.01, seed=0, train_seq_lens=[32, 32])
+
+
+def test_prebuilt_token_cache_trains_without_sources(tmp_path):
+    """data.tokens: a cache built elsewhere (here: from a text file that is then deleted) trains the same."""
+    from gsa.data import load_text_data, prepare_text_data
+
+    src = tmp_path / "corpus.jsonl"
+    src.write_text("".join(json.dumps({"text": f"document {i}: " + "some words " * 20}) + "\n" for i in range(40)))
+    built = prepare_text_data([str(src)], "byte", cache_dir=tmp_path / "cache", progress=False)
+    src.unlink()
+    data = load_text_data(built.cache_path, "byte")
+    assert (data.train.tokens == built.train.tokens).all() and len(data.heldout.tokens) == len(built.heldout.tokens)
+    over = [f"data.tokens=\"{built.cache_path}\"", "data.tokenizer=\"byte\"", "data.seq_len=32",
+            f"output_dir=\"{tmp_path / 'run'}\"", "train.max_steps=2", "train.progress=false",
+            "train.eval_every=0", "train.eval_sequences=4", "data.sources=[\"missing.txt\"]"]
+    s = train(load_config(TINY, over))
+    assert s["step"] == 2 and s["eval_loss"] > 0
+    with pytest.raises(FileNotFoundError, match="not a token cache directory"):
+        load_text_data(tmp_path, "byte")
+    with pytest.raises(ValueError, match="not 'bpe'"):
+        load_text_data(built.cache_path, "bpe")
 
 
 COMMON = {"train.max_steps": 4, "train.micro_batch_size": 4, "train.checkpoint_every": 0}
