@@ -41,6 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokens", type=int, default=16384, help="tokens a batch; B = tokens / T (default 16384)")
     p.add_argument("--steps", type=int, default=5, help="timed steps (median reported; default 5)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
+    p.add_argument("--precision", default="autocast", choices=["autocast", "bf16"],
+                   help="autocast (default): float32 weights and AdamW state, bf16 autocast; bf16: bf16 weights, "
+                   "gradients and AdamW state (plain bf16)")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
     p.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/<gpu>/train.json)")
 
@@ -67,19 +70,23 @@ def build(variant: str, size: str, max_len: int, device, dtype):
     return model.to(dtype)
 
 
-def run_one(variant: str, size: str, T: int, tokens: int, steps: int, warmup: int, device) -> dict:
+def run_one(variant: str, size: str, T: int, tokens: int, steps: int, warmup: int, device,
+            precision: str = "autocast") -> dict:
     import torch
 
     B = max(1, tokens // T)
     cuda = device.type == "cuda"
-    row = {"variant": variant, "T": T, "B": B, "tokens": B * T}
-    model = build(variant, size, T, device, torch.float32)
+    row = {"variant": variant, "T": T, "B": B, "tokens": B * T, "precision": precision}
+    if cuda:  # memory still held from an earlier row would be charged to this one: say so
+        row["start_gib"] = torch.cuda.memory_allocated(device) / 2**30
+    plain_bf16 = precision == "bf16" and cuda
+    model = build(variant, size, T, device, torch.bfloat16 if plain_bf16 else torch.float32)
     row["params"] = sum(p.numel() for p in model.parameters())
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=cuda)
     ids = torch.randint(0, model.config.vocab_size, (B, T), device=device)
 
     def step():
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda and not plain_bf16):
             loss = model(ids, labels=ids).loss
         loss.backward()
         opt.step()
@@ -133,12 +140,14 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     for variant in tqdm(variants, desc="variants"):
         for T in seq_lens:
-            rows.append(run_one(variant, args.size, T, args.tokens, args.steps, args.warmup, device))
-    print(f"\ntraining: {args.size}, {args.tokens} tokens a batch, {machine(device)}")
+            rows.append(run_one(variant, args.size, T, args.tokens, args.steps, args.warmup, device, args.precision))
+    print(f"\ntraining: {args.size}, {args.tokens} tokens a batch, {args.precision}, {machine(device)}")
     print_table(rows, [("variant", "variant", "s"), ("T", "T", "d"), ("B", "B", "d"), ("step_ms", "step ms", ".1f"),
-                       ("tokens_per_s", "tokens/s", ",.0f"), ("peak_gib", "peak GiB", ".2f"), ("error", "error", "s")])
+                       ("tokens_per_s", "tokens/s", ",.0f"), ("peak_gib", "peak GiB", ".2f"), ("start_gib", "start GiB", ".2f"),
+                       ("error", "error", "s")])
     out = args.out or default_path(device, "train.json")
     write_json(out, {"benchmark": "train", "size": args.size, "tokens_per_batch": args.tokens,
+                     "precision": args.precision,
                      "machine": machine(device), "rows": rows})
     series = {v: [r for r in rows if r["variant"] == v and "tokens_per_s" in r] for v in variants}
     panels = [

@@ -249,7 +249,7 @@ class GatedSlotAttention(nn.Module):
         )
         o = o.reshape(B, T, HQ * self.head_v_dim)
         if self.use_output_norm:
-            o = self.o_norm(F.silu(o))
+            o = self.o_norm(o, silu_input=True)
         y = self.o_proj(o)
         if inplace_state:
             return y, state  # hk, hv and the conv buffers were advanced in place

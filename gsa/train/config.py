@@ -74,6 +74,8 @@ class TrainConfig:
     parallel: str = "ddp"  # with several processes: "ddp" | "fsdp" (FSDP2 fully_shard per block + root)
     activation_checkpointing: bool = False
     compile: bool = False  # torch.compile each block
+    time_limit_s: float = 0.0  # > 0: stop after this many seconds of training (evaluate, checkpoint, save the
+    # model as at max_steps; the schedule is not shortened)
     log_every: int = 10
     eval_every: int = 200  # 0: only at the end
     eval_sequences: int = 64  # the first this many held-out windows (the same set for any process count)

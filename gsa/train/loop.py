@@ -262,6 +262,7 @@ class Trainer:
             ((s, m) for s in range(self.step, t.max_steps) for m in range(t.grad_accum)),
             pin=d.device.type == "cuda",
         )
+        started = time.monotonic()
         try:
             while self.step < t.max_steps:
                 loss_sum = torch.zeros((), device=d.device)
@@ -291,6 +292,12 @@ class Trainer:
                 steps_since += 1
                 bar.update(1)
                 last = self.step == t.max_steps
+                if t.time_limit_s > 0 and not last:
+                    out_of_time = torch.tensor(float(time.monotonic() - started >= t.time_limit_s), device=d.device)
+                    if d.sum(out_of_time) > 0:  # every process stops at the same step
+                        last = True
+                        summary["stopped"] = f"time limit {t.time_limit_s:g} s at step {self.step}"
+                        self.log(f"\ntime limit of {t.time_limit_s:g} s reached at step {self.step}")
                 if self.step % t.log_every == 0 or last:
                     loss_val = float(d.mean(loss_sum))
                     if not math.isfinite(loss_val):
@@ -300,6 +307,8 @@ class Trainer:
                            "tokens_per_s": tokens_per_step * steps_since / max(elapsed, 1e-9)}
                     if grad_norm is not None:
                         row["grad_norm"] = float(grad_norm)
+                    if d.device.type == "cuda":
+                        row["peak_mem_gib"] = torch.cuda.max_memory_allocated(d.device) / 2**30
                     if metrics:
                         metrics.log(row)
                     bar.set_postfix(loss=f"{loss_val:.4f}", lr=f"{lr:.2e}")
@@ -315,6 +324,8 @@ class Trainer:
                 if (t.checkpoint_every and self.step % t.checkpoint_every == 0) or last:
                     last_ckpt = self.save() or last_ckpt
                     tic = time.perf_counter()
+                if last:
+                    break
         except KeyboardInterrupt:
             bar.close()
             self.log(f"\ninterrupted at step {self.step}; the last complete checkpoint is {last_ckpt} "

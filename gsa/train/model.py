@@ -8,6 +8,8 @@
 
 - ``type = "t2r"``: a GSA student converted from a Llama-family checkpoint (``teacher = DIR``; the other keys are
   ``gsa.convert.from_pretrained_transformer`` options: ``num_slots``, ``init``, ``gate_logit_normalizer``, ...).
+  ``reinit = true`` keeps only the converted architecture and initialises every weight afresh (the
+  GSA-from-scratch baseline of the same size and tokenizer).
 - ``type = "pretrained"``: a saved GSA model (``path = DIR``), e.g. the output of a first finetuning stage.
 
 ``vocab_size`` comes from the data (tokenizer or MQAR vocabulary) unless the section sets it; a loaded model's
@@ -57,8 +59,12 @@ def _load_model(kind: str, params: dict[str, Any], vocab_size: int) -> nn.Module
     src = params.pop(key)
     if kind == "t2r":
         from gsa.convert import from_pretrained_transformer
+        from gsa.models import GSAForCausalLM
 
+        reinit = params.pop("reinit", False)
         model = from_pretrained_transformer(src, **params)
+        if reinit:  # the from-scratch baseline: the converted architecture, freshly initialised
+            model = GSAForCausalLM(model.config)
     else:
         if params:
             raise KeyError(f"unknown key(s) for [model] type = 'pretrained': {sorted(params)} (only path)")

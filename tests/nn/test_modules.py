@@ -25,6 +25,46 @@ def test_rmsnorm_matches_definition_and_keeps_dtype():
     torch.testing.assert_close(yb, norm32(xb.float()).to(torch.bfloat16), atol=0, rtol=0)
 
 
+@pytest.mark.parametrize("silu_input", [False, True])
+def test_rmsnorm_gradients_match_autograd_of_the_definition(silu_input):
+    """The one-node RMSNorm (saves x and rstd, recomputes in backward) against autograd through the formula."""
+    norm = RMSNorm(24, eps=1e-5).double()
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+    x = torch.randn(3, 5, 24, dtype=torch.float64, requires_grad=True)
+    dy = torch.randn(3, 5, 24, dtype=torch.float64)
+
+    def definition(x, w):
+        xin = F.silu(x) if silu_input else x
+        return xin / torch.sqrt(xin.pow(2).mean(-1, keepdim=True) + 1e-5) * w
+
+    w = norm.weight.detach().clone().requires_grad_(True)
+    want = definition(x, w)
+    gx, gw = torch.autograd.grad(want, (x, w), dy)
+    got = norm(x, silu_input=silu_input)
+    hx, hw = torch.autograd.grad(got, (x, norm.weight), dy)
+    torch.testing.assert_close(got, want, **TOL)
+    torch.testing.assert_close(hx, gx, **TOL)
+    torch.testing.assert_close(hw, gw, **TOL)
+    assert torch.autograd.gradcheck(lambda x, w: RMSNorm.forward(norm, x, silu_input), (x, norm.weight))
+
+
+def test_rmsnorm_saves_only_its_input_and_rstd():
+    """What autograd keeps for the backward of a bf16 [N, D] input: x itself and float32 rstd [N, 1]."""
+    norm = RMSNorm(64)
+    x = torch.randn(8, 64, dtype=torch.bfloat16, requires_grad=True)
+    saved = []
+
+    def pack(t):
+        saved.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        norm(x, silu_input=True)
+    shapes = sorted((tuple(t.shape), t.dtype) for t in saved if t.numel() > 1)
+    assert shapes == [((8, 1), torch.float32), ((8, 64), torch.bfloat16), ((64,), torch.float32)], shapes
+
+
 def test_rmsnorm_eps_is_used():
     x = torch.full((1, 4), 1e-3)
     assert not torch.allclose(RMSNorm(4, eps=1e-6)(x), RMSNorm(4, eps=1e-2)(x))

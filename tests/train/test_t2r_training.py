@@ -64,3 +64,16 @@ def test_distillation_config_errors(tmp_path):
         from gsa.train.model import build_model
 
         build_model({"type": "t2r"}, 100)
+
+
+def test_reinit_keeps_the_converted_architecture_only(teacher_dir):
+    from gsa.convert import from_pretrained_transformer
+    from gsa.train.model import build_model
+
+    converted = from_pretrained_transformer(teacher_dir, num_slots=8)
+    torch.manual_seed(0)
+    scratch = build_model({"type": "t2r", "teacher": str(teacher_dir), "num_slots": 8, "reinit": True}, 257)
+    assert scratch.config.to_dict() == converted.config.to_dict()
+    a, b = converted.state_dict(), scratch.state_dict()
+    assert a.keys() == b.keys()
+    assert not any(torch.equal(a[k], b[k]) for k in a if k.endswith("proj.weight")), "weights were carried over"

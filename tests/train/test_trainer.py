@@ -108,6 +108,13 @@ def test_llama_baseline_and_mqar_train(data_cache, tmp_path):
     assert set(s["mqar_acc"]) == {"4", "16"} and all(0 <= a <= 1 for a in s["mqar_acc"].values())
 
 
+def test_time_limit_stops_early_and_still_evaluates_and_saves(data_cache, tmp_path):
+    out = tmp_path / "run"
+    s = train(load_config(TINY, tiny_overrides(data_cache, out, **{"train.max_steps": 500, "train.time_limit_s": 1e-3})))
+    assert s["step"] == 1 and "time limit" in s["stopped"] and "eval_loss" in s
+    assert (out / "model" / "config.json").exists() and [p.name for p in list_checkpoints(out)] == ["step_00000001"]
+
+
 def test_mqar_training_lengths_per_pair_count():
     from gsa.train.batches import MQARBatches
 

@@ -1,0 +1,74 @@
+"""Passkey retrieval: a recall probe for language models with any tokenizer (issue 5's in-context recall test).
+
+One example of `length` tokens:
+
+    <intro> <filler ...> <needle: "The pass key is 48213. Remember it. 48213 is the pass key."> <filler ...>
+    <question: "What is the pass key? The pass key is"> <answer: " 48213">
+
+The filler is natural text (held-out tokens, so no model has trained on it); the needle sits at least
+`min_distance` tokens before the question, so a model that sees only a short window of recent tokens (the
+sliding-window baseline) cannot read it. Scored with teacher forcing: an example counts when the argmax at every
+answer position is the answer token (all digits exact).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+INTRO = "There is an important pass key hidden inside a lot of irrelevant text. Find it and remember it.\n"
+NEEDLE = " The pass key is {key}. Remember it. {key} is the pass key.\n"
+QUESTION = "\nWhat is the pass key? The pass key is"
+ANSWER = " {key}"
+
+
+def passkey_batch(tokenizer, filler: np.ndarray, length: int, num_examples: int, seed: int = 0,
+                  min_distance: int = 128) -> dict[str, torch.Tensor]:
+    """{"input_ids": int64 [N, length], "answer": bool [N, length]}: answer[n, p] marks positions whose *next*
+    token is an answer token (so logits[n, p] must predict input_ids[n, p + 1]).
+
+    filler: a token stream (e.g. held-out text), long enough for `length` tokens from random offsets.
+    """
+    rng = np.random.default_rng(seed)
+
+    def enc(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    intro, question = enc(INTRO), enc(QUESTION)
+    rows, masks = [], []
+    for _ in range(num_examples):
+        key = int(rng.integers(10000, 100000))
+        needle, answer = enc(NEEDLE.format(key=key)), enc(ANSWER.format(key=key))
+        fill = length - len(intro) - len(needle) - len(question) - len(answer)
+        after_min = max(0, min_distance - len(question))  # filler tokens between needle and question
+        if fill < after_min:
+            raise ValueError(f"length={length} leaves {fill} filler tokens; needs >= {after_min} (min_distance)")
+        if len(filler) < fill + 1:
+            raise ValueError(f"the filler stream has {len(filler)} tokens; {fill} are needed")
+        start = int(rng.integers(0, len(filler) - fill))
+        text = [int(t) for t in filler[start : start + fill]]
+        before = int(rng.integers(0, fill - after_min + 1))
+        ids = intro + text[:before] + needle + text[before:] + question + answer
+        mask = [False] * length
+        for p in range(length - len(answer) - 1, length - 1):
+            mask[p] = True
+        rows.append(ids)
+        masks.append(mask)
+    return {"input_ids": torch.tensor(rows, dtype=torch.long), "answer": torch.tensor(masks)}
+
+
+@torch.no_grad()
+def passkey_accuracy(logits_fn: Callable[[torch.Tensor], torch.Tensor], batch: dict[str, torch.Tensor],
+                     batch_size: int = 8, device: torch.device | str = "cpu") -> float:
+    """Fraction of examples whose answer tokens are all predicted (argmax); logits_fn: ids [B, T] -> [B, T, V]."""
+    ids, answer = batch["input_ids"], batch["answer"]
+    correct = 0
+    for i in range(0, len(ids), batch_size):
+        x = ids[i : i + batch_size].to(device)
+        m = answer[i : i + batch_size].to(device)
+        pred = logits_fn(x).argmax(-1)  # [B, T]
+        hit = (pred[:, :-1] == x[:, 1:]) | ~m[:, :-1]
+        correct += int(hit.all(-1).sum())
+    return correct / len(ids)

@@ -1,0 +1,125 @@
+"""Evaluate a T2R run: teacher, its sliding-window(64) + 4-sinks restriction, and any number of GSA students, on the
+same held-out windows (perplexity, recovery = teacher ppl / student ppl), the passkey probe at several lengths,
+and decode speed (ms/token, batch 1, greedy, after a 512-token prompt). Writes one JSON and prints a table.
+
+    python scripts/t2r_report.py --tokens .cache/t2r/tokens/tokens-<key> --teacher .cache/t2r/teacher \
+        --student recipe-b=runs/t2r-stage2/model --student paper=runs/t2r-paper/model --out t2r.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gsa.convert.baselines import sink_window_logits  # noqa: E402
+from gsa.data import Windows, load_text_data, pack_batch  # noqa: E402
+from gsa.eval.passkey import passkey_accuracy, passkey_batch  # noqa: E402
+
+
+@torch.no_grad()
+def heldout_ppl(logits_fn, windows: Windows, n: int, batch_size: int, device) -> float:
+    nll, count = 0.0, 0
+    for i in range(0, n, batch_size):
+        b = pack_batch([windows[j] for j in range(i, min(n, i + batch_size))], 0, False)
+        ids = b["input_ids"].to(device)
+        logits = logits_fn(ids).float()
+        nll += float(torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten(),
+                                                       reduction="sum"))
+        count += ids[:, 1:].numel()
+    return math.exp(nll / count)
+
+
+@torch.no_grad()
+def decode_ms_per_token(model, prompt: torch.Tensor, new: int) -> float:
+    model.generate(prompt, max_new_tokens=4, do_sample=False)  # warm-up
+    if prompt.is_cuda:
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    out = model.generate(prompt, max_new_tokens=new, min_new_tokens=new, do_sample=False)
+    if prompt.is_cuda:
+        torch.cuda.synchronize()
+    t1 = time.perf_counter()
+    model.generate(prompt, max_new_tokens=1, do_sample=False)
+    if prompt.is_cuda:
+        torch.cuda.synchronize()
+    prefill = time.perf_counter() - t1
+    assert out.shape[1] == prompt.shape[1] + new
+    return ((t1 - t0) - prefill) / (new - 1) * 1e3
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--tokens", required=True, help="token cache directory (held-out split used)")
+    p.add_argument("--teacher", required=True, help="teacher checkpoint directory (also the tokenizer)")
+    p.add_argument("--student", action="append", default=[], help="NAME=DIR of a saved GSA model (repeatable)")
+    p.add_argument("--seq-len", type=int, default=512)
+    p.add_argument("--eval-sequences", type=int, default=256, help="held-out windows (the trainer's eval set)")
+    p.add_argument("--passkey-lengths", default="512,1024,2048")
+    p.add_argument("--passkey-examples", type=int, default=50)
+    p.add_argument("--window", type=int, default=64)
+    p.add_argument("--sinks", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--decode-tokens", type=int, default=128, help="0 skips the decode timing")
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args(argv)
+
+    import gsa  # noqa: F401  (Auto classes)
+    from transformers import AutoModelForCausalLM
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    data = load_text_data(args.tokens, args.teacher)
+    windows = Windows(data.heldout, args.seq_len)
+    n = min(len(windows), args.eval_sequences)
+    lengths = [int(x) for x in args.passkey_lengths.split(",") if x]
+    probes = {L: passkey_batch(data.tokenizer, data.heldout.tokens, L, args.passkey_examples, seed=L)
+              for L in lengths}
+    prompt = torch.from_numpy(windows[0][None]).to(device)
+
+    def load(path):
+        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+
+    teacher = load(args.teacher)
+    models = {"teacher": (teacher, lambda x: teacher(x).logits),
+              f"teacher, window {args.window} + {args.sinks} sinks":
+                  (None, lambda x: sink_window_logits(teacher, x, window=args.window, sinks=args.sinks))}
+    for spec in args.student:
+        name, path = spec.split("=", 1)
+        m = load(path)
+        models[name] = (m, (lambda mm: lambda x: mm(x).logits)(m))
+    rows = []
+    for name, (model, fn) in models.items():
+        t0 = time.time()
+        row = {"model": name, "ppl": heldout_ppl(fn, windows, n, args.batch_size, device)}
+        for L, batch in probes.items():
+            row[f"passkey_{L}"] = passkey_accuracy(fn, batch, args.batch_size, device)
+        if model is not None and args.decode_tokens:
+            row["decode_ms_per_token"] = decode_ms_per_token(model, prompt, args.decode_tokens)
+        row["eval_s"] = time.time() - t0
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    teacher_ppl = rows[0]["ppl"]
+    for r in rows:
+        r["recovery"] = teacher_ppl / r["ppl"]
+    payload = {"tokens": str(args.tokens), "heldout_windows": n, "seq_len": args.seq_len, "device": str(device),
+               "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None, "rows": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(payload, indent=1))
+    cols = ["ppl", "recovery"] + [f"passkey_{L}" for L in lengths] + ["decode_ms_per_token"]
+    print("\n" + "model".ljust(34) + "".join(c[:14].rjust(15) for c in cols))
+    for r in rows:
+        print(r["model"][:33].ljust(34) + "".join(
+            (f"{r[c]:15.3f}" if isinstance(r.get(c), float) else "-".rjust(15)) for c in cols))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
