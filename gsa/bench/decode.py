@@ -47,13 +47,20 @@ def _timed(fn, device) -> float:
     return time.perf_counter() - t0
 
 
+_DECODERS: dict = {}
+
+
 def bench_gsa(model, B: int, prefix: int, new: int, compile: bool, device) -> dict:
     import torch
 
     from gsa.models import StaticDecoder
 
     cuda = device.type == "cuda"
-    dec = StaticDecoder(model, B, compile=compile and cuda, cuda_graph=compile and cuda)
+    key = (id(model), B, compile)
+    if key not in _DECODERS:  # one decoder (one compile and graph capture) per batch size, reused across prefixes
+        _DECODERS.clear()
+        _DECODERS[key] = StaticDecoder(model, B, compile=compile and cuda, cuda_graph=compile and cuda)
+    dec = _DECODERS[key]
     ids = torch.randint(0, model.config.vocab_size, (B, prefix), device=device)
     dec.prefill(ids)  # warm-up: kernels compiled for these shapes
     ttft = _timed(lambda: dec.prefill(ids), device)
@@ -130,10 +137,13 @@ def run(args: argparse.Namespace) -> int:
                         row.update(fn(model, B, prefix, args.new_tokens, not args.no_compile, device))
                 except torch.OutOfMemoryError:
                     row["error"] = "out of memory"
+                except Exception as e:  # one failing row (a compile error, say) must not lose the others
+                    row["error"] = f"{type(e).__name__}: {e}"[:300]
                 gc.collect()
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
                 rows.append(row)
+        _DECODERS.clear()
         del model
         gc.collect()
     print(f"\ndecoding: {args.size}, {machine(device)}")

@@ -107,19 +107,3 @@ def load_rows(p, o_t, m_t, stride_t, o_c, m_c):
 def load_row(p, t, stride_t, o_c, m_c):
     """Load the row p + t * stride_t + o_c as float32 (zeros outside m_c)."""
     return tl.load(p + t.to(tl.int64) * stride_t + o_c, mask=m_c, other=0).to(tl.float32)
-
-
-@triton.jit
-def stack_rows4(x0, x1, x2, x3, R: tl.constexpr, C: tl.constexpr):
-    """[4 * R, C]: the rows of x0, then x1, x2, x3 (each [R, C]), assembled in registers."""
-    x = tl.join(tl.join(x0, x1), tl.join(x2, x3))  # [R, C, 2, 2]: [r, c, i, k] holds x_{2k + i}[r, c]
-    return tl.reshape(tl.permute(x, (3, 2, 0, 1)), (4 * R, C))
-
-
-@triton.jit
-def diag_block(x, i, R: tl.constexpr, NB: tl.constexpr):
-    """The i-th [R, R] diagonal block of x [NB * R, NB * R] (selected in registers; no memory traffic)."""
-    x4 = tl.reshape(x, (NB, R, NB, R))
-    o = tl.arange(0, NB)
-    m = (o[:, None, None, None] == i) & (o[None, None, :, None] == i)
-    return tl.sum(tl.sum(tl.where(m, x4, 0.0), axis=2), axis=0)
