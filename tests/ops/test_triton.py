@@ -51,6 +51,26 @@ def test_chunk_float32_matches_reference(shape):
                    tol=2e-5)
 
 
+def test_state_kernels_split_into_narrow_tiles(monkeypatch):
+    """The sequential state kernels over several narrow D tiles (as on a GPU with few sequences) still match."""
+    import gsa.ops.triton.utils as utils
+
+    monkeypatch.setattr(utils, "STATE_TILE_MAX", 16)  # K = 48, V = 40: three tiles each
+    x = make_inputs(B=1, T=130, HQ=4, H=2, K=48, V=40, M=24, tau=1.0)
+    assert_matches(cpu(run(chunk_op, on(cast(x, torch.float32)), scale=0.3)), run(parallel_reference, x, scale=0.3),
+                   tol=2e-5)
+
+
+def test_state_tile_narrows_only_when_programs_are_fewer_than_sms(monkeypatch):
+    import gsa.ops.triton.utils as utils
+
+    monkeypatch.setattr(utils, "_sm_count", lambda device: 132)
+    assert utils.state_tile(512, 8 * 4, "cuda") == 64  # B = 8, H = 4: 256 programs
+    assert utils.state_tile(512, 1 * 4, "cuda") == 16  # B = 1: 32 programs at 64 wide, 128 at 16
+    assert utils.state_tile(128, 16 * 8, "cuda") == 64
+    assert utils.state_tile(20, 1, "cuda") == 16  # never below tl.dot's 16
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
 def test_low_precision_within_2x_of_plain_pytorch(dtype):
     x = make_inputs(B=1, T=65, HQ=2, H=1, K=32, V=16, M=16, tau=4.0)

@@ -12,7 +12,7 @@ import triton
 import triton.language as tl
 
 from gsa.ops.triton.chunk_h import state_strides
-from gsa.ops.triton.utils import BT, Chunks, block, load_row, load_rows, masked_softmax
+from gsa.ops.triton.utils import BT, Chunks, block, load_row, load_rows, masked_softmax, state_tile
 
 
 @triton.jit
@@ -72,7 +72,7 @@ def chunk_bwd_dh(y: torch.Tensor, A: torch.Tensor, gl: torch.Tensor, dht: torch.
     """
     TT, HQ, D = y.shape
     H, M = gl.shape[1], gl.shape[2]
-    BD, BM = block(D, 64), block(M, 128)
+    BD, BM = state_tile(D, chunks.N * H, y.device), block(M, 128)
     dh = y.new_empty(nt_alloc, H, D, M, dtype=torch.float32)
     shape = (chunks.N, H, M, D) if transposed else (chunks.N, H, D, M)
     dh0 = y.new_empty(shape, dtype=torch.float32) if want_dh0 else None

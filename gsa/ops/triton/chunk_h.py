@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from gsa.ops.triton.utils import BT, Chunks, block, load_row, load_rows
+from gsa.ops.triton.utils import BT, Chunks, block, load_row, load_rows, state_tile
 
 
 @triton.jit
@@ -67,7 +67,7 @@ def chunk_fwd_h(x: torch.Tensor, s: torch.Tensor, gl: torch.Tensor, h0: torch.Te
     """
     TT, H, D = x.shape
     M = s.shape[-1]
-    BD, BM = block(D, 64), block(M, 128)
+    BD, BM = state_tile(D, chunks.N * H, x.device), block(M, 128)
     h = x.new_empty(nt_alloc, H, D, M, dtype=torch.float32)
     shape = (chunks.N, H, M, D) if transposed else (chunks.N, H, D, M)
     ht = x.new_empty(shape, dtype=torch.float32) if output_final_state else None

@@ -23,6 +23,29 @@ def block(n: int, cap: int) -> int:
     return max(16, min(cap, triton.next_power_of_2(n)))
 
 
+# The state kernels (chunk_h, chunk_dh) walk a sequence's chunks one after another, so their parallelism is
+# (D tiles) x N sequences x H heads. At B = 1 and long T (the 1.3B shape at T = 16K: 8 tiles x 4 heads = 32
+# programs of 256 steps each on 132 SMs) most of the GPU idles; the tile narrows, down to 16, until the programs
+# fill the SMs once. Measured cost of the narrow regime on the H100: GSA-1.3B's training step grew from 522 to
+# 633 ms from T = 2K (B = 8) to 16K (B = 1) at 64-wide tiles; the narrowing itself is not measured yet.
+STATE_TILE_MAX = 64
+
+
+@functools.lru_cache(maxsize=8)
+def _sm_count(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 0
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def state_tile(D: int, sequences_x_heads: int, device: torch.device) -> int:
+    """D-tile width of the sequential state kernels (see STATE_TILE_MAX)."""
+    bd = block(D, STATE_TILE_MAX)
+    while bd > 16 and sequences_x_heads * triton.cdiv(D, bd) < _sm_count(torch.device(device)):
+        bd //= 2
+    return bd
+
+
 def dot_precision(dtype: torch.dtype) -> str:
     """tl.dot precision for float32 operands (intermediates such as P, decayed weights and states).
 
