@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from gsa.ops.triton.utils import BC, BT, Chunks, block, load_row, load_rows, masked_softmax
+from gsa.ops.triton.utils import BC, BT, Chunks, block, chunk_warps, load_row, load_rows, masked_softmax
 
 
 @triton.jit
@@ -92,7 +92,7 @@ def chunk_fwd_a(q: torch.Tensor, k: torch.Tensor, s: torch.Tensor, gl: torch.Ten
     grid = (chunks.NT * (BT // BC), HQ)
     chunk_gsa_fwd_kernel_a[grid](q, k, s, gl, hk, A, None, None, chunks.cu_seqlens, chunks.indices, scale,
                                  H=H, HQ=HQ, D=D, M=M, BT=BT, BC=BC, BD=block(D, 64), BM=block(M, 128),
-                                 BACKWARD=False, PREC=prec, num_warps=4)
+                                 BACKWARD=False, PREC=prec, num_warps=chunk_warps())
     return A
 
 
@@ -107,5 +107,5 @@ def chunk_bwd_dp(do: torch.Tensor, v: torch.Tensor, s: torch.Tensor, gl: torch.T
     grid = (chunks.NT * (BT // BC), HQ)
     chunk_gsa_fwd_kernel_a[grid](do, v, s, gl, hv, A, dA, dGq, chunks.cu_seqlens, chunks.indices, 1.0,
                                  H=H, HQ=HQ, D=D, M=M, BT=BT, BC=BC, BD=block(D, 64), BM=block(M, 128),
-                                 BACKWARD=True, PREC=prec, num_warps=4)
+                                 BACKWARD=True, PREC=prec, num_warps=chunk_warps())
     return dA, dGq

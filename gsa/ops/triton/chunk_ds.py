@@ -13,7 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from gsa.ops.triton.utils import BC, BT, Chunks, block, load_row, load_rows, masked_softmax
+from gsa.ops.triton.utils import BC, BT, Chunks, block, chunk_warps, load_row, load_rows, masked_softmax
 
 
 @triton.jit
@@ -116,5 +116,5 @@ def chunk_bwd_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, chunks: Chunks, scale
     grid = (chunks.NT * (BT // BC), H)
     chunk_gsa_bwd_kernel_ds[grid](q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, chunks.cu_seqlens,
                                   chunks.indices, scale, H=H, HQ=HQ, K=K, V=V, M=M, BT=BT, BC=BC,
-                                  BK=block(K, 64), BV=block(V, 64), BM=block(M, 128), PREC=prec, num_warps=4)
+                                  BK=block(K, 64), BV=block(V, 64), BM=block(M, 128), PREC=prec, num_warps=chunk_warps())
     return ds, dG

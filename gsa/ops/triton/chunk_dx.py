@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from gsa.ops.triton.utils import BT, Chunks, block, load_row, load_rows
+from gsa.ops.triton.utils import BT, Chunks, block, chunk_warps, load_row, load_rows
 
 
 @triton.jit
@@ -58,5 +58,5 @@ def chunk_bwd_dx(P: torch.Tensor, y: torch.Tensor, s: torch.Tensor, gl: torch.Te
     BD = block(D, 64)
     grid = (chunks.NT, H, triton.cdiv(D, BD))
     chunk_gsa_bwd_kernel_dx[grid](P, y, s, gl, dh, dx, chunks.cu_seqlens, chunks.indices, scale, H, HQ, D, M,
-                                  BT=BT, BD=BD, BM=block(M, 128), PREC=prec, num_warps=4)
+                                  BT=BT, BD=BD, BM=block(M, 128), PREC=prec, num_warps=chunk_warps())
     return dx

@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from gsa.ops.triton.utils import BT, Chunks, block, load_row, load_rows, state_tile
+from gsa.ops.triton.utils import BT, Chunks, block, chunk_warps, load_row, load_rows, state_tile
 
 
 @triton.jit
@@ -76,6 +76,6 @@ def chunk_fwd_h(x: torch.Tensor, s: torch.Tensor, gl: torch.Tensor, h0: torch.Te
     chunk_gsa_fwd_kernel_h[grid](
         x, s, gl, h, h0, ht, chunks.cu_seqlens, chunks.offsets, sd, sm,
         H=H, D=D, M=M, BT=BT, BD=BD, BM=BM, USE_H0=h0 is not None, STORE_HT=output_final_state, PREC=prec,
-        num_warps=4,
+        num_warps=chunk_warps(),
     )
     return h, ht

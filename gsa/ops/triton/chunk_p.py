@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from gsa.ops.triton.utils import BC, BT, Chunks, block, load_row, load_rows, masked_softmax
+from gsa.ops.triton.utils import BC, BT, Chunks, block, chunk_warps, load_row, load_rows, masked_softmax
 
 
 @triton.jit
@@ -70,5 +70,5 @@ def chunk_p(A: torch.Tensor, s: torch.Tensor, gl: torch.Tensor, chunks: Chunks, 
     P = torch.empty(TT, HQ, BT, dtype=torch.float32, device=A.device)
     grid = (chunks.NT * (BT // BC), HQ)
     chunk_gsa_fwd_kernel_p[grid](A, s, gl, P, chunks.cu_seqlens, chunks.indices, H, HQ, M, BT=BT, BC=BC,
-                                 BM=block(M, 128), SOFTMAX=softmax, PREC=prec, num_warps=4)
+                                 BM=block(M, 128), SOFTMAX=softmax, PREC=prec, num_warps=chunk_warps())
     return P

@@ -7,7 +7,7 @@ import torch
 import triton
 import triton.language as tl
 
-from gsa.ops.triton.utils import BT, Chunks, block, load_rows
+from gsa.ops.triton.utils import BT, Chunks, block, chunk_warps, load_rows
 
 
 @triton.jit
@@ -55,7 +55,7 @@ def chunk_local_cumsum(g: torch.Tensor, chunks: Chunks) -> torch.Tensor:
     TT, H, M = g.shape
     gl = torch.empty(TT, H, M, dtype=torch.float32, device=g.device)
     chunk_gsa_fwd_kernel_cumsum[(chunks.NT, H)](g, gl, chunks.cu_seqlens, chunks.indices, H=H, M=M, BT=BT,
-                                                BM=block(M, 128), num_warps=4)
+                                                BM=block(M, 128), num_warps=chunk_warps())
     return gl
 
 
@@ -66,5 +66,5 @@ def reverse_cumsum_dg(dG: torch.Tensor, dgt: torch.Tensor | None, chunks: Chunks
     TT, H, M = dG.shape
     dg = torch.empty(TT, H, M, dtype=dtype, device=dG.device)
     chunk_gsa_bwd_kernel_dg[(chunks.N * H,)](dG, dgt, dg, chunks.cu_seqlens, H=H, M=M, BT=BT, BM=block(M, 128),
-                                             USE_DGT=dgt is not None, num_warps=4)
+                                             USE_DGT=dgt is not None, num_warps=chunk_warps())
     return dg

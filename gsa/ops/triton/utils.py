@@ -46,6 +46,17 @@ def state_tile(D: int, sequences_x_heads: int, device: torch.device) -> int:
     return bd
 
 
+# Warps per program of the chunked kernels. 4 is what every H100 figure in BENCHMARKS.md was measured with; compiled
+# for sm_90 (benchmarks/kernel_resources.py) most of these kernels then sit at 255 registers and spill (kernel_ds
+# 1656 B a thread, kernel_a and kernel_dh ~424-520 B), and at 8 warps the spills nearly vanish (ds 400 B, a 32 B).
+# 8 is the next version to time; the launchers read this at call time, so a benchmark can switch it.
+CHUNK_WARPS = 4
+
+
+def chunk_warps() -> int:
+    return CHUNK_WARPS
+
+
 def dot_precision(dtype: torch.dtype) -> str:
     """tl.dot precision for float32 operands (intermediates such as P, decayed weights and states).
 

@@ -1,0 +1,129 @@
+"""Registers, spill stack and shared memory of every GSA Triton kernel, compiled for a GPU target without a GPU.
+
+Runs the triton op's forward and backward once on CPU tensors of a chosen shape with the kernel launches
+intercepted: each launch is compiled (Triton's own ptxas) for the target instead of run, and `cuobjdump
+-res-usage` reads the resources. A kernel at REG 255 with a non-zero STACK spills registers to local memory, the
+first thing to look at before timing a kernel change on a lent GPU.
+
+    python benchmarks/kernel_resources.py                      # 1.3B shape (B 8, T 2048, H 4, K = V = 512, M 64), sm_90
+    python benchmarks/kernel_resources.py --shape small-head --arch 90
+
+Needs triton with the NVIDIA backend (the bundled ptxas / cuobjdump); no CUDA device or driver.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import tempfile
+
+import torch
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from triton.runtime.jit import JITFunction
+
+SHAPES = {
+    "1.3b": dict(B=8, T=2048, HQ=4, H=4, K=512, V=512, M=64),
+    "grouped": dict(B=8, T=2048, HQ=32, H=8, K=128, V=128, M=64),
+    "small-head": dict(B=8, T=2048, HQ=16, H=16, K=64, V=64, M=32),
+    "decode": dict(B=1, T=1, HQ=4, H=4, K=512, V=512, M=64),
+    "tiny": dict(B=1, T=130, HQ=4, H=2, K=48, V=40, M=24),  # awkward sizes, grouped heads (CI)
+}
+_TYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32", torch.int32: "i32",
+          torch.int64: "i64"}
+
+
+def _arg_type(x):
+    if isinstance(x, torch.Tensor):
+        return "*" + _TYPES[x.dtype]
+    if isinstance(x, bool):
+        return "i1"
+    if isinstance(x, int):
+        return "i64" if abs(x) >= 2**31 else "i32"
+    if isinstance(x, float):
+        return "fp32"
+    raise TypeError(f"unsupported kernel argument {x!r}")
+
+
+def _resources(cubin: bytes) -> dict:
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        out = subprocess.run([tool, "-res-usage", f.name], capture_output=True, text=True, check=True).stdout
+    line = next(x for x in out.splitlines() if "REG:" in x)
+    return {k: int(v) for k, v in (field.split(":") for field in line.split() if ":" in field and field[0].isalpha()
+                                   and field.split(":")[1].isdigit())}
+
+
+def collect(shape: dict, arch: int, dtype=torch.bfloat16, warps: int | None = None) -> list[dict]:
+    target = GPUTarget("cuda", arch, 128 if arch >= 90 else 64)
+    seen, rows = set(), []
+
+    def fake_run(self, *args, grid, warmup, **kwargs):
+        options = {k: kwargs.pop(k) for k in ("num_warps", "num_stages", "num_ctas") if k in kwargs}
+        if warps:
+            options["num_warps"] = warps
+        bound = dict(zip(self.arg_names, args))
+        bound.update(kwargs)
+        sig, consts = {}, {}
+        for i, name in enumerate(self.arg_names):
+            value = bound.get(name, self.params[i].default)
+            if self.params[i].is_constexpr or value is None:
+                sig[name] = "constexpr"
+                consts[(i,)] = value
+            else:
+                sig[name] = _arg_type(value)
+        key = (self.__name__, tuple(sorted((str(k), str(v)) for k, v in consts.items())), tuple(options.items()))
+        if key in seen:
+            return None
+        seen.add(key)
+        k = triton.compile(ASTSource(fn=self, signature=sig, constexprs=consts), target=target,
+                           options={"num_warps": 4, "num_stages": 3, **options})
+        flags = ",".join(f"{n}={bound[n]}" for n in ("BACKWARD", "SOFTMAX", "TRANSPOSED") if n in bound)
+        rows.append({"kernel": self.__name__ + (f" [{flags}]" if flags else ""),
+                     "warps": options.get("num_warps", 4), "shared": k.metadata.shared, **_resources(k.asm["cubin"])})
+        return None
+
+    from gsa.ops.triton import chunk_gsa, fused_recurrent_gsa
+
+    B, T, HQ, H, K, V, M = (shape[k] for k in ("B", "T", "HQ", "H", "K", "V", "M"))
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(B, T, HQ, K, generator=g).to(dtype).requires_grad_()
+    k = torch.randn(B, T, H, K, generator=g).to(dtype).requires_grad_()
+    v = torch.randn(B, T, H, V, generator=g).to(dtype).requires_grad_()
+    s = torch.randn(B, T, H, M, generator=g).softmax(-1).to(dtype).requires_grad_()
+    gate = (-torch.rand(B, T, H, M, generator=g)).to(dtype).requires_grad_()
+    original = JITFunction.run
+    JITFunction.run = fake_run
+    try:
+        if T == 1:
+            h0 = (torch.zeros(B, H, K, M), torch.zeros(B, H, M, V))
+            fused_recurrent_gsa(q, k, v, s, gate, K**-0.5, h0, True)
+        else:
+            o, _ = chunk_gsa(q, k, v, s, gate, K**-0.5, None, False, None)
+            o.backward(torch.ones_like(o))
+    finally:
+        JITFunction.run = original
+    return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--shape", default="1.3b", choices=sorted(SHAPES))
+    p.add_argument("--arch", type=int, default=90, help="compute capability x 10 (default 90: Hopper)")
+    p.add_argument("--warps", type=int, default=None, help="compile every kernel with this num_warps instead of "
+                   "the launcher's")
+    args = p.parse_args(argv)
+    rows = collect(SHAPES[args.shape], args.arch, warps=args.warps)
+    print(f"{args.shape} {SHAPES[args.shape]}, sm_{args.arch}, triton {triton.__version__}")
+    print(f"{'kernel':46s} {'warps':>5s} {'REG':>5s} {'STACK':>6s} {'shared B':>9s}")
+    for r in rows:
+        print(f"{r['kernel']:46s} {r['warps']:5d} {r.get('REG', 0):5d} {r.get('STACK', 0):6d} {r['shared']:9d}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
