@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One device call (H100), issue 4: the ~30M-layer-parameter LMs side by side on the one GPU, same tokens and steps:
 # GSA, the Llama Transformer, and the GSA ablations ABC (no forget gate), data-independent decay, no slot softmax.
-# Data: the 14M-token Debian subset of the T2R corpus with the SmolLM2 tokenizer (carried in .carry/lm).
+# Data: the 14M-token Debian subset of the T2R corpus with the SmolLM2 tokenizer, carried as .carry/lm (32 MB):
+#   mkdir -p .carry/lm/tokenizer && cp -r .cache/t2r/tokens/tokens-sub14m .carry/lm/ \
+#     && cp .cache/t2r/teacher/tokenizer.json .cache/t2r/teacher/tokenizer_config.json .carry/lm/tokenizer/
 # 500 steps x 32K tokens (16.4M tokens). Outputs in $OUT/lm.tar.
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD

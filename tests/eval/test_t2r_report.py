@@ -1,0 +1,48 @@
+"""scripts/t2r_report.py end to end on a tiny teacher and its converted student (CPU, seconds)."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests"))
+from convert.convert_teachers import tiny_teacher  # noqa: E402
+
+
+def _report_module():
+    spec = importlib.util.spec_from_file_location("t2r_report", REPO / "scripts" / "t2r_report.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_t2r_report_scores_teacher_baseline_and_students(tmp_path):
+    pytest.importorskip("transformers")
+    from gsa.convert import from_pretrained_transformer
+    from gsa.data import byte_tokenizer, prepare_text_data
+
+    teacher_dir, student_dir = tmp_path / "teacher", tmp_path / "student"
+    tok = byte_tokenizer()
+    tiny_teacher("llama", vocab_size=300).save_pretrained(teacher_dir)
+    tok.save_pretrained(teacher_dir)
+    from_pretrained_transformer(teacher_dir, num_slots=8).save_pretrained(student_dir)
+    src = tmp_path / "corpus.jsonl"
+    src.write_text("".join(json.dumps({"text": f"document {i}: " + "some held out words " * 30}) + "\n"
+                           for i in range(60)))
+    cache = prepare_text_data([str(src)], str(teacher_dir), cache_dir=tmp_path / "cache", heldout_fraction=0.2,
+                              progress=False).cache_path
+    out = tmp_path / "report.json"
+    rc = _report_module().main(["--tokens", cache, "--teacher", str(teacher_dir), "--student", f"s={student_dir}",
+                                "--seq-len", "64", "--eval-sequences", "4", "--passkey-lengths", "300",
+                                "--passkey-examples", "2", "--batch-size", "2", "--decode-tokens", "4",
+                                "--out", str(out)])
+    assert rc == 0
+    rows = {r["model"]: r for r in json.loads(out.read_text())["rows"]}
+    assert list(rows) == ["teacher", "teacher, window 64 + 4 sinks", "s"]
+    assert rows["teacher"]["recovery"] == 1.0
+    for r in rows.values():
+        assert r["ppl"] > 1 and 0 <= r["passkey_300"] <= 1
+    assert rows["s"]["decode_ms_per_token"] > 0 and "decode_ms_per_token" not in rows["teacher, window 64 + 4 sinks"]
