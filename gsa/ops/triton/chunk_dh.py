@@ -12,7 +12,9 @@ import triton
 import triton.language as tl
 
 from gsa.ops.triton.chunk_h import state_strides
-from gsa.ops.triton.utils import BT, Chunks, block, chunk_warps, load_row, load_rows, masked_softmax, state_tile
+from gsa.ops.triton.utils import (
+    BT, Chunks, block, chunk_warps, load_row, load_rows, masked_softmax, sequence_bounds, state_tile,
+)
 
 
 @triton.jit
@@ -23,8 +25,7 @@ def chunk_gsa_bwd_kernel_dh(y, A, gl, dh, dht, dh0, cu_seqlens, chunk_offsets, s
     G = HQ // H
     i_d, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
-    bos = tl.load(cu_seqlens + i_n).to(tl.int64)
-    eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
+    bos, eos = sequence_bounds(cu_seqlens, i_n)
     i_c0 = tl.load(chunk_offsets + i_n).to(tl.int64)
     NTn = tl.cdiv(eos - bos, BT)
 

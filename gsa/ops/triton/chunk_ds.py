@@ -13,7 +13,9 @@ import torch
 import triton
 import triton.language as tl
 
-from gsa.ops.triton.utils import BC, BT, Chunks, block, chunk_warps, load_row, load_rows, masked_softmax
+from gsa.ops.triton.utils import (
+    BC, BT, Chunks, block, chunk_bounds, chunk_warps, load_row, load_rows, masked_softmax, pairwise_decay,
+)
 
 
 @triton.jit
@@ -32,8 +34,7 @@ def _ds_pass(x, y, A, dh, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_after, o_m, m_m
     b_ds = b_xs * tl.exp(b_gl[None, :] - b_gj)  # [BC, BM]
 
     b_dec = tl.exp(b_ge[None, :] - b_gj)  # [BC, BM], <= 1 on valid rows
-    m_tj = (o_j[:, None] >= o_j[None, :]) & m_j[:, None] & m_j[None, :]  # [BC (t), BC (j)]
-    b_d = tl.exp(tl.where(m_tj[:, :, None], b_gj[:, None, :] - b_gj[None, :, :], float("-inf")))  # [BC, BC, BM]
+    b_d = pairwise_decay(b_gj, o_j, m_j)  # [BC (t), BC (j), BM]
     b_acc = tl.zeros([BC, BM], dtype=tl.float32)
     for i_g in range(G):
         i_hq = i_h * G + i_g
@@ -69,10 +70,7 @@ def chunk_gsa_bwd_kernel_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, cu
     G = HQ // H
     i_cj, i_h = tl.program_id(0), tl.program_id(1)
     i_c, i_j = i_cj // NC, i_cj % NC
-    i_n, i_t = tl.load(chunk_indices + i_c * 2), tl.load(chunk_indices + i_c * 2 + 1)
-    bos = tl.load(cu_seqlens + i_n).to(tl.int64)
-    eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
-    t0 = bos + i_t * BT
+    t0, eos = chunk_bounds(cu_seqlens, chunk_indices, i_c, BT)
     tj = t0 + i_j * BC
     if tj >= eos:
         return

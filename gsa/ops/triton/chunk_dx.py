@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from gsa.ops.triton.utils import BT, Chunks, block, chunk_warps, load_row, load_rows
+from gsa.ops.triton.utils import BT, Chunks, block, chunk_bounds, chunk_warps, load_row, load_rows
 
 
 @triton.jit
@@ -19,10 +19,7 @@ def chunk_gsa_bwd_kernel_dx(P, y, s, gl, dh, dx, cu_seqlens, chunk_indices, scal
                             BT: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr, PREC: tl.constexpr):
     i_c, i_h, i_d = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     G = HQ // H
-    i_n, i_t = tl.load(chunk_indices + i_c * 2), tl.load(chunk_indices + i_c * 2 + 1)
-    bos = tl.load(cu_seqlens + i_n).to(tl.int64)
-    eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
-    t0 = bos + i_t * BT
+    t0, eos = chunk_bounds(cu_seqlens, chunk_indices, i_c, BT)
     last = tl.minimum(t0 + BT, eos) - 1
     o_t = t0 + tl.arange(0, BT)
     o_c = tl.arange(0, BT)

@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from gsa.ops.triton.utils import BT, Chunks, block, chunk_warps, load_row, load_rows, state_tile
+from gsa.ops.triton.utils import BT, Chunks, block, chunk_warps, load_row, load_rows, sequence_bounds, state_tile
 
 
 @triton.jit
@@ -21,8 +21,7 @@ def chunk_gsa_fwd_kernel_h(x, s, gl, h, h0, ht, cu_seqlens, chunk_offsets, strid
                            PREC: tl.constexpr):
     i_d, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
-    bos = tl.load(cu_seqlens + i_n).to(tl.int64)
-    eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
+    bos, eos = sequence_bounds(cu_seqlens, i_n)
     i_c0 = tl.load(chunk_offsets + i_n).to(tl.int64)
     NTn = tl.cdiv(eos - bos, BT)
 

@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from gsa.ops.triton.utils import BT, Chunks, block, chunk_warps, load_rows, masked_softmax
+from gsa.ops.triton.utils import BT, Chunks, block, chunk_bounds, chunk_warps, load_rows, masked_softmax
 
 
 @triton.jit
@@ -20,10 +20,8 @@ def chunk_gsa_fwd_kernel_o(A, gl, P, x, h, o, cu_seqlens, chunk_indices, scale, 
                            PREC: tl.constexpr):
     i_c, i_hq, i_d = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_h = i_hq // (HQ // H)
-    i_n, i_t = tl.load(chunk_indices + i_c * 2), tl.load(chunk_indices + i_c * 2 + 1)
-    bos = tl.load(cu_seqlens + i_n).to(tl.int64)
-    eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
-    o_t = bos + i_t * BT + tl.arange(0, BT)
+    t0, eos = chunk_bounds(cu_seqlens, chunk_indices, i_c, BT)
+    o_t = t0 + tl.arange(0, BT)
     o_m = tl.arange(0, BM)
     o_d = i_d * BD + tl.arange(0, BD)
     m_t, m_m, m_d = o_t < eos, o_m < M, o_d < D

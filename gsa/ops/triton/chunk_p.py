@@ -14,7 +14,9 @@ import torch
 import triton
 import triton.language as tl
 
-from gsa.ops.triton.utils import BC, BT, Chunks, block, chunk_warps, load_row, load_rows, masked_softmax
+from gsa.ops.triton.utils import (
+    BC, BT, Chunks, block, chunk_bounds, chunk_warps, load_row, load_rows, masked_softmax, pairwise_decay,
+)
 
 
 @triton.jit
@@ -25,10 +27,7 @@ def chunk_gsa_fwd_kernel_p(A, s, gl, P, cu_seqlens, chunk_indices, H, HQ, M,
     i_ci, i_hq = tl.program_id(0), tl.program_id(1)
     i_c, i_i = i_ci // NC, i_ci % NC
     i_h = i_hq // (HQ // H)
-    i_n, i_t = tl.load(chunk_indices + i_c * 2), tl.load(chunk_indices + i_c * 2 + 1)
-    bos = tl.load(cu_seqlens + i_n).to(tl.int64)
-    eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
-    t0 = bos + i_t * BT
+    t0, eos = chunk_bounds(cu_seqlens, chunk_indices, i_c, BT)
     ti = t0 + i_i * BC
     if ti >= eos:
         return
@@ -50,8 +49,7 @@ def chunk_gsa_fwd_kernel_p(A, s, gl, P, cu_seqlens, chunk_indices, H, HQ, M,
     b_sd = tl.where(m_j[:, None], b_st * tl.exp(tl.where(m_j[:, None], b_gr[None, :] - b_gt, 0.0)), 0.0)
     b_ai = tl.where(m_i[:, None], b_a * tl.exp(b_gi - b_gr[None, :]), 0.0)
     b_p = tl.dot(b_ai, tl.trans(b_sd), input_precision=PREC)  # [BC, BT]
-    m_tj = (o_i[:, None] >= o_i[None, :]) & m_i[:, None] & m_i[None, :]
-    b_d = tl.exp(tl.where(m_tj[:, :, None], b_gi[:, None, :] - b_gi[None, :, :], float("-inf")))  # [BC, BC, BM]
+    b_d = pairwise_decay(b_gi, o_i, m_i)  # [BC (t), BC (j), BM]
     b_pd = tl.sum(b_a[:, None, :] * b_si[None, :, :] * b_d, axis=2)  # [BC, BC]
 
     p_p = P + o_i[:, None].to(tl.int64) * HQ * BT + i_hq * BT

@@ -7,17 +7,15 @@ import torch
 import triton
 import triton.language as tl
 
-from gsa.ops.triton.utils import BT, Chunks, block, chunk_warps, load_rows
+from gsa.ops.triton.utils import BT, Chunks, block, chunk_bounds, chunk_warps, load_rows, sequence_bounds
 
 
 @triton.jit
 def chunk_gsa_fwd_kernel_cumsum(g, gl, cu_seqlens, chunk_indices, H, M,
                                 BT: tl.constexpr, BM: tl.constexpr):
     i_c, i_h = tl.program_id(0), tl.program_id(1)
-    i_n, i_t = tl.load(chunk_indices + i_c * 2), tl.load(chunk_indices + i_c * 2 + 1)
-    bos = tl.load(cu_seqlens + i_n).to(tl.int64)
-    eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
-    o_t = bos + i_t * BT + tl.arange(0, BT)
+    t0, eos = chunk_bounds(cu_seqlens, chunk_indices, i_c, BT)
+    o_t = t0 + tl.arange(0, BT)
     o_m = tl.arange(0, BM)
     m_t, m_m = o_t < eos, o_m < M
     b_g = load_rows(g + i_h * M, o_t, m_t, H * M, o_m, m_m).to(tl.float32)  # [BT, BM]
@@ -30,8 +28,7 @@ def chunk_gsa_bwd_kernel_dg(dG, dgt, dg, cu_seqlens, H, M, BT: tl.constexpr,
                             BM: tl.constexpr, USE_DGT: tl.constexpr):
     i_nh = tl.program_id(0)
     i_n, i_h = i_nh // H, i_nh % H
-    bos = tl.load(cu_seqlens + i_n).to(tl.int64)
-    eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
+    bos, eos = sequence_bounds(cu_seqlens, i_n)
     NTn = tl.cdiv(eos - bos, BT)
     o_m = tl.arange(0, BM)
     m_m = o_m < M

@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from gsa.ops.triton.utils import block, masked_softmax
+from gsa.ops.triton.utils import block, masked_softmax, sequence_bounds
 
 
 @triton.jit
@@ -28,8 +28,7 @@ def fused_recurrent_gsa_fwd_kernel_k(q, k, s, g, h0, ht, part, cu_seqlens, scale
     i_k, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
     if IS_VARLEN:
-        bos = tl.load(cu_seqlens + i_n).to(tl.int64)
-        eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
+        bos, eos = sequence_bounds(cu_seqlens, i_n)
     else:
         bos = i_n.to(tl.int64) * T
         eos = bos + T
@@ -65,8 +64,7 @@ def fused_recurrent_gsa_fwd_kernel_v(part, s, g, v, h0, ht, o, cu_seqlens, T,
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
     if IS_VARLEN:
-        bos = tl.load(cu_seqlens + i_n).to(tl.int64)
-        eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
+        bos, eos = sequence_bounds(cu_seqlens, i_n)
     else:
         bos = i_n.to(tl.int64) * T
         eos = bos + T

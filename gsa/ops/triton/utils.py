@@ -120,6 +120,27 @@ def max_chunks(cu_seqlens: torch.Tensor | None, B: int, T: int) -> int:
 
 
 @triton.jit
+def sequence_bounds(cu_seqlens, i_n):
+    """(bos, eos): the token range of packed sequence i_n, as int64."""
+    return tl.load(cu_seqlens + i_n).to(tl.int64), tl.load(cu_seqlens + i_n + 1).to(tl.int64)
+
+
+@triton.jit
+def chunk_bounds(cu_seqlens, chunk_indices, i_c, BT: tl.constexpr):
+    """(t0, eos): the first token of chunk i_c (in Chunks.indices order) and the end of its sequence, as int64."""
+    i_n, i_t = tl.load(chunk_indices + i_c * 2), tl.load(chunk_indices + i_c * 2 + 1)
+    bos, eos = sequence_bounds(cu_seqlens, i_n)
+    return bos + i_t * BT, eos
+
+
+@triton.jit
+def pairwise_decay(b_g, o_i, m_i):
+    """exp(Gl_t - Gl_j) [BC (t), BC (j), BM] for rows j <= t of one sub-block (0 elsewhere); b_g: [BC, BM]."""
+    m_tj = (o_i[:, None] >= o_i[None, :]) & m_i[:, None] & m_i[None, :]
+    return tl.exp(tl.where(m_tj[:, :, None], b_g[:, None, :] - b_g[None, :, :], float("-inf")))
+
+
+@triton.jit
 def masked_softmax(b_x, m_x):
     """Row softmax of b_x [R, BM] over the entries where m_x holds; other entries (and empty rows) give 0."""
     b_x = tl.where(m_x, b_x, float("-inf"))
