@@ -23,6 +23,25 @@ def device_slug(device) -> str:
     return gpu_slug(torch.cuda.get_device_name(device)) if device.type == "cuda" else "cpu"
 
 
+def pick_device(name: str | None):
+    """torch.device(name), or cuda when available and name is None."""
+    import torch
+
+    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def release_memory(device) -> None:
+    """Collect dropped models and optimizers and give the CUDA caching allocator's blocks back, so the next row's
+    peak memory is its own."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def machine(device) -> dict:
     """Versions and hardware, recorded beside every result."""
     import torch

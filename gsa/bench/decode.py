@@ -115,10 +115,10 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from gsa.bench.common import default_path, machine, plot_panels, print_table, write_json
+    from gsa.bench.common import default_path, machine, pick_device, plot_panels, print_table, release_memory, write_json
     from gsa.bench.train import build
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = pick_device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     models = [m for m in args.models.split(",") if m]
     if set(models) - {"gsa", "llama"}:
@@ -139,9 +139,7 @@ def run(args: argparse.Namespace) -> int:
                     row["error"] = "out of memory"
                 except Exception as e:  # one failing row (a compile error, say) must not lose the others
                     row["error"] = f"{type(e).__name__}: {e}"[:300]
-                gc.collect()
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
+                release_memory(device)
                 rows.append(row)
         _DECODERS.clear()
         del model

@@ -12,10 +12,11 @@ torch.cuda.max_memory_allocated over the timed steps. Writes JSON and a PNG.
 from __future__ import annotations
 
 import argparse
-import gc
 import statistics
 import time
 from pathlib import Path
+
+from gsa.bench.common import release_memory
 
 # d, layers, GSA heads, Transformer heads, SwiGLU width, vocab
 SIZES = {
@@ -113,9 +114,7 @@ def run_one(variant: str, size: str, T: int, tokens: int, steps: int, warmup: in
         row["error"] = "out of memory"
     finally:
         del model, opt
-        gc.collect()
-        if cuda:
-            torch.cuda.empty_cache()
+        release_memory(device)
     return row
 
 
@@ -129,9 +128,9 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from gsa.bench.common import default_path, machine, plot_panels, print_table, write_json
+    from gsa.bench.common import default_path, machine, pick_device, plot_panels, print_table, write_json
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = pick_device(args.device)
     variants = [v for v in args.variants.split(",") if v]
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
