@@ -115,7 +115,9 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from gsa.bench.common import default_path, machine, pick_device, plot_panels, print_table, release_memory, write_json
+    from gsa.bench.common import (
+        default_path, machine, pick_device, plot_panels, print_table, release_memory, write_json,
+    )
     from gsa.bench.train import build
 
     device = pick_device(args.device)
