@@ -10,6 +10,6 @@ from .tokenizer import byte_tokenizer, load_tokenizer, token_byte_lengths
 __all__ = [
     "BUILTIN_CORPUS", "DEFAULT_CACHE_DIR", "MQAR_VOCAB", "DataOrder", "TextData", "TokenizedCorpus", "Windows",
     "build_token_cache", "byte_tokenizer", "expand_sources", "iter_documents", "load_text_data",
-    "load_token_cache", "load_tokenizer", "mqar_accuracy", "mqar_batch", "pack_batch", "prepare_text_data", "python_docs_corpus",
-    "token_byte_lengths",
+    "load_token_cache", "load_tokenizer", "mqar_accuracy", "mqar_batch", "pack_batch", "prepare_text_data",
+    "python_docs_corpus", "token_byte_lengths",
 ]

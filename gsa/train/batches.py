@@ -54,7 +54,8 @@ class MQARBatches:
     def train_batch(self, step: int, micro: int, rank: int, world: int, mbs: int, accum: int) -> dict:
         i = (step * accum + micro) * world + rank
         j = i % len(self.train_pairs)
-        return mqar_batch(mbs, self.train_seq_lens[j], self.train_pairs[j], self.vocab_size, self.alpha, seed=[self.seed, i])
+        return mqar_batch(mbs, self.train_seq_lens[j], self.train_pairs[j], self.vocab_size, self.alpha,
+                          seed=[self.seed, i])
 
     def eval_sets(self, mbs: int, rank: int, world: int) -> Iterator[tuple[int, dict]]:
         """(pairs, batch) over a fixed test set per pair count (seeded apart from training), sharded."""

@@ -293,8 +293,10 @@ class Trainer:
                 bar.update(1)
                 last = self.step == t.max_steps
                 if t.time_limit_s > 0 and not last:
-                    out_of_time = torch.tensor(float(time.monotonic() - started >= t.time_limit_s), device=d.device)
-                    if d.sum(out_of_time) > 0:  # every process stops at the same step
+                    out_of_time = time.monotonic() - started >= t.time_limit_s
+                    if d.world > 1:  # every process stops at the same step (one process needs no device sync)
+                        out_of_time = bool(d.sum(torch.tensor(float(out_of_time), device=d.device)) > 0)
+                    if out_of_time:
                         last = True
                         summary["stopped"] = f"time limit {t.time_limit_s:g} s at step {self.step}"
                         self.log(f"\ntime limit of {t.time_limit_s:g} s reached at step {self.step}")
