@@ -10,31 +10,32 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gsa.convert.baselines import sink_window_logits  # noqa: E402
-from gsa.data import Windows, load_text_data, pack_batch  # noqa: E402
+from gsa.data import Windows, load_text_data  # noqa: E402
+from gsa.eval.perplexity import perplexity  # noqa: E402
 from gsa.eval.passkey import passkey_accuracy, passkey_batch  # noqa: E402
 
 
-@torch.no_grad()
-def heldout_ppl(logits_fn, windows: Windows, n: int, batch_size: int, device) -> float:
-    nll, count = 0.0, 0
-    for i in range(0, n, batch_size):
-        b = pack_batch([windows[j] for j in range(i, min(n, i + batch_size))], 0, False)
-        ids = b["input_ids"].to(device)
-        logits = logits_fn(ids).float()
-        nll += float(torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten(),
-                                                       reduction="sum"))
-        count += ids[:, 1:].numel()
-    return math.exp(nll / count)
+class _LogitsModel:
+    """A logits function in the shape gsa.eval.perplexity expects of a model (eval(), __call__(input_ids).logits)."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def eval(self):
+        return self
+
+    def __call__(self, input_ids):
+        return SimpleNamespace(logits=self.fn(input_ids))
 
 
 @torch.no_grad()
@@ -79,6 +80,7 @@ def main(argv=None) -> int:
     data = load_text_data(args.tokens, args.teacher)
     windows = Windows(data.heldout, args.seq_len)
     n = min(len(windows), args.eval_sequences)
+    heldout = data.heldout.tokens[: n * args.seq_len]  # the first n windows, as the trainer's evaluation
     lengths = [int(x) for x in args.passkey_lengths.split(",") if x]
     probes = {L: passkey_batch(data.tokenizer, data.heldout.tokens, L, args.passkey_examples, seed=L)
               for L in lengths}
@@ -98,7 +100,8 @@ def main(argv=None) -> int:
     rows = []
     for name, (model, fn) in models.items():
         t0 = time.time()
-        row = {"model": name, "ppl": heldout_ppl(fn, windows, n, args.batch_size, device)}
+        row = {"model": name, "ppl": perplexity(_LogitsModel(fn), heldout, seq_len=args.seq_len,
+                                                 batch_size=args.batch_size, device=device)["ppl"]}
         for L, batch in probes.items():
             row[f"passkey_{L}"] = passkey_accuracy(fn, batch, args.batch_size, device)
         if model is not None and args.decode_tokens:
