@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Next device call (H100), prepared 2026-11-24 and not yet run: time the two unmeasured kernel changes.
+# Device call (H100) that timed two kernel changes; run 2026-11-24 12:30, results in benchmarks/results/h100/session9/.
 #   1. CHUNK_WARPS 4 vs 8 (8 removes most register spills: benchmarks/kernel_resources.py), ops bench 1.3b with profile;
 #   2. state_tile (narrow D tiles of the state kernels at B = 1) on vs off: GSA-1.3B training step at T = 16K and 2K;
 #   3. the triton tests on the GPU at the faster warp count.
