@@ -74,6 +74,7 @@ class TrainConfig:
     parallel: str = "ddp"  # with several processes: "ddp" | "fsdp" (FSDP2 fully_shard per block + root)
     activation_checkpointing: bool = False
     compile: bool = False  # torch.compile each block
+    sparse_logits: bool = False  # LM head and loss at labelled positions only (MQAR: 1 position in 8); one process
     time_limit_s: float = 0.0  # > 0: stop after this many seconds of training (evaluate, checkpoint, save the
     # model as at max_steps; the schedule is not shortened)
     log_every: int = 10

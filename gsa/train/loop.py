@@ -19,7 +19,7 @@ from .batches import MQARBatches, TextBatches
 from .config import Config, load_config
 from .distributed import Dist, setup, teardown, wrap
 from .metrics import Metrics
-from .model import build_model, model_inputs, param_groups, unwrap
+from .model import build_model, labelled_positions_loss, model_inputs, param_groups, unwrap
 from .prefetch import Prefetcher
 
 
@@ -55,6 +55,12 @@ class Trainer:
         self.model = wrap(plain, self.d, cfg.train.parallel, self.bf16, cfg.train.activation_checkpointing,
                           cfg.train.compile)
         o = cfg.optim
+        # labelled_positions_loss bypasses the DDP/FSDP root and knows nothing of packed documents' cu_seqlens
+        packed = cfg.data.kind == "text" and cfg.data.documents
+        self.sparse_logits = cfg.train.sparse_logits and self.d.world == 1 and not packed
+        if cfg.train.sparse_logits and not self.sparse_logits:
+            self.log("train.sparse_logits needs one process and unpacked batches (data.documents = false or MQAR): "
+                     "computing full logits")
         self.optimizer = torch.optim.AdamW(param_groups(self.model, o.weight_decay), lr=o.lr, betas=tuple(o.betas),
                                            eps=o.eps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
@@ -79,6 +85,8 @@ class Trainer:
     def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The training loss of one micro-batch: next-token cross-entropy, or the distillation loss of the stage."""
         if self.teacher is None:
+            if self.sparse_logits:
+                return labelled_positions_loss(self.model, batch)
             return self.model(**model_inputs(self.model, batch)).loss
         from gsa.convert.distill import attention_transfer_loss, logit_distillation_loss
 

@@ -23,6 +23,7 @@ import inspect
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -85,6 +86,21 @@ def model_inputs(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, 
         else:
             out["position_ids"] = batch["position_ids"]
     return out
+
+
+def labelled_positions_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The mean next-token cross-entropy over the labelled positions, with the LM head run at those positions only.
+
+    Equal to ``model(input_ids, labels=labels).loss`` (both GSA and Llama: ``model.model`` then ``model.lm_head``)
+    but without the [B, T, vocab] logits, which dominate a small model's step when few positions are labelled
+    (MQAR: 64 of 512). Calls the inner modules directly, so it is for one process (DDP/FSDP hook the root's forward).
+    """
+    core = unwrap(model)
+    hidden = core.model(input_ids=batch["input_ids"]).last_hidden_state  # [B, T, d]
+    target = batch["labels"][:, 1:]
+    keep = target != -100
+    logits = core.lm_head(hidden[:, :-1][keep])  # [n, vocab]
+    return F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), target[keep])
 
 
 def unwrap(model: nn.Module) -> nn.Module:

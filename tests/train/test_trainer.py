@@ -108,6 +108,44 @@ def test_llama_baseline_and_mqar_train(data_cache, tmp_path):
     assert set(s["mqar_acc"]) == {"4", "16"} and all(0 <= a <= 1 for a in s["mqar_acc"].values())
 
 
+@pytest.mark.parametrize("kind", ["gsa", "llama"])
+def test_labelled_positions_loss_equals_full_logits_loss(kind):
+    """The sparse-logits loss against cross-entropy over the full float64 logits, and its gradients."""
+    import torch
+    import torch.nn.functional as F
+
+    from gsa.data import mqar_batch
+    from gsa.train.model import build_model, labelled_positions_loss
+
+    torch.manual_seed(0)
+    heads = {"num_heads": 2, "num_slots": 8} if kind == "gsa" else {"num_attention_heads": 2, "intermediate_size": 64}
+    model = build_model({"type": kind, "hidden_size": 32, "num_hidden_layers": 2, **heads}, 64).double()
+    batch = mqar_batch(3, 40, 5, vocab_size=64, seed=1)
+    logits = model(input_ids=batch["input_ids"]).logits[:, :-1]
+    target = batch["labels"][:, 1:]
+    full = F.cross_entropy(logits.reshape(-1, 64), target.reshape(-1), ignore_index=-100)
+    sparse = labelled_positions_loss(model, batch)
+    params = [p for p in model.parameters() if p.requires_grad]
+    g_full = torch.autograd.grad(full, params)
+    g_sparse = torch.autograd.grad(sparse, params)
+    torch.testing.assert_close(sparse, full, rtol=1e-12, atol=1e-12)
+    for a, b in zip(g_sparse, g_full):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_mqar_sparse_logits_gives_the_same_loss_curve(data_cache, tmp_path):
+    curves = []
+    for sparse in ("false", "true"):
+        out = tmp_path / sparse
+        over = tiny_overrides(data_cache, out, **{
+            "train.max_steps": 4, "data.kind": "mqar", "data.seq_len": 64, "data.mqar_eval_examples": 8,
+        }) + ["data.mqar_train_pairs=[4, 8]", "data.mqar_eval_pairs=[4]", f"train.sparse_logits={sparse}"]
+        train(load_config(TINY, over))
+        curves.append([loss for _, loss in losses(out)])
+    assert len(curves[0]) == 4
+    assert curves[1] == pytest.approx(curves[0], rel=1e-4), curves
+
+
 def test_time_limit_stops_early_and_still_evaluates_and_saves(data_cache, tmp_path):
     out = tmp_path / "run"
     s = train(load_config(TINY, tiny_overrides(data_cache, out, **{"train.max_steps": 500, "train.time_limit_s": 1e-3})))
