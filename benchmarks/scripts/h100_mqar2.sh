@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# One device call (H100), issue 4: MQAR jobs side by side on the one GPU, each with the same time budget, with the
+# learning-rate schedule fitted to that budget: a short calibration run of all jobs at once measures each job's
+# steps/s, then each job runs with max_steps = steps/s x LIMIT, so its cosine decay ends when its time does.
+# Recipe as in configs/mqar-*.toml (Zoology-style length mix, 256 sequences a step, lr 1e-3, sparse logits), tested
+# at 512 tokens with 4..64 pairs (1000 examples each).
+#   WIDTH=128 LIMIT=470 bash benchmarks/scripts/h100_mqar2.sh      (jobs: GSA with/without short conv, ABC, Llama)
+#   WIDTH=64  JOBS="gsa-conv abc-conv llama" ...
+# Outputs in $OUT/mqar.tar.
+set -u
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
+OUT=${OUT:-/tmp/out}; R=$OUT/m; mkdir -p "$R"
+WIDTH=${WIDTH:-128}; LIMIT=${LIMIT:-470}; CAL=${CAL:-40}  # EXTRA: more overrides (a smoke test on CPU)
+JOBS=${JOBS:-"gsa-conv gsa-noconv abc-conv llama"}
+job_args() {  # the config and overrides of a job name
+  case $1 in
+    gsa-conv) echo "configs/mqar-gsa-d$WIDTH.toml model.use_short_conv=true" ;;
+    gsa-noconv) echo "configs/mqar-gsa-d$WIDTH.toml model.use_short_conv=false" ;;
+    abc-conv) echo "configs/mqar-gsa-d$WIDTH.toml model.use_short_conv=true model.forget_gate=\"none\"" ;;
+    abc-noconv) echo "configs/mqar-gsa-d$WIDTH.toml model.use_short_conv=false model.forget_gate=\"none\"" ;;
+    llama) echo "configs/mqar-llama-d$WIDTH.toml" ;;
+  esac
+}
+run() {  # run <dir> <time limit> <max steps> <eval examples> <name>
+  local dir=$1 limit=$2 steps=$3 examples=$4 name=$5
+  # shellcheck disable=SC2046
+  set -- $(job_args "$name")
+  local cfg=$1; shift
+  timeout $((limit + 120)) python -m gsa.train --config "$cfg" --output-dir "$dir" "$@" \
+    data.mqar_eval_examples="$examples" train.max_steps="$steps" train.eval_every=0 train.checkpoint_every=0 \
+    train.progress=false train.log_every="${LOG_EVERY:-100}" train.time_limit_s="$limit" ${EXTRA:-}
+}
+# 1. calibration: all jobs at once, as they will run
+for j in $JOBS; do run "runs/cal/$j" "$CAL" 100000 16 "$j" > "$R/cal-$j.log" 2>&1 & done
+wait
+declare -A STEPS
+for j in $JOBS; do
+  STEPS[$j]=$(python - "runs/cal/$j/metrics.jsonl" "$LIMIT" <<'EOF'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if '"tokens_per_s"' in l]
+rate = rows[-1]["tokens_per_s"] / (256 * 512)  # steps/s (tokens_per_s counts micro_batch x seq_len a step)
+print(max(100, int(rate * float(sys.argv[2]) * 0.97)))
+EOF
+)
+  echo "$j: ${STEPS[$j]} steps in ${LIMIT} s (calibrated)"
+done
+# 2. the runs
+for j in $JOBS; do
+  run "runs/mqar/$j" "$LIMIT" "${STEPS[$j]}" 1000 "$j" > "$R/mqar-d$WIDTH-$j.log" 2>&1 &
+done
+wait
+for j in $JOBS; do
+  cp "runs/mqar/$j/metrics.jsonl" "$R/mqar-d$WIDTH-$j.metrics.jsonl" 2>/dev/null
+  echo "== d$WIDTH $j"; grep -E "MQAR accuracy|time limit|Error|stopped" "$R/mqar-d$WIDTH-$j.log" | tail -2
+done
+tar cf "$OUT/mqar.tar" -C "$OUT" m
