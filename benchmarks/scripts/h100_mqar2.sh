@@ -31,7 +31,8 @@ run() {  # run <dir> <time limit> <max steps> <eval examples> <name>
     train.progress=false train.log_every="${LOG_EVERY:-100}" train.time_limit_s="$limit" ${EXTRA:-}
 }
 # 1. calibration: all jobs at once, as they will run
-for j in $JOBS; do run "runs/cal/$j" "$CAL" 100000 16 "$j" > "$R/cal-$j.log" 2>&1 & done
+# (logged every 20 steps: the last row's rate is then steady-state, without the first steps' compilation)
+for j in $JOBS; do LOG_EVERY=20 run "runs/cal/$j" "$CAL" 100000 16 "$j" > "$R/cal-$j.log" 2>&1 & done
 wait
 declare -A STEPS
 for j in $JOBS; do

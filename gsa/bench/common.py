@@ -108,3 +108,31 @@ def print_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> None:
             v = row.get(key)
             cells.append(("-" if v is None else format(v, fmt)).rjust(w))
         print("  ".join(cells))
+
+
+def profile_kernels(fn, repeats: int, title: str, top: int = 24) -> list[dict]:
+    """Per-kernel device time (us per call of fn, averaged over `repeats`), largest first; prints a table.
+
+    fn runs once before profiling (warm-up). Kernels replayed from a CUDA graph are seen too (CUPTI records them).
+    """
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(repeats):
+            fn()
+        torch.cuda.synchronize()
+    rows = []
+    for e in prof.key_averages():
+        t = getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0)
+        if t > 0:
+            rows.append((t / repeats, e.count / repeats, e.key))
+    rows.sort(reverse=True)
+    print(f"per-kernel time, {title}:")
+    for t, n, key in rows[:top]:
+        print(f"  {t:9.1f} us  x{n:<5g} {key[:90]}")
+    print(f"  {sum(r[0] for r in rows):9.1f} us  total, {sum(r[1] for r in rows):g} kernels")
+    return [dict(us=t, calls=n, kernel=key) for t, n, key in rows]
+

@@ -23,11 +23,15 @@ from gsa.bench.train import SIZES
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", default="1.3b", choices=sorted(SIZES), help="model size (default 1.3b)")
-    p.add_argument("--models", default="gsa,llama", help="comma-separated: gsa, llama (default both)")
+    p.add_argument("--models", default="gsa,llama",
+                   help="comma-separated: gsa, gsa-unfused (separate q/k/v/f and gate/up products), llama "
+                        "(default gsa,llama)")
     p.add_argument("--prefixes", default="2048,8192,32768", help="prompt lengths (default 2K, 8K, 32K)")
     p.add_argument("--batches", default="1,32", help="batch sizes (default 1,32)")
     p.add_argument("--new-tokens", type=int, default=64, help="timed decode steps (default 64)")
     p.add_argument("--no-compile", action="store_true", help="eager decode steps for both models")
+    p.add_argument("--profile", action="store_true",
+                   help="print the per-kernel time of a GSA decode step (CUDA; first batch and prefix)")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
     p.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/<gpu>/decode.json)")
 
@@ -50,7 +54,8 @@ def _timed(fn, device) -> float:
 _DECODERS: dict = {}
 
 
-def bench_gsa(model, B: int, prefix: int, new: int, compile: bool, device) -> dict:
+def bench_gsa(model, B: int, prefix: int, new: int, compile: bool, device, fuse: bool = True,
+              profile: bool = False) -> dict:
     import torch
 
     from gsa.models import StaticDecoder
@@ -59,7 +64,7 @@ def bench_gsa(model, B: int, prefix: int, new: int, compile: bool, device) -> di
     key = (id(model), B, compile)
     if key not in _DECODERS:  # one decoder (one compile and graph capture) per batch size, reused across prefixes
         _DECODERS.clear()
-        _DECODERS[key] = StaticDecoder(model, B, compile=compile and cuda, cuda_graph=compile and cuda)
+        _DECODERS[key] = StaticDecoder(model, B, compile=compile and cuda, cuda_graph=compile and cuda, fuse=fuse)
     dec = _DECODERS[key]
     ids = torch.randint(0, model.config.vocab_size, (B, prefix), device=device)
     dec.prefill(ids)  # warm-up: kernels compiled for these shapes
@@ -70,8 +75,13 @@ def bench_gsa(model, B: int, prefix: int, new: int, compile: bool, device) -> di
     times = []
     for _ in range(new):
         times.append(_timed(lambda: dec.step(token), device))
-    return {"ttft_ms": ttft * 1e3, "ms_per_token": statistics.median(times) * 1e3,
-            "state_bytes_per_seq": dec.state_bytes // B}
+    row = {"ttft_ms": ttft * 1e3, "ms_per_token": statistics.median(times) * 1e3,
+           "state_bytes_per_seq": dec.state_bytes // B}
+    if profile and cuda:
+        from gsa.bench.common import profile_kernels
+
+        row["profile"] = profile_kernels(lambda: dec.step(token), 20, f"one decode step, batch {B}, prefix {prefix}")
+    return row
 
 
 def bench_llama(model, B: int, prefix: int, new: int, compile: bool, device) -> dict:
@@ -123,20 +133,26 @@ def run(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     models = [m for m in args.models.split(",") if m]
-    if set(models) - {"gsa", "llama"}:
-        raise SystemExit(f"gsa bench decode: --models takes gsa and/or llama, got {args.models!r}")
+    if set(models) - {"gsa", "gsa-unfused", "llama"}:
+        raise SystemExit(f"gsa bench decode: --models takes gsa, gsa-unfused and/or llama, got {args.models!r}")
     prefixes = [int(x) for x in args.prefixes.split(",")]
     batches = [int(x) for x in args.batches.split(",")]
     rows = []
     for name in models:
-        model = build(name, args.size, max(prefixes) + args.new_tokens + 8, device, dtype).eval()
+        model = build(name.removesuffix("-unfused"), args.size, max(prefixes) + args.new_tokens + 8, device,
+                      dtype).eval()
+        profiled = False
         for B in batches:
             for prefix in tqdm(prefixes, desc=f"{name} batch {B}"):
                 row = {"model": name, "batch": B, "prefix": prefix}
                 try:
                     with torch.no_grad():
-                        fn = bench_gsa if name == "gsa" else bench_llama
-                        row.update(fn(model, B, prefix, args.new_tokens, not args.no_compile, device))
+                        if name == "llama":
+                            row.update(bench_llama(model, B, prefix, args.new_tokens, not args.no_compile, device))
+                        else:
+                            row.update(bench_gsa(model, B, prefix, args.new_tokens, not args.no_compile, device,
+                                                 fuse=name == "gsa", profile=args.profile and not profiled))
+                            profiled = True
                 except torch.OutOfMemoryError:
                     row["error"] = "out of memory"
                 except Exception as e:  # one failing row (a compile error, say) must not lose the others

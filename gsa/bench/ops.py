@@ -151,8 +151,7 @@ def _decode(torch, do_bench, batch, dtype):
 
 def _profile(torch, shape, dtype):
     """Per-kernel device time (us) of one forward+backward, averaged over 5 runs, largest first."""
-    from torch.profiler import ProfilerActivity, profile
-
+    from gsa.bench.common import profile_kernels
     from gsa.ops.triton import chunk_gsa
 
     B, T, HQ, H, K, V, M = shape
@@ -160,23 +159,7 @@ def _profile(torch, shape, dtype):
     do = torch.randn(B, T, HQ, V, device="cuda", dtype=dtype)
     step = _fwd_bwd(torch, lambda x: chunk_gsa(x["q"], x["k"], x["v"], x["s"], x["g"], K**-0.5, None, False,
                                                None)[0], x, do)
-    step()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(5):
-            step()
-        torch.cuda.synchronize()
-    rows = []
-    for e in prof.key_averages():
-        t = getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0)
-        if t > 0:
-            rows.append((t / 5, e.count // 5, e.key))
-    rows.sort(reverse=True)
-    print(f"per-kernel time, one forward+backward, shape {shape}:")
-    for t, n, key in rows[:24]:
-        print(f"  {t:9.1f} us  x{n:<3d} {key[:90]}")
-    print(f"  {sum(r[0] for r in rows):9.1f} us  total")
-    return [dict(us=t, calls=n, kernel=key) for t, n, key in rows]
+    return profile_kernels(step, 5, f"one forward+backward, shape {shape}")
 
 
 def run(args: argparse.Namespace) -> int:

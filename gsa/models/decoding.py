@@ -55,6 +55,8 @@ class StaticDecoder:
         batch_size: B, fixed for the decoder's life (the state buffers are [B, ...]).
         compile: torch.compile the step (fullgraph=True): fuses the small element-wise ops of a token.
         cuda_graph: capture the step in a CUDA graph on its first call (CUDA only): one replay per token.
+        fuse: compute each layer's q/k/v/slot-logit and gate/up projections as one matrix product each
+            (`model.fuse_projections()`: no extra memory; the model computes the same outputs, whoever calls it).
 
     Use `generate(input_ids, attention_mask, max_new_tokens, ...)`, or `prefill` then `step` yourself. The states
     live in one `GSACache(inplace_decode=True)` owned by the decoder: the first prefill adopts the states it
@@ -62,12 +64,14 @@ class StaticDecoder:
     valid across prompts. State per sequence: L * H * M * (K + V) float32 values, whatever the context length.
     """
 
-    def __init__(self, model, batch_size: int, *, compile: bool = False, cuda_graph: bool = False):
+    def __init__(self, model, batch_size: int, *, compile: bool = False, cuda_graph: bool = False, fuse: bool = True):
         device = model.lm_head.weight.device
         if cuda_graph and device.type != "cuda":
             raise ValueError(f"cuda_graph=True needs the model on a CUDA device, got {device}")
         if model.lm_head.weight.dtype == torch.float64:
             raise ValueError("StaticDecoder keeps float32 states; a float64 model decodes with generate()")
+        if fuse:
+            model.fuse_projections()
         self.model = model
         self.batch_size = batch_size
         self.cuda_graph = cuda_graph

@@ -212,6 +212,14 @@ class GSAForCausalLM(GSAPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, value: nn.Linear) -> None:
         self.lm_head = value
 
+    def fuse_projections(self) -> None:
+        """For decoding: each layer computes q/k/v/slot logits, and the MLP's gate/up, as one matrix product
+        whenever autograd is off. Same numbers, no extra memory (the weights become views of the fused matrices);
+        undone by moving or casting the model. StaticDecoder calls it."""
+        for block in self.model.layers:
+            block.attn.fuse_projections()
+            block.mlp.fuse_projections()
+
     def forward(
         self,
         input_ids: torch.LongTensor,

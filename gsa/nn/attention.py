@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gsa.nn.conv import ShortConvolution
+from gsa.nn.fused import FusedLinears
 from gsa.nn.norm import RMSNorm
 from gsa.ops import gated_slot_attention
 from gsa.ops.validation import SLOT_READS
@@ -157,14 +158,34 @@ class GatedSlotAttention(nn.Module):
         if use_output_norm:
             self.o_norm = RMSNorm(HQ * V, eps=norm_eps)
         self.o_proj = nn.Linear(HQ * V, hidden_size, bias=False)
+        self._fused: FusedLinears | None = None  # fuse_projections()
 
-    def _slot_writes(self, x: torch.Tensor, B: int, T: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x: [B, T, d] -> (s, g), each [B, T, H, M] in at least float32 (g is None for ABC, s its slot logits)."""
+    def fuse_projections(self) -> None:
+        """Compute q, k, v (and the slot logits) as one matrix product when autograd is off (decoding); the
+        weights become views of one matrix, so no memory is added (see gsa.nn.fused)."""
+        linears = [self.q_proj, self.k_proj, self.v_proj] + ([self.f_proj] if hasattr(self, "f_proj") else [])
+        self._fused = FusedLinears(*linears)
+
+    def _apply(self, fn, recurse: bool = True):
+        self._fused = None  # moving or casting replaces the parameters' storage: the fused matrix would go stale
+        return super()._apply(fn, recurse)
+
+    def _projections(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """x: [B, T, d] -> q [B, T, HQ*K], k [B, T, H*K], v [B, T, H*V], slot logits [B, T, H*M] (None if fixed)."""
+        if self._fused is not None and not torch.is_grad_enabled():
+            q, k, v, *f = self._fused(x)
+            return q, k, v, (f[0] if f else None)
+        return self.q_proj(x), self.k_proj(x), self.v_proj(x), (self.f_proj(x) if hasattr(self, "f_proj") else None)
+
+    def _slot_writes(self, f: torch.Tensor | None, B: int, T: int, dtype: torch.dtype
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """f: the slot logits [B, T, H*M] (None for fixed decays) -> (s, g), each [B, T, H, M] in at least float32
+        (g is None for ABC, s its slot logits)."""
         H, M = self.num_kv_heads, self.num_slots
-        acc = torch.promote_types(x.dtype, torch.float32)
+        acc = torch.promote_types(dtype, torch.float32)
         if self.forget_gate == "none":
-            return self.f_proj(x).view(B, T, H, M).to(acc), None
-        f = self.f_logit.expand(B, T, H, M) if self.forget_gate == "fixed" else self.f_proj(x).view(B, T, H, M)
+            return f.view(B, T, H, M).to(acc), None
+        f = self.f_logit.expand(B, T, H, M) if self.forget_gate == "fixed" else f.view(B, T, H, M)
         # In float32: logsigmoid of a large logit is tiny, and 1 - exp(g) of a tiny g needs expm1.
         g = F.logsigmoid(f.to(acc)) / self.gate_logit_normalizer
         return -torch.expm1(g), g
@@ -219,7 +240,7 @@ class GatedSlotAttention(nn.Module):
                 raise ValueError("state.conv must be given exactly when the layer uses a short convolution")
 
         x = hidden_states
-        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q, k, v, f = self._projections(x)
         conv_state = None
         if self.use_short_conv:
             prev = state.conv if state is not None else (None, None, None)
@@ -233,7 +254,7 @@ class GatedSlotAttention(nn.Module):
         q = q.view(B, T, HQ, self.head_k_dim)
         k = k.view(B, T, H, self.head_k_dim)
         v = v.view(B, T, H, self.head_v_dim)
-        s, g = self._slot_writes(x, B, T)
+        s, g = self._slot_writes(f, B, T, x.dtype)
         if mask is not None:
             keep = mask[:, :, None, None]
             k, v = k * keep, v * keep

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gsa.nn.fused import FusedLinears
+
 # The gate's nonlinearity. "silu" gives SwiGLU (the GSA paper and Llama); the others give GeGLU / ReGLU.
 ACTIVATIONS = {"silu": F.silu, "gelu": F.gelu, "relu": F.relu}
 
@@ -25,6 +27,19 @@ class SwiGLU(nn.Module):
         self.gate_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
         self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
         self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=False)
+        self._fused: FusedLinears | None = None  # fuse_projections()
+
+    def fuse_projections(self) -> None:
+        """Compute gate and up as one matrix product when autograd is off (see gsa.nn.fused)."""
+        self._fused = FusedLinears(self.gate_proj, self.up_proj)
+
+    def _apply(self, fn, recurse: bool = True):
+        self._fused = None  # moving or casting replaces the parameters' storage
+        return super()._apply(fn, recurse)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+        if self._fused is not None and not torch.is_grad_enabled():
+            gate, up = self._fused(x)
+        else:
+            gate, up = self.gate_proj(x), self.up_proj(x)
+        return self.down_proj(self.act(gate) * up)

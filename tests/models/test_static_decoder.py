@@ -122,3 +122,34 @@ def test_gpu_compiled_cuda_graph_decoder_matches_generate(use_short_conv):
         ids = torch.randint(3, 512, (4, T), device="cuda")
         ref = model.generate(ids, max_new_tokens=24, do_sample=False, eos_token_id=None, pad_token_id=0)
         assert torch.equal(dec.generate(ids, max_new_tokens=24), ref)
+
+
+@pytest.mark.parametrize("overrides", [{}, {"forget_gate": "fixed"}, {"qkv_bias": True, "use_short_conv": True}])
+def test_fused_projections_same_outputs_no_extra_memory(make_model, overrides):
+    model = make_model(**overrides)
+    ids = torch.randint(0, 101, (2, 13))
+    with torch.no_grad():
+        ref = model(ids).logits
+    params = {n: p.detach().clone() for n, p in model.named_parameters()}
+    model.fuse_projections()
+    attn, mlp = model.model.layers[0].attn, model.model.layers[0].mlp
+    fused = attn._fused.weight
+    assert attn.q_proj.weight.data_ptr() == fused.data_ptr()  # views of the fused matrix: no copy kept
+    assert attn.v_proj.weight.untyped_storage().data_ptr() == fused.untyped_storage().data_ptr()
+    assert mlp.up_proj.weight.untyped_storage().data_ptr() == mlp._fused.weight.untyped_storage().data_ptr()
+    assert all(torch.equal(p, params[n]) for n, p in model.named_parameters())  # and same values, same names
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, ref, rtol=1e-12, atol=1e-12)
+    # with autograd on, the separate Linears run and get gradients; an in-place update reaches the fused matrix
+    model(ids).logits.sum().backward()
+    assert attn.q_proj.weight.grad is not None and mlp.gate_proj.weight.grad is not None
+    with torch.no_grad():
+        attn.k_proj.weight.mul_(2.0)
+        torch.testing.assert_close(attn._fused.weight[attn.q_proj.out_features:][: attn.k_proj.out_features],
+                                   attn.k_proj.weight)
+        attn.k_proj.weight.mul_(0.5)
+    # casting unfuses (the parameters get new storage) and keeps the outputs
+    model.float()
+    assert attn._fused is None and mlp._fused is None
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, ref.float(), rtol=1e-5, atol=1e-5)
