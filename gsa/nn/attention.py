@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gsa.nn.conv import ShortConvolution
-from gsa.nn.fused import FusedLinears
+from gsa.nn.fused import FusedLinears, use_fused
 from gsa.nn.norm import RMSNorm
 from gsa.ops import gated_slot_attention
 from gsa.ops.validation import SLOT_READS
@@ -164,7 +164,8 @@ class GatedSlotAttention(nn.Module):
         """Compute q, k, v (and the slot logits) as one matrix product when autograd is off (decoding); the
         weights become views of one matrix, so no memory is added (see gsa.nn.fused)."""
         linears = [self.q_proj, self.k_proj, self.v_proj] + ([self.f_proj] if hasattr(self, "f_proj") else [])
-        self._fused = FusedLinears(*linears)
+        if not FusedLinears.current(self._fused, *linears):
+            self._fused = FusedLinears(*linears)
 
     def _apply(self, fn, recurse: bool = True):
         self._fused = None  # moving or casting replaces the parameters' storage: the fused matrix would go stale
@@ -172,7 +173,7 @@ class GatedSlotAttention(nn.Module):
 
     def _projections(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """x: [B, T, d] -> q [B, T, HQ*K], k [B, T, H*K], v [B, T, H*V], slot logits [B, T, H*M] (None if fixed)."""
-        if self._fused is not None and not torch.is_grad_enabled():
+        if use_fused(self._fused, x):
             q, k, v, *f = self._fused(x)
             return q, k, v, (f[0] if f else None)
         return self.q_proj(x), self.k_proj(x), self.v_proj(x), (self.f_proj(x) if hasattr(self, "f_proj") else None)

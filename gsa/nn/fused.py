@@ -6,8 +6,10 @@ the MLP's gate and up two more. `FusedLinears` concatenates the weights once int
 each `nn.Linear`'s weight (and bias) a view of it, so the projections cost one product and no extra memory, and
 in-place updates of the weights (`load_state_dict`, an optimizer step) reach the fused matrix too.
 
-Only used without autograd (`torch.is_grad_enabled()` False): the views are parameters of their own, so training
-and any backward go through the separate Linears. A module holding one drops it when its parameters are moved or
+Only used without autograd (`torch.is_grad_enabled()` False) and for at most `FUSE_MAX_TOKENS` tokens (decoding):
+the views are parameters of their own, so training and any backward go through the separate Linears, and a long
+prefill keeps its separate products, whose outputs can be freed one by one (one fused output would stay alive
+until its last slice is used: 13 GB more at 32 x 32K tokens of GSA-1.3B). A module holding one drops it when its parameters are moved or
 cast (`Module._apply`), since those replace the parameters' storage.
 """
 
@@ -17,9 +19,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+FUSE_MAX_TOKENS = 256  # decode steps have B tokens; beyond this the separate products are as fast
+
+
+def use_fused(fused: "FusedLinears | None", x: torch.Tensor) -> bool:
+    """Whether a module holding `fused` should use it for input x [..., in] (static under torch.compile)."""
+    return fused is not None and not torch.is_grad_enabled() and x.numel() // x.shape[-1] <= FUSE_MAX_TOKENS
+
 
 class FusedLinears:
     """linears: nn.Linear modules with the same in_features, dtype and device (their weights become views)."""
+
+    @staticmethod
+    def current(fused: "FusedLinears | None", *linears: nn.Linear) -> bool:
+        """Whether `fused` was made from these Linears and their weights are still its views (fusing again would only
+        copy the weights once more)."""
+        if fused is None:
+            return False
+        start = 0
+        for m, n in zip(linears, fused.sizes):
+            if m.weight.data_ptr() != fused.weight[start : start + n].data_ptr():
+                return False
+            start += n
+        return len(linears) == len(fused.sizes)
 
     def __init__(self, *linears: nn.Linear):
         if len({(m.in_features, m.weight.dtype, m.weight.device) for m in linears}) != 1:

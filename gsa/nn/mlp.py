@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gsa.nn.fused import FusedLinears
+from gsa.nn.fused import FusedLinears, use_fused
 
 # The gate's nonlinearity. "silu" gives SwiGLU (the GSA paper and Llama); the others give GeGLU / ReGLU.
 ACTIVATIONS = {"silu": F.silu, "gelu": F.gelu, "relu": F.relu}
@@ -31,14 +31,15 @@ class SwiGLU(nn.Module):
 
     def fuse_projections(self) -> None:
         """Compute gate and up as one matrix product when autograd is off (see gsa.nn.fused)."""
-        self._fused = FusedLinears(self.gate_proj, self.up_proj)
+        if not FusedLinears.current(self._fused, self.gate_proj, self.up_proj):
+            self._fused = FusedLinears(self.gate_proj, self.up_proj)
 
     def _apply(self, fn, recurse: bool = True):
         self._fused = None  # moving or casting replaces the parameters' storage
         return super()._apply(fn, recurse)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._fused is not None and not torch.is_grad_enabled():
+        if use_fused(self._fused, x):
             gate, up = self._fused(x)
         else:
             gate, up = self.gate_proj(x), self.up_proj(x)

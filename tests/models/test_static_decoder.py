@@ -140,6 +140,19 @@ def test_fused_projections_same_outputs_no_extra_memory(make_model, overrides):
     assert all(torch.equal(p, params[n]) for n, p in model.named_parameters())  # and same values, same names
     with torch.no_grad():
         torch.testing.assert_close(model(ids).logits, ref, rtol=1e-12, atol=1e-12)
+    model.fuse_projections()  # fusing again keeps the same matrices (no second copy of the weights)
+    assert attn._fused.weight is fused
+    calls = []
+    real_call = type(attn._fused).__call__
+    try:  # a long prefill keeps the separate products (their outputs can be freed one by one)
+        type(attn._fused).__call__ = lambda self, x: calls.append(x.shape) or real_call(self, x)
+        with torch.no_grad():
+            model(torch.randint(0, 101, (1, 300)))
+            assert calls == []
+            model(ids)
+            assert len(calls) == 4  # two layers, attention and MLP
+    finally:
+        type(attn._fused).__call__ = real_call
     # with autograd on, the separate Linears run and get gradients; an in-place update reaches the fused matrix
     model(ids).logits.sum().backward()
     assert attn.q_proj.weight.grad is not None and mlp.gate_proj.weight.grad is not None
