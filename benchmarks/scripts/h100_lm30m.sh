@@ -15,11 +15,16 @@ lm() {  # lm <name> <config> [overrides...]
     train.checkpoint_every=0 train.progress=false train.log_every=20 train.time_limit_s=480 "$@" > "$R/$name.log" 2>&1
   cp "runs/lm/$name/metrics.jsonl" "$R/$name.metrics.jsonl" 2>/dev/null
 }
-lm gsa configs/gsa-30m.toml &
-lm llama configs/llama-30m.toml &
-lm abc configs/gsa-30m.toml 'model.forget_gate="none"' &
-lm fixed-decay configs/gsa-30m.toml 'model.forget_gate="fixed"' &
-lm linear-read configs/gsa-30m.toml 'model.slot_read="linear"' &
+JOBS=${JOBS:-"gsa llama abc fixed-decay linear-read"}  # a subset reruns those jobs alone (e.g. JOBS="abc linear-read")
+for j in $JOBS; do
+  case $j in
+    gsa) lm gsa configs/gsa-30m.toml & ;;
+    llama) lm llama configs/llama-30m.toml & ;;
+    abc) lm abc configs/gsa-30m.toml 'model.forget_gate="none"' & ;;
+    fixed-decay) lm fixed-decay configs/gsa-30m.toml 'model.forget_gate="fixed"' & ;;
+    linear-read) lm linear-read configs/gsa-30m.toml 'model.slot_read="linear"' & ;;
+  esac
+done
 wait
 for f in "$R"/*.log; do echo "== $f"; grep -E "parameters|held-out|time limit|Error" "$f" | tail -3; done
 tar cf "$OUT/lm.tar" -C "$OUT" lm
