@@ -55,6 +55,9 @@ class StaticDecoder:
         batch_size: B, fixed for the decoder's life (the state buffers are [B, ...]).
         compile: torch.compile the step (fullgraph=True): fuses the small element-wise ops of a token.
         cuda_graph: capture the step in a CUDA graph on its first call (CUDA only): one replay per token.
+        max_prefill_tokens: a prefill of B prompts of T tokens runs in pieces of max(1, max_prefill_tokens // B)
+            positions, each continuing the state of the last, so its activation memory is bounded whatever B x T
+            (a 32 x 32K prefill of GSA-1.3B in one piece needs ~45 GB of activations). Packed prompts run whole.
         fuse: compute each layer's q/k/v/slot-logit and gate/up projections as one matrix product each
             (`model.fuse_projections()`: no extra memory; the model computes the same outputs, whoever calls it).
 
@@ -64,12 +67,16 @@ class StaticDecoder:
     valid across prompts. State per sequence: L * H * M * (K + V) float32 values, whatever the context length.
     """
 
-    def __init__(self, model, batch_size: int, *, compile: bool = False, cuda_graph: bool = False, fuse: bool = True):
+    def __init__(self, model, batch_size: int, *, compile: bool = False, cuda_graph: bool = False, fuse: bool = True,
+                 max_prefill_tokens: int = 65536):
         device = model.lm_head.weight.device
         if cuda_graph and device.type != "cuda":
             raise ValueError(f"cuda_graph=True needs the model on a CUDA device, got {device}")
         if model.lm_head.weight.dtype == torch.float64:
             raise ValueError("StaticDecoder keeps float32 states; a float64 model decodes with generate()")
+        if max_prefill_tokens < 1:
+            raise ValueError(f"max_prefill_tokens must be positive, got {max_prefill_tokens}")
+        self.max_prefill_tokens = max_prefill_tokens
         if fuse:
             model.fuse_projections()
         self.model = model
@@ -106,7 +113,15 @@ class StaticDecoder:
         else:
             if input_ids.ndim != 2 or input_ids.shape[0] != self.batch_size:
                 raise ValueError(f"input_ids must be [{self.batch_size}, T], got {tuple(input_ids.shape)}")
-            out = self.model(input_ids, attention_mask=attention_mask, use_cache=True, logits_to_keep=1)
+            if attention_mask is not None and tuple(attention_mask.shape) != tuple(input_ids.shape):
+                raise ValueError(f"attention_mask must be {tuple(input_ids.shape)}, got {tuple(attention_mask.shape)}")
+            piece = max(1, self.max_prefill_tokens // self.batch_size)
+            out = None
+            for start in range(0, input_ids.shape[1], piece):
+                end = start + piece
+                out = self.model(input_ids[:, start:end], use_cache=True, logits_to_keep=1,
+                                 attention_mask=None if attention_mask is None else attention_mask[:, start:end],
+                                 past_key_values=None if out is None else out.past_key_values)
             last = out.logits[:, -1]
         fresh = out.past_key_values
         if self.cache is None:

@@ -166,3 +166,25 @@ def test_fused_projections_same_outputs_no_extra_memory(make_model, overrides):
     assert attn._fused is None and mlp._fused is None
     with torch.no_grad():
         torch.testing.assert_close(model(ids).logits, ref.float(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("use_short_conv", [False, True])
+def test_prefill_in_pieces_matches_one_piece(use_short_conv):
+    """max_prefill_tokens bounds a prefill's activations: pieces of 3 positions carry the state (and convolution
+    window) from one to the next, with left padding spanning the first pieces."""
+    model = tiny(use_short_conv)
+    ids = torch.randint(3, 97, (2, 17))
+    mask = torch.ones_like(ids)
+    mask[1, :5] = 0
+    whole = StaticDecoder(model, batch_size=2)
+    pieces = StaticDecoder(model, batch_size=2, max_prefill_tokens=6)
+    torch.testing.assert_close(pieces.prefill(ids, mask), whole.prefill(ids, mask), rtol=1e-5, atol=1e-5)
+    for i in range(2):
+        for a, b in zip(pieces.cache.state(i).conv or (), whole.cache.state(i).conv or ()):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(pieces.cache.state(i).hk, whole.cache.state(i).hk, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(pieces.cache.state(i).hv, whole.cache.state(i).hv, rtol=1e-5, atol=1e-5)
+    token = ids[:, -1]
+    torch.testing.assert_close(pieces.step(token), whole.step(token), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="max_prefill_tokens must be positive"):
+        StaticDecoder(model, batch_size=2, max_prefill_tokens=0)
