@@ -30,6 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batches", default="1,32", help="batch sizes (default 1,32)")
     p.add_argument("--new-tokens", type=int, default=64, help="timed decode steps (default 64)")
     p.add_argument("--no-compile", action="store_true", help="eager decode steps for both models")
+    p.add_argument("--compile-mode", default=None,
+                   help="torch.compile mode of GSA's step, e.g. max-autotune-no-cudagraphs (default: the default mode)")
     p.add_argument("--profile", action="store_true",
                    help="print the per-kernel time of a GSA decode step (CUDA; first batch and prefix)")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
@@ -55,7 +57,7 @@ _DECODERS: dict = {}
 
 
 def bench_gsa(model, B: int, prefix: int, new: int, compile: bool, device, fuse: bool = True,
-              profile: bool = False) -> dict:
+              profile: bool = False, compile_mode: str | None = None) -> dict:
     import torch
 
     from gsa.models import StaticDecoder
@@ -64,7 +66,8 @@ def bench_gsa(model, B: int, prefix: int, new: int, compile: bool, device, fuse:
     key = (id(model), B, compile)
     if key not in _DECODERS:  # one decoder (one compile and graph capture) per batch size, reused across prefixes
         _DECODERS.clear()
-        _DECODERS[key] = StaticDecoder(model, B, compile=compile and cuda, cuda_graph=compile and cuda, fuse=fuse)
+        mode = (compile_mode or True) if compile and cuda else False
+        _DECODERS[key] = StaticDecoder(model, B, compile=mode, cuda_graph=compile and cuda, fuse=fuse)
     dec = _DECODERS[key]
     ids = torch.randint(0, model.config.vocab_size, (B, prefix), device=device)
     dec.prefill(ids)  # warm-up: kernels compiled for these shapes
@@ -151,7 +154,8 @@ def run(args: argparse.Namespace) -> int:
                             row.update(bench_llama(model, B, prefix, args.new_tokens, not args.no_compile, device))
                         else:
                             row.update(bench_gsa(model, B, prefix, args.new_tokens, not args.no_compile, device,
-                                                 fuse=name == "gsa", profile=args.profile and not profiled))
+                                                 fuse=name == "gsa", profile=args.profile and not profiled,
+                                                 compile_mode=args.compile_mode))
                             profiled = True
                 except torch.OutOfMemoryError:
                     row["error"] = "out of memory"
@@ -167,7 +171,8 @@ def run(args: argparse.Namespace) -> int:
                        ("ttft_ms", "TTFT ms", ".1f"), ("ms_per_token", "ms/token", ".3f"),
                        ("state_bytes_per_seq", "state B/seq", ",d"), ("error", "error", "s")])
     out = args.out or default_path(device, "decode.json")
-    write_json(out, {"benchmark": "decode", "size": args.size, "machine": machine(device), "rows": rows})
+    write_json(out, {"benchmark": "decode", "size": args.size, "machine": machine(device),
+                     "compile_mode": args.compile_mode, "rows": rows})
     panels = []
     for B in batches:
         series = {}

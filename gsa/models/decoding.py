@@ -53,7 +53,9 @@ class StaticDecoder:
     Args:
         model: a GSAForCausalLM in eval mode (float32, bf16 or fp16; its device is used).
         batch_size: B, fixed for the decoder's life (the state buffers are [B, ...]).
-        compile: torch.compile the step (fullgraph=True): fuses the small element-wise ops of a token.
+        compile: torch.compile the step (fullgraph=True): fuses the small element-wise ops of a token. Or a
+            torch.compile mode: "max-autotune-no-cudagraphs" also times Triton templates against cuBLAS for the
+            step's matrix-vector products (slower first call; the graph capture is cuda_graph's).
         cuda_graph: capture the step in a CUDA graph on its first call (CUDA only): one replay per token.
         max_prefill_tokens: a prefill of B prompts of T tokens runs in pieces of max(1, max_prefill_tokens // B)
             positions, each continuing the state of the last, so its activation memory is bounded whatever B x T
@@ -67,7 +69,7 @@ class StaticDecoder:
     valid across prompts. State per sequence: L * H * M * (K + V) float32 values, whatever the context length.
     """
 
-    def __init__(self, model, batch_size: int, *, compile: bool = False, cuda_graph: bool = False, fuse: bool = True,
+    def __init__(self, model, batch_size: int, *, compile: bool | str = False, cuda_graph: bool = False, fuse: bool = True,
                  max_prefill_tokens: int = 65536):
         device = model.lm_head.weight.device
         if cuda_graph and device.type != "cuda":
@@ -84,7 +86,10 @@ class StaticDecoder:
         self.cuda_graph = cuda_graph
         self.cache: GSACache | None = None
         self._token = torch.zeros(batch_size, dtype=torch.long, device=device)
-        self._step_fn = torch.compile(self._step_impl, fullgraph=True) if compile else self._step_impl
+        if isinstance(compile, str):
+            self._step_fn = torch.compile(self._step_impl, fullgraph=True, mode=compile)
+        else:
+            self._step_fn = torch.compile(self._step_impl, fullgraph=True) if compile else self._step_impl
         self._graph = None
         self._logits = None
 
