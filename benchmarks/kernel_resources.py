@@ -58,7 +58,8 @@ def _resources(cubin: bytes) -> dict:
                                    and field.split(":")[1].isdigit())}
 
 
-def collect(shape: dict, arch: int, dtype=torch.bfloat16, warps: int | None = None) -> list[dict]:
+def collect(shape: dict, arch: int, dtype=torch.bfloat16, warps: int | None = None, linear_read: bool = False
+            ) -> list[dict]:
     target = GPUTarget("cuda", arch, 128 if arch >= 90 else 64)
     seen, rows = set(), []
 
@@ -82,7 +83,7 @@ def collect(shape: dict, arch: int, dtype=torch.bfloat16, warps: int | None = No
         seen.add(key)
         k = triton.compile(ASTSource(fn=self, signature=sig, constexprs=consts), target=target,
                            options={"num_warps": 4, "num_stages": 3, **options})
-        flags = ",".join(f"{n}={bound[n]}" for n in ("BACKWARD", "SOFTMAX", "TRANSPOSED") if n in bound)
+        flags = ",".join(f"{n}={bound[n]}" for n in ("BACKWARD", "SOFTMAX", "LINEAR", "TRANSPOSED") if n in bound)
         rows.append({"kernel": self.__name__ + (f" [{flags}]" if flags else ""),
                      "warps": options.get("num_warps", 4), "shared": k.metadata.shared, **_resources(k.asm["cubin"])})
         return None
@@ -101,9 +102,9 @@ def collect(shape: dict, arch: int, dtype=torch.bfloat16, warps: int | None = No
     try:
         if T == 1:
             h0 = (torch.zeros(B, H, K, M), torch.zeros(B, H, M, V))
-            fused_recurrent_gsa(q, k, v, s, gate, K**-0.5, h0, True)
+            fused_recurrent_gsa(q, k, v, s, gate, K**-0.5, h0, True, linear_read=linear_read)
         else:
-            o, _ = chunk_gsa(q, k, v, s, gate, K**-0.5, None, False, None)
+            o, _ = chunk_gsa(q, k, v, s, gate, K**-0.5, None, False, None, linear_read=linear_read)
             o.backward(torch.ones_like(o))
     finally:
         JITFunction.run = original
@@ -116,8 +117,9 @@ def main(argv=None) -> int:
     p.add_argument("--arch", type=int, default=90, help="compute capability x 10 (default 90: Hopper)")
     p.add_argument("--warps", type=int, default=None, help="compile every kernel with this num_warps instead of "
                    "the launcher's")
+    p.add_argument("--linear-read", action="store_true", help="the kernels of slot_read='linear' (the ablation)")
     args = p.parse_args(argv)
-    rows = collect(SHAPES[args.shape], args.arch, warps=args.warps)
+    rows = collect(SHAPES[args.shape], args.arch, warps=args.warps, linear_read=args.linear_read)
     print(f"{args.shape} {SHAPES[args.shape]}, sm_{args.arch}, triton {triton.__version__}")
     print(f"{'kernel':46s} {'warps':>5s} {'REG':>5s} {'STACK':>6s} {'shared B':>9s}")
     for r in rows:

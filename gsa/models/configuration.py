@@ -63,7 +63,7 @@ class GSAConfig(PretrainedConfig):
         feature_map ("swish", or "identity": q, k, v as projected; needs use_short_conv=False), use_output_norm
         (False: no swish + RMSNorm before the output projection) and qkv_bias (biases on W_q, W_k, W_v, as in Qwen2);
         forget_gate for the paper's ablations: "data" (default), "fixed" (data-independent decay), "none" (ABC;
-        full sequences only, no decoding cache); slot_read "linear" for the no-softmax ablation (torch backend).
+        full sequences only, no decoding cache); slot_read "linear" for the no-softmax ablation (every backend).
     MLP: intermediate_size, or hidden_ratio (the multiple of 256 at or above 2/3 * hidden_ratio * d); at most one
         may be given unless both agree; neither means hidden_ratio = 4. hidden_act: the gate's nonlinearity
         ("silu" = SwiGLU, "gelu", "relu").

@@ -98,12 +98,7 @@ def gated_slot_attention(
             raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
     if inplace_state:
         check_inplace_state(initial_state, (q, k, v, s, g))
-    slot_read_fn(slot_read)  # validates
-    if slot_read != "softmax":
-        if backend == "triton":
-            raise ValueError(f"backend='triton' implements slot_read='softmax' only, got {slot_read!r}: use 'torch'")
-        if backend == "auto":
-            backend = "torch"
+    slot_read_fn(slot_read)  # validates (every backend implements every read)
     backend = resolve_backend(backend, q.device, q.dtype)
     if backend == "triton" and q.dtype == torch.float64:
         raise TypeError("backend='triton' takes float16, bfloat16 or float32 inputs, got torch.float64: use "
@@ -127,7 +122,7 @@ def _compute(backend, dims, offsets, q, k, v, s, g, scale, initial_state, output
         s, g = abc_to_gated(s, offsets)
     if backend == "triton":
         return _triton_backend()(q, k, v, s, g, scale, initial_state, output_final_state, cu_seqlens,
-                                 keep_states=keep_states)
+                                 keep_states=keep_states, linear_read=slot_read == "linear")
     return chunk_gsa(q, k, v, s, g, scale, initial_state, output_final_state, offsets, slot_read=slot_read)
 
 
@@ -138,7 +133,8 @@ def _inplace(backend, dims, offsets, q, k, v, s, g, scale, state, cu_seqlens, sl
 
         if g is None:
             s, g = abc_to_gated(s, offsets)
-        return fused_recurrent_gsa(q, k, v, s, g, scale, state, True, cu_seqlens, inplace=True)
+        return fused_recurrent_gsa(q, k, v, s, g, scale, state, True, cu_seqlens, inplace=True,
+                                   linear_read=slot_read == "linear")
     with torch.no_grad():
         o, (hk, hv) = _compute(backend, dims, offsets, q, k, v, s, g, scale, state, True, cu_seqlens, False,
                                slot_read)

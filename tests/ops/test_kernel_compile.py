@@ -16,10 +16,10 @@ pytest.importorskip("triton")
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _run(shape):
+def _run(shape, *extra):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.run([sys.executable, str(REPO / "benchmarks" / "kernel_resources.py"), "--shape", shape],
+    return subprocess.run([sys.executable, str(REPO / "benchmarks" / "kernel_resources.py"), "--shape", shape, *extra],
                           capture_output=True, text=True, env=env, timeout=600)
 
 
@@ -39,3 +39,13 @@ def test_decode_kernel_compiles_for_sm90():
     out = _run("decode")
     assert out.returncode == 0, out.stderr[-3000:]
     assert "fused_recurrent" in out.stdout, out.stdout
+
+
+def test_linear_read_kernel_variants_compile_for_sm90():
+    """slot_read="linear" compiles its own variants of the kernels that read the slots (LINEAR / SOFTMAX=False)."""
+    out = _run("tiny", "--linear-read")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "LINEAR=True" in out.stdout and "chunk_gsa_bwd_kernel_ds [SOFTMAX=False]" in out.stdout, out.stdout
+    dec = _run("decode", "--linear-read")
+    assert dec.returncode == 0 and "LINEAR=True" in dec.stdout, dec.stdout + dec.stderr[-3000:]
+

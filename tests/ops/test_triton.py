@@ -20,10 +20,11 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def chunk_op(q, k, v, s, g, *, scale=None, initial_state=None, output_final_state=False, cu_seqlens=None,
-             keep_states=False):
+             keep_states=False, slot_read="softmax"):
     """The chunked kernels alone (no front-end), whatever T is."""
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    return chunk_gsa(q, k, v, s, g, scale, initial_state, output_final_state, cu_seqlens, keep_states)
+    return chunk_gsa(q, k, v, s, g, scale, initial_state, output_final_state, cu_seqlens, keep_states,
+                     slot_read == "linear")
 
 
 def triton_op(*args, **kw):
@@ -49,6 +50,37 @@ def test_chunk_float32_matches_reference(shape):
     x = make_inputs(**shape)
     assert_matches(cpu(run(chunk_op, on(cast(x, torch.float32)), scale=0.3)), run(parallel_reference, x, scale=0.3),
                    tol=2e-5)
+
+
+@pytest.mark.parametrize("shape", [
+    dict(B=2, T=65, HQ=4, H=2, K=20, V=12, M=7, tau=1.0),
+    dict(B=1, T=70, HQ=2, H=2, K=16, V=20, M=24, tau=0.5, N=3),
+])
+def test_chunk_linear_slot_read_matches_reference(shape):
+    """The no-softmax ablation (slot_read="linear") through the chunked kernels: forward, states, every gradient."""
+    x = make_inputs(**shape)
+    cu = torch.tensor([0, 9, 40, 70]) if shape.get("N") else None
+    got = cpu(run(chunk_op, on(cast(x, torch.float32)), scale=0.3, slot_read="linear",
+                  cu_seqlens=None if cu is None else cu.to(DEVICE)))
+    ref = run(parallel_reference, x, scale=0.3, slot_read="linear", cu_seqlens=cu)
+    assert_matches(got, ref, tol=2e-5)
+    assert rel_err(got[0], run(parallel_reference, x, scale=0.3, cu_seqlens=cu)[0]) > 1e-3  # not the softmax read
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_fused_recurrent_linear_slot_read(inplace):
+    x = make_inputs(B=2, T=3, HQ=4, H=2, K=20, V=36, M=24, tau=1.0, init_state=True)
+    d = {n: None if t is None else t.detach() for n, t in x.items()}
+    ref_o, ref_st = recurrent_reference(d["q"], d["k"], d["v"], d["s"], d["g"], scale=0.4,
+                                        initial_state=(d["hk0"], d["hv0"]), output_final_state=True,
+                                        slot_read="linear")
+    f = {n: t.float().to(DEVICE).contiguous() for n, t in d.items()}
+    state = (f["hk0"].clone(), f["hv0"].clone())
+    o, st = triton_op(f["q"], f["k"], f["v"], f["s"], f["g"], scale=0.4, initial_state=state,
+                      output_final_state=True, slot_read="linear", inplace_state=inplace)
+    for got, ref in ((o, ref_o), (st[0], ref_st[0]), (st[1], ref_st[1])):
+        assert rel_err(got.cpu(), ref) < 2e-6
+    assert (st[0] is state[0]) == inplace
 
 
 def test_state_kernels_split_into_narrow_tiles(monkeypatch):

@@ -16,7 +16,7 @@ RECURRENT_MAX_T = 16
 
 def gsa_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Tensor, g: torch.Tensor, scale: float,
                initial_state: tuple[torch.Tensor, torch.Tensor] | None, output_final_state: bool,
-               cu_seqlens: torch.Tensor | None, keep_states: bool = False,
+               cu_seqlens: torch.Tensor | None, keep_states: bool = False, linear_read: bool = False,
                ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
     """The triton backend of `gsa.ops.gated_slot_attention` (arguments already validated, g not None).
 
@@ -24,11 +24,12 @@ def gsa_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Tenso
     hv [N, H, M, V]) float32. Returns o [B, T, HQ, V] in q's dtype and float32 final states (or None).
     keep_states: keep the chunk-start states from the forward for the backward instead of recomputing them.
     Differentiable in every tensor input; never writes into them. Short inputs that need no gradient (decoding)
-    take the fused recurrent kernels.
+    take the fused recurrent kernels. linear_read: slot_read="linear" (the no-softmax ablation).
     """
     if q.shape[1] <= RECURRENT_MAX_T and not _needs_grad(q, k, v, s, g, initial_state):
-        return fused_recurrent_gsa(q, k, v, s, g, scale, initial_state, output_final_state, cu_seqlens)
-    return chunk_gsa(q, k, v, s, g, scale, initial_state, output_final_state, cu_seqlens, keep_states)
+        return fused_recurrent_gsa(q, k, v, s, g, scale, initial_state, output_final_state, cu_seqlens,
+                                   linear_read=linear_read)
+    return chunk_gsa(q, k, v, s, g, scale, initial_state, output_final_state, cu_seqlens, keep_states, linear_read)
 
 
 def _needs_grad(*xs) -> bool:

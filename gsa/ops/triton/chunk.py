@@ -35,7 +35,7 @@ def _contiguous(*xs):
     return [None if x is None else x.contiguous() for x in xs]
 
 
-def _fwd_impl(q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states, cu_seqlens):
+def _fwd_impl(q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states, cu_seqlens, linear_read):
     q, k, v, s, g, hk0, hv0 = _contiguous(q, k, v, s, g, hk0, hv0)
     B, T, HQ, K = q.shape
     H, V, M = k.shape[2], v.shape[-1], s.shape[-1]
@@ -47,8 +47,9 @@ def _fwd_impl(q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states, c
     hk, hkT = chunk_fwd_h(kf, sf, gl, hk0, chunks, nt, output_final_state, False, prec)
     hv, hvT = chunk_fwd_h(vf, sf, gl, hv0, chunks, nt, output_final_state, True, prec)
     A = chunk_fwd_a(qf, kf, sf, gl, hk, chunks, scale, prec)
-    P = chunk_p(A, sf, gl, chunks, True, prec)
-    o = chunk_o(A, gl, P, vf, hv, chunks, 1.0, True, q.dtype, prec)
+    softmax = not linear_read  # the second pass reads with softmax(A1), or with A1 itself
+    P = chunk_p(A, sf, gl, chunks, softmax, prec)
+    o = chunk_o(A, gl, P, vf, hv, chunks, 1.0, softmax, q.dtype, prec)
     if not output_final_state:
         hkT, hvT = _empty(q), _empty(q)
     if not keep_states:
@@ -59,17 +60,17 @@ def _fwd_impl(q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states, c
 @torch.library.custom_op("gsa::chunk_fwd", mutates_args=())
 def chunk_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Tensor, g: torch.Tensor,
                  scale: float, hk0: torch.Tensor | None, hv0: torch.Tensor | None, output_final_state: bool,
-                 keep_states: bool, cu_seqlens: torch.Tensor | None
+                 keep_states: bool, cu_seqlens: torch.Tensor | None, linear_read: bool = False
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                             torch.Tensor, torch.Tensor]:
     """Returns o [B, T, HQ, V]; A1 [B, T, HQ, M], Gl [B, T, H, M] and the second pass's mixing matrices
     P [B, T, HQ, 64] (float32, kept for backward); the final states (empty unless output_final_state) and the
     chunk-start states (empty unless keep_states)."""
-    return _fwd_impl(q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states, cu_seqlens)
+    return _fwd_impl(q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states, cu_seqlens, linear_read)
 
 
 @chunk_fwd_op.register_fake
-def _(q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states, cu_seqlens):
+def _(q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states, cu_seqlens, linear_read=False):
     B, T, HQ, K = q.shape
     H, V, M = k.shape[2], v.shape[-1], s.shape[-1]
     N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
@@ -83,7 +84,7 @@ def _(q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states, cu_seqlen
             q.new_empty(nt, H, V, M, **f32) if keep_states else _empty(q))
 
 
-def _bwd_impl(q, k, v, s, g, A, gl, P, do, scale, hk0, hv0, dhkT, dhvT, hkT, hvT, hk, hv, cu_seqlens):
+def _bwd_impl(q, k, v, s, g, A, gl, P, do, scale, hk0, hv0, dhkT, dhvT, hkT, hvT, hk, hv, cu_seqlens, linear_read):
     q, k, v, s, g, A, gl, P, do, hk0, hv0, dhkT, dhvT, hk, hv = _contiguous(
         q, k, v, s, g, A, gl, P, do, hk0, hv0, dhkT, dhvT, hk, hv)
     B, T, HQ, K = q.shape
@@ -97,15 +98,15 @@ def _bwd_impl(q, k, v, s, g, A, gl, P, do, scale, hk0, hv0, dhkT, dhvT, hkT, hvT
         # hidden-state recomputation: the chunk-start states again, from the kept A1-free inputs
         hk, _ = chunk_fwd_h(kf, sf, glf, hk0, chunks, nt, False, False, prec)
         hv, _ = chunk_fwd_h(vf, sf, glf, hv0, chunks, nt, False, True, prec)
-    dA, dGq = chunk_bwd_dp(dof, vf, sf, glf, hv, Af, chunks, prec)
+    dA, dGq = chunk_bwd_dp(dof, vf, sf, glf, hv, Af, chunks, prec, linear_read)
     want0 = hk0 is not None
     dhk, dhk0 = chunk_bwd_dh(qf, dA, glf, dhkT, chunks, nt, scale, False, want0, False, prec)
-    dhv, dhv0 = chunk_bwd_dh(dof, Af, glf, dhvT, chunks, nt, 1.0, True, want0, True, prec)
+    dhv, dhv0 = chunk_bwd_dh(dof, Af, glf, dhvT, chunks, nt, 1.0, not linear_read, want0, True, prec)
     P1 = chunk_p(dA, sf, glf, chunks, False, prec)
     dq = chunk_o(dA, glf, P1, kf, hk, chunks, scale, False, q.dtype, prec)
     dk = chunk_bwd_dx(P1, qf, sf, glf, dhk, chunks, scale, k.dtype, prec)
     dv = chunk_bwd_dx(_flat(P), dof, sf, glf, dhv, chunks, 1.0, v.dtype, prec)
-    ds, dG = chunk_bwd_ds(qf, kf, vf, dof, sf, glf, Af, dA, dGq, dhk, dhv, chunks, scale, prec)
+    ds, dG = chunk_bwd_ds(qf, kf, vf, dof, sf, glf, Af, dA, dGq, dhk, dhv, chunks, scale, prec, linear_read)
     # final states read the whole sequence's decay: their cotangents enter dG at each sequence's last step
     dgT = None
     if dhkT is not None:
@@ -123,28 +124,30 @@ def chunk_bwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Ten
                  A: torch.Tensor, gl: torch.Tensor, P: torch.Tensor, do: torch.Tensor, scale: float, hk0: torch.Tensor | None,
                  hv0: torch.Tensor | None, dhkT: torch.Tensor | None, dhvT: torch.Tensor | None,
                  hkT: torch.Tensor | None, hvT: torch.Tensor | None, hk: torch.Tensor | None,
-                 hv: torch.Tensor | None, cu_seqlens: torch.Tensor | None
+                 hv: torch.Tensor | None, cu_seqlens: torch.Tensor | None, linear_read: bool = False
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                             torch.Tensor]:
     """Returns dq, dk, dv, ds, dg and the initial-state gradients (empty without an initial state)."""
-    return _bwd_impl(q, k, v, s, g, A, gl, P, do, scale, hk0, hv0, dhkT, dhvT, hkT, hvT, hk, hv, cu_seqlens)
+    return _bwd_impl(q, k, v, s, g, A, gl, P, do, scale, hk0, hv0, dhkT, dhvT, hkT, hvT, hk, hv, cu_seqlens,
+                     linear_read)
 
 
 @chunk_bwd_op.register_fake
-def _(q, k, v, s, g, A, gl, P, do, scale, hk0, hv0, dhkT, dhvT, hkT, hvT, hk, hv, cu_seqlens):
+def _(q, k, v, s, g, A, gl, P, do, scale, hk0, hv0, dhkT, dhvT, hkT, hvT, hk, hv, cu_seqlens, linear_read=False):
     return (torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), torch.empty_like(s),
             torch.empty_like(g), _empty(q) if hk0 is None else torch.empty_like(hk0),
             _empty(q) if hv0 is None else torch.empty_like(hv0))
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states, cu_seqlens = inputs
+    q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states, cu_seqlens, linear_read = inputs
     o, A, gl, P, hkT, hvT, hk, hv = output
     ctx.mark_non_differentiable(A, gl, P, hk, hv)
     ctx.scale = scale
     ctx.output_final_state = output_final_state
     ctx.keep_states = keep_states
     ctx.has_h0 = hk0 is not None
+    ctx.linear_read = linear_read
     ctx.save_for_backward(q, k, v, s, g, A, gl, P, hk0, hv0, hkT, hvT, hk, hv, cu_seqlens)
 
 
@@ -156,23 +159,25 @@ def _backward(ctx, do, dA, dgl, dP, dhkT, dhvT, dhk, dhv):
         hk = hv = None
     dq, dk, dv, ds, dg, dhk0, dhv0 = chunk_bwd_op(
         q, k, v, s, g, A, gl, P, do, ctx.scale, hk0, hv0, dhkT, dhvT,
-        hkT if ctx.output_final_state else None, hvT if ctx.output_final_state else None, hk, hv, cu_seqlens)
+        hkT if ctx.output_final_state else None, hvT if ctx.output_final_state else None, hk, hv, cu_seqlens,
+        ctx.linear_read)
     if not ctx.has_h0:
         dhk0 = dhv0 = None
-    return dq, dk, dv, ds, dg, None, dhk0, dhv0, None, None, None
+    return dq, dk, dv, ds, dg, None, dhk0, dhv0, None, None, None, None
 
 
 chunk_fwd_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def chunk_gsa(q, k, v, s, g, scale: float, initial_state, output_final_state: bool, cu_seqlens,
-              keep_states: bool = False):
+              keep_states: bool = False, linear_read: bool = False):
     """Chunked GSA on [B, T, H, D] tensors (arguments as `gsa.ops.gated_slot_attention`, already validated).
 
     keep_states: keep the chunk-start states from the forward for the backward (faster, + NT * H * (K + V) * M
-    floats) instead of recomputing them (the default). Returns o and the final states (or None)."""
+    floats) instead of recomputing them (the default). linear_read: the second pass reads the slots with the
+    scores A1 themselves instead of softmax(A1) (the no-softmax ablation). Returns o and the final states (or None)."""
     q, k, v, s, g = (x.contiguous() for x in (q, k, v, s, g))
     hk0, hv0 = (None, None) if initial_state is None else (x.contiguous() for x in initial_state)
     o, _, _, _, hkT, hvT, _, _ = chunk_fwd_op(q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states,
-                                           cu_seqlens)
+                                           cu_seqlens, linear_read)
     return o, ((hkT, hvT) if output_final_state else None)

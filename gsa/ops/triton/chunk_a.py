@@ -23,7 +23,7 @@ from gsa.ops.triton.utils import (
 def chunk_gsa_fwd_kernel_a(a, b, s, gl, h, A, dA, dGq, cu_seqlens, chunk_indices, scale,
                            H, HQ, D, M,
                            BT: tl.constexpr, BC: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr,
-                           BACKWARD: tl.constexpr, PREC: tl.constexpr):
+                           BACKWARD: tl.constexpr, LINEAR: tl.constexpr, PREC: tl.constexpr):
     NC: tl.constexpr = BT // BC
     i_ci, i_hq = tl.program_id(0), tl.program_id(1)
     i_c, i_i = i_ci // NC, i_ci % NC
@@ -71,8 +71,12 @@ def chunk_gsa_fwd_kernel_a(a, b, s, gl, h, A, dA, dGq, cu_seqlens, chunk_indices
     o_im = o_i[:, None].to(tl.int64) * HQ * M + i_hq * M + o_m[None, :]
     if BACKWARD:
         b_a1 = tl.load(A + o_im, mask=m_im, other=0)  # [BC, BM]
-        b_p = masked_softmax(b_a1, m_im)
-        b_da = b_p * (b_x - tl.sum(b_p * b_x, 1)[:, None])
+        if LINEAR:  # the read weights are the scores themselves: dA1 = dp
+            b_p = b_a1
+            b_da = b_x
+        else:
+            b_p = masked_softmax(b_a1, m_im)
+            b_da = b_p * (b_x - tl.sum(b_p * b_x, 1)[:, None])
         tl.store(dA + o_im, b_da, mask=m_im)
         # the reading terms of dG (GSA_SPEC.md section 3): A1 * dA1 + p * dp
         tl.store(dGq + o_im, b_a1 * b_da + b_p * b_x, mask=m_im)
@@ -90,14 +94,16 @@ def chunk_fwd_a(q: torch.Tensor, k: torch.Tensor, s: torch.Tensor, gl: torch.Ten
     grid = (chunks.NT * (BT // BC), HQ)
     chunk_gsa_fwd_kernel_a[grid](q, k, s, gl, hk, A, None, None, chunks.cu_seqlens, chunks.indices, scale,
                                  H=H, HQ=HQ, D=D, M=M, BT=BT, BC=BC, BD=block(D, 64), BM=block(M, 128),
-                                 BACKWARD=False, PREC=prec, num_warps=chunk_warps())
+                                 BACKWARD=False, LINEAR=False, PREC=prec, num_warps=chunk_warps())
     return A
 
 
 def chunk_bwd_dp(do: torch.Tensor, v: torch.Tensor, s: torch.Tensor, gl: torch.Tensor, hv: torch.Tensor,
-                 A: torch.Tensor, chunks: Chunks, prec: str) -> tuple[torch.Tensor, torch.Tensor]:
+                 A: torch.Tensor, chunks: Chunks, prec: str, linear_read: bool = False
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """From dO [TT, HQ, V], v [TT, H, V], the chunk-start states hv [NT, H, V, M] and A1 [TT, HQ, M]: dA1 and
-    the reading half of dG, A1 * dA1 + p * dp, both [TT, HQ, M] float32."""
+    the reading half of dG, A1 * dA1 + p * dp, both [TT, HQ, M] float32 (p = softmax(A1), or A1 with
+    linear_read)."""
     TT, HQ, D = do.shape
     H, M = v.shape[1], s.shape[-1]
     dA = torch.empty(TT, HQ, M, dtype=torch.float32, device=do.device)
@@ -105,5 +111,5 @@ def chunk_bwd_dp(do: torch.Tensor, v: torch.Tensor, s: torch.Tensor, gl: torch.T
     grid = (chunks.NT * (BT // BC), HQ)
     chunk_gsa_fwd_kernel_a[grid](do, v, s, gl, hv, A, dA, dGq, chunks.cu_seqlens, chunks.indices, 1.0,
                                  H=H, HQ=HQ, D=D, M=M, BT=BT, BC=BC, BD=block(D, 64), BM=block(M, 128),
-                                 BACKWARD=True, PREC=prec, num_warps=chunk_warps())
+                                 BACKWARD=True, LINEAR=linear_read, PREC=prec, num_warps=chunk_warps())
     return dA, dGq

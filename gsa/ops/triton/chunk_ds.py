@@ -3,7 +3,8 @@
 For a key sub-block of BC rows j, per pass (x, y, a, dS, scale): with the gradient dS [D, M] of the chunk-end state,
     ds_j[m] = exp(Gl_last[m] - Gl_j[m]) * (x_j @ dS)[m]
             + scale * sum_{query heads} sum_{j <= t < chunk end} (y_t . x_j) * a_t[m] * exp(Gl_t[m] - Gl_j[m]).
-Pass 1: x = k, y = q, a = dA1, dS = dHk. Pass 2: x = v, y = dO, a = softmax(A1), dS = dHv^T, scale 1.
+Pass 1: x = k, y = q, a = dA1, dS = dHk. Pass 2: x = v, y = dO, a = softmax(A1) (A1 with a linear read),
+dS = dHv^T, scale 1.
 Then dG_j = sum_{query heads} (A1 * dA1 + p * dp)_j - s_j * ds_j (GSA_SPEC.md section 3).
 """
 
@@ -65,7 +66,7 @@ def _ds_pass(x, y, A, dh, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_after, o_m, m_m
 def chunk_gsa_bwd_kernel_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, cu_seqlens, chunk_indices, scale,
                             H, HQ, K, V, M,
                             BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-                            BM: tl.constexpr, PREC: tl.constexpr):
+                            BM: tl.constexpr, SOFTMAX: tl.constexpr, PREC: tl.constexpr):
     NC: tl.constexpr = BT // BC
     G = HQ // H
     i_cj, i_h = tl.program_id(0), tl.program_id(1)
@@ -90,7 +91,7 @@ def chunk_gsa_bwd_kernel_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, cu
     b_ds = _ds_pass(k, q, dA, dhk, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_after, o_m, m_m, b_gt, b_gj, b_ge, b_gl,
                     H, HQ, K, M, BT, BC, BK, BM, False, PREC)
     b_ds += _ds_pass(v, do, A, dhv, i_c, i_h, 1.0, o_t, m_t, o_j, m_j, m_after, o_m, m_m, b_gt, b_gj, b_ge, b_gl,
-                     H, HQ, V, M, BT, BC, BV, BM, True, PREC)
+                     H, HQ, V, M, BT, BC, BV, BM, SOFTMAX, PREC)
 
     b_sj = load_rows(s + i_h * M, o_j, m_j, H * M, o_m, m_m).to(tl.float32)  # [BC, BM]
     b_dg = -b_sj * b_ds
@@ -102,8 +103,10 @@ def chunk_gsa_bwd_kernel_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, cu
     tl.store(dG + o_jm, b_dg, mask=m_jm)
 
 
-def chunk_bwd_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, chunks: Chunks, scale: float, prec: str):
+def chunk_bwd_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, chunks: Chunks, scale: float, prec: str,
+                 linear_read: bool = False):
     """ds [TT, H, M] in s's dtype and dG [TT, H, M] float32 (before the reverse cumulative sum over time).
+    linear_read: the second pass reads with A1 itself instead of softmax(A1).
 
     q/do: [TT, HQ, K|V], k/v: [TT, H, K|V], s/gl: [TT, H, M], A/dA/dGq: [TT, HQ, M] float32,
     dhk [NT, H, K, M] and dhv [NT, H, V, M]: gradients of the chunk-end states."""
@@ -114,5 +117,6 @@ def chunk_bwd_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, chunks: Chunks, scale
     grid = (chunks.NT * (BT // BC), H)
     chunk_gsa_bwd_kernel_ds[grid](q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, chunks.cu_seqlens,
                                   chunks.indices, scale, H=H, HQ=HQ, K=K, V=V, M=M, BT=BT, BC=BC,
-                                  BK=block(K, 64), BV=block(V, 64), BM=block(M, 128), PREC=prec, num_warps=chunk_warps())
+                                  BK=block(K, 64), BV=block(V, 64), BM=block(M, 128), SOFTMAX=not linear_read, PREC=prec,
+                                  num_warps=chunk_warps())
     return ds, dG

@@ -59,7 +59,8 @@ def fused_recurrent_gsa_fwd_kernel_k(q, k, s, g, h0, ht, part, cu_seqlens, scale
 def fused_recurrent_gsa_fwd_kernel_v(part, s, g, v, h0, ht, o, cu_seqlens, T,
                                      H: tl.constexpr, HQ: tl.constexpr, V: tl.constexpr, M: tl.constexpr,
                                      BV: tl.constexpr, BM: tl.constexpr, NK: tl.constexpr, BNK: tl.constexpr,
-                                     USE_H0: tl.constexpr, STORE_HT: tl.constexpr, IS_VARLEN: tl.constexpr):
+                                     USE_H0: tl.constexpr, STORE_HT: tl.constexpr, IS_VARLEN: tl.constexpr,
+                                     LINEAR: tl.constexpr):
     G: tl.constexpr = HQ // H
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
@@ -88,7 +89,10 @@ def fused_recurrent_gsa_fwd_kernel_v(part, s, g, v, h0, ht, o, cu_seqlens, T,
             i_hq = i_h * G + i_g
             p_part = part + ((t * HQ + i_hq) * NK + o_nk[:, None]) * BM + o_m[None, :]
             b_a = tl.sum(tl.load(p_part, mask=m_pm, other=0), 0)  # [BM]
-            b_p = tl.sum(masked_softmax(b_a[None, :], m_m[None, :]), 0)  # [BM]
+            if LINEAR:  # the no-softmax ablation reads with the scores themselves
+                b_p = b_a
+            else:
+                b_p = tl.sum(masked_softmax(b_a[None, :], m_m[None, :]), 0)  # [BM]
             b_o = tl.sum(b_p[:, None] * b_h, 0)  # [BV]
             tl.store(o + (t * HQ + i_hq) * V + o_v, b_o.to(o.dtype.element_ty), mask=m_v)
     if STORE_HT:
@@ -97,7 +101,8 @@ def fused_recurrent_gsa_fwd_kernel_v(part, s, g, v, h0, ht, o, cu_seqlens, T,
 
 def fused_recurrent_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Tensor, g: torch.Tensor,
                         scale: float, hk0: torch.Tensor | None, hv0: torch.Tensor | None, hkT: torch.Tensor | None,
-                        hvT: torch.Tensor | None, cu_seqlens: torch.Tensor | None) -> torch.Tensor:
+                        hvT: torch.Tensor | None, cu_seqlens: torch.Tensor | None, linear_read: bool = False
+                        ) -> torch.Tensor:
     """Run the recurrence on contiguous [B, T, H, D] inputs from (hk0, hv0) (zeros when None) and write the final
     states into hkT [N, H, K, M] / hvT [N, H, M, V] when given (they may be hk0 / hv0 themselves: each tile is read
     before it is written, by the same program). Returns o [B, T, HQ, V] in q's dtype."""
@@ -114,11 +119,11 @@ def fused_recurrent_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: to
         STORE_HT=hkT is not None, **common)
     fused_recurrent_gsa_fwd_kernel_v[(triton.cdiv(V, BV), N * H)](
         part, s, g, v, hv0, hvT, o, cu_seqlens, T, H=H, HQ=HQ, V=V, M=M, BV=BV, BM=BM, NK=NK,
-        BNK=triton.next_power_of_2(NK), STORE_HT=hvT is not None, **common)
+        BNK=triton.next_power_of_2(NK), STORE_HT=hvT is not None, LINEAR=linear_read, **common)
     return o
 
 
-def _fused_recurrent(q, k, v, s, g, scale, hk0, hv0, output_final_state, cu_seqlens):
+def _fused_recurrent(q, k, v, s, g, scale, hk0, hv0, output_final_state, cu_seqlens, linear_read=False):
     N = q.shape[0] if cu_seqlens is None else cu_seqlens.shape[0] - 1
     H, K, V, M = k.shape[2], k.shape[3], v.shape[3], s.shape[3]
     if output_final_state:
@@ -126,7 +131,7 @@ def _fused_recurrent(q, k, v, s, g, scale, hk0, hv0, output_final_state, cu_seql
         hvT = q.new_empty(N, H, M, V, dtype=torch.float32)
     else:
         hkT = hvT = None
-    o = fused_recurrent_fwd(q, k, v, s, g, scale, hk0, hv0, hkT, hvT, cu_seqlens)
+    o = fused_recurrent_fwd(q, k, v, s, g, scale, hk0, hv0, hkT, hvT, cu_seqlens, linear_read)
     if not output_final_state:
         hkT, hvT = q.new_empty((0,), dtype=torch.float32), q.new_empty((0,), dtype=torch.float32)
     return o, hkT, hvT
@@ -135,13 +140,14 @@ def _fused_recurrent(q, k, v, s, g, scale, hk0, hv0, output_final_state, cu_seql
 @torch.library.custom_op("gsa::fused_recurrent", mutates_args=())
 def fused_recurrent_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Tensor, g: torch.Tensor,
                        scale: float, hk0: torch.Tensor | None, hv0: torch.Tensor | None, output_final_state: bool,
-                       cu_seqlens: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                       cu_seqlens: torch.Tensor | None, linear_read: bool = False
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """o [B, T, HQ, V] and, when output_final_state, fresh final states (else empty tensors)."""
-    return _fused_recurrent(q, k, v, s, g, scale, hk0, hv0, output_final_state, cu_seqlens)
+    return _fused_recurrent(q, k, v, s, g, scale, hk0, hv0, output_final_state, cu_seqlens, linear_read)
 
 
 @fused_recurrent_op.register_fake
-def _(q, k, v, s, g, scale, hk0, hv0, output_final_state, cu_seqlens):
+def _(q, k, v, s, g, scale, hk0, hv0, output_final_state, cu_seqlens, linear_read=False):
     N = q.shape[0] if cu_seqlens is None else cu_seqlens.shape[0] - 1
     H, K, V, M = k.shape[2], k.shape[3], v.shape[3], s.shape[3]
     f32 = dict(dtype=torch.float32)
@@ -153,25 +159,26 @@ def _(q, k, v, s, g, scale, hk0, hv0, output_final_state, cu_seqlens):
 @torch.library.custom_op("gsa::fused_recurrent_inplace", mutates_args=("hk", "hv"))
 def fused_recurrent_inplace_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Tensor,
                                g: torch.Tensor, scale: float, hk: torch.Tensor, hv: torch.Tensor,
-                               cu_seqlens: torch.Tensor | None) -> torch.Tensor:
+                               cu_seqlens: torch.Tensor | None, linear_read: bool = False) -> torch.Tensor:
     """o [B, T, HQ, V]; the states hk [N, H, K, M] / hv [N, H, M, V] are advanced in place over the T steps."""
-    return fused_recurrent_fwd(q, k, v, s, g, scale, hk, hv, hk, hv, cu_seqlens)
+    return fused_recurrent_fwd(q, k, v, s, g, scale, hk, hv, hk, hv, cu_seqlens, linear_read)
 
 
 @fused_recurrent_inplace_op.register_fake
-def _(q, k, v, s, g, scale, hk, hv, cu_seqlens):
+def _(q, k, v, s, g, scale, hk, hv, cu_seqlens, linear_read=False):
     return q.new_empty(*q.shape[:3], v.shape[3])
 
 
 def fused_recurrent_gsa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Tensor, g: torch.Tensor,
                         scale: float, initial_state: tuple[torch.Tensor, torch.Tensor] | None = None,
                         output_final_state: bool = False, cu_seqlens: torch.Tensor | None = None,
-                        inplace: bool = False):
+                        inplace: bool = False, linear_read: bool = False):
     """GSA forward, token by token (no autograd: decoding). Arguments as `gsa.ops.gated_slot_attention`.
 
     inplace: advance `initial_state` (float32, contiguous, owned by the caller for this purpose) in place and
     return it as the final state: a decode step then allocates only its output. Otherwise nothing passed in is
-    written. Returns o [B, T, HQ, V] and the final states (or None)."""
+    written. linear_read: read the slots with the scores themselves (the no-softmax ablation). Returns
+    o [B, T, HQ, V] and the final states (or None)."""
     q, k, v, s, g = (x.contiguous() for x in (q, k, v, s, g))
     # eager calls skip the dispatcher (tens of microseconds a call); compiled graphs see the custom ops
     compiling = torch.compiler.is_compiling()
@@ -180,11 +187,11 @@ def fused_recurrent_gsa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: to
         hk, hv = initial_state
         assert hk.is_contiguous() and hv.is_contiguous() and hk.dtype == hv.dtype == torch.float32
         if compiling:
-            o = fused_recurrent_inplace_op(q, k, v, s, g, scale, hk, hv, cu_seqlens)
+            o = fused_recurrent_inplace_op(q, k, v, s, g, scale, hk, hv, cu_seqlens, linear_read)
         else:
-            o = fused_recurrent_fwd(q, k, v, s, g, scale, hk, hv, hk, hv, cu_seqlens)
+            o = fused_recurrent_fwd(q, k, v, s, g, scale, hk, hv, hk, hv, cu_seqlens, linear_read)
         return o, ((hk, hv) if output_final_state else None)
     hk0, hv0 = (None, None) if initial_state is None else (x.contiguous() for x in initial_state)
     op = fused_recurrent_op if compiling else _fused_recurrent
-    o, hkT, hvT = op(q, k, v, s, g, scale, hk0, hv0, output_final_state, cu_seqlens)
+    o, hkT, hvT = op(q, k, v, s, g, scale, hk0, hv0, output_final_state, cu_seqlens, linear_read)
     return o, ((hkT, hvT) if output_final_state else None)
