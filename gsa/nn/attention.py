@@ -172,11 +172,19 @@ class GatedSlotAttention(nn.Module):
         return super()._apply(fn, recurse)
 
     def _projections(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """x: [B, T, d] -> q [B, T, HQ*K], k [B, T, H*K], v [B, T, H*V], slot logits [B, T, H*M] (None if fixed)."""
+        """x: [B, T, d] -> q [B, T, HQ*K], k [B, T, H*K], v [B, T, H*V] (after the swish feature map, unless a
+        short convolution follows), slot logits [B, T, H*M] (None for fixed decays)."""
+        swish = self.feature_map == "swish" and not self.use_short_conv
         if use_fused(self._fused, x):
-            q, k, v, *f = self._fused(x)
-            return q, k, v, (f[0] if f else None)
-        return self.q_proj(x), self.k_proj(x), self.v_proj(x), (self.f_proj(x) if hasattr(self, "f_proj") else None)
+            y = F.linear(x, self._fused.weight, self._fused.bias)
+            n = sum(self._fused.sizes[:3])
+            qkv = F.silu(y[..., :n]) if swish else y[..., :n]  # one kernel for the three; q, k, v stay views of it
+            q, k, v = qkv.split(self._fused.sizes[:3], dim=-1)
+            return q, k, v, (y[..., n:] if len(self._fused.sizes) > 3 else None)
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        if swish:
+            q, k, v = F.silu(q), F.silu(k), F.silu(v)
+        return q, k, v, (self.f_proj(x) if hasattr(self, "f_proj") else None)
 
     def _slot_writes(self, f: torch.Tensor | None, B: int, T: int, dtype: torch.dtype
                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -249,8 +257,6 @@ class GatedSlotAttention(nn.Module):
             k, ck = self.k_conv(k, mask, cu_seqlens, prev[1], output_state, inplace_state)
             v, cv = self.v_conv(v, mask, cu_seqlens, prev[2], output_state, inplace_state)
             conv_state = (cq, ck, cv) if output_state else None
-        elif self.feature_map == "swish":
-            q, k, v = F.silu(q), F.silu(k), F.silu(v)
         H, HQ, M = self.num_kv_heads, self.num_heads, self.num_slots
         q = q.view(B, T, HQ, self.head_k_dim)
         k = k.view(B, T, H, self.head_k_dim)

@@ -85,7 +85,6 @@ def gated_slot_attention(
             recomputing them (faster backward; + N_chunks * H * M * (K + V) floats). The torch backend keeps what
             autograd needs either way.
         slot_read: "softmax" (GSA) or "linear" (the no-softmax ablation: the slot scores are the read weights).
-            "linear" runs on the torch and reference backends only (`auto` picks torch for it).
 
     Returns:
         o: [B, T, HQ, V] in q's dtype, and (hk, hv) float32 final states (float64 for float64 inputs) or None.

@@ -293,3 +293,26 @@ def test_gpu_opcheck():
     f = {n: t.detach().cuda().requires_grad_(True) for n, t in x.items()}
     torch.library.opcheck(torch.ops.gsa.chunk_fwd.default,
                           (f["q"], f["k"], f["v"], f["s"], f["g"], 0.2, f["hk0"], f["hv0"], True, False, None))
+
+
+@pytest.mark.parametrize("B,T", [(3, 1), (1, 4), (2, 3)])
+def test_fused_recurrent_reads_token_strided_views(B, T):
+    """q, k, v as column slices of one fused projection output (tokens W apart) are read in place, not copied,
+    and give what contiguous copies give."""
+    from gsa.ops.triton.fused_recurrent import token_rows
+
+    HQ, H, K, V, M = 4, 2, 16, 12, 8
+    torch.manual_seed(0)
+    y = torch.randn(B, T, HQ * K + H * K + H * V + 5, device=DEVICE)
+    q, k, v, _ = y.split([HQ * K, H * K, H * V, 5], dim=-1)
+    q, k, v = q.view(B, T, HQ, K), k.view(B, T, H, K), v.view(B, T, H, V)
+    assert all(token_rows(x) is x for x in (q, k, v))
+    g = torch.nn.functional.logsigmoid(torch.randn(B, T, H, M, device=DEVICE)) / 4
+    s = -torch.expm1(g)
+    h0 = (torch.randn(B, H, K, M, device=DEVICE), torch.randn(B, H, M, V, device=DEVICE))
+    o, st = fused_recurrent_gsa(q, k, v, s, g, 0.3, h0, True)
+    o_ref, st_ref = fused_recurrent_gsa(q.contiguous(), k.contiguous(), v.contiguous(), s, g, 0.3, h0, True)
+    torch.testing.assert_close(o, o_ref, rtol=0, atol=0)
+    torch.testing.assert_close(st[1], st_ref[1], rtol=0, atol=0)
+    odd = q.transpose(2, 3).contiguous().transpose(2, 3)  # heads x D not dense: copied
+    assert token_rows(odd) is not odd and token_rows(odd).is_contiguous()

@@ -20,7 +20,7 @@ from gsa.ops.triton.utils import block, masked_softmax, sequence_bounds
 
 
 @triton.jit
-def fused_recurrent_gsa_fwd_kernel_k(q, k, s, g, h0, ht, part, cu_seqlens, scale, T,
+def fused_recurrent_gsa_fwd_kernel_k(q, k, s, g, h0, ht, part, cu_seqlens, scale, T, stride_q, stride_k,
                                      H: tl.constexpr, HQ: tl.constexpr, K: tl.constexpr, M: tl.constexpr,
                                      BK: tl.constexpr, BM: tl.constexpr, NK: tl.constexpr,
                                      USE_H0: tl.constexpr, STORE_HT: tl.constexpr, IS_VARLEN: tl.constexpr):
@@ -42,13 +42,13 @@ def fused_recurrent_gsa_fwd_kernel_k(q, k, s, g, h0, ht, part, cu_seqlens, scale
     if USE_H0:
         b_h += tl.load(h0 + p_h, mask=m_km, other=0)
     for t in range(bos, eos):
-        b_k = tl.load(k + (t * H + i_h) * K + o_k, mask=m_k, other=0).to(tl.float32)  # [BK]
+        b_k = tl.load(k + t * stride_k + i_h * K + o_k, mask=m_k, other=0).to(tl.float32)  # [BK]
         b_s = tl.load(s + (t * H + i_h) * M + o_m, mask=m_m, other=0).to(tl.float32)  # [BM]
         b_g = tl.load(g + (t * H + i_h) * M + o_m, mask=m_m, other=0).to(tl.float32)  # [BM]
         b_h = b_h * tl.exp(b_g)[None, :] + b_k[:, None] * b_s[None, :]
         for i_g in range(G):
             i_hq = i_h * G + i_g
-            b_q = tl.load(q + (t * HQ + i_hq) * K + o_k, mask=m_k, other=0).to(tl.float32)  # [BK]
+            b_q = tl.load(q + t * stride_q + i_hq * K + o_k, mask=m_k, other=0).to(tl.float32)  # [BK]
             b_a = tl.sum(b_q[:, None] * b_h, 0) * scale  # [BM]
             tl.store(part + ((t * HQ + i_hq) * NK + i_k) * BM + o_m, b_a)
     if STORE_HT:
@@ -56,7 +56,7 @@ def fused_recurrent_gsa_fwd_kernel_k(q, k, s, g, h0, ht, part, cu_seqlens, scale
 
 
 @triton.jit
-def fused_recurrent_gsa_fwd_kernel_v(part, s, g, v, h0, ht, o, cu_seqlens, T,
+def fused_recurrent_gsa_fwd_kernel_v(part, s, g, v, h0, ht, o, cu_seqlens, T, stride_v,
                                      H: tl.constexpr, HQ: tl.constexpr, V: tl.constexpr, M: tl.constexpr,
                                      BV: tl.constexpr, BM: tl.constexpr, NK: tl.constexpr, BNK: tl.constexpr,
                                      USE_H0: tl.constexpr, STORE_HT: tl.constexpr, IS_VARLEN: tl.constexpr,
@@ -81,7 +81,7 @@ def fused_recurrent_gsa_fwd_kernel_v(part, s, g, v, h0, ht, o, cu_seqlens, T,
     if USE_H0:
         b_h += tl.load(h0 + p_h, mask=m_mv, other=0)
     for t in range(bos, eos):
-        b_v = tl.load(v + (t * H + i_h) * V + o_v, mask=m_v, other=0).to(tl.float32)  # [BV]
+        b_v = tl.load(v + t * stride_v + i_h * V + o_v, mask=m_v, other=0).to(tl.float32)  # [BV]
         b_s = tl.load(s + (t * H + i_h) * M + o_m, mask=m_m, other=0).to(tl.float32)  # [BM]
         b_g = tl.load(g + (t * H + i_h) * M + o_m, mask=m_m, other=0).to(tl.float32)  # [BM]
         b_h = b_h * tl.exp(b_g)[:, None] + b_s[:, None] * b_v[None, :]
@@ -99,13 +99,28 @@ def fused_recurrent_gsa_fwd_kernel_v(part, s, g, v, h0, ht, o, cu_seqlens, T,
         tl.store(ht + p_h, b_h, mask=m_mv)
 
 
+def token_rows(x: torch.Tensor) -> torch.Tensor:
+    """x [B, T, heads, D] as the kernels read it: each token's heads x D values dense, tokens at one stride. Views of
+    a fused projection's output (tokens W apart) pass as they are; anything else is made contiguous."""
+    B, T, Hx, D = x.shape
+    row = x.stride(1) if T > 1 else x.stride(0)
+    if x.stride(3) == 1 and x.stride(2) == D and (B == 1 or x.stride(0) == T * row):
+        return x
+    return x.contiguous()
+
+
+def _row_stride(x: torch.Tensor) -> int:
+    return x.stride(1) if x.shape[1] > 1 else (x.stride(0) if x.shape[0] > 1 else x.shape[2] * x.shape[3])
+
+
 def fused_recurrent_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Tensor, g: torch.Tensor,
                         scale: float, hk0: torch.Tensor | None, hv0: torch.Tensor | None, hkT: torch.Tensor | None,
                         hvT: torch.Tensor | None, cu_seqlens: torch.Tensor | None, linear_read: bool = False
                         ) -> torch.Tensor:
-    """Run the recurrence on contiguous [B, T, H, D] inputs from (hk0, hv0) (zeros when None) and write the final
-    states into hkT [N, H, K, M] / hvT [N, H, M, V] when given (they may be hk0 / hv0 themselves: each tile is read
-    before it is written, by the same program). Returns o [B, T, HQ, V] in q's dtype."""
+    """Run the recurrence on [B, T, H, D] inputs from (hk0, hv0) (zeros when None) and write the final states into
+    hkT [N, H, K, M] / hvT [N, H, M, V] when given (they may be hk0 / hv0 themselves: each tile is read before it
+    is written, by the same program). Returns o [B, T, HQ, V] in q's dtype. q, k and v may be token-strided views
+    (`token_rows`), s and g are contiguous."""
     B, T, HQ, K = q.shape
     H, V, M = k.shape[2], v.shape[-1], s.shape[-1]
     N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
@@ -115,10 +130,10 @@ def fused_recurrent_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: to
     o = q.new_empty(B, T, HQ, V)
     common = dict(USE_H0=hk0 is not None, IS_VARLEN=cu_seqlens is not None, num_warps=4)
     fused_recurrent_gsa_fwd_kernel_k[(NK, N * H)](
-        q, k, s, g, hk0, hkT, part, cu_seqlens, scale, T, H=H, HQ=HQ, K=K, M=M, BK=BK, BM=BM, NK=NK,
+        q, k, s, g, hk0, hkT, part, cu_seqlens, scale, T, _row_stride(q), _row_stride(k), H=H, HQ=HQ, K=K, M=M, BK=BK, BM=BM, NK=NK,
         STORE_HT=hkT is not None, **common)
     fused_recurrent_gsa_fwd_kernel_v[(triton.cdiv(V, BV), N * H)](
-        part, s, g, v, hv0, hvT, o, cu_seqlens, T, H=H, HQ=HQ, V=V, M=M, BV=BV, BM=BM, NK=NK,
+        part, s, g, v, hv0, hvT, o, cu_seqlens, T, _row_stride(v), H=H, HQ=HQ, V=V, M=M, BV=BV, BM=BM, NK=NK,
         BNK=triton.next_power_of_2(NK), STORE_HT=hvT is not None, LINEAR=linear_read, **common)
     return o
 
@@ -179,7 +194,8 @@ def fused_recurrent_gsa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: to
     return it as the final state: a decode step then allocates only its output. Otherwise nothing passed in is
     written. linear_read: read the slots with the scores themselves (the no-softmax ablation). Returns
     o [B, T, HQ, V] and the final states (or None)."""
-    q, k, v, s, g = (x.contiguous() for x in (q, k, v, s, g))
+    q, k, v = (token_rows(x) for x in (q, k, v))  # views of one fused projection stay views: no copies
+    s, g = s.contiguous(), g.contiguous()
     # eager calls skip the dispatcher (tens of microseconds a call); compiled graphs see the custom ops
     compiling = torch.compiler.is_compiling()
     if inplace:
