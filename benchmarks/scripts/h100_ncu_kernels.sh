@@ -5,6 +5,7 @@
 # redundant reads of the float32 chunk states (each of a chunk's four sub-block programs reads the whole
 # [K, M] state: ~0.5 GB a kernel_a call) and the diagonal sub-blocks' [16, 16, 64] pairwise decays.
 # DRAM bytes, L2 hit rate, achieved occupancy and the SM / memory throughput per kernel answer which.
+# Before the counters, it times CHUNK_STATES = "input" (bf16 chunk-start states) against the float32 default.
 # Outputs in $OUT/ncu.tar.
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
@@ -37,6 +38,13 @@ step()
 torch.cuda.synchronize()
 torch.cuda.cudart().cudaProfilerStop()
 PY
+# first, CHUNK_STATES float32 (the default) vs "input" (bf16 chunk-start states, as fla-core): timed in one call
+for st in float32 input; do
+  timeout 120 python -c "import gsa.ops.triton.utils as u; u.CHUNK_STATES = '$st'
+from gsa.bench.ops import main; main(['--shapes', '1.3b', '--profile', '--decode-batches', '', '--out', '$R/ops-states-$st.json'])" \
+    > "$R/ops-states-$st.log" 2>&1
+  echo "states $st rc=$?"; grep -E "^1.3b" "$R/ops-states-$st.log"
+done
 which ncu || { echo "no ncu on this machine"; exit 1; }
 METRICS=gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,lts__t_sector_hit_rate.pct,\
 sm__warps_active.avg.pct_of_peak_sustained_active,sm__throughput.avg.pct_of_peak_sustained_elapsed,\

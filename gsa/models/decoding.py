@@ -69,8 +69,8 @@ class StaticDecoder:
     valid across prompts. State per sequence: L * H * M * (K + V) float32 values, whatever the context length.
     """
 
-    def __init__(self, model, batch_size: int, *, compile: bool | str = False, cuda_graph: bool = False, fuse: bool = True,
-                 max_prefill_tokens: int = 65536):
+    def __init__(self, model, batch_size: int, *, compile: bool | str = False, cuda_graph: bool = False,
+                 fuse: bool = True, max_prefill_tokens: int = 65536):
         device = model.lm_head.weight.device
         if cuda_graph and device.type != "cuda":
             raise ValueError(f"cuda_graph=True needs the model on a CUDA device, got {device}")

@@ -6,11 +6,11 @@ the MLP's gate and up two more. `FusedLinears` concatenates the weights once int
 each `nn.Linear`'s weight (and bias) a view of it, so the projections cost one product and no extra memory, and
 in-place updates of the weights (`load_state_dict`, an optimizer step) reach the fused matrix too.
 
-Only used without autograd (`torch.is_grad_enabled()` False) and for at most `FUSE_MAX_TOKENS` tokens (decoding):
-the views are parameters of their own, so training and any backward go through the separate Linears, and a long
-prefill keeps its separate products, whose outputs can be freed one by one (one fused output would stay alive
-until its last slice is used: 13 GB more at 32 x 32K tokens of GSA-1.3B). A module holding one drops it when its parameters are moved or
-cast (`Module._apply`), since those replace the parameters' storage.
+Only used without autograd (`torch.is_grad_enabled()` False) and for at most `FUSE_MAX_TOKENS` tokens (decoding).
+The views are parameters of their own, so training and any backward go through the separate Linears. A long
+prefill keeps its separate products, whose outputs can be freed one by one: one fused output would stay alive
+until its last slice is used (13 GB more at 32 x 32K tokens of GSA-1.3B). A module holding one drops it when its
+parameters are moved or cast (`Module._apply`), since those replace the parameters' storage.
 """
 
 from __future__ import annotations

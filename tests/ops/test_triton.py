@@ -104,7 +104,12 @@ def test_state_tile_narrows_only_when_programs_are_fewer_than_sms(monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
-def test_low_precision_within_2x_of_plain_pytorch(dtype):
+@pytest.mark.parametrize("chunk_states", ["float32", "input"])
+def test_low_precision_within_2x_of_plain_pytorch(dtype, chunk_states, monkeypatch):
+    """Also with the chunk-start states stored in the inputs' dtype (CHUNK_STATES = "input", as fla-core does)."""
+    import gsa.ops.triton.utils as utils
+
+    monkeypatch.setattr(utils, "CHUNK_STATES", chunk_states)
     x = make_inputs(B=1, T=65, HQ=2, H=1, K=32, V=16, M=16, tau=4.0)
     truth = run(recurrent_reference, x)
     baseline = run(recurrent_reference, cast(x, dtype))
@@ -316,3 +321,21 @@ def test_fused_recurrent_reads_token_strided_views(B, T):
     torch.testing.assert_close(st[1], st_ref[1], rtol=0, atol=0)
     odd = q.transpose(2, 3).contiguous().transpose(2, 3)  # heads x D not dense: copied
     assert token_rows(odd) is not odd and token_rows(odd).is_contiguous()
+
+
+def test_chunk_states_in_the_input_dtype(monkeypatch):
+    """CHUNK_STATES = "input": the kept chunk-start states are stored as the inputs (half the bytes), the returned
+    final states stay float32, and with float32 inputs nothing changes."""
+    import gsa.ops.triton.utils as utils
+    from gsa.ops.triton.chunk import chunk_fwd_op
+
+    x = make_inputs(B=1, T=70, HQ=2, H=1, K=16, V=16, M=8, tau=1.0)
+    monkeypatch.setattr(utils, "CHUNK_STATES", "input")
+    for dtype in (torch.float16, torch.float32):
+        d = {n: t.detach().to(DEVICE) for n, t in cast(x, dtype).items()}
+        out = chunk_fwd_op(d["q"], d["k"], d["v"], d["s"], d["g"], 0.25, d["hk0"], d["hv0"], True, True, None)
+        hkT, hk = out[4], out[6]
+        assert hk.dtype == dtype and hkT.dtype == torch.float32
+    with pytest.raises(ValueError, match="CHUNK_STATES must be"):
+        monkeypatch.setattr(utils, "CHUNK_STATES", "bf16")
+        utils.chunk_state_dtype(torch.float16)

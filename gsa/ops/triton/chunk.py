@@ -16,7 +16,7 @@ from gsa.ops.triton.chunk_h import chunk_fwd_h
 from gsa.ops.triton.chunk_o import chunk_o
 from gsa.ops.triton.chunk_p import chunk_p
 from gsa.ops.triton.cumsum import chunk_local_cumsum, reverse_cumsum_dg
-from gsa.ops.triton.utils import BT, dot_precision, max_chunks, prepare_chunks
+from gsa.ops.triton.utils import BT, chunk_state_dtype, dot_precision, max_chunks, prepare_chunks
 
 _EMPTY = (0,)
 
@@ -80,11 +80,12 @@ def _(q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states, cu_seqlen
     return (q.new_empty(B, T, HQ, V), q.new_empty(B, T, HQ, M, **f32), q.new_empty(B, T, H, M, **f32),
             q.new_empty(B, T, HQ, BT, **f32),
             q.new_empty(N, H, K, M, **f32) if fin else _empty(q), q.new_empty(N, H, M, V, **f32) if fin else _empty(q),
-            q.new_empty(nt, H, K, M, **f32) if keep_states else _empty(q),
-            q.new_empty(nt, H, V, M, **f32) if keep_states else _empty(q))
+            q.new_empty(nt, H, K, M, dtype=chunk_state_dtype(q.dtype)) if keep_states else _empty(q),
+            q.new_empty(nt, H, V, M, dtype=chunk_state_dtype(q.dtype)) if keep_states else _empty(q))
 
 
-def _bwd_impl(q, k, v, s, g, A, gl, P, do, scale, hk0, hv0, dhkT, dhvT, hkT, hvT, hk, hv, cu_seqlens, linear_read):
+def _bwd_impl(q, k, v, s, g, A, gl, P, do, scale, hk0, hv0, dhkT, dhvT, hkT, hvT, hk, hv, cu_seqlens,
+              linear_read):
     q, k, v, s, g, A, gl, P, do, hk0, hv0, dhkT, dhvT, hk, hv = _contiguous(
         q, k, v, s, g, A, gl, P, do, hk0, hv0, dhkT, dhvT, hk, hv)
     B, T, HQ, K = q.shape

@@ -53,7 +53,7 @@ def chunk_gsa_fwd_kernel_a(a, b, s, gl, h, A, dA, dGq, cu_seqlens, chunk_indices
         b_ai = load_rows(a + i_hq * D, o_i, m_i, HQ * D, o_d, m_d)  # [BC, BD]
         b_bt = load_rows(b + i_h * D, o_t, m_t, H * D, o_d, m_d)  # [BT, BD]
         b_bi = load_rows(b + i_h * D, o_i, m_i, H * D, o_d, m_d)  # [BC, BD]
-        b_h = load_rows(p_h, o_d, m_d, M, o_m, m_m)  # [BD, BM]
+        b_h = load_rows(p_h, o_d, m_d, M, o_m, m_m).to(tl.float32)  # [BD, BM], stored float32 or as the inputs
         b_x += tl.dot(b_ai.to(tl.float32), b_h, input_precision=PREC)
         b_ab += tl.dot(b_ai, tl.trans(b_bt), input_precision=PREC)
         b_abd += tl.dot(b_ai, tl.trans(b_bi), input_precision=PREC)

@@ -117,6 +117,7 @@ def chunk_bwd_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, chunks: Chunks, scale
     grid = (chunks.NT * (BT // BC), H)
     chunk_gsa_bwd_kernel_ds[grid](q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, chunks.cu_seqlens,
                                   chunks.indices, scale, H=H, HQ=HQ, K=K, V=V, M=M, BT=BT, BC=BC,
-                                  BK=block(K, 64), BV=block(V, 64), BM=block(M, 128), SOFTMAX=not linear_read, PREC=prec,
+                                  BK=block(K, 64), BV=block(V, 64), BM=block(M, 128), SOFTMAX=not linear_read,
+                                  PREC=prec,
                                   num_warps=chunk_warps())
     return ds, dG

@@ -11,7 +11,9 @@ import torch
 import triton
 import triton.language as tl
 
-from gsa.ops.triton.utils import BT, Chunks, block, chunk_warps, load_row, load_rows, sequence_bounds, state_tile
+from gsa.ops.triton.utils import (
+    BT, Chunks, block, chunk_state_dtype, chunk_warps, load_row, load_rows, sequence_bounds, state_tile,
+)
 
 
 @triton.jit
@@ -37,7 +39,7 @@ def chunk_gsa_fwd_kernel_h(x, s, gl, h, h0, ht, cu_seqlens, chunk_offsets, strid
     if USE_H0:
         b_h += tl.load(h0 + i_nh.to(tl.int64) * D * M + o_s, mask=m_dm, other=0)
     for i_t in range(NTn):
-        tl.store(h + ((i_c0 + i_t) * H + i_h) * D * M + o_h, b_h, mask=m_dm)
+        tl.store(h + ((i_c0 + i_t) * H + i_h) * D * M + o_h, b_h.to(h.dtype.element_ty), mask=m_dm)
         o_t = bos + i_t * BT + tl.arange(0, BT)
         m_t = o_t < eos
         last = tl.minimum(bos + i_t * BT + BT, eos) - 1
@@ -61,13 +63,13 @@ def chunk_fwd_h(x: torch.Tensor, s: torch.Tensor, gl: torch.Tensor, h0: torch.Te
     """Chunk-start states of one pass.
 
     x: [TT, H, D] (k, or v), s/gl: [TT, H, M], h0: [N, H, D, M] (or [N, H, M, D] when `transposed`).
-    Returns states [nt_alloc, H, D, M] float32 (the first chunks.NT rows written) and the final state in h0's
-    layout (or None).
+    Returns states [nt_alloc, H, D, M] (the first chunks.NT rows written; float32, or x's dtype under
+    CHUNK_STATES = "input") and the final state in h0's layout, float32 (or None).
     """
     TT, H, D = x.shape
     M = s.shape[-1]
     BD, BM = state_tile(D, chunks.N * H, x.device), block(M, 128)
-    h = x.new_empty(nt_alloc, H, D, M, dtype=torch.float32)
+    h = x.new_empty(nt_alloc, H, D, M, dtype=chunk_state_dtype(x.dtype))
     shape = (chunks.N, H, M, D) if transposed else (chunks.N, H, D, M)
     ht = x.new_empty(shape, dtype=torch.float32) if output_final_state else None
     sd, sm = state_strides(D, M, transposed)

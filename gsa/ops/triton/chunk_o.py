@@ -32,7 +32,7 @@ def chunk_gsa_fwd_kernel_o(A, gl, P, x, h, o, cu_seqlens, chunk_indices, scale, 
         b_a = masked_softmax(b_a, m_tm)
     b_g = load_rows(gl + i_h * M, o_t, m_t, H * M, o_m, m_m)  # [BT, BM]
     # loaded as stored ([BD, BM], contiguous along M) and transposed in registers: coalesced
-    b_h = tl.trans(load_rows(h + (i_c.to(tl.int64) * H + i_h) * D * M, o_d, m_d, M, o_m, m_m))  # [BM, BD]
+    b_h = tl.trans(load_rows(h + (i_c.to(tl.int64) * H + i_h) * D * M, o_d, m_d, M, o_m, m_m).to(tl.float32))
     b_o = tl.dot(tl.where(m_tm, b_a * tl.exp(b_g), 0.0), b_h, input_precision=PREC)  # [BT, BD]
     b_p = load_rows(P + i_hq * BT, o_t, m_t, HQ * BT, tl.arange(0, BT), tl.arange(0, BT) < BT)  # [BT, BT]
     b_x = load_rows(x + i_h * D, o_t, m_t, H * D, o_d, m_d).to(tl.float32)  # [BT, BD]

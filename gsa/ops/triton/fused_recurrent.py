@@ -130,7 +130,8 @@ def fused_recurrent_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: to
     o = q.new_empty(B, T, HQ, V)
     common = dict(USE_H0=hk0 is not None, IS_VARLEN=cu_seqlens is not None, num_warps=4)
     fused_recurrent_gsa_fwd_kernel_k[(NK, N * H)](
-        q, k, s, g, hk0, hkT, part, cu_seqlens, scale, T, _row_stride(q), _row_stride(k), H=H, HQ=HQ, K=K, M=M, BK=BK, BM=BM, NK=NK,
+        q, k, s, g, hk0, hkT, part, cu_seqlens, scale, T, _row_stride(q), _row_stride(k),
+        H=H, HQ=HQ, K=K, M=M, BK=BK, BM=BM, NK=NK,
         STORE_HT=hkT is not None, **common)
     fused_recurrent_gsa_fwd_kernel_v[(triton.cdiv(V, BV), N * H)](
         part, s, g, v, hv0, hvT, o, cu_seqlens, T, _row_stride(v), H=H, HQ=HQ, V=V, M=M, BV=BV, BM=BM, NK=NK,

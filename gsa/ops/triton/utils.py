@@ -46,15 +46,29 @@ def state_tile(D: int, sequences_x_heads: int, device: torch.device) -> int:
     return bd
 
 
-# Warps per program of the chunked kernels. 4 is what every H100 figure in BENCHMARKS.md was measured with; compiled
-# for sm_90 (benchmarks/kernel_resources.py) most of these kernels then sit at 255 registers and spill (kernel_ds
-# 1656 B a thread, kernel_a and kernel_dh ~424-520 B), and at 8 warps the spills nearly vanish (ds 400 B, a 32 B).
-# 8 is the next version to time; the launchers read this at call time, so a benchmark can switch it.
+# Warps per program of the chunked kernels. Compiled for sm_90 (benchmarks/kernel_resources.py) most of these kernels
+# sit at 255 registers and spill at 4 warps (kernel_ds 1656 B a thread, kernel_a and kernel_dh ~424-520 B); at 8 the
+# spills nearly vanish, yet the 1.3b fwd+bwd ran 1.3x slower on the H100 (BENCHMARKS.md, session 9): 4 stays. The
+# launchers read this at call time, so a benchmark can switch it.
 CHUNK_WARPS = 4
 
 
 def chunk_warps() -> int:
     return CHUNK_WARPS
+
+
+# Storage of the chunk-start states that the forward writes and the chunk kernels read back (each read several times:
+# a chunk's four sub-block programs each read its whole [D, M] state). "float32" (default, what every figure in
+# BENCHMARKS.md used) or "input" (the inputs' dtype, as fla-core stores them: half the state traffic and memory;
+# float32 inputs are unaffected). Accumulation stays float32 either way, and so do the final states the op returns.
+# Not yet timed; read at call time so a benchmark can switch it.
+CHUNK_STATES = "float32"
+
+
+def chunk_state_dtype(dtype: torch.dtype) -> torch.dtype:
+    if CHUNK_STATES not in ("float32", "input"):
+        raise ValueError(f"CHUNK_STATES must be 'float32' or 'input', got {CHUNK_STATES!r}")
+    return dtype if CHUNK_STATES == "input" else torch.float32
 
 
 def dot_precision(dtype: torch.dtype) -> str:
