@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 from gsa.ops.triton.utils import (
-    BC, BT, Chunks, block, chunk_bounds, chunk_warps, load_row, load_rows, masked_softmax, pairwise_decay,
+    BC, BT, Chunks, block, chunk_warps, load_row, load_rows, masked_softmax, pairwise_decay, sub_block_program,
 )
 
 
@@ -23,12 +23,7 @@ from gsa.ops.triton.utils import (
 def chunk_gsa_fwd_kernel_p(A, s, gl, P, cu_seqlens, chunk_indices, H, HQ, M,
                            BT: tl.constexpr, BC: tl.constexpr, BM: tl.constexpr, SOFTMAX: tl.constexpr,
                            PREC: tl.constexpr):
-    NC: tl.constexpr = BT // BC
-    i_ci, i_hq = tl.program_id(0), tl.program_id(1)
-    i_c, i_i = i_ci // NC, i_ci % NC
-    i_h = i_hq // (HQ // H)
-    t0, eos = chunk_bounds(cu_seqlens, chunk_indices, i_c, BT)
-    ti = t0 + i_i * BC
+    i_c, i_i, i_hq, i_h, t0, eos, ti = sub_block_program(cu_seqlens, chunk_indices, H, HQ, BT, BC)
     if ti >= eos:
         return
     o_t = t0 + tl.arange(0, BT)

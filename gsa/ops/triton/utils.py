@@ -148,6 +148,18 @@ def chunk_bounds(cu_seqlens, chunk_indices, i_c, BT: tl.constexpr):
 
 
 @triton.jit
+def sub_block_program(cu_seqlens, chunk_indices, H, HQ, BT: tl.constexpr, BC: tl.constexpr):
+    """What a program of a (chunk x BC-row sub-block, query head) grid works on: (i_c, i_i, i_hq, i_h, t0, eos, ti),
+    the chunk, its sub-block, the query head and its kv head, the chunk's first token, the sequence end and the
+    sub-block's first token (the caller returns early when ti >= eos)."""
+    NC: tl.constexpr = BT // BC
+    i_ci, i_hq = tl.program_id(0), tl.program_id(1)
+    i_c, i_i = i_ci // NC, i_ci % NC
+    t0, eos = chunk_bounds(cu_seqlens, chunk_indices, i_c, BT)
+    return i_c, i_i, i_hq, i_hq // (HQ // H), t0, eos, t0 + i_i * BC
+
+
+@triton.jit
 def pairwise_decay(b_g, o_i, m_i):
     """exp(Gl_t - Gl_j) [BC (t), BC (j), BM] for rows j <= t of one sub-block (0 elsewhere); b_g: [BC, BM]."""
     m_tj = (o_i[:, None] >= o_i[None, :]) & m_i[:, None] & m_i[None, :]
