@@ -86,10 +86,8 @@ class StaticDecoder:
         self.cuda_graph = cuda_graph
         self.cache: GSACache | None = None
         self._token = torch.zeros(batch_size, dtype=torch.long, device=device)
-        if isinstance(compile, str):
-            self._step_fn = torch.compile(self._step_impl, fullgraph=True, mode=compile)
-        else:
-            self._step_fn = torch.compile(self._step_impl, fullgraph=True) if compile else self._step_impl
+        mode = compile if isinstance(compile, str) else None  # None: torch.compile's default mode
+        self._step_fn = torch.compile(self._step_impl, fullgraph=True, mode=mode) if compile else self._step_impl
         self._graph = None
         self._logits = None
 

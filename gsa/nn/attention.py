@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gsa.nn.conv import ShortConvolution
-from gsa.nn.fused import FusedLinears, use_fused
+from gsa.nn.fused import FusesProjections, use_fused
 from gsa.nn.norm import RMSNorm
 from gsa.ops import gated_slot_attention
 from gsa.ops.validation import SLOT_READS
@@ -41,7 +41,7 @@ class GSAState:
 FORGET_GATES = ("data", "fixed", "none")
 
 
-class GatedSlotAttention(nn.Module):
+class GatedSlotAttention(FusesProjections):
     """Gated Slot Attention: a recurrent layer with M slots per head and a constant-size state.
 
     Shapes: hidden_states [B, T, d] -> [B, T, d]. With HQ = num_heads query heads, H = num_kv_heads key/value heads,
@@ -158,25 +158,18 @@ class GatedSlotAttention(nn.Module):
         if use_output_norm:
             self.o_norm = RMSNorm(HQ * V, eps=norm_eps)
         self.o_proj = nn.Linear(HQ * V, hidden_size, bias=False)
-        self._fused: FusedLinears | None = None  # fuse_projections()
 
     def fuse_projections(self) -> None:
         """Compute q, k, v (and the slot logits) as one matrix product when autograd is off (decoding); the
         weights become views of one matrix, so no memory is added (see gsa.nn.fused)."""
-        linears = [self.q_proj, self.k_proj, self.v_proj] + ([self.f_proj] if hasattr(self, "f_proj") else [])
-        if not FusedLinears.current(self._fused, *linears):
-            self._fused = FusedLinears(*linears)
-
-    def _apply(self, fn, recurse: bool = True):
-        self._fused = None  # moving or casting replaces the parameters' storage: the fused matrix would go stale
-        return super()._apply(fn, recurse)
+        self._fuse(self.q_proj, self.k_proj, self.v_proj, *([self.f_proj] if hasattr(self, "f_proj") else []))
 
     def _projections(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """x: [B, T, d] -> q [B, T, HQ*K], k [B, T, H*K], v [B, T, H*V] (after the swish feature map, unless a
         short convolution follows), slot logits [B, T, H*M] (None for fixed decays)."""
         swish = self.feature_map == "swish" and not self.use_short_conv
         if use_fused(self._fused, x):
-            y = F.linear(x, self._fused.weight, self._fused.bias)
+            y = self._fused.product(x)
             n = sum(self._fused.sizes[:3])
             qkv = F.silu(y[..., :n]) if swish else y[..., :n]  # one kernel for the three; q, k, v stay views of it
             q, k, v = qkv.split(self._fused.sizes[:3], dim=-1)

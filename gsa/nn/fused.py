@@ -30,19 +30,6 @@ def use_fused(fused: "FusedLinears | None", x: torch.Tensor) -> bool:
 class FusedLinears:
     """linears: nn.Linear modules with the same in_features, dtype and device (their weights become views)."""
 
-    @staticmethod
-    def current(fused: "FusedLinears | None", *linears: nn.Linear) -> bool:
-        """Whether `fused` was made from these Linears and their weights are still its views (fusing again would only
-        copy the weights once more)."""
-        if fused is None:
-            return False
-        start = 0
-        for m, n in zip(linears, fused.sizes):
-            if m.weight.data_ptr() != fused.weight[start : start + n].data_ptr():
-                return False
-            start += n
-        return len(linears) == len(fused.sizes)
-
     def __init__(self, *linears: nn.Linear):
         if len({(m.in_features, m.weight.dtype, m.weight.device) for m in linears}) != 1:
             raise ValueError("FusedLinears needs Linears with one in_features, dtype and device, got "
@@ -61,6 +48,34 @@ class FusedLinears:
                 m.bias = nn.Parameter(self.bias[start : start + n], requires_grad=m.bias.requires_grad)
             start += n
 
+    def views_of(self, *linears: nn.Linear) -> bool:
+        """Whether these are the Linears this was made from, their weights still views of it (fusing them again
+        would only copy the weights once more)."""
+        start = 0
+        for m, n in zip(linears, self.sizes):
+            if m.weight.data_ptr() != self.weight[start : start + n].data_ptr():
+                return False
+            start += n
+        return len(linears) == len(self.sizes)
+
+    def product(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [..., in] -> [..., sum(out_i)], the outputs of the Linears side by side."""
+        return F.linear(x, self.weight, self.bias)
+
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """x: [..., in] -> one [..., out_i] tensor per Linear (views of one product)."""
-        return F.linear(x, self.weight, self.bias).split(self.sizes, dim=-1)
+        return self.product(x).split(self.sizes, dim=-1)
+
+
+class FusesProjections(nn.Module):
+    """Base of the modules whose projections of one input can be fused for decoding (their `fuse_projections`)."""
+
+    _fused: FusedLinears | None = None
+
+    def _fuse(self, *linears: nn.Linear) -> None:
+        if self._fused is None or not self._fused.views_of(*linears):
+            self._fused = FusedLinears(*linears)
+
+    def _apply(self, fn, recurse: bool = True):
+        self._fused = None  # moving or casting replaces the parameters' storage: the fused matrix would go stale
+        return super()._apply(fn, recurse)

@@ -6,13 +6,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gsa.nn.fused import FusedLinears, use_fused
+from gsa.nn.fused import FusesProjections, use_fused
 
 # The gate's nonlinearity. "silu" gives SwiGLU (the GSA paper and Llama); the others give GeGLU / ReGLU.
 ACTIVATIONS = {"silu": F.silu, "gelu": F.gelu, "relu": F.relu}
 
 
-class SwiGLU(nn.Module):
+class SwiGLU(FusesProjections):
     """y = W_down( act(W_gate x) * (W_up x) ), no biases.
 
     x: [..., hidden_size] -> [..., hidden_size]; the hidden width is `intermediate_size`.
@@ -27,16 +27,10 @@ class SwiGLU(nn.Module):
         self.gate_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
         self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
         self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=False)
-        self._fused: FusedLinears | None = None  # fuse_projections()
 
     def fuse_projections(self) -> None:
         """Compute gate and up as one matrix product when autograd is off (see gsa.nn.fused)."""
-        if not FusedLinears.current(self._fused, self.gate_proj, self.up_proj):
-            self._fused = FusedLinears(self.gate_proj, self.up_proj)
-
-    def _apply(self, fn, recurse: bool = True):
-        self._fused = None  # moving or casting replaces the parameters' storage
-        return super()._apply(fn, recurse)
+        self._fuse(self.gate_proj, self.up_proj)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if use_fused(self._fused, x):

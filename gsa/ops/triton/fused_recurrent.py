@@ -103,13 +103,13 @@ def token_rows(x: torch.Tensor) -> torch.Tensor:
     """x [B, T, heads, D] as the kernels read it: each token's heads x D values dense, tokens at one stride. Views of
     a fused projection's output (tokens W apart) pass as they are; anything else is made contiguous."""
     B, T, Hx, D = x.shape
-    row = x.stride(1) if T > 1 else x.stride(0)
-    if x.stride(3) == 1 and x.stride(2) == D and (B == 1 or x.stride(0) == T * row):
+    if x.stride(3) == 1 and x.stride(2) == D and (B == 1 or x.stride(0) == T * _row_stride(x)):
         return x
     return x.contiguous()
 
 
 def _row_stride(x: torch.Tensor) -> int:
+    """The stride between consecutive tokens of x [B, T, heads, D] read as B * T rows (any value with one token)."""
     return x.stride(1) if x.shape[1] > 1 else (x.stride(0) if x.shape[0] > 1 else x.shape[2] * x.shape[3])
 
 
