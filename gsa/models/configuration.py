@@ -64,6 +64,9 @@ class GSAConfig(PretrainedConfig):
         (False: no swish + RMSNorm before the output projection) and qkv_bias (biases on W_q, W_k, W_v, as in Qwen2);
         forget_gate for the paper's ablations: "data" (default), "fixed" (data-independent decay), "none" (ABC;
         full sequences only, no decoding cache); slot_read "linear" for the no-softmax ablation (every backend).
+        Hybrid layers (T2R): window_size > 0 adds exact softmax attention with RoPE (rope_theta) over the
+        window_size most recent tokens and the num_sink_tokens first ones, summed with the slot read per head
+        (`GatedSlotAttention`'s memory_scale); 0 (the default) is plain GSA.
     MLP: intermediate_size, or hidden_ratio (the multiple of 256 at or above 2/3 * hidden_ratio * d); at most one
         may be given unless both agree; neither means hidden_ratio = 4. hidden_act: the gate's nonlinearity
         ("silu" = SwiGLU, "gelu", "relu").
@@ -94,6 +97,9 @@ class GSAConfig(PretrainedConfig):
         qkv_bias: bool = False,
         forget_gate: str = "data",
         slot_read: str = "softmax",
+        window_size: int = 0,
+        num_sink_tokens: int = 0,
+        rope_theta: float = 10000.0,
         hidden_ratio: float | None = None,
         intermediate_size: int | None = None,
         hidden_act: str = "silu",
@@ -148,6 +154,15 @@ class GSAConfig(PretrainedConfig):
         if slot_read not in SLOT_READS:
             raise ValueError(f"GSAConfig.slot_read must be one of {SLOT_READS}, got {slot_read!r}")
         self.slot_read = slot_read
+        for name, value in (("window_size", window_size), ("num_sink_tokens", num_sink_tokens)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"GSAConfig.{name} must be an int >= 0, got {value!r}")
+        if num_sink_tokens and not window_size:
+            raise ValueError(f"GSAConfig.num_sink_tokens={num_sink_tokens} needs window_size > 0")
+        if window_size and self.head_k_dim_of(hidden_size, expand_k, num_heads) % 2:
+            raise ValueError("GSAConfig.window_size > 0 applies RoPE, which needs an even head_k_dim")
+        self.window_size, self.num_sink_tokens = window_size, num_sink_tokens
+        self.rope_theta = _positive_float("rope_theta", rope_theta)
         for name, flag in (("use_output_norm", use_output_norm), ("qkv_bias", qkv_bias)):
             if not isinstance(flag, bool):
                 raise ValueError(f"GSAConfig.{name} must be a bool, got {flag!r}")
@@ -185,9 +200,13 @@ class GSAConfig(PretrainedConfig):
             **kwargs,
         )
 
+    @staticmethod
+    def head_k_dim_of(hidden_size: int, expand_k: float, num_heads: int) -> int:
+        return int(hidden_size * expand_k) // num_heads
+
     @property
     def head_k_dim(self) -> int:
-        return int(self.hidden_size * self.expand_k) // self.num_heads
+        return self.head_k_dim_of(self.hidden_size, self.expand_k, self.num_heads)
 
     @property
     def head_v_dim(self) -> int:

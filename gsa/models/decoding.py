@@ -20,7 +20,6 @@ from __future__ import annotations
 import torch
 
 from gsa.models.cache import GSACache
-from gsa.nn.attention import GSAState
 
 
 def sample_next(logits: torch.Tensor, do_sample: bool, temperature: float = 1.0, top_k: int | None = None,
@@ -97,7 +96,7 @@ class StaticDecoder:
         if self.cache is None:
             return 0
         return sum(t.numel() * t.element_size() for i in range(len(self.cache.layers))
-                   for t in _tensors(self.cache.state(i)))
+                   for t in self.cache.state(i).tensors())
 
     @torch.no_grad()
     def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -133,7 +132,7 @@ class StaticDecoder:
                 self.cache.update_state(i, fresh.state(i).map(lambda x: x.contiguous()), input_ids.shape[1])
         else:
             for i in range(len(fresh.layers)):
-                for dst, src in zip(_tensors(self.cache.state(i)), _tensors(fresh.state(i))):
+                for dst, src in zip(self.cache.state(i).tensors(), fresh.state(i).tensors()):
                     dst.copy_(src)
         return last.float()
 
@@ -161,7 +160,7 @@ class StaticDecoder:
     def _capture(self) -> None:
         # Warm up on a side stream (compilation, autotuning, lazy allocations), then capture. Warm-up steps advance
         # the states, so they are saved and restored around it.
-        saved = [tuple(t.clone() for t in _tensors(self.cache.state(i))) for i in range(len(self.cache.layers))]
+        saved = [tuple(t.clone() for t in self.cache.state(i).tensors()) for i in range(len(self.cache.layers))]
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
@@ -172,7 +171,7 @@ class StaticDecoder:
         with torch.cuda.graph(self._graph):
             self._logits = self._step_fn(self._token)
         for i, old in enumerate(saved):
-            for dst, src in zip(_tensors(self.cache.state(i)), old):
+            for dst, src in zip(self.cache.state(i).tensors(), old):
                 dst.copy_(src)
 
     @torch.no_grad()
@@ -212,7 +211,3 @@ class StaticDecoder:
             if i + 1 < max_new_tokens:
                 logits = self.step(token)
         return out[:, :n] if cu_seqlens is not None else torch.cat([input_ids, out[:, :n]], dim=1)
-
-
-def _tensors(state: GSAState) -> list[torch.Tensor]:
-    return [state.hk, state.hv, *(state.conv or ())]

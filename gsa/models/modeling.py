@@ -38,6 +38,9 @@ class GSABlock(nn.Module):
             qkv_bias=config.qkv_bias,
             forget_gate=config.forget_gate,
             slot_read=config.slot_read,
+            window_size=config.window_size,
+            num_sink_tokens=config.num_sink_tokens,
+            rope_theta=config.rope_theta,
         )
         self.mlp_norm = RMSNorm(config.hidden_size, eps=config.norm_eps)
         self.mlp = SwiGLU(config.hidden_size, config.intermediate_size, config.hidden_act)
@@ -83,6 +86,8 @@ class GSAPreTrainedModel(PreTrainedModel):
             init.uniform_(module.weight, -module.init_bound, module.init_bound)
         elif isinstance(module, RMSNorm):
             init.ones_(module.weight)
+        elif isinstance(module, GatedSlotAttention) and module.window_size:
+            init.zeros_(module.memory_scale)  # a hybrid layer starts as its window attention alone
 
 
 def _check_ids(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, cu_seqlens: torch.Tensor | None):

@@ -11,6 +11,7 @@ from torch import nn
 from gsa.nn.conv import ShortConvolution
 from gsa.nn.fused import FusesProjections, use_fused
 from gsa.nn.norm import RMSNorm
+from gsa.nn.window import WindowState, advance_window, empty_window_state, rotary, token_positions, window_attention
 from gsa.ops import gated_slot_attention
 from gsa.ops.validation import SLOT_READS
 
@@ -22,20 +23,28 @@ class GSAState:
     hk: [B, H, K, M] and hv: [B, H, M, V], the two slot memories (float32; float64 for a float64 model).
     conv: the last W - 1 inputs of the q, k and v short convolutions, each [B, W - 1, C], or None when the layer
         has no short convolution.
+    window: the sliding-window keys, values, positions and token counts of a hybrid layer (window_size > 0; layout
+        in gsa.nn.window), or None.
     """
 
     hk: torch.Tensor
     hv: torch.Tensor
     conv: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+    window: WindowState | None = None
 
     @property
     def batch_size(self) -> int:
         return self.hk.shape[0]
 
+    def tensors(self) -> list[torch.Tensor]:
+        """Every tensor of the state, in a fixed order (all have the batch first)."""
+        return [self.hk, self.hv, *(self.conv or ()), *(self.window or ())]
+
     def map(self, fn) -> GSAState:
-        """A new state with `fn` applied to every tensor (all of them have the batch first)."""
+        """A new state with `fn` applied to every tensor."""
         conv = None if self.conv is None else tuple(fn(c) for c in self.conv)
-        return GSAState(fn(self.hk), fn(self.hv), conv)
+        window = None if self.window is None else tuple(fn(w) for w in self.window)
+        return GSAState(fn(self.hk), fn(self.hv), conv, window)
 
 
 FORGET_GATES = ("data", "fixed", "none")
@@ -72,7 +81,14 @@ class GatedSlotAttention(FusesProjections):
     before) and "none" (ABC: W_f x_t are slot logits, written with a cumulative softmax; the op's g=None mode).
     ABC's normaliser is not part of the recurrent state, so "none" runs full sequences only (training,
     perplexity, MQAR): it refuses a decoding state and padding. `slot_read="linear"` is the no-softmax ablation
-    (the slot scores are the read weights; the op's torch backend runs it, also on CUDA).
+    (the slot scores are the read weights; every backend runs it).
+
+    Hybrid layers (T2R): with `window_size` W > 0 each query head also runs exact softmax attention, with RoPE
+    (`rope_theta`), over the W most recent tokens and the first `num_sink_tokens` of its sequence (gsa.nn.window),
+    on the same q, k and v, and the two are summed per head: o = o_window + memory_scale[h] * o_slots. memory_scale
+    starts at zero, so a converted layer starts as the teacher's sliding-window attention and learns how much of
+    the slot memory (everything the window no longer sees) to add. The decoding state gains a fixed-size buffer of
+    the window's keys and values.
     """
 
     def __init__(
@@ -93,6 +109,9 @@ class GatedSlotAttention(FusesProjections):
         qkv_bias: bool = False,
         forget_gate: str = "data",
         slot_read: str = "softmax",
+        window_size: int = 0,
+        num_sink_tokens: int = 0,
+        rope_theta: float = 10000.0,
     ):
         super().__init__()
         num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
@@ -116,6 +135,14 @@ class GatedSlotAttention(FusesProjections):
         if slot_read not in SLOT_READS:
             raise ValueError(f"slot_read must be one of {SLOT_READS}, got {slot_read!r}")
         self.slot_read = slot_read
+        for name, value in (("window_size", window_size), ("num_sink_tokens", num_sink_tokens)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+        if num_sink_tokens and not window_size:
+            raise ValueError(f"num_sink_tokens={num_sink_tokens} needs window_size > 0")
+        if window_size and not rope_theta > 0:
+            raise ValueError(f"rope_theta must be positive, got {rope_theta}")
+        self.window_size, self.num_sink_tokens, self.rope_theta = window_size, num_sink_tokens, float(rope_theta)
         if forget_gate not in FORGET_GATES:
             raise ValueError(f"forget_gate must be one of {FORGET_GATES}, got {forget_gate!r}")
         if feature_map not in ("swish", "identity"):
@@ -157,6 +184,10 @@ class GatedSlotAttention(FusesProjections):
             self.v_conv = ShortConvolution(H * V, conv_size)
         if use_output_norm:
             self.o_norm = RMSNorm(HQ * V, eps=norm_eps)
+        if window_size:
+            if K % 2:
+                raise ValueError(f"window_size > 0 applies RoPE, which needs an even head_k_dim, got {K}")
+            self.memory_scale = nn.Parameter(torch.zeros(HQ))  # the slot memory's share per query head
         self.o_proj = nn.Linear(HQ * V, hidden_size, bias=False)
 
     def fuse_projections(self) -> None:
@@ -240,6 +271,8 @@ class GatedSlotAttention(FusesProjections):
                 raise ValueError(f"state holds {state.batch_size} sequences, hidden_states has B = {B}")
             if (state.conv is not None) != self.use_short_conv:
                 raise ValueError("state.conv must be given exactly when the layer uses a short convolution")
+            if (state.window is not None) != bool(self.window_size):
+                raise ValueError("state.window must be given exactly when the layer has a window (window_size > 0)")
 
         x = hidden_states
         q, k, v, f = self._projections(x)
@@ -268,11 +301,36 @@ class GatedSlotAttention(FusesProjections):
             cu_seqlens=cu_seqlens, inplace_state=inplace_state, keep_states=self.keep_states,
             slot_read=self.slot_read,
         )
+        window_state = None
+        if self.window_size:
+            o_window, window_state = self._window(q, k, v, mask, cu_seqlens, state, output_state, inplace_state)
+            o = o_window + self.memory_scale.to(o.dtype)[:, None] * o
         o = o.reshape(B, T, HQ * self.head_v_dim)
         if self.use_output_norm:
             o = self.o_norm(o, silu_input=True)
         y = self.o_proj(o)
         if inplace_state:
             return y, state  # hk, hv and the conv buffers were advanced in place
-        new_state = GSAState(final[0], final[1], conv_state) if output_state else None
+        new_state = GSAState(final[0], final[1], conv_state, window_state) if output_state else None
         return y, new_state
+
+    def _window(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                cu_seqlens: torch.Tensor | None, state: GSAState | None, output_state: bool, inplace_state: bool
+                ) -> tuple[torch.Tensor, WindowState | None]:
+        """The window half of a hybrid layer: q [B, T, HQ, K], k [B, T, H, K], v [B, T, H, V] (as the slots read
+        them) -> (o [B, T, HQ, V], the window state after these tokens when output_state, else None)."""
+        B, T = q.shape[:2]
+        W, S = self.window_size, self.num_sink_tokens
+        cache = None if state is None else state.window
+        valid = torch.ones(B, T, dtype=torch.bool, device=q.device) if mask is None else mask
+        pos, row = token_positions(valid, cu_seqlens, None if cache is None else cache[3])
+        q, k = rotary(q, pos, self.rope_theta), rotary(k, pos, self.rope_theta)
+        o = window_attention(q, k, v, pos, row, W, S, self.scale, cache, packed=cu_seqlens is not None)
+        if not output_state:
+            return o, None
+        if cache is None:
+            N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
+            cache = empty_window_state(N, self.num_kv_heads, self.head_k_dim, self.head_v_dim, W, S, q.device,
+                                       torch.promote_types(k.dtype, torch.float32))
+            inplace_state = True  # fresh buffers: nobody else holds them
+        return o, advance_window(cache, k, v, pos, row, W, S, inplace_state)
