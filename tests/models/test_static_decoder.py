@@ -7,16 +7,24 @@ from gsa.models import GSAConfig, GSAForCausalLM, StaticDecoder
 from gsa.models.decoding import sample_next
 
 
-def tiny(use_short_conv=False, **kw):
+def tiny(use_short_conv=False, hybrid=False, **kw):
+    """hybrid: window 4 + 1 sink summed with the slot memory (a nonzero share), so prompts overflow the window."""
     torch.manual_seed(0)
+    if hybrid:
+        kw.update(window_size=4, num_sink_tokens=1, rope_theta=100.0)
     cfg = GSAConfig(vocab_size=97, hidden_size=48, num_hidden_layers=2, num_heads=4, num_kv_heads=2, num_slots=8,
                     use_short_conv=use_short_conv, initializer_range=0.2, **kw)
-    return GSAForCausalLM(cfg).eval()
+    model = GSAForCausalLM(cfg).eval()
+    if hybrid:
+        with torch.no_grad():
+            for block in model.model.layers:
+                block.attn.memory_scale.uniform_(0.5, 1.5)
+    return model
 
 
-@pytest.mark.parametrize("use_short_conv", [False, True])
-def test_greedy_matches_generate_with_left_padding(use_short_conv):
-    model = tiny(use_short_conv)
+@pytest.mark.parametrize("use_short_conv,hybrid", [(False, False), (True, False), (False, True)])
+def test_greedy_matches_generate_with_left_padding(use_short_conv, hybrid):
+    model = tiny(use_short_conv, hybrid)
     ids = torch.randint(3, 97, (3, 11))
     mask = torch.ones_like(ids)
     mask[0, :4] = 0  # left padding
@@ -35,8 +43,9 @@ def test_greedy_matches_generate_with_left_padding(use_short_conv):
     assert buffers == [t.data_ptr() for i in range(2) for t in (dec.cache.state(i).hk, dec.cache.state(i).hv)]
 
 
-def test_step_logits_match_full_forward():
-    model = tiny()
+@pytest.mark.parametrize("hybrid", [False, True])
+def test_step_logits_match_full_forward(hybrid):
+    model = tiny(hybrid=hybrid)
     ids = torch.randint(0, 97, (2, 30))
     with torch.no_grad():
         full = model(ids).logits.float()
@@ -94,10 +103,10 @@ def test_bad_use_raises():
         StaticDecoder(model, 2, cuda_graph=True)
 
 
-@pytest.mark.parametrize("use_short_conv", [False, True])
-def test_packed_prompts_generate_like_each_prompt_alone(use_short_conv):
+@pytest.mark.parametrize("use_short_conv,hybrid", [(False, False), (True, False), (False, True)])
+def test_packed_prompts_generate_like_each_prompt_alone(use_short_conv, hybrid):
     """Prompts of lengths 1, 3 and 70 packed without padding (cu_seqlens) decode as each would alone."""
-    model = tiny(use_short_conv)
+    model = tiny(use_short_conv, hybrid)
     prompts = [torch.randint(3, 97, (1, n)) for n in (1, 3, 70)]
     cu = torch.tensor([0, 1, 4, 74])
     got = StaticDecoder(model, batch_size=3).generate(torch.cat(prompts, 1), cu_seqlens=cu, max_new_tokens=9)
@@ -107,16 +116,21 @@ def test_packed_prompts_generate_like_each_prompt_alone(use_short_conv):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("use_short_conv", [False, True])
-def test_gpu_compiled_cuda_graph_decoder_matches_generate(use_short_conv):
+@pytest.mark.parametrize("use_short_conv,hybrid", [(False, False), (True, False), (False, True)])
+def test_gpu_compiled_cuda_graph_decoder_matches_generate(use_short_conv, hybrid):
     """The fast path as `gsa generate --compile` runs it (compiled step, CUDA graph, fused recurrent kernel) gives
     generate()'s greedy tokens, float32 on the GPU, for two prompts through the same captured graph."""
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device (run through the GPU machine)")
     torch.manual_seed(0)
     cfg = GSAConfig(vocab_size=512, hidden_size=256, num_hidden_layers=3, num_heads=4, num_kv_heads=2, num_slots=32,
-                    use_short_conv=use_short_conv, initializer_range=0.1)
+                    use_short_conv=use_short_conv, initializer_range=0.1,
+                    **(dict(window_size=8, num_sink_tokens=2) if hybrid else {}))
     model = GSAForCausalLM(cfg).cuda().eval()
+    if hybrid:
+        with torch.no_grad():
+            for block in model.model.layers:
+                block.attn.memory_scale.uniform_(0.5, 1.5)
     dec = StaticDecoder(model, batch_size=4, compile=True, cuda_graph=True)
     for T in (37, 5):
         ids = torch.randint(3, 512, (4, T), device="cuda")
