@@ -181,6 +181,9 @@ def _add_convert_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--feature-map", choices=["identity", "swish"], default="identity",
                    help="map on q, k, v (default identity: the teacher's; swish: the paper's layer)")
     p.add_argument("--output-norm", action="store_true", help="keep GSA's swish + RMSNorm before o_proj (off)")
+    p.add_argument("--window", type=int, default=0,
+                   help="hybrid student: keep the teacher's attention over this many recent tokens (default 0: off)")
+    p.add_argument("--sinks", type=int, default=0, help="with --window: also attend to the first N tokens (default 0)")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="student dtype (default: teacher's)")
     p.add_argument("--seed", type=int, default=0, help="seed of the f_proj init (default 0)")
 
@@ -196,7 +199,7 @@ def _run_convert(args: argparse.Namespace) -> int:
         dst = convert(
             args.src, args.dst, gguf_file=args.gguf_file, num_slots=args.num_slots, init=args.init,
             init_std=args.init_std, gate_logit_normalizer=args.gate_logit_normalizer, feature_map=args.feature_map,
-            use_output_norm=args.output_norm, dtype=getattr(torch, args.dtype) if args.dtype else None,
+            use_output_norm=args.output_norm, window_size=args.window, num_sink_tokens=args.sinks, dtype=getattr(torch, args.dtype) if args.dtype else None,
             seed=args.seed,
         )
     except ValueError as e:  # UnsupportedModelError (names what the teacher has) or an invalid option

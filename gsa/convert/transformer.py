@@ -34,6 +34,12 @@ What is new, and why it is set up the way it is:
   permutation for rotate_half is applied to both q and k, so dot products are unaffected by it. Finetuning must
   recover what positions gave; this is the main loss of information at conversion time.
 - Qwen2's q/k/v biases are carried as GSA `qkv_bias` (a bias added before the feature map, as in the teacher).
+- Hybrid students (`window_size` W > 0, `num_sink_tokens` S): each layer also keeps the teacher's own softmax
+  attention, with its RoPE (`rope_theta` carried over), over the W most recent and the S first tokens, and adds
+  the slot read scaled by a per-head `memory_scale` that starts at zero (gsa.nn.window). The converted model then
+  starts as exactly the training-free sliding-window baseline (gsa.convert.baselines; tested), rather than as a
+  GSA model that must relearn local attention from rotation-free scores, and finetuning teaches the slots what
+  the window no longer sees (the LoLCATs / Liger recipe of a linear memory beside a sliding window).
 
 Refused, with an error naming the field: other architectures (MoE, non-Llama blocks), MLP activations other
 than SiLU, Llama's attention_bias (an o_proj bias GSA does not have) and mlp_bias, RoPE scaling variants
@@ -117,6 +123,14 @@ def check_supported(config) -> None:
         raise UnsupportedModelError(f"cannot convert this {model_type} checkpoint: " + "; ".join(problems))
 
 
+def rope_theta_of(config) -> float:
+    """The teacher's RoPE base (transformers 5 keeps it in rope_parameters, earlier versions in rope_theta)."""
+    rope = getattr(config, "rope_parameters", None) or {}
+    if isinstance(rope, dict) and "rope_theta" in rope:
+        return float(rope["rope_theta"])
+    return float(getattr(config, "rope_theta", 10000.0))
+
+
 def gsa_config_from(
     config,
     *,
@@ -124,6 +138,8 @@ def gsa_config_from(
     gate_logit_normalizer: float = 8.0,
     feature_map: str = "identity",
     use_output_norm: bool = False,
+    window_size: int = 0,
+    num_sink_tokens: int = 0,
 ) -> GSAConfig:
     """The GSAConfig of the student of a (supported) Llama/Mistral/Qwen2 config; see docs/convert.md's table."""
     check_supported(config)
@@ -145,6 +161,9 @@ def gsa_config_from(
         feature_map=feature_map,
         use_output_norm=use_output_norm,
         qkv_bias=config.model_type == "qwen2",
+        window_size=window_size,
+        num_sink_tokens=num_sink_tokens,
+        rope_theta=rope_theta_of(config),
         intermediate_size=config.intermediate_size,
         hidden_act="silu",
         norm_eps=config.rms_norm_eps,
@@ -204,6 +223,8 @@ def from_pretrained_transformer(
     gate_logit_normalizer: float = 8.0,
     feature_map: str = "identity",
     use_output_norm: bool = False,
+    window_size: int = 0,
+    num_sink_tokens: int = 0,
     gguf_file: str | None = None,
     dtype: torch.dtype | None = None,
     seed: int = 0,
@@ -217,6 +238,8 @@ def from_pretrained_transformer(
         copied bitwise when the dtypes agree.
     num_slots, gate_logit_normalizer, feature_map, use_output_norm: the GSA layer's M, tau and the two options
         conversion needs (defaults: 64, 8, "identity", False). init / init_std / seed: how f_proj starts.
+    window_size, num_sink_tokens: > 0 makes a hybrid student that keeps the teacher's attention (with RoPE) over
+        that many recent / first tokens beside the slots (see the module docstring); 0 (default): plain GSA.
     Returns the student in eval mode, on the CPU.
     """
     if init not in INITS:
@@ -228,7 +251,8 @@ def from_pretrained_transformer(
     teacher = src if isinstance(src, nn.Module) else _load_teacher(src, gguf_file, dtype)
     config = gsa_config_from(
         teacher.config, num_slots=num_slots, gate_logit_normalizer=gate_logit_normalizer,
-        feature_map=feature_map, use_output_norm=use_output_norm,
+        feature_map=feature_map, use_output_norm=use_output_norm, window_size=window_size,
+        num_sink_tokens=num_sink_tokens,
     )
     state = teacher.state_dict()
     mapping = weight_map(state)
@@ -256,6 +280,9 @@ def from_pretrained_transformer(
             if config.use_output_norm:
                 block.attn.o_norm.weight.fill_(1.0)
                 filled.add(f"model.layers.{i}.attn.o_norm.weight")
+            if config.window_size:
+                block.attn.memory_scale.zero_()  # starts as the teacher's windowed attention alone
+                filled.add(f"model.layers.{i}.attn.memory_scale")
     if config.tie_word_embeddings:
         filled.add("lm_head.weight")
     missing = sorted(set(params) - filled)

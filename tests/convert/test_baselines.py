@@ -50,3 +50,26 @@ def test_left_padding_matches_the_unpadded_row(make_teacher):
         want = sink_window_logits(teacher, ids, window=3, sinks=2)
         got = sink_window_logits(teacher, padded, mask, window=3, sinks=2)[:, 3:]
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_hybrid_student_starts_as_the_window_baseline(make_teacher, arch):
+    """A student converted with window W and S sinks and its slot memory's share at zero (as conversion leaves it)
+    computes the teacher's sink-window logits: the same RoPE, window, sinks, grouped heads and biases, written
+    independently (gsa.nn.window vs a mask over the teacher's own attention). Then the slots take part."""
+    from gsa.convert import from_pretrained_transformer
+
+    teacher = make_teacher(arch, rope_parameters={"rope_type": "default", "rope_theta": 300.0}).float()
+    student = from_pretrained_transformer(teacher, window_size=4, num_sink_tokens=2)
+    assert student.config.rope_theta == 300.0  # not the default 10000: the teacher's base is carried over
+    ids = torch.randint(3, 97, (2, 15))
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0
+    with torch.no_grad():
+        want = sink_window_logits(teacher, ids, mask, window=4, sinks=2)
+        got = student(ids, attention_mask=mask).logits
+        real = mask.bool()
+        torch.testing.assert_close(got[real], want[real], rtol=1e-4, atol=1e-4)
+        for block in student.model.layers:
+            block.attn.memory_scale.fill_(1.0)
+        assert not torch.allclose(student(ids, attention_mask=mask).logits[real], want[real], atol=1e-2)

@@ -91,6 +91,18 @@ def test_options_reach_the_config(make_teacher):
     assert torch.equal(s.model.layers[0].attn.o_norm.weight, torch.ones(48, dtype=torch.float64))
     with pytest.raises(ValueError, match="init"):
         from_pretrained_transformer(make_teacher(), init="zeros")
+    h = from_pretrained_transformer(make_teacher(), window_size=6, num_sink_tokens=3)
+    assert (h.config.window_size, h.config.num_sink_tokens) == (6, 3)
+    assert all(torch.equal(b.attn.memory_scale, torch.zeros(6)) for b in h.model.layers)
+
+
+def test_cli_window_options(save_teacher, tmp_path):
+    src, _ = save_teacher("llama")
+    assert main(["convert", "--from", str(src), "--to", str(tmp_path / "h"), "--window", "8", "--sinks", "2"]) == 0
+    c = GSAForCausalLM.from_pretrained(tmp_path / "h").config
+    assert (c.window_size, c.num_sink_tokens) == (8, 2)
+    with pytest.raises(SystemExit, match="num_sink_tokens"):
+        main(["convert", "--from", str(src), "--to", str(tmp_path / "x"), "--sinks", "2"])
 
 
 def test_cli_converts_with_tokenizer(save_teacher, tmp_path, capsys):
