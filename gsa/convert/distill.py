@@ -21,19 +21,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ADAPTABLE = ("f_proj", "q_proj", "k_proj", "v_proj", "o_proj")
+ADAPTABLE = ("f_proj", "q_proj", "k_proj", "v_proj", "o_proj", "memory_scale")
 
 
 def attention_transfer_parameters(student: nn.Module, train: tuple[str, ...] = ("f_proj",)) -> list[nn.Parameter]:
     """Freeze every student parameter except the attention projections named in `train` (a subset of ADAPTABLE,
-    biases included); return the trainable ones."""
+    biases included; "memory_scale" is a hybrid layer's per-head share of the slot memory); return the trainable
+    ones."""
     unknown = sorted(set(train) - set(ADAPTABLE))
     if unknown or not train:
         raise ValueError(f"train must be a non-empty subset of {ADAPTABLE}, got {train}")
     trainable = []
     for name, p in student.named_parameters():
         parts = name.split(".")
-        keep = len(parts) >= 3 and parts[-3] == "attn" and parts[-2] in train
+        keep = (len(parts) >= 3 and parts[-3] == "attn" and parts[-2] in train) or (
+            len(parts) >= 2 and parts[-2] == "attn" and parts[-1] in train)
         p.requires_grad_(keep)
         if keep:
             trainable.append(p)

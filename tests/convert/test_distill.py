@@ -62,6 +62,26 @@ def test_attention_transfer_parameter_choice(make_teacher):
         attention_transfer_parameters(student, ("mlp",))
 
 
+def test_hybrid_attention_transfer_starts_lower_and_learns_the_memory_share(make_teacher):
+    """A hybrid student whose window covers the batch's 24 tokens starts at the teacher (loss ~0); with window 4 +
+    1 sink it starts closer than the plain conversion, and stage 1 on f_proj and memory_scale lowers the loss by
+    opening the slot memory."""
+    teacher, plain = _pair(make_teacher)
+    ids, mask = _batch()
+    wide = from_pretrained_transformer(teacher, num_slots=8, window_size=24)
+    with torch.no_grad():
+        assert attention_transfer_loss(wide, teacher, ids, mask).item() < 1e-9
+        start_plain = attention_transfer_loss(plain, teacher, ids, mask).item()
+    hybrid = from_pretrained_transformer(teacher, num_slots=8, init_std=0.1, window_size=4,
+                                         num_sink_tokens=1).train()
+    params = attention_transfer_parameters(hybrid, ("f_proj", "memory_scale"))
+    assert len(params) == 2 * 2
+    losses = _steps(lambda: attention_transfer_loss(hybrid, teacher, ids, mask), params)
+    assert losses[0] < start_plain, (losses[0], start_plain)
+    assert losses[-1] < 0.9 * losses[0], losses
+    assert all(b.attn.memory_scale.abs().max() > 0 for b in hybrid.model.layers)
+
+
 def test_attention_transfer_ignores_padding(make_teacher):
     teacher, student = _pair(make_teacher)
     ids, mask = _batch()
