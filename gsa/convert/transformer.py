@@ -35,8 +35,8 @@ What is new, and why it is set up the way it is:
   recover what positions gave; this is the main loss of information at conversion time.
 - Qwen2's q/k/v biases are carried as GSA `qkv_bias` (a bias added before the feature map, as in the teacher).
 - Hybrid students (`window_size` W > 0, `num_sink_tokens` S): each layer also keeps the teacher's own softmax
-  attention, with its RoPE (`rope_theta` carried over), over the W most recent and the S first tokens, and adds
-  the slot read scaled by a per-head `memory_scale` that starts at zero (gsa.nn.window). The converted model then
+  attention, with its RoPE (`rope_theta` carried over), over the W most recent and the S first tokens, and mixes in
+  the slot read with a per-head weight `memory_scale` that starts at zero (gsa.nn.window). The converted model then
   starts as exactly the training-free sliding-window baseline (gsa.convert.baselines; tested), rather than as a
   GSA model that must relearn local attention from rotation-free scores, and finetuning teaches the slots what
   the window no longer sees (the LoLCATs / Liger recipe of a linear memory beside a sliding window).

@@ -65,7 +65,7 @@ class GSAConfig(PretrainedConfig):
         forget_gate for the paper's ablations: "data" (default), "fixed" (data-independent decay), "none" (ABC;
         full sequences only, no decoding cache); slot_read "linear" for the no-softmax ablation (every backend).
         Hybrid layers (T2R): window_size > 0 adds exact softmax attention with RoPE (rope_theta) over the
-        window_size most recent tokens and the num_sink_tokens first ones, summed with the slot read per head
+        window_size most recent tokens and the num_sink_tokens first ones, mixed with the slot read per head
         (`GatedSlotAttention`'s memory_scale); 0 (the default) is plain GSA.
     MLP: intermediate_size, or hidden_ratio (the multiple of 256 at or above 2/3 * hidden_ratio * d); at most one
         may be given unless both agree; neither means hidden_ratio = 4. hidden_act: the gate's nonlinearity

@@ -61,7 +61,8 @@ def test_rotary_matches_complex_rotation():
 
 
 def test_hybrid_layer_is_window_plus_scaled_slots():
-    """y = W_o RMSNorm(swish(o_window + memory_scale * o_slots)), o_window from the per-query reference."""
+    """y = W_o RMSNorm(swish((1 - memory_scale) * o_window + memory_scale * o_slots)), o_window from the per-query
+    reference."""
     layer = make_layer()
     x = torch.randn(2, 13, 32, dtype=torch.float64)
     want_window = window_reference(layer, x)
@@ -73,7 +74,8 @@ def test_hybrid_layer_is_window_plus_scaled_slots():
     plain(x)
     handles[0].remove()
     o_slots = captured["o"].view(2, 13, 4, -1)
-    o = want_window + layer.memory_scale[:, None] * o_slots
+    lam = layer.memory_scale[:, None]
+    o = (1 - lam) * want_window + lam * o_slots
     want = layer.o_proj(layer.o_norm(o.reshape(2, 13, -1), silu_input=True))
     torch.testing.assert_close(layer(x)[0], want, **TOL)
 

@@ -19,13 +19,13 @@ def teacher_dir(tmp_path):
     return path
 
 
-def _run(data_cache, out, model, stage, teacher, steps=24, lr=3e-3):
+def _run(data_cache, out, model, stage, teacher, steps=24, lr=3e-3, extra=()):
     overrides = tiny_overrides(data_cache, out, **{
         "data.tokenizer": "byte", "data.documents": False, "data.seq_len": 64, "train.max_steps": steps,
         "train.micro_batch_size": 4, "optim.warmup_steps": 1, "optim.lr": lr, "distill.teacher": str(teacher),
         "distill.stage": stage,
     })
-    overrides += [f'model={{type = "{model[0]}", {model[1]} = "{model[2]}"{model[3]}}}']
+    overrides += [f'model={{type = "{model[0]}", {model[1]} = "{model[2]}"{model[3]}}}', *extra]
     summary = train(load_config(TINY, overrides))
     losses = [r["loss"] for r in read_metrics(out) if "loss" in r]
     return summary, losses
@@ -53,6 +53,25 @@ def test_two_stage_distillation(data_cache, tmp_path, teacher_dir):
                       teacher_dir)
     assert _falls(losses), [round(x, 4) for x in losses]
     assert "eval_ppl" in s2
+
+
+def test_hybrid_stage_one_trains_the_slots_and_their_share(data_cache, tmp_path, teacher_dir):
+    """A hybrid student (window 8 + 2 sinks of 64 tokens) through the trainer: stage 1 on f_proj and memory_scale
+    lowers the loss and changes those parameters only; the saved model reloads as a hybrid."""
+    model = ("t2r", "teacher", teacher_dir, ", num_slots = 8, init_std = 0.1, window_size = 8, num_sink_tokens = 2")
+    s1, losses = _run(data_cache, tmp_path / "h1", model, "attention", teacher_dir, lr=3e-2,
+                      extra=['distill.train_params=["f_proj", "memory_scale"]'])
+    assert _falls(losses), [round(x, 4) for x in losses]
+    student = GSAForCausalLM.from_pretrained(s1["model_dir"])
+    assert (student.config.window_size, student.config.num_sink_tokens) == (8, 2)
+    from gsa.convert import from_pretrained_transformer
+
+    before = from_pretrained_transformer(teacher_dir, num_slots=8, init_std=0.1, window_size=8,
+                                         num_sink_tokens=2).state_dict()
+    after = student.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(".f_proj." in k or k.endswith(".memory_scale") for k in changed), changed
+    assert any(k.endswith(".memory_scale") for k in changed)
 
 
 def test_distillation_config_errors(tmp_path):
