@@ -7,6 +7,8 @@
 #   MODE=train  : carry .carry/t2r.tar.part-ab; stage 1 (f_proj + memory_scale on attention outputs) then stage 2
 #                 (KL to the teacher, 2K windows, 8 x 2 sequences a step = 32K tokens) for the rest of ~9.5 min.
 #   MODE=report : scripts/t2r_report.py for the teacher, the window baseline, the converted hybrid and the student.
+#   MODE=equal  : (after report, same warm machine) the same recipe stopped at ~6M tokens (stage 1 as above, stage 2
+#                 150 steps x 32K), the token count of session 8's recipe (a) and GSA-from-scratch runs; its report.
 # Outputs in $OUT/t2r-hybrid.tar.
 set -u
 export PYTHONUNBUFFERED=1
@@ -60,21 +62,28 @@ mkdir -p .cache && ln -sfn $K/t2r .cache/t2r
 export PYTHONPATH=$PWD:$K/site
 TOK='data.tokens=".cache/t2r/tokens/tokens-sub14m"'
 COMMON=(train.progress=false train.checkpoint_every=0 train.eval_every=0 train.eval_sequences=64 train.log_every=20)
-if [ "$MODE" = train ]; then
+if [ "$MODE" = train ] || [ "$MODE" = equal ]; then
+  S2STEPS=1100; WARM2=100; NAME=th; [ "$MODE" = equal ] && { S2STEPS=150; WARM2=30; NAME=th6m; }
   timeout 120 python scripts/prepare_t2r_data.py teacher --cache .cache/t2r > "$R/teacher.log" 2>&1
   echo "teacher rc=$? at $((SECONDS - START)) s"
-  timeout 100 python -m gsa.train --config configs/t2r-stage1.toml --output-dir runs/th-stage1 "$TOK" "${COMMON[@]}" \
+  timeout 100 python -m gsa.train --config configs/t2r-stage1.toml --output-dir runs/$NAME-stage1 "$TOK" "${COMMON[@]}" \
     "${HYB[@]}" 'distill.train_params=["f_proj", "memory_scale"]' train.max_steps=150 optim.warmup_steps=20 \
-    train.time_limit_s=70 > "$R/stage1.log" 2>&1
-  echo "stage1 rc=$? at $((SECONDS - START)) s"; grep -E "held-out|time limit|Error" "$R/stage1.log" | tail -2
-  timeout $((575 - (SECONDS - START))) python -m gsa.train --config configs/t2r-stage2.toml --output-dir runs/th-stage2 \
-    "$TOK" "${COMMON[@]}" 'model.path="runs/th-stage1/model"' data.seq_len=2048 train.micro_batch_size=8 \
-    train.grad_accum=2 train.max_steps=1100 optim.warmup_steps=100 train.time_limit_s=$((520 - (SECONDS - START))) \
-    > "$R/stage2.log" 2>&1
-  echo "stage2 rc=$? at $((SECONDS - START)) s"; grep -E "held-out|time limit|Error|memory" "$R/stage2.log" | tail -3
-  cp runs/th-stage1/metrics.jsonl "$R/stage1.metrics.jsonl" 2>/dev/null
-  cp runs/th-stage2/metrics.jsonl "$R/stage2.metrics.jsonl" 2>/dev/null
-  rm -rf $K/th-student && cp -r runs/th-stage2/model $K/th-student && echo "student kept in $K/th-student"
+    train.time_limit_s=70 > "$R/$NAME-stage1.log" 2>&1
+  echo "stage1 rc=$? at $((SECONDS - START)) s"; grep -E "held-out|time limit|Error" "$R/$NAME-stage1.log" | tail -2
+  timeout $((575 - (SECONDS - START))) python -m gsa.train --config configs/t2r-stage2.toml --output-dir runs/$NAME-stage2 \
+    "$TOK" "${COMMON[@]}" "model.path=\"runs/$NAME-stage1/model\"" data.seq_len=2048 train.micro_batch_size=8 \
+    train.grad_accum=2 train.max_steps=$S2STEPS optim.warmup_steps=$WARM2 train.time_limit_s=$((520 - (SECONDS - START))) \
+    > "$R/$NAME-stage2.log" 2>&1
+  echo "stage2 rc=$? at $((SECONDS - START)) s"; grep -E "held-out|time limit|Error|memory" "$R/$NAME-stage2.log" | tail -3
+  cp runs/$NAME-stage1/metrics.jsonl "$R/$NAME-stage1.metrics.jsonl" 2>/dev/null
+  cp runs/$NAME-stage2/metrics.jsonl "$R/$NAME-stage2.metrics.jsonl" 2>/dev/null
+  rm -rf $K/$NAME-student && cp -r runs/$NAME-stage2/model $K/$NAME-student && echo "student kept in $K/$NAME-student"
+  if [ "$MODE" = equal ]; then
+    timeout $((590 - (SECONDS - START))) python scripts/t2r_report.py --tokens .cache/t2r/tokens/tokens-sub14m \
+      --teacher .cache/t2r/teacher --student hybrid-b-6m=$K/th6m-student --passkey-examples 50 --decode-tokens 16 \
+      --out "$R/t2r-report-6m.json" > "$R/t2r-report-6m.log" 2>&1
+    echo "report rc=$? at $((SECONDS - START)) s"; tail -4 "$R/t2r-report-6m.log"
+  fi
 else
   timeout 60 python -m gsa convert --from .cache/t2r/teacher --to runs/converted-hybrid --num-slots 64 --window 64 \
     --sinks 4 > "$R/convert.log" 2>&1
