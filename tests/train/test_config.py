@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from gsa.train import config_from_dict, load_config
@@ -84,3 +86,9 @@ def test_prefetcher_order_and_errors():
     with pytest.raises(ValueError, match="broken batch 2"):
         next(it)
     Prefetcher(lambda k: {"x": torch.tensor(k)}, range(100), depth=2).close()  # stops a blocked producer
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[2] / "configs").glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    """Every config in configs/ passes the loader's validation (keys, types, ranges)."""
+    load_config(path)
