@@ -24,7 +24,7 @@ QUESTION = "\nWhat is the pass key? The pass key is"
 ANSWER = " {key}"
 
 
-def passkey_batch(tokenizer, filler: np.ndarray, length: int, num_examples: int, seed: int = 0,
+def passkey_batch(tokenizer, filler: np.ndarray, length: int, num_examples: int, seed: int | list[int] = 0,
                   min_distance: int = 128) -> dict[str, torch.Tensor]:
     """{"input_ids": int64 [N, length], "answer": bool [N, length]}: answer[n, p] marks positions whose *next*
     token is an answer token (so logits[n, p] must predict input_ids[n, p + 1]).

@@ -8,22 +8,45 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import math
+
 import torch
 
 from gsa.data import DataOrder, TextData, Windows, mqar_batch, pack_batch
+from gsa.eval.passkey import passkey_batch
 
 
 class TextBatches:
-    def __init__(self, data: TextData, seq_len: int, documents: bool, seed: int):
-        self.data, self.documents = data, documents
+    def __init__(self, data: TextData, seq_len: int, documents: bool, seed: int, passkey_fraction: float = 0.0):
+        """passkey_fraction: the share of training windows replaced by synthetic passkey sequences (the format of
+        gsa.eval.passkey; filler from the training split, random keys, the key at least min(128, seq_len / 4)
+        tokens before the question), drawn from (seed, position) like the windows, so resuming is exact."""
+        self.data, self.documents, self.seed = data, documents, seed
         self.eos = data.tokenizer.eos_token_id
         self.train = Windows(data.train, seq_len)
         self.heldout = Windows(data.heldout, seq_len) if len(data.heldout.tokens) >= seq_len else None
         self.order = DataOrder(len(self.train), seed)
+        self.passkey_fraction = passkey_fraction
+        self.passkey_distance = min(128, seq_len // 4)
+        if passkey_fraction:  # fail at start, not at the first passkey window
+            self._passkey(0)
+
+    def _is_passkey(self, position: int) -> bool:
+        # global position p is a passkey row when floor((p + 1) f) > floor(p f): a share f of every run of
+        # positions, the same rows whatever the batching
+        f = self.passkey_fraction
+        return math.floor((position + 1) * f) > math.floor(position * f)
+
+    def _passkey(self, position: int):
+        batch = passkey_batch(self.data.tokenizer, self.data.train.tokens, self.train.seq_len, 1,
+                              seed=[self.seed, position], min_distance=self.passkey_distance)
+        return batch["input_ids"][0].numpy()
 
     def train_batch(self, step: int, micro: int, rank: int, world: int, mbs: int, accum: int) -> dict:
         start = step * mbs * accum * world + (micro * world + rank) * mbs
-        return pack_batch([self.train[self.order[start + i]] for i in range(mbs)], self.eos, self.documents)
+        windows = [self._passkey(p) if self.passkey_fraction and self._is_passkey(p) else self.train[self.order[p]]
+                   for p in range(start, start + mbs)]
+        return pack_batch(windows, self.eos, self.documents)
 
     def eval_batches(self, num_sequences: int, mbs: int, rank: int, world: int) -> Iterator[dict]:
         """The first ``num_sequences`` held-out windows (fewer if the split is small; rounded down to a multiple

@@ -42,6 +42,9 @@ class DataConfig:
     heldout_fraction: float = 0.02
     documents: bool = True  # pack with cu_seqlens at document boundaries (else plain windows)
     seq_len: int = 512
+    # share of the training windows replaced by synthetic passkey sequences (gsa.eval.passkey's format: a key in
+    # filler text from the training split, asked for at the end), to train in-context recall; 0 = none
+    passkey_fraction: float = 0.0
     # mqar (Zoology): keys/values from a vocabulary of mqar_vocab_size, seq_len tokens per example
     mqar_vocab_size: int = 8192
     mqar_train_pairs: list[int] = field(default_factory=lambda: [4, 8, 16, 32, 64])
@@ -184,6 +187,10 @@ def validate(cfg: Config) -> None:
     for name, value in positive.items():
         if value <= 0:
             raise ValueError(f"config key {name} must be positive, got {value}")
+    if not 0 <= cfg.data.passkey_fraction < 1:
+        raise ValueError(f"data.passkey_fraction must be in [0, 1), got {cfg.data.passkey_fraction}")
+    if cfg.data.passkey_fraction and cfg.data.kind != "text":
+        raise ValueError("data.passkey_fraction mixes passkey sequences into text data: needs data.kind = \"text\"")
     if not 0 <= cfg.optim.min_lr_ratio <= 1:
         raise ValueError(f"optim.min_lr_ratio must be in [0, 1], got {cfg.optim.min_lr_ratio}")
     if len(cfg.optim.betas) != 2:

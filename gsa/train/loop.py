@@ -120,7 +120,7 @@ class Trainer:
             data = prepare()
         self.tokenizer, self.eos_id = data.tokenizer, data.tokenizer.eos_token_id
         self.vocab_size = len(data.tokenizer)
-        self.batches = TextBatches(data, cfg.data.seq_len, cfg.data.documents, cfg.seed)
+        self.batches = TextBatches(data, cfg.data.seq_len, cfg.data.documents, cfg.seed, cfg.data.passkey_fraction)
         self.log(f"data: {len(data.train.tokens):,} training tokens ({len(self.batches.train):,} windows of "
                  f"{cfg.data.seq_len}), {len(data.heldout.tokens):,} held-out tokens; vocabulary {self.vocab_size}")
 

@@ -1,0 +1,51 @@
+"""data.passkey_fraction: synthetic passkey sequences mixed into the training windows (issue 5's recall probe
+format, filler from the training split), deterministic by global position."""
+
+import pytest
+import torch
+
+from gsa.data import prepare_text_data
+from gsa.eval.passkey import QUESTION
+from gsa.train import load_config
+from gsa.train.batches import TextBatches
+from train.helpers import TINY
+
+
+@pytest.fixture(scope="module")
+def data(data_cache):
+    d = load_config(TINY).data
+    return prepare_text_data(d.sources, d.tokenizer, d.vocab_size, str(data_cache), d.heldout_fraction,
+                             progress=False)
+
+
+def _is_passkey_row(row: torch.Tensor, question: list[int]) -> bool:
+    ids, q = row.tolist(), question
+    return any(ids[i:i + len(q)] == q for i in range(len(ids) - len(q) + 1))
+
+
+def test_share_content_and_batching_independence(data):
+    question = data.tokenizer(QUESTION, add_special_tokens=False)["input_ids"]
+    mix = TextBatches(data, 256, documents=False, seed=3, passkey_fraction=0.25)
+    plain = TextBatches(data, 256, documents=False, seed=3)
+    rows = torch.cat([mix.train_batch(step, 0, 0, 1, 8, 1)["input_ids"] for step in range(4)])  # 32 rows
+    base = torch.cat([plain.train_batch(step, 0, 0, 1, 8, 1)["input_ids"] for step in range(4)])
+    marked = [_is_passkey_row(r, question) for r in rows]
+    assert sum(marked) == 8  # exactly a quarter
+    for r, b, m in zip(rows, base, marked):  # every other row is the plain window at that position
+        assert torch.equal(r, b) != m
+    # the same global batch with 2 processes x 2 micro-steps of 2 sequences
+    split = torch.cat([mix.train_batch(step, micro, rank, 2, 2, 2)["input_ids"]
+                       for step in range(4) for micro in range(2) for rank in range(2)])
+    assert torch.equal(split, rows)
+    # each passkey row holds its key before the question, and the answer is that key
+    r = rows[marked.index(True)].tolist()
+    text = data.tokenizer.decode(r)
+    key = text.split("The pass key is ")[1][:5]
+    assert text.rstrip().endswith(key) and key.isdigit()
+
+
+def test_invalid_fraction_is_refused():
+    with pytest.raises(ValueError, match="passkey_fraction"):
+        load_config(TINY, ["data.passkey_fraction=1.0"])
+    with pytest.raises(ValueError, match="passkey_fraction"):
+        load_config(TINY, ["data.passkey_fraction=0.1", 'data.kind="mqar"'])
