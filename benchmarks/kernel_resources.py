@@ -88,7 +88,7 @@ def collect(shape: dict, arch: int, dtype=torch.bfloat16, warps: int | None = No
                      "warps": options.get("num_warps", 4), "shared": k.metadata.shared, **_resources(k.asm["cubin"])})
         return None
 
-    from gsa.ops.triton import chunk_gsa, fused_recurrent_gsa
+    from gsa.ops.triton import chunk_gsa, fused_recurrent_gsa, fused_recurrent_gsa_step
 
     B, T, HQ, H, K, V, M = (shape[k] for k in ("B", "T", "HQ", "H", "K", "V", "M"))
     g = torch.Generator().manual_seed(0)
@@ -103,6 +103,9 @@ def collect(shape: dict, arch: int, dtype=torch.bfloat16, warps: int | None = No
         if T == 1:
             h0 = (torch.zeros(B, H, K, M), torch.zeros(B, H, M, V))
             fused_recurrent_gsa(q, k, v, s, gate, K**-0.5, h0, True, linear_read=linear_read)
+            # the decode step from raw projections: swish and the gate inside the kernels (GATE, SWISH)
+            with torch.no_grad():
+                fused_recurrent_gsa_step(q, k, v, gate, K**-0.5, 8.0, h0, swish=True, linear_read=linear_read)
         else:
             o, _ = chunk_gsa(q, k, v, s, gate, K**-0.5, None, False, None, linear_read=linear_read)
             o.backward(torch.ones_like(o))

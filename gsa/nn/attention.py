@@ -12,7 +12,7 @@ from gsa.nn.conv import ShortConvolution
 from gsa.nn.fused import FusesProjections, use_fused
 from gsa.nn.norm import RMSNorm
 from gsa.nn.window import WindowState, advance_window, empty_window_state, rotary, token_positions, window_attention
-from gsa.ops import gated_slot_attention
+from gsa.ops import gated_slot_attention, gated_slot_attention_step
 from gsa.ops.validation import SLOT_READS
 
 
@@ -277,6 +277,8 @@ class GatedSlotAttention(FusesProjections):
                 raise ValueError("state.window must be given exactly when the layer has a window (window_size > 0)")
 
         x = hidden_states
+        if self._steps_from_logits(x, mask, cu_seqlens, inplace_state):
+            return self._output(self._step_from_logits(x, state)), state
         q, k, v, f = self._projections(x)
         conv_state = None
         if self.use_short_conv:
@@ -307,14 +309,38 @@ class GatedSlotAttention(FusesProjections):
         if self.window_size:
             o_window, window_state = self._window(q, k, v, mask, cu_seqlens, state, output_state, inplace_state)
             o = o_window + self.memory_scale.to(o.dtype)[:, None] * (o - o_window)  # the convex mix
-        o = o.reshape(B, T, HQ * self.head_v_dim)
-        if self.use_output_norm:
-            o = self.o_norm(o, silu_input=True)
-        y = self.o_proj(o)
+        y = self._output(o)
         if inplace_state:
             return y, state  # hk, hv and the conv buffers were advanced in place
         new_state = GSAState(final[0], final[1], conv_state, window_state) if output_state else None
         return y, new_state
+
+    def _output(self, o: torch.Tensor) -> torch.Tensor:
+        """o [B, T, HQ, V] -> y [B, T, d]: W_o (RMSNorm(swish(o)) or o), over all heads at once."""
+        o = o.reshape(*o.shape[:2], -1)
+        if self.use_output_norm:
+            o = self.o_norm(o, silu_input=True)
+        return self.o_proj(o)
+
+    def _steps_from_logits(self, x: torch.Tensor, mask: torch.Tensor | None, cu_seqlens: torch.Tensor | None,
+                           inplace_state: bool) -> bool:
+        """Whether this call is a decode step that gated_slot_attention_step can run from the fused projection's
+        raw output: fused projections in use (no autograd, few tokens), owned state buffers advanced in place, no
+        padding or packing, and a layer whose feature map and gate the step computes itself."""
+        return (inplace_state and mask is None and cu_seqlens is None and use_fused(self._fused, x)
+                and not self.use_short_conv and self.forget_gate == "data" and not self.window_size)
+
+    def _step_from_logits(self, x: torch.Tensor, state: GSAState) -> torch.Tensor:
+        """x [B, T, d] -> o [B, T, HQ, V], advancing state in place. q, k, v and the slot logits stay column views
+        of the one fused product; on CUDA the recurrent kernels apply swish and the gate themselves, so the step
+        launches no element-wise kernel between the projection and the two recurrent kernels."""
+        B, T, _ = x.shape
+        HQ, H, K, V, M = self.num_heads, self.num_kv_heads, self.head_k_dim, self.head_v_dim, self.num_slots
+        q, k, v, f = self._fused.product(x).split(self._fused.sizes, dim=-1)
+        return gated_slot_attention_step(
+            q.view(B, T, HQ, K), k.view(B, T, H, K), v.view(B, T, H, V), f.view(B, T, H, M), (state.hk, state.hv),
+            scale=self.scale, gate_logit_normalizer=self.gate_logit_normalizer, feature_map=self.feature_map,
+            slot_read=self.slot_read)
 
     def _window(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
                 cu_seqlens: torch.Tensor | None, state: GSAState | None, output_state: bool, inplace_state: bool

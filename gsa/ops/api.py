@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from gsa.ops.abc import abc_to_gated
 from gsa.ops.chunk import chunk_gsa
@@ -142,6 +143,52 @@ def _inplace(backend, dims, offsets, q, k, v, s, g, scale, state, cu_seqlens, sl
     return o, state
 
 
+def gated_slot_attention_step(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    f: torch.Tensor,
+    state: tuple[torch.Tensor, torch.Tensor],
+    *,
+    scale: float | None = None,
+    gate_logit_normalizer: float = 8.0,
+    feature_map: str = "swish",
+    slot_read: str = "softmax",
+    backend: str = "auto",
+) -> torch.Tensor:
+    """A decode step of the GSA layer from its raw projections, advancing owned state buffers in place.
+
+    q [B, T, HQ, K], k [B, T, H, K], v [B, T, H, V]: the projections before the feature map ("swish": SiLU,
+    "identity": as they are); f [B, T, H, M]: the slot logits. state: (hk [B, H, K, M], hv [B, H, M, V]),
+    contiguous float32 buffers the caller owns, advanced in place. Computes what
+    gated_slot_attention(phi(q), phi(k), phi(v), s=1 - exp(g), g=logsigmoid(f) / gate_logit_normalizer,
+    inplace_state=True) computes, with g and s in float32. On the triton backend with T <= RECURRENT_MAX_T the two
+    fused recurrent kernels also apply the feature map and the gate (no separate element-wise kernels), and q, k,
+    v and f may be column views of one fused projection output. Returns o [B, T, HQ, V] in q's dtype.
+    """
+    check_inputs(q, k, v, f, f, scale, state, True, None)
+    check_inplace_state(state, (q, k, v, f))
+    if feature_map not in ("swish", "identity"):
+        raise ValueError(f"feature_map must be 'swish' or 'identity', got {feature_map!r}")
+    if not gate_logit_normalizer > 0:
+        raise ValueError(f"gate_logit_normalizer must be positive, got {gate_logit_normalizer}")
+    slot_read_fn(slot_read)
+    backend = resolve_backend(backend, q.device, q.dtype)
+    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    if backend == "triton" and _fused_recurrent_is_faster(q):
+        from gsa.ops.triton import fused_recurrent_gsa_step
+
+        return fused_recurrent_gsa_step(q, k, v, f, scale, float(gate_logit_normalizer), state,
+                                        swish=feature_map == "swish", linear_read=slot_read == "linear")
+    if feature_map == "swish":
+        q, k, v = F.silu(q), F.silu(k), F.silu(v)
+    # float32 (float64 for float64 logits), as the kernels: logsigmoid of a large logit is tiny, 1 - exp(g) needs expm1
+    g = F.logsigmoid(f.to(torch.promote_types(f.dtype, torch.float32))) / gate_logit_normalizer
+    o, _ = gated_slot_attention(q, k, v, -torch.expm1(g), g, scale=scale, initial_state=state,
+                                output_final_state=True, backend=backend, inplace_state=True, slot_read=slot_read)
+    return o
+
+
 def _fused_recurrent_is_faster(q: torch.Tensor) -> bool:
     """Whether the fused recurrent kernels are the faster choice for this many steps."""
     from gsa.ops.triton import RECURRENT_MAX_T as triton_max_t
@@ -149,4 +196,4 @@ def _fused_recurrent_is_faster(q: torch.Tensor) -> bool:
     return q.shape[1] <= triton_max_t
 
 
-__all__ = ["BACKENDS", "gated_slot_attention", "resolve_backend"]
+__all__ = ["BACKENDS", "gated_slot_attention", "gated_slot_attention_step", "resolve_backend"]

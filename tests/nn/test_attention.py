@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gsa.nn import GatedSlotAttention
+from gsa.nn import GatedSlotAttention, GSAState
 from gsa.ops import parallel_reference
 
 TOL = dict(atol=1e-10, rtol=1e-10)
@@ -138,3 +138,29 @@ def test_layer_rejects_bad_options():
     _, state = layer(x, output_state=True)
     with pytest.raises(ValueError, match="state"):
         layer(torch.randn(2, 1, 32, dtype=torch.float64), state=state)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("feature_map", ["swish", "identity"])
+def test_fused_decode_step_from_logits_matches_the_plain_step(feature_map, monkeypatch):
+    """With fused projections and owned float32 buffers, a decode step goes through gated_slot_attention_step
+    (feature map and gate inside the op) and gives the plain path's output and states."""
+    import gsa.nn.attention as attention
+
+    torch.manual_seed(0)
+    layer = GatedSlotAttention(32, num_heads=4, num_kv_heads=2, num_slots=6, gate_logit_normalizer=4.0,
+                               feature_map=feature_map)
+    x = torch.randn(2, 9, 32)
+    _, state = layer(x[:, :6], output_state=True)
+    plain = GSAState(state.hk.clone(), state.hv.clone())
+    fused = GSAState(state.hk.clone(), state.hv.clone())
+    want = [layer(x[:, t:t + 1], state=plain, output_state=True, inplace_state=True)[0] for t in range(6, 9)]
+    calls = []
+    real = attention.gated_slot_attention_step
+    monkeypatch.setattr(attention, "gated_slot_attention_step", lambda *a, **k: calls.append(1) or real(*a, **k))
+    layer.fuse_projections()
+    got = [layer(x[:, t:t + 1], state=fused, output_state=True, inplace_state=True)[0] for t in range(6, 9)]
+    assert len(calls) == 3
+    torch.testing.assert_close(torch.cat(got, 1), torch.cat(want, 1), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fused.hk, plain.hk, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fused.hv, plain.hv, rtol=1e-5, atol=1e-6)

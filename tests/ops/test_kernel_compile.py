@@ -30,7 +30,8 @@ def test_chunk_kernels_compile_for_sm90():
     names = {r[0] for r in rows}
     expected = {"chunk_gsa_fwd_kernel_cumsum", "chunk_gsa_fwd_kernel_h", "chunk_gsa_fwd_kernel_a",
                 "chunk_gsa_fwd_kernel_p", "chunk_gsa_fwd_kernel_o", "chunk_gsa_bwd_kernel_dh",
-                "chunk_gsa_bwd_kernel_dx", "chunk_gsa_bwd_kernel_ds", "chunk_gsa_bwd_kernel_dg"}
+                "chunk_gsa_bwd_kernel_dx", "chunk_gsa_bwd_kernel_ds", "chunk_gsa_bwd_kernel_dg",
+                "chunk_gsa_bwd_kernel_cross"}
     assert expected <= names, out.stdout
     assert all(0 < int(r[-3]) <= 255 for r in rows), out.stdout  # registers a thread
 
@@ -38,7 +39,9 @@ def test_chunk_kernels_compile_for_sm90():
 def test_decode_kernel_compiles_for_sm90():
     out = _run("decode")
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "fused_recurrent" in out.stdout, out.stdout
+    # two variants of each kernel: s and g given, and the step from raw projections (swish and gate inside)
+    assert out.stdout.count("fused_recurrent_gsa_fwd_kernel_k") == 2, out.stdout
+    assert out.stdout.count("fused_recurrent_gsa_fwd_kernel_v") == 2, out.stdout
 
 
 def test_linear_read_kernel_variants_compile_for_sm90():

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from gsa.ops.triton.chunk import chunk_gsa
-from gsa.ops.triton.fused_recurrent import fused_recurrent_gsa
+from gsa.ops.triton.fused_recurrent import fused_recurrent_gsa, fused_recurrent_gsa_step
 
 # Up to this many steps, and with no gradient wanted, the fused recurrent kernels run instead of the chunked ones.
 RECURRENT_MAX_T = 16
@@ -39,4 +39,4 @@ def _needs_grad(*xs) -> bool:
     return any(t.requires_grad for t in flat)
 
 
-__all__ = ["RECURRENT_MAX_T", "chunk_gsa", "fused_recurrent_gsa", "gsa_triton"]
+__all__ = ["RECURRENT_MAX_T", "chunk_gsa", "fused_recurrent_gsa", "fused_recurrent_gsa_step", "gsa_triton"]

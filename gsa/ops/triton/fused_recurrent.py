@@ -16,14 +16,36 @@ import torch
 import triton
 import triton.language as tl
 
-from gsa.ops.triton.utils import block, masked_softmax, sequence_bounds
+from gsa.ops.triton.utils import block, gate_from_logits, masked_softmax, sequence_bounds
 
 
 @triton.jit
-def fused_recurrent_gsa_fwd_kernel_k(q, k, s, g, h0, ht, part, cu_seqlens, scale, T, stride_q, stride_k,
+def _load_gate(s, g, t, i_h, stride_g, gate_norm, o_m, m_m, M: tl.constexpr, GATE: tl.constexpr):
+    """(s_t, g_t) [BM] float32 of kv head i_h: loaded, or with GATE computed from the slot logits in g."""
+    if GATE:
+        b_f = tl.load(g + t * stride_g + i_h * M + o_m, mask=m_m, other=0).to(tl.float32)
+        b_g, b_s = gate_from_logits(b_f, gate_norm)
+    else:
+        b_s = tl.load(s + t * stride_g + i_h * M + o_m, mask=m_m, other=0).to(tl.float32)
+        b_g = tl.load(g + t * stride_g + i_h * M + o_m, mask=m_m, other=0).to(tl.float32)
+    return b_s, b_g
+
+
+@triton.jit
+def _load_feature(x, mask, SWISH: tl.constexpr):
+    b_x = tl.load(x, mask=mask, other=0).to(tl.float32)
+    if SWISH:
+        b_x = b_x * tl.sigmoid(b_x)
+    return b_x
+
+
+@triton.jit
+def fused_recurrent_gsa_fwd_kernel_k(q, k, s, g, h0, ht, part, cu_seqlens, scale, T, stride_q, stride_k, stride_g,
+                                     gate_norm,
                                      H: tl.constexpr, HQ: tl.constexpr, K: tl.constexpr, M: tl.constexpr,
                                      BK: tl.constexpr, BM: tl.constexpr, NK: tl.constexpr,
-                                     USE_H0: tl.constexpr, STORE_HT: tl.constexpr, IS_VARLEN: tl.constexpr):
+                                     USE_H0: tl.constexpr, STORE_HT: tl.constexpr, IS_VARLEN: tl.constexpr,
+                                     SWISH: tl.constexpr, GATE: tl.constexpr):
     G: tl.constexpr = HQ // H
     i_k, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
@@ -42,13 +64,12 @@ def fused_recurrent_gsa_fwd_kernel_k(q, k, s, g, h0, ht, part, cu_seqlens, scale
     if USE_H0:
         b_h += tl.load(h0 + p_h, mask=m_km, other=0)
     for t in range(bos, eos):
-        b_k = tl.load(k + t * stride_k + i_h * K + o_k, mask=m_k, other=0).to(tl.float32)  # [BK]
-        b_s = tl.load(s + (t * H + i_h) * M + o_m, mask=m_m, other=0).to(tl.float32)  # [BM]
-        b_g = tl.load(g + (t * H + i_h) * M + o_m, mask=m_m, other=0).to(tl.float32)  # [BM]
+        b_k = _load_feature(k + t * stride_k + i_h * K + o_k, m_k, SWISH)  # [BK]
+        b_s, b_g = _load_gate(s, g, t, i_h, stride_g, gate_norm, o_m, m_m, M, GATE)  # [BM]
         b_h = b_h * tl.exp(b_g)[None, :] + b_k[:, None] * b_s[None, :]
         for i_g in range(G):
             i_hq = i_h * G + i_g
-            b_q = tl.load(q + t * stride_q + i_hq * K + o_k, mask=m_k, other=0).to(tl.float32)  # [BK]
+            b_q = _load_feature(q + t * stride_q + i_hq * K + o_k, m_k, SWISH)  # [BK]
             b_a = tl.sum(b_q[:, None] * b_h, 0) * scale  # [BM]
             tl.store(part + ((t * HQ + i_hq) * NK + i_k) * BM + o_m, b_a)
     if STORE_HT:
@@ -56,11 +77,11 @@ def fused_recurrent_gsa_fwd_kernel_k(q, k, s, g, h0, ht, part, cu_seqlens, scale
 
 
 @triton.jit
-def fused_recurrent_gsa_fwd_kernel_v(part, s, g, v, h0, ht, o, cu_seqlens, T, stride_v,
+def fused_recurrent_gsa_fwd_kernel_v(part, s, g, v, h0, ht, o, cu_seqlens, T, stride_v, stride_g, gate_norm,
                                      H: tl.constexpr, HQ: tl.constexpr, V: tl.constexpr, M: tl.constexpr,
                                      BV: tl.constexpr, BM: tl.constexpr, NK: tl.constexpr, BNK: tl.constexpr,
                                      USE_H0: tl.constexpr, STORE_HT: tl.constexpr, IS_VARLEN: tl.constexpr,
-                                     LINEAR: tl.constexpr):
+                                     LINEAR: tl.constexpr, SWISH: tl.constexpr, GATE: tl.constexpr):
     G: tl.constexpr = HQ // H
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
@@ -81,9 +102,8 @@ def fused_recurrent_gsa_fwd_kernel_v(part, s, g, v, h0, ht, o, cu_seqlens, T, st
     if USE_H0:
         b_h += tl.load(h0 + p_h, mask=m_mv, other=0)
     for t in range(bos, eos):
-        b_v = tl.load(v + t * stride_v + i_h * V + o_v, mask=m_v, other=0).to(tl.float32)  # [BV]
-        b_s = tl.load(s + (t * H + i_h) * M + o_m, mask=m_m, other=0).to(tl.float32)  # [BM]
-        b_g = tl.load(g + (t * H + i_h) * M + o_m, mask=m_m, other=0).to(tl.float32)  # [BM]
+        b_v = _load_feature(v + t * stride_v + i_h * V + o_v, m_v, SWISH)  # [BV]
+        b_s, b_g = _load_gate(s, g, t, i_h, stride_g, gate_norm, o_m, m_m, M, GATE)  # [BM]
         b_h = b_h * tl.exp(b_g)[:, None] + b_s[:, None] * b_v[None, :]
         for i_g in range(G):
             i_hq = i_h * G + i_g
@@ -113,29 +133,35 @@ def _row_stride(x: torch.Tensor) -> int:
     return x.stride(1) if x.shape[1] > 1 else (x.stride(0) if x.shape[0] > 1 else x.shape[2] * x.shape[3])
 
 
-def fused_recurrent_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Tensor, g: torch.Tensor,
+def fused_recurrent_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Tensor | None, g: torch.Tensor,
                         scale: float, hk0: torch.Tensor | None, hv0: torch.Tensor | None, hkT: torch.Tensor | None,
-                        hvT: torch.Tensor | None, cu_seqlens: torch.Tensor | None, linear_read: bool = False
-                        ) -> torch.Tensor:
+                        hvT: torch.Tensor | None, cu_seqlens: torch.Tensor | None, linear_read: bool = False,
+                        swish: bool = False, gate_norm: float = 0.0) -> torch.Tensor:
     """Run the recurrence on [B, T, H, D] inputs from (hk0, hv0) (zeros when None) and write the final states into
     hkT [N, H, K, M] / hvT [N, H, M, V] when given (they may be hk0 / hv0 themselves: each tile is read before it
     is written, by the same program). Returns o [B, T, HQ, V] in q's dtype. q, k and v may be token-strided views
-    (`token_rows`), s and g are contiguous."""
+    (`token_rows`), s and g are contiguous. swish: apply SiLU to q, k and v as they are read. gate_norm > 0: g
+    holds the slot logits f (token rows, may be a view like q) and s is unused: g = logsigmoid(f) / gate_norm and
+    s = 1 - exp(g) are computed in the kernels, in float32."""
     B, T, HQ, K = q.shape
-    H, V, M = k.shape[2], v.shape[-1], s.shape[-1]
+    H, V, M = k.shape[2], v.shape[-1], g.shape[-1]
+    gate = gate_norm > 0
+    stride_g = _row_stride(g) if gate else H * M
+    s = g if gate else s  # unread with GATE
     N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
     BK, BV, BM = block(K, 64), block(V, 64), block(M, 128)
     NK = triton.cdiv(K, BK)
     part = q.new_empty(B * T, HQ, NK, BM, dtype=torch.float32)
     o = q.new_empty(B, T, HQ, V)
-    common = dict(USE_H0=hk0 is not None, IS_VARLEN=cu_seqlens is not None, num_warps=4)
+    common = dict(USE_H0=hk0 is not None, IS_VARLEN=cu_seqlens is not None, SWISH=swish, GATE=gate, num_warps=4)
     fused_recurrent_gsa_fwd_kernel_k[(NK, N * H)](
-        q, k, s, g, hk0, hkT, part, cu_seqlens, scale, T, _row_stride(q), _row_stride(k),
+        q, k, s, g, hk0, hkT, part, cu_seqlens, scale, T, _row_stride(q), _row_stride(k), stride_g, gate_norm,
         H=H, HQ=HQ, K=K, M=M, BK=BK, BM=BM, NK=NK,
         STORE_HT=hkT is not None, **common)
     fused_recurrent_gsa_fwd_kernel_v[(triton.cdiv(V, BV), N * H)](
-        part, s, g, v, hv0, hvT, o, cu_seqlens, T, _row_stride(v), H=H, HQ=HQ, V=V, M=M, BV=BV, BM=BM, NK=NK,
-        BNK=triton.next_power_of_2(NK), STORE_HT=hvT is not None, LINEAR=linear_read, **common)
+        part, s, g, v, hv0, hvT, o, cu_seqlens, T, _row_stride(v), stride_g, gate_norm, H=H, HQ=HQ, V=V, M=M,
+        BV=BV, BM=BM, NK=NK, BNK=triton.next_power_of_2(NK), STORE_HT=hvT is not None, LINEAR=linear_read,
+        **common)
     return o
 
 
@@ -212,3 +238,30 @@ def fused_recurrent_gsa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: to
     op = fused_recurrent_op if compiling else _fused_recurrent
     o, hkT, hvT = op(q, k, v, s, g, scale, hk0, hv0, output_final_state, cu_seqlens, linear_read)
     return o, ((hkT, hvT) if output_final_state else None)
+
+
+@torch.library.custom_op("gsa::fused_recurrent_step", mutates_args=("hk", "hv"))
+def fused_recurrent_step_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, f: torch.Tensor, scale: float,
+                            gate_norm: float, swish: bool, hk: torch.Tensor, hv: torch.Tensor,
+                            linear_read: bool = False) -> torch.Tensor:
+    """o [B, T, HQ, V] from raw q/k/v and slot logits f; the states are advanced in place."""
+    return fused_recurrent_fwd(q, k, v, None, f, scale, hk, hv, hk, hv, None, linear_read, swish, gate_norm)
+
+
+@fused_recurrent_step_op.register_fake
+def _(q, k, v, f, scale, gate_norm, swish, hk, hv, linear_read=False):
+    return q.new_empty(*q.shape[:3], v.shape[3])
+
+
+def fused_recurrent_gsa_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, f: torch.Tensor, scale: float,
+                             gate_norm: float, state: tuple[torch.Tensor, torch.Tensor], swish: bool = True,
+                             linear_read: bool = False) -> torch.Tensor:
+    """The decode step from raw projections, in place (arguments validated by gsa.ops.gated_slot_attention_step):
+    the feature map (swish) and the gate (g = logsigmoid(f) / gate_norm, s = 1 - exp(g)) are computed inside the
+    two recurrent kernels, so a layer's step launches two kernels after its projection. q/k/v/f may be views of
+    one fused projection output (`token_rows`). Returns o [B, T, HQ, V] in q's dtype."""
+    q, k, v, f = (token_rows(x) for x in (q, k, v, f))
+    hk, hv = state
+    if torch.compiler.is_compiling():
+        return fused_recurrent_step_op(q, k, v, f, scale, gate_norm, swish, hk, hv, linear_read)
+    return fused_recurrent_fwd(q, k, v, None, f, scale, hk, hv, hk, hv, None, linear_read, swish, gate_norm)

@@ -167,6 +167,17 @@ def pairwise_decay(b_g, o_i, m_i):
 
 
 @triton.jit
+def gate_from_logits(b_f, norm):
+    """Slot logits f -> (g, s): g = logsigmoid(f) / norm, s = 1 - exp(g), in float32 and accurate for large f
+    (tiny |g|), where log(1 + e) and 1 - exp(g) would round to zero: series below 1e-4 and 1e-3."""
+    b_e = tl.exp(-tl.abs(b_f))
+    b_l = tl.where(b_e < 1e-4, b_e - 0.5 * b_e * b_e, tl.log(1.0 + b_e))
+    b_g = (tl.minimum(b_f, 0.0) - b_l) / norm
+    b_s = tl.where(b_g > -1e-3, -b_g * (1.0 + b_g * (0.5 + b_g / 6.0)), 1.0 - tl.exp(b_g))
+    return b_g, b_s
+
+
+@triton.jit
 def masked_softmax(b_x, m_x):
     """Row softmax of b_x [R, BM] over the entries where m_x holds; other entries (and empty rows) give 0."""
     b_x = tl.where(m_x, b_x, float("-inf"))
