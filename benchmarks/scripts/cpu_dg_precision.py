@@ -1,6 +1,10 @@
 """Session 10 CPU probe (Triton interpreter): dg of the chunk kernels at the GPU test's T = 2048 shape, with the chunk-
 boundary term ("new") and with the old whole-sequence sum ("old"), against the torch backend; relative errors vs a
 float64 reference. fp16 and fp32 (the interpreter cannot run bf16 dots). ~10 min on 2 cores."""
+import os
+import sys
+import time
+
 os.environ["TRITON_INTERPRET"] = "1"
 sys.path.insert(0, "tests")
 import torch
