@@ -11,7 +11,9 @@ from torch import nn
 from gsa.nn.conv import ShortConvolution
 from gsa.nn.fused import FusesProjections, use_fused
 from gsa.nn.norm import RMSNorm
-from gsa.nn.window import WindowState, advance_window, empty_window_state, rotary, token_positions, window_attention
+from gsa.nn.window import (
+    WindowState, advance_window, banded_window_attention, empty_window_state, rotary, token_positions, window_attention,
+)
 from gsa.ops import gated_slot_attention, gated_slot_attention_step
 from gsa.ops.validation import SLOT_READS
 
@@ -353,7 +355,10 @@ class GatedSlotAttention(FusesProjections):
         valid = torch.ones(B, T, dtype=torch.bool, device=q.device) if mask is None else mask
         pos, row = token_positions(valid, cu_seqlens, None if cache is None else cache[3])
         q, k = rotary(q, pos, self.rope_theta), rotary(k, pos, self.rope_theta)
-        o = window_attention(q, k, v, pos, row, W, S, self.scale, cache, packed=cu_seqlens is not None)
+        if cache is None and mask is None and cu_seqlens is None:  # whole rows from position 0: O(T W) work
+            o = banded_window_attention(q, k, v, W, S, self.scale)
+        else:
+            o = window_attention(q, k, v, pos, row, W, S, self.scale, cache, packed=cu_seqlens is not None)
         if not output_state:
             return o, None
         if cache is None:

@@ -108,6 +108,42 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: tor
     return o * valid[:, :, None, None].to(o.dtype)
 
 
+def banded_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int, sinks: int,
+                            scale: float) -> torch.Tensor:
+    """`window_attention` for unpadded, unpacked rows that start at position 0 (training, a first prefill), with
+    O(T (2W + S)) work instead of O(T^2): queries in blocks of W read the previous block, their own and the sinks.
+
+    q [B, T, HQ, K], k [B, T, H, K] (rotated), v [B, T, H, V] -> o [B, T, HQ, V] in q's dtype.
+    """
+    B, T, HQ, K = q.shape
+    H, V = k.shape[2], v.shape[3]
+    W, S, G = window, min(sinks, T), HQ // H
+    nb = -(-T // W)
+    pad = nb * W - T
+    dev = q.device
+    # keys of block b: positions (b - 1) W ... (b + 1) W - 1 (a zero block before the first), then the sinks
+    kb = F.pad(k, (0, 0, 0, 0, W, pad)).unfold(1, 2 * W, W).permute(0, 1, 4, 2, 3)  # [B, nb, 2W, H, K]
+    vb = F.pad(v, (0, 0, 0, 0, W, pad)).unfold(1, 2 * W, W).permute(0, 1, 4, 2, 3)  # [B, nb, 2W, H, V]
+    keys = torch.cat((k[:, None, :S].expand(B, nb, S, H, K), kb), dim=2)
+    values = torch.cat((v[:, None, :S].expand(B, nb, S, H, V), vb), dim=2)
+    b = torch.arange(nb, device=dev)[:, None]
+    qpos = b * W + torch.arange(W, device=dev)  # [nb, W]
+    kpos = torch.cat((torch.arange(S, device=dev).expand(nb, S), (b - 1) * W + torch.arange(2 * W, device=dev)), 1)
+    qp, kp = qpos[:, :, None], kpos[:, None, :]
+    in_blocks = torch.arange(S + 2 * W, device=dev) >= S
+    allowed = (kp >= 0) & (kp < T) & (kp <= qp) & ((qp - kp < W) | (kp < S))
+    # a sink copy only where its position is not among the block keys already (no key counted twice)
+    allowed &= in_blocks | (kp < (b[:, :, None] - 1) * W)
+    allowed |= (qp >= T)  # padding queries (sliced off) read everything, so no row is empty
+    o = F.scaled_dot_product_attention(
+        F.pad(q, (0, 0, 0, 0, 0, pad)).view(B * nb, W, HQ, K).transpose(1, 2),
+        keys.repeat_interleave(G, dim=3).reshape(B * nb, S + 2 * W, HQ, K).transpose(1, 2),
+        values.repeat_interleave(G, dim=3).reshape(B * nb, S + 2 * W, HQ, V).transpose(1, 2),
+        attn_mask=allowed.repeat(B, 1, 1)[:, None], scale=scale,
+    )  # [B * nb, HQ, W, V]
+    return o.transpose(1, 2).reshape(B, nb * W, HQ, V)[:, :T]
+
+
 def advance_window(cache: WindowState, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor, row: torch.Tensor,
                    window: int, sinks: int, inplace: bool) -> WindowState:
     """The window state after tokens k [B, T, H, K], v [B, T, H, V] at pos / row [B, T] (`token_positions`).

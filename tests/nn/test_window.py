@@ -172,3 +172,17 @@ def test_window_state_gradients_flow_through_keys():
     layer = make_layer(window=3, sinks=1)
     x = torch.randn(1, 6, 32, dtype=torch.float64, requires_grad=True)
     torch.autograd.gradcheck(lambda t: layer(t)[0], (x,), eps=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("T,window,sinks", [(13, 5, 2), (16, 4, 0), (3, 8, 2), (20, 3, 7), (9, 9, 9), (1, 2, 1)])
+def test_banded_path_equals_the_masked_one(T, window, sinks):
+    """The O(T W) blocked window (whole rows from position 0) == the masked O(T^2) one, incl. sinks inside the
+    first blocks (counted once), more sinks than the window, T shorter than a block, grouped heads."""
+    from gsa.nn.window import banded_window_attention, token_positions, window_attention
+
+    torch.manual_seed(T)
+    q = torch.randn(2, T, 6, 8, dtype=torch.float64)
+    k, v = torch.randn(2, T, 2, 8, dtype=torch.float64), torch.randn(2, T, 2, 5, dtype=torch.float64)
+    pos, row = token_positions(torch.ones(2, T, dtype=torch.bool), None, None)
+    want = window_attention(q, k, v, pos, row, window, sinks, 0.4)
+    torch.testing.assert_close(banded_window_attention(q, k, v, window, sinks, 0.4), want, **TOL)
