@@ -162,7 +162,8 @@ def gated_slot_attention_step(
     "identity": as they are); f [B, T, H, M]: the slot logits. state: (hk [B, H, K, M], hv [B, H, M, V]),
     contiguous float32 buffers the caller owns, advanced in place. Computes what
     gated_slot_attention(phi(q), phi(k), phi(v), s=1 - exp(g), g=logsigmoid(f) / gate_logit_normalizer,
-    inplace_state=True) computes, with g and s in float32. On the triton backend with T <= RECURRENT_MAX_T the two
+    inplace_state=True) computes (g and s in float32 in the fused kernels, in q's dtype on the other paths, as the
+    op takes them). On the triton backend with T <= RECURRENT_MAX_T the two
     fused recurrent kernels also apply the feature map and the gate (no separate element-wise kernels), and q, k,
     v and f may be column views of one fused projection output. Returns o [B, T, HQ, V] in q's dtype.
     """
@@ -182,9 +183,11 @@ def gated_slot_attention_step(
                                         swish=feature_map == "swish", linear_read=slot_read == "linear")
     if feature_map == "swish":
         q, k, v = F.silu(q), F.silu(k), F.silu(v)
-    # float32 (float64 for float64 logits), as the kernels: logsigmoid of a large logit is tiny, 1 - exp(g) needs expm1
+    # computed in float32 (float64 for float64 logits): logsigmoid of a large logit is tiny, 1 - exp(g) needs
+    # expm1; then in q's dtype, which the op's inputs share (the fused kernels keep them in float32)
     g = F.logsigmoid(f.to(torch.promote_types(f.dtype, torch.float32))) / gate_logit_normalizer
-    o, _ = gated_slot_attention(q, k, v, -torch.expm1(g), g, scale=scale, initial_state=state,
+    s, g = (-torch.expm1(g)).to(q.dtype), g.to(q.dtype)
+    o, _ = gated_slot_attention(q, k, v, s, g, scale=scale, initial_state=state,
                                 output_final_state=True, backend=backend, inplace_state=True, slot_read=slot_read)
     return o
 
