@@ -199,7 +199,8 @@ def _run_convert(args: argparse.Namespace) -> int:
         dst = convert(
             args.src, args.dst, gguf_file=args.gguf_file, num_slots=args.num_slots, init=args.init,
             init_std=args.init_std, gate_logit_normalizer=args.gate_logit_normalizer, feature_map=args.feature_map,
-            use_output_norm=args.output_norm, window_size=args.window, num_sink_tokens=args.sinks, dtype=getattr(torch, args.dtype) if args.dtype else None,
+            use_output_norm=args.output_norm, window_size=args.window, num_sink_tokens=args.sinks,
+            dtype=getattr(torch, args.dtype) if args.dtype else None,
             seed=args.seed,
         )
     except ValueError as e:  # UnsupportedModelError (names what the teacher has) or an invalid option

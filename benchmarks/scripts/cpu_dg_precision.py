@@ -21,12 +21,18 @@ shape = dict(B=2, T=2048, HQ=4, H=4, K=128, V=128, M=64, tau=4.0)
 x = on(make_inputs(**shape))
 t0 = time.time()
 truth = flatten(run(recurrent_reference, x))
+
+
+def errors(result):
+    return " ".join(f"{n}={rel_err(result[n], truth[n]):.2e}" for n in ("o", "dq", "dk", "ds", "dg"))
+
+
 for dt in (torch.float16, torch.float32):
     xb = on(cast(x, dt))
     base = flatten(run(lambda *a, **k: gated_slot_attention(*a, backend="torch", **k), xb))
-    print(dt, "torch ", " ".join(f"{n}={rel_err(base[n], truth[n]):.2e}" for n in ("o", "dq", "dk", "ds", "dg")), flush=True)
+    print(dt, "torch ", errors(base), flush=True)
     for name in ("new", "old"):
         cumsum.chunk_gsa_bwd_kernel_dg = real if name == "new" else OldSum()
         r = flatten(run(lambda *a, **k: gated_slot_attention(*a, backend="triton", **k), xb))
-        print(dt, name.ljust(6), " ".join(f"{n}={rel_err(r[n], truth[n]):.2e}" for n in ("o", "dq", "dk", "ds", "dg")), f"{time.time()-t0:.0f}s", flush=True)
+        print(dt, name.ljust(6), errors(r), f"{time.time() - t0:.0f}s", flush=True)
     cumsum.chunk_gsa_bwd_kernel_dg = real

@@ -9,8 +9,9 @@ memory with a sliding window in the same way; the window alone is the training-f
 Positions count real tokens only (left padding is skipped) and restart at each packed sequence. Decoding keeps a
 fixed-size buffer of keys and values ("window state"), so the layer's state stays constant in size:
 
-    k, v: [N, C, H, K] / [N, C, H, V] float32 (float64 for a float64 model), C = sinks + window + 1: entries 0 .. sinks-1 hold the first tokens,
-          the next `window` a ring of the most recent ones; the last entry receives the writes that are dropped;
+    k, v: [N, C, H, K] / [N, C, H, V] float32 (float64 for a float64 model), C = sinks + window + 1: entries
+          0 .. sinks-1 hold the first tokens, the next `window` a ring of the most recent ones; the last entry
+          receives the writes that are dropped;
     pos:  [N, C] int64, each entry's position (-1 = empty);
     count: [N] int64, the real tokens seen so far.
 """
@@ -81,8 +82,8 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: tor
 
     q [B, T, HQ, K], k [B, T, H, K] (both already rotated), v [B, T, H, V]; pos / row [B, T] from `token_positions`;
     cache: the window state of the tokens before these (decoding), read only; packed: the tokens are packed
-    sequences (B == 1, row = sequence index), which never attend across a boundary. Returns o [B, T, HQ, V] in q's dtype,
-    zero at padding. Grouped heads: query head i reads kv head i // (HQ / H).
+    sequences (B == 1, row = sequence index), which never attend across a boundary. Returns o [B, T, HQ, V] in
+    q's dtype, zero at padding. Grouped heads: query head i reads kv head i // (HQ / H).
     """
     B, T, HQ, _ = q.shape
     H = k.shape[2]
