@@ -35,6 +35,19 @@ def chunk_gsa_fwd_kernel_cumsum(g, gl, cu_seqlens, chunk_indices, H, M,
 
 
 @triton.jit
+def _column_dots(h, dh, i_next, i_this, D, M, o_m, m_m, BD: tl.constexpr):
+    """sum_D h[i_next] * dh[i_this] per slot, [BM] float32, for states laid out [nt * H, D, M]."""
+    b_c = tl.zeros(o_m.shape, dtype=tl.float32)
+    for d0 in range(0, D, BD):
+        o_d = d0 + tl.arange(0, BD)
+        m = (o_d < D)[:, None] & m_m[None, :]
+        p = o_d[:, None] * M + o_m[None, :]
+        b_h = tl.load(h + i_next * D * M + p, mask=m, other=0).to(tl.float32)
+        b_c += tl.sum(b_h * tl.load(dh + i_this * D * M + p, mask=m, other=0), 0)
+    return b_c
+
+
+@triton.jit
 def chunk_gsa_bwd_kernel_cross(hk, dhk, hv, dhv, cross, H, K, V, M, BD: tl.constexpr, BM: tl.constexpr):
     """cross[c] = sum_D hk[c + 1] * dhk[c] + sum_D hv[c + 1] * dhv[c]: one program per (chunk, kv head)."""
     i_c, i_h = tl.program_id(0), tl.program_id(1)
@@ -42,19 +55,8 @@ def chunk_gsa_bwd_kernel_cross(hk, dhk, hv, dhv, cross, H, K, V, M, BD: tl.const
     m_m = o_m < M
     i_next = ((i_c + 1) * H + i_h).to(tl.int64)
     i_this = (i_c * H + i_h).to(tl.int64)
-    b_c = tl.zeros([BM], dtype=tl.float32)
-    for d0 in range(0, K, BD):
-        o_d = d0 + tl.arange(0, BD)
-        m = (o_d < K)[:, None] & m_m[None, :]
-        p = o_d[:, None] * M + o_m[None, :]
-        b_h = tl.load(hk + i_next * K * M + p, mask=m, other=0).to(tl.float32)
-        b_c += tl.sum(b_h * tl.load(dhk + i_this * K * M + p, mask=m, other=0), 0)
-    for d0 in range(0, V, BD):
-        o_d = d0 + tl.arange(0, BD)
-        m = (o_d < V)[:, None] & m_m[None, :]
-        p = o_d[:, None] * M + o_m[None, :]
-        b_h = tl.load(hv + i_next * V * M + p, mask=m, other=0).to(tl.float32)
-        b_c += tl.sum(b_h * tl.load(dhv + i_this * V * M + p, mask=m, other=0), 0)
+    b_c = _column_dots(hk, dhk, i_next, i_this, K, M, o_m, m_m, BD) + _column_dots(hv, dhv, i_next, i_this, V, M,
+                                                                                  o_m, m_m, BD)
     tl.store(cross + i_this * M + o_m, b_c, mask=m_m)
 
 
