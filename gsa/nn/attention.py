@@ -14,7 +14,7 @@ from gsa.nn.norm import RMSNorm
 from gsa.nn.window import (
     WindowState, advance_window, banded_window_attention, empty_window_state, rotary, token_positions, window_attention,
 )
-from gsa.ops import gated_slot_attention, gated_slot_attention_step
+from gsa.ops import gated_slot_attention, gated_slot_attention_step, slot_gates
 from gsa.ops.validation import SLOT_READS
 
 
@@ -223,9 +223,7 @@ class GatedSlotAttention(FusesProjections):
         if self.forget_gate == "none":
             return f.view(B, T, H, M).to(acc), None
         f = self.f_logit.expand(B, T, H, M) if self.forget_gate == "fixed" else f.view(B, T, H, M)
-        # In float32: logsigmoid of a large logit is tiny, and 1 - exp(g) of a tiny g needs expm1.
-        g = F.logsigmoid(f.to(acc)) / self.gate_logit_normalizer
-        return -torch.expm1(g), g
+        return slot_gates(f.to(acc), self.gate_logit_normalizer)
 
     def forward(
         self,

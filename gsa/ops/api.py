@@ -143,6 +143,14 @@ def _inplace(backend, dims, offsets, q, k, v, s, g, scale, state, cu_seqlens, sl
     return o, state
 
 
+def slot_gates(f: torch.Tensor, gate_logit_normalizer: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The GSA layer's gate from its slot logits f [..., M]: (s, g) with g = logsigmoid(f) / gate_logit_normalizer
+    (<= 0) and s = 1 - exp(g), in float32 (float64 for float64 f): logsigmoid of a large logit is tiny, and
+    1 - exp(g) of a tiny g needs expm1."""
+    g = F.logsigmoid(f.to(torch.promote_types(f.dtype, torch.float32))) / gate_logit_normalizer
+    return -torch.expm1(g), g
+
+
 def gated_slot_attention_step(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -183,10 +191,8 @@ def gated_slot_attention_step(
                                         swish=feature_map == "swish", linear_read=slot_read == "linear")
     if feature_map == "swish":
         q, k, v = F.silu(q), F.silu(k), F.silu(v)
-    # computed in float32 (float64 for float64 logits): logsigmoid of a large logit is tiny, 1 - exp(g) needs
-    # expm1; then in q's dtype, which the op's inputs share (the fused kernels keep them in float32)
-    g = F.logsigmoid(f.to(torch.promote_types(f.dtype, torch.float32))) / gate_logit_normalizer
-    s, g = (-torch.expm1(g)).to(q.dtype), g.to(q.dtype)
+    # then in q's dtype, which the op's inputs share (the fused kernels keep them in float32)
+    s, g = (x.to(q.dtype) for x in slot_gates(f, gate_logit_normalizer))
     o, _ = gated_slot_attention(q, k, v, s, g, scale=scale, initial_state=state,
                                 output_final_state=True, backend=backend, inplace_state=True, slot_read=slot_read)
     return o
@@ -199,4 +205,4 @@ def _fused_recurrent_is_faster(q: torch.Tensor) -> bool:
     return q.shape[1] <= triton_max_t
 
 
-__all__ = ["BACKENDS", "gated_slot_attention", "gated_slot_attention_step", "resolve_backend"]
+__all__ = ["BACKENDS", "gated_slot_attention", "gated_slot_attention_step", "resolve_backend", "slot_gates"]
