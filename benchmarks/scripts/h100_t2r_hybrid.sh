@@ -13,6 +13,7 @@
 #                 150 steps x 32K), the token count of session 8's recipe (a) and GSA-from-scratch runs; its report.
 # Outputs in $OUT/t2r-hybrid.tar.
 set -u
+source benchmarks/scripts/t2r_carry.sh
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; R=$OUT/th; mkdir -p "$R"
 K=/tmp/keep; START=$SECONDS
@@ -54,11 +55,7 @@ PY
   exit 0
 fi
 if [ "$MODE" = train ]; then
-  cat $K/t2r.tar.part-aa .carry/t2r.tar.part-ab > /tmp/t2r.tar || exit 1
-  md5sum /tmp/t2r.tar | tee "$R/carry.md5"
-  grep -q a3c14faa71c4163651792172a5acc007 "$R/carry.md5" || { echo "carried tar is damaged"; exit 1; }
-  mkdir -p $K/t2r && tar xf /tmp/t2r.tar -C $K/t2r && rm /tmp/t2r.tar
-  python -m pip install -q --no-index --no-deps --target $K/site $K/t2r/wheels/*.whl > "$R/pip.log" 2>&1
+  unpack_t2r_carry "$R" $K
 fi
 mkdir -p .cache && ln -sfn $K/t2r .cache/t2r
 export PYTHONPATH=$PWD:$K/site
