@@ -130,12 +130,11 @@ def banded_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, w
     b = torch.arange(nb, device=dev)[:, None]
     qpos = b * W + torch.arange(W, device=dev)  # [nb, W]
     kpos = torch.cat((torch.arange(S, device=dev).expand(nb, S), (b - 1) * W + torch.arange(2 * W, device=dev)), 1)
-    qp, kp = qpos[:, :, None], kpos[:, None, :]
-    in_blocks = torch.arange(S + 2 * W, device=dev) >= S
-    allowed = (kp >= 0) & (kp < T) & (kp <= qp) & ((qp - kp < W) | (kp < S))
+    allowed = window_mask(qpos, kpos.masked_fill(kpos >= T, -1), W, S)  # [nb, W, S + 2W]; past the end: no token
     # a sink copy only where its position is not among the block keys already (no key counted twice)
-    allowed &= in_blocks | (kp < (b[:, :, None] - 1) * W)
-    allowed |= (qp >= T)  # padding queries (sliced off) read everything, so no row is empty
+    in_blocks = torch.arange(S + 2 * W, device=dev) >= S
+    allowed &= in_blocks | (kpos[:, None, :] < (b[:, :, None] - 1) * W)
+    allowed |= qpos[:, :, None] >= T  # padding queries (sliced off) read everything, so no row is empty
     o = F.scaled_dot_product_attention(
         F.pad(q, (0, 0, 0, 0, 0, pad)).view(B * nb, W, HQ, K).transpose(1, 2),
         keys.repeat_interleave(G, dim=3).reshape(B * nb, S + 2 * W, HQ, K).transpose(1, 2),
