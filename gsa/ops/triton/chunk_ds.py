@@ -39,7 +39,12 @@ def _ds_pass(x, y, A, dh, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_after, o_m, m_m
     b_acc = tl.zeros([BC, BM], dtype=tl.float32)
     for i_g in range(G):
         i_hq = i_h * G + i_g
-        b_yx = tl.zeros([BT, BC], dtype=tl.float32)  # y_t . x_j over the chunk
+        # x_j . y_t over the chunk, as [BC, BT]: with the 16 key rows as the dot's M (the 16-bit dot then runs as
+        # mma.sync). The [BT, BC] orientation ran on the H100 as a wgmma (M = 64), and with 16-bit inputs its
+        # ds was ~3e-3 (relative) off the same kernel on float32 copies of the inputs, with every input of this
+        # kernel equal to 1e-7 (benchmarks/scripts/gpu_dg_stages.py): dg, which sums s * ds, carried it at 5x the
+        # torch backend's error at T = 2048.
+        b_xy = tl.zeros([BC, BT], dtype=tl.float32)
         b_yxd = tl.zeros([BC, BC], dtype=tl.float32)  # y_t . x_j inside the sub-block
         for i_d in range(tl.cdiv(D, BD)):
             o_d = i_d * BD + tl.arange(0, BD)
@@ -47,7 +52,7 @@ def _ds_pass(x, y, A, dh, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_after, o_m, m_m
             b_xj = load_rows(x + i_h * D, o_j, m_j, H * D, o_d, m_d)  # [BC, BD]
             b_yt = load_rows(y + i_hq * D, o_t, m_t, HQ * D, o_d, m_d)  # [BT, BD]
             b_yj = load_rows(y + i_hq * D, o_j, m_j, HQ * D, o_d, m_d)  # [BC, BD]
-            b_yx += tl.dot(b_yt, tl.trans(b_xj), input_precision=PREC)
+            b_xy += tl.dot(b_xj, tl.trans(b_yt), input_precision=PREC)
             b_yxd += tl.dot(b_yj, tl.trans(b_xj), input_precision=PREC)
         b_at = load_rows(A + i_hq * M, o_t, m_t, HQ * M, o_m, m_m)  # [BT, BM]
         b_aj = load_rows(A + i_hq * M, o_j, m_j, HQ * M, o_m, m_m)  # [BC, BM]
@@ -56,7 +61,7 @@ def _ds_pass(x, y, A, dh, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_after, o_m, m_m
             b_aj = masked_softmax(b_aj, m_j[:, None] & m_m[None, :])
         # later sub-blocks, the decay factored through the key block's last row e
         b_ad = tl.where(m_after[:, None], b_at * tl.exp(b_gt - b_ge[None, :]), 0.0)  # [BT, BM]
-        b_acc += b_dec * tl.dot(tl.trans(b_yx), b_ad, input_precision=PREC)
+        b_acc += b_dec * tl.dot(b_xy, b_ad, input_precision=PREC)
         # the diagonal sub-block, pairwise
         b_acc += tl.sum(b_yxd[:, :, None] * b_aj[:, None, :] * b_d, axis=0)
     return b_ds + scale * b_acc
