@@ -6,6 +6,7 @@
 # at 512 tokens with 4..64 pairs (1000 examples each).
 #   WIDTH=128 LIMIT=470 bash benchmarks/scripts/h100_mqar2.sh      (jobs: GSA with/without short conv, ABC, Llama)
 #   WIDTH=64  JOBS="gsa-conv abc-conv llama" ...
+#   CAL=150 EXTRA="train.compile=true" ...   (compilation takes ~35 s of the calibration; it must see steady steps)
 # Outputs in $OUT/mqar.tar.
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
@@ -39,10 +40,14 @@ for j in $JOBS; do
   STEPS[$j]=$(python - "runs/cal/$j/metrics.jsonl" "$LIMIT" <<'EOF'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if '"tokens_per_s"' in l]
+# the first logged row's rate includes compilation (with train.compile=true, 35 s of a 40 s calibration in session
+# 11, which then fell back to 100 steps): without a later row there is no steady-state rate to fit a schedule to
+if len(rows) < 3 or rows[-1]["step"] - rows[0]["step"] < 40:
+    sys.exit(f"calibration too short ({[r['step'] for r in rows]} logged): raise CAL")
 rate = rows[-1]["tokens_per_s"] / (256 * 512)  # steps/s (tokens_per_s counts micro_batch x seq_len a step)
-print(max(100, int(rate * float(sys.argv[2]) * 0.97)))
+print(int(rate * float(sys.argv[2]) * 0.97))
 EOF
-)
+) || { echo "$j: ${STEPS[$j]}"; exit 1; }
   echo "$j: ${STEPS[$j]} steps in ${LIMIT} s (calibrated)"
 done
 # 2. the runs
