@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gsa.convert.baselines import sink_window_logits  # noqa: E402
 from gsa.data import Windows, load_text_data  # noqa: E402
 from gsa.eval.perplexity import perplexity  # noqa: E402
-from gsa.eval.passkey import passkey_accuracy, passkey_batch  # noqa: E402
+from gsa.eval.passkey import passkey_batch, passkey_scores  # noqa: E402
 
 
 class _LogitsModel:
@@ -103,7 +103,8 @@ def main(argv=None) -> int:
         row = {"model": name, "ppl": perplexity(_LogitsModel(fn), heldout, seq_len=args.seq_len,
                                                  batch_size=args.batch_size, device=device)["ppl"]}
         for L, batch in probes.items():
-            row[f"passkey_{L}"] = passkey_accuracy(fn, batch, args.batch_size, device)
+            scores = passkey_scores(fn, batch, args.batch_size, device)
+            row[f"passkey_{L}"], row[f"passkey_tok_{L}"] = scores["exact"], scores["token"]
         if model is not None and args.decode_tokens:
             row["decode_ms_per_token"] = decode_ms_per_token(model, prompt, args.decode_tokens)
         row["eval_s"] = time.time() - t0
@@ -116,7 +117,8 @@ def main(argv=None) -> int:
                "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None, "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=1))
-    cols = ["ppl", "recovery"] + [f"passkey_{L}" for L in lengths] + ["decode_ms_per_token"]
+    cols = (["ppl", "recovery"] + [f"passkey_{L}" for L in lengths] + [f"passkey_tok_{L}" for L in lengths]
+            + ["decode_ms_per_token"])
     print("\n" + "model".ljust(34) + "".join(c[:14].rjust(15) for c in cols))
     for r in rows:
         print(r["model"][:33].ljust(34) + "".join(

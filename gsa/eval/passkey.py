@@ -60,15 +60,25 @@ def passkey_batch(tokenizer, filler: np.ndarray, length: int, num_examples: int,
 
 
 @torch.no_grad()
+def passkey_scores(logits_fn: Callable[[torch.Tensor], torch.Tensor], batch: dict[str, torch.Tensor],
+                   batch_size: int = 8, device: torch.device | str = "cpu") -> dict[str, float]:
+    """{"exact": the fraction of examples whose answer tokens are all predicted (argmax), "token": the fraction of
+    answer tokens predicted}. The token score is graded: a model that cannot see the key scores near digit chance
+    (~0.1 a digit token) instead of exactly 0, so partial recall shows before exact recall does.
+    logits_fn: ids [B, T] -> logits [B, T, V]."""
+    ids, answer = batch["input_ids"], batch["answer"]
+    exact, hits, total = 0, 0, 0
+    for i in range(0, len(ids), batch_size):
+        x = ids[i : i + batch_size].to(device)
+        m = answer[i : i + batch_size].to(device)[:, :-1]
+        right = logits_fn(x).argmax(-1)[:, :-1] == x[:, 1:]  # [B, T - 1]
+        exact += int((right | ~m).all(-1).sum())
+        hits += int((right & m).sum())
+        total += int(m.sum())
+    return {"exact": exact / len(ids), "token": hits / max(total, 1)}
+
+
 def passkey_accuracy(logits_fn: Callable[[torch.Tensor], torch.Tensor], batch: dict[str, torch.Tensor],
                      batch_size: int = 8, device: torch.device | str = "cpu") -> float:
     """Fraction of examples whose answer tokens are all predicted (argmax); logits_fn: ids [B, T] -> [B, T, V]."""
-    ids, answer = batch["input_ids"], batch["answer"]
-    correct = 0
-    for i in range(0, len(ids), batch_size):
-        x = ids[i : i + batch_size].to(device)
-        m = answer[i : i + batch_size].to(device)
-        pred = logits_fn(x).argmax(-1)  # [B, T]
-        hit = (pred[:, :-1] == x[:, 1:]) | ~m[:, :-1]
-        correct += int(hit.all(-1).sum())
-    return correct / len(ids)
+    return passkey_scores(logits_fn, batch, batch_size, device)["exact"]

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from gsa.data import byte_tokenizer
-from gsa.eval.passkey import passkey_accuracy, passkey_batch
+from gsa.eval.passkey import passkey_accuracy, passkey_batch, passkey_scores
 
 
 def test_passkey_batch_layout_and_scoring():
@@ -34,6 +34,9 @@ def test_passkey_batch_layout_and_scoring():
 
     assert passkey_accuracy(oracle, b, batch_size=4) == 1.0
     assert passkey_accuracy(wrong_last_digit, b, batch_size=4) == 0.0
+    # the graded score: every answer token but the last is right (a space and five digits: 5 of 6)
+    assert passkey_scores(oracle, b, batch_size=4) == {"exact": 1.0, "token": 1.0}
+    assert passkey_scores(wrong_last_digit, b, batch_size=4) == {"exact": 0.0, "token": pytest.approx(5 / 6)}
     assert not torch.equal(passkey_batch(tok, filler, 600, 6, seed=2)["input_ids"], ids)
     with pytest.raises(ValueError, match="min_distance"):
         passkey_batch(tok, filler, 200, 1, min_distance=150)
