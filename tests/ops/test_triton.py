@@ -267,6 +267,40 @@ def test_compile_fullgraph_traces_the_ops():
     torch.testing.assert_close(hv, ref_st[1])
 
 
+@pytest.mark.skipif(DEVICE != "cpu", reason="records launches through the interpreter's kernel objects")
+@pytest.mark.parametrize("final_state", [False, True])
+def test_prewarm_queues_exactly_the_launches_of_a_call_and_runs_none(final_state, monkeypatch):
+    """The first-call warm pass (chunk._prewarm: forward and backward with every launch queued for compilation)
+    must compile the same kernels with the same grids and constants as the real call launches, and run none."""
+    import gsa.ops.triton.chunk as chunk
+    from triton.runtime.interpreter import InterpretedFunction
+
+    calls = []
+    real = InterpretedFunction.run
+
+    def record(self, *args, grid, warmup, **kwargs):
+        consts = tuple(sorted((n, v) for n, v in kwargs.items() if not isinstance(v, torch.Tensor)))
+        calls.append((self.fn.__name__, tuple(grid), consts, warmup))
+        return real(self, *args, grid=grid, warmup=warmup, **kwargs)
+
+    monkeypatch.setattr(InterpretedFunction, "run", record)
+    monkeypatch.setattr(chunk, "_prewarmed", set())
+    x = on(make_inputs(B=2, T=70, HQ=4, H=2, K=20, V=12, M=7, dtype=torch.float32))
+    before = {n: t.detach().clone() for n, t in x.items()}
+    args = (x["q"], x["k"], x["v"], x["s"], x["g"], 0.3, x["hk0"], x["hv0"], final_state, False, None, False)
+    chunk._prewarm(*args)
+    warm = list(calls)
+    calls.clear()
+    chunk._prewarm(*args)  # once per configuration
+    assert calls == []
+    o, st = chunk_gsa(x["q"], x["k"], x["v"], x["s"], x["g"], 0.3, (x["hk0"], x["hv0"]), final_state, None)
+    loss = o.square().sum() + (st[0].sum() + st[1].sum() if final_state else 0)
+    loss.backward()
+    assert len(warm) >= 12 and all(w for *_, w in warm) and not any(w for *_, w in calls)
+    assert [c[:3] for c in warm] == [c[:3] for c in calls]
+    assert all(torch.equal(x[n].detach(), before[n]) for n in x if x[n] is not None)
+
+
 # ---------------------------------------------------------------- GPU: production shapes, bf16, torch.compile
 
 gpu = pytest.mark.gpu

@@ -16,7 +16,8 @@ from gsa.ops.triton.chunk_h import chunk_fwd_h
 from gsa.ops.triton.chunk_o import chunk_o
 from gsa.ops.triton.chunk_p import chunk_p
 from gsa.ops.triton.cumsum import chunk_local_cumsum, reverse_cumsum_dg
-from gsa.ops.triton.utils import BT, chunk_state_dtype, dot_precision, max_chunks, prepare_chunks
+from gsa.ops.triton import utils
+from gsa.ops.triton.utils import BT, chunk_state_dtype, compile_in_parallel, dot_precision, max_chunks, prepare_chunks
 
 _EMPTY = (0,)
 
@@ -170,6 +171,33 @@ def _backward(ctx, do, dA, dgl, dP, dhkT, dhvT, dhk, dhv):
 chunk_fwd_op.register_autograd(_backward, setup_context=_setup_context)
 
 
+# Compile a new configuration's kernels in parallel before its first call (utils.compile_in_parallel): on CUDA,
+# eager calls only (a torch.compile trace sees fake tensors; its graphs then compile at their first run, serially).
+PREWARM = True
+_prewarmed: set = set()
+
+
+def _prewarm(q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states, cu_seqlens, linear_read):
+    """One pass of the forward (and of the backward when autograd will need it) with every launch queued for
+    compilation instead of run, once per configuration and process."""
+    backward = torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in (q, k, v, s, g, hk0, hv0))
+    key = (q.device, q.dtype, k.dtype, v.dtype, s.dtype, g.dtype, q.shape[2:], k.shape[2:], v.shape[-1],
+           s.shape[-1], hk0 is not None, output_final_state, keep_states, cu_seqlens is not None, linear_read,
+           backward, utils.CHUNK_STATES, utils.CHUNK_WARPS)
+    if key in _prewarmed:
+        return
+    _prewarmed.add(key)
+    with torch.no_grad(), compile_in_parallel():
+        o, A, gl, P, hkT, hvT, hk, hv = _fwd_impl(q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states,
+                                                  cu_seqlens, linear_read)
+        if backward:
+            fin = output_final_state
+            _bwd_impl(q, k, v, s, g, A, gl, P, torch.empty_like(o), scale, hk0, hv0,
+                      torch.empty_like(hkT) if fin else None, torch.empty_like(hvT) if fin else None,
+                      hkT if fin else None, hvT if fin else None, hk if keep_states else None,
+                      hv if keep_states else None, cu_seqlens, linear_read)
+
+
 def chunk_gsa(q, k, v, s, g, scale: float, initial_state, output_final_state: bool, cu_seqlens,
               keep_states: bool = False, linear_read: bool = False):
     """Chunked GSA on [B, T, H, D] tensors (arguments as `gsa.ops.gated_slot_attention`, already validated).
@@ -179,6 +207,8 @@ def chunk_gsa(q, k, v, s, g, scale: float, initial_state, output_final_state: bo
     scores A1 themselves instead of softmax(A1) (the no-softmax ablation). Returns o and the final states (or None)."""
     q, k, v, s, g = (x.contiguous() for x in (q, k, v, s, g))
     hk0, hv0 = (None, None) if initial_state is None else (x.contiguous() for x in initial_state)
+    if PREWARM and q.is_cuda and not torch.compiler.is_compiling():
+        _prewarm(q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states, cu_seqlens, linear_read)
     o, _, _, _, hkT, hvT, _, _ = chunk_fwd_op(q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states,
                                            cu_seqlens, linear_read)
     return o, ((hkT, hvT) if output_final_state else None)

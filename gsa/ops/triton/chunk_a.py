@@ -15,6 +15,7 @@ import triton
 import triton.language as tl
 
 from gsa.ops.triton.utils import (
+    launch,
     BC, BT, Chunks, block, chunk_warps, load_row, load_rows, masked_softmax, pairwise_decay, sub_block_program,
 )
 
@@ -87,7 +88,7 @@ def chunk_fwd_a(q: torch.Tensor, k: torch.Tensor, s: torch.Tensor, gl: torch.Ten
     H, M = k.shape[1], s.shape[-1]
     A = torch.empty(TT, HQ, M, dtype=torch.float32, device=q.device)
     grid = (chunks.NT * (BT // BC), HQ)
-    chunk_gsa_fwd_kernel_a[grid](q, k, s, gl, hk, A, None, None, chunks.cu_seqlens, chunks.indices, scale,
+    launch(chunk_gsa_fwd_kernel_a, grid)(q, k, s, gl, hk, A, None, None, chunks.cu_seqlens, chunks.indices, scale,
                                  H=H, HQ=HQ, D=D, M=M, BT=BT, BC=BC, BD=block(D, 64), BM=block(M, 128),
                                  BACKWARD=False, LINEAR=False, PREC=prec, num_warps=chunk_warps())
     return A
@@ -104,7 +105,7 @@ def chunk_bwd_dp(do: torch.Tensor, v: torch.Tensor, s: torch.Tensor, gl: torch.T
     dA = torch.empty(TT, HQ, M, dtype=torch.float32, device=do.device)
     dGq = torch.empty_like(dA)
     grid = (chunks.NT * (BT // BC), HQ)
-    chunk_gsa_fwd_kernel_a[grid](do, v, s, gl, hv, A, dA, dGq, chunks.cu_seqlens, chunks.indices, 1.0,
+    launch(chunk_gsa_fwd_kernel_a, grid)(do, v, s, gl, hv, A, dA, dGq, chunks.cu_seqlens, chunks.indices, 1.0,
                                  H=H, HQ=HQ, D=D, M=M, BT=BT, BC=BC, BD=block(D, 64), BM=block(M, 128),
                                  BACKWARD=True, LINEAR=linear_read, PREC=prec, num_warps=chunk_warps())
     return dA, dGq

@@ -15,6 +15,7 @@ import triton
 import triton.language as tl
 
 from gsa.ops.triton.utils import (
+    launch,
     BC, BT, Chunks, block, chunk_bounds, chunk_warps, load_row, load_rows, masked_softmax, pairwise_decay,
 )
 
@@ -120,7 +121,7 @@ def chunk_bwd_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, chunks: Chunks, scale
     ds = torch.empty(TT, H, M, dtype=s.dtype, device=s.device)
     dG = torch.empty(TT, H, M, dtype=torch.float32, device=s.device)
     grid = (chunks.NT * (BT // BC), H)
-    chunk_gsa_bwd_kernel_ds[grid](q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, chunks.cu_seqlens,
+    launch(chunk_gsa_bwd_kernel_ds, grid)(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, chunks.cu_seqlens,
                                   chunks.indices, scale, H=H, HQ=HQ, K=K, V=V, M=M, BT=BT, BC=BC,
                                   BK=block(K, 64), BV=block(V, 64), BM=block(M, 128), SOFTMAX=not linear_read,
                                   PREC=prec,

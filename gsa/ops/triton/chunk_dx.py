@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from gsa.ops.triton.utils import BT, Chunks, block, chunk_bounds, chunk_warps, load_row, load_rows
+from gsa.ops.triton.utils import BT, Chunks, block, chunk_bounds, chunk_warps, launch, load_row, load_rows
 
 
 @triton.jit
@@ -54,6 +54,6 @@ def chunk_bwd_dx(P: torch.Tensor, y: torch.Tensor, s: torch.Tensor, gl: torch.Te
     dx = torch.empty(TT, H, D, dtype=dtype, device=y.device)
     BD = block(D, 64)
     grid = (chunks.NT, H, triton.cdiv(D, BD))
-    chunk_gsa_bwd_kernel_dx[grid](P, y, s, gl, dh, dx, chunks.cu_seqlens, chunks.indices, scale, H, HQ, D, M,
+    launch(chunk_gsa_bwd_kernel_dx, grid)(P, y, s, gl, dh, dx, chunks.cu_seqlens, chunks.indices, scale, H, HQ, D, M,
                                   BT=BT, BD=BD, BM=block(M, 128), PREC=prec, num_warps=chunk_warps())
     return dx

@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from gsa.ops.triton.utils import BT, Chunks, block, chunk_bounds, chunk_warps, load_rows, masked_softmax
+from gsa.ops.triton.utils import BT, Chunks, block, chunk_bounds, chunk_warps, launch, load_rows, masked_softmax
 
 
 @triton.jit
@@ -50,6 +50,6 @@ def chunk_o(A: torch.Tensor, gl: torch.Tensor, P: torch.Tensor, x: torch.Tensor,
     out = torch.empty(TT, HQ, D, dtype=dtype, device=x.device)
     BD = block(D, 64)
     grid = (chunks.NT, HQ, triton.cdiv(D, BD))
-    chunk_gsa_fwd_kernel_o[grid](A, gl, P, x, h, out, chunks.cu_seqlens, chunks.indices, scale, H, HQ, D, M,
+    launch(chunk_gsa_fwd_kernel_o, grid)(A, gl, P, x, h, out, chunks.cu_seqlens, chunks.indices, scale, H, HQ, D, M,
                                  BT=BT, BD=BD, BM=block(M, 128), SOFTMAX=softmax, PREC=prec, num_warps=chunk_warps())
     return out

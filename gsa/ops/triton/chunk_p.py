@@ -15,6 +15,7 @@ import triton
 import triton.language as tl
 
 from gsa.ops.triton.utils import (
+    launch,
     BC, BT, Chunks, block, chunk_warps, load_row, load_rows, masked_softmax, pairwise_decay, sub_block_program,
 )
 
@@ -62,6 +63,6 @@ def chunk_p(A: torch.Tensor, s: torch.Tensor, gl: torch.Tensor, chunks: Chunks, 
     H = s.shape[1]
     P = torch.empty(TT, HQ, BT, dtype=torch.float32, device=A.device)
     grid = (chunks.NT * (BT // BC), HQ)
-    chunk_gsa_fwd_kernel_p[grid](A, s, gl, P, chunks.cu_seqlens, chunks.indices, H, HQ, M, BT=BT, BC=BC,
+    launch(chunk_gsa_fwd_kernel_p, grid)(A, s, gl, P, chunks.cu_seqlens, chunks.indices, H, HQ, M, BT=BT, BC=BC,
                                  BM=block(M, 128), SOFTMAX=softmax, PREC=prec, num_warps=chunk_warps())
     return P

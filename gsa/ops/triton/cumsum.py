@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from gsa.ops.triton.utils import BT, Chunks, block, chunk_bounds, chunk_warps, load_rows, sequence_bounds
+from gsa.ops.triton.utils import BT, Chunks, block, chunk_bounds, chunk_warps, launch, load_rows, sequence_bounds
 
 
 @triton.jit
@@ -95,7 +95,7 @@ def chunk_local_cumsum(g: torch.Tensor, chunks: Chunks) -> torch.Tensor:
     """g: [TT, H, M] log gates -> Gl [TT, H, M] float32, the cumulative sum restarted at every chunk."""
     TT, H, M = g.shape
     gl = torch.empty(TT, H, M, dtype=torch.float32, device=g.device)
-    chunk_gsa_fwd_kernel_cumsum[(chunks.NT, H)](g, gl, chunks.cu_seqlens, chunks.indices, H=H, M=M, BT=BT,
+    launch(chunk_gsa_fwd_kernel_cumsum, (chunks.NT, H))(g, gl, chunks.cu_seqlens, chunks.indices, H=H, M=M, BT=BT,
                                                 BM=block(M, 128), num_warps=chunk_warps())
     return gl
 
@@ -115,10 +115,10 @@ def reverse_cumsum_dg(dG: torch.Tensor, dgt: torch.Tensor | None, states: tuple[
     use_cross = hk.dtype == torch.float32 and hv.dtype == torch.float32
     cross = dG.new_empty(max(chunks.NT - 1, 1), H, M)
     if use_cross and chunks.NT > 1:
-        chunk_gsa_bwd_kernel_cross[(chunks.NT - 1, H)](hk, dhk, hv, dhv, cross, H=H, K=K, V=V, M=M,
+        launch(chunk_gsa_bwd_kernel_cross, (chunks.NT - 1, H))(hk, dhk, hv, dhv, cross, H=H, K=K, V=V, M=M,
                                                         BD=block(max(K, V), 32), BM=BM, num_warps=chunk_warps())
     dg = torch.empty(TT, H, M, dtype=dtype, device=dG.device)
-    chunk_gsa_bwd_kernel_dg[(chunks.N * H,)](dG, dgt, cross, dg, chunks.cu_seqlens, chunks.offsets, H=H, M=M, BT=BT,
+    launch(chunk_gsa_bwd_kernel_dg, (chunks.N * H,))(dG, dgt, cross, dg, chunks.cu_seqlens, chunks.offsets, H=H, M=M, BT=BT,
                                              BM=BM, USE_DGT=dgt is not None, USE_CROSS=use_cross,
                                              num_warps=chunk_warps())
     return dg

@@ -6,7 +6,11 @@ packed with cu_seqlens = [0, T, 2T, ...]), so one code path serves both layouts.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -79,6 +83,39 @@ def dot_precision(dtype: torch.dtype) -> str:
     tf32 keeps 10 mantissa bits: well under bf16 input rounding (7 bits), but as coarse as fp16's, so fp16 inputs
     get 3xTF32 (near float32) and float32 inputs full IEEE float32."""
     return {torch.float32: "ieee", torch.float16: "tf32x3"}.get(dtype, "tf32")
+
+
+# First-call compilation in parallel. A cold first forward+backward of the 1.3B shape compiled its 14 kernels one
+# after another as each was first launched: 24.2 s on the H100 host (session 11), over issue 3's 20 s. Compiling
+# them in threads overlaps Triton's passes and ptxas (14 kernels for sm_90 on this 2-core machine: 13.5 s serial,
+# 8.6 s in threads). Inside compile_in_parallel() the launchers queue each launch's compilation instead of running
+# it; leaving the block compiles the queue in a thread pool and fills Triton's caches, so the real launches that
+# follow find their kernels compiled.
+_queue = threading.local()
+
+
+def launch(kernel, grid):
+    """kernel[grid], or inside compile_in_parallel() a stand-in that queues kernel.warmup(..., grid=grid) with the
+    same arguments (same specialisation, nothing runs)."""
+    jobs = getattr(_queue, "jobs", None)
+    if jobs is None:
+        return kernel[grid]
+    return lambda *args, **kwargs: jobs.append((kernel, grid, args, kwargs))
+
+
+@contextlib.contextmanager
+def compile_in_parallel(workers: int | None = None):
+    """Queue the launches made inside the block (their outputs stay unwritten), then compile them in `workers`
+    threads (default: the CPU count, at most 16). Yields the queue: (kernel, grid, args, kwargs) a launch."""
+    _queue.jobs = jobs = []
+    try:
+        yield jobs
+    finally:
+        _queue.jobs = None
+    workers = workers or min(16, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(jobs)))) as pool:
+        for f in [pool.submit(k.warmup, *a, grid=g, **kw) for k, g, a, kw in jobs]:
+            f.result()
 
 
 @dataclass(frozen=True)
