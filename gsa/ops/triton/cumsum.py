@@ -118,7 +118,7 @@ def reverse_cumsum_dg(dG: torch.Tensor, dgt: torch.Tensor | None, states: tuple[
         launch(chunk_gsa_bwd_kernel_cross, (chunks.NT - 1, H))(hk, dhk, hv, dhv, cross, H=H, K=K, V=V, M=M,
                                                         BD=block(max(K, V), 32), BM=BM, num_warps=chunk_warps())
     dg = torch.empty(TT, H, M, dtype=dtype, device=dG.device)
-    launch(chunk_gsa_bwd_kernel_dg, (chunks.N * H,))(dG, dgt, cross, dg, chunks.cu_seqlens, chunks.offsets, H=H, M=M, BT=BT,
-                                             BM=BM, USE_DGT=dgt is not None, USE_CROSS=use_cross,
-                                             num_warps=chunk_warps())
+    launch(chunk_gsa_bwd_kernel_dg, (chunks.N * H,))(dG, dgt, cross, dg, chunks.cu_seqlens, chunks.offsets, H=H, M=M,
+                                                     BT=BT, BM=BM, USE_DGT=dgt is not None, USE_CROSS=use_cross,
+                                                     num_warps=chunk_warps())
     return dg
