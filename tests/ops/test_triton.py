@@ -177,8 +177,14 @@ def test_inputs_not_modified():
 
 @pytest.mark.parametrize("T", [1, 5])
 @pytest.mark.parametrize("init_state", [False, True])
-def test_fused_recurrent_matches_reference(T, init_state):
-    x = make_inputs(B=2, T=T, HQ=4, H=2, K=20, V=36, M=24, tau=1.0, init_state=init_state)
+@pytest.mark.parametrize("narrow", [False, True])
+def test_fused_recurrent_matches_reference(T, init_state, narrow, monkeypatch):
+    """narrow: K and V split into 16-wide tiles (three and three), as a GPU with few sequences runs them."""
+    import gsa.ops.triton.utils as utils
+
+    if narrow:
+        monkeypatch.setattr(utils, "STATE_TILE_MAX", 16)
+    x = make_inputs(B=2, T=T, HQ=4, H=2, K=40 if narrow else 20, V=36, M=24, tau=1.0, init_state=init_state)
     d = {n: None if t is None else t.detach() for n, t in x.items()}
     init = (d["hk0"], d["hv0"]) if init_state else None
     ref_o, ref_st = recurrent_reference(d["q"], d["k"], d["v"], d["s"], d["g"], scale=0.4, initial_state=init,
