@@ -9,6 +9,8 @@
 #   MODE=report : scripts/t2r_report.py for the teacher, the window baseline, the converted hybrid and the student.
 #   PASSKEY=f   : (train/equal) stage 2 replaces a share f of its windows by synthetic passkey sequences
 #                 (data.passkey_fraction; filler from the training split), to train the recall the probe asks for.
+#   ANSWER=w    : (with PASSKEY) adds w x the cross-entropy on the passkey answers to stage 2's KL
+#                 (distill.answer_weight; session 11's PASSKEY=0.2 run without it: recovery 0.969, passkey 0).
 #   MODE=equal  : (after report, same warm machine) the same recipe stopped at ~6M tokens (stage 1 as above, stage 2
 #                 150 steps x 32K), the token count of session 8's recipe (a) and GSA-from-scratch runs; its report.
 # Outputs in $OUT/t2r-hybrid.tar.
@@ -71,7 +73,7 @@ if [ "$MODE" = train ] || [ "$MODE" = equal ]; then
   echo "stage1 rc=$? at $((SECONDS - START)) s"; grep -E "held-out|time limit|Error" "$R/$NAME-stage1.log" | tail -2
   timeout $((575 - (SECONDS - START))) python -m gsa.train --config configs/t2r-stage2.toml --output-dir runs/$NAME-stage2 \
     "$TOK" "${COMMON[@]}" "model.path=\"runs/$NAME-stage1/model\"" data.seq_len=2048 train.micro_batch_size=8 \
-    data.passkey_fraction=${PASSKEY:-0} train.grad_accum=2 train.max_steps=$S2STEPS optim.warmup_steps=$WARM2 train.time_limit_s=$((520 - (SECONDS - START))) \
+    data.passkey_fraction=${PASSKEY:-0} distill.answer_weight=${ANSWER:-0} train.grad_accum=2 train.max_steps=$S2STEPS optim.warmup_steps=$WARM2 train.time_limit_s=$((520 - (SECONDS - START))) \
     > "$R/$NAME-stage2.log" 2>&1
   echo "stage2 rc=$? at $((SECONDS - START)) s"; grep -E "held-out|time limit|Error|memory" "$R/$NAME-stage2.log" | tail -3
   cp runs/$NAME-stage1/metrics.jsonl "$R/$NAME-stage1.metrics.jsonl" 2>/dev/null

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import math
 
+import numpy as np
 import torch
 
 from gsa.data import DataOrder, TextData, Windows, mqar_batch, pack_batch
@@ -37,16 +38,25 @@ class TextBatches:
         f = self.passkey_fraction
         return math.floor((position + 1) * f) > math.floor(position * f)
 
-    def _passkey(self, position: int):
+    def _passkey(self, position: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids [T], answer [T]): a passkey sequence and the positions whose next token is an answer token."""
         batch = passkey_batch(self.data.tokenizer, self.data.train.tokens, self.train.seq_len, 1,
                               seed=[self.seed, position], min_distance=self.passkey_distance)
-        return batch["input_ids"][0].numpy()
+        return batch["input_ids"][0].numpy(), batch["answer"][0].numpy()
 
     def train_batch(self, step: int, micro: int, rank: int, world: int, mbs: int, accum: int) -> dict:
+        """pack_batch's batch; with passkey_fraction also "answer": bool in the layout of input_ids, True where
+        the next token is a passkey answer token (for distill.answer_weight)."""
         start = step * mbs * accum * world + (micro * world + rank) * mbs
-        windows = [self._passkey(p) if self.passkey_fraction and self._is_passkey(p) else self.train[self.order[p]]
-                   for p in range(start, start + mbs)]
-        return pack_batch(windows, self.eos, self.documents)
+        if not self.passkey_fraction:
+            return pack_batch([self.train[self.order[p]] for p in range(start, start + mbs)], self.eos,
+                              self.documents)
+        no_answer = np.zeros(self.train.seq_len, dtype=bool)
+        rows = [self._passkey(p) if self._is_passkey(p) else (self.train[self.order[p]], no_answer)
+                for p in range(start, start + mbs)]
+        batch = pack_batch([ids for ids, _ in rows], self.eos, self.documents)
+        batch["answer"] = torch.from_numpy(np.stack([a for _, a in rows])).reshape(batch["input_ids"].shape)
+        return batch
 
     def eval_batches(self, num_sequences: int, mbs: int, rank: int, world: int) -> Iterator[dict]:
         """The first ``num_sequences`` held-out windows (fewer if the split is small; rounded down to a multiple

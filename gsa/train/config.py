@@ -103,6 +103,8 @@ class DistillConfig:
     stage: str = "logits"  # "attention" | "logits"
     temperature: float = 1.0
     train_params: list[str] = field(default_factory=lambda: ["f_proj"])  # stage "attention" only
+    # stage "logits" with data.passkey_fraction: weight of the cross-entropy on the passkey answers added to the KL
+    answer_weight: float = 0.0
 
 
 @dataclass
@@ -201,6 +203,12 @@ def validate(cfg: Config) -> None:
                              "false (the teacher has no packed-sequence path here)")
         if not cfg.distill.temperature > 0:
             raise ValueError(f"distill.temperature must be positive, got {cfg.distill.temperature}")
+    if cfg.distill.answer_weight:
+        if cfg.distill.answer_weight < 0:
+            raise ValueError(f"distill.answer_weight must be >= 0, got {cfg.distill.answer_weight}")
+        if not (cfg.distill.teacher and cfg.distill.stage == "logits" and cfg.data.passkey_fraction):
+            raise ValueError("distill.answer_weight weighs the passkey answers of stage \"logits\": it needs "
+                             "distill.teacher, distill.stage = \"logits\" and data.passkey_fraction > 0")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

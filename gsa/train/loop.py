@@ -93,7 +93,8 @@ class Trainer:
         student, ids = unwrap(self.model), batch["input_ids"]
         if self.cfg.distill.stage == "attention":
             return attention_transfer_loss(student, self.teacher, ids)
-        return logit_distillation_loss(student, self.teacher, ids, temperature=self.cfg.distill.temperature)
+        return logit_distillation_loss(student, self.teacher, ids, temperature=self.cfg.distill.temperature,
+                                       answer=batch.get("answer"), answer_weight=self.cfg.distill.answer_weight)
 
     # ---------------------------------------------------------------- data
     def _prepare_data(self) -> None:

@@ -99,6 +99,21 @@ def test_logit_distillation_falls(make_teacher):
     assert losses[-1] < 0.5 * losses[0], losses
 
 
+def test_answer_cross_entropy_adds_to_the_kl(make_teacher):
+    teacher, student = _pair(make_teacher)
+    ids, _ = _batch()
+    answer = torch.zeros_like(ids, dtype=torch.bool)
+    answer[0, 10:13] = answer[2, 20:23] = True  # positions whose next token is an answer token
+    kl = logit_distillation_loss(student, teacher, ids)
+    assert torch.equal(logit_distillation_loss(student, teacher, ids, answer=answer), kl)  # weight 0: off
+    assert torch.equal(logit_distillation_loss(student, teacher, ids, answer_weight=2.0), kl)  # no answers: off
+    logits = student(ids).logits.float()
+    ce = torch.nn.functional.cross_entropy(torch.cat([logits[0, 10:13], logits[2, 20:23]]),
+                                           torch.cat([ids[0, 11:14], ids[2, 21:24]]))
+    got = logit_distillation_loss(student, teacher, ids, answer=answer, answer_weight=2.0)
+    torch.testing.assert_close(got, kl + 2.0 * ce)
+
+
 def test_kl_to_teacher():
     t = torch.randn(2, 5, 11)
     assert kl_to_teacher(t, t).abs().item() < 1e-6

@@ -44,8 +44,40 @@ def test_share_content_and_batching_independence(data):
     assert text.rstrip().endswith(key) and key.isdigit()
 
 
+@pytest.mark.parametrize("documents", [False, True])
+def test_answer_mask_marks_the_passkey_answers_only(data, documents):
+    """batch["answer"] (for distill.answer_weight): True exactly where the next token is a passkey answer token,
+    in input_ids' layout; never on plain windows."""
+    mix = TextBatches(data, 256, documents=documents, seed=3, passkey_fraction=0.25)
+    batch = mix.train_batch(0, 0, 0, 1, 8, 1)
+    ids, answer = batch["input_ids"].reshape(8, 256), batch["answer"]
+    assert answer.shape == batch["input_ids"].shape and answer.dtype == torch.bool
+    answer = answer.reshape(8, 256)
+    question = data.tokenizer(QUESTION, add_special_tokens=False)["input_ids"]
+    for row, m in zip(ids, answer):
+        if not _is_passkey_row(row, question):
+            assert not m.any()
+            continue
+        text = data.tokenizer.decode(row.tolist())
+        key = text.split("The pass key is ")[1][:5]
+        nxt = torch.nonzero(m).squeeze(1) + 1  # the answer tokens follow the marked positions
+        assert data.tokenizer.decode(row[nxt].tolist()).strip() == key and int(nxt[-1]) == 255
+    assert not TextBatches(data, 256, documents=documents, seed=3).train_batch(0, 0, 0, 1, 8, 1).get("answer")
+
+
 def test_invalid_fraction_is_refused():
     with pytest.raises(ValueError, match="passkey_fraction"):
         load_config(TINY, ["data.passkey_fraction=1.0"])
     with pytest.raises(ValueError, match="passkey_fraction"):
         load_config(TINY, ["data.passkey_fraction=0.1", 'data.kind="mqar"'])
+
+
+def test_answer_weight_needs_passkey_logit_distillation(tmp_path):
+    plain = ["data.documents=false", f'distill.teacher="{tmp_path}"', "distill.answer_weight=1.0"]
+    with pytest.raises(ValueError, match="answer_weight"):
+        load_config(TINY, plain)  # no passkey rows to weigh
+    with pytest.raises(ValueError, match="answer_weight"):
+        load_config(TINY, plain + ["data.passkey_fraction=0.1", 'distill.stage="attention"'])
+    with pytest.raises(ValueError, match="answer_weight"):
+        load_config(TINY, plain[:2] + ["data.passkey_fraction=0.1", "distill.answer_weight=-1.0"])
+    load_config(TINY, plain + ["data.passkey_fraction=0.1"])

@@ -74,6 +74,18 @@ def test_hybrid_stage_one_trains_the_slots_and_their_share(data_cache, tmp_path,
     assert any(k.endswith(".memory_scale") for k in changed)
 
 
+def test_passkey_answer_weight_reaches_the_stage_two_loss(data_cache, tmp_path, teacher_dir):
+    """Stage 2 with passkey rows: the same run with distill.answer_weight = 1 starts higher by the answers'
+    cross-entropy (same seed, batches and KL) and trains."""
+    model = ("t2r", "teacher", teacher_dir, ", num_slots = 8, init_std = 0.1")
+    common = ["data.seq_len=256", "data.passkey_fraction=0.5"]
+    _, plain = _run(data_cache, tmp_path / "p0", model, "logits", teacher_dir, steps=2, extra=common)
+    _, weighted = _run(data_cache, tmp_path / "p1", model, "logits", teacher_dir, steps=2,
+                       extra=common + ["distill.answer_weight=1.0"])
+    assert weighted[0] > plain[0] + 0.5, (plain, weighted)  # byte-level answers: CE ~ log(300) a token untrained
+    assert all(torch.isfinite(torch.tensor(weighted)))
+
+
 def test_distillation_config_errors(tmp_path):
     with pytest.raises(ValueError, match="data.documents = false"):
         load_config(TINY, [f'distill.teacher="{tmp_path}"'])
