@@ -25,16 +25,18 @@ FUSE_MAX_TOKENS = 256  # decode steps have B tokens; beyond this the separate pr
 
 # Opt-in, untimed (session 11): decode-step o_proj, and down_proj with the SwiGLU product read in its prologue,
 # through gsa.ops.triton.gemv instead of cuBLAS (which ran them at 1.96 TB/s against gate|up's 2.48 on the H100).
-# `benchmarks/scripts/h100_decode_tiles.sh` style A/B first; off until it is measured faster.
+# Off until `benchmarks/scripts/h100_decode_tiles.sh` (its "gemv" mode) measures it faster.
 TRITON_GEMV = False
-GEMV_MAX_ROWS = 32
 
 
 def use_gemv(x: torch.Tensor) -> bool:
-    """Whether a fused decode-path product of x [..., in] goes through gsa.ops.triton.gemv (TRITON_GEMV, few rows,
-    CUDA or the Triton interpreter; static under torch.compile)."""
-    interpreting = os.environ.get("TRITON_INTERPRET") == "1"
-    return TRITON_GEMV and (x.is_cuda or interpreting) and x.numel() // x.shape[-1] <= GEMV_MAX_ROWS
+    """Whether a fused decode-path product of x [..., in] goes through gsa.ops.triton.gemv (TRITON_GEMV, at most its
+    MAX_ROWS rows, CUDA or the Triton interpreter; static under torch.compile)."""
+    if not TRITON_GEMV or not (x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"):
+        return False
+    from gsa.ops.triton.gemv import MAX_ROWS  # only once opted in: importing it imports triton
+
+    return x.numel() // x.shape[-1] <= MAX_ROWS
 
 
 def use_fused(fused: "FusedLinears | None", x: torch.Tensor) -> bool:
