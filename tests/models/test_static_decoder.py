@@ -43,17 +43,21 @@ def test_greedy_matches_generate_with_left_padding(use_short_conv, hybrid):
     assert buffers == [t.data_ptr() for i in range(2) for t in (dec.cache.state(i).hk, dec.cache.state(i).hv)]
 
 
-@pytest.mark.parametrize("hybrid", [False, True])
-def test_step_logits_match_full_forward(hybrid):
-    model = tiny(hybrid=hybrid)
-    ids = torch.randint(0, 97, (2, 30))
+def assert_steps_match_full_forward(model, T, prefix=10):
+    """Prefill `prefix` tokens, then one step a token up to T: each step's logits equal the full forward's."""
+    ids = torch.randint(0, 97, (2, T))
     with torch.no_grad():
         full = model(ids).logits.float()
     dec = StaticDecoder(model, batch_size=2)
-    logits = [dec.prefill(ids[:, :10])]
-    for t in range(10, 30):
+    logits = [dec.prefill(ids[:, :prefix])]
+    for t in range(prefix, T):
         logits.append(dec.step(ids[:, t]))
-    torch.testing.assert_close(torch.stack(logits[:-1], 1), full[:, 9:29], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(torch.stack(logits[:-1], 1), full[:, prefix - 1 : T - 1], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("hybrid", [False, True])
+def test_step_logits_match_full_forward(hybrid):
+    assert_steps_match_full_forward(tiny(hybrid=hybrid), 30)
 
 
 @pytest.mark.parametrize("hybrid", [False, True])
@@ -68,15 +72,7 @@ def test_triton_gemv_decode_matches_full_forward(hybrid, monkeypatch):
     real = gemv.small_m_linear
     monkeypatch.setattr(fused, "TRITON_GEMV", True)
     monkeypatch.setattr(gemv, "small_m_linear", lambda *a, **k: calls.append(k.get("swiglu", False)) or real(*a, **k))
-    model = tiny(hybrid=hybrid)
-    ids = torch.randint(0, 97, (2, 16))
-    with torch.no_grad():
-        full = model(ids).logits.float()
-    dec = StaticDecoder(model, batch_size=2)
-    logits = [dec.prefill(ids[:, :10])]
-    for t in range(10, 16):
-        logits.append(dec.step(ids[:, t]))
-    torch.testing.assert_close(torch.stack(logits[:-1], 1), full[:, 9:15], rtol=1e-4, atol=1e-4)
+    assert_steps_match_full_forward(tiny(hybrid=hybrid), 16)
     assert calls.count(True) >= 2 * 6 and calls.count(False) >= 2 * 6  # 2 layers x 6 steps, both products
 
 
