@@ -16,11 +16,7 @@
 # Outputs in $OUT/t2r-hybrid.tar.
 set -u
 source benchmarks/scripts/t2r_carry.sh
-export PYTHONUNBUFFERED=1
-OUT=${OUT:-/tmp/out}; R=$OUT/th; mkdir -p "$R"
-K=/tmp/keep; START=$SECONDS
-finish() { tar cf "$OUT/t2r-hybrid.tar" -C "$OUT" th; }
-trap finish EXIT
+t2r_outputs th t2r-hybrid.tar
 MODE=${MODE:-train}
 HYB=(model.window_size=64 model.num_sink_tokens=4)
 if [ "$MODE" = stash ]; then
@@ -56,13 +52,7 @@ PY
   echo "probe rc=$?"; cat "$R/window-probe.log"
   exit 0
 fi
-if [ "$MODE" = train ]; then
-  unpack_t2r_carry "$R" $K
-fi
-mkdir -p .cache && ln -sfn $K/t2r .cache/t2r
-export PYTHONPATH=$PWD:$K/site
-TOK='data.tokens=".cache/t2r/tokens/tokens-sub14m"'
-COMMON=(train.progress=false train.checkpoint_every=0 train.eval_every=0 train.eval_sequences=64 train.log_every=20)
+t2r_workspace "$MODE"
 if [ "$MODE" = train ] || [ "$MODE" = equal ]; then
   S2STEPS=1100; WARM2=100; NAME=th; [ "$MODE" = equal ] && { S2STEPS=150; WARM2=30; NAME=th6m; }
   timeout 120 python scripts/prepare_t2r_data.py teacher --cache .cache/t2r > "$R/teacher.log" 2>&1

@@ -9,18 +9,8 @@
 # Outputs in $OUT/t2r-long.tar.
 set -u
 source benchmarks/scripts/t2r_carry.sh
-export PYTHONUNBUFFERED=1
-OUT=${OUT:-/tmp/out}; R=$OUT/tl; mkdir -p "$R"
-K=/tmp/keep; START=$SECONDS
-finish() { tar cf "$OUT/t2r-long.tar" -C "$OUT" tl; }
-trap finish EXIT
-if [ "${MODE:-train}" = train ]; then
-  unpack_t2r_carry "$R" $K
-fi
-mkdir -p .cache && ln -sfn $K/t2r .cache/t2r
-export PYTHONPATH=$PWD:$K/site
-TOK='data.tokens=".cache/t2r/tokens/tokens-sub14m"'
-COMMON=(train.progress=false train.checkpoint_every=0 train.eval_every=0 train.eval_sequences=64 train.log_every=20)
+t2r_outputs tl t2r-long.tar
+t2r_workspace "${MODE:-train}"
 if [ "${MODE:-train}" = train ]; then
   timeout 120 python scripts/prepare_t2r_data.py teacher --cache .cache/t2r > "$R/teacher.log" 2>&1
   echo "teacher rc=$? at $((SECONDS - START)) s"

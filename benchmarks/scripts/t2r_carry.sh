@@ -9,3 +9,22 @@ unpack_t2r_carry() {
   mkdir -p "$keep/t2r" && tar xf /tmp/t2r.tar -C "$keep/t2r" && rm /tmp/t2r.tar
   python -m pip install -q --no-index --no-deps --target "$keep/site" "$keep"/t2r/wheels/*.whl > "$dir/pip.log" 2>&1
 }
+
+# t2r_outputs NAME TAR: the results folder R=$OUT/NAME (created), K=/tmp/keep, START, and an exit trap that packs
+# R into $OUT/TAR (so a timed-out call still returns what it wrote).
+t2r_outputs() {
+  export PYTHONUNBUFFERED=1
+  OUT=${OUT:-/tmp/out}; R=$OUT/$1; mkdir -p "$R"
+  K=/tmp/keep; START=$SECONDS
+  trap "tar cf '$OUT/$2' -C '$OUT' '$1'" EXIT
+}
+
+# t2r_workspace MODE: with MODE=train, unpack the carry (unpack_t2r_carry); then link the unpacked data as .cache/t2r,
+# put its wheels on PYTHONPATH, and set TOK (the 14M-token subset) and COMMON (the trainer overrides both use).
+t2r_workspace() {
+  [ "$1" = train ] && unpack_t2r_carry "$R" $K
+  mkdir -p .cache && ln -sfn $K/t2r .cache/t2r
+  export PYTHONPATH=$PWD:$K/site
+  TOK='data.tokens=".cache/t2r/tokens/tokens-sub14m"'
+  COMMON=(train.progress=false train.checkpoint_every=0 train.eval_every=0 train.eval_sequences=64 train.log_every=20)
+}
