@@ -1,6 +1,6 @@
 """Evaluate a T2R run: teacher, its sliding-window(64) + 4-sinks restriction, and any number of GSA students, on the
-same held-out windows (perplexity, recovery = teacher ppl / student ppl), the passkey probe at several lengths,
-and decode speed (ms/token, batch 1, greedy, after a 512-token prompt). Writes one JSON and prints a table.
+same held-out windows (perplexity, recovery = teacher ppl / student ppl), the passkey probe at several lengths
+(with its control: another key in the needle), and decode speed (ms/token, batch 1, greedy, after a 512-token prompt). Writes one JSON and prints a table.
 
     python scripts/t2r_report.py --tokens .cache/t2r/tokens/tokens-<key> --teacher .cache/t2r/teacher \
         --student recipe-b=runs/t2r-stage2/model --student paper=runs/t2r-paper/model --out t2r.json
@@ -84,6 +84,9 @@ def main(argv=None) -> int:
     lengths = [int(x) for x in args.passkey_lengths.split(",") if x]
     probes = {L: passkey_batch(data.tokenizer, data.heldout.tokens, L, args.passkey_examples, seed=L)
               for L in lengths}
+    # the control: the same examples with another key in the needle (what the answer's format alone scores)
+    controls = {L: passkey_batch(data.tokenizer, data.heldout.tokens, L, args.passkey_examples, seed=L, decoy=True)
+                for L in lengths}
     prompt = torch.from_numpy(windows[0][None]).to(device)
 
     def load(path):
@@ -105,6 +108,7 @@ def main(argv=None) -> int:
         for L, batch in probes.items():
             scores = passkey_scores(fn, batch, args.batch_size, device)
             row[f"passkey_{L}"], row[f"passkey_tok_{L}"] = scores["exact"], scores["token"]
+            row[f"passkey_ctl_{L}"] = passkey_scores(fn, controls[L], args.batch_size, device)["token"]
         if model is not None and args.decode_tokens:
             row["decode_ms_per_token"] = decode_ms_per_token(model, prompt, args.decode_tokens)
         row["eval_s"] = time.time() - t0
@@ -118,7 +122,7 @@ def main(argv=None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=1))
     cols = (["ppl", "recovery"] + [f"passkey_{L}" for L in lengths] + [f"passkey_tok_{L}" for L in lengths]
-            + ["decode_ms_per_token"])
+            + [f"passkey_ctl_{L}" for L in lengths] + ["decode_ms_per_token"])
     print("\n" + "model".ljust(34) + "".join(c[:14].rjust(15) for c in cols))
     for r in rows:
         print(r["model"][:33].ljust(34) + "".join(

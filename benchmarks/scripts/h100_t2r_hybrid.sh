@@ -80,6 +80,6 @@ else
     --sinks 4 > "$R/convert.log" 2>&1
   timeout $((585 - (SECONDS - START))) python scripts/t2r_report.py --tokens .cache/t2r/tokens/tokens-sub14m \
     --teacher .cache/t2r/teacher --student converted-hybrid=runs/converted-hybrid --student hybrid-b=$K/th-student \
-    --passkey-examples 50 --decode-tokens 64 --out "$R/t2r-report.json" > "$R/t2r-report.log" 2>&1
+    --passkey-lengths 256,512,1024,2048 --passkey-examples 50 --decode-tokens 64 --out "$R/t2r-report.json" > "$R/t2r-report.log" 2>&1
   echo "report rc=$? at $((SECONDS - START)) s"; tail -9 "$R/t2r-report.log"
 fi

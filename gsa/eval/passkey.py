@@ -9,6 +9,10 @@ The filler is natural text (held-out tokens, so no model has trained on it); the
 `min_distance` tokens before the question, so a model that sees only a short window of recent tokens (the
 sliding-window baseline) cannot read it. Scored with teacher forcing: an example counts when the argmax at every
 answer position is the answer token (all digits exact).
+
+The control (`decoy=True`): the same examples, but the needle states another key than the one the answer asks
+for, so no recall can help. A model's score there is what it gets from the answer's format alone (digits, their
+frequencies); recall shows as the gap between the real probe and the control.
 """
 
 from __future__ import annotations
@@ -25,13 +29,16 @@ ANSWER = " {key}"
 
 
 def passkey_batch(tokenizer, filler: np.ndarray, length: int, num_examples: int, seed: int | list[int] = 0,
-                  min_distance: int = 128) -> dict[str, torch.Tensor]:
+                  min_distance: int = 128, decoy: bool = False) -> dict[str, torch.Tensor]:
     """{"input_ids": int64 [N, length], "answer": bool [N, length]}: answer[n, p] marks positions whose *next*
     token is an answer token (so logits[n, p] must predict input_ids[n, p + 1]).
 
     filler: a token stream (e.g. held-out text), long enough for `length` tokens from random offsets.
+    decoy: the control; the needle holds another key than the answer (the examples are otherwise the same as
+    with decoy=False and the same seed: the decoy keys come from a separate random stream).
     """
     rng = np.random.default_rng(seed)
+    decoys = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
 
     def enc(text: str) -> list[int]:
         return tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -40,7 +47,10 @@ def passkey_batch(tokenizer, filler: np.ndarray, length: int, num_examples: int,
     rows, masks = [], []
     for _ in range(num_examples):
         key = int(rng.integers(10000, 100000))
-        needle, answer = enc(NEEDLE.format(key=key)), enc(ANSWER.format(key=key))
+        shown = key
+        while decoy and shown == key:
+            shown = int(decoys.integers(10000, 100000))
+        needle, answer = enc(NEEDLE.format(key=shown)), enc(ANSWER.format(key=key))
         fill = length - len(intro) - len(needle) - len(question) - len(answer)
         after_min = max(0, min_distance - len(question))  # filler tokens between needle and question
         if fill < after_min:

@@ -40,3 +40,33 @@ def test_passkey_batch_layout_and_scoring():
     assert not torch.equal(passkey_batch(tok, filler, 600, 6, seed=2)["input_ids"], ids)
     with pytest.raises(ValueError, match="min_distance"):
         passkey_batch(tok, filler, 200, 1, min_distance=150)
+
+
+def test_decoy_control_changes_only_the_needles_key():
+    """The control: same filler, positions and asked-for keys; the needle states another key, so a model that
+    copies the needle's key (perfect recall) scores 0 there and 1 on the real probe."""
+    tok = byte_tokenizer()
+    filler = np.frombuffer(("lorem ipsum dolor sit amet " * 200).encode(), dtype=np.uint8).astype(np.int64)
+    real = passkey_batch(tok, filler, 600, 8, seed=[7, 600], min_distance=150)
+    ctl = passkey_batch(tok, filler, 600, 8, seed=[7, 600], min_distance=150, decoy=True)
+    assert torch.equal(real["answer"], ctl["answer"])
+    for r, c in zip(real["input_ids"], ctl["input_ids"]):
+        rt, ct = bytes(r.tolist()).decode(), bytes(c.tolist()).decode()
+        assert rt[-5:] == ct[-5:]  # the same key is asked for
+        shown = ct[ct.index("The pass key is ") + 16 :][:5]
+        assert shown.isdigit() and shown != ct[-5:] and f"{shown} is the pass key" in ct
+        assert rt.replace(rt[-5:], shown)[:-5] == ct[:-5]  # nothing else differs
+
+    def copies_the_needle(x):  # perfect recall: answers with the key the needle states
+        out = torch.full((*x.shape, 256), -1.0)
+        for n, row in enumerate(x):
+            text = bytes(row.tolist()).decode()
+            shown = " " + text[text.index("The pass key is ") + 16 :][:5]
+            start = len(text) - len(shown) - 1
+            for i, ch in enumerate(shown):
+                out[n, start + i, ord(ch)] = 1.0
+        return out
+
+    assert passkey_scores(copies_the_needle, real, batch_size=4)["exact"] == 1.0
+    scores = passkey_scores(copies_the_needle, ctl, batch_size=4)
+    assert scores["exact"] == 0.0 and scores["token"] < 1.0

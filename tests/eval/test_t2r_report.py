@@ -44,5 +44,5 @@ def test_t2r_report_scores_teacher_baseline_and_students(tmp_path):
     assert list(rows) == ["teacher", "teacher, window 64 + 4 sinks", "s"]
     assert rows["teacher"]["recovery"] == 1.0
     for r in rows.values():
-        assert r["ppl"] > 1 and 0 <= r["passkey_300"] <= 1
+        assert r["ppl"] > 1 and 0 <= r["passkey_300"] <= 1 and 0 <= r["passkey_ctl_300"] <= 1
     assert rows["s"]["decode_ms_per_token"] > 0 and "decode_ms_per_token" not in rows["teacher, window 64 + 4 sinks"]
