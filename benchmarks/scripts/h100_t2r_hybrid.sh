@@ -11,6 +11,8 @@
 #                 (data.passkey_fraction; filler from the training split), to train the recall the probe asks for.
 #   ANSWER=w    : (with PASSKEY) adds w x the cross-entropy on the passkey answers to stage 2's KL
 #                 (distill.answer_weight; session 11's PASSKEY=0.2 run without it: recovery 0.969, passkey 0).
+#   REPORT=1    : (train) stage 2 stops ~70 s earlier and the same call reports the teacher, the window baseline and
+#                 the student (a separate report call loses the student when the machine goes back in between).
 #   MODE=equal  : (after report, same warm machine) the same recipe stopped at ~6M tokens (stage 1 as above, stage 2
 #                 150 steps x 32K), the token count of session 8's recipe (a) and GSA-from-scratch runs; its report.
 # Outputs in $OUT/t2r-hybrid.tar.
@@ -54,21 +56,29 @@ PY
 fi
 t2r_workspace "$MODE"
 if [ "$MODE" = train ] || [ "$MODE" = equal ]; then
-  S2STEPS=1100; WARM2=100; NAME=th; [ "$MODE" = equal ] && { S2STEPS=150; WARM2=30; NAME=th6m; }
+  S2STEPS=1100; WARM2=100; NAME=th; S2END=520  # S2END: stage 2's time limit ends at this second of the call
+  [ "${REPORT:-0}" = 1 ] && S2END=450
+  [ "$MODE" = equal ] && { S2STEPS=150; WARM2=30; NAME=th6m; }
   timeout 120 python scripts/prepare_t2r_data.py teacher --cache .cache/t2r > "$R/teacher.log" 2>&1
   echo "teacher rc=$? at $((SECONDS - START)) s"
   timeout 100 python -m gsa.train --config configs/t2r-stage1.toml --output-dir runs/$NAME-stage1 "$TOK" "${COMMON[@]}" \
     "${HYB[@]}" 'distill.train_params=["f_proj", "memory_scale"]' train.max_steps=150 optim.warmup_steps=20 \
     train.time_limit_s=70 > "$R/$NAME-stage1.log" 2>&1
   echo "stage1 rc=$? at $((SECONDS - START)) s"; grep -E "held-out|time limit|Error" "$R/$NAME-stage1.log" | tail -2
-  timeout $((575 - (SECONDS - START))) python -m gsa.train --config configs/t2r-stage2.toml --output-dir runs/$NAME-stage2 \
+  timeout $((S2END + 55 - (SECONDS - START))) python -m gsa.train --config configs/t2r-stage2.toml --output-dir runs/$NAME-stage2 \
     "$TOK" "${COMMON[@]}" "model.path=\"runs/$NAME-stage1/model\"" data.seq_len=2048 train.micro_batch_size=8 \
-    data.passkey_fraction=${PASSKEY:-0} distill.answer_weight=${ANSWER:-0} train.grad_accum=2 train.max_steps=$S2STEPS optim.warmup_steps=$WARM2 train.time_limit_s=$((520 - (SECONDS - START))) \
+    data.passkey_fraction=${PASSKEY:-0} distill.answer_weight=${ANSWER:-0} train.grad_accum=2 train.max_steps=$S2STEPS optim.warmup_steps=$WARM2 train.time_limit_s=$((S2END - (SECONDS - START))) \
     > "$R/$NAME-stage2.log" 2>&1
   echo "stage2 rc=$? at $((SECONDS - START)) s"; grep -E "held-out|time limit|Error|memory" "$R/$NAME-stage2.log" | tail -3
   cp runs/$NAME-stage1/metrics.jsonl "$R/$NAME-stage1.metrics.jsonl" 2>/dev/null
   cp runs/$NAME-stage2/metrics.jsonl "$R/$NAME-stage2.metrics.jsonl" 2>/dev/null
   rm -rf $K/$NAME-student && cp -r runs/$NAME-stage2/model $K/$NAME-student && echo "student kept in $K/$NAME-student"
+  if [ "${REPORT:-0}" = 1 ] && [ "$MODE" = train ]; then
+    timeout $((595 - (SECONDS - START))) python scripts/t2r_report.py --tokens .cache/t2r/tokens/tokens-sub14m \
+      --teacher .cache/t2r/teacher --student hybrid-b=$K/th-student --passkey-lengths 256,512,1024,2048 \
+      --passkey-examples 50 --decode-tokens 16 --out "$R/t2r-report.json" > "$R/t2r-report.log" 2>&1
+    echo "report rc=$? at $((SECONDS - START)) s"; tail -5 "$R/t2r-report.log"
+  fi
   if [ "$MODE" = equal ]; then
     timeout $((590 - (SECONDS - START))) python scripts/t2r_report.py --tokens .cache/t2r/tokens/tokens-sub14m \
       --teacher .cache/t2r/teacher --student hybrid-b-6m=$K/th6m-student --passkey-examples 50 --decode-tokens 16 \
