@@ -6,6 +6,7 @@
 # at 512 tokens with 4..64 pairs (1000 examples each).
 #   WIDTH=128 LIMIT=470 bash benchmarks/scripts/h100_mqar2.sh      (jobs: GSA with/without short conv, ABC, Llama)
 #   WIDTH=64  JOBS="gsa-conv abc-conv llama" ...
+#   JOBS="gsa-conv gsa-conv-tau32" ...      (gsa-conv-tauN: gate_logit_normalizer N instead of 8: slower forgetting)
 #   CAL=150 EXTRA="train.compile=true" ...   (compilation takes ~35 s of the calibration; it must see steady steps)
 # Outputs in $OUT/mqar.tar.
 set -u
@@ -16,6 +17,7 @@ JOBS=${JOBS:-"gsa-conv gsa-noconv abc-conv llama"}
 job_args() {  # the config and overrides of a job name
   case $1 in
     gsa-conv) echo "configs/mqar-gsa-d$WIDTH.toml model.use_short_conv=true" ;;
+    gsa-conv-tau*) echo "configs/mqar-gsa-d$WIDTH.toml model.use_short_conv=true model.gate_logit_normalizer=${1#gsa-conv-tau}" ;;
     gsa-noconv) echo "configs/mqar-gsa-d$WIDTH.toml model.use_short_conv=false" ;;
     abc-conv) echo "configs/mqar-gsa-d$WIDTH.toml model.use_short_conv=true model.forget_gate=\"none\"" ;;
     abc-noconv) echo "configs/mqar-gsa-d$WIDTH.toml model.use_short_conv=false model.forget_gate=\"none\"" ;;
