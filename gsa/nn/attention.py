@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gsa.nn.conv import ShortConvolution
-from gsa.nn.fused import FusesProjections, use_fused, use_gemv
+from gsa.nn.fused import FusesProjections, use_fused
 from gsa.nn.norm import RMSNorm
 from gsa.nn.window import (
     WindowState, advance_window, banded_window_attention, empty_window_state, rotary, token_positions, window_attention,
@@ -320,10 +320,6 @@ class GatedSlotAttention(FusesProjections):
         o = o.reshape(*o.shape[:2], -1)
         if self.use_output_norm:
             o = self.o_norm(o, silu_input=True)
-        if use_fused(self._fused, o) and use_gemv(o) and self.o_proj.bias is None:
-            from gsa.ops.triton.gemv import small_m_linear
-
-            return small_m_linear(o, self.o_proj.weight)
         return self.o_proj(o)
 
     def _steps_from_logits(self, x: torch.Tensor, mask: torch.Tensor | None, cu_seqlens: torch.Tensor | None,

@@ -15,29 +15,12 @@ parameters are moved or cast (`Module._apply`), since those replace the paramete
 
 from __future__ import annotations
 
-import os
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 FUSE_MAX_TOKENS = 256  # decode steps have B tokens; beyond this the separate products are as fast
-
-# Opt-in, untimed (session 11): decode-step o_proj, and down_proj with the SwiGLU product read in its prologue,
-# through gsa.ops.triton.gemv instead of cuBLAS (which ran them at 1.96 TB/s against gate|up's 2.48 on the H100).
-# Off until `benchmarks/scripts/h100_decode_tiles.sh` (its "gemv" mode) measures it faster.
-TRITON_GEMV = False
-
-
-def use_gemv(x: torch.Tensor) -> bool:
-    """Whether a fused decode-path product of x [..., in] goes through gsa.ops.triton.gemv (TRITON_GEMV, at most its
-    MAX_ROWS rows, CUDA or the Triton interpreter; static under torch.compile)."""
-    if not TRITON_GEMV or not (x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"):
-        return False
-    from gsa.ops.triton.gemv import MAX_ROWS  # only once opted in: importing it imports triton
-
-    return x.numel() // x.shape[-1] <= MAX_ROWS
-
 
 def use_fused(fused: "FusedLinears | None", x: torch.Tensor) -> bool:
     """Whether a module holding `fused` should use it for input x [..., in] (static under torch.compile)."""

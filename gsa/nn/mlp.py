@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gsa.nn.fused import FusesProjections, use_fused, use_gemv
+from gsa.nn.fused import FusesProjections, use_fused
 
 # The gate's nonlinearity. "silu" gives SwiGLU (the GSA paper and Llama); the others give GeGLU / ReGLU.
 ACTIVATIONS = {"silu": F.silu, "gelu": F.gelu, "relu": F.relu}
@@ -34,10 +34,6 @@ class SwiGLU(FusesProjections):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if use_fused(self._fused, x):
-            if self.hidden_act == "silu" and use_gemv(x):
-                from gsa.ops.triton.gemv import small_m_linear
-
-                return small_m_linear(self._fused.product(x), self.down_proj.weight, swiglu=True)
             gate, up = self._fused(x)
         else:
             gate, up = self.gate_proj(x), self.up_proj(x)

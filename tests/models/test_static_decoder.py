@@ -60,22 +60,6 @@ def test_step_logits_match_full_forward(hybrid):
     assert_steps_match_full_forward(tiny(hybrid=hybrid), 30)
 
 
-@pytest.mark.parametrize("hybrid", [False, True])
-def test_triton_gemv_decode_matches_full_forward(hybrid, monkeypatch):
-    """The opt-in decode-step products (gsa.nn.fused.TRITON_GEMV: o_proj, and down_proj reading SwiGLU in its
-    prologue) give the full forward's logits, and the decode steps do take them."""
-    pytest.importorskip("triton")
-    import gsa.nn.fused as fused
-    import gsa.ops.triton.gemv as gemv
-
-    calls = []
-    real = gemv.small_m_linear
-    monkeypatch.setattr(fused, "TRITON_GEMV", True)
-    monkeypatch.setattr(gemv, "small_m_linear", lambda *a, **k: calls.append(k.get("swiglu", False)) or real(*a, **k))
-    assert_steps_match_full_forward(tiny(hybrid=hybrid), 16)
-    assert calls.count(True) >= 2 * 6 and calls.count(False) >= 2 * 6  # 2 layers x 6 steps, both products
-
-
 def test_eos_pads_finished_sequences_and_stops_early():
     model = tiny()
     ids = torch.randint(3, 97, (2, 6))
