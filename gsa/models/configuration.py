@@ -63,7 +63,9 @@ class GSAConfig(PretrainedConfig):
         feature_map ("swish", or "identity": q, k, v as projected; needs use_short_conv=False), use_output_norm
         (False: no swish + RMSNorm before the output projection) and qkv_bias (biases on W_q, W_k, W_v, as in Qwen2);
         forget_gate for the paper's ablations: "data" (default), "fixed" (data-independent decay), "none" (ABC;
-        full sequences only, no decoding cache); slot_read "linear" for the no-softmax ablation (every backend).
+        full sequences only, no decoding cache); slot_read "linear" for the no-softmax ablation (every backend);
+        gate_bias (forget_gate "data" only): W_f gets a bias spread over each head's slots, linspace(-4, 4), so the
+        slots start with memories of ~2 to ~440 tokens (tau 8) instead of ~12 each.
         Hybrid layers (T2R): window_size > 0 adds exact softmax attention with RoPE (rope_theta) over the
         window_size most recent tokens and the num_sink_tokens first ones, mixed with the slot read per head
         (`GatedSlotAttention`'s memory_scale); 0 (the default) is plain GSA.
@@ -71,7 +73,7 @@ class GSAConfig(PretrainedConfig):
         may be given unless both agree; neither means hidden_ratio = 4. hidden_act: the gate's nonlinearity
         ("silu" = SwiGLU, "gelu", "relu").
     norm_eps: epsilon of every RMSNorm (the blocks', the final one and the one inside each attention layer).
-    initializer_range: std of the normal init of linear and embedding weights (biases: none exist).
+    initializer_range: std of the normal init of linear and embedding weights (biases: zero, but see gate_bias).
     tie_word_embeddings: share the LM head with the token embedding.
     pad_token_id, bos_token_id, eos_token_id: special token ids (eos may be a list), used by generate().
     """
@@ -100,6 +102,7 @@ class GSAConfig(PretrainedConfig):
         window_size: int = 0,
         num_sink_tokens: int = 0,
         rope_theta: float = 10000.0,
+        gate_bias: bool = False,
         hidden_ratio: float | None = None,
         intermediate_size: int | None = None,
         hidden_act: str = "silu",
@@ -151,6 +154,11 @@ class GSAConfig(PretrainedConfig):
         if forget_gate not in FORGET_GATES:
             raise ValueError(f"GSAConfig.forget_gate must be one of {FORGET_GATES}, got {forget_gate!r}")
         self.forget_gate = forget_gate
+        if not isinstance(gate_bias, bool):
+            raise ValueError(f"GSAConfig.gate_bias must be a bool, got {gate_bias!r}")
+        if gate_bias and forget_gate != "data":
+            raise ValueError(f"GSAConfig.gate_bias=True needs forget_gate='data' (it biases W_f), got {forget_gate!r}")
+        self.gate_bias = gate_bias
         if slot_read not in SLOT_READS:
             raise ValueError(f"GSAConfig.slot_read must be one of {SLOT_READS}, got {slot_read!r}")
         self.slot_read = slot_read

@@ -11,7 +11,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 
 from gsa.models.cache import GSACache
 from gsa.models.configuration import GSAConfig
-from gsa.nn import GatedSlotAttention, GSAState, RMSNorm, ShortConvolution, SwiGLU
+from gsa.nn import GatedSlotAttention, GSAState, RMSNorm, ShortConvolution, SlotGateProjection, SwiGLU
 
 
 class GSABlock(nn.Module):
@@ -37,6 +37,7 @@ class GSABlock(nn.Module):
             use_output_norm=config.use_output_norm,
             qkv_bias=config.qkv_bias,
             forget_gate=config.forget_gate,
+            gate_bias=config.gate_bias,
             slot_read=config.slot_read,
             window_size=config.window_size,
             num_sink_tokens=config.num_sink_tokens,
@@ -80,7 +81,9 @@ class GSAPreTrainedModel(PreTrainedModel):
         std = self.config.initializer_range
         if isinstance(module, (nn.Linear, nn.Embedding)):
             init.normal_(module.weight, mean=0.0, std=std)
-            if getattr(module, "bias", None) is not None:  # only q/k/v with qkv_bias: zero, as fla does
+            if isinstance(module, SlotGateProjection):  # gate_bias: the slots' spread of initial memory lengths
+                init.copy_(module.bias, module.spread_bias())
+            elif getattr(module, "bias", None) is not None:  # q/k/v with qkv_bias: zero, as fla does
                 init.zeros_(module.bias)
         elif isinstance(module, ShortConvolution):
             init.uniform_(module.weight, -module.init_bound, module.init_bound)

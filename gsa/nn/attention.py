@@ -18,6 +18,26 @@ from gsa.ops import gated_slot_attention, gated_slot_attention_step, slot_gates
 from gsa.ops.validation import SLOT_READS
 
 
+class SlotGateProjection(nn.Linear):
+    """W_f with a bias spread over each head's slots (the layer's gate_bias=True): b = linspace(-4, 4, M) per head,
+    so at init (W_f x ~ 0) the slots keep sigmoid(b) ** (1 / tau) of themselves a token: 0.61 ... 0.998 at tau 8,
+    memories of ~2 to ~440 tokens, instead of 0.917 (~12 tokens) for every slot. The same spread as the "fixed" gate,
+    with the data-dependent part kept. `reset_bias()` is the init (the model's _init_weights calls it)."""
+
+    BIAS_RANGE = (-4.0, 4.0)
+
+    def __init__(self, in_features: int, heads: int, slots: int):
+        super().__init__(in_features, heads * slots, bias=True)
+        self.slots = slots
+        with torch.no_grad():
+            self.bias.copy_(self.spread_bias())
+
+    def spread_bias(self) -> torch.Tensor:
+        """[heads * slots]: linspace(BIAS_RANGE, slots) for each head."""
+        lo, hi = self.BIAS_RANGE
+        return torch.linspace(lo, hi, self.slots).repeat(self.out_features // self.slots)
+
+
 @dataclass
 class GSAState:
     """One layer's recurrent state for B sequences.
@@ -83,7 +103,9 @@ class GatedSlotAttention(FusesProjections):
     before) and "none" (ABC: W_f x_t are slot logits, written with a cumulative softmax; the op's g=None mode).
     ABC's normaliser is not part of the recurrent state, so "none" runs full sequences only (training,
     perplexity, MQAR): it refuses a decoding state and padding. `slot_read="linear"` is the no-softmax ablation
-    (the slot scores are the read weights; every backend runs it).
+    (the slot scores are the read weights; every backend runs it). `gate_bias=True` (with "data") gives W_f a bias
+    spread over each head's slots (`SlotGateProjection`): the slots start with memories of ~2 to ~440 tokens instead
+    of ~12 each. On a CPU MQAR probe it left the answer-any-value plateau far sooner (BENCHMARKS.md, session 12).
 
     Hybrid layers (T2R): with `window_size` W > 0 each query head also runs exact softmax attention, with RoPE
     (`rope_theta`), over the W most recent tokens and the first `num_sink_tokens` of its sequence (gsa.nn.window),
@@ -116,6 +138,7 @@ class GatedSlotAttention(FusesProjections):
         window_size: int = 0,
         num_sink_tokens: int = 0,
         rope_theta: float = 10000.0,
+        gate_bias: bool = False,
     ):
         super().__init__()
         num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
@@ -149,6 +172,10 @@ class GatedSlotAttention(FusesProjections):
         self.window_size, self.num_sink_tokens, self.rope_theta = window_size, num_sink_tokens, float(rope_theta)
         if forget_gate not in FORGET_GATES:
             raise ValueError(f"forget_gate must be one of {FORGET_GATES}, got {forget_gate!r}")
+        if not isinstance(gate_bias, bool):
+            raise ValueError(f"gate_bias must be a bool, got {gate_bias!r}")
+        if gate_bias and forget_gate != "data":
+            raise ValueError(f"gate_bias=True biases the data-dependent gate's W_f; forget_gate={forget_gate!r} has none")
         if feature_map not in ("swish", "identity"):
             raise ValueError(f"feature_map must be 'swish' or 'identity', got {feature_map!r}")
         if feature_map == "identity" and use_short_conv:
@@ -180,6 +207,8 @@ class GatedSlotAttention(FusesProjections):
             # Slot decays spread from short to long memory (alpha = sigmoid(logit) ** (1 / tau)), so the slots differ
             # from the start; zeros would give every slot the same decay and the same gradient.
             self.f_logit = nn.Parameter(torch.linspace(-4.0, 4.0, M).repeat(H, 1))
+        elif gate_bias:
+            self.f_proj = SlotGateProjection(hidden_size, H, M)
         else:
             self.f_proj = nn.Linear(hidden_size, H * M, bias=False)
         if use_short_conv:

@@ -129,6 +129,10 @@ def test_layer_rejects_bad_options():
         GatedSlotAttention(32, num_heads=4, expand_k=0.3)
     with pytest.raises(ValueError, match="gate_logit_normalizer"):
         GatedSlotAttention(32, gate_logit_normalizer=0)
+    with pytest.raises(ValueError, match="gate_bias"):
+        GatedSlotAttention(32, gate_bias=True, forget_gate="none")
+    with pytest.raises(ValueError, match="gate_bias"):
+        GatedSlotAttention(32, gate_bias="yes")
     layer = make_layer()
     x = torch.randn(1, 4, 32, dtype=torch.float64)
     with pytest.raises(ValueError, match="cu_seqlens"):
