@@ -184,6 +184,8 @@ def _add_convert_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window", type=int, default=0,
                    help="hybrid student: keep the teacher's attention over this many recent tokens (default 0: off)")
     p.add_argument("--sinks", type=int, default=0, help="with --window: also attend to the first N tokens (default 0)")
+    p.add_argument("--gate-bias", action="store_true",
+                   help="f_proj bias spread over the slots: initial memories of ~2 to ~440 tokens, not ~12 each (off)")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="student dtype (default: teacher's)")
     p.add_argument("--seed", type=int, default=0, help="seed of the f_proj init (default 0)")
 
@@ -200,7 +202,7 @@ def _run_convert(args: argparse.Namespace) -> int:
             args.src, args.dst, gguf_file=args.gguf_file, num_slots=args.num_slots, init=args.init,
             init_std=args.init_std, gate_logit_normalizer=args.gate_logit_normalizer, feature_map=args.feature_map,
             use_output_norm=args.output_norm, window_size=args.window, num_sink_tokens=args.sinks,
-            dtype=getattr(torch, args.dtype) if args.dtype else None,
+            gate_bias=args.gate_bias, dtype=getattr(torch, args.dtype) if args.dtype else None,
             seed=args.seed,
         )
     except ValueError as e:  # UnsupportedModelError (names what the teacher has) or an invalid option

@@ -140,6 +140,7 @@ def gsa_config_from(
     use_output_norm: bool = False,
     window_size: int = 0,
     num_sink_tokens: int = 0,
+    gate_bias: bool = False,
 ) -> GSAConfig:
     """The GSAConfig of the student of a (supported) Llama/Mistral/Qwen2 config; see docs/convert.md's table."""
     check_supported(config)
@@ -163,6 +164,7 @@ def gsa_config_from(
         qkv_bias=config.model_type == "qwen2",
         window_size=window_size,
         num_sink_tokens=num_sink_tokens,
+        gate_bias=gate_bias,
         rope_theta=rope_theta_of(config),
         intermediate_size=config.intermediate_size,
         hidden_act="silu",
@@ -225,6 +227,7 @@ def from_pretrained_transformer(
     use_output_norm: bool = False,
     window_size: int = 0,
     num_sink_tokens: int = 0,
+    gate_bias: bool = False,
     gguf_file: str | None = None,
     dtype: torch.dtype | None = None,
     seed: int = 0,
@@ -240,6 +243,8 @@ def from_pretrained_transformer(
         conversion needs (defaults: 64, 8, "identity", False). init / init_std / seed: how f_proj starts.
     window_size, num_sink_tokens: > 0 makes a hybrid student that keeps the teacher's attention (with RoPE) over
         that many recent / first tokens beside the slots (see the module docstring); 0 (default): plain GSA.
+    gate_bias: f_proj gets a bias spread over each head's slots (GSAConfig.gate_bias: initial memories of ~2 to
+        ~440 tokens instead of ~12 each); off by default.
     Returns the student in eval mode, on the CPU.
     """
     if init not in INITS:
@@ -252,7 +257,7 @@ def from_pretrained_transformer(
     config = gsa_config_from(
         teacher.config, num_slots=num_slots, gate_logit_normalizer=gate_logit_normalizer,
         feature_map=feature_map, use_output_norm=use_output_norm, window_size=window_size,
-        num_sink_tokens=num_sink_tokens,
+        num_sink_tokens=num_sink_tokens, gate_bias=gate_bias,
     )
     state = teacher.state_dict()
     mapping = weight_map(state)
@@ -277,6 +282,9 @@ def from_pretrained_transformer(
         _init_f_proj(student, init, init_std, seed)
         for i, block in enumerate(student.model.layers):
             filled.add(f"model.layers.{i}.attn.f_proj.weight")
+            if config.gate_bias:
+                block.attn.f_proj.bias.copy_(block.attn.f_proj.spread_bias())
+                filled.add(f"model.layers.{i}.attn.f_proj.bias")
             if config.use_output_norm:
                 block.attn.o_norm.weight.fill_(1.0)
                 filled.add(f"model.layers.{i}.attn.o_norm.weight")

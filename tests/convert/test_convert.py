@@ -26,7 +26,8 @@ def _assert_carried(teacher, student):
     new = {n for n in s_params if n not in set(mapping.values())}
     if student.config.tie_word_embeddings:
         new.discard("lm_head.weight")
-    assert new == {f"model.layers.{i}.attn.f_proj.weight" for i in range(layers)}
+    made = ("weight", "bias") if student.config.gate_bias else ("weight",)
+    assert new == {f"model.layers.{i}.attn.f_proj.{p}" for i in range(layers) for p in made}
 
 
 @pytest.mark.parametrize("arch,tie", CASES)
@@ -103,6 +104,18 @@ def test_cli_window_options(save_teacher, tmp_path):
     assert (c.window_size, c.num_sink_tokens) == (8, 2)
     with pytest.raises(SystemExit, match="num_sink_tokens"):
         main(["convert", "--from", str(src), "--to", str(tmp_path / "x"), "--sinks", "2"])
+
+
+def test_cli_gate_bias(save_teacher, tmp_path):
+    """--gate-bias: the student's f_proj has the spread bias (and the teacher's tensors are still carried)."""
+    src, teacher = save_teacher("mistral")
+    assert main(["convert", "--from", str(src), "--to", str(tmp_path / "g"), "--gate-bias"]) == 0
+    student = GSAForCausalLM.from_pretrained(tmp_path / "g")
+    assert student.config.gate_bias
+    for block in student.model.layers:
+        f = block.attn.f_proj
+        torch.testing.assert_close(f.bias, f.spread_bias(), rtol=0, atol=0)
+    _assert_carried(teacher, student)
 
 
 def test_cli_converts_with_tokenizer(save_teacher, tmp_path, capsys):
