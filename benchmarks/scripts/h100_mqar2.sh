@@ -7,6 +7,7 @@
 #   WIDTH=128 LIMIT=470 bash benchmarks/scripts/h100_mqar2.sh      (jobs: GSA with/without short conv, ABC, Llama)
 #   WIDTH=64  JOBS="gsa-conv abc-conv llama" ...
 #   JOBS="gsa-conv gsa-conv-tau32" ...      (gsa-conv-tauN: gate_logit_normalizer N instead of 8: slower forgetting)
+#   JOBS="gsa-conv gsa-conv-bias" ...       (gsa-conv-bias: model.gate_bias=true, W_f's bias spread over the slots)
 #   CAL=150 EXTRA="train.compile=true" ...   (compilation takes ~35 s of the calibration; it must see steady steps)
 # Outputs in $OUT/mqar.tar.
 set -u
@@ -17,6 +18,7 @@ JOBS=${JOBS:-"gsa-conv gsa-noconv abc-conv llama"}
 job_args() {  # the config and overrides of a job name
   case $1 in
     gsa-conv) echo "configs/mqar-gsa-d$WIDTH.toml model.use_short_conv=true" ;;
+    gsa-conv-bias) echo "configs/mqar-gsa-d$WIDTH.toml model.use_short_conv=true model.gate_bias=true" ;;
     gsa-conv-tau*) echo "configs/mqar-gsa-d$WIDTH.toml model.use_short_conv=true model.gate_logit_normalizer=${1#gsa-conv-tau}" ;;
     gsa-noconv) echo "configs/mqar-gsa-d$WIDTH.toml model.use_short_conv=false" ;;
     abc-conv) echo "configs/mqar-gsa-d$WIDTH.toml model.use_short_conv=true model.forget_gate=\"none\"" ;;
