@@ -11,6 +11,8 @@
 #                 (data.passkey_fraction; filler from the training split), to train the recall the probe asks for.
 #   ANSWER=w    : (with PASSKEY) adds w x the cross-entropy on the passkey answers to stage 2's KL
 #                 (distill.answer_weight; session 11's PASSKEY=0.2 run without it: recovery 0.969, passkey 0).
+#   GATEBIAS=1  : (train) the student's f_proj starts with a bias spread over the slots (model.gate_bias): initial
+#                 memories of ~2 to ~440 tokens instead of ~12 each, for the passkey probe.
 #   REPORT=1    : (train) stage 2 stops ~70 s earlier and the same call reports the teacher, the window baseline and
 #                 the student (a separate report call loses the student when the machine goes back in between).
 #   MODE=equal  : (after report, same warm machine) the same recipe stopped at ~6M tokens (stage 1 as above, stage 2
@@ -21,6 +23,7 @@ source benchmarks/scripts/t2r_carry.sh
 t2r_outputs th t2r-hybrid.tar
 MODE=${MODE:-train}
 HYB=(model.window_size=64 model.num_sink_tokens=4)
+[ "${GATEBIAS:-0}" = 1 ] && HYB+=(model.gate_bias=true)  # f_proj's bias spread over the slots (session 12)
 if [ "$MODE" = stash ]; then
   mkdir -p $K && cp .carry/t2r.tar.part-aa $K/ && ls -la $K
   export PYTHONPATH=$PWD
