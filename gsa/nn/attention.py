@@ -22,7 +22,7 @@ class SlotGateProjection(nn.Linear):
     """W_f with a bias spread over each head's slots (the layer's gate_bias=True): b = linspace(-4, 4, M) per head,
     so at init (W_f x ~ 0) the slots keep sigmoid(b) ** (1 / tau) of themselves a token: 0.61 ... 0.998 at tau 8,
     memories of ~2 to ~440 tokens, instead of 0.917 (~12 tokens) for every slot. The same spread as the "fixed" gate,
-    with the data-dependent part kept. `reset_bias()` is the init (the model's _init_weights calls it)."""
+    with the data-dependent part kept. `spread_bias()` is the init (the model's _init_weights copies it in)."""
 
     BIAS_RANGE = (-4.0, 4.0)
 
