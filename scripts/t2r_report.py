@@ -1,6 +1,7 @@
 """Evaluate a T2R run: teacher, its sliding-window(64) + 4-sinks restriction, and any number of GSA students, on the
 same held-out windows (perplexity, recovery = teacher ppl / student ppl), the passkey probe at several lengths
-(with its control: another key in the needle), and decode speed (ms/token, batch 1, greedy, after a 512-token prompt). Writes one JSON and prints a table.
+(with its control: another key in the needle), and decode speed (ms/token, batch 1, greedy, after a 512-token
+prompt). Writes one JSON and prints a table.
 
     python scripts/t2r_report.py --tokens .cache/t2r/tokens/tokens-<key> --teacher .cache/t2r/teacher \
         --student recipe-b=runs/t2r-stage2/model --student paper=runs/t2r-paper/model --out t2r.json

@@ -18,13 +18,17 @@ from gsa.ops import gated_slot_attention, gated_slot_attention_step, slot_gates
 from gsa.ops.validation import SLOT_READS
 
 
+def spread_slot_logits(heads: int, slots: int) -> torch.Tensor:
+    """[heads, slots]: gate logits linspace(-4, 4) over each head's slots, so the slots start at different decays
+    (alpha = sigmoid(logit) ** (1 / tau)): the "fixed" gate's init and gate_bias's W_f bias."""
+    return torch.linspace(-4.0, 4.0, slots).repeat(heads, 1)
+
+
 class SlotGateProjection(nn.Linear):
     """W_f with a bias spread over each head's slots (the layer's gate_bias=True): b = linspace(-4, 4, M) per head,
     so at init (W_f x ~ 0) the slots keep sigmoid(b) ** (1 / tau) of themselves a token: 0.61 ... 0.998 at tau 8,
     memories of ~2 to ~440 tokens, instead of 0.917 (~12 tokens) for every slot. The same spread as the "fixed" gate,
     with the data-dependent part kept. `spread_bias()` is the init (the model's _init_weights copies it in)."""
-
-    BIAS_RANGE = (-4.0, 4.0)
 
     def __init__(self, in_features: int, heads: int, slots: int):
         super().__init__(in_features, heads * slots, bias=True)
@@ -33,9 +37,8 @@ class SlotGateProjection(nn.Linear):
             self.bias.copy_(self.spread_bias())
 
     def spread_bias(self) -> torch.Tensor:
-        """[heads * slots]: linspace(BIAS_RANGE, slots) for each head."""
-        lo, hi = self.BIAS_RANGE
-        return torch.linspace(lo, hi, self.slots).repeat(self.out_features // self.slots)
+        """[heads * slots]: spread_slot_logits, flattened."""
+        return spread_slot_logits(self.out_features // self.slots, self.slots).flatten()
 
 
 @dataclass
@@ -175,7 +178,8 @@ class GatedSlotAttention(FusesProjections):
         if not isinstance(gate_bias, bool):
             raise ValueError(f"gate_bias must be a bool, got {gate_bias!r}")
         if gate_bias and forget_gate != "data":
-            raise ValueError(f"gate_bias=True biases the data-dependent gate's W_f; forget_gate={forget_gate!r} has none")
+            raise ValueError(f"gate_bias=True biases the data-dependent gate's W_f; forget_gate={forget_gate!r} "
+                             "has none")
         if feature_map not in ("swish", "identity"):
             raise ValueError(f"feature_map must be 'swish' or 'identity', got {feature_map!r}")
         if feature_map == "identity" and use_short_conv:
@@ -206,7 +210,7 @@ class GatedSlotAttention(FusesProjections):
         if forget_gate == "fixed":
             # Slot decays spread from short to long memory (alpha = sigmoid(logit) ** (1 / tau)), so the slots differ
             # from the start; zeros would give every slot the same decay and the same gradient.
-            self.f_logit = nn.Parameter(torch.linspace(-4.0, 4.0, M).repeat(H, 1))
+            self.f_logit = nn.Parameter(spread_slot_logits(H, M))
         elif gate_bias:
             self.f_proj = SlotGateProjection(hidden_size, H, M)
         else:

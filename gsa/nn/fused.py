@@ -15,12 +15,12 @@ parameters are moved or cast (`Module._apply`), since those replace the paramete
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 FUSE_MAX_TOKENS = 256  # decode steps have B tokens; beyond this the separate products are as fast
+
 
 def use_fused(fused: "FusedLinears | None", x: torch.Tensor) -> bool:
     """Whether a module holding `fused` should use it for input x [..., in] (static under torch.compile)."""

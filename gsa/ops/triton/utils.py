@@ -88,9 +88,10 @@ def dot_precision(dtype: torch.dtype) -> str:
 # First-call compilation in parallel. A cold first forward+backward of the 1.3B shape compiled its 14 kernels one
 # after another as each was first launched: 19.7-24.2 s on the H100 host (session 11), at or over issue 3's 20 s.
 # Compiling them in threads overlaps Triton's passes and ptxas (14 kernels for sm_90 on a 2-core machine: 13.5 s
-# serial, 8.6 s in threads; on the H100 host's 16 cores the first call took 8.9 s, cold cache). Inside compile_in_parallel() the launchers queue each launch's compilation instead of running
-# it; leaving the block compiles the queue in a thread pool and fills Triton's caches, so the real launches that
-# follow find their kernels compiled.
+# serial, 8.6 s in threads; on the H100 host's 16 cores the first call took 8.9 s, cold cache). Inside
+# compile_in_parallel() the launchers queue each launch's compilation instead of running it; leaving the block
+# compiles the queue in a thread pool and fills Triton's caches, so the real launches that follow find their kernels
+# compiled.
 _queue = threading.local()
 
 
