@@ -35,8 +35,8 @@ def test_abc_generates_without_a_cache_only():
 
 def test_gate_bias_spreads_each_heads_slots_and_survives_save_load(tmp_path):
     """gate_bias: W_f's bias is linspace(-4, 4) over each head's slots after the model's init (which zeroes other
-    biases), the loss reaches it, decoding with the fused projections matches the full forward, and a trained
-    bias is loaded back as saved (not re-initialised)."""
+    biases), the loss reaches it, and a trained bias is loaded back as saved (not re-initialised). Decoding with it:
+    test_static_decoder.py."""
     torch.manual_seed(0)
     cfg = GSAConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_heads=4, num_kv_heads=2, num_slots=5,
                     gate_bias=True, qkv_bias=True)
@@ -53,15 +53,6 @@ def test_gate_bias_spreads_each_heads_slots_and_survives_save_load(tmp_path):
         m.model.layers[1].attn.f_proj.bias.add_(0.5)
     m.eval()
     full = m(ids).logits.detach()
-    m.fuse_projections()  # decode steps (no autograd) then take q|k|v|f, biases included, as one product
-    with torch.no_grad():
-        out = m(ids[:, :20], use_cache=True)
-        cache, steps = out.past_key_values, [out.logits[:, -1]]
-        for t in range(20, 23):
-            out = m(ids[:, t : t + 1], past_key_values=cache, use_cache=True)
-            steps.append(out.logits[:, -1])
-    torch.testing.assert_close(torch.stack(steps, 1), full[:, 19:23], rtol=1e-4, atol=1e-4)
-
     m.save_pretrained(tmp_path)
     back = GSAForCausalLM.from_pretrained(tmp_path).eval()
     torch.testing.assert_close(back.model.layers[1].attn.f_proj.bias, spread + 0.5, rtol=0, atol=0)

@@ -55,9 +55,10 @@ def assert_steps_match_full_forward(model, T, prefix=10):
     torch.testing.assert_close(torch.stack(logits[:-1], 1), full[:, prefix - 1 : T - 1], rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("hybrid", [False, True])
-def test_step_logits_match_full_forward(hybrid):
-    assert_steps_match_full_forward(tiny(hybrid=hybrid), 30)
+@pytest.mark.parametrize("kw", [{}, {"hybrid": True}, {"gate_bias": True}], ids=["plain", "hybrid", "gate_bias"])
+def test_step_logits_match_full_forward(kw):
+    """gate_bias: the fused q|k|v|f product of a decode step carries W_f's bias."""
+    assert_steps_match_full_forward(tiny(**kw), 30)
 
 
 def test_eos_pads_finished_sequences_and_stops_early():
