@@ -77,22 +77,15 @@ if [ "$MODE" = train ] || [ "$MODE" = equal ]; then
   cp runs/$NAME-stage2/metrics.jsonl "$R/$NAME-stage2.metrics.jsonl" 2>/dev/null
   rm -rf $K/$NAME-student && cp -r runs/$NAME-stage2/model $K/$NAME-student && echo "student kept in $K/$NAME-student"
   if [ "${REPORT:-0}" = 1 ] && [ "$MODE" = train ]; then
-    timeout $((595 - (SECONDS - START))) python scripts/t2r_report.py --tokens .cache/t2r/tokens/tokens-sub14m \
-      --teacher .cache/t2r/teacher --student hybrid-b=$K/th-student --passkey-lengths 256,512,1024,2048 \
-      --passkey-examples 50 --decode-tokens 16 --out "$R/t2r-report.json" > "$R/t2r-report.log" 2>&1
-    echo "report rc=$? at $((SECONDS - START)) s"; tail -5 "$R/t2r-report.log"
+    t2r_report 595 t2r-report --student hybrid-b=$K/th-student --passkey-lengths 256,512,1024,2048 \
+      --passkey-examples 50 --decode-tokens 16
   fi
   if [ "$MODE" = equal ]; then
-    timeout $((590 - (SECONDS - START))) python scripts/t2r_report.py --tokens .cache/t2r/tokens/tokens-sub14m \
-      --teacher .cache/t2r/teacher --student hybrid-b-6m=$K/th6m-student --passkey-examples 50 --decode-tokens 16 \
-      --out "$R/t2r-report-6m.json" > "$R/t2r-report-6m.log" 2>&1
-    echo "report rc=$? at $((SECONDS - START)) s"; tail -4 "$R/t2r-report-6m.log"
+    t2r_report 590 t2r-report-6m --student hybrid-b-6m=$K/th6m-student --passkey-examples 50 --decode-tokens 16
   fi
 else
   timeout 60 python -m gsa convert --from .cache/t2r/teacher --to runs/converted-hybrid --num-slots 64 --window 64 \
     --sinks 4 > "$R/convert.log" 2>&1
-  timeout $((585 - (SECONDS - START))) python scripts/t2r_report.py --tokens .cache/t2r/tokens/tokens-sub14m \
-    --teacher .cache/t2r/teacher --student converted-hybrid=runs/converted-hybrid --student hybrid-b=$K/th-student \
-    --passkey-lengths 256,512,1024,2048 --passkey-examples 50 --decode-tokens 64 --out "$R/t2r-report.json" > "$R/t2r-report.log" 2>&1
-  echo "report rc=$? at $((SECONDS - START)) s"; tail -9 "$R/t2r-report.log"
+  t2r_report 585 t2r-report --student converted-hybrid=runs/converted-hybrid --student hybrid-b=$K/th-student \
+    --passkey-lengths 256,512,1024,2048 --passkey-examples 50 --decode-tokens 64
 fi

@@ -29,8 +29,6 @@ if [ "${MODE:-train}" = train ]; then
   rm -rf $K/tl-student && cp -r runs/tl-stage2/model $K/tl-student && echo "student kept in $K/tl-student"
 else
   timeout 60 python -m gsa convert --from .cache/t2r/teacher --to runs/converted --num-slots 64 > "$R/convert.log" 2>&1
-  timeout $((585 - (SECONDS - START))) python scripts/t2r_report.py --tokens .cache/t2r/tokens/tokens-sub14m \
-    --teacher .cache/t2r/teacher --student converted=runs/converted --student b-long=$K/tl-student \
-    --passkey-examples 50 --decode-tokens 64 --out "$R/t2r-report.json" > "$R/t2r-report.log" 2>&1
-  echo "report rc=$? at $((SECONDS - START)) s"; tail -9 "$R/t2r-report.log"
+  t2r_report 585 t2r-report --student converted=runs/converted --student b-long=$K/tl-student --passkey-examples 50 \
+    --decode-tokens 64
 fi

@@ -28,3 +28,13 @@ t2r_workspace() {
   TOK='data.tokens=".cache/t2r/tokens/tokens-sub14m"'
   COMMON=(train.progress=false train.checkpoint_every=0 train.eval_every=0 train.eval_sequences=64 train.log_every=20)
 }
+
+# t2r_report END NAME ARGS...: scripts/t2r_report.py on the 14M-token subset's held-out split and the carried teacher,
+# with ARGS (--student NAME=DIR ..., probe and decode options), until second END of the call; writes $R/NAME.json and
+# $R/NAME.log and prints the log's table.
+t2r_report() {
+  local end=$1 name=$2; shift 2
+  timeout $((end - (SECONDS - START))) python scripts/t2r_report.py --tokens .cache/t2r/tokens/tokens-sub14m \
+    --teacher .cache/t2r/teacher "$@" --out "$R/$name.json" > "$R/$name.log" 2>&1
+  echo "report rc=$? at $((SECONDS - START)) s"; tail -9 "$R/$name.log"
+}
