@@ -141,6 +141,29 @@ def test_mqar_properties(T, D):
         assert (ids[n, rest] == 0).all()
 
 
+@pytest.mark.parametrize("count,n", [(3, 5), (3, 4), (4, 64), (12, 64)])
+def test_mqar_distinct_keys_uniform(count, n):
+    """Both samplers (rejection while count**2 <= 2n, sorted scores past it) draw every ordered tuple of distinct
+    keys equally often: each tuple's count within 5 standard deviations of its expectation."""
+    from collections import Counter
+    from math import perm
+
+    from gsa.data.mqar import _distinct_keys
+
+    rows = 60 * perm(n, count) if n < 10 else 20000
+    k = _distinct_keys(np.random.default_rng(1), rows, count, n)
+    assert k.shape == (rows, count) and k.min() >= 0 and k.max() < n
+    assert all(len(set(r)) == count for r in k.tolist())
+    if n < 10:
+        seen = Counter(map(tuple, k.tolist()))
+        p = 1 / perm(n, count)
+        assert len(seen) == perm(n, count)
+        assert max(abs(c - rows * p) for c in seen.values()) < 5 * (rows * p * (1 - p)) ** 0.5
+    else:  # each key in each position about equally often
+        freq = np.stack([np.bincount(k[:, j], minlength=n) for j in range(count)])
+        assert np.abs(freq - rows / n).max() < 5 * (rows / n) ** 0.5
+
+
 def test_mqar_power_law_favours_short_distances():
     b = mqar_batch(512, 1024, 8, seed=0)
     qpos = (b["labels"] != -100).nonzero()[:, 1] - 1 - 16
