@@ -28,6 +28,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", default="configs/mqar-gsa-d128.toml")
     p.add_argument("--device", default="cuda", help="cpu: a smoke test of the script (kernel columns then 0)")
+    p.add_argument("--top", type=int, default=0, help="also list the N kernels that take longest, per config")
+    p.add_argument("--only", default="", help="only these seq:pairs configs, e.g. 256:64,64:4")
     p.add_argument("overrides", nargs="*")
     args = p.parse_args()
     cfg = load_config(args.config, args.overrides)
@@ -49,7 +51,10 @@ def main() -> None:
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    for T, D in sorted(set(zip(cfg.data.mqar_train_seq_lens, cfg.data.mqar_train_pairs))):
+    configs = sorted(set(zip(cfg.data.mqar_train_seq_lens, cfg.data.mqar_train_pairs)))
+    if args.only:
+        configs = [tuple(int(v) for v in c.split(":")) for c in args.only.split(",")]
+    for T, D in configs:
         t0 = time.perf_counter()
         host = mqar_batch(mbs, T, D, seed=[0, T, D])
         gen_ms = (time.perf_counter() - t0) * 1e3
@@ -72,6 +77,12 @@ def main() -> None:
         kernel_ms = sum(e.time_range.elapsed_us() for e in events) / 1e3 / 5
         print(f"| {T} | {D} | {statistics.median(times):.2f} | {kernel_ms:.2f} | {len(events) / 5:.0f} | "
               f"{gen_ms:.2f} |", flush=True)
+        if args.top:
+            per: dict[str, list[float]] = {}
+            for e in events:
+                per.setdefault(e.name, []).append(e.time_range.elapsed_us())
+            for name, us in sorted(per.items(), key=lambda kv: -sum(kv[1]))[: args.top]:
+                print(f"    {sum(us) / 5:9.1f} us x{len(us) / 5:<4g} {name[:110]}")
 
 
 if __name__ == "__main__":
