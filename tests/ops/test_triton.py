@@ -161,6 +161,33 @@ def test_strong_gates_stay_finite_and_accurate():
     assert_matches(cpu(run(chunk_op, on(cast(x, torch.float32)))), run(recurrent_reference, x), tol=1e-4)
 
 
+@pytest.mark.parametrize("span", [-1.0, float("inf")])
+def test_diagonal_paths_agree(span, monkeypatch):
+    """The diagonal sub-blocks factored through a reference row (default under utils.FACTOR_SPAN) and taken
+    pairwise (FACTOR_SPAN = -1) give the same forward, states and gradients on moderate gates; FACTOR_SPAN = inf
+    (always factored) too, since no span here comes near float32's range."""
+    from gsa.ops.triton import utils
+
+    x = on(cast(make_inputs(B=2, T=70, HQ=4, H=2, K=20, V=12, M=24, tau=2.0), torch.float32))
+    default = run(chunk_op, x, scale=0.3)
+    monkeypatch.setattr(utils, "FACTOR_SPAN", span)
+    assert_matches(run(chunk_op, x, scale=0.3), default, tol=1e-5)
+
+
+def test_mixed_decay_spans_match_reference():
+    """Sub-blocks on both sides of utils.FACTOR_SPAN in one call: moderate gates, and some steps 20x stronger, whose
+    sub-blocks (decay span far past 30) take the pairwise path while their neighbours are factored."""
+    x = make_inputs(B=2, T=100, HQ=2, H=1, K=16, V=12, M=8, tau=1.0)
+    mult = torch.ones(1, 100, 1, 1, dtype=torch.float64)
+    mult[:, 20:36] = 20.0
+    mult[:, 70:75] = 20.0
+    x["g"] = (x["g"].detach() * mult).requires_grad_(True)
+    gl = x["g"].detach()[:, 16:32].sum(1)  # one sub-block inside the strong steps: span far past 30
+    assert gl.min() < -60
+    got = cpu(run(chunk_op, on(cast(x, torch.float32)), scale=0.3))
+    assert_matches(got, run(parallel_reference, x, scale=0.3), tol=2e-5)
+
+
 def test_keep_states_gives_the_same_gradients():
     x = on(cast(make_inputs(B=1, T=70, HQ=2, H=1, K=16, V=16, M=16), torch.float32))
     a, b = run(chunk_op, x), run(chunk_op, x, keep_states=True)

@@ -4,8 +4,8 @@ For a query sub-block of BC rows of a chunk, with chunk-local cumulative gates G
     X_t[m] = scale * ( exp(Gl_t[m]) * (a_t @ S)[m] + sum_{c0 <= j <= t} (a_t . b_j) * s_j[m] * exp(Gl_t[m] - Gl_j[m]) )
 Forward: a = q, b = k, S = Hk, and X = A1 (the pre-softmax scores). Backward: a = dO, b = v, S = Hv^T, scale 1, and
 X = dp; the kernel then applies the softmax backward and writes dA1 and the reading half of dG.
-Earlier sub-blocks factor the decay through the query block's first row r (both factors <= 1); the diagonal
-sub-block takes exp(Gl_t - Gl_j) pairwise.
+Earlier sub-blocks factor the decay through the query block's first row r (both factors <= 1); so does the diagonal
+sub-block while its decay span allows (utils.FACTOR_SPAN), else it takes exp(Gl_t - Gl_j) pairwise.
 """
 
 from __future__ import annotations
@@ -16,13 +16,14 @@ import triton.language as tl
 
 from gsa.ops.triton.utils import (
     launch,
-    BC, BT, Chunks, block, chunk_warps, load_row, load_rows, masked_softmax, pairwise_decay, sub_block_program,
+    BC, BT, Chunks, block, chunk_warps, factor_span, load_row, load_rows, masked_softmax, pairwise_decay,
+    sub_block_program, sub_block_span,
 )
 
 
 @triton.jit
 def chunk_gsa_fwd_kernel_a(a, b, s, gl, h, A, dA, dGq, cu_seqlens, chunk_indices, scale,
-                           H, HQ, D, M,
+                           H, HQ, D, M, span_max,
                            BT: tl.constexpr, BC: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr,
                            BACKWARD: tl.constexpr, LINEAR: tl.constexpr, PREC: tl.constexpr):
     i_c, i_i, i_hq, i_h, t0, eos, ti = sub_block_program(cu_seqlens, chunk_indices, H, HQ, BT, BC)
@@ -37,30 +38,39 @@ def chunk_gsa_fwd_kernel_a(a, b, s, gl, h, A, dA, dGq, cu_seqlens, chunk_indices
     b_gi = load_rows(gl + i_h * M, o_i, m_i, H * M, o_m, m_m)  # [BC, BM]
     b_gr = load_row(gl + i_h * M, ti, H * M, o_m, m_m)  # [BM]
     b_st = load_rows(s + i_h * M, o_t, m_t, H * M, o_m, m_m).to(tl.float32)  # [BT, BM]
-    b_si = load_rows(s + i_h * M, o_i, m_i, H * M, o_m, m_m).to(tl.float32)  # [BC, BM]
+    # the diagonal sub-block goes through the dot below with the rest while its decay span allows (utils.FACTOR_SPAN)
+    factored = sub_block_span(b_gi, b_gr) < span_max
 
     p_h = h + (i_c.to(tl.int64) * H + i_h) * D * M
     b_x = tl.zeros([BC, BM], dtype=tl.float32)  # inter-chunk scores
     b_ab = tl.zeros([BC, BT], dtype=tl.float32)  # a_i . b_j over the chunk
-    b_abd = tl.zeros([BC, BC], dtype=tl.float32)  # a_i . b_j inside the sub-block
     for i_d in range(tl.cdiv(D, BD)):
         o_d = i_d * BD + tl.arange(0, BD)
         m_d = o_d < D
         b_ai = load_rows(a + i_hq * D, o_i, m_i, HQ * D, o_d, m_d)  # [BC, BD]
         b_bt = load_rows(b + i_h * D, o_t, m_t, H * D, o_d, m_d)  # [BT, BD]
-        b_bi = load_rows(b + i_h * D, o_i, m_i, H * D, o_d, m_d)  # [BC, BD]
         b_h = load_rows(p_h, o_d, m_d, M, o_m, m_m).to(tl.float32)  # [BD, BM], stored float32 or as the inputs
         b_x += tl.dot(b_ai.to(tl.float32), b_h, input_precision=PREC)
         b_ab += tl.dot(b_ai, tl.trans(b_bt), input_precision=PREC)
-        b_abd += tl.dot(b_ai, tl.trans(b_bi), input_precision=PREC)
     b_x *= tl.exp(b_gi)
-    # earlier sub-blocks of this chunk: exp(Gl_t - Gl_j) = exp(Gl_t - Gl_r) * exp(Gl_r - Gl_j), both <= 1
-    m_j = (tl.arange(0, BT) < i_i * BC) & m_t
-    b_sd = tl.where(m_j[:, None], b_st * tl.exp(b_gr[None, :] - b_gt), 0.0)  # [BT, BM]
+    # earlier sub-blocks (and, factored, the diagonal one): exp(Gl_t - Gl_j) = exp(Gl_t - Gl_r) * exp(Gl_r - Gl_j),
+    # both <= 1 for earlier rows j; for diagonal rows the second is <= exp(span)
+    o_c = tl.arange(0, BT)
+    m_j = (o_c < i_i * BC + tl.where(factored, BC, 0)) & m_t
+    b_sd = tl.where(m_j[:, None], b_st * tl.exp(tl.where(m_j[:, None], b_gr[None, :] - b_gt, 0.0)), 0.0)  # [BT, BM]
+    b_ab = tl.where(o_c[None, :] <= (o_i - t0)[:, None], b_ab, 0.0)  # causal inside the diagonal sub-block
     b_x += tl.exp(b_gi - b_gr[None, :]) * tl.dot(b_ab, b_sd, input_precision=PREC)
-    # the diagonal sub-block, pairwise: [BC (t), BC (j), BM]
-    b_d = pairwise_decay(b_gi, o_i, m_i)  # [BC (t), BC (j), BM]
-    b_x += tl.sum(b_abd[:, :, None] * b_si[None, :, :] * b_d, axis=1)
+    if not factored:  # the diagonal sub-block, pairwise: [BC (t), BC (j), BM]
+        b_abd = tl.zeros([BC, BC], dtype=tl.float32)  # a_i . b_j inside the sub-block
+        for i_d in range(tl.cdiv(D, BD)):
+            o_d = i_d * BD + tl.arange(0, BD)
+            m_d = o_d < D
+            b_ai = load_rows(a + i_hq * D, o_i, m_i, HQ * D, o_d, m_d)  # [BC, BD]
+            b_bi = load_rows(b + i_h * D, o_i, m_i, H * D, o_d, m_d)  # [BC, BD]
+            b_abd += tl.dot(b_ai, tl.trans(b_bi), input_precision=PREC)
+        b_si = load_rows(s + i_h * M, o_i, m_i, H * M, o_m, m_m).to(tl.float32)  # [BC, BM]
+        b_d = pairwise_decay(b_gi, o_i, m_i)  # [BC (t), BC (j), BM]
+        b_x += tl.sum(b_abd[:, :, None] * b_si[None, :, :] * b_d, axis=1)
     b_x *= scale
 
     m_im = m_i[:, None] & m_m[None, :]
@@ -89,7 +99,8 @@ def chunk_fwd_a(q: torch.Tensor, k: torch.Tensor, s: torch.Tensor, gl: torch.Ten
     A = torch.empty(TT, HQ, M, dtype=torch.float32, device=q.device)
     grid = (chunks.NT * (BT // BC), HQ)
     launch(chunk_gsa_fwd_kernel_a, grid)(q, k, s, gl, hk, A, None, None, chunks.cu_seqlens, chunks.indices, scale,
-                                 H=H, HQ=HQ, D=D, M=M, BT=BT, BC=BC, BD=block(D, 64), BM=block(M, 128),
+                                 H=H, HQ=HQ, D=D, M=M, span_max=factor_span(), BT=BT, BC=BC, BD=block(D, 64),
+                                 BM=block(M, 128),
                                  BACKWARD=False, LINEAR=False, PREC=prec, num_warps=chunk_warps())
     return A
 
@@ -106,6 +117,7 @@ def chunk_bwd_dp(do: torch.Tensor, v: torch.Tensor, s: torch.Tensor, gl: torch.T
     dGq = torch.empty_like(dA)
     grid = (chunks.NT * (BT // BC), HQ)
     launch(chunk_gsa_fwd_kernel_a, grid)(do, v, s, gl, hv, A, dA, dGq, chunks.cu_seqlens, chunks.indices, 1.0,
-                                 H=H, HQ=HQ, D=D, M=M, BT=BT, BC=BC, BD=block(D, 64), BM=block(M, 128),
+                                 H=H, HQ=HQ, D=D, M=M, span_max=factor_span(), BT=BT, BC=BC, BD=block(D, 64),
+                                 BM=block(M, 128),
                                  BACKWARD=True, LINEAR=linear_read, PREC=prec, num_warps=chunk_warps())
     return dA, dGq

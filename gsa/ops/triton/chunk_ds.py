@@ -6,6 +6,8 @@ For a key sub-block of BC rows j, per pass (x, y, a, dS, scale): with the gradie
 Pass 1: x = k, y = q, a = dA1, dS = dHk. Pass 2: x = v, y = dO, a = softmax(A1) (A1 with a linear read),
 dS = dHv^T, scale 1.
 Then dG_j = sum_{query heads} (A1 * dA1 + p * dp)_j - s_j * ds_j (GSA_SPEC.md section 3).
+Later sub-blocks factor the decay through the key block's last row; so does the diagonal sub-block while its decay
+span allows (utils.FACTOR_SPAN), else it takes exp(Gl_t - Gl_j) pairwise.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ import triton.language as tl
 
 from gsa.ops.triton.utils import (
     launch,
-    BC, BT, Chunks, block, chunk_bounds, chunk_warps, load_row, load_rows, masked_softmax, pairwise_decay,
+    BC, BT, Chunks, block, chunk_bounds, chunk_warps, factor_span, load_row, load_rows, masked_softmax,
+    pairwise_decay, sub_block_span,
 )
 
 
 @triton.jit
-def _ds_pass(x, y, A, dh, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_after, o_m, m_m, b_gt, b_gj, b_ge, b_gl,
+def _ds_pass(x, y, A, dh, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_a, o_m, m_m, b_gt, b_gj, b_ge, b_gl, factored,
              H, HQ, D, M, BT: tl.constexpr,
              BC: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr, SOFTMAX: tl.constexpr, PREC: tl.constexpr):
     G = HQ // H
@@ -36,7 +39,6 @@ def _ds_pass(x, y, A, dh, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_after, o_m, m_m
     b_ds = b_xs * tl.exp(b_gl[None, :] - b_gj)  # [BC, BM]
 
     b_dec = tl.exp(b_ge[None, :] - b_gj)  # [BC, BM], <= 1 on valid rows
-    b_d = pairwise_decay(b_gj, o_j, m_j)  # [BC (t), BC (j), BM]
     b_acc = tl.zeros([BC, BM], dtype=tl.float32)
     for i_g in range(G):
         i_hq = i_h * G + i_g
@@ -46,31 +48,39 @@ def _ds_pass(x, y, A, dh, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_after, o_m, m_m
         # kernel equal to 1e-7 (benchmarks/scripts/gpu_dg_stages.py): dg, which sums s * ds, carried it at 5x the
         # torch backend's error at T = 2048.
         b_xy = tl.zeros([BC, BT], dtype=tl.float32)
-        b_yxd = tl.zeros([BC, BC], dtype=tl.float32)  # y_t . x_j inside the sub-block
         for i_d in range(tl.cdiv(D, BD)):
             o_d = i_d * BD + tl.arange(0, BD)
             m_d = o_d < D
             b_xj = load_rows(x + i_h * D, o_j, m_j, H * D, o_d, m_d)  # [BC, BD]
             b_yt = load_rows(y + i_hq * D, o_t, m_t, HQ * D, o_d, m_d)  # [BT, BD]
-            b_yj = load_rows(y + i_hq * D, o_j, m_j, HQ * D, o_d, m_d)  # [BC, BD]
             b_xy += tl.dot(b_xj, tl.trans(b_yt), input_precision=PREC)
-            b_yxd += tl.dot(b_yj, tl.trans(b_xj), input_precision=PREC)
         b_at = load_rows(A + i_hq * M, o_t, m_t, HQ * M, o_m, m_m)  # [BT, BM]
-        b_aj = load_rows(A + i_hq * M, o_j, m_j, HQ * M, o_m, m_m)  # [BC, BM]
         if SOFTMAX:
             b_at = masked_softmax(b_at, m_t[:, None] & m_m[None, :])
-            b_aj = masked_softmax(b_aj, m_j[:, None] & m_m[None, :])
-        # later sub-blocks, the decay factored through the key block's last row e
-        b_ad = tl.where(m_after[:, None], b_at * tl.exp(b_gt - b_ge[None, :]), 0.0)  # [BT, BM]
+        # later sub-blocks (and, factored, the diagonal one from row j on), the decay factored through the key
+        # block's last row e: exp(Gl_t - Gl_e) <= 1 after the block, <= exp(span) inside it
+        b_ad = tl.where(m_a[:, None], b_at * tl.exp(tl.where(m_a[:, None], b_gt - b_ge[None, :], 0.0)), 0.0)
+        b_xy = tl.where(o_t[None, :] >= o_j[:, None], b_xy, 0.0)  # causal inside the diagonal sub-block
         b_acc += b_dec * tl.dot(b_xy, b_ad, input_precision=PREC)
-        # the diagonal sub-block, pairwise
-        b_acc += tl.sum(b_yxd[:, :, None] * b_aj[:, None, :] * b_d, axis=0)
+        if not factored:  # the diagonal sub-block, pairwise
+            b_yxd = tl.zeros([BC, BC], dtype=tl.float32)  # y_t . x_j inside the sub-block
+            for i_d in range(tl.cdiv(D, BD)):
+                o_d = i_d * BD + tl.arange(0, BD)
+                m_d = o_d < D
+                b_xj = load_rows(x + i_h * D, o_j, m_j, H * D, o_d, m_d)  # [BC, BD]
+                b_yj = load_rows(y + i_hq * D, o_j, m_j, HQ * D, o_d, m_d)  # [BC, BD]
+                b_yxd += tl.dot(b_yj, tl.trans(b_xj), input_precision=PREC)
+            b_aj = load_rows(A + i_hq * M, o_j, m_j, HQ * M, o_m, m_m)  # [BC, BM]
+            if SOFTMAX:
+                b_aj = masked_softmax(b_aj, m_j[:, None] & m_m[None, :])
+            b_d = pairwise_decay(b_gj, o_j, m_j)  # [BC (t), BC (j), BM]
+            b_acc += tl.sum(b_yxd[:, :, None] * b_aj[:, None, :] * b_d, axis=0)
     return b_ds + scale * b_acc
 
 
 @triton.jit
 def chunk_gsa_bwd_kernel_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, cu_seqlens, chunk_indices, scale,
-                            H, HQ, K, V, M,
+                            H, HQ, K, V, M, span_max,
                             BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
                             BM: tl.constexpr, SOFTMAX: tl.constexpr, PREC: tl.constexpr):
     NC: tl.constexpr = BT // BC
@@ -87,17 +97,20 @@ def chunk_gsa_bwd_kernel_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, cu
     o_j = tj + tl.arange(0, BC)
     o_m = tl.arange(0, BM)
     m_t, m_j, m_m = o_t < eos, o_j < eos, o_m < M
-    m_after = (o_t >= tj + BC) & m_t
 
     b_gt = load_rows(gl + i_h * M, o_t, m_t, H * M, o_m, m_m)  # [BT, BM]
     b_gj = load_rows(gl + i_h * M, o_j, m_j, H * M, o_m, m_m)  # [BC, BM]
     b_ge = load_row(gl + i_h * M, e, H * M, o_m, m_m)  # [BM]
     b_gl = load_row(gl + i_h * M, last, H * M, o_m, m_m)  # [BM]
 
-    b_ds = _ds_pass(k, q, dA, dhk, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_after, o_m, m_m, b_gt, b_gj, b_ge, b_gl,
-                    H, HQ, K, M, BT, BC, BK, BM, False, PREC)
-    b_ds += _ds_pass(v, do, A, dhv, i_c, i_h, 1.0, o_t, m_t, o_j, m_j, m_after, o_m, m_m, b_gt, b_gj, b_ge, b_gl,
-                     H, HQ, V, M, BT, BC, BV, BM, SOFTMAX, PREC)
+    # the diagonal sub-block joins the later ones' dot while its decay span allows (utils.FACTOR_SPAN)
+    factored = sub_block_span(b_gj, load_row(gl + i_h * M, tj, H * M, o_m, m_m)) < span_max
+    m_a = (o_t >= tl.where(factored, tj, tj + BC)) & m_t  # the query rows the dot takes
+
+    b_ds = _ds_pass(k, q, dA, dhk, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_a, o_m, m_m, b_gt, b_gj, b_ge, b_gl,
+                    factored, H, HQ, K, M, BT, BC, BK, BM, False, PREC)
+    b_ds += _ds_pass(v, do, A, dhv, i_c, i_h, 1.0, o_t, m_t, o_j, m_j, m_a, o_m, m_m, b_gt, b_gj, b_ge, b_gl,
+                     factored, H, HQ, V, M, BT, BC, BV, BM, SOFTMAX, PREC)
 
     b_sj = load_rows(s + i_h * M, o_j, m_j, H * M, o_m, m_m).to(tl.float32)  # [BC, BM]
     b_dg = -b_sj * b_ds
@@ -122,7 +135,8 @@ def chunk_bwd_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, chunks: Chunks, scale
     dG = torch.empty(TT, H, M, dtype=torch.float32, device=s.device)
     grid = (chunks.NT * (BT // BC), H)
     launch(chunk_gsa_bwd_kernel_ds, grid)(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, chunks.cu_seqlens,
-                                  chunks.indices, scale, H=H, HQ=HQ, K=K, V=V, M=M, BT=BT, BC=BC,
+                                  chunks.indices, scale, H=H, HQ=HQ, K=K, V=V, M=M, span_max=factor_span(),
+                                  BT=BT, BC=BC,
                                   BK=block(K, 64), BV=block(V, 64), BM=block(M, 128), SOFTMAX=not linear_read,
                                   PREC=prec,
                                   num_warps=chunk_warps())

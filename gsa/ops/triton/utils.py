@@ -199,6 +199,30 @@ def sub_block_program(cu_seqlens, chunk_indices, H, HQ, BT: tl.constexpr, BC: tl
     return i_c, i_i, i_hq, i_hq // (HQ // H), t0, eos, t0 + i_i * BC
 
 
+# Diagonal sub-blocks: exp(Gl_t - Gl_j) for j <= t inside one BC-row sub-block. Taken pairwise ([BC, BC, BM] exps
+# and a reduction outside the tensor cores) it was about half of kernel_a's and kernel_ds's time and most of
+# kernel_p's (session 13: at the MQAR model's K = 32 heads, where the D loops are short, these three kernels took
+# 2.7-3.0 ms a step of 29). Factored through a reference row r of the sub-block, exp(Gl_t - Gl_r) * exp(Gl_r - Gl_j),
+# it becomes one more tensor-core dot; one of the two factors is >= 1 and reaches exp(span), span = the largest
+# decay inside the sub-block (max over slots of Gl_first - Gl_last). A program factors only while span stays under
+# FACTOR_SPAN (e^30 ~ 1e13: far from float32's e^88, and both factors' products stay normal); GSA's gates allow
+# larger spans (logsigmoid is unbounded below), and such sub-blocks keep the pairwise path. At init the slot gates
+# decay ~0.09 a step (span ~1.4), so the fast path is the common one. Read at call time (tests force either path:
+# -1 never factors, inf always does).
+FACTOR_SPAN = 30.0
+
+
+def factor_span() -> float:
+    return FACTOR_SPAN
+
+
+@triton.jit
+def sub_block_span(b_g, b_gr):
+    """The decay inside a sub-block: max over rows and slots of Gl_r - Gl_i (b_g [BC, BM] with masked rows and slots
+    loaded as 0, b_gr [BM] the first row: masked entries give Gl_r <= 0, never more than a valid one)."""
+    return tl.max(tl.max(b_gr[None, :] - b_g, 1), 0)
+
+
 @triton.jit
 def pairwise_decay(b_g, o_i, m_i):
     """exp(Gl_t - Gl_j) [BC (t), BC (j), BM] for rows j <= t of one sub-block (0 elsewhere); b_g: [BC, BM]."""
