@@ -16,8 +16,8 @@ import triton.language as tl
 
 from gsa.ops.triton.utils import (
     launch,
-    BC, BT, Chunks, block, chunk_warps, factor_span, load_row, load_rows, masked_softmax, pairwise_decay,
-    sub_block_program, sub_block_span,
+    BC, BT, Chunks, block, chunk_warps, decayed_rows, factor_span, load_row, load_rows, masked_softmax,
+    pairwise_decay, sub_block_program, sub_block_span,
 )
 
 
@@ -57,7 +57,7 @@ def chunk_gsa_fwd_kernel_a(a, b, s, gl, h, A, dA, dGq, cu_seqlens, chunk_indices
     # both <= 1 for earlier rows j; for diagonal rows the second is <= exp(span)
     o_c = tl.arange(0, BT)
     m_j = (o_c < i_i * BC + tl.where(factored, BC, 0)) & m_t
-    b_sd = tl.where(m_j[:, None], b_st * tl.exp(tl.where(m_j[:, None], b_gr[None, :] - b_gt, 0.0)), 0.0)  # [BT, BM]
+    b_sd = decayed_rows(b_st, b_gt, b_gr, m_j)  # [BT, BM]
     b_ab = tl.where(o_c[None, :] <= (o_i - t0)[:, None], b_ab, 0.0)  # causal inside the diagonal sub-block
     b_x += tl.exp(b_gi - b_gr[None, :]) * tl.dot(b_ab, b_sd, input_precision=PREC)
     if not factored:  # the diagonal sub-block, pairwise: [BC (t), BC (j), BM]

@@ -17,8 +17,8 @@ import triton.language as tl
 
 from gsa.ops.triton.utils import (
     launch,
-    BC, BT, Chunks, block, chunk_warps, factor_span, load_row, load_rows, masked_softmax, pairwise_decay,
-    sub_block_program, sub_block_span,
+    BC, BT, Chunks, block, chunk_warps, decayed_rows, factor_span, load_row, load_rows, masked_softmax,
+    pairwise_decay, sub_block_program, sub_block_span,
 )
 
 
@@ -46,7 +46,7 @@ def chunk_gsa_fwd_kernel_p(A, s, gl, P, cu_seqlens, chunk_indices, H, HQ, M, spa
 
     o_c = tl.arange(0, BT)
     m_j = (o_c < i_i * BC + tl.where(factored, BC, 0)) & m_t
-    b_sd = tl.where(m_j[:, None], b_st * tl.exp(tl.where(m_j[:, None], b_gr[None, :] - b_gt, 0.0)), 0.0)
+    b_sd = decayed_rows(b_st, b_gt, b_gr, m_j)  # [BT, BM]
     b_ai = tl.where(m_i[:, None], b_a * tl.exp(b_gi - b_gr[None, :]), 0.0)
     b_p = tl.dot(b_ai, tl.trans(b_sd), input_precision=PREC)  # [BC, BT]
     b_p = tl.where(o_c[None, :] <= (o_i - t0)[:, None], b_p, 0.0)  # causal inside the diagonal sub-block

@@ -224,6 +224,13 @@ def sub_block_span(b_g, b_gr):
 
 
 @triton.jit
+def decayed_rows(b_x, b_g, b_gr, m_rows):
+    """b_x * exp(Gl_r - Gl) on the rows where m_rows holds, 0 elsewhere (b_x, b_g: [R, BM]; b_gr: [BM]). The exp's
+    argument is masked first: unselected rows may hold any decay, and inf * 0 would poison the selected result."""
+    return tl.where(m_rows[:, None], b_x * tl.exp(tl.where(m_rows[:, None], b_gr[None, :] - b_g, 0.0)), 0.0)
+
+
+@triton.jit
 def pairwise_decay(b_g, o_i, m_i):
     """exp(Gl_t - Gl_j) [BC (t), BC (j), BM] for rows j <= t of one sub-block (0 elsewhere); b_g: [BC, BM]."""
     m_tj = (o_i[:, None] >= o_i[None, :]) & m_i[:, None] & m_i[None, :]
