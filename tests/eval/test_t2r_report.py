@@ -37,7 +37,7 @@ def test_t2r_report_scores_teacher_baseline_and_students(tmp_path):
     out = tmp_path / "report.json"
     rc = _report_module().main(["--tokens", cache, "--teacher", str(teacher_dir), "--student", f"s={student_dir}",
                                 "--seq-len", "64", "--eval-sequences", "4", "--passkey-lengths", "300",
-                                "--passkey-examples", "2", "--batch-size", "2", "--decode-tokens", "4",
+                                "--passkey-examples", "2", "--batch-size", "2", "--decode-tokens", "16",
                                 "--out", str(out)])
     assert rc == 0
     rows = {r["model"]: r for r in json.loads(out.read_text())["rows"]}
