@@ -264,6 +264,9 @@ class Trainer:
         is_fsdp = d.world > 1 and cfg.train.parallel == "fsdp"
         last_ckpt: Path | None = resumed_from
         tic, steps_since = time.perf_counter(), 0
+        # the logged loss is the mean over the steps since the previous row, not the last step's batch: with a task
+        # mix (MQAR's lengths and pair counts cycle by step) one step's loss is one task's, which read as spikes
+        interval_loss = torch.zeros((), device=d.device)
         summary: dict[str, Any] = {}
         self.model.train()
         batches = Prefetcher(
@@ -288,6 +291,7 @@ class Trainer:
                             loss = self._loss(batch) / t.grad_accum
                         loss.backward()
                     loss_sum += loss.detach()
+                interval_loss += loss_sum
                 grad_norm = None
                 if cfg.optim.grad_clip > 0:
                     grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
@@ -310,7 +314,8 @@ class Trainer:
                         summary["stopped"] = f"time limit {t.time_limit_s:g} s at step {self.step}"
                         self.log(f"\ntime limit of {t.time_limit_s:g} s reached at step {self.step}")
                 if self.step % t.log_every == 0 or last:
-                    loss_val = float(d.mean(loss_sum))
+                    loss_val = float(d.mean(interval_loss)) / steps_since
+                    interval_loss.zero_()
                     if not math.isfinite(loss_val):
                         raise FloatingPointError(f"loss is {loss_val} at step {self.step}")
                     elapsed = time.perf_counter() - tic

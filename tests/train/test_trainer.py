@@ -47,6 +47,20 @@ def reference(data_cache, tmp_path_factory):
     return out, over
 
 
+def test_logged_loss_is_the_mean_since_the_previous_row(reference, data_cache, tmp_path):
+    """A row every 4 steps carries the mean of those 4 steps' losses (the reference run logs every step), not the
+    last step's: with a task mix cycling by step, the last step's loss is one task's."""
+    ref_out, _ = reference
+    out = tmp_path / "every4"
+    train(load_config(TINY, tiny_overrides(data_cache, out, **{"train.max_steps": 8, "train.log_every": 4})))
+    per_step = dict(losses(ref_out))
+    got = losses(out)
+    assert [s for s, _ in got] == [4, 8]
+    for step, loss in got:
+        want = sum(per_step[i] for i in range(step - 3, step + 1)) / 4
+        assert loss == pytest.approx(want, rel=1e-6) and loss != pytest.approx(per_step[step], rel=1e-3)
+
+
 def test_kill_and_resume_reproduces_loss_curve(reference, data_cache, tmp_path):
     ref_out, _ = reference
     out = tmp_path / "killed"
