@@ -17,7 +17,7 @@ import triton.language as tl
 from gsa.ops.triton.utils import (
     launch,
     BC, BT, Chunks, block, chunk_warps, decayed_rows, factor_span, load_row, load_rows, masked_softmax,
-    pairwise_decay, sub_block_program, sub_block_span,
+    pairwise_decay, row_dots, sub_block_program, sub_block_span,
 )
 
 
@@ -61,13 +61,8 @@ def chunk_gsa_fwd_kernel_a(a, b, s, gl, h, A, dA, dGq, cu_seqlens, chunk_indices
     b_ab = tl.where(o_c[None, :] <= (o_i - t0)[:, None], b_ab, 0.0)  # causal inside the diagonal sub-block
     b_x += tl.exp(b_gi - b_gr[None, :]) * tl.dot(b_ab, b_sd, input_precision=PREC)
     if not factored:  # the diagonal sub-block, pairwise: [BC (t), BC (j), BM]
-        b_abd = tl.zeros([BC, BC], dtype=tl.float32)  # a_i . b_j inside the sub-block
-        for i_d in range(tl.cdiv(D, BD)):
-            o_d = i_d * BD + tl.arange(0, BD)
-            m_d = o_d < D
-            b_ai = load_rows(a + i_hq * D, o_i, m_i, HQ * D, o_d, m_d)  # [BC, BD]
-            b_bi = load_rows(b + i_h * D, o_i, m_i, H * D, o_d, m_d)  # [BC, BD]
-            b_abd += tl.dot(b_ai, tl.trans(b_bi), input_precision=PREC)
+        # a_i . b_j inside the sub-block
+        b_abd = row_dots(a + i_hq * D, o_i, m_i, HQ * D, b + i_h * D, o_i, m_i, H * D, D, BC, BC, BD, PREC)
         b_si = load_rows(s + i_h * M, o_i, m_i, H * M, o_m, m_m).to(tl.float32)  # [BC, BM]
         b_d = pairwise_decay(b_gi, o_i, m_i)  # [BC (t), BC (j), BM]
         b_x += tl.sum(b_abd[:, :, None] * b_si[None, :, :] * b_d, axis=1)

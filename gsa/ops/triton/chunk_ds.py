@@ -19,7 +19,7 @@ import triton.language as tl
 from gsa.ops.triton.utils import (
     launch,
     BC, BT, Chunks, block, chunk_bounds, chunk_warps, factor_span, load_row, load_rows, masked_softmax,
-    pairwise_decay, sub_block_span,
+    pairwise_decay, row_dots, sub_block_span,
 )
 
 
@@ -47,13 +47,7 @@ def _ds_pass(x, y, A, dh, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_a, o_m, m_m, b_
         # ds was ~3e-3 (relative) off the same kernel on float32 copies of the inputs, with every input of this
         # kernel equal to 1e-7 (benchmarks/scripts/gpu_dg_stages.py): dg, which sums s * ds, carried it at 5x the
         # torch backend's error at T = 2048.
-        b_xy = tl.zeros([BC, BT], dtype=tl.float32)
-        for i_d in range(tl.cdiv(D, BD)):
-            o_d = i_d * BD + tl.arange(0, BD)
-            m_d = o_d < D
-            b_xj = load_rows(x + i_h * D, o_j, m_j, H * D, o_d, m_d)  # [BC, BD]
-            b_yt = load_rows(y + i_hq * D, o_t, m_t, HQ * D, o_d, m_d)  # [BT, BD]
-            b_xy += tl.dot(b_xj, tl.trans(b_yt), input_precision=PREC)
+        b_xy = row_dots(x + i_h * D, o_j, m_j, H * D, y + i_hq * D, o_t, m_t, HQ * D, D, BC, BT, BD, PREC)
         b_at = load_rows(A + i_hq * M, o_t, m_t, HQ * M, o_m, m_m)  # [BT, BM]
         if SOFTMAX:
             b_at = masked_softmax(b_at, m_t[:, None] & m_m[None, :])
@@ -63,13 +57,8 @@ def _ds_pass(x, y, A, dh, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_a, o_m, m_m, b_
         b_xy = tl.where(o_t[None, :] >= o_j[:, None], b_xy, 0.0)  # causal inside the diagonal sub-block
         b_acc += b_dec * tl.dot(b_xy, b_ad, input_precision=PREC)
         if not factored:  # the diagonal sub-block, pairwise
-            b_yxd = tl.zeros([BC, BC], dtype=tl.float32)  # y_t . x_j inside the sub-block
-            for i_d in range(tl.cdiv(D, BD)):
-                o_d = i_d * BD + tl.arange(0, BD)
-                m_d = o_d < D
-                b_xj = load_rows(x + i_h * D, o_j, m_j, H * D, o_d, m_d)  # [BC, BD]
-                b_yj = load_rows(y + i_hq * D, o_j, m_j, HQ * D, o_d, m_d)  # [BC, BD]
-                b_yxd += tl.dot(b_yj, tl.trans(b_xj), input_precision=PREC)
+            # y_t . x_j inside the sub-block
+            b_yxd = row_dots(y + i_hq * D, o_j, m_j, HQ * D, x + i_h * D, o_j, m_j, H * D, D, BC, BC, BD, PREC)
             b_aj = load_rows(A + i_hq * M, o_j, m_j, HQ * M, o_m, m_m)  # [BC, BM]
             if SOFTMAX:
                 b_aj = masked_softmax(b_aj, m_j[:, None] & m_m[None, :])

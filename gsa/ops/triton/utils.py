@@ -224,6 +224,21 @@ def sub_block_span(b_g, b_gr):
 
 
 @triton.jit
+def row_dots(pa, o_a, m_a, stride_a, pb, o_b, m_b, stride_b, D, BA: tl.constexpr, BB: tl.constexpr,
+             BD: tl.constexpr, PREC: tl.constexpr):
+    """[BA, BB] float32: a_i . b_j over D in BD-wide tiles, rows o_a of pa and o_b of pb (row strides given; each
+    row's D entries contiguous). The first operand's rows are the dot's M: keep the 16-row side first."""
+    acc = tl.zeros([BA, BB], dtype=tl.float32)
+    for i_d in range(tl.cdiv(D, BD)):
+        o_d = i_d * BD + tl.arange(0, BD)
+        m_d = o_d < D
+        b_a = load_rows(pa, o_a, m_a, stride_a, o_d, m_d)  # [BA, BD]
+        b_b = load_rows(pb, o_b, m_b, stride_b, o_d, m_d)  # [BB, BD]
+        acc += tl.dot(b_a, tl.trans(b_b), input_precision=PREC)
+    return acc
+
+
+@triton.jit
 def decayed_rows(b_x, b_g, b_gr, m_rows):
     """b_x * exp(Gl_r - Gl) on the rows where m_rows holds, 0 elsewhere (b_x, b_g: [R, BM]; b_gr: [BM]). The exp's
     argument is masked first: unselected rows may hold any decay, and inf * 0 would poison the selected result."""
