@@ -39,7 +39,8 @@ torch.cuda.synchronize()
 torch.cuda.cudart().cudaProfilerStop()
 PY
 # first, CHUNK_STATES float32 (the default) vs "input" (bf16 chunk-start states, as fla-core): timed in one call
-for st in float32 input; do
+# STATES="" skips this comparison (the counters alone)
+for st in ${STATES-float32 input}; do
   timeout 120 python -c "import gsa.ops.triton.utils as u; u.CHUNK_STATES = '$st'
 from gsa.bench.ops import main; main(['--shapes', '1.3b', '--profile', '--decode-batches', '', '--out', '$R/ops-states-$st.json'])" \
     > "$R/ops-states-$st.log" 2>&1

@@ -17,7 +17,7 @@ import triton.language as tl
 from gsa.ops.triton.utils import (
     launch,
     BC, BT, Chunks, block, chunk_warps, decayed_rows, factor_span, load_row, load_rows, masked_softmax,
-    pairwise_decay, row_dots, sub_block_program, sub_block_span,
+    pairwise_decay, row_dots, sub_block_program, sub_block_span, tiles_grid,
 )
 
 
@@ -92,7 +92,7 @@ def chunk_fwd_a(q: torch.Tensor, k: torch.Tensor, s: torch.Tensor, gl: torch.Ten
     TT, HQ, D = q.shape
     H, M = k.shape[1], s.shape[-1]
     A = torch.empty(TT, HQ, M, dtype=torch.float32, device=q.device)
-    grid = (chunks.NT * (BT // BC), HQ)
+    grid = tiles_grid(BT // BC, HQ, chunks.NT)
     launch(chunk_gsa_fwd_kernel_a, grid)(q, k, s, gl, hk, A, None, None, chunks.cu_seqlens, chunks.indices, scale,
                                  H=H, HQ=HQ, D=D, M=M, span_max=factor_span(), BT=BT, BC=BC, BD=block(D, 64),
                                  BM=block(M, 128),
@@ -110,7 +110,7 @@ def chunk_bwd_dp(do: torch.Tensor, v: torch.Tensor, s: torch.Tensor, gl: torch.T
     H, M = v.shape[1], s.shape[-1]
     dA = torch.empty(TT, HQ, M, dtype=torch.float32, device=do.device)
     dGq = torch.empty_like(dA)
-    grid = (chunks.NT * (BT // BC), HQ)
+    grid = tiles_grid(BT // BC, HQ, chunks.NT)
     launch(chunk_gsa_fwd_kernel_a, grid)(do, v, s, gl, hv, A, dA, dGq, chunks.cu_seqlens, chunks.indices, 1.0,
                                  H=H, HQ=HQ, D=D, M=M, span_max=factor_span(), BT=BT, BC=BC, BD=block(D, 64),
                                  BM=block(M, 128),

@@ -19,7 +19,7 @@ import triton.language as tl
 from gsa.ops.triton.utils import (
     launch,
     BC, BT, Chunks, block, chunk_bounds, chunk_warps, factor_span, load_row, load_rows, masked_softmax,
-    pairwise_decay, row_dots, sub_block_span,
+    pairwise_decay, program_tiles, row_dots, sub_block_span, tiles_grid,
 )
 
 
@@ -74,8 +74,7 @@ def chunk_gsa_bwd_kernel_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, cu
                             BM: tl.constexpr, SOFTMAX: tl.constexpr, PREC: tl.constexpr):
     NC: tl.constexpr = BT // BC
     G = HQ // H
-    i_cj, i_h = tl.program_id(0), tl.program_id(1)
-    i_c, i_j = i_cj // NC, i_cj % NC
+    i_j, i_h, i_c = program_tiles(NC, H)
     t0, eos = chunk_bounds(cu_seqlens, chunk_indices, i_c, BT)
     tj = t0 + i_j * BC
     if tj >= eos:
@@ -122,7 +121,7 @@ def chunk_bwd_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, chunks: Chunks, scale
     H, V, M = k.shape[1], v.shape[-1], s.shape[-1]
     ds = torch.empty(TT, H, M, dtype=s.dtype, device=s.device)
     dG = torch.empty(TT, H, M, dtype=torch.float32, device=s.device)
-    grid = (chunks.NT * (BT // BC), H)
+    grid = tiles_grid(BT // BC, H, chunks.NT)
     launch(chunk_gsa_bwd_kernel_ds, grid)(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, chunks.cu_seqlens,
                                   chunks.indices, scale, H=H, HQ=HQ, K=K, V=V, M=M, span_max=factor_span(),
                                   BT=BT, BC=BC,

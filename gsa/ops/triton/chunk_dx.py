@@ -11,13 +11,15 @@ import torch
 import triton
 import triton.language as tl
 
-from gsa.ops.triton.utils import BT, Chunks, block, chunk_bounds, chunk_warps, launch, load_row, load_rows
+from gsa.ops.triton.utils import (
+    BT, Chunks, block, chunk_bounds, chunk_warps, launch, load_row, load_rows, program_tiles, tiles_grid,
+)
 
 
 @triton.jit
 def chunk_gsa_bwd_kernel_dx(P, y, s, gl, dh, dx, cu_seqlens, chunk_indices, scale, H, HQ, D, M,
                             BT: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr, PREC: tl.constexpr):
-    i_c, i_h, i_d = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_d, i_h, i_c = program_tiles(tl.cdiv(D, BD), H)
     G = HQ // H
     t0, eos = chunk_bounds(cu_seqlens, chunk_indices, i_c, BT)
     last = tl.minimum(t0 + BT, eos) - 1
@@ -53,7 +55,7 @@ def chunk_bwd_dx(P: torch.Tensor, y: torch.Tensor, s: torch.Tensor, gl: torch.Te
     H, M = s.shape[1], s.shape[2]
     dx = torch.empty(TT, H, D, dtype=dtype, device=y.device)
     BD = block(D, 64)
-    grid = (chunks.NT, H, triton.cdiv(D, BD))
+    grid = tiles_grid(triton.cdiv(D, BD), H, chunks.NT)
     launch(chunk_gsa_bwd_kernel_dx, grid)(P, y, s, gl, dh, dx, chunks.cu_seqlens, chunks.indices, scale, H, HQ, D, M,
                                   BT=BT, BD=BD, BM=block(M, 128), PREC=prec, num_warps=chunk_warps())
     return dx

@@ -11,14 +11,16 @@ import torch
 import triton
 import triton.language as tl
 
-from gsa.ops.triton.utils import BT, Chunks, block, chunk_bounds, chunk_warps, launch, load_rows, masked_softmax
+from gsa.ops.triton.utils import (
+    BT, Chunks, block, chunk_bounds, chunk_warps, launch, load_rows, masked_softmax, program_tiles, tiles_grid,
+)
 
 
 @triton.jit
 def chunk_gsa_fwd_kernel_o(A, gl, P, x, h, o, cu_seqlens, chunk_indices, scale, H, HQ, D, M,
                            BT: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr, SOFTMAX: tl.constexpr,
                            PREC: tl.constexpr):
-    i_c, i_hq, i_d = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_d, i_hq, i_c = program_tiles(tl.cdiv(D, BD), HQ)
     i_h = i_hq // (HQ // H)
     t0, eos = chunk_bounds(cu_seqlens, chunk_indices, i_c, BT)
     o_t = t0 + tl.arange(0, BT)
@@ -49,7 +51,7 @@ def chunk_o(A: torch.Tensor, gl: torch.Tensor, P: torch.Tensor, x: torch.Tensor,
     H, D = x.shape[1], x.shape[2]
     out = torch.empty(TT, HQ, D, dtype=dtype, device=x.device)
     BD = block(D, 64)
-    grid = (chunks.NT, HQ, triton.cdiv(D, BD))
+    grid = tiles_grid(triton.cdiv(D, BD), HQ, chunks.NT)
     launch(chunk_gsa_fwd_kernel_o, grid)(A, gl, P, x, h, out, chunks.cu_seqlens, chunks.indices, scale, H, HQ, D, M,
                                  BT=BT, BD=BD, BM=block(M, 128), SOFTMAX=softmax, PREC=prec, num_warps=chunk_warps())
     return out

@@ -187,14 +187,29 @@ def chunk_bounds(cu_seqlens, chunk_indices, i_c, BT: tl.constexpr):
     return bos + i_t * BT, eos
 
 
+# Program order of the chunk kernels. A chunk's tiles (its D tiles, sub-blocks, query heads) read the same rows of
+# A1, P, Gl and s, and the query heads of a group the same state. With the chunk as the fastest grid axis those
+# re-reads came ~NT programs apart and missed L2: `kernel_dx` read 537 MB from DRAM a call at the 1.3B shape
+# against ~260 MB touched once (session 10's counters). The kernels now take a flat 1-D grid ordered tile-first.
+@triton.jit
+def program_tiles(n0, n1):
+    """(i0, i1, i2) of a flat grid of n0 x n1 x n2 programs, i0 varying fastest, then i1 (grid = (n0 * n1 * n2,))."""
+    pid = tl.program_id(0)
+    return pid % n0, (pid // n0) % n1, pid // (n0 * n1)
+
+
+def tiles_grid(n0: int, n1: int, n2: int) -> tuple[int]:
+    """The flat grid that program_tiles decodes."""
+    return (n0 * n1 * n2,)
+
+
 @triton.jit
 def sub_block_program(cu_seqlens, chunk_indices, H, HQ, BT: tl.constexpr, BC: tl.constexpr):
-    """What a program of a (chunk x BC-row sub-block, query head) grid works on: (i_c, i_i, i_hq, i_h, t0, eos, ti),
-    the chunk, its sub-block, the query head and its kv head, the chunk's first token, the sequence end and the
-    sub-block's first token (the caller returns early when ti >= eos)."""
+    """What a program of a tiles_grid(BT // BC sub-blocks, HQ query heads, NT chunks) works on:
+    (i_c, i_i, i_hq, i_h, t0, eos, ti), the chunk, its sub-block, the query head and its kv head, the chunk's first
+    token, the sequence end and the sub-block's first token (the caller returns early when ti >= eos)."""
     NC: tl.constexpr = BT // BC
-    i_ci, i_hq = tl.program_id(0), tl.program_id(1)
-    i_c, i_i = i_ci // NC, i_ci % NC
+    i_i, i_hq, i_c = program_tiles(NC, HQ)
     t0, eos = chunk_bounds(cu_seqlens, chunk_indices, i_c, BT)
     return i_c, i_i, i_hq, i_hq // (HQ // H), t0, eos, t0 + i_i * BC
 
