@@ -123,8 +123,8 @@ def _bwd_impl(q, k, v, s, g, A, gl, P, do, scale, hk0, hv0, dhkT, dhvT, hkT, hvT
 
 @torch.library.custom_op("gsa::chunk_bwd", mutates_args=())
 def chunk_bwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Tensor, g: torch.Tensor,
-                 A: torch.Tensor, gl: torch.Tensor, P: torch.Tensor, do: torch.Tensor, scale: float, hk0: torch.Tensor | None,
-                 hv0: torch.Tensor | None, dhkT: torch.Tensor | None, dhvT: torch.Tensor | None,
+                 A: torch.Tensor, gl: torch.Tensor, P: torch.Tensor, do: torch.Tensor, scale: float,
+                 hk0: torch.Tensor | None, hv0: torch.Tensor | None, dhkT: torch.Tensor | None, dhvT: torch.Tensor | None,
                  hkT: torch.Tensor | None, hvT: torch.Tensor | None, hk: torch.Tensor | None,
                  hv: torch.Tensor | None, cu_seqlens: torch.Tensor | None, linear_read: bool = False
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
@@ -183,7 +183,7 @@ def _prewarm(q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states, cu
     backward = torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in (q, k, v, s, g, hk0, hv0))
     key = (q.device, q.dtype, k.dtype, v.dtype, s.dtype, g.dtype, q.shape[2:], k.shape[2:], v.shape[-1],
            s.shape[-1], hk0 is not None, output_final_state, keep_states, cu_seqlens is not None, linear_read,
-           backward, utils.CHUNK_STATES, utils.CHUNK_WARPS)
+           backward, utils.CHUNK_STATES, utils.launch_key())
     if key in _prewarmed:
         return
     _prewarmed.add(key)

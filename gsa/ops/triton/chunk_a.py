@@ -16,7 +16,7 @@ import triton.language as tl
 
 from gsa.ops.triton.utils import (
     launch,
-    BC, BT, Chunks, block, chunk_warps, decayed_rows, factor_span, load_row, load_rows, masked_softmax,
+    BC, BT, Chunks, block, launch_options, decayed_rows, factor_span, load_row, load_rows, masked_softmax,
     pairwise_decay, row_dots, sub_block_program, sub_block_span, tiles_grid,
 )
 
@@ -96,7 +96,7 @@ def chunk_fwd_a(q: torch.Tensor, k: torch.Tensor, s: torch.Tensor, gl: torch.Ten
     launch(chunk_gsa_fwd_kernel_a, grid)(q, k, s, gl, hk, A, None, None, chunks.cu_seqlens, chunks.indices, scale,
                                  H=H, HQ=HQ, D=D, M=M, span_max=factor_span(), BT=BT, BC=BC, BD=block(D, 64),
                                  BM=block(M, 128),
-                                 BACKWARD=False, LINEAR=False, PREC=prec, num_warps=chunk_warps())
+                                 BACKWARD=False, LINEAR=False, PREC=prec, **launch_options("a"))
     return A
 
 
@@ -114,5 +114,5 @@ def chunk_bwd_dp(do: torch.Tensor, v: torch.Tensor, s: torch.Tensor, gl: torch.T
     launch(chunk_gsa_fwd_kernel_a, grid)(do, v, s, gl, hv, A, dA, dGq, chunks.cu_seqlens, chunks.indices, 1.0,
                                  H=H, HQ=HQ, D=D, M=M, span_max=factor_span(), BT=BT, BC=BC, BD=block(D, 64),
                                  BM=block(M, 128),
-                                 BACKWARD=True, LINEAR=linear_read, PREC=prec, num_warps=chunk_warps())
+                                 BACKWARD=True, LINEAR=linear_read, PREC=prec, **launch_options("dp"))
     return dA, dGq

@@ -14,7 +14,7 @@ import triton.language as tl
 from gsa.ops.triton.chunk_h import state_strides
 from gsa.ops.triton.utils import (
     launch,
-    BT, Chunks, block, chunk_warps, load_row, load_rows, masked_softmax, sequence_bounds, state_tile,
+    BT, Chunks, block, launch_options, load_row, load_rows, masked_softmax, sequence_bounds, state_tile,
 )
 
 
@@ -83,6 +83,6 @@ def chunk_bwd_dh(y: torch.Tensor, A: torch.Tensor, gl: torch.Tensor, dht: torch.
     launch(chunk_gsa_bwd_kernel_dh, grid)(
         y, A, gl, dh, dht, dh0, chunks.cu_seqlens, chunks.offsets, scale, sd, sm,
         H=H, HQ=HQ, D=D, M=M, BT=BT, BD=BD, BM=BM, SOFTMAX=softmax, USE_DHT=dht is not None,
-        STORE_DH0=want_dh0, PREC=prec, num_warps=chunk_warps(),
+        STORE_DH0=want_dh0, PREC=prec, **launch_options("dh"),
     )
     return dh, dh0

@@ -18,7 +18,7 @@ import triton.language as tl
 
 from gsa.ops.triton.utils import (
     launch,
-    BC, BT, Chunks, block, chunk_bounds, chunk_warps, factor_span, load_row, load_rows, masked_softmax,
+    BC, BT, Chunks, block, chunk_bounds, launch_options, factor_span, load_row, load_rows, masked_softmax,
     pairwise_decay, program_tiles, row_dots, sub_block_span, tiles_grid,
 )
 
@@ -127,5 +127,5 @@ def chunk_bwd_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, chunks: Chunks, scale
                                   BT=BT, BC=BC,
                                   BK=block(K, 64), BV=block(V, 64), BM=block(M, 128), SOFTMAX=not linear_read,
                                   PREC=prec,
-                                  num_warps=chunk_warps())
+                                  **launch_options("ds"))
     return ds, dG

@@ -12,7 +12,7 @@ import triton
 import triton.language as tl
 
 from gsa.ops.triton.utils import (
-    BT, Chunks, block, chunk_bounds, chunk_warps, launch, load_row, load_rows, program_tiles, tiles_grid,
+    BT, Chunks, block, chunk_bounds, launch_options, launch, load_row, load_rows, program_tiles, tiles_grid,
 )
 
 
@@ -54,8 +54,8 @@ def chunk_bwd_dx(P: torch.Tensor, y: torch.Tensor, s: torch.Tensor, gl: torch.Te
     TT, HQ, D = y.shape
     H, M = s.shape[1], s.shape[2]
     dx = torch.empty(TT, H, D, dtype=dtype, device=y.device)
-    BD = block(D, 64)
-    grid = tiles_grid(triton.cdiv(D, BD), H, chunks.NT)
+    opts = launch_options("dx", BD=block(D, 64))
+    grid = tiles_grid(triton.cdiv(D, opts["BD"]), H, chunks.NT)
     launch(chunk_gsa_bwd_kernel_dx, grid)(P, y, s, gl, dh, dx, chunks.cu_seqlens, chunks.indices, scale, H, HQ, D, M,
-                                  BT=BT, BD=BD, BM=block(M, 128), PREC=prec, num_warps=chunk_warps())
+                                  BT=BT, BM=block(M, 128), PREC=prec, **opts)
     return dx

@@ -13,7 +13,7 @@ import triton.language as tl
 
 from gsa.ops.triton.utils import (
     launch,
-    BT, Chunks, block, chunk_state_dtype, chunk_warps, load_row, load_rows, sequence_bounds, state_tile,
+    BT, Chunks, block, chunk_state_dtype, launch_options, load_row, load_rows, sequence_bounds, state_tile,
 )
 
 
@@ -78,6 +78,6 @@ def chunk_fwd_h(x: torch.Tensor, s: torch.Tensor, gl: torch.Tensor, h0: torch.Te
     launch(chunk_gsa_fwd_kernel_h, grid)(
         x, s, gl, h, h0, ht, chunks.cu_seqlens, chunks.offsets, sd, sm,
         H=H, D=D, M=M, BT=BT, BD=BD, BM=BM, USE_H0=h0 is not None, STORE_HT=output_final_state, PREC=prec,
-        num_warps=chunk_warps(),
+        **launch_options("h"),
     )
     return h, ht

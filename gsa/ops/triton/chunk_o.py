@@ -12,7 +12,7 @@ import triton
 import triton.language as tl
 
 from gsa.ops.triton.utils import (
-    BT, Chunks, block, chunk_bounds, chunk_warps, launch, load_rows, masked_softmax, program_tiles, tiles_grid,
+    BT, Chunks, block, chunk_bounds, launch_options, launch, load_rows, masked_softmax, program_tiles, tiles_grid,
 )
 
 
@@ -50,8 +50,8 @@ def chunk_o(A: torch.Tensor, gl: torch.Tensor, P: torch.Tensor, x: torch.Tensor,
     TT, HQ, M = A.shape
     H, D = x.shape[1], x.shape[2]
     out = torch.empty(TT, HQ, D, dtype=dtype, device=x.device)
-    BD = block(D, 64)
-    grid = tiles_grid(triton.cdiv(D, BD), HQ, chunks.NT)
+    opts = launch_options("o", BD=block(D, 64))
+    grid = tiles_grid(triton.cdiv(D, opts["BD"]), HQ, chunks.NT)
     launch(chunk_gsa_fwd_kernel_o, grid)(A, gl, P, x, h, out, chunks.cu_seqlens, chunks.indices, scale, H, HQ, D, M,
-                                 BT=BT, BD=BD, BM=block(M, 128), SOFTMAX=softmax, PREC=prec, num_warps=chunk_warps())
+                                 BT=BT, BM=block(M, 128), SOFTMAX=softmax, PREC=prec, **opts)
     return out

@@ -17,7 +17,7 @@ import triton.language as tl
 
 from gsa.ops.triton.utils import (
     launch,
-    BC, BT, Chunks, block, chunk_warps, decayed_rows, factor_span, load_row, load_rows, masked_softmax,
+    BC, BT, Chunks, block, launch_options, decayed_rows, factor_span, load_row, load_rows, masked_softmax,
     pairwise_decay, sub_block_program, sub_block_span, tiles_grid,
 )
 
@@ -73,5 +73,5 @@ def chunk_p(A: torch.Tensor, s: torch.Tensor, gl: torch.Tensor, chunks: Chunks, 
     grid = tiles_grid(BT // BC, HQ, chunks.NT)
     launch(chunk_gsa_fwd_kernel_p, grid)(A, s, gl, P, chunks.cu_seqlens, chunks.indices, H, HQ, M, factor_span(),
                                  BT=BT, BC=BC,
-                                 BM=block(M, 128), SOFTMAX=softmax, PREC=prec, num_warps=chunk_warps())
+                                 BM=block(M, 128), SOFTMAX=softmax, PREC=prec, **launch_options("p"))
     return P

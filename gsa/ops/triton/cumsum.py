@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from gsa.ops.triton.utils import BT, Chunks, block, chunk_bounds, chunk_warps, launch, load_rows, sequence_bounds
+from gsa.ops.triton.utils import BT, Chunks, block, chunk_bounds, launch_options, launch, load_rows, sequence_bounds
 
 
 @triton.jit
@@ -96,7 +96,7 @@ def chunk_local_cumsum(g: torch.Tensor, chunks: Chunks) -> torch.Tensor:
     TT, H, M = g.shape
     gl = torch.empty(TT, H, M, dtype=torch.float32, device=g.device)
     launch(chunk_gsa_fwd_kernel_cumsum, (chunks.NT, H))(g, gl, chunks.cu_seqlens, chunks.indices, H=H, M=M, BT=BT,
-                                                BM=block(M, 128), num_warps=chunk_warps())
+                                                BM=block(M, 128), **launch_options("cumsum"))
     return gl
 
 
@@ -116,9 +116,9 @@ def reverse_cumsum_dg(dG: torch.Tensor, dgt: torch.Tensor | None, states: tuple[
     cross = dG.new_empty(max(chunks.NT - 1, 1), H, M)
     if use_cross and chunks.NT > 1:
         launch(chunk_gsa_bwd_kernel_cross, (chunks.NT - 1, H))(hk, dhk, hv, dhv, cross, H=H, K=K, V=V, M=M,
-                                                        BD=block(max(K, V), 32), BM=BM, num_warps=chunk_warps())
+                                                        BD=block(max(K, V), 32), BM=BM, **launch_options("cross"))
     dg = torch.empty(TT, H, M, dtype=dtype, device=dG.device)
     launch(chunk_gsa_bwd_kernel_dg, (chunks.N * H,))(dG, dgt, cross, dg, chunks.cu_seqlens, chunks.offsets, H=H, M=M,
                                                      BT=BT, BM=BM, USE_DGT=dgt is not None, USE_CROSS=use_cross,
-                                                     num_warps=chunk_warps())
+                                                     **launch_options("dg"))
     return dg

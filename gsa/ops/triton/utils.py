@@ -56,9 +56,21 @@ def state_tile(D: int, sequences_x_heads: int, device: torch.device) -> int:
 # launchers read this at call time, so a benchmark can switch it.
 CHUNK_WARPS = 4
 
+# Launch options of single kernels, by the short name of their launch_options() call ("h", "a", "p", "o", "dh",
+# "dx", "ds", "cross", "dg", "cumsum"): num_warps, num_stages and, for "o" and "dx", the D tile "BD". Chosen for the
+# H100 from one side-by-side sweep of every kernel over a few options (benchmarks/scripts/gpu_kernel_sweep.py; no
+# autotuning at run time). Read at call time, so a sweep can replace it.
+KERNEL_OPTIONS: dict[str, dict[str, int]] = {}
 
-def chunk_warps() -> int:
-    return CHUNK_WARPS
+
+def launch_options(name: str, **defaults) -> dict:
+    """The launch keywords of kernel `name`: num_warps = CHUNK_WARPS and `defaults`, then KERNEL_OPTIONS[name]."""
+    return {"num_warps": CHUNK_WARPS, **defaults, **KERNEL_OPTIONS.get(name, {})}
+
+
+def launch_key() -> tuple:
+    """What the launch options depend on (part of a configuration's identity for the first-call warm pass)."""
+    return CHUNK_WARPS, tuple(sorted((k, tuple(sorted(v.items()))) for k, v in KERNEL_OPTIONS.items()))
 
 
 # Storage of the chunk-start states that the forward writes and the chunk kernels read back (each read several times:
