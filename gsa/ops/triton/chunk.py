@@ -102,8 +102,12 @@ def _bwd_impl(q, k, v, s, g, A, gl, P, do, scale, hk0, hv0, dhkT, dhvT, hkT, hvT
         hv, _ = chunk_fwd_h(vf, sf, glf, hv0, chunks, nt, False, True, prec)
     dA, dGq = chunk_bwd_dp(dof, vf, sf, glf, hv, Af, chunks, prec, linear_read)
     want0 = hk0 is not None
-    dhk, dhk0 = chunk_bwd_dh(qf, dA, glf, dhkT, chunks, nt, scale, False, want0, False, prec)
-    dhv, dhv0 = chunk_bwd_dh(dof, Af, glf, dhvT, chunks, nt, 1.0, not linear_read, want0, True, prec)
+    # dg's chunk-boundary term needs the states exact: not with chunk states stored in the inputs' dtype (cumsum.py)
+    exact = hk.dtype == torch.float32 and hv.dtype == torch.float32
+    dhk, dhk0, cross_k = chunk_bwd_dh(qf, dA, glf, dhkT, chunks, nt, scale, False, want0, False, prec,
+                                      hk if exact else None)
+    dhv, dhv0, cross_v = chunk_bwd_dh(dof, Af, glf, dhvT, chunks, nt, 1.0, not linear_read, want0, True, prec,
+                                      hv if exact else None)
     P1 = chunk_p(dA, sf, glf, chunks, False, prec)
     dq = chunk_o(dA, glf, P1, kf, hk, chunks, scale, False, q.dtype, prec)
     dk = chunk_bwd_dx(P1, qf, sf, glf, dhk, chunks, scale, k.dtype, prec)
@@ -116,7 +120,8 @@ def _bwd_impl(q, k, v, s, g, A, gl, P, do, scale, hk0, hv0, dhkT, dhvT, hkT, hvT
     if dhvT is not None:
         dgv = (hvT * dhvT).sum(-1)
         dgT = dgv if dgT is None else dgT + dgv
-    dg = reverse_cumsum_dg(dG, None if dgT is None else dgT.contiguous(), (hk, dhk, hv, dhv), chunks, g.dtype)
+    dg = reverse_cumsum_dg(dG, None if dgT is None else dgT.contiguous(), (cross_k, cross_v) if exact else None,
+                           chunks, g.dtype)
     return (dq.view_as(q), dk.view_as(k), dv.view_as(v), ds.view_as(s), dg.view_as(g),
             _empty(q) if dhk0 is None else dhk0, _empty(q) if dhv0 is None else dhv0)
 

@@ -35,34 +35,8 @@ def chunk_gsa_fwd_kernel_cumsum(g, gl, cu_seqlens, chunk_indices, H, M,
 
 
 @triton.jit
-def _column_dots(h, dh, i_next, i_this, D, M, o_m, m_m, BD: tl.constexpr):
-    """sum_D h[i_next] * dh[i_this] per slot, [BM] float32, for states laid out [nt * H, D, M]."""
-    b_c = tl.zeros(o_m.shape, dtype=tl.float32)
-    for d0 in range(0, D, BD):
-        o_d = d0 + tl.arange(0, BD)
-        m = (o_d < D)[:, None] & m_m[None, :]
-        p = o_d[:, None] * M + o_m[None, :]
-        b_h = tl.load(h + i_next * D * M + p, mask=m, other=0).to(tl.float32)
-        b_c += tl.sum(b_h * tl.load(dh + i_this * D * M + p, mask=m, other=0), 0)
-    return b_c
-
-
-@triton.jit
-def chunk_gsa_bwd_kernel_cross(hk, dhk, hv, dhv, cross, H, K, V, M, BD: tl.constexpr, BM: tl.constexpr):
-    """cross[c] = sum_D hk[c + 1] * dhk[c] + sum_D hv[c + 1] * dhv[c]: one program per (chunk, kv head)."""
-    i_c, i_h = tl.program_id(0), tl.program_id(1)
-    o_m = tl.arange(0, BM)
-    m_m = o_m < M
-    i_next = ((i_c + 1) * H + i_h).to(tl.int64)
-    i_this = (i_c * H + i_h).to(tl.int64)
-    b_c = _column_dots(hk, dhk, i_next, i_this, K, M, o_m, m_m, BD) + _column_dots(hv, dhv, i_next, i_this, V, M,
-                                                                                  o_m, m_m, BD)
-    tl.store(cross + i_this * M + o_m, b_c, mask=m_m)
-
-
-@triton.jit
-def chunk_gsa_bwd_kernel_dg(dG, dgt, cross, dg, cu_seqlens, chunk_offsets, H, M, BT: tl.constexpr,
-                            BM: tl.constexpr, USE_DGT: tl.constexpr, USE_CROSS: tl.constexpr):
+def chunk_gsa_bwd_kernel_dg(dG, dgt, cross_k, cross_v, dg, cu_seqlens, chunk_offsets, H, M, NT, NPK, NPV,
+                            BT: tl.constexpr, BM: tl.constexpr, USE_DGT: tl.constexpr, USE_CROSS: tl.constexpr):
     i_nh = tl.program_id(0)
     i_n, i_h = i_nh // H, i_nh % H
     bos, eos = sequence_bounds(cu_seqlens, i_n)
@@ -80,8 +54,14 @@ def chunk_gsa_bwd_kernel_dg(dG, dgt, cross, dg, cu_seqlens, chunk_offsets, H, M,
         m_t = o_t < eos
         b_x = load_rows(dG + i_h * M, o_t, m_t, H * M, o_m, m_m)  # [BT, BM]
         b_s = tl.sum(b_x, 0)
-        if USE_CROSS:  # the exact sum of dG over all later chunks (module docstring)
-            b_c = tl.load(cross + ((i_c0 + i_t) * H + i_h) * M + o_m, mask=m_m & (i_t < NTn - 1), other=0)
+        if USE_CROSS:  # the exact sum of dG over all later chunks (module docstring), from the D-tile parts
+            m_c = m_m & (i_t < NTn - 1)
+            o_c = ((i_c0 + i_t) * H + i_h) * M + o_m
+            b_c = tl.zeros([BM], dtype=tl.float32)
+            for i_p in range(NPK):
+                b_c += tl.load(cross_k + i_p * NT * H * M + o_c, mask=m_c, other=0)
+            for i_p in range(NPV):
+                b_c += tl.load(cross_v + i_p * NT * H * M + o_c, mask=m_c, other=0)
             b_c = tl.where(i_t == NTn - 1, b_last, b_c)
         else:
             b_c = b_run
@@ -100,25 +80,21 @@ def chunk_local_cumsum(g: torch.Tensor, chunks: Chunks) -> torch.Tensor:
     return gl
 
 
-def reverse_cumsum_dg(dG: torch.Tensor, dgt: torch.Tensor | None, states: tuple[torch.Tensor, ...],
+def reverse_cumsum_dg(dG: torch.Tensor, dgt: torch.Tensor | None, cross: tuple[torch.Tensor, torch.Tensor] | None,
                       chunks: Chunks, dtype: torch.dtype) -> torch.Tensor:
     """dG: [TT, H, M] float32 -> dg [TT, H, M] in `dtype`: dg_t = sum_{i >= t} dG_i + dgt (per sequence), with the
     sum over later chunks taken exactly at each chunk boundary (module docstring).
 
     dgt: [N, H, M] float32, the final-state term added at each sequence's last step (or None).
-    states: (hk, dhk, hv, dhv): the chunk-start states [nt, H, D, M] of both passes and the gradients of the
-    chunk-end states, same layout (as chunk_fwd_h and chunk_bwd_dh return them)."""
+    cross: the boundary terms of both passes in D-tile parts, each [tiles, nt, H, M] float32, as chunk_bwd_dh
+    returns them; None: the whole-sequence sum instead."""
     TT, H, M = dG.shape
-    hk, dhk, hv, dhv = states
-    K, V = hk.shape[2], hv.shape[2]
-    BM = block(M, 128)
-    use_cross = hk.dtype == torch.float32 and hv.dtype == torch.float32
-    cross = dG.new_empty(max(chunks.NT - 1, 1), H, M)
-    if use_cross and chunks.NT > 1:
-        launch(chunk_gsa_bwd_kernel_cross, (chunks.NT - 1, H))(hk, dhk, hv, dhv, cross, H=H, K=K, V=V, M=M,
-                                                        BD=block(max(K, V), 32), BM=BM, **launch_options("cross"))
     dg = torch.empty(TT, H, M, dtype=dtype, device=dG.device)
-    launch(chunk_gsa_bwd_kernel_dg, (chunks.N * H,))(dG, dgt, cross, dg, chunks.cu_seqlens, chunks.offsets, H=H, M=M,
-                                                     BT=BT, BM=BM, USE_DGT=dgt is not None, USE_CROSS=use_cross,
+    ck, cv = (dG, dG) if cross is None else cross  # unread stand-ins without the boundary terms
+    NT = ck.shape[1] if cross is not None else 1
+    launch(chunk_gsa_bwd_kernel_dg, (chunks.N * H,))(dG, dgt, ck, cv, dg, chunks.cu_seqlens, chunks.offsets, H=H, M=M,
+                                                     NT=NT, NPK=ck.shape[0] if cross else 0,
+                                                     NPV=cv.shape[0] if cross else 0, BT=BT, BM=block(M, 128),
+                                                     USE_DGT=dgt is not None, USE_CROSS=cross is not None,
                                                      **launch_options("dg"))
     return dg

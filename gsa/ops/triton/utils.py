@@ -59,8 +59,14 @@ CHUNK_WARPS = 4
 # Launch options of single kernels, by the short name of their launch_options() call ("h", "a", "p", "o", "dh",
 # "dx", "ds", "cross", "dg", "cumsum"): num_warps, num_stages and, for "o" and "dx", the D tile "BD". Chosen for the
 # H100 from one side-by-side sweep of every kernel over a few options (benchmarks/scripts/gpu_kernel_sweep.py; no
-# autotuning at run time). Read at call time, so a sweep can replace it.
-KERNEL_OPTIONS: dict[str, dict[str, int]] = {}
+# autotuning at run time). Read at call time, so a sweep can replace it. Session 14's sweep (us a fwd+bwd at the
+# 1.3b / grouped / small-head shapes; BENCHMARKS.md): kernel_dx 750 / 904 / 352 at the default 4 warps and 3 stages,
+# 379 / 522 / 180 at 8 warps and 1 stage (software pipelining of its short loop costs shared memory and occupancy);
+# kernel_h 551 / 486 / 339 -> 543 / 410 / 302 at 2 stages. Every other kernel was best or within noise at the default.
+KERNEL_OPTIONS: dict[str, dict[str, int]] = {
+    "dx": dict(num_warps=8, num_stages=1),
+    "h": dict(num_warps=4, num_stages=2),
+}
 
 
 def launch_options(name: str, **defaults) -> dict:
