@@ -10,7 +10,7 @@ import torch
 
 from gsa.ops.triton.chunk_a import chunk_bwd_dp, chunk_fwd_a
 from gsa.ops.triton.chunk_ds import chunk_bwd_ds
-from gsa.ops.triton.chunk_dx import chunk_bwd_dx
+from gsa.ops.triton.chunk_dx import chunk_bwd_dx, dx_tiles
 from gsa.ops.triton.chunk_dh import chunk_bwd_dh
 from gsa.ops.triton.chunk_h import chunk_fwd_h
 from gsa.ops.triton.chunk_o import chunk_o
@@ -102,16 +102,18 @@ def _bwd_impl(q, k, v, s, g, A, gl, P, do, scale, hk0, hv0, dhkT, dhvT, hkT, hvT
         hv, _ = chunk_fwd_h(vf, sf, glf, hv0, chunks, nt, False, True, prec)
     dA, dGq = chunk_bwd_dp(dof, vf, sf, glf, hv, Af, chunks, prec, linear_read)
     want0 = hk0 is not None
-    # dg's chunk-boundary term needs the states exact: not with chunk states stored in the inputs' dtype (cumsum.py)
-    exact = hk.dtype == torch.float32 and hv.dtype == torch.float32
-    dhk, dhk0, cross_k = chunk_bwd_dh(qf, dA, glf, dhkT, chunks, nt, scale, False, want0, False, prec,
-                                      hk if exact else None)
-    dhv, dhv0, cross_v = chunk_bwd_dh(dof, Af, glf, dhvT, chunks, nt, 1.0, not linear_read, want0, True, prec,
-                                      hv if exact else None)
+    dhk, dhk0 = chunk_bwd_dh(qf, dA, glf, dhkT, chunks, nt, scale, False, want0, False, prec)
+    dhv, dhv0 = chunk_bwd_dh(dof, Af, glf, dhvT, chunks, nt, 1.0, not linear_read, want0, True, prec)
     P1 = chunk_p(dA, sf, glf, chunks, False, prec)
     dq = chunk_o(dA, glf, P1, kf, hk, chunks, scale, False, q.dtype, prec)
-    dk = chunk_bwd_dx(P1, qf, sf, glf, dhk, chunks, scale, k.dtype, prec)
-    dv = chunk_bwd_dx(_flat(P), dof, sf, glf, dhv, chunks, 1.0, v.dtype, prec)
+    # dg's chunk-boundary term (cumsum.py), in parts per D tile of each pass; it needs exact states, so not with
+    # chunk states stored in the inputs' dtype
+    exact = hk.dtype == torch.float32 and hv.dtype == torch.float32
+    nk = dx_tiles(K)
+    parts = torch.empty(nk + dx_tiles(V), nt, H, M, dtype=torch.float32, device=q.device) if exact else None
+    dk = chunk_bwd_dx(P1, qf, sf, glf, dhk, chunks, scale, k.dtype, prec, *((hk, parts[:nk]) if exact else ()))
+    dv = chunk_bwd_dx(_flat(P), dof, sf, glf, dhv, chunks, 1.0, v.dtype, prec,
+                      *((hv, parts[nk:]) if exact else ()))
     ds, dG = chunk_bwd_ds(qf, kf, vf, dof, sf, glf, Af, dA, dGq, dhk, dhv, chunks, scale, prec, linear_read)
     # final states read the whole sequence's decay: their cotangents enter dG at each sequence's last step
     dgT = None
@@ -120,8 +122,8 @@ def _bwd_impl(q, k, v, s, g, A, gl, P, do, scale, hk0, hv0, dhkT, dhvT, hkT, hvT
     if dhvT is not None:
         dgv = (hvT * dhvT).sum(-1)
         dgT = dgv if dgT is None else dgT + dgv
-    dg = reverse_cumsum_dg(dG, None if dgT is None else dgT.contiguous(), (cross_k, cross_v) if exact else None,
-                           chunks, g.dtype)
+    dg = reverse_cumsum_dg(dG, None if dgT is None else dgT.contiguous(), parts.sum(0) if exact else None, chunks,
+                           g.dtype)
     return (dq.view_as(q), dk.view_as(k), dv.view_as(v), ds.view_as(s), dg.view_as(g),
             _empty(q) if dhk0 is None else dhk0, _empty(q) if dhv0 is None else dhv0)
 

@@ -3,10 +3,6 @@
 Per chunk, in reverse: dS <- dS * exp(Gl_last)[None, :] + scale * sum_{query heads} y^T @ (a * exp(Gl)), with
 (y, a) = (q, dA1) for Hk and (dO, softmax(A1)) for Hv^T. The stored dS of a chunk is the gradient of the state
 at its END; what is left after the first chunk is the initial state's gradient.
-
-Given the pass's chunk-start states S, the kernel also takes dg's chunk-boundary term (cumsum.py) for its D tile,
-sum_D S[c + 1] * dS[c], while dS[c] is in registers: a separate kernel read all four state tensors back
-(~535 MB at the 1.3B shape, 179 us on the H100, session 14).
 """
 
 from __future__ import annotations
@@ -23,11 +19,10 @@ from gsa.ops.triton.utils import (
 
 
 @triton.jit
-def chunk_gsa_bwd_kernel_dh(y, A, gl, dh, dht, dh0, h, cross, cu_seqlens, chunk_offsets, scale, stride_sd,
-                            stride_sm, H, HQ, D, M, NT,
+def chunk_gsa_bwd_kernel_dh(y, A, gl, dh, dht, dh0, cu_seqlens, chunk_offsets, scale, stride_sd, stride_sm,
+                            H, HQ, D, M,
                             BT: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr, SOFTMAX: tl.constexpr,
-                            USE_DHT: tl.constexpr, STORE_DH0: tl.constexpr, CROSS: tl.constexpr,
-                            PREC: tl.constexpr):
+                            USE_DHT: tl.constexpr, STORE_DH0: tl.constexpr, PREC: tl.constexpr):
     G = HQ // H
     i_d, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
@@ -49,11 +44,6 @@ def chunk_gsa_bwd_kernel_dh(y, A, gl, dh, dht, dh0, h, cross, cu_seqlens, chunk_
         i_t = NTn - 1 - i
         # the gradient of the state at the END of chunk i_t
         tl.store(dh + ((i_c0 + i_t) * H + i_h) * D * M + o_h, b_dh, mask=m_dm)
-        if CROSS:
-            if i_t < NTn - 1:  # after a sequence's last chunk the final-state term plays this role
-                b_hn = tl.load(h + ((i_c0 + i_t + 1) * H + i_h) * D * M + o_h, mask=m_dm, other=0)
-                p_x = cross + ((i_d * NT + i_c0 + i_t) * H + i_h) * M + o_m
-                tl.store(p_x, tl.sum(b_hn * b_dh, 0), mask=m_m)
         o_t = bos + i_t * BT + tl.arange(0, BT)
         m_t = o_t < eos
         last = tl.minimum(bos + i_t * BT + BT, eos) - 1
@@ -75,16 +65,12 @@ def chunk_gsa_bwd_kernel_dh(y, A, gl, dh, dht, dh0, h, cross, cu_seqlens, chunk_
 
 
 def chunk_bwd_dh(y: torch.Tensor, A: torch.Tensor, gl: torch.Tensor, dht: torch.Tensor | None, chunks: Chunks,
-                 nt_alloc: int, scale: float, softmax: bool, want_dh0: bool, transposed: bool, prec: str,
-                 h: torch.Tensor | None = None):
+                 nt_alloc: int, scale: float, softmax: bool, want_dh0: bool, transposed: bool, prec: str):
     """Gradients of the chunk-end states of one pass, and of its initial state.
 
     y: [TT, HQ, D] (q, or dO), A: [TT, HQ, M] float32 (dA1, or A1 when `softmax`: the weights are softmax(A1)),
-    gl: [TT, H, M], dht: final-state cotangent in the caller's layout or None, h: the pass's chunk-start states
-    [nt_alloc, H, D, M] float32 (or None: no boundary term).
-    Returns dh [nt_alloc, H, D, M] float32, dh0 in the caller's layout (or None) and dg's boundary term in
-    per-D-tile parts, cross [D tiles, nt_alloc, H, M] float32: part i of chunk c is sum over tile i of
-    h[c + 1] * dh[c] (not written for a sequence's last chunk), or None without h.
+    gl: [TT, H, M], dht: final-state cotangent in the caller's layout or None.
+    Returns dh [nt_alloc, H, D, M] float32 and dh0 in the caller's layout (or None).
     """
     TT, HQ, D = y.shape
     H, M = gl.shape[1], gl.shape[2]
@@ -92,12 +78,11 @@ def chunk_bwd_dh(y: torch.Tensor, A: torch.Tensor, gl: torch.Tensor, dht: torch.
     dh = y.new_empty(nt_alloc, H, D, M, dtype=torch.float32)
     shape = (chunks.N, H, M, D) if transposed else (chunks.N, H, D, M)
     dh0 = y.new_empty(shape, dtype=torch.float32) if want_dh0 else None
-    cross = None if h is None else y.new_empty(triton.cdiv(D, BD), nt_alloc, H, M, dtype=torch.float32)
     sd, sm = state_strides(D, M, transposed)
     grid = (triton.cdiv(D, BD), chunks.N * H)
     launch(chunk_gsa_bwd_kernel_dh, grid)(
-        y, A, gl, dh, dht, dh0, h, cross, chunks.cu_seqlens, chunks.offsets, scale, sd, sm,
-        H=H, HQ=HQ, D=D, M=M, NT=nt_alloc, BT=BT, BD=BD, BM=BM, SOFTMAX=softmax, USE_DHT=dht is not None,
-        STORE_DH0=want_dh0, CROSS=h is not None, PREC=prec, **launch_options("dh"),
+        y, A, gl, dh, dht, dh0, chunks.cu_seqlens, chunks.offsets, scale, sd, sm,
+        H=H, HQ=HQ, D=D, M=M, BT=BT, BD=BD, BM=BM, SOFTMAX=softmax, USE_DHT=dht is not None,
+        STORE_DH0=want_dh0, PREC=prec, **launch_options("dh"),
     )
-    return dh, dh0, cross
+    return dh, dh0

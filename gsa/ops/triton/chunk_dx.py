@@ -3,6 +3,10 @@
 For a chunk, with the gradient dS [D, M] of the state at the chunk's END and the mixing matrices P (chunk_p.py):
     dx = (s * exp(Gl_last - Gl)) @ dS^T + scale * sum_{query heads} P^T @ y.
 dk: P from dA1, y = q, dS = dHk, the pass's scale. dv: P from softmax(A1), y = dO, dS = dHv^T, scale 1.
+
+Given the pass's chunk-start states S, a program also takes dg's chunk-boundary term (cumsum.py) over its D tile,
+sum_D S[c + 1] * dS[c], from the dS tile it loads anyway: a separate kernel read all four state tensors back for it
+(~535 MB, 179 us at the 1.3B shape on the H100; inside the sequential kernel_dh it cost more than that, session 14).
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ from gsa.ops.triton.utils import (
 
 
 @triton.jit
-def chunk_gsa_bwd_kernel_dx(P, y, s, gl, dh, dx, cu_seqlens, chunk_indices, scale, H, HQ, D, M,
-                            BT: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr, PREC: tl.constexpr):
+def chunk_gsa_bwd_kernel_dx(P, y, s, gl, dh, dx, h, cross, cu_seqlens, chunk_indices, scale, H, HQ, D, M, NT,
+                            BT: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr, CROSS: tl.constexpr,
+                            PREC: tl.constexpr):
     i_d, i_h, i_c = program_tiles(tl.cdiv(D, BD), H)
     G = HQ // H
     t0, eos = chunk_bounds(cu_seqlens, chunk_indices, i_c, BT)
@@ -34,8 +39,13 @@ def chunk_gsa_bwd_kernel_dx(P, y, s, gl, dh, dx, cu_seqlens, chunk_indices, scal
     b_s = load_rows(s + i_h * M, o_t, m_t, H * M, o_m, m_m).to(tl.float32)  # [BT, BM]
     b_sd = tl.where(m_t[:, None], b_s * tl.exp(b_gl[None, :] - b_g), 0.0)
     # loads as stored (contiguous along the last dim) and transposes in registers: coalesced
-    b_dh = tl.trans(load_rows(dh + (i_c.to(tl.int64) * H + i_h) * D * M, o_d, m_d, M, o_m, m_m))  # [BM, BD]
-    b_dx = tl.dot(b_sd, b_dh, input_precision=PREC)  # [BT, BD]
+    b_dh = load_rows(dh + (i_c.to(tl.int64) * H + i_h) * D * M, o_d, m_d, M, o_m, m_m)  # [BD, BM]
+    if CROSS:
+        if t0 + BT < eos:  # a sequence's last chunk has no next state: its final-state term stands there
+            b_hn = load_rows(h + ((i_c + 1).to(tl.int64) * H + i_h) * D * M, o_d, m_d, M, o_m, m_m)  # [BD, BM]
+            p_x = cross + ((i_d * NT + i_c).to(tl.int64) * H + i_h) * M + o_m
+            tl.store(p_x, tl.sum(b_hn * b_dh, 0), mask=m_m)
+    b_dx = tl.dot(b_sd, tl.trans(b_dh), input_precision=PREC)  # [BT, BD]
     b_acc = tl.zeros([BT, BD], dtype=tl.float32)
     for i_g in range(G):
         i_hq = i_h * G + i_g
@@ -47,15 +57,32 @@ def chunk_gsa_bwd_kernel_dx(P, y, s, gl, dh, dx, cu_seqlens, chunk_indices, scal
     tl.store(p_dx, b_dx.to(dx.dtype.element_ty), mask=m_t[:, None] & m_d[None, :])
 
 
+def dx_options(D: int) -> dict:
+    return launch_options("dx", BD=block(D, 64))
+
+
+def dx_tiles(D: int) -> int:
+    """How many D tiles kernel_dx splits D into: the leading size of its boundary-term parts."""
+    return triton.cdiv(D, dx_options(D)["BD"])
+
+
 def chunk_bwd_dx(P: torch.Tensor, y: torch.Tensor, s: torch.Tensor, gl: torch.Tensor, dh: torch.Tensor,
-                 chunks: Chunks, scale: float, dtype: torch.dtype, prec: str) -> torch.Tensor:
+                 chunks: Chunks, scale: float, dtype: torch.dtype, prec: str, h: torch.Tensor | None = None,
+                 cross: torch.Tensor | None = None) -> torch.Tensor:
     """dk or dv [TT, H, D] in `dtype`. P: [TT, HQ, BT] (from dA1, or from softmax(A1)), y: [TT, HQ, D] (q or dO),
-    s/gl: [TT, H, M], dh: [NT, H, D, M] gradients of the chunk-end states."""
+    s/gl: [TT, H, M], dh: [nt, H, D, M] gradients of the chunk-end states.
+
+    With h (the pass's chunk-start states [nt, H, D, M] float32) and cross ([dx_tiles(D), nt, H, M] float32, a
+    contiguous buffer), also writes cross[i, c] = sum over D tile i of h[c + 1] * dh[c] for every chunk c that is
+    not its sequence's last (those entries are left as they were)."""
     TT, HQ, D = y.shape
     H, M = s.shape[1], s.shape[2]
+    if (h is None) != (cross is None):
+        raise ValueError("chunk_bwd_dx: give both h and cross, or neither")
     dx = torch.empty(TT, H, D, dtype=dtype, device=y.device)
-    opts = launch_options("dx", BD=block(D, 64))
+    opts = dx_options(D)
     grid = tiles_grid(triton.cdiv(D, opts["BD"]), H, chunks.NT)
-    launch(chunk_gsa_bwd_kernel_dx, grid)(P, y, s, gl, dh, dx, chunks.cu_seqlens, chunks.indices, scale, H, HQ, D, M,
-                                  BT=BT, BM=block(M, 128), PREC=prec, **opts)
+    launch(chunk_gsa_bwd_kernel_dx, grid)(P, y, s, gl, dh, dx, h, cross, chunks.cu_seqlens, chunks.indices, scale,
+                                  H, HQ, D, M, dh.shape[0], BT=BT, BM=block(M, 128), CROSS=h is not None,
+                                  PREC=prec, **opts)
     return dx

@@ -7,7 +7,8 @@ while the result stays small, and dg's error grew with T (7.6x the torch backend
 bf16 on an H100). So the sum runs only inside each chunk, and what all later tokens contribute is taken exactly at
 the chunk boundary: the gradient of the log-decay at the first token of chunk c + 1 is
 sum_D H[c + 1] * dH[c] (the state entering chunk c + 1 times the gradient of the state leaving chunk c), over both
-passes; the final-state term plays that role after a sequence's last chunk. With chunk states stored in the
+passes; the final-state term plays that role after a sequence's last chunk. kernel_dx takes those products per D
+tile while it holds dH[c] (chunk_dx.py). With chunk states stored in the
 inputs' dtype (CHUNK_STATES = "input") that product would carry the states' rounding (3.6x the torch backend's dg
 error in fp16 at T = 65), so there the sum still runs over the whole sequence, exact at short T and degrading
 with T as before."""
@@ -35,8 +36,8 @@ def chunk_gsa_fwd_kernel_cumsum(g, gl, cu_seqlens, chunk_indices, H, M,
 
 
 @triton.jit
-def chunk_gsa_bwd_kernel_dg(dG, dgt, cross_k, cross_v, dg, cu_seqlens, chunk_offsets, H, M, NT, NPK, NPV,
-                            BT: tl.constexpr, BM: tl.constexpr, USE_DGT: tl.constexpr, USE_CROSS: tl.constexpr):
+def chunk_gsa_bwd_kernel_dg(dG, dgt, cross, dg, cu_seqlens, chunk_offsets, H, M, BT: tl.constexpr,
+                            BM: tl.constexpr, USE_DGT: tl.constexpr, USE_CROSS: tl.constexpr):
     i_nh = tl.program_id(0)
     i_n, i_h = i_nh // H, i_nh % H
     bos, eos = sequence_bounds(cu_seqlens, i_n)
@@ -54,14 +55,8 @@ def chunk_gsa_bwd_kernel_dg(dG, dgt, cross_k, cross_v, dg, cu_seqlens, chunk_off
         m_t = o_t < eos
         b_x = load_rows(dG + i_h * M, o_t, m_t, H * M, o_m, m_m)  # [BT, BM]
         b_s = tl.sum(b_x, 0)
-        if USE_CROSS:  # the exact sum of dG over all later chunks (module docstring), from the D-tile parts
-            m_c = m_m & (i_t < NTn - 1)
-            o_c = ((i_c0 + i_t) * H + i_h) * M + o_m
-            b_c = tl.zeros([BM], dtype=tl.float32)
-            for i_p in range(NPK):
-                b_c += tl.load(cross_k + i_p * NT * H * M + o_c, mask=m_c, other=0)
-            for i_p in range(NPV):
-                b_c += tl.load(cross_v + i_p * NT * H * M + o_c, mask=m_c, other=0)
+        if USE_CROSS:  # the exact sum of dG over all later chunks (module docstring)
+            b_c = tl.load(cross + ((i_c0 + i_t) * H + i_h) * M + o_m, mask=m_m & (i_t < NTn - 1), other=0)
             b_c = tl.where(i_t == NTn - 1, b_last, b_c)
         else:
             b_c = b_run
@@ -80,21 +75,17 @@ def chunk_local_cumsum(g: torch.Tensor, chunks: Chunks) -> torch.Tensor:
     return gl
 
 
-def reverse_cumsum_dg(dG: torch.Tensor, dgt: torch.Tensor | None, cross: tuple[torch.Tensor, torch.Tensor] | None,
-                      chunks: Chunks, dtype: torch.dtype) -> torch.Tensor:
+def reverse_cumsum_dg(dG: torch.Tensor, dgt: torch.Tensor | None, cross: torch.Tensor | None, chunks: Chunks,
+                      dtype: torch.dtype) -> torch.Tensor:
     """dG: [TT, H, M] float32 -> dg [TT, H, M] in `dtype`: dg_t = sum_{i >= t} dG_i + dgt (per sequence), with the
     sum over later chunks taken exactly at each chunk boundary (module docstring).
 
     dgt: [N, H, M] float32, the final-state term added at each sequence's last step (or None).
-    cross: the boundary terms of both passes in D-tile parts, each [tiles, nt, H, M] float32, as chunk_bwd_dh
-    returns them; None: the whole-sequence sum instead."""
+    cross: [nt, H, M] float32, chunk c's boundary term sum_D (Hk[c + 1] dHk[c]) + sum_D (Hv[c + 1] dHv[c]) (read
+    for every chunk but a sequence's last; chunk_dx.py takes it), or None: the whole-sequence sum instead."""
     TT, H, M = dG.shape
     dg = torch.empty(TT, H, M, dtype=dtype, device=dG.device)
-    ck, cv = (dG, dG) if cross is None else cross  # unread stand-ins without the boundary terms
-    NT = ck.shape[1] if cross is not None else 1
-    launch(chunk_gsa_bwd_kernel_dg, (chunks.N * H,))(dG, dgt, ck, cv, dg, chunks.cu_seqlens, chunks.offsets, H=H, M=M,
-                                                     NT=NT, NPK=ck.shape[0] if cross else 0,
-                                                     NPV=cv.shape[0] if cross else 0, BT=BT, BM=block(M, 128),
-                                                     USE_DGT=dgt is not None, USE_CROSS=cross is not None,
-                                                     **launch_options("dg"))
+    launch(chunk_gsa_bwd_kernel_dg, (chunks.N * H,))(dG, dgt, cross, dg, chunks.cu_seqlens, chunks.offsets, H=H, M=M,
+                                                     BT=BT, BM=block(M, 128), USE_DGT=dgt is not None,
+                                                     USE_CROSS=cross is not None, **launch_options("dg"))
     return dg
