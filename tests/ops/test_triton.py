@@ -124,19 +124,11 @@ def test_dg_stays_accurate_over_long_sequences(cross, monkeypatch):
     steps that nearly cancel; summed over the whole sequence their rounding survived (7.6x the torch backend's
     error at T = 2048, ~20x in bf16 on an H100). The kernels now take the sum over later chunks exactly at each
     chunk boundary (gsa/ops/triton/cumsum.py); `cross=False` runs the old sum to show this test can fail."""
-    import gsa.ops.triton.cumsum as cumsum
+    import gsa.ops.triton.chunk as chunk
 
-    if not cross:
-        real = cumsum.chunk_gsa_bwd_kernel_dg
-
-        class OldSum:  # the same kernel with the boundary term switched off
-            def __getitem__(self, grid):
-                return lambda *a, **kw: real[grid](*a, **{**kw, "USE_CROSS": False})
-
-            def warmup(self, *a, **kw):  # the first CUDA call's parallel compile (chunk.PREWARM) queues this
-                return real.warmup(*a, **{**kw, "USE_CROSS": False})
-
-        monkeypatch.setattr(cumsum, "chunk_gsa_bwd_kernel_dg", OldSum())
+    if not cross:  # the old sum: the same backward with the boundary terms dropped
+        real = chunk.reverse_cumsum_dg
+        monkeypatch.setattr(chunk, "reverse_cumsum_dg", lambda dG, dgt, cross, *a: real(dG, dgt, None, *a))
     x = make_inputs(B=1, T=1536, HQ=1, H=1, K=64, V=64, M=32, tau=4.0)
     truth = run(recurrent_reference, x)
     baseline = run(lambda *a, **k: gated_slot_attention(*a, backend="torch", **k), cast(x, torch.float32))

@@ -83,6 +83,6 @@ def chunk_bwd_dh(y: torch.Tensor, A: torch.Tensor, gl: torch.Tensor, dht: torch.
     launch(chunk_gsa_bwd_kernel_dh, grid)(
         y, A, gl, dh, dht, dh0, chunks.cu_seqlens, chunks.offsets, scale, sd, sm,
         H=H, HQ=HQ, D=D, M=M, BT=BT, BD=BD, BM=BM, SOFTMAX=softmax, USE_DHT=dht is not None,
-        STORE_DH0=want_dh0, PREC=prec, **launch_options("dh"),
+        STORE_DH0=want_dh0, PREC=prec, **launch_options("dh" if BD > 16 else "dh-narrow"),
     )
     return dh, dh0

@@ -78,6 +78,6 @@ def chunk_fwd_h(x: torch.Tensor, s: torch.Tensor, gl: torch.Tensor, h0: torch.Te
     launch(chunk_gsa_fwd_kernel_h, grid)(
         x, s, gl, h, h0, ht, chunks.cu_seqlens, chunks.offsets, sd, sm,
         H=H, D=D, M=M, BT=BT, BD=BD, BM=BM, USE_H0=h0 is not None, STORE_HT=output_final_state, PREC=prec,
-        **launch_options("h"),
+        **launch_options("h" if BD > 16 else "h-narrow"),
     )
     return h, ht

@@ -56,16 +56,22 @@ def state_tile(D: int, sequences_x_heads: int, device: torch.device) -> int:
 # launchers read this at call time, so a benchmark can switch it.
 CHUNK_WARPS = 4
 
-# Launch options of single kernels, by the short name of their launch_options() call ("h", "a", "p", "o", "dh",
-# "dx", "ds", "cross", "dg", "cumsum"): num_warps, num_stages and, for "o" and "dx", the D tile "BD". Chosen for the
+# Launch options of single kernels, by the short name of their launch_options() call ("cumsum", "h", "a", "p", "o",
+# "dp", "dh", "dx", "ds", "dg"; "h-narrow" / "dh-narrow": the state kernels at 16-wide tiles, see state_tile):
+# num_warps, num_stages and, for "o" and "dx", the D tile "BD". Chosen for the
 # H100 from one side-by-side sweep of every kernel over a few options (benchmarks/scripts/gpu_kernel_sweep.py; no
 # autotuning at run time). Read at call time, so a sweep can replace it. Session 14's sweep (us a fwd+bwd at the
 # 1.3b / grouped / small-head shapes; BENCHMARKS.md): kernel_dx 750 / 904 / 352 at the default 4 warps and 3 stages,
 # 379 / 522 / 180 at 8 warps and 1 stage (software pipelining of its short loop costs shared memory and occupancy);
-# kernel_h 551 / 486 / 339 -> 543 / 410 / 302 at 2 stages. Every other kernel was best or within noise at the default.
+# kernel_h 551 / 486 / 339 -> 543 / 410 / 302 at 2 stages. At 1.3b-long (B 1, T 16K: the state kernels' tiles narrow
+# to 16) the state kernels want 8 warps and 2 stages: kernel_h 2434 (4 warps, 2 stages) -> 1890 us, kernel_dh 1686 ->
+# 1322; at 64- and 32-wide tiles 8 warps lost (kernel_dh at the grouped shape 774 -> 1154). Every other kernel was best
+# or within noise at the default.
 KERNEL_OPTIONS: dict[str, dict[str, int]] = {
     "dx": dict(num_warps=8, num_stages=1),
     "h": dict(num_warps=4, num_stages=2),
+    "h-narrow": dict(num_warps=8, num_stages=2),
+    "dh-narrow": dict(num_warps=8, num_stages=2),
 }
 
 
