@@ -89,6 +89,7 @@ def collect(shape: dict, arch: int, dtype=torch.bfloat16, warps: int | None = No
         return None
 
     from gsa.ops.triton import chunk_gsa, fused_recurrent_gsa, fused_recurrent_gsa_step
+    from gsa.ops.triton.norm import rms_norm_triton
 
     B, T, HQ, H, K, V, M = (shape[k] for k in ("B", "T", "HQ", "H", "K", "V", "M"))
     g = torch.Generator().manual_seed(0)
@@ -109,6 +110,9 @@ def collect(shape: dict, arch: int, dtype=torch.bfloat16, warps: int | None = No
         else:
             o, _ = chunk_gsa(q, k, v, s, gate, K**-0.5, None, False, None, linear_read=linear_read)
             o.backward(torch.ones_like(o))
+            # the layer's output norm of swish(o), forward and backward (gsa.ops.triton.norm)
+            x = o.detach().reshape(B * T, HQ * V).requires_grad_()
+            rms_norm_triton(x, torch.ones(HQ * V, requires_grad=True), 1e-5, True).sum().backward()
     finally:
         JITFunction.run = original
     return rows

@@ -47,10 +47,35 @@ class _RMSNormFn(torch.autograd.Function):
         return dx.to(x.dtype), dw.to(weight.dtype), None, None
 
 
+# Which implementation rms_norm runs: "auto" takes the Triton kernels (gsa.ops.triton.norm: one kernel forward, one
+# backward) for CUDA tensors in eager mode, and the node above otherwise: on a CPU, for float64, and inside a
+# torch.compile trace, where inductor fuses the norm with its neighbours itself (the compiled decode step). "triton"
+# forces the kernels (tests run them on the CPU under the Triton interpreter), "torch" the node above.
+BACKEND = "auto"
+
+
+def _use_triton(x: torch.Tensor) -> bool:
+    if BACKEND != "auto":
+        return BACKEND == "triton"
+    if torch.compiler.is_compiling():
+        return False
+    from gsa.ops.api import resolve_backend
+
+    if resolve_backend("auto", x.device, x.dtype) != "triton":
+        return False
+    from gsa.ops.triton.norm import MAX_D
+
+    return x.shape[-1] <= MAX_D
+
+
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, silu_input: bool = False) -> torch.Tensor:
     """RMSNorm(swish(x) if silu_input else x) * weight over the last dimension; x: [..., D], weight: [D].
 
     Statistics in float32 (float64 stays float64); the result has x's dtype."""
+    if _use_triton(x):
+        from gsa.ops.triton.norm import rms_norm_triton
+
+        return rms_norm_triton(x, weight, eps, silu_input)
     return _RMSNormFn.apply(x, weight, eps, silu_input)
 
 

@@ -1,0 +1,88 @@
+"""The Triton RMSNorm (gsa.ops.triton.norm) against float64 and against the torch node in the same dtype: forward,
+dx and dw, with and without the swish input, at awkward row counts and widths (interpreter on the CPU)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import gsa.nn.norm as norm_mod
+from gsa.nn import RMSNorm
+from op_inputs import rel_err
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def definition(x, w, eps, swish):
+    xin = F.silu(x) if swish else x
+    return xin / torch.sqrt(xin.pow(2).mean(-1, keepdim=True) + eps) * w
+
+
+def run(backend, x, w, dy, swish, monkeypatch):
+    monkeypatch.setattr(norm_mod, "BACKEND", backend)
+    x = x.detach().clone().requires_grad_(True)
+    w = w.detach().clone().requires_grad_(True)
+    y = norm_mod.rms_norm(x, w, 1e-5, swish)
+    dx, dw = torch.autograd.grad(y, (x, w), dy)
+    return y, dx, dw
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("swish", [False, True])
+@pytest.mark.parametrize("shape", [(37, 40), (2, 7, 100), (1, 1, 16)])
+def test_triton_rms_norm_within_2x_of_the_torch_node(dtype, swish, shape, monkeypatch):
+    x64 = torch.randn(shape, dtype=torch.float64) * 2
+    w64 = torch.rand(shape[-1], dtype=torch.float64) + 0.5
+    dy64 = torch.randn(shape, dtype=torch.float64)
+    xw = x64.detach().requires_grad_(True), w64.detach().requires_grad_(True)
+    truth = (definition(*xw, 1e-5, swish), *torch.autograd.grad(definition(*xw, 1e-5, swish), xw, dy64))
+    x, dy = x64.to(dtype).to(DEVICE), dy64.to(dtype).to(DEVICE)
+    w = w64.float().to(DEVICE)  # float32 weights, half activations: the autocast training setting
+    x_before = x.clone()
+    got = run("triton", x, w, dy, swish, monkeypatch)
+    base = run("torch", x, w, dy, swish, monkeypatch)
+    assert torch.equal(x, x_before)  # inputs not modified
+    for name, a, b, t in zip(("y", "dx", "dw"), got, base, truth):
+        assert a.dtype == b.dtype and a.shape == b.shape, name
+        assert torch.isfinite(a).all(), name
+        err, ref = rel_err(a.cpu(), t), rel_err(b.cpu(), t)
+        assert err <= 2 * ref + 1e-6, f"{name}: error {err:.3e} vs torch node {ref:.3e}"
+
+
+def test_triton_rms_norm_float32_matches_float64_closely(monkeypatch):
+    """In float32 the kernels' error is rounding only: a wrong formula (say, dw without the swish) fails this."""
+    x64, w64, dy64 = torch.randn(19, 72, dtype=torch.float64), torch.rand(72, dtype=torch.float64) + 0.5, \
+        torch.randn(19, 72, dtype=torch.float64)
+    xw = x64.detach().requires_grad_(True), w64.detach().requires_grad_(True)
+    want = definition(*xw, 1e-5, True)
+    truth = (want, *torch.autograd.grad(want, xw, dy64))
+    got = run("triton", x64.float().to(DEVICE), w64.float().to(DEVICE), dy64.float().to(DEVICE), True, monkeypatch)
+    for name, a, t in zip(("y", "dx", "dw"), got, truth):
+        assert rel_err(a.cpu(), t) < 1e-5, name
+
+
+def test_the_module_runs_the_kernels_when_asked(monkeypatch):
+    calls = []
+    import gsa.ops.triton.norm as kernels
+
+    real = kernels.rms_norm_triton
+    monkeypatch.setattr(kernels, "rms_norm_triton", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(norm_mod, "BACKEND", "triton")
+    RMSNorm(16).to(DEVICE)(torch.randn(3, 16, device=DEVICE))
+    monkeypatch.setattr(norm_mod, "BACKEND", "auto")
+    RMSNorm(16)(torch.randn(3, 16))  # a CPU tensor: the torch node
+    assert calls == [1]
+
+
+def test_opcheck_rms_norm_ops():
+    from gsa.ops.triton.norm import rms_norm_fwd
+
+    x = torch.randn(5, 24, device=DEVICE, requires_grad=True)
+    w = torch.rand(24, device=DEVICE, requires_grad=True)
+    torch.library.opcheck(rms_norm_fwd, (x, w, 1e-5, True))
+
+
+def test_bad_weight_is_refused_before_any_kernel():
+    from gsa.ops.triton.norm import rms_norm_triton
+
+    with pytest.raises(ValueError, match="weight must be"):
+        rms_norm_triton(torch.randn(3, 8, device=DEVICE), torch.ones(7, device=DEVICE), 1e-5)
