@@ -90,6 +90,7 @@ def collect(shape: dict, arch: int, dtype=torch.bfloat16, warps: int | None = No
 
     from gsa.ops.triton import chunk_gsa, fused_recurrent_gsa, fused_recurrent_gsa_step
     from gsa.ops.triton.norm import rms_norm_triton
+    from gsa.ops.triton.swiglu import swiglu_triton
 
     B, T, HQ, H, K, V, M = (shape[k] for k in ("B", "T", "HQ", "H", "K", "V", "M"))
     g = torch.Generator().manual_seed(0)
@@ -113,6 +114,8 @@ def collect(shape: dict, arch: int, dtype=torch.bfloat16, warps: int | None = No
             # the layer's output norm of swish(o), forward and backward (gsa.ops.triton.norm)
             x = o.detach().reshape(B * T, HQ * V).requires_grad_()
             rms_norm_triton(x, torch.ones(HQ * V, requires_grad=True), 1e-5, True).sum().backward()
+            gu = torch.randn(2, B * T, 4 * HQ * V, dtype=dtype, generator=g).requires_grad_()
+            swiglu_triton(gu[0], gu[1]).sum().backward()
     finally:
         JITFunction.run = original
     return rows

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Device call (H100), session 14: (1) the op after dg went chunk-parallel and the narrow state kernels' launch
 # options, against the tree before the session (.carry/old, a755137), side by side, four shapes; (2) `gsa bench
-# train` Llama vs GSA with the Triton RMSNorm (default on CUDA) and GSA with the torch norm node (gsa.nn.norm.BACKEND
+# train` Llama vs GSA with the Triton RMSNorm (default on CUDA) and GSA with the torch norm node (gsa.nn.backend.KERNELS
 # = "torch"), 2K and 16K; (3) the GPU-marked tests of ops / nn / models and the norm tests on the GPU.
 # Outputs in $OUT/s14c.tar.
 set -u
@@ -18,7 +18,7 @@ grep -A13 "^per-kernel" "$R/ops-new.log" | head -14
 PYTHONPATH=$PWD timeout 150 python -m gsa.bench.train --variants llama,gsa --seq-lens 2048,16384 \
   --out "$R/train.json" > "$R/train.log" 2>&1
 echo "train rc=$?"; grep -A6 "^training:" "$R/train.log"
-PYTHONPATH=$PWD timeout 100 python -c "import gsa.nn.norm as n; n.BACKEND = 'torch'
+PYTHONPATH=$PWD timeout 100 python -c "import gsa.nn.backend as b; b.KERNELS = 'torch'
 from gsa.bench.train import main; main(['--variants', 'gsa', '--seq-lens', '2048,16384', '--out', '$R/train-torchnorm.json'])" \
   > "$R/train-torchnorm.log" 2>&1
 echo "train torch-norm rc=$?"; grep -A4 "^training:" "$R/train-torchnorm.log"

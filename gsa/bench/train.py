@@ -25,10 +25,14 @@ SIZES = {
     "tiny": dict(hidden_size=64, num_hidden_layers=2, gsa_heads=2, llama_heads=4, intermediate_size=128,
                  vocab_size=256),
 }
-# name: (model kind, GSA slots, keep chunk states for backward)
+# name: (model kind, GSA slots, keep chunk states for backward). "llama-fused": the same Llama with its RMSNorms and
+# SwiGLU products through gsa's Triton kernels (what those kernels alone give a Transformer); "gsa-unfused": GSA with
+# PyTorch element-wise ops instead of them (gsa.nn.backend.KERNELS = "torch").
 VARIANTS = {
     "llama": ("llama", None, False),
+    "llama-fused": ("llama-fused", None, False),
     "gsa": ("gsa", 64, False),
+    "gsa-unfused": ("gsa", 64, False),
     "gsa-keep-states": ("gsa", 64, True),
     "gsa-M32": ("gsa", 32, False),
     "gsa-M128": ("gsa", 128, False),
@@ -60,15 +64,44 @@ def build(variant: str, size: str, max_len: int, device, dtype):
     common = dict(hidden_size=s["hidden_size"], num_hidden_layers=s["num_hidden_layers"],
                   intermediate_size=s["intermediate_size"], vocab_size=s["vocab_size"], tie_word_embeddings=False)
     with torch.device(device):
-        if kind == "llama":
+        if kind in ("llama", "llama-fused"):
             cfg = LlamaConfig(num_attention_heads=s["llama_heads"], num_key_value_heads=s["llama_heads"],
                               max_position_embeddings=max_len, attn_implementation="sdpa", **common)
             model = LlamaForCausalLM(cfg)
+            if kind == "llama-fused":
+                use_gsa_kernels(model)
         else:
             model = GSAForCausalLM(GSAConfig(num_heads=s["gsa_heads"], num_slots=slots, **common))
             for block in model.model.layers:
                 block.attn.keep_states = keep
     return model.to(dtype)
+
+
+def use_gsa_kernels(model) -> None:
+    """Route a transformers Llama's RMSNorms and MLP products through gsa's modules' functions (Triton kernels on
+    CUDA in eager mode, gsa.nn.backend), in place. The norm's output stays in the input's dtype (transformers'
+    multiplies by a float32 weight after the cast, so under autocast its output is float32)."""
+    from gsa.nn.norm import rms_norm
+    from gsa.nn.backend import use_triton_kernels
+
+    def norm_forward(m):
+        return lambda x: rms_norm(x, m.weight, m.variance_epsilon)
+
+    def mlp_forward(m):
+        def forward(x):
+            gate, up = m.gate_proj(x), m.up_proj(x)
+            if use_triton_kernels(gate):
+                from gsa.ops.triton.swiglu import swiglu_triton
+
+                return m.down_proj(swiglu_triton(gate, up))
+            return m.down_proj(m.act_fn(gate) * up)
+        return forward
+
+    for m in model.modules():
+        if type(m).__name__ == "LlamaRMSNorm":
+            m.forward = norm_forward(m)
+        elif type(m).__name__ == "LlamaMLP":
+            m.forward = mlp_forward(m)
 
 
 def run_one(variant: str, size: str, T: int, tokens: int, steps: int, warmup: int, device,
@@ -87,9 +120,15 @@ def run_one(variant: str, size: str, T: int, tokens: int, steps: int, warmup: in
     ids = torch.randint(0, model.config.vocab_size, (B, T), device=device)
 
     def step():
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda and not plain_bf16):
-            loss = model(ids, labels=ids).loss
-        loss.backward()
+        from gsa.nn import backend
+
+        kernels, backend.KERNELS = backend.KERNELS, ("torch" if variant == "gsa-unfused" else backend.KERNELS)
+        try:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda and not plain_bf16):
+                loss = model(ids, labels=ids).loss
+            loss.backward()
+        finally:
+            backend.KERNELS = kernels
         opt.step()
         opt.zero_grad(set_to_none=True)
 

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gsa.nn.backend import use_triton_kernels
 from gsa.nn.fused import FusesProjections, use_fused
 
 # The gate's nonlinearity. "silu" gives SwiGLU (the GSA paper and Llama); the others give GeGLU / ReGLU.
@@ -37,4 +38,8 @@ class SwiGLU(FusesProjections):
             gate, up = self._fused(x)
         else:
             gate, up = self.gate_proj(x), self.up_proj(x)
+        if self.hidden_act == "silu" and use_triton_kernels(gate):  # one kernel each way (gsa.ops.triton.swiglu)
+            from gsa.ops.triton.swiglu import swiglu_triton
+
+            return self.down_proj(swiglu_triton(gate, up))
         return self.down_proj(self.act(gate) * up)

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gsa.nn.backend import use_triton_kernels
+
 
 def _silu_grad(x: torch.Tensor) -> torch.Tensor:
     sig = torch.sigmoid(x)
@@ -47,21 +49,8 @@ class _RMSNormFn(torch.autograd.Function):
         return dx.to(x.dtype), dw.to(weight.dtype), None, None
 
 
-# Which implementation rms_norm runs: "auto" takes the Triton kernels (gsa.ops.triton.norm: one kernel forward, one
-# backward) for CUDA tensors in eager mode, and the node above otherwise: on a CPU, for float64, and inside a
-# torch.compile trace, where inductor fuses the norm with its neighbours itself (the compiled decode step). "triton"
-# forces the kernels (tests run them on the CPU under the Triton interpreter), "torch" the node above.
-BACKEND = "auto"
-
-
 def _use_triton(x: torch.Tensor) -> bool:
-    if BACKEND != "auto":
-        return BACKEND == "triton"
-    if torch.compiler.is_compiling():
-        return False
-    from gsa.ops.api import resolve_backend
-
-    if resolve_backend("auto", x.device, x.dtype) != "triton":
+    if not use_triton_kernels(x):
         return False
     from gsa.ops.triton.norm import MAX_D
 

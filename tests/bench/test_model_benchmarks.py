@@ -34,3 +34,27 @@ def test_bench_decode_toy(tmp_path):
     assert len(gsa_state) == 1  # constant in the prefix length
     kv = [r["state_bytes_per_seq"] for r in data["rows"] if r["model"] == "llama" and r["batch"] == 1]
     assert kv[1] > kv[0]  # the KV cache grows with the prefix
+
+
+def test_llama_fused_variant_computes_the_same_loss(monkeypatch):
+    """'llama-fused' routes a Llama's norms and SwiGLU through gsa's kernels (forced on: the interpreter on a CPU):
+    same weights, same loss and gradients as the plain Llama, to float32 rounding."""
+    import torch
+
+    import gsa.nn.backend as backend
+    from gsa.bench.train import build
+
+    torch.manual_seed(0)
+    plain = build("llama", "tiny", 32, "cpu", torch.float32)
+    fused = build("llama-fused", "tiny", 32, "cpu", torch.float32)
+    fused.load_state_dict(plain.state_dict())
+    ids = torch.randint(0, 256, (2, 32))
+    monkeypatch.setattr(backend, "KERNELS", "triton")
+    losses, grads = [], []
+    for m in (plain, fused):
+        loss = m(ids, labels=ids).loss
+        loss.backward()
+        losses.append(loss.item())
+        grads.append(m.model.layers[0].mlp.gate_proj.weight.grad.clone())
+    assert abs(losses[0] - losses[1]) < 1e-5, losses
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)

@@ -1,10 +1,11 @@
-"""The Triton RMSNorm (gsa.ops.triton.norm) against float64 and against the torch node in the same dtype: forward,
-dx and dw, with and without the swish input, at awkward row counts and widths (interpreter on the CPU)."""
+"""The Triton RMSNorm (gsa.ops.triton.norm) and SwiGLU (gsa.ops.triton.swiglu) against float64 and against PyTorch
+in the same dtype: outputs and every gradient, at awkward sizes (interpreter on the CPU)."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+import gsa.nn.backend as backend
 import gsa.nn.norm as norm_mod
 from gsa.nn import RMSNorm
 from op_inputs import rel_err
@@ -17,8 +18,8 @@ def definition(x, w, eps, swish):
     return xin / torch.sqrt(xin.pow(2).mean(-1, keepdim=True) + eps) * w
 
 
-def run(backend, x, w, dy, swish, monkeypatch):
-    monkeypatch.setattr(norm_mod, "BACKEND", backend)
+def run(kernels, x, w, dy, swish, monkeypatch):
+    monkeypatch.setattr(backend, "KERNELS", kernels)
     x = x.detach().clone().requires_grad_(True)
     w = w.detach().clone().requires_grad_(True)
     y = norm_mod.rms_norm(x, w, 1e-5, swish)
@@ -66,9 +67,9 @@ def test_the_module_runs_the_kernels_when_asked(monkeypatch):
 
     real = kernels.rms_norm_triton
     monkeypatch.setattr(kernels, "rms_norm_triton", lambda *a: calls.append(1) or real(*a))
-    monkeypatch.setattr(norm_mod, "BACKEND", "triton")
+    monkeypatch.setattr(backend, "KERNELS", "triton")
     RMSNorm(16).to(DEVICE)(torch.randn(3, 16, device=DEVICE))
-    monkeypatch.setattr(norm_mod, "BACKEND", "auto")
+    monkeypatch.setattr(backend, "KERNELS", "auto")
     RMSNorm(16)(torch.randn(3, 16))  # a CPU tensor: the torch node
     assert calls == [1]
 
@@ -86,3 +87,53 @@ def test_bad_weight_is_refused_before_any_kernel():
 
     with pytest.raises(ValueError, match="weight must be"):
         rms_norm_triton(torch.randn(3, 8, device=DEVICE), torch.ones(7, device=DEVICE), 1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_triton_swiglu_within_2x_of_pytorch(dtype, monkeypatch):
+    """silu(gate) * up and both gradients, through SwiGLU with the kernels forced on, against float64."""
+    from gsa.nn import SwiGLU
+
+    mlp = SwiGLU(24, 37).double()
+    x64 = torch.randn(3, 5, 24, dtype=torch.float64)
+    dy64 = torch.randn(3, 5, 24, dtype=torch.float64)
+
+    def grads(kernels, dtype):
+        monkeypatch.setattr(backend, "KERNELS", kernels)
+        m = SwiGLU(24, 37).to(DEVICE)
+        m.load_state_dict(mlp.state_dict())
+        m = m.to(dtype)
+        x = x64.to(dtype).to(DEVICE).requires_grad_(True)
+        y = m(x)
+        return [y, *torch.autograd.grad(y, (x, *m.parameters()), dy64.to(dtype).to(DEVICE))]
+
+    truth = grads("torch", torch.float64)
+    got, base = grads("triton", dtype), grads("torch", dtype)
+    for i, (a, b, t) in enumerate(zip(got, base, truth)):
+        assert a.dtype == b.dtype and torch.isfinite(a).all(), i
+        err, ref = rel_err(a.cpu(), t.cpu()), rel_err(b.cpu(), t.cpu())
+        assert err <= 2 * ref + 1e-6, f"output {i}: error {err:.3e} vs PyTorch {ref:.3e}"
+    if dtype == torch.float32:  # rounding only: a wrong derivative fails this
+        assert all(rel_err(a.cpu(), t.cpu()) < 1e-5 for a, t in zip(got, truth))
+
+
+def test_swiglu_kernel_is_what_the_module_runs(monkeypatch):
+    import gsa.ops.triton.swiglu as kernels
+    from gsa.nn import SwiGLU
+
+    calls = []
+    real = kernels.swiglu_triton
+    monkeypatch.setattr(kernels, "swiglu_triton", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(backend, "KERNELS", "triton")
+    SwiGLU(8, 16).to(DEVICE)(torch.randn(2, 8, device=DEVICE))
+    monkeypatch.setattr(backend, "KERNELS", "torch")
+    SwiGLU(8, 16).to(DEVICE)(torch.randn(2, 8, device=DEVICE))
+    assert calls == [1]
+
+
+def test_opcheck_swiglu_op():
+    from gsa.ops.triton.swiglu import swiglu_fwd
+
+    g = torch.randn(4, 33, device=DEVICE, requires_grad=True)
+    u = torch.randn(4, 33, device=DEVICE, requires_grad=True)
+    torch.library.opcheck(swiglu_fwd, (g, u))
