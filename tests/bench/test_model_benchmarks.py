@@ -44,11 +44,12 @@ def test_llama_fused_variant_computes_the_same_loss(monkeypatch):
     import gsa.nn.backend as backend
     from gsa.bench.train import build
 
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)
-    plain = build("llama", "tiny", 32, "cpu", torch.float32)
-    fused = build("llama-fused", "tiny", 32, "cpu", torch.float32)
+    plain = build("llama", "tiny", 32, device, torch.float32)
+    fused = build("llama-fused", "tiny", 32, device, torch.float32)
     fused.load_state_dict(plain.state_dict())
-    ids = torch.randint(0, 256, (2, 32))
+    ids = torch.randint(0, 256, (2, 32), device=device)
     monkeypatch.setattr(backend, "KERNELS", "triton")
     losses, grads = [], []
     for m in (plain, fused):
