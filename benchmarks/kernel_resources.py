@@ -111,6 +111,15 @@ def collect(shape: dict, arch: int, dtype=torch.bfloat16, warps: int | None = No
         else:
             o, _ = chunk_gsa(q, k, v, s, gate, K**-0.5, None, False, None, linear_read=linear_read)
             o.backward(torch.ones_like(o))
+            # the segmented state walk (few long sequences on a GPU): kernel_h with SEGMENTED and its carry kernel
+            import gsa.ops.triton.chunk_h as chunk_h
+
+            chunk_h.STATE_SEGMENTS, segments = 2, chunk_h.STATE_SEGMENTS
+            try:
+                with torch.no_grad():
+                    chunk_gsa(q, k, v, s, gate, K**-0.5, None, True, None, linear_read=linear_read)
+            finally:
+                chunk_h.STATE_SEGMENTS = segments
             # the layer's output norm of swish(o), forward and backward (gsa.ops.triton.norm)
             x = o.detach().reshape(B * T, HQ * V).requires_grad_()
             rms_norm_triton(x, torch.ones(HQ * V, requires_grad=True), 1e-5, True).sum().backward()

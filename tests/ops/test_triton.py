@@ -93,6 +93,36 @@ def test_state_kernels_split_into_narrow_tiles(monkeypatch):
                    tol=2e-5)
 
 
+@pytest.mark.parametrize("segments", [2, 3, 50])
+def test_segmented_state_walk_matches_reference(segments, monkeypatch):
+    """The forward state recurrence split into segments (chunk_h.STATE_SEGMENTS, as at B 1 and long T on a GPU),
+    with an initial state, final states and every gradient (the backward recomputes the states the same way);
+    packed sequences of 1, 5 and 8 chunks, so some have fewer chunks than segments or a single segment."""
+    import gsa.ops.triton.chunk_h as chunk_h
+
+    monkeypatch.setattr(chunk_h, "STATE_SEGMENTS", segments)
+    lengths = [3, 64 * 4 + 9, 64 * 7 + 1]
+    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()])
+    x = make_inputs(B=1, T=sum(lengths), HQ=2, H=1, K=24, V=20, M=9, N=len(lengths), tau=2.0)
+    got = cpu(run(chunk_op, on(cast(x, torch.float32)), cu_seqlens=cu.to(DEVICE, torch.int32)))
+    assert_matches(got, run(recurrent_reference, x, cu_seqlens=cu), tol=2e-5)
+    dense = make_inputs(B=2, T=64 * 6 + 5, HQ=2, H=2, K=16, V=16, M=8, tau=1.0)
+    assert_matches(cpu(run(chunk_op, on(cast(dense, torch.float32)))), run(parallel_reference, dense), tol=2e-5)
+
+
+def test_state_segments_only_when_full_tiles_leave_sms_idle(monkeypatch):
+    import gsa.ops.triton.chunk_h as chunk_h
+    from gsa.ops.triton.utils import prepare_chunks
+
+    monkeypatch.setattr(chunk_h, "sm_count", lambda device: 132)  # an H100
+    long1 = prepare_chunks(None, 1, 16384, "cpu")  # 1.3B heads: 8 tiles x 4 heads = 32 programs
+    assert chunk_h.state_segments(512, 4, long1, "cpu") == 9
+    assert chunk_h.state_segments(512, 4, prepare_chunks(None, 8, 2048, "cpu"), "cpu") == 1  # 256 programs
+    assert chunk_h.state_segments(512, 4, prepare_chunks(None, 1, 256, "cpu"), "cpu") == 1  # 4 chunks: too short
+    monkeypatch.setattr(chunk_h, "sm_count", lambda device: 0)  # a CPU
+    assert chunk_h.state_segments(512, 4, long1, "cpu") == 1
+
+
 def test_state_tile_narrows_only_when_programs_are_fewer_than_sms(monkeypatch):
     import gsa.ops.triton.utils as utils
 

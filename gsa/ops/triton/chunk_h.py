@@ -13,20 +13,28 @@ import triton.language as tl
 
 from gsa.ops.triton.utils import (
     launch,
-    BT, Chunks, block, chunk_state_dtype, launch_options, load_row, load_rows, sequence_bounds, state_tile,
+    STATE_TILE_MAX, BT, Chunks, block, chunk_state_dtype, launch_options, load_row, load_rows, sequence_bounds,
+    sm_count, state_tile,
 )
 
 
 @triton.jit
-def chunk_gsa_fwd_kernel_h(x, s, gl, h, h0, ht, cu_seqlens, chunk_offsets, stride_sd, stride_sm,
-                           H, D, M, BT: tl.constexpr,
+def chunk_gsa_fwd_kernel_h(x, s, gl, h, h0, ht, seg_h, seg_g, cu_seqlens, chunk_offsets, stride_sd, stride_sm,
+                           H, D, M, SEG, NS, BT: tl.constexpr,
                            BD: tl.constexpr, BM: tl.constexpr, USE_H0: tl.constexpr, STORE_HT: tl.constexpr,
-                           PREC: tl.constexpr):
-    i_d, i_nh = tl.program_id(0), tl.program_id(1)
+                           SEGMENTED: tl.constexpr, PREC: tl.constexpr):
+    """Program (D tile, sequence x head, segment): the chunk-start states of chunks [i_s * SEG, (i_s + 1) * SEG) of
+    its sequence, from the initial state (segment 0) or from zero (later segments: the carry kernel adds what the
+    earlier segments leave). SEGMENTED: also store the segment's end state and total log decay."""
+    i_d, i_nh, i_s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_n, i_h = i_nh // H, i_nh % H
     bos, eos = sequence_bounds(cu_seqlens, i_n)
     i_c0 = tl.load(chunk_offsets + i_n).to(tl.int64)
     NTn = tl.cdiv(eos - bos, BT)
+    t_lo = i_s * SEG
+    if t_lo >= NTn:
+        return
+    t_hi = tl.minimum(t_lo + SEG, NTn)
 
     o_d = i_d * BD + tl.arange(0, BD)
     o_m = tl.arange(0, BM)
@@ -38,8 +46,10 @@ def chunk_gsa_fwd_kernel_h(x, s, gl, h, h0, ht, cu_seqlens, chunk_offsets, strid
 
     b_h = tl.zeros([BD, BM], dtype=tl.float32)  # [BD, BM]
     if USE_H0:
-        b_h += tl.load(h0 + i_nh.to(tl.int64) * D * M + o_s, mask=m_dm, other=0)
-    for i_t in range(NTn):
+        if i_s == 0:
+            b_h += tl.load(h0 + i_nh.to(tl.int64) * D * M + o_s, mask=m_dm, other=0)
+    b_gs = tl.zeros([BM], dtype=tl.float32)  # the segment's log decay so far
+    for i_t in range(t_lo, t_hi):
         tl.store(h + ((i_c0 + i_t) * H + i_h) * D * M + o_h, b_h.to(h.dtype.element_ty), mask=m_dm)
         o_t = bos + i_t * BT + tl.arange(0, BT)
         m_t = o_t < eos
@@ -50,8 +60,79 @@ def chunk_gsa_fwd_kernel_h(x, s, gl, h, h0, ht, cu_seqlens, chunk_offsets, strid
         b_gl = load_row(gl + i_h * M, last, H * M, o_m, m_m)  # [BM]
         b_sd = tl.where(m_t[:, None], b_s * tl.exp(b_gl[None, :] - b_g), 0.0)
         b_h = b_h * tl.exp(b_gl)[None, :] + tl.dot(tl.trans(b_x), b_sd, input_precision=PREC)
+        b_gs += b_gl
+    if SEGMENTED:
+        i_seg = i_nh.to(tl.int64) * NS + i_s
+        tl.store(seg_h + i_seg * D * M + o_h, b_h, mask=m_dm)
+        if i_d == 0:
+            tl.store(seg_g + i_seg * M + o_m, b_gs, mask=m_m)
     if STORE_HT:
-        tl.store(ht + i_nh.to(tl.int64) * D * M + o_s, b_h, mask=m_dm)
+        if i_s == 0 and t_hi == NTn:  # the sequence's only segment: nothing to carry in
+            tl.store(ht + i_nh.to(tl.int64) * D * M + o_s, b_h, mask=m_dm)
+
+
+@triton.jit
+def chunk_gsa_fwd_kernel_h_carry(gl, h, ht, seg_h, seg_g, cu_seqlens, chunk_offsets, stride_sd, stride_sm,
+                                 H, D, M, SEG, NS, BT: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr,
+                                 STORE_HT: tl.constexpr):
+    """Program (D tile, sequence x head, segment i_s >= 1): the state entering segment i_s, c = what segments
+    0 .. i_s - 1 leave (c <- c * exp(G_j) + E_j over their end states E_j and log decays G_j), added to each chunk-start
+    state of the segment decayed by the chunks before it there: h[c] += exp(sum of Gl_last before c) * c."""
+    i_d, i_nh, i_s = tl.program_id(0), tl.program_id(1), tl.program_id(2) + 1
+    i_n, i_h = i_nh // H, i_nh % H
+    bos, eos = sequence_bounds(cu_seqlens, i_n)
+    i_c0 = tl.load(chunk_offsets + i_n).to(tl.int64)
+    NTn = tl.cdiv(eos - bos, BT)
+    t_lo = i_s * SEG
+    if t_lo >= NTn:
+        return
+    t_hi = tl.minimum(t_lo + SEG, NTn)
+    o_d = i_d * BD + tl.arange(0, BD)
+    o_m = tl.arange(0, BM)
+    m_d, m_m = o_d < D, o_m < M
+    m_dm = m_d[:, None] & m_m[None, :]
+    o_h = o_d[:, None] * M + o_m[None, :]
+
+    b_c = tl.zeros([BD, BM], dtype=tl.float32)
+    for j in range(i_s):
+        i_seg = i_nh.to(tl.int64) * NS + j
+        b_g = tl.load(seg_g + i_seg * M + o_m, mask=m_m, other=0)
+        b_c = b_c * tl.exp(b_g)[None, :] + tl.load(seg_h + i_seg * D * M + o_h, mask=m_dm, other=0)
+    b_gp = tl.zeros([BM], dtype=tl.float32)  # log decay from the segment's start to the chunk's start
+    for i_t in range(t_lo, t_hi):
+        p_h = h + ((i_c0 + i_t) * H + i_h) * D * M + o_h
+        b_h = tl.load(p_h, mask=m_dm, other=0).to(tl.float32) + tl.exp(b_gp)[None, :] * b_c
+        tl.store(p_h, b_h.to(h.dtype.element_ty), mask=m_dm)
+        last = tl.minimum(bos + i_t * BT + BT, eos) - 1
+        b_gp += load_row(gl + i_h * M, last, H * M, o_m, m_m)
+    if STORE_HT:
+        if t_hi == NTn:  # the sequence's last segment: its end state is the final state
+            i_seg = i_nh.to(tl.int64) * NS + i_s
+            b_e = tl.load(seg_h + i_seg * D * M + o_h, mask=m_dm, other=0) + tl.exp(b_gp)[None, :] * b_c
+            o_s = o_d[:, None] * stride_sd + o_m[None, :] * stride_sm
+            tl.store(ht + i_nh.to(tl.int64) * D * M + o_s, b_e, mask=m_dm)
+
+
+# Segments of the state recurrence. At B = 1 and long T the forward state kernel is a few programs walking
+# hundreds of chunks one after another (~1.8 us a chunk on the H100, latency-bound): kernel_h took 1.94 ms of a
+# 5.6 ms fwd+bwd at B 1 T 16K (session 14). Split into NS segments, each walked from zero by its own programs, the
+# walk is NS times shorter; a second, parallel pass adds to every chunk-start state what the earlier segments leave
+# (c <- c * exp(G_j) + E_j, then decayed inside the segment), reading and writing the states once more.
+# None: chosen from the shape (state_segments); an int forces that many (tests, benchmarks; 1 = never).
+STATE_SEGMENTS: int | None = None
+
+
+def state_segments(D: int, H: int, chunks: Chunks, device: torch.device) -> int:
+    """How many segments each sequence's state walk is split into (1: not split): enough for two programs an SM at
+    full-width tiles, with at least 8 chunks a segment; 1 while the tiles alone fill the GPU (and on a CPU)."""
+    if STATE_SEGMENTS is not None:
+        return max(1, min(STATE_SEGMENTS, chunks.max_nt))
+    programs = triton.cdiv(D, block(D, STATE_TILE_MAX)) * chunks.N * H
+    sms = sm_count(device)
+    if programs >= sms:
+        return 1
+    ns = min(triton.cdiv(2 * sms, programs), chunks.max_nt // 8)
+    return ns if ns >= 2 else 1
 
 
 def state_strides(D: int, M: int, transposed: bool) -> tuple[int, int]:
@@ -69,15 +150,32 @@ def chunk_fwd_h(x: torch.Tensor, s: torch.Tensor, gl: torch.Tensor, h0: torch.Te
     """
     TT, H, D = x.shape
     M = s.shape[-1]
-    BD, BM = state_tile(D, chunks.N * H, x.device), block(M, 128)
     h = x.new_empty(nt_alloc, H, D, M, dtype=chunk_state_dtype(x.dtype))
     shape = (chunks.N, H, M, D) if transposed else (chunks.N, H, D, M)
     ht = x.new_empty(shape, dtype=torch.float32) if output_final_state else None
     sd, sm = state_strides(D, M, transposed)
-    grid = (triton.cdiv(D, BD), chunks.N * H)
+    BM = block(M, 128)
+    NS = state_segments(D, H, chunks, x.device)
+    if NS > 1:  # few long sequences: split each into NS segments walked in parallel, then carry across them
+        BD = block(D, STATE_TILE_MAX)
+        SEG = triton.cdiv(chunks.max_nt, NS)
+        NS = triton.cdiv(chunks.max_nt, SEG)
+        seg_h = x.new_empty(chunks.N * H, NS, D, M, dtype=torch.float32)
+        seg_g = x.new_empty(chunks.N * H, NS, M, dtype=torch.float32)
+        opts = launch_options("h")
+    else:
+        BD = state_tile(D, chunks.N * H, x.device)
+        SEG, seg_h, seg_g = max(chunks.max_nt, 1), None, None
+        opts = launch_options("h" if BD > 16 else "h-narrow")
+    meta = dict(H=H, D=D, M=M, SEG=SEG, NS=NS, BT=BT, BD=BD, BM=BM)
+    grid = (triton.cdiv(D, BD), chunks.N * H, NS)
     launch(chunk_gsa_fwd_kernel_h, grid)(
-        x, s, gl, h, h0, ht, chunks.cu_seqlens, chunks.offsets, sd, sm,
-        H=H, D=D, M=M, BT=BT, BD=BD, BM=BM, USE_H0=h0 is not None, STORE_HT=output_final_state, PREC=prec,
-        **launch_options("h" if BD > 16 else "h-narrow"),
+        x, s, gl, h, h0, ht, seg_h, seg_g, chunks.cu_seqlens, chunks.offsets, sd, sm, **meta,
+        USE_H0=h0 is not None, STORE_HT=output_final_state, SEGMENTED=NS > 1, PREC=prec, **opts,
     )
+    if NS > 1:
+        launch(chunk_gsa_fwd_kernel_h_carry, (grid[0], grid[1], NS - 1))(
+            gl, h, ht, seg_h, seg_g, chunks.cu_seqlens, chunks.offsets, sd, sm, **meta,
+            STORE_HT=output_final_state, **launch_options("h-carry"),
+        )
     return h, ht

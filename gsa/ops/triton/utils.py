@@ -42,6 +42,11 @@ def _sm_count(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
+def sm_count(device: torch.device) -> int:
+    """Streaming multiprocessors of a CUDA device (0 for any other device)."""
+    return _sm_count(torch.device(device))
+
+
 def state_tile(D: int, sequences_x_heads: int, device: torch.device) -> int:
     """D-tile width of the sequential state kernels (see STATE_TILE_MAX)."""
     bd = block(D, STATE_TILE_MAX)
@@ -148,7 +153,8 @@ class Chunks:
     """Packed-sequence bookkeeping, on the device.
 
     cu_seqlens: [N + 1] int32 token offsets; indices: [NT, 2] int32 (sequence, chunk within it) of every chunk
-    in order; offsets: [N + 1] int32 index of each sequence's first chunk in that order.
+    in order; offsets: [N + 1] int32 index of each sequence's first chunk in that order; max_nt: the most chunks of
+    any one sequence.
     """
 
     cu_seqlens: torch.Tensor
@@ -156,6 +162,7 @@ class Chunks:
     offsets: torch.Tensor
     N: int
     NT: int
+    max_nt: int = 0
 
 
 @functools.lru_cache(maxsize=64)
@@ -174,6 +181,7 @@ def _chunks_cached(lengths: tuple, device: torch.device) -> Chunks:
         offsets=torch.tensor(off, **i32),
         N=len(lengths),
         NT=off[-1],
+        max_nt=max(counts, default=0),
     )
 
 
