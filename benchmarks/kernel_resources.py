@@ -112,14 +112,17 @@ def collect(shape: dict, arch: int, dtype=torch.bfloat16, warps: int | None = No
             o, _ = chunk_gsa(q, k, v, s, gate, K**-0.5, None, False, None, linear_read=linear_read)
             o.backward(torch.ones_like(o))
             # the segmented state walk (few long sequences on a GPU): kernel_h with SEGMENTED and its carry kernel
+            # (and the reverse walk's, prepared behind chunk_dh.SEGMENT_DH)
+            import gsa.ops.triton.chunk_dh as chunk_dh
             import gsa.ops.triton.chunk_h as chunk_h
 
-            chunk_h.STATE_SEGMENTS, segments = 2, chunk_h.STATE_SEGMENTS
+            segments, seg_dh = chunk_h.STATE_SEGMENTS, chunk_dh.SEGMENT_DH
+            chunk_h.STATE_SEGMENTS, chunk_dh.SEGMENT_DH = 2, True
             try:
-                with torch.no_grad():
-                    chunk_gsa(q, k, v, s, gate, K**-0.5, None, True, None, linear_read=linear_read)
+                o, _ = chunk_gsa(q, k, v, s, gate, K**-0.5, None, True, None, linear_read=linear_read)
+                o.backward(torch.ones_like(o))
             finally:
-                chunk_h.STATE_SEGMENTS = segments
+                chunk_h.STATE_SEGMENTS, chunk_dh.SEGMENT_DH = segments, seg_dh
             # the layer's output norm of swish(o), forward and backward (gsa.ops.triton.norm)
             x = o.detach().reshape(B * T, HQ * V).requires_grad_()
             rms_norm_triton(x, torch.ones(HQ * V, requires_grad=True), 1e-5, True).sum().backward()

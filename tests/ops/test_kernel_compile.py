@@ -32,6 +32,7 @@ def test_chunk_kernels_compile_for_sm90():
                 "chunk_gsa_fwd_kernel_p", "chunk_gsa_fwd_kernel_o", "chunk_gsa_bwd_kernel_dh",
                 "chunk_gsa_bwd_kernel_dx", "chunk_gsa_bwd_kernel_ds", "chunk_gsa_bwd_kernel_dg_exact",
                 "rms_norm_fwd_kernel", "rms_norm_bwd_kernel", "chunk_gsa_fwd_kernel_h_carry",
+                "chunk_gsa_bwd_kernel_dh_carry",
                 "swiglu_fwd_kernel", "swiglu_bwd_kernel"}
     assert expected <= names, out.stdout
     assert all(0 < int(r[-3]) <= 255 for r in rows), out.stdout  # registers a thread

@@ -95,12 +95,14 @@ def test_state_kernels_split_into_narrow_tiles(monkeypatch):
 
 @pytest.mark.parametrize("segments", [2, 3, 50])
 def test_segmented_state_walk_matches_reference(segments, monkeypatch):
-    """The forward state recurrence split into segments (chunk_h.STATE_SEGMENTS, as at B 1 and long T on a GPU),
-    with an initial state, final states and every gradient (the backward recomputes the states the same way);
+    """The state recurrences split into segments (chunk_h.STATE_SEGMENTS, as at B 1 and long T on a GPU; the reverse
+    one with chunk_dh.SEGMENT_DH), with an initial state, final states and every gradient (initial-state ones too);
     packed sequences of 1, 5 and 8 chunks, so some have fewer chunks than segments or a single segment."""
+    import gsa.ops.triton.chunk_dh as chunk_dh
     import gsa.ops.triton.chunk_h as chunk_h
 
     monkeypatch.setattr(chunk_h, "STATE_SEGMENTS", segments)
+    monkeypatch.setattr(chunk_dh, "SEGMENT_DH", True)  # the reverse walk too (prepared; off by default)
     lengths = [3, 64 * 4 + 9, 64 * 7 + 1]
     cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()])
     x = make_inputs(B=1, T=sum(lengths), HQ=2, H=1, K=24, V=20, M=9, N=len(lengths), tau=2.0)

@@ -131,8 +131,8 @@ def _bwd_impl(q, k, v, s, g, A, gl, P, do, scale, hk0, hv0, dhkT, dhvT, hkT, hvT
 @torch.library.custom_op("gsa::chunk_bwd", mutates_args=())
 def chunk_bwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Tensor, g: torch.Tensor,
                  A: torch.Tensor, gl: torch.Tensor, P: torch.Tensor, do: torch.Tensor, scale: float,
-                 hk0: torch.Tensor | None, hv0: torch.Tensor | None, dhkT: torch.Tensor | None, dhvT: torch.Tensor | None,
-                 hkT: torch.Tensor | None, hvT: torch.Tensor | None, hk: torch.Tensor | None,
+                 hk0: torch.Tensor | None, hv0: torch.Tensor | None, dhkT: torch.Tensor | None,
+                 dhvT: torch.Tensor | None, hkT: torch.Tensor | None, hvT: torch.Tensor | None, hk: torch.Tensor | None,
                  hv: torch.Tensor | None, cu_seqlens: torch.Tensor | None, linear_read: bool = False
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                             torch.Tensor]:

@@ -11,24 +11,39 @@ import torch
 import triton
 import triton.language as tl
 
-from gsa.ops.triton.chunk_h import state_strides
+from gsa.ops.triton.chunk_h import state_segments, state_strides
 from gsa.ops.triton.utils import (
     launch,
-    BT, Chunks, block, launch_options, load_row, load_rows, masked_softmax, sequence_bounds, state_tile,
+    STATE_TILE_MAX, BT, Chunks, block, launch_options, load_row, load_rows, masked_softmax, sequence_bounds,
+    state_tile,
 )
 
 
+# The reverse walk in segments for few long sequences, as chunk_h.py does the forward one (state_segments). Prepared
+# in session 14 after the device time ran out: correct on the interpreter, compiled for sm_90, not yet timed on a GPU,
+# so off until measured (the forward's split took kernel_h 1.90 -> 0.81 ms at B 1 T 16K; kernel_dh is 1.34 ms there).
+SEGMENT_DH = False
+
+
 @triton.jit
-def chunk_gsa_bwd_kernel_dh(y, A, gl, dh, dht, dh0, cu_seqlens, chunk_offsets, scale, stride_sd, stride_sm,
-                            H, HQ, D, M,
+def chunk_gsa_bwd_kernel_dh(y, A, gl, dh, dht, dh0, seg_h, seg_g, cu_seqlens, chunk_offsets, scale, stride_sd,
+                            stride_sm, H, HQ, D, M, SEG, NS,
                             BT: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr, SOFTMAX: tl.constexpr,
-                            USE_DHT: tl.constexpr, STORE_DH0: tl.constexpr, PREC: tl.constexpr):
+                            USE_DHT: tl.constexpr, STORE_DH0: tl.constexpr, SEGMENTED: tl.constexpr,
+                            PREC: tl.constexpr):
+    """Program (D tile, sequence x head, segment): chunks [i_s * SEG, (i_s + 1) * SEG) of its sequence, last first,
+    from the final-state cotangent (the last segment) or from zero (the carry kernel adds what later segments give).
+    SEGMENTED: also store the segment's walked-out gradient and total log decay (chunk_h.py, state_segments)."""
     G = HQ // H
-    i_d, i_nh = tl.program_id(0), tl.program_id(1)
+    i_d, i_nh, i_s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_n, i_h = i_nh // H, i_nh % H
     bos, eos = sequence_bounds(cu_seqlens, i_n)
     i_c0 = tl.load(chunk_offsets + i_n).to(tl.int64)
     NTn = tl.cdiv(eos - bos, BT)
+    t_lo = i_s * SEG
+    if t_lo >= NTn:
+        return
+    t_hi = tl.minimum(t_lo + SEG, NTn)
 
     o_d = i_d * BD + tl.arange(0, BD)
     o_m = tl.arange(0, BM)
@@ -39,9 +54,11 @@ def chunk_gsa_bwd_kernel_dh(y, A, gl, dh, dht, dh0, cu_seqlens, chunk_offsets, s
 
     b_dh = tl.zeros([BD, BM], dtype=tl.float32)  # [BD, BM]
     if USE_DHT:
-        b_dh += tl.load(dht + i_nh.to(tl.int64) * D * M + o_s, mask=m_dm, other=0)
-    for i in range(NTn):
-        i_t = NTn - 1 - i
+        if t_hi == NTn:
+            b_dh += tl.load(dht + i_nh.to(tl.int64) * D * M + o_s, mask=m_dm, other=0)
+    b_gs = tl.zeros([BM], dtype=tl.float32)  # the segment's log decay so far
+    for i in range(t_hi - t_lo):
+        i_t = t_hi - 1 - i
         # the gradient of the state at the END of chunk i_t
         tl.store(dh + ((i_c0 + i_t) * H + i_h) * D * M + o_h, b_dh, mask=m_dm)
         o_t = bos + i_t * BT + tl.arange(0, BT)
@@ -60,8 +77,59 @@ def chunk_gsa_bwd_kernel_dh(y, A, gl, dh, dht, dh0, cu_seqlens, chunk_offsets, s
             b_y = load_rows(y + i_hq * D, o_t, m_t, HQ * D, o_d, m_d).to(tl.float32)  # [BT, BD]
             b_acc += tl.dot(tl.trans(b_y), b_a * b_e, input_precision=PREC)
         b_dh = b_dh * tl.exp(b_gl)[None, :] + scale * b_acc
+        b_gs += b_gl
+    if SEGMENTED:
+        i_seg = i_nh.to(tl.int64) * NS + i_s
+        tl.store(seg_h + i_seg * D * M + o_h, b_dh, mask=m_dm)
+        if i_d == 0:
+            tl.store(seg_g + i_seg * M + o_m, b_gs, mask=m_m)
     if STORE_DH0:
-        tl.store(dh0 + i_nh.to(tl.int64) * D * M + o_s, b_dh, mask=m_dm)
+        if i_s == 0 and t_hi == NTn:  # the sequence's only segment: nothing to carry in
+            tl.store(dh0 + i_nh.to(tl.int64) * D * M + o_s, b_dh, mask=m_dm)
+
+
+@triton.jit
+def chunk_gsa_bwd_kernel_dh_carry(gl, dh, dh0, seg_h, seg_g, cu_seqlens, chunk_offsets, stride_sd, stride_sm,
+                                  H, D, M, SEG, NS, BT: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr,
+                                  STORE_DH0: tl.constexpr):
+    """Program (D tile, sequence x head, segment i_s that has a later one): the gradient entering the segment from
+    its end, c = what segments after it give (c <- c * exp(G_k) + E_k, last segment first), added to each stored
+    chunk-end gradient of the segment decayed by the chunks after it there: dh[c] += exp(sum of Gl_last after c) * c.
+    The first segment's program also writes the initial state's gradient."""
+    i_d, i_nh, i_s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_n, i_h = i_nh // H, i_nh % H
+    bos, eos = sequence_bounds(cu_seqlens, i_n)
+    i_c0 = tl.load(chunk_offsets + i_n).to(tl.int64)
+    NTn = tl.cdiv(eos - bos, BT)
+    t_lo = i_s * SEG
+    t_hi = tl.minimum(t_lo + SEG, NTn)
+    if t_hi >= NTn:  # the last segment (or past it): its walk started from the true cotangent
+        return
+    n_seg = tl.cdiv(NTn, SEG)
+    o_d = i_d * BD + tl.arange(0, BD)
+    o_m = tl.arange(0, BM)
+    m_d, m_m = o_d < D, o_m < M
+    m_dm = m_d[:, None] & m_m[None, :]
+    o_h = o_d[:, None] * M + o_m[None, :]
+
+    b_c = tl.zeros([BD, BM], dtype=tl.float32)
+    for k in range(n_seg - 1 - i_s):
+        i_seg = i_nh.to(tl.int64) * NS + (n_seg - 1 - k)
+        b_g = tl.load(seg_g + i_seg * M + o_m, mask=m_m, other=0)
+        b_c = b_c * tl.exp(b_g)[None, :] + tl.load(seg_h + i_seg * D * M + o_h, mask=m_dm, other=0)
+    b_gp = tl.zeros([BM], dtype=tl.float32)  # log decay from the chunk's end to the segment's end
+    for i in range(t_hi - t_lo):
+        i_t = t_hi - 1 - i
+        p_h = dh + ((i_c0 + i_t) * H + i_h) * D * M + o_h
+        tl.store(p_h, tl.load(p_h, mask=m_dm, other=0) + tl.exp(b_gp)[None, :] * b_c, mask=m_dm)
+        last = tl.minimum(bos + i_t * BT + BT, eos) - 1
+        b_gp += load_row(gl + i_h * M, last, H * M, o_m, m_m)
+    if STORE_DH0:
+        if i_s == 0:
+            i_seg = i_nh.to(tl.int64) * NS
+            b_e = tl.load(seg_h + i_seg * D * M + o_h, mask=m_dm, other=0) + tl.exp(b_gp)[None, :] * b_c
+            o_s = o_d[:, None] * stride_sd + o_m[None, :] * stride_sm
+            tl.store(dh0 + i_nh.to(tl.int64) * D * M + o_s, b_e, mask=m_dm)
 
 
 def chunk_bwd_dh(y: torch.Tensor, A: torch.Tensor, gl: torch.Tensor, dht: torch.Tensor | None, chunks: Chunks,
@@ -74,15 +142,32 @@ def chunk_bwd_dh(y: torch.Tensor, A: torch.Tensor, gl: torch.Tensor, dht: torch.
     """
     TT, HQ, D = y.shape
     H, M = gl.shape[1], gl.shape[2]
-    BD, BM = state_tile(D, chunks.N * H, y.device), block(M, 128)
+    BM = block(M, 128)
     dh = y.new_empty(nt_alloc, H, D, M, dtype=torch.float32)
     shape = (chunks.N, H, M, D) if transposed else (chunks.N, H, D, M)
     dh0 = y.new_empty(shape, dtype=torch.float32) if want_dh0 else None
     sd, sm = state_strides(D, M, transposed)
-    grid = (triton.cdiv(D, BD), chunks.N * H)
+    NS = state_segments(D, H, chunks, y.device) if SEGMENT_DH else 1
+    if NS > 1:  # as chunk_fwd_h: segments walked in parallel, then the carry from later segments
+        BD = block(D, STATE_TILE_MAX)
+        SEG = triton.cdiv(chunks.max_nt, NS)
+        NS = triton.cdiv(chunks.max_nt, SEG)
+        seg_h = y.new_empty(chunks.N * H, NS, D, M, dtype=torch.float32)
+        seg_g = y.new_empty(chunks.N * H, NS, M, dtype=torch.float32)
+        opts = launch_options("dh")
+    else:
+        BD = state_tile(D, chunks.N * H, y.device)
+        SEG, seg_h, seg_g = max(chunks.max_nt, 1), None, None
+        opts = launch_options("dh" if BD > 16 else "dh-narrow")
+    meta = dict(H=H, D=D, M=M, SEG=SEG, NS=NS, BT=BT, BD=BD, BM=BM)
+    grid = (triton.cdiv(D, BD), chunks.N * H, NS)
     launch(chunk_gsa_bwd_kernel_dh, grid)(
-        y, A, gl, dh, dht, dh0, chunks.cu_seqlens, chunks.offsets, scale, sd, sm,
-        H=H, HQ=HQ, D=D, M=M, BT=BT, BD=BD, BM=BM, SOFTMAX=softmax, USE_DHT=dht is not None,
-        STORE_DH0=want_dh0, PREC=prec, **launch_options("dh" if BD > 16 else "dh-narrow"),
+        y, A, gl, dh, dht, dh0, seg_h, seg_g, chunks.cu_seqlens, chunks.offsets, scale, sd, sm, HQ=HQ, **meta,
+        SOFTMAX=softmax, USE_DHT=dht is not None, STORE_DH0=want_dh0, SEGMENTED=NS > 1, PREC=prec, **opts,
     )
+    if NS > 1:
+        launch(chunk_gsa_bwd_kernel_dh_carry, (grid[0], grid[1], NS - 1))(
+            gl, dh, dh0, seg_h, seg_g, chunks.cu_seqlens, chunks.offsets, sd, sm, **meta, STORE_DH0=want_dh0,
+            **launch_options("dh-carry"),
+        )
     return dh, dh0
