@@ -11,11 +11,10 @@ import torch
 import triton
 import triton.language as tl
 
-from gsa.ops.triton.chunk_h import state_segments, state_strides
+from gsa.ops.triton.chunk_h import segment_plan, state_segments, state_strides
 from gsa.ops.triton.utils import (
     launch,
-    STATE_TILE_MAX, BT, Chunks, block, launch_options, load_row, load_rows, masked_softmax, sequence_bounds,
-    state_tile,
+    BT, Chunks, block, launch_options, load_row, load_rows, masked_softmax, sequence_bounds,
 )
 
 
@@ -147,18 +146,10 @@ def chunk_bwd_dh(y: torch.Tensor, A: torch.Tensor, gl: torch.Tensor, dht: torch.
     shape = (chunks.N, H, M, D) if transposed else (chunks.N, H, D, M)
     dh0 = y.new_empty(shape, dtype=torch.float32) if want_dh0 else None
     sd, sm = state_strides(D, M, transposed)
+    # as chunk_fwd_h: segments walked in parallel, then the carry from later segments
     NS = state_segments(D, H, chunks, y.device) if SEGMENT_DH else 1
-    if NS > 1:  # as chunk_fwd_h: segments walked in parallel, then the carry from later segments
-        BD = block(D, STATE_TILE_MAX)
-        SEG = triton.cdiv(chunks.max_nt, NS)
-        NS = triton.cdiv(chunks.max_nt, SEG)
-        seg_h = y.new_empty(chunks.N * H, NS, D, M, dtype=torch.float32)
-        seg_g = y.new_empty(chunks.N * H, NS, M, dtype=torch.float32)
-        opts = launch_options("dh")
-    else:
-        BD = state_tile(D, chunks.N * H, y.device)
-        SEG, seg_h, seg_g = max(chunks.max_nt, 1), None, None
-        opts = launch_options("dh" if BD > 16 else "dh-narrow")
+    BD, SEG, NS, seg_h, seg_g = segment_plan(y, D, H, M, chunks, NS)
+    opts = launch_options("dh" if BD > 16 or NS > 1 else "dh-narrow")
     meta = dict(H=H, D=D, M=M, SEG=SEG, NS=NS, BT=BT, BD=BD, BM=BM)
     grid = (triton.cdiv(D, BD), chunks.N * H, NS)
     launch(chunk_gsa_bwd_kernel_dh, grid)(

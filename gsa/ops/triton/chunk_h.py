@@ -135,6 +135,18 @@ def state_segments(D: int, H: int, chunks: Chunks, device: torch.device) -> int:
     return ns if ns >= 2 else 1
 
 
+def segment_plan(x: torch.Tensor, D: int, H: int, M: int, chunks: Chunks, NS: int):
+    """(BD, SEG, NS, seg_h, seg_g) of a state walk over NS segments of SEG chunks (NS as rounded to whole segments),
+    with the float32 buffers of each segment's end state [N * H, NS, D, M] and log decay [N * H, NS, M]; unsplit
+    (NS <= 1): the narrowing D tile (state_tile), one segment of every chunk and no buffers."""
+    if NS <= 1:
+        return state_tile(D, chunks.N * H, x.device), max(chunks.max_nt, 1), 1, None, None
+    SEG = triton.cdiv(chunks.max_nt, NS)
+    NS = triton.cdiv(chunks.max_nt, SEG)
+    seg_h = x.new_empty(chunks.N * H, NS, D, M, dtype=torch.float32)
+    return block(D, STATE_TILE_MAX), SEG, NS, seg_h, x.new_empty(chunks.N * H, NS, M, dtype=torch.float32)
+
+
 def state_strides(D: int, M: int, transposed: bool) -> tuple[int, int]:
     # caller states are hk [.., K, M] and hv [.., M, V]; internal states are [.., D, M] for both passes
     return (1, D) if transposed else (M, 1)
@@ -155,18 +167,9 @@ def chunk_fwd_h(x: torch.Tensor, s: torch.Tensor, gl: torch.Tensor, h0: torch.Te
     ht = x.new_empty(shape, dtype=torch.float32) if output_final_state else None
     sd, sm = state_strides(D, M, transposed)
     BM = block(M, 128)
-    NS = state_segments(D, H, chunks, x.device)
-    if NS > 1:  # few long sequences: split each into NS segments walked in parallel, then carry across them
-        BD = block(D, STATE_TILE_MAX)
-        SEG = triton.cdiv(chunks.max_nt, NS)
-        NS = triton.cdiv(chunks.max_nt, SEG)
-        seg_h = x.new_empty(chunks.N * H, NS, D, M, dtype=torch.float32)
-        seg_g = x.new_empty(chunks.N * H, NS, M, dtype=torch.float32)
-        opts = launch_options("h")
-    else:
-        BD = state_tile(D, chunks.N * H, x.device)
-        SEG, seg_h, seg_g = max(chunks.max_nt, 1), None, None
-        opts = launch_options("h" if BD > 16 else "h-narrow")
+    # few long sequences: split each into NS segments walked in parallel, then carry across them
+    BD, SEG, NS, seg_h, seg_g = segment_plan(x, D, H, M, chunks, state_segments(D, H, chunks, x.device))
+    opts = launch_options("h" if BD > 16 or NS > 1 else "h-narrow")
     meta = dict(H=H, D=D, M=M, SEG=SEG, NS=NS, BT=BT, BD=BD, BM=BM)
     grid = (triton.cdiv(D, BD), chunks.N * H, NS)
     launch(chunk_gsa_fwd_kernel_h, grid)(
