@@ -17,7 +17,8 @@ import json
 import re
 import time
 
-KERNELS = ["cumsum", "h", "h-narrow", "h-carry", "a", "p", "o", "dp", "dh", "dh-narrow", "dh-carry", "dx", "ds", "dg"]
+KERNELS = ["cumsum", "h", "h-narrow", "h-carry", "a", "a-small", "dp-small", "p", "o", "dp", "dh", "dh-narrow",
+           "dh-carry", "dx", "ds", "dg"]
 # (label, options for every kernel); "BD" only reaches kernel_o and kernel_dx
 SETS = [("w4s3", dict(num_warps=4, num_stages=3)), ("w4s1", dict(num_warps=4, num_stages=1)),
         ("w4s2", dict(num_warps=4, num_stages=2)), ("w4s4", dict(num_warps=4, num_stages=4)),

@@ -96,7 +96,8 @@ def chunk_fwd_a(q: torch.Tensor, k: torch.Tensor, s: torch.Tensor, gl: torch.Ten
     launch(chunk_gsa_fwd_kernel_a, grid)(q, k, s, gl, hk, A, None, None, chunks.cu_seqlens, chunks.indices, scale,
                                  H=H, HQ=HQ, D=D, M=M, span_max=factor_span(), BT=BT, BC=BC, BD=block(D, 64),
                                  BM=block(M, 128),
-                                 BACKWARD=False, LINEAR=False, PREC=prec, **launch_options("a"))
+                                 BACKWARD=False, LINEAR=False, PREC=prec,
+                                 **launch_options("a" if D > 128 else "a-small"))
     return A
 
 
@@ -114,5 +115,6 @@ def chunk_bwd_dp(do: torch.Tensor, v: torch.Tensor, s: torch.Tensor, gl: torch.T
     launch(chunk_gsa_fwd_kernel_a, grid)(do, v, s, gl, hv, A, dA, dGq, chunks.cu_seqlens, chunks.indices, 1.0,
                                  H=H, HQ=HQ, D=D, M=M, span_max=factor_span(), BT=BT, BC=BC, BD=block(D, 64),
                                  BM=block(M, 128),
-                                 BACKWARD=True, LINEAR=linear_read, PREC=prec, **launch_options("dp"))
+                                 BACKWARD=True, LINEAR=linear_read, PREC=prec,
+                                 **launch_options("dp" if D > 128 else "dp-small"))
     return dA, dGq

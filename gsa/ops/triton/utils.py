@@ -62,7 +62,8 @@ def state_tile(D: int, sequences_x_heads: int, device: torch.device) -> int:
 CHUNK_WARPS = 4
 
 # Launch options of single kernels, by the short name of their launch_options() call ("cumsum", "h", "a", "p", "o",
-# "dp", "dh", "dx", "ds", "dg"; "h-narrow" / "dh-narrow": the state kernels at 16-wide tiles, see state_tile):
+# "dp", "dh", "dx", "ds", "dg"; "h-narrow" / "dh-narrow": the state kernels at 16-wide tiles, see state_tile;
+# "h-carry" / "dh-carry": the segmented walks' carry kernels; "a-small" / "dp-small": kernel_a at D <= 128):
 # num_warps, num_stages and, for "o" and "dx", the D tile "BD". Chosen for the
 # H100 from one side-by-side sweep of every kernel over a few options (benchmarks/scripts/gpu_kernel_sweep.py; no
 # autotuning at run time). Read at call time, so a sweep can replace it. Session 14's sweep (us a fwd+bwd at the
@@ -77,6 +78,10 @@ KERNEL_OPTIONS: dict[str, dict[str, int]] = {
     "h": dict(num_warps=4, num_stages=2),
     "h-narrow": dict(num_warps=8, num_stages=2),
     "dh-narrow": dict(num_warps=8, num_stages=2),
+    # kernel_a (forward "a", backward "dp") at head dims <= 128: 2 warps, 2 stages (grouped 1612 -> 1529 us, small-head
+    # 458 -> 368); at K = 512 the default stays (429 vs 491 at 2 warps)
+    "a-small": dict(num_warps=2, num_stages=2),
+    "dp-small": dict(num_warps=2, num_stages=2),
 }
 
 
