@@ -11,10 +11,13 @@ import torch
 import triton
 import triton.language as tl
 
-from gsa.ops.triton.chunk_h import segment_plan, state_segments, state_strides
+from gsa.ops.triton.chunk_h import (
+    add_carry, carry_in, segment_plan, segment_range, state_segments, state_strides, state_tile_offsets,
+    store_segment,
+)
 from gsa.ops.triton.utils import (
     launch,
-    BT, Chunks, block, launch_options, load_row, load_rows, masked_softmax, sequence_bounds,
+    BT, Chunks, block, launch_options, load_row, load_rows, masked_softmax,
 )
 
 
@@ -35,21 +38,11 @@ def chunk_gsa_bwd_kernel_dh(y, A, gl, dh, dht, dh0, seg_h, seg_g, cu_seqlens, ch
     SEGMENTED: also store the segment's walked-out gradient and total log decay (chunk_h.py, state_segments)."""
     G = HQ // H
     i_d, i_nh, i_s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    i_n, i_h = i_nh // H, i_nh % H
-    bos, eos = sequence_bounds(cu_seqlens, i_n)
-    i_c0 = tl.load(chunk_offsets + i_n).to(tl.int64)
-    NTn = tl.cdiv(eos - bos, BT)
-    t_lo = i_s * SEG
+    i_h, bos, eos, i_c0, NTn, t_lo, t_hi = segment_range(cu_seqlens, chunk_offsets, i_nh, i_s, H, SEG, BT)
     if t_lo >= NTn:
         return
-    t_hi = tl.minimum(t_lo + SEG, NTn)
-
-    o_d = i_d * BD + tl.arange(0, BD)
-    o_m = tl.arange(0, BM)
-    m_d, m_m = o_d < D, o_m < M
-    m_dm = m_d[:, None] & m_m[None, :]
+    o_d, o_m, m_d, m_m, m_dm, o_h = state_tile_offsets(i_d, D, M, BD, BM)
     o_s = o_d[:, None] * stride_sd + o_m[None, :] * stride_sm
-    o_h = o_d[:, None] * M + o_m[None, :]
 
     b_dh = tl.zeros([BD, BM], dtype=tl.float32)  # [BD, BM]
     if USE_DHT:
@@ -78,10 +71,7 @@ def chunk_gsa_bwd_kernel_dh(y, A, gl, dh, dht, dh0, seg_h, seg_g, cu_seqlens, ch
         b_dh = b_dh * tl.exp(b_gl)[None, :] + scale * b_acc
         b_gs += b_gl
     if SEGMENTED:
-        i_seg = i_nh.to(tl.int64) * NS + i_s
-        tl.store(seg_h + i_seg * D * M + o_h, b_dh, mask=m_dm)
-        if i_d == 0:
-            tl.store(seg_g + i_seg * M + o_m, b_gs, mask=m_m)
+        store_segment(seg_h, seg_g, i_nh, i_s, i_d, NS, b_dh, b_gs, D, M, o_h, o_m, m_dm, m_m)
     if STORE_DH0:
         if i_s == 0 and t_hi == NTn:  # the sequence's only segment: nothing to carry in
             tl.store(dh0 + i_nh.to(tl.int64) * D * M + o_s, b_dh, mask=m_dm)
@@ -96,33 +86,13 @@ def chunk_gsa_bwd_kernel_dh_carry(gl, dh, dh0, seg_h, seg_g, cu_seqlens, chunk_o
     chunk-end gradient of the segment decayed by the chunks after it there: dh[c] += exp(sum of Gl_last after c) * c.
     The first segment's program also writes the initial state's gradient."""
     i_d, i_nh, i_s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    i_n, i_h = i_nh // H, i_nh % H
-    bos, eos = sequence_bounds(cu_seqlens, i_n)
-    i_c0 = tl.load(chunk_offsets + i_n).to(tl.int64)
-    NTn = tl.cdiv(eos - bos, BT)
-    t_lo = i_s * SEG
-    t_hi = tl.minimum(t_lo + SEG, NTn)
+    i_h, bos, eos, i_c0, NTn, t_lo, t_hi = segment_range(cu_seqlens, chunk_offsets, i_nh, i_s, H, SEG, BT)
     if t_hi >= NTn:  # the last segment (or past it): its walk started from the true cotangent
         return
-    n_seg = tl.cdiv(NTn, SEG)
-    o_d = i_d * BD + tl.arange(0, BD)
-    o_m = tl.arange(0, BM)
-    m_d, m_m = o_d < D, o_m < M
-    m_dm = m_d[:, None] & m_m[None, :]
-    o_h = o_d[:, None] * M + o_m[None, :]
-
-    b_c = tl.zeros([BD, BM], dtype=tl.float32)
-    for k in range(n_seg - 1 - i_s):
-        i_seg = i_nh.to(tl.int64) * NS + (n_seg - 1 - k)
-        b_g = tl.load(seg_g + i_seg * M + o_m, mask=m_m, other=0)
-        b_c = b_c * tl.exp(b_g)[None, :] + tl.load(seg_h + i_seg * D * M + o_h, mask=m_dm, other=0)
-    b_gp = tl.zeros([BM], dtype=tl.float32)  # log decay from the chunk's end to the segment's end
-    for i in range(t_hi - t_lo):
-        i_t = t_hi - 1 - i
-        p_h = dh + ((i_c0 + i_t) * H + i_h) * D * M + o_h
-        tl.store(p_h, tl.load(p_h, mask=m_dm, other=0) + tl.exp(b_gp)[None, :] * b_c, mask=m_dm)
-        last = tl.minimum(bos + i_t * BT + BT, eos) - 1
-        b_gp += load_row(gl + i_h * M, last, H * M, o_m, m_m)
+    o_d, o_m, m_d, m_m, m_dm, o_h = state_tile_offsets(i_d, D, M, BD, BM)
+    n_seg = tl.cdiv(NTn, SEG)  # segments n_seg - 1 down to i_s + 1
+    b_c = carry_in(seg_h, seg_g, i_nh, NS, n_seg - 1, n_seg - 1 - i_s, -1, D, M, o_h, o_m, m_dm, m_m, BD, BM)
+    b_gp = add_carry(dh, gl, b_c, bos, eos, i_c0, i_h, t_lo, t_hi, H, D, M, o_h, o_m, m_dm, m_m, BT, BM, True)
     if STORE_DH0:
         if i_s == 0:
             i_seg = i_nh.to(tl.int64) * NS

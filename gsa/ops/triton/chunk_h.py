@@ -19,6 +19,69 @@ from gsa.ops.triton.utils import (
 
 
 @triton.jit
+def segment_range(cu_seqlens, chunk_offsets, i_nh, i_s, H, SEG, BT: tl.constexpr):
+    """What program (sequence x head i_nh, segment i_s) of a state walk covers: (i_h, bos, eos, i_c0, NTn, t_lo,
+    t_hi), the head, the sequence's tokens, its first chunk's index, its chunk count and the segment's chunks
+    [t_lo, t_hi) (empty, t_lo >= NTn, for a segment past the sequence's end)."""
+    i_n, i_h = i_nh // H, i_nh % H
+    bos, eos = sequence_bounds(cu_seqlens, i_n)
+    i_c0 = tl.load(chunk_offsets + i_n).to(tl.int64)
+    NTn = tl.cdiv(eos - bos, BT)
+    t_lo = i_s * SEG
+    return i_h, bos, eos, i_c0, NTn, t_lo, tl.minimum(t_lo + SEG, NTn)
+
+
+@triton.jit
+def state_tile_offsets(i_d, D, M, BD: tl.constexpr, BM: tl.constexpr):
+    """(o_d, o_m, m_d, m_m, m_dm, o_h): rows and slots of D tile i_d, their masks, and the offsets of that [BD, BM]
+    tile in an internal [D, M] state."""
+    o_d = i_d * BD + tl.arange(0, BD)
+    o_m = tl.arange(0, BM)
+    m_d, m_m = o_d < D, o_m < M
+    return o_d, o_m, m_d, m_m, m_d[:, None] & m_m[None, :], o_d[:, None] * M + o_m[None, :]
+
+
+@triton.jit
+def store_segment(seg_h, seg_g, i_nh, i_s, i_d, NS, b_h, b_gs, D, M, o_h, o_m, m_dm, m_m):
+    """A segment's walked-out state tile (from zero) and, once per segment, its total log decay."""
+    i_seg = i_nh.to(tl.int64) * NS + i_s
+    tl.store(seg_h + i_seg * D * M + o_h, b_h, mask=m_dm)
+    if i_d == 0:
+        tl.store(seg_g + i_seg * M + o_m, b_gs, mask=m_m)
+
+
+@triton.jit
+def carry_in(seg_h, seg_g, i_nh, NS, j0, n, step, D, M, o_h, o_m, m_dm, m_m, BD: tl.constexpr, BM: tl.constexpr):
+    """What n segments j0, j0 + step, ... leave at the far end of the last of them: c <- c * exp(G_j) + E_j over
+    their walked-out states E_j and log decays G_j. [BD, BM] float32."""
+    b_c = tl.zeros([BD, BM], dtype=tl.float32)
+    for k in range(n):
+        i_seg = i_nh.to(tl.int64) * NS + j0 + k * step
+        b_g = tl.load(seg_g + i_seg * M + o_m, mask=m_m, other=0)
+        b_c = b_c * tl.exp(b_g)[None, :] + tl.load(seg_h + i_seg * D * M + o_h, mask=m_dm, other=0)
+    return b_c
+
+
+@triton.jit
+def add_carry(h, gl, b_c, bos, eos, i_c0, i_h, t_lo, t_hi, H, D, M, o_h, o_m, m_dm, m_m, BT: tl.constexpr,
+              BM: tl.constexpr, REVERSE: tl.constexpr):
+    """Adds the carry b_c to the stored states of chunks [t_lo, t_hi), each decayed by the chunks between it and
+    the segment's start (REVERSE: its end); returns that decay over the whole segment [BM]."""
+    b_gp = tl.zeros([BM], dtype=tl.float32)
+    for i in range(t_hi - t_lo):
+        if REVERSE:
+            i_t = t_hi - 1 - i
+        else:
+            i_t = t_lo + i
+        p_h = h + ((i_c0 + i_t) * H + i_h) * D * M + o_h
+        b_h = tl.load(p_h, mask=m_dm, other=0).to(tl.float32) + tl.exp(b_gp)[None, :] * b_c
+        tl.store(p_h, b_h.to(h.dtype.element_ty), mask=m_dm)
+        last = tl.minimum(bos + i_t * BT + BT, eos) - 1
+        b_gp += load_row(gl + i_h * M, last, H * M, o_m, m_m)
+    return b_gp
+
+
+@triton.jit
 def chunk_gsa_fwd_kernel_h(x, s, gl, h, h0, ht, seg_h, seg_g, cu_seqlens, chunk_offsets, stride_sd, stride_sm,
                            H, D, M, SEG, NS, BT: tl.constexpr,
                            BD: tl.constexpr, BM: tl.constexpr, USE_H0: tl.constexpr, STORE_HT: tl.constexpr,
@@ -27,22 +90,11 @@ def chunk_gsa_fwd_kernel_h(x, s, gl, h, h0, ht, seg_h, seg_g, cu_seqlens, chunk_
     its sequence, from the initial state (segment 0) or from zero (later segments: the carry kernel adds what the
     earlier segments leave). SEGMENTED: also store the segment's end state and total log decay."""
     i_d, i_nh, i_s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    i_n, i_h = i_nh // H, i_nh % H
-    bos, eos = sequence_bounds(cu_seqlens, i_n)
-    i_c0 = tl.load(chunk_offsets + i_n).to(tl.int64)
-    NTn = tl.cdiv(eos - bos, BT)
-    t_lo = i_s * SEG
+    i_h, bos, eos, i_c0, NTn, t_lo, t_hi = segment_range(cu_seqlens, chunk_offsets, i_nh, i_s, H, SEG, BT)
     if t_lo >= NTn:
         return
-    t_hi = tl.minimum(t_lo + SEG, NTn)
-
-    o_d = i_d * BD + tl.arange(0, BD)
-    o_m = tl.arange(0, BM)
-    m_d, m_m = o_d < D, o_m < M
-    m_dm = m_d[:, None] & m_m[None, :]
-    # offsets of a [BD, BM] tile of a caller state (either layout) and of an internal [D, M] state
-    o_s = o_d[:, None] * stride_sd + o_m[None, :] * stride_sm
-    o_h = o_d[:, None] * M + o_m[None, :]
+    o_d, o_m, m_d, m_m, m_dm, o_h = state_tile_offsets(i_d, D, M, BD, BM)
+    o_s = o_d[:, None] * stride_sd + o_m[None, :] * stride_sm  # the tile in a caller state (either layout)
 
     b_h = tl.zeros([BD, BM], dtype=tl.float32)  # [BD, BM]
     if USE_H0:
@@ -62,10 +114,7 @@ def chunk_gsa_fwd_kernel_h(x, s, gl, h, h0, ht, seg_h, seg_g, cu_seqlens, chunk_
         b_h = b_h * tl.exp(b_gl)[None, :] + tl.dot(tl.trans(b_x), b_sd, input_precision=PREC)
         b_gs += b_gl
     if SEGMENTED:
-        i_seg = i_nh.to(tl.int64) * NS + i_s
-        tl.store(seg_h + i_seg * D * M + o_h, b_h, mask=m_dm)
-        if i_d == 0:
-            tl.store(seg_g + i_seg * M + o_m, b_gs, mask=m_m)
+        store_segment(seg_h, seg_g, i_nh, i_s, i_d, NS, b_h, b_gs, D, M, o_h, o_m, m_dm, m_m)
     if STORE_HT:
         if i_s == 0 and t_hi == NTn:  # the sequence's only segment: nothing to carry in
             tl.store(ht + i_nh.to(tl.int64) * D * M + o_s, b_h, mask=m_dm)
@@ -79,32 +128,12 @@ def chunk_gsa_fwd_kernel_h_carry(gl, h, ht, seg_h, seg_g, cu_seqlens, chunk_offs
     0 .. i_s - 1 leave (c <- c * exp(G_j) + E_j over their end states E_j and log decays G_j), added to each chunk-start
     state of the segment decayed by the chunks before it there: h[c] += exp(sum of Gl_last before c) * c."""
     i_d, i_nh, i_s = tl.program_id(0), tl.program_id(1), tl.program_id(2) + 1
-    i_n, i_h = i_nh // H, i_nh % H
-    bos, eos = sequence_bounds(cu_seqlens, i_n)
-    i_c0 = tl.load(chunk_offsets + i_n).to(tl.int64)
-    NTn = tl.cdiv(eos - bos, BT)
-    t_lo = i_s * SEG
+    i_h, bos, eos, i_c0, NTn, t_lo, t_hi = segment_range(cu_seqlens, chunk_offsets, i_nh, i_s, H, SEG, BT)
     if t_lo >= NTn:
         return
-    t_hi = tl.minimum(t_lo + SEG, NTn)
-    o_d = i_d * BD + tl.arange(0, BD)
-    o_m = tl.arange(0, BM)
-    m_d, m_m = o_d < D, o_m < M
-    m_dm = m_d[:, None] & m_m[None, :]
-    o_h = o_d[:, None] * M + o_m[None, :]
-
-    b_c = tl.zeros([BD, BM], dtype=tl.float32)
-    for j in range(i_s):
-        i_seg = i_nh.to(tl.int64) * NS + j
-        b_g = tl.load(seg_g + i_seg * M + o_m, mask=m_m, other=0)
-        b_c = b_c * tl.exp(b_g)[None, :] + tl.load(seg_h + i_seg * D * M + o_h, mask=m_dm, other=0)
-    b_gp = tl.zeros([BM], dtype=tl.float32)  # log decay from the segment's start to the chunk's start
-    for i_t in range(t_lo, t_hi):
-        p_h = h + ((i_c0 + i_t) * H + i_h) * D * M + o_h
-        b_h = tl.load(p_h, mask=m_dm, other=0).to(tl.float32) + tl.exp(b_gp)[None, :] * b_c
-        tl.store(p_h, b_h.to(h.dtype.element_ty), mask=m_dm)
-        last = tl.minimum(bos + i_t * BT + BT, eos) - 1
-        b_gp += load_row(gl + i_h * M, last, H * M, o_m, m_m)
+    o_d, o_m, m_d, m_m, m_dm, o_h = state_tile_offsets(i_d, D, M, BD, BM)
+    b_c = carry_in(seg_h, seg_g, i_nh, NS, 0, i_s, 1, D, M, o_h, o_m, m_dm, m_m, BD, BM)  # segments 0 .. i_s - 1
+    b_gp = add_carry(h, gl, b_c, bos, eos, i_c0, i_h, t_lo, t_hi, H, D, M, o_h, o_m, m_dm, m_m, BT, BM, False)
     if STORE_HT:
         if t_hi == NTn:  # the sequence's last segment: its end state is the final state
             i_seg = i_nh.to(tl.int64) * NS + i_s
