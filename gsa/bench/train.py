@@ -81,21 +81,14 @@ def use_gsa_kernels(model) -> None:
     """Route a transformers Llama's RMSNorms and MLP products through gsa's modules' functions (Triton kernels on
     CUDA in eager mode, gsa.nn.backend), in place. The norm's output stays in the input's dtype (transformers'
     multiplies by a float32 weight after the cast, so under autocast its output is float32)."""
+    from gsa.nn.mlp import gated_product
     from gsa.nn.norm import rms_norm
-    from gsa.nn.backend import use_triton_kernels
 
     def norm_forward(m):
         return lambda x: rms_norm(x, m.weight, m.variance_epsilon)
 
-    def mlp_forward(m):
-        def forward(x):
-            gate, up = m.gate_proj(x), m.up_proj(x)
-            if use_triton_kernels(gate):
-                from gsa.ops.triton.swiglu import swiglu_triton
-
-                return m.down_proj(swiglu_triton(gate, up))
-            return m.down_proj(m.act_fn(gate) * up)
-        return forward
+    def mlp_forward(m):  # the bench's Llama config keeps transformers' default hidden_act, "silu"
+        return lambda x: m.down_proj(gated_product(m.gate_proj(x), m.up_proj(x), m.config.hidden_act))
 
     for m in model.modules():
         if type(m).__name__ == "LlamaRMSNorm":

@@ -24,7 +24,6 @@ class SwiGLU(FusesProjections):
         if hidden_act not in ACTIVATIONS:
             raise ValueError(f"hidden_act must be one of {sorted(ACTIVATIONS)}, got {hidden_act!r}")
         self.hidden_act = hidden_act
-        self.act = ACTIVATIONS[hidden_act]
         self.gate_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
         self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
         self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=False)
@@ -38,8 +37,14 @@ class SwiGLU(FusesProjections):
             gate, up = self._fused(x)
         else:
             gate, up = self.gate_proj(x), self.up_proj(x)
-        if self.hidden_act == "silu" and use_triton_kernels(gate):  # one kernel each way (gsa.ops.triton.swiglu)
-            from gsa.ops.triton.swiglu import swiglu_triton
+        return self.down_proj(gated_product(gate, up, self.hidden_act))
 
-            return self.down_proj(swiglu_triton(gate, up))
-        return self.down_proj(self.act(gate) * up)
+
+def gated_product(gate: torch.Tensor, up: torch.Tensor, hidden_act: str = "silu") -> torch.Tensor:
+    """act(gate) * up, [..., F] each. SwiGLU's ("silu") runs as one Triton kernel each way where gsa.nn.backend
+    says so (gsa.ops.triton.swiglu), PyTorch's element-wise ops otherwise."""
+    if hidden_act == "silu" and use_triton_kernels(gate):
+        from gsa.ops.triton.swiglu import swiglu_triton
+
+        return swiglu_triton(gate, up)
+    return ACTIVATIONS[hidden_act](gate) * up
