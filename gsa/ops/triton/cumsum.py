@@ -36,6 +36,18 @@ def chunk_gsa_fwd_kernel_cumsum(g, gl, cu_seqlens, chunk_indices, H, M,
 
 
 @triton.jit
+def chunk_dg(dG, dg, b_c, o_t, m_t, i_h, H, M, o_m, m_m):
+    """dg over one chunk's rows o_t: b_c (what all later chunks give, [BM]) plus the chunk's own dG from each row on.
+    Returns the chunk's total dG [BM]."""
+    b_x = load_rows(dG + i_h * M, o_t, m_t, H * M, o_m, m_m)  # [BT, BM]
+    b_s = tl.sum(b_x, 0)
+    b_r = b_c[None, :] + b_s[None, :] - tl.cumsum(b_x, axis=0) + b_x  # sum over i >= t
+    p_dg = dg + o_t[:, None].to(tl.int64) * H * M + i_h * M + o_m[None, :]
+    tl.store(p_dg, b_r.to(dg.dtype.element_ty), mask=m_t[:, None] & m_m[None, :])
+    return b_s
+
+
+@triton.jit
 def chunk_gsa_bwd_kernel_dg_exact(dG, dgt, cross, dg, cu_seqlens, chunk_indices, H, M, BT: tl.constexpr,
                                   BM: tl.constexpr, USE_DGT: tl.constexpr):
     """dg with the boundary terms: every chunk on its own (one program per chunk and head)."""
@@ -50,10 +62,7 @@ def chunk_gsa_bwd_kernel_dg_exact(dG, dgt, cross, dg, cu_seqlens, chunk_indices,
     b_c = tl.load(cross + (i_c.to(tl.int64) * H + i_h) * M + o_m, mask=m_m & (not last), other=0)
     if USE_DGT:
         b_c += tl.load(dgt + (i_n.to(tl.int64) * H + i_h) * M + o_m, mask=m_m & last, other=0)
-    b_x = load_rows(dG + i_h * M, o_t, m_t, H * M, o_m, m_m)  # [BT, BM]
-    b_r = b_c[None, :] + tl.sum(b_x, 0)[None, :] - tl.cumsum(b_x, axis=0) + b_x  # sum over i >= t
-    p_dg = dg + o_t[:, None].to(tl.int64) * H * M + i_h * M + o_m[None, :]
-    tl.store(p_dg, b_r.to(dg.dtype.element_ty), mask=m_t[:, None] & m_m[None, :])
+    chunk_dg(dG, dg, b_c, o_t, m_t, i_h, H, M, o_m, m_m)
 
 
 @triton.jit
@@ -75,12 +84,7 @@ def chunk_gsa_bwd_kernel_dg(dG, dgt, dg, cu_seqlens, chunk_offsets, H, M, BT: tl
         i_t = NTn - 1 - i
         o_t = bos + i_t * BT + tl.arange(0, BT)
         m_t = o_t < eos
-        b_x = load_rows(dG + i_h * M, o_t, m_t, H * M, o_m, m_m)  # [BT, BM]
-        b_s = tl.sum(b_x, 0)
-        b_r = b_run[None, :] + b_s[None, :] - tl.cumsum(b_x, axis=0) + b_x  # sum over i >= t
-        p_dg = dg + o_t[:, None].to(tl.int64) * H * M + i_h * M + o_m[None, :]
-        tl.store(p_dg, b_r.to(dg.dtype.element_ty), mask=m_t[:, None] & m_m[None, :])
-        b_run += b_s
+        b_run += chunk_dg(dG, dg, b_run, o_t, m_t, i_h, H, M, o_m, m_m)
 
 
 def chunk_local_cumsum(g: torch.Tensor, chunks: Chunks) -> torch.Tensor:
