@@ -6,13 +6,8 @@
 set -u
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; R=$OUT/s14; mkdir -p "$R"
-for tree in new old; do
-  root=$PWD; [ $tree = old ] && root=$PWD/.carry/old
-  (cd "$root" && PYTHONPATH=$root timeout 150 python -c "import gsa; assert gsa.__file__.startswith('$root')
-from gsa.bench.ops import main; main(['--shapes', '1.3b,grouped,small-head', '--profile', '--decode-batches', '',
-                                     '--out', '$R/ops-$tree.json'])" > "$R/ops-$tree.log" 2>&1)
-  echo "$tree rc=$?"; grep -E "^(1.3b|grouped|small)" "$R/ops-$tree.log"
-done
+source benchmarks/scripts/ops_ab.sh
+ops_ab 1.3b,grouped,small-head "$R" 150
 grep -A14 "^per-kernel" "$R/ops-new.log" | head -15
 PYTHONPATH=$PWD timeout 150 python -m gsa.bench.train --variants llama,gsa --seq-lens 2048,16384 \
   --out "$R/train.json" > "$R/train.log" 2>&1

@@ -7,13 +7,8 @@
 set -u
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; R=$OUT/s14c; mkdir -p "$R"
-for tree in new old; do
-  root=$PWD; [ $tree = old ] && root=$PWD/.carry/old
-  (cd "$root" && PYTHONPATH=$root timeout 170 python -c "import gsa; assert gsa.__file__.startswith('$root')
-from gsa.bench.ops import main; main(['--shapes', '1.3b,grouped,small-head,1.3b-long', '--profile', '--decode-batches',
-                                     '', '--out', '$R/ops-$tree.json'])" > "$R/ops-$tree.log" 2>&1)
-  echo "$tree rc=$?"; grep -E "^(1.3b|grouped|small)" "$R/ops-$tree.log" | grep gsa
-done
+source benchmarks/scripts/ops_ab.sh
+ops_ab 1.3b,grouped,small-head,1.3b-long "$R" 170
 grep -A13 "^per-kernel" "$R/ops-new.log" | head -14
 PYTHONPATH=$PWD timeout 150 python -m gsa.bench.train --variants llama,gsa --seq-lens 2048,16384 \
   --out "$R/train.json" > "$R/train.log" 2>&1

@@ -5,14 +5,8 @@
 set -u
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; R=$OUT/sweep; mkdir -p "$R"
-for tree in new old; do
-  root=$PWD; [ $tree = old ] && root=$PWD/.carry/old
-  # run from the tree's own directory: `python -c` puts the working directory first on sys.path
-  (cd "$root" && PYTHONPATH=$root timeout 150 python -c "import gsa; assert gsa.__file__.startswith('$root')
-from gsa.bench.ops import main; main(['--shapes', '1.3b,grouped,small-head', '--profile', '--decode-batches', '',
-                                     '--out', '$R/ops-$tree.json'])" > "$R/ops-$tree.log" 2>&1)
-  echo "$tree rc=$?"; grep -E "^(1.3b|grouped|small)" "$R/ops-$tree.log"
-done
+source benchmarks/scripts/ops_ab.sh
+ops_ab 1.3b,grouped,small-head "$R" 150
 PYTHONPATH=$PWD timeout $((590 - SECONDS)) python benchmarks/scripts/gpu_kernel_sweep.py --out "$R/sweep.json" \
   --budget-s $((480 - SECONDS)) > "$R/sweep.log" 2>&1
 echo "sweep rc=$?"; sed -n '/^1.3b: us/,$p' "$R/sweep.log" | grep -v "^  \|^per-kernel"
