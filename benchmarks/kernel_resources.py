@@ -64,7 +64,7 @@ def collect(shape: dict, arch: int, dtype=torch.bfloat16, warps: int | None = No
     seen, rows = set(), []
 
     def fake_run(self, *args, grid, warmup, **kwargs):
-        options = {k: kwargs.pop(k) for k in ("num_warps", "num_stages", "num_ctas") if k in kwargs}
+        options = {k: kwargs.pop(k) for k in ("num_warps", "num_stages", "num_ctas", "launch_pdl") if k in kwargs}
         if warps:
             options["num_warps"] = warps
         bound = dict(zip(self.arg_names, args))
@@ -83,7 +83,8 @@ def collect(shape: dict, arch: int, dtype=torch.bfloat16, warps: int | None = No
         seen.add(key)
         k = triton.compile(ASTSource(fn=self, signature=sig, constexprs=consts), target=target,
                            options={"num_warps": 4, "num_stages": 3, **options})
-        flags = ",".join(f"{n}={bound[n]}" for n in ("BACKWARD", "SOFTMAX", "LINEAR", "TRANSPOSED") if n in bound)
+        flags = ",".join(f"{n}={bound[n]}" for n in ("BACKWARD", "SOFTMAX", "LINEAR", "TRANSPOSED", "PDL")
+                          if n in bound and (n != "PDL" or bound[n]))
         rows.append({"kernel": self.__name__ + (f" [{flags}]" if flags else ""),
                      "warps": options.get("num_warps", 4), "shared": k.metadata.shared, **_resources(k.asm["cubin"])})
         return None
@@ -108,11 +109,29 @@ def collect(shape: dict, arch: int, dtype=torch.bfloat16, warps: int | None = No
             # the decode step from raw projections: swish and the gate inside the kernels (GATE, SWISH)
             with torch.no_grad():
                 fused_recurrent_gsa_step(q, k, v, gate, K**-0.5, 8.0, h0, swish=True, linear_read=linear_read)
+                # and with programmatic dependent launch, as on a Hopper GPU (utils.use_pdl; off on CPU tensors)
+                import gsa.ops.triton.fused_recurrent as fused_recurrent
+
+                pdl = fused_recurrent.use_pdl
+                fused_recurrent.use_pdl = lambda device: True
+                try:
+                    fused_recurrent_gsa_step(q, k, v, gate, K**-0.5, 8.0, h0, swish=True, linear_read=linear_read)
+                finally:
+                    fused_recurrent.use_pdl = pdl
+                # the one-token decode product (gsa.ops.triton.gemv) at the model's hidden size, with PDL as on a GPU
+                import gsa.ops.triton.gemv as gemv
+
+                pdl, gemv.use_pdl = gemv.use_pdl, lambda device: True
+                try:
+                    for n_in in (HQ * V, 2 * HQ * V):
+                        gemv._gemv(torch.randn(1, n_in).to(dtype), torch.randn(64, n_in).to(dtype), None)
+                finally:
+                    gemv.use_pdl = pdl
         else:
             o, _ = chunk_gsa(q, k, v, s, gate, K**-0.5, None, False, None, linear_read=linear_read)
             o.backward(torch.ones_like(o))
             # the segmented state walk (few long sequences on a GPU): kernel_h with SEGMENTED and its carry kernel
-            # (and the reverse walk's, prepared behind chunk_dh.SEGMENT_DH)
+            # (and the reverse walk's, chunk_dh.SEGMENT_DH)
             import gsa.ops.triton.chunk_dh as chunk_dh
             import gsa.ops.triton.chunk_h as chunk_h
 

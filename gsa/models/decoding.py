@@ -46,6 +46,20 @@ def sample_next(logits: torch.Tensor, do_sample: bool, temperature: float = 1.0,
     return (probs / race).argmax(dim=-1)
 
 
+def _compile_options(compile: bool | str, device: torch.device) -> dict:
+    """Inductor options for the step: those of the torch.compile mode named (none for True), plus programmatic
+    dependent launch of inductor's own kernels where ours use it (`gsa.ops.triton.utils.PDL`): each of a step's
+    small norm and element-wise kernels may then start while the kernel before it drains."""
+    import torch._inductor.config
+
+    from gsa.ops.triton.utils import use_pdl
+
+    options = dict(torch._inductor.list_mode_options(compile)) if isinstance(compile, str) else {}
+    if use_pdl(device) and hasattr(torch._inductor.config.triton, "enable_pdl"):
+        options["triton.enable_pdl"] = True
+    return options
+
+
 class StaticDecoder:
     """Decode `batch_size` sequences of a GSAForCausalLM with a fixed-shape step.
 
@@ -85,8 +99,8 @@ class StaticDecoder:
         self.cuda_graph = cuda_graph
         self.cache: GSACache | None = None
         self._token = torch.zeros(batch_size, dtype=torch.long, device=device)
-        mode = compile if isinstance(compile, str) else None  # None: torch.compile's default mode
-        self._step_fn = torch.compile(self._step_impl, fullgraph=True, mode=mode) if compile else self._step_impl
+        self._step_fn = torch.compile(self._step_impl, fullgraph=True, options=_compile_options(compile, device)) \
+            if compile else self._step_impl
         self._graph = None
         self._logits = None
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gsa.nn.conv import ShortConvolution
-from gsa.nn.fused import FusesProjections, use_fused
+from gsa.nn.fused import FusesProjections, decode_linear, use_fused
 from gsa.nn.norm import RMSNorm
 from gsa.nn.window import (
     WindowState, advance_window, banded_window_attention, empty_window_state, rotary, token_positions, window_attention,
@@ -230,7 +230,7 @@ class GatedSlotAttention(FusesProjections):
     def fuse_projections(self) -> None:
         """Compute q, k, v (and the slot logits) as one matrix product when autograd is off (decoding); the
         weights become views of one matrix, so no memory is added (see gsa.nn.fused)."""
-        self._fuse(self.q_proj, self.k_proj, self.v_proj, *([self.f_proj] if hasattr(self, "f_proj") else []))
+        self._fuse("qkvf", self.q_proj, self.k_proj, self.v_proj, *([self.f_proj] if hasattr(self, "f_proj") else []))
 
     def _projections(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """x: [B, T, d] -> q [B, T, HQ*K], k [B, T, H*K], v [B, T, H*V] (after the swish feature map, unless a
@@ -353,6 +353,8 @@ class GatedSlotAttention(FusesProjections):
         o = o.reshape(*o.shape[:2], -1)
         if self.use_output_norm:
             o = self.o_norm(o, silu_input=True)
+        if use_fused(self._fused, o):  # decoding: the one-token product kernel where it applies
+            return decode_linear(o, self.o_proj.weight, self.o_proj.bias, "o")
         return self.o_proj(o)
 
     def _steps_from_logits(self, x: torch.Tensor, mask: torch.Tensor | None, cu_seqlens: torch.Tensor | None,

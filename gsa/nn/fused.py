@@ -21,6 +21,21 @@ from torch import nn
 
 FUSE_MAX_TOKENS = 256  # decode steps have B tokens; beyond this the separate products are as fast
 
+# Which decode products run as `gsa.ops.triton.gemv` (weights loaded before waiting on the kernel before; one token,
+# CUDA with programmatic dependent launch) instead of cuBLAS: "qkvf" (a GSA layer's q|k|v|slot-logit product),
+# "o" (its o_proj), "gate_up" (the MLP's). Read at call time, so a benchmark can switch each.
+DECODE_GEMV = {"qkvf", "o", "gate_up"}
+
+
+def decode_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, role: str) -> torch.Tensor:
+    """F.linear(x, weight, bias), through the one-token GEMV kernel when `role` is in DECODE_GEMV and it applies."""
+    if role in DECODE_GEMV and x.is_cuda:
+        from gsa.ops.triton.gemv import gemv, gemv_applies
+
+        if gemv_applies(x, weight):
+            return gemv(x, weight, bias)
+    return F.linear(x, weight, bias)
+
 
 def use_fused(fused: "FusedLinears | None", x: torch.Tensor) -> bool:
     """Whether a module holding `fused` should use it for input x [..., in] (static under torch.compile)."""
@@ -28,9 +43,11 @@ def use_fused(fused: "FusedLinears | None", x: torch.Tensor) -> bool:
 
 
 class FusedLinears:
-    """linears: nn.Linear modules with the same in_features, dtype and device (their weights become views)."""
+    """linears: nn.Linear modules with the same in_features, dtype and device (their weights become views); role:
+    the product's name in DECODE_GEMV."""
 
-    def __init__(self, *linears: nn.Linear):
+    def __init__(self, *linears: nn.Linear, role: str = ""):
+        self.role = role
         if len({(m.in_features, m.weight.dtype, m.weight.device) for m in linears}) != 1:
             raise ValueError("FusedLinears needs Linears with one in_features, dtype and device, got "
                              f"{[(m.in_features, m.weight.dtype, str(m.weight.device)) for m in linears]}")
@@ -60,7 +77,7 @@ class FusedLinears:
 
     def product(self, x: torch.Tensor) -> torch.Tensor:
         """x: [..., in] -> [..., sum(out_i)], the outputs of the Linears side by side."""
-        return F.linear(x, self.weight, self.bias)
+        return decode_linear(x, self.weight, self.bias, self.role)
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """x: [..., in] -> one [..., out_i] tensor per Linear (views of one product)."""
@@ -72,9 +89,9 @@ class FusesProjections(nn.Module):
 
     _fused: FusedLinears | None = None
 
-    def _fuse(self, *linears: nn.Linear) -> None:
+    def _fuse(self, role: str, *linears: nn.Linear) -> None:
         if self._fused is None or not self._fused.views_of(*linears):
-            self._fused = FusedLinears(*linears)
+            self._fused = FusedLinears(*linears, role=role)
 
     def _apply(self, fn, recurse: bool = True):
         self._fused = None  # moving or casting replaces the parameters' storage: the fused matrix would go stale

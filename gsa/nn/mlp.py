@@ -30,7 +30,7 @@ class SwiGLU(FusesProjections):
 
     def fuse_projections(self) -> None:
         """Compute gate and up as one matrix product when autograd is off (see gsa.nn.fused)."""
-        self._fuse(self.gate_proj, self.up_proj)
+        self._fuse("gate_up", self.gate_proj, self.up_proj)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if use_fused(self._fused, x):

@@ -41,9 +41,13 @@ def test_chunk_kernels_compile_for_sm90():
 def test_decode_kernel_compiles_for_sm90():
     out = _run("decode")
     assert out.returncode == 0, out.stderr[-3000:]
-    # two variants of each kernel: s and g given, and the step from raw projections (swish and gate inside)
-    assert out.stdout.count("fused_recurrent_gsa_fwd_kernel_k") == 2, out.stdout
-    assert out.stdout.count("fused_recurrent_gsa_fwd_kernel_v") == 2, out.stdout
+    # three variants of each kernel: s and g given, the step from raw projections (swish and gate inside), and
+    # that step with programmatic dependent launch (as on Hopper)
+    assert out.stdout.count("fused_recurrent_gsa_fwd_kernel_k") == 3, out.stdout
+    assert out.stdout.count("fused_recurrent_gsa_fwd_kernel_v") == 3, out.stdout
+    # and the one-token product kernel (gsa.ops.triton.gemv) at K = 2048 and 4096
+    assert out.stdout.count("gemv_kernel [PDL=True]") == 2, out.stdout
+    assert out.stdout.count("PDL=True") == 4, out.stdout
 
 
 def test_linear_read_kernel_variants_compile_for_sm90():

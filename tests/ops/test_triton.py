@@ -102,7 +102,7 @@ def test_segmented_state_walk_matches_reference(segments, monkeypatch):
     import gsa.ops.triton.chunk_h as chunk_h
 
     monkeypatch.setattr(chunk_h, "STATE_SEGMENTS", segments)
-    monkeypatch.setattr(chunk_dh, "SEGMENT_DH", True)  # the reverse walk too (prepared; off by default)
+    monkeypatch.setattr(chunk_dh, "SEGMENT_DH", True)  # the reverse walk too (the default; set so the test says so)
     lengths = [3, 64 * 4 + 9, 64 * 7 + 1]
     cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()])
     x = make_inputs(B=1, T=sum(lengths), HQ=2, H=1, K=24, V=20, M=9, N=len(lengths), tau=2.0)

@@ -96,24 +96,31 @@ def _bwd_impl(q, k, v, s, g, A, gl, P, do, scale, hk0, hv0, dhkT, dhvT, hkT, hvT
     prec = dot_precision(q.dtype)
     qf, kf, vf, sf, dof = _flat(q), _flat(k), _flat(v), _flat(s), _flat(do)
     Af, glf = _flat(A), _flat(gl)
-    if hk is None:
-        # hidden-state recomputation: the chunk-start states again, from the kept A1-free inputs
-        hk, _ = chunk_fwd_h(kf, sf, glf, hk0, chunks, nt, False, False, prec)
-        hv, _ = chunk_fwd_h(vf, sf, glf, hv0, chunks, nt, False, True, prec)
-    dA, dGq = chunk_bwd_dp(dof, vf, sf, glf, hv, Af, chunks, prec, linear_read)
+    recompute = hk is None
     want0 = hk0 is not None
-    dhk, dhk0 = chunk_bwd_dh(qf, dA, glf, dhkT, chunks, nt, scale, False, want0, False, prec)
-    dhv, dhv0 = chunk_bwd_dh(dof, Af, glf, dhvT, chunks, nt, 1.0, not linear_read, want0, True, prec)
-    P1 = chunk_p(dA, sf, glf, chunks, False, prec)
-    dq = chunk_o(dA, glf, P1, kf, hk, chunks, scale, False, q.dtype, prec)
     # dg's chunk-boundary term (cumsum.py), in parts per D tile of each pass; it needs exact states, so not with
     # chunk states stored in the inputs' dtype
-    exact = hk.dtype == torch.float32 and hv.dtype == torch.float32
+    states = (chunk_state_dtype(k.dtype), chunk_state_dtype(v.dtype)) if recompute else (hk.dtype, hv.dtype)
+    exact = states == (torch.float32, torch.float32)
     nk = dx_tiles(K)
     parts = torch.empty(nk + dx_tiles(V), nt, H, M, dtype=torch.float32, device=q.device) if exact else None
-    dk = chunk_bwd_dx(P1, qf, sf, glf, dhk, chunks, scale, k.dtype, prec, *((hk, parts[:nk]) if exact else ()))
+    # The value pass first, then the key pass: with recomputation each pass's chunk-start states (NT * H * D * M
+    # floats) are dropped before the other's are built, so the two never coexist with both state gradients
+    # (1.3b shape: 128 MiB each).
+    if recompute:
+        hv, _ = chunk_fwd_h(vf, sf, glf, hv0, chunks, nt, False, True, prec)
+    dA, dGq = chunk_bwd_dp(dof, vf, sf, glf, hv, Af, chunks, prec, linear_read)
+    dhv, dhv0 = chunk_bwd_dh(dof, Af, glf, dhvT, chunks, nt, 1.0, not linear_read, want0, True, prec)
     dv = chunk_bwd_dx(_flat(P), dof, sf, glf, dhv, chunks, 1.0, v.dtype, prec,
                       *((hv, parts[nk:]) if exact else ()))
+    del hv
+    if recompute:
+        hk, _ = chunk_fwd_h(kf, sf, glf, hk0, chunks, nt, False, False, prec)
+    dhk, dhk0 = chunk_bwd_dh(qf, dA, glf, dhkT, chunks, nt, scale, False, want0, False, prec)
+    P1 = chunk_p(dA, sf, glf, chunks, False, prec)
+    dq = chunk_o(dA, glf, P1, kf, hk, chunks, scale, False, q.dtype, prec)
+    dk = chunk_bwd_dx(P1, qf, sf, glf, dhk, chunks, scale, k.dtype, prec, *((hk, parts[:nk]) if exact else ()))
+    del hk, P1
     ds, dG = chunk_bwd_ds(qf, kf, vf, dof, sf, glf, Af, dA, dGq, dhk, dhv, chunks, scale, prec, linear_read)
     # final states read the whole sequence's decay: their cotangents enter dG at each sequence's last step
     dgT = None

@@ -21,10 +21,10 @@ from gsa.ops.triton.utils import (
 )
 
 
-# The reverse walk in segments for few long sequences, as chunk_h.py does the forward one (state_segments). Prepared
-# in session 14 after the device time ran out: correct on the interpreter, compiled for sm_90, not yet timed on a GPU,
-# so off until measured (the forward's split took kernel_h 1.90 -> 0.81 ms at B 1 T 16K; kernel_dh is 1.34 ms there).
-SEGMENT_DH = False
+# The reverse walk in segments for few long sequences, as chunk_h.py does the forward one (state_segments).
+# Session 15, H100, B 1 T 16K (1.3b-long), same call: kernel_dh 1317 -> 545 us a launch, fwd+bwd 4.82 -> 3.92 ms;
+# B 8 T 2K takes one segment (unchanged). A switch so the unsegmented walk stays one line away for A/B runs.
+SEGMENT_DH = True
 
 
 @triton.jit

@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from gsa.ops.triton.utils import block, gate_from_logits, masked_softmax, sequence_bounds, state_tile
+from gsa.ops.triton.utils import block, gate_from_logits, masked_softmax, sequence_bounds, state_tile, use_pdl
 
 
 @triton.jit
@@ -45,8 +45,13 @@ def fused_recurrent_gsa_fwd_kernel_k(q, k, s, g, h0, ht, part, cu_seqlens, scale
                                      H: tl.constexpr, HQ: tl.constexpr, K: tl.constexpr, M: tl.constexpr,
                                      BK: tl.constexpr, BM: tl.constexpr, NK: tl.constexpr,
                                      USE_H0: tl.constexpr, STORE_HT: tl.constexpr, IS_VARLEN: tl.constexpr,
-                                     SWISH: tl.constexpr, GATE: tl.constexpr):
+                                     SWISH: tl.constexpr, GATE: tl.constexpr, PDL: tl.constexpr):
     G: tl.constexpr = HQ // H
+    if PDL:
+        # With programmatic dependent launch: read nothing before the kernel before this one is done (it may have
+        # written any input, the states included), then let kernel_v start (it waits for this one in turn).
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
     i_k, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
     if IS_VARLEN:
@@ -81,7 +86,8 @@ def fused_recurrent_gsa_fwd_kernel_v(part, s, g, v, h0, ht, o, cu_seqlens, T, st
                                      H: tl.constexpr, HQ: tl.constexpr, V: tl.constexpr, M: tl.constexpr,
                                      BV: tl.constexpr, BM: tl.constexpr, NK: tl.constexpr, BNK: tl.constexpr,
                                      USE_H0: tl.constexpr, STORE_HT: tl.constexpr, IS_VARLEN: tl.constexpr,
-                                     LINEAR: tl.constexpr, SWISH: tl.constexpr, GATE: tl.constexpr):
+                                     LINEAR: tl.constexpr, SWISH: tl.constexpr, GATE: tl.constexpr,
+                                     PDL: tl.constexpr):
     G: tl.constexpr = HQ // H
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
@@ -101,6 +107,12 @@ def fused_recurrent_gsa_fwd_kernel_v(part, s, g, v, h0, ht, o, cu_seqlens, T, st
     b_h = tl.zeros([BM, BV], dtype=tl.float32)  # [BM, BV]
     if USE_H0:
         b_h += tl.load(h0 + p_h, mask=m_mv, other=0)
+    if PDL:
+        # The value state was read before the wait: kernel_k (the kernel before this one) does not write it, and
+        # what ran before kernel_k was complete when kernel_k let this kernel start (it waits first). Everything
+        # kernel_k writes (the partial scores) is read after it.
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
     for t in range(bos, eos):
         b_v = _load_feature(v + t * stride_v + i_h * V + o_v, m_v, SWISH)  # [BV]
         b_s, b_g = _load_gate(s, g, t, i_h, stride_g, gate_norm, o_m, m_m, M, GATE)  # [BM]
@@ -155,7 +167,9 @@ def fused_recurrent_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: to
     NK = triton.cdiv(K, BK)
     part = q.new_empty(B * T, HQ, NK, BM, dtype=torch.float32)
     o = q.new_empty(B, T, HQ, V)
-    common = dict(USE_H0=hk0 is not None, IS_VARLEN=cu_seqlens is not None, SWISH=swish, GATE=gate, num_warps=4)
+    pdl = use_pdl(q.device)
+    common = dict(USE_H0=hk0 is not None, IS_VARLEN=cu_seqlens is not None, SWISH=swish, GATE=gate, num_warps=4,
+                  PDL=pdl, **(dict(launch_pdl=True) if pdl else {}))
     fused_recurrent_gsa_fwd_kernel_k[(NK, N * H)](
         q, k, s, g, hk0, hkT, part, cu_seqlens, scale, T, _row_stride(q), _row_stride(k), stride_g, gate_norm,
         H=H, HQ=HQ, K=K, M=M, BK=BK, BM=BM, NK=NK,

@@ -47,6 +47,24 @@ def sm_count(device: torch.device) -> int:
     return _sm_count(torch.device(device))
 
 
+# Programmatic dependent launch (Hopper and later): a kernel launched with it may start while the kernel before it
+# in the stream finishes, and `tl.extra.cuda.gdc_wait()` inside it waits for that kernel's completion and memory.
+# Used by the fused recurrent decode kernels, whose launch and prologue then overlap the previous kernel's tail (a
+# decode step is ~270 small kernels at batch 1; BENCHMARKS.md, issue 6). Read at call time, so a benchmark can switch
+# it off; never under the interpreter or on a GPU before sm_90.
+PDL = True
+
+
+@functools.lru_cache(maxsize=8)
+def _pdl_capable(device: torch.device) -> bool:
+    return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9
+
+
+def use_pdl(device: torch.device) -> bool:
+    """Whether kernels on `device` launch with programmatic dependent launch (PDL above)."""
+    return PDL and os.environ.get("TRITON_INTERPRET") != "1" and _pdl_capable(torch.device(device))
+
+
 def state_tile(D: int, sequences_x_heads: int, device: torch.device) -> int:
     """D-tile width of the sequential state kernels (see STATE_TILE_MAX)."""
     bd = block(D, STATE_TILE_MAX)
