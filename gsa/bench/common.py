@@ -75,7 +75,8 @@ def write_json(path: Path, payload: dict) -> None:
 
 
 def plot_panels(path: Path, title: str, panels: list[dict]) -> None:
-    """One PNG with a panel per dict: {"xlabel", "ylabel", "series": {label: (xs, ys)}, "logx": bool}."""
+    """One PNG with a panel per dict: {"xlabel", "ylabel", "series": {label: (xs, ys)}, "logx": bool, "ymin":
+    float (optional: where the y axis starts)}."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -89,6 +90,8 @@ def plot_panels(path: Path, title: str, panels: list[dict]) -> None:
         ax.set_ylabel(panel["ylabel"])
         if panel.get("logx"):
             ax.set_xscale("log", base=2)
+        if "ymin" in panel:
+            ax.set_ylim(bottom=panel["ymin"])
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import statistics
 import time
 from pathlib import Path
@@ -36,6 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="print the per-kernel time of a GSA decode step (CUDA; first batch and prefix)")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
     p.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/<gpu>/decode.json)")
+    p.add_argument("--merge", default=None, metavar="A.json,B.json",
+                   help="run nothing: join the rows of earlier runs (say, one per model, so a time-out keeps the "
+                        "other) into --out and its plot")
 
 
 def _sync(device):
@@ -124,13 +128,48 @@ def main(argv: list[str] | None = None) -> int:
     return run(p.parse_args(argv))
 
 
+def _report(rows: list[dict], meta: dict, out: Path) -> None:
+    """Print the table, write {**meta, "rows": rows} to `out` and a plot of ms/token by prefix (a panel per batch)
+    next to it."""
+    from gsa.bench.common import plot_panels, print_table, write_json
+
+    print(f"\ndecoding: {meta['size']}, {meta['machine']}")
+    print_table(rows, [("model", "model", "s"), ("batch", "batch", "d"), ("prefix", "prefix", "d"),
+                       ("ttft_ms", "TTFT ms", ".1f"), ("ms_per_token", "ms/token", ".3f"),
+                       ("state_bytes_per_seq", "state B/seq", ",d"), ("error", "error", "s")])
+    write_json(out, {**meta, "rows": rows})
+    panels = []
+    for B in sorted({r["batch"] for r in rows}):
+        series = {}
+        for name in dict.fromkeys(r["model"] for r in rows):
+            rs = [r for r in rows if r["model"] == name and r["batch"] == B and "ms_per_token" in r]
+            series[name] = ([r["prefix"] for r in rs], [r["ms_per_token"] for r in rs])
+        panels.append({"xlabel": f"prefix length (batch {B})", "ylabel": "ms / token", "logx": True, "ymin": 0,
+                       "series": series})
+    plot_panels(out.with_suffix(".png"), f"decoding, {meta['size']}", panels)
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+
+
+def _merge(paths: str, out: Path | None) -> int:
+    """Join earlier runs' JSON (same size and machine) into one table, JSON and plot."""
+    runs = [json.loads(Path(p).read_text()) for p in paths.split(",") if p]
+    if not runs or out is None:
+        raise SystemExit("gsa bench decode --merge needs JSON files and --out")
+    if len({(r["size"], json.dumps(r["machine"], sort_keys=True)) for r in runs}) != 1:
+        raise SystemExit("gsa bench decode --merge: the runs differ in model size or machine")
+    meta = {k: v for k, v in runs[0].items() if k != "rows"}
+    meta["merged_from"] = [str(p) for p in paths.split(",") if p]
+    _report([row for r in runs for row in r["rows"]], meta, out)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.merge:
+        return _merge(args.merge, args.out)
     import torch
     from tqdm import tqdm
 
-    from gsa.bench.common import (
-        default_path, machine, pick_device, plot_panels, print_table, release_memory, write_json,
-    )
+    from gsa.bench.common import default_path, machine, pick_device, release_memory
     from gsa.bench.train import build
 
     device = pick_device(args.device)
@@ -166,22 +205,9 @@ def run(args: argparse.Namespace) -> int:
         _DECODERS.clear()
         del model
         gc.collect()
-    print(f"\ndecoding: {args.size}, {machine(device)}")
-    print_table(rows, [("model", "model", "s"), ("batch", "batch", "d"), ("prefix", "prefix", "d"),
-                       ("ttft_ms", "TTFT ms", ".1f"), ("ms_per_token", "ms/token", ".3f"),
-                       ("state_bytes_per_seq", "state B/seq", ",d"), ("error", "error", "s")])
     out = args.out or default_path(device, "decode.json")
-    write_json(out, {"benchmark": "decode", "size": args.size, "machine": machine(device),
-                     "compile_mode": args.compile_mode, "rows": rows})
-    panels = []
-    for B in batches:
-        series = {}
-        for name in models:
-            rs = [r for r in rows if r["model"] == name and r["batch"] == B and "ms_per_token" in r]
-            series[name] = ([r["prefix"] for r in rs], [r["ms_per_token"] for r in rs])
-        panels.append({"xlabel": f"prefix length (batch {B})", "ylabel": "ms / token", "logx": True,
-                       "series": series})
-    plot_panels(out.with_suffix(".png"), f"decoding, {args.size}", panels)
+    _report(rows, {"benchmark": "decode", "size": args.size, "machine": machine(device),
+                   "compile_mode": args.compile_mode}, out)
     print(f"wrote {out} and {out.with_suffix('.png')}")
     return 0
 

@@ -36,6 +36,19 @@ def test_bench_decode_toy(tmp_path):
     assert kv[1] > kv[0]  # the KV cache grows with the prefix
 
 
+def test_bench_decode_merges_runs(tmp_path):
+    """--merge joins runs made one model at a time (so a time-out keeps the other) into one JSON and plot."""
+    paths = []
+    for model in ("gsa", "llama"):
+        paths.append(tmp_path / f"{model}.json")
+        assert main(["bench", "decode", "--size", "tiny", "--models", model, "--prefixes", "16", "--batches", "1",
+                     "--new-tokens", "2", "--no-compile", "--out", str(paths[-1])]) == 0
+    out = tmp_path / "both.json"
+    assert main(["bench", "decode", "--merge", ",".join(map(str, paths)), "--out", str(out)]) == 0
+    data = _check(out, 2, ["ms_per_token"])
+    assert [r["model"] for r in data["rows"]] == ["gsa", "llama"] and len(data["merged_from"]) == 2
+
+
 def test_llama_fused_variant_computes_the_same_loss(monkeypatch):
     """'llama-fused' routes a Llama's norms and SwiGLU through gsa's kernels (forced on: the interpreter on a CPU):
     same weights, same loss and gradients as the plain Llama, to float32 rounding."""
