@@ -71,6 +71,23 @@ def test_bad_arguments_are_refused():
         gated_slot_attention_step(q, k, v, f, (state[0].transpose(2, 3).contiguous().transpose(2, 3), state[1]))
 
 
+def test_compiles_with_a_symbolic_scale():
+    """Under torch.compile a float may arrive symbolic (a recompile makes it dynamic: a second model's
+    StaticDecoder did so on the H100, and the validation's math.isfinite broke the full graph). Two scales through
+    one dynamic graph give the eager results; eager calls still refuse a non-finite scale."""
+    (q, k, v, f), state = _raw(dtype=torch.float32)
+
+    def step(q, k, v, f, scale):
+        hk, hv = (x.clone() for x in state)
+        return gated_slot_attention_step(q, k, v, f, (hk, hv), scale=scale)
+
+    compiled = torch.compile(step, fullgraph=True, dynamic=True, backend="eager")
+    for scale in (0.25, 0.5):
+        torch.testing.assert_close(compiled(q, k, v, f, scale), step(q, k, v, f, scale))
+    with pytest.raises(TypeError, match="finite"):
+        step(q, k, v, f, float("inf"))
+
+
 @pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available(),
                     reason="the triton kernels need a GPU or TRITON_INTERPRET=1 (tests/conftest.py sets it on CPU)")
 @pytest.mark.parametrize("swish,slot_read,big_logits", [(True, "softmax", False), (False, "softmax", True),
