@@ -8,6 +8,7 @@
 #   WIDTH=64  JOBS="gsa-conv abc-conv llama" ...
 #   JOBS="gsa-conv gsa-conv-tau32" ...      (gsa-conv-tauN: gate_logit_normalizer N instead of 8: slower forgetting)
 #   JOBS="gsa-conv gsa-conv-bias" ...       (gsa-conv-bias: model.gate_bias=true, W_f's bias spread over the slots)
+#   JOBS="gsa-conv-m256" ...                (gsa-conv-mN: N slots a head instead of 64)
 #   EXTRA="train.compile=false" CAL=40 ...  (eager, as before session 13; the Llama configs stay eager: not measured compiled)
 # Outputs in $OUT/mqar.tar.
 set -u
@@ -21,6 +22,7 @@ job_args() {  # the config and overrides of a job name
   case $1 in
     gsa-conv) echo "configs/mqar-gsa-d$WIDTH.toml model.use_short_conv=true" ;;
     gsa-conv-bias) echo "configs/mqar-gsa-d$WIDTH.toml model.use_short_conv=true model.gate_bias=true" ;;
+    gsa-conv-m*) echo "configs/mqar-gsa-d$WIDTH.toml model.use_short_conv=true model.num_slots=${1#gsa-conv-m}" ;;
     gsa-conv-tau*) echo "configs/mqar-gsa-d$WIDTH.toml model.use_short_conv=true model.gate_logit_normalizer=${1#gsa-conv-tau}" ;;
     gsa-noconv) echo "configs/mqar-gsa-d$WIDTH.toml model.use_short_conv=false" ;;
     abc-conv) echo "configs/mqar-gsa-d$WIDTH.toml model.use_short_conv=true model.forget_gate=\"none\"" ;;

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from gsa.ops.abc import abc_to_gated
 from gsa.ops.chunk import chunk_gsa
 from gsa.ops.reference import recurrent_checked
-from gsa.ops.validation import check_inplace_state, check_inputs, slot_read_fn
+from gsa.ops.validation import TRITON_MAX_SLOTS, check_inplace_state, check_inputs, slot_read_fn
 
 BACKENDS = ("auto", "triton", "torch", "reference")
 
@@ -48,6 +48,18 @@ def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype = tor
     return "torch"
 
 
+def _backend_for(backend: str, q: torch.Tensor, M: int) -> str:
+    """resolve_backend for an op on q's device and dtype with M slots: `auto` takes the torch backend where the
+    Triton kernels cannot (M > TRITON_MAX_SLOTS), and an explicit triton there is refused."""
+    chosen = resolve_backend(backend, q.device, q.dtype)
+    if chosen == "triton" and M > TRITON_MAX_SLOTS:
+        if backend == "triton":
+            raise ValueError(f"backend='triton' takes at most {TRITON_MAX_SLOTS} slots (s.shape[-1] = M), got M = {M}:"
+                             " use backend='torch' (or 'auto', which does)")
+        return "torch"
+    return chosen
+
+
 def gated_slot_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -77,8 +89,8 @@ def gated_slot_attention(
             default zeros.
         output_final_state: also return the states after the last token of each sequence.
         cu_seqlens: [N + 1] int offsets of N sequences packed along T (B must be 1); no state crosses them.
-        backend: "auto" (triton on CUDA, torch elsewhere), "triton", "torch" (chunked PyTorch), or
-            "reference" (the token-by-token loop; slow, exact).
+        backend: "auto" (triton on CUDA with M <= 128 slots, torch elsewhere), "triton", "torch" (chunked
+            PyTorch), or "reference" (the token-by-token loop; slow, exact).
         inplace_state: advance `initial_state` in place and return it as the final state (decoding: a step then
             allocates nothing but its output, so it can be captured in a CUDA graph). The two state tensors must be
             contiguous float32 buffers the caller owns for this purpose; no gradient may be required.
@@ -99,7 +111,7 @@ def gated_slot_attention(
     if inplace_state:
         check_inplace_state(initial_state, (q, k, v, s, g))
     slot_read_fn(slot_read)  # validates (every backend implements every read)
-    backend = resolve_backend(backend, q.device, q.dtype)
+    backend = _backend_for(backend, q, dims.M)
     if backend == "triton" and q.dtype == torch.float64:
         raise TypeError("backend='triton' takes float16, bfloat16 or float32 inputs, got torch.float64: use "
                         "backend='torch' (or 'auto')")
@@ -182,7 +194,7 @@ def gated_slot_attention_step(
     if not gate_logit_normalizer > 0:
         raise ValueError(f"gate_logit_normalizer must be positive, got {gate_logit_normalizer}")
     slot_read_fn(slot_read)
-    backend = resolve_backend(backend, q.device, q.dtype)
+    backend = _backend_for(backend, q, f.shape[-1])
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     if backend == "triton" and _fused_recurrent_is_faster(q):
         from gsa.ops.triton import fused_recurrent_gsa_step

@@ -11,6 +11,11 @@ from dataclasses import dataclass
 
 import torch
 
+# The Triton kernels hold a chunk's M slots in one tile; beyond this they would read only the first 128 slots (found
+# in session 15: M = 129 and 256 off the float64 reference by 2e-3 and 2e-2, silently). gsa.ops refuses the triton
+# backend above it and `auto` takes the torch backend there.
+TRITON_MAX_SLOTS = 128
+
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 

@@ -101,3 +101,27 @@ def test_triton_backend_refuses_float64():
     a = args(dtype=torch.float64)
     with pytest.raises(TypeError, match="backend='triton' takes float16, bfloat16 or float32"):
         gated_slot_attention(**a, backend="triton")
+
+
+def test_more_slots_than_the_triton_kernels_hold(monkeypatch):
+    """The Triton kernels hold a chunk's slots in one tile of at most 128: M = 129 used to run on them and read only
+    the first 128 (2e-3 off the float64 reference, silently). Now backend='triton' refuses it, 'auto' on a GPU
+    takes the torch backend (checked here through the backend choice), and the triton entry points refuse it too."""
+    from gsa.ops import api
+    from gsa.ops.validation import TRITON_MAX_SLOTS
+
+    a = args(M=TRITON_MAX_SLOTS + 1)
+    with pytest.raises(ValueError, match=r"backend='triton' takes at most 128 slots .* got M = 129"):
+        gated_slot_attention(*a.values(), backend="triton")
+    # as on a GPU: auto resolves to triton
+    monkeypatch.setattr(api, "resolve_backend",
+                        lambda backend, device, dtype: "triton" if backend == "auto" else backend)
+    assert api._backend_for("auto", a["q"], TRITON_MAX_SLOTS + 1) == "torch"
+    assert api._backend_for("auto", a["q"], TRITON_MAX_SLOTS) == "triton"
+    pytest.importorskip("triton")
+    from gsa.ops.triton import chunk_gsa, fused_recurrent_gsa
+
+    with pytest.raises(ValueError, match="at most 128 slots"):
+        chunk_gsa(a["q"], a["k"], a["v"], a["s"], a["g"], 0.5, None, False, None)
+    with pytest.raises(ValueError, match="at most 128 slots"):
+        fused_recurrent_gsa(a["q"], a["k"], a["v"], a["s"], a["g"], 0.5)

@@ -17,7 +17,9 @@ from gsa.ops.triton.chunk_o import chunk_o
 from gsa.ops.triton.chunk_p import chunk_p
 from gsa.ops.triton.cumsum import chunk_local_cumsum, reverse_cumsum_dg
 from gsa.ops.triton import utils
-from gsa.ops.triton.utils import BT, chunk_state_dtype, compile_in_parallel, dot_precision, max_chunks, prepare_chunks
+from gsa.ops.triton.utils import (
+    BT, check_slots, chunk_state_dtype, compile_in_parallel, dot_precision, max_chunks, prepare_chunks,
+)
 
 _EMPTY = (0,)
 
@@ -219,6 +221,7 @@ def chunk_gsa(q, k, v, s, g, scale: float, initial_state, output_final_state: bo
     keep_states: keep the chunk-start states from the forward for the backward (faster, + NT * H * (K + V) * M
     floats) instead of recomputing them (the default). linear_read: the second pass reads the slots with the
     scores A1 themselves instead of softmax(A1) (the no-softmax ablation). Returns o and the final states (or None)."""
+    check_slots(s.shape[-1])
     q, k, v, s, g = (x.contiguous() for x in (q, k, v, s, g))
     hk0, hv0 = (None, None) if initial_state is None else (x.contiguous() for x in initial_state)
     if PREWARM and q.is_cuda and not torch.compiler.is_compiling():

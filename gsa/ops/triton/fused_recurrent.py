@@ -16,7 +16,9 @@ import torch
 import triton
 import triton.language as tl
 
-from gsa.ops.triton.utils import block, gate_from_logits, masked_softmax, sequence_bounds, state_tile, use_pdl
+from gsa.ops.triton.utils import (
+    block, check_slots, gate_from_logits, masked_softmax, sequence_bounds, state_tile, use_pdl,
+)
 
 
 @triton.jit
@@ -157,6 +159,7 @@ def fused_recurrent_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: to
     s = 1 - exp(g) are computed in the kernels, in float32."""
     B, T, HQ, K = q.shape
     H, V, M = k.shape[2], v.shape[-1], g.shape[-1]
+    check_slots(M)
     gate = gate_norm > 0
     stride_g = _row_stride(g) if gate else H * M
     s = g if gate else s  # unread with GATE

@@ -17,6 +17,8 @@ import torch
 import triton
 import triton.language as tl
 
+from gsa.ops.validation import TRITON_MAX_SLOTS
+
 # Chunk length of the training kernels, and the sub-block inside it in which decays are taken pairwise.
 BT = 64
 BC = 16
@@ -63,6 +65,14 @@ def _pdl_capable(device: torch.device) -> bool:
 def use_pdl(device: torch.device) -> bool:
     """Whether kernels on `device` launch with programmatic dependent launch (PDL above)."""
     return PDL and os.environ.get("TRITON_INTERPRET") != "1" and _pdl_capable(torch.device(device))
+
+
+def check_slots(M: int) -> None:
+    """The kernels hold a chunk's M slots in one tile of at most TRITON_MAX_SLOTS (gsa.ops.validation): refuse more
+    here too, for callers of gsa.ops.triton that bypass gsa.ops' checks."""
+    if M > TRITON_MAX_SLOTS:
+        raise ValueError(f"the Triton kernels take at most {TRITON_MAX_SLOTS} slots (M), got M = {M}: use "
+                         "gsa.ops.gated_slot_attention(..., backend='torch')")
 
 
 def state_tile(D: int, sequences_x_heads: int, device: torch.device) -> int:
