@@ -83,8 +83,8 @@ def collect(shape: dict, arch: int, dtype=torch.bfloat16, warps: int | None = No
         seen.add(key)
         k = triton.compile(ASTSource(fn=self, signature=sig, constexprs=consts), target=target,
                            options={"num_warps": 4, "num_stages": 3, **options})
-        flags = ",".join(f"{n}={bound[n]}" for n in ("BACKWARD", "SOFTMAX", "LINEAR", "TRANSPOSED", "PDL")
-                          if n in bound and (n != "PDL" or bound[n]))
+        flags = ",".join(f"{n}={bound[n]}" for n in ("BACKWARD", "SOFTMAX", "LINEAR", "TRANSPOSED", "GATED", "PDL")
+                          if n in bound and (n not in ("GATED", "PDL") or bound[n]))
         rows.append({"kernel": self.__name__ + (f" [{flags}]" if flags else ""),
                      "warps": options.get("num_warps", 4), "shared": k.metadata.shared, **_resources(k.asm["cubin"])})
         return None
@@ -125,6 +125,9 @@ def collect(shape: dict, arch: int, dtype=torch.bfloat16, warps: int | None = No
                 try:
                     for n_in in (HQ * V, 2 * HQ * V):
                         gemv._gemv(torch.randn(1, n_in).to(dtype), torch.randn(64, n_in).to(dtype), None)
+                    # down_proj with the SwiGLU product read in (opt-in): K = 2.75 d, past the first tile
+                    n_in = 11 * HQ * V // 4
+                    gemv._gemv(torch.randn(1, 2 * n_in).to(dtype), torch.randn(64, n_in).to(dtype), None, True)
                 finally:
                     gemv.use_pdl = pdl
         else:

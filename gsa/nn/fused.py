@@ -23,7 +23,9 @@ FUSE_MAX_TOKENS = 256  # decode steps have B tokens; beyond this the separate pr
 
 # Which decode products run as `gsa.ops.triton.gemv` (weights loaded before waiting on the kernel before; one token,
 # CUDA with programmatic dependent launch) instead of cuBLAS: "qkvf" (a GSA layer's q|k|v|slot-logit product),
-# "o" (its o_proj), "gate_up" (the MLP's). Read at call time, so a benchmark can switch each.
+# "o" (its o_proj), "gate_up" (the MLP's). Read at call time, so a benchmark can switch each. Also "down" (opt-in,
+# not yet timed on a GPU): the SwiGLU MLP's down_proj with silu(gate) * up read from the gate|up product in the
+# kernel, so the SwiGLU kernel goes too (GSA-1.3B: K = 5632, past the first register tile; the rest is streamed).
 DECODE_GEMV = {"qkvf", "o", "gate_up"}
 
 
@@ -35,6 +37,18 @@ def decode_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
         if gemv_applies(x, weight):
             return gemv(x, weight, bias)
     return F.linear(x, weight, bias)
+
+
+def decode_swiglu_down(gate_up: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor | None:
+    """down(silu(gate) * up) for one token from the MLP's fused gate|up product [..., 2F] (weight [d, F]) as one
+    GEMV kernel with the SwiGLU product in its prologue, when "down" is in DECODE_GEMV and the kernel applies;
+    None otherwise (the caller then runs the SwiGLU product and down_proj as usual)."""
+    if "down" in DECODE_GEMV and gate_up.is_cuda and gate_up.shape[-1] == 2 * weight.shape[1]:
+        from gsa.ops.triton.gemv import gemv, gemv_applies
+
+        if gemv_applies(gate_up[..., : weight.shape[1]], weight, max_k=None):
+            return gemv(gate_up, weight, bias, gated=True)
+    return None
 
 
 def use_fused(fused: "FusedLinears | None", x: torch.Tensor) -> bool:
