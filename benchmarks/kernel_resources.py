@@ -109,27 +109,21 @@ def collect(shape: dict, arch: int, dtype=torch.bfloat16, warps: int | None = No
             # the decode step from raw projections: swish and the gate inside the kernels (GATE, SWISH)
             with torch.no_grad():
                 fused_recurrent_gsa_step(q, k, v, gate, K**-0.5, 8.0, h0, swish=True, linear_read=linear_read)
-                # and with programmatic dependent launch, as on a Hopper GPU (utils.use_pdl; off on CPU tensors)
-                import gsa.ops.triton.fused_recurrent as fused_recurrent
+                # with programmatic dependent launch, as on a Hopper GPU (utils.pdl_launch; off on CPU tensors):
+                # the step's kernels and the one-token decode product (gsa.ops.triton.gemv) at the model's hidden
+                # size, and down_proj's with the SwiGLU product read in (opt-in; K = 2.75 d, past the first tile)
+                import gsa.ops.triton.gemv as gemv
+                import gsa.ops.triton.utils as utils
 
-                pdl = fused_recurrent.use_pdl
-                fused_recurrent.use_pdl = lambda device: True
+                pdl, utils.use_pdl = utils.use_pdl, lambda device: True
                 try:
                     fused_recurrent_gsa_step(q, k, v, gate, K**-0.5, 8.0, h0, swish=True, linear_read=linear_read)
-                finally:
-                    fused_recurrent.use_pdl = pdl
-                # the one-token decode product (gsa.ops.triton.gemv) at the model's hidden size, with PDL as on a GPU
-                import gsa.ops.triton.gemv as gemv
-
-                pdl, gemv.use_pdl = gemv.use_pdl, lambda device: True
-                try:
                     for n_in in (HQ * V, 2 * HQ * V):
                         gemv._gemv(torch.randn(1, n_in).to(dtype), torch.randn(64, n_in).to(dtype), None)
-                    # down_proj with the SwiGLU product read in (opt-in): K = 2.75 d, past the first tile
                     n_in = 11 * HQ * V // 4
                     gemv._gemv(torch.randn(1, 2 * n_in).to(dtype), torch.randn(64, n_in).to(dtype), None, True)
                 finally:
-                    gemv.use_pdl = pdl
+                    utils.use_pdl = pdl
         else:
             o, _ = chunk_gsa(q, k, v, s, gate, K**-0.5, None, False, None, linear_read=linear_read)
             o.backward(torch.ones_like(o))

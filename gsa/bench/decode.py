@@ -152,13 +152,14 @@ def _report(rows: list[dict], meta: dict, out: Path) -> None:
 
 def _merge(paths: str, out: Path | None) -> int:
     """Join earlier runs' JSON (same size and machine) into one table, JSON and plot."""
-    runs = [json.loads(Path(p).read_text()) for p in paths.split(",") if p]
+    files = [p for p in paths.split(",") if p]
+    runs = [json.loads(Path(p).read_text()) for p in files]
     if not runs or out is None:
         raise SystemExit("gsa bench decode --merge needs JSON files and --out")
     if len({(r["size"], json.dumps(r["machine"], sort_keys=True)) for r in runs}) != 1:
         raise SystemExit("gsa bench decode --merge: the runs differ in model size or machine")
     meta = {k: v for k, v in runs[0].items() if k != "rows"}
-    meta["merged_from"] = [str(p) for p in paths.split(",") if p]
+    meta["merged_from"] = files
     _report([row for r in runs for row in r["rows"]], meta, out)
     return 0
 
@@ -208,7 +209,6 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or default_path(device, "decode.json")
     _report(rows, {"benchmark": "decode", "size": args.size, "machine": machine(device),
                    "compile_mode": args.compile_mode}, out)
-    print(f"wrote {out} and {out.with_suffix('.png')}")
     return 0
 
 

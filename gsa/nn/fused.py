@@ -29,26 +29,31 @@ FUSE_MAX_TOKENS = 256  # decode steps have B tokens; beyond this the separate pr
 DECODE_GEMV = {"qkvf", "o", "gate_up"}
 
 
+def _decode_gemv(role: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                 gated: bool = False) -> torch.Tensor | None:
+    """gsa.ops.triton.gemv(x, weight, bias, gated) when `role` is in DECODE_GEMV and the kernel applies, else None.
+    gated: x is [..., 2K] = [gate | up] (weight [N, K]); any K then (down_proj is past the default MAX_K)."""
+    K = weight.shape[1]
+    if role not in DECODE_GEMV or not x.is_cuda or x.shape[-1] != (2 * K if gated else K):
+        return None
+    from gsa.ops.triton.gemv import MAX_K, gemv, gemv_applies
+
+    if not gemv_applies(x[..., :K], weight, max_k=None if gated else MAX_K):
+        return None
+    return gemv(x, weight, bias, gated=gated)
+
+
 def decode_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, role: str) -> torch.Tensor:
     """F.linear(x, weight, bias), through the one-token GEMV kernel when `role` is in DECODE_GEMV and it applies."""
-    if role in DECODE_GEMV and x.is_cuda:
-        from gsa.ops.triton.gemv import gemv, gemv_applies
-
-        if gemv_applies(x, weight):
-            return gemv(x, weight, bias)
-    return F.linear(x, weight, bias)
+    y = _decode_gemv(role, x, weight, bias)
+    return F.linear(x, weight, bias) if y is None else y
 
 
 def decode_swiglu_down(gate_up: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor | None:
     """down(silu(gate) * up) for one token from the MLP's fused gate|up product [..., 2F] (weight [d, F]) as one
     GEMV kernel with the SwiGLU product in its prologue, when "down" is in DECODE_GEMV and the kernel applies;
     None otherwise (the caller then runs the SwiGLU product and down_proj as usual)."""
-    if "down" in DECODE_GEMV and gate_up.is_cuda and gate_up.shape[-1] == 2 * weight.shape[1]:
-        from gsa.ops.triton.gemv import gemv, gemv_applies
-
-        if gemv_applies(gate_up[..., : weight.shape[1]], weight, max_k=None):
-            return gemv(gate_up, weight, bias, gated=True)
-    return None
+    return _decode_gemv("down", gate_up, weight, bias, gated=True)
 
 
 def use_fused(fused: "FusedLinears | None", x: torch.Tensor) -> bool:

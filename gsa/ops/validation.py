@@ -107,8 +107,8 @@ def check_inputs(q, k, v, s, g, scale, initial_state, output_final_state, cu_seq
     if scale is not None:
         # under torch.compile a float argument may arrive symbolic (a recompile makes it dynamic: a second model's
         # StaticDecoder did on the H100), and math.isfinite cannot be traced on it; eager calls check it
-        finite = torch.compiler.is_compiling() or math.isfinite(scale) if isinstance(scale, (int, float)) else True
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not finite:
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or (
+                not torch.compiler.is_compiling() and not math.isfinite(scale)):
             raise TypeError(f"scale must be a finite float or None, got {scale!r}")
 
     if not isinstance(output_final_state, bool):

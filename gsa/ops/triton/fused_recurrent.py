@@ -17,7 +17,7 @@ import triton
 import triton.language as tl
 
 from gsa.ops.triton.utils import (
-    block, check_slots, gate_from_logits, masked_softmax, sequence_bounds, state_tile, use_pdl,
+    block, check_slots, gate_from_logits, masked_softmax, pdl_launch, sequence_bounds, state_tile,
 )
 
 
@@ -170,9 +170,8 @@ def fused_recurrent_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: to
     NK = triton.cdiv(K, BK)
     part = q.new_empty(B * T, HQ, NK, BM, dtype=torch.float32)
     o = q.new_empty(B, T, HQ, V)
-    pdl = use_pdl(q.device)
     common = dict(USE_H0=hk0 is not None, IS_VARLEN=cu_seqlens is not None, SWISH=swish, GATE=gate, num_warps=4,
-                  PDL=pdl, **(dict(launch_pdl=True) if pdl else {}))
+                  **pdl_launch(q.device))
     fused_recurrent_gsa_fwd_kernel_k[(NK, N * H)](
         q, k, s, g, hk0, hkT, part, cu_seqlens, scale, T, _row_stride(q), _row_stride(k), stride_g, gate_norm,
         H=H, HQ=HQ, K=K, M=M, BK=BK, BM=BM, NK=NK,

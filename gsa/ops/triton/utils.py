@@ -67,6 +67,12 @@ def use_pdl(device: torch.device) -> bool:
     return PDL and os.environ.get("TRITON_INTERPRET") != "1" and _pdl_capable(torch.device(device))
 
 
+def pdl_launch(device: torch.device) -> dict:
+    """Launch keywords of a kernel with a `PDL` constexpr (its gdc_wait / gdc_launch_dependents): PDL, and Triton's
+    launch_pdl option where it is on."""
+    return dict(PDL=True, launch_pdl=True) if use_pdl(device) else dict(PDL=False)
+
+
 def check_slots(M: int) -> None:
     """The kernels hold a chunk's M slots in one tile of at most TRITON_MAX_SLOTS (gsa.ops.validation): refuse more
     here too, for callers of gsa.ops.triton that bypass gsa.ops' checks."""
