@@ -1,6 +1,7 @@
 """Evaluate a T2R run: teacher, its sliding-window(64) + 4-sinks restriction, and any number of GSA students, on the
 same held-out windows (perplexity, recovery = teacher ppl / student ppl), the passkey probe at several lengths
-(with its control: another key in the needle), and decode speed (ms/token, batch 1, greedy, after a 512-token
+(with its control: another key in the needle) and, with --passkey-distances, at one length per needle distance,
+and decode speed (ms/token, batch 1, greedy, after a 512-token
 prompt). Writes one JSON and prints a table.
 
     python scripts/t2r_report.py --tokens .cache/t2r/tokens/tokens-<key> --teacher .cache/t2r/teacher \
@@ -72,6 +73,9 @@ def main(argv=None) -> int:
     p.add_argument("--eval-sequences", type=int, default=256, help="held-out windows (the trainer's eval set)")
     p.add_argument("--passkey-lengths", default="512,1024,2048")
     p.add_argument("--passkey-examples", type=int, default=50)
+    p.add_argument("--passkey-distances", default="",
+                   help="LO-HI,... needle-to-answer token distances, each probed at --passkey-distance-length")
+    p.add_argument("--passkey-distance-length", type=int, default=1024)
     p.add_argument("--window", type=int, default=64)
     p.add_argument("--sinks", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=8)
@@ -88,12 +92,17 @@ def main(argv=None) -> int:
     windows = Windows(data.heldout, args.seq_len)
     n = min(len(windows), args.eval_sequences)
     heldout = data.heldout.tokens[: n * args.seq_len]  # the first n windows, as the trainer's evaluation
-    lengths = [int(x) for x in args.passkey_lengths.split(",") if x]
-    probes = {L: passkey_batch(data.tokenizer, data.heldout.tokens, L, args.passkey_examples, seed=L)
-              for L in lengths}
+    # probe label -> passkey_batch arguments: one per length (the needle >= 128 tokens back), one per distance range
+    specs = {str(L): dict(length=L, seed=L) for L in (int(x) for x in args.passkey_lengths.split(",") if x)}
+    for rng in (r for r in args.passkey_distances.split(",") if r):
+        lo, hi = (int(x) for x in rng.split("-"))
+        specs[f"d{lo}-{hi}"] = dict(length=args.passkey_distance_length, seed=lo, min_distance=lo, max_distance=hi)
+    probes = {k: passkey_batch(data.tokenizer, data.heldout.tokens, num_examples=args.passkey_examples, **kw)
+              for k, kw in specs.items()}
     # the control: the same examples with another key in the needle (what the answer's format alone scores)
-    controls = {L: passkey_batch(data.tokenizer, data.heldout.tokens, L, args.passkey_examples, seed=L, decoy=True)
-                for L in lengths}
+    controls = {k: passkey_batch(data.tokenizer, data.heldout.tokens, num_examples=args.passkey_examples,
+                                 decoy=True, **kw) for k, kw in specs.items()}
+    labels = list(specs)
     prompt = torch.from_numpy(windows[0][None]).to(device)
 
     def load(path):
@@ -128,8 +137,8 @@ def main(argv=None) -> int:
                "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None, "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=1))
-    cols = (["ppl", "recovery"] + [f"passkey_{L}" for L in lengths] + [f"passkey_tok_{L}" for L in lengths]
-            + [f"passkey_ctl_{L}" for L in lengths] + ["decode_ms_per_token"])
+    cols = (["ppl", "recovery"] + [f"passkey_{L}" for L in labels] + [f"passkey_tok_{L}" for L in labels]
+            + [f"passkey_ctl_{L}" for L in labels] + ["decode_ms_per_token"])
     print("\n" + "model".ljust(34) + "".join(c[:14].rjust(15) for c in cols))
     for r in rows:
         print(r["model"][:33].ljust(34) + "".join(

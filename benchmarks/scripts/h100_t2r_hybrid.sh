@@ -3,7 +3,8 @@
 # tokens (RoPE kept) and adds the GSA slot memory scaled per head from zero (gsa.nn.window), so the student starts as
 # the training-free sliding-window baseline (recovery 0.69 here) instead of 0.002. Three calls on one warm H100:
 #   MODE=stash  : carry .carry/t2r.tar.part-aa; keeps it in /tmp/keep; GPU tests of the hybrid (compiled CUDA-graph
-#                 decoding) and the window attention's backend, time and memory at the training shape.
+#                 decoding) and the window attention's backend, time and memory at the training shape (TESTS=0: only
+#                 the stash).
 #   MODE=train  : carry .carry/t2r.tar.part-ab; stage 1 (f_proj + memory_scale on attention outputs) then stage 2
 #                 (KL to the teacher, 2K windows, 8 x 2 sequences a step = 32K tokens) for the rest of ~9.5 min.
 #   MODE=report : scripts/t2r_report.py for the teacher, the window baseline, the converted hybrid and the student.
@@ -11,6 +12,10 @@
 #                 (data.passkey_fraction; filler from the training split), to train the recall the probe asks for.
 #   ANSWER=w    : (with PASSKEY) adds w x the cross-entropy on the passkey answers to stage 2's KL
 #                 (distill.answer_weight; session 11's PASSKEY=0.2 run without it: recovery 0.969, passkey 0).
+#   S1PASSKEY=f, S1ANSWER=w : (train) stage 1 too replaces a share f of its 512-token windows by passkey sequences and
+#                 adds w x each layer's output MSE averaged over the answer positions (session 16: where the teacher's
+#                 retrieval heads read the needle, the densest signal for what the slots must keep); S1STEPS, S1TIME:
+#                 stage 1's steps (150) and seconds (70).
 #   GATEBIAS=1  : (train) the student's f_proj starts with a bias spread over the slots (model.gate_bias): initial
 #                 memories of ~2 to ~440 tokens instead of ~12 each, for the passkey probe.
 #   REPORT=1    : (train) stage 2 stops ~70 s earlier and the same call reports the teacher, the window baseline and
@@ -26,6 +31,7 @@ HYB=(model.window_size=64 model.num_sink_tokens=4)
 [ "${GATEBIAS:-0}" = 1 ] && HYB+=(model.gate_bias=true)  # f_proj's bias spread over the slots (session 12)
 if [ "$MODE" = stash ]; then
   mkdir -p $K && cp .carry/t2r.tar.part-aa $K/ && ls -la $K
+  [ "${TESTS:-1}" = 0 ] && exit 0
   export PYTHONPATH=$PWD
   timeout 300 python -m pytest -q -m gpu tests/models/test_static_decoder.py tests/nn/test_window.py \
     > "$R/gpu-tests.log" 2>&1; echo "gpu tests rc=$?"; tail -3 "$R/gpu-tests.log"
@@ -65,8 +71,9 @@ if [ "$MODE" = train ] || [ "$MODE" = equal ]; then
   timeout 120 python scripts/prepare_t2r_data.py teacher --cache .cache/t2r > "$R/teacher.log" 2>&1
   echo "teacher rc=$? at $((SECONDS - START)) s"
   timeout 100 python -m gsa.train --config configs/t2r-stage1.toml --output-dir runs/$NAME-stage1 "$TOK" "${COMMON[@]}" \
-    "${HYB[@]}" 'distill.train_params=["f_proj", "memory_scale"]' train.max_steps=150 optim.warmup_steps=20 \
-    train.time_limit_s=70 > "$R/$NAME-stage1.log" 2>&1
+    "${HYB[@]}" 'distill.train_params=["f_proj", "memory_scale"]' train.max_steps=${S1STEPS:-150} optim.warmup_steps=20 \
+    data.passkey_fraction=${S1PASSKEY:-0} distill.answer_weight=${S1ANSWER:-0} \
+    train.time_limit_s=${S1TIME:-70} > "$R/$NAME-stage1.log" 2>&1
   echo "stage1 rc=$? at $((SECONDS - START)) s"; grep -E "held-out|time limit|Error" "$R/$NAME-stage1.log" | tail -2
   timeout $((S2END + 55 - (SECONDS - START))) python -m gsa.train --config configs/t2r-stage2.toml --output-dir runs/$NAME-stage2 \
     "$TOK" "${COMMON[@]}" "model.path=\"runs/$NAME-stage1/model\"" data.seq_len=2048 train.micro_batch_size=8 \
@@ -78,7 +85,7 @@ if [ "$MODE" = train ] || [ "$MODE" = equal ]; then
   rm -rf $K/$NAME-student && cp -r runs/$NAME-stage2/model $K/$NAME-student && echo "student kept in $K/$NAME-student"
   if [ "${REPORT:-0}" = 1 ] && [ "$MODE" = train ]; then
     t2r_report 595 t2r-report --student hybrid-b=$K/th-student --passkey-lengths 256,512,1024,2048 \
-      --passkey-examples 50 --decode-tokens 16
+      --passkey-distances 65-96,96-128,128-256,256-512 --passkey-examples 50 --decode-tokens 16
   fi
   if [ "$MODE" = equal ]; then
     t2r_report 590 t2r-report-6m --student hybrid-b-6m=$K/th6m-student --passkey-examples 50 --decode-tokens 16

@@ -70,22 +70,35 @@ def attention_transfer_loss(
     teacher: nn.Module,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor | None = None,
+    answer: torch.Tensor | None = None,
+    answer_weight: float = 0.0,
 ) -> torch.Tensor:
     """Stage 1: mean over layers of the MSE between each student attention layer's output and the teacher's.
 
     input_ids: [B, T]; attention_mask: [B, T] (1 = token, 0 = padding; padded positions are left out of the loss).
     student: a converted GSAForCausalLM (student.model.layers[i].attn); teacher: its Llama-family teacher
     (teacher.model.layers[i].self_attn). Returns a float32 scalar; gradients reach only the student.
+
+    answer [B, T] bool (True where the next token is a passkey answer token) with answer_weight > 0 adds
+    answer_weight x each layer's MSE averaged over those positions alone. There the teacher's retrieval heads read
+    the needle, far outside a hybrid student's window; averaged with every other position (5 of 512 a passkey row)
+    that per-layer signal is lost, and it is the densest one there is for what the slots must store.
     """
     if len(student.model.layers) != len(teacher.model.layers):
         raise ValueError("student and teacher must have the same number of layers")
     inputs, targets = _teacher_attention_io(teacher, input_ids, attention_mask)
     mask = None if attention_mask is None else attention_mask.to(torch.bool)
+    weigh = answer is not None and answer_weight > 0
+    if weigh:
+        answer = answer.to(torch.bool) if mask is None else answer.to(torch.bool) & mask
     losses = []
     for block, x, target in zip(student.model.layers, inputs, targets):
         y, _ = block.attn(x.to(block.attn.q_proj.weight.dtype), attention_mask=attention_mask)
         err = (y.float() - target.float()).pow(2).mean(-1)  # [B, T]
-        losses.append(err[mask].mean() if mask is not None else err.mean())
+        loss = err[mask].mean() if mask is not None else err.mean()
+        if weigh:  # a batch without answers adds 0 (the sum over no positions), not NaN
+            loss = loss + answer_weight * err[answer].sum() / answer.sum().clamp(min=1)
+        losses.append(loss)
     return torch.stack(losses).mean()
 
 

@@ -29,14 +29,20 @@ ANSWER = " {key}"
 
 
 def passkey_batch(tokenizer, filler: np.ndarray, length: int, num_examples: int, seed: int | list[int] = 0,
-                  min_distance: int = 128, decoy: bool = False) -> dict[str, torch.Tensor]:
+                  min_distance: int = 128, decoy: bool = False,
+                  max_distance: int | None = None) -> dict[str, torch.Tensor]:
     """{"input_ids": int64 [N, length], "answer": bool [N, length]}: answer[n, p] marks positions whose *next*
     token is an answer token (so logits[n, p] must predict input_ids[n, p + 1]).
 
     filler: a token stream (e.g. held-out text), long enough for `length` tokens from random offsets.
     decoy: the control; the needle holds another key than the answer (the examples are otherwise the same as
     with decoy=False and the same seed: the decoy keys come from a separate random stream).
+    min_distance / max_distance: the tokens from the needle's end to the answer (question included) lie in
+    [min_distance, max_distance] (max_distance None: up to what the length leaves), so recall can be read per
+    distance at one length.
     """
+    if max_distance is not None and max_distance < min_distance:
+        raise ValueError(f"max_distance={max_distance} is below min_distance={min_distance}")
     rng = np.random.default_rng(seed)
     decoys = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
 
@@ -59,7 +65,9 @@ def passkey_batch(tokenizer, filler: np.ndarray, length: int, num_examples: int,
             raise ValueError(f"the filler stream has {len(filler)} tokens; {fill} are needed")
         start = int(rng.integers(0, len(filler) - fill))
         text = [int(t) for t in filler[start : start + fill]]
-        before = int(rng.integers(0, fill - after_min + 1))
+        # filler between needle and question: after_min ... after_max tokens (fill - before of them)
+        after_max = fill if max_distance is None else max(after_min, max_distance - len(question))
+        before = int(rng.integers(max(0, fill - after_max), fill - after_min + 1))
         ids = intro + text[:before] + needle + text[before:] + question + answer
         mask = [False] * length
         for p in range(length - len(answer) - 1, length - 1):

@@ -92,7 +92,8 @@ class Trainer:
 
         student, ids = unwrap(self.model), batch["input_ids"]
         if self.cfg.distill.stage == "attention":
-            return attention_transfer_loss(student, self.teacher, ids)
+            return attention_transfer_loss(student, self.teacher, ids, answer=batch.get("answer"),
+                                           answer_weight=self.cfg.distill.answer_weight)
         return logit_distillation_loss(student, self.teacher, ids, temperature=self.cfg.distill.temperature,
                                        answer=batch.get("answer"), answer_weight=self.cfg.distill.answer_weight)
 

@@ -70,3 +70,22 @@ def test_decoy_control_changes_only_the_needles_key():
     assert passkey_scores(copies_the_needle, real, batch_size=4)["exact"] == 1.0
     scores = passkey_scores(copies_the_needle, ctl, batch_size=4)
     assert scores["exact"] == 0.0 and scores["token"] < 1.0
+
+
+def test_needle_distance_window():
+    """min_distance / max_distance bound the tokens from the needle's end to the answer (question included)."""
+    tok = byte_tokenizer()
+    filler = np.frombuffer(("lorem ipsum dolor sit amet " * 200).encode(), dtype=np.uint8).astype(np.int64)
+    seen = []
+    for lo, hi in ((80, 96), (200, 200), (300, None)):
+        b = passkey_batch(tok, filler, 700, 12, seed=4, min_distance=lo, max_distance=hi)
+        for row in b["input_ids"]:
+            text = bytes(row.tolist()).decode()
+            key = text[-5:]
+            end = text.index(f"{key} is the pass key.\n") + len(f"{key} is the pass key.\n")
+            d = len(text) - len(" " + key) - end
+            assert lo <= d <= (hi if hi is not None else 700), (lo, hi, d)
+            seen.append(d)
+    assert len(set(seen[:12])) > 3  # spread inside the window, not pinned to one end
+    with pytest.raises(ValueError, match="max_distance"):
+        passkey_batch(tok, filler, 700, 1, min_distance=100, max_distance=90)

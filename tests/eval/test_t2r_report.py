@@ -37,6 +37,7 @@ def test_t2r_report_scores_teacher_baseline_and_students(tmp_path):
     out = tmp_path / "report.json"
     rc = _report_module().main(["--tokens", cache, "--teacher", str(teacher_dir), "--student", f"s={student_dir}",
                                 "--seq-len", "64", "--eval-sequences", "4", "--passkey-lengths", "300",
+                                "--passkey-distances", "70-90", "--passkey-distance-length", "320",
                                 "--passkey-examples", "2", "--batch-size", "2", "--decode-tokens", "16",
                                 "--out", str(out)])
     assert rc == 0
@@ -45,4 +46,5 @@ def test_t2r_report_scores_teacher_baseline_and_students(tmp_path):
     assert rows["teacher"]["recovery"] == 1.0
     for r in rows.values():
         assert r["ppl"] > 1 and 0 <= r["passkey_300"] <= 1 and 0 <= r["passkey_ctl_300"] <= 1
+        assert 0 <= r["passkey_d70-90"] <= 1 and 0 <= r["passkey_tok_d70-90"] <= 1 and 0 <= r["passkey_ctl_d70-90"] <= 1
     assert rows["s"]["decode_ms_per_token"] > 0 and "decode_ms_per_token" not in rows["teacher, window 64 + 4 sinks"]

@@ -86,6 +86,16 @@ def test_passkey_answer_weight_reaches_the_stage_two_loss(data_cache, tmp_path, 
     assert all(torch.isfinite(torch.tensor(weighted)))
 
 
+def test_passkey_answer_weight_reaches_the_stage_one_loss(data_cache, tmp_path, teacher_dir):
+    """Stage 1 with passkey rows: distill.answer_weight adds the answer positions' own output MSE (same batches)."""
+    model = ("t2r", "teacher", teacher_dir, ", num_slots = 8, init_std = 0.1, window_size = 8, num_sink_tokens = 2")
+    common = ["data.seq_len=256", "data.passkey_fraction=0.5", 'distill.train_params=["f_proj", "memory_scale"]']
+    _, plain = _run(data_cache, tmp_path / "a0", model, "attention", teacher_dir, steps=2, extra=common)
+    _, weighted = _run(data_cache, tmp_path / "a1", model, "attention", teacher_dir, steps=2,
+                       extra=common + ["distill.answer_weight=1.0"])
+    assert weighted[0] > plain[0] and all(torch.isfinite(torch.tensor(weighted))), (plain, weighted)
+
+
 def test_distillation_config_errors(tmp_path):
     with pytest.raises(ValueError, match="data.documents = false"):
         load_config(TINY, [f'distill.teacher="{tmp_path}"'])
