@@ -7,8 +7,8 @@
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 OUT=${OUT:-/tmp/out}; R=$OUT/nd; mkdir -p "$R"
-# for h100_t2r_long.sh on the same warm machine: carry .carry/t2r.tar.part-aa with this call
-[ -f .carry/t2r.tar.part-aa ] && mkdir -p /tmp/keep && cp .carry/t2r.tar.part-aa /tmp/keep/ && ls -la /tmp/keep
+# for h100_t2r_long.sh on the same warm machine: carry .carry/t2r.tar.part-aa (and -ab in a second call) with this call
+ls .carry/t2r.tar.part-* >/dev/null 2>&1 && mkdir -p /tmp/keep && cp .carry/t2r.tar.part-* /tmp/keep/ && ls -la /tmp/keep
 timeout 240 python -m gsa.bench.decode --models gsa --batches 1,32 --prefixes 2048,32768 --profile \
   --out "$R/decode-default.json" > "$R/decode-default.log" 2>&1
 echo "default rc=$?"; grep -E "total|^ +gsa" "$R/decode-default.log"

@@ -3,15 +3,16 @@
 # (stage 1 then stage 2), recipe (a) (the paper's) and GSA from scratch, each at most 730 steps x 8192 tokens of the
 # same 14M-token subset, then scripts/t2r_report.py (teacher, sliding window + sinks, the converted model before
 # finetuning, each recipe). Outputs in $OUT/t2r.tar.
-# Needs /tmp/keep/t2r.tar.part-aa (left by the previous call, h100_decode.sh) and .carry/t2r.tar.part-ab: the tar of
-# gguf/, tokens/tokens-sub14m/, wheels/ of .cache/t2r, split in two because one call carries at most 64 MiB.
+# Needs the parts of the tar of gguf/, tokens/tokens-sub14m/, wheels/ of .cache/t2r (split in three since session 16:
+# one call carries at most 64 MiB with the tree) kept in /tmp/keep by earlier calls (h100_decode.sh) or carried now.
 set -u
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; R=$OUT/t; mkdir -p "$R"
 START=$SECONDS
 finish() { tar cf "$OUT/t2r.tar" -C "$OUT" t; }
 trap finish EXIT
-cat /tmp/keep/t2r.tar.part-aa .carry/t2r.tar.part-ab > /tmp/t2r.tar || exit 1
+for part in aa ab ac; do [ -f .carry/t2r.tar.part-$part ] && cat .carry/t2r.tar.part-$part || cat /tmp/keep/t2r.tar.part-$part
+done > /tmp/t2r.tar || exit 1
 md5sum /tmp/t2r.tar | tee "$R/carry.md5"
 grep -q a3c14faa71c4163651792172a5acc007 "$R/carry.md5" || { echo "carried tar is damaged"; exit 1; }
 mkdir -p .cache/t2r && tar xf /tmp/t2r.tar -C .cache/t2r && rm /tmp/t2r.tar

@@ -2,10 +2,10 @@
 # T2R with a hybrid student (issue 5; session 10): each layer keeps the teacher's attention over 64 recent + 4 sink
 # tokens (RoPE kept) and adds the GSA slot memory scaled per head from zero (gsa.nn.window), so the student starts as
 # the training-free sliding-window baseline (recovery 0.69 here) instead of 0.002. Three calls on one warm H100:
-#   MODE=stash  : carry .carry/t2r.tar.part-aa; keeps it in /tmp/keep; GPU tests of the hybrid (compiled CUDA-graph
+#   MODE=stash  : carry .carry/t2r.tar.part-aa (a second stash call: -ab); keeps it in /tmp/keep; GPU tests of the hybrid (compiled CUDA-graph
 #                 decoding) and the window attention's backend, time and memory at the training shape (TESTS=0: only
 #                 the stash).
-#   MODE=train  : carry .carry/t2r.tar.part-ab; stage 1 (f_proj + memory_scale on attention outputs) then stage 2
+#   MODE=train  : carry .carry/t2r.tar.part-ac; stage 1 (f_proj + memory_scale on attention outputs) then stage 2
 #                 (KL to the teacher, 2K windows, 8 x 2 sequences a step = 32K tokens) for the rest of ~9.5 min.
 #   MODE=report : scripts/t2r_report.py for the teacher, the window baseline, the converted hybrid and the student.
 #   PASSKEY=f   : (train/equal) stage 2 replaces a share f of its windows by synthetic passkey sequences
@@ -30,7 +30,7 @@ MODE=${MODE:-train}
 HYB=(model.window_size=64 model.num_sink_tokens=4)
 [ "${GATEBIAS:-0}" = 1 ] && HYB+=(model.gate_bias=true)  # f_proj's bias spread over the slots (session 12)
 if [ "$MODE" = stash ]; then
-  mkdir -p $K && cp .carry/t2r.tar.part-aa $K/ && ls -la $K
+  mkdir -p $K && cp .carry/t2r.tar.part-* $K/ && ls -la $K
   [ "${TESTS:-1}" = 0 ] && exit 0
   export PYTHONPATH=$PWD
   timeout 300 python -m pytest -q -m gpu tests/models/test_static_decoder.py tests/nn/test_window.py \

@@ -3,7 +3,7 @@
 # GPU for ~40M tokens (the target's budget is 50M), with 2K-token windows in stage 2 (passkey needs > 512 tokens of
 # context) and q/k adapted in stage 1 as well as the slot projection. Session 8's run (5.98M tokens, three jobs
 # sharing the GPU at 35K tokens/s each) reached recovery 0.262.
-#   MODE=train  : needs /tmp/keep/t2r.tar.part-aa on the machine (left by h100_next_decode.sh) and .carry/t2r.tar.part-ab
+#   MODE=train  : needs /tmp/keep/t2r.tar.part-aa, -ab (left by h100_next_decode.sh) and .carry/t2r.tar.part-ac
 #                 carried; unpacks into /tmp/keep/t2r (kept while the machine stays warm), trains, keeps the model.
 #   MODE=report : the next call: scripts/t2r_report.py for the teacher, the window baseline and the student.
 # Outputs in $OUT/t2r-long.tar.

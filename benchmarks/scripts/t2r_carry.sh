@@ -1,9 +1,15 @@
-# Sourced by the T2R device scripts. unpack_t2r_carry DIR KEEP: joins KEEP/t2r.tar.part-aa (left by an earlier call
-# on the warm machine) with .carry/t2r.tar.part-ab (carried now), checks its md5 (written to DIR/carry.md5), unpacks
-# it into KEEP/t2r (kept while the machine stays warm) and installs its wheels into KEEP/site.
+# Sourced by the T2R device scripts. The carry is one tar split in three (.carry/t2r.tar.part-aa/ab/ac, 43 MB each:
+# one part and the working tree fit a call's 64 MiB). MODE=stash calls keep the parts they carry in KEEP (/tmp/keep,
+# kept while the machine stays warm); unpack_t2r_carry DIR KEEP joins the parts (carried now or kept), checks the
+# md5 (written to DIR/carry.md5), unpacks it into KEEP/t2r and installs its wheels into KEEP/site.
 unpack_t2r_carry() {
   local dir=$1 keep=$2
-  cat "$keep/t2r.tar.part-aa" .carry/t2r.tar.part-ab > /tmp/t2r.tar || exit 1
+  local part parts=()
+  for part in aa ab ac; do
+    if [ -f .carry/t2r.tar.part-$part ]; then parts+=(.carry/t2r.tar.part-$part)
+    else parts+=("$keep/t2r.tar.part-$part"); fi
+  done
+  cat "${parts[@]}" > /tmp/t2r.tar || exit 1
   md5sum /tmp/t2r.tar | tee "$dir/carry.md5"
   grep -q a3c14faa71c4163651792172a5acc007 "$dir/carry.md5" || { echo "carried tar is damaged"; exit 1; }
   mkdir -p "$keep/t2r" && tar xf /tmp/t2r.tar -C "$keep/t2r" && rm /tmp/t2r.tar
