@@ -76,6 +76,8 @@ def main(argv=None) -> int:
     p.add_argument("--passkey-distances", default="",
                    help="LO-HI,... needle-to-answer token distances, each probed at --passkey-distance-length")
     p.add_argument("--passkey-distance-length", type=int, default=1024)
+    p.add_argument("--passkey-templates", default="",
+                   help="other wordings (gsa.eval.passkey.TEMPLATES keys), each probed at --passkey-lengths")
     p.add_argument("--window", type=int, default=64)
     p.add_argument("--sinks", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=8)
@@ -94,6 +96,9 @@ def main(argv=None) -> int:
     heldout = data.heldout.tokens[: n * args.seq_len]  # the first n windows, as the trainer's evaluation
     # probe label -> passkey_batch arguments: one per length (the needle >= 128 tokens back), one per distance range
     specs = {str(L): dict(length=L, seed=L) for L in (int(x) for x in args.passkey_lengths.split(",") if x)}
+    for name in (t for t in args.passkey_templates.split(",") if t):
+        specs.update({f"{name}{L}": dict(length=int(L), seed=int(L), template=name)
+                      for L in args.passkey_lengths.split(",") if L})
     for rng in (r for r in args.passkey_distances.split(",") if r):
         lo, hi = (int(x) for x in rng.split("-"))
         specs[f"d{lo}-{hi}"] = dict(length=args.passkey_distance_length, seed=lo, min_distance=lo, max_distance=hi)

@@ -16,6 +16,7 @@
 #                 adds w x each layer's output MSE averaged over the answer positions (session 16: where the teacher's
 #                 retrieval heads read the needle, the densest signal for what the slots must keep); S1STEPS, S1TIME:
 #                 stage 1's steps (150) and seconds (70).
+#   SEED=n      : (train) both stages' seed (data order, passkey rows, f_proj init); 0 by default.
 #   GATEBIAS=1  : (train) the student's f_proj starts with a bias spread over the slots (model.gate_bias): initial
 #                 memories of ~2 to ~440 tokens instead of ~12 each, for the passkey probe.
 #   REPORT=1    : (train) stage 2 stops ~70 s earlier and the same call reports the teacher, the window baseline and
@@ -70,14 +71,14 @@ if [ "$MODE" = train ] || [ "$MODE" = equal ]; then
   [ "$MODE" = equal ] && { S2STEPS=150; WARM2=30; NAME=th6m; }
   timeout 120 python scripts/prepare_t2r_data.py teacher --cache .cache/t2r > "$R/teacher.log" 2>&1
   echo "teacher rc=$? at $((SECONDS - START)) s"
-  timeout 100 python -m gsa.train --config configs/t2r-stage1.toml --output-dir runs/$NAME-stage1 "$TOK" "${COMMON[@]}" \
+  timeout $((${S1TIME:-70} + 30)) python -m gsa.train --config configs/t2r-stage1.toml --output-dir runs/$NAME-stage1 "$TOK" "${COMMON[@]}" \
     "${HYB[@]}" 'distill.train_params=["f_proj", "memory_scale"]' train.max_steps=${S1STEPS:-150} optim.warmup_steps=20 \
-    data.passkey_fraction=${S1PASSKEY:-0} distill.answer_weight=${S1ANSWER:-0} \
+    data.passkey_fraction=${S1PASSKEY:-0} distill.answer_weight=${S1ANSWER:-0} seed=${SEED:-0} \
     train.time_limit_s=${S1TIME:-70} > "$R/$NAME-stage1.log" 2>&1
   echo "stage1 rc=$? at $((SECONDS - START)) s"; grep -E "held-out|time limit|Error" "$R/$NAME-stage1.log" | tail -2
   timeout $((S2END + 55 - (SECONDS - START))) python -m gsa.train --config configs/t2r-stage2.toml --output-dir runs/$NAME-stage2 \
     "$TOK" "${COMMON[@]}" "model.path=\"runs/$NAME-stage1/model\"" data.seq_len=2048 train.micro_batch_size=8 \
-    data.passkey_fraction=${PASSKEY:-0} distill.answer_weight=${ANSWER:-0} train.grad_accum=2 train.max_steps=$S2STEPS optim.warmup_steps=$WARM2 train.time_limit_s=$((S2END - (SECONDS - START))) \
+    data.passkey_fraction=${PASSKEY:-0} distill.answer_weight=${ANSWER:-0} seed=${SEED:-0} train.grad_accum=2 train.max_steps=$S2STEPS optim.warmup_steps=$WARM2 train.time_limit_s=$((S2END - (SECONDS - START))) \
     > "$R/$NAME-stage2.log" 2>&1
   echo "stage2 rc=$? at $((SECONDS - START)) s"; grep -E "held-out|time limit|Error|memory" "$R/$NAME-stage2.log" | tail -3
   cp runs/$NAME-stage1/metrics.jsonl "$R/$NAME-stage1.metrics.jsonl" 2>/dev/null
@@ -85,7 +86,7 @@ if [ "$MODE" = train ] || [ "$MODE" = equal ]; then
   rm -rf $K/$NAME-student && cp -r runs/$NAME-stage2/model $K/$NAME-student && echo "student kept in $K/$NAME-student"
   if [ "${REPORT:-0}" = 1 ] && [ "$MODE" = train ]; then
     t2r_report 595 t2r-report --student hybrid-b=$K/th-student --passkey-lengths 256,512,1024,2048 \
-      --passkey-distances 65-96,96-128,128-256,256-512 --passkey-examples 50 --decode-tokens 16
+      --passkey-distances 65-96,96-128,128-256,256-512 --passkey-templates code --passkey-examples 50 --decode-tokens 16
   fi
   if [ "$MODE" = equal ]; then
     t2r_report 590 t2r-report-6m --student hybrid-b-6m=$K/th6m-student --passkey-examples 50 --decode-tokens 16

@@ -26,11 +26,20 @@ INTRO = "There is an important pass key hidden inside a lot of irrelevant text. 
 NEEDLE = " The pass key is {key}. Remember it. {key} is the pass key.\n"
 QUESTION = "\nWhat is the pass key? The pass key is"
 ANSWER = " {key}"
+# Other wordings of the same probe (intro, needle, question, answer): a model trained on passkey rows of the default
+# wording is tested on one it has not seen, so its score measures recall, not a memorised template.
+TEMPLATES = {
+    "passkey": (INTRO, NEEDLE, QUESTION, ANSWER),
+    "code": ("Below is a long document. Somewhere in it is a secret code number.\n",
+             " Note: the secret code number is {key}. Keep this code in mind.\n",
+             "\nQuestion: which secret code number was given in the document? Answer: the code is",
+             " {key}"),
+}
 
 
 def passkey_batch(tokenizer, filler: np.ndarray, length: int, num_examples: int, seed: int | list[int] = 0,
                   min_distance: int = 128, decoy: bool = False,
-                  max_distance: int | None = None) -> dict[str, torch.Tensor]:
+                  max_distance: int | None = None, template: str = "passkey") -> dict[str, torch.Tensor]:
     """{"input_ids": int64 [N, length], "answer": bool [N, length]}: answer[n, p] marks positions whose *next*
     token is an answer token (so logits[n, p] must predict input_ids[n, p + 1]).
 
@@ -40,7 +49,11 @@ def passkey_batch(tokenizer, filler: np.ndarray, length: int, num_examples: int,
     min_distance / max_distance: the tokens from the needle's end to the answer (question included) lie in
     [min_distance, max_distance] (max_distance None: up to what the length leaves), so recall can be read per
     distance at one length.
+    template: a key of TEMPLATES (the wording).
     """
+    if template not in TEMPLATES:
+        raise ValueError(f"template must be one of {sorted(TEMPLATES)}, got {template!r}")
+    intro_t, needle_t, question_t, answer_t = TEMPLATES[template]
     if max_distance is not None and max_distance < min_distance:
         raise ValueError(f"max_distance={max_distance} is below min_distance={min_distance}")
     rng = np.random.default_rng(seed)
@@ -49,14 +62,14 @@ def passkey_batch(tokenizer, filler: np.ndarray, length: int, num_examples: int,
     def enc(text: str) -> list[int]:
         return tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    intro, question = enc(INTRO), enc(QUESTION)
+    intro, question = enc(intro_t), enc(question_t)
     rows, masks = [], []
     for _ in range(num_examples):
         key = int(rng.integers(10000, 100000))
         shown = key
         while decoy and shown == key:
             shown = int(decoys.integers(10000, 100000))
-        needle, answer = enc(NEEDLE.format(key=shown)), enc(ANSWER.format(key=key))
+        needle, answer = enc(needle_t.format(key=shown)), enc(answer_t.format(key=key))
         fill = length - len(intro) - len(needle) - len(question) - len(answer)
         after_min = max(0, min_distance - len(question))  # filler tokens between needle and question
         if fill < after_min:

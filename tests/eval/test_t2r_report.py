@@ -48,3 +48,19 @@ def test_t2r_report_scores_teacher_baseline_and_students(tmp_path):
         assert r["ppl"] > 1 and 0 <= r["passkey_300"] <= 1 and 0 <= r["passkey_ctl_300"] <= 1
         assert 0 <= r["passkey_d70-90"] <= 1 and 0 <= r["passkey_tok_d70-90"] <= 1 and 0 <= r["passkey_ctl_d70-90"] <= 1
     assert rows["s"]["decode_ms_per_token"] > 0 and "decode_ms_per_token" not in rows["teacher, window 64 + 4 sinks"]
+
+
+def test_t2r_decode_speed_runs_teacher_and_both_students(tmp_path):
+    """benchmarks/scripts/t2r_decode_speed.py on a 2-layer cut of the teacher's architecture (CPU, eager)."""
+    pytest.importorskip("transformers")
+    spec = importlib.util.spec_from_file_location("t2r_decode", REPO / "benchmarks" / "scripts" / "t2r_decode_speed.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "decode.json"
+    assert mod.main(["--prefixes", "16", "--batches", "1", "--new-tokens", "2", "--layers", "2", "--no-compile",
+                     "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["model"].split(" ")[0] for r in rows] == ["teacher", "hybrid", "plain"]
+    assert all(r["ms_per_token"] > 0 and r["state_bytes_per_seq"] > 0 for r in rows)
+    # the hybrid keeps its slots and a window of keys/values; the plain student the slots alone
+    assert rows[1]["state_bytes_per_seq"] > rows[2]["state_bytes_per_seq"]
