@@ -8,8 +8,13 @@
 #   WIDTH=64  JOBS="gsa-conv abc-conv llama" ...
 #   JOBS="gsa-conv gsa-conv-tau32" ...      (gsa-conv-tauN: gate_logit_normalizer N instead of 8: slower forgetting)
 #   JOBS="gsa-conv gsa-conv-bias" ...       (gsa-conv-bias: model.gate_bias=true, W_f's bias spread over the slots)
+#   JOBS="gsa-conv-ub4" ...                 (gsa-conv-ubB: W_f's bias B for every slot: all start slow-forgetting)
 #   JOBS="gsa-conv-m256" ...                (gsa-conv-mN: N slots a head instead of 64)
+#   JOBS="gsa-conv gsa-conv-lr3e-3" ...     (-lrX after any job name: learning rate X instead of the config's)
+#   NSTEPS=12000 ...                         (no calibration: every job runs NSTEPS steps, LIMIT stays a safety stop)
 #   EXTRA="train.compile=false" CAL=40 ...  (eager, as before session 13; the Llama configs stay eager: not measured compiled)
+#   TRAINSET=direct MB=128 ...              (train on the tested setting itself, 512 tokens / 64 pairs, MB sequences a
+#                                            step, as Zoology's figure-2 sweep and the GSA paper; default: the length mix)
 # Outputs in $OUT/mqar.tar.
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
@@ -18,10 +23,19 @@ OUT=${OUT:-/tmp/out}; R=$OUT/m; mkdir -p "$R"
 # calibration must run past that to see steady-state rows (40 s sufficed uncompiled)
 WIDTH=${WIDTH:-128}; LIMIT=${LIMIT:-470}; CAL=${CAL:-120}  # EXTRA: more overrides (a smoke test on CPU)
 JOBS=${JOBS:-"gsa-conv gsa-noconv abc-conv llama"}
-job_args() {  # the config and overrides of a job name
+TRAINSET=${TRAINSET:-mix}; MB=${MB:-256}
+case $TRAINSET in
+  mix) DATA="train.micro_batch_size=$MB" ;;
+  direct) DATA="data.mqar_train_pairs=[64] data.mqar_train_seq_lens=[512] train.micro_batch_size=$MB" ;;
+  *) echo "TRAINSET must be mix or direct, got $TRAINSET"; exit 2 ;;
+esac
+job_args() {  # the config and overrides of a job name (a trailing -lrX sets the learning rate)
   case $1 in
+    *-lr*) echo "$(job_args "${1%-lr*}") optim.lr=${1##*-lr}" ;;
     gsa-conv) echo "configs/mqar-gsa-d$WIDTH.toml model.use_short_conv=true" ;;
     gsa-conv-bias) echo "configs/mqar-gsa-d$WIDTH.toml model.use_short_conv=true model.gate_bias=true" ;;
+    gsa-conv-ub*) echo "configs/mqar-gsa-d$WIDTH.toml model.use_short_conv=true model.gate_bias=true" \
+                       "model.gate_bias_range=[${1#gsa-conv-ub},${1#gsa-conv-ub}]" ;;
     gsa-conv-m*) echo "configs/mqar-gsa-d$WIDTH.toml model.use_short_conv=true model.num_slots=${1#gsa-conv-m}" ;;
     gsa-conv-tau*) echo "configs/mqar-gsa-d$WIDTH.toml model.use_short_conv=true model.gate_logit_normalizer=${1#gsa-conv-tau}" ;;
     gsa-noconv) echo "configs/mqar-gsa-d$WIDTH.toml model.use_short_conv=false" ;;
@@ -37,34 +51,38 @@ run() {  # run <dir> <time limit> <max steps> <eval examples> <name>
   local cfg=$1; shift
   timeout $((limit + 120)) python -m gsa.train --config "$cfg" --output-dir "$dir" "$@" \
     data.mqar_eval_examples="$examples" train.max_steps="$steps" train.eval_every=0 train.checkpoint_every=0 \
-    train.progress=false train.log_every="${LOG_EVERY:-100}" train.time_limit_s="$limit" ${EXTRA:-}
+    train.progress=false train.log_every="${LOG_EVERY:-100}" train.time_limit_s="$limit" $DATA ${EXTRA:-}
 }
+declare -A STEPS
+if [ -n "${NSTEPS:-}" ]; then
+  for j in $JOBS; do STEPS[$j]=$NSTEPS; done
+else
 # 1. calibration: all jobs at once, as they will run
 # (logged every 20 steps: the last row's rate is then steady-state, without the first steps' compilation)
 for j in $JOBS; do LOG_EVERY=20 run "runs/cal/$j" "$CAL" 100000 16 "$j" > "$R/cal-$j.log" 2>&1 & done
 wait
-declare -A STEPS
 for j in $JOBS; do
-  STEPS[$j]=$(python - "runs/cal/$j/metrics.jsonl" "$LIMIT" <<'EOF'
+  STEPS[$j]=$(python - "runs/cal/$j/metrics.jsonl" "$LIMIT" "$MB" <<'EOF'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if '"tokens_per_s"' in l]
 # the first logged row's rate includes compilation (with train.compile=true, 35 s of a 40 s calibration in session
 # 11, which then fell back to 100 steps): without a later row there is no steady-state rate to fit a schedule to
 if len(rows) < 3 or rows[-1]["step"] - rows[0]["step"] < 40:
     sys.exit(f"calibration too short ({[r['step'] for r in rows]} logged): raise CAL")
-rate = rows[-1]["tokens_per_s"] / (256 * 512)  # steps/s (tokens_per_s counts micro_batch x seq_len a step)
+rate = rows[-1]["tokens_per_s"] / (int(sys.argv[3]) * 512)  # steps/s (tokens_per_s counts micro_batch x seq_len)
 print(int(rate * float(sys.argv[2]) * 0.97))
 EOF
 ) || { echo "$j: ${STEPS[$j]}"; exit 1; }
   echo "$j: ${STEPS[$j]} steps in ${LIMIT} s (calibrated)"
 done
+fi
 # 2. the runs
 for j in $JOBS; do
-  run "runs/mqar/$j" "$LIMIT" "${STEPS[$j]}" 1000 "$j" > "$R/mqar-d$WIDTH-$j.log" 2>&1 &
+  run "$R/run-$j" "$LIMIT" "${STEPS[$j]}" 1000 "$j" > "$R/mqar-d$WIDTH-$j.log" 2>&1 &
 done
 wait
 for j in $JOBS; do
-  cp "runs/mqar/$j/metrics.jsonl" "$R/mqar-d$WIDTH-$j.metrics.jsonl" 2>/dev/null
+  cp "$R/run-$j/metrics.jsonl" "$R/mqar-d$WIDTH-$j.metrics.jsonl" 2>/dev/null; rm -rf "$R/run-$j/model" "$R/run-$j/checkpoints"
   echo "== d$WIDTH $j"; grep -E "MQAR accuracy|time limit|Error|stopped" "$R/mqar-d$WIDTH-$j.log" | tail -2
 done
 tar cf "$OUT/mqar.tar" -C "$OUT" m

@@ -7,7 +7,7 @@ import math
 
 from transformers import PretrainedConfig
 
-from gsa.nn.attention import FORGET_GATES
+from gsa.nn.attention import FORGET_GATES, SPREAD, check_gate_bias_range
 from gsa.ops.validation import SLOT_READS
 from gsa.nn.mlp import ACTIVATIONS
 
@@ -64,8 +64,9 @@ class GSAConfig(PretrainedConfig):
         (False: no swish + RMSNorm before the output projection) and qkv_bias (biases on W_q, W_k, W_v, as in Qwen2);
         forget_gate for the paper's ablations: "data" (default), "fixed" (data-independent decay), "none" (ABC;
         full sequences only, no decoding cache); slot_read "linear" for the no-softmax ablation (every backend);
-        gate_bias (forget_gate "data" only): W_f gets a bias spread over each head's slots, linspace(-4, 4), so the
-        slots start with memories of ~2 to ~440 tokens (tau 8) instead of ~12 each.
+        gate_bias (forget_gate "data" only): W_f gets a bias spread over each head's slots, linspace(*gate_bias_range),
+        by default (-4, 4): the slots start with memories of ~2 to ~440 tokens (tau 8) instead of ~12 each; (4, 4)
+        starts every slot at ~440 (a slow-forgetting start, as ABC's running average).
         Hybrid layers (T2R): window_size > 0 adds exact softmax attention with RoPE (rope_theta) over the
         window_size most recent tokens and the num_sink_tokens first ones, mixed with the slot read per head
         (`GatedSlotAttention`'s memory_scale); 0 (the default) is plain GSA.
@@ -103,6 +104,7 @@ class GSAConfig(PretrainedConfig):
         num_sink_tokens: int = 0,
         rope_theta: float = 10000.0,
         gate_bias: bool = False,
+        gate_bias_range: tuple[float, float] | list[float] = SPREAD,
         hidden_ratio: float | None = None,
         intermediate_size: int | None = None,
         hidden_act: str = "silu",
@@ -159,6 +161,7 @@ class GSAConfig(PretrainedConfig):
         if gate_bias and forget_gate != "data":
             raise ValueError(f"GSAConfig.gate_bias=True needs forget_gate='data' (it biases W_f), got {forget_gate!r}")
         self.gate_bias = gate_bias
+        self.gate_bias_range = list(check_gate_bias_range(gate_bias_range, "GSAConfig.gate_bias_range"))  # JSON: a list
         if slot_read not in SLOT_READS:
             raise ValueError(f"GSAConfig.slot_read must be one of {SLOT_READS}, got {slot_read!r}")
         self.slot_read = slot_read

@@ -38,6 +38,7 @@ class GSABlock(nn.Module):
             qkv_bias=config.qkv_bias,
             forget_gate=config.forget_gate,
             gate_bias=config.gate_bias,
+            gate_bias_range=config.gate_bias_range,
             slot_read=config.slot_read,
             window_size=config.window_size,
             num_sink_tokens=config.num_sink_tokens,

@@ -18,27 +18,41 @@ from gsa.ops import gated_slot_attention, gated_slot_attention_step, slot_gates
 from gsa.ops.validation import SLOT_READS
 
 
-def spread_slot_logits(heads: int, slots: int) -> torch.Tensor:
-    """[heads, slots]: gate logits linspace(-4, 4) over each head's slots, so the slots start at different decays
-    (alpha = sigmoid(logit) ** (1 / tau)): the "fixed" gate's init and gate_bias's W_f bias."""
-    return torch.linspace(-4.0, 4.0, slots).repeat(heads, 1)
+SPREAD = (-4.0, 4.0)  # the default range of spread_slot_logits
+
+
+def spread_slot_logits(heads: int, slots: int, span: tuple[float, float] = SPREAD) -> torch.Tensor:
+    """[heads, slots]: gate logits linspace(*span) over each head's slots, so the slots start at different decays
+    (alpha = sigmoid(logit) ** (1 / tau)): the "fixed" gate's init and gate_bias's W_f bias. A span (b, b) gives
+    every slot the same logit b."""
+    return torch.linspace(float(span[0]), float(span[1]), slots).repeat(heads, 1)
+
+
+def check_gate_bias_range(span, owner: str) -> tuple[float, float]:
+    """(lo, hi) as floats, or a ValueError naming `owner` (the argument's full name)."""
+    ok = isinstance(span, (list, tuple)) and len(span) == 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < float("inf") for v in span)
+    if not ok or span[0] > span[1]:
+        raise ValueError(f"{owner} must be two finite numbers (lo, hi) with lo <= hi, got {span!r}")
+    return float(span[0]), float(span[1])
 
 
 class SlotGateProjection(nn.Linear):
-    """W_f with a bias spread over each head's slots (the layer's gate_bias=True): b = linspace(-4, 4, M) per head,
-    so at init (W_f x ~ 0) the slots keep sigmoid(b) ** (1 / tau) of themselves a token: 0.61 ... 0.998 at tau 8,
-    memories of ~2 to ~440 tokens, instead of 0.917 (~12 tokens) for every slot. The same spread as the "fixed" gate,
-    with the data-dependent part kept. `spread_bias()` is the init (the model's _init_weights copies it in)."""
+    """W_f with a bias spread over each head's slots (the layer's gate_bias=True): b = linspace(lo, hi, M) per head,
+    by default (-4, 4), so at init (W_f x ~ 0) the slots keep sigmoid(b) ** (1 / tau) of themselves a token:
+    0.61 ... 0.998 at tau 8, memories of ~2 to ~440 tokens, instead of 0.917 (~12 tokens) for every slot. The same
+    spread as the "fixed" gate, with the data-dependent part kept. span (b, b): every slot starts at logit b (b = 4:
+    memories of ~440 tokens). `spread_bias()` is the init (the model's _init_weights copies it in)."""
 
-    def __init__(self, in_features: int, heads: int, slots: int):
+    def __init__(self, in_features: int, heads: int, slots: int, span: tuple[float, float] = SPREAD):
         super().__init__(in_features, heads * slots, bias=True)
-        self.slots = slots
+        self.slots, self.span = slots, check_gate_bias_range(span, "gate_bias_range")
         with torch.no_grad():
             self.bias.copy_(self.spread_bias())
 
     def spread_bias(self) -> torch.Tensor:
-        """[heads * slots]: spread_slot_logits, flattened."""
-        return spread_slot_logits(self.out_features // self.slots, self.slots).flatten()
+        """[heads * slots]: spread_slot_logits over the span, flattened."""
+        return spread_slot_logits(self.out_features // self.slots, self.slots, self.span).flatten()
 
 
 @dataclass
@@ -107,8 +121,9 @@ class GatedSlotAttention(FusesProjections):
     ABC's normaliser is not part of the recurrent state, so "none" runs full sequences only (training,
     perplexity, MQAR): it refuses a decoding state and padding. `slot_read="linear"` is the no-softmax ablation
     (the slot scores are the read weights; every backend runs it). `gate_bias=True` (with "data") gives W_f a bias
-    spread over each head's slots (`SlotGateProjection`): the slots start with memories of ~2 to ~440 tokens instead
-    of ~12 each. On a CPU MQAR probe it left the answer-any-value plateau far sooner (BENCHMARKS.md, session 12).
+    spread over each head's slots (`SlotGateProjection`, linspace(*gate_bias_range)): with the default (-4, 4) the
+    slots start with memories of ~2 to ~440 tokens instead of ~12 each; (4, 4) starts every slot at ~440. On a CPU
+    MQAR probe the spread left the answer-any-value plateau far sooner (BENCHMARKS.md, session 12).
 
     Hybrid layers (T2R): with `window_size` W > 0 each query head also runs exact softmax attention, with RoPE
     (`rope_theta`), over the W most recent tokens and the first `num_sink_tokens` of its sequence (gsa.nn.window),
@@ -142,6 +157,7 @@ class GatedSlotAttention(FusesProjections):
         num_sink_tokens: int = 0,
         rope_theta: float = 10000.0,
         gate_bias: bool = False,
+        gate_bias_range: tuple[float, float] = SPREAD,
     ):
         super().__init__()
         num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
@@ -180,6 +196,7 @@ class GatedSlotAttention(FusesProjections):
         if gate_bias and forget_gate != "data":
             raise ValueError(f"gate_bias=True biases the data-dependent gate's W_f; forget_gate={forget_gate!r} "
                              "has none")
+        gate_bias_range = check_gate_bias_range(gate_bias_range, "gate_bias_range")
         if feature_map not in ("swish", "identity"):
             raise ValueError(f"feature_map must be 'swish' or 'identity', got {feature_map!r}")
         if feature_map == "identity" and use_short_conv:
@@ -212,7 +229,7 @@ class GatedSlotAttention(FusesProjections):
             # from the start; zeros would give every slot the same decay and the same gradient.
             self.f_logit = nn.Parameter(spread_slot_logits(H, M))
         elif gate_bias:
-            self.f_proj = SlotGateProjection(hidden_size, H, M)
+            self.f_proj = SlotGateProjection(hidden_size, H, M, gate_bias_range)
         else:
             self.f_proj = nn.Linear(hidden_size, H * M, bias=False)
         if use_short_conv:

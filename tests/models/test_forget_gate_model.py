@@ -59,8 +59,28 @@ def test_gate_bias_spreads_each_heads_slots_and_survives_save_load(tmp_path):
     torch.testing.assert_close(back(ids).logits, full, rtol=0, atol=0)
 
 
+def test_gate_bias_range_sets_every_slots_start_and_round_trips(tmp_path):
+    """gate_bias_range (lo, hi): the bias is linspace(lo, hi) over each head's slots; (4, 4) starts every slot at the
+    same slow decay. Saved in config.json and used again by a model made from the loaded config."""
+    cfg = GSAConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_heads=2, num_slots=3, gate_bias=True,
+                    gate_bias_range=(4, 4))
+    m = GSAForCausalLM(cfg)
+    torch.testing.assert_close(m.model.layers[0].attn.f_proj.bias.detach(), torch.full((6,), 4.0), rtol=0, atol=0)
+    cfg.save_pretrained(tmp_path)
+    again = GSAForCausalLM(GSAConfig.from_pretrained(tmp_path))
+    assert again.config.gate_bias_range == [4.0, 4.0]
+    torch.testing.assert_close(again.model.layers[0].attn.f_proj.bias.detach(), torch.full((6,), 4.0), rtol=0, atol=0)
+    cfg = GSAConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_heads=1, num_slots=3, gate_bias=True,
+                    gate_bias_range=[0, 2])
+    torch.testing.assert_close(GSAForCausalLM(cfg).model.layers[0].attn.f_proj.bias.detach(),
+                               torch.tensor([0.0, 1.0, 2.0]), rtol=0, atol=0)
+
+
 def test_gate_bias_refusals():
     with pytest.raises(ValueError, match="gate_bias"):
         GSAConfig(gate_bias=True, forget_gate="fixed")
     with pytest.raises(ValueError, match="gate_bias"):
         GSAConfig(gate_bias=1)
+    for bad in ([4, 1], [4], (0, float("inf")), "4,4", (True, 2)):
+        with pytest.raises(ValueError, match="gate_bias_range"):
+            GSAConfig(gate_bias=True, gate_bias_range=bad)
