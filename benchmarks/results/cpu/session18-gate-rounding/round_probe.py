@@ -1,0 +1,22 @@
+"""CPU probe: the GSA layer's s and g rounded to bfloat16 (values and gradients), as the layer did on a GPU under
+bf16 autocast before session 18 (`s.to(q.dtype)`, `g.to(q.dtype)`), everything else float32. Same seed and data as
+session 12's p16 probe, so the difference to its float32 figures is the rounding alone.
+Usage: python round_probe.py -- <gsa.train args>"""
+import sys
+
+import torch
+
+import gsa.nn.attention as attn
+from gsa.train.loop import main
+
+orig = attn.GatedSlotAttention._slot_writes
+
+
+def rounded(self, f, B, T, dtype):
+    s, g = orig(self, f, B, T, dtype)
+    bf = lambda x: None if x is None else x.to(torch.bfloat16).to(x.dtype)  # noqa: E731
+    return bf(s), bf(g)
+
+
+attn.GatedSlotAttention._slot_writes = rounded
+sys.exit(main(sys.argv[2:]))
