@@ -197,6 +197,8 @@ class GatedSlotAttention(FusesProjections):
             raise ValueError(f"gate_bias=True biases the data-dependent gate's W_f; forget_gate={forget_gate!r} "
                              "has none")
         gate_bias_range = check_gate_bias_range(gate_bias_range, "gate_bias_range")
+        if gate_bias_range != SPREAD and not gate_bias:
+            raise ValueError(f"gate_bias_range={list(gate_bias_range)} needs gate_bias=True (it sets W_f's bias)")
         if feature_map not in ("swish", "identity"):
             raise ValueError(f"feature_map must be 'swish' or 'identity', got {feature_map!r}")
         if feature_map == "identity" and use_short_conv:

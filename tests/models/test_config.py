@@ -20,7 +20,7 @@ CHANGED = {
     "norm_eps": 0.1, "initializer_range": 0.5, "tie_word_embeddings": True, "pad_token_id": 5,
     "bos_token_id": 6, "eos_token_id": [2, 7], "feature_map": "identity", "use_output_norm": False, "qkv_bias": True,
     "forget_gate": "fixed", "slot_read": "linear", "window_size": 3, "num_sink_tokens": 2, "rope_theta": 50.0,
-    "gate_bias": True,
+    "gate_bias": True, "gate_bias_range": [4.0, 4.0],
 }
 
 INVALID = {
@@ -30,7 +30,7 @@ INVALID = {
     "norm_eps": 0.0, "initializer_range": -0.02, "tie_word_embeddings": "no", "pad_token_id": 101,
     "bos_token_id": -1, "eos_token_id": [2, 500], "feature_map": "relu", "use_output_norm": "no", "qkv_bias": 1,
     "forget_gate": "abc", "slot_read": "relu", "window_size": -1, "num_sink_tokens": -2, "rope_theta": 0.0,
-    "gate_bias": "yes",
+    "gate_bias": "yes", "gate_bias_range": [4, 1],
 }
 
 
@@ -58,6 +58,8 @@ def test_every_field_changes_the_model(field):
     base_overrides = {"use_short_conv": False} if field == "feature_map" else {}
     if field in ("num_sink_tokens", "rope_theta"):  # both act only in a hybrid layer (window_size > 0)
         base_overrides = {"window_size": 3}
+    if field == "gate_bias_range":  # acts only on the bias gate_bias=True adds
+        base_overrides = {"gate_bias": True}
     base, changed = _signature(**base_overrides), _signature(**base_overrides, **overrides)
     same = (
         base[0] == changed[0]

@@ -81,6 +81,8 @@ def test_gate_bias_refusals():
         GSAConfig(gate_bias=True, forget_gate="fixed")
     with pytest.raises(ValueError, match="gate_bias"):
         GSAConfig(gate_bias=1)
+    with pytest.raises(ValueError, match="gate_bias_range.*needs gate_bias=True"):
+        GSAConfig(gate_bias_range=(4, 4))
     for bad in ([4, 1], [4], (0, float("inf")), "4,4", (True, 2)):
         with pytest.raises(ValueError, match="gate_bias_range"):
             GSAConfig(gate_bias=True, gate_bias_range=bad)

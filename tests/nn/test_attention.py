@@ -135,6 +135,8 @@ def test_layer_rejects_bad_options():
         GatedSlotAttention(32, gate_bias="yes")
     with pytest.raises(ValueError, match="gate_bias_range"):
         GatedSlotAttention(32, gate_bias=True, gate_bias_range=(2, -2))
+    with pytest.raises(ValueError, match="gate_bias_range.*needs gate_bias=True"):
+        GatedSlotAttention(32, gate_bias_range=(4, 4))
     layer = make_layer()
     x = torch.randn(1, 4, 32, dtype=torch.float64)
     with pytest.raises(ValueError, match="cu_seqlens"):
