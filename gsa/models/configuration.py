@@ -161,10 +161,7 @@ class GSAConfig(PretrainedConfig):
         if gate_bias and forget_gate != "data":
             raise ValueError(f"GSAConfig.gate_bias=True needs forget_gate='data' (it biases W_f), got {forget_gate!r}")
         self.gate_bias = gate_bias
-        span = check_gate_bias_range(gate_bias_range, "GSAConfig.gate_bias_range")
-        if span != SPREAD and not gate_bias:  # a range with no bias to spread would be ignored silently
-            raise ValueError(f"GSAConfig.gate_bias_range={list(span)} needs gate_bias=True (it sets W_f's bias)")
-        self.gate_bias_range = list(span)  # JSON: a list
+        self.gate_bias_range = list(check_gate_bias_range(gate_bias_range, "GSAConfig.gate_bias_range", gate_bias))
         if slot_read not in SLOT_READS:
             raise ValueError(f"GSAConfig.slot_read must be one of {SLOT_READS}, got {slot_read!r}")
         self.slot_read = slot_read

@@ -28,13 +28,17 @@ def spread_slot_logits(heads: int, slots: int, span: tuple[float, float] = SPREA
     return torch.linspace(float(span[0]), float(span[1]), slots).repeat(heads, 1)
 
 
-def check_gate_bias_range(span, owner: str) -> tuple[float, float]:
-    """(lo, hi) as floats, or a ValueError naming `owner` (the argument's full name)."""
+def check_gate_bias_range(span, owner: str, gate_bias: bool = True) -> tuple[float, float]:
+    """(lo, hi) as floats, or a ValueError naming `owner` (the argument's full name). A range other than the default
+    needs gate_bias (without the bias it spreads it would be ignored silently)."""
     ok = isinstance(span, (list, tuple)) and len(span) == 2 and all(
         isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < float("inf") for v in span)
     if not ok or span[0] > span[1]:
         raise ValueError(f"{owner} must be two finite numbers (lo, hi) with lo <= hi, got {span!r}")
-    return float(span[0]), float(span[1])
+    span = float(span[0]), float(span[1])
+    if span != SPREAD and not gate_bias:
+        raise ValueError(f"{owner}={list(span)} needs gate_bias=True (it sets W_f's bias)")
+    return span
 
 
 class SlotGateProjection(nn.Linear):
@@ -196,9 +200,7 @@ class GatedSlotAttention(FusesProjections):
         if gate_bias and forget_gate != "data":
             raise ValueError(f"gate_bias=True biases the data-dependent gate's W_f; forget_gate={forget_gate!r} "
                              "has none")
-        gate_bias_range = check_gate_bias_range(gate_bias_range, "gate_bias_range")
-        if gate_bias_range != SPREAD and not gate_bias:
-            raise ValueError(f"gate_bias_range={list(gate_bias_range)} needs gate_bias=True (it sets W_f's bias)")
+        gate_bias_range = check_gate_bias_range(gate_bias_range, "gate_bias_range", gate_bias)
         if feature_map not in ("swish", "identity"):
             raise ValueError(f"feature_map must be 'swish' or 'identity', got {feature_map!r}")
         if feature_map == "identity" and use_short_conv:
