@@ -1,6 +1,6 @@
-"""CPU probe: the GSA layer's s and g rounded to bfloat16 (values and gradients), as the layer did on a GPU under
-bf16 autocast before session 18 (`s.to(q.dtype)`, `g.to(q.dtype)`), everything else float32. Same seed and data as
-session 12's p16 probe, so the difference to its float32 figures is the rounding alone.
+"""CPU probe: the GSA layer's s and g rounded to bfloat16 (values and gradients), as the layer does on a GPU under
+bf16 autocast (`s.to(q.dtype)`, `g.to(q.dtype)`), everything else float32. Run beside a plain float32 run with the
+same arguments (same seed and data): the difference between the two is the rounding alone.
 Usage: python round_probe.py -- <gsa.train args>"""
 import sys
 
