@@ -4,6 +4,11 @@ Written through autograd's elementwise ops, an RMSNorm of a [N, D] input keeps a
 intermediates for the backward (the upcast input, its square, the normalised output); at training shapes that is
 the largest activation cost of a GSA block (1.3B model, 16K tokens: ~0.4 GB per norm, three norms per block). This
 node keeps the input (in its own dtype) and rstd [N] and recomputes the rest in the backward.
+
+Inside a torch.compile trace the norm is the same ops without the autograd.Function: inductor fuses them and its
+partitioner chooses what to keep itself, and PyTorch 2.11's Dynamo mis-traces this Function (the norm weights'
+gradients came out zero and the rest of a compiled block's wrong, with a correct loss; on an H200,
+benchmarks/scripts/gpu_compile_grads.py; pytorch/pytorch#180642, fixed in 2.12).
 """
 
 from __future__ import annotations
@@ -20,17 +25,24 @@ def _silu_grad(x: torch.Tensor) -> torch.Tensor:
     return sig * (1 + x * (1 - sig))
 
 
+def _rms_norm_ops(x: torch.Tensor, weight: torch.Tensor, eps: float, silu_input: bool
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """x [..., D] -> (y [..., D] in x's dtype, rstd [..., 1] in at least float32), through autograd's own ops."""
+    acc = torch.promote_types(x.dtype, torch.float32)
+    xf = x.to(acc)
+    if silu_input:
+        xf = F.silu(xf)
+    rstd = torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + eps)
+    return (xf * rstd * weight.to(acc)).to(x.dtype), rstd
+
+
 class _RMSNormFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, eps: float, silu_input: bool):
-        acc = torch.promote_types(x.dtype, torch.float32)
-        xf = x.to(acc)
-        if silu_input:
-            xf = F.silu(xf)
-        rstd = torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + eps)
+        y, rstd = _rms_norm_ops(x, weight, eps, silu_input)
         ctx.save_for_backward(x, weight, rstd)
         ctx.silu_input = silu_input
-        return (xf * rstd * weight.to(acc)).to(x.dtype)
+        return y
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -65,6 +77,8 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, silu_input: bool
         from gsa.ops.triton.norm import rms_norm_triton
 
         return rms_norm_triton(x, weight, eps, silu_input)
+    if torch.compiler.is_compiling():  # see the module docstring
+        return _rms_norm_ops(x, weight, eps, silu_input)[0]
     return _RMSNormFn.apply(x, weight, eps, silu_input)
 
 
