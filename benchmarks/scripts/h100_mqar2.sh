@@ -11,6 +11,8 @@
 #   JOBS="gsa-conv-ub4" ...                 (gsa-conv-ubB: W_f's bias B for every slot: all start slow-forgetting)
 #   JOBS="gsa-conv-m256" ...                (gsa-conv-mN: N slots a head instead of 64)
 #   JOBS="gsa-conv gsa-conv-lr3e-3" ...     (-lrX after any job name: learning rate X instead of the config's)
+#   JOBS="gsa-conv+model.num_slots=32+model.gate_logit_normalizer=16" ...
+#                                            (+KEY=VALUE after any job name: more overrides for that job alone)
 #   NSTEPS=12000 ...                         (no calibration: every job runs NSTEPS steps, LIMIT stays a safety stop)
 #   EXTRA="train.compile=false" CAL=40 ...  (eager, as before session 13; the Llama configs stay eager: not measured compiled)
 #   TRAINSET=direct MB=128 ...              (train on the tested setting itself, 512 tokens / 64 pairs, MB sequences a
@@ -31,6 +33,7 @@ case $TRAINSET in
 esac
 job_args() {  # the config and overrides of a job name (a trailing -lrX sets the learning rate)
   case $1 in
+    *+*) echo "$(job_args "${1%%+*}") $(echo "${1#*+}" | tr '+' ' ')" ;;
     *-lr*) echo "$(job_args "${1%-lr*}") optim.lr=${1##*-lr}" ;;
     gsa-conv) echo "configs/mqar-gsa-d$WIDTH.toml model.use_short_conv=true" ;;
     gsa-conv-bias) echo "configs/mqar-gsa-d$WIDTH.toml model.use_short_conv=true model.gate_bias=true" ;;
