@@ -15,7 +15,8 @@ from gsa.nn import GatedSlotAttention, GSAState, RMSNorm, ShortConvolution, Slot
 
 
 class GSABlock(nn.Module):
-    """x = x + GSA(RMSNorm(x)); x = x + SwiGLU(RMSNorm(x)). x: [B, T, d] -> [B, T, d]."""
+    """x = x + GSA(RMSNorm(x)); x = x + SwiGLU(RMSNorm(x)) (unless intermediate_size = 0: no MLP).
+    x: [B, T, d] -> [B, T, d]."""
 
     def __init__(self, config: GSAConfig, layer_idx: int):
         super().__init__()
@@ -44,8 +45,10 @@ class GSABlock(nn.Module):
             num_sink_tokens=config.num_sink_tokens,
             rope_theta=config.rope_theta,
         )
-        self.mlp_norm = RMSNorm(config.hidden_size, eps=config.norm_eps)
-        self.mlp = SwiGLU(config.hidden_size, config.intermediate_size, config.hidden_act)
+        self.mlp_norm = self.mlp = None
+        if config.intermediate_size:
+            self.mlp_norm = RMSNorm(config.hidden_size, eps=config.norm_eps)
+            self.mlp = SwiGLU(config.hidden_size, config.intermediate_size, config.hidden_act)
 
     def forward(
         self,
@@ -58,6 +61,8 @@ class GSABlock(nn.Module):
     ) -> tuple[torch.Tensor, GSAState | None]:
         h, new_state = self.attn(self.attn_norm(x), attention_mask, cu_seqlens, state, output_state, inplace_state)
         x = x + h
+        if self.mlp is None:
+            return x, new_state
         return x + self.mlp(self.mlp_norm(x)), new_state
 
 
@@ -227,7 +232,8 @@ class GSAForCausalLM(GSAPreTrainedModel, GenerationMixin):
         undone by moving or casting the model. StaticDecoder calls it."""
         for block in self.model.layers:
             block.attn.fuse_projections()
-            block.mlp.fuse_projections()
+            if block.mlp is not None:
+                block.mlp.fuse_projections()
 
     def forward(
         self,

@@ -26,7 +26,7 @@ CHANGED = {
 INVALID = {
     "vocab_size": 0, "hidden_size": -32, "num_hidden_layers": 0, "num_heads": 0, "num_kv_heads": 3,
     "num_slots": 0, "expand_k": 0.3, "expand_v": -1.0, "gate_logit_normalizer": 0.0, "use_short_conv": "yes",
-    "conv_size": 1, "attn_scale": -1.0, "hidden_ratio": 0.0, "intermediate_size": 0, "hidden_act": "tanh",
+    "conv_size": 1, "attn_scale": -1.0, "hidden_ratio": 0.0, "intermediate_size": -1, "hidden_act": "tanh",
     "norm_eps": 0.0, "initializer_range": -0.02, "tie_word_embeddings": "no", "pad_token_id": 101,
     "bos_token_id": -1, "eos_token_id": [2, 500], "feature_map": "relu", "use_output_norm": "no", "qkv_bias": 1,
     "forget_gate": "abc", "slot_read": "relu", "window_size": -1, "num_sink_tokens": -2, "rope_theta": 0.0,
