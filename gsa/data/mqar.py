@@ -14,6 +14,10 @@ labels:    -100 everywhere except the value right after each query key:  ...  v3
   once, in a slot chosen without replacement with probability proportional to ``(j + 1) ** (alpha - 1)``
   (slot ``j``; ``alpha = 0.01`` by default: a power law favouring short distances to the context end, as in
   Zoology). The query key sits at ``2D + 2j`` and its value follows it at ``2D + 2j + 1``.
+- Zoology's own generator leaves the position after a query key as filler (the value is only a label there) and by
+  default (``random_non_queries``) replaces every filler ``0`` with a uniform token from ``[0, V)``: here
+  ``query_values=False`` and ``random_fill=True``. The defaults (value after each query, filler 0) keep the format
+  every earlier figure in BENCHMARKS.md used.
 - ``labels`` use Hugging Face semantics (aligned with ``input_ids``, the model shifts them): the model
   must predict ``v_i`` at the position of the query key, so ``model(input_ids, labels=labels).loss`` is the
   MQAR loss, and accuracy is ``argmax logits[:, p] == input_ids[:, p + 1]`` wherever
@@ -38,8 +42,14 @@ def mqar_batch(
     vocab_size: int = MQAR_VOCAB,
     alpha: float = 0.01,
     seed: int | list[int] = 0,
+    query_values: bool = True,
+    random_fill: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """Return ``{"input_ids": int64 [N, T], "labels": int64 [N, T]}`` (see the module docstring)."""
+    """Return ``{"input_ids": int64 [N, T], "labels": int64 [N, T]}`` (see the module docstring).
+
+    query_values: the queried value also follows its query key in ``input_ids`` (False: filler there, as Zoology).
+    random_fill: filler positions hold uniform tokens from ``[0, vocab_size)`` instead of 0 (Zoology's
+    ``random_non_queries``). The draws of the default format are the same with or without these options."""
     N, T, D, V = num_examples, seq_len, num_pairs, vocab_size
     if D < 1 or T < 4 * D:
         raise ValueError(f"MQAR needs 1 <= num_pairs and seq_len >= 4 * num_pairs, got T={T}, D={D}")
@@ -58,9 +68,17 @@ def mqar_batch(
     pos = 2 * D + 2 * query_slot
     rows = np.arange(N)[:, None]
     ids[rows, pos] = keys
-    ids[rows, pos + 1] = values
+    if query_values:
+        ids[rows, pos + 1] = values
     labels = np.full((N, T), -100, dtype=np.int64)
     labels[rows, pos + 1] = values
+    if random_fill:
+        filler = np.ones((N, T), dtype=bool)
+        filler[:, : 2 * D] = False
+        filler[rows, pos] = False
+        if query_values:
+            filler[rows, pos + 1] = False
+        ids[filler] = rng.integers(0, V, size=int(filler.sum()))
     return {"input_ids": torch.from_numpy(ids), "labels": torch.from_numpy(labels)}
 
 

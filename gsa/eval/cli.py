@@ -32,6 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     mq.add_argument("--num-examples", type=int, default=256, help="examples per pair count (default 256)")
     mq.add_argument("--vocab-size", type=int, default=8192, help="MQAR vocabulary (default 8192, as trained)")
     mq.add_argument("--seed", type=int, default=0, help="test-set seed (default 0)")
+    mq.add_argument("--zoology-format", action="store_true",
+                    help="Zoology's own example format: filler (not the value) after each query key, and random "
+                         "filler tokens instead of 0 (data.mqar_query_values=false, data.mqar_random_fill=true)")
     from .harness import add_arguments as harness_arguments
 
     harness_arguments(sub.add_parser("harness", help="lm-evaluation-harness tasks (needs lm-eval)",
@@ -93,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
             raise SystemExit(f"gsa eval mqar: --vocab-size {args.vocab_size} exceeds the model's "
                              f"{model.config.vocab_size}")
         acc = mqar_eval(model, args.seq_len, args.pairs, args.num_examples, args.batch_size, args.vocab_size,
-                        seed=args.seed, device=device)
+                        seed=args.seed, device=device, query_values=not args.zoology_format,
+                        random_fill=args.zoology_format)
         result = {"seq_len": args.seq_len, "accuracy": acc}
         print(f"MQAR accuracy at seq_len {args.seq_len}")
         print("pairs  accuracy")

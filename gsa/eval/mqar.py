@@ -18,15 +18,19 @@ def mqar_eval(
     alpha: float = 0.01,
     seed: int = 0,
     device: torch.device | str = "cpu",
+    query_values: bool = True,
+    random_fill: bool = False,
 ) -> dict[str, float]:
     """Accuracy (fraction of queried values predicted exactly) for each pair count, keyed by ``str(pairs)``.
 
-    The test set for pair count ``D`` is ``mqar_batch(num_examples, seq_len, D, seed=[seed, D])``.
+    The test set for pair count ``D`` is ``mqar_batch(num_examples, seq_len, D, seed=[seed, D], query_values=...,
+    random_fill=...)`` (the format options as in gsa.data.mqar_batch; evaluate in the format the model trained on).
     """
     model.eval()
     out = {}
     for d in pairs:
-        data = mqar_batch(num_examples, seq_len, d, vocab_size, alpha, seed=[seed, d])
+        data = mqar_batch(num_examples, seq_len, d, vocab_size, alpha, seed=[seed, d], query_values=query_values,
+                          random_fill=random_fill)
         correct = total = 0
         for i in range(0, num_examples, batch_size):
             ids = data["input_ids"][i : i + batch_size].to(device)

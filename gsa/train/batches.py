@@ -71,8 +71,10 @@ class TextBatches:
 
 class MQARBatches:
     def __init__(self, seq_len: int, train_pairs: list[int], eval_pairs: list[int], eval_examples: int,
-                 vocab_size: int, alpha: float, seed: int, train_seq_lens: list[int] | None = None):
-        """train_seq_lens: the training length for each entry of train_pairs (empty or None: seq_len)."""
+                 vocab_size: int, alpha: float, seed: int, train_seq_lens: list[int] | None = None,
+                 query_values: bool = True, random_fill: bool = False):
+        """train_seq_lens: the training length for each entry of train_pairs (empty or None: seq_len).
+        query_values, random_fill: the example format (gsa.data.mqar_batch), for training and evaluation alike."""
         train_seq_lens = list(train_seq_lens or [seq_len] * len(train_pairs))
         if len(train_seq_lens) != len(train_pairs):
             raise ValueError(f"data.mqar_train_seq_lens has {len(train_seq_lens)} entries, expected one per "
@@ -80,21 +82,22 @@ class MQARBatches:
         self.seq_len, self.train_pairs, self.eval_pairs = seq_len, train_pairs, eval_pairs
         self.train_seq_lens = train_seq_lens
         self.eval_examples, self.vocab_size, self.alpha, self.seed = eval_examples, vocab_size, alpha, seed
+        self.format = dict(query_values=query_values, random_fill=random_fill)
         # fail at start, not at step 1000
         for n, pairs in list(zip(train_seq_lens, train_pairs)) + [(seq_len, p) for p in eval_pairs]:
-            mqar_batch(1, n, pairs, vocab_size, alpha, seed=0)
+            mqar_batch(1, n, pairs, vocab_size, alpha, seed=0, **self.format)
 
     def train_batch(self, step: int, micro: int, rank: int, world: int, mbs: int, accum: int) -> dict:
         i = (step * accum + micro) * world + rank
         j = i % len(self.train_pairs)
         return mqar_batch(mbs, self.train_seq_lens[j], self.train_pairs[j], self.vocab_size, self.alpha,
-                          seed=[self.seed, i])
+                          seed=[self.seed, i], **self.format)
 
     def eval_sets(self, mbs: int, rank: int, world: int) -> Iterator[tuple[int, dict]]:
         """(pairs, batch) over a fixed test set per pair count (seeded apart from training), sharded."""
         for pairs in self.eval_pairs:
             full = mqar_batch(self.eval_examples, self.seq_len, pairs, self.vocab_size, self.alpha,
-                              seed=[self.seed, 2**31 - 1, pairs])
+                              seed=[self.seed, 2**31 - 1, pairs], **self.format)
             mine = torch.arange(rank, self.eval_examples // world * world, world)
             for i in range(0, len(mine), mbs):
                 idx = mine[i : i + mbs]

@@ -54,6 +54,9 @@ class DataConfig:
     mqar_eval_pairs: list[int] = field(default_factory=lambda: [4, 8, 16, 32, 64])
     mqar_eval_examples: int = 256  # per pair count
     mqar_alpha: float = 0.01
+    # the example format (gsa.data.mqar_batch): Zoology's own generator is query_values = false, random_fill = true
+    mqar_query_values: bool = True  # the value follows each query key in the input too
+    mqar_random_fill: bool = False  # filler positions hold uniform random tokens instead of 0
 
 
 @dataclass

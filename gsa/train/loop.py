@@ -104,7 +104,8 @@ class Trainer:
             self.tokenizer, self.eos_id, self.vocab_size = None, None, cfg.data.mqar_vocab_size
             self.batches = MQARBatches(cfg.data.seq_len, cfg.data.mqar_train_pairs, cfg.data.mqar_eval_pairs,
                                        cfg.data.mqar_eval_examples, cfg.data.mqar_vocab_size, cfg.data.mqar_alpha,
-                                       cfg.seed, cfg.data.mqar_train_seq_lens)
+                                       cfg.seed, cfg.data.mqar_train_seq_lens, cfg.data.mqar_query_values,
+                                       cfg.data.mqar_random_fill)
             return
         from gsa.data import load_text_data, prepare_text_data
 

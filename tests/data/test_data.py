@@ -141,6 +141,35 @@ def test_mqar_properties(T, D):
         assert (ids[n, rest] == 0).all()
 
 
+@pytest.mark.parametrize("query_values,random_fill", [(False, False), (True, True), (False, True)])
+def test_mqar_zoology_format_options(query_values, random_fill):
+    """query_values=False leaves filler after each query key (the value only in the labels), random_fill puts
+    uniform tokens in every filler position; keys, values, query positions and labels are the default format's."""
+    T, D, V = 256, 16, 8192
+    base = mqar_batch(64, T, D, seed=3)
+    b = mqar_batch(64, T, D, seed=3, query_values=query_values, random_fill=random_fill)
+    assert torch.equal(b["labels"], base["labels"])
+    ids, ref = b["input_ids"], base["input_ids"]
+    qpos = (b["labels"] != -100).nonzero(as_tuple=True)
+    ans = (qpos[0], qpos[1])
+    keypos = (qpos[0], qpos[1] - 1)
+    assert torch.equal(ids[:, : 2 * D], ref[:, : 2 * D]) and torch.equal(ids[keypos], ref[keypos])
+    filler = torch.ones(64, T, dtype=torch.bool)
+    filler[:, : 2 * D] = False
+    filler[keypos] = False
+    if query_values:
+        assert torch.equal(ids[ans], ref[ans])
+        filler[ans] = False
+    if random_fill:
+        fill = ids[filler]
+        assert fill.min() >= 0 and fill.max() < V and (fill == 0).float().mean() < 0.01
+        assert fill.unique().numel() > 0.5 * min(fill.numel(), V)  # spread over the vocabulary
+    else:
+        assert (ids[filler] == 0).all()
+    assert torch.equal(mqar_batch(64, T, D, seed=3, query_values=query_values, random_fill=random_fill)["input_ids"],
+                       ids)
+
+
 @pytest.mark.parametrize("count,n", [(3, 5), (3, 4), (4, 64), (12, 64)])
 def test_mqar_distinct_keys_uniform(count, n):
     """Both samplers (rejection while count**2 <= 2n, sorted scores past it) draw every ordered tuple of distinct

@@ -30,6 +30,24 @@ class Oracle(torch.nn.Module):
         return SimpleNamespace(logits=torch.nn.functional.one_hot(torch.roll(input_ids, -1, 1), 8192).float())
 
 
+class Lookup(torch.nn.Module):
+    """Solves MQAR from the context alone: at each position, the value paired with that token in the leading run of
+    (key < V/2, value >= V/2) pairs. Right in every format, unlike Oracle, which copies the next input token."""
+
+    def forward(self, input_ids):
+        V = 8192
+        logits = torch.zeros(*input_ids.shape, V)
+        for n, row in enumerate(input_ids.tolist()):
+            pairs, i = {}, 0
+            while i + 1 < len(row) and 0 < row[i] < V // 2 <= row[i + 1]:
+                pairs.setdefault(row[i], row[i + 1])
+                i += 2
+            for t, tok in enumerate(row):
+                if tok in pairs:
+                    logits[n, t, pairs[tok]] = 1.0
+        return SimpleNamespace(logits=logits)
+
+
 def test_perplexity_of_uniform_model_is_vocab_size():
     tokens = np.random.default_rng(0).integers(0, 50, size=1000)
     lengths = [2] * 50
@@ -44,6 +62,14 @@ def test_mqar_eval_oracle_and_uniform():
     acc = mqar_eval(Uniform(8192), seq_len=64, pairs=[4], num_examples=4)
     assert acc["4"] == 0.0  # argmax of all-equal logits is token 0, never a value
     assert mqar_batch(2, 64, 4, seed=[0, 4])["input_ids"].shape == (2, 64)
+
+
+def test_mqar_eval_in_zoology_format():
+    """Without the value after each query key, copying the next input scores ~0 and recall from the context 1."""
+    fmt = dict(query_values=False, random_fill=True)
+    assert mqar_eval(Oracle(), seq_len=128, pairs=[4, 16], num_examples=10, batch_size=4, **fmt)["16"] < 0.1
+    assert mqar_eval(Lookup(), seq_len=128, pairs=[4, 16], num_examples=10, batch_size=4, **fmt) == {"4": 1.0, "16": 1.0}
+    assert mqar_eval(Lookup(), seq_len=128, pairs=[16], num_examples=10, batch_size=4) == {"16": 1.0}
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +92,9 @@ def test_gsa_eval_ppl_and_mqar_cli(tiny_model, tmp_path, capsys):
                      "--num-examples", "8", "--vocab-size", "2048", "--json", str(res)]) == 0
     acc = json.loads(res.read_text())["accuracy"]
     assert set(acc) == {"4", "8"} and all(0 <= a <= 1 for a in acc.values())
+    assert gsa_main(["eval", "mqar", "--model", str(tiny_model), "--seq-len", "64", "--pairs", "4",
+                     "--num-examples", "8", "--vocab-size", "2048", "--zoology-format", "--json", str(res)]) == 0
+    assert 0 <= json.loads(res.read_text())["accuracy"]["4"] <= 1
     with pytest.raises(SystemExit, match="exceeds"):
         gsa_main(["eval", "mqar", "--model", str(tiny_model), "--seq-len", "64", "--pairs", "4"])
 

@@ -174,6 +174,11 @@ def test_mqar_training_lengths_per_pair_count():
     shapes = [tuple(b.train_batch(step, 0, 0, 1, 2, 1)["input_ids"].shape) for step in range(4)]
     assert shapes == [(2, 32), (2, 64), (2, 32), (2, 64)]
     assert all(batch["input_ids"].shape[1] == 128 for _, batch in b.eval_sets(4, 0, 1))
+    # the example format reaches training and evaluation batches alike (no value after a query key here)
+    z = MQARBatches(128, [4], [4], 8, 8192, 0.01, seed=0, query_values=False)
+    for batch in [z.train_batch(0, 0, 0, 1, 2, 1)] + [b for _, b in z.eval_sets(4, 0, 1)]:
+        answers = batch["labels"] != -100
+        assert answers.any() and (batch["input_ids"][answers] == 0).all()
     with pytest.raises(ValueError, match="mqar_train_seq_lens has 1 entries"):
         MQARBatches(128, [4, 8], [4], 8, 8192, 0.01, seed=0, train_seq_lens=[32])
     with pytest.raises(ValueError, match="seq_len >= 4 \\* num_pairs"):
