@@ -11,7 +11,7 @@ for spec in "$@"; do
   # shellcheck disable=SC2086
   OMP_NUM_THREADS=1 python -m gsa.train --config configs/mqar-gsa-d64.toml --output-dir "$OUT/$name" \
     data.mqar_vocab_size=256 'data.mqar_train_pairs=[8]' 'data.mqar_train_seq_lens=[128]' data.seq_len=128 \
-    'data.mqar_eval_pairs=[8]' data.mqar_eval_examples=256 model.num_heads=1 train.micro_batch_size=32 \
+    'data.mqar_eval_pairs=[8]' 'data.mqar_eval_seq_lens=[]' data.mqar_eval_examples=256 model.num_heads=1 train.micro_batch_size=32 \
     train.max_steps=2500 optim.warmup_steps=100 train.eval_every=500 train.checkpoint_every=0 train.progress=false \
     train.log_every=100 train.compile=false $extra > "$OUT/$name.log" 2>&1 &
 done

@@ -11,7 +11,7 @@ mqar() {  # mqar <name> <config> [overrides...]
   timeout $((LIMIT + 90)) python -m gsa.train --config "$cfg" --output-dir "runs/mqar/$name" optim.lr=1e-3 \
     optim.warmup_steps=300 train.micro_batch_size=256 \
     "data.mqar_train_pairs=[4, 8, 16, 32, 64]" "data.mqar_train_seq_lens=[64, 128, 256, 512, 512]" \
-    "data.mqar_eval_pairs=[4, 8, 16, 32, 64]" data.mqar_eval_examples=1000 train.max_steps=8000 \
+    "data.mqar_eval_pairs=[4, 8, 16, 32, 64]" "data.mqar_eval_seq_lens=[]" data.mqar_eval_examples=1000 train.max_steps=8000 \
     train.eval_every=1000 train.checkpoint_every=0 train.progress=false train.log_every=100 train.time_limit_s=$LIMIT \
     "$@" > "$R/mqar-$name.log" 2>&1
   cp "runs/mqar/$name/metrics.jsonl" "$R/mqar-$name.metrics.jsonl" 2>/dev/null

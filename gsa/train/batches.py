@@ -72,19 +72,25 @@ class TextBatches:
 class MQARBatches:
     def __init__(self, seq_len: int, train_pairs: list[int], eval_pairs: list[int], eval_examples: int,
                  vocab_size: int, alpha: float, seed: int, train_seq_lens: list[int] | None = None,
-                 query_values: bool = True, random_fill: bool = False):
-        """train_seq_lens: the training length for each entry of train_pairs (empty or None: seq_len).
-        query_values, random_fill: the example format (gsa.data.mqar_batch), for training and evaluation alike."""
+                 query_values: bool = True, random_fill: bool = False, eval_seq_lens: list[int] | None = None):
+        """train_seq_lens / eval_seq_lens: the length for each entry of train_pairs / eval_pairs (empty or None:
+        seq_len). query_values, random_fill: the example format (gsa.data.mqar_batch), for training and evaluation
+        alike."""
         train_seq_lens = list(train_seq_lens or [seq_len] * len(train_pairs))
-        if len(train_seq_lens) != len(train_pairs):
-            raise ValueError(f"data.mqar_train_seq_lens has {len(train_seq_lens)} entries, expected one per "
-                             f"data.mqar_train_pairs entry ({len(train_pairs)})")
+        eval_seq_lens = list(eval_seq_lens or [seq_len] * len(eval_pairs))
+        for name, lens, pairs in (("train", train_seq_lens, train_pairs), ("eval", eval_seq_lens, eval_pairs)):
+            if len(lens) != len(pairs):
+                raise ValueError(f"data.mqar_{name}_seq_lens has {len(lens)} entries, expected one per "
+                                 f"data.mqar_{name}_pairs entry ({len(pairs)})")
+        keys = [self.eval_key(p, n, seq_len) for p, n in zip(eval_pairs, eval_seq_lens)]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"data.mqar_eval_pairs / mqar_eval_seq_lens repeat a test set: {keys}")
         self.seq_len, self.train_pairs, self.eval_pairs = seq_len, train_pairs, eval_pairs
-        self.train_seq_lens = train_seq_lens
+        self.train_seq_lens, self.eval_seq_lens = train_seq_lens, eval_seq_lens
         self.eval_examples, self.vocab_size, self.alpha, self.seed = eval_examples, vocab_size, alpha, seed
         self.format = dict(query_values=query_values, random_fill=random_fill)
         # fail at start, not at step 1000
-        for n, pairs in list(zip(train_seq_lens, train_pairs)) + [(seq_len, p) for p in eval_pairs]:
+        for n, pairs in list(zip(train_seq_lens, train_pairs)) + list(zip(eval_seq_lens, eval_pairs)):
             mqar_batch(1, n, pairs, vocab_size, alpha, seed=0, **self.format)
 
     def train_batch(self, step: int, micro: int, rank: int, world: int, mbs: int, accum: int) -> dict:
@@ -93,12 +99,19 @@ class MQARBatches:
         return mqar_batch(mbs, self.train_seq_lens[j], self.train_pairs[j], self.vocab_size, self.alpha,
                           seed=[self.seed, i], **self.format)
 
-    def eval_sets(self, mbs: int, rank: int, world: int) -> Iterator[tuple[int, dict]]:
-        """(pairs, batch) over a fixed test set per pair count (seeded apart from training), sharded."""
-        for pairs in self.eval_pairs:
-            full = mqar_batch(self.eval_examples, self.seq_len, pairs, self.vocab_size, self.alpha,
-                              seed=[self.seed, 2**31 - 1, pairs], **self.format)
+    @staticmethod
+    def eval_key(pairs: int, length: int, seq_len: int) -> str:
+        """A test set's name in the metrics: "64" at seq_len, "64@256" at another length."""
+        return str(pairs) if length == seq_len else f"{pairs}@{length}"
+
+    def eval_sets(self, mbs: int, rank: int, world: int) -> Iterator[tuple[str, dict]]:
+        """(test set name, batch) over a fixed test set per (pair count, length), seeded apart from training (the
+        sets at seq_len keep their seeds whatever other lengths are asked for), sharded."""
+        for pairs, length in zip(self.eval_pairs, self.eval_seq_lens):
+            seed = [self.seed, 2**31 - 1, pairs] + ([] if length == self.seq_len else [length])
+            full = mqar_batch(self.eval_examples, length, pairs, self.vocab_size, self.alpha, seed=seed, **self.format)
             mine = torch.arange(rank, self.eval_examples // world * world, world)
             for i in range(0, len(mine), mbs):
                 idx = mine[i : i + mbs]
-                yield pairs, {"input_ids": full["input_ids"][idx], "labels": full["labels"][idx]}
+                yield self.eval_key(pairs, length, self.seq_len), {"input_ids": full["input_ids"][idx],
+                                                                   "labels": full["labels"][idx]}

@@ -52,6 +52,9 @@ class DataConfig:
     # recall mechanism fast); empty: seq_len for all. Evaluation always uses seq_len.
     mqar_train_seq_lens: list[int] = field(default_factory=list)
     mqar_eval_pairs: list[int] = field(default_factory=lambda: [4, 8, 16, 32, 64])
+    # test length per entry of mqar_eval_pairs (empty: seq_len for all); a set at another length is reported as
+    # "pairs@length" (e.g. 64 pairs at the training length: mqar_eval_pairs = [64, 64], mqar_eval_seq_lens = [256, 512])
+    mqar_eval_seq_lens: list[int] = field(default_factory=list)
     mqar_eval_examples: int = 256  # per pair count
     mqar_alpha: float = 0.01
     # the example format (gsa.data.mqar_batch): Zoology's own generator is query_values = false, random_fill = true

@@ -105,7 +105,7 @@ class Trainer:
             self.batches = MQARBatches(cfg.data.seq_len, cfg.data.mqar_train_pairs, cfg.data.mqar_eval_pairs,
                                        cfg.data.mqar_eval_examples, cfg.data.mqar_vocab_size, cfg.data.mqar_alpha,
                                        cfg.seed, cfg.data.mqar_train_seq_lens, cfg.data.mqar_query_values,
-                                       cfg.data.mqar_random_fill)
+                                       cfg.data.mqar_random_fill, cfg.data.mqar_eval_seq_lens)
             return
         from gsa.data import load_text_data, prepare_text_data
 
@@ -206,8 +206,8 @@ class Trainer:
             if cfg.data.kind == "mqar":
                 from gsa.data import mqar_accuracy
 
-                correct: dict[int, torch.Tensor] = {}
-                total: dict[int, torch.Tensor] = {}
+                correct: dict[str, torch.Tensor] = {}
+                total: dict[str, torch.Tensor] = {}
                 for pairs, batch in self.batches.eval_sets(cfg.train.micro_batch_size, d.rank, d.world):
                     batch = _to(batch, d.device)
                     with autocast:
@@ -215,7 +215,7 @@ class Trainer:
                     c, t = mqar_accuracy(logits, batch["labels"])
                     correct[pairs] = correct.get(pairs, 0) + torch.tensor(c)
                     total[pairs] = total.get(pairs, 0) + torch.tensor(t)
-                acc = {str(p): float(d.sum(correct[p].to(d.device)) / d.sum(total[p].to(d.device))) for p in correct}
+                acc = {p: float(d.sum(correct[p].to(d.device)) / d.sum(total[p].to(d.device))) for p in correct}
                 return {"mqar_acc": acc, "mqar_acc_mean": sum(acc.values()) / len(acc)}
             nll = torch.zeros((), device=d.device, dtype=torch.float64)
             count = torch.zeros((), device=d.device, dtype=torch.float64)

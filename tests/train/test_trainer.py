@@ -117,9 +117,9 @@ def test_llama_baseline_and_mqar_train(data_cache, tmp_path):
     assert s["eval_loss"] < 9 and s["step"] == 3
     mqar = tiny_overrides(data_cache, tmp_path / "mqar", **{
         "train.max_steps": 3, "data.kind": "mqar", "data.seq_len": 64, "data.mqar_eval_examples": 8,
-    }) + ["data.mqar_train_pairs=[4, 8]", "data.mqar_eval_pairs=[4, 16]"]
+    }) + ["data.mqar_train_pairs=[4, 8]", "data.mqar_eval_pairs=[4, 16, 4]", "data.mqar_eval_seq_lens=[64, 64, 32]"]
     s = train(load_config(TINY, mqar))
-    assert set(s["mqar_acc"]) == {"4", "16"} and all(0 <= a <= 1 for a in s["mqar_acc"].values())
+    assert set(s["mqar_acc"]) == {"4", "16", "4@32"} and all(0 <= a <= 1 for a in s["mqar_acc"].values())
 
 
 @pytest.mark.parametrize("kind", ["gsa", "llama"])
@@ -168,12 +168,24 @@ def test_time_limit_stops_early_and_still_evaluates_and_saves(data_cache, tmp_pa
 
 
 def test_mqar_training_lengths_per_pair_count():
+    import torch
+
     from gsa.train.batches import MQARBatches
 
     b = MQARBatches(128, [4, 8], [4, 16], 8, 8192, 0.01, seed=0, train_seq_lens=[32, 64])
     shapes = [tuple(b.train_batch(step, 0, 0, 1, 2, 1)["input_ids"].shape) for step in range(4)]
     assert shapes == [(2, 32), (2, 64), (2, 32), (2, 64)]
     assert all(batch["input_ids"].shape[1] == 128 for _, batch in b.eval_sets(4, 0, 1))
+    # a test set per (pairs, length): at seq_len named by its pair count (and seeded as without other lengths)
+    e = MQARBatches(128, [4], [4, 16, 16], 8, 8192, 0.01, seed=0, eval_seq_lens=[128, 64, 128])
+    sets = {key: batch for key, batch in e.eval_sets(8, 0, 1)}
+    assert {k: v["input_ids"].shape for k, v in sets.items()} == {"4": (8, 128), "16@64": (8, 64), "16": (8, 128)}
+    plain = {key: batch for key, batch in b.eval_sets(8, 0, 1)}
+    assert torch.equal(sets["4"]["input_ids"], plain["4"]["input_ids"])
+    with pytest.raises(ValueError, match="mqar_eval_seq_lens has 1 entries"):
+        MQARBatches(128, [4], [4, 16], 8, 8192, 0.01, seed=0, eval_seq_lens=[64])
+    with pytest.raises(ValueError, match="repeat a test set"):
+        MQARBatches(128, [4], [16, 16], 8, 8192, 0.01, seed=0, eval_seq_lens=[64, 64])
     # the example format reaches training and evaluation batches alike (no value after a query key here)
     z = MQARBatches(128, [4], [4], 8, 8192, 0.01, seed=0, query_values=False)
     for batch in [z.train_batch(0, 0, 0, 1, 2, 1)] + [b for _, b in z.eval_sets(4, 0, 1)]:
