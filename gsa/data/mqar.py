@@ -73,11 +73,7 @@ def mqar_batch(
     labels = np.full((N, T), -100, dtype=np.int64)
     labels[rows, pos + 1] = values
     if random_fill:
-        filler = np.ones((N, T), dtype=bool)
-        filler[:, : 2 * D] = False
-        filler[rows, pos] = False
-        if query_values:
-            filler[rows, pos + 1] = False
+        filler = ids == 0  # keys and values are never 0
         ids[filler] = rng.integers(0, V, size=int(filler.sum()))
     return {"input_ids": torch.from_numpy(ids), "labels": torch.from_numpy(labels)}
 

@@ -72,8 +72,8 @@ class GSAConfig(PretrainedConfig):
         (`GatedSlotAttention`'s memory_scale); 0 (the default) is plain GSA.
     MLP: intermediate_size, or hidden_ratio (the multiple of 256 at or above 2/3 * hidden_ratio * d); at most one
         may be given unless both agree; neither means hidden_ratio = 4. intermediate_size = 0: no MLP, each block is
-        x = x + GSA(RMSNorm(x)) alone (the sequence-mixer-only models of Zoology's MQAR experiments). hidden_act: the gate's nonlinearity
-        ("silu" = SwiGLU, "gelu", "relu").
+        x = x + GSA(RMSNorm(x)) alone (the sequence-mixer-only models of Zoology's MQAR experiments).
+        hidden_act: the gate's nonlinearity ("silu" = SwiGLU, "gelu", "relu").
     norm_eps: epsilon of every RMSNorm (the blocks', the final one and the one inside each attention layer).
     initializer_range: std of the normal init of linear and embedding weights (biases: zero, but see gate_bias).
     tie_word_embeddings: share the LM head with the token embedding.
@@ -185,7 +185,7 @@ class GSAConfig(PretrainedConfig):
             _positive_float("hidden_ratio", hidden_ratio)
         if intermediate_size is None:
             intermediate_size = swiglu_intermediate_size(hidden_size, 4.0 if hidden_ratio is None else hidden_ratio)
-        elif intermediate_size != 0:  # 0: blocks without an MLP
+        elif not (type(intermediate_size) is int and intermediate_size == 0):  # 0 (an int): blocks without an MLP
             _positive_int("intermediate_size", intermediate_size)
             if hidden_ratio is not None and swiglu_intermediate_size(hidden_size, hidden_ratio) != intermediate_size:
                 raise ValueError(

@@ -49,7 +49,7 @@ class DataConfig:
     mqar_vocab_size: int = 8192
     mqar_train_pairs: list[int] = field(default_factory=lambda: [4, 8, 16, 32, 64])
     # training length per entry of mqar_train_pairs (Zoology's mix: short sequences with few pairs teach the
-    # recall mechanism fast); empty: seq_len for all. Evaluation always uses seq_len.
+    # recall mechanism fast); empty: seq_len for all. Evaluation lengths: mqar_eval_seq_lens.
     mqar_train_seq_lens: list[int] = field(default_factory=list)
     mqar_eval_pairs: list[int] = field(default_factory=lambda: [4, 8, 16, 32, 64])
     # test length per entry of mqar_eval_pairs (empty: seq_len for all); a set at another length is reported as

@@ -208,13 +208,13 @@ class Trainer:
 
                 correct: dict[str, torch.Tensor] = {}
                 total: dict[str, torch.Tensor] = {}
-                for pairs, batch in self.batches.eval_sets(cfg.train.micro_batch_size, d.rank, d.world):
+                for name, batch in self.batches.eval_sets(cfg.train.micro_batch_size, d.rank, d.world):
                     batch = _to(batch, d.device)
                     with autocast:
                         logits = self.model(**model_inputs(self.model, batch)).logits
                     c, t = mqar_accuracy(logits, batch["labels"])
-                    correct[pairs] = correct.get(pairs, 0) + torch.tensor(c)
-                    total[pairs] = total.get(pairs, 0) + torch.tensor(t)
+                    correct[name] = correct.get(name, 0) + torch.tensor(c)
+                    total[name] = total.get(name, 0) + torch.tensor(t)
                 acc = {p: float(d.sum(correct[p].to(d.device)) / d.sum(total[p].to(d.device))) for p in correct}
                 return {"mqar_acc": acc, "mqar_acc_mean": sum(acc.values()) / len(acc)}
             nll = torch.zeros((), device=d.device, dtype=torch.float64)
