@@ -13,6 +13,8 @@
 #   JOBS="gsa-conv gsa-conv-lr3e-3" ...     (-lrX after any job name: learning rate X instead of the config's)
 #   JOBS="gsa-conv+model.num_slots=32+model.gate_logit_normalizer=16" ...
 #                                            (+KEY=VALUE after any job name: more overrides for that job alone)
+#   JOBS="zoo-gsa zoo-abc zoo-attention" ... (Zoology's own model, gsa/models/zoology.py: gated convolutions alternating
+#                                            with the mixer, no MLP; configs/mqar-zoology-d128.toml at WIDTH)
 #   NSTEPS=12000 ...                         (no calibration: every job runs NSTEPS steps, LIMIT stays a safety stop)
 #   EXTRA="train.compile=false" CAL=40 ...  (eager, as before session 13; the Llama configs stay eager: not measured compiled)
 #   TRAINSET=direct MB=128 ...              (train on the tested setting itself, 512 tokens / 64 pairs, MB sequences a
@@ -45,6 +47,7 @@ job_args() {  # the config and overrides of a job name (a trailing -lrX sets the
     abc-conv) echo "configs/mqar-gsa-d$WIDTH.toml model.use_short_conv=true model.forget_gate=\"none\"" ;;
     abc-noconv) echo "configs/mqar-gsa-d$WIDTH.toml model.use_short_conv=false model.forget_gate=\"none\"" ;;
     llama) echo "configs/mqar-llama-d$WIDTH.toml" ;;
+    zoo-*) echo "configs/mqar-zoology-d128.toml model.mixer=\"${1#zoo-}\" model.hidden_size=$WIDTH" ;;
   esac
 }
 run() {  # run <dir> <time limit> <max steps> <eval examples> <name>

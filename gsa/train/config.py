@@ -5,7 +5,7 @@ seed = 0
 output_dir = "runs/tiny-cpu"
 
 [model]            # type selects the class; every other key goes to its config (GSAConfig / LlamaConfig)
-type = "gsa"       # "gsa" | "llama" (the softmax-attention Transformer baseline)
+type = "gsa"       # "gsa" | "llama" (the softmax-attention Transformer baseline) | "zoology" (MQAR harness)
 hidden_size = 64
 
 [data]             # see DataConfig
@@ -182,7 +182,7 @@ def validate(cfg: Config) -> None:
         "train.device": (cfg.train.device, ("auto", "cpu", "cuda")),
         "train.precision": (cfg.train.precision, ("auto", "bf16", "fp32")),
         "train.parallel": (cfg.train.parallel, ("ddp", "fsdp")),
-        "model.type": (cfg.model.get("type"), ("gsa", "llama", "t2r", "pretrained")),
+        "model.type": (cfg.model.get("type"), ("gsa", "llama", "zoology", "t2r", "pretrained")),
         "distill.stage": (cfg.distill.stage, ("attention", "logits")),
     }
     for name, (value, allowed) in choices.items():
@@ -198,6 +198,8 @@ def validate(cfg: Config) -> None:
             raise ValueError(f"config key {name} must be positive, got {value}")
     if not 0 <= cfg.data.passkey_fraction < 1:
         raise ValueError(f"data.passkey_fraction must be in [0, 1), got {cfg.data.passkey_fraction}")
+    if cfg.model.get("type") == "zoology" and cfg.data.kind == "text" and cfg.data.documents:
+        raise ValueError("model.type = \"zoology\" runs full unpacked sequences: set data.documents = false (or MQAR)")
     if cfg.data.passkey_fraction and cfg.data.kind != "text":
         raise ValueError("data.passkey_fraction mixes passkey sequences into text data: needs data.kind = \"text\"")
     if not 0 <= cfg.optim.min_lr_ratio <= 1:

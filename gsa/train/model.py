@@ -6,6 +6,10 @@
   other key is a ``LlamaConfig`` field (unknown ones raise). Packed batches are passed as ``position_ids``
   that restart at each document, from which transformers builds a block-diagonal causal mask.
 
+- ``type = "zoology"``: ``gsa.models.zoology.ZoologyForCausalLM``, Zoology's MQAR model (gated convolutions
+  alternating with a GSA, ABC or attention mixer, no MLP) for reproducing the GSA paper's recall setup; every other
+  key is a ``ZoologyConfig`` field. Unpacked batches only (MQAR).
+
 - ``type = "t2r"``: a GSA student converted from a Llama-family checkpoint (``teacher = DIR``; the other keys are
   ``gsa.convert.from_pretrained_transformer`` options: ``num_slots``, ``init``, ``gate_logit_normalizer``, ...).
   ``reinit = true`` keeps only the converted architecture and initialises every weight afresh (the
@@ -43,6 +47,10 @@ def build_model(model_cfg: dict[str, Any], vocab_size: int, eos_id: int | None =
         from gsa.models import GSAConfig, GSAForCausalLM
 
         return GSAForCausalLM(GSAConfig(**params))
+    if kind == "zoology":
+        from gsa.models.zoology import ZoologyConfig, ZoologyForCausalLM
+
+        return ZoologyForCausalLM(ZoologyConfig(**params))
     from transformers import LlamaConfig, LlamaForCausalLM
 
     known = set(inspect.signature(LlamaConfig.__init__).parameters) | set(LlamaConfig().to_dict())

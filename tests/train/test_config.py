@@ -65,7 +65,8 @@ def test_shipped_configs_load_and_build(path):
     if expected:
         assert 0.85 * expected < n < 1.15 * expected, n
     if path.stem.startswith("mqar-"):
-        assert cfg.data.seq_len == 512 and 64 in cfg.data.mqar_eval_pairs and cfg.model["num_hidden_layers"] == 2
+        layers = 4 if cfg.model["type"] == "zoology" else 2  # Zoology's 4 = 2 gated convolutions + 2 mixers
+        assert cfg.data.seq_len == 512 and 64 in cfg.data.mqar_eval_pairs and cfg.model["num_hidden_layers"] == layers
 
 
 def test_prefetcher_order_and_errors():

@@ -1,0 +1,151 @@
+"""The Zoology MQAR harness (gsa/train/zoology.py): Zoology's model structure around our mixers, trained by the
+trainer with [model] type = "zoology"."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gsa.nn import GatedSlotAttention
+from gsa.train import load_config
+from gsa.train.model import build_model, labelled_positions_loss
+from gsa.models.zoology import BaseConv, CausalAttention, ZoologyConfig, ZoologyForCausalLM
+
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+TOL = dict(atol=1e-10, rtol=1e-10)
+
+
+def harness(mixer="gsa", **overrides) -> ZoologyForCausalLM:
+    torch.manual_seed(0)
+    cfg = dict(vocab_size=50, hidden_size=16, num_hidden_layers=4, mixer=mixer, num_heads=2, num_slots=5)
+    return ZoologyForCausalLM(ZoologyConfig(**{**cfg, **overrides})).double().eval()
+
+
+def test_layers_alternate_gated_convolution_and_mixer_without_mlp():
+    kinds = {"gsa": GatedSlotAttention, "abc": GatedSlotAttention, "attention": CausalAttention}
+    for mixer, cls in kinds.items():
+        m = harness(mixer)
+        mixers = [b.mixer for b in m.model.layers]
+        assert [type(x) for x in mixers] == [BaseConv, cls, BaseConv, cls]
+        assert not any("mlp" in n for n, _ in m.named_parameters())
+        assert m.lm_head.weight is m.model.embed_tokens.weight  # tied, as Zoology's LanguageModel
+    assert harness("abc").model.layers[1].mixer.forget_gate == "none"
+    assert harness("gsa").model.layers[1].mixer.forget_gate == "data"
+
+
+def test_zoology_init():
+    torch.manual_seed(0)
+    m = ZoologyForCausalLM(ZoologyConfig(vocab_size=3000, hidden_size=256, mixer="attention", num_hidden_layers=4))
+    attn, conv = m.model.layers[1].mixer, m.model.layers[0].mixer
+    assert abs(float(m.model.embed_tokens.weight.std()) - 0.02) < 1e-3
+    assert abs(float(attn.Wqkv.weight.std()) - 0.02) < 1e-3 and float(attn.Wqkv.bias.abs().max()) == 0
+    assert abs(float(attn.out_proj.weight.std()) - 0.02 / math.sqrt(8)) < 3e-4  # rescaled for the depth
+    assert abs(float(conv.projection.weight.std()) - 0.02) < 1e-3
+    bound = 1 / math.sqrt(3)  # nn.Conv1d's own init (fan-in = kernel 3), which Zoology keeps
+    assert float(conv.conv.weight.abs().max()) <= bound and float(conv.conv.weight.std()) > 0.25
+
+
+def test_base_conv_is_the_gated_causal_convolution():
+    torch.manual_seed(1)
+    layer = BaseConv(6, 3).double()
+    u = torch.randn(2, 9, 6, dtype=torch.float64)
+    w, b = layer.conv.weight[:, 0], layer.conv.bias  # [6, 3], [6]
+    want = torch.empty_like(u)
+    for t in range(9):
+        acc = b.clone()
+        for i in range(3):  # tap i reads u[t - 2 + i]
+            if t - 2 + i >= 0:
+                acc = acc + w[:, i] * u[:, t - 2 + i]
+        want[:, t] = acc * (u[:, t] @ layer.projection.weight.T + layer.projection.bias) + u[:, t]
+    torch.testing.assert_close(layer(u), want, **TOL)
+
+
+@pytest.mark.parametrize("mixer", ["gsa", "abc", "attention"])
+def test_causal_and_sparse_loss_equals_the_full_loss(mixer):
+    m = harness(mixer)
+    ids = torch.randint(1, 50, (2, 13))
+    with torch.no_grad():
+        base = m(ids).logits
+        later = ids.clone()
+        later[:, 8:] = torch.randint(1, 50, (2, 5))
+        torch.testing.assert_close(m(later).logits[:, :8], base[:, :8], **TOL)  # the past never sees the future
+    labels = torch.full_like(ids, -100)
+    labels[:, [3, 7, 12]] = ids[:, [3, 7, 12]]
+    batch = {"input_ids": ids, "labels": labels}
+    torch.testing.assert_close(labelled_positions_loss(m, batch), m(ids, labels=labels).loss, **TOL)
+    manual = F.cross_entropy(base[:, :-1].reshape(-1, 50), labels[:, 1:].reshape(-1), ignore_index=-100)
+    torch.testing.assert_close(m(ids, labels=labels).loss, manual, **TOL)
+
+
+def test_save_load_round_trip(tmp_path):
+    m = harness("gsa", num_slots=3, gate_logit_normalizer=16.0)
+    m.save_pretrained(tmp_path)
+    back = ZoologyForCausalLM.from_pretrained(tmp_path).double().eval()
+    assert back.config.mixer == "gsa" and back.config.gate_logit_normalizer == 16.0
+    ids = torch.randint(1, 50, (2, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(back(ids).logits, m(ids).logits, rtol=0, atol=0)
+
+
+def test_bad_input_is_refused():
+    with pytest.raises(ValueError, match="mixer"):
+        ZoologyConfig(mixer="mamba")
+    with pytest.raises(ValueError, match="even"):
+        ZoologyConfig(num_hidden_layers=3)
+    with pytest.raises(ValueError, match="divisible"):
+        ZoologyConfig(hidden_size=30, num_heads=4)
+    m = harness()
+    ids = torch.randint(1, 50, (2, 5))
+    with pytest.raises(ValueError, match="position_ids"):
+        m(ids, position_ids=torch.arange(5)[None])
+    with pytest.raises(ValueError, match="labels"):
+        m(ids, labels=ids[:, :3])
+    with pytest.raises(ValueError, match=r"\[B, T\]"):
+        m(ids[0])
+
+
+def test_config_file_builds_and_trains(tmp_path):
+    """configs/mqar-zoology-d128.toml: the trainer builds the harness, trains a few steps on MQAR (shrunk to CPU
+    size) with a falling loss, evaluates and saves a model that loads back."""
+    from gsa.train.loop import Trainer
+
+    cfg = load_config(REPO / "configs" / "mqar-zoology-d128.toml", [
+        f"output_dir={str(tmp_path)!r}".replace("'", '"'), "model.hidden_size=32", "model.num_slots=8",
+        "model.mixer=\"abc\"", "data.mqar_vocab_size=64", "data.seq_len=64", "data.mqar_train_pairs=[4]",
+        "data.mqar_train_seq_lens=[32]", "data.mqar_eval_pairs=[4]", "data.mqar_eval_seq_lens=[]",
+        "data.mqar_eval_examples=8", "train.micro_batch_size=16", "train.max_steps=60", "train.compile=false",
+        "train.progress=false", "train.log_every=10", "train.eval_every=0", "train.checkpoint_every=0",
+        "optim.lr=1e-2", "optim.warmup_steps=5"])
+    result = Trainer(cfg).fit()
+    rows = [r for r in map(__import__("json").loads, open(tmp_path / "metrics.jsonl")) if "loss" in r]
+    assert rows[-1]["loss"] < rows[0]["loss"] - 0.2, rows
+    assert "4" in {str(k) for k in result["mqar_acc"]} or 4 in result["mqar_acc"]
+    back = ZoologyForCausalLM.from_pretrained(tmp_path / "model")
+    assert back.config.mixer == "abc"
+
+
+def test_text_documents_are_refused():
+    with pytest.raises(ValueError, match="documents"):
+        load_config(REPO / "configs" / "tiny-cpu.toml", ['model={type="zoology"}', "data.documents=true"])
+
+
+def test_build_model_passes_the_vocabulary():
+    m = build_model({"type": "zoology", "hidden_size": 16, "num_slots": 4}, vocab_size=77)
+    assert isinstance(m, ZoologyForCausalLM) and m.config.vocab_size == 77
+
+
+def test_gsa_eval_mqar_scores_a_saved_harness(tmp_path):
+    """The Auto classes know the harness, so `gsa eval mqar` loads and scores it like a GSA model."""
+    from transformers import AutoModelForCausalLM
+
+    from gsa.eval.mqar import mqar_eval
+
+    harness("attention").save_pretrained(tmp_path)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert isinstance(model, ZoologyForCausalLM)
+    acc = mqar_eval(model, seq_len=32, pairs=[2], num_examples=4, vocab_size=50)
+    assert set(acc) == {"2"} and 0.0 <= acc["2"] <= 1.0
