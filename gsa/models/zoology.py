@@ -148,8 +148,10 @@ class ZoologyPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
-        elif isinstance(module, nn.Conv1d):
-            module.reset_parameters()  # PyTorch's default, as Zoology leaves it
+        elif isinstance(module, nn.Conv1d):  # PyTorch's default, which Zoology keeps: U(+-1/sqrt(fan_in)) for both
+            bound = 1.0 / math.sqrt(module.weight[0].numel())  # (through `init`, which skips loaded tensors)
+            init.uniform_(module.weight, -bound, bound)
+            init.uniform_(module.bias, -bound, bound)
 
 
 def _check_inputs(input_ids: torch.Tensor, kwargs: dict) -> None:
