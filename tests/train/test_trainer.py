@@ -229,11 +229,9 @@ def one_process(data_cache, tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
-def test_two_processes_match_one(parallel, one_process, data_cache, tmp_path):
-    """2 processes x micro-batch 4 == 1 process x micro-batch 4 x 2 accumulation steps (same global batch)."""
-    two = tmp_path / "two"
-    over = tiny_overrides(data_cache, two, **COMMON, **{"train.parallel": parallel})
+def torchrun_two(over: list[str], timeout: int = 180) -> None:
+    """`torchrun --nproc_per_node=2 -m gsa.train` on the tiny config with these overrides (gloo on CPU, NCCL on
+    GPUs, as the config's train.device gives)."""
     env = subprocess_env()
     env["OMP_NUM_THREADS"] = "1"
     with socket.socket() as sock:  # a free port for the rendezvous
@@ -241,13 +239,38 @@ def test_two_processes_match_one(parallel, one_process, data_cache, tmp_path):
         port = sock.getsockname()[1]
     r = subprocess.run([PYTHON, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
                         "-m", "gsa.train", "--config", str(TINY), *over], env=env, capture_output=True, text=True,
-                       timeout=180)
+                       timeout=timeout)
     assert r.returncode == 0, r.stderr[-3000:]
+
+
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_two_processes_match_one(parallel, one_process, data_cache, tmp_path):
+    """2 processes x micro-batch 4 == 1 process x micro-batch 4 x 2 accumulation steps (same global batch)."""
+    two = tmp_path / "two"
+    torchrun_two(tiny_overrides(data_cache, two, **COMMON, **{"train.parallel": parallel}))
     a, b = losses(one_process), losses(two)
     assert [s for s, _ in a] == [s for s, _ in b] == [1, 2, 3, 4]
     assert all(abs(x - y) < 1e-4 for (_, x), (_, y) in zip(a, b)), (a, b)
     ea, eb = read_metrics(one_process)[-1], read_metrics(two)[-1]
     assert abs(ea["eval_loss"] - eb["eval_loss"]) < 1e-4
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_two_gpus_with_nccl_match_one(parallel, data_cache, tmp_path):
+    """On 2 GPUs (NCCL), float32: 2 processes x micro-batch 4 == 1 GPU x micro-batch 4 x 2 accumulation steps, to
+    GPU reduction-order noise. Needs the 2-GPU machine (nvidia-h200-x2)."""
+    import torch
+
+    if torch.cuda.device_count() < 2:
+        pytest.skip(f"needs 2 CUDA devices, found {torch.cuda.device_count()}")
+    gpu = {**COMMON, "train.device": "cuda", "train.precision": "fp32"}
+    one, two = tmp_path / "one", tmp_path / "two"
+    train(load_config(TINY, tiny_overrides(data_cache, one, **gpu, **{"train.grad_accum": 2})))
+    torchrun_two(tiny_overrides(data_cache, two, **gpu, **{"train.parallel": parallel}), timeout=600)
+    a, b = losses(one), losses(two)
+    assert [s for s, _ in a] == [s for s, _ in b] == [1, 2, 3, 4]
+    assert all(abs(x - y) < 1e-3 for (_, x), (_, y) in zip(a, b)), (a, b)
 
 
 def test_activation_checkpointing_gives_the_same_losses(data_cache, tmp_path):
