@@ -32,7 +32,8 @@ from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutput, CausalLMOutput
 
 from gsa.models.modeling import shifted_lm_loss
-from gsa.nn import GatedSlotAttention, ShortConvolution
+from gsa.nn import GatedSlotAttention, ShortConvolution, SlotGateProjection
+from gsa.nn.attention import SPREAD
 
 MIXERS = ("gsa", "abc", "attention")
 
@@ -40,14 +41,15 @@ MIXERS = ("gsa", "abc", "attention")
 class ZoologyConfig(PretrainedConfig):
     """The harness's hyper-parameters. num_hidden_layers counts BaseConv and mixer layers together (Zoology's
     n_layers: 4 = conv, mixer, conv, mixer). num_heads: the mixer's heads (Zoology's GSA and attention configs use
-    2). num_slots, gate_logit_normalizer, use_short_conv and attn_scale go to the GSA layer (attn_scale None: K ** -0.5;
-    fla's layer uses 1.0)."""
+    2). num_slots, gate_logit_normalizer, use_short_conv, attn_scale, gate_bias and gate_bias_range go to the GSA layer
+    (attn_scale None: K ** -0.5; fla's layer uses 1.0; gate_bias as in GSAConfig: W_f's bias spread over the slots)."""
 
     model_type = "zoology"
 
     def __init__(self, vocab_size: int = 8192, hidden_size: int = 128, num_hidden_layers: int = 4, mixer: str = "gsa",
                  num_heads: int = 2, num_slots: int = 64, gate_logit_normalizer: float = 8.0,
-                 use_short_conv: bool = False, attn_scale: float | None = None, conv_kernel: int = 3,
+                 use_short_conv: bool = False, attn_scale: float | None = None, gate_bias: bool = False,
+                 gate_bias_range: tuple[float, float] | list[float] = SPREAD, conv_kernel: int = 3,
                  layer_norm_eps: float = 1e-5, initializer_range: float = 0.02, tie_word_embeddings: bool = True,
                  **kwargs):
         if mixer not in MIXERS:
@@ -65,6 +67,9 @@ class ZoologyConfig(PretrainedConfig):
         self.vocab_size, self.hidden_size, self.num_hidden_layers = vocab_size, hidden_size, num_hidden_layers
         self.mixer, self.num_heads, self.num_slots = mixer, num_heads, num_slots
         self.gate_logit_normalizer, self.use_short_conv, self.attn_scale = gate_logit_normalizer, use_short_conv, attn_scale
+        if gate_bias and mixer != "gsa":
+            raise ValueError(f"ZoologyConfig.gate_bias biases GSA's gate: needs mixer='gsa', got {mixer!r}")
+        self.gate_bias, self.gate_bias_range = gate_bias, list(gate_bias_range)
         self.conv_kernel, self.layer_norm_eps, self.initializer_range = conv_kernel, layer_norm_eps, initializer_range
         super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
 
@@ -117,7 +122,8 @@ class ZoologyBlock(nn.Module):
             self.mixer = GatedSlotAttention(
                 d, num_heads=config.num_heads, num_slots=config.num_slots,
                 gate_logit_normalizer=config.gate_logit_normalizer, use_short_conv=config.use_short_conv,
-                scale=config.attn_scale, forget_gate="none" if config.mixer == "abc" else "data")
+                scale=config.attn_scale, forget_gate="none" if config.mixer == "abc" else "data",
+                gate_bias=config.gate_bias, gate_bias_range=tuple(config.gate_bias_range))
 
     def forward(self, hidden: torch.Tensor, residual: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         residual = hidden if residual is None else hidden + residual
@@ -141,7 +147,9 @@ class ZoologyPreTrainedModel(PreTrainedModel):
             if getattr(module, "depth_scaled_init", False):
                 std = std / math.sqrt(2 * self.config.num_hidden_layers)
             init.normal_(module.weight, mean=0.0, std=std)
-            if getattr(module, "bias", None) is not None:
+            if isinstance(module, SlotGateProjection):  # gate_bias: the slots' spread of initial memory lengths
+                init.copy_(module.bias, module.spread_bias())
+            elif getattr(module, "bias", None) is not None:
                 init.zeros_(module.bias)
         elif isinstance(module, ShortConvolution):
             init.uniform_(module.weight, -module.init_bound, module.init_bound)

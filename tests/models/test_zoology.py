@@ -37,6 +37,17 @@ def test_layers_alternate_gated_convolution_and_mixer_without_mlp():
     assert harness("gsa").model.layers[1].mixer.forget_gate == "data"
 
 
+def test_gate_bias_reaches_the_layer_and_survives_the_init(tmp_path):
+    m = harness("gsa", gate_bias=True, gate_bias_range=[4.0, 4.0])
+    f = m.model.layers[1].mixer.f_proj
+    assert torch.equal(f.bias, torch.full_like(f.bias, 4.0))  # every slot starts slow, not zeroed by the init
+    m.save_pretrained(tmp_path)
+    back = ZoologyForCausalLM.from_pretrained(tmp_path)
+    assert back.config.gate_bias and torch.equal(back.model.layers[1].mixer.f_proj.bias, f.bias.float())
+    with pytest.raises(ValueError, match="gate_bias"):
+        ZoologyConfig(mixer="abc", gate_bias=True)
+
+
 def test_zoology_init():
     torch.manual_seed(0)
     m = ZoologyForCausalLM(ZoologyConfig(vocab_size=3000, hidden_size=256, mixer="attention", num_hidden_layers=4))
