@@ -13,7 +13,7 @@ from gsa.nn.mlp import ACTIVATIONS
 
 # Keys transformers itself passes to a config's __init__ (when loading, or from the common PretrainedConfig
 # fields); anything else that is not a GSAConfig field is a typo and raises.
-_HF_KEYS = frozenset(
+HF_CONFIG_KEYS = frozenset(
     {f.name for f in dataclasses.fields(PretrainedConfig)}
     | {
         "model_type", "name_or_path", "_name_or_path", "torch_dtype", "dtype", "architectures",
@@ -117,7 +117,7 @@ class GSAConfig(PretrainedConfig):
         eos_token_id: int | list[int] | None = 2,
         **kwargs,
     ):
-        unknown = sorted(set(kwargs) - _HF_KEYS)
+        unknown = sorted(set(kwargs) - HF_CONFIG_KEYS)
         if unknown:
             raise ValueError(f"GSAConfig got unknown option(s) {unknown}")
         if kwargs.get("model_type", self.model_type) != self.model_type:

@@ -31,6 +31,7 @@ from transformers import PretrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutput, CausalLMOutput
 
+from gsa.models.configuration import HF_CONFIG_KEYS
 from gsa.models.modeling import shifted_lm_loss
 from gsa.nn import GatedSlotAttention, ShortConvolution, SlotGateProjection
 from gsa.nn.attention import SPREAD
@@ -52,6 +53,10 @@ class ZoologyConfig(PretrainedConfig):
                  gate_bias_range: tuple[float, float] | list[float] = SPREAD, conv_kernel: int = 3,
                  layer_norm_eps: float = 1e-5, initializer_range: float = 0.02, tie_word_embeddings: bool = True,
                  **kwargs):
+        unknown = sorted(set(kwargs) - HF_CONFIG_KEYS - {"model_type"})
+        if unknown:  # a misspelt option would otherwise be kept as an attribute and change nothing
+            raise ValueError(f"ZoologyConfig got unknown option(s) {unknown}")
+        kwargs.pop("model_type", None)
         if mixer not in MIXERS:
             raise ValueError(f"ZoologyConfig.mixer must be one of {MIXERS}, got {mixer!r}")
         for name, value in (("vocab_size", vocab_size), ("hidden_size", hidden_size), ("num_heads", num_heads),

@@ -105,6 +105,8 @@ def test_save_load_round_trip(tmp_path):
 def test_bad_input_is_refused():
     with pytest.raises(ValueError, match="mixer"):
         ZoologyConfig(mixer="mamba")
+    with pytest.raises(ValueError, match="num_slot"):
+        ZoologyConfig(num_slot=32)  # misspelt
     with pytest.raises(ValueError, match="even"):
         ZoologyConfig(num_hidden_layers=3)
     with pytest.raises(ValueError, match="divisible"):
