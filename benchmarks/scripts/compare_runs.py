@@ -25,7 +25,9 @@ def main(runs: list[str]) -> None:
     data = {r: summarize(Path(r)) for r in runs}
     ref = data[runs[0]][0]
     steps = sorted(ref)
-    shown = steps[:: max(1, len(steps) // 6)] + ([steps[-1]] if steps[-1] not in steps[:: max(1, len(steps) // 6)] else [])
+    shown = steps[:: max(1, len(steps) // 6)]  # about six columns, and always the last step
+    if shown[-1] != steps[-1]:
+        shown.append(steps[-1])
     print("| run | " + " | ".join(f"loss @{s}" for s in shown) + " | max abs diff vs first | eval loss | tokens/s |")
     print("| --- |" + " --- |" * (len(shown) + 3))
     for r in runs:

@@ -29,9 +29,10 @@ def swiglu_intermediate_size(hidden_size: int, hidden_ratio: float) -> int:
     return 256 * math.ceil(width / 256)
 
 
-def _positive_int(name: str, value) -> int:
+def positive_int(name: str, value, owner: str = "GSAConfig") -> int:
+    """`value` if it is a positive int (not a bool), else a ValueError naming `owner.name`."""
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"GSAConfig.{name} must be a positive int, got {value!r}")
+        raise ValueError(f"{owner}.{name} must be a positive int, got {value!r}")
     return value
 
 
@@ -124,14 +125,14 @@ class GSAConfig(PretrainedConfig):
             raise ValueError(f"GSAConfig.model_type must be {self.model_type!r}, got {kwargs['model_type']!r}")
         kwargs.pop("model_type", None)
 
-        self.vocab_size = _positive_int("vocab_size", vocab_size)
-        self.hidden_size = _positive_int("hidden_size", hidden_size)
-        self.num_hidden_layers = _positive_int("num_hidden_layers", num_hidden_layers)
-        self.num_heads = _positive_int("num_heads", num_heads)
-        self.num_kv_heads = num_heads if num_kv_heads is None else _positive_int("num_kv_heads", num_kv_heads)
+        self.vocab_size = positive_int("vocab_size", vocab_size)
+        self.hidden_size = positive_int("hidden_size", hidden_size)
+        self.num_hidden_layers = positive_int("num_hidden_layers", num_hidden_layers)
+        self.num_heads = positive_int("num_heads", num_heads)
+        self.num_kv_heads = num_heads if num_kv_heads is None else positive_int("num_kv_heads", num_kv_heads)
         if self.num_heads % self.num_kv_heads != 0:
             raise ValueError(f"GSAConfig.num_kv_heads ({num_kv_heads}) must divide num_heads ({num_heads})")
-        self.num_slots = _positive_int("num_slots", num_slots)
+        self.num_slots = positive_int("num_slots", num_slots)
         self.expand_k = _positive_float("expand_k", expand_k)
         self.expand_v = _positive_float("expand_v", expand_v)
         for name, expand in (("expand_k", self.expand_k), ("expand_v", self.expand_v)):
@@ -145,7 +146,7 @@ class GSAConfig(PretrainedConfig):
         if not isinstance(use_short_conv, bool):
             raise ValueError(f"GSAConfig.use_short_conv must be a bool, got {use_short_conv!r}")
         self.use_short_conv = use_short_conv
-        self.conv_size = _positive_int("conv_size", conv_size)
+        self.conv_size = positive_int("conv_size", conv_size)
         if conv_size < 2:
             raise ValueError(f"GSAConfig.conv_size must be >= 2, got {conv_size}")
         self.attn_scale = None if attn_scale is None else _positive_float("attn_scale", attn_scale)
@@ -186,7 +187,7 @@ class GSAConfig(PretrainedConfig):
         if intermediate_size is None:
             intermediate_size = swiglu_intermediate_size(hidden_size, 4.0 if hidden_ratio is None else hidden_ratio)
         elif not (type(intermediate_size) is int and intermediate_size == 0):  # 0 (an int): blocks without an MLP
-            _positive_int("intermediate_size", intermediate_size)
+            positive_int("intermediate_size", intermediate_size)
             if hidden_ratio is not None and swiglu_intermediate_size(hidden_size, hidden_ratio) != intermediate_size:
                 raise ValueError(
                     f"GSAConfig: give intermediate_size or hidden_ratio, not both: hidden_ratio={hidden_ratio} means "

@@ -184,6 +184,23 @@ class GSAModel(GSAPreTrainedModel):
         return out if return_dict is not False else out.to_tuple()
 
 
+class CausalLMEmbeddings:
+    """transformers' embedding accessors for a causal LM laid out as `self.model.embed_tokens` (the token
+    embedding) and `self.lm_head` (the output projection): GSAForCausalLM and the Zoology harness."""
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.embed_tokens = value
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        self.lm_head = value
+
+
 def shifted_lm_loss(
     logits: torch.Tensor, labels: torch.Tensor, cu_seqlens: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -200,7 +217,7 @@ def shifted_lm_loss(
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100)
 
 
-class GSAForCausalLM(GSAPreTrainedModel, GenerationMixin):
+class GSAForCausalLM(CausalLMEmbeddings, GSAPreTrainedModel, GenerationMixin):
     """GSAModel with a language-model head (tied to the embedding when config.tie_word_embeddings).
 
     input_ids [B, T] -> logits [B, T, vocab] (or the last `logits_to_keep` positions), loss with labels.
@@ -213,18 +230,6 @@ class GSAForCausalLM(GSAPreTrainedModel, GenerationMixin):
         self.model = GSAModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.model.embed_tokens
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.model.embed_tokens = value
-
-    def get_output_embeddings(self) -> nn.Linear:
-        return self.lm_head
-
-    def set_output_embeddings(self, value: nn.Linear) -> None:
-        self.lm_head = value
 
     def fuse_projections(self) -> None:
         """For decoding: each layer computes q/k/v/slot logits, and the MLP's gate/up, as one matrix product

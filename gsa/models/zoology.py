@@ -31,8 +31,8 @@ from transformers import PretrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutput, CausalLMOutput
 
-from gsa.models.configuration import HF_CONFIG_KEYS
-from gsa.models.modeling import shifted_lm_loss
+from gsa.models.configuration import HF_CONFIG_KEYS, positive_int
+from gsa.models.modeling import CausalLMEmbeddings, _check_ids, shifted_lm_loss
 from gsa.nn import GatedSlotAttention, ShortConvolution, SlotGateProjection
 from gsa.nn.attention import SPREAD
 
@@ -62,8 +62,7 @@ class ZoologyConfig(PretrainedConfig):
         for name, value in (("vocab_size", vocab_size), ("hidden_size", hidden_size), ("num_heads", num_heads),
                             ("num_hidden_layers", num_hidden_layers), ("num_slots", num_slots),
                             ("conv_kernel", conv_kernel)):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"ZoologyConfig.{name} must be a positive int, got {value!r}")
+            positive_int(name, value, "ZoologyConfig")
         if num_hidden_layers % 2:
             raise ValueError(f"ZoologyConfig.num_hidden_layers counts conv and mixer layers in pairs: it must be even, "
                              f"got {num_hidden_layers}")
@@ -168,9 +167,7 @@ class ZoologyPreTrainedModel(PreTrainedModel):
 
 
 def _check_inputs(input_ids: torch.Tensor, kwargs: dict) -> None:
-    if input_ids is None or input_ids.ndim != 2 or input_ids.shape[1] == 0:
-        shape = None if input_ids is None else tuple(input_ids.shape)
-        raise ValueError(f"input_ids must be a [B, T] tensor with T >= 1, got {shape}")
+    _check_ids(input_ids, None, None)
     given = sorted(k for k, v in kwargs.items() if v is not None)
     if given:
         raise ValueError(f"the Zoology harness runs full unpadded sequences only (MQAR); it takes no {given}")
@@ -201,7 +198,7 @@ class ZoologyModel(ZoologyPreTrainedModel):
         return BaseModelOutput(last_hidden_state=self.norm(hidden + residual))
 
 
-class ZoologyForCausalLM(ZoologyPreTrainedModel):
+class ZoologyForCausalLM(CausalLMEmbeddings, ZoologyPreTrainedModel):
     """ZoologyModel with its LM head (tied to the embedding unless tie_word_embeddings=False).
     input_ids [B, T] -> logits [B, T, vocab]; with labels [B, T] (-100 = ignore) also the shifted cross-entropy."""
 
@@ -212,18 +209,6 @@ class ZoologyForCausalLM(ZoologyPreTrainedModel):
         self.model = ZoologyModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.model.embed_tokens
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.model.embed_tokens = value
-
-    def get_output_embeddings(self) -> nn.Linear:
-        return self.lm_head
-
-    def set_output_embeddings(self, value: nn.Linear) -> None:
-        self.lm_head = value
 
     def forward(self, input_ids: torch.LongTensor, labels: torch.LongTensor | None = None, **kwargs) -> CausalLMOutput:
         if labels is not None and tuple(labels.shape) != tuple(input_ids.shape):
