@@ -29,10 +29,40 @@ Generation is vectorised (Gumbel top-k for sampling without replacement) and ful
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import torch
 
 MQAR_VOCAB = 8192
+# Written next to a model trained on MQAR, so that `gsa eval mqar` tests it in the format and vocabulary it learned
+# (a model trained in Zoology's format scores ~0 in ours: it never saw the value after a query key, and the reverse).
+MQAR_SETTINGS_FILE = "mqar.json"
+
+
+def write_mqar_settings(model_dir: str | Path, vocab_size: int, alpha: float, query_values: bool,
+                        random_fill: bool) -> Path:
+    """Record the MQAR data a model was trained on in ``model_dir/mqar.json``; returns the file's path."""
+    path = Path(model_dir) / MQAR_SETTINGS_FILE
+    path.write_text(json.dumps({"vocab_size": int(vocab_size), "alpha": float(alpha),
+                                "query_values": bool(query_values), "random_fill": bool(random_fill)}, indent=1))
+    return path
+
+
+def read_mqar_settings(model_dir: str | Path) -> dict | None:
+    """The settings ``write_mqar_settings`` recorded in ``model_dir`` (keys vocab_size, alpha, query_values,
+    random_fill), or None when the model has none (not trained by gsa on MQAR). A malformed file raises ValueError."""
+    path = Path(model_dir) / MQAR_SETTINGS_FILE
+    if not path.is_file():
+        return None
+    try:
+        raw = json.loads(path.read_text())
+        out = {"vocab_size": int(raw["vocab_size"]), "alpha": float(raw["alpha"]),
+               "query_values": bool(raw["query_values"]), "random_fill": bool(raw["random_fill"])}
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not a valid MQAR settings file ({type(e).__name__}: {e})") from None
+    return out
 
 
 def mqar_batch(

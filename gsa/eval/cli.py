@@ -25,16 +25,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     ppl.add_argument("--seq-len", type=int, default=512, help="window length in tokens (default 512)")
     ppl.add_argument("--max-tokens", type=int, help="evaluate at most this many tokens")
     mq = sub.add_parser("mqar", help="MQAR recall accuracy per number of key-value pairs",
-                        description="Multi-query associative recall accuracy (Zoology format, gsa.data.mqar).")
+                        description="Multi-query associative recall accuracy (gsa.data.mqar). A model trained by `gsa train` on MQAR is tested in the vocabulary and example format it was trained on (its mqar.json) unless --vocab-size / --format say otherwise.")
     _model_args(mq)
     mq.add_argument("--seq-len", type=int, default=512, help="sequence length (default 512)")
     mq.add_argument("--pairs", type=int, nargs="+", default=[4, 8, 16, 32, 64], help="pair counts to test")
     mq.add_argument("--num-examples", type=int, default=256, help="examples per pair count (default 256)")
-    mq.add_argument("--vocab-size", type=int, default=8192, help="MQAR vocabulary (default 8192, as trained)")
+    mq.add_argument("--vocab-size", type=int,
+                    help="MQAR vocabulary (default: as trained, from the model's mqar.json; else 8192)")
+    mq.add_argument("--format", choices=["query-values", "zoology"],
+                    help="example format (default: as trained, from the model's mqar.json; else query-values). "
+                         "query-values: the value follows each query key in the input too, filler 0; zoology: "
+                         "Zoology's own, filler after each query key and random filler tokens "
+                         "(data.mqar_query_values=false, data.mqar_random_fill=true)")
+    mq.add_argument("--zoology-format", action="store_const", dest="format", const="zoology",
+                    help="the same as --format zoology")
     mq.add_argument("--seed", type=int, default=0, help="test-set seed (default 0)")
-    mq.add_argument("--zoology-format", action="store_true",
-                    help="Zoology's own example format: filler (not the value) after each query key, and random "
-                         "filler tokens instead of 0 (data.mqar_query_values=false, data.mqar_random_fill=true)")
     from .harness import add_arguments as harness_arguments
 
     harness_arguments(sub.add_parser("harness", help="lm-evaluation-harness tasks (needs lm-eval)",
@@ -90,16 +95,33 @@ def run(args: argparse.Namespace) -> int:
         print(f"perplexity {result['ppl']:.3f}  loss {result['loss']:.4f} nats/token  "
               f"bits/byte {result['bits_per_byte']:.4f}  ({result['tokens']:,} tokens, {result['bytes']:,} bytes)")
     else:
+        from gsa.data import MQAR_VOCAB, read_mqar_settings
+
         from .mqar import mqar_eval
 
-        if args.vocab_size > model.config.vocab_size:
-            raise SystemExit(f"gsa eval mqar: --vocab-size {args.vocab_size} exceeds the model's "
+        try:
+            trained = read_mqar_settings(args.model)
+        except ValueError as e:
+            raise SystemExit(f"gsa eval mqar: {e}") from None
+        trained = trained or {}
+        vocab_size = args.vocab_size if args.vocab_size is not None else trained.get("vocab_size", MQAR_VOCAB)
+        if args.format is None:  # as trained, else our default format
+            qv, rf = trained.get("query_values", True), trained.get("random_fill", False)
+        else:
+            qv, rf = args.format == "query-values", args.format == "zoology"
+        if vocab_size > model.config.vocab_size:
+            raise SystemExit(f"gsa eval mqar: --vocab-size {vocab_size} exceeds the model's "
                              f"{model.config.vocab_size}")
-        acc = mqar_eval(model, args.seq_len, args.pairs, args.num_examples, args.batch_size, args.vocab_size,
-                        seed=args.seed, device=device, query_values=not args.zoology_format,
-                        random_fill=args.zoology_format)
-        result = {"seq_len": args.seq_len, "accuracy": acc}
-        print(f"MQAR accuracy at seq_len {args.seq_len}")
+        if trained and (qv, rf) != (trained["query_values"], trained["random_fill"]):
+            print(f"warning: {args.model} was trained with query_values={trained['query_values']}, "
+                  f"random_fill={trained['random_fill']}; testing with --format {args.format}", file=sys.stderr)
+        acc = mqar_eval(model, args.seq_len, args.pairs, args.num_examples, args.batch_size, vocab_size,
+                        alpha=trained.get("alpha", 0.01), seed=args.seed, device=device, query_values=qv,
+                        random_fill=rf)
+        result = {"seq_len": args.seq_len, "vocab_size": vocab_size, "query_values": qv, "random_fill": rf,
+                  "accuracy": acc}
+        print(f"MQAR accuracy at seq_len {args.seq_len}, vocabulary {vocab_size}, query_values={qv}, "
+              f"random_fill={rf}{' (as trained)' if trained and args.format is None else ''}")
         print("pairs  accuracy")
         for d, a in acc.items():
             print(f"{d:>5}  {a:8.4f}")

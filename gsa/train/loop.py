@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from gsa.data import write_mqar_settings
+
 from . import checkpoint as ckpt
 from .batches import MQARBatches, TextBatches
 from .config import Config, load_config
@@ -165,6 +167,10 @@ class Trainer:
                 hf_logging.enable_progress_bar()
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(path)
+        data = self.cfg.data
+        if data.kind == "mqar":  # so that `gsa eval mqar` tests the model in the format it learned
+            write_mqar_settings(path, data.mqar_vocab_size, data.mqar_alpha, data.mqar_query_values,
+                                data.mqar_random_fill)
 
     def load(self, path: Path) -> None:
         from safetensors.torch import load_file

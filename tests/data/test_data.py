@@ -13,7 +13,9 @@ from gsa.data import (
     mqar_batch,
     pack_batch,
     prepare_text_data,
+    read_mqar_settings,
     token_byte_lengths,
+    write_mqar_settings,
 )
 from gsa.data.cache import TokenizedCorpus
 
@@ -139,6 +141,17 @@ def test_mqar_properties(T, D):
         rest[qpos] = False
         rest[qpos + 1] = False
         assert (ids[n, rest] == 0).all()
+
+
+def test_mqar_settings_round_trip_and_refuse_a_bad_file(tmp_path):
+    assert read_mqar_settings(tmp_path) is None  # no file: not trained on MQAR by gsa
+    path = write_mqar_settings(tmp_path, 4096, 0.5, False, True)
+    assert path == tmp_path / "mqar.json"
+    assert read_mqar_settings(tmp_path) == {"vocab_size": 4096, "alpha": 0.5, "query_values": False, "random_fill": True}
+    for bad in ('{"vocab_size": 4096}', "not json", '{"vocab_size": "x", "alpha": 0, "query_values": 1, "random_fill": 0}'):
+        path.write_text(bad)
+        with pytest.raises(ValueError, match="mqar.json: not a valid MQAR settings file"):
+            read_mqar_settings(tmp_path)
 
 
 @pytest.mark.parametrize("query_values,random_fill", [(False, False), (True, True), (False, True)])

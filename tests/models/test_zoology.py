@@ -1,12 +1,15 @@
 """The Zoology MQAR harness (gsa/train/zoology.py): Zoology's model structure around our mixers, trained by the
 trainer with [model] type = "zoology"."""
 
+import json
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from gsa.cli import main as gsa_main
+from gsa.eval.mqar import mqar_eval
 from gsa.nn import GatedSlotAttention
 from gsa.train import load_config
 from gsa.train.metrics import read_metrics
@@ -122,7 +125,7 @@ def test_bad_input_is_refused():
         m(ids[0])
 
 
-def test_config_file_builds_and_trains(tmp_path):
+def test_config_file_builds_and_trains(tmp_path, capsys):
     """configs/mqar-zoology-d128.toml: the trainer builds the harness, trains a few steps on MQAR (shrunk to CPU
     size) with a falling loss, evaluates and saves a model that loads back."""
     from gsa.train.loop import Trainer
@@ -140,6 +143,19 @@ def test_config_file_builds_and_trains(tmp_path):
     assert set(result["mqar_acc"]) == {"4"}
     back = ZoologyForCausalLM.from_pretrained(tmp_path / "model")
     assert back.config.mixer == "abc"
+    # the saved model records its MQAR data, and `gsa eval mqar` tests it in that format and vocabulary by default
+    settings = json.loads((tmp_path / "model" / "mqar.json").read_text())
+    assert settings == {"vocab_size": 64, "alpha": 0.01, "query_values": False, "random_fill": True}
+    args = ["eval", "mqar", "--model", str(tmp_path / "model"), "--seq-len", "64", "--pairs", "4", "8",
+            "--num-examples", "16", "--device", "cpu", "--json", str(tmp_path / "acc.json")]
+    assert gsa_main(args) == 0
+    r = json.loads((tmp_path / "acc.json").read_text())
+    assert (r["vocab_size"], r["query_values"], r["random_fill"]) == (64, False, True)
+    assert r["accuracy"] == mqar_eval(back, 64, [4, 8], 16, 8, 64, query_values=False, random_fill=True)
+    assert gsa_main(args + ["--format", "query-values"]) == 0  # an explicit format wins, with a warning
+    r = json.loads((tmp_path / "acc.json").read_text())
+    assert (r["query_values"], r["random_fill"]) == (True, False)
+    assert "was trained with query_values=False" in capsys.readouterr().err
 
 
 def test_text_documents_are_refused():
