@@ -37,7 +37,7 @@ import torch
 
 MQAR_VOCAB = 8192
 # Written next to a model trained on MQAR, so that `gsa eval mqar` tests it in the format and vocabulary it learned
-# (a model trained in Zoology's format scores ~0 in ours: it never saw the value after a query key, and the reverse).
+# (the formats differ in the inputs after each query key: scored in the other one, a model sees inputs it never saw).
 MQAR_SETTINGS_FILE = "mqar.json"
 
 
@@ -58,8 +58,11 @@ def read_mqar_settings(model_dir: str | Path) -> dict | None:
         return None
     try:
         raw = json.loads(path.read_text())
-        out = {"vocab_size": int(raw["vocab_size"]), "alpha": float(raw["alpha"]),
-               "query_values": bool(raw["query_values"]), "random_fill": bool(raw["random_fill"])}
+        out = {"vocab_size": int(raw["vocab_size"]), "alpha": float(raw["alpha"])}
+        for key in ("query_values", "random_fill"):  # bool("false") is True: only JSON booleans are taken
+            if not isinstance(raw[key], bool):
+                raise TypeError(f"{key} must be true or false, got {raw[key]!r}")
+            out[key] = raw[key]
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{path}: not a valid MQAR settings file ({type(e).__name__}: {e})") from None
     return out

@@ -25,7 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     ppl.add_argument("--seq-len", type=int, default=512, help="window length in tokens (default 512)")
     ppl.add_argument("--max-tokens", type=int, help="evaluate at most this many tokens")
     mq = sub.add_parser("mqar", help="MQAR recall accuracy per number of key-value pairs",
-                        description="Multi-query associative recall accuracy (gsa.data.mqar). A model trained by `gsa train` on MQAR is tested in the vocabulary and example format it was trained on (its mqar.json) unless --vocab-size / --format say otherwise.")
+                        description="Multi-query associative recall accuracy (gsa.data.mqar). A model trained by "
+                                    "`gsa train` on MQAR is tested in the vocabulary and example format it was "
+                                    "trained on (its mqar.json) unless --vocab-size / --format say otherwise.")
     _model_args(mq)
     mq.add_argument("--seq-len", type=int, default=512, help="sequence length (default 512)")
     mq.add_argument("--pairs", type=int, nargs="+", default=[4, 8, 16, 32, 64], help="pair counts to test")

@@ -148,7 +148,8 @@ def test_mqar_settings_round_trip_and_refuse_a_bad_file(tmp_path):
     path = write_mqar_settings(tmp_path, 4096, 0.5, False, True)
     assert path == tmp_path / "mqar.json"
     assert read_mqar_settings(tmp_path) == {"vocab_size": 4096, "alpha": 0.5, "query_values": False, "random_fill": True}
-    for bad in ('{"vocab_size": 4096}', "not json", '{"vocab_size": "x", "alpha": 0, "query_values": 1, "random_fill": 0}'):
+    for bad in ('{"vocab_size": 4096}', "not json", '{"vocab_size": "x", "alpha": 0, "query_values": true, "random_fill": false}',
+                '{"vocab_size": 64, "alpha": 0, "query_values": "false", "random_fill": false}'):
         path.write_text(bad)
         with pytest.raises(ValueError, match="mqar.json: not a valid MQAR settings file"):
             read_mqar_settings(tmp_path)
