@@ -41,27 +41,36 @@ class _LogitsModel:
         return SimpleNamespace(logits=self.fn(input_ids))
 
 
+class _TokenClock:
+    """A `generate` streamer that records when each generated token reaches the host (`put` is called with the
+    prompt first, then once per decoding step with that step's token; on a GPU the copy to the host waits for it)."""
+
+    def __init__(self):
+        self.times: list[float] = []
+        self._prompt_seen = False
+
+    def put(self, value):
+        if self._prompt_seen:
+            self.times.append(time.perf_counter())
+        self._prompt_seen = True
+
+    def end(self):
+        pass
+
+
 @torch.no_grad()
-def decode_ms_per_token(model, prompt: torch.Tensor, new: int, repeats: int = 3) -> float:
-    """ms a generated token after the prompt: (time of `new` tokens - time of 1) / (new - 1), each the median of
-    `repeats` greedy generate calls, so the prefill cancels. One call each (as before) went negative on a busy
-    2-core CI machine at new = 4, where the prefill's jitter exceeded three decode steps."""
-
-    def timed(n: int) -> float:
-        times = []
-        for _ in range(repeats):
-            if prompt.is_cuda:
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            out = model.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False)
-            if prompt.is_cuda:
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - t0)
-            assert out.shape[1] == prompt.shape[1] + n
-        return statistics.median(times)
-
+def decode_ms_per_token(model, prompt: torch.Tensor, new: int) -> float:
+    """ms a generated token after the prompt: the median gap between consecutive tokens of one greedy `generate` of
+    `new` >= 2 tokens (the first token's time holds the prefill and is left out). Each gap is one decoding step timed
+    on its own, so the figure cannot go negative: the earlier estimate, (time of `new` tokens - time of 1) / (new - 1),
+    did on a busy 2-core CI machine, where the prefill's jitter exceeded the decode time it was subtracted from."""
+    if new < 2:
+        raise ValueError(f"decode_ms_per_token needs new >= 2 tokens (one gap between two), got {new}")
     model.generate(prompt, max_new_tokens=4, do_sample=False)  # warm-up
-    return (timed(new) - timed(1)) / (new - 1) * 1e3
+    clock = _TokenClock()
+    out = model.generate(prompt, max_new_tokens=new, min_new_tokens=new, do_sample=False, streamer=clock)
+    assert out.shape[1] == prompt.shape[1] + new and len(clock.times) == new, (out.shape, len(clock.times))
+    return statistics.median(b - a for a, b in zip(clock.times, clock.times[1:])) * 1e3
 
 
 def main(argv=None) -> int:
@@ -81,9 +90,11 @@ def main(argv=None) -> int:
     p.add_argument("--window", type=int, default=64)
     p.add_argument("--sinks", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--decode-tokens", type=int, default=128, help="0 skips the decode timing")
+    p.add_argument("--decode-tokens", type=int, default=128, help="0 skips the decode timing (else >= 2)")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
+    if args.decode_tokens == 1 or args.decode_tokens < 0:
+        p.error(f"--decode-tokens must be 0 (no timing) or >= 2 (a gap between two tokens), got {args.decode_tokens}")
 
     import gsa  # noqa: F401  (Auto classes)
     from transformers import AutoModelForCausalLM

@@ -33,23 +33,7 @@ case $TRAINSET in
   direct) DATA="data.mqar_train_pairs=[64] data.mqar_train_seq_lens=[512] train.micro_batch_size=$MB" ;;
   *) echo "TRAINSET must be mix or direct, got $TRAINSET"; exit 2 ;;
 esac
-job_args() {  # the config and overrides of a job name (a trailing -lrX sets the learning rate)
-  case $1 in
-    *+*) echo "$(job_args "${1%%+*}") $(echo "${1#*+}" | tr '+' ' ')" ;;
-    *-lr*) echo "$(job_args "${1%-lr*}") optim.lr=${1##*-lr}" ;;
-    gsa-conv) echo "configs/mqar-gsa-d$WIDTH.toml model.use_short_conv=true" ;;
-    gsa-conv-bias) echo "configs/mqar-gsa-d$WIDTH.toml model.use_short_conv=true model.gate_bias=true" ;;
-    gsa-conv-ub*) echo "configs/mqar-gsa-d$WIDTH.toml model.use_short_conv=true model.gate_bias=true" \
-                       "model.gate_bias_range=[${1#gsa-conv-ub},${1#gsa-conv-ub}]" ;;
-    gsa-conv-m*) echo "configs/mqar-gsa-d$WIDTH.toml model.use_short_conv=true model.num_slots=${1#gsa-conv-m}" ;;
-    gsa-conv-tau*) echo "configs/mqar-gsa-d$WIDTH.toml model.use_short_conv=true model.gate_logit_normalizer=${1#gsa-conv-tau}" ;;
-    gsa-noconv) echo "configs/mqar-gsa-d$WIDTH.toml model.use_short_conv=false" ;;
-    abc-conv) echo "configs/mqar-gsa-d$WIDTH.toml model.use_short_conv=true model.forget_gate=\"none\"" ;;
-    abc-noconv) echo "configs/mqar-gsa-d$WIDTH.toml model.use_short_conv=false model.forget_gate=\"none\"" ;;
-    llama) echo "configs/mqar-llama-d$WIDTH.toml" ;;
-    zoo-*) echo "configs/mqar-zoology-d128.toml model.mixer=\"${1#zoo-}\" model.hidden_size=$WIDTH" ;;
-  esac
-}
+. benchmarks/scripts/mqar_jobs.sh  # job_args: a job name -> its config and overrides (needs WIDTH)
 run() {  # run <dir> <time limit> <max steps> <eval examples> <name>
   local dir=$1 limit=$2 steps=$3 examples=$4 name=$5
   # shellcheck disable=SC2046

@@ -50,6 +50,26 @@ def test_t2r_report_scores_teacher_baseline_and_students(tmp_path):
     assert rows["s"]["decode_ms_per_token"] > 0 and "decode_ms_per_token" not in rows["teacher, window 64 + 4 sinks"]
 
 
+def test_t2r_report_decode_timing_is_per_step(tmp_path, capsys):
+    """The decode figure is the median gap between consecutive generated tokens (one per step, from a streamer), so
+    it is positive by construction (the old difference of two generate timings went negative on a busy CI machine);
+    a single token has no gap and is refused before any model loads."""
+    pytest.importorskip("transformers")
+    mod = _report_module()
+    model = tiny_teacher("llama", vocab_size=300).eval()
+    import torch
+
+    prompt = torch.randint(0, 300, (1, 12))
+    ms = mod.decode_ms_per_token(model, prompt, 6)
+    assert 0 < ms < 10_000
+    with pytest.raises(ValueError, match="new >= 2"):
+        mod.decode_ms_per_token(model, prompt, 1)
+    with pytest.raises(SystemExit):
+        mod.main(["--tokens", str(tmp_path / "none"), "--teacher", str(tmp_path), "--decode-tokens", "1",
+                  "--out", str(tmp_path / "r.json")])
+    assert "--decode-tokens must be 0 (no timing) or >= 2" in capsys.readouterr().err
+
+
 def test_t2r_decode_speed_runs_teacher_and_both_students(tmp_path):
     """benchmarks/scripts/t2r_decode_speed.py on a 2-layer cut of the teacher's architecture (CPU, eager)."""
     pytest.importorskip("transformers")
