@@ -19,19 +19,17 @@ WIDTH=${WIDTH:-64}; LIMIT=${LIMIT:-470}; NSTEPS=${NSTEPS:-28000}; EVAL_EVERY=${E
 JOBS=${JOBS:-"zoo-gsa-lr1e-2 zoo-abc-lr1e-2+model.num_heads=2"}
 . benchmarks/scripts/mqar_jobs.sh
 R=runs/long; mkdir -p "$R"
-finished() {  # finished <metrics.jsonl>: the run has logged its evaluation at step NSTEPS
-  python - "$1" "$NSTEPS" <<'EOF'
-import json, sys
-from pathlib import Path
-p = Path(sys.argv[1])
-rows = [json.loads(l) for l in p.read_text().splitlines() if l.strip()] if p.exists() else []
-sys.exit(0 if any(r.get("step") == int(sys.argv[2]) and "mqar_acc" in r for r in rows) else 1)
+finished() {  # finished <run dir>: the run has logged its evaluation at step NSTEPS
+  [ -f "$1/metrics.jsonl" ] && python - "$1" "$NSTEPS" <<'EOF'
+import sys
+from gsa.train.metrics import read_metrics
+sys.exit(0 if any(r.get("step") == int(sys.argv[2]) and "mqar_acc" in r for r in read_metrics(sys.argv[1])) else 1)
 EOF
 }
 declare -A DIR
 for j in $JOBS; do
   d="$R/d$WIDTH-$(echo "$j" | tr '+="' '__-')"; DIR[$j]=$d; mkdir -p "$d"
-  if finished "$d/metrics.jsonl"; then echo "$j: already at step $NSTEPS"; continue; fi
+  if finished "$d"; then echo "$j: already at step $NSTEPS"; continue; fi
   # shellcheck disable=SC2046
   set -- $(job_args "$j")
   cfg=$1; shift

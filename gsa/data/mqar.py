@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 MQAR_VOCAB = 8192
+MQAR_ALPHA = 0.01  # the key-distance power law's exponent (see above)
 # Written next to a model trained on MQAR, so that `gsa eval mqar` tests it in the format and vocabulary it learned
 # (the formats differ in the inputs after each query key: scored in the other one, a model sees inputs it never saw).
 MQAR_SETTINGS_FILE = "mqar.json"
@@ -73,7 +74,7 @@ def mqar_batch(
     seq_len: int,
     num_pairs: int,
     vocab_size: int = MQAR_VOCAB,
-    alpha: float = 0.01,
+    alpha: float = MQAR_ALPHA,
     seed: int | list[int] = 0,
     query_values: bool = True,
     random_fill: bool = False,

@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"perplexity {result['ppl']:.3f}  loss {result['loss']:.4f} nats/token  "
               f"bits/byte {result['bits_per_byte']:.4f}  ({result['tokens']:,} tokens, {result['bytes']:,} bytes)")
     else:
-        from gsa.data import MQAR_VOCAB, read_mqar_settings
+        from gsa.data import MQAR_ALPHA, MQAR_VOCAB, read_mqar_settings
 
         from .mqar import mqar_eval
 
@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"warning: {args.model} was trained with query_values={trained['query_values']}, "
                   f"random_fill={trained['random_fill']}; testing with --format {args.format}", file=sys.stderr)
         acc = mqar_eval(model, args.seq_len, args.pairs, args.num_examples, args.batch_size, vocab_size,
-                        alpha=trained.get("alpha", 0.01), seed=args.seed, device=device, query_values=qv,
+                        alpha=trained.get("alpha", MQAR_ALPHA), seed=args.seed, device=device, query_values=qv,
                         random_fill=rf)
         result = {"seq_len": args.seq_len, "vocab_size": vocab_size, "query_values": qv, "random_fill": rf,
                   "accuracy": acc}

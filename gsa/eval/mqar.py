@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from gsa.data.mqar import MQAR_VOCAB, mqar_accuracy, mqar_batch
+from gsa.data.mqar import MQAR_ALPHA, MQAR_VOCAB, mqar_accuracy, mqar_batch
 
 
 @torch.no_grad()
@@ -15,7 +15,7 @@ def mqar_eval(
     num_examples: int = 256,
     batch_size: int = 32,
     vocab_size: int = MQAR_VOCAB,
-    alpha: float = 0.01,
+    alpha: float = MQAR_ALPHA,
     seed: int = 0,
     device: torch.device | str = "cpu",
     query_values: bool = True,

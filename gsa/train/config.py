@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gsa.data.mqar import MQAR_ALPHA, MQAR_VOCAB
+
 
 @dataclass
 class DataConfig:
@@ -46,7 +48,7 @@ class DataConfig:
     # filler text from the training split, asked for at the end), to train in-context recall; 0 = none
     passkey_fraction: float = 0.0
     # mqar (Zoology): keys/values from a vocabulary of mqar_vocab_size, seq_len tokens per example
-    mqar_vocab_size: int = 8192
+    mqar_vocab_size: int = MQAR_VOCAB
     mqar_train_pairs: list[int] = field(default_factory=lambda: [4, 8, 16, 32, 64])
     # training length per entry of mqar_train_pairs (Zoology's mix: short sequences with few pairs teach the
     # recall mechanism fast); empty: seq_len for all. Evaluation lengths: mqar_eval_seq_lens.
@@ -56,7 +58,7 @@ class DataConfig:
     # "pairs@length" (e.g. 64 pairs at the training length: mqar_eval_pairs = [64, 64], mqar_eval_seq_lens = [256, 512])
     mqar_eval_seq_lens: list[int] = field(default_factory=list)
     mqar_eval_examples: int = 256  # per pair count
-    mqar_alpha: float = 0.01
+    mqar_alpha: float = MQAR_ALPHA
     # the example format (gsa.data.mqar_batch): Zoology's own generator is query_values = false, random_fill = true
     mqar_query_values: bool = True  # the value follows each query key in the input too
     mqar_random_fill: bool = False  # filler positions hold uniform random tokens instead of 0
