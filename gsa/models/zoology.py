@@ -87,8 +87,10 @@ class BaseConv(nn.Module):
         self.conv = nn.Conv1d(d, d, kernel, groups=d, padding=kernel - 1)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
-        conv = self.conv(u.transpose(1, 2))[..., : u.shape[1]].transpose(1, 2)  # the left padding makes it causal
-        return conv * self.projection(u) + u
+        conv = self.conv(u.transpose(1, 2))[..., : u.shape[1]]  # [B, d, T]; the left padding makes it causal
+        # back to [B, T, d] in memory too: a transposed view would make the output (and so the whole residual stream
+        # after it) time-major, and a compiled block recompile for that layout
+        return conv.transpose(1, 2).contiguous() * self.projection(u) + u
 
 
 class CausalAttention(nn.Module):
@@ -110,8 +112,12 @@ class CausalAttention(nn.Module):
 
 
 class ZoologyBlock(nn.Module):
-    """One Zoology TransformerBlock with an identity state mixer. (hidden, residual) -> (hidden, residual), each
-    [B, T, d]; residual is None at the first block."""
+    """One Zoology TransformerBlock with an identity state mixer, on the residual stream: x [B, T, d] -> [B, T, d].
+
+    Zoology's block maps (hidden, residual) to (norm2(r), r) with r = mixer(norm1(hidden + residual)) + hidden +
+    residual, and the next block (or the final norm) adds the two again. Here the block does that addition itself and
+    returns norm2(r) + r: the same sums in the same order, and one signature for every block (a first block with
+    residual None would be a second graph for torch.compile to build for each shape and grad mode)."""
 
     def __init__(self, config: ZoologyConfig, layer_idx: int):
         super().__init__()
@@ -129,13 +135,12 @@ class ZoologyBlock(nn.Module):
                 scale=config.attn_scale, forget_gate="none" if config.mixer == "abc" else "data",
                 gate_bias=config.gate_bias, gate_bias_range=tuple(config.gate_bias_range))
 
-    def forward(self, hidden: torch.Tensor, residual: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        residual = hidden if residual is None else hidden + residual
-        h = self.mixer(self.norm1(residual))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.mixer(self.norm1(x))
         if isinstance(h, tuple):  # GatedSlotAttention returns (y, state)
             h = h[0]
-        residual = h + residual
-        return self.norm2(residual), residual
+        r = h + x
+        return self.norm2(r) + r
 
 
 class ZoologyPreTrainedModel(PreTrainedModel):
@@ -192,10 +197,10 @@ class ZoologyModel(ZoologyPreTrainedModel):
 
     def forward(self, input_ids: torch.LongTensor, **kwargs) -> BaseModelOutput:
         _check_inputs(input_ids, kwargs)
-        hidden, residual = self.embed_tokens(input_ids), None
+        x = self.embed_tokens(input_ids)
         for block in self.layers:
-            hidden, residual = block(hidden, residual)
-        return BaseModelOutput(last_hidden_state=self.norm(hidden + residual))
+            x = block(x)
+        return BaseModelOutput(last_hidden_state=self.norm(x))
 
 
 class ZoologyForCausalLM(CausalLMEmbeddings, ZoologyPreTrainedModel):

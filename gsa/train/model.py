@@ -136,10 +136,34 @@ def apply_activation_checkpointing(model: nn.Module) -> None:
         block.forward = functools.partial(_checkpointed, block.forward)
 
 
-def apply_compile(model: nn.Module) -> None:
-    """torch.compile each block (smaller graphs than the whole model, compiled once and reused)."""
-    for block in blocks(model):
-        block.compile()
+# Graphs one kind of block may need before Dynamo gives up on it: train and eval (grad mode), each first for the
+# shapes seen and then with dynamic ones, with room for a shape a kernel launch specialises on. PyTorch's default
+# budget, 8 a code object (`torch._dynamo.config.recompile_limit`), is shared by every block, since all instances of
+# a class share one forward; past it Dynamo runs the block eagerly, with only a warning.
+GRAPHS_PER_BLOCK_KIND = 8
+
+
+def _block_kind(block: nn.Module) -> tuple[type, ...]:
+    """What Dynamo's guards tell blocks apart by: their own and their submodules' classes."""
+    return tuple(type(m) for m in block.modules())
+
+
+def apply_compile(model: nn.Module, backend: Any = None) -> None:
+    """torch.compile each block (smaller graphs than the whole model, compiled once and reused).
+
+    Blocks of several kinds (a Zoology model alternates gated convolutions with the mixer; a hybrid GSA model has
+    attention layers) share one forward and so one recompile budget: it is raised to GRAPHS_PER_BLOCK_KIND per kind,
+    through torch.compile's own `recompile_limit` where this PyTorch has it and Dynamo's global setting otherwise
+    (never lowered). backend: torch.compile's (None: inductor)."""
+    layers = blocks(model)
+    limit = GRAPHS_PER_BLOCK_KIND * len({_block_kind(b) for b in layers})
+    options: dict[str, Any] = {} if backend is None else {"backend": backend}
+    if "recompile_limit" in inspect.signature(torch.compile).parameters:
+        options["recompile_limit"] = limit
+    else:
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, limit)
+    for block in layers:
+        block.compile(**options)
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:

@@ -7,13 +7,14 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch._dynamo.testing import CompileCounter
 
 from gsa.cli import main as gsa_main
 from gsa.eval.mqar import mqar_eval
 from gsa.nn import GatedSlotAttention
 from gsa.train import load_config
 from gsa.train.metrics import read_metrics
-from gsa.train.model import build_model, labelled_positions_loss
+from gsa.train.model import apply_compile, build_model, labelled_positions_loss
 from gsa.models.zoology import BaseConv, CausalAttention, ZoologyConfig, ZoologyForCausalLM
 
 from pathlib import Path
@@ -77,6 +78,46 @@ def test_base_conv_is_the_gated_causal_convolution():
                 acc = acc + w[:, i] * u[:, t - 2 + i]
         want[:, t] = acc * (u[:, t] @ layer.projection.weight.T + layer.projection.bias) + u[:, t]
     torch.testing.assert_close(layer(u), want, **TOL)
+
+
+def test_blocks_keep_the_residual_stream_in_batch_major_order():
+    """A block maps the residual stream [B, T, d] to the next one, contiguous as it came: the gated convolution's
+    transposed output once made the stream time-major from the first block on (and a compiled block recompile for
+    the second layout)."""
+    m = harness("gsa")
+    x = torch.randn(2, 11, 16, dtype=torch.float64)
+    assert m.model.layers[0].mixer(x).is_contiguous()
+    for block in m.model.layers:
+        x = block(x)
+        assert x.shape == (2, 11, 16) and x.is_contiguous()
+
+
+def test_compiled_blocks_keep_their_graphs_over_the_mqar_shapes():
+    """The trainer's compiled blocks (`train.compile`) over MQAR's shapes: three training lengths, then evaluation
+    at other lengths and batch sizes without gradients, twice. Dynamo must never exhaust its recompile budget (past
+    it the blocks silently run eagerly: every H200 MQAR run of session 25 did, from its first evaluation on) and
+    the second pass must compile nothing new."""
+    m = harness("gsa").float()
+    counter = CompileCounter()
+    torch._dynamo.reset()
+    apply_compile(m, backend=counter)
+
+    def one_pass():
+        m.train()
+        for T in (64, 128, 256):
+            ids = torch.randint(1, 50, (3, T))
+            m(ids, labels=ids).loss.backward()
+        m.eval()
+        with torch.no_grad():
+            for B, T in ((2, 512), (4, 256), (3, 512)):
+                m(torch.randint(1, 50, (B, T)))
+
+    with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+        one_pass()
+        first = counter.frame_count
+        one_pass()
+    torch._dynamo.reset()
+    assert 0 < first == counter.frame_count
 
 
 @pytest.mark.parametrize("mixer", ["gsa", "abc", "attention"])
