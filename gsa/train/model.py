@@ -148,6 +148,11 @@ def _block_kind(block: nn.Module) -> tuple[type, ...]:
     return tuple(type(m) for m in block.modules())
 
 
+def _compile_takes_recompile_limit() -> bool:
+    """Whether this PyTorch's torch.compile takes a recompile budget of its own (PyTorch 2.13 does)."""
+    return "recompile_limit" in inspect.signature(torch.compile).parameters
+
+
 def apply_compile(model: nn.Module, backend: Any = None) -> None:
     """torch.compile each block (smaller graphs than the whole model, compiled once and reused).
 
@@ -158,7 +163,7 @@ def apply_compile(model: nn.Module, backend: Any = None) -> None:
     layers = blocks(model)
     limit = GRAPHS_PER_BLOCK_KIND * len({_block_kind(b) for b in layers})
     options: dict[str, Any] = {} if backend is None else {"backend": backend}
-    if "recompile_limit" in inspect.signature(torch.compile).parameters:
+    if _compile_takes_recompile_limit():
         options["recompile_limit"] = limit
     else:
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, limit)

@@ -14,6 +14,7 @@ from gsa.eval.mqar import mqar_eval
 from gsa.nn import GatedSlotAttention
 from gsa.train import load_config
 from gsa.train.metrics import read_metrics
+import gsa.train.model as model_module
 from gsa.train.model import apply_compile, build_model, labelled_positions_loss
 from gsa.models.zoology import BaseConv, CausalAttention, ZoologyConfig, ZoologyForCausalLM
 
@@ -118,6 +119,18 @@ def test_compiled_blocks_keep_their_graphs_over_the_mqar_shapes():
         one_pass()
     torch._dynamo.reset()
     assert 0 < first == counter.frame_count
+
+
+def test_compile_budget_on_a_pytorch_without_a_per_call_limit(monkeypatch):
+    """Where torch.compile takes no recompile_limit (older PyTorch), Dynamo's global budget is raised to 8 graphs per
+    kind of block (2 kinds here), and never lowered."""
+    monkeypatch.setattr(model_module, "_compile_takes_recompile_limit", lambda: False)
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 8)
+    apply_compile(harness("gsa"), backend=CompileCounter())
+    assert torch._dynamo.config.recompile_limit == 16
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 64)
+    apply_compile(harness("gsa"), backend=CompileCounter())
+    assert torch._dynamo.config.recompile_limit == 64
 
 
 @pytest.mark.parametrize("mixer", ["gsa", "abc", "attention"])
