@@ -125,12 +125,10 @@ def test_compile_budget_on_a_pytorch_without_a_per_call_limit(monkeypatch):
     """Where torch.compile takes no recompile_limit (older PyTorch), Dynamo's global budget is raised to 8 graphs per
     kind of block (2 kinds here), and never lowered."""
     monkeypatch.setattr(model_module, "_compile_takes_recompile_limit", lambda: False)
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 8)
-    apply_compile(harness("gsa"), backend=CompileCounter())
-    assert torch._dynamo.config.recompile_limit == 16
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 64)
-    apply_compile(harness("gsa"), backend=CompileCounter())
-    assert torch._dynamo.config.recompile_limit == 64
+    for before, after in ((8, 16), (64, 64)):
+        with torch._dynamo.config.patch(recompile_limit=before):  # (monkeypatch's undo breaks Dynamo's config)
+            apply_compile(harness("gsa"), backend=CompileCounter())
+            assert torch._dynamo.config.recompile_limit == after
 
 
 @pytest.mark.parametrize("mixer", ["gsa", "abc", "attention"])
