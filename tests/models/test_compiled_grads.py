@@ -37,11 +37,7 @@ def _as_accurate(compiled: dict[str, float], eager: dict[str, float], ratio: flo
 def _compiled(model, backend: str | None = None):
     model = copy.deepcopy(model)
     torch._dynamo.reset()
-    if backend is None:
-        apply_compile(model)
-    else:
-        for block in model.model.layers:
-            block.compile(backend=backend)
+    apply_compile(model, backend=backend)
     return model
 
 
