@@ -9,6 +9,9 @@
 #                  rm -rf runs/long && mkdir -p runs/long && for t in /work/.device/N/long-*.tar; do
 #                  tar xf "$t" -C runs/long; done
 #   later calls: the same command, with carry=["runs/long"]; a job that has reached NSTEPS is not run again.
+# runs/long is git-ignored and does not outlive the session: plan whole runs within one session's device time (a
+# run cut short restarts from step 0 next session, as session 25's seed 2 did; bf16 on the GPU does not repeat a
+# seed's curve, so the rerun is a new draw).
 # Job names as in h100_mqar2.sh (benchmarks/scripts/mqar_jobs.sh); EXTRA: more overrides for every job. Each job's run
 # directory (checkpoint, metrics.jsonl, the logs of every call) comes back as $OUT/long-<job>.tar (at most 8 jobs: the
 # device returns 8 files); its exported model is left out (the checkpoint holds the weights).
