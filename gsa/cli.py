@@ -256,6 +256,7 @@ register(Subcommand(name="eval", help="evaluate a saved model: ppl (perplexity, 
 
 BENCHMARKS = {
     "ops": "kernels: ours vs causal SDPA vs fla (fwd, fwd+bwd, decode step, floors)",
+    "grid": "kernels over a grid of shapes: ours vs fla-core vs causal SDPA of the same width, as ratios",
     "train": "training tokens/s and peak memory, GSA vs a Llama-style Transformer",
     "decode": "ms/token and time to first token after long prompts, GSA vs a Transformer",
 }
@@ -273,7 +274,7 @@ def _run_bench(args: argparse.Namespace) -> int:
     return importlib.import_module(f"gsa.bench.{args.which}").main(args.args)
 
 
-register(Subcommand(name="bench", help="benchmarks (ops, train, decode); JSON and PNG under benchmarks/results/",
+register(Subcommand(name="bench", help="benchmarks (ops, grid, train, decode): tables, JSON and PNG",
                     add_arguments=_add_bench_arguments, run=_run_bench))
 
 # --- demo ---------------------------------------------------------------------------------------------------

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The kernel grid on one GPU: ours vs fla-core vs causal SDPA of the same width, every shape of `gsa bench grid`,
+# side by side in one process (table, JSON and plot under $OUT).
+#
+#   OUT=runs/bench/kernels bash benchmarks/recipes/kernels.sh
+#
+# fla-core (optional): put its wheels in .whl/ (`pip download --no-deps fla-core==0.6.0 einops -d .whl`); they are
+# installed under /tmp/site. fla-core autotunes on its first call at every (H, K, V), minutes a shape, so the
+# recipe first runs that first call for each shape not yet tuned, JOBS processes at a time (each a few GB of GPU
+# memory), with Triton's cache and autotune results on disk in $TRITON_CACHE_DIR; the timed run then reads them.
+# The warm processes share the GPU, so fla-core's autotuner times its candidates beside other work: its choice
+# may differ from a one-process autotune. The autotune results (small JSON files) are packed into
+# $OUT/fla-autotune.tar; unpack it into $TRITON_CACHE_DIR on a later machine to skip the tuning there.
+#
+# Knobs: SHAPES (default all), JOBS (parallel warm processes, default 8), WARM_LIMIT (s per warm process, default
+# 420), BENCH_LIMIT (s for the timed run, default 540), PROFILE=1 (our per-kernel times per shape).
+set -u
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-runs/bench/kernels}
+export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-$PWD/.cache/triton} TRITON_CACHE_AUTOTUNING=1
+SHAPES=${SHAPES:-all}
+mkdir -p "$OUT" "$TRITON_CACHE_DIR"
+PY=${PYTHON:-python3}
+
+if ls .whl/*.whl >/dev/null 2>&1; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl > "$OUT/pip.log" 2>&1 \
+    && export PYTHONPATH=$PWD:/tmp/site
+fi
+[ -f .cache/fla-autotune.tar ] && tar xf .cache/fla-autotune.tar -C "$TRITON_CACHE_DIR"
+
+if $PY -c "import fla.ops.gsa" 2>/dev/null; then
+  names=$($PY -m gsa bench grid --shapes "$SHAPES" --list | awk '{print $1}')
+  todo=""
+  for n in $names; do [ -f "$TRITON_CACHE_DIR/gsa-fla-tuned/$n" ] || todo="$todo $n"; done
+  if [ -n "$todo" ]; then
+    echo "fla-core: tuning$todo (${JOBS:-8} at a time)"
+    t0=$(date +%s)
+    echo $todo | tr ' ' '\n' | xargs -P "${JOBS:-8}" -I{} sh -c \
+      "timeout ${WARM_LIMIT:-420} $PY -m gsa bench grid --warm-fla {} > /tmp/warm-{}.log 2>&1 || echo 'fla-core warm {} failed or timed out'"
+    echo "fla-core tuning took $(( $(date +%s) - t0 )) s"; tail -n 3 /tmp/warm-*.log > "$OUT/warm.log"
+  fi
+  (cd "$TRITON_CACHE_DIR" && find . -name '*.autotune.json' -o -path './gsa-fla-tuned/*' | tar cf - -T -) \
+    > "$OUT/fla-autotune.tar"
+fi
+
+timeout "${BENCH_LIMIT:-540}" $PY -m gsa bench grid --shapes "$SHAPES" --out "$OUT" ${PROFILE:+--profile} \
+  2>&1 | tee "$OUT/grid.log"

@@ -1,0 +1,361 @@
+"""Kernel grid: the chunked op (ours) vs fla-core's `chunk_gsa` vs causal SDPA of the same model width, over a grid
+of shapes, side by side in one process. Reports ratios (their time / ours, > 1 means ours is faster), the absolute
+times and a plot.
+
+    gsa bench grid                               # every shape; fla-core where installed and already tuned
+    gsa bench grid --shapes 1.3b,hd128 --fla always
+    gsa bench grid --list                        # the grid, nothing timed
+    gsa bench grid --warm-fla 1.3b               # fla-core's first call (compile + autotune) for one shape only
+    gsa bench grid --report runs/bench/grid/grid.json   # re-render the table and plot of a finished run
+
+fla-core autotunes per (H, K, V) on its first call, for minutes a shape. `--warm-fla` runs only that first call; run
+it once per shape (in parallel processes: benchmarks/recipes/kernels.sh) with Triton's cache on disk
+(TRITON_CACHE_DIR, TRITON_CACHE_AUTOTUNING=1). It leaves a marker beside the cache, and `--fla tuned` (the default)
+times fla-core only on shapes whose marker exists, so no timed run pays for autotuning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+DEFAULT_OUT = Path("runs") / "bench" / "grid"
+
+
+@dataclass(frozen=True)
+class Shape:
+    B: int
+    T: int
+    HQ: int
+    H: int
+    K: int
+    V: int
+    M: int
+    dtype: str = "bf16"
+
+    @property
+    def width(self) -> int:
+        """The model width the mixer serves (query heads x head dim)."""
+        return self.HQ * self.K
+
+    def label(self) -> str:
+        heads = f"H{self.HQ}" if self.HQ == self.H else f"HQ{self.HQ}/H{self.H}"
+        return f"B{self.B} T{self.T} {heads} K{self.K} V{self.V} M{self.M} {self.dtype}"
+
+
+# One axis varied at a time around two centres (the 1.3B model's 4 heads of 512, and 16 heads of 128), at 16K tokens a
+# batch unless the axis is the batch or the length itself.
+GRID: dict[str, Shape] = {
+    # head dim at model width 2048
+    "hd64": Shape(8, 2048, 32, 32, 64, 64, 64),
+    "hd128": Shape(8, 2048, 16, 16, 128, 128, 64),
+    "hd256": Shape(8, 2048, 8, 8, 256, 256, 64),
+    "1.3b": Shape(8, 2048, 4, 4, 512, 512, 64),
+    # slots
+    "hd128-m32": Shape(8, 2048, 16, 16, 128, 128, 32),
+    "hd128-m128": Shape(8, 2048, 16, 16, 128, 128, 128),
+    "1.3b-m32": Shape(8, 2048, 4, 4, 512, 512, 32),
+    "1.3b-m128": Shape(8, 2048, 4, 4, 512, 512, 128),
+    # length (16K tokens, then 64K)
+    "1.3b-t4k": Shape(4, 4096, 4, 4, 512, 512, 64),
+    "1.3b-t16k": Shape(1, 16384, 4, 4, 512, 512, 64),
+    "1.3b-t64k": Shape(1, 65536, 4, 4, 512, 512, 64),
+    "hd128-t16k": Shape(1, 16384, 16, 16, 128, 128, 64),
+    # batch
+    "1.3b-b1": Shape(1, 2048, 4, 4, 512, 512, 64),
+    "1.3b-b16": Shape(16, 2048, 4, 4, 512, 512, 64),
+    # head count
+    "h1": Shape(8, 2048, 1, 1, 512, 512, 64),
+    "h32-hd128": Shape(4, 2048, 32, 32, 128, 128, 64),
+    # grouped query heads
+    "gqa32-8": Shape(8, 2048, 32, 8, 128, 128, 64),
+    "gqa16-4": Shape(8, 2048, 16, 4, 128, 128, 64),
+    # fp16
+    "1.3b-fp16": Shape(8, 2048, 4, 4, 512, 512, 64, "fp16"),
+    "hd128-fp16": Shape(8, 2048, 16, 16, 128, 128, 64, "fp16"),
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--shapes", default="all", help=f"'all' or comma-separated names from: {', '.join(GRID)}")
+    p.add_argument("--fla", default="tuned", choices=["tuned", "always", "never"],
+                   help="time fla-core's chunk_gsa (when installed): only on shapes warmed by --warm-fla (default), "
+                        "on every shape (autotuning inside this run), or never")
+    p.add_argument("--warm-fla", metavar="SHAPE", default=None,
+                   help="only run fla-core's first forward+backward at SHAPE (compile + autotune), then mark it tuned")
+    p.add_argument("--sdpa", action=argparse.BooleanOptionalAction, default=True,
+                   help="time causal SDPA of the same model width (head dim 128; default on)")
+    p.add_argument("--profile", action="store_true", help="also record our per-kernel times at every shape")
+    p.add_argument("--list", action="store_true", help="print the grid and exit")
+    p.add_argument("--report", type=Path, default=None, metavar="JSON",
+                   help="re-render the table and plot of a finished run's JSON, then exit")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+
+
+def select(names: str) -> dict[str, Shape]:
+    """The shapes named by --shapes ('all' or a comma-separated list); unknown names are refused by name."""
+    if names.strip() == "all":
+        return dict(GRID)
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in wanted if n not in GRID]
+    if unknown or not wanted:
+        raise SystemExit(f"gsa bench grid: error: unknown shape(s) {unknown or names!r}; known: {', '.join(GRID)}")
+    return {n: GRID[n] for n in wanted}
+
+
+def _marker(name: str) -> Path:
+    """Where --warm-fla records that fla-core's autotuning finished for a shape (beside Triton's cache)."""
+    root = Path(os.environ.get("TRITON_CACHE_DIR", Path.home() / ".triton" / "cache"))
+    return root / "gsa-fla-tuned" / name
+
+
+def _torch_dtype(torch, name: str):
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+def _inputs(torch, x: Shape, seed: int = 0) -> dict:
+    """Layer-like inputs: g = logsigmoid(randn) / 8 (the layer's default normaliser) and s = 1 - exp(g)."""
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    dt = _torch_dtype(torch, x.dtype)
+
+    def rnd(*size):
+        return torch.randn(*size, device="cuda", generator=gen)
+
+    g = torch.nn.functional.logsigmoid(rnd(x.B, x.T, x.H, x.M)) / 8
+    out = dict(q=rnd(x.B, x.T, x.HQ, x.K).to(dt), k=rnd(x.B, x.T, x.H, x.K).to(dt), v=rnd(x.B, x.T, x.H, x.V).to(dt),
+               s=(1 - g.exp()).to(dt), g=g.to(dt))
+    for t in out.values():
+        t.requires_grad_(True)
+    return out
+
+
+def _impls(torch, x: Shape, fla: bool) -> list[tuple[str, object]]:
+    from gsa.ops.triton import chunk_gsa
+
+    scale = x.K**-0.5
+    impls = [("gsa", lambda a: chunk_gsa(a["q"], a["k"], a["v"], a["s"], a["g"], scale, None, False, None)[0])]
+    if fla:
+        from fla.ops.gsa import chunk_gsa as fla_chunk_gsa
+
+        impls.append(("fla", lambda a: fla_chunk_gsa(a["q"], a["k"], a["v"], a["s"], a["g"], scale=scale)[0]))
+    return impls
+
+
+def _sdpa_case(torch, x: Shape):
+    """Causal SDPA for a Transformer of the same width: width / 128 heads of 128 (at least one)."""
+    heads = max(1, x.width // 128)
+    dt = _torch_dtype(torch, x.dtype)
+    a = {n: torch.randn(x.B, heads, x.T, 128, device="cuda", dtype=dt, requires_grad=True) for n in "qkv"}
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    return a, (lambda a: sdpa(a["q"], a["k"], a["v"], is_causal=True)), torch.randn_like(a["q"])
+
+
+def _time(torch, do_bench, fwd, a, do) -> dict:
+    """First call (compile + run), forward and forward+backward medians (ms), and the extra memory of a
+    forward+backward (MiB above what the inputs hold)."""
+    def step():
+        torch.autograd.backward(fwd(a), do)
+
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    step()
+    torch.cuda.synchronize()
+    first = time.perf_counter() - t0
+    with torch.no_grad():
+        f = do_bench(lambda: fwd(a), return_mode="median")
+    fb = do_bench(step, grad_to_none=list(a.values()), return_mode="median")
+    for t in a.values():
+        t.grad = None
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    step()
+    torch.cuda.synchronize()
+    extra = (torch.cuda.max_memory_allocated() - base) / 2**20
+    for t in a.values():
+        t.grad = None
+    return dict(first_s=first, fwd_ms=f, fwd_bwd_ms=fb, extra_mib=extra)
+
+
+def warm_fla(name: str) -> int:
+    """fla-core's first forward+backward at one shape: Triton compiles and autotunes its kernels into the on-disk
+    cache; a marker records that the shape is tuned."""
+    import torch
+
+    x = GRID[name]
+    a = _inputs(torch, x)
+    (_, fwd), = [i for i in _impls(torch, x, True) if i[0] == "fla"]
+    t0 = time.perf_counter()
+    torch.autograd.backward(fwd(a), torch.randn(x.B, x.T, x.HQ, x.V, device="cuda", dtype=a["q"].dtype))
+    torch.cuda.synchronize()
+    dt = time.perf_counter() - t0
+    m = _marker(name)
+    m.parent.mkdir(parents=True, exist_ok=True)
+    m.write_text(f"{dt:.1f}\n")
+    print(f"fla-core first call at {name} ({x.label()}): {dt:.1f} s", flush=True)
+    return 0
+
+
+def measure(shapes: dict[str, Shape], fla_mode: str, sdpa: bool, profile: bool, done=None) -> list[dict]:
+    """Time every shape; `done(rows)` is called after each (the caller saves partial results)."""
+    import torch
+    from triton.testing import do_bench
+
+    try:
+        import fla.ops.gsa  # noqa: F401
+        have_fla = True
+    except ImportError:
+        have_fla = False
+    rows = []
+    for name, x in shapes.items():
+        fla = have_fla and (fla_mode == "always" or (fla_mode == "tuned" and _marker(name).exists()))
+        row = dict(name=name, **asdict(x), fla_timed=fla)
+        a = _inputs(torch, x)
+        do = torch.randn(x.B, x.T, x.HQ, x.V, device="cuda", dtype=a["q"].dtype)
+        for impl, fwd in _impls(torch, x, fla):
+            row[impl] = _time(torch, do_bench, fwd, a, do)
+        if profile:
+            from gsa.bench.common import profile_kernels
+
+            fwd = _impls(torch, x, False)[0][1]
+            row["profile"] = profile_kernels(lambda: torch.autograd.backward(fwd(a), do), 5, name, top=12)
+        del a, do
+        if sdpa:
+            a, fwd, do = _sdpa_case(torch, x)
+            row["sdpa"] = _time(torch, do_bench, fwd, a, do)
+            del a, do
+        torch.cuda.empty_cache()
+        rows.append(row)
+        print(_line(row), flush=True)
+        if done is not None:
+            done(rows)
+    return rows
+
+
+def ratios(row: dict) -> dict:
+    """their time / ours for fla and SDPA, forward and forward+backward (None where not timed)."""
+    out = {}
+    for other in ("fla", "sdpa"):
+        for key in ("fwd_ms", "fwd_bwd_ms"):
+            r = None
+            if other in row and "gsa" in row:
+                r = row[other][key] / row["gsa"][key]
+            out[f"{other}/{key[:-3]}"] = r
+    return out
+
+
+def _fmt(v, spec=".2f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def _line(row: dict) -> str:
+    g, r = row["gsa"], ratios(row)
+    return (f"{row['name']:12s} ours {g['fwd_ms']:.3f} / {g['fwd_bwd_ms']:.3f} ms  fla/ours {_fmt(r['fla/fwd'])} / "
+            f"{_fmt(r['fla/fwd_bwd'])}  sdpa/ours {_fmt(r['sdpa/fwd'])} / {_fmt(r['sdpa/fwd_bwd'])}  "
+            f"first call {g['first_s']:.1f} s")
+
+
+def table(rows: list[dict]) -> str:
+    """The results page's table: ratios first (> 1: ours faster), then our absolute times."""
+    head = ("| shape | B, T, HQ/H, K=V, M, dtype | fla / ours fwd | fla / ours fwd+bwd | SDPA / ours fwd | "
+            "SDPA / ours fwd+bwd | ours fwd ms | ours fwd+bwd ms | fla fwd+bwd ms | ours / fla extra MiB | "
+            "ours first call s |")
+    lines = [head, "|" + " --- |" * (head.count("|") - 1)]
+    for row in rows:
+        g, r = row["gsa"], ratios(row)
+        f = row.get("fla")
+        heads = f"{row['HQ']}" if row["HQ"] == row["H"] else f"{row['HQ']}/{row['H']}"
+        dims = f"{row['B']}, {row['T']}, {heads}, {row['K']}, {row['M']}, {row['dtype']}"
+        mem = "-" if f is None else f"{g['extra_mib']:.0f} / {f['extra_mib']:.0f}"
+        lines.append(f"| {row['name']} | {dims} | {_fmt(r['fla/fwd'])} | {_fmt(r['fla/fwd_bwd'])} | "
+                     f"{_fmt(r['sdpa/fwd'])} | {_fmt(r['sdpa/fwd_bwd'])} | {g['fwd_ms']:.3f} | {g['fwd_bwd_ms']:.3f} | "
+                     f"{_fmt(None if f is None else f['fwd_bwd_ms'], '.3f')} | {mem} | {g['first_s']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    """Bars of fla / ours and SDPA / ours (forward+backward) per shape, on a log axis with the parity line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r["name"] for r in rows]
+    rs = [ratios(r) for r in rows]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * len(rows)), 4.2))
+    width = 0.4
+    for i, (key, label) in enumerate([("fla/fwd_bwd", "fla-core / ours"), ("sdpa/fwd_bwd", "causal SDPA / ours")]):
+        xs = [j + (i - 0.5) * width for j in range(len(rows))]
+        ax.bar(xs, [r[key] or 0 for r in rs], width, label=label)
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_yscale("log", base=2)
+    ax.set_xticks(range(len(rows)), names, rotation=60, ha="right", fontsize=8)
+    ax.set_ylabel("time ratio, forward+backward (> 1: ours faster)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write(payload: dict, out: Path) -> None:
+    from gsa.bench.common import write_json
+
+    write_json(out / "grid.json", payload)
+    (out / "grid.md").write_text(table(payload["rows"]))
+    plot(payload["rows"], out / "grid.png", payload.get("title", "GSA op grid"))
+    print(f"wrote {out / 'grid.json'}, grid.md, grid.png")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.list:
+        for name, x in select(args.shapes).items():
+            print(f"{name:12s} {x.label()}  (width {x.width})")
+        return 0
+    if args.report is not None:
+        payload = json.loads(args.report.read_text())
+        write(payload, args.out if args.out != DEFAULT_OUT else args.report.parent)
+        print(table(payload["rows"]))
+        return 0
+    import torch
+
+    if not torch.cuda.is_available():
+        raise SystemExit("gsa bench grid: error: needs a CUDA device (use --list or --report on a CPU)")
+    if args.warm_fla is not None:
+        select(args.warm_fla)
+        return warm_fla(args.warm_fla)
+    from gsa.bench.common import machine
+
+    shapes = select(args.shapes)
+    info = machine(torch.device("cuda"))
+    try:
+        import fla
+
+        info["fla-core"] = getattr(fla, "__version__", "installed")
+    except ImportError:
+        info["fla-core"] = None
+    title = (f"GSA op grid, {info.get('gpu')}, torch {info['torch']}, triton {info.get('triton')}, "
+             f"fla-core {info['fla-core']}")
+    from gsa.bench.common import write_json
+
+    rows = measure(shapes, args.fla, args.sdpa, args.profile,
+                   done=lambda rows: write_json(args.out / "grid.json", dict(title=title, machine=info, rows=rows)))
+    payload = dict(title=title, machine=info, rows=rows)
+    write(payload, args.out)
+    print(table(rows))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="gsa bench grid", description=__doc__.splitlines()[0])
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

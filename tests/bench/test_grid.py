@@ -1,0 +1,49 @@
+"""gsa bench grid on a CPU: the grid covers the axes it promises, and a finished run's JSON renders to a table and a
+plot (the timing itself needs a GPU and runs through benchmarks/recipes/kernels.sh)."""
+
+import json
+
+import pytest
+
+from gsa.bench import grid
+
+
+def test_grid_covers_every_axis():
+    shapes = grid.GRID.values()
+    assert {x.K for x in shapes} >= {64, 128, 256, 512}
+    assert {x.M for x in shapes} >= {32, 64, 128}
+    assert {x.T for x in shapes} >= {2048, 4096, 16384, 65536}
+    assert min(x.B for x in shapes) == 1 and max(x.B for x in shapes) == 16
+    assert min(x.HQ for x in shapes) == 1 and max(x.HQ for x in shapes) == 32
+    assert any(x.HQ != x.H for x in shapes)
+    assert {x.dtype for x in shapes} == {"bf16", "fp16"}
+
+
+def test_unknown_shape_is_refused_by_name():
+    with pytest.raises(SystemExit, match="nope"):
+        grid.select("1.3b,nope")
+    assert list(grid.select("hd64,1.3b")) == ["hd64", "1.3b"]
+
+
+def _row(name, ours, fla=None, sdpa=None):
+    t = lambda ms: dict(first_s=1.0, fwd_ms=ms / 4, fwd_bwd_ms=ms, extra_mib=100.0)  # noqa: E731
+    row = dict(name=name, **vars(grid.GRID[name]), gsa=t(ours))
+    if fla is not None:
+        row["fla"] = t(fla)
+    if sdpa is not None:
+        row["sdpa"] = t(sdpa)
+    return row
+
+
+def test_report_renders_ratios_table_and_plot(tmp_path):
+    rows = [_row("1.3b", 2.0, fla=4.0, sdpa=1.0), _row("hd64", 3.0, sdpa=6.0)]
+    assert grid.ratios(rows[0]) == {"fla/fwd": 2.0, "fla/fwd_bwd": 2.0, "sdpa/fwd": 0.5, "sdpa/fwd_bwd": 0.5}
+    assert grid.ratios(rows[1])["fla/fwd_bwd"] is None
+    src = tmp_path / "grid.json"
+    src.write_text(json.dumps(dict(title="t", machine={}, rows=rows)))
+    assert grid.main(["--report", str(src)]) == 0
+    md = (tmp_path / "grid.md").read_text().splitlines()
+    assert len(md) == 4 and md[1].count("---") == md[0].count("|") - 1
+    assert "| 1.3b | 8, 2048, 4, 512, 64, bf16 | 2.00 | 2.00 | 0.50 | 0.50 |" in md[2]
+    assert "| hd64 |" in md[3] and "| - | - | 2.00 | 2.00 |" in md[3]
+    assert (tmp_path / "grid.png").stat().st_size > 1000
