@@ -29,7 +29,7 @@ def test_chunk_kernels_compile_for_sm90():
     rows = [line.split() for line in out.stdout.splitlines()[2:]]
     names = {r[0] for r in rows}
     expected = {"chunk_gsa_fwd_kernel_cumsum", "chunk_gsa_fwd_kernel_h", "chunk_gsa_fwd_kernel_a",
-                "chunk_gsa_fwd_kernel_p", "chunk_gsa_fwd_kernel_o", "chunk_gsa_bwd_kernel_dh",
+                "chunk_gsa_fwd_kernel_o", "chunk_gsa_bwd_kernel_dh",
                 "chunk_gsa_bwd_kernel_dx", "chunk_gsa_bwd_kernel_ds", "chunk_gsa_bwd_kernel_dg_exact",
                 "rms_norm_fwd_kernel", "rms_norm_bwd_kernel", "chunk_gsa_fwd_kernel_h_carry",
                 "chunk_gsa_bwd_kernel_dh_carry",

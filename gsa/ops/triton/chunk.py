@@ -14,7 +14,6 @@ from gsa.ops.triton.chunk_dx import chunk_bwd_dx, dx_tiles
 from gsa.ops.triton.chunk_dh import chunk_bwd_dh
 from gsa.ops.triton.chunk_h import chunk_fwd_h
 from gsa.ops.triton.chunk_o import chunk_o
-from gsa.ops.triton.chunk_p import chunk_p
 from gsa.ops.triton.cumsum import chunk_local_cumsum, reverse_cumsum_dg
 from gsa.ops.triton import utils
 from gsa.ops.triton.utils import (
@@ -49,10 +48,9 @@ def _fwd_impl(q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states, c
     gl = chunk_local_cumsum(_flat(g), chunks)
     hk, hkT = chunk_fwd_h(kf, sf, gl, hk0, chunks, nt, output_final_state, False, prec)
     hv, hvT = chunk_fwd_h(vf, sf, gl, hv0, chunks, nt, output_final_state, True, prec)
-    A = chunk_fwd_a(qf, kf, sf, gl, hk, chunks, scale, prec)
-    softmax = not linear_read  # the second pass reads with softmax(A1), or with A1 itself
-    P = chunk_p(A, sf, gl, chunks, softmax, prec)
-    o = chunk_o(A, gl, P, vf, hv, chunks, 1.0, softmax, q.dtype, prec)
+    A, P = chunk_fwd_a(qf, kf, sf, gl, hk, chunks, scale, prec, linear_read)
+    # the second pass reads with softmax(A1), or with A1 itself
+    o = chunk_o(A, gl, P, vf, hv, chunks, 1.0, not linear_read, q.dtype, prec)
     if not output_final_state:
         hkT, hvT = _empty(q), _empty(q)
     if not keep_states:
@@ -111,7 +109,7 @@ def _bwd_impl(q, k, v, s, g, A, gl, P, do, scale, hk0, hv0, dhkT, dhvT, hkT, hvT
     # (1.3b shape: 128 MiB each).
     if recompute:
         hv, _ = chunk_fwd_h(vf, sf, glf, hv0, chunks, nt, False, True, prec)
-    dA, dGq = chunk_bwd_dp(dof, vf, sf, glf, hv, Af, chunks, prec, linear_read)
+    dA, dGq, P1 = chunk_bwd_dp(dof, vf, sf, glf, hv, Af, chunks, prec, linear_read)
     dhv, dhv0 = chunk_bwd_dh(dof, Af, glf, dhvT, chunks, nt, 1.0, not linear_read, want0, True, prec)
     dv = chunk_bwd_dx(_flat(P), dof, sf, glf, dhv, chunks, 1.0, v.dtype, prec,
                       *((hv, parts[nk:]) if exact else ()))
@@ -119,7 +117,6 @@ def _bwd_impl(q, k, v, s, g, A, gl, P, do, scale, hk0, hv0, dhkT, dhvT, hkT, hvT
     if recompute:
         hk, _ = chunk_fwd_h(kf, sf, glf, hk0, chunks, nt, False, False, prec)
     dhk, dhk0 = chunk_bwd_dh(qf, dA, glf, dhkT, chunks, nt, scale, False, want0, False, prec)
-    P1 = chunk_p(dA, sf, glf, chunks, False, prec)
     dq = chunk_o(dA, glf, P1, kf, hk, chunks, scale, False, q.dtype, prec)
     dk = chunk_bwd_dx(P1, qf, sf, glf, dhk, chunks, scale, k.dtype, prec, *((hk, parts[:nk]) if exact else ()))
     del hk, P1

@@ -4,6 +4,13 @@ For a query sub-block of BC rows of a chunk, with chunk-local cumulative gates G
     X_t[m] = scale * ( exp(Gl_t[m]) * (a_t @ S)[m] + sum_{c0 <= j <= t} (a_t . b_j) * s_j[m] * exp(Gl_t[m] - Gl_j[m]) )
 Forward: a = q, b = k, S = Hk, and X = A1 (the pre-softmax scores). Backward: a = dO, b = v, S = Hv^T, scale 1, and
 X = dp; the kernel then applies the softmax backward and writes dA1 and the reading half of dG.
+From the same rows it writes the sub-block's rows of an intra-chunk mixing matrix, P [BT, BT] per chunk and query
+head, for c0 <= j <= t:
+    P[t, j] = sum_m w_t[m] * s_j[m] * exp(Gl_t[m] - Gl_j[m])      (0 above the diagonal),
+with w = softmax(A1) in the forward (o = P @ v + ...; dv = P^T @ dO + ...) and w = dA1 in the backward
+(dq = scale * (P @ k + ...), dk = scale * (P^T @ q + ...)); stored float32 as [TT, HQ, BT] (row t, column j - c0).
+Both reuse the decayed slot weights s_j * exp(Gl_r - Gl_j) of the chunk: one kernel instead of two reading A1, s
+and Gl back.
 Earlier sub-blocks factor the decay through the query block's first row r (both factors <= 1); so does the diagonal
 sub-block while its decay span allows (utils.FACTOR_SPAN), else it takes exp(Gl_t - Gl_j) pairwise.
 """
@@ -22,7 +29,7 @@ from gsa.ops.triton.utils import (
 
 
 @triton.jit
-def chunk_gsa_fwd_kernel_a(a, b, s, gl, h, A, dA, dGq, cu_seqlens, chunk_indices, scale,
+def chunk_gsa_fwd_kernel_a(a, b, s, gl, h, A, dA, dGq, P, cu_seqlens, chunk_indices, scale,
                            H, HQ, D, M, span_max,
                            BT: tl.constexpr, BC: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr,
                            BACKWARD: tl.constexpr, LINEAR: tl.constexpr, PREC: tl.constexpr):
@@ -79,42 +86,64 @@ def chunk_gsa_fwd_kernel_a(a, b, s, gl, h, A, dA, dGq, cu_seqlens, chunk_indices
             b_p = masked_softmax(b_a1, m_im)
             b_da = b_p * (b_x - tl.sum(b_p * b_x, 1)[:, None])
         tl.store(dA + o_im, b_da, mask=m_im)
-        # the reading terms of dG (GSA_SPEC.md section 3): A1 * dA1 + p * dp
+        # the reading terms of dG (docs/algorithm.md, "Backward"): A1 * dA1 + p * dp
         tl.store(dGq + o_im, b_a1 * b_da + b_p * b_x, mask=m_im)
+        b_w = b_da  # the first pass's mixing matrix (for dq, dk) weighs by dA1
     else:
         tl.store(A + o_im, b_x, mask=m_im)
+        b_w = b_x if LINEAR else masked_softmax(b_x, m_im)  # the second pass reads with softmax(A1)
+    # This sub-block's rows of the pass's intra-chunk mixing matrix, from the decayed slot weights b_sd already at
+    # hand (the same factoring through row r): P[t, j] = sum_m w_t[m] * s_j[m] * exp(Gl_t[m] - Gl_j[m]), j <= t.
+    b_wi = tl.where(m_i[:, None], b_w * tl.exp(b_gi - b_gr[None, :]), 0.0)
+    b_pt = tl.dot(b_wi, tl.trans(b_sd), input_precision=PREC)  # [BC, BT]
+    b_pt = tl.where(o_c[None, :] <= (o_i - t0)[:, None], b_pt, 0.0)  # causal inside the diagonal sub-block
+    p_p = P + o_i[:, None].to(tl.int64) * HQ * BT + i_hq * BT
+    if factored:
+        tl.store(p_p + o_c[None, :], b_pt, mask=m_i[:, None])
+    else:  # the diagonal sub-block pairwise
+        b_si = load_rows(s + i_h * M, o_i, m_i, H * M, o_m, m_m).to(tl.float32)  # [BC, BM]
+        b_d = pairwise_decay(b_gi, o_i, m_i)  # [BC (t), BC (j), BM]
+        b_pd = tl.sum(b_w[:, None, :] * b_si[None, :, :] * b_d, axis=2)  # [BC, BC]
+        # two stores to disjoint columns: stores of one program from different threads are not ordered
+        m_off = (o_c < i_i * BC) | (o_c >= i_i * BC + BC)
+        tl.store(p_p + o_c[None, :], b_pt, mask=m_i[:, None] & m_off[None, :])
+        tl.store(p_p + i_i * BC + tl.arange(0, BC)[None, :], b_pd, mask=m_i[:, None])
 
 
 def chunk_fwd_a(q: torch.Tensor, k: torch.Tensor, s: torch.Tensor, gl: torch.Tensor, hk: torch.Tensor,
-                chunks: Chunks, scale: float, prec: str) -> torch.Tensor:
-    """A1 [TT, HQ, M] float32: the first pass's pre-softmax slot scores. q: [TT, HQ, K], k: [TT, H, K],
+                chunks: Chunks, scale: float, prec: str, linear_read: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A1 [TT, HQ, M] float32, the first pass's pre-softmax slot scores, and P [TT, HQ, BT] float32, the second
+    pass's intra-chunk mixing matrix (weights softmax(A1), or A1 with linear_read). q: [TT, HQ, K], k: [TT, H, K],
     s/gl: [TT, H, M], hk: [NT, H, K, M] chunk-start states."""
     TT, HQ, D = q.shape
     H, M = k.shape[1], s.shape[-1]
     A = torch.empty(TT, HQ, M, dtype=torch.float32, device=q.device)
+    P = torch.empty(TT, HQ, BT, dtype=torch.float32, device=q.device)
     grid = tiles_grid(BT // BC, HQ, chunks.NT)
-    launch(chunk_gsa_fwd_kernel_a, grid)(q, k, s, gl, hk, A, None, None, chunks.cu_seqlens, chunks.indices, scale,
-                                 H=H, HQ=HQ, D=D, M=M, span_max=factor_span(), BT=BT, BC=BC, BD=block(D, 64),
-                                 BM=block(M, 128),
-                                 BACKWARD=False, LINEAR=False, PREC=prec,
+    launch(chunk_gsa_fwd_kernel_a, grid)(q, k, s, gl, hk, A, None, None, P, chunks.cu_seqlens, chunks.indices,
+                                 scale, H=H, HQ=HQ, D=D, M=M, span_max=factor_span(), BT=BT, BC=BC,
+                                 BD=block(D, 64), BM=block(M, 128),
+                                 BACKWARD=False, LINEAR=linear_read, PREC=prec,
                                  **launch_options("a" if D > 128 else "a-small"))
-    return A
+    return A, P
 
 
 def chunk_bwd_dp(do: torch.Tensor, v: torch.Tensor, s: torch.Tensor, gl: torch.Tensor, hv: torch.Tensor,
                  A: torch.Tensor, chunks: Chunks, prec: str, linear_read: bool = False
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """From dO [TT, HQ, V], v [TT, H, V], the chunk-start states hv [NT, H, V, M] and A1 [TT, HQ, M]: dA1 and
     the reading half of dG, A1 * dA1 + p * dp, both [TT, HQ, M] float32 (p = softmax(A1), or A1 with
-    linear_read)."""
+    linear_read), and the first pass's mixing matrix P1 [TT, HQ, BT] float32 (weights dA1) for dq and dk."""
     TT, HQ, D = do.shape
     H, M = v.shape[1], s.shape[-1]
     dA = torch.empty(TT, HQ, M, dtype=torch.float32, device=do.device)
     dGq = torch.empty_like(dA)
+    P1 = torch.empty(TT, HQ, BT, dtype=torch.float32, device=do.device)
     grid = tiles_grid(BT // BC, HQ, chunks.NT)
-    launch(chunk_gsa_fwd_kernel_a, grid)(do, v, s, gl, hv, A, dA, dGq, chunks.cu_seqlens, chunks.indices, 1.0,
+    launch(chunk_gsa_fwd_kernel_a, grid)(do, v, s, gl, hv, A, dA, dGq, P1, chunks.cu_seqlens, chunks.indices, 1.0,
                                  H=H, HQ=HQ, D=D, M=M, span_max=factor_span(), BT=BT, BC=BC, BD=block(D, 64),
                                  BM=block(M, 128),
                                  BACKWARD=True, LINEAR=linear_read, PREC=prec,
                                  **launch_options("dp" if D > 128 else "dp-small"))
-    return dA, dGq
+    return dA, dGq, P1

@@ -1,6 +1,6 @@
 """Key-side gradients dk (first pass) and dv (second pass).
 
-For a chunk, with the gradient dS [D, M] of the state at the chunk's END and the mixing matrices P (chunk_p.py):
+For a chunk, with the gradient dS [D, M] of the state at the chunk's END and the mixing matrices P (chunk_a.py):
     dx = (s * exp(Gl_last - Gl)) @ dS^T + scale * sum_{query heads} P^T @ y.
 dk: P from dA1, y = q, dS = dHk, the pass's scale. dv: P from softmax(A1), y = dO, dS = dHv^T, scale 1.
 

@@ -1,6 +1,6 @@
 """Outputs of the second pass (forward) and the query gradient of the first pass (backward).
 
-For a chunk, slot weights a [BT, M], chunk-start state S [D, M], mixing matrix P (chunk_p.py) and values x:
+For a chunk, slot weights a [BT, M], chunk-start state S [D, M], mixing matrix P (chunk_a.py) and values x:
     out = scale * ( (a * exp(Gl)) @ S^T + P @ x ).
 Forward: a = softmax(A1), x = v, S = Hv^T, scale 1: out = o. Backward: a = dA1, x = k, S = Hk: out = dq.
 """
