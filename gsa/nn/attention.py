@@ -1,4 +1,4 @@
-"""The Gated Slot Attention layer (GSA_SPEC.md section 5; paper Eq. 8-9)."""
+"""The Gated Slot Attention layer (docs/algorithm.md, "The layer"; paper Eq. 8-9)."""
 
 from __future__ import annotations
 
