@@ -1,4 +1,5 @@
-"""Decode speed of the T2R student vs its teacher (issue 5), at the teacher's real architecture, without its weights.
+"""Decode speed of the T2R students vs their teacher (results page, "T2R"), at the teacher's real architecture, without
+its weights.
 
 Timing does not depend on trained values, so the teacher is a randomly initialised Llama with SmolLM2-135M's config
 (30 layers, d 576, 9 query / 3 key-value heads, vocabulary 49152, tied embeddings) and the students are its
@@ -7,7 +8,9 @@ recalls) and the plain GSA student. Students decode with `gsa.models.StaticDecod
 the teacher with transformers' static cache and a compiled step (`gsa.bench.decode`'s two timers). bf16, greedy,
 ms per token (median of --new-tokens steps) after a prompt of each prefix length; time to first token; state bytes.
 
-    python benchmarks/scripts/t2r_decode_speed.py --prefixes 512,2048,8192 --batches 1,8 --out t2r-decode.json
+    python benchmarks/recipes/t2r_decode_speed.py --prefixes 2048,8192 --batches 1,8 --out t2r-decode.json
+    python benchmarks/recipes/t2r_decode_speed.py --prefixes 16 --batches 1 --new-tokens 2 --layers 2 --no-compile
+        --out /tmp/t2r-decode.json                                      (one line: a smoke run on a CPU, seconds)
 """
 
 from __future__ import annotations
