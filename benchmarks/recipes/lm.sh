@@ -5,15 +5,17 @@
 # lr 1e-3, tied embeddings, then the held-out perplexity on 256 windows of 1024.
 #   bash benchmarks/recipes/lm.sh
 #   JOBS="gsa llama" bash benchmarks/recipes/lm.sh            # a subset
-#   EXTRA="train.max_steps=4 train.micro_batch_size=2 data.seq_len=64 train.eval_sequences=4 train.compile=false" \
-#     JOBS=gsa bash benchmarks/recipes/lm.sh                  # a smoke run (CPU)
+#   TOKENS= JOBS="gsa llama" EXTRA="train.max_steps=4 train.micro_batch_size=2 train.grad_accum=1 data.seq_len=64
+#     train.eval_sequences=4" bash benchmarks/recipes/lm.sh   # a smoke run (CPU, the configs' bundled corpus)
 # Data: TOKENS, a token cache with its tokenizer TOKENIZER (defaults: the T2R corpus's 14M-token subset and the
-# SmolLM2 tokenizer, both built by `python scripts/prepare_t2r_data.py all`; docs/convert.md). The five jobs shared
+# SmolLM2 tokenizer, both built by `python scripts/prepare_t2r_data.py all`; docs/convert.md); TOKENS= (empty) keeps
+# the configs' own data. The five jobs shared
 # one 80 GB GPU in the results' run (ABC needed a second call: RUNS keeps finished runs, JOBS picks the rest); LIMIT=s
 # stops each job after s seconds of training (0: none).
 # Writes lm.json (the table's rows) to $OUT (default benchmarks/results/<gpu>/); runs and logs under RUNS (runs/lm).
 source "$(dirname "$0")/common.sh"
-TOKENS=${TOKENS:-.cache/t2r/tokens/tokens-sub14m}; TOKENIZER=${TOKENIZER:-.cache/t2r/teacher}; RUNS=${RUNS:-runs/lm}
+TOKENS=${TOKENS-.cache/t2r/tokens/tokens-sub14m}; TOKENIZER=${TOKENIZER:-.cache/t2r/teacher}; RUNS=${RUNS:-runs/lm}
+DATA=(); [ -n "$TOKENS" ] && DATA=("data.tokens=\"$TOKENS\"" "data.tokenizer=\"$TOKENIZER\"")
 JOBS=${JOBS:-"gsa llama abc fixed-decay linear-read"}; LIMIT=${LIMIT:-0}; mkdir -p "$RUNS"
 for j in $JOBS; do
   case $j in
@@ -25,8 +27,8 @@ for j in $JOBS; do
     *) echo "unknown job $j (gsa, llama, abc, fixed-decay, linear-read)"; exit 2 ;;
   esac
   # shellcheck disable=SC2086
-  $PY -m gsa.train --config "${ARGS[0]}" --output-dir "$RUNS/$j" "${ARGS[@]:1}" "data.tokens=\"$TOKENS\"" \
-    "data.tokenizer=\"$TOKENIZER\"" model.tie_word_embeddings=true train.max_steps=500 train.eval_every=0 \
+  $PY -m gsa.train --config "${ARGS[0]}" --output-dir "$RUNS/$j" "${ARGS[@]:1}" "${DATA[@]}" \
+    model.tie_word_embeddings=true train.max_steps=500 train.eval_every=0 \
     train.checkpoint_every=0 train.progress=false train.log_every=20 train.time_limit_s="$LIMIT" ${EXTRA:-} \
     > "$RUNS/$j.log" 2>&1 &
 done
