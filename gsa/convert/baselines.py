@@ -1,5 +1,5 @@
 """The training-free baseline a converted model must beat: the teacher itself, restricted to a sliding window of
-recent tokens plus a few "sink" tokens at the start (StreamingLLM-style; issue 5 uses 64 + 4).
+recent tokens plus a few "sink" tokens at the start (StreamingLLM-style; the T2R results use 64 + 4).
 
 Here the restriction is an attention mask over the full sequence: token i attends to token j <= i when
 i - j < window or j < sinks (positions counted over real tokens, so left padding is handled). RoPE positions stay

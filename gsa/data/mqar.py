@@ -17,7 +17,7 @@ labels:    -100 everywhere except the value right after each query key:  ...  v3
 - Zoology's own generator leaves the position after a query key as filler (the value is only a label there) and by
   default (``random_non_queries``) replaces every filler ``0`` with a uniform token from ``[0, V)``: here
   ``query_values=False`` and ``random_fill=True``. The defaults (value after each query, filler 0) keep the format
-  every earlier figure in BENCHMARKS.md used.
+  of the MQAR runs in our own blocks (docs/log.md, "MQAR").
 - ``labels`` use Hugging Face semantics (aligned with ``input_ids``, the model shifts them): the model
   must predict ``v_i`` at the position of the query key, so ``model(input_ids, labels=labels).loss`` is the
   MQAR loss, and accuracy is ``argmax logits[:, p] == input_ids[:, p + 1]`` wherever

@@ -1,4 +1,4 @@
-"""Passkey retrieval: a recall probe for language models with any tokenizer (issue 5's in-context recall test).
+"""Passkey retrieval: a recall probe for language models with any tokenizer (T2R's in-context recall test).
 
 One example of `length` tokens:
 

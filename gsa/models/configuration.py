@@ -1,4 +1,4 @@
-"""GSAConfig: the hyper-parameters of a GSA language model (GSA_SPEC.md sections 5 and 6)."""
+"""GSAConfig: the hyper-parameters of a GSA language model (docs/algorithm.md, "The layer" and "The model")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""GSAModel and GSAForCausalLM: a Llama-style decoder with Gated Slot Attention (GSA_SPEC.md section 6)."""
+"""GSAModel and GSAForCausalLM: a Llama-style decoder with Gated Slot Attention (docs/algorithm.md, "The model")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The Gated Slot Attention layer (GSA_SPEC.md section 5; paper Eq. 8-9)."""
+"""The Gated Slot Attention layer (docs/algorithm.md, "The layer"; paper Eq. 8-9)."""
 
 from __future__ import annotations
 
@@ -127,7 +127,7 @@ class GatedSlotAttention(FusesProjections):
     (the slot scores are the read weights; every backend runs it). `gate_bias=True` (with "data") gives W_f a bias
     spread over each head's slots (`SlotGateProjection`, linspace(*gate_bias_range)): with the default (-4, 4) the
     slots start with memories of ~2 to ~440 tokens instead of ~12 each; (4, 4) starts every slot at ~440. On a CPU
-    MQAR probe the spread left the answer-any-value plateau far sooner (BENCHMARKS.md, session 12).
+    MQAR probe the spread left the answer-any-value plateau far sooner (docs/log.md, "MQAR").
 
     Hybrid layers (T2R): with `window_size` W > 0 each query head also runs exact softmax attention, with RoPE
     (`rope_theta`), over the W most recent tokens and the first `num_sink_tokens` of its sequence (gsa.nn.window),

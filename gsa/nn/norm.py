@@ -7,8 +7,8 @@ node keeps the input (in its own dtype) and rstd [N] and recomputes the rest in 
 
 Inside a torch.compile trace the norm is the same ops without the autograd.Function: inductor fuses them and its
 partitioner chooses what to keep itself, and PyTorch 2.11's Dynamo mis-traces this Function (the norm weights'
-gradients came out zero and the rest of a compiled block's wrong, with a correct loss; on an H200,
-benchmarks/scripts/gpu_compile_grads.py; pytorch/pytorch#180642, fixed in 2.12).
+gradients came out zero and the rest of a compiled block's wrong, with a correct loss, on an H200;
+pytorch/pytorch#180642, fixed in 2.12; tests/models/test_compiled_grads.py checks it).
 """
 
 from __future__ import annotations

@@ -71,9 +71,9 @@ def test_t2r_report_decode_timing_is_per_step(tmp_path, capsys):
 
 
 def test_t2r_decode_speed_runs_teacher_and_both_students(tmp_path):
-    """benchmarks/scripts/t2r_decode_speed.py on a 2-layer cut of the teacher's architecture (CPU, eager)."""
+    """benchmarks/recipes/t2r_decode_speed.py on a 2-layer cut of the teacher's architecture (CPU, eager)."""
     pytest.importorskip("transformers")
-    spec = importlib.util.spec_from_file_location("t2r_decode", REPO / "benchmarks" / "scripts" / "t2r_decode_speed.py")
+    spec = importlib.util.spec_from_file_location("t2r_decode", REPO / "benchmarks" / "recipes" / "t2r_decode_speed.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     out = tmp_path / "decode.json"

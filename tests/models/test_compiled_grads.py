@@ -1,8 +1,8 @@
 """A model whose blocks are torch.compile'd (the trainer's `train.compile`) gets eager's gradients.
 
 PyTorch 2.11's Dynamo mis-traced the RMSNorm autograd.Function: in a compiled block the norm weights' gradients came
-out zero and every other gradient of the block wrong, while the loss matched (pytorch/pytorch#180642; on an H200,
-benchmarks/scripts/gpu_compile_grads.py). The norm now runs as plain ops inside a trace. On the CPU the blocks are
+out zero and every other gradient of the block wrong, while the loss matched (pytorch/pytorch#180642, seen on an
+H200). The norm therefore runs as plain ops inside a trace. On the CPU the blocks are
 compiled with the aot_eager backend (Dynamo's and AOTAutograd's traced forward and backward graphs, run without
 codegen: the part that went wrong, in seconds); on a GPU with inductor, as the trainer does, in float32 and bf16.
 Truth is the float64 model; each gradient tensor of the compiled model must be about as close to it as eager's

@@ -379,7 +379,7 @@ def test_gpu_within_2x_of_the_torch_backend(dtype, shape, chunk_states, monkeypa
 
     if chunk_states == "input" and dtype == torch.bfloat16 and shape["T"] >= 2048:
         # A known limit of the opt-in bf16 chunk states (gsa/ops/triton/cumsum.py): dg keeps the whole-sequence
-        # sum there, 3.1x the torch backend's error at this shape on the H100 (session 11); strict, so a fix shows.
+        # sum there, 3.1x the torch backend's error at this shape on the H100 (docs/log.md); strict, so a fix shows.
         request.applymarker(pytest.mark.xfail(strict=True, raises=AssertionError,
                                               reason="bf16 chunk states: dg's whole-sequence sum at T = 2048"))
 

@@ -1,5 +1,5 @@
-"""data.passkey_fraction: synthetic passkey sequences mixed into the training windows (issue 5's recall probe
-format, filler from the training split), deterministic by global position."""
+"""data.passkey_fraction: synthetic passkey sequences mixed into the training windows (the T2R recall
+probe's format, filler from the training split), deterministic by global position."""
 
 import pytest
 import torch

@@ -1,0 +1,95 @@
+"""benchmarks/recipes: every recipe parses, one runs end to end at a toy size on the CPU, and the two table helpers
+(mqar_summary.py, compare_runs.py) turn metrics.jsonl files into the tables and JSON the results page shows."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+RECIPES = REPO / "benchmarks" / "recipes"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, RECIPES / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _write_metrics(path: Path, rows: list[dict]) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.mark.parametrize("recipe", sorted(p.name for p in RECIPES.glob("*.sh")))
+def test_recipe_parses_and_says_how_to_run_it(recipe):
+    text = (RECIPES / recipe).read_text()
+    assert subprocess.run(["bash", "-n", str(RECIPES / recipe)], capture_output=True).returncode == 0
+    if recipe != "common.sh":  # sourced, not run
+        assert f"bash benchmarks/recipes/{recipe}" in text, "the header gives the command that runs it"
+        assert "common.sh" in text
+
+
+def test_train_recipe_runs_a_toy_size_on_cpu(tmp_path):
+    env = dict(os.environ, OUT=str(tmp_path), PYTHON=sys.executable)
+    r = subprocess.run(["bash", str(RECIPES / "train.sh"), "--size", "tiny", "--variants", "gsa", "--seq-lens", "32",
+                        "--tokens", "64", "--steps", "1", "--warmup", "0", "--device", "cpu"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = json.loads((tmp_path / "train.json").read_text())["rows"]
+    assert [(row["variant"], row["T"]) for row in rows] == [("gsa", 32)]  # the arguments override the defaults
+    assert (tmp_path / "train.png").exists()
+
+
+def test_mqar_summary_groups_seeds(tmp_path):
+    mod = _load("mqar_summary")
+    runs = []
+    for seed, acc in ((0, 0.9), (1, 0.7)):
+        runs.append(str(_write_metrics(tmp_path / f"d64-gsa-seed{seed}", [
+            {"step": 10, "loss": 3.0, "lr": 1e-3},
+            {"step": 10, "mqar_acc": {"4": 0.5, "64": acc / 2}},
+            {"step": 20, "mqar_acc": {"4": 1.0, "64": acc}},
+        ])))
+    other = _write_metrics(tmp_path / "elsewhere", [{"step": 20, "mqar_acc": {"4": 0.25, "64": 0.125}}])
+    out = tmp_path / "mqar.json"
+    assert mod.main(["--out", str(out), "--machine", "test", *runs, f"d64-abc-seed0={other}/metrics.jsonl"]) == 0
+    data = json.loads(out.read_text())
+    assert data["machine"] == {"recorded": "test"}
+    assert [r["name"] for r in data["runs"]] == ["d64-gsa-seed0", "d64-gsa-seed1", "d64-abc-seed0"]
+    gsa = data["jobs"]["d64-gsa"]
+    assert gsa["seeds"] == 2 and gsa["mean"]["64"] == pytest.approx(0.8)
+    assert (gsa["min"]["64"], gsa["max"]["64"]) == (0.7, 0.9)
+    assert data["jobs"]["d64-abc"]["mean"] == {"4": 0.25, "64": 0.125}
+    assert data["runs"][0]["curve"] == [[10, {"4": 0.5, "64": 0.45}], [20, {"4": 1.0, "64": 0.9}]]
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_mqar_summary_refuses_a_run_without_evaluations(tmp_path):
+    mod = _load("mqar_summary")
+    run = _write_metrics(tmp_path / "r", [{"step": 1, "loss": 1.0, "lr": 1e-3}])
+    with pytest.raises(SystemExit, match="no MQAR evaluation"):
+        mod.main(["--out", str(tmp_path / "x.json"), str(run)])
+
+
+def test_compare_runs_measures_each_run_against_the_first(tmp_path, capsys):
+    mod = _load("compare_runs")
+    ref = _write_metrics(tmp_path / "one", [
+        {"step": s, "loss": 5.0 - s, "lr": 1e-3, "tokens_per_s": 100.0} for s in (1, 2, 3)
+    ] + [{"step": 3, "eval_loss": 2.0, "eval_ppl": 7.39}])
+    other = _write_metrics(tmp_path / "ddp", [
+        {"step": s, "loss": 5.0 - s + 0.25 * (s == 2), "lr": 1e-3, "tokens_per_s": 200.0} for s in (1, 2)
+    ])
+    out = tmp_path / "cmp.json"
+    assert mod.main(["--out", str(out), "--machine", "test", f"one={ref}", str(other)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["name"] for r in rows] == ["one", str(other)]
+    assert rows[0]["max_abs_diff"] == 0.0 and rows[1]["max_abs_diff"] == 0.25
+    assert (rows[0]["steps"], rows[0]["eval_ppl"], rows[1]["eval_loss"]) == (3, 7.39, None)
+    assert rows[1]["tokens_per_s"] == 200.0
+    assert "| one |" in capsys.readouterr().out
