@@ -28,6 +28,8 @@ SHAPES = {
     "1.3b": dict(B=8, T=2048, HQ=4, H=4, K=512, V=512, M=64),
     "grouped": dict(B=8, T=2048, HQ=32, H=8, K=128, V=128, M=64),
     "small-head": dict(B=8, T=2048, HQ=16, H=16, K=64, V=64, M=32),
+    "m128": dict(B=1, T=256, HQ=16, H=16, K=128, V=128, M=128),
+    "hd64": dict(B=1, T=256, HQ=32, H=32, K=64, V=64, M=64),
     "decode": dict(B=1, T=1, HQ=4, H=4, K=512, V=512, M=64),
     "tiny": dict(B=1, T=130, HQ=4, H=2, K=48, V=40, M=24),  # awkward sizes, grouped heads (CI)
 }

@@ -2,7 +2,8 @@
 # The kernel grid on one GPU: ours vs fla-core vs causal SDPA of the same width, every shape of `gsa bench grid`,
 # side by side in one process (table, JSON and plot under $OUT).
 #
-#   OUT=runs/bench/kernels bash benchmarks/recipes/kernels.sh
+#   bash benchmarks/recipes/kernels.sh                  # every shape; $OUT defaults to benchmarks/results/<gpu>
+#   SHAPES=1.3b,hd128 JOBS=2 bash benchmarks/recipes/kernels.sh
 #
 # fla-core (optional): put its wheels in .whl/ (`pip download --no-deps fla-core==0.6.0 einops -d .whl`); they are
 # installed under /tmp/site. fla-core autotunes on its first call at every (H, K, V), minutes a shape, so the
@@ -14,17 +15,15 @@
 #
 # Knobs: SHAPES (default all), JOBS (parallel warm processes, default 8), WARM_LIMIT (s per warm process, default
 # 420), BENCH_LIMIT (s for the timed run, default 540), PROFILE=1 (our per-kernel times per shape).
-set -u
-export PYTHONUNBUFFERED=1
-OUT=${OUT:-runs/bench/kernels}
+source "$(dirname "$0")/common.sh"
+set +e  # a shape whose fla-core tuning times out is reported and skipped, not fatal
 export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-$PWD/.cache/triton} TRITON_CACHE_AUTOTUNING=1
 SHAPES=${SHAPES:-all}
-mkdir -p "$OUT" "$TRITON_CACHE_DIR"
-PY=${PYTHON:-python3}
+mkdir -p "$TRITON_CACHE_DIR"
 
 if ls .whl/*.whl >/dev/null 2>&1; then
   $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl > "$OUT/pip.log" 2>&1 \
-    && export PYTHONPATH=$PWD:/tmp/site
+    && export PYTHONPATH=$PYTHONPATH:/tmp/site
 fi
 [ -f .cache/fla-autotune.tar ] && tar xf .cache/fla-autotune.tar -C "$TRITON_CACHE_DIR"
 

@@ -73,7 +73,7 @@ def _inputs(torch, shape, dtype, requires_grad):
 
 
 def _counts(shape, el):
-    """(FLOPs fwd, bytes fwd, FLOPs fwd+bwd, bytes fwd+bwd) at the minimum (GSA_SPEC.md section 7)."""
+    """(FLOPs fwd, bytes fwd, FLOPs fwd+bwd, bytes fwd+bwd) at the minimum (docs/algorithm.md, "Cost model")."""
     B, T, HQ, H, K, V, M = shape
     tokens = B * T
     flops_fwd = tokens * (HQ * (2 * CHUNK * (K + M) + 2 * CHUNK * (M + V) + 2 * K * M + 2 * M * V)

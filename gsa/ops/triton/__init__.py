@@ -1,4 +1,4 @@
-"""Triton kernels for GSA (GSA_SPEC.md sections 2-4): the chunked training path and the fused recurrent decode.
+"""Triton kernels for GSA (docs/algorithm.md, "Chunked algorithm", "Backward", "Decoding"): the chunked training path and the fused recurrent decode.
 
 Importing this package imports triton; `gsa.ops.api` imports it only when the triton backend is used.
 """

@@ -22,7 +22,7 @@ from gsa.ops.triton.utils import (
 
 
 # The reverse walk in segments for few long sequences, as chunk_h.py does the forward one (state_segments).
-# Session 15, H100, B 1 T 16K (1.3b-long), same call: kernel_dh 1317 -> 545 us a launch, fwd+bwd 4.82 -> 3.92 ms;
+# H100, B 1 T 16K (1.3b-long), same call: kernel_dh 1317 -> 545 us a launch, fwd+bwd 4.82 -> 3.92 ms;
 # B 8 T 2K takes one segment (unchanged). A switch so the unsegmented walk stays one line away for A/B runs.
 SEGMENT_DH = True
 

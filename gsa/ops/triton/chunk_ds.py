@@ -5,7 +5,7 @@ For a key sub-block of BC rows j, per pass (x, y, a, dS, scale): with the gradie
             + scale * sum_{query heads} sum_{j <= t < chunk end} (y_t . x_j) * a_t[m] * exp(Gl_t[m] - Gl_j[m]).
 Pass 1: x = k, y = q, a = dA1, dS = dHk. Pass 2: x = v, y = dO, a = softmax(A1) (A1 with a linear read),
 dS = dHv^T, scale 1.
-Then dG_j = sum_{query heads} (A1 * dA1 + p * dp)_j - s_j * ds_j (GSA_SPEC.md section 3).
+Then dG_j = sum_{query heads} (A1 * dA1 + p * dp)_j - s_j * ds_j (docs/algorithm.md, "Backward").
 Later sub-blocks factor the decay through the key block's last row; so does the diagonal sub-block while its decay
 span allows (utils.FACTOR_SPAN), else it takes exp(Gl_t - Gl_j) pairwise.
 """
@@ -45,7 +45,7 @@ def _ds_pass(x, y, A, dh, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_a, o_m, m_m, b_
         # x_j . y_t over the chunk, as [BC, BT]: with the 16 key rows as the dot's M (the 16-bit dot then runs as
         # mma.sync). The [BT, BC] orientation ran on the H100 as a wgmma (M = 64), and with 16-bit inputs its
         # ds was ~3e-3 (relative) off the same kernel on float32 copies of the inputs, with every input of this
-        # kernel equal to 1e-7 (benchmarks/scripts/gpu_dg_stages.py): dg, which sums s * ds, carried it at 5x the
+        # kernel equal to 1e-7 (docs/log.md, "Kernels"): dg, which sums s * ds, carried it at 5x the
         # torch backend's error at T = 2048.
         b_xy = row_dots(x + i_h * D, o_j, m_j, H * D, y + i_hq * D, o_t, m_t, HQ * D, D, BC, BT, BD, PREC)
         b_at = load_rows(A + i_hq * M, o_t, m_t, HQ * M, o_m, m_m)  # [BT, BM]

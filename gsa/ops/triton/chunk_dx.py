@@ -6,7 +6,7 @@ dk: P from dA1, y = q, dS = dHk, the pass's scale. dv: P from softmax(A1), y = d
 
 Given the pass's chunk-start states S, a program also takes dg's chunk-boundary term (cumsum.py) over its D tile,
 sum_D S[c + 1] * dS[c], from the dS tile it loads anyway: a separate kernel read all four state tensors back for it
-(~535 MB, 179 us at the 1.3B shape on the H100; inside the sequential kernel_dh it cost more than that, session 14).
+(~535 MB, 179 us at the 1.3B shape on the H100; inside the sequential kernel_dh it cost more than that; docs/log.md, "Kernels").
 """
 
 from __future__ import annotations

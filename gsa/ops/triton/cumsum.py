@@ -1,5 +1,5 @@
 """Gate sums over time: the chunk-local cumulative log gate (forward) and the reverse cumulative sum that turns
-dG into dg (backward, GSA_SPEC.md section 3).
+dG into dg (backward, docs/algorithm.md, "Backward").
 
 dg_t = sum_{i >= t} dG_i is exact in exact arithmetic, but the per-token dG_i (from the q-side and k-side identity)
 cancel almost entirely over long ranges: summed over a whole sequence, the float32 rounding of every term survives

@@ -1,4 +1,4 @@
-"""Fused recurrent GSA for decoding (T == 1) and short inputs: the recurrence of GSA_SPEC.md section 1, step by step.
+"""Fused recurrent GSA for decoding (T == 1) and short inputs: the recurrence of docs/algorithm.md, "Recurrence", step by step.
 
 The key state Hk does not depend on the softmax, so two kernels run the two passes, each over all steps:
   1. per (sequence, kv head, K tile): Hk <- Hk * alpha + k s^T, and each query head's partial scores q @ Hk
@@ -165,7 +165,7 @@ def fused_recurrent_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: to
     s = g if gate else s  # unread with GATE
     N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
     # tiles narrow (64 -> 16) while the programs would not fill the GPU once: at B = 1 and the 1.3B heads a decode
-    # step ran 32 programs a kernel, 6.8 us a layer for both kernels (session 11 profile), latency-bound
+    # step ran 32 programs a kernel, 6.8 us a layer for both kernels (docs/log.md, "Decoding"), latency-bound
     BK, BV, BM = state_tile(K, N * H, q.device), state_tile(V, N * H, q.device), block(M, 128)
     NK = triton.cdiv(K, BK)
     part = q.new_empty(B * T, HQ, NK, BM, dtype=torch.float32)

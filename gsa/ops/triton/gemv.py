@@ -1,7 +1,7 @@
 """One token's matrix-vector product y = x W^T + b for decoding, with the weights read before the wait.
 
 At batch 1 a decode step of GSA-1.3B is ~100 products of 8-46 MB, each preceded by a small norm or element-wise
-kernel. cuBLAS's products run at 1.3-2.5 TB/s there (session 13's probe: the small ones are bound by their ramp-up,
+kernel. cuBLAS's products run at 1.3-2.5 TB/s there (a probe in docs/log.md, "Decoding": the small ones are bound by their ramp-up,
 not by their loop), and each starts only when the kernel before it has finished. With programmatic dependent launch
 (utils.PDL) this kernel starts while the kernel before it still runs: the weights do not depend on that kernel, so
 every program loads its whole [BN, K] slice of W first, and waits (`gdc_wait`) only before it reads x. A program holds

@@ -52,7 +52,7 @@ def sm_count(device: torch.device) -> int:
 # Programmatic dependent launch (Hopper and later): a kernel launched with it may start while the kernel before it
 # in the stream finishes, and `tl.extra.cuda.gdc_wait()` inside it waits for that kernel's completion and memory.
 # Used by the fused recurrent decode kernels, whose launch and prologue then overlap the previous kernel's tail (a
-# decode step is ~270 small kernels at batch 1; BENCHMARKS.md, issue 6). Read at call time, so a benchmark can switch
+# decode step is ~270 small kernels at batch 1; BENCHMARKS.md, "Decoding"). Read at call time, so a benchmark can switch
 # it off; never under the interpreter or on a GPU before sm_90.
 PDL = True
 
@@ -91,7 +91,7 @@ def state_tile(D: int, sequences_x_heads: int, device: torch.device) -> int:
 
 # Warps per program of the chunked kernels. Compiled for sm_90 (benchmarks/kernel_resources.py) most of these kernels
 # sit at 255 registers and spill at 4 warps (kernel_ds 1656 B a thread, kernel_a and kernel_dh ~424-520 B); at 8 the
-# spills nearly vanish, yet the 1.3b fwd+bwd ran 1.3x slower on the H100 (BENCHMARKS.md, session 9): 4 stays. The
+# spills nearly vanish, yet the 1.3b fwd+bwd ran 1.3x slower on the H100 (docs/log.md, "Kernels"): 4 stays. The
 # launchers read this at call time, so a benchmark can switch it.
 CHUNK_WARPS = 4
 
@@ -99,8 +99,8 @@ CHUNK_WARPS = 4
 # "dp", "dh", "dx", "ds", "dg"; "h-narrow" / "dh-narrow": the state kernels at 16-wide tiles, see state_tile;
 # "h-carry" / "dh-carry": the segmented walks' carry kernels; "a-small" / "dp-small": kernel_a at D <= 128):
 # num_warps, num_stages and, for "o" and "dx", the D tile "BD". Chosen for the
-# H100 from one side-by-side sweep of every kernel over a few options (benchmarks/scripts/gpu_kernel_sweep.py; no
-# autotuning at run time). Read at call time, so a sweep can replace it. Session 14's sweep (us a fwd+bwd at the
+# H100 from one side-by-side sweep of every kernel over a few options (docs/log.md, "Kernels"; no
+# autotuning at run time). Read at call time, so a sweep can replace it. That sweep (us a fwd+bwd at the
 # 1.3b / grouped / small-head shapes; BENCHMARKS.md): kernel_dx 750 / 904 / 352 at the default 4 warps and 3 stages,
 # 379 / 522 / 180 at 8 warps and 1 stage (software pipelining of its short loop costs shared memory and occupancy);
 # kernel_h 551 / 486 / 339 -> 543 / 410 / 302 at 2 stages. At 1.3b-long (B 1, T 16K: the state kernels' tiles narrow
@@ -133,9 +133,9 @@ def launch_key() -> tuple:
 # a chunk's four sub-block programs each read its whole [D, M] state). "float32" (default, what every figure in
 # BENCHMARKS.md used) or "input" (the inputs' dtype, as fla-core stores them: half the state traffic and memory;
 # float32 inputs are unaffected). Accumulation stays float32 either way, and so do the final states the op returns.
-# Read at call time so a benchmark can switch it. Measured on the H100 at the 1.3B shape (session 10): extra memory
+# Read at call time so a benchmark can switch it. Measured on the H100 at the 1.3B shape (docs/log.md, "Kernels"): extra memory
 # 944 -> 816 MiB, fwd+bwd 4.07 -> 3.91 ms; but dg then keeps the whole-sequence sum (cumsum.py), 3.1x the torch
-# backend's dg error in bf16 at T = 2048 (session 11), so it stays opt-in.
+# backend's dg error in bf16 at T = 2048, so it stays opt-in.
 CHUNK_STATES = "float32"
 
 
@@ -154,7 +154,7 @@ def dot_precision(dtype: torch.dtype) -> str:
 
 
 # First-call compilation in parallel. A cold first forward+backward of the 1.3B shape compiled its 14 kernels one
-# after another as each was first launched: 19.7-24.2 s on the H100 host (session 11), at or over issue 3's 20 s.
+# after another as each was first launched: 19.7-24.2 s on the H100 host, over a 20 s budget.
 # Compiling them in threads overlaps Triton's passes and ptxas (14 kernels for sm_90 on a 2-core machine: 13.5 s
 # serial, 8.6 s in threads; on the H100 host's 16 cores the first call took 8.9 s, cold cache). Inside
 # compile_in_parallel() the launchers queue each launch's compilation instead of running it; leaving the block
@@ -261,7 +261,7 @@ def chunk_bounds(cu_seqlens, chunk_indices, i_c, BT: tl.constexpr):
 # Program order of the chunk kernels. A chunk's tiles (its D tiles, sub-blocks, query heads) read the same rows of
 # A1, P, Gl and s, and the query heads of a group the same state. With the chunk as the fastest grid axis those
 # re-reads came ~NT programs apart and missed L2: `kernel_dx` read 537 MB from DRAM a call at the 1.3B shape
-# against ~260 MB touched once (session 10's counters). The kernels now take a flat 1-D grid ordered tile-first.
+# against ~260 MB touched once (docs/log.md, "Kernels"). The kernels now take a flat 1-D grid ordered tile-first.
 @triton.jit
 def program_tiles(n0, n1):
     """(i0, i1, i2) of a flat grid of n0 x n1 x n2 programs, i0 varying fastest, then i1 (grid = (n0 * n1 * n2,))."""
@@ -287,7 +287,7 @@ def sub_block_program(cu_seqlens, chunk_indices, H, HQ, BT: tl.constexpr, BC: tl
 
 # Diagonal sub-blocks: exp(Gl_t - Gl_j) for j <= t inside one BC-row sub-block. Taken pairwise ([BC, BC, BM] exps
 # and a reduction outside the tensor cores) it was about half of kernel_a's and kernel_ds's time and most of
-# kernel_p's (session 13: at the MQAR model's K = 32 heads, where the D loops are short, these three kernels took
+# kernel_p's (at the MQAR model's K = 32 heads, where the D loops are short, these three kernels took
 # 2.7-3.0 ms a step of 29). Factored through a reference row r of the sub-block, exp(Gl_t - Gl_r) * exp(Gl_r - Gl_j),
 # it becomes one more tensor-core dot; one of the two factors is >= 1 and reaches exp(span), span = the largest
 # decay inside the sub-block (max over slots of Gl_first - Gl_last). A program factors only while span stays under
