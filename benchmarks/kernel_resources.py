@@ -85,8 +85,8 @@ def collect(shape: dict, arch: int, dtype=torch.bfloat16, warps: int | None = No
         seen.add(key)
         k = triton.compile(ASTSource(fn=self, signature=sig, constexprs=consts), target=target,
                            options={"num_warps": 4, "num_stages": 3, **options})
-        flags = ",".join(f"{n}={bound[n]}" for n in ("BACKWARD", "SOFTMAX", "LINEAR", "TRANSPOSED", "GATED", "PDL")
-                          if n in bound and (n not in ("GATED", "PDL") or bound[n]))
+        flags = ",".join(f"{n}={bound[n]}" for n in ("BACKWARD", "SOFTMAX", "LINEAR", "TRANSPOSED", "PDL")
+                          if n in bound and (n != "PDL" or bound[n]))
         rows.append({"kernel": self.__name__ + (f" [{flags}]" if flags else ""),
                      "warps": options.get("num_warps", 4), "shared": k.metadata.shared, **_resources(k.asm["cubin"])})
         return None
@@ -111,36 +111,29 @@ def collect(shape: dict, arch: int, dtype=torch.bfloat16, warps: int | None = No
             # the decode step from raw projections: swish and the gate inside the kernels (GATE, SWISH)
             with torch.no_grad():
                 fused_recurrent_gsa_step(q, k, v, gate, K**-0.5, 8.0, h0, swish=True, linear_read=linear_read)
-                # with programmatic dependent launch, as on a Hopper GPU (utils.pdl_launch; off on CPU tensors):
+                # with programmatic dependent launch, as on a Hopper GPU (launch.pdl_launch; off on CPU tensors):
                 # the step's kernels and the one-token decode product (gsa.ops.triton.gemv) at the model's hidden
-                # size, and down_proj's with the SwiGLU product read in (opt-in; K = 2.75 d, past the first tile)
+                # size
                 import gsa.ops.triton.gemv as gemv
-                import gsa.ops.triton.utils as utils
+                import gsa.ops.triton.launch as launch
 
-                pdl, utils.use_pdl = utils.use_pdl, lambda device: True
+                pdl, launch.use_pdl = launch.use_pdl, lambda device: True
                 try:
                     fused_recurrent_gsa_step(q, k, v, gate, K**-0.5, 8.0, h0, swish=True, linear_read=linear_read)
                     for n_in in (HQ * V, 2 * HQ * V):
                         gemv._gemv(torch.randn(1, n_in).to(dtype), torch.randn(64, n_in).to(dtype), None)
-                    n_in = 11 * HQ * V // 4
-                    gemv._gemv(torch.randn(1, 2 * n_in).to(dtype), torch.randn(64, n_in).to(dtype), None, True)
                 finally:
-                    utils.use_pdl = pdl
+                    launch.use_pdl = pdl
         else:
             o, _ = chunk_gsa(q, k, v, s, gate, K**-0.5, None, False, None, linear_read=linear_read)
             o.backward(torch.ones_like(o))
             # the segmented state walk (few long sequences on a GPU): kernel_h with SEGMENTED and its carry kernel
-            # (and the reverse walk's, chunk_dh.SEGMENT_DH)
-            import gsa.ops.triton.chunk_dh as chunk_dh
-            import gsa.ops.triton.chunk_h as chunk_h
+            # (and the reverse walk's, SETTINGS.segment_dh)
+            from gsa.ops.triton.settings import SETTINGS
 
-            segments, seg_dh = chunk_h.STATE_SEGMENTS, chunk_dh.SEGMENT_DH
-            chunk_h.STATE_SEGMENTS, chunk_dh.SEGMENT_DH = 2, True
-            try:
+            with SETTINGS.override(state_segments=2, segment_dh=True):
                 o, _ = chunk_gsa(q, k, v, s, gate, K**-0.5, None, True, None, linear_read=linear_read)
                 o.backward(torch.ones_like(o))
-            finally:
-                chunk_h.STATE_SEGMENTS, chunk_dh.SEGMENT_DH = segments, seg_dh
             # the layer's output norm of swish(o), forward and backward (gsa.ops.triton.norm)
             x = o.detach().reshape(B * T, HQ * V).requires_grad_()
             rms_norm_triton(x, torch.ones(HQ * V, requires_grad=True), 1e-5, True).sum().backward()

@@ -48,11 +48,11 @@ def sample_next(logits: torch.Tensor, do_sample: bool, temperature: float = 1.0,
 
 def _compile_options(compile: bool | str, device: torch.device) -> dict:
     """Inductor options for the step: those of the torch.compile mode named (none for True), plus programmatic
-    dependent launch of inductor's own kernels where ours use it (`gsa.ops.triton.utils.PDL`): each of a step's
+    dependent launch of inductor's own kernels where ours use it (`gsa.ops.triton.SETTINGS.pdl`): each of a step's
     small norm and element-wise kernels may then start while the kernel before it drains."""
     import torch._inductor.config
 
-    from gsa.ops.triton.utils import use_pdl
+    from gsa.ops.triton.launch import use_pdl
 
     options = dict(torch._inductor.list_mode_options(compile)) if isinstance(compile, str) else {}
     if use_pdl(device) and hasattr(torch._inductor.config.triton, "enable_pdl"):

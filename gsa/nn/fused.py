@@ -21,39 +21,22 @@ from torch import nn
 
 FUSE_MAX_TOKENS = 256  # decode steps have B tokens; beyond this the separate products are as fast
 
-# Which decode products run as `gsa.ops.triton.gemv` (weights loaded before waiting on the kernel before; one token,
-# CUDA with programmatic dependent launch) instead of cuBLAS: "qkvf" (a GSA layer's q|k|v|slot-logit product),
-# "o" (its o_proj), "gate_up" (the MLP's). Read at call time, so a benchmark can switch each. Also "down" (opt-in,
-# not yet timed on a GPU): the SwiGLU MLP's down_proj with silu(gate) * up read from the gate|up product in the
-# kernel, so the SwiGLU kernel goes too (GSA-1.3B: K = 5632, past the first register tile; the rest is streamed).
-DECODE_GEMV = {"qkvf", "o", "gate_up"}
-
-
-def _decode_gemv(role: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                 gated: bool = False) -> torch.Tensor | None:
-    """gsa.ops.triton.gemv(x, weight, bias, gated) when `role` is in DECODE_GEMV and the kernel applies, else None.
-    gated: x is [..., 2K] = [gate | up] (weight [N, K]); any K then (down_proj is past the default MAX_K)."""
-    K = weight.shape[1]
-    if role not in DECODE_GEMV or not x.is_cuda or x.shape[-1] != (2 * K if gated else K):
-        return None
-    from gsa.ops.triton.gemv import MAX_K, gemv, gemv_applies
-
-    if not gemv_applies(x[..., :K], weight, max_k=None if gated else MAX_K):
-        return None
-    return gemv(x, weight, bias, gated=gated)
-
-
 def decode_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, role: str) -> torch.Tensor:
-    """F.linear(x, weight, bias), through the one-token GEMV kernel when `role` is in DECODE_GEMV and it applies."""
-    y = _decode_gemv(role, x, weight, bias)
-    return F.linear(x, weight, bias) if y is None else y
+    """F.linear(x, weight, bias), through the one-token GEMV kernel (`gsa.ops.triton.gemv`) when `role` is in
+    `gsa.ops.triton.SETTINGS.decode_gemv` and the kernel applies (one token on a CUDA GPU with programmatic
+    dependent launch)."""
+    if x.is_cuda and role in _decode_gemv_roles():
+        from gsa.ops.triton.gemv import gemv, gemv_applies
+
+        if gemv_applies(x, weight):
+            return gemv(x, weight, bias)
+    return F.linear(x, weight, bias)
 
 
-def decode_swiglu_down(gate_up: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor | None:
-    """down(silu(gate) * up) for one token from the MLP's fused gate|up product [..., 2F] (weight [d, F]) as one
-    GEMV kernel with the SwiGLU product in its prologue, when "down" is in DECODE_GEMV and the kernel applies;
-    None otherwise (the caller then runs the SwiGLU product and down_proj as usual)."""
-    return _decode_gemv("down", gate_up, weight, bias, gated=True)
+def _decode_gemv_roles() -> frozenset:
+    from gsa.ops.triton.settings import SETTINGS
+
+    return SETTINGS.decode_gemv
 
 
 def use_fused(fused: "FusedLinears | None", x: torch.Tensor) -> bool:
@@ -63,7 +46,7 @@ def use_fused(fused: "FusedLinears | None", x: torch.Tensor) -> bool:
 
 class FusedLinears:
     """linears: nn.Linear modules with the same in_features, dtype and device (their weights become views); role:
-    the product's name in DECODE_GEMV."""
+    the product's name in gsa.ops.triton.SETTINGS.decode_gemv."""
 
     def __init__(self, *linears: nn.Linear, role: str = ""):
         self.role = role

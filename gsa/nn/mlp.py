@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gsa.nn.backend import use_triton_kernels
-from gsa.nn.fused import FusesProjections, decode_swiglu_down, use_fused
+from gsa.nn.fused import FusesProjections, use_fused
 
 # The gate's nonlinearity. "silu" gives SwiGLU (the GSA paper and Llama); the others give GeGLU / ReGLU.
 ACTIVATIONS = {"silu": F.silu, "gelu": F.gelu, "relu": F.relu}
@@ -34,12 +34,7 @@ class SwiGLU(FusesProjections):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if use_fused(self._fused, x):
-            gate_up = self._fused.product(x)
-            if self.hidden_act == "silu":
-                y = decode_swiglu_down(gate_up, self.down_proj.weight, self.down_proj.bias)
-                if y is not None:
-                    return y
-            gate, up = gate_up.split(self._fused.sizes, dim=-1)
+            gate, up = self._fused.product(x).split(self._fused.sizes, dim=-1)
         else:
             gate, up = self.gate_proj(x), self.up_proj(x)
         return self.down_proj(gated_product(gate, up, self.hidden_act))

@@ -41,27 +41,23 @@ def test_gemv_float32_matches_float64_closely():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-@pytest.mark.parametrize("gated", [False, True])
-def test_gemv_streams_columns_past_the_first_tile(dtype, gated, monkeypatch):
+def test_gemv_streams_columns_past_the_first_tile(dtype, monkeypatch):
     """K beyond the first register tile (FIRST_K, lowered here so the interpreter reaches the loop: 200 columns =
-    64 + 1024-wide remainder, masked), with and without the SwiGLU prologue (x = [gate | up], read as
-    silu(gate) * up): against float64 and F.linear in the same dtype."""
+    64 + 1024-wide remainder, masked): against float64 and F.linear in the same dtype."""
     monkeypatch.setattr(gemv_mod, "FIRST_K", 64)
     N, K = 23, 200
     g = torch.Generator().manual_seed(7)
-    x64 = torch.randn(1, 2 * K if gated else K, generator=g, dtype=torch.float64)
+    x64 = torch.randn(1, K, generator=g, dtype=torch.float64)
     w64 = torch.randn(N, K, generator=g, dtype=torch.float64) / K**0.5
     b64 = torch.randn(N, generator=g, dtype=torch.float64)
-    xin64 = F.silu(x64[:, :K]) * x64[:, K:] if gated else x64
-    truth = F.linear(xin64, w64, b64)
+    truth = F.linear(x64, w64, b64)
     x, w, b = x64.to(DEVICE, dtype), w64.to(DEVICE, dtype), b64.to(DEVICE, dtype)
-    got = gemv_mod._gemv(x, w, b, gated)
-    xin = (F.silu(x[:, :K].float()) * x[:, K:].float()).to(dtype) if gated else x  # as the unfused path rounds
-    base = F.linear(xin.float(), w.float(), b.float()).to(dtype)
+    got = gemv_mod._gemv(x, w, b)
+    base = F.linear(x.float(), w.float(), b.float()).to(dtype)
     err, ref = rel_err(got.cpu(), truth), rel_err(base.cpu(), truth)
     assert got.shape == (1, N) and err <= 2 * ref + 1e-6, f"error {err:.3e} vs F.linear {ref:.3e}"
     with pytest.raises(ValueError, match="needs"):
-        gemv_mod._gemv(x[:, :K - 1], w, b, gated)
+        gemv_mod._gemv(x[:, :K - 1], w, b)
 
 
 def test_gemv_applies_only_to_one_token_without_autograd_on_a_pdl_gpu(monkeypatch):
@@ -76,8 +72,6 @@ def test_gemv_applies_only_to_one_token_without_autograd_on_a_pdl_gpu(monkeypatc
         assert not gemv_mod.gemv_applies(x, w.t().contiguous().t())  # strided weight
         assert not gemv_mod.gemv_applies(torch.randn(1, 5000, dtype=torch.float16),
                                          torch.randn(4, 5000, dtype=torch.float16))  # K > MAX_K
-        assert gemv_mod.gemv_applies(torch.randn(1, 5000, dtype=torch.float16),
-                                     torch.randn(4, 5000, dtype=torch.float16), max_k=None)  # the opt-in down_proj
     assert not gemv_mod.gemv_applies(x, w)  # autograd on
 
 

@@ -10,7 +10,7 @@ import torch
 pytest.importorskip("triton")
 
 from gsa.ops import gated_slot_attention, parallel_reference, recurrent_reference  # noqa: E402
-from gsa.ops.triton import chunk_gsa, fused_recurrent_gsa  # noqa: E402
+from gsa.ops.triton import SETTINGS, chunk_gsa, fused_recurrent_gsa  # noqa: E402
 from op_inputs import assert_matches, assert_ratio, cast, make_inputs, rel_err, run  # noqa: E402
 
 # Masked-out lanes may hold exp overflow (never stored); the interpreter warns about it, the GPU does not.
@@ -85,9 +85,7 @@ def test_fused_recurrent_linear_slot_read(inplace):
 
 def test_state_kernels_split_into_narrow_tiles(monkeypatch):
     """The sequential state kernels over several narrow D tiles (as on a GPU with few sequences) still match."""
-    import gsa.ops.triton.utils as utils
-
-    monkeypatch.setattr(utils, "STATE_TILE_MAX", 16)  # K = 48, V = 40: three tiles each
+    monkeypatch.setattr(SETTINGS, "state_tile_max", 16)  # K = 48, V = 40: three tiles each
     x = make_inputs(B=1, T=130, HQ=4, H=2, K=48, V=40, M=24, tau=1.0)
     assert_matches(cpu(run(chunk_op, on(cast(x, torch.float32)), scale=0.3)), run(parallel_reference, x, scale=0.3),
                    tol=2e-5)
@@ -95,14 +93,11 @@ def test_state_kernels_split_into_narrow_tiles(monkeypatch):
 
 @pytest.mark.parametrize("segments", [2, 3, 50])
 def test_segmented_state_walk_matches_reference(segments, monkeypatch):
-    """The state recurrences split into segments (chunk_h.STATE_SEGMENTS, as at B 1 and long T on a GPU; the reverse
-    one with chunk_dh.SEGMENT_DH), with an initial state, final states and every gradient (initial-state ones too);
+    """The state recurrences split into segments (SETTINGS.state_segments, as at B 1 and long T on a GPU; the reverse
+    one with SETTINGS.segment_dh), with an initial state, final states and every gradient (initial-state ones too);
     packed sequences of 1, 5 and 8 chunks, so some have fewer chunks than segments or a single segment."""
-    import gsa.ops.triton.chunk_dh as chunk_dh
-    import gsa.ops.triton.chunk_h as chunk_h
-
-    monkeypatch.setattr(chunk_h, "STATE_SEGMENTS", segments)
-    monkeypatch.setattr(chunk_dh, "SEGMENT_DH", True)  # the reverse walk too (the default; set so the test says so)
+    monkeypatch.setattr(SETTINGS, "state_segments", segments)
+    monkeypatch.setattr(SETTINGS, "segment_dh", True)  # the reverse walk too (the default; set so the test says so)
     lengths = [3, 64 * 4 + 9, 64 * 7 + 1]
     cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()])
     x = make_inputs(B=1, T=sum(lengths), HQ=2, H=1, K=24, V=20, M=9, N=len(lengths), tau=2.0)
@@ -114,7 +109,7 @@ def test_segmented_state_walk_matches_reference(segments, monkeypatch):
 
 def test_state_segments_only_when_full_tiles_leave_sms_idle(monkeypatch):
     import gsa.ops.triton.chunk_h as chunk_h
-    from gsa.ops.triton.utils import prepare_chunks
+    from gsa.ops.triton.chunks import prepare_chunks
 
     monkeypatch.setattr(chunk_h, "sm_count", lambda device: 132)  # an H100
     long1 = prepare_chunks(None, 1, 16384, "cpu")  # 1.3B heads: 8 tiles x 4 heads = 32 programs
@@ -126,22 +121,21 @@ def test_state_segments_only_when_full_tiles_leave_sms_idle(monkeypatch):
 
 
 def test_state_tile_narrows_only_when_programs_are_fewer_than_sms(monkeypatch):
-    import gsa.ops.triton.utils as utils
+    import gsa.ops.triton.launch as launch
 
-    monkeypatch.setattr(utils, "_sm_count", lambda device: 132)
-    assert utils.state_tile(512, 8 * 4, "cuda") == 64  # B = 8, H = 4: 256 programs
-    assert utils.state_tile(512, 1 * 4, "cuda") == 16  # B = 1: 32 programs at 64 wide, 128 at 16
-    assert utils.state_tile(128, 16 * 8, "cuda") == 64
-    assert utils.state_tile(20, 1, "cuda") == 16  # never below tl.dot's 16
+    monkeypatch.setattr(launch, "_sm_count", lambda device: 132)
+    assert launch.state_tile(512, 8 * 4, "cuda") == 64  # B = 8, H = 4: 256 programs
+    assert launch.state_tile(512, 1 * 4, "cuda") == 16  # B = 1: 32 programs at 64 wide, 128 at 16
+    assert launch.state_tile(128, 16 * 8, "cuda") == 64
+    assert launch.state_tile(20, 1, "cuda") == 16  # never below tl.dot's 16
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
 @pytest.mark.parametrize("chunk_states", ["float32", "input"])
 def test_low_precision_within_2x_of_plain_pytorch(dtype, chunk_states, monkeypatch):
-    """Also with the chunk-start states stored in the inputs' dtype (CHUNK_STATES = "input", as fla-core does)."""
-    import gsa.ops.triton.utils as utils
-
-    monkeypatch.setattr(utils, "CHUNK_STATES", chunk_states)
+    """Also with the chunk-start states stored in the inputs' dtype (SETTINGS.chunk_states = "input", as fla-core
+    does)."""
+    monkeypatch.setattr(SETTINGS, "chunk_states", chunk_states)
     x = make_inputs(B=1, T=65, HQ=2, H=1, K=32, V=16, M=16, tau=4.0)
     truth = run(recurrent_reference, x)
     baseline = run(recurrent_reference, cast(x, dtype))
@@ -190,19 +184,17 @@ def test_strong_gates_stay_finite_and_accurate():
 
 @pytest.mark.parametrize("span", [-1.0, float("inf")])
 def test_diagonal_paths_agree(span, monkeypatch):
-    """The diagonal sub-blocks factored through a reference row (default under utils.FACTOR_SPAN) and taken
-    pairwise (FACTOR_SPAN = -1) give the same forward, states and gradients on moderate gates; FACTOR_SPAN = inf
+    """The diagonal sub-blocks factored through a reference row (default under SETTINGS.factor_span) and taken
+    pairwise (SETTINGS.factor_span = -1) give the same forward, states and gradients on moderate gates; inf
     (always factored) too, since no span here comes near float32's range."""
-    from gsa.ops.triton import utils
-
     x = on(cast(make_inputs(B=2, T=70, HQ=4, H=2, K=20, V=12, M=24, tau=2.0), torch.float32))
     default = run(chunk_op, x, scale=0.3)
-    monkeypatch.setattr(utils, "FACTOR_SPAN", span)
+    monkeypatch.setattr(SETTINGS, "factor_span", span)
     assert_matches(run(chunk_op, x, scale=0.3), default, tol=1e-5)
 
 
 def test_mixed_decay_spans_match_reference():
-    """Sub-blocks on both sides of utils.FACTOR_SPAN in one call: moderate gates, and some steps 20x stronger, whose
+    """Sub-blocks on both sides of SETTINGS.factor_span in one call: moderate gates, and some steps 20x stronger, whose
     sub-blocks (decay span far past 30) take the pairwise path while their neighbours are factored."""
     x = make_inputs(B=2, T=100, HQ=2, H=1, K=16, V=12, M=8, tau=1.0)
     mult = torch.ones(1, 100, 1, 1, dtype=torch.float64)
@@ -234,10 +226,8 @@ def test_inputs_not_modified():
 @pytest.mark.parametrize("narrow", [False, True])
 def test_fused_recurrent_matches_reference(T, init_state, narrow, monkeypatch):
     """narrow: K and V split into 16-wide tiles (three and three), as a GPU with few sequences runs them."""
-    import gsa.ops.triton.utils as utils
-
     if narrow:
-        monkeypatch.setattr(utils, "STATE_TILE_MAX", 16)
+        monkeypatch.setattr(SETTINGS, "state_tile_max", 16)
     x = make_inputs(B=2, T=T, HQ=4, H=2, K=40 if narrow else 20, V=36, M=24, tau=1.0, init_state=init_state)
     d = {n: None if t is None else t.detach() for n, t in x.items()}
     init = (d["hk0"], d["hv0"]) if init_state else None
@@ -375,15 +365,13 @@ gpu = pytest.mark.gpu
     dict(B=2, T=2048, HQ=4, H=4, K=128, V=128, M=64),  # 32 chunks: state rounding has time to accumulate
 ])
 def test_gpu_within_2x_of_the_torch_backend(dtype, shape, chunk_states, monkeypatch, request):
-    import gsa.ops.triton.utils as utils
-
     if chunk_states == "input" and dtype == torch.bfloat16 and shape["T"] >= 2048:
         # A known limit of the opt-in bf16 chunk states (gsa/ops/triton/cumsum.py): dg keeps the whole-sequence
         # sum there, 3.1x the torch backend's error at this shape on the H100 (docs/log.md); strict, so a fix shows.
         request.applymarker(pytest.mark.xfail(strict=True, raises=AssertionError,
                                               reason="bf16 chunk states: dg's whole-sequence sum at T = 2048"))
 
-    monkeypatch.setattr(utils, "CHUNK_STATES", chunk_states)
+    monkeypatch.setattr(SETTINGS, "chunk_states", chunk_states)
     x = on(make_inputs(**shape, tau=4.0), "cuda")
     truth = run(recurrent_reference, x)
     baseline = run(lambda *a, **k: gated_slot_attention(*a, backend="torch", **k), on(cast(x, dtype), "cuda"))
@@ -453,18 +441,18 @@ def test_fused_recurrent_reads_token_strided_views(B, T):
 
 
 def test_chunk_states_in_the_input_dtype(monkeypatch):
-    """CHUNK_STATES = "input": the kept chunk-start states are stored as the inputs (half the bytes), the returned
-    final states stay float32, and with float32 inputs nothing changes."""
-    import gsa.ops.triton.utils as utils
+    """SETTINGS.chunk_states = "input": the kept chunk-start states are stored as the inputs (half the bytes), the
+    returned final states stay float32, and with float32 inputs nothing changes."""
     from gsa.ops.triton.chunk import chunk_fwd_op
+    from gsa.ops.triton.launch import chunk_state_dtype
 
     x = make_inputs(B=1, T=70, HQ=2, H=1, K=16, V=16, M=8, tau=1.0)
-    monkeypatch.setattr(utils, "CHUNK_STATES", "input")
+    monkeypatch.setattr(SETTINGS, "chunk_states", "input")
     for dtype in (torch.float16, torch.float32):
         d = {n: t.detach().to(DEVICE) for n, t in cast(x, dtype).items()}
         out = chunk_fwd_op(d["q"], d["k"], d["v"], d["s"], d["g"], 0.25, d["hk0"], d["hv0"], True, True, None)
         hkT, hk = out[4], out[6]
         assert hk.dtype == dtype and hkT.dtype == torch.float32
-    with pytest.raises(ValueError, match="CHUNK_STATES must be"):
-        monkeypatch.setattr(utils, "CHUNK_STATES", "bf16")
-        utils.chunk_state_dtype(torch.float16)
+    with pytest.raises(ValueError, match="chunk_states must be"):
+        monkeypatch.setattr(SETTINGS, "chunk_states", "bf16")
+        chunk_state_dtype(torch.float16)

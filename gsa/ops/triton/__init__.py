@@ -1,4 +1,5 @@
-"""Triton kernels for GSA (docs/algorithm.md, "Chunked algorithm", "Backward", "Decoding"): the chunked training path and the fused recurrent decode.
+"""Triton kernels for GSA (docs/algorithm.md, "Chunked algorithm", "Backward", "Decoding"): the chunked training
+path and the fused recurrent decode. Their run-time switches are one object, `SETTINGS` (settings.py).
 
 Importing this package imports triton; `gsa.ops.api` imports it only when the triton backend is used.
 """
@@ -9,6 +10,7 @@ import torch
 
 from gsa.ops.triton.chunk import chunk_gsa
 from gsa.ops.triton.fused_recurrent import fused_recurrent_gsa, fused_recurrent_gsa_step
+from gsa.ops.triton.settings import SETTINGS, KernelSettings
 
 # Up to this many steps, and with no gradient wanted, the fused recurrent kernels run instead of the chunked ones.
 RECURRENT_MAX_T = 16
@@ -39,4 +41,5 @@ def _needs_grad(*xs) -> bool:
     return any(t.requires_grad for t in flat)
 
 
-__all__ = ["RECURRENT_MAX_T", "chunk_gsa", "fused_recurrent_gsa", "fused_recurrent_gsa_step", "gsa_triton"]
+__all__ = ["RECURRENT_MAX_T", "SETTINGS", "KernelSettings", "chunk_gsa", "fused_recurrent_gsa", "fused_recurrent_gsa_step",
+           "gsa_triton"]

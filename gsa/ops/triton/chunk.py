@@ -15,10 +15,9 @@ from gsa.ops.triton.chunk_dh import chunk_bwd_dh
 from gsa.ops.triton.chunk_h import chunk_fwd_h
 from gsa.ops.triton.chunk_o import chunk_o
 from gsa.ops.triton.cumsum import chunk_local_cumsum, reverse_cumsum_dg
-from gsa.ops.triton import utils
-from gsa.ops.triton.utils import (
-    BT, check_slots, chunk_state_dtype, compile_in_parallel, dot_precision, max_chunks, prepare_chunks,
-)
+from gsa.ops.triton.chunks import BT, max_chunks, prepare_chunks
+from gsa.ops.triton.launch import check_slots, chunk_state_dtype, compile_in_parallel, dot_precision, launch_key
+from gsa.ops.triton.settings import SETTINGS
 
 _EMPTY = (0,)
 
@@ -184,9 +183,8 @@ def _backward(ctx, do, dA, dgl, dP, dhkT, dhvT, dhk, dhv):
 chunk_fwd_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-# Compile a new configuration's kernels in parallel before its first call (utils.compile_in_parallel): on CUDA,
+# Compile a new configuration's kernels in parallel before its first call (SETTINGS.prewarm): on CUDA,
 # eager calls only (a torch.compile trace sees fake tensors; its graphs then compile at their first run, serially).
-PREWARM = True
 _prewarmed: set = set()
 
 
@@ -196,7 +194,7 @@ def _prewarm(q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states, cu
     backward = torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in (q, k, v, s, g, hk0, hv0))
     key = (q.device, q.dtype, k.dtype, v.dtype, s.dtype, g.dtype, q.shape[2:], k.shape[2:], v.shape[-1],
            s.shape[-1], hk0 is not None, output_final_state, keep_states, cu_seqlens is not None, linear_read,
-           backward, utils.CHUNK_STATES, utils.launch_key())
+           backward, launch_key())
     if key in _prewarmed:
         return
     _prewarmed.add(key)
@@ -221,7 +219,7 @@ def chunk_gsa(q, k, v, s, g, scale: float, initial_state, output_final_state: bo
     check_slots(s.shape[-1])
     q, k, v, s, g = (x.contiguous() for x in (q, k, v, s, g))
     hk0, hv0 = (None, None) if initial_state is None else (x.contiguous() for x in initial_state)
-    if PREWARM and q.is_cuda and not torch.compiler.is_compiling():
+    if SETTINGS.prewarm and q.is_cuda and not torch.compiler.is_compiling():
         _prewarm(q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states, cu_seqlens, linear_read)
     o, _, _, _, hkT, hvT, _, _ = chunk_fwd_op(q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states,
                                            cu_seqlens, linear_read)

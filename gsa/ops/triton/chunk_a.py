@@ -12,7 +12,7 @@ with w = softmax(A1) in the forward (o = P @ v + ...; dv = P^T @ dO + ...) and w
 Both reuse the decayed slot weights s_j * exp(Gl_r - Gl_j) of the chunk: one kernel instead of two reading A1, s
 and Gl back.
 Earlier sub-blocks factor the decay through the query block's first row r (both factors <= 1); so does the diagonal
-sub-block while its decay span allows (utils.FACTOR_SPAN), else it takes exp(Gl_t - Gl_j) pairwise.
+sub-block while its decay span allows (SETTINGS.factor_span), else it takes exp(Gl_t - Gl_j) pairwise.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ import torch
 import triton
 import triton.language as tl
 
-from gsa.ops.triton.utils import (
-    launch,
-    BC, BT, Chunks, block, launch_options, decayed_rows, factor_span, load_row, load_rows, masked_softmax,
-    pairwise_decay, row_dots, sub_block_program, sub_block_span, tiles_grid,
+from gsa.ops.triton.chunks import BC, BT, Chunks, sub_block_program, tiles_grid
+from gsa.ops.triton.launch import launch, block, launch_options
+from gsa.ops.triton.tiles import (
+    decayed_rows, factor_span, load_row, load_rows, masked_softmax, pairwise_decay, row_dots, sub_block_span,
 )
 
 
@@ -45,7 +45,7 @@ def chunk_gsa_fwd_kernel_a(a, b, s, gl, h, A, dA, dGq, P, cu_seqlens, chunk_indi
     b_gi = load_rows(gl + i_h * M, o_i, m_i, H * M, o_m, m_m)  # [BC, BM]
     b_gr = load_row(gl + i_h * M, ti, H * M, o_m, m_m)  # [BM]
     b_st = load_rows(s + i_h * M, o_t, m_t, H * M, o_m, m_m).to(tl.float32)  # [BT, BM]
-    # the diagonal sub-block goes through the dot below with the rest while its decay span allows (utils.FACTOR_SPAN)
+    # the diagonal sub-block goes through the dot below with the rest while its decay span allows (SETTINGS.factor_span)
     factored = sub_block_span(b_gi, b_gr) < span_max
 
     p_h = h + (i_c.to(tl.int64) * H + i_h) * D * M

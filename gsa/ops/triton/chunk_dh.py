@@ -15,16 +15,10 @@ from gsa.ops.triton.chunk_h import (
     add_carry, carry_in, segment_plan, segment_range, state_segments, state_strides, state_tile_offsets,
     store_segment,
 )
-from gsa.ops.triton.utils import (
-    launch,
-    BT, Chunks, block, launch_options, load_row, load_rows, masked_softmax,
-)
-
-
-# The reverse walk in segments for few long sequences, as chunk_h.py does the forward one (state_segments).
-# H100, B 1 T 16K (1.3b-long), same call: kernel_dh 1317 -> 545 us a launch, fwd+bwd 4.82 -> 3.92 ms;
-# B 8 T 2K takes one segment (unchanged). A switch so the unsegmented walk stays one line away for A/B runs.
-SEGMENT_DH = True
+from gsa.ops.triton.chunks import BT, Chunks
+from gsa.ops.triton.launch import launch, block, launch_options
+from gsa.ops.triton.settings import SETTINGS
+from gsa.ops.triton.tiles import load_row, load_rows, masked_softmax
 
 
 @triton.jit
@@ -117,7 +111,7 @@ def chunk_bwd_dh(y: torch.Tensor, A: torch.Tensor, gl: torch.Tensor, dht: torch.
     dh0 = y.new_empty(shape, dtype=torch.float32) if want_dh0 else None
     sd, sm = state_strides(D, M, transposed)
     # as chunk_fwd_h: segments walked in parallel, then the carry from later segments
-    NS = state_segments(D, H, chunks, y.device) if SEGMENT_DH else 1
+    NS = state_segments(D, H, chunks, y.device) if SETTINGS.segment_dh else 1
     BD, SEG, NS, seg_h, seg_g = segment_plan(y, D, H, M, chunks, NS)
     opts = launch_options("dh" if BD > 16 or NS > 1 else "dh-narrow")
     meta = dict(H=H, D=D, M=M, SEG=SEG, NS=NS, BT=BT, BD=BD, BM=BM)

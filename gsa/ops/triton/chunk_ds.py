@@ -7,7 +7,7 @@ Pass 1: x = k, y = q, a = dA1, dS = dHk. Pass 2: x = v, y = dO, a = softmax(A1) 
 dS = dHv^T, scale 1.
 Then dG_j = sum_{query heads} (A1 * dA1 + p * dp)_j - s_j * ds_j (docs/algorithm.md, "Backward").
 Later sub-blocks factor the decay through the key block's last row; so does the diagonal sub-block while its decay
-span allows (utils.FACTOR_SPAN), else it takes exp(Gl_t - Gl_j) pairwise.
+span allows (SETTINGS.factor_span), else it takes exp(Gl_t - Gl_j) pairwise.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import torch
 import triton
 import triton.language as tl
 
-from gsa.ops.triton.utils import (
-    launch,
-    BC, BT, Chunks, block, chunk_bounds, launch_options, factor_span, load_row, load_rows, masked_softmax,
-    pairwise_decay, program_tiles, row_dots, sub_block_span, tiles_grid,
+from gsa.ops.triton.chunks import BC, BT, Chunks, chunk_bounds, program_tiles, tiles_grid
+from gsa.ops.triton.launch import launch, block, launch_options
+from gsa.ops.triton.tiles import (
+    factor_span, load_row, load_rows, masked_softmax, pairwise_decay, row_dots, sub_block_span,
 )
 
 
@@ -91,7 +91,7 @@ def chunk_gsa_bwd_kernel_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, cu
     b_ge = load_row(gl + i_h * M, e, H * M, o_m, m_m)  # [BM]
     b_gl = load_row(gl + i_h * M, last, H * M, o_m, m_m)  # [BM]
 
-    # the diagonal sub-block joins the later ones' dot while its decay span allows (utils.FACTOR_SPAN)
+    # the diagonal sub-block joins the later ones' dot while its decay span allows (SETTINGS.factor_span)
     factored = sub_block_span(b_gj, load_row(gl + i_h * M, tj, H * M, o_m, m_m)) < span_max
     m_a = (o_t >= tl.where(factored, tj, tj + BC)) & m_t  # the query rows the dot takes
 

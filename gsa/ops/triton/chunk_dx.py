@@ -6,7 +6,8 @@ dk: P from dA1, y = q, dS = dHk, the pass's scale. dv: P from softmax(A1), y = d
 
 Given the pass's chunk-start states S, a program also takes dg's chunk-boundary term (cumsum.py) over its D tile,
 sum_D S[c + 1] * dS[c], from the dS tile it loads anyway: a separate kernel read all four state tensors back for it
-(~535 MB, 179 us at the 1.3B shape on the H100; inside the sequential kernel_dh it cost more than that; docs/log.md, "Kernels").
+(~535 MB, 179 us at the 1.3B shape on the H100; inside the sequential kernel_dh it cost more than that;
+docs/log.md, "Kernels").
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import torch
 import triton
 import triton.language as tl
 
-from gsa.ops.triton.utils import (
-    BT, Chunks, block, chunk_bounds, launch_options, launch, load_row, load_rows, program_tiles, tiles_grid,
-)
+from gsa.ops.triton.chunks import BT, Chunks, chunk_bounds, program_tiles, tiles_grid
+from gsa.ops.triton.launch import block, launch_options, launch
+from gsa.ops.triton.tiles import load_row, load_rows
 
 
 @triton.jit

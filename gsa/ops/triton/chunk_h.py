@@ -11,11 +11,10 @@ import torch
 import triton
 import triton.language as tl
 
-from gsa.ops.triton.utils import (
-    launch,
-    STATE_TILE_MAX, BT, Chunks, block, chunk_state_dtype, launch_options, load_row, load_rows, sequence_bounds,
-    sm_count, state_tile,
-)
+from gsa.ops.triton.chunks import BT, Chunks, sequence_bounds
+from gsa.ops.triton.launch import launch, block, chunk_state_dtype, launch_options, sm_count, state_tile
+from gsa.ops.triton.settings import SETTINGS
+from gsa.ops.triton.tiles import load_row, load_rows
 
 
 @triton.jit
@@ -144,19 +143,17 @@ def chunk_gsa_fwd_kernel_h_carry(gl, h, ht, seg_h, seg_g, cu_seqlens, chunk_offs
 
 # Segments of the state recurrence. At B = 1 and long T the forward state kernel is a few programs walking
 # hundreds of chunks one after another (~1.8 us a chunk on the H100, latency-bound): kernel_h took 1.94 ms of a
-# 5.6 ms fwd+bwd at B 1 T 16K (docs/log.md, "Kernels"). Split into NS segments, each walked from zero by its own programs, the
-# walk is NS times shorter; a second, parallel pass adds to every chunk-start state what the earlier segments leave
+# 5.6 ms fwd+bwd at B 1 T 16K (docs/log.md, "Kernels"). Split into NS segments, each walked from zero by its own
+# programs, the walk is NS times shorter; a second, parallel pass adds to every chunk-start state what the earlier segments leave
 # (c <- c * exp(G_j) + E_j, then decayed inside the segment), reading and writing the states once more.
-# None: chosen from the shape (state_segments); an int forces that many (tests, benchmarks; 1 = never).
-STATE_SEGMENTS: int | None = None
 
 
 def state_segments(D: int, H: int, chunks: Chunks, device: torch.device) -> int:
     """How many segments each sequence's state walk is split into (1: not split): enough for two programs an SM at
     full-width tiles, with at least 8 chunks a segment; 1 while the tiles alone fill the GPU (and on a CPU)."""
-    if STATE_SEGMENTS is not None:
-        return max(1, min(STATE_SEGMENTS, chunks.max_nt))
-    programs = triton.cdiv(D, block(D, STATE_TILE_MAX)) * chunks.N * H
+    if SETTINGS.state_segments is not None:
+        return max(1, min(SETTINGS.state_segments, chunks.max_nt))
+    programs = triton.cdiv(D, block(D, SETTINGS.state_tile_max)) * chunks.N * H
     sms = sm_count(device)
     if programs >= sms:
         return 1
@@ -173,7 +170,7 @@ def segment_plan(x: torch.Tensor, D: int, H: int, M: int, chunks: Chunks, NS: in
     SEG = triton.cdiv(chunks.max_nt, NS)
     NS = triton.cdiv(chunks.max_nt, SEG)
     seg_h = x.new_empty(chunks.N * H, NS, D, M, dtype=torch.float32)
-    return block(D, STATE_TILE_MAX), SEG, NS, seg_h, x.new_empty(chunks.N * H, NS, M, dtype=torch.float32)
+    return block(D, SETTINGS.state_tile_max), SEG, NS, seg_h, x.new_empty(chunks.N * H, NS, M, dtype=torch.float32)
 
 
 def state_strides(D: int, M: int, transposed: bool) -> tuple[int, int]:
@@ -187,7 +184,7 @@ def chunk_fwd_h(x: torch.Tensor, s: torch.Tensor, gl: torch.Tensor, h0: torch.Te
 
     x: [TT, H, D] (k, or v), s/gl: [TT, H, M], h0: [N, H, D, M] (or [N, H, M, D] when `transposed`).
     Returns states [nt_alloc, H, D, M] (the first chunks.NT rows written; float32, or x's dtype under
-    CHUNK_STATES = "input") and the final state in h0's layout, float32 (or None).
+    SETTINGS.chunk_states = "input") and the final state in h0's layout, float32 (or None).
     """
     TT, H, D = x.shape
     M = s.shape[-1]

@@ -11,9 +11,9 @@ import torch
 import triton
 import triton.language as tl
 
-from gsa.ops.triton.utils import (
-    BT, Chunks, block, chunk_bounds, launch_options, launch, load_rows, masked_softmax, program_tiles, tiles_grid,
-)
+from gsa.ops.triton.chunks import BT, Chunks, chunk_bounds, program_tiles, tiles_grid
+from gsa.ops.triton.launch import block, launch_options, launch
+from gsa.ops.triton.tiles import load_rows, masked_softmax
 
 
 @triton.jit

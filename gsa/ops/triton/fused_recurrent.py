@@ -1,4 +1,5 @@
-"""Fused recurrent GSA for decoding (T == 1) and short inputs: the recurrence of docs/algorithm.md, "Recurrence", step by step.
+"""Fused recurrent GSA for decoding (T == 1) and short inputs: the recurrence of docs/algorithm.md, "Recurrence",
+step by step.
 
 The key state Hk does not depend on the softmax, so two kernels run the two passes, each over all steps:
   1. per (sequence, kv head, K tile): Hk <- Hk * alpha + k s^T, and each query head's partial scores q @ Hk
@@ -16,9 +17,9 @@ import torch
 import triton
 import triton.language as tl
 
-from gsa.ops.triton.utils import (
-    block, check_slots, gate_from_logits, masked_softmax, pdl_launch, sequence_bounds, state_tile,
-)
+from gsa.ops.triton.chunks import sequence_bounds
+from gsa.ops.triton.launch import block, check_slots, pdl_launch, state_tile
+from gsa.ops.triton.tiles import gate_from_logits, masked_softmax
 
 
 @triton.jit

@@ -1,15 +1,15 @@
 """One token's matrix-vector product y = x W^T + b for decoding, with the weights read before the wait.
 
 At batch 1 a decode step of GSA-1.3B is ~100 products of 8-46 MB, each preceded by a small norm or element-wise
-kernel. cuBLAS's products run at 1.3-2.5 TB/s there (a probe in docs/log.md, "Decoding": the small ones are bound by their ramp-up,
+kernel. cuBLAS's products run at 1.3-2.5 TB/s there (a probe in docs/log.md, "Decoding": the small ones are bound
+by their ramp-up,
 not by their loop), and each starts only when the kernel before it has finished. With programmatic dependent launch
-(utils.PDL) this kernel starts while the kernel before it still runs: the weights do not depend on that kernel, so
+(SETTINGS.pdl) this kernel starts while the kernel before it still runs: the weights do not depend on that kernel, so
 every program loads its whole [BN, K] slice of W first, and waits (`gdc_wait`) only before it reads x. A program holds
 its slice in registers, one wave of programs covers ~8 MB (o_proj's whole matrix), and the products' ramp-up overlaps
 the norm before them.
 
-Only for one row of x (batch-1 decoding); `gemv_applies` says when. Float32 accumulation. With `gated`, x is the
-[gate | up] row of the MLP's fused product and the kernel reads silu(gate) * up (SwiGLU) itself.
+Only for one row of x (batch-1 decoding); `gemv_applies` says when. Float32 accumulation.
 """
 
 from __future__ import annotations
@@ -18,30 +18,20 @@ import torch
 import triton
 import triton.language as tl
 
-from gsa.ops.triton.utils import pdl_launch, use_pdl
+from gsa.ops.triton.launch import pdl_launch, use_pdl
 
 # A program's first [BN, FIRST_K] slice of W stays in registers (sm_90, BN 8: 159 registers a thread at K 2048 and 4
 # warps, 165 at K 4096 and 8 warps; no spills), three programs an SM: ~12 MB of weights requested before the wait.
 # Columns beyond it are streamed after the wait in tiles of 1024. MAX_K: the widest product the decode path sends
-# here by default (timed on the H100 up to 2048; down_proj, K 5632, is opt-in: gsa.nn.fused.DECODE_GEMV).
+# here (timed on the H100 up to 2048; down_proj, K 5632, stays on cuBLAS).
 FIRST_K = 4096
 MAX_K = 4096
 BN = 8
 
 
 @triton.jit
-def _load_x(x, o_k, m_k, K: tl.constexpr, GATED: tl.constexpr):
-    """x[o_k] in float32, or with GATED silu(gate) * up from a [gate (K) | up (K)] row (SwiGLU's product)."""
-    if GATED:
-        b_g = tl.load(x + o_k, mask=m_k, other=0).to(tl.float32)
-        b_u = tl.load(x + K + o_k, mask=m_k, other=0).to(tl.float32)
-        return b_g * tl.sigmoid(b_g) * b_u
-    return tl.load(x + o_k, mask=m_k, other=0).to(tl.float32)
-
-
-@triton.jit
 def gemv_kernel(x, w, b, y, N, K: tl.constexpr, BK: tl.constexpr, BK2: tl.constexpr, BN: tl.constexpr,
-                HAS_BIAS: tl.constexpr, GATED: tl.constexpr, PDL: tl.constexpr):
+                HAS_BIAS: tl.constexpr, PDL: tl.constexpr):
     i_n = tl.program_id(0)
     o_n = i_n * BN + tl.arange(0, BN)
     o_k = tl.arange(0, BK)
@@ -52,57 +42,54 @@ def gemv_kernel(x, w, b, y, N, K: tl.constexpr, BK: tl.constexpr, BK2: tl.conste
     if PDL:
         tl.extra.cuda.gdc_wait()
         tl.extra.cuda.gdc_launch_dependents()
-    b_y = tl.sum(b_w.to(tl.float32) * _load_x(x, o_k, m_k, K, GATED)[None, :], 1)  # [BN]
+    b_y = tl.sum(b_w.to(tl.float32) * tl.load(x + o_k, mask=m_k, other=0).to(tl.float32)[None, :], 1)  # [BN]
     # columns past the first tile (K > FIRST_K), streamed after the wait
     for k0 in range(BK, K, BK2):
         o_k2 = k0 + tl.arange(0, BK2)
         m_k2 = o_k2 < K
         b_w2 = tl.load(p_w + o_k2[None, :], mask=m_n[:, None] & m_k2[None, :], other=0)
-        b_y += tl.sum(b_w2.to(tl.float32) * _load_x(x, o_k2, m_k2, K, GATED)[None, :], 1)
+        b_y += tl.sum(b_w2.to(tl.float32) * tl.load(x + o_k2, mask=m_k2, other=0).to(tl.float32)[None, :], 1)
     if HAS_BIAS:
         b_y += tl.load(b + o_n, mask=m_n, other=0).to(tl.float32)
     tl.store(y + o_n, b_y.to(y.dtype.element_ty), mask=m_n)
 
 
-def gemv_applies(x: torch.Tensor, weight: torch.Tensor, max_k: int | None = MAX_K) -> bool:
+def gemv_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether `gemv` serves F.linear(x, weight): one row of x on a GPU with programmatic dependent launch, a
-    contiguous half-precision weight of at most `max_k` columns (None: any), no autograd."""
-    return (x.numel() == x.shape[-1] and (max_k is None or x.shape[-1] <= max_k) and weight.dtype == x.dtype
+    contiguous half-precision weight of at most MAX_K columns, no autograd."""
+    return (x.numel() == x.shape[-1] and x.shape[-1] <= MAX_K and weight.dtype == x.dtype
             and x.dtype in (torch.bfloat16, torch.float16) and weight.is_contiguous() and not torch.is_grad_enabled()
             and use_pdl(x.device))  # a CUDA device of sm_90 or later
 
 
-def _gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gated: bool = False) -> torch.Tensor:
+def _gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     N, K = weight.shape
     x1 = x.reshape(x.shape[-1])
     if x1.stride(0) != 1:
         x1 = x1.contiguous()
-    if x1.numel() != (2 * K if gated else K):
-        raise ValueError(f"gemv: x has {x1.numel()} values, the weight [{N}, {K}] needs {2 * K if gated else K}")
+    if x1.numel() != K:
+        raise ValueError(f"gemv: x has {x1.numel()} values, the weight [{N}, {K}] needs {K}")
     y = x.new_empty(*x.shape[:-1], N)
     BK = min(triton.next_power_of_2(K), FIRST_K)
     gemv_kernel[(triton.cdiv(N, BN),)](x1, weight, bias, y, N, K=K, BK=BK, BK2=min(BK, 1024), BN=BN,
-                                      HAS_BIAS=bias is not None, GATED=gated, num_warps=4 if BK <= 2048 else 8,
+                                      HAS_BIAS=bias is not None, num_warps=4 if BK <= 2048 else 8,
                                       **pdl_launch(x.device))
     return y
 
 
 @torch.library.custom_op("gsa::gemv", mutates_args=())
-def gemv_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gated: bool = False) -> torch.Tensor:
-    """F.linear(x, weight, bias) for x with one row ([..., K], numel K); gated: x is [..., 2K] = [gate | up] and
-    the product is F.linear(silu(gate) * up, weight, bias)."""
-    return _gemv(x, weight, bias, gated)
+def gemv_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """F.linear(x, weight, bias) for x with one row ([..., K], numel K)."""
+    return _gemv(x, weight, bias)
 
 
 @gemv_op.register_fake
-def _(x, weight, bias, gated=False):
+def _(x, weight, bias):
     return x.new_empty(*x.shape[:-1], weight.shape[0])
 
 
-def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, gated: bool = False
-         ) -> torch.Tensor:
-    """x [..., K] with one row (gated: [..., 2K] = [gate | up], read as silu(gate) * up), weight [N, K] ->
-    [..., N] (callers check `gemv_applies` first)."""
+def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x [..., K] with one row, weight [N, K] -> [..., N] (callers check `gemv_applies` first)."""
     if torch.compiler.is_compiling():
-        return gemv_op(x, weight, bias, gated)
-    return _gemv(x, weight, bias, gated)
+        return gemv_op(x, weight, bias)
+    return _gemv(x, weight, bias)

@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from gsa.ops.triton.utils import launch
+from gsa.ops.triton.launch import launch
 
 # Rows longer than this do not fit a program's registers (one row of float32 a program).
 MAX_D = 16384

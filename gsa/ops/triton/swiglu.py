@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from gsa.ops.triton.utils import launch
+from gsa.ops.triton.launch import launch
 
 BLOCK = 2048
 

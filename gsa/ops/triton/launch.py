@@ -1,0 +1,125 @@
+"""Launching the GSA Triton kernels: tile sizes, launch options from SETTINGS, programmatic dependent launch, and
+compiling a configuration's kernels in parallel before its first call."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+import triton
+
+from gsa.ops.triton.settings import SETTINGS
+from gsa.ops.validation import TRITON_MAX_SLOTS
+
+
+def block(n: int, cap: int) -> int:
+    """Tile size for a dimension of n: a power of two, at least 16 (tl.dot needs 16), at most cap."""
+    return max(16, min(cap, triton.next_power_of_2(n)))
+
+
+
+@functools.lru_cache(maxsize=8)
+def _sm_count(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 0
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def sm_count(device: torch.device) -> int:
+    """Streaming multiprocessors of a CUDA device (0 for any other device)."""
+    return _sm_count(torch.device(device))
+
+
+
+@functools.lru_cache(maxsize=8)
+def _pdl_capable(device: torch.device) -> bool:
+    return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9
+
+
+def use_pdl(device: torch.device) -> bool:
+    """Whether kernels on `device` launch with programmatic dependent launch (SETTINGS.pdl)."""
+    return SETTINGS.pdl and os.environ.get("TRITON_INTERPRET") != "1" and _pdl_capable(torch.device(device))
+
+
+def pdl_launch(device: torch.device) -> dict:
+    """Launch keywords of a kernel with a `PDL` constexpr (its gdc_wait / gdc_launch_dependents): PDL, and Triton's
+    launch_pdl option where it is on."""
+    return dict(PDL=True, launch_pdl=True) if use_pdl(device) else dict(PDL=False)
+
+def check_slots(M: int) -> None:
+    """The kernels hold a chunk's M slots in one tile of at most TRITON_MAX_SLOTS (gsa.ops.validation): refuse more
+    here too, for callers of gsa.ops.triton that bypass gsa.ops' checks."""
+    if M > TRITON_MAX_SLOTS:
+        raise ValueError(f"the Triton kernels take at most {TRITON_MAX_SLOTS} slots (M), got M = {M}: use "
+                         "gsa.ops.gated_slot_attention(..., backend='torch')")
+
+def state_tile(D: int, sequences_x_heads: int, device: torch.device) -> int:
+    """D-tile width of the sequential state kernels: SETTINGS.state_tile_max, narrowed (down to 16) while the
+    programs would not fill the SMs once."""
+    bd = block(D, SETTINGS.state_tile_max)
+    while bd > 16 and sequences_x_heads * triton.cdiv(D, bd) < _sm_count(torch.device(device)):
+        bd //= 2
+    return bd
+
+def launch_options(name: str, **defaults) -> dict:
+    """The launch keywords of kernel `name`: num_warps = SETTINGS.chunk_warps and `defaults`, then
+    SETTINGS.launch[name]."""
+    return {"num_warps": SETTINGS.chunk_warps, **defaults, **SETTINGS.launch.get(name, {})}
+
+
+def launch_key() -> tuple:
+    """What the compiled kernels depend on besides the inputs (part of a configuration's identity for the first-call
+    warm pass)."""
+    return (SETTINGS.chunk_warps, SETTINGS.chunk_states,
+            tuple(sorted((k, tuple(sorted(v.items()))) for k, v in SETTINGS.launch.items())))
+
+
+def chunk_state_dtype(dtype: torch.dtype) -> torch.dtype:
+    if SETTINGS.chunk_states not in ("float32", "input"):
+        raise ValueError(f"SETTINGS.chunk_states must be 'float32' or 'input', got {SETTINGS.chunk_states!r}")
+    return dtype if SETTINGS.chunk_states == "input" else torch.float32
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """tl.dot precision for float32 operands (intermediates such as P, decayed weights and states).
+
+    tf32 keeps 10 mantissa bits: well under bf16 input rounding (7 bits), but as coarse as fp16's, so fp16 inputs
+    get 3xTF32 (near float32) and float32 inputs full IEEE float32."""
+    return {torch.float32: "ieee", torch.float16: "tf32x3"}.get(dtype, "tf32")
+
+# First-call compilation in parallel. A cold first forward+backward of the 1.3B shape compiled its 14 kernels one
+# after another as each was first launched: 19.7-24.2 s on the H100 host, over a 20 s budget.
+# Compiling them in threads overlaps Triton's passes and ptxas (14 kernels for sm_90 on a 2-core machine: 13.5 s
+# serial, 8.6 s in threads; on the H100 host's 16 cores the first call took 8.9 s, cold cache). Inside
+# compile_in_parallel() the launchers queue each launch's compilation instead of running it; leaving the block
+# compiles the queue in a thread pool and fills Triton's caches, so the real launches that follow find their kernels
+# compiled.
+_queue = threading.local()
+
+
+def launch(kernel, grid):
+    """kernel[grid], or inside compile_in_parallel() a stand-in that queues kernel.warmup(..., grid=grid) with the
+    same arguments (same specialisation, nothing runs)."""
+    jobs = getattr(_queue, "jobs", None)
+    if jobs is None:
+        return kernel[grid]
+    return lambda *args, **kwargs: jobs.append((kernel, grid, args, kwargs))
+
+
+@contextlib.contextmanager
+def compile_in_parallel(workers: int | None = None):
+    """Queue the launches made inside the block (their outputs stay unwritten), then compile them in `workers`
+    threads (default: the CPU count, at most 16). Yields the queue: (kernel, grid, args, kwargs) a launch."""
+    _queue.jobs = jobs = []
+    try:
+        yield jobs
+    finally:
+        _queue.jobs = None
+    workers = workers or min(16, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(jobs)))) as pool:
+        for f in [pool.submit(k.warmup, *a, grid=g, **kw) for k, g, a, kw in jobs]:
+            f.result()

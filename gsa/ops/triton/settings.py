@@ -1,0 +1,94 @@
+"""Every run-time switch of the Triton kernels, in one object: `SETTINGS`.
+
+The launchers read it at call time, so a benchmark or a test can change a field (or several, for a block, with
+`SETTINGS.override(...)`) and the next call uses it; a changed field that alters the compiled kernels also changes the
+first-call warm pass's key (`launch_key`). The defaults are what every figure on the results page (BENCHMARKS.md,
+"Kernels") was measured with; docs/log.md, "Kernels" has the measurements behind each choice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from dataclasses import dataclass, field
+
+# Launch options of single kernels, by the name of their launch_options() call ("cumsum", "h", "a", "o", "dp", "dh",
+# "dx", "ds", "dg"; "h-narrow" / "dh-narrow": the state kernels at 16-wide tiles; "h-carry" / "dh-carry": the
+# segmented walks' carry kernels; "a-small" / "dp-small": kernel_a at D <= 128): num_warps, num_stages and, for "o"
+# and "dx", the D tile "BD". Chosen for the H100 from one side-by-side sweep of every kernel over a few options, no
+# autotuning at run time: kernel_dx at 8 warps and 1 stage ran ~2x faster than at 4 and 3 (software pipelining of its
+# short loop costs shared memory and occupancy); kernel_h gained ~5-15% at 2 stages; at 16-wide tiles (B 1, T 16K)
+# the state kernels want 8 warps and 2 stages (kernel_h 2434 -> 1890 us, kernel_dh 1686 -> 1322), while at 64- and
+# 32-wide tiles 8 warps lost; kernel_a at head dims <= 128 took 2 warps and 2 stages (grouped 1612 -> 1529 us,
+# small-head 458 -> 368; at K = 512 the default stays: 429 vs 491 at 2 warps). Every other kernel was best or within
+# noise at the default.
+DEFAULT_LAUNCH: dict[str, dict[str, int]] = {
+    "dx": dict(num_warps=8, num_stages=1),
+    "h": dict(num_warps=4, num_stages=2),
+    "h-narrow": dict(num_warps=8, num_stages=2),
+    "dh-narrow": dict(num_warps=8, num_stages=2),
+    "a-small": dict(num_warps=2, num_stages=2),
+    "dp-small": dict(num_warps=2, num_stages=2),
+}
+
+
+@dataclass
+class KernelSettings:
+    """The Triton kernels' switches (module docstring). Fields:
+
+    pdl: programmatic dependent launch (Hopper and later) for the decode kernels and the one-token GEMV: a kernel
+        starts while the one before it in the stream drains and waits inside (`gdc_wait`) for its memory. A decode
+        step is ~270 small kernels at batch 1 (BENCHMARKS.md, "Decoding"). Never under the interpreter or before
+        sm_90.
+    chunk_warps: warps per program of the chunked kernels. Compiled for sm_90 most of them sit at 255 registers and
+        spill at 4 warps; at 8 the spills nearly vanish, yet the 1.3b fwd+bwd ran 1.3x slower: 4 stays.
+    launch: per-kernel launch options over chunk_warps (DEFAULT_LAUNCH).
+    chunk_states: storage of the chunk-start states the forward writes and the chunk kernels read back: "float32"
+        or "input" (the inputs' dtype, as fla-core stores them: half the state traffic and memory; float32 inputs
+        unaffected). Measured at the 1.3B shape on the H100: extra memory 944 -> 816 MiB, fwd+bwd 4.07 -> 3.91 ms;
+        but dg then keeps the whole-sequence sum (cumsum.py), 3.1x the torch backend's dg error in bf16 at T = 2048,
+        so it stays opt-in. Accumulation and returned final states are float32 either way.
+    factor_span: the largest decay span (max over slots of Gl_first - Gl_last inside a 16-row sub-block) at which
+        the diagonal sub-block is factored through a reference row into a tensor-core dot instead of taken pairwise
+        (`tiles.sub_block_span`); e^30 stays far from float32's e^88. -1 never factors, inf always does (tests).
+    state_tile_max: the widest D tile of the sequential state kernels (chunk_h, chunk_dh); `launch.state_tile`
+        narrows it, down to 16, while the programs would not fill the SMs once (B = 1 at long T).
+    state_segments: None: the forward state walk is split into segments from the shape (`chunk_h.state_segments`);
+        an int forces that many (1 = never).
+    segment_dh: the reverse state walk in segments too, as the forward one (H100, B 1 T 16K: kernel_dh 1317 -> 545
+        us a launch, fwd+bwd 4.82 -> 3.92 ms; B 8 T 2K takes one segment).
+    prewarm: on a new configuration's first eager CUDA call, compile all of its kernels in parallel threads before
+        running them (`launch.compile_in_parallel`; a cold 1.3B fwd+bwd took ~20 s compiled one by one, ~9 s so).
+    decode_gemv: which one-token decode products run as `gsa.ops.triton.gemv` (weights loaded before waiting on the
+        kernel before) instead of cuBLAS: "qkvf" (a GSA layer's q|k|v|slot-logit product), "o" (its o_proj),
+        "gate_up" (the MLP's); -0.15 ms a GSA-1.3B token on an H100 for the three.
+    """
+
+    pdl: bool = True
+    chunk_warps: int = 4
+    launch: dict[str, dict[str, int]] = field(default_factory=lambda: {k: dict(v) for k, v in DEFAULT_LAUNCH.items()})
+    chunk_states: str = "float32"
+    factor_span: float = 30.0
+    state_tile_max: int = 64
+    state_segments: int | None = None
+    segment_dh: bool = True
+    prewarm: bool = True
+    decode_gemv: frozenset[str] = frozenset({"qkvf", "o", "gate_up"})
+
+    @contextlib.contextmanager
+    def override(self, **changes):
+        """Set some fields for the duration of a block (unknown names are refused), then restore them."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise TypeError(f"KernelSettings has no field(s) {sorted(unknown)}")
+        old = {k: getattr(self, k) for k in changes}
+        for k, v in changes.items():
+            setattr(self, k, v)
+        try:
+            yield self
+        finally:
+            for k, v in old.items():
+                setattr(self, k, v)
+
+
+SETTINGS = KernelSettings()

@@ -1,0 +1,95 @@
+"""Small jit helpers shared by the chunk kernels: row loads, dots over a D loop, decays inside a chunk (factored or
+pairwise), the masked softmax and the gate from slot logits."""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from gsa.ops.triton.settings import SETTINGS
+
+
+# Diagonal sub-blocks: exp(Gl_t - Gl_j) for j <= t inside one BC-row sub-block. Taken pairwise ([BC, BC, BM] exps
+# and a reduction outside the tensor cores) it was about half of kernel_a's and kernel_ds's time and most of
+# kernel_p's (at the MQAR model's K = 32 heads, where the D loops are short, these three kernels took
+# 2.7-3.0 ms a step of 29). Factored through a reference row r of the sub-block, exp(Gl_t - Gl_r) * exp(Gl_r - Gl_j),
+# it becomes one more tensor-core dot; one of the two factors is >= 1 and reaches exp(span), span = the largest
+# decay inside the sub-block (max over slots of Gl_first - Gl_last). A program factors only while span stays under
+# SETTINGS.factor_span (e^30 ~ 1e13: far from float32's e^88, and both factors' products stay normal); GSA's gates allow
+# larger spans (logsigmoid is unbounded below), and such sub-blocks keep the pairwise path. At init the slot gates
+# decay ~0.09 a step (span ~1.4), so the fast path is the common one. The bound is SETTINGS.factor_span.
+
+
+def factor_span() -> float:
+    return SETTINGS.factor_span
+
+
+@triton.jit
+def sub_block_span(b_g, b_gr):
+    """The decay inside a sub-block: max over rows and slots of Gl_r - Gl_i (b_g [BC, BM] with masked rows and slots
+    loaded as 0, b_gr [BM] the first row: masked entries give Gl_r <= 0, never more than a valid one)."""
+    return tl.max(tl.max(b_gr[None, :] - b_g, 1), 0)
+
+
+@triton.jit
+def row_dots(pa, o_a, m_a, stride_a, pb, o_b, m_b, stride_b, D, BA: tl.constexpr, BB: tl.constexpr,
+             BD: tl.constexpr, PREC: tl.constexpr):
+    """[BA, BB] float32: a_i . b_j over D in BD-wide tiles, rows o_a of pa and o_b of pb (row strides given; each
+    row's D entries contiguous). The first operand's rows are the dot's M: keep the 16-row side first."""
+    acc = tl.zeros([BA, BB], dtype=tl.float32)
+    for i_d in range(tl.cdiv(D, BD)):
+        o_d = i_d * BD + tl.arange(0, BD)
+        m_d = o_d < D
+        b_a = load_rows(pa, o_a, m_a, stride_a, o_d, m_d)  # [BA, BD]
+        b_b = load_rows(pb, o_b, m_b, stride_b, o_d, m_d)  # [BB, BD]
+        acc += tl.dot(b_a, tl.trans(b_b), input_precision=PREC)
+    return acc
+
+
+@triton.jit
+def decayed_rows(b_x, b_g, b_gr, m_rows):
+    """b_x * exp(Gl_r - Gl) on the rows where m_rows holds, 0 elsewhere (b_x, b_g: [R, BM]; b_gr: [BM]). The exp's
+    argument is masked first: unselected rows may hold any decay, and inf * 0 would poison the selected result."""
+    return tl.where(m_rows[:, None], b_x * tl.exp(tl.where(m_rows[:, None], b_gr[None, :] - b_g, 0.0)), 0.0)
+
+
+@triton.jit
+def pairwise_decay(b_g, o_i, m_i):
+    """exp(Gl_t - Gl_j) [BC (t), BC (j), BM] for rows j <= t of one sub-block (0 elsewhere); b_g: [BC, BM]."""
+    m_tj = (o_i[:, None] >= o_i[None, :]) & m_i[:, None] & m_i[None, :]
+    return tl.exp(tl.where(m_tj[:, :, None], b_g[:, None, :] - b_g[None, :, :], float("-inf")))
+
+
+@triton.jit
+def gate_from_logits(b_f, norm):
+    """Slot logits f -> (g, s): g = logsigmoid(f) / norm, s = 1 - exp(g), in float32 and accurate for large f
+    (tiny |g|), where log(1 + e) and 1 - exp(g) would round to zero: series below 1e-4 and 1e-3."""
+    b_e = tl.exp(-tl.abs(b_f))
+    b_l = tl.where(b_e < 1e-4, b_e - 0.5 * b_e * b_e, tl.log(1.0 + b_e))
+    b_g = (tl.minimum(b_f, 0.0) - b_l) / norm
+    b_s = tl.where(b_g > -1e-3, -b_g * (1.0 + b_g * (0.5 + b_g / 6.0)), 1.0 - tl.exp(b_g))
+    return b_g, b_s
+
+
+@triton.jit
+def masked_softmax(b_x, m_x):
+    """Row softmax of b_x [R, BM] over the entries where m_x holds; other entries (and empty rows) give 0."""
+    b_x = tl.where(m_x, b_x, float("-inf"))
+    b_mx = tl.max(b_x, 1)
+    b_mx = tl.where(b_mx == float("-inf"), 0.0, b_mx)
+    b_e = tl.exp(b_x - b_mx[:, None])
+    b_z = tl.sum(b_e, 1)
+    b_z = tl.where(b_z == 0.0, 1.0, b_z)
+    return b_e / b_z[:, None]
+
+
+@triton.jit
+def load_rows(p, o_t, m_t, stride_t, o_c, m_c):
+    """Load the [len(o_t), len(o_c)] tile at p + o_t * stride_t + o_c (its own dtype), zeros outside the masks."""
+    return tl.load(p + o_t[:, None].to(tl.int64) * stride_t + o_c[None, :], mask=m_t[:, None] & m_c[None, :], other=0)
+
+
+@triton.jit
+def load_row(p, t, stride_t, o_c, m_c):
+    """Load the row p + t * stride_t + o_c as float32 (zeros outside m_c)."""
+    return tl.load(p + t.to(tl.int64) * stride_t + o_c, mask=m_c, other=0).to(tl.float32)
