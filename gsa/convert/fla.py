@@ -98,8 +98,8 @@ def from_fla(src: str | os.PathLike | nn.Module, dtype: torch.dtype | None = Non
     None keeps each tensor's stored dtype (so a float32 output-norm gain beside bf16 weights stays float32).
     Returns the model in eval mode on the CPU. Raises UnsupportedModelError naming what cannot be reproduced."""
     module = isinstance(src, nn.Module)
-    config = gsa_config_from_fla(src.config.to_dict() if module else json.loads((Path(src) / "config.json").read_text()))
-    # (refused above, before reading any weights)
+    fla_config = src.config.to_dict() if module else json.loads((Path(src) / "config.json").read_text())
+    config = gsa_config_from_fla(fla_config)  # refuses before any weight is read
     fla_state = {k: v.detach().cpu() for k, v in src.state_dict().items()} if module else read_state_dict(src)
     state = {}
     for name, tensor in fla_state.items():
