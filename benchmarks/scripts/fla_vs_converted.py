@@ -36,6 +36,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from gsa.bench.common import machine, print_table, release_memory, write_json  # noqa: E402  (no Triton import)
+from gsa.bench.train import time_steps  # noqa: E402
+
 SIZES = {
     "1.3b": {},  # fla's defaults are the paper's 1.3B shape
     "tiny": dict(hidden_size=64, num_hidden_layers=2, num_heads=2, num_slots=8, vocab_size=256),
@@ -95,22 +98,27 @@ def bench_fla_decode(model, B: int, prefix: int, new: int, device) -> dict:
 def decode_rows(fla_model, ours, batches, prefixes, new, device) -> list[dict]:
     from gsa.bench.decode import _DECODERS, bench_gsa
 
+    runs = {"fla": lambda B, prefix: bench_fla_decode(fla_model, B, prefix, new, device),
+            "gsa-eager": lambda B, prefix: bench_gsa(ours, B, prefix, new, False, device)}
+    if device.type == "cuda":
+        runs["gsa-static"] = lambda B, prefix: bench_gsa(ours, B, prefix, new, True, device)
     rows = []
     for B in batches:
         for prefix in prefixes:
-            rows.append({"model": "fla", "batch": B, "prefix": prefix,
-                         **bench_fla_decode(fla_model, B, prefix, new, device)})
-            for name, compiled in [("gsa-eager", False)] + [("gsa-static", True)] * (device.type == "cuda"):
-                with torch.no_grad():
-                    row = bench_gsa(ours, B, prefix, new, compiled, device)
-                rows.append({"model": name, "batch": B, "prefix": prefix, **row})
+            for name, run in runs.items():
+                row = {"model": name, "batch": B, "prefix": prefix}
+                try:
+                    with torch.no_grad():
+                        row.update(run(B, prefix))
+                except torch.OutOfMemoryError:
+                    row["error"] = "out of memory"
+                release_memory(device)
+                rows.append(row)
     _DECODERS.clear()  # bench_gsa keeps its last decoder (and so the model) for reuse
     return rows
 
 
 def train_row(name: str, model, T: int, tokens: int, steps: int, warmup: int, device, precision: str) -> dict:
-    from gsa.bench.train import time_steps
-
     B = max(1, tokens // T)
     cuda = device.type == "cuda"
     plain_bf16 = precision == "bf16" and cuda
@@ -153,7 +161,6 @@ def main(argv: list[str] | None = None) -> int:
 
         # The interpreter has no device to time autotuning candidates on; they compute the same function.
         autotuner.Autotuner.prune_configs = lambda self, kwargs: self.configs[:1]
-    from gsa.bench.common import machine, print_table, release_memory, write_json
 
     options = json.loads(args.fla_options)
     if device.type == "cpu":
@@ -168,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         del fla_model, ours
         release_memory(device)
         print_table(rows, [("model", "model", "s"), ("batch", "batch", "d"), ("prefix", "prefix", "d"),
-                           ("ttft_ms", "TTFT ms", ".1f"), ("ms_per_token", "ms/token", ".3f")])
+                           ("ttft_ms", "TTFT ms", ".1f"), ("ms_per_token", "ms/token", ".3f"), ("error", "error", "s")])
         result["decode"] = rows
     if args.skip != "train":
         rows = []
