@@ -7,16 +7,21 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 # Triton runs the GPU kernels, and on a CPU-only machine their tests under its interpreter.
 TRITON_SPEC ?= triton==3.8.0
+# fla (flash-linear-attention): the reference tests/convert/test_fla.py converts from and compares against. Its
+# wheels are pure Python and need only what is installed above (torch, triton, transformers, einops), so they go
+# in without dependencies, pinned: the conversion reproduces this version's GSA layer.
+FLA_SPEC ?= fla-core==0.6.0 flash-linear-attention==0.6.0
 
 .PHONY: demo test setup clean
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install "$(TORCH_SPEC)"
 	$(BIN)/python -c "import triton" 2>/dev/null || $(BIN)/pip install "$(TRITON_SPEC)"
 	$(BIN)/pip install -e ".[dev]"
+	$(BIN)/pip install --no-deps $(FLA_SPEC)
 	touch $@
 
 demo: setup

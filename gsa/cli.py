@@ -170,8 +170,12 @@ register(
 
 
 def _add_convert_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--from", dest="src", required=True, type=Path, help="Llama/Mistral/Qwen2 checkpoint directory")
+    p.add_argument("--from", dest="src", required=True, type=Path,
+                   help="Llama/Mistral/Qwen2 checkpoint directory, or an fla GSA checkpoint (recognised by its "
+                        "config: converted exactly, no T2R options), or with --to-format fla a GSA model of ours")
     p.add_argument("--to", dest="dst", required=True, type=Path, help="output directory (save_pretrained layout)")
+    p.add_argument("--to-format", choices=["gsa", "fla"], default="gsa",
+                   help="gsa (default): a GSAForCausalLM; fla: write a GSA model of ours in fla's format")
     p.add_argument("--gguf-file", help="name of a GGUF file inside --from (needs the gguf package)")
     p.add_argument("--num-slots", type=int, default=64, help="slots per head, M (default 64)")
     p.add_argument("--init", choices=["normal", "keys"], default="normal", help="f_proj init (default normal)")
@@ -190,21 +194,48 @@ def _add_convert_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the f_proj init (default 0)")
 
 
+# The T2R options: they describe new layers, so they do not apply to an fla checkpoint or to --to-format fla.
+_T2R_OPTIONS = ("gguf_file", "num_slots", "init", "init_std", "gate_logit_normalizer", "feature_map", "output_norm",
+                "window", "sinks", "gate_bias", "seed")
+
+
+def _run_fla_convert(args: argparse.Namespace, dtype) -> Path:
+    """`gsa convert` from an fla GSA checkpoint, or (--to-format fla) to one; returns the output directory."""
+    defaults = argparse.ArgumentParser()
+    _add_convert_arguments(defaults)
+    given = [f"--{k.replace('_', '-')}" for k in _T2R_OPTIONS if getattr(args, k) != defaults.get_default(k)]
+    if given:
+        raise SystemExit(f"gsa convert: {', '.join(given)} set up a T2R conversion; an fla conversion is exact and "
+                         "takes only --dtype")
+    from gsa.convert.fla import convert_fla, to_fla
+
+    if args.to_format == "gsa":
+        return convert_fla(args.src, args.dst, dtype)
+    from gsa.models import GSAForCausalLM
+
+    model = GSAForCausalLM.from_pretrained(args.src)
+    return to_fla(model if dtype is None else model.to(dtype), args.dst, tokenizer_from=args.src)
+
+
 def _run_convert(args: argparse.Namespace) -> int:
     if not args.src.is_dir():
         raise SystemExit(f"gsa convert: --from {args.src} is not a directory")
     import torch
 
     from gsa.convert import convert
+    from gsa.convert.fla import is_fla_checkpoint
 
+    dtype = getattr(torch, args.dtype) if args.dtype else None
     try:
-        dst = convert(
-            args.src, args.dst, gguf_file=args.gguf_file, num_slots=args.num_slots, init=args.init,
-            init_std=args.init_std, gate_logit_normalizer=args.gate_logit_normalizer, feature_map=args.feature_map,
-            use_output_norm=args.output_norm, window_size=args.window, num_sink_tokens=args.sinks,
-            gate_bias=args.gate_bias, dtype=getattr(torch, args.dtype) if args.dtype else None,
-            seed=args.seed,
-        )
+        if args.to_format == "fla" or is_fla_checkpoint(args.src):
+            dst = _run_fla_convert(args, dtype)
+        else:
+            dst = convert(
+                args.src, args.dst, gguf_file=args.gguf_file, num_slots=args.num_slots, init=args.init,
+                init_std=args.init_std, gate_logit_normalizer=args.gate_logit_normalizer,
+                feature_map=args.feature_map, use_output_norm=args.output_norm, window_size=args.window,
+                num_sink_tokens=args.sinks, gate_bias=args.gate_bias, dtype=dtype, seed=args.seed,
+            )
     except ValueError as e:  # UnsupportedModelError (names what the teacher has) or an invalid option
         raise SystemExit(f"gsa convert: {e}") from None
     print(f"gsa convert: wrote {dst}")
@@ -214,7 +245,8 @@ def _run_convert(args: argparse.Namespace) -> int:
 register(
     Subcommand(
         name="convert",
-        help="convert a Llama/Mistral/Qwen2 checkpoint (or GGUF file) into a GSA model (T2R)",
+        help="convert a Llama/Mistral/Qwen2 checkpoint (or GGUF file) into a GSA model (T2R), or an fla GSA "
+             "checkpoint to ours and back (exact)",
         add_arguments=_add_convert_arguments,
         run=_run_convert,
     )

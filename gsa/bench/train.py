@@ -126,6 +126,21 @@ def run_one(variant: str, size: str, T: int, tokens: int, steps: int, warmup: in
         opt.zero_grad(set_to_none=True)
 
     try:
+        row.update(time_steps(step, B * T, steps, warmup, device))
+    finally:
+        del model, opt
+        release_memory(device)
+    return row
+
+
+def time_steps(step, tokens: int, steps: int, warmup: int, device) -> dict:
+    """Call step() `warmup` times untimed, then `steps` times: {"step_ms": the median, "tokens_per_s" for `tokens`
+    tokens a step, and on CUDA "peak_gib": torch.cuda.max_memory_allocated over the timed steps}, or
+    {"error": "out of memory"}."""
+    import torch
+
+    cuda = device.type == "cuda"
+    try:
         for _ in range(warmup):
             step()
         if cuda:
@@ -138,16 +153,13 @@ def run_one(variant: str, size: str, T: int, tokens: int, steps: int, warmup: in
             if cuda:
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t0)
-        ms = statistics.median(times) * 1e3
-        row.update(step_ms=ms, tokens_per_s=B * T / ms * 1e3)
-        if cuda:
-            row["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
     except torch.OutOfMemoryError:
-        row["error"] = "out of memory"
-    finally:
-        del model, opt
-        release_memory(device)
-    return row
+        return {"error": "out of memory"}
+    ms = statistics.median(times) * 1e3
+    out = {"step_ms": ms, "tokens_per_s": tokens / ms * 1e3}
+    if cuda:
+        out["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

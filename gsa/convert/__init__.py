@@ -4,8 +4,12 @@
 `GSAForCausalLM`; `convert(src, dst, ...)` also saves it (`gsa convert` on the command line). `gsa.convert.distill`
 holds the two finetuning losses, `gsa.convert.baselines` the sliding-window + sinks teacher baseline. See
 docs/convert.md for the config mapping and gsa/convert/transformer.py for the initialisation choices.
+
+`from_fla(src)` / `convert_fla(src, dst)` / `to_fla(model, dst)` (gsa.convert.fla) take fla's GSA checkpoints (the
+paper's published models) to ours and back, with the same function.
 """
 
+from gsa.convert.fla import convert_fla, from_fla, to_fla
 from gsa.convert.transformer import (
     UnsupportedModelError,
     check_supported,
@@ -19,7 +23,10 @@ __all__ = [
     "UnsupportedModelError",
     "check_supported",
     "convert",
+    "convert_fla",
+    "from_fla",
     "from_pretrained_transformer",
     "gsa_config_from",
+    "to_fla",
     "weight_map",
 ]

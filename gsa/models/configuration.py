@@ -7,7 +7,7 @@ import math
 
 from transformers import PretrainedConfig
 
-from gsa.nn.attention import FORGET_GATES, SPREAD, check_gate_bias_range
+from gsa.nn.attention import FORGET_GATES, SPREAD, check_feature_map_options, check_gate_bias_range
 from gsa.ops.validation import SLOT_READS
 from gsa.nn.mlp import ACTIVATIONS
 
@@ -52,6 +52,25 @@ def _token_id(name: str, value, vocab_size: int, allow_list: bool = False):
     return list(value) if isinstance(value, tuple) else value
 
 
+MODEL_TYPE = "gated_slot_attention"
+# What GSAConfig directories saved before were labelled. fla (flash-linear-attention) registers "gsa" for its own
+# GSA models, whose configs differ (`looks_like_fla`): "gsa" is read here only for our own keys, and never
+# registered while fla's is (gsa.models.registration).
+LEGACY_MODEL_TYPE = "gsa"
+# Keys an fla GSAConfig writes (any fla version) and ours never has.
+FLA_ONLY_KEYS = frozenset({
+    "attn", "elementwise_affine", "use_norm", "use_output_gate", "fuse_norm", "fuse_swiglu", "fuse_cross_entropy",
+    "fuse_linear_cross_entropy", "clamp_min", "clamp_max", "norm_first", "share_conv_kernel", "gate_low_rank_dim",
+})
+FLA_HINT = ("this is a flash-linear-attention (fla) GSA config: convert the checkpoint once with "
+            "`gsa convert --from FLA_DIR --to DIR`, or load it in memory with gsa.convert.fla.from_fla(FLA_DIR)")
+
+
+def looks_like_fla(config_dict) -> bool:
+    """Whether a config dict (or the keys given to GSAConfig) is an fla GSAConfig's rather than ours."""
+    return bool(FLA_ONLY_KEYS & set(config_dict))
+
+
 class GSAConfig(PretrainedConfig):
     """Configuration of `GSAModel` / `GSAForCausalLM`. Every field is validated here and read by the model.
 
@@ -59,10 +78,14 @@ class GSAConfig(PretrainedConfig):
     Attention (see `gsa.nn.GatedSlotAttention`): num_heads query heads, num_kv_heads key/value heads (None = num_heads;
         fewer gives grouped heads), num_slots (M), expand_k / expand_v (per-head key / value dims are
         d * expand / num_heads), gate_logit_normalizer (tau: log forget gate = logsigmoid(f) / tau), use_short_conv
-        and conv_size (causal depthwise convolution on q, k, v), attn_scale (the q . k scale of the slot read;
-        None = K ** -0.5, fla's models use 1.0); for layers converted from a Transformer (gsa.convert):
+        and conv_size (causal depthwise convolution on q, k, v, then SiLU), attn_scale (the q . k scale of the slot
+        read; None = K ** -0.5, fla's models use 1.0); for layers converted from a Transformer (gsa.convert):
         feature_map ("swish", or "identity": q, k, v as projected; needs use_short_conv=False), use_output_norm
         (False: no swish + RMSNorm before the output projection) and qkv_bias (biases on W_q, W_k, W_v, as in Qwen2);
+        for models converted from fla (gsa.convert.fla; all off by default): feature_map "relu" (ReLU on q, k, SiLU
+        on v), feature_map_after_conv (the feature map, and SiLU on v, applied again after the convolution's SiLU),
+        conv_bias (a bias in each convolution; needs use_short_conv), output_norm_eps (the output RMSNorm's epsilon;
+        None = norm_eps; fla's is 1e-5) and output_norm_affine (False: that norm has no learned gain);
         forget_gate for the paper's ablations: "data" (default), "fixed" (data-independent decay), "none" (ABC;
         full sequences only, no decoding cache); slot_read "linear" for the no-softmax ablation (every backend);
         gate_bias (forget_gate "data" only): W_f gets a bias spread over each head's slots, linspace(*gate_bias_range),
@@ -75,13 +98,14 @@ class GSAConfig(PretrainedConfig):
         may be given unless both agree; neither means hidden_ratio = 4. intermediate_size = 0: no MLP, each block is
         x = x + GSA(RMSNorm(x)) alone (the sequence-mixer-only models of Zoology's MQAR experiments).
         hidden_act: the gate's nonlinearity ("silu" = SwiGLU, "gelu", "relu").
-    norm_eps: epsilon of every RMSNorm (the blocks', the final one and the one inside each attention layer).
+    norm_eps: epsilon of every RMSNorm (the blocks', the final one and, unless output_norm_eps, the one inside each
+        attention layer).
     initializer_range: std of the normal init of linear and embedding weights (biases: zero, but see gate_bias).
     tie_word_embeddings: share the LM head with the token embedding.
     pad_token_id, bos_token_id, eos_token_id: special token ids (eos may be a list), used by generate().
     """
 
-    model_type = "gsa"
+    model_type = MODEL_TYPE
 
     def __init__(
         self,
@@ -96,9 +120,13 @@ class GSAConfig(PretrainedConfig):
         gate_logit_normalizer: float = 8.0,
         use_short_conv: bool = False,
         conv_size: int = 4,
+        conv_bias: bool = False,
         attn_scale: float | None = None,
         feature_map: str = "swish",
+        feature_map_after_conv: bool = False,
         use_output_norm: bool = True,
+        output_norm_eps: float | None = None,
+        output_norm_affine: bool = True,
         qkv_bias: bool = False,
         forget_gate: str = "data",
         slot_read: str = "softmax",
@@ -120,8 +148,9 @@ class GSAConfig(PretrainedConfig):
     ):
         unknown = sorted(set(kwargs) - HF_CONFIG_KEYS)
         if unknown:
-            raise ValueError(f"GSAConfig got unknown option(s) {unknown}")
-        if kwargs.get("model_type", self.model_type) != self.model_type:
+            hint = f" ({FLA_HINT})" if looks_like_fla(kwargs) else ""
+            raise ValueError(f"GSAConfig got unknown option(s) {unknown}{hint}")
+        if kwargs.get("model_type", self.model_type) not in (self.model_type, LEGACY_MODEL_TYPE):
             raise ValueError(f"GSAConfig.model_type must be {self.model_type!r}, got {kwargs['model_type']!r}")
         kwargs.pop("model_type", None)
 
@@ -143,18 +172,13 @@ class GSAConfig(PretrainedConfig):
                     f"({num_heads})"
                 )
         self.gate_logit_normalizer = _positive_float("gate_logit_normalizer", gate_logit_normalizer)
-        if not isinstance(use_short_conv, bool):
-            raise ValueError(f"GSAConfig.use_short_conv must be a bool, got {use_short_conv!r}")
-        self.use_short_conv = use_short_conv
+        check_feature_map_options(feature_map, use_short_conv, feature_map_after_conv, conv_bias, "GSAConfig.")
+        self.use_short_conv, self.conv_bias = use_short_conv, conv_bias
+        self.feature_map, self.feature_map_after_conv = feature_map, feature_map_after_conv
         self.conv_size = positive_int("conv_size", conv_size)
         if conv_size < 2:
             raise ValueError(f"GSAConfig.conv_size must be >= 2, got {conv_size}")
         self.attn_scale = None if attn_scale is None else _positive_float("attn_scale", attn_scale)
-        if feature_map not in ("swish", "identity"):
-            raise ValueError(f"GSAConfig.feature_map must be 'swish' or 'identity', got {feature_map!r}")
-        if feature_map == "identity" and use_short_conv:
-            raise ValueError("GSAConfig.feature_map='identity' needs use_short_conv=False (its SiLU is a feature map)")
-        self.feature_map = feature_map
         if forget_gate not in FORGET_GATES:
             raise ValueError(f"GSAConfig.forget_gate must be one of {FORGET_GATES}, got {forget_gate!r}")
         self.forget_gate = forget_gate
@@ -176,11 +200,17 @@ class GSAConfig(PretrainedConfig):
             raise ValueError("GSAConfig.window_size > 0 applies RoPE, which needs an even head_k_dim")
         self.window_size, self.num_sink_tokens = window_size, num_sink_tokens
         self.rope_theta = _positive_float("rope_theta", rope_theta)
-        for name, flag in (("use_output_norm", use_output_norm), ("qkv_bias", qkv_bias)):
+        for name, flag in (("use_output_norm", use_output_norm), ("qkv_bias", qkv_bias),
+                           ("output_norm_affine", output_norm_affine)):
             if not isinstance(flag, bool):
                 raise ValueError(f"GSAConfig.{name} must be a bool, got {flag!r}")
         self.use_output_norm = use_output_norm
         self.qkv_bias = qkv_bias
+        self.output_norm_eps = None if output_norm_eps is None else _positive_float("output_norm_eps", output_norm_eps)
+        if not use_output_norm and (output_norm_eps is not None or not output_norm_affine):
+            raise ValueError("GSAConfig.output_norm_eps / output_norm_affine=False need use_output_norm=True "
+                             "(they describe that norm)")
+        self.output_norm_affine = output_norm_affine
 
         if hidden_ratio is not None:
             _positive_float("hidden_ratio", hidden_ratio)
@@ -212,6 +242,17 @@ class GSAConfig(PretrainedConfig):
             eos_token_id=eos_token_id,
             **kwargs,
         )
+
+    @classmethod
+    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
+        """transformers' reader of config.json, plus: a directory of ours saved with the earlier model_type "gsa"
+        is read as ours (relabelled), and an fla GSA checkpoint is refused with how to convert it."""
+        config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
+        if config_dict.get("model_type") == LEGACY_MODEL_TYPE:
+            if looks_like_fla(config_dict):
+                raise ValueError(f"{pretrained_model_name_or_path}: {FLA_HINT}")
+            config_dict = {**config_dict, "model_type": cls.model_type}
+        return config_dict, kwargs
 
     @staticmethod
     def head_k_dim_of(hidden_size: int, expand_k: float, num_heads: int) -> int:

@@ -30,12 +30,15 @@ class GSABlock(nn.Module):
             expand_k=config.expand_k,
             expand_v=config.expand_v,
             gate_logit_normalizer=config.gate_logit_normalizer,
-            norm_eps=config.norm_eps,
+            norm_eps=config.norm_eps if config.output_norm_eps is None else config.output_norm_eps,
             use_short_conv=config.use_short_conv,
             conv_size=config.conv_size,
+            conv_bias=config.conv_bias,
             scale=config.attn_scale,
             feature_map=config.feature_map,
+            feature_map_after_conv=config.feature_map_after_conv,
             use_output_norm=config.use_output_norm,
+            output_norm_affine=config.output_norm_affine,
             qkv_bias=config.qkv_bias,
             forget_gate=config.forget_gate,
             gate_bias=config.gate_bias,
@@ -93,6 +96,8 @@ class GSAPreTrainedModel(PreTrainedModel):
                 init.zeros_(module.bias)
         elif isinstance(module, ShortConvolution):
             init.uniform_(module.weight, -module.init_bound, module.init_bound)
+            if module.bias is not None:
+                init.zeros_(module.bias)
         elif isinstance(module, RMSNorm):
             init.ones_(module.weight)
         elif isinstance(module, GatedSlotAttention) and module.window_size:

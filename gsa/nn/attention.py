@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gsa.nn.conv import ShortConvolution
+from gsa.nn.feature_map import FEATURE_MAPS, apply_feature_map
 from gsa.nn.fused import FusesProjections, decode_linear, use_fused
 from gsa.nn.norm import RMSNorm
 from gsa.nn.window import (
@@ -93,6 +94,27 @@ class GSAState:
 FORGET_GATES = ("data", "fixed", "none")
 
 
+def check_feature_map_options(feature_map: str, use_short_conv: bool, feature_map_after_conv: bool,
+                              conv_bias: bool, owner: str = "") -> None:
+    """A ValueError naming the option (prefixed by `owner`, e.g. "GSAConfig.") unless the feature-map and
+    convolution options make one layer: identity needs no convolution (its SiLU would be a feature map), and
+    without feature_map_after_conv the convolution's SiLU is the feature map, so it must be swish."""
+    if feature_map not in FEATURE_MAPS:
+        raise ValueError(f"{owner}feature_map must be one of {FEATURE_MAPS}, got {feature_map!r}")
+    for name, flag in (("use_short_conv", use_short_conv), ("feature_map_after_conv", feature_map_after_conv),
+                       ("conv_bias", conv_bias)):
+        if not isinstance(flag, bool):
+            raise ValueError(f"{owner}{name} must be a bool, got {flag!r}")
+    if feature_map == "identity" and use_short_conv:
+        raise ValueError(f"{owner}feature_map='identity' needs use_short_conv=False (the convolution has its own SiLU)")
+    if feature_map == "relu" and use_short_conv and not feature_map_after_conv:
+        raise ValueError(f"{owner}feature_map='relu' with use_short_conv needs feature_map_after_conv=True (fla's "
+                         "layer: ReLU after the convolution's SiLU); without it the convolution's SiLU is the map")
+    for name, flag in (("feature_map_after_conv", feature_map_after_conv), ("conv_bias", conv_bias)):
+        if flag and not use_short_conv:
+            raise ValueError(f"{owner}{name}=True needs use_short_conv=True")
+
+
 class GatedSlotAttention(FusesProjections):
     """Gated Slot Attention: a recurrent layer with M slots per head and a constant-size state.
 
@@ -107,7 +129,11 @@ class GatedSlotAttention(FusesProjections):
 
     Grouped heads (H < HQ) share the slot memories inside a group; only the softmax read is per query head.
     With `use_short_conv`, q, k and v first go through a causal depthwise convolution of width `conv_size`
-    followed by SiLU, and that SiLU is their feature map (fla applies SiLU a second time; we do not).
+    followed by SiLU, and that SiLU is their feature map. fla's layer applies its feature map (and SiLU on v) a
+    second time after the convolution's SiLU: `feature_map_after_conv=True` reproduces that (off by default; on
+    for models converted from fla, gsa.convert.fla), and `conv_bias=True` gives the convolutions fla's bias.
+    `feature_map="relu"` is fla's other map: ReLU on q and k, SiLU on v. The output RMSNorm has eps `norm_eps`
+    and, unless `output_norm_affine=False` (fla's `elementwise_affine=False`), a learned gain.
 
     `scale` multiplies q . k in the slot read. None (the default) means K ** -0.5, the op's default and ordinary
     attention's: the read logits of swish features grow with K, so without it the slot softmax saturates at large
@@ -151,9 +177,12 @@ class GatedSlotAttention(FusesProjections):
         norm_eps: float = 1e-5,
         use_short_conv: bool = False,
         conv_size: int = 4,
+        conv_bias: bool = False,
         scale: float | None = None,
         feature_map: str = "swish",
+        feature_map_after_conv: bool = False,
         use_output_norm: bool = True,
+        output_norm_affine: bool = True,
         qkv_bias: bool = False,
         forget_gate: str = "data",
         slot_read: str = "softmax",
@@ -201,13 +230,13 @@ class GatedSlotAttention(FusesProjections):
             raise ValueError(f"gate_bias=True biases the data-dependent gate's W_f; forget_gate={forget_gate!r} "
                              "has none")
         gate_bias_range = check_gate_bias_range(gate_bias_range, "gate_bias_range", gate_bias)
-        if feature_map not in ("swish", "identity"):
-            raise ValueError(f"feature_map must be 'swish' or 'identity', got {feature_map!r}")
-        if feature_map == "identity" and use_short_conv:
-            raise ValueError("feature_map='identity' needs use_short_conv=False (the convolution has its own SiLU)")
-        for name, flag in (("use_output_norm", use_output_norm), ("qkv_bias", qkv_bias)):
+        check_feature_map_options(feature_map, use_short_conv, feature_map_after_conv, conv_bias)
+        for name, flag in (("use_output_norm", use_output_norm), ("qkv_bias", qkv_bias),
+                           ("output_norm_affine", output_norm_affine)):
             if not isinstance(flag, bool):
                 raise ValueError(f"{name} must be a bool, got {flag!r}")
+        if not output_norm_affine and not use_output_norm:
+            raise ValueError("output_norm_affine=False needs use_output_norm=True (it removes that norm's gain)")
         self.hidden_size = hidden_size
         self.num_heads = num_heads
         self.num_kv_heads = num_kv_heads
@@ -217,6 +246,7 @@ class GatedSlotAttention(FusesProjections):
         self.gate_logit_normalizer = float(gate_logit_normalizer)
         self.use_short_conv = use_short_conv
         self.feature_map = feature_map
+        self.feature_map_after_conv = feature_map_after_conv
         self.use_output_norm = use_output_norm
         self.scale = self.head_k_dim**-0.5 if scale is None else float(scale)
         # A run-time speed/memory knob, not a model property (so not a config field): keep the op's chunk states
@@ -237,11 +267,11 @@ class GatedSlotAttention(FusesProjections):
         else:
             self.f_proj = nn.Linear(hidden_size, H * M, bias=False)
         if use_short_conv:
-            self.q_conv = ShortConvolution(HQ * K, conv_size)
-            self.k_conv = ShortConvolution(H * K, conv_size)
-            self.v_conv = ShortConvolution(H * V, conv_size)
+            self.q_conv = ShortConvolution(HQ * K, conv_size, bias=conv_bias)
+            self.k_conv = ShortConvolution(H * K, conv_size, bias=conv_bias)
+            self.v_conv = ShortConvolution(H * V, conv_size, bias=conv_bias)
         if use_output_norm:
-            self.o_norm = RMSNorm(HQ * V, eps=norm_eps)
+            self.o_norm = RMSNorm(HQ * V, eps=norm_eps, elementwise_affine=output_norm_affine)
         if window_size:
             if K % 2:
                 raise ValueError(f"window_size > 0 applies RoPE, which needs an even head_k_dim, got {K}")
@@ -254,18 +284,17 @@ class GatedSlotAttention(FusesProjections):
         self._fuse("qkvf", self.q_proj, self.k_proj, self.v_proj, *([self.f_proj] if hasattr(self, "f_proj") else []))
 
     def _projections(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """x: [B, T, d] -> q [B, T, HQ*K], k [B, T, H*K], v [B, T, H*V] (after the swish feature map, unless a
-        short convolution follows), slot logits [B, T, H*M] (None for fixed decays)."""
-        swish = self.feature_map == "swish" and not self.use_short_conv
+        """x: [B, T, d] -> q [B, T, HQ*K], k [B, T, H*K], v [B, T, H*V] (after the feature map, unless a short
+        convolution follows), slot logits [B, T, H*M] (None for fixed decays)."""
+        feature_map = "identity" if self.use_short_conv else self.feature_map
         if use_fused(self._fused, x):
             y = self._fused.product(x)
             n = sum(self._fused.sizes[:3])
-            qkv = F.silu(y[..., :n]) if swish else y[..., :n]  # one kernel for the three; q, k, v stay views of it
-            q, k, v = qkv.split(self._fused.sizes[:3], dim=-1)
-            return q, k, v, (y[..., n:] if len(self._fused.sizes) > 3 else None)
-        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        if swish:
-            q, k, v = F.silu(q), F.silu(k), F.silu(v)
+            f = y[..., n:] if len(self._fused.sizes) > 3 else None
+            if feature_map == "swish":  # one kernel for the three; q, k, v stay views of it
+                return *F.silu(y[..., :n]).split(self._fused.sizes[:3], dim=-1), f
+            return *apply_feature_map(*y[..., :n].split(self._fused.sizes[:3], dim=-1), feature_map), f
+        q, k, v = apply_feature_map(self.q_proj(x), self.k_proj(x), self.v_proj(x), feature_map)
         return q, k, v, (self.f_proj(x) if hasattr(self, "f_proj") else None)
 
     def _slot_writes(self, f: torch.Tensor | None, B: int, T: int, dtype: torch.dtype
@@ -341,6 +370,8 @@ class GatedSlotAttention(FusesProjections):
             k, ck = self.k_conv(k, mask, cu_seqlens, prev[1], output_state, inplace_state)
             v, cv = self.v_conv(v, mask, cu_seqlens, prev[2], output_state, inplace_state)
             conv_state = (cq, ck, cv) if output_state else None
+            if self.feature_map_after_conv:
+                q, k, v = apply_feature_map(q, k, v, self.feature_map)
         H, HQ, M = self.num_kv_heads, self.num_heads, self.num_slots
         q = q.view(B, T, HQ, self.head_k_dim)
         k = k.view(B, T, H, self.head_k_dim)
@@ -384,7 +415,8 @@ class GatedSlotAttention(FusesProjections):
         raw output: fused projections in use (no autograd, few tokens), owned state buffers advanced in place, no
         padding or packing, and a layer whose feature map and gate the step computes itself."""
         return (inplace_state and mask is None and cu_seqlens is None and use_fused(self._fused, x)
-                and not self.use_short_conv and self.forget_gate == "data" and not self.window_size)
+                and not self.use_short_conv and self.forget_gate == "data" and not self.window_size
+                and self.feature_map != "relu")
 
     def _step_from_logits(self, x: torch.Tensor, state: GSAState) -> torch.Tensor:
         """x [B, T, d] -> o [B, T, HQ, V], advancing state in place. q, k, v and the slot logits stay column views

@@ -25,7 +25,8 @@ def _last_inputs_per_sequence(x: torch.Tensor, cu_seqlens: torch.Tensor, n: int)
 
 
 class ShortConvolution(nn.Module):
-    """y_t = silu( sum_{i < W} w[:, i] * x_{t - (W - 1) + i} ), per channel (depthwise), causal, no bias.
+    """y_t = silu( sum_{i < W} w[:, i] * x_{t - (W - 1) + i} + b ), per channel (depthwise), causal; b only with
+    `bias=True` (fla's `conv_bias`; starts at zero), else no bias.
 
     Shapes: x [B, T, C] -> y [B, T, C]; the decoding state is the last W - 1 inputs, [B, W - 1, C].
 
@@ -39,7 +40,7 @@ class ShortConvolution(nn.Module):
     linear layers, would shrink q, k and v by ~0.04 at initialisation.
     """
 
-    def __init__(self, channels: int, kernel_size: int = 4):
+    def __init__(self, channels: int, kernel_size: int = 4, bias: bool = False):
         super().__init__()
         if channels <= 0:
             raise ValueError(f"ShortConvolution channels must be positive, got {channels}")
@@ -47,7 +48,10 @@ class ShortConvolution(nn.Module):
             raise ValueError(f"ShortConvolution kernel_size must be >= 2, got {kernel_size}")
         self.channels = channels
         self.kernel_size = kernel_size
+        if not isinstance(bias, bool):
+            raise ValueError(f"ShortConvolution bias must be a bool, got {bias!r}")
         self.weight = nn.Parameter(torch.empty(channels, kernel_size))
+        self.bias = nn.Parameter(torch.empty(channels)) if bias else None
         self.reset_parameters()
 
     @property
@@ -56,6 +60,8 @@ class ShortConvolution(nn.Module):
 
     def reset_parameters(self) -> None:
         nn.init.uniform_(self.weight, -self.init_bound, self.init_bound)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
 
     def forward(
         self,
@@ -96,7 +102,7 @@ class ShortConvolution(nn.Module):
         acc = torch.promote_types(x.dtype, torch.float32)
         w = self.weight.to(acc)
         pos = positions_in_sequence(cu_seqlens, T) if cu_seqlens is not None else None
-        y = torch.zeros(B, T, C, dtype=acc, device=x.device)
+        y = torch.zeros(B, T, C, dtype=acc, device=x.device) if self.bias is None else self.bias.to(acc).expand(B, T, C)
         for i in range(W):
             tap = xp[:, i : i + T].to(acc) * w[:, i]
             back = W - 1 - i  # how many steps into the past this tap reads
@@ -113,4 +119,4 @@ class ShortConvolution(nn.Module):
         return y, xp[:, T:].clone()  # the last W - 1 inputs
 
     def extra_repr(self) -> str:
-        return f"{self.channels}, kernel_size={self.kernel_size}"
+        return f"{self.channels}, kernel_size={self.kernel_size}" + (", bias=True" if self.bias is not None else "")

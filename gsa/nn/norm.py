@@ -88,17 +88,31 @@ class RMSNorm(nn.Module):
     x: [..., D] -> [..., D] in x's dtype. The mean square and the rescaling are computed in float32 for half
     precision inputs (float64 stays float64), because in bf16 the sum of D squares loses the low bits that the
     normalisation amplifies.
+
+    elementwise_affine=False: no learned gain (fla's `elementwise_affine=False`). `weight` is then a non-persistent
+    buffer of ones (not saved, not trained), so every kernel keeps one signature; multiplying by 1.0 is exact.
     """
 
-    def __init__(self, dim: int, eps: float = 1e-5):
+    def __init__(self, dim: int, eps: float = 1e-5, elementwise_affine: bool = True):
         super().__init__()
         if dim <= 0:
             raise ValueError(f"RMSNorm dim must be positive, got {dim}")
         if not eps > 0:
             raise ValueError(f"RMSNorm eps must be positive, got {eps}")
+        if not isinstance(elementwise_affine, bool):
+            raise ValueError(f"RMSNorm elementwise_affine must be a bool, got {elementwise_affine!r}")
         self.dim = dim
         self.eps = float(eps)
-        self.weight = nn.Parameter(torch.ones(dim))
+        self.elementwise_affine = elementwise_affine
+        if elementwise_affine:
+            self.weight = nn.Parameter(torch.ones(dim))
+        else:
+            self.register_buffer("weight", torch.ones(dim), persistent=False)
+
+    def reset_parameters(self) -> None:
+        """The gain (or the fixed ones of a norm without one) back to ones."""
+        with torch.no_grad():
+            self.weight.fill_(1.0)
 
     def forward(self, x: torch.Tensor, silu_input: bool = False) -> torch.Tensor:
         """x: [..., D] -> [..., D]; silu_input: normalise swish(x) (the gated output norm), recomputed in backward."""
@@ -107,4 +121,4 @@ class RMSNorm(nn.Module):
         return rms_norm(x, self.weight, self.eps, silu_input)
 
     def extra_repr(self) -> str:
-        return f"{self.dim}, eps={self.eps}"
+        return f"{self.dim}, eps={self.eps}" + ("" if self.elementwise_affine else ", elementwise_affine=False")

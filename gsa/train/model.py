@@ -87,9 +87,11 @@ def _load_model(kind: str, params: dict[str, Any], vocab_size: int) -> nn.Module
 
 def model_inputs(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Keyword arguments for ``model(**...)`` from a batch made by ``gsa.data.pack_batch`` or MQAR."""
+    from gsa.models import GSAConfig
+
     out = {"input_ids": batch["input_ids"], "labels": batch["labels"]}
     if "cu_seqlens" in batch:
-        if unwrap(model).config.model_type == "gsa":
+        if unwrap(model).config.model_type == GSAConfig.model_type:
             out["cu_seqlens"] = batch["cu_seqlens"]
         else:
             out["position_ids"] = batch["position_ids"]

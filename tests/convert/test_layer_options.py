@@ -55,7 +55,7 @@ def test_identity_layer_chains_its_state():
 
 def test_layer_option_validation():
     with pytest.raises(ValueError, match="feature_map"):
-        GatedSlotAttention(24, feature_map="relu")
+        GatedSlotAttention(24, feature_map="t2r")
     with pytest.raises(ValueError, match="use_short_conv"):
         GatedSlotAttention(24, feature_map="identity", use_short_conv=True)
     with pytest.raises(ValueError, match="use_output_norm"):

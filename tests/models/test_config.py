@@ -20,7 +20,8 @@ CHANGED = {
     "norm_eps": 0.1, "initializer_range": 0.5, "tie_word_embeddings": True, "pad_token_id": 5,
     "bos_token_id": 6, "eos_token_id": [2, 7], "feature_map": "identity", "use_output_norm": False, "qkv_bias": True,
     "forget_gate": "fixed", "slot_read": "linear", "window_size": 3, "num_sink_tokens": 2, "rope_theta": 50.0,
-    "gate_bias": True, "gate_bias_range": [4.0, 4.0],
+    "gate_bias": True, "gate_bias_range": [4.0, 4.0], "conv_bias": True, "feature_map_after_conv": True,
+    "output_norm_eps": 0.1, "output_norm_affine": False,
 }
 
 INVALID = {
@@ -28,9 +29,10 @@ INVALID = {
     "num_slots": 0, "expand_k": 0.3, "expand_v": -1.0, "gate_logit_normalizer": 0.0, "use_short_conv": "yes",
     "conv_size": 1, "attn_scale": -1.0, "hidden_ratio": 0.0, "intermediate_size": -1, "hidden_act": "tanh",
     "norm_eps": 0.0, "initializer_range": -0.02, "tie_word_embeddings": "no", "pad_token_id": 101,
-    "bos_token_id": -1, "eos_token_id": [2, 500], "feature_map": "relu", "use_output_norm": "no", "qkv_bias": 1,
+    "bos_token_id": -1, "eos_token_id": [2, 500], "feature_map": "t2r", "use_output_norm": "no", "qkv_bias": 1,
     "forget_gate": "abc", "slot_read": "relu", "window_size": -1, "num_sink_tokens": -2, "rope_theta": 0.0,
-    "gate_bias": "yes", "gate_bias_range": [4, 1],
+    "gate_bias": "yes", "gate_bias_range": [4, 1], "conv_bias": 1, "feature_map_after_conv": "yes",
+    "output_norm_eps": 0.0, "output_norm_affine": "no",
 }
 
 
