@@ -13,8 +13,8 @@ autocast, fused AdamW on CUDA; `--precision bf16` for plain bf16).
 - train, per T: forward (loss on the shifted labels; each model's own loss kernel) + backward + optimizer step,
   median over --steps steps after --warmup, tokens/s and peak memory.
 
-    python benchmarks/scripts/fla_vs_converted.py --out fla-vs-gsa.json                 # 1.3B, on a GPU
-    python benchmarks/scripts/fla_vs_converted.py --size tiny --device cpu --prefixes 16 --batches 1 \\
+    python benchmarks/recipes/fla_vs_converted.py --out fla-vs-gsa.json                 # 1.3B, on a GPU
+    python benchmarks/recipes/fla_vs_converted.py --size tiny --device cpu --prefixes 16 --batches 1 \\
         --new-tokens 2 --seq-lens 32 --tokens 64 --steps 1 --warmup 0 --out /tmp/toy.json  # a toy run (CPU)
 
 On a CPU fla's kernels need Triton's interpreter (TRITON_INTERPRET=1, set here before they are imported), and fla

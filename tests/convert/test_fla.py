@@ -339,9 +339,9 @@ def test_import_order_and_auto_classes(order, tmp_path):
 @needs_fla
 @pytest.mark.slow
 def test_benchmark_script_toy_run(tmp_path):
-    """benchmarks/scripts/fla_vs_converted.py (fla's model vs its conversion: decode and a training step) runs
+    """benchmarks/recipes/fla_vs_converted.py (fla's model vs its conversion: decode and a training step) runs
     end to end at a toy size; its figures come from a GPU."""
-    script = ROOT / "benchmarks" / "scripts" / "fla_vs_converted.py"
+    script = ROOT / "benchmarks" / "recipes" / "fla_vs_converted.py"
     out = tmp_path / "toy.json"
     args = ["--size", "tiny", "--device", "cpu", "--prefixes", "16", "--batches", "1", "--new-tokens", "2",
             "--seq-lens", "32", "--tokens", "64", "--steps", "1", "--warmup", "0", "--out", str(out)]
