@@ -16,7 +16,7 @@ from gsa.ops.triton.chunk_h import (
     store_segment,
 )
 from gsa.ops.triton.chunks import BT, Chunks
-from gsa.ops.triton.launch import launch, block, launch_options
+from gsa.ops.triton.launch import launch, block, launch_options, cdiv
 from gsa.ops.triton.settings import SETTINGS
 from gsa.ops.triton.tiles import load_row, load_rows, masked_softmax
 
@@ -115,7 +115,7 @@ def chunk_bwd_dh(y: torch.Tensor, A: torch.Tensor, gl: torch.Tensor, dht: torch.
     BD, SEG, NS, seg_h, seg_g = segment_plan(y, D, H, M, chunks, NS)
     opts = launch_options("dh" if BD > 16 or NS > 1 else "dh-narrow")
     meta = dict(H=H, D=D, M=M, SEG=SEG, NS=NS, BT=BT, BD=BD, BM=BM)
-    grid = (triton.cdiv(D, BD), chunks.N * H, NS)
+    grid = (cdiv(D, BD), chunks.N * H, NS)
     launch(chunk_gsa_bwd_kernel_dh, grid)(
         y, A, gl, dh, dht, dh0, seg_h, seg_g, chunks.cu_seqlens, chunks.offsets, scale, sd, sm, HQ=HQ, **meta,
         SOFTMAX=softmax, USE_DHT=dht is not None, STORE_DH0=want_dh0, SEGMENTED=NS > 1, PREC=prec, **opts,

@@ -17,7 +17,7 @@ import triton
 import triton.language as tl
 
 from gsa.ops.triton.chunks import BT, Chunks, chunk_bounds, program_tiles, tiles_grid
-from gsa.ops.triton.launch import block, launch_options, launch
+from gsa.ops.triton.launch import block, launch_options, launch, cdiv
 from gsa.ops.triton.tiles import load_row, load_rows
 
 
@@ -64,7 +64,7 @@ def dx_options(D: int) -> dict:
 
 def dx_tiles(D: int) -> int:
     """How many D tiles kernel_dx splits D into: the leading size of its boundary-term parts."""
-    return triton.cdiv(D, dx_options(D)["BD"])
+    return cdiv(D, dx_options(D)["BD"])
 
 
 def chunk_bwd_dx(P: torch.Tensor, y: torch.Tensor, s: torch.Tensor, gl: torch.Tensor, dh: torch.Tensor,
@@ -82,7 +82,7 @@ def chunk_bwd_dx(P: torch.Tensor, y: torch.Tensor, s: torch.Tensor, gl: torch.Te
         raise ValueError("chunk_bwd_dx: give both h and cross, or neither")
     dx = torch.empty(TT, H, D, dtype=dtype, device=y.device)
     opts = dx_options(D)
-    grid = tiles_grid(triton.cdiv(D, opts["BD"]), H, chunks.NT)
+    grid = tiles_grid(cdiv(D, opts["BD"]), H, chunks.NT)
     launch(chunk_gsa_bwd_kernel_dx, grid)(P, y, s, gl, dh, dx, h, cross, chunks.cu_seqlens, chunks.indices, scale,
                                   H, HQ, D, M, dh.shape[0], BT=BT, BM=block(M, 128), CROSS=h is not None,
                                   PREC=prec, **opts)

@@ -12,7 +12,7 @@ import triton
 import triton.language as tl
 
 from gsa.ops.triton.chunks import BT, Chunks, sequence_bounds
-from gsa.ops.triton.launch import launch, block, chunk_state_dtype, launch_options, sm_count, state_tile
+from gsa.ops.triton.launch import launch, block, chunk_state_dtype, launch_options, sm_count, state_tile, cdiv
 from gsa.ops.triton.settings import SETTINGS
 from gsa.ops.triton.tiles import load_row, load_rows
 
@@ -153,11 +153,11 @@ def state_segments(D: int, H: int, chunks: Chunks, device: torch.device) -> int:
     full-width tiles, with at least 8 chunks a segment; 1 while the tiles alone fill the GPU (and on a CPU)."""
     if SETTINGS.state_segments is not None:
         return max(1, min(SETTINGS.state_segments, chunks.max_nt))
-    programs = triton.cdiv(D, block(D, SETTINGS.state_tile_max)) * chunks.N * H
+    programs = cdiv(D, block(D, SETTINGS.state_tile_max)) * chunks.N * H
     sms = sm_count(device)
     if programs >= sms:
         return 1
-    ns = min(triton.cdiv(2 * sms, programs), chunks.max_nt // 8)
+    ns = min(cdiv(2 * sms, programs), chunks.max_nt // 8)
     return ns if ns >= 2 else 1
 
 
@@ -167,8 +167,8 @@ def segment_plan(x: torch.Tensor, D: int, H: int, M: int, chunks: Chunks, NS: in
     (NS <= 1): the narrowing D tile (state_tile), one segment of every chunk and no buffers."""
     if NS <= 1:
         return state_tile(D, chunks.N * H, x.device), max(chunks.max_nt, 1), 1, None, None
-    SEG = triton.cdiv(chunks.max_nt, NS)
-    NS = triton.cdiv(chunks.max_nt, SEG)
+    SEG = cdiv(chunks.max_nt, NS)
+    NS = cdiv(chunks.max_nt, SEG)
     seg_h = x.new_empty(chunks.N * H, NS, D, M, dtype=torch.float32)
     return block(D, SETTINGS.state_tile_max), SEG, NS, seg_h, x.new_empty(chunks.N * H, NS, M, dtype=torch.float32)
 
@@ -197,7 +197,7 @@ def chunk_fwd_h(x: torch.Tensor, s: torch.Tensor, gl: torch.Tensor, h0: torch.Te
     BD, SEG, NS, seg_h, seg_g = segment_plan(x, D, H, M, chunks, state_segments(D, H, chunks, x.device))
     opts = launch_options("h" if BD > 16 or NS > 1 else "h-narrow")
     meta = dict(H=H, D=D, M=M, SEG=SEG, NS=NS, BT=BT, BD=BD, BM=BM)
-    grid = (triton.cdiv(D, BD), chunks.N * H, NS)
+    grid = (cdiv(D, BD), chunks.N * H, NS)
     launch(chunk_gsa_fwd_kernel_h, grid)(
         x, s, gl, h, h0, ht, seg_h, seg_g, chunks.cu_seqlens, chunks.offsets, sd, sm, **meta,
         USE_H0=h0 is not None, STORE_HT=output_final_state, SEGMENTED=NS > 1, PREC=prec, **opts,

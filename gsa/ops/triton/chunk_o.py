@@ -12,7 +12,7 @@ import triton
 import triton.language as tl
 
 from gsa.ops.triton.chunks import BT, Chunks, chunk_bounds, program_tiles, tiles_grid
-from gsa.ops.triton.launch import block, launch_options, launch
+from gsa.ops.triton.launch import block, launch_options, launch, cdiv
 from gsa.ops.triton.tiles import load_rows, masked_softmax
 
 
@@ -51,7 +51,7 @@ def chunk_o(A: torch.Tensor, gl: torch.Tensor, P: torch.Tensor, x: torch.Tensor,
     H, D = x.shape[1], x.shape[2]
     out = torch.empty(TT, HQ, D, dtype=dtype, device=x.device)
     opts = launch_options("o", BD=block(D, 64))
-    grid = tiles_grid(triton.cdiv(D, opts["BD"]), HQ, chunks.NT)
+    grid = tiles_grid(cdiv(D, opts["BD"]), HQ, chunks.NT)
     launch(chunk_gsa_fwd_kernel_o, grid)(A, gl, P, x, h, out, chunks.cu_seqlens, chunks.indices, scale, H, HQ, D, M,
                                  BT=BT, BM=block(M, 128), SOFTMAX=softmax, PREC=prec, **opts)
     return out

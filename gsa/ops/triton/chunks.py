@@ -11,6 +11,8 @@ import torch
 import triton
 import triton.language as tl
 
+from gsa.ops.triton.launch import cdiv
+
 # Chunk length of the training kernels, and the sub-block inside it in which decays are taken pairwise.
 BT = 64
 BC = 16
@@ -69,7 +71,7 @@ def prepare_chunks(cu_seqlens: torch.Tensor | None, B: int, T: int, device: torc
 def max_chunks(cu_seqlens: torch.Tensor | None, B: int, T: int) -> int:
     """An upper bound on the number of chunks from shapes alone (for fake tensors): exact without cu_seqlens."""
     if cu_seqlens is None:
-        return B * triton.cdiv(T, BT)
+        return B * cdiv(T, BT)
     return T // BT + cu_seqlens.shape[0] - 1
 
 

@@ -18,7 +18,7 @@ import triton
 import triton.language as tl
 
 from gsa.ops.triton.chunks import sequence_bounds
-from gsa.ops.triton.launch import block, check_slots, pdl_launch, state_tile
+from gsa.ops.triton.launch import block, check_slots, pdl_launch, state_tile, cdiv, next_pow2
 from gsa.ops.triton.tiles import gate_from_logits, masked_softmax
 
 
@@ -168,7 +168,7 @@ def fused_recurrent_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: to
     # tiles narrow (64 -> 16) while the programs would not fill the GPU once: at B = 1 and the 1.3B heads a decode
     # step ran 32 programs a kernel, 6.8 us a layer for both kernels (docs/log.md, "Decoding"), latency-bound
     BK, BV, BM = state_tile(K, N * H, q.device), state_tile(V, N * H, q.device), block(M, 128)
-    NK = triton.cdiv(K, BK)
+    NK = cdiv(K, BK)
     part = q.new_empty(B * T, HQ, NK, BM, dtype=torch.float32)
     o = q.new_empty(B, T, HQ, V)
     common = dict(USE_H0=hk0 is not None, IS_VARLEN=cu_seqlens is not None, SWISH=swish, GATE=gate, num_warps=4,
@@ -177,9 +177,9 @@ def fused_recurrent_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: to
         q, k, s, g, hk0, hkT, part, cu_seqlens, scale, T, _row_stride(q), _row_stride(k), stride_g, gate_norm,
         H=H, HQ=HQ, K=K, M=M, BK=BK, BM=BM, NK=NK,
         STORE_HT=hkT is not None, **common)
-    fused_recurrent_gsa_fwd_kernel_v[(triton.cdiv(V, BV), N * H)](
+    fused_recurrent_gsa_fwd_kernel_v[(cdiv(V, BV), N * H)](
         part, s, g, v, hv0, hvT, o, cu_seqlens, T, _row_stride(v), stride_g, gate_norm, H=H, HQ=HQ, V=V, M=M,
-        BV=BV, BM=BM, NK=NK, BNK=triton.next_power_of_2(NK), STORE_HT=hvT is not None, LINEAR=linear_read,
+        BV=BV, BM=BM, NK=NK, BNK=next_pow2(NK), STORE_HT=hvT is not None, LINEAR=linear_read,
         **common)
     return o
 

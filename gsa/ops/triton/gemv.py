@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from gsa.ops.triton.launch import pdl_launch, use_pdl
+from gsa.ops.triton.launch import pdl_launch, use_pdl, cdiv, next_pow2
 
 # A program's first [BN, FIRST_K] slice of W stays in registers (sm_90, BN 8: 159 registers a thread at K 2048 and 4
 # warps, 165 at K 4096 and 8 warps; no spills), three programs an SM: ~12 MB of weights requested before the wait.
@@ -70,8 +70,8 @@ def _gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> t
     if x1.numel() != K:
         raise ValueError(f"gemv: x has {x1.numel()} values, the weight [{N}, {K}] needs {K}")
     y = x.new_empty(*x.shape[:-1], N)
-    BK = min(triton.next_power_of_2(K), FIRST_K)
-    gemv_kernel[(triton.cdiv(N, BN),)](x1, weight, bias, y, N, K=K, BK=BK, BK2=min(BK, 1024), BN=BN,
+    BK = min(next_pow2(K), FIRST_K)
+    gemv_kernel[(cdiv(N, BN),)](x1, weight, bias, y, N, K=K, BK=BK, BK2=min(BK, 1024), BN=BN,
                                       HAS_BIAS=bias is not None, num_warps=4 if BK <= 2048 else 8,
                                       **pdl_launch(x.device))
     return y

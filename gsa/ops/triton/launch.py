@@ -16,9 +16,20 @@ from gsa.ops.triton.settings import SETTINGS
 from gsa.ops.validation import TRITON_MAX_SLOTS
 
 
+def cdiv(a: int, b: int) -> int:
+    """ceil(a / b) for ints. The launchers use these plain versions: triton.cdiv and triton.next_power_of_2 are
+    constexpr functions, ~3 us a host call, and a forward+backward makes dozens of such calls."""
+    return -(-a // b)
+
+
+def next_pow2(n: int) -> int:
+    """The smallest power of two >= n (1 for n <= 1)."""
+    return 1 << max(0, int(n) - 1).bit_length()
+
+
 def block(n: int, cap: int) -> int:
     """Tile size for a dimension of n: a power of two, at least 16 (tl.dot needs 16), at most cap."""
-    return max(16, min(cap, triton.next_power_of_2(n)))
+    return max(16, min(cap, next_pow2(n)))
 
 
 
@@ -61,7 +72,7 @@ def state_tile(D: int, sequences_x_heads: int, device: torch.device) -> int:
     """D-tile width of the sequential state kernels: SETTINGS.state_tile_max, narrowed (down to 16) while the
     programs would not fill the SMs once."""
     bd = block(D, SETTINGS.state_tile_max)
-    while bd > 16 and sequences_x_heads * triton.cdiv(D, bd) < _sm_count(torch.device(device)):
+    while bd > 16 and sequences_x_heads * cdiv(D, bd) < _sm_count(torch.device(device)):
         bd //= 2
     return bd
 

@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from gsa.ops.triton.launch import launch
+from gsa.ops.triton.launch import launch, next_pow2
 
 # Rows longer than this do not fit a program's registers (one row of float32 a program).
 MAX_D = 16384
@@ -84,7 +84,7 @@ def rms_norm_fwd(x: torch.Tensor, weight: torch.Tensor, eps: float, swish: bool)
     y = torch.empty_like(x)
     rstd = torch.empty(N, dtype=torch.float32, device=x.device)
     if N:
-        BD = triton.next_power_of_2(D)
+        BD = next_pow2(D)
         launch(rms_norm_fwd_kernel, (N,))(x, weight, y, rstd, N, D, eps, BD=BD, SWISH=swish, num_warps=_warps(BD))
     return y, rstd
 
@@ -103,7 +103,7 @@ def rms_norm_bwd(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, rstd: 
     P = _programs(N, x.device)
     parts = torch.zeros(P, D, dtype=torch.float32, device=x.device)
     if N:
-        BD = triton.next_power_of_2(D)
+        BD = next_pow2(D)
         launch(rms_norm_bwd_kernel, (P,))(x, weight, rstd, dy.contiguous(), dx, parts, N, D, BD=BD, SWISH=swish,
                                           num_warps=_warps(BD))
     return dx, parts.sum(0).to(weight.dtype)
