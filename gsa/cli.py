@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from gsa.errors import InputError, one_line, run_command
+
 
 @dataclass(frozen=True)
 class Subcommand:
@@ -46,9 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse `argv` (default: sys.argv[1:]), run the chosen subcommand, return its exit code."""
-    args = build_parser().parse_args(argv)
-    return args._run(args)
+    """Parse `argv` (default: sys.argv[1:]), run the chosen subcommand, return its exit code: 2 with one line
+    ``gsa <command>: error: ...`` on stderr for bad input (gsa.errors.InputError), as argparse does for bad flags."""
+    from gsa.train.cli import parse_args
+
+    args = parse_args(build_parser(), argv)
+    prog = " ".join(["gsa", args.command] + ([args.eval_task] if args.command == "eval" else []))
+    return run_command(prog, args._run, args)
 
 
 # --- generate -----------------------------------------------------------------------------------------------
@@ -76,13 +82,13 @@ def _has_tokenizer(model_dir: Path) -> bool:
     return any((model_dir / name).exists() for name in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"))
 
 
-def _parse_ids(text: str, vocab_size: int) -> list[int]:
+def _parse_ids(text: str) -> list[int]:
     try:
         ids = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise SystemExit(f"gsa generate: --prompt-ids must be comma-separated integers, got {text!r}") from None
-    if not ids or not all(0 <= i < vocab_size for i in ids):
-        raise SystemExit(f"gsa generate: --prompt-ids must be non-empty ids in [0, {vocab_size}), got {text!r}")
+        raise InputError(f"--prompt-ids must be comma-separated integers, got {text!r}") from None
+    if not ids:
+        raise InputError(f"--prompt-ids must name at least one token id, got {text!r}")
     return ids
 
 
@@ -95,38 +101,58 @@ def _cut_after_eos(ids: list[int], prompt_len: int, eos) -> list[int]:
     return ids
 
 
-def _run_generate(args: argparse.Namespace) -> int:
+def _check_generate_args(args: argparse.Namespace) -> dict:
+    """The sampling options given (InputError for the first flag out of range, before anything is loaded)."""
     sampling = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p}
     given = {k: v for k, v in sampling.items() if v is not None}
     if given and not args.do_sample:
         flags = ", ".join("--" + k.replace("_", "-") for k in given)
-        raise SystemExit(f"gsa generate: {flags} only apply with --do-sample")
+        raise InputError(f"{flags} only apply with --do-sample")
     if args.max_new_tokens < 1:
-        raise SystemExit(f"gsa generate: --max-new-tokens must be >= 1, got {args.max_new_tokens}")
-    if args.temperature is not None and not args.temperature > 0:
-        raise SystemExit(f"gsa generate: --temperature must be > 0, got {args.temperature}")
+        raise InputError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    if args.temperature is not None and not 0 < args.temperature < float("inf"):
+        raise InputError(f"--temperature must be a finite number > 0, got {args.temperature}")
     if args.top_k is not None and args.top_k < 1:
-        raise SystemExit(f"gsa generate: --top-k must be >= 1, got {args.top_k}")
+        raise InputError(f"--top-k must be >= 1, got {args.top_k}")
     if args.top_p is not None and not 0 < args.top_p <= 1:
-        raise SystemExit(f"gsa generate: --top-p must be in (0, 1], got {args.top_p}")
-    if not args.model.is_dir():
-        raise SystemExit(f"gsa generate: --model {args.model} is not a directory")
+        raise InputError(f"--top-p must be in (0, 1], got {args.top_p}")
+    if args.prompt == "":
+        raise InputError("--prompt is empty: give some text to continue")
+    return given
+
+
+def _prompt(args: argparse.Namespace, tokenizer, vocab_size: int):
+    """The prompt's token ids, [1, T]."""
+    import torch
+
+    if args.prompt is not None:
+        ids = tokenizer(args.prompt, return_tensors="pt").input_ids
+        if ids.shape[1] == 0:
+            raise InputError(f"--prompt {args.prompt!r} gives no tokens")
+        return ids
+    ids = _parse_ids(args.prompt_ids)
+    if not all(0 <= i < vocab_size for i in ids):
+        raise InputError(f"--prompt-ids must be ids in [0, {vocab_size}), got {args.prompt_ids!r}")
+    return torch.tensor([ids])
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    given = _check_generate_args(args)
 
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    import gsa  # noqa: F401  (registers the GSA model with the Auto classes)
+    from gsa.models.loading import check_model_dir, load_pretrained, resolve_device
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = AutoModelForCausalLM.from_pretrained(args.model).to(device).eval()
+    device = resolve_device(args.device)
+    if args.prompt_ids is not None:
+        _parse_ids(args.prompt_ids)
+    check_model_dir(args.model, accept=["gsa"])
+    if args.prompt is not None and not _has_tokenizer(args.model):
+        raise InputError(f"{args.model} has no tokenizer; pass --prompt-ids instead of --prompt")
+    model = load_pretrained(args.model, accept=["gsa"]).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(args.model) if _has_tokenizer(args.model) else None
-    if args.prompt is not None:
-        if tokenizer is None:
-            raise SystemExit(f"gsa generate: {args.model} has no tokenizer; pass --prompt-ids instead of --prompt")
-        ids = tokenizer(args.prompt, return_tensors="pt").input_ids
-    else:
-        ids = torch.tensor([_parse_ids(args.prompt_ids, model.config.vocab_size)])
-    ids = ids.to(device)
+    ids = _prompt(args, tokenizer, model.config.vocab_size).to(device)
 
     torch.manual_seed(args.seed)
     config = model.config
@@ -192,7 +218,7 @@ def _add_convert_arguments(p: argparse.ArgumentParser) -> None:
 
 def _run_convert(args: argparse.Namespace) -> int:
     if not args.src.is_dir():
-        raise SystemExit(f"gsa convert: --from {args.src} is not a directory")
+        raise InputError(f"--from {args.src} is not a directory")
     import torch
 
     from gsa.convert import convert
@@ -206,7 +232,7 @@ def _run_convert(args: argparse.Namespace) -> int:
             seed=args.seed,
         )
     except ValueError as e:  # UnsupportedModelError (names what the teacher has) or an invalid option
-        raise SystemExit(f"gsa convert: {e}") from None
+        raise InputError(one_line(e)) from None
     print(f"gsa convert: wrote {dst}")
     return 0
 
@@ -224,13 +250,13 @@ register(
 
 
 def _add_train_arguments(p: argparse.ArgumentParser) -> None:
-    from gsa.train.loop import add_arguments
+    from gsa.train.cli import add_arguments
 
     add_arguments(p)
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from gsa.train.loop import run
+    from gsa.train.cli import run
 
     return run(args)
 

@@ -8,38 +8,41 @@
 - ``rng_rank{r}.pt``: each process's RNG states;
 - ``manifest.json``: written last; size and SHA-256 of every other file.
 
-A checkpoint is written into ``checkpoints/.tmp-step_...`` and renamed into place only when complete, so a
-kill at any moment leaves either the whole new checkpoint or none of it. On resume, each candidate (newest
+A checkpoint is written into ``checkpoints/.tmp-step_...`` and renamed into place only when complete, its files and
+folders flushed to disk (fsync) before the manifest and the rename, so a kill or a power loss at any moment leaves
+either the whole new checkpoint or none of it. On resume, each candidate (newest
 first) is verified against its manifest; one that fails is refused with the reason and the previous one is
 tried.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import shutil
 from pathlib import Path
 
+from gsa.errors import InputError
+from gsa.models.loading import file_sha256
+
 _STEP_RE = re.compile(r"^step_(\d{8})$")
 
 
-class CheckpointError(RuntimeError):
-    pass
+class CheckpointError(InputError):
+    """A checkpoint that cannot be resumed from; the message says why."""
 
 
 def checkpoint_root(output_dir: str | os.PathLike) -> Path:
     return Path(output_dir) / "checkpoints"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def tmp_dir(output_dir: str | os.PathLike, step: int) -> Path:
@@ -47,23 +50,28 @@ def tmp_dir(output_dir: str | os.PathLike, step: int) -> Path:
 
 
 def write_manifest(tmp: Path, step: int, world_size: int) -> None:
+    """Flush every file and folder of `tmp` to disk, then record them in its manifest (itself flushed)."""
     files = {}
     for p in sorted(tmp.rglob("*")):
+        _fsync(p)
         if p.is_file():
-            files[str(p.relative_to(tmp))] = {"size": p.stat().st_size, "sha256": _sha256(p)}
+            files[str(p.relative_to(tmp))] = {"size": p.stat().st_size, "sha256": file_sha256(p)}
+    _fsync(tmp)  # the files and their entries reach the disk before the manifest that vouches for them
     manifest = {"step": step, "world_size": world_size, "files": files}
     with open(tmp / "manifest.json", "w") as f:
         json.dump(manifest, f, indent=1)
         f.flush()
         os.fsync(f.fileno())
+    _fsync(tmp)  # and the manifest's entry before the rename that publishes the checkpoint
 
 
 def publish(tmp: Path, step: int, keep: int) -> Path:
     """Rename a complete temp checkpoint into place and delete all but the newest ``keep``."""
     final = tmp.parent / f"step_{step:08d}"
-    if final.exists():  # a stale one from an earlier, longer run of the same directory
+    if final.exists():  # a newer one that resume refused (corrupt or partial), now written again
         shutil.rmtree(final)
     os.replace(tmp, final)
+    _fsync(final.parent)  # the rename itself
     for old in list_checkpoints(tmp.parent.parent)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -101,7 +109,7 @@ def verify(path: Path, world_size: int) -> int:
             raise CheckpointError(f"{path}: missing file {rel}")
         if p.stat().st_size != info["size"]:
             raise CheckpointError(f"{path}: {rel} has {p.stat().st_size} bytes, the manifest says {info['size']}")
-        if _sha256(p) != info["sha256"]:
+        if file_sha256(p) != info["sha256"]:
             raise CheckpointError(f"{path}: {rel} is corrupted (SHA-256 differs from the manifest)")
     if manifest.get("world_size") != world_size:
         raise CheckpointError(
@@ -123,5 +131,5 @@ def latest_valid(output_dir: str | os.PathLike, world_size: int, log=print) -> t
             reasons.append(str(e))
             log(f"refusing checkpoint: {e}; trying the previous one")
     if candidates:
-        raise CheckpointError("no usable checkpoint to resume from:\n  " + "\n  ".join(reasons))
+        raise CheckpointError("no usable checkpoint to resume from: " + "; ".join(reasons))
     return None

@@ -18,6 +18,7 @@ from gsa.data import (
     write_mqar_settings,
 )
 from gsa.data.cache import TokenizedCorpus
+from gsa.errors import InputError
 
 DOCS = [f"Document {i}: " + "the quick brown fox jumps över the lazy dog. " * (1 + i % 5) for i in range(40)]
 
@@ -42,7 +43,7 @@ def test_sources_dir_glob_and_jsonl(corpus_dir):
     assert list(iter_documents(str(corpus_dir / "*.txt"))) == DOCS[:10]
     with pytest.raises(FileNotFoundError, match="nothing-here"):
         expand_sources(str(corpus_dir / "nothing-here*"))
-    with pytest.raises(KeyError, match="body"):
+    with pytest.raises(InputError, match="body"):
         list(iter_documents(str(corpus_dir / "rest.jsonl"), text_field="body"))
 
 

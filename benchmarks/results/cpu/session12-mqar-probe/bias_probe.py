@@ -5,7 +5,7 @@ import torch
 from torch import nn
 import gsa.nn.attention as attn
 import gsa.models.modeling as modeling
-from gsa.train.loop import main
+from gsa.train import main
 
 lo, hi = float(sys.argv[1]), float(sys.argv[2])
 orig_init = attn.GatedSlotAttention.__init__

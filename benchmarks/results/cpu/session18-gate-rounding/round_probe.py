@@ -7,7 +7,7 @@ import sys
 import torch
 
 import gsa.nn.attention as attn
-from gsa.train.loop import main
+from gsa.train import main
 
 orig = attn.GatedSlotAttention._slot_writes
 
