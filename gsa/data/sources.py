@@ -154,13 +154,13 @@ def _jsonl_documents(path: str, text_field: str) -> Iterator[str]:
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
             where = f"{path}:{lineno}"
-            line = _decode(raw, where)
-            if not line.strip():
+            line = _decode(raw, where).strip()
+            if not line:
                 continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise InputError(f"{where}: not valid JSON ({e.msg}, column {e.colno})") from None
+                raise InputError(f"{where}: not valid JSON ({e.msg}: column {e.colno})") from None
             if not isinstance(row, dict):
                 raise InputError(f"{where}: expected a JSON object, got {type(row).__name__}")
             if text_field not in row:

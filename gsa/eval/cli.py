@@ -77,14 +77,13 @@ def _check_args(args: argparse.Namespace) -> None:
         raise InputError(f"--json {args.json}: directory {args.json.parent} does not exist")
 
 
-def _load(args):
+def _load(args, device):
     import torch
 
-    from gsa.models.loading import load_pretrained, resolve_device
+    from gsa.models.loading import load_pretrained
 
-    device = resolve_device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    return load_pretrained(args.model, dtype=dtype).to(device).eval(), device
+    return load_pretrained(args.model, dtype=dtype).to(device).eval()
 
 
 def _documents(args: argparse.Namespace):
@@ -103,14 +102,15 @@ def _documents(args: argparse.Namespace):
     return docs, split
 
 
-def _run_ppl(args: argparse.Namespace, model, device) -> dict:
+def _ppl_tokens(args: argparse.Namespace):
+    """(the token stream, the tokenizer, the split's name) of `gsa eval ppl`."""
     from transformers import AutoTokenizer
 
-    from gsa.data.tokenizer import token_byte_lengths
-
-    from .perplexity import perplexity, token_stream
+    from .perplexity import token_stream
 
     tok_dir = args.tokenizer or args.model
+    if not Path(tok_dir).is_dir():
+        raise InputError(f"--tokenizer {tok_dir} is not a directory")
     try:
         tokenizer = AutoTokenizer.from_pretrained(tok_dir)
     except (OSError, ValueError) as e:
@@ -120,6 +120,15 @@ def _run_ppl(args: argparse.Namespace, model, device) -> dict:
     if len(tokens) < 2:
         where = " in its held-out split (--split all measures every document)" if split == "heldout" else ""
         raise InputError(f"--data {' '.join(args.data)} gives {len(tokens)} token(s){where}: perplexity needs 2")
+    return tokens, tokenizer, split
+
+
+def _run_ppl(args: argparse.Namespace, model, device) -> dict:
+    from gsa.data.tokenizer import token_byte_lengths
+
+    from .perplexity import perplexity
+
+    tokens, tokenizer, split = _ppl_tokens(args)
     result = perplexity(model, tokens, token_byte_lengths(tokenizer), args.seq_len, args.batch_size, device,
                         progress=True)
     print(f"perplexity {result['ppl']:.3f}  loss {result['loss']:.4f} nats/token  "
@@ -179,9 +188,13 @@ def run(args: argparse.Namespace) -> int:
         from .harness import run as run_harness
 
         return run_harness(args)
+    from gsa.models.loading import check_model_dir, resolve_device
+
     _check_args(args)
-    settings = _mqar_settings(args) if args.eval_task == "mqar" else None
-    model, device = _load(args)
+    device = resolve_device(args.device)
+    check_model_dir(args.model)
+    settings = _mqar_settings(args) if args.eval_task == "mqar" else None  # its errors before a model is loaded
+    model = _load(args, device)
     if args.eval_task == "ppl":
         result = _run_ppl(args, model, device)
     else:

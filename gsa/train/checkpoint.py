@@ -133,3 +133,29 @@ def latest_valid(output_dir: str | os.PathLike, world_size: int, log=print) -> t
     if candidates:
         raise CheckpointError("no usable checkpoint to resume from: " + "; ".join(reasons))
     return None
+
+
+def check_same_model(path: Path, model, state_dict: dict) -> None:
+    """CheckpointError unless checkpoint `path` (its weights `state_dict`) was trained with `model` (a plain,
+    unwrapped PreTrainedModel): the same config fields, and every tensor there with its shape (set_model_state_dict
+    with strict=False checks neither). Resuming with another model would train something else under the old run's
+    name."""
+    saved_path = path / "model" / "config.json"
+    if saved_path.is_file():
+        saved, now = json.loads(saved_path.read_text()), json.loads(model.config.to_json_string())
+        bookkeeping = {"_name_or_path", "transformers_version", "dtype", "torch_dtype", "architectures"}
+        changed = sorted(k for k in (saved.keys() | now.keys()) - bookkeeping if saved.get(k) != now.get(k))
+        if changed:
+            raise CheckpointError(
+                f"{path} was trained with another model ("
+                + ", ".join(f"{k} {saved.get(k)!r} then, {now.get(k)!r} now" for k in changed)
+                + "): resume with the [model] settings it was trained with, or train into another output_dir")
+    # save_pretrained drops tied duplicates (lm_head = embedding); FSDP2's DTensors report their full shapes
+    want = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    tied = {n for n, _ in model.named_parameters(remove_duplicate=False)} - {n for n, _ in model.named_parameters()}
+    missing = sorted(set(want) - set(state_dict) - tied)
+    unexpected = sorted(set(state_dict) - set(want))
+    reshaped = sorted(n for n in set(state_dict) & set(want) if tuple(state_dict[n].shape) != want[n])
+    if missing or unexpected or reshaped:
+        raise CheckpointError(f"{path}: weights do not match the model (missing {missing}, unexpected {unexpected}, "
+                              f"another shape {reshaped})")

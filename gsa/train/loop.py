@@ -21,7 +21,7 @@ from .distributed import Dist, setup, teardown, wrap
 from .metrics import Metrics
 from .model import build_model, labelled_positions_loss, model_inputs, param_groups, unwrap
 from .prefetch import Prefetcher
-from .preflight import check_files, check_output_dir, clear_run
+from .preflight import check_inputs, check_output_dir, clear_run
 
 
 def lr_lambda(cfg: Config):
@@ -48,7 +48,7 @@ class Trainer:
     def __init__(self, cfg: Config, resume: bool = False, overwrite: bool = False):
         self.cfg, self.resume, self.overwrite = cfg, resume, overwrite
         check_output_dir(cfg.output_dir, resume, overwrite)
-        check_files(cfg)
+        check_inputs(cfg)
         self.d: Dist = setup(cfg.train.device)
         self.out = Path(cfg.output_dir)
         self.bf16 = cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and self.d.device.type == "cuda")
@@ -186,7 +186,7 @@ class Trainer:
         sd: dict[str, torch.Tensor] = {}
         for f in sorted((path / "model").glob("*.safetensors")):
             sd.update(load_file(f))
-        self._check_same_model(path, sd)
+        ckpt.check_same_model(path, unwrap(self.model), sd)
         set_model_state_dict(self.model, sd, options=StateDictOptions(full_state_dict=True, strict=False))
         state = torch.load(path / "trainer.pt", map_location="cpu", weights_only=True)
         set_optimizer_state_dict(self.model, self.optimizer, state["optimizer"],
@@ -197,31 +197,6 @@ class Trainer:
         torch.set_rng_state(rng["torch"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
-
-    def _check_same_model(self, path: Path, sd: dict[str, torch.Tensor]) -> None:
-        """CheckpointError unless checkpoint `path` (its weights `sd`) was trained with the model being resumed: the
-        same config fields, every tensor there with its shape (set_model_state_dict with strict=False checks
-        neither). A resumed run with another model would train something else under the old run's name."""
-        plain = unwrap(self.model)
-        saved_path = path / "model" / "config.json"
-        if saved_path.is_file():
-            saved, now = json.loads(saved_path.read_text()), json.loads(plain.config.to_json_string())
-            bookkeeping = {"_name_or_path", "transformers_version", "dtype", "torch_dtype", "architectures"}
-            changed = sorted(k for k in (saved.keys() | now.keys()) - bookkeeping if saved.get(k) != now.get(k))
-            if changed:
-                raise ckpt.CheckpointError(
-                    f"{path} was trained with another model ("
-                    + ", ".join(f"{k} {saved.get(k)!r} then, {now.get(k)!r} now" for k in changed)
-                    + "): resume with the [model] settings it was trained with, or train into another output_dir")
-        # save_pretrained drops tied duplicates (lm_head = embedding); FSDP2's DTensors report their full shapes
-        want = {name: tuple(t.shape) for name, t in plain.state_dict().items()}
-        tied = {n for n, _ in plain.named_parameters(remove_duplicate=False)} - {n for n, _ in plain.named_parameters()}
-        missing = sorted(set(want) - set(sd) - tied)
-        unexpected = sorted(set(sd) - set(want))
-        reshaped = sorted(n for n in set(sd) & set(want) if tuple(sd[n].shape) != want[n])
-        if missing or unexpected or reshaped:
-            raise ckpt.CheckpointError(f"{path}: weights do not match the model (missing {missing}, unexpected "
-                                       f"{unexpected}, another shape {reshaped})")
 
     # ---------------------------------------------------------------- evaluation
     @torch.no_grad()

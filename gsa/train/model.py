@@ -75,6 +75,16 @@ def _model_config(kind: str, params: dict[str, Any]):
         raise InputError(f"[model] {one_line(e)}") from None
 
 
+def check_model_section(model_cfg: dict[str, Any]) -> None:
+    """InputError for an invalid ``[model]`` section of a model built from scratch, before any data is read (the
+    data's vocabulary is not known yet: a placeholder stands in unless the section sets vocab_size)."""
+    params = dict(model_cfg)
+    kind = params.pop("type")
+    if kind not in ("t2r", "pretrained"):
+        params.setdefault("vocab_size", 1 << 16)
+        _model_config(kind, params)
+
+
 def model_source(model_cfg: dict[str, Any]) -> str:
     """The directory a ``[model]`` section of type "t2r" (teacher) or "pretrained" (path) loads from."""
     kind = model_cfg["type"]

@@ -1,5 +1,5 @@
-"""Checks of a training config against the machine, before any work: the files it names are there, and its output
-directory holds no earlier run unless the run resumes or replaces it.
+"""Checks of a training config before any work: the files it names are there, its [model] section makes a model, and
+its output directory holds no earlier run unless the run resumes or replaces it.
 
 The output directory rule: a directory with checkpoints or a trained model/ from an earlier run is refused unless
 `resume` (continue from its newest valid checkpoint) or `overwrite` (delete that run's files, then start at step 0).
@@ -17,7 +17,7 @@ from gsa.errors import InputError, one_line
 
 from . import checkpoint as ckpt
 from .config import Config
-from .model import model_source
+from .model import check_model_section, model_source
 
 # what a run writes into its output directory (and --overwrite deletes; nothing else there is touched)
 RUN_FILES = ("checkpoints", "model", ".tmp-model", "metrics.jsonl", "config.json", "tensorboard")
@@ -52,8 +52,9 @@ def clear_run(output_dir: str | os.PathLike) -> None:
             path.unlink()
 
 
-def check_files(cfg: Config) -> None:
-    """InputError naming a data source, token cache, tokenizer or model directory of `cfg` that is not there."""
+def check_inputs(cfg: Config) -> None:
+    """InputError naming a data source, token cache, tokenizer or model directory of `cfg` that is not there, or
+    what is wrong with its [model] section."""
     from gsa.models.loading import check_model_dir
 
     data = cfg.data
@@ -68,6 +69,7 @@ def check_files(cfg: Config) -> None:
                 raise InputError(f"data.sources: {one_line(e)}") from None
         if data.tokenizer not in ("bpe", "byte") and not Path(data.tokenizer).is_dir():
             raise InputError(f"data.tokenizer = {data.tokenizer!r} is neither 'bpe', 'byte' nor a tokenizer directory")
+    check_model_section(cfg.model)
     kind = cfg.model["type"]
     if kind in ("t2r", "pretrained"):
         check_model_dir(model_source(cfg.model), accept=None if kind == "t2r" else ["gsa"])

@@ -47,6 +47,26 @@ def test_sources_dir_glob_and_jsonl(corpus_dir):
         list(iter_documents(str(corpus_dir / "rest.jsonl"), text_field="body"))
 
 
+@pytest.mark.parametrize("names, message", [
+    (["binary"], r"binary\.txt: not UTF-8 text \(byte 0x80 at offset 128\): binary data is not read as text"),
+    (["utf16"], r"utf16\.txt: holds NUL bytes \(offset 1\): binary data or UTF-16"),
+    (["empty", "blank"], r"data sources \[.*empty\.txt', '.*blank\.txt'\] hold no text \(every file is empty\)"),
+    (["bad_json"], r"bad_json\.jsonl:2: not valid JSON \(Unterminated string starting at: column 10\)"),
+    (["not_object"], r"not_object\.jsonl:1: expected a JSON object, got list"),
+    (["no_field"], r"no_field\.jsonl:1: no field 'text' \(fields: \['body'\]\)"),
+    (["number_field"], r"number_field\.jsonl:1: field 'text' holds int '42', not text"),
+    (["binary_line"], r"binary_line\.jsonl:2: not UTF-8 text \(byte 0xff at offset 10\)"),
+])
+def test_data_that_is_not_text_is_named(tmp_path, names, message):
+    from bad_inputs import bad_data_files
+
+    files = bad_data_files(tmp_path)
+    with pytest.raises(InputError, match=message):
+        list(iter_documents([str(files[n]) for n in names]))
+    with pytest.raises(InputError, match=message):  # what the trainer reads through
+        prepare_text_data([str(files[n]) for n in names], "byte", cache_dir=tmp_path / "cache", progress=False)
+
+
 @pytest.mark.parametrize("spec", ["byte", "bpe"])
 def test_round_trip_and_split(corpus_dir, tmp_path, spec):
     data = prepare_text_data(str(corpus_dir), spec, vocab_size=300, cache_dir=tmp_path / "cache",

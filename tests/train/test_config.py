@@ -26,6 +26,10 @@ def test_tiny_config_loads_and_overrides():
         ({"train": {"parallel": "zero3"}}, ValueError, "train.parallel"),
         ({"model": {"type": "mamba"}}, ValueError, "model.type"),
         ({"optim": {"min_lr_ratio": 2.0}}, ValueError, "min_lr_ratio"),
+        ({"optim": {"lr": float("inf")}}, InputError, "optim.lr: expected a finite number, got inf"),
+        ({"train": {"eval_every": -1}}, InputError, "train.eval_every must be >= 0, got -1"),
+        ({"train": {"checkpoint_every": -1}}, InputError, "train.checkpoint_every must be >= 0, got -1"),
+        ({"data": {"sources": ["a.txt", 3]}}, InputError, r"data.sources: expected a list of str, got \['a.txt', 3\]"),
     ],
 )
 def test_bad_configs_raise(raw, err, match):
