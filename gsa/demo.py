@@ -50,8 +50,9 @@ def run(args: argparse.Namespace) -> int:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"gsa demo: training a small GSA language model on Python's own documentation ({device}); "
           f"config {args.config}")
-    replace = bool(earlier_run(cfg.output_dir)) and not args.resume  # the demo's output is its own: run again, it
-    if replace:  # starts again
+    # the demo's output directory is its own: run again, the demo starts again (unless --resume)
+    replace = bool(earlier_run(cfg.output_dir)) and not args.resume
+    if replace:
         print(f"gsa demo: replacing the earlier run in {cfg.output_dir} (--resume continues it instead)")
     t0 = time.time()
     summary = train(cfg, resume=args.resume, overwrite=replace)

@@ -47,7 +47,8 @@ CASES = [
     ("gen-truncated", "generate --model {models}/truncated --prompt-ids 1", r"has \d+ bytes, \d+ when it was saved"),
     # generate: the prompt and the decoding flags
     ("gen-empty-prompt", "generate --model {models}/good --prompt ''", r"--prompt is empty"),
-    ("gen-prompt-no-tokenizer", "generate --model {models}/plain --prompt hello", r"has no tokenizer; pass --prompt-ids"),
+    ("gen-prompt-no-tokenizer", "generate --model {models}/plain --prompt hello",
+     r"has no tokenizer; pass --prompt-ids"),
     ("gen-ids-not-ints", "generate --model {models}/good --prompt-ids 1,x", r"comma-separated integers, got '1,x'"),
     ("gen-ids-empty", "generate --model {models}/good --prompt-ids ,", r"at least one token id"),
     ("gen-ids-range", "generate --model {models}/good --prompt-ids 1,257", r"ids in \[0, 257\), got '1,257'"),

@@ -14,8 +14,8 @@ hidden_size = 64
 ```
 
 Every key is checked for its type and range when the config is read (InputError naming it). Overrides on the
-command line are ``section.key=value`` (``train.max_steps=50``, ``model.num_slots=32``,
-``seed=1``); the value is parsed as TOML (``data.sources=["a.txt"]``) and, failing that, taken as a string.
+command line are ``section.key=value`` (``train.max_steps=50``, ``model.num_slots=32``, ``seed=1``); the value is
+parsed as TOML (``data.sources=["a.txt"]``) and, failing that, taken as a string.
 """
 
 from __future__ import annotations
@@ -207,8 +207,7 @@ def _check_ranges(cfg: Config) -> None:
     for name, (value, low) in at_least.items():
         if value < low:
             raise InputError(f"config key {name} must be >= {low}, got {value}")
-    for name, value in (("optim.lr", o.lr), ("optim.eps", o.eps), ("data.mqar_alpha", d.mqar_alpha),
-                        ("distill.temperature", cfg.distill.temperature)):
+    for name, value in (("optim.lr", o.lr), ("optim.eps", o.eps), ("distill.temperature", cfg.distill.temperature)):
         if not value > 0:
             raise InputError(f"config key {name} must be positive, got {value}")
     for name in ("mqar_train_pairs", "mqar_train_seq_lens", "mqar_eval_pairs", "mqar_eval_seq_lens"):

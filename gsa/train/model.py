@@ -40,8 +40,8 @@ def build_model(model_cfg: dict[str, Any], vocab_size: int, eos_id: int | None =
     if kind in ("t2r", "pretrained"):
         return _load_model(kind, params, vocab_size)
     params.setdefault("vocab_size", vocab_size)
-    if not isinstance(params["vocab_size"], int) or params["vocab_size"] < vocab_size:
-        raise InputError(f"model.vocab_size={params['vocab_size']!r} is smaller than the data's vocabulary "
+    if isinstance(params["vocab_size"], int) and params["vocab_size"] < vocab_size:  # a non-int: the config says so
+        raise InputError(f"model.vocab_size={params['vocab_size']} is smaller than the data's vocabulary "
                          f"({vocab_size})")
     if eos_id is not None:
         params.setdefault("eos_token_id", eos_id)
@@ -98,7 +98,7 @@ def _load_model(kind: str, params: dict[str, Any], vocab_size: int) -> nn.Module
     src = model_source({"type": kind, **params})
     params.pop("teacher" if kind == "t2r" else "path")
     if kind == "t2r":
-        from gsa.convert import UnsupportedModelError, from_pretrained_transformer
+        from gsa.convert import from_pretrained_transformer
         from gsa.models import GSAForCausalLM
 
         reinit = params.pop("reinit", False)
@@ -108,8 +108,8 @@ def _load_model(kind: str, params: dict[str, Any], vocab_size: int) -> nn.Module
                              f"{sorted(set(params) - options) or f'reinit = {reinit!r}'}")
         try:
             model = from_pretrained_transformer(src, **params)
-        except UnsupportedModelError as e:
-            raise InputError(f"[model] teacher {src}: {one_line(e)}") from None
+        except ValueError as e:  # UnsupportedModelError (names what the teacher has) or an invalid option, as for
+            raise InputError(f"[model] teacher {src}: {one_line(e)}") from None  # `gsa convert`
         if reinit:  # the from-scratch baseline: the converted architecture, freshly initialised
             model = GSAForCausalLM(model.config)
     else:
