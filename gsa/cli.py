@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from gsa.errors import InputError, one_line, run_command
+
 
 @dataclass(frozen=True)
 class Subcommand:
@@ -46,115 +48,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse `argv` (default: sys.argv[1:]), run the chosen subcommand, return its exit code."""
-    args = build_parser().parse_args(argv)
-    return args._run(args)
+    """Parse `argv` (default: sys.argv[1:]), run the chosen subcommand, return its exit code: 2 with one line
+    ``gsa <command>: error: ...`` on stderr for bad input (gsa.errors.InputError), as argparse does for bad flags."""
+    from gsa.train.cli import parse_args
+
+    args = parse_args(build_parser(), argv)
+    prog = " ".join(["gsa", args.command] + ([args.eval_task] if args.command == "eval" else []))
+    return run_command(prog, args._run, args)
 
 
-# --- generate -----------------------------------------------------------------------------------------------
+# --- generate (flags and logic live in gsa.generate) ---------------------------------------------------------
 
 
 def _add_generate_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, type=Path, help="directory written by save_pretrained (a GSA model)")
-    prompt = p.add_mutually_exclusive_group(required=True)
-    prompt.add_argument("--prompt", help="prompt text (needs a tokenizer saved in the model directory)")
-    prompt.add_argument("--prompt-ids", help="prompt token ids, comma-separated, e.g. 1,2,3")
-    p.add_argument("--max-new-tokens", type=int, default=32, help="number of tokens to generate (default 32)")
-    p.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding")
-    p.add_argument("--temperature", type=float, help="sampling temperature (> 0; default 1.0; needs --do-sample)")
-    p.add_argument("--top-k", type=int, help="sample among the k most likely tokens (needs --do-sample)")
-    p.add_argument("--top-p", type=float, help="nucleus sampling mass in (0, 1] (needs --do-sample)")
-    p.add_argument("--seed", type=int, default=0, help="random seed for sampling (default 0)")
-    p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cuda if available)")
-    p.add_argument("--static", action="store_true",
-                   help="decode with gsa.models.StaticDecoder (owned in-place state buffers, device-side sampling)")
-    p.add_argument("--compile", action="store_true",
-                   help="StaticDecoder with a torch.compile'd step, captured in a CUDA graph on CUDA (implies --static)")
+    from gsa.generate import add_arguments
 
-
-def _has_tokenizer(model_dir: Path) -> bool:
-    return any((model_dir / name).exists() for name in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"))
-
-
-def _parse_ids(text: str, vocab_size: int) -> list[int]:
-    try:
-        ids = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise SystemExit(f"gsa generate: --prompt-ids must be comma-separated integers, got {text!r}") from None
-    if not ids or not all(0 <= i < vocab_size for i in ids):
-        raise SystemExit(f"gsa generate: --prompt-ids must be non-empty ids in [0, {vocab_size}), got {text!r}")
-    return ids
-
-
-def _cut_after_eos(ids: list[int], prompt_len: int, eos) -> list[int]:
-    """Drop what follows the first end-of-sequence token of the continuation (generate() stops there)."""
-    eos = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
-    for i in range(prompt_len, len(ids)):
-        if ids[i] in eos:
-            return ids[: i + 1]
-    return ids
+    add_arguments(p)
 
 
 def _run_generate(args: argparse.Namespace) -> int:
-    sampling = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p}
-    given = {k: v for k, v in sampling.items() if v is not None}
-    if given and not args.do_sample:
-        flags = ", ".join("--" + k.replace("_", "-") for k in given)
-        raise SystemExit(f"gsa generate: {flags} only apply with --do-sample")
-    if args.max_new_tokens < 1:
-        raise SystemExit(f"gsa generate: --max-new-tokens must be >= 1, got {args.max_new_tokens}")
-    if args.temperature is not None and not args.temperature > 0:
-        raise SystemExit(f"gsa generate: --temperature must be > 0, got {args.temperature}")
-    if args.top_k is not None and args.top_k < 1:
-        raise SystemExit(f"gsa generate: --top-k must be >= 1, got {args.top_k}")
-    if args.top_p is not None and not 0 < args.top_p <= 1:
-        raise SystemExit(f"gsa generate: --top-p must be in (0, 1], got {args.top_p}")
-    if not args.model.is_dir():
-        raise SystemExit(f"gsa generate: --model {args.model} is not a directory")
+    from gsa.generate import run
 
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    import gsa  # noqa: F401  (registers the GSA model with the Auto classes)
-
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = AutoModelForCausalLM.from_pretrained(args.model).to(device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(args.model) if _has_tokenizer(args.model) else None
-    if args.prompt is not None:
-        if tokenizer is None:
-            raise SystemExit(f"gsa generate: {args.model} has no tokenizer; pass --prompt-ids instead of --prompt")
-        ids = tokenizer(args.prompt, return_tensors="pt").input_ids
-    else:
-        ids = torch.tensor([_parse_ids(args.prompt_ids, model.config.vocab_size)])
-    ids = ids.to(device)
-
-    torch.manual_seed(args.seed)
-    config = model.config
-    pad = config.pad_token_id if config.pad_token_id is not None else config.eos_token_id
-    if isinstance(pad, list):
-        pad = pad[0]
-    if args.static or args.compile:
-        from gsa.models import StaticDecoder
-
-        decoder = StaticDecoder(model, 1, compile=args.compile, cuda_graph=args.compile and device.type == "cuda")
-        out = decoder.generate(ids, max_new_tokens=args.max_new_tokens, do_sample=args.do_sample,
-                               eos_token_id=config.eos_token_id, pad_token_id=0 if pad is None else pad,
-                               **given)[0].tolist()
-        out = _cut_after_eos(out, ids.shape[1], config.eos_token_id)
-    else:
-        out = model.generate(
-            ids,
-            attention_mask=torch.ones_like(ids),
-            max_new_tokens=args.max_new_tokens,
-            do_sample=args.do_sample,
-            pad_token_id=pad,
-            **given,
-        )[0].tolist()
-    if tokenizer is not None:
-        print(tokenizer.decode(out, skip_special_tokens=True))
-    else:
-        print(",".join(str(i) for i in out))
-    return 0
+    return run(args)
 
 
 register(
@@ -219,7 +134,7 @@ def _run_fla_convert(args: argparse.Namespace, dtype) -> Path:
 
 def _run_convert(args: argparse.Namespace) -> int:
     if not args.src.is_dir():
-        raise SystemExit(f"gsa convert: --from {args.src} is not a directory")
+        raise InputError(f"--from {args.src} is not a directory")
     import torch
 
     from gsa.convert import convert
@@ -237,7 +152,7 @@ def _run_convert(args: argparse.Namespace) -> int:
                 num_sink_tokens=args.sinks, gate_bias=args.gate_bias, dtype=dtype, seed=args.seed,
             )
     except ValueError as e:  # UnsupportedModelError (names what the teacher has) or an invalid option
-        raise SystemExit(f"gsa convert: {e}") from None
+        raise InputError(one_line(e)) from None
     print(f"gsa convert: wrote {dst}")
     return 0
 
@@ -256,13 +171,13 @@ register(
 
 
 def _add_train_arguments(p: argparse.ArgumentParser) -> None:
-    from gsa.train.loop import add_arguments
+    from gsa.train.cli import add_arguments
 
     add_arguments(p)
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from gsa.train.loop import run
+    from gsa.train.cli import run
 
     return run(args)
 

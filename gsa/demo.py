@@ -12,6 +12,8 @@ import argparse
 import time
 from pathlib import Path
 
+from gsa.errors import InputError, run_command
+
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.toml"
 
 
@@ -19,7 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=f"training config (default {DEFAULT_CONFIG})")
     p.add_argument("--output-dir", default=None, help="where checkpoints and the model go (default: the config's)")
     p.add_argument("--max-steps", type=int, default=None, help="override the config's train.max_steps")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the output dir")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the newest checkpoint in the output dir (else an earlier demo run there is "
+                        "replaced)")
     p.add_argument("--prompt", default="The list type", help="prompt of the generated sample")
     p.add_argument("--max-new-tokens", type=int, default=60, help="length of the generated sample (default 60)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
@@ -31,17 +35,27 @@ def run(args: argparse.Namespace) -> int:
     from transformers import AutoTokenizer
 
     from gsa.models import GSAForCausalLM
-    from gsa.train.loop import config_from_args, train
+    from gsa.train.cli import config_from_args
+    from gsa.train.loop import train
+    from gsa.train.preflight import earlier_run
 
     if not args.config.exists():
-        raise SystemExit(f"gsa demo: no config at {args.config} (run from a checkout of the repository, or pass "
-                         "--config FILE.toml)")
+        raise InputError(f"no config at {args.config} (run from a checkout of the repository, or pass --config "
+                         "FILE.toml)")
+    if args.max_new_tokens < 1:
+        raise InputError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    if not args.prompt:
+        raise InputError("--prompt is empty: give some text to continue")
     cfg = config_from_args(args)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"gsa demo: training a small GSA language model on Python's own documentation ({device}); "
           f"config {args.config}")
+    # the demo's output directory is its own: run again, the demo starts again (unless --resume)
+    replace = bool(earlier_run(cfg.output_dir)) and not args.resume
+    if replace:
+        print(f"gsa demo: replacing the earlier run in {cfg.output_dir} (--resume continues it instead)")
     t0 = time.time()
-    summary = train(cfg, resume=args.resume)
+    summary = train(cfg, resume=args.resume, overwrite=replace)
     minutes = (time.time() - t0) / 60
     model_dir = Path(summary["model_dir"])
 
@@ -62,9 +76,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from gsa.train.cli import parse_args
+
     p = argparse.ArgumentParser(prog="gsa demo", description=__doc__.split("\n\n")[0])
     add_arguments(p)
-    return run(p.parse_args(argv))
+    return run_command(p.prog, run, parse_args(p, argv))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The `gsa` command: the subcommand registry and `gsa generate` on a tiny saved model."""
 
+import re
 import subprocess
 import sys
 
@@ -70,9 +71,10 @@ def test_generate_prints_text_with_a_tokenizer(model_dir, capsys):
         (["--prompt", "hello"], "no tokenizer"),
     ],
 )
-def test_generate_errors(model_dir, extra, message):
-    with pytest.raises(SystemExit, match=message):
-        main(["generate", "--model", str(model_dir)] + extra)
+def test_generate_errors(model_dir, extra, message, capsys):
+    assert main(["generate", "--model", str(model_dir)] + extra) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("gsa generate: error: ") and re.search(message, last), last
 
 
 def test_prompt_and_prompt_ids_are_exclusive(model_dir):
@@ -117,3 +119,16 @@ def test_generate_static_decoder_stops_at_eos_like_generate(tmp_path, capsys):
     assert plain.strip().endswith(",88") and len(plain.split(",")) < 23  # generate() stopped at eos
     assert main(base + ["--static"]) == 0
     assert capsys.readouterr().out == plain
+
+
+def test_overrides_may_come_on_both_sides_of_an_option():
+    from gsa.train.cli import parse_args
+
+    argv = ["train", "--config", "c.toml", "train.progress=false", "--max-steps", "2", "optim.lr=1e-3", "seed=3"]
+    args = parse_args(build_parser(), argv)
+    assert args.max_steps == 2 and args.overrides == ["train.progress=false", "optim.lr=1e-3", "seed=3"]
+    for stray in (["--max-stepz", "2"], ["--max-steps", "2", "--bogus"]):
+        with pytest.raises(SystemExit):
+            parse_args(build_parser(), ["train", "--config", "c.toml", "a=1", *stray, "b=2"])
+    with pytest.raises(SystemExit):  # a command without overrides takes no stray KEY=VALUE
+        parse_args(build_parser(), ["generate", "--model", "m", "--prompt-ids", "1", "a=1"])

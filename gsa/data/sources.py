@@ -25,6 +25,8 @@ import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from gsa.errors import InputError
+
 BUILTIN_CORPUS = "python-docs"
 TEXT_SUFFIXES = (".txt", ".jsonl", ".parquet")
 # Standard-library folders whose docstrings are test fixtures or vendored code, not prose.
@@ -109,26 +111,69 @@ def expand_sources(specs: Sequence[str] | str) -> list[str]:
 
 
 def iter_documents(specs: Sequence[str] | str, text_field: str = "text") -> Iterator[str]:
-    """Yield the documents of every source in order; empty documents are skipped."""
+    """Yield the documents of every source in order; empty documents are skipped. InputError naming the file (and
+    line) for data that is not text: bytes that are not UTF-8, a .jsonl line that is not a JSON object with a string
+    in ``text_field``; and when the sources hold no text at all."""
+    count = 0
     for src in expand_sources(specs):
         if src == BUILTIN_CORPUS:
-            yield from python_docs_corpus()
+            docs = python_docs_corpus()
         elif src.endswith(".txt"):
-            text = Path(src).read_text(encoding="utf-8", errors="replace")
-            if text.strip():
-                yield text
+            docs = _text_documents(src)
         elif src.endswith(".jsonl"):
-            with open(src, encoding="utf-8") as f:
-                for lineno, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    row = json.loads(line)
-                    if text_field not in row:
-                        raise KeyError(f"{src}:{lineno}: no field {text_field!r} (fields: {sorted(row)})")
-                    if row[text_field]:
-                        yield row[text_field]
+            docs = _jsonl_documents(src, text_field)
         else:
-            yield from _parquet_documents(src, text_field)
+            docs = _parquet_documents(src, text_field)
+        for doc in docs:
+            count += 1
+            yield doc
+    if not count:
+        raise InputError(f"data sources {list(specs) if not isinstance(specs, str) else [specs]} hold no text "
+                         "(every file is empty)")
+
+
+def _decode(data: bytes, where: str) -> str:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{where}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}): binary data "
+                         "is not read as text") from None
+    if "\x00" in text:
+        raise InputError(f"{where}: holds NUL bytes (offset {text.index(chr(0))}): binary data or UTF-16, not UTF-8 "
+                         "text")
+    return text
+
+
+def _text_documents(path: str) -> Iterator[str]:
+    text = _decode(Path(path).read_bytes(), path)
+    if text.strip():
+        yield text
+
+
+def _jsonl_documents(path: str, text_field: str) -> Iterator[str]:
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            where = f"{path}:{lineno}"
+            line = _decode(raw, where).strip()
+            if not line:
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InputError(f"{where}: not valid JSON ({e.msg}: column {e.colno})") from None
+            if not isinstance(row, dict):
+                raise InputError(f"{where}: expected a JSON object, got {type(row).__name__}")
+            if text_field not in row:
+                raise InputError(f"{where}: no field {text_field!r} (fields: {sorted(row)})")
+            yield from _text_value(row[text_field], f"{where}: field {text_field!r}")
+
+
+def _text_value(value, where: str) -> Iterator[str]:
+    """`value` as a document: strings are, empty ones and nulls are skipped, anything else is an InputError."""
+    if value is not None and not isinstance(value, str):
+        raise InputError(f"{where} holds {type(value).__name__} {str(value)[:40]!r}, not text")
+    if value:
+        yield value
 
 
 def _parquet_documents(path: str, text_field: str) -> Iterator[str]:
@@ -137,9 +182,8 @@ def _parquet_documents(path: str, text_field: str) -> Iterator[str]:
     except ImportError as e:
         raise ImportError(f"reading {path} needs pyarrow: pip install pyarrow") from e
     table = pq.read_table(path, columns=[text_field])
-    for text in table.column(text_field).to_pylist():
-        if text:
-            yield text
+    for row, text in enumerate(table.column(text_field).to_pylist()):
+        yield from _text_value(text, f"{path}: row {row}, field {text_field!r}")
 
 
 def sources_fingerprint(specs: Sequence[str] | str, text_field: str = "text") -> str:

@@ -7,17 +7,21 @@ import json
 import sys
 from pathlib import Path
 
+from gsa.data.sources import BUILTIN_CORPUS
+from gsa.errors import InputError, one_line, run_command
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="eval_task", required=True, metavar="TASK")
     ppl = sub.add_parser("ppl", help="perplexity and bits per byte on text",
                          description="Perplexity and bits per byte of a saved model on text.")
     _model_args(ppl)
-    ppl.add_argument("--data", nargs="+", default=["python-docs"],
+    ppl.add_argument("--data", nargs="+", default=[BUILTIN_CORPUS],
                      help="text sources: .txt/.jsonl/.parquet files, directories, globs, or python-docs (default)")
-    ppl.add_argument("--split", choices=["heldout", "all"], default="heldout",
-                     help="heldout (default): only the documents the trainer held out (same --heldout-fraction "
-                     "and --split-seed as training); all: every document")
+    ppl.add_argument("--split", choices=["heldout", "all"],
+                     help="heldout: only the documents the trainer held out (same --heldout-fraction and "
+                     "--split-seed as training); all: every document. Default: heldout for python-docs (the corpus "
+                     "training defaults to), all for your own --data")
     ppl.add_argument("--heldout-fraction", type=float, default=0.02, help="as data.heldout_fraction (default 0.02)")
     ppl.add_argument("--split-seed", type=int, default=0, help="seed of the held-out split (default 0)")
     ppl.add_argument("--text-field", default="text", help="text field of .jsonl/.parquet rows (default text)")
@@ -55,18 +59,128 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", type=Path, help="also write the result to this JSON file")
 
 
-def _load(args):
+def _check_args(args: argparse.Namespace) -> None:
+    """InputError naming the first flag with a value out of range (before anything is loaded)."""
+    at_least = {"--batch-size": (args.batch_size, 1), "--seq-len": (args.seq_len, 2 if args.eval_task == "ppl" else 1)}
+    if args.eval_task == "ppl":
+        at_least["--max-tokens"] = (args.max_tokens, 2)
+    else:
+        at_least["--num-examples"] = (args.num_examples, 1)
+        at_least["--vocab-size"] = (args.vocab_size, 4)
+        at_least["--pairs"] = (min(args.pairs), 1)
+    for flag, (value, low) in at_least.items():
+        if value is not None and value < low:
+            raise InputError(f"{flag} must be >= {low}, got {value}")
+    if args.eval_task == "ppl" and not 0 <= args.heldout_fraction < 1:
+        raise InputError(f"--heldout-fraction must be in [0, 1), got {args.heldout_fraction}")
+    if args.json is not None and not args.json.parent.is_dir():
+        raise InputError(f"--json {args.json}: directory {args.json.parent} does not exist")
+
+
+def _load(args, device):
     import torch
-    from transformers import AutoModelForCausalLM
 
-    import gsa  # noqa: F401  (registers GSA with the Auto classes)
+    from gsa.models.loading import load_pretrained
 
-    if not (args.model / "config.json").is_file():
-        raise SystemExit(f"gsa eval: {args.model} is not a model directory (no config.json)")
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype).to(device).eval()
-    return model, device
+    return load_pretrained(args.model, dtype=dtype).to(device).eval()
+
+
+def _documents(args: argparse.Namespace):
+    """(the --data documents of the split, the split's name), the sources checked to exist."""
+    from gsa.data.cache import _is_heldout
+    from gsa.data.sources import expand_sources, iter_documents
+
+    try:
+        expand_sources(args.data)
+    except FileNotFoundError as e:
+        raise InputError(f"--data: {one_line(e)}") from None
+    split = args.split or ("heldout" if args.data == [BUILTIN_CORPUS] else "all")
+    docs = iter_documents(args.data, args.text_field)
+    if split == "heldout":
+        docs = (doc for i, doc in enumerate(docs) if _is_heldout(i, args.heldout_fraction, args.split_seed))
+    return docs, split
+
+
+def _ppl_tokens(args: argparse.Namespace):
+    """(the token stream, the tokenizer, the split's name) of `gsa eval ppl`."""
+    from transformers import AutoTokenizer
+
+    from .perplexity import token_stream
+
+    tok_dir = args.tokenizer or args.model
+    if not Path(tok_dir).is_dir():
+        raise InputError(f"--tokenizer {tok_dir} is not a directory")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+    except (OSError, ValueError) as e:
+        raise InputError(f"no tokenizer in {tok_dir} (pass --tokenizer DIR): {one_line(e)}") from None
+    docs, split = _documents(args)
+    tokens = token_stream(docs, tokenizer, args.max_tokens)
+    if len(tokens) < 2:
+        where = " in its held-out split (--split all measures every document)" if split == "heldout" else ""
+        raise InputError(f"--data {' '.join(args.data)} gives {len(tokens)} token(s){where}: perplexity needs 2")
+    return tokens, tokenizer, split
+
+
+def _run_ppl(args: argparse.Namespace, model, device) -> dict:
+    from gsa.data.tokenizer import token_byte_lengths
+
+    from .perplexity import perplexity
+
+    tokens, tokenizer, split = _ppl_tokens(args)
+    result = perplexity(model, tokens, token_byte_lengths(tokenizer), args.seq_len, args.batch_size, device,
+                        progress=True)
+    print(f"perplexity {result['ppl']:.3f}  loss {result['loss']:.4f} nats/token  "
+          f"bits/byte {result['bits_per_byte']:.4f}  ({result['tokens']:,} tokens, {result['bytes']:,} bytes; "
+          f"split {split})")
+    return result
+
+
+def _mqar_settings(args: argparse.Namespace) -> tuple[int, bool, bool, dict]:
+    """(vocabulary, query_values, random_fill, the settings the model was trained with) of `gsa eval mqar`, with
+    every test set's size checked."""
+    from gsa.data import MQAR_ALPHA, MQAR_VOCAB, mqar_batch, read_mqar_settings
+
+    try:
+        trained = read_mqar_settings(args.model) or {}
+    except ValueError as e:
+        raise InputError(one_line(e)) from None
+    vocab_size = args.vocab_size if args.vocab_size is not None else trained.get("vocab_size", MQAR_VOCAB)
+    if args.format is None:  # as trained, else our default format
+        qv, rf = trained.get("query_values", True), trained.get("random_fill", False)
+    else:
+        qv, rf = args.format == "query-values", args.format == "zoology"
+    for pairs in args.pairs:
+        try:  # mqar_batch checks its sizes before drawing anything
+            mqar_batch(1, args.seq_len, pairs, vocab_size, trained.get("alpha", MQAR_ALPHA), seed=0)
+        except ValueError as e:
+            raise InputError(f"--pairs {pairs} with --seq-len {args.seq_len}, vocabulary {vocab_size}: "
+                             f"{one_line(e)}") from None
+    return vocab_size, qv, rf, trained
+
+
+def _run_mqar(args: argparse.Namespace, settings: tuple[int, bool, bool, dict], model, device) -> dict:
+    from gsa.data import MQAR_ALPHA
+
+    from .mqar import mqar_eval
+
+    vocab_size, qv, rf, trained = settings
+    if vocab_size > model.config.vocab_size:
+        raise InputError(f"--vocab-size {vocab_size} exceeds the model's {model.config.vocab_size}")
+    if trained and (qv, rf) != (trained["query_values"], trained["random_fill"]):
+        print(f"warning: {args.model} was trained with query_values={trained['query_values']}, "
+              f"random_fill={trained['random_fill']}; testing with --format {args.format}", file=sys.stderr)
+    acc = mqar_eval(model, args.seq_len, args.pairs, args.num_examples, args.batch_size, vocab_size,
+                    alpha=trained.get("alpha", MQAR_ALPHA), seed=args.seed, device=device, query_values=qv,
+                    random_fill=rf)
+    print(f"MQAR accuracy at seq_len {args.seq_len}, vocabulary {vocab_size}, query_values={qv}, "
+          f"random_fill={rf}{' (as trained)' if trained and args.format is None else ''}")
+    print("pairs  accuracy")
+    for d, a in acc.items():
+        print(f"{d:>5}  {a:8.4f}")
+    return {"seq_len": args.seq_len, "vocab_size": vocab_size, "query_values": qv, "random_fill": rf,
+            "accuracy": acc}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,59 +188,17 @@ def run(args: argparse.Namespace) -> int:
         from .harness import run as run_harness
 
         return run_harness(args)
-    model, device = _load(args)
+    from gsa.models.loading import check_model_dir, resolve_device
+
+    _check_args(args)
+    device = resolve_device(args.device)
+    check_model_dir(args.model)
+    settings = _mqar_settings(args) if args.eval_task == "mqar" else None  # its errors before a model is loaded
+    model = _load(args, device)
     if args.eval_task == "ppl":
-        from transformers import AutoTokenizer
-
-        from gsa.data.cache import _is_heldout
-        from gsa.data.sources import iter_documents
-        from gsa.data.tokenizer import token_byte_lengths
-
-        from .perplexity import perplexity, token_stream
-
-        tok_dir = args.tokenizer or args.model
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(tok_dir)
-        except (OSError, ValueError) as e:
-            raise SystemExit(f"gsa eval ppl: no tokenizer in {tok_dir} (pass --tokenizer DIR): {e}") from None
-        docs = (doc for i, doc in enumerate(iter_documents(args.data, args.text_field))
-                if args.split == "all" or _is_heldout(i, args.heldout_fraction, args.split_seed))
-        tokens = token_stream(docs, tokenizer, args.max_tokens)
-        result = perplexity(model, tokens, token_byte_lengths(tokenizer), args.seq_len, args.batch_size, device,
-                            progress=True)
-        print(f"perplexity {result['ppl']:.3f}  loss {result['loss']:.4f} nats/token  "
-              f"bits/byte {result['bits_per_byte']:.4f}  ({result['tokens']:,} tokens, {result['bytes']:,} bytes)")
+        result = _run_ppl(args, model, device)
     else:
-        from gsa.data import MQAR_ALPHA, MQAR_VOCAB, read_mqar_settings
-
-        from .mqar import mqar_eval
-
-        try:
-            trained = read_mqar_settings(args.model)
-        except ValueError as e:
-            raise SystemExit(f"gsa eval mqar: {e}") from None
-        trained = trained or {}
-        vocab_size = args.vocab_size if args.vocab_size is not None else trained.get("vocab_size", MQAR_VOCAB)
-        if args.format is None:  # as trained, else our default format
-            qv, rf = trained.get("query_values", True), trained.get("random_fill", False)
-        else:
-            qv, rf = args.format == "query-values", args.format == "zoology"
-        if vocab_size > model.config.vocab_size:
-            raise SystemExit(f"gsa eval mqar: --vocab-size {vocab_size} exceeds the model's "
-                             f"{model.config.vocab_size}")
-        if trained and (qv, rf) != (trained["query_values"], trained["random_fill"]):
-            print(f"warning: {args.model} was trained with query_values={trained['query_values']}, "
-                  f"random_fill={trained['random_fill']}; testing with --format {args.format}", file=sys.stderr)
-        acc = mqar_eval(model, args.seq_len, args.pairs, args.num_examples, args.batch_size, vocab_size,
-                        alpha=trained.get("alpha", MQAR_ALPHA), seed=args.seed, device=device, query_values=qv,
-                        random_fill=rf)
-        result = {"seq_len": args.seq_len, "vocab_size": vocab_size, "query_values": qv, "random_fill": rf,
-                  "accuracy": acc}
-        print(f"MQAR accuracy at seq_len {args.seq_len}, vocabulary {vocab_size}, query_values={qv}, "
-              f"random_fill={rf}{' (as trained)' if trained and args.format is None else ''}")
-        print("pairs  accuracy")
-        for d, a in acc.items():
-            print(f"{d:>5}  {a:8.4f}")
+        result = _run_mqar(args, settings, model, device)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
     return 0
@@ -135,7 +207,8 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m gsa.eval", description="Evaluate a saved model.")
     add_arguments(p)
-    return run(p.parse_args(argv))
+    args = p.parse_args(argv)
+    return run_command(f"{p.prog} {args.eval_task}", run, args)
 
 
 if __name__ == "__main__":  # pragma: no cover

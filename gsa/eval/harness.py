@@ -17,6 +17,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from gsa.errors import InputError
+
 
 def register() -> None:
     """Register the ``gsa`` model name with lm-eval (idempotent)."""
@@ -68,9 +70,30 @@ def add_arguments(p) -> None:
     p.add_argument("--json", type=Path, help="also write the results to this JSON file")
 
 
+def _check_args(args) -> list[str]:
+    """The task names, after an InputError for the first unusable argument (or a missing lm-eval)."""
+    import importlib.util
+
+    from gsa.models.loading import check_model_dir, resolve_device
+
+    if importlib.util.find_spec("lm_eval") is None:
+        raise InputError("gsa eval harness needs lm-evaluation-harness: pip install lm-eval")
+    check_model_dir(args.model)
+    resolve_device(args.device)
+    tasks = [t for t in args.tasks.split(",") if t.strip()]
+    if not tasks:
+        raise InputError(f"--tasks names no task, got {args.tasks!r}")
+    for flag, value in (("--batch-size", args.batch_size), ("--limit", args.limit)):
+        if value is not None and value < 1:
+            raise InputError(f"{flag} must be >= 1, got {value}")
+    if args.include_path is not None and not args.include_path.is_dir():
+        raise InputError(f"--include-path {args.include_path} is not a directory")
+    return tasks
+
+
 def run(args) -> int:
-    results = evaluate(args.model, [t for t in args.tasks.split(",") if t], args.include_path, args.batch_size,
-                       args.device, args.limit)
+    tasks = _check_args(args)
+    results = evaluate(args.model, tasks, args.include_path, args.batch_size, args.device, args.limit)
     for task, metrics in results.items():
         print(task + ": " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     if args.json:

@@ -11,6 +11,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 
 from gsa.models.cache import GSACache
 from gsa.models.configuration import GSAConfig
+from gsa.models.loading import VerifiedLoading
 from gsa.nn import GatedSlotAttention, GSAState, RMSNorm, ShortConvolution, SlotGateProjection, SwiGLU
 
 
@@ -69,8 +70,9 @@ class GSABlock(nn.Module):
         return x + self.mlp(self.mlp_norm(x)), new_state
 
 
-class GSAPreTrainedModel(PreTrainedModel):
-    """Weight init and the transformers hooks shared by GSAModel and GSAForCausalLM."""
+class GSAPreTrainedModel(VerifiedLoading, PreTrainedModel):
+    """Weight init and the transformers hooks shared by GSAModel and GSAForCausalLM; verified saving and loading
+    (gsa.models.loading: a checkpoint must fill the model exactly and match the hashes recorded at save time)."""
 
     config_class = GSAConfig
     base_model_prefix = "model"
@@ -119,6 +121,9 @@ def _check_ids(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, cu_
 
 class GSAModel(GSAPreTrainedModel):
     """Token embedding, L GSA blocks and a final RMSNorm. input_ids [B, T] -> last_hidden_state [B, T, d]."""
+
+    # loaded from a GSAForCausalLM checkpoint, the base model leaves its LM head behind
+    _keys_to_ignore_on_load_unexpected = [r"^lm_head\."]
 
     def __init__(self, config: GSAConfig):
         super().__init__(config)

@@ -32,6 +32,7 @@ from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutput, CausalLMOutput
 
 from gsa.models.configuration import HF_CONFIG_KEYS, positive_int
+from gsa.models.loading import VerifiedLoading
 from gsa.models.modeling import CausalLMEmbeddings, _check_ids, shifted_lm_loss
 from gsa.nn import GatedSlotAttention, ShortConvolution, SlotGateProjection
 from gsa.nn.attention import SPREAD
@@ -143,7 +144,7 @@ class ZoologyBlock(nn.Module):
         return self.norm2(r) + r
 
 
-class ZoologyPreTrainedModel(PreTrainedModel):
+class ZoologyPreTrainedModel(VerifiedLoading, PreTrainedModel):
     config_class = ZoologyConfig
     base_model_prefix = "model"
     main_input_name = "input_ids"
@@ -181,6 +182,8 @@ def _check_inputs(input_ids: torch.Tensor, kwargs: dict) -> None:
 class ZoologyModel(ZoologyPreTrainedModel):
     """Embedding (no positions), the alternating blocks and the final LayerNorm: input_ids [B, T] ->
     last_hidden_state [B, T, d]."""
+
+    _keys_to_ignore_on_load_unexpected = [r"^lm_head\."]  # loaded from a ZoologyForCausalLM checkpoint
 
     def __init__(self, config: ZoologyConfig):
         super().__init__(config)

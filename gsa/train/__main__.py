@@ -1,5 +1,5 @@
 import sys
 
-from gsa.train.loop import main
+from gsa.train.cli import main
 
 sys.exit(main())

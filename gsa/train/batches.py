@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from gsa.data import DataOrder, TextData, Windows, mqar_batch, pack_batch
+from gsa.errors import InputError
 from gsa.eval.passkey import passkey_batch
 
 
@@ -80,18 +81,21 @@ class MQARBatches:
         eval_seq_lens = list(eval_seq_lens or [seq_len] * len(eval_pairs))
         for name, lens, pairs in (("train", train_seq_lens, train_pairs), ("eval", eval_seq_lens, eval_pairs)):
             if len(lens) != len(pairs):
-                raise ValueError(f"data.mqar_{name}_seq_lens has {len(lens)} entries, expected one per "
+                raise InputError(f"data.mqar_{name}_seq_lens has {len(lens)} entries, expected one per "
                                  f"data.mqar_{name}_pairs entry ({len(pairs)})")
         keys = [self.eval_key(p, n, seq_len) for p, n in zip(eval_pairs, eval_seq_lens)]
         if len(set(keys)) != len(keys):
-            raise ValueError(f"data.mqar_eval_pairs / mqar_eval_seq_lens repeat a test set: {keys}")
+            raise InputError(f"data.mqar_eval_pairs / mqar_eval_seq_lens repeat a test set: {keys}")
         self.seq_len, self.train_pairs, self.eval_pairs = seq_len, train_pairs, eval_pairs
         self.train_seq_lens, self.eval_seq_lens = train_seq_lens, eval_seq_lens
         self.eval_examples, self.vocab_size, self.alpha, self.seed = eval_examples, vocab_size, alpha, seed
         self.format = dict(query_values=query_values, random_fill=random_fill)
         # fail at start, not at step 1000
         for n, pairs in list(zip(train_seq_lens, train_pairs)) + list(zip(eval_seq_lens, eval_pairs)):
-            mqar_batch(1, n, pairs, vocab_size, alpha, seed=0, **self.format)
+            try:
+                mqar_batch(1, n, pairs, vocab_size, alpha, seed=0, **self.format)
+            except ValueError as e:  # mqar_batch checks its sizes first: the config's pair counts and lengths
+                raise InputError(f"data.mqar_*: {e}") from None
 
     def train_batch(self, step: int, micro: int, rank: int, world: int, mbs: int, accum: int) -> dict:
         i = (step * accum + micro) * world + rank

@@ -13,13 +13,16 @@ hidden_size = 64
 [train]            # see TrainConfig
 ```
 
-Overrides on the command line are ``section.key=value`` (``train.max_steps=50``, ``model.num_slots=32``,
-``seed=1``); the value is parsed as TOML (``data.sources=["a.txt"]``) and, failing that, taken as a string.
+Every key is checked for its type and range when the config is read (InputError naming it). Overrides on the
+command line are ``section.key=value`` (``train.max_steps=50``, ``model.num_slots=32``, ``seed=1``); the value is
+parsed as TOML (``data.sources=["a.txt"]``) and, failing that, taken as a string.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+
 try:
     import tomllib
 except ImportError:  # Python 3.10
@@ -29,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from gsa.data.mqar import MQAR_ALPHA, MQAR_VOCAB
+from gsa.errors import InputError
 
 
 @dataclass
@@ -131,51 +135,88 @@ class Config:
 
 
 _SECTIONS = {"data": DataConfig, "optim": OptimConfig, "train": TrainConfig, "distill": DistillConfig}
+# element types of the list-valued keys
+_ITEMS = {"sources": str, "mqar_train_pairs": int, "mqar_train_seq_lens": int, "mqar_eval_pairs": int,
+          "mqar_eval_seq_lens": int, "betas": float, "train_params": str}
+
+
+def _fits(value: Any, default: Any) -> bool:
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, str):
+        return isinstance(value, str)
+    return True
 
 
 def _check_type(where: str, value: Any, default: Any) -> Any:
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(default, str):
-        ok = isinstance(value, str)
-    elif isinstance(default, list):
-        ok = isinstance(value, list)
-    else:
-        ok = True
-    if not ok:
-        raise TypeError(f"config key {where}: expected {type(default).__name__}, got {value!r}")
-    return value
+    """`value` for the key `where` whose default is `default` (ints taken as floats where floats are due)."""
+    if isinstance(default, list):
+        item = _ITEMS[where.rsplit(".", 1)[-1]]()
+        if not (isinstance(value, list) and all(_fits(v, item) for v in value)):
+            raise InputError(f"config key {where}: expected a list of {type(item).__name__}, got {value!r}")
+        return [float(v) for v in value] if isinstance(item, float) else value
+    if not _fits(value, default):
+        kind = "a finite number" if isinstance(default, float) else type(default).__name__
+        raise InputError(f"config key {where}: expected {kind}, got {value!r}")
+    return float(value) if isinstance(default, float) else value
 
 
 def config_from_dict(raw: dict[str, Any]) -> Config:
-    """Build a Config; raises ``KeyError`` on an unknown section or key, ``TypeError`` on a wrong type."""
+    """Build a Config; InputError (a ValueError) naming the key on an unknown section or key, a wrong type or a
+    value out of range."""
     cfg = Config()
     for key, value in raw.items():
         if key in _SECTIONS:
             if not isinstance(value, dict):
-                raise TypeError(f"config section [{key}] must be a table")
+                raise InputError(f"config section [{key}] must be a table, got {value!r}")
             section = getattr(cfg, key)
             names = {f.name for f in dataclasses.fields(section)}
             for k, v in value.items():
                 if k not in names:
-                    raise KeyError(f"unknown config key {key}.{k} (known: {', '.join(sorted(names))})")
+                    raise InputError(f"unknown config key {key}.{k} (known: {', '.join(sorted(names))})")
                 setattr(section, k, _check_type(f"{key}.{k}", v, getattr(section, k)))
         elif key == "model":
             if not isinstance(value, dict):
-                raise TypeError("config section [model] must be a table")
+                raise InputError(f"config section [model] must be a table, got {value!r}")
             cfg.model = {"type": "gsa", **value}
         elif key in ("seed", "output_dir"):
             setattr(cfg, key, _check_type(key, value, getattr(cfg, key)))
         else:
-            raise KeyError(f"unknown config key {key!r} (known: seed, output_dir, [model], [data], [optim], [train], "
-                           "[distill])")
+            raise InputError(f"unknown config key {key!r} (known: seed, output_dir, [model], [data], [optim], "
+                             "[train], [distill])")
     validate(cfg)
     return cfg
+
+
+def _check_ranges(cfg: Config) -> None:
+    d, o, t = cfg.data, cfg.optim, cfg.train
+    at_least = {  # key: (value, smallest allowed)
+        "seed": (cfg.seed, 0), "train.max_steps": (t.max_steps, 1), "train.micro_batch_size": (t.micro_batch_size, 1),
+        "train.grad_accum": (t.grad_accum, 1), "train.keep_checkpoints": (t.keep_checkpoints, 1),
+        "train.log_every": (t.log_every, 1), "train.eval_every": (t.eval_every, 0),
+        "train.eval_sequences": (t.eval_sequences, 1), "train.checkpoint_every": (t.checkpoint_every, 0),
+        "train.time_limit_s": (t.time_limit_s, 0), "data.seq_len": (d.seq_len, 2), "data.vocab_size": (d.vocab_size, 1),
+        "data.mqar_vocab_size": (d.mqar_vocab_size, 1), "data.mqar_eval_examples": (d.mqar_eval_examples, 1),
+        "optim.warmup_steps": (o.warmup_steps, 0), "optim.weight_decay": (o.weight_decay, 0),
+        "optim.grad_clip": (o.grad_clip, 0),
+    }
+    for name, (value, low) in at_least.items():
+        if value < low:
+            raise InputError(f"config key {name} must be >= {low}, got {value}")
+    for name, value in (("optim.lr", o.lr), ("optim.eps", o.eps), ("distill.temperature", cfg.distill.temperature)):
+        if not value > 0:
+            raise InputError(f"config key {name} must be positive, got {value}")
+    for name in ("mqar_train_pairs", "mqar_train_seq_lens", "mqar_eval_pairs", "mqar_eval_seq_lens"):
+        if any(v < 1 for v in getattr(d, name)):
+            raise InputError(f"config key data.{name} must hold positive ints, got {getattr(d, name)}")
+    for name, value in (("output_dir", cfg.output_dir), ("data.tokenizer", d.tokenizer),
+                        ("data.text_field", d.text_field)):
+        if not value.strip():
+            raise InputError(f"config key {name} must not be empty")
 
 
 def validate(cfg: Config) -> None:
@@ -189,42 +230,37 @@ def validate(cfg: Config) -> None:
     }
     for name, (value, allowed) in choices.items():
         if value not in allowed:
-            raise ValueError(f"config key {name} must be one of {allowed}, got {value!r}")
-    positive = {
-        "train.max_steps": cfg.train.max_steps, "train.micro_batch_size": cfg.train.micro_batch_size,
-        "train.grad_accum": cfg.train.grad_accum, "train.keep_checkpoints": cfg.train.keep_checkpoints,
-        "train.log_every": cfg.train.log_every, "data.seq_len": cfg.data.seq_len, "optim.lr": cfg.optim.lr,
-    }
-    for name, value in positive.items():
-        if value <= 0:
-            raise ValueError(f"config key {name} must be positive, got {value}")
+            raise InputError(f"config key {name} must be one of {allowed}, got {value!r}")
+    _check_ranges(cfg)
+    if not 0 <= cfg.data.heldout_fraction < 1:
+        raise InputError(f"config key data.heldout_fraction must be in [0, 1), got {cfg.data.heldout_fraction}")
     if not 0 <= cfg.data.passkey_fraction < 1:
-        raise ValueError(f"data.passkey_fraction must be in [0, 1), got {cfg.data.passkey_fraction}")
+        raise InputError(f"config key data.passkey_fraction must be in [0, 1), got {cfg.data.passkey_fraction}")
+    if cfg.data.kind == "text" and not (cfg.data.tokens or cfg.data.sources):
+        raise InputError("config key data.sources must name at least one source (or set data.tokens)")
     if cfg.model.get("type") == "zoology" and cfg.data.kind == "text" and cfg.data.documents:
-        raise ValueError("model.type = \"zoology\" runs full unpacked sequences: set data.documents = false (or MQAR)")
+        raise InputError("model.type = \"zoology\" runs full unpacked sequences: set data.documents = false (or MQAR)")
     if cfg.data.passkey_fraction and cfg.data.kind != "text":
-        raise ValueError("data.passkey_fraction mixes passkey sequences into text data: needs data.kind = \"text\"")
+        raise InputError("data.passkey_fraction mixes passkey sequences into text data: needs data.kind = \"text\"")
     if not 0 <= cfg.optim.min_lr_ratio <= 1:
-        raise ValueError(f"optim.min_lr_ratio must be in [0, 1], got {cfg.optim.min_lr_ratio}")
-    if len(cfg.optim.betas) != 2:
-        raise ValueError(f"optim.betas must have two entries, got {cfg.optim.betas}")
+        raise InputError(f"config key optim.min_lr_ratio must be in [0, 1], got {cfg.optim.min_lr_ratio}")
+    if len(cfg.optim.betas) != 2 or not all(0 <= b < 1 for b in cfg.optim.betas):
+        raise InputError(f"config key optim.betas must be two numbers in [0, 1), got {cfg.optim.betas}")
     if cfg.distill.teacher:
         if cfg.data.kind != "text" or cfg.data.documents:
-            raise ValueError("distillation reads plain text windows: set data.kind = \"text\" and data.documents = "
+            raise InputError("distillation reads plain text windows: set data.kind = \"text\" and data.documents = "
                              "false (the teacher has no packed-sequence path here)")
-        if not cfg.distill.temperature > 0:
-            raise ValueError(f"distill.temperature must be positive, got {cfg.distill.temperature}")
     if cfg.distill.answer_weight:
         if cfg.distill.answer_weight < 0:
-            raise ValueError(f"distill.answer_weight must be >= 0, got {cfg.distill.answer_weight}")
+            raise InputError(f"config key distill.answer_weight must be >= 0, got {cfg.distill.answer_weight}")
         if not (cfg.distill.teacher and cfg.data.passkey_fraction):
-            raise ValueError("distill.answer_weight weighs the passkey answers in a distillation loss: it needs "
+            raise InputError("distill.answer_weight weighs the passkey answers in a distillation loss: it needs "
                              "distill.teacher and data.passkey_fraction > 0")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
-        raise ValueError(f"override {text!r} is not of the form key=value")
+        raise InputError(f"override {text!r} is not of the form key=value")
     key, raw = text.split("=", 1)
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
@@ -234,17 +270,26 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
-    """Read a TOML file (or start from defaults when ``path`` is None) and apply ``key=value`` overrides."""
+    """Read a TOML file (or start from defaults when ``path`` is None) and apply ``key=value`` overrides; InputError
+    naming the file, key or override that is wrong."""
     raw: dict[str, Any] = {}
     if path is not None:
-        with open(path, "rb") as f:
-            raw = tomllib.load(f)
+        try:
+            with open(path, "rb") as f:
+                raw = tomllib.load(f)
+        except FileNotFoundError:
+            raise InputError(f"config file {path} not found") from None
+        except IsADirectoryError:
+            raise InputError(f"config file {path} is a directory (pass a .toml file)") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise InputError(f"config file {path} is not valid TOML: {e}") from None
     for text in overrides:
         keys, value = parse_override(text)
         node = raw
         for k in keys[:-1]:
             node = node.setdefault(k, {})
             if not isinstance(node, dict):
-                raise KeyError(f"override {text!r}: {k} is not a section")
+                raise InputError(f"override {text!r}: {k} is not a section")
         node[keys[-1]] = value
     return config_from_dict(raw)
+

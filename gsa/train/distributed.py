@@ -10,6 +10,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from gsa.errors import InputError
+
 from .model import apply_activation_checkpointing, apply_compile, blocks
 
 
@@ -51,7 +53,8 @@ def setup(device: str = "auto") -> Dist:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError("train.device = 'cuda' but no CUDA device is available")
+            raise InputError("train.device = 'cuda' but no CUDA device is available (torch.cuda.is_available() is "
+                             "False): use 'cpu' or 'auto'")
         torch.cuda.set_device(local_rank)
         dev = torch.device("cuda", local_rank)
     else:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import math
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,11 +16,12 @@ from gsa.data import write_mqar_settings
 
 from . import checkpoint as ckpt
 from .batches import MQARBatches, TextBatches
-from .config import Config, load_config
+from .config import Config
 from .distributed import Dist, setup, teardown, wrap
 from .metrics import Metrics
 from .model import build_model, labelled_positions_loss, model_inputs, param_groups, unwrap
 from .prefetch import Prefetcher
+from .preflight import check_inputs, check_output_dir, clear_run
 
 
 def lr_lambda(cfg: Config):
@@ -43,8 +42,13 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch
 
 
 class Trainer:
-    def __init__(self, cfg: Config, resume: bool = False):
-        self.cfg, self.resume = cfg, resume
+    """resume: continue from the newest valid checkpoint in cfg.output_dir; overwrite: delete an earlier run there
+    first. Without either, an output directory holding an earlier run is refused (gsa.train.preflight)."""
+
+    def __init__(self, cfg: Config, resume: bool = False, overwrite: bool = False):
+        self.cfg, self.resume, self.overwrite = cfg, resume, overwrite
+        check_output_dir(cfg.output_dir, resume, overwrite)
+        check_inputs(cfg)
         self.d: Dist = setup(cfg.train.device)
         self.out = Path(cfg.output_dir)
         self.bf16 = cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and self.d.device.type == "cuda")
@@ -71,14 +75,13 @@ class Trainer:
     def _load_teacher(self, student: torch.nn.Module) -> torch.nn.Module:
         """The frozen teacher for distillation; in stage "attention" also freezes all but the student's adapted
         attention parameters (before the optimizer sees them)."""
-        from transformers import AutoModelForCausalLM
-
         from gsa.convert.distill import attention_transfer_parameters
+        from gsa.models.loading import load_pretrained
 
         dc = self.cfg.distill
         if self.d.world > 1:
             raise NotImplementedError("distillation runs in one process for now (the teacher is not sharded)")
-        teacher = AutoModelForCausalLM.from_pretrained(dc.teacher, dtype=torch.float32).to(self.d.device).eval()
+        teacher = load_pretrained(dc.teacher, dtype=torch.float32).to(self.d.device).eval()
         teacher.requires_grad_(False)
         if dc.stage == "attention":
             attention_transfer_parameters(student, tuple(dc.train_params))
@@ -183,15 +186,8 @@ class Trainer:
         sd: dict[str, torch.Tensor] = {}
         for f in sorted((path / "model").glob("*.safetensors")):
             sd.update(load_file(f))
-        opts = StateDictOptions(full_state_dict=True, strict=False)
-        result = set_model_state_dict(self.model, sd, options=opts)
-        # save_pretrained drops tied duplicates (lm_head = embedding); anything else missing is an error.
-        plain = unwrap(self.model)
-        tied = {n for n, _ in plain.named_parameters(remove_duplicate=False)} - {n for n, _ in plain.named_parameters()}
-        missing = set(result.missing_keys) - tied
-        if missing or result.unexpected_keys:
-            raise ckpt.CheckpointError(f"{path}: weights do not match the model (missing {sorted(missing)}, "
-                                       f"unexpected {sorted(result.unexpected_keys)})")
+        ckpt.check_same_model(path, unwrap(self.model), sd)
+        set_model_state_dict(self.model, sd, options=StateDictOptions(full_state_dict=True, strict=False))
         state = torch.load(path / "trainer.pt", map_location="cpu", weights_only=True)
         set_optimizer_state_dict(self.model, self.optimizer, state["optimizer"],
                                  options=StateDictOptions(full_state_dict=True))
@@ -244,6 +240,8 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         cfg, d, t = self.cfg, self.d, self.cfg.train
         if d.is_main:
+            if self.overwrite:
+                clear_run(self.out)
             self.out.mkdir(parents=True, exist_ok=True)
             ckpt.clean_temporaries(self.out)
         d.barrier()
@@ -343,7 +341,7 @@ class Trainer:
                         metrics.log({"step": self.step, **ev})
                     if ev:
                         summary.update(ev)
-                        bar.write(f"step {self.step}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in ev.items()))
+                        bar.write(f"step {self.step}: " + ", ".join(f"{k} {format_value(v)}" for k, v in ev.items()))
                     tic = time.perf_counter()
                 if (t.checkpoint_every and self.step % t.checkpoint_every == 0) or last:
                     last_ckpt = self.save() or last_ckpt
@@ -374,67 +372,19 @@ class Trainer:
         return summary
 
 
-def _fmt(v: Any) -> str:
+def format_value(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
     if isinstance(v, dict):
-        return "{" + ", ".join(f"{k}: {_fmt(x)}" for k, x in v.items()) + "}"
+        return "{" + ", ".join(f"{k}: {format_value(x)}" for k, x in v.items()) + "}"
     return str(v)
 
 
-def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
-    """Train as configured; return a summary (final step, last evaluation, model directory)."""
-    trainer = Trainer(cfg, resume=resume)
+def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
+    """Train as configured; return a summary (final step, last evaluation, model directory). resume, overwrite: what
+    to do with an earlier run in cfg.output_dir (see Trainer)."""
+    trainer = Trainer(cfg, resume=resume, overwrite=overwrite)
     try:
         return trainer.fit()
     finally:
         teardown()
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="TOML config file (see configs/)")
-    p.add_argument("--max-steps", type=int, help="override train.max_steps")
-    p.add_argument("--output-dir", help="override output_dir (checkpoints, metrics.jsonl, model/)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue from the newest valid checkpoint in the output directory")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                   help="config overrides such as train.micro_batch_size=4 model.num_slots=32")
-
-
-DESCRIPTION = ("Train a GSA (or baseline) language model or MQAR model. Runs as one process, or under "
-               "`torchrun --nproc_per_node=N -m gsa.train ...` with DDP or FSDP2 (train.parallel).")
-
-
-def config_from_args(args: argparse.Namespace) -> Config:
-    """The config named by --config with the KEY=VALUE overrides, then --max-steps and --output-dir on top."""
-    overrides = list(args.overrides)
-    if args.max_steps is not None:
-        overrides.append(f"train.max_steps={args.max_steps}")
-    if args.output_dir is not None:
-        overrides.append(f"output_dir={json.dumps(args.output_dir)}")
-    return load_config(args.config, overrides)
-
-
-def run(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
-    try:
-        summary = train(cfg, resume=args.resume)
-    except KeyboardInterrupt:
-        return 130
-    except ckpt.CheckpointError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if summary["rank"] != 0:
-        return 0
-    if "eval_ppl" in summary:
-        print(f"held-out perplexity {summary['eval_ppl']:.3f} (loss {summary['eval_loss']:.4f})")
-    if "mqar_acc" in summary:
-        print("MQAR accuracy by number of pairs: " + _fmt(summary["mqar_acc"]))
-    print(f"model saved to {summary['model_dir']}")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m gsa.train", description=DESCRIPTION)
-    add_arguments(p)
-    return run(p.parse_args(argv))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,13 @@ class Metrics:
                 except (ValueError, KeyError):
                     continue  # a line cut short by the kill
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text("".join(line + "\n" for line in kept))
+        # a new file renamed over the old one: a kill while it is written leaves the old rows, never half of them
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        with open(tmp, "w") as f:
+            f.write("".join(line + "\n" for line in kept))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
         self._file = open(self.path, "a")
         self._tb = self._wandb = None
         if tensorboard:

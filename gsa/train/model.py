@@ -30,58 +30,97 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gsa.errors import InputError, one_line
+
 
 def build_model(model_cfg: dict[str, Any], vocab_size: int, eos_id: int | None = None) -> nn.Module:
+    """The model the ``[model]`` section describes; InputError naming the key when the section is invalid."""
     params = dict(model_cfg)
     kind = params.pop("type")
     if kind in ("t2r", "pretrained"):
         return _load_model(kind, params, vocab_size)
     params.setdefault("vocab_size", vocab_size)
-    if params["vocab_size"] < vocab_size:
-        raise ValueError(f"model.vocab_size={params['vocab_size']} is smaller than the data's vocabulary ({vocab_size})")
+    if isinstance(params["vocab_size"], int) and params["vocab_size"] < vocab_size:  # a non-int: the config says so
+        raise InputError(f"model.vocab_size={params['vocab_size']} is smaller than the data's vocabulary "
+                         f"({vocab_size})")
     if eos_id is not None:
         params.setdefault("eos_token_id", eos_id)
         params.setdefault("pad_token_id", eos_id)
         params.setdefault("bos_token_id", None)
+    config, model_class = _model_config(kind, params)
+    return model_class(config)
+
+
+def _model_config(kind: str, params: dict[str, Any]):
+    """(config, model class) for a built-from-scratch model; the config class's own validation errors (the only
+    code run here) are the section's errors, reported as InputError."""
     if kind == "gsa":
-        from gsa.models import GSAConfig, GSAForCausalLM
+        from gsa.models import GSAConfig as config_class
+        from gsa.models import GSAForCausalLM as model_class
+    elif kind == "zoology":
+        from gsa.models.zoology import ZoologyConfig as config_class
+        from gsa.models.zoology import ZoologyForCausalLM as model_class
+    else:
+        from transformers import LlamaConfig as config_class
+        from transformers import LlamaForCausalLM as model_class
 
-        return GSAForCausalLM(GSAConfig(**params))
-    if kind == "zoology":
-        from gsa.models.zoology import ZoologyConfig, ZoologyForCausalLM
+        known = set(inspect.signature(config_class.__init__).parameters) | set(config_class().to_dict())
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise InputError(f"unknown LlamaConfig key(s) in [model]: {unknown}")
+        params.setdefault("use_cache", False)  # a cache would also disable packed-sequence masks
+    try:
+        return config_class(**params), model_class
+    except (TypeError, ValueError) as e:
+        raise InputError(f"[model] {one_line(e)}") from None
 
-        return ZoologyForCausalLM(ZoologyConfig(**params))
-    from transformers import LlamaConfig, LlamaForCausalLM
 
-    known = set(inspect.signature(LlamaConfig.__init__).parameters) | set(LlamaConfig().to_dict())
-    unknown = sorted(set(params) - known)
-    if unknown:
-        raise KeyError(f"unknown LlamaConfig key(s) in [model]: {unknown}")
-    params.setdefault("use_cache", False)  # a cache would also disable packed-sequence masks
-    return LlamaForCausalLM(LlamaConfig(**params))
+def check_model_section(model_cfg: dict[str, Any]) -> None:
+    """InputError for an invalid ``[model]`` section of a model built from scratch, before any data is read (the
+    data's vocabulary is not known yet: a placeholder stands in unless the section sets vocab_size)."""
+    params = dict(model_cfg)
+    kind = params.pop("type")
+    if kind not in ("t2r", "pretrained"):
+        params.setdefault("vocab_size", 1 << 16)
+        _model_config(kind, params)
+
+
+def model_source(model_cfg: dict[str, Any]) -> str:
+    """The directory a ``[model]`` section of type "t2r" (teacher) or "pretrained" (path) loads from."""
+    kind = model_cfg["type"]
+    key = "teacher" if kind == "t2r" else "path"
+    if not isinstance(model_cfg.get(key), str):
+        raise InputError(f"[model] type = {kind!r} needs {key} = DIR, got {model_cfg.get(key)!r}")
+    return model_cfg[key]
 
 
 def _load_model(kind: str, params: dict[str, Any], vocab_size: int) -> nn.Module:
-    key = "teacher" if kind == "t2r" else "path"
-    if key not in params:
-        raise KeyError(f"[model] type = {kind!r} needs {key} = DIR")
-    src = params.pop(key)
+    src = model_source({"type": kind, **params})
+    params.pop("teacher" if kind == "t2r" else "path")
     if kind == "t2r":
         from gsa.convert import from_pretrained_transformer
         from gsa.models import GSAForCausalLM
 
         reinit = params.pop("reinit", False)
-        model = from_pretrained_transformer(src, **params)
+        options = set(inspect.signature(from_pretrained_transformer).parameters) - {"src"}
+        if set(params) - options or not isinstance(reinit, bool):
+            raise InputError(f"[model] type = 't2r' takes teacher, reinit (true/false) and {sorted(options)}; got "
+                             f"{sorted(set(params) - options) or f'reinit = {reinit!r}'}")
+        try:
+            model = from_pretrained_transformer(src, **params)
+        except ValueError as e:  # UnsupportedModelError (names what the teacher has) or an invalid option, as for
+            raise InputError(f"[model] teacher {src}: {one_line(e)}") from None  # `gsa convert`
         if reinit:  # the from-scratch baseline: the converted architecture, freshly initialised
             model = GSAForCausalLM(model.config)
     else:
         if params:
-            raise KeyError(f"unknown key(s) for [model] type = 'pretrained': {sorted(params)} (only path)")
+            raise InputError(f"unknown key(s) for [model] type = 'pretrained': {sorted(params)} (only path)")
         from gsa.models import GSAForCausalLM
 
         model = GSAForCausalLM.from_pretrained(src)
     if model.config.vocab_size < vocab_size:
-        raise ValueError(f"the model's vocabulary ({model.config.vocab_size}) is smaller than the data's ({vocab_size})")
+        raise InputError(f"the model's vocabulary ({model.config.vocab_size}) is smaller than the data's "
+                         f"({vocab_size})")
     return model.float()
 
 

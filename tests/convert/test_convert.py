@@ -1,5 +1,7 @@
 """Conversion of tiny random Llama / Mistral / Qwen2 checkpoints into GSA models."""
 
+import re
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -97,13 +99,19 @@ def test_options_reach_the_config(make_teacher):
     assert all(torch.equal(b.attn.memory_scale, torch.zeros(6)) for b in h.model.layers)
 
 
-def test_cli_window_options(save_teacher, tmp_path):
+def _refused(argv, capsys, message):
+    """`gsa convert` refuses with one line naming `message` and exit status 2."""
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert re.search(message, capsys.readouterr().err.strip().splitlines()[-1].split("gsa convert: error: ", 1)[1])
+
+
+def test_cli_window_options(save_teacher, tmp_path, capsys):
     src, _ = save_teacher("llama")
     assert main(["convert", "--from", str(src), "--to", str(tmp_path / "h"), "--window", "8", "--sinks", "2"]) == 0
     c = GSAForCausalLM.from_pretrained(tmp_path / "h").config
     assert (c.window_size, c.num_sink_tokens) == (8, 2)
-    with pytest.raises(SystemExit, match="num_sink_tokens"):
-        main(["convert", "--from", str(src), "--to", str(tmp_path / "x"), "--sinks", "2"])
+    _refused(["convert", "--from", str(src), "--to", str(tmp_path / "x"), "--sinks", "2"], capsys, "num_sink_tokens")
 
 
 def test_cli_gate_bias(save_teacher, tmp_path):
@@ -142,13 +150,12 @@ UNSUPPORTED = [
 
 
 @pytest.mark.parametrize("arch,overrides,field", UNSUPPORTED)
-def test_unsupported_configs_are_refused_by_name(save_teacher, tmp_path, arch, overrides, field):
+def test_unsupported_configs_are_refused_by_name(save_teacher, tmp_path, capsys, arch, overrides, field):
     src, _ = save_teacher(arch, **overrides)
     with pytest.raises(UnsupportedModelError, match=field):
         convert(src, tmp_path / "out")
     assert not (tmp_path / "out").exists()
-    with pytest.raises(SystemExit, match=field):
-        main(["convert", "--from", str(src), "--to", str(tmp_path / "out")])
+    _refused(["convert", "--from", str(src), "--to", str(tmp_path / "out")], capsys, field)
 
 
 def test_other_architectures_are_refused(tmp_path):
@@ -160,9 +167,8 @@ def test_other_architectures_are_refused(tmp_path):
         convert(src, tmp_path / "out")
 
 
-def test_cli_refuses_invalid_options(save_teacher, tmp_path):
+def test_cli_refuses_invalid_options(save_teacher, tmp_path, capsys):
     src, _ = save_teacher("llama")
-    with pytest.raises(SystemExit, match="num_slots"):
-        main(["convert", "--from", str(src), "--to", str(tmp_path / "out"), "--num-slots", "0"])
-    with pytest.raises(SystemExit, match="not a directory"):
-        main(["convert", "--from", str(tmp_path / "missing"), "--to", str(tmp_path / "out")])
+    _refused(["convert", "--from", str(src), "--to", str(tmp_path / "out"), "--num-slots", "0"], capsys, "num_slots")
+    _refused(["convert", "--from", str(tmp_path / "missing"), "--to", str(tmp_path / "out")], capsys,
+             "not a directory")

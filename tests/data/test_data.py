@@ -18,6 +18,7 @@ from gsa.data import (
     write_mqar_settings,
 )
 from gsa.data.cache import TokenizedCorpus
+from gsa.errors import InputError
 
 DOCS = [f"Document {i}: " + "the quick brown fox jumps över the lazy dog. " * (1 + i % 5) for i in range(40)]
 
@@ -42,8 +43,28 @@ def test_sources_dir_glob_and_jsonl(corpus_dir):
     assert list(iter_documents(str(corpus_dir / "*.txt"))) == DOCS[:10]
     with pytest.raises(FileNotFoundError, match="nothing-here"):
         expand_sources(str(corpus_dir / "nothing-here*"))
-    with pytest.raises(KeyError, match="body"):
+    with pytest.raises(InputError, match="body"):
         list(iter_documents(str(corpus_dir / "rest.jsonl"), text_field="body"))
+
+
+@pytest.mark.parametrize("names, message", [
+    (["binary"], r"binary\.txt: not UTF-8 text \(byte 0x80 at offset 128\): binary data is not read as text"),
+    (["utf16"], r"utf16\.txt: holds NUL bytes \(offset 1\): binary data or UTF-16"),
+    (["empty", "blank"], r"data sources \[.*empty\.txt', '.*blank\.txt'\] hold no text \(every file is empty\)"),
+    (["bad_json"], r"bad_json\.jsonl:2: not valid JSON \(Unterminated string starting at: column 10\)"),
+    (["not_object"], r"not_object\.jsonl:1: expected a JSON object, got list"),
+    (["no_field"], r"no_field\.jsonl:1: no field 'text' \(fields: \['body'\]\)"),
+    (["number_field"], r"number_field\.jsonl:1: field 'text' holds int '42', not text"),
+    (["binary_line"], r"binary_line\.jsonl:2: not UTF-8 text \(byte 0xff at offset 10\)"),
+])
+def test_data_that_is_not_text_is_named(tmp_path, names, message):
+    from bad_inputs import bad_data_files
+
+    files = bad_data_files(tmp_path)
+    with pytest.raises(InputError, match=message):
+        list(iter_documents([str(files[n]) for n in names]))
+    with pytest.raises(InputError, match=message):  # what the trainer reads through
+        prepare_text_data([str(files[n]) for n in names], "byte", cache_dir=tmp_path / "cache", progress=False)
 
 
 @pytest.mark.parametrize("spec", ["byte", "bpe"])

@@ -95,8 +95,25 @@ def test_gsa_eval_ppl_and_mqar_cli(tiny_model, tmp_path, capsys):
     assert gsa_main(["eval", "mqar", "--model", str(tiny_model), "--seq-len", "64", "--pairs", "4",
                      "--num-examples", "8", "--vocab-size", "2048", "--zoology-format", "--json", str(res)]) == 0
     assert 0 <= json.loads(res.read_text())["accuracy"]["4"] <= 1
-    with pytest.raises(SystemExit, match="exceeds"):
-        gsa_main(["eval", "mqar", "--model", str(tiny_model), "--seq-len", "64", "--pairs", "4"])
+    assert gsa_main(["eval", "mqar", "--model", str(tiny_model), "--seq-len", "64", "--pairs", "4"]) == 2
+    assert "gsa eval mqar: error: --vocab-size 8192 exceeds the model's" in capsys.readouterr().err
+
+
+def test_gsa_eval_ppl_measures_your_own_file_whole(tiny_model, tmp_path, capsys):
+    """A file of your own is one document (a .txt) that the trainer's held-out split would drop: measured whole by
+    default; the held-out split of it is refused with a pointer to --split all."""
+    from transformers import AutoTokenizer
+
+    text = tmp_path / "mine.txt"
+    text.write_text("The list type is a mutable sequence; tuples are immutable. " * 30)
+    res = tmp_path / "mine.json"
+    assert gsa_main(["eval", "ppl", "--model", str(tiny_model), "--data", str(text), "--seq-len", "64",
+                     "--json", str(res)]) == 0
+    n = len(AutoTokenizer.from_pretrained(tiny_model)(text.read_text())["input_ids"]) + 1  # and EOS
+    assert json.loads(res.read_text())["tokens"] == n - math.ceil(n / 64)
+    assert "split all" in capsys.readouterr().out
+    assert gsa_main(["eval", "ppl", "--model", str(tiny_model), "--data", str(text), "--split", "heldout"]) == 2
+    assert "in its held-out split (--split all measures every document)" in capsys.readouterr().err
 
 
 TASK = """\

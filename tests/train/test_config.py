@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 
+from gsa.errors import InputError
 from gsa.train import config_from_dict, load_config
 from gsa.train.loop import lr_lambda
 from gsa.train.model import build_model
@@ -19,12 +20,16 @@ def test_tiny_config_loads_and_overrides():
 @pytest.mark.parametrize(
     "raw,err,match",
     [
-        ({"train": {"max_step": 3}}, KeyError, "train.max_step"),
-        ({"trian": {}}, KeyError, "trian"),
-        ({"train": {"max_steps": "3"}}, TypeError, "train.max_steps"),
+        ({"train": {"max_step": 3}}, InputError, "train.max_step"),
+        ({"trian": {}}, InputError, "trian"),
+        ({"train": {"max_steps": "3"}}, InputError, "train.max_steps"),
         ({"train": {"parallel": "zero3"}}, ValueError, "train.parallel"),
         ({"model": {"type": "mamba"}}, ValueError, "model.type"),
         ({"optim": {"min_lr_ratio": 2.0}}, ValueError, "min_lr_ratio"),
+        ({"optim": {"lr": float("inf")}}, InputError, "optim.lr: expected a finite number, got inf"),
+        ({"train": {"eval_every": -1}}, InputError, "train.eval_every must be >= 0, got -1"),
+        ({"train": {"checkpoint_every": -1}}, InputError, "train.checkpoint_every must be >= 0, got -1"),
+        ({"data": {"sources": ["a.txt", 3]}}, InputError, r"data.sources: expected a list of str, got \['a.txt', 3\]"),
     ],
 )
 def test_bad_configs_raise(raw, err, match):
@@ -33,7 +38,7 @@ def test_bad_configs_raise(raw, err, match):
 
 
 def test_unknown_model_keys_raise():
-    with pytest.raises(KeyError, match="hiden_size"):
+    with pytest.raises(InputError, match="hiden_size"):
         build_model({"type": "llama", "hiden_size": 8}, vocab_size=16)
     with pytest.raises(ValueError, match="num_slot"):
         build_model({"type": "gsa", "num_slot": 8}, vocab_size=16)

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from convert.convert_teachers import tiny_teacher
+from gsa.errors import InputError
 from gsa.models import GSAForCausalLM
 from gsa.train import load_config
 from gsa.train.loop import train
@@ -101,7 +102,7 @@ def test_distillation_config_errors(tmp_path):
         load_config(TINY, [f'distill.teacher="{tmp_path}"'])
     with pytest.raises(ValueError, match="distill.stage"):
         load_config(TINY, ['distill.stage="both"'])
-    with pytest.raises(KeyError, match="needs teacher = DIR"):
+    with pytest.raises(InputError, match="needs teacher = DIR"):
         from gsa.train.model import build_model
 
         build_model({"type": "t2r"}, 100)
