@@ -120,8 +120,8 @@ def _run_fla_convert(args: argparse.Namespace, dtype) -> Path:
     _add_convert_arguments(defaults)
     given = [f"--{k.replace('_', '-')}" for k in _T2R_OPTIONS if getattr(args, k) != defaults.get_default(k)]
     if given:
-        raise SystemExit(f"gsa convert: {', '.join(given)} set up a T2R conversion; an fla conversion is exact and "
-                         "takes only --dtype")
+        raise InputError(f"{', '.join(given)} set up a T2R conversion; an fla conversion is exact and takes only "
+                         "--dtype")
     from gsa.convert.fla import convert_fla, to_fla
 
     if args.to_format == "gsa":

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from gsa.errors import InputError
+from gsa.models.configuration import GSAConfig
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -95,10 +96,10 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     if args.prompt_ids is not None:
         _parse_ids(args.prompt_ids)
-    check_model_dir(args.model, accept=["gsa"])
+    check_model_dir(args.model, accept=[GSAConfig.model_type])
     if args.prompt is not None and not _has_tokenizer(args.model):
         raise InputError(f"{args.model} has no tokenizer; pass --prompt-ids instead of --prompt")
-    model = load_pretrained(args.model, accept=["gsa"]).to(device).eval()
+    model = load_pretrained(args.model, accept=[GSAConfig.model_type]).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(args.model) if _has_tokenizer(args.model) else None
     ids = _prompt(args, tokenizer, model.config.vocab_size).to(device)
 

@@ -59,7 +59,7 @@ def damaged_models(root: Path) -> dict[str, Path]:
         "fewer_layers": dict(config=lambda c: c.update(num_hidden_layers=1)),
         "other_slots": dict(config=lambda c: c.update(num_slots=16)),
         "llama_type": dict(config=lambda c: c.update(model_type="llama")),
-        "fla_config": dict(config=lambda c: c.update(fla_keys)),
+        "fla_config": dict(config=lambda c: c.update(fla_keys, model_type="gsa")),  # fla's GSA models are "gsa"
         "nan_weights": dict(weights=nan_norm),
         "corrupted": dict(manifest=True),
         "truncated": dict(manifest=True),

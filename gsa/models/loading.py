@@ -28,10 +28,6 @@ from gsa.errors import InputError
 
 WEIGHTS_MANIFEST = "weights.sha256.json"
 WEIGHT_SUFFIXES = (".safetensors", ".safetensors.index.json")
-# Fields of flash-linear-attention's GSAConfig that ours does not have; its model_type is also "gsa".
-FLA_CONFIG_KEYS = frozenset({"attn", "fuse_norm", "fuse_swiglu", "fuse_cross_entropy", "fuse_linear_cross_entropy",
-                             "use_output_gate", "use_norm", "elementwise_affine", "clamp_min", "clamp_max",
-                             "use_l2warp"})
 CONVERTIBLE = ("llama", "mistral", "qwen2")  # what `gsa convert` turns into a GSA model
 
 
@@ -98,16 +94,20 @@ def check_model_dir(directory: str | os.PathLike, accept: Iterable[str] | None =
     (None: ours or any that transformers knows). InputError naming what it is and what to do otherwise."""
     from transformers import CONFIG_MAPPING
 
+    from gsa.models.configuration import FLA_ONLY_KEYS, LEGACY_MODEL_TYPE, GSAConfig, looks_like_fla
+
     config = read_model_config(directory)
     model_type = config["model_type"]
-    fla = sorted(FLA_CONFIG_KEYS & set(config))
-    if model_type == "gsa" and fla:
-        raise InputError(f"{directory} looks like a flash-linear-attention checkpoint (config keys {', '.join(fla)}), "
-                         "not one saved by gsa: convert it with `gsa convert`")
+    if model_type == LEGACY_MODEL_TYPE:  # fla's GSA models, and ours saved before they had their own name
+        if looks_like_fla(config):
+            raise InputError(f"{directory} looks like a flash-linear-attention GSA checkpoint (config keys "
+                             f"{', '.join(sorted(FLA_ONLY_KEYS & set(config)))}): convert it with "
+                             f"`gsa convert --from {directory} --to OUT`")
+        model_type = GSAConfig.model_type
     accept = None if accept is None else tuple(accept)
     if accept is not None and model_type not in accept:
         todo = (f": convert it with `gsa convert --from {directory} --to OUT`"
-                if model_type in CONVERTIBLE and "gsa" in accept else "")
+                if model_type in CONVERTIBLE and GSAConfig.model_type in accept else "")
         raise InputError(f"{directory} holds a {model_type!r} model where a {' or '.join(map(repr, accept))} one is "
                          f"expected{todo}")
     if model_type not in CONFIG_MAPPING:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from gsa.data import expand_sources
 from gsa.errors import InputError, one_line
+from gsa.models.configuration import GSAConfig
 
 from . import checkpoint as ckpt
 from .config import Config
@@ -72,6 +73,6 @@ def check_inputs(cfg: Config) -> None:
     check_model_section(cfg.model)
     kind = cfg.model["type"]
     if kind in ("t2r", "pretrained"):
-        check_model_dir(model_source(cfg.model), accept=None if kind == "t2r" else ["gsa"])
+        check_model_dir(model_source(cfg.model), accept=None if kind == "t2r" else [GSAConfig.model_type])
     if cfg.distill.teacher:
         check_model_dir(cfg.distill.teacher)

@@ -6,7 +6,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-import gsa  # noqa: F401  (registers "gsa" with the Auto classes)
+from gsa.models.configuration import GSAConfig
+import gsa  # noqa: F401  (registers our model types with the Auto classes)
 from bad_inputs import damaged_models
 from gsa.errors import InputError
 from gsa.models import GSAForCausalLM, GSAModel
@@ -38,9 +39,9 @@ def test_weights_that_do_not_fit_are_refused(models, name, loader):
 
 
 @pytest.mark.parametrize("name, message", [
-    ("llama_type", r"holds a 'llama' model where a 'gsa' one is expected: convert it with `gsa convert --from "),
-    ("fla_config", r"looks like a flash-linear-attention checkpoint \(config keys attn, fuse_cross_entropy, "
-                   r"fuse_norm, use_output_gate\), not one saved by gsa: convert it with `gsa convert`"),
+    ("llama_type", r"holds a 'llama' model where a 'gated_slot_attention' one is expected: convert it with `gsa convert --from "),
+    ("fla_config", r"looks like a flash-linear-attention GSA checkpoint \(config keys attn, fuse_cross_entropy, "
+                   r"fuse_norm, use_output_gate\): convert it with `gsa convert --from .* --to OUT`"),
     ("no_config", r"has no config\.json: not a model saved with save_pretrained"),
     ("bad_json_config", r"config\.json is not valid JSON"),
 ])
@@ -48,7 +49,7 @@ def test_foreign_or_missing_config_is_refused(models, name, message):
     with pytest.raises(InputError, match=message):
         GSAForCausalLM.from_pretrained(models[name])
     with pytest.raises(InputError, match=message):
-        load_pretrained(models[name], accept=["gsa"])
+        load_pretrained(models[name], accept=[GSAConfig.model_type])
 
 
 def test_a_llama_config_over_gsa_weights_is_refused_even_where_any_model_type_goes(models):
@@ -72,7 +73,7 @@ def test_good_model_loads_everywhere_and_the_manifest_is_optional(models, tmp_pa
     ids = torch.randint(0, 257, (1, 7))
     with torch.no_grad():
         want = GSAForCausalLM.from_pretrained(good)(ids).logits
-        for model in (AutoModelForCausalLM.from_pretrained(good), load_pretrained(good, accept=["gsa"])):
+        for model in (AutoModelForCausalLM.from_pretrained(good), load_pretrained(good, accept=[GSAConfig.model_type])):
             torch.testing.assert_close(model(ids).logits, want, atol=0, rtol=0)
         older = tmp_path / "older"  # saved before the manifest existed
         older.mkdir()
