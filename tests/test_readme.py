@@ -25,6 +25,12 @@ def test_op_example_runs_as_written():
     exec(compile(code, "README-op", "exec"), {})
 
 
+def test_ops_cite_the_repository_docs():
+    """The op modules cite docs/algorithm.md (in the repository), not the outside spec they were written from."""
+    for path in sorted((ROOT / "gsa" / "ops").glob("*.py")):
+        assert "GSA_SPEC" not in path.read_text(), f"{path.name} cites GSA_SPEC.md, which is not in the repository"
+
+
 def test_ci_runs_the_readme_test_command():
     commands = _block_after("## The two commands", "bash")
     test_cmd = next(line.split("#")[0].strip() for line in commands.splitlines() if "test" in line)
