@@ -1,4 +1,4 @@
-"""The README's quickstart runs as written, and the README's test command is what CI runs."""
+"""The README's quickstart and op example run as written, and the README's test command is what CI runs."""
 
 import pathlib
 import re
@@ -17,6 +17,18 @@ def test_quickstart_runs_as_written(tmp_path, monkeypatch):
     assert len(code.strip().splitlines()) <= 10
     monkeypatch.chdir(tmp_path)
     exec(compile(code.replace("/tmp/gsa-tiny", str(tmp_path / "gsa-tiny")), "README-quickstart", "exec"), {})
+
+
+def test_op_example_runs_as_written():
+    """Copied as it stands (every argument spelled out, the result unpacked as a pair), it runs."""
+    code = _block_after("## The op", "python")
+    exec(compile(code, "README-op", "exec"), {})
+
+
+def test_ops_cite_the_repository_docs():
+    """The op modules cite docs/algorithm.md (in the repository), not the outside spec they were written from."""
+    for path in sorted((ROOT / "gsa" / "ops").glob("*.py")):
+        assert "GSA_SPEC" not in path.read_text(), f"{path.name} cites GSA_SPEC.md, which is not in the repository"
 
 
 def test_ci_runs_the_readme_test_command():

@@ -1,4 +1,4 @@
-"""Ungated (ABC) mode as a gated call (GSA_SPEC.md section 1, 'Ungated ABC mode').
+"""Ungated (ABC) mode as a gated call (docs/algorithm.md, 'Recurrence': the ungated ABC mode).
 
 ABC writes with a cumulative softmax of the slot logits. With z_t = logcumsumexp_{j<=t} s_j per slot, the
 gated recurrence on s'_t = exp(s_t - z_t) and g'_t = z_{t-1} - z_t (g'_first = 0 in each sequence) computes

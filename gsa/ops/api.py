@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from gsa.ops.abc import abc_to_gated
 from gsa.ops.chunk import chunk_gsa
 from gsa.ops.reference import recurrent_checked
-from gsa.ops.validation import TRITON_MAX_SLOTS, check_inplace_state, check_inputs, slot_read_fn
+from gsa.ops.validation import TRITON_MAX_SLOTS, check_gate_values, check_inplace_state, check_inputs, slot_read_fn
 
 BACKENDS = ("auto", "triton", "torch", "reference")
 
@@ -48,10 +48,26 @@ def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype = tor
     return "torch"
 
 
+def _triton_runs_on(device: torch.device) -> bool:
+    """CUDA devices, and any device under Triton's CPU interpreter (TRITON_INTERPRET=1, the CPU tests). Not asked
+    inside torch.compile, which cannot trace the interpreter switch (a compiled call off CUDA still fails, at
+    launch)."""
+    if device.type == "cuda" or torch.compiler.is_compiling():
+        return True
+    try:
+        import triton
+    except ImportError:
+        return False
+    return bool(triton.knobs.runtime.interpret)
+
+
 def _backend_for(backend: str, q: torch.Tensor, M: int) -> str:
     """resolve_backend for an op on q's device and dtype with M slots: `auto` takes the torch backend where the
-    Triton kernels cannot (M > TRITON_MAX_SLOTS), and an explicit triton there is refused."""
+    Triton kernels cannot (M > TRITON_MAX_SLOTS), and an explicit triton there, or off CUDA, is refused."""
     chosen = resolve_backend(backend, q.device, q.dtype)
+    if chosen == "triton" and not _triton_runs_on(q.device):
+        raise ValueError(f"backend='triton' runs on CUDA tensors, got q on {q.device}: use backend='torch' (or "
+                         "'auto', which does)")
     if chosen == "triton" and M > TRITON_MAX_SLOTS:
         if backend == "triton":
             raise ValueError(f"backend='triton' takes at most {TRITON_MAX_SLOTS} slots (s.shape[-1] = M), got M = {M}:"
@@ -75,15 +91,18 @@ def gated_slot_attention(
     inplace_state: bool = False,
     keep_states: bool = False,
     slot_read: str = "softmax",
+    check_gates: bool = True,
 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
-    """Gated Slot Attention (GSA_SPEC.md): two gated linear-attention passes joined by a softmax over M slots.
+    """Gated Slot Attention (docs/algorithm.md, 'Recurrence'): two gated linear-attention passes joined by a softmax
+    over M slots.
 
     Args:
         q: [B, T, HQ, K] queries. HQ may be a multiple G of H: query head h reads kv head h // G.
         k: [B, T, H, K] keys.
         v: [B, T, H, V] values.
         s: [B, T, H, M] slot write weights (the GSA layer passes 1 - exp(g)); with g=None, slot logits.
-        g: [B, T, H, M] log forget gates (<= 0), or None for the ungated ABC mode (cumulative softmax of s).
+        g: [B, T, H, M] log forget gates (<= 0; -inf is a full reset, alpha = exp(g) = 0), or None for the ungated
+            ABC mode (cumulative softmax of s).
         scale: multiplies q . k in the first pass only; default K ** -0.5.
         initial_state: (hk [N, H, K, M], hv [N, H, M, V]) float32, N = B or the number of packed sequences;
             default zeros.
@@ -98,20 +117,32 @@ def gated_slot_attention(
             recomputing them (faster backward; + N_chunks * H * M * (K + V) floats). The torch backend keeps what
             autograd needs either way.
         slot_read: "softmax" (GSA) or "linear" (the no-softmax ablation: the slot scores are the read weights).
+        check_gates: refuse (ValueError) a g with a NaN or an entry > 0 (alpha > 1: the memories grow without
+            bound, and the float32 backends overflow to NaN). The check reduces g and reads the result on the host,
+            a device sync on CUDA, so callers whose gates are <= 0 by construction (the GSA layer and
+            gated_slot_attention_step: logsigmoid(f) / normalizer) pass False. Skipped inside torch.compile, where
+            the read would break the graph.
 
     Returns:
         o: [B, T, HQ, V] in q's dtype, and (hk, hv) float32 final states (float64 for float64 inputs) or None.
 
-    Inputs are never modified. Accumulation is float32 (float64 for float64 inputs).
+    Inputs are never modified. Accumulation is float32 (float64 for float64 inputs). On the torch and reference
+    backends a NaN or inf in q, k, v or s (in g: NaN or +inf) at step t of a sequence leaves every output before t
+    as it is; the outputs and final states it reaches from t on are not finite. The torch backend's chunked path
+    (T > 8) also keeps exact gradients for a loss that reads only outputs before t; through the token loop autograd
+    multiplies their zero cotangents by non-finite states, so there they are NaN. (The Triton kernels do not hold
+    to this yet: tests/ops/test_bad_inputs.py marks where.)
     """
     dims, offsets = check_inputs(q, k, v, s, g, scale, initial_state, output_final_state, cu_seqlens)
-    for name, flag in (("inplace_state", inplace_state), ("keep_states", keep_states)):
+    for name, flag in (("inplace_state", inplace_state), ("keep_states", keep_states), ("check_gates", check_gates)):
         if not isinstance(flag, bool):
             raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
     if inplace_state:
         check_inplace_state(initial_state, (q, k, v, s, g))
     slot_read_fn(slot_read)  # validates (every backend implements every read)
     backend = _backend_for(backend, q, dims.M)
+    if check_gates and g is not None and not torch.compiler.is_compiling():
+        check_gate_values(g)
     if backend == "triton" and q.dtype == torch.float64:
         raise TypeError("backend='triton' takes float16, bfloat16 or float32 inputs, got torch.float64: use "
                         "backend='torch' (or 'auto')")
@@ -205,8 +236,8 @@ def gated_slot_attention_step(
         q, k, v = F.silu(q), F.silu(k), F.silu(v)
     # then in q's dtype, which the op's inputs share (the fused kernels keep them in float32)
     s, g = (x.to(q.dtype) for x in slot_gates(f, gate_logit_normalizer))
-    o, _ = gated_slot_attention(q, k, v, s, g, scale=scale, initial_state=state,
-                                output_final_state=True, backend=backend, inplace_state=True, slot_read=slot_read)
+    o, _ = gated_slot_attention(q, k, v, s, g, scale=scale, initial_state=state, output_final_state=True,
+                                backend=backend, inplace_state=True, slot_read=slot_read, check_gates=False)
     return o
 
 

@@ -1,19 +1,25 @@
-"""Chunked GSA in plain PyTorch: the CPU backend (GSA_SPEC.md section 2). Differentiable through autograd.
+"""Chunked GSA in plain PyTorch: the CPU backend (docs/algorithm.md, 'Chunked algorithm'). Differentiable through
+autograd.
 
 Layout inside: every sequence is cut into chunks of C = 64 steps (a packed sequence is padded to a whole
 number of chunks, so no chunk crosses a boundary; padding has s = 0 and g = 0, so it neither writes nor
 decays). All work that does not depend on the carried state is batched over every chunk at once; only the
 state scan (one multiply-add per chunk) is a Python loop.
 
-Numerics. With local cumulative gates Gl (restarting at each chunk) every factor below is exp of a
-non-positive number, so nothing overflows however strong the gates are:
-- inter-chunk reads use exp(Gl_t) and state writes use exp(Gl_last - Gl_j);
-- intra-chunk, each chunk is split into sub-blocks of 16 steps. For a query in sub-block a and a key in an
-  earlier sub-block b, exp(Gl_t - Gl_j) = exp(Gl_t - Gl_r) * exp(Gl_r - Gl_j) with r the first step of a,
-  and r lies between j and t, so both factors are <= 1 (the sub-block form of GLA kernels). Inside a
-  diagonal sub-block the [16, 16, M] pairwise decay is formed directly.
+Numerics. Every decay factor is exp of a segment sum of gates, sum_{j < i <= t} g_i <= 0, so nothing overflows
+however strong the gates are, and each segment sum adds up its own gates only (`segment_sums`): a difference of two
+cumulative sums would cancel when a strong gate precedes the segment (g = -1000 followed by layer gates of -0.1
+lost them to float32 rounding: 1e-4 off in o, 1000 times the token loop's float32 error) and give NaN for g = -inf.
+- inter-chunk reads use exp(sum from the chunk's first step to t), state writes exp(sum over j < i <= last step);
+- intra-chunk, each chunk is split into sub-blocks of 16 steps. For a query t in sub-block a and a key j in an
+  earlier sub-block b, the segment (j, t] splits at the first step of a into (j, end of b] + whole sub-blocks
+  between + [first step of a, t], so the decay is a product of a query factor and a key factor, both <= 1 (the
+  sub-block form of GLA kernels). Inside a diagonal sub-block the [16, 16, M] pairwise decay is formed directly.
 The two passes share the same decay tensors: pass 1 (gate on its value dim M) and pass 2 (gate on its key
-dim M) read the same s_j * exp(Gl_r - Gl_j) and s_j * exp(Gl_t - Gl_j).
+dim M) read the same key factors and diagonal decays.
+
+Non-finite inputs (gsa/ops/nonfinite.py) are set to 0 before the dense products and NaN is put back where they
+reach, so a NaN or inf at step j leaves every output before j as it is.
 """
 
 from __future__ import annotations
@@ -23,10 +29,14 @@ import math
 import torch
 import torch.nn.functional as F
 
+from gsa.ops.nonfinite import sanitize
 from gsa.ops.validation import slot_read_fn
 
 CHUNK_SIZE = 64
 SUB_SIZE = 16
+# Gates below -G_FLOOR are computed as -G_FLOOR: exactly the same function, as exp of any segment sum holding one is 0
+# in float64 (below -745) and float32 alike, and it keeps -inf (alpha = 0, a full reset) out of segment_sums.
+G_FLOOR = 1e4
 
 
 class _Layout:
@@ -76,6 +86,19 @@ class _Layout:
         return x[0, self.dst][None]
 
 
+def segment_sums(x: torch.Tensor) -> torch.Tensor:
+    """x [..., L, M] -> S [..., L (t), L (j), M] with S[t, j] = sum_{j < i <= t} x_i (0 for j >= t).
+
+    One product with a 0/1 matrix: each entry sums its own segment's terms (the others are multiplied by exact zeros),
+    so for same-signed x (log gates) it is accurate to L roundings of itself, however large the terms before the
+    segment are. x must be finite (0 * inf = NaN).
+    """
+    L = x.shape[-2]
+    i = torch.arange(L, device=x.device)
+    picks = (i[None, :, None] < i[None, None, :]) & (i[None, None, :] <= i[:, None, None])  # [t, j, i]: j < i <= t
+    return torch.matmul(picks.to(x.dtype).view(L * L, L), x).view(*x.shape[:-2], L, L, x.shape[-1])
+
+
 def _scan(update: torch.Tensor, decay: torch.Tensor, h0: torch.Tensor, layout: _Layout):
     """Carry a state across chunks: h <- h * decay_c + update_c, restarting at each sequence's first chunk.
 
@@ -105,6 +128,7 @@ def chunk_gsa(q, k, v, s, g, scale: float, initial_state, output_final_state: bo
     B, T, HQ, K = q.shape
     H, V, M = k.shape[2], v.shape[3], s.shape[3]
     G = HQ // H
+    (q, k, v, s, g), nonfinite = sanitize(q, k, v, s, g, offsets)
     cd = torch.float64 if q.dtype == torch.float64 else torch.float32
     C = chunk_size
     BS = min(SUB_SIZE, C)
@@ -118,30 +142,32 @@ def chunk_gsa(q, k, v, s, g, scale: float, initial_state, output_final_state: bo
     qc = (lay.to_chunks(q, cd).view(R, N, C, H, G, K).permute(0, 3, 4, 1, 2, 5) * scale).contiguous()  # [R, H, G, N, C, K]
     kc, vc, sc, gc = (lay.to_chunks(x, cd).permute(0, 3, 1, 2, 4).contiguous() for x in (k, v, s, g))
 
-    Gl = gc.cumsum(dim=3)  # [R, H, N, C, M] local cumulative log gate
-    G_last = Gl[:, :, :, -1]  # [R, H, N, M]
-    Gs = Gl.view(R, H, N, NS, BS, M)
+    # Decays: exp of segment sums of gates, each added up from its own gates (see Numerics above).
+    gs = gc.clamp_min(-G_FLOOR).view(R, H, N, NS, BS, M)
     ss = sc.view(R, H, N, NS, BS, M)
-    Gr = Gs[:, :, :, :, :1]  # [R, H, N, NS, 1, M] reference point: first step of each sub-block
-    q_decay = torch.exp(Gs - Gr)  # [R, H, N, NS, BS, M]
-    # key factor for (query sub-block a, key sub-block b < a): s_j * exp(Gl_r(a) - Gl_j)
+    g_in = gs.cumsum(dim=-2)  # [R, H, N, NS, BS, M] from the sub-block's first step to t
+    q_decay = torch.exp(g_in)
+    g_pair = segment_sums(gs)  # [R, H, N, NS, BS(t), BS(j), M] over j < i <= t (0 for j >= t)
+    g_out = g_pair[..., -1, :, :]  # [R, H, N, NS, BS(j), M] from j (excluded) to the sub-block's last step
+    g_between = segment_sums(g_in[..., -1, :])  # [R, H, N, NS(c), NS(b), M] whole sub-blocks b < i <= c
+    # key factor for (query sub-block a, key sub-block b < a): s_j * exp(sum over j < i < first step of a)
     earlier = torch.ones(NS, NS, dtype=torch.bool, device=q.device).tril(-1)  # [a, b]: b < a
-    e_off = Gr[:, :, :, :, None] - Gs[:, :, :, None]  # [R, H, N, NS(a), NS(b), BS(j), M]
-    e_off = e_off.masked_fill(~earlier[:, :, None, None], float("-inf"))
-    k_off = ss[:, :, :, None] * torch.exp(e_off)
-    # diagonal sub-blocks: s_j * exp(Gl_t - Gl_j) for j <= t
+    e_off = g_out[:, :, :, None] + F.pad(g_between[..., :-1, :, :], (0, 0, 0, 0, 1, 0))[..., None, :]
+    k_off = ss[:, :, :, None] * torch.exp(e_off.masked_fill(~earlier[:, :, None, None], float("-inf")))
+    # diagonal sub-blocks: s_j * exp(sum over j < i <= t) for j <= t
     causal = torch.ones(BS, BS, dtype=torch.bool, device=q.device).tril()  # [t, j]
-    e_diag = (Gs[..., :, None, :] - Gs[..., None, :, :]).masked_fill(~causal[:, :, None], float("-inf"))
-    s_diag = ss[..., None, :, :] * torch.exp(e_diag)  # [R, H, N, NS, BS(t), BS(j), M]
+    s_diag = torch.where(causal[:, :, None], ss[..., None, :, :] * torch.exp(g_pair), 0)
 
     # What each chunk writes into the carried states, and the states entering each chunk.
-    s_write = sc * torch.exp(G_last[:, :, :, None] - Gl)  # [R, H, N, C, M]
+    # [R, H, N, C, M]: s_j * exp(sum over j < i <= the chunk's last step)
+    s_write = sc * torch.exp(g_out + g_between[..., -1:, :, :].transpose(-2, -3)).view(R, H, N, C, M)
     if initial_state is None:
         hk0 = qc.new_zeros(n_seq, H, K, M)
         hv0 = qc.new_zeros(n_seq, H, M, V)
     else:
         hk0, hv0 = initial_state[0].to(cd), initial_state[1].to(cd)
-    alpha = torch.exp(G_last)
+    Gl = gs.view(R, H, N, C, M).cumsum(dim=3)  # [R, H, N, C, M] from the chunk's first step to t
+    alpha = torch.exp(Gl[:, :, :, -1])  # [R, H, N, M]
     hk_in, hk = _scan(torch.einsum("rhnck,rhncm->rhnkm", kc, s_write), alpha[..., None, :], hk0, lay)
     hv_in, hv = _scan(torch.einsum("rhncm,rhncv->rhnmv", s_write, vc), alpha[..., :, None], hv0, lay)
 
@@ -163,4 +189,4 @@ def chunk_gsa(q, k, v, s, g, scale: float, initial_state, output_final_state: bo
     o = o + torch.einsum("rhgncm,rhnmv->rhgncv", p * Gl_exp, hv_in)
 
     o = lay.from_chunks(o.permute(0, 3, 4, 1, 2, 5).reshape(R, N, C, HQ, V)).to(q.dtype)
-    return o, ((hk, hv) if output_final_state else None)
+    return nonfinite.poison(o, (hk, hv) if output_final_state else None)

@@ -1,4 +1,4 @@
-"""Two independent references for Gated Slot Attention (GSA_SPEC.md section 1).
+"""Two independent references for Gated Slot Attention (docs/algorithm.md, 'Recurrence').
 
 - `recurrent_reference`: the recurrence run token by token, exactly as written in the spec. Its ungated (ABC)
   mode keeps a running log-normaliser z_t = logaddexp(z_{t-1}, s_t).
@@ -79,7 +79,7 @@ def _recurrent_segment(q, k, v, s, g, scale, hk, hv, G, read):
 
 
 def _parallel_segment(q, k, v, s, g, scale, hk0, hv0, G, read):
-    """One group of rows in closed form (GSA_SPEC.md 'Closed form'), with a [L, L, M] decay per head."""
+    """One group of rows in closed form (docs/algorithm.md, 'Closed form'), with a [L, L, M] decay per head."""
     R, L, HQ, K = q.shape
     H = k.shape[2]
     if g is None:
@@ -129,5 +129,9 @@ def parallel_reference(
     q, k, v, s, g=None, *, scale=None, initial_state=None, output_final_state=False, cu_seqlens=None,
     slot_read="softmax",
 ):
-    """Closed-form (matrix) GSA with an explicit [T, T, M] decay. Same arguments and returns as the op."""
+    """Closed-form (matrix) GSA with an explicit [T, T, M] decay. Same arguments and returns as the op.
+
+    A test reference: it takes differences of cumulative gates, so it needs finite inputs (g = -inf gives NaN, where
+    `recurrent_reference` resets), and a NaN anywhere in a sequence reaches all of its outputs.
+    """
     return _run(_parallel_segment, q, k, v, s, g, scale, initial_state, output_final_state, cu_seqlens, slot_read)

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
-# The Triton kernels hold a chunk's M slots in one tile; beyond this they would read only the first 128 slots (found
-# in session 15: M = 129 and 256 off the float64 reference by 2e-3 and 2e-2, silently). gsa.ops refuses the triton
-# backend above it and `auto` takes the torch backend there.
+# The Triton kernels hold a chunk's M slots in one tile; beyond this they would read only the first 128 slots (M = 129
+# and 256 came out 2e-3 and 2e-2 off the float64 reference, silently). gsa.ops refuses the triton backend above it and
+# `auto` takes the torch backend there.
 TRITON_MAX_SLOTS = 128
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -90,8 +90,11 @@ def check_inputs(q, k, v, s, g, scale, initial_state, output_final_state, cu_seq
     if g is not None:
         _check_tensor("g", g, 4, "[B, T, H, M]")
         _expect_shape("g", g, (B, T, H, M), "[B, T, H, M]")
-    if T == 0 or H == 0 or K == 0 or V == 0 or M == 0:
-        raise ValueError(f"empty dimension: T={T}, H={H}, K={K}, V={V}, M={M} must all be positive")
+    sizes = dict(B=B, T=T, HQ=HQ, H=H, K=K, V=V, M=M)
+    if 0 in sizes.values():
+        empty = ", ".join(f"{n} = 0" for n, x in sizes.items() if x == 0)
+        raise ValueError(f"every size of q [B, T, HQ, K], k, v [B, T, H, V] and s [B, T, H, M] must be positive "
+                         f"(an empty batch, sequence or head has nothing to compute), got {empty}")
     if HQ % H != 0:
         raise ValueError(f"q's head count HQ = {HQ} must be a multiple of the kv head count H = {H} (from k)")
 
@@ -138,6 +141,18 @@ def check_inputs(q, k, v, s, g, scale, initial_state, output_final_state, cu_seq
                 raise ValueError(f"{name} must be on q's device {q.device}, got {x.device}")
 
     return Dims(B=B, T=T, HQ=HQ, H=H, K=K, V=V, M=M, N=N), offsets
+
+
+def check_gate_values(g: torch.Tensor) -> None:
+    """g [B, T, H, M] must be log forget gates: g <= 0 (alpha = exp(g) <= 1; -inf, a full reset, is allowed), no
+    NaN. Reads one reduction of g on the host: a device sync, hence the op's `check_gates` switch."""
+    top = g.max()
+    if top <= 0:
+        return
+    at = [int(i) for i in ((g > 0) | g.isnan()).nonzero()[0]]
+    raise ValueError(f"g holds log forget gates and must be <= 0 (alpha = exp(g) <= 1), got "
+                     f"g = {g[tuple(at)].item():.6g} at [b, t, h, m] = {at}; gates made as logsigmoid(f) / normalizer"
+                     " are <= 0 by construction (such callers may pass check_gates=False)")
 
 
 def check_inplace_state(initial_state, inputs) -> None:
