@@ -166,6 +166,22 @@ def test_dg_stays_accurate_over_long_sequences(cross, monkeypatch):
     assert_ratio(cpu(run(chunk_op, on(cast(x, torch.float32)))), baseline, truth, ratio=2.0, floor=0)
 
 
+def test_dg_boundary_term_beats_the_whole_sequence_sum(monkeypatch):
+    """The guard of the boundary term while the kernels' own decays limit the comparison above: at T = 1536 in
+    float32, dg with the exact chunk-boundary term is at least 3x closer to float64 than the whole-sequence sum
+    of dG (the old path, whose rounding grows with T)."""
+    import gsa.ops.triton.chunk as chunk
+
+    x = make_inputs(B=1, T=1536, HQ=1, H=1, K=64, V=64, M=32, tau=4.0)
+    truth = run(recurrent_reference, x)[2]["g"]
+    xf = on(cast(x, torch.float32))
+    with_cross = rel_err(cpu(run(chunk_op, xf))[2]["g"], truth)
+    real = chunk.reverse_cumsum_dg
+    monkeypatch.setattr(chunk, "reverse_cumsum_dg", lambda dG, dgt, cross, *a: real(dG, dgt, None, *a))
+    whole = rel_err(cpu(run(chunk_op, xf))[2]["g"], truth)
+    assert 3 * with_cross <= whole, (with_cross, whole)
+
+
 def test_packed_sequences_with_a_length_one_sequence():
     lengths = [1, 64, 37]
     cu = torch.tensor([0, 1, 65, 102])
