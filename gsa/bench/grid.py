@@ -90,6 +90,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sdpa", action=argparse.BooleanOptionalAction, default=True,
                    help="time causal SDPA of the same model width (head dim 128; default on)")
     p.add_argument("--profile", action="store_true", help="also record our per-kernel times at every shape")
+    p.add_argument("--launch", action="append", default=[], metavar="JSON",
+                   help="also time ours with these launch options over gsa.ops.triton.SETTINGS.launch, e.g. "
+                        "'{\"ds\": {\"num_warps\": 8}}' (repeatable: one variant each, kept in the JSON as gsa@1, ...)")
     p.add_argument("--list", action="store_true", help="print the grid and exit")
     p.add_argument("--report", type=Path, default=None, metavar="JSON",
                    help="re-render the table and plot of a finished run's JSON, then exit")
@@ -200,8 +203,26 @@ def warm_fla(name: str) -> int:
     return 0
 
 
-def measure(shapes: dict[str, Shape], fla_mode: str, sdpa: bool, profile: bool, done=None) -> list[dict]:
-    """Time every shape; `done(rows)` is called after each (the caller saves partial results)."""
+def launch_variants(specs: list[str]) -> list[dict]:
+    """--launch values: each a JSON object {kernel name: {launch option: value}}; refused by name otherwise."""
+    out = []
+    for spec in specs:
+        try:
+            v = json.loads(spec)
+        except json.JSONDecodeError as e:
+            raise SystemExit(f"gsa bench grid: error: --launch {spec!r} is not JSON ({e.msg})") from None
+        if not isinstance(v, dict) or not all(isinstance(o, dict) for o in v.values()):
+            raise SystemExit(f"gsa bench grid: error: --launch {spec!r} must map kernel names to option objects")
+        out.append(v)
+    return out
+
+
+def measure(shapes: dict[str, Shape], fla_mode: str, sdpa: bool, profile: bool, done=None,
+            variants: list[dict] = ()) -> list[dict]:
+    """Time every shape (and ours under each launch-option variant); `done(rows)` is called after each (the caller
+    saves partial results)."""
+    from gsa.ops.triton import SETTINGS
+
     import torch
     from triton.testing import do_bench
 
@@ -218,6 +239,12 @@ def measure(shapes: dict[str, Shape], fla_mode: str, sdpa: bool, profile: bool, 
         do = torch.randn(x.B, x.T, x.HQ, x.V, device="cuda", dtype=a["q"].dtype)
         for impl, fwd in _impls(torch, x, fla):
             row[impl] = _time(torch, do_bench, fwd, a, do)
+        ours = _impls(torch, x, False)[0][1]
+        for i, variant in enumerate(variants, 1):
+            with SETTINGS.override(launch={**SETTINGS.launch, **variant}):
+                row[f"gsa@{i}"] = dict(_time(torch, do_bench, ours, a, do), launch=variant)
+            print(f"  {name} gsa@{i} {json.dumps(variant)}: {row[f'gsa@{i}']['fwd_ms']:.3f} / "
+                  f"{row[f'gsa@{i}']['fwd_bwd_ms']:.3f} ms", flush=True)
         if profile:
             from gsa.bench.common import profile_kernels
 
@@ -322,6 +349,7 @@ def run(args: argparse.Namespace) -> int:
         write(payload, args.out if args.out != DEFAULT_OUT else args.report.parent)
         print(table(payload["rows"]))
         return 0
+    variants = launch_variants(args.launch)
     import torch
 
     if not torch.cuda.is_available():
@@ -344,7 +372,8 @@ def run(args: argparse.Namespace) -> int:
     from gsa.bench.common import write_json
 
     rows = measure(shapes, args.fla, args.sdpa, args.profile,
-                   done=lambda rows: write_json(args.out / "grid.json", dict(title=title, machine=info, rows=rows)))
+                   done=lambda rows: write_json(args.out / "grid.json", dict(title=title, machine=info, rows=rows)),
+                   variants=variants)
     payload = dict(title=title, machine=info, rows=rows)
     write(payload, args.out)
     print(table(rows))

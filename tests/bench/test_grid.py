@@ -47,3 +47,10 @@ def test_report_renders_ratios_table_and_plot(tmp_path):
     assert "| 1.3b | 8, 2048, 4, 512, 64, bf16 | 2.00 | 2.00 | 0.50 | 0.50 |" in md[2]
     assert "| hd64 |" in md[3] and "| - | - | 2.00 | 2.00 |" in md[3]
     assert (tmp_path / "grid.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("spec, message", [("{ds", "is not JSON"), ('{"ds": 8}', "must map kernel names")])
+def test_bad_launch_variant_is_refused_by_name(spec, message):
+    with pytest.raises(SystemExit, match=message):
+        grid.main(["--launch", spec])
+    assert grid.launch_variants(['{"ds": {"num_warps": 8}}']) == [{"ds": {"num_warps": 8}}]
