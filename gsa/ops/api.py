@@ -131,7 +131,7 @@ def gated_slot_attention(
     as it is; the outputs and final states it reaches from t on are not finite. The torch backend's chunked path
     (T > 8) also keeps exact gradients for a loss that reads only outputs before t; through the token loop autograd
     multiplies their zero cotangents by non-finite states, so there they are NaN. (The Triton kernels do not hold
-    to this yet: tests/ops/test_bad_inputs.py marks where.)
+    to this yet: tests/ops/test_op_bad_inputs.py marks where.)
     """
     dims, offsets = check_inputs(q, k, v, s, g, scale, initial_state, output_final_state, cu_seqlens)
     for name, flag in (("inplace_state", inplace_state), ("keep_states", keep_states), ("check_gates", check_gates)):
