@@ -24,15 +24,21 @@ from gsa.ops.triton.launch import block, launch_options, launch
 from gsa.ops.triton.tiles import load_rows
 
 
+# Gates below -GATE_FLOOR are summed as -GATE_FLOOR: the same function in float32, where every decay through such a
+# gate, exp(Gl_t - Gl_j) with it inside (j, t], is exp(<= -110) = 0 either way; it keeps g = -inf (alpha = 0, a full
+# reset) from making Gl = -inf and the decays -inf - -inf = NaN, and a run of -1e38 gates from overflowing the sum.
+GATE_FLOOR = 110.0
+
+
 @triton.jit
 def chunk_gsa_fwd_kernel_cumsum(g, gl, cu_seqlens, chunk_indices, H, M,
-                                BT: tl.constexpr, BM: tl.constexpr):
+                                BT: tl.constexpr, BM: tl.constexpr, FLOOR: tl.constexpr):
     i_c, i_h = tl.program_id(0), tl.program_id(1)
     t0, eos = chunk_bounds(cu_seqlens, chunk_indices, i_c, BT)
     o_t = t0 + tl.arange(0, BT)
     o_m = tl.arange(0, BM)
     m_t, m_m = o_t < eos, o_m < M
-    b_g = load_rows(g + i_h * M, o_t, m_t, H * M, o_m, m_m).to(tl.float32)  # [BT, BM]
+    b_g = tl.maximum(load_rows(g + i_h * M, o_t, m_t, H * M, o_m, m_m).to(tl.float32), -FLOOR)  # [BT, BM]
     p_gl = gl + o_t[:, None].to(tl.int64) * H * M + i_h * M + o_m[None, :]
     tl.store(p_gl, tl.cumsum(b_g, axis=0), mask=m_t[:, None] & m_m[None, :])
 
@@ -90,11 +96,12 @@ def chunk_gsa_bwd_kernel_dg(dG, dgt, dg, cu_seqlens, chunk_offsets, H, M, BT: tl
 
 
 def chunk_local_cumsum(g: torch.Tensor, chunks: Chunks) -> torch.Tensor:
-    """g: [TT, H, M] log gates -> Gl [TT, H, M] float32, the cumulative sum restarted at every chunk."""
+    """g: [TT, H, M] log gates -> Gl [TT, H, M] float32, the cumulative sum restarted at every chunk (gates below
+    -GATE_FLOOR summed as -GATE_FLOOR)."""
     TT, H, M = g.shape
     gl = torch.empty(TT, H, M, dtype=torch.float32, device=g.device)
     launch(chunk_gsa_fwd_kernel_cumsum, (chunks.NT, H))(g, gl, chunks.cu_seqlens, chunks.indices, H=H, M=M, BT=BT,
-                                                BM=block(M, 128), **launch_options("cumsum"))
+                                                BM=block(M, 128), FLOOR=GATE_FLOOR, **launch_options("cumsum"))
     return gl
 
 
