@@ -360,7 +360,7 @@ class GatedSlotAttention(FusesProjections):
                 raise ValueError("state.window must be given exactly when the layer has a window (window_size > 0)")
 
         x = hidden_states
-        if self._steps_from_logits(x, mask, cu_seqlens, inplace_state):
+        if self._decodes_from_logits(x, mask, cu_seqlens, inplace_state):
             return self._output(self._step_from_logits(x, state)), state
         q, k, v, f = self._projections(x)
         conv_state = None
@@ -409,7 +409,7 @@ class GatedSlotAttention(FusesProjections):
             return decode_linear(o, self.o_proj.weight, self.o_proj.bias, "o")
         return self.o_proj(o)
 
-    def _steps_from_logits(self, x: torch.Tensor, mask: torch.Tensor | None, cu_seqlens: torch.Tensor | None,
+    def _decodes_from_logits(self, x: torch.Tensor, mask: torch.Tensor | None, cu_seqlens: torch.Tensor | None,
                            inplace_state: bool) -> bool:
         """Whether this call is a decode step that gated_slot_attention_step can run from the fused projection's
         raw output: fused projections in use (no autograd, few tokens), owned state buffers advanced in place, no

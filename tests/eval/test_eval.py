@@ -93,7 +93,7 @@ def test_gsa_eval_ppl_and_mqar_cli(tiny_model, tmp_path, capsys):
     acc = json.loads(res.read_text())["accuracy"]
     assert set(acc) == {"4", "8"} and all(0 <= a <= 1 for a in acc.values())
     assert gsa_main(["eval", "mqar", "--model", str(tiny_model), "--seq-len", "64", "--pairs", "4",
-                     "--num-examples", "8", "--vocab-size", "2048", "--zoology-format", "--json", str(res)]) == 0
+                     "--num-examples", "8", "--vocab-size", "2048", "--format", "zoology", "--json", str(res)]) == 0
     assert 0 <= json.loads(res.read_text())["accuracy"]["4"] <= 1
     assert gsa_main(["eval", "mqar", "--model", str(tiny_model), "--seq-len", "64", "--pairs", "4"]) == 2
     assert "gsa eval mqar: error: --vocab-size 8192 exceeds the model's" in capsys.readouterr().err
