@@ -7,7 +7,8 @@ import math
 
 from transformers import PretrainedConfig
 
-from gsa.nn.attention import FORGET_GATES, SPREAD, check_feature_map_options, check_gate_bias_range
+from gsa.nn.gates import FORGET_GATES, SPREAD, check_gate_bias_range
+from gsa.nn.options import check_feature_map_options
 from gsa.ops.validation import SLOT_READS
 from gsa.nn.mlp import ACTIVATIONS
 
