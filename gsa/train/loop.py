@@ -12,10 +12,9 @@ from typing import Any
 
 import torch
 
-from gsa.data import write_mqar_settings
-
 from . import checkpoint as ckpt
 from .batches import MQARBatches, TextBatches
+from .checkpointer import Checkpointer
 from .config import Config
 from .distributed import Dist, setup, teardown, wrap
 from .evaluation import evaluate, to_device
@@ -68,6 +67,7 @@ class Trainer:
                                            eps=o.eps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
         self.step = 0
+        self.checkpointer = Checkpointer(self.out, self.d, cfg.train.keep_checkpoints, self.tokenizer, cfg.data)
 
     def _load_teacher(self, student: torch.nn.Module) -> torch.nn.Module:
         """The frozen teacher for distillation; in stage "attention" also freezes all but the student's adapted
@@ -131,69 +131,10 @@ class Trainer:
 
     # ---------------------------------------------------------------- checkpoints
     def save(self) -> Path | None:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
-
-        d, step = self.d, self.step
-        msd, osd = get_state_dict(self.model, self.optimizer,
-                                  options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-        tmp = ckpt.tmp_dir(self.out, step)
-        if d.is_main:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-        d.barrier()
-        rng = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
-        torch.save(rng, tmp / f"rng_rank{d.rank}.pt")
-        d.barrier()
-        final = None
-        if d.is_main:
-            self._save_model(tmp / "model", msd)
-            torch.save({"step": step, "optimizer": osd, "scheduler": self.scheduler.state_dict()}, tmp / "trainer.pt")
-            ckpt.write_manifest(tmp, step, d.world)
-            final = ckpt.publish(tmp, step, self.cfg.train.keep_checkpoints)
-        d.barrier()
-        return final
-
-    def _save_model(self, path: Path, state_dict: dict[str, torch.Tensor]) -> None:
-        from transformers.utils import logging as hf_logging
-
-        enabled = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()  # its per-shard bar would break into ours
-        try:
-            unwrap(self.model).save_pretrained(path, state_dict=state_dict)
-        finally:
-            if enabled:
-                hf_logging.enable_progress_bar()
-        if self.tokenizer is not None:
-            self.tokenizer.save_pretrained(path)
-        data = self.cfg.data
-        if data.kind == "mqar":  # so that `gsa eval mqar` tests the model in the format it learned
-            write_mqar_settings(path, data.mqar_vocab_size, data.mqar_alpha, data.mqar_query_values,
-                                data.mqar_random_fill)
+        return self.checkpointer.save(self.model, self.optimizer, self.scheduler, self.step)
 
     def load(self, path: Path) -> None:
-        from safetensors.torch import load_file
-        from torch.distributed.checkpoint.state_dict import (
-            StateDictOptions,
-            set_model_state_dict,
-            set_optimizer_state_dict,
-        )
-
-        sd: dict[str, torch.Tensor] = {}
-        for f in sorted((path / "model").glob("*.safetensors")):
-            sd.update(load_file(f))
-        ckpt.check_same_model(path, unwrap(self.model), sd)
-        set_model_state_dict(self.model, sd, options=StateDictOptions(full_state_dict=True, strict=False))
-        state = torch.load(path / "trainer.pt", map_location="cpu", weights_only=True)
-        set_optimizer_state_dict(self.model, self.optimizer, state["optimizer"],
-                                 options=StateDictOptions(full_state_dict=True))
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.step = state["step"]
-        rng = torch.load(path / f"rng_rank{self.d.rank}.pt", weights_only=True)
-        torch.set_rng_state(rng["torch"])
-        if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        self.step = self.checkpointer.load(path, self.model, self.optimizer, self.scheduler)
 
     def evaluate(self) -> dict[str, Any]:
         c = self.cfg
