@@ -93,7 +93,7 @@ def test_blocks_keep_the_residual_stream_in_batch_major_order():
         assert x.shape == (2, 11, 16) and x.is_contiguous()
 
 
-@pytest.mark.slow  # ~20 s on a 2-core CPU (torch.compile)
+@pytest.mark.slow  # ~17 s on a 2-core CPU, most of it torch.compile
 def test_compiled_blocks_keep_their_graphs_over_the_mqar_shapes():
     """The trainer's compiled blocks (`train.compile`) over MQAR's shapes: three training lengths, then evaluation
     at other lengths and batch sizes without gradients, twice. Dynamo must never exhaust its recompile budget (past
@@ -178,7 +178,6 @@ def test_bad_input_is_refused():
         m(ids[0])
 
 
-@pytest.mark.slow  # ~30 s on a 2-core CPU
 def test_config_file_builds_and_trains(tmp_path, capsys):
     """configs/mqar-zoology-d128.toml: the trainer builds the harness, trains a few steps on MQAR (shrunk to CPU
     size) with a falling loss, evaluates and saves a model that loads back."""

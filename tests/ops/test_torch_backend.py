@@ -108,7 +108,6 @@ def test_single_steps_chain_to_one_pass(op):
     torch.testing.assert_close(state[1], st[1], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.slow  # ~30 s on a 2-core CPU
 def test_long_sequence_strong_gates_float32():
     """T = 8192 with gates down to ~ -20 per step (cumulative -1e4 per chunk scale): finite and accurate.
 
