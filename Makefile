@@ -1,5 +1,6 @@
 # The README's two commands: `make demo` (the main job) and `make test` (the suite; CI runs exactly this).
-# Both set themselves up in ./.venv on first use. PYTHON picks the interpreter (3.10+).
+# Both set themselves up in ./.venv on first use: `make demo` installs only what the package needs to run, `make test`
+# adds the dev extras (pytest, the eval and convert extras) and fla. PYTHON picks the interpreter (3.10+).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -12,14 +13,20 @@ TRITON_SPEC ?= triton==3.8.0
 # in without dependencies, pinned: the conversion reproduces this version's GSA layer.
 FLA_SPEC ?= fla-core==0.6.0 flash-linear-attention==0.6.0
 
-.PHONY: demo test setup clean
+.PHONY: demo test setup setup-dev clean
 
 setup: $(VENV)/.installed
+
+setup-dev: $(VENV)/.installed-dev
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install "$(TORCH_SPEC)"
 	$(BIN)/python -c "import triton" 2>/dev/null || $(BIN)/pip install "$(TRITON_SPEC)"
+	$(BIN)/pip install -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/pip install -e ".[dev]"
 	$(BIN)/pip install --no-deps $(FLA_SPEC)
 	touch $@
@@ -27,7 +34,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 demo: setup
 	$(BIN)/gsa demo
 
-test: setup
+test: setup-dev
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"trained {summary['step']} steps, {summary['num_params'] / 1e6:.2f}M parameters, in {minutes:.1f} min")
     if "eval_ppl" in summary:
         print(f"held-out perplexity: {summary['eval_ppl']:.2f}")
-    print(f"sample: {tok.decode(out[0], skip_special_tokens=True)!r}")
+    print(f"sample: {tok.decode(out[0], skip_special_tokens=True)}")
     print(f"checkpoint: {model_dir}  (gsa generate --model {model_dir} --prompt \"...\")")
     return 0
 

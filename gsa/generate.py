@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 from gsa.errors import InputError
-from gsa.models.configuration import GSAConfig
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -91,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from transformers import AutoTokenizer
 
+    from gsa.models.configuration import GSAConfig
     from gsa.models.loading import check_model_dir, load_pretrained, resolve_device
 
     device = resolve_device(args.device)

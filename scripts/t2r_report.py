@@ -96,7 +96,7 @@ def main(argv=None) -> int:
     if args.decode_tokens == 1 or args.decode_tokens < 0:
         p.error(f"--decode-tokens must be 0 (no timing) or >= 2 (a gap between two tokens), got {args.decode_tokens}")
 
-    import gsa  # noqa: F401  (Auto classes)
+    import gsa.models  # noqa: F401  (Auto classes)
     from transformers import AutoModelForCausalLM
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -23,7 +23,7 @@ torch.utils.deterministic.fill_uninitialized_memory = True
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return
-    skip = pytest.mark.skip(reason="needs a CUDA device (run through the GPU machine)")
+    skip = pytest.mark.skip(reason="needs a CUDA device (tests marked gpu; benchmarks/recipes/gpu-tests.sh runs them on a GPU)")
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)

@@ -99,6 +99,24 @@ def test_python_dash_m_gsa_runs_the_cli():
     assert "generate" in out.stdout
 
 
+HELP_CODE = r"""
+import contextlib, io, sys
+from gsa.cli import SUBCOMMANDS, main
+for argv in [["--help"]] + [[name, "--help"] for name in SUBCOMMANDS] + [["eval", task, "--help"] for task in
+                                                                        ("ppl", "mqar")]:
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+        main(argv)
+print(sorted(m for m in ("torch", "transformers", "triton", "numpy") if m in sys.modules))
+"""
+
+
+def test_help_imports_no_heavy_module():
+    """`gsa --help` and every `gsa COMMAND --help` parse without torch, transformers or triton (seconds to load),
+    which the commands import when they run."""
+    out = subprocess.run([sys.executable, "-c", HELP_CODE], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[-2] in ("[]", "['numpy']"), out.stdout
+
+
 @pytest.mark.parametrize("prompt", ["5,6,7", "9"])
 def test_generate_static_decoder_matches_generate(model_dir, capsys, prompt):
     base = ["generate", "--model", str(model_dir), "--prompt-ids", prompt, "--max-new-tokens", "20"]

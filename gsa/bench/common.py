@@ -7,7 +7,9 @@ import platform
 import re
 from pathlib import Path
 
-RESULTS = Path("benchmarks") / "results"
+# `gsa bench` writes here by default (untracked); the recipes in benchmarks/recipes write the results page's
+# benchmarks/results/<gpu>/ instead.
+RESULTS = Path("runs") / "bench"
 
 
 def gpu_slug(name: str) -> str:

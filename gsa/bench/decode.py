@@ -36,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", action="store_true",
                    help="print the per-kernel time of a GSA decode step (CUDA; first batch and prefix)")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
-    p.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/<gpu>/decode.json)")
+    p.add_argument("--out", type=Path, default=None, help="JSON path (default runs/bench/<gpu>/decode.json)")
     p.add_argument("--merge", default=None, metavar="A.json,B.json",
                    help="run nothing: join the rows of earlier runs (say, one per model, so a time-out keeps the "
                         "other) into --out and its plot")

@@ -50,7 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="autocast (default): float32 weights and AdamW state, bf16 autocast; bf16: bf16 weights, "
                    "gradients and AdamW state (plain bf16)")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
-    p.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/<gpu>/train.json)")
+    p.add_argument("--out", type=Path, default=None, help="JSON path (default runs/bench/<gpu>/train.json)")
 
 
 def build(variant: str, size: str, max_len: int, device, dtype):

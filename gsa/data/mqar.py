@@ -31,9 +31,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch loads on use: the trainer's config (parsed by `gsa train --help`) reads the constants
+    import torch
 
 MQAR_VOCAB = 8192
 MQAR_ALPHA = 0.01  # the key-distance power law's exponent (see above)
@@ -109,6 +112,8 @@ def mqar_batch(
     if random_fill:
         filler = ids == 0  # keys and values are never 0
         ids[filler] = rng.integers(0, V, size=int(filler.sum()))
+    import torch
+
     return {"input_ids": torch.from_numpy(ids), "labels": torch.from_numpy(labels)}
 
 

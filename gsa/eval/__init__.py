@@ -1,7 +1,9 @@
 """Evaluation: perplexity and bits per byte, MQAR recall accuracy."""
 
-from .cli import main
-from .mqar import mqar_eval
-from .perplexity import perplexity, token_stream
+from gsa.lazy import lazy_exports
 
 __all__ = ["main", "mqar_eval", "perplexity", "token_stream"]
+
+lazy_exports(__name__, {
+    "main": ".cli", "mqar_eval": ".mqar", "perplexity": ".perplexity", "token_stream": ".perplexity",
+})

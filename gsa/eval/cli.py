@@ -43,8 +43,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                          "query-values: the value follows each query key in the input too, filler 0; zoology: "
                          "Zoology's own, filler after each query key and random filler tokens "
                          "(data.mqar_query_values=false, data.mqar_random_fill=true)")
-    mq.add_argument("--zoology-format", action="store_const", dest="format", const="zoology",
-                    help="the same as --format zoology")
     mq.add_argument("--seed", type=int, default=0, help="test-set seed (default 0)")
     from .harness import add_arguments as harness_arguments
 

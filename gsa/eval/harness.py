@@ -1,7 +1,7 @@
 """lm-evaluation-harness adapter: score a saved GSA model (or any causal LM directory) with ``lm_eval``.
 
 ``register()`` makes ``gsa`` a model name in lm-eval's registry: lm-eval's own Hugging Face wrapper (HFLM)
-after ``import gsa`` has registered GSA with transformers' Auto classes, so log-likelihood, rolling
+after ``import gsa.models`` has registered GSA with transformers' Auto classes, so log-likelihood, rolling
 perplexity and generation tasks all work (generation uses left padding with an attention mask, which GSA
 honours). ``gsa eval harness --model DIR --tasks NAME[,NAME] [--include-path TASK_DIR]`` runs tasks, including
 local task files (a YAML whose ``dataset_path: json`` points at local JSON/JSONL), since the harness's own
@@ -27,7 +27,7 @@ def register() -> None:
         from lm_eval.models.huggingface import HFLM
     except ImportError as e:
         raise ImportError("the lm-eval adapter needs lm-evaluation-harness: pip install lm-eval") from e
-    import gsa  # noqa: F401  (registers GSA with the transformers Auto classes)
+    import gsa.models  # noqa: F401  (registers GSA with the transformers Auto classes)
 
     if "gsa" in MODEL_REGISTRY:
         return

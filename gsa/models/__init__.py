@@ -1,7 +1,7 @@
 """Hugging Face models: GSAConfig, GSAModel, GSAForCausalLM, GSACache.
 
 Importing this package registers "gated_slot_attention" (GSAConfig.model_type) with AutoConfig, AutoModel and
-AutoModelForCausalLM, so that `AutoModelForCausalLM.from_pretrained(path)` works after `import gsa`; likewise
+AutoModelForCausalLM, so that `AutoModelForCausalLM.from_pretrained(path)` works after `import gsa.models`; likewise
 "zoology", the MQAR benchmark harness (gsa.models.zoology: Zoology's model around our mixers), so that
 `gsa eval mqar` scores it too. "gsa" is fla's model type; see gsa.models.registration for how the two coexist.
 """

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from transformers.cache_utils import Cache, CacheLayerMixin
 
-from gsa.nn.attention import GSAState
+from gsa.nn.state import GSAState
 
 
 class GSACacheLayer(CacheLayerMixin):

@@ -7,7 +7,8 @@ import math
 
 from transformers import PretrainedConfig
 
-from gsa.nn.attention import FORGET_GATES, SPREAD, check_feature_map_options, check_gate_bias_range
+from gsa.nn.gates import FORGET_GATES, SPREAD, check_gate_bias_range
+from gsa.nn.options import check_feature_map_options
 from gsa.ops.validation import SLOT_READS
 from gsa.nn.mlp import ACTIVATIONS
 
@@ -95,7 +96,9 @@ class GSAConfig(PretrainedConfig):
         window_size most recent tokens and the num_sink_tokens first ones, mixed with the slot read per head
         (`GatedSlotAttention`'s memory_scale); 0 (the default) is plain GSA.
     MLP: intermediate_size, or hidden_ratio (the multiple of 256 at or above 2/3 * hidden_ratio * d); at most one
-        may be given unless both agree; neither means hidden_ratio = 4. intermediate_size = 0: no MLP, each block is
+        may be given unless both agree; neither means hidden_ratio = 4. The model reads intermediate_size only;
+        hidden_ratio is kept as given so that a model converted from fla exports back with fla's own
+        hidden_ratio / intermediate_size pair (gsa.convert.fla_config). intermediate_size = 0: no MLP, each block is
         x = x + GSA(RMSNorm(x)) alone (the sequence-mixer-only models of Zoology's MQAR experiments).
         hidden_act: the gate's nonlinearity ("silu" = SwiGLU, "gelu", "relu").
     norm_eps: epsilon of every RMSNorm (the blocks', the final one and, unless output_norm_eps, the one inside each

@@ -19,9 +19,8 @@ class GSABlock(nn.Module):
     """x = x + GSA(RMSNorm(x)); x = x + SwiGLU(RMSNorm(x)) (unless intermediate_size = 0: no MLP).
     x: [B, T, d] -> [B, T, d]."""
 
-    def __init__(self, config: GSAConfig, layer_idx: int):
+    def __init__(self, config: GSAConfig):
         super().__init__()
-        self.layer_idx = layer_idx
         self.attn_norm = RMSNorm(config.hidden_size, eps=config.norm_eps)
         self.attn = GatedSlotAttention(
             hidden_size=config.hidden_size,
@@ -128,7 +127,7 @@ class GSAModel(GSAPreTrainedModel):
     def __init__(self, config: GSAConfig):
         super().__init__(config)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.layers = nn.ModuleList(GSABlock(config, i) for i in range(config.num_hidden_layers))
+        self.layers = nn.ModuleList(GSABlock(config) for _ in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, eps=config.norm_eps)
         self.post_init()
 

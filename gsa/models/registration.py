@@ -4,7 +4,7 @@ Our models are "gated_slot_attention" (GSAConfig.model_type); fla's GSA models a
 before under "gsa" still load: `GSAConfig` / `GSAForCausalLM.from_pretrained` always (GSAConfig.get_config_dict
 tells the two formats apart by their keys), and the Auto classes through `LegacyGSAConfig` as long as nobody else
 holds "gsa". fla registers "gsa" on import (replacing ours if gsa came first), and when fla was imported first we
-leave its registration alone, so after `import gsa, fla` in either order "gsa" is fla's and "gated_slot_attention"
+leave its registration alone, so after `import gsa.models, fla` in either order "gsa" is fla's and "gated_slot_attention"
 ours. An fla checkpoint is converted with `gsa convert` (gsa.convert.fla).
 """
 

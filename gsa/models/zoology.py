@@ -35,7 +35,7 @@ from gsa.models.configuration import HF_CONFIG_KEYS, positive_int
 from gsa.models.loading import VerifiedLoading
 from gsa.models.modeling import CausalLMEmbeddings, _check_ids, shifted_lm_loss
 from gsa.nn import GatedSlotAttention, ShortConvolution, SlotGateProjection
-from gsa.nn.attention import SPREAD
+from gsa.nn.gates import SPREAD
 
 MIXERS = ("gsa", "abc", "attention")
 

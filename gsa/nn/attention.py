@@ -2,117 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from gsa.nn.conv import ShortConvolution
-from gsa.nn.feature_map import FEATURE_MAPS, apply_feature_map
+from gsa.nn.decode_step import decodes_from_logits, step_from_logits
+from gsa.nn.feature_map import apply_feature_map
 from gsa.nn.fused import FusesProjections, decode_linear, use_fused
+from gsa.nn.gates import SPREAD, SlotGateProjection, spread_slot_logits
 from gsa.nn.norm import RMSNorm
-from gsa.nn.window import (
-    WindowState, advance_window, banded_window_attention, empty_window_state, rotary, token_positions, window_attention,
-)
-from gsa.ops import gated_slot_attention, gated_slot_attention_step, slot_gates
-from gsa.ops.validation import SLOT_READS
-
-
-SPREAD = (-4.0, 4.0)  # the default range of spread_slot_logits
-
-
-def spread_slot_logits(heads: int, slots: int, span: tuple[float, float] = SPREAD) -> torch.Tensor:
-    """[heads, slots]: gate logits linspace(*span) over each head's slots, so the slots start at different decays
-    (alpha = sigmoid(logit) ** (1 / tau)): the "fixed" gate's init and gate_bias's W_f bias. A span (b, b) gives
-    every slot the same logit b."""
-    return torch.linspace(float(span[0]), float(span[1]), slots).repeat(heads, 1)
-
-
-def check_gate_bias_range(span, owner: str, gate_bias: bool = True) -> tuple[float, float]:
-    """(lo, hi) as floats, or a ValueError naming `owner` (the argument's full name). A range other than the default
-    needs gate_bias (without the bias it spreads it would be ignored silently)."""
-    ok = isinstance(span, (list, tuple)) and len(span) == 2 and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < float("inf") for v in span)
-    if not ok or span[0] > span[1]:
-        raise ValueError(f"{owner} must be two finite numbers (lo, hi) with lo <= hi, got {span!r}")
-    span = float(span[0]), float(span[1])
-    if span != SPREAD and not gate_bias:
-        raise ValueError(f"{owner}={list(span)} needs gate_bias=True (it sets W_f's bias)")
-    return span
-
-
-class SlotGateProjection(nn.Linear):
-    """W_f with a bias spread over each head's slots (the layer's gate_bias=True): b = linspace(lo, hi, M) per head,
-    by default (-4, 4), so at init (W_f x ~ 0) the slots keep sigmoid(b) ** (1 / tau) of themselves a token:
-    0.61 ... 0.998 at tau 8, memories of ~2 to ~440 tokens, instead of 0.917 (~12 tokens) for every slot. The same
-    spread as the "fixed" gate, with the data-dependent part kept. span (b, b): every slot starts at logit b (b = 4:
-    memories of ~440 tokens). `spread_bias()` is the init (the model's _init_weights copies it in)."""
-
-    def __init__(self, in_features: int, heads: int, slots: int, span: tuple[float, float] = SPREAD):
-        super().__init__(in_features, heads * slots, bias=True)
-        self.slots, self.span = slots, check_gate_bias_range(span, "gate_bias_range")
-        with torch.no_grad():
-            self.bias.copy_(self.spread_bias())
-
-    def spread_bias(self) -> torch.Tensor:
-        """[heads * slots]: spread_slot_logits over the span, flattened."""
-        return spread_slot_logits(self.out_features // self.slots, self.slots, self.span).flatten()
-
-
-@dataclass
-class GSAState:
-    """One layer's recurrent state for B sequences.
-
-    hk: [B, H, K, M] and hv: [B, H, M, V], the two slot memories (float32; float64 for a float64 model).
-    conv: the last W - 1 inputs of the q, k and v short convolutions, each [B, W - 1, C], or None when the layer
-        has no short convolution.
-    window: the sliding-window keys, values, positions and token counts of a hybrid layer (window_size > 0; layout
-        in gsa.nn.window), or None.
-    """
-
-    hk: torch.Tensor
-    hv: torch.Tensor
-    conv: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
-    window: WindowState | None = None
-
-    @property
-    def batch_size(self) -> int:
-        return self.hk.shape[0]
-
-    def tensors(self) -> list[torch.Tensor]:
-        """Every tensor of the state, in a fixed order (all have the batch first)."""
-        return [self.hk, self.hv, *(self.conv or ()), *(self.window or ())]
-
-    def map(self, fn) -> GSAState:
-        """A new state with `fn` applied to every tensor."""
-        conv = None if self.conv is None else tuple(fn(c) for c in self.conv)
-        window = None if self.window is None else tuple(fn(w) for w in self.window)
-        return GSAState(fn(self.hk), fn(self.hv), conv, window)
-
-
-FORGET_GATES = ("data", "fixed", "none")
-
-
-def check_feature_map_options(feature_map: str, use_short_conv: bool, feature_map_after_conv: bool,
-                              conv_bias: bool, owner: str = "") -> None:
-    """A ValueError naming the option (prefixed by `owner`, e.g. "GSAConfig.") unless the feature-map and
-    convolution options make one layer: identity needs no convolution (its SiLU would be a feature map), and
-    without feature_map_after_conv the convolution's SiLU is the feature map, so it must be swish."""
-    if feature_map not in FEATURE_MAPS:
-        raise ValueError(f"{owner}feature_map must be one of {FEATURE_MAPS}, got {feature_map!r}")
-    for name, flag in (("use_short_conv", use_short_conv), ("feature_map_after_conv", feature_map_after_conv),
-                       ("conv_bias", conv_bias)):
-        if not isinstance(flag, bool):
-            raise ValueError(f"{owner}{name} must be a bool, got {flag!r}")
-    if feature_map == "identity" and use_short_conv:
-        raise ValueError(f"{owner}feature_map='identity' needs use_short_conv=False (the convolution has its own SiLU)")
-    if feature_map == "relu" and use_short_conv and not feature_map_after_conv:
-        raise ValueError(f"{owner}feature_map='relu' with use_short_conv needs feature_map_after_conv=True (fla's "
-                         "layer: ReLU after the convolution's SiLU); without it the convolution's SiLU is the map")
-    for name, flag in (("feature_map_after_conv", feature_map_after_conv), ("conv_bias", conv_bias)):
-        if flag and not use_short_conv:
-            raise ValueError(f"{owner}{name}=True needs use_short_conv=True")
+from gsa.nn.options import LayerOptions
+from gsa.nn.state import GSAState
+from gsa.nn.window import hybrid_window
+from gsa.ops import gated_slot_attention, slot_gates
 
 
 class GatedSlotAttention(FusesProjections):
@@ -193,77 +96,34 @@ class GatedSlotAttention(FusesProjections):
         gate_bias_range: tuple[float, float] = SPREAD,
     ):
         super().__init__()
-        num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
-        if hidden_size <= 0 or num_heads <= 0 or num_kv_heads <= 0 or num_slots <= 0:
-            raise ValueError(
-                f"hidden_size, num_heads, num_kv_heads and num_slots must be positive, got {hidden_size}, "
-                f"{num_heads}, {num_kv_heads}, {num_slots}"
-            )
-        if num_heads % num_kv_heads != 0:
-            raise ValueError(f"num_heads ({num_heads}) must be a multiple of num_kv_heads ({num_kv_heads})")
-        key_dim, value_dim = hidden_size * expand_k, hidden_size * expand_v
-        for name, dim in (("expand_k", key_dim), ("expand_v", value_dim)):
-            if dim <= 0 or dim != int(dim) or int(dim) % num_heads != 0:
-                raise ValueError(
-                    f"hidden_size * {name} = {dim} must be a positive integer divisible by num_heads ({num_heads})"
-                )
-        if not gate_logit_normalizer > 0:
-            raise ValueError(f"gate_logit_normalizer must be positive, got {gate_logit_normalizer}")
-        if scale is not None and not scale > 0:
-            raise ValueError(f"scale must be positive or None (K ** -0.5), got {scale}")
-        if slot_read not in SLOT_READS:
-            raise ValueError(f"slot_read must be one of {SLOT_READS}, got {slot_read!r}")
-        self.slot_read = slot_read
-        for name, value in (("window_size", window_size), ("num_sink_tokens", num_sink_tokens)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
-        if num_sink_tokens and not window_size:
-            raise ValueError(f"num_sink_tokens={num_sink_tokens} needs window_size > 0")
-        if window_size and not rope_theta > 0:
-            raise ValueError(f"rope_theta must be positive, got {rope_theta}")
-        self.window_size, self.num_sink_tokens, self.rope_theta = window_size, num_sink_tokens, float(rope_theta)
-        if forget_gate not in FORGET_GATES:
-            raise ValueError(f"forget_gate must be one of {FORGET_GATES}, got {forget_gate!r}")
-        if not isinstance(gate_bias, bool):
-            raise ValueError(f"gate_bias must be a bool, got {gate_bias!r}")
-        if gate_bias and forget_gate != "data":
-            raise ValueError(f"gate_bias=True biases the data-dependent gate's W_f; forget_gate={forget_gate!r} "
-                             "has none")
-        gate_bias_range = check_gate_bias_range(gate_bias_range, "gate_bias_range", gate_bias)
-        check_feature_map_options(feature_map, use_short_conv, feature_map_after_conv, conv_bias)
-        for name, flag in (("use_output_norm", use_output_norm), ("qkv_bias", qkv_bias),
-                           ("output_norm_affine", output_norm_affine)):
-            if not isinstance(flag, bool):
-                raise ValueError(f"{name} must be a bool, got {flag!r}")
-        if not output_norm_affine and not use_output_norm:
-            raise ValueError("output_norm_affine=False needs use_output_norm=True (it removes that norm's gain)")
-        self.hidden_size = hidden_size
-        self.num_heads = num_heads
-        self.num_kv_heads = num_kv_heads
-        self.num_slots = num_slots
-        self.head_k_dim = int(key_dim) // num_heads
-        self.head_v_dim = int(value_dim) // num_heads
-        self.gate_logit_normalizer = float(gate_logit_normalizer)
-        self.use_short_conv = use_short_conv
-        self.feature_map = feature_map
-        self.feature_map_after_conv = feature_map_after_conv
-        self.use_output_norm = use_output_norm
+        o = LayerOptions(
+            hidden_size, num_heads, num_kv_heads, num_slots, expand_k, expand_v, gate_logit_normalizer, norm_eps,
+            use_short_conv, conv_size, conv_bias, scale, feature_map, feature_map_after_conv, use_output_norm,
+            output_norm_affine, qkv_bias, forget_gate, slot_read, window_size, num_sink_tokens, rope_theta, gate_bias,
+            gate_bias_range)
+        self.hidden_size, self.num_heads, self.num_kv_heads, self.num_slots = (
+            o.hidden_size, o.num_heads, o.num_kv_heads, o.num_slots)
+        self.head_k_dim, self.head_v_dim = o.head_k_dim, o.head_v_dim
+        self.gate_logit_normalizer = float(o.gate_logit_normalizer)
+        self.use_short_conv, self.feature_map, self.feature_map_after_conv = (
+            o.use_short_conv, o.feature_map, o.feature_map_after_conv)
+        self.use_output_norm, self.forget_gate, self.slot_read = o.use_output_norm, o.forget_gate, o.slot_read
+        self.window_size, self.num_sink_tokens, self.rope_theta = o.window_size, o.num_sink_tokens, float(rope_theta)
         self.scale = self.head_k_dim**-0.5 if scale is None else float(scale)
         # A run-time speed/memory knob, not a model property (so not a config field): keep the op's chunk states
         # for the backward instead of recomputing them (triton backend; see gated_slot_attention's keep_states).
         self.keep_states = False
 
-        K, V, H, HQ, M = self.head_k_dim, self.head_v_dim, num_kv_heads, num_heads, num_slots
+        K, V, H, HQ, M = self.head_k_dim, self.head_v_dim, self.num_kv_heads, self.num_heads, self.num_slots
         self.q_proj = nn.Linear(hidden_size, HQ * K, bias=qkv_bias)
         self.k_proj = nn.Linear(hidden_size, H * K, bias=qkv_bias)
         self.v_proj = nn.Linear(hidden_size, H * V, bias=qkv_bias)
-        self.forget_gate = forget_gate
         if forget_gate == "fixed":
             # Slot decays spread from short to long memory (alpha = sigmoid(logit) ** (1 / tau)), so the slots differ
             # from the start; zeros would give every slot the same decay and the same gradient.
             self.f_logit = nn.Parameter(spread_slot_logits(H, M))
         elif gate_bias:
-            self.f_proj = SlotGateProjection(hidden_size, H, M, gate_bias_range)
+            self.f_proj = SlotGateProjection(hidden_size, H, M, o.gate_bias_range)
         else:
             self.f_proj = nn.Linear(hidden_size, H * M, bias=False)
         if use_short_conv:
@@ -273,8 +133,6 @@ class GatedSlotAttention(FusesProjections):
         if use_output_norm:
             self.o_norm = RMSNorm(HQ * V, eps=norm_eps, elementwise_affine=output_norm_affine)
         if window_size:
-            if K % 2:
-                raise ValueError(f"window_size > 0 applies RoPE, which needs an even head_k_dim, got {K}")
             self.memory_scale = nn.Parameter(torch.zeros(HQ))  # the slot memory's share per query head
         self.o_proj = nn.Linear(HQ * V, hidden_size, bias=False)
 
@@ -360,8 +218,8 @@ class GatedSlotAttention(FusesProjections):
                 raise ValueError("state.window must be given exactly when the layer has a window (window_size > 0)")
 
         x = hidden_states
-        if self._steps_from_logits(x, mask, cu_seqlens, inplace_state):
-            return self._output(self._step_from_logits(x, state)), state
+        if decodes_from_logits(self, x, mask, cu_seqlens, inplace_state):
+            return self._output(step_from_logits(self, x, state)), state
         q, k, v, f = self._projections(x)
         conv_state = None
         if self.use_short_conv:
@@ -392,7 +250,9 @@ class GatedSlotAttention(FusesProjections):
         )
         window_state = None
         if self.window_size:
-            o_window, window_state = self._window(q, k, v, mask, cu_seqlens, state, output_state, inplace_state)
+            o_window, window_state = hybrid_window(
+                q, k, v, mask, cu_seqlens, None if state is None else state.window, output_state, inplace_state,
+                self.window_size, self.num_sink_tokens, self.scale, self.rope_theta)
             o = o_window + self.memory_scale.to(o.dtype)[:, None] * (o - o_window)  # the convex mix
         y = self._output(o)
         if inplace_state:
@@ -408,48 +268,3 @@ class GatedSlotAttention(FusesProjections):
         if use_fused(self._fused, o):  # decoding: the one-token product kernel where it applies
             return decode_linear(o, self.o_proj.weight, self.o_proj.bias, "o")
         return self.o_proj(o)
-
-    def _steps_from_logits(self, x: torch.Tensor, mask: torch.Tensor | None, cu_seqlens: torch.Tensor | None,
-                           inplace_state: bool) -> bool:
-        """Whether this call is a decode step that gated_slot_attention_step can run from the fused projection's
-        raw output: fused projections in use (no autograd, few tokens), owned state buffers advanced in place, no
-        padding or packing, and a layer whose feature map and gate the step computes itself."""
-        return (inplace_state and mask is None and cu_seqlens is None and use_fused(self._fused, x)
-                and not self.use_short_conv and self.forget_gate == "data" and not self.window_size
-                and self.feature_map != "relu")
-
-    def _step_from_logits(self, x: torch.Tensor, state: GSAState) -> torch.Tensor:
-        """x [B, T, d] -> o [B, T, HQ, V], advancing state in place. q, k, v and the slot logits stay column views
-        of the one fused product; on CUDA the recurrent kernels apply swish and the gate themselves, so the step
-        launches no element-wise kernel between the projection and the two recurrent kernels."""
-        B, T, _ = x.shape
-        HQ, H, K, V, M = self.num_heads, self.num_kv_heads, self.head_k_dim, self.head_v_dim, self.num_slots
-        q, k, v, f = self._fused.product(x).split(self._fused.sizes, dim=-1)
-        return gated_slot_attention_step(
-            q.view(B, T, HQ, K), k.view(B, T, H, K), v.view(B, T, H, V), f.view(B, T, H, M), (state.hk, state.hv),
-            scale=self.scale, gate_logit_normalizer=self.gate_logit_normalizer, feature_map=self.feature_map,
-            slot_read=self.slot_read)
-
-    def _window(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
-                cu_seqlens: torch.Tensor | None, state: GSAState | None, output_state: bool, inplace_state: bool
-                ) -> tuple[torch.Tensor, WindowState | None]:
-        """The window half of a hybrid layer: q [B, T, HQ, K], k [B, T, H, K], v [B, T, H, V] (as the slots read
-        them) -> (o [B, T, HQ, V], the window state after these tokens when output_state, else None)."""
-        B, T = q.shape[:2]
-        W, S = self.window_size, self.num_sink_tokens
-        cache = None if state is None else state.window
-        valid = torch.ones(B, T, dtype=torch.bool, device=q.device) if mask is None else mask
-        pos, row = token_positions(valid, cu_seqlens, None if cache is None else cache[3])
-        q, k = rotary(q, pos, self.rope_theta), rotary(k, pos, self.rope_theta)
-        if cache is None and mask is None and cu_seqlens is None:  # whole rows from position 0: O(T W) work
-            o = banded_window_attention(q, k, v, W, S, self.scale)
-        else:
-            o = window_attention(q, k, v, pos, row, W, S, self.scale, cache, packed=cu_seqlens is not None)
-        if not output_state:
-            return o, None
-        if cache is None:
-            N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
-            cache = empty_window_state(N, self.num_kv_heads, self.head_k_dim, self.head_v_dim, W, S, q.device,
-                                       torch.promote_types(k.dtype, torch.float32))
-            inplace_state = True  # fresh buffers: nobody else holds them
-        return o, advance_window(cache, k, v, pos, row, W, S, inplace_state)

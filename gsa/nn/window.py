@@ -166,3 +166,29 @@ def advance_window(cache: WindowState, k: torch.Tensor, v: torch.Tensor, pos: to
     cv.view(N * C, H, -1).index_copy_(0, flat, v.reshape(-1, H, v.shape[-1]).to(cv.dtype))
     cpos.view(-1).index_copy_(0, flat, torch.where(keep, pos, -1).reshape(-1))
     return ck, cv, cpos, count
+
+
+def hybrid_window(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                  cu_seqlens: torch.Tensor | None, cache: WindowState | None, output_state: bool,
+                  inplace_state: bool, window: int, sinks: int, scale: float, rope_theta: float
+                  ) -> tuple[torch.Tensor, WindowState | None]:
+    """The window half of a hybrid GSA layer: q [B, T, HQ, K], k [B, T, H, K], v [B, T, H, V] (as the slots read
+    them), mask [B, T] (True = token) or None, cache: the window state after the preceding tokens or None -> (o
+    [B, T, HQ, V], the window state after these tokens when output_state, else None; `cache` itself, advanced,
+    when inplace_state)."""
+    B, T = q.shape[:2]
+    valid = torch.ones(B, T, dtype=torch.bool, device=q.device) if mask is None else mask
+    pos, row = token_positions(valid, cu_seqlens, None if cache is None else cache[3])
+    q, k = rotary(q, pos, rope_theta), rotary(k, pos, rope_theta)
+    if cache is None and mask is None and cu_seqlens is None:  # whole rows from position 0: O(T W) work
+        o = banded_window_attention(q, k, v, window, sinks, scale)
+    else:
+        o = window_attention(q, k, v, pos, row, window, sinks, scale, cache, packed=cu_seqlens is not None)
+    if not output_state:
+        return o, None
+    if cache is None:
+        N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
+        cache = empty_window_state(N, k.shape[2], k.shape[3], v.shape[3], window, sinks, q.device,
+                                   torch.promote_types(k.dtype, torch.float32))
+        inplace_state = True  # fresh buffers: nobody else holds them
+    return o, advance_window(cache, k, v, pos, row, window, sinks, inplace_state)

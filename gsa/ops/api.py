@@ -6,14 +6,14 @@ import torch
 import torch.nn.functional as F
 
 from gsa.ops.abc import abc_to_gated
-from gsa.ops.chunk import chunk_gsa
+from gsa.ops.chunk import chunk_gsa_torch
 from gsa.ops.reference import recurrent_checked
 from gsa.ops.validation import TRITON_MAX_SLOTS, check_gate_values, check_inplace_state, check_inputs, slot_read_fn
 
 BACKENDS = ("auto", "triton", "torch", "reference")
 
 # Below this many steps the token loop beats padding to a 64-step chunk (CPU decode and short prompts).
-RECURRENT_MAX_T = 8
+TORCH_RECURRENT_MAX_T = 8
 
 
 def _triton_available() -> bool:
@@ -156,7 +156,7 @@ def gated_slot_attention(
 def _compute(backend, dims, offsets, q, k, v, s, g, scale, initial_state, output_final_state, cu_seqlens,
              keep_states, slot_read):
     """Run validated inputs on the resolved backend (`dims, offsets` from check_inputs, scale a float)."""
-    if backend == "reference" or (backend == "torch" and dims.T <= RECURRENT_MAX_T):
+    if backend == "reference" or (backend == "torch" and dims.T <= TORCH_RECURRENT_MAX_T):
         return recurrent_checked((dims, offsets), q, k, v, s, g, scale=scale, initial_state=initial_state,
                                  output_final_state=output_final_state, slot_read=slot_read)
     if g is None:
@@ -166,7 +166,7 @@ def _compute(backend, dims, offsets, q, k, v, s, g, scale, initial_state, output
     if backend == "triton":
         return _triton_backend()(q, k, v, s, g, scale, initial_state, output_final_state, cu_seqlens,
                                  keep_states=keep_states, linear_read=slot_read == "linear")
-    return chunk_gsa(q, k, v, s, g, scale, initial_state, output_final_state, offsets, slot_read=slot_read)
+    return chunk_gsa_torch(q, k, v, s, g, scale, initial_state, output_final_state, offsets, slot_read=slot_read)
 
 
 def _inplace(backend, dims, offsets, q, k, v, s, g, scale, state, cu_seqlens, slot_read):
@@ -214,7 +214,7 @@ def gated_slot_attention_step(
     contiguous float32 buffers the caller owns, advanced in place. Computes what
     gated_slot_attention(phi(q), phi(k), phi(v), s=1 - exp(g), g=logsigmoid(f) / gate_logit_normalizer,
     inplace_state=True) computes (g and s in float32 in the fused kernels, in q's dtype on the other paths, as the
-    op takes them). On the triton backend with T <= RECURRENT_MAX_T the two
+    op takes them). On the triton backend with T <= gsa.ops.triton.RECURRENT_MAX_T the two
     fused recurrent kernels also apply the feature map and the gate (no separate element-wise kernels), and q, k,
     v and f may be column views of one fused projection output. Returns o [B, T, HQ, V] in q's dtype.
     """

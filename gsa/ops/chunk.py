@@ -118,8 +118,8 @@ def _scan(update: torch.Tensor, decay: torch.Tensor, h0: torch.Tensor, layout: _
     return torch.stack(entering, dim=2), torch.cat(finals, dim=0)
 
 
-def chunk_gsa(q, k, v, s, g, scale: float, initial_state, output_final_state: bool, offsets, *, chunk_size=CHUNK_SIZE,
-              slot_read: str = "softmax"):
+def chunk_gsa_torch(q, k, v, s, g, scale: float, initial_state, output_final_state: bool, offsets, *,
+                    chunk_size=CHUNK_SIZE, slot_read: str = "softmax"):
     """The torch backend on validated inputs (g not None; ABC is converted by the caller).
 
     q: [B, T, HQ, K], k: [B, T, H, K], v: [B, T, H, V], s, g: [B, T, H, M]; offsets: host cu_seqlens or None.

@@ -15,7 +15,6 @@ import torch
 
 from gsa.data import DataOrder, TextData, Windows, mqar_batch, pack_batch
 from gsa.errors import InputError
-from gsa.eval.passkey import passkey_batch
 
 
 class TextBatches:
@@ -41,6 +40,8 @@ class TextBatches:
 
     def _passkey(self, position: int) -> tuple[np.ndarray, np.ndarray]:
         """(ids [T], answer [T]): a passkey sequence and the positions whose next token is an answer token."""
+        from gsa.eval.passkey import passkey_batch  # the evaluation's own format, loaded only with passkey_fraction
+
         batch = passkey_batch(self.data.tokenizer, self.data.train.tokens, self.train.seq_len, 1,
                               seed=[self.seed, position], min_distance=self.passkey_distance)
         return batch["input_ids"][0].numpy(), batch["answer"][0].numpy()

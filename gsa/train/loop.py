@@ -12,12 +12,12 @@ from typing import Any
 
 import torch
 
-from gsa.data import write_mqar_settings
-
 from . import checkpoint as ckpt
 from .batches import MQARBatches, TextBatches
+from .checkpointer import Checkpointer
 from .config import Config
 from .distributed import Dist, setup, teardown, wrap
+from .evaluation import evaluate, to_device
 from .metrics import Metrics
 from .model import build_model, labelled_positions_loss, model_inputs, param_groups, unwrap
 from .prefetch import Prefetcher
@@ -35,10 +35,6 @@ def lr_lambda(cfg: Config):
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return f
-
-
-def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
 class Trainer:
@@ -71,6 +67,7 @@ class Trainer:
                                            eps=o.eps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
         self.step = 0
+        self.checkpointer = Checkpointer(self.out, self.d, cfg.train.keep_checkpoints, self.tokenizer, cfg.data)
 
     def _load_teacher(self, student: torch.nn.Module) -> torch.nn.Module:
         """The frozen teacher for distillation; in stage "attention" also freezes all but the student's adapted
@@ -134,110 +131,20 @@ class Trainer:
 
     # ---------------------------------------------------------------- checkpoints
     def save(self) -> Path | None:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
-
-        d, step = self.d, self.step
-        msd, osd = get_state_dict(self.model, self.optimizer,
-                                  options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-        tmp = ckpt.tmp_dir(self.out, step)
-        if d.is_main:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-        d.barrier()
-        rng = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
-        torch.save(rng, tmp / f"rng_rank{d.rank}.pt")
-        d.barrier()
-        final = None
-        if d.is_main:
-            self._save_model(tmp / "model", msd)
-            torch.save({"step": step, "optimizer": osd, "scheduler": self.scheduler.state_dict()}, tmp / "trainer.pt")
-            ckpt.write_manifest(tmp, step, d.world)
-            final = ckpt.publish(tmp, step, self.cfg.train.keep_checkpoints)
-        d.barrier()
-        return final
-
-    def _save_model(self, path: Path, state_dict: dict[str, torch.Tensor]) -> None:
-        from transformers.utils import logging as hf_logging
-
-        enabled = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()  # its per-shard bar would break into ours
-        try:
-            unwrap(self.model).save_pretrained(path, state_dict=state_dict)
-        finally:
-            if enabled:
-                hf_logging.enable_progress_bar()
-        if self.tokenizer is not None:
-            self.tokenizer.save_pretrained(path)
-        data = self.cfg.data
-        if data.kind == "mqar":  # so that `gsa eval mqar` tests the model in the format it learned
-            write_mqar_settings(path, data.mqar_vocab_size, data.mqar_alpha, data.mqar_query_values,
-                                data.mqar_random_fill)
+        return self.checkpointer.save(self.model, self.optimizer, self.scheduler, self.step)
 
     def load(self, path: Path) -> None:
-        from safetensors.torch import load_file
-        from torch.distributed.checkpoint.state_dict import (
-            StateDictOptions,
-            set_model_state_dict,
-            set_optimizer_state_dict,
-        )
+        self.step = self.checkpointer.load(path, self.model, self.optimizer, self.scheduler)
 
-        sd: dict[str, torch.Tensor] = {}
-        for f in sorted((path / "model").glob("*.safetensors")):
-            sd.update(load_file(f))
-        ckpt.check_same_model(path, unwrap(self.model), sd)
-        set_model_state_dict(self.model, sd, options=StateDictOptions(full_state_dict=True, strict=False))
-        state = torch.load(path / "trainer.pt", map_location="cpu", weights_only=True)
-        set_optimizer_state_dict(self.model, self.optimizer, state["optimizer"],
-                                 options=StateDictOptions(full_state_dict=True))
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.step = state["step"]
-        rng = torch.load(path / f"rng_rank{self.d.rank}.pt", weights_only=True)
-        torch.set_rng_state(rng["torch"])
-        if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-
-    # ---------------------------------------------------------------- evaluation
-    @torch.no_grad()
     def evaluate(self) -> dict[str, Any]:
-        cfg, d = self.cfg, self.d
-        self.model.eval()
-        autocast = torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=self.bf16)
-        try:
-            if cfg.data.kind == "mqar":
-                from gsa.data import mqar_accuracy
-
-                correct: dict[str, torch.Tensor] = {}
-                total: dict[str, torch.Tensor] = {}
-                for name, batch in self.batches.eval_sets(cfg.train.micro_batch_size, d.rank, d.world):
-                    batch = _to(batch, d.device)
-                    with autocast:
-                        logits = self.model(**model_inputs(self.model, batch)).logits
-                    c, t = mqar_accuracy(logits, batch["labels"])
-                    correct[name] = correct.get(name, 0) + torch.tensor(c)
-                    total[name] = total.get(name, 0) + torch.tensor(t)
-                acc = {p: float(d.sum(correct[p].to(d.device)) / d.sum(total[p].to(d.device))) for p in correct}
-                return {"mqar_acc": acc, "mqar_acc_mean": sum(acc.values()) / len(acc)}
-            nll = torch.zeros((), device=d.device, dtype=torch.float64)
-            count = torch.zeros((), device=d.device, dtype=torch.float64)
-            for batch in self.batches.eval_batches(cfg.train.eval_sequences, cfg.train.micro_batch_size, d.rank, d.world):
-                batch = _to(batch, d.device)
-                with autocast:
-                    loss = self.model(**model_inputs(self.model, batch)).loss
-                n = (batch["labels"][:, 1:] != -100).sum()
-                nll += loss.double() * n
-                count += n
-            nll, count = d.sum(nll), d.sum(count)
-            if count == 0:
-                return {}
-            loss = float(nll / count)
-            return {"eval_loss": loss, "eval_ppl": math.exp(min(loss, 50.0))}
-        finally:
-            self.model.train()
+        c = self.cfg
+        return evaluate(self.model, self.batches, c.data.kind, c.train.eval_sequences, c.train.micro_batch_size,
+                        self.d, self.bf16)
 
     # ---------------------------------------------------------------- the loop
-    def fit(self) -> dict[str, Any]:
+    def _start_run(self) -> tuple[Path | None, Metrics | None]:
+        """Prepare the output directory (cleared with overwrite), load the newest checkpoint with resume, open the
+        metrics (main process). Returns (the checkpoint resumed from or None, the metrics or None)."""
         cfg, d, t = self.cfg, self.d, self.cfg.train
         if d.is_main:
             if self.overwrite:
@@ -259,6 +166,55 @@ class Trainer:
             (self.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
             metrics = Metrics(self.out, self.step if resumed_from else None, t.tensorboard, t.wandb_project,
                               cfg.to_dict())
+        return resumed_from, metrics
+
+    def _optimizer_step(self, batches: Prefetcher, autocast) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+        """One optimizer step over grad_accum micro-batches (gradient sync on the last one only). Returns (the
+        step's loss, a 0-d tensor on the device: no host sync; the gradient norm before clipping or None; the
+        learning rate the step used)."""
+        cfg, d, t = self.cfg, self.d, self.cfg.train
+        is_fsdp = d.world > 1 and t.parallel == "fsdp"
+        loss_sum = torch.zeros((), device=d.device)
+        for micro in range(t.grad_accum):
+            batch = to_device(next(batches), d.device)
+            sync = micro == t.grad_accum - 1
+            ctx = contextlib.nullcontext()
+            if d.world > 1 and not is_fsdp and not sync:
+                ctx = self.model.no_sync()
+            if is_fsdp:
+                self.model.set_requires_gradient_sync(sync)
+            with ctx:
+                with autocast:
+                    loss = self._loss(batch) / t.grad_accum
+                loss.backward()
+            loss_sum += loss.detach()
+        grad_norm = None
+        if cfg.optim.grad_clip > 0:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
+            if hasattr(grad_norm, "full_tensor"):
+                grad_norm = grad_norm.full_tensor()
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return loss_sum, grad_norm, lr
+
+    def _publish_model(self, last_ckpt: Path | None) -> Path:
+        """Copy the last checkpoint's model directory to output_dir/model (the trained model); returns that path."""
+        final = self.out / "model"
+        if self.d.is_main and last_ckpt is not None:
+            tmp = self.out / ".tmp-model"
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(last_ckpt / "model", tmp)
+            shutil.rmtree(final, ignore_errors=True)
+            tmp.rename(final)
+        self.d.barrier()
+        return final
+
+    def fit(self) -> dict[str, Any]:
+        cfg, d, t = self.cfg, self.d, self.cfg.train
+        resumed_from, metrics = self._start_run()
         self.log(f"model: {cfg.model['type']}, {self.num_params / 1e6:.2f}M parameters; {d.world} process(es) "
                  f"on {d.device.type}, {'bf16 autocast' if self.bf16 else 'float32'}; output {self.out}")
         from tqdm.auto import tqdm
@@ -267,7 +223,6 @@ class Trainer:
                    disable=not (d.is_main and t.progress))
         tokens_per_step = t.micro_batch_size * t.grad_accum * d.world * cfg.data.seq_len
         autocast = torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=self.bf16)
-        is_fsdp = d.world > 1 and cfg.train.parallel == "fsdp"
         last_ckpt: Path | None = resumed_from
         tic, steps_since = time.perf_counter(), 0
         # the logged loss is the mean over the steps since the previous row, not the last step's batch: with a task
@@ -283,31 +238,8 @@ class Trainer:
         started = time.monotonic()
         try:
             while self.step < t.max_steps:
-                loss_sum = torch.zeros((), device=d.device)
-                for micro in range(t.grad_accum):
-                    batch = _to(next(batches), d.device)
-                    sync = micro == t.grad_accum - 1
-                    ctx = contextlib.nullcontext()
-                    if d.world > 1 and not is_fsdp and not sync:
-                        ctx = self.model.no_sync()
-                    if is_fsdp:
-                        self.model.set_requires_gradient_sync(sync)
-                    with ctx:
-                        with autocast:
-                            loss = self._loss(batch) / t.grad_accum
-                        loss.backward()
-                    loss_sum += loss.detach()
+                loss_sum, grad_norm, lr = self._optimizer_step(batches, autocast)
                 interval_loss += loss_sum
-                grad_norm = None
-                if cfg.optim.grad_clip > 0:
-                    grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
-                    if hasattr(grad_norm, "full_tensor"):
-                        grad_norm = grad_norm.full_tensor()
-                lr = self.scheduler.get_last_lr()[0]
-                self.optimizer.step()
-                self.scheduler.step()
-                self.optimizer.zero_grad(set_to_none=True)
-                self.step += 1
                 steps_since += 1
                 bar.update(1)
                 last = self.step == t.max_steps
@@ -358,15 +290,7 @@ class Trainer:
         bar.close()
         if metrics:
             metrics.close()
-        final = self.out / "model"
-        if d.is_main and last_ckpt is not None:
-            # the final checkpoint's model directory is the trained model; copy it to a stable place
-            tmp = self.out / ".tmp-model"
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(last_ckpt / "model", tmp)
-            shutil.rmtree(final, ignore_errors=True)
-            tmp.rename(final)
-        d.barrier()
+        final = self._publish_model(last_ckpt)
         summary.update({"step": self.step, "model_dir": str(final), "num_params": self.num_params,
                         "rank": d.rank})
         return summary

@@ -7,7 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from convert_teachers import make_teacher, save_teacher  # noqa: F401  (fixtures)
-import gsa  # noqa: F401  (registers "gsa" with the Auto classes)
+import gsa.models  # noqa: F401  (registers "gsa" with the Auto classes)
 from gsa.cli import main
 from gsa.convert import UnsupportedModelError, convert, from_pretrained_transformer, weight_map
 from gsa.models import GSAForCausalLM

@@ -8,7 +8,7 @@ pytest.importorskip("accelerate", reason="transformers' GGUF loading needs accel
 
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
-import gsa  # noqa: E402,F401
+import gsa.models  # noqa: E402,F401
 from gsa.cli import main  # noqa: E402
 from convert_teachers import make_teacher  # noqa: E402,F401  (a fixture)
 from gsa.convert import weight_map  # noqa: E402

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import gsa  # noqa: F401  (registers "gsa" with the Auto classes)
+import gsa.models  # noqa: F401  (registers "gsa" with the Auto classes)
 from gsa.models import GSAConfig, GSAForCausalLM
 from gsa.nn import GatedSlotAttention
 from gsa.ops import gated_slot_attention

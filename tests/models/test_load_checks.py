@@ -7,7 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from gsa.models.configuration import GSAConfig
-import gsa  # noqa: F401  (registers our model types with the Auto classes)
+import gsa.models  # noqa: F401  (registers our model types with the Auto classes)
 from bad_inputs import damaged_models
 from gsa.errors import InputError
 from gsa.models import GSAForCausalLM, GSAModel

@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
-import gsa  # noqa: F401  (registers "gsa" with the Auto classes)
+import gsa.models  # noqa: F401  (registers "gsa" with the Auto classes)
 from gsa.models import GSAConfig, GSAForCausalLM, GSAModel
 
 

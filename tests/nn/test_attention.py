@@ -153,7 +153,7 @@ def test_layer_rejects_bad_options():
 def test_fused_decode_step_from_logits_matches_the_plain_step(feature_map, monkeypatch):
     """With fused projections and owned float32 buffers, a decode step goes through gated_slot_attention_step
     (feature map and gate inside the op) and gives the plain path's output and states."""
-    import gsa.nn.attention as attention
+    import gsa.nn.decode_step as decode_step
 
     torch.manual_seed(0)
     layer = GatedSlotAttention(32, num_heads=4, num_kv_heads=2, num_slots=6, gate_logit_normalizer=4.0,
@@ -164,8 +164,8 @@ def test_fused_decode_step_from_logits_matches_the_plain_step(feature_map, monke
     fused = GSAState(state.hk.clone(), state.hv.clone())
     want = [layer(x[:, t:t + 1], state=plain, output_state=True, inplace_state=True)[0] for t in range(6, 9)]
     calls = []
-    real = attention.gated_slot_attention_step
-    monkeypatch.setattr(attention, "gated_slot_attention_step", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = decode_step.gated_slot_attention_step
+    monkeypatch.setattr(decode_step, "gated_slot_attention_step", lambda *a, **k: calls.append(1) or real(*a, **k))
     layer.fuse_projections()
     got = [layer(x[:, t:t + 1], state=fused, output_state=True, inplace_state=True)[0] for t in range(6, 9)]
     assert len(calls) == 3

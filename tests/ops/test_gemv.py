@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from op_inputs import rel_err
+from skips import NO_TRITON
 
-pytest.importorskip("triton")
+pytest.importorskip("triton", reason=NO_TRITON)
 from gsa.ops.triton import gemv as gemv_mod  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"

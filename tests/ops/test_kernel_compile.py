@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("triton")
+from skips import NO_TRITON
+
+pytest.importorskip("triton", reason=NO_TRITON)
 REPO = Path(__file__).resolve().parents[2]
 
 

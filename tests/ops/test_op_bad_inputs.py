@@ -15,6 +15,7 @@ import torch
 from gsa.nn import GatedSlotAttention
 from gsa.ops import gated_slot_attention, gated_slot_attention_step, parallel_reference, recurrent_reference
 from op_inputs import LEAVES, assert_ratio, cast, make_inputs, run
+from skips import NO_TRITON
 
 NAN, INF = float("nan"), float("inf")
 T, J = 100, 40  # two chunks; step J sits in the first chunk's third 16-step sub-block, after rows 32..39 of it
@@ -113,7 +114,7 @@ def _triton_case(name, value):
 @pytest.fixture(scope="module")
 def triton_inputs():
     """Detached float32 inputs (two chunks) and the Triton backend's outputs for them, shared by the cases below."""
-    pytest.importorskip("triton")
+    pytest.importorskip("triton", reason=NO_TRITON)
     x = cast(make_inputs(B=1, T=70, HQ=2, H=1, K=16, V=16, M=16, init_state=False), torch.float32)
     x = {n: t.detach() for n, t in x.items() if t is not None}
     return x, gated_slot_attention(*(x[n] for n in "qkvsg"), backend="triton")[0]
@@ -132,7 +133,7 @@ def test_triton_non_finite_is_causal(name, value, triton_inputs):
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason="the Triton backward spreads a NaN q_j or k_j over the "
                    "gradients of its whole chunk (0 * NaN in its dense products, as in the forward's kernel_o)")
 def test_triton_non_finite_gradients_are_causal():
-    pytest.importorskip("triton")
+    pytest.importorskip("triton", reason=NO_TRITON)
     x = cast(make_inputs(B=1, T=T, HQ=2, H=1, K=16, V=16, M=16), torch.float32)
     grads = early_loss_grads("triton", with_bad(x, "q", NAN))[2]
     assert all(torch.isfinite(gr).all() for gr in grads)
@@ -144,7 +145,7 @@ GATE_CASES = [("torch", 0.05), ("reference", 0.05), ("triton", 0.05), ("torch", 
 @pytest.mark.parametrize("backend,value", GATE_CASES, ids=[f"{b}-g={v}" for b, v in GATE_CASES])
 def test_positive_or_nan_gate_is_refused(backend, value):
     if backend == "triton":
-        pytest.importorskip("triton")
+        pytest.importorskip("triton", reason=NO_TRITON)
     x = cast(make_inputs(B=1, T=T, HQ=2, H=1, K=8, V=8, M=8), torch.float32)
     x = with_bad(x, "g", value, step=7)
     with pytest.raises(ValueError, match=rf"g holds log forget gates and must be <= 0 .* got g = {value} at "
@@ -196,7 +197,7 @@ def test_triton_extreme_negative_gates_stay_finite(value):
     """A full reset (g = -inf), gates whose float32 sum overflows (-1e38) and ones past exp's float32 range (-200):
     finite outputs and gradients (the kernels sum gates below -110 as -110, where every decay through one is 0 in
     float32 either way)."""
-    pytest.importorskip("triton")
+    pytest.importorskip("triton", reason=NO_TRITON)
     x = strong_gates(value, T=70)
     o, states, grads = run(lambda *a, **kw: gated_slot_attention(*a, backend="triton", **kw), cast(x, torch.float32))
     assert torch.isfinite(o).all() and all(torch.isfinite(h).all() for h in states)
@@ -208,7 +209,7 @@ def test_triton_extreme_negative_gates_stay_finite(value):
     "Triton: decays difference chunk-local cumulative sums, which cancel after a -110 gate (1.5e-5 here vs the float32 "
     "loop's 1.0e-7); the torch backend sums each segment's own gates"))
 def test_triton_extreme_negative_gates_keep_float32_accuracy(value):
-    pytest.importorskip("triton")
+    pytest.importorskip("triton", reason=NO_TRITON)
     x = strong_gates(value, T=70)
     truth = run(recurrent_reference, x)
     got = run(lambda *a, **kw: gated_slot_attention(*a, backend="triton", **kw), cast(x, torch.float32))
@@ -241,7 +242,7 @@ def test_strong_and_weak_gates_keep_float32_accuracy(value):
     "Triton: decays exp(Gl_t - Gl_j) from chunk-local cumulative sums cancel after a strong gate (1e-4 off at "
     "g = -1000, 1000x the float32 token loop)"))
 def test_triton_strong_and_weak_gates_keep_float32_accuracy():
-    pytest.importorskip("triton")
+    pytest.importorskip("triton", reason=NO_TRITON)
     x = strong_gates(-1000.0, T=70)
     d = {n: t.detach() for n, t in x.items()}
     truth = parallel_reference(*(d[n] for n in "qkvsg"))[0]
@@ -254,7 +255,7 @@ def test_triton_strong_and_weak_gates_keep_float32_accuracy():
 @pytest.mark.parametrize("fn", ["op", "step"])
 def test_triton_off_cuda_is_refused(fn, monkeypatch):
     """backend='triton' with CPU tensors outside the interpreter: a ValueError, not the driver's '0 active drivers'."""
-    pytest.importorskip("triton")
+    pytest.importorskip("triton", reason=NO_TRITON)
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     x = cast(make_inputs(B=1, T=3, HQ=2, H=1, K=8, V=8, M=8, init_state=False), torch.float32)
     x = {n: None if t is None else t.detach() for n, t in x.items()}
@@ -272,7 +273,7 @@ EMPTY = [(dim, backend) for dim in ("B", "T", "HQ") for backend in ("torch", "re
 @pytest.mark.parametrize("dim,backend", EMPTY, ids=[f"{d}=0-{b}" for d, b in EMPTY])
 def test_empty_sizes_are_refused(dim, backend):
     if backend == "triton":
-        pytest.importorskip("triton")
+        pytest.importorskip("triton", reason=NO_TRITON)
     sizes = dict(B=2, T=9, HQ=2)
     sizes[dim] = 0
     B, T_, HQ = sizes["B"], sizes["T"], sizes["HQ"]

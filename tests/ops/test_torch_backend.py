@@ -17,7 +17,7 @@ from op_inputs import assert_matches, assert_ratio, cast, make_inputs, rel_err, 
 @pytest.fixture(params=["public", "chunk-only"])
 def op(request, monkeypatch):
     if request.param == "chunk-only":
-        monkeypatch.setattr(api, "RECURRENT_MAX_T", 0)
+        monkeypatch.setattr(api, "TORCH_RECURRENT_MAX_T", 0)
 
     def call(*args, **kw):
         return gated_slot_attention(*args, backend="torch", **kw)

@@ -7,7 +7,9 @@ tiny shapes; the `gpu` tests at the bottom use production shapes, bf16 and torch
 import pytest
 import torch
 
-pytest.importorskip("triton")
+from skips import NO_TRITON
+
+pytest.importorskip("triton", reason=NO_TRITON)
 
 from gsa.ops import gated_slot_attention, parallel_reference, recurrent_reference  # noqa: E402
 from gsa.ops.triton import SETTINGS, chunk_gsa, fused_recurrent_gsa  # noqa: E402

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from gsa.ops import gated_slot_attention
+from skips import NO_TRITON
 
 
 def args(B=1, T=5, HQ=4, H=2, K=6, V=5, M=3, dtype=torch.float32):
@@ -118,7 +119,7 @@ def test_more_slots_than_the_triton_kernels_hold(monkeypatch):
                         lambda backend, device, dtype: "triton" if backend == "auto" else backend)
     assert api._backend_for("auto", a["q"], TRITON_MAX_SLOTS + 1) == "torch"
     assert api._backend_for("auto", a["q"], TRITON_MAX_SLOTS) == "triton"
-    pytest.importorskip("triton")
+    pytest.importorskip("triton", reason=NO_TRITON)
     from gsa.ops.triton import chunk_gsa, fused_recurrent_gsa
 
     with pytest.raises(ValueError, match="at most 128 slots"):
