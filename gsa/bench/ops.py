@@ -3,7 +3,7 @@
 One run prints one table: forward and forward+backward times (median of triton.testing.do_bench, warm-up and
 first-call compilation excluded and reported separately), achieved TFLOP/s and GB/s, the floor (minimum bytes
 over the measured copy bandwidth, FLOPs over the measured bf16 matrix rate, whichever is larger), extra memory
-of forward+backward, and the decode step. Writes JSON under benchmarks/results/<gpu>/.
+of forward+backward, and the decode step. Writes JSON under runs/bench/<gpu>/ (or --out).
 
     python -m gsa.bench.ops                      # default shapes, bf16
     python -m gsa.bench.ops --shapes 1.3b --no-fla --out /tmp/ops.json
@@ -39,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also print each kernel's time in one forward+backward of the first shape")
     p.add_argument("--decode-batches", default="1,32", help="batch sizes of the decode-step benchmark (1.3b heads)")
     p.add_argument("--out", type=Path, default=None,
-                   help="JSON path (default benchmarks/results/<gpu>/ops.json)")
+                   help="JSON path (default runs/bench/<gpu>/ops.json)")
 
 
 def _ceilings(torch, do_bench):
