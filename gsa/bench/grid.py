@@ -23,6 +23,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from gsa.bench.grid_report import line, table, write
+
 DEFAULT_OUT = Path("runs") / "bench" / "grid"
 
 
@@ -257,86 +259,10 @@ def measure(shapes: dict[str, Shape], fla_mode: str, sdpa: bool, profile: bool, 
             del a, do
         torch.cuda.empty_cache()
         rows.append(row)
-        print(_line(row), flush=True)
+        print(line(row), flush=True)
         if done is not None:
             done(rows)
     return rows
-
-
-def ratios(row: dict) -> dict:
-    """their time / ours for fla and SDPA, forward and forward+backward (None where not timed)."""
-    out = {}
-    for other in ("fla", "sdpa"):
-        for key in ("fwd_ms", "fwd_bwd_ms"):
-            r = None
-            if other in row and "gsa" in row:
-                r = row[other][key] / row["gsa"][key]
-            out[f"{other}/{key[:-3]}"] = r
-    return out
-
-
-def _fmt(v, spec=".2f") -> str:
-    return "-" if v is None else format(v, spec)
-
-
-def _line(row: dict) -> str:
-    g, r = row["gsa"], ratios(row)
-    return (f"{row['name']:12s} ours {g['fwd_ms']:.3f} / {g['fwd_bwd_ms']:.3f} ms  fla/ours {_fmt(r['fla/fwd'])} / "
-            f"{_fmt(r['fla/fwd_bwd'])}  sdpa/ours {_fmt(r['sdpa/fwd'])} / {_fmt(r['sdpa/fwd_bwd'])}  "
-            f"first call {g['first_s']:.1f} s")
-
-
-def table(rows: list[dict]) -> str:
-    """The results page's table: ratios first (> 1: ours faster), then our absolute times."""
-    head = ("| shape | B, T, HQ/H, K=V, M, dtype | fla / ours fwd | fla / ours fwd+bwd | SDPA / ours fwd | "
-            "SDPA / ours fwd+bwd | ours fwd ms | ours fwd+bwd ms | fla fwd+bwd ms | ours / fla extra MiB | "
-            "ours first call s |")
-    lines = [head, "|" + " --- |" * (head.count("|") - 1)]
-    for row in rows:
-        g, r = row["gsa"], ratios(row)
-        f = row.get("fla")
-        heads = f"{row['HQ']}" if row["HQ"] == row["H"] else f"{row['HQ']}/{row['H']}"
-        dims = f"{row['B']}, {row['T']}, {heads}, {row['K']}, {row['M']}, {row['dtype']}"
-        mem = "-" if f is None else f"{g['extra_mib']:.0f} / {f['extra_mib']:.0f}"
-        lines.append(f"| {row['name']} | {dims} | {_fmt(r['fla/fwd'])} | {_fmt(r['fla/fwd_bwd'])} | "
-                     f"{_fmt(r['sdpa/fwd'])} | {_fmt(r['sdpa/fwd_bwd'])} | {g['fwd_ms']:.3f} | {g['fwd_bwd_ms']:.3f} | "
-                     f"{_fmt(None if f is None else f['fwd_bwd_ms'], '.3f')} | {mem} | {g['first_s']:.1f} |")
-    return "\n".join(lines) + "\n"
-
-
-def plot(rows: list[dict], path: Path, title: str) -> None:
-    """Bars of fla / ours and SDPA / ours (forward+backward) per shape, on a log axis with the parity line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = [r["name"] for r in rows]
-    rs = [ratios(r) for r in rows]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * len(rows)), 4.2))
-    width = 0.4
-    for i, (key, label) in enumerate([("fla/fwd_bwd", "fla-core / ours"), ("sdpa/fwd_bwd", "causal SDPA / ours")]):
-        xs = [j + (i - 0.5) * width for j in range(len(rows))]
-        ax.bar(xs, [r[key] or 0 for r in rs], width, label=label)
-    ax.axhline(1.0, color="k", lw=0.8)
-    ax.set_yscale("log", base=2)
-    ax.set_xticks(range(len(rows)), names, rotation=60, ha="right", fontsize=8)
-    ax.set_ylabel("time ratio, forward+backward (> 1: ours faster)")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def write(payload: dict, out: Path) -> None:
-    from gsa.bench.common import write_json
-
-    write_json(out / "grid.json", payload)
-    (out / "grid.md").write_text(table(payload["rows"]))
-    plot(payload["rows"], out / "grid.png", payload.get("title", "GSA op grid"))
-    print(f"wrote {out / 'grid.json'}, grid.md, grid.png")
 
 
 def run(args: argparse.Namespace) -> int:

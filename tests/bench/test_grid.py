@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from gsa.bench import grid
+from gsa.bench import grid, grid_report
 
 
 def test_grid_covers_every_axis():
@@ -37,8 +37,8 @@ def _row(name, ours, fla=None, sdpa=None):
 
 def test_report_renders_ratios_table_and_plot(tmp_path):
     rows = [_row("1.3b", 2.0, fla=4.0, sdpa=1.0), _row("hd64", 3.0, sdpa=6.0)]
-    assert grid.ratios(rows[0]) == {"fla/fwd": 2.0, "fla/fwd_bwd": 2.0, "sdpa/fwd": 0.5, "sdpa/fwd_bwd": 0.5}
-    assert grid.ratios(rows[1])["fla/fwd_bwd"] is None
+    assert grid_report.ratios(rows[0]) == {"fla/fwd": 2.0, "fla/fwd_bwd": 2.0, "sdpa/fwd": 0.5, "sdpa/fwd_bwd": 0.5}
+    assert grid_report.ratios(rows[1])["fla/fwd_bwd"] is None
     src = tmp_path / "grid.json"
     src.write_text(json.dumps(dict(title="t", machine={}, rows=rows)))
     assert grid.main(["--report", str(src)]) == 0
