@@ -227,6 +227,7 @@ PROCESSES = [("gsa", "gen-llama"), ("gsa", "ppl-binary-data"), ("gsa", "train-bi
              ("gsa.train", "train-lr-inf"), ("gsa.eval", "mqar-pairs-zero")]
 
 
+@pytest.mark.slow
 def test_as_processes(folders):
     from train.helpers import subprocess_env
 

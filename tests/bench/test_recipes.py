@@ -36,6 +36,7 @@ def test_recipe_parses_and_says_how_to_run_it(recipe):
         assert "common.sh" in text
 
 
+@pytest.mark.slow
 def test_train_recipe_runs_a_toy_size_on_cpu(tmp_path):
     env = dict(os.environ, OUT=str(tmp_path), PYTHON=sys.executable)
     r = subprocess.run(["bash", str(RECIPES / "train.sh"), "--size", "tiny", "--variants", "gsa", "--seq-lens", "32",

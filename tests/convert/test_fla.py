@@ -121,6 +121,7 @@ def test_converted_logits_equal_fla(fla_dir, tmp_path):
 @needs_fla
 @pytest.mark.parametrize("change", [dict(feature_map_after_conv=False), dict(output_norm_eps=1e-6),
                                     dict(attn_scale=None)])
+@pytest.mark.slow
 def test_each_fla_option_shows_in_the_logits(change):
     """The options conversion sets are each needed: without any one of them fla is far from the model."""
     fla = fla_model(**CONFIGS["short-conv"])
@@ -137,6 +138,7 @@ def test_each_fla_option_shows_in_the_logits(change):
 
 @needs_fla
 @pytest.mark.parametrize("name", ["plain", "short-conv"])
+@pytest.mark.slow
 def test_generation_equals_fla(name):
     """Greedy decoding: fla's generate, ours (transformers' generate with our cache) and StaticDecoder."""
     fla = fla_model(**CONFIGS[name])
@@ -316,6 +318,7 @@ print(json.dumps(out))
 
 @needs_fla
 @pytest.mark.parametrize("order", ["gsa,fla", "fla,gsa", "gsa"])
+@pytest.mark.slow
 def test_import_order_and_auto_classes(order, tmp_path):
     """Each library's Auto classes resolve its own model type whichever is imported first; a directory of ours
     saved under the earlier model_type "gsa" still loads (with the Auto classes too while fla is not imported)."""

@@ -80,6 +80,7 @@ def tiny_model(data_cache, tmp_path_factory):
     return out / "model"
 
 
+@pytest.mark.slow
 def test_gsa_eval_ppl_and_mqar_cli(tiny_model, tmp_path, capsys):
     res = tmp_path / "ppl.json"
     assert gsa_main(["eval", "ppl", "--model", str(tiny_model), "--seq-len", "128", "--max-tokens", "4000",
@@ -135,6 +136,7 @@ metric_list:
 """
 
 
+@pytest.mark.slow
 def test_lm_eval_adapter_on_local_task(tiny_model, tmp_path, monkeypatch):
     pytest.importorskip("lm_eval", reason="lm-eval is not installed (pip install lm-eval)")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")

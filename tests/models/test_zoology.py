@@ -178,6 +178,7 @@ def test_bad_input_is_refused():
         m(ids[0])
 
 
+@pytest.mark.slow
 def test_config_file_builds_and_trains(tmp_path, capsys):
     """configs/mqar-zoology-d128.toml: the trainer builds the harness, trains a few steps on MQAR (shrunk to CPU
     size) with a falling loss, evaluates and saves a model that loads back."""

@@ -167,6 +167,7 @@ def test_bad_options_are_refused():
         layer(torch.randn(1, 1, 32, dtype=torch.float64), state=state)
 
 
+@pytest.mark.slow
 def test_window_state_gradients_flow_through_keys():
     """Training through a hybrid layer: gradients of every projection are finite and match finite differences."""
     layer = make_layer(window=3, sinks=1)

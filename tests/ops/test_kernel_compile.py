@@ -52,6 +52,7 @@ def test_decode_kernel_compiles_for_sm90():
     assert out.stdout.count("PDL=True") == 4, out.stdout
 
 
+@pytest.mark.slow
 def test_linear_read_kernel_variants_compile_for_sm90():
     """slot_read="linear" compiles its own variants of the kernels that read the slots (LINEAR / SOFTMAX=False)."""
     out = _run("tiny", "--linear-read")

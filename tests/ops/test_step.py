@@ -71,6 +71,7 @@ def test_bad_arguments_are_refused():
         gated_slot_attention_step(q, k, v, f, (state[0].transpose(2, 3).contiguous().transpose(2, 3), state[1]))
 
 
+@pytest.mark.slow
 def test_compiles_with_a_symbolic_scale():
     """Under torch.compile a float may arrive symbolic (a recompile makes it dynamic: a second model's
     StaticDecoder did so on the H100, and the validation's math.isfinite broke the full graph). Two scales through

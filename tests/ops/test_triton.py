@@ -94,6 +94,7 @@ def test_state_kernels_split_into_narrow_tiles(monkeypatch):
 
 
 @pytest.mark.parametrize("segments", [2, 3, 50])
+@pytest.mark.slow
 def test_segmented_state_walk_matches_reference(segments, monkeypatch):
     """The state recurrences split into segments (SETTINGS.state_segments, as at B 1 and long T on a GPU; the reverse
     one with SETTINGS.segment_dh), with an initial state, final states and every gradient (initial-state ones too);
@@ -152,6 +153,7 @@ def test_low_precision_within_2x_of_plain_pytorch(dtype, chunk_states, monkeypat
     pytest.param(False, marks=pytest.mark.xfail(
         strict=True, raises=AssertionError,
         reason="the whole-sequence sum of dG: its rounding grows with T (what the boundary term fixes)"))])
+@pytest.mark.slow
 def test_dg_stays_accurate_over_long_sequences(cross, monkeypatch):
     """dg at T = 1536 in float32 within 2x of plain PyTorch's error. dg_t sums per-token terms over all later
     steps that nearly cancel; summed over the whole sequence their rounding survived (7.6x the torch backend's
@@ -168,6 +170,7 @@ def test_dg_stays_accurate_over_long_sequences(cross, monkeypatch):
     assert_ratio(cpu(run(chunk_op, on(cast(x, torch.float32)))), baseline, truth, ratio=2.0, floor=0)
 
 
+@pytest.mark.slow
 def test_dg_boundary_term_beats_the_whole_sequence_sum(monkeypatch):
     """The guard of the boundary term while the kernels' own decays limit the comparison above: at T = 1536 in
     float32, dg with the exact chunk-boundary term is at least 3x closer to float64 than the whole-sequence sum
@@ -206,6 +209,7 @@ def test_strong_gates_stay_finite_and_accurate():
 
 
 @pytest.mark.parametrize("span", [-1.0, float("inf")])
+@pytest.mark.slow
 def test_diagonal_paths_agree(span, monkeypatch):
     """The diagonal sub-blocks factored through a reference row (default under SETTINGS.factor_span) and taken
     pairwise (SETTINGS.factor_span = -1) give the same forward, states and gradients on moderate gates; inf

@@ -27,6 +27,7 @@ def two_steps(data_cache, tmp_path_factory):
     ("model.num_slots=32", r"trained with another model \(num_slots 16 then, 32 now\)"),
     ("model.num_hidden_layers=3", r"num_hidden_layers 2 then, 3 now"),
 ])
+@pytest.mark.slow
 def test_resume_with_another_model_is_refused(two_steps, data_cache, change, message, capsys):
     over = tiny_overrides(data_cache, two_steps, **{"train.max_steps": 4}) + [change]
     with pytest.raises(CheckpointError, match=message + r".*resume with the \[model\] settings it was trained with"):

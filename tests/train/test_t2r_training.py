@@ -37,6 +37,7 @@ def _falls(losses):
     return sum(losses[-3:]) < 0.8 * sum(losses[:3])
 
 
+@pytest.mark.slow
 def test_two_stage_distillation(data_cache, tmp_path, teacher_dir):
     # stage 1: only the new slot/gate projections learn to reproduce each teacher attention layer's output
     s1, losses = _run(data_cache, tmp_path / "s1", ("t2r", "teacher", teacher_dir, ", num_slots = 8, init_std = 0.1"),

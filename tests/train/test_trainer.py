@@ -21,6 +21,7 @@ def losses(out):
     return [(r["step"], r["loss"]) for r in read_metrics(out) if "loss" in r]
 
 
+@pytest.mark.slow
 def test_tiny_cpu_trains_and_loss_falls(data_cache, tmp_path):
     out = tmp_path / "run"
     summary = train(load_config(TINY, tiny_overrides(data_cache, out, **{"train.max_steps": 30})))
@@ -61,6 +62,7 @@ def test_logged_loss_is_the_mean_since_the_previous_row(reference, data_cache, t
         assert loss == pytest.approx(want, rel=1e-6) and loss != pytest.approx(per_step[step], rel=1e-3)
 
 
+@pytest.mark.slow
 def test_kill_and_resume_reproduces_loss_curve(reference, data_cache, tmp_path):
     ref_out, _ = reference
     out = tmp_path / "killed"
@@ -244,6 +246,7 @@ def torchrun_two(over: list[str], timeout: int = 180) -> None:
 
 
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+@pytest.mark.slow
 def test_two_processes_match_one(parallel, one_process, data_cache, tmp_path):
     """2 processes x micro-batch 4 == 1 process x micro-batch 4 x 2 accumulation steps (same global batch)."""
     two = tmp_path / "two"
