@@ -141,3 +141,35 @@ def profile_kernels(fn, repeats: int, title: str, top: int = 24) -> list[dict]:
     print(f"  {sum(r[0] for r in rows):9.1f} us  total, {sum(r[1] for r in rows):g} kernels")
     return [dict(us=t, calls=n, kernel=key) for t, n, key in rows]
 
+
+def time_fwd_bwd(fwd, x: dict, do) -> dict:
+    """One op on CUDA: first call (compile + run of a forward+backward, s), forward and forward+backward medians of
+    triton.testing.do_bench (ms, warm-up excluded), and the extra memory of a forward+backward (MiB above what is
+    allocated before it). fwd(x) -> output; x: the inputs by name (gradients cleared after); do: the cotangent."""
+    import time
+
+    import torch
+    from triton.testing import do_bench
+
+    def step():
+        torch.autograd.backward(fwd(x), do)
+
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    step()
+    torch.cuda.synchronize()
+    r = {"first_call_s": time.perf_counter() - t0}
+    with torch.no_grad():
+        r["fwd_ms"] = do_bench(lambda: fwd(x), return_mode="median")
+    r["fwd_bwd_ms"] = do_bench(step, grad_to_none=list(x.values()), return_mode="median")
+    for t in x.values():
+        t.grad = None
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    step()
+    torch.cuda.synchronize()
+    r["extra_mib"] = (torch.cuda.max_memory_allocated() - base) / 2**20
+    for t in x.values():
+        t.grad = None
+    return r

@@ -159,33 +159,6 @@ def _sdpa_case(torch, x: Shape):
     return a, (lambda a: sdpa(a["q"], a["k"], a["v"], is_causal=True)), torch.randn_like(a["q"])
 
 
-def _time(torch, do_bench, fwd, a, do) -> dict:
-    """First call (compile + run), forward and forward+backward medians (ms), and the extra memory of a
-    forward+backward (MiB above what the inputs hold)."""
-    def step():
-        torch.autograd.backward(fwd(a), do)
-
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    step()
-    torch.cuda.synchronize()
-    first = time.perf_counter() - t0
-    with torch.no_grad():
-        f = do_bench(lambda: fwd(a), return_mode="median")
-    fb = do_bench(step, grad_to_none=list(a.values()), return_mode="median")
-    for t in a.values():
-        t.grad = None
-    torch.cuda.synchronize()
-    base = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    step()
-    torch.cuda.synchronize()
-    extra = (torch.cuda.max_memory_allocated() - base) / 2**20
-    for t in a.values():
-        t.grad = None
-    return dict(first_s=first, fwd_ms=f, fwd_bwd_ms=fb, extra_mib=extra)
-
-
 def warm_fla(name: str) -> int:
     """fla-core's first forward+backward at one shape: Triton compiles and autotunes its kernels into the on-disk
     cache; a marker records that the shape is tuned."""
@@ -193,7 +166,7 @@ def warm_fla(name: str) -> int:
 
     x = GRID[name]
     a = _inputs(torch, x)
-    (_, fwd), = [i for i in _impls(torch, x, True) if i[0] == "fla"]
+    fwd = dict(_impls(torch, x, True))["fla"]
     t0 = time.perf_counter()
     torch.autograd.backward(fwd(a), torch.randn(x.B, x.T, x.HQ, x.V, device="cuda", dtype=a["q"].dtype))
     torch.cuda.synchronize()
@@ -223,10 +196,10 @@ def measure(shapes: dict[str, Shape], fla_mode: str, sdpa: bool, profile: bool, 
             variants: list[dict] = ()) -> list[dict]:
     """Time every shape (and ours under each launch-option variant); `done(rows)` is called after each (the caller
     saves partial results)."""
-    from gsa.ops.triton import SETTINGS
-
     import torch
-    from triton.testing import do_bench
+
+    from gsa.bench.common import profile_kernels, time_fwd_bwd
+    from gsa.ops.triton import SETTINGS
 
     try:
         import fla.ops.gsa  # noqa: F401
@@ -235,27 +208,24 @@ def measure(shapes: dict[str, Shape], fla_mode: str, sdpa: bool, profile: bool, 
         have_fla = False
     rows = []
     for name, x in shapes.items():
-        fla = have_fla and (fla_mode == "always" or (fla_mode == "tuned" and _marker(name).exists()))
-        row = dict(name=name, **asdict(x), fla_timed=fla)
+        with_fla = have_fla and (fla_mode == "always" or (fla_mode == "tuned" and _marker(name).exists()))
+        row = dict(name=name, **asdict(x), fla_timed=with_fla)
         a = _inputs(torch, x)
         do = torch.randn(x.B, x.T, x.HQ, x.V, device="cuda", dtype=a["q"].dtype)
-        for impl, fwd in _impls(torch, x, fla):
-            row[impl] = _time(torch, do_bench, fwd, a, do)
-        ours = _impls(torch, x, False)[0][1]
+        impls = dict(_impls(torch, x, with_fla))
+        for impl, fwd in impls.items():
+            row[impl] = time_fwd_bwd(fwd, a, do)
         for i, variant in enumerate(variants, 1):
             with SETTINGS.override(launch={**SETTINGS.launch, **variant}):
-                row[f"gsa@{i}"] = dict(_time(torch, do_bench, ours, a, do), launch=variant)
+                row[f"gsa@{i}"] = dict(time_fwd_bwd(impls["gsa"], a, do), launch=variant)
             print(f"  {name} gsa@{i} {json.dumps(variant)}: {row[f'gsa@{i}']['fwd_ms']:.3f} / "
                   f"{row[f'gsa@{i}']['fwd_bwd_ms']:.3f} ms", flush=True)
         if profile:
-            from gsa.bench.common import profile_kernels
-
-            fwd = _impls(torch, x, False)[0][1]
-            row["profile"] = profile_kernels(lambda: torch.autograd.backward(fwd(a), do), 5, name, top=12)
+            row["profile"] = profile_kernels(lambda: torch.autograd.backward(impls["gsa"](a), do), 5, name, top=12)
         del a, do
         if sdpa:
             a, fwd, do = _sdpa_case(torch, x)
-            row["sdpa"] = _time(torch, do_bench, fwd, a, do)
+            row["sdpa"] = time_fwd_bwd(fwd, a, do)
             del a, do
         torch.cuda.empty_cache()
         rows.append(row)

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
-from gsa.bench.common import RESULTS, gpu_slug
+from gsa.bench.common import RESULTS, gpu_slug, time_fwd_bwd
 
 # name: (B, T, HQ, H, K, V, M)
 SHAPES = {
@@ -84,43 +83,8 @@ def _counts(shape, el):
     return flops_fwd, bytes_fwd, 3 * flops_fwd, bytes_fwd + bytes_bwd
 
 
-def _time_first(torch, fn):
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    fn()
-    torch.cuda.synchronize()
-    return time.perf_counter() - t0
-
-
-def _fwd_bwd(torch, fwd, x, do):
-    def step():
-        o = fwd(x)
-        torch.autograd.backward(o, do)
-    return step
-
-
-def _peak_extra(torch, step):
-    torch.cuda.synchronize()
-    base = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    step()
-    torch.cuda.synchronize()
-    return (torch.cuda.max_memory_allocated() - base) / 2**20
-
-
-def _bench_impl(torch, do_bench, name, fwd, x, do):
-    r = {"impl": name}
-    r["first_call_s"] = _time_first(torch, _fwd_bwd(torch, fwd, x, do))
-    with torch.no_grad():
-        r["fwd_ms"] = do_bench(lambda: fwd(x), return_mode="median")
-    step = _fwd_bwd(torch, fwd, x, do)
-    r["fwd_bwd_ms"] = do_bench(step, grad_to_none=list(x.values()), return_mode="median")
-    for t in x.values():
-        t.grad = None
-    r["extra_mib"] = _peak_extra(torch, step)
-    for t in x.values():
-        t.grad = None
-    return r
+def _bench_impl(name, fwd, x, do):
+    return {"impl": name, **time_fwd_bwd(fwd, x, do)}
 
 
 def _decode(torch, do_bench, batch, dtype):
@@ -157,8 +121,9 @@ def _profile(torch, shape, dtype):
     B, T, HQ, H, K, V, M = shape
     x = _inputs(torch, shape, dtype, True)
     do = torch.randn(B, T, HQ, V, device="cuda", dtype=dtype)
-    step = _fwd_bwd(torch, lambda x: chunk_gsa(x["q"], x["k"], x["v"], x["s"], x["g"], K**-0.5, None, False,
-                                               None)[0], x, do)
+    def step():
+        torch.autograd.backward(chunk_gsa(x["q"], x["k"], x["v"], x["s"], x["g"], K**-0.5, None, False, None)[0], do)
+
     return profile_kernels(step, 5, f"one forward+backward, shape {shape}")
 
 
@@ -200,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
             impls.append(("fla-core chunk_gsa", lambda x: fla_chunk_gsa(x["q"], x["k"], x["v"], x["s"], x["g"],
                                                                       scale=scale)[0]))
         for impl, fwd in impls:
-            r = _bench_impl(torch, do_bench, impl, fwd, x, do)
+            r = _bench_impl(impl, fwd, x, do)
             r.update(shape=name, dims=dict(zip("B T HQ H K V M".split(), shape)), floor_fwd_ms=floor_f * 1,
                      floor_fwd_bwd_ms=floor_fb, tflops_fwd=flops_f / r["fwd_ms"] / 1e9,
                      gbps_fwd=bytes_f / r["fwd_ms"] / 1e6, tflops_fwd_bwd=flops_fb / r["fwd_bwd_ms"] / 1e9,
@@ -215,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
         xs = {n: torch.randn(B, hs, T, 128, device="cuda", dtype=dtype, requires_grad=True) for n in "qkv"}
         dos = torch.randn(B, hs, T, 128, device="cuda", dtype=dtype)
         sdpa = torch.nn.functional.scaled_dot_product_attention
-        r = _bench_impl(torch, do_bench, f"causal SDPA {hs}x128",
+        r = _bench_impl(f"causal SDPA {hs}x128",
                         lambda x: sdpa(x["q"], x["k"], x["v"], is_causal=True), xs, dos)
         fl = 4 * B * hs * T * T * 128 / 2  # causal half of QK^T and PV
         r.update(shape=name, dims=dict(B=B, T=T, heads=hs, D=128), floor_fwd_ms=None, floor_fwd_bwd_ms=None,

@@ -26,7 +26,7 @@ def test_unknown_shape_is_refused_by_name():
 
 
 def _row(name, ours, fla=None, sdpa=None):
-    t = lambda ms: dict(first_s=1.0, fwd_ms=ms / 4, fwd_bwd_ms=ms, extra_mib=100.0)  # noqa: E731
+    t = lambda ms: dict(first_call_s=1.0, fwd_ms=ms / 4, fwd_bwd_ms=ms, extra_mib=100.0)  # noqa: E731
     row = dict(name=name, **vars(grid.GRID[name]), gsa=t(ours))
     if fla is not None:
         row["fla"] = t(fla)
