@@ -167,8 +167,8 @@ def main(argv=None) -> int:
             scores = passkey_scores(fn, batch, args.batch_size, device)
             row[f"passkey_{L}"], row[f"passkey_tok_{L}"] = scores["exact"], scores["token"]
             row[f"passkey_ctl_{L}"] = passkey_scores(fn, controls[L], args.batch_size, device)["token"]
-        for task, rows in tasks.items():
-            scores = multiple_choice_scores(fn, data.tokenizer, rows, args.batch_size, device)
+        for task, examples in tasks.items():
+            scores = multiple_choice_scores(fn, data.tokenizer, examples, args.batch_size, device)
             row[f"{task}_acc"], row[f"{task}_acc_norm"] = scores["acc"], scores["acc_norm"]
         if model is not None and args.decode_tokens:
             row["decode_ms_per_token"] = decode_ms_per_token(model, prompt, args.decode_tokens)
@@ -183,9 +183,9 @@ def main(argv=None) -> int:
             r[f"{task}_recovery"] = r[f"{task}_acc"] / teacher_acc if teacher_acc else None
     payload = {"tokens": str(args.tokens), "heldout_windows": n, "seq_len": args.seq_len, "device": str(device),
                "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None,
-               "tasks": {t: {"examples": len(r), "choices": len(r[0]["choices"]), "chance": 1 / len(r[0]["choices"]),
+               "tasks": {t: {"examples": len(ex), "choices": len(ex[0]["choices"]), "chance": 1 / len(ex[0]["choices"]),
                              "context_words": args.task_context_words, "seed": args.task_seed}
-                         for t, r in tasks.items()},
+                         for t, ex in tasks.items()},
                "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=1))

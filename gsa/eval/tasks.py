@@ -115,7 +115,8 @@ def sentence_spans(words: Sequence[str]) -> list[tuple[int, int]]:
 
 def _next_sentence(words, n, k, context_words, min_words, max_words, rng) -> list[tuple]:
     """(doc, start, context, answer, distractors) of up to `n` sentences with `context_words` words before them."""
-    sentences = [(d, a, b) for d, w in enumerate(words) for a, b in sentence_spans(w) if min_words <= b - a <= max_words]
+    sentences = [(d, a, b) for d, w in enumerate(words) for a, b in sentence_spans(w)
+                 if min_words <= b - a <= max_words]
     by_length: dict[int, list[int]] = {}
     for j, (_, a, b) in enumerate(sentences):
         by_length.setdefault(b - a, []).append(j)

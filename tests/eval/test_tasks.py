@@ -178,3 +178,36 @@ def test_gsa_eval_tasks_cli(tmp_path, capsys):
     assert "is a file, not a directory" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         gsa_main(args + ["--build", "hellaswag"])
+
+
+def test_scores_equal_lm_evals_on_the_written_task_files(tmp_path, tokenizer, monkeypatch):
+    """The same tiny model through lm-eval (the gsa adapter, the YAML and JSONL written by write_task) and through
+    choice_loglikelihoods: equal log-likelihoods per choice, equal acc and acc_norm."""
+    lm_eval = pytest.importorskip("lm_eval", reason="lm-eval is not installed (pip install lm-eval)")
+    from convert.convert_teachers import tiny_teacher
+    from lm_eval.tasks import TaskManager
+
+    from gsa.eval import harness
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = tiny_teacher("llama", vocab_size=300).eval()
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    tasks = {t: build_task(t, DOCS, num_examples=8, context_words=12, continuation_words=4, seed=5) for t in TASKS}
+    for t, rows in tasks.items():
+        write_task(t, rows, tmp_path / "tasks")
+    harness.register()
+    manager = TaskManager(include_path=str(tmp_path / "tasks"), include_defaults=False)  # ours alone: fast
+    out = lm_eval.simple_evaluate(model="gsa", model_args={"pretrained": str(tmp_path / "model"), "batch_size": 3,
+                                                           "device": "cpu"},
+                                  tasks=list(TASKS.values()), task_manager=manager, log_samples=True)
+    for t, rows in tasks.items():
+        ours = choice_loglikelihoods(lambda x: model(x).logits, tokenizer, rows, batch_size=5)
+        theirs = {s["doc_id"]: [ll for ll, _ in s["filtered_resps"]] for s in out["samples"][TASKS[t]]}
+        assert sorted(theirs) == list(range(len(rows)))
+        for i, lls in enumerate(ours):
+            assert lls == pytest.approx(theirs[i], rel=1e-5, abs=1e-4)
+        scores = multiple_choice_scores(lambda x: model(x).logits, tokenizer, rows)
+        assert out["results"][TASKS[t]]["acc,none"] == scores["acc"]
+        assert out["results"][TASKS[t]]["acc_norm,none"] == scores["acc_norm"]
