@@ -144,7 +144,10 @@ def main(argv=None) -> int:
     controls = {k: passkey_batch(data.tokenizer, data.heldout.tokens, num_examples=args.passkey_examples,
                                  decoy=True, **kw) for k, kw in specs.items()}
     labels = list(specs)
-    tasks = heldout_tasks(data, task_names, args.task_examples, args.task_context_words, args.task_seed)
+    try:
+        tasks = heldout_tasks(data, task_names, args.task_examples, args.task_context_words, args.task_seed)
+    except ValueError as e:
+        p.error(f"--tasks {args.tasks} on the held-out documents of {args.tokens}: {e}")
     prompt = torch.from_numpy(windows[0][None]).to(device)
 
     def load(path):

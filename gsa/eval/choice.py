@@ -38,14 +38,15 @@ def choice_loglikelihoods(logits_fn: Callable[[torch.Tensor], torch.Tensor], tok
     lls: list[float] = []
     for i in range(0, len(pairs), batch_size):
         chunk = pairs[i : i + batch_size]
-        seqs = [(ctx + cont)[:-1] for ctx, cont in chunk]
-        ids = torch.zeros(len(seqs), max(map(len, seqs)), dtype=torch.long)
+        seqs = [ctx + cont for ctx, cont in chunk]
+        ids = torch.zeros(len(seqs), max(map(len, seqs)), dtype=torch.long)  # [B, T + 1]: inputs, then targets
         for n, s in enumerate(seqs):
             ids[n, : len(s)] = torch.tensor(s)
-        logp = torch.log_softmax(logits_fn(ids.to(device)).float(), dim=-1).cpu()
+        ids = ids.to(device)
+        logp = torch.log_softmax(logits_fn(ids[:, :-1]).float(), dim=-1)
+        token_lp = logp.gather(-1, ids[:, 1:, None])[..., 0].cpu()  # [B, T]: log p(token t + 1 | tokens <= t)
         for n, (ctx, cont) in enumerate(chunk):
-            at = torch.arange(len(ctx) - 1, len(ctx) - 1 + len(cont))
-            lls.append(float(logp[n, at, torch.tensor(cont)].sum()))
+            lls.append(float(token_lp[n, len(ctx) - 1 : len(ctx) - 1 + len(cont)].sum()))
     out, k = [], 0
     for r in rows:
         out.append(lls[k : k + len(r["choices"])])

@@ -202,7 +202,7 @@ def _run_mqar(args: argparse.Namespace, settings: tuple[int, bool, bool, dict], 
 
 
 def _run_tasks(args: argparse.Namespace) -> int:
-    from .tasks import TASKS, build_task, write_task
+    from .tasks import build_task, write_task
 
     for flag, value, low in (("--examples", args.examples, 1), ("--choices", args.choices, 2),
                              ("--context-words", args.context_words, 1),

@@ -91,6 +91,12 @@ def test_t2r_report_decode_timing_is_per_step(tmp_path, capsys):
         mod.main(["--tokens", str(tmp_path / "none"), "--teacher", str(tmp_path), "--decode-tokens", "1",
                   "--out", str(tmp_path / "r.json")])
     assert "--decode-tokens must be 0 (no timing) or >= 2" in capsys.readouterr().err
+    for extra, message in ((["--tasks", "cloze,x"], "--tasks takes cloze, next-sentence, got 'cloze,x'"),
+                           (["--tasks", "cloze", "--task-examples", "0"], "--task-examples must be >= 1, got 0")):
+        with pytest.raises(SystemExit):
+            mod.main(["--tokens", str(tmp_path / "none"), "--teacher", str(tmp_path), "--out", str(tmp_path / "r.json"),
+                      *extra])
+        assert message in capsys.readouterr().err
 
 
 def test_t2r_decode_speed_runs_teacher_and_both_students(tmp_path):
