@@ -25,6 +25,8 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 TASKS = {"cloze": "gsa_cloze", "next-sentence": "gsa_next_sentence"}  # builder name -> lm-eval task name
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]*$")
 _SENTENCE_START = re.compile(r"[\"'(\[]*[A-Z]")
@@ -44,8 +46,6 @@ def build_task(task: str, documents: Sequence[str], num_examples: int = 200, num
                              ("min_words", min_words, 1), ("max_words", max_words, min_words)):
         if value < low:
             raise ValueError(f"{name} must be >= {low}, got {value}")
-    import numpy as np  # here, so that `gsa --help` (which imports TASKS) stays fast
-
     words = [doc.split() for doc in documents]
     rng = np.random.default_rng(seed)
     if task == "cloze":
