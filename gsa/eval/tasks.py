@@ -3,8 +3,8 @@
 Documents are read as words (split on whitespace, rejoined with single spaces), so every task is independent of the
 tokenizer and of the source's layout. One example is a row ``{"context": str, "choices": [str, ...], "answer": int,
 "doc": int, "start": int}``: the choices are continuations of the context (each with its leading space), `answer`
-indexes the true one, and the true one is words ``start ...`` of document ``doc`` (the context the words just
-before it), so an example can be checked against its source.
+indexes the true one, which is words ``start ...`` of document ``doc``, the context being the words just before
+them; so an example can be checked against its source.
 
 - ``cloze``: a passage of `context_words` words, then the next `continuation_words` words against `num_choices - 1`
   spans of as many words from random positions of other documents. The passages of one document do not overlap.
