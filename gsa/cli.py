@@ -196,7 +196,8 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 register(Subcommand(name="train", help="train a GSA model (or a baseline) from a TOML config; see configs/",
                     add_arguments=_add_train_arguments, run=_run_train))
-register(Subcommand(name="eval", help="evaluate a saved model: ppl (perplexity, bits per byte), mqar (recall)",
+register(Subcommand(name="eval", help="evaluate a saved model: ppl (perplexity, bits per byte), mqar (recall), harness "
+                         "(lm-eval tasks); tasks builds multiple-choice tasks from held-out text",
                     add_arguments=_add_eval_arguments, run=_run_eval))
 
 # --- bench --------------------------------------------------------------------------------------------------

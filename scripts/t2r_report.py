@@ -1,11 +1,13 @@
 """Evaluate a T2R run: teacher, its sliding-window(64) + 4-sinks restriction, and any number of GSA students, on the
 same held-out windows (perplexity, recovery = teacher ppl / student ppl), the passkey probe at several lengths
 (with its control: another key in the needle) and, with --passkey-distances, at one length per needle distance,
-and decode speed (ms/token, batch 1, greedy, after a 512-token
-prompt). Writes one JSON and prints a table.
+decode speed (ms/token, batch 1, greedy, after a 512-token prompt) and, with --tasks, zero-shot multiple-choice
+accuracy (gsa.eval.tasks, built from the held-out documents of --tokens; scored as lm-eval does, gsa.eval.choice)
+with task recovery = student acc / teacher acc. Writes one JSON and prints a table.
 
     python scripts/t2r_report.py --tokens .cache/t2r/tokens/tokens-<key> --teacher .cache/t2r/teacher \
-        --student recipe-b=runs/t2r-stage2/model --student paper=runs/t2r-paper/model --out t2r.json
+        --student recipe-b=runs/t2r-stage2/model --student paper=runs/t2r-paper/model \
+        --tasks cloze,next-sentence --out t2r.json
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gsa.convert.baselines import sink_window_logits  # noqa: E402
 from gsa.data import Windows, load_text_data  # noqa: E402
+from gsa.eval.choice import multiple_choice_scores  # noqa: E402
 from gsa.eval.perplexity import perplexity  # noqa: E402
 from gsa.eval.passkey import passkey_batch, passkey_scores  # noqa: E402
+from gsa.eval.tasks import TASKS, build_task  # noqa: E402
 
 
 class _LogitsModel:
@@ -73,6 +77,17 @@ def decode_ms_per_token(model, prompt: torch.Tensor, new: int) -> float:
     return statistics.median(b - a for a, b in zip(clock.times, clock.times[1:])) * 1e3
 
 
+def heldout_tasks(data, names: list[str], examples: int, context_words: int, seed: int) -> dict[str, list[dict]]:
+    """{task: rows} of gsa.eval.tasks built from the held-out documents of `data` (a gsa.data.TextData), decoded
+    from their tokens (so the token cache alone suffices; EOS dropped)."""
+    if not names:
+        return {}
+    corpus = data.heldout
+    docs = [data.tokenizer.decode(corpus.document(i)[:-1].tolist(), clean_up_tokenization_spaces=False)
+            for i in range(corpus.num_documents)]
+    return {t: build_task(t, docs, examples, context_words=context_words, seed=seed) for t in names}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tokens", required=True, help="token cache directory (held-out split used)")
@@ -91,10 +106,20 @@ def main(argv=None) -> int:
     p.add_argument("--sinks", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--decode-tokens", type=int, default=128, help="0 skips the decode timing (else >= 2)")
+    p.add_argument("--tasks", default="", help=f"multiple-choice tasks, comma-separated: {', '.join(TASKS)}")
+    p.add_argument("--task-examples", type=int, default=200, help="examples per task, at most (4 choices each)")
+    p.add_argument("--task-context-words", type=int, default=128, help="words of context of a task example")
+    p.add_argument("--task-seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     if args.decode_tokens == 1 or args.decode_tokens < 0:
         p.error(f"--decode-tokens must be 0 (no timing) or >= 2 (a gap between two tokens), got {args.decode_tokens}")
+    task_names = [t for t in args.tasks.split(",") if t]
+    if any(t not in TASKS for t in task_names):
+        p.error(f"--tasks takes {', '.join(TASKS)}, got {args.tasks!r}")
+    for flag, value in (("--task-examples", args.task_examples), ("--task-context-words", args.task_context_words)):
+        if value < 1:
+            p.error(f"{flag} must be >= 1, got {value}")
 
     import gsa.models  # noqa: F401  (Auto classes)
     from transformers import AutoModelForCausalLM
@@ -119,6 +144,10 @@ def main(argv=None) -> int:
     controls = {k: passkey_batch(data.tokenizer, data.heldout.tokens, num_examples=args.passkey_examples,
                                  decoy=True, **kw) for k, kw in specs.items()}
     labels = list(specs)
+    try:
+        tasks = heldout_tasks(data, task_names, args.task_examples, args.task_context_words, args.task_seed)
+    except ValueError as e:
+        p.error(f"--tasks {args.tasks} on the held-out documents of {args.tokens}: {e}")
     prompt = torch.from_numpy(windows[0][None]).to(device)
 
     def load(path):
@@ -141,6 +170,9 @@ def main(argv=None) -> int:
             scores = passkey_scores(fn, batch, args.batch_size, device)
             row[f"passkey_{L}"], row[f"passkey_tok_{L}"] = scores["exact"], scores["token"]
             row[f"passkey_ctl_{L}"] = passkey_scores(fn, controls[L], args.batch_size, device)["token"]
+        for task, examples in tasks.items():
+            scores = multiple_choice_scores(fn, data.tokenizer, examples, args.batch_size, device)
+            row[f"{task}_acc"], row[f"{task}_acc_norm"] = scores["acc"], scores["acc_norm"]
         if model is not None and args.decode_tokens:
             row["decode_ms_per_token"] = decode_ms_per_token(model, prompt, args.decode_tokens)
         row["eval_s"] = time.time() - t0
@@ -149,16 +181,25 @@ def main(argv=None) -> int:
     teacher_ppl = rows[0]["ppl"]
     for r in rows:
         r["recovery"] = teacher_ppl / r["ppl"]
+        for task in tasks:  # None where the teacher got nothing right (no ceiling to recover)
+            teacher_acc = rows[0][f"{task}_acc"]
+            r[f"{task}_recovery"] = r[f"{task}_acc"] / teacher_acc if teacher_acc else None
     payload = {"tokens": str(args.tokens), "heldout_windows": n, "seq_len": args.seq_len, "device": str(device),
-               "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None, "rows": rows}
+               "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None,
+               "tasks": {t: {"examples": len(ex), "choices": len(ex[0]["choices"]), "chance": 1 / len(ex[0]["choices"]),
+                             "context_words": args.task_context_words, "seed": args.task_seed}
+                         for t, ex in tasks.items()},
+               "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=1))
     cols = (["ppl", "recovery"] + [f"passkey_{L}" for L in labels] + [f"passkey_tok_{L}" for L in labels]
-            + [f"passkey_ctl_{L}" for L in labels] + ["decode_ms_per_token"])
-    print("\n" + "model".ljust(34) + "".join(c[:14].rjust(15) for c in cols))
+            + [f"passkey_ctl_{L}" for L in labels] + ["decode_ms_per_token"]
+            + [f"{t}_{m}" for t in tasks for m in ("acc", "acc_norm", "recovery")])
+    widths = [max(15, len(c) + 1) for c in cols]
+    print("\n" + "model".ljust(34) + "".join(c.rjust(w) for c, w in zip(cols, widths)))
     for r in rows:
         print(r["model"][:33].ljust(34) + "".join(
-            (f"{r[c]:15.3f}" if isinstance(r.get(c), float) else "-".rjust(15)) for c in cols))
+            (f"{r[c]:{w}.3f}" if isinstance(r.get(c), float) else "-".rjust(w)) for c, w in zip(cols, widths)))
     return 0
 
 

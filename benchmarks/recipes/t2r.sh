@@ -4,7 +4,8 @@
 # (configs/t2r-hybrid-stage1.toml: f_proj and memory_scale fit each layer's attention output, half the windows passkey
 # sequences) then stage 2 (configs/t2r-hybrid-stage2.toml: everything, KL to the teacher plus the passkey answers'
 # cross-entropy), then scripts/t2r_report.py: held-out perplexity and recovery against the teacher and the
-# sliding-window baseline, passkey retrieval at 256-2K tokens, by needle distance and on an unseen wording.
+# sliding-window baseline, passkey retrieval at 256-2K tokens, by needle distance and on an unseen wording, and
+# the zero-shot cloze / next-sentence tasks built from the held-out documents (teacher = ceiling).
 #   bash benchmarks/recipes/t2r.sh                     # ~10 minutes on an H100
 #   SEED=1 bash benchmarks/recipes/t2r.sh              # the second seed of the results page
 # Needs the teacher and a token cache (TEACHER, TOKENS; defaults .cache/t2r/teacher and the 14M-token subset of the
@@ -27,4 +28,4 @@ $PY -m gsa.train --config configs/t2r-hybrid-stage2.toml --output-dir "$RUNS/sta
   train.time_limit_s="$S2_TIME" ${EXTRA:-} > "$RUNS/stage2-seed$SEED.log" 2>&1
 $PY scripts/t2r_report.py --tokens "$TOKENS" --teacher "$TEACHER" --student "hybrid=$RUNS/stage2-seed$SEED/model" \
   --passkey-lengths 256,512,1024,2048 --passkey-distances 65-96,96-128,128-256,256-512 --passkey-templates code \
-  --passkey-examples 50 --decode-tokens 16 ${REPORT_EXTRA:-} --out "$OUT/t2r-recall-seed$SEED.json"
+  --passkey-examples 50 --decode-tokens 16 --tasks cloze,next-sentence ${REPORT_EXTRA:-} --out "$OUT/t2r-recall-seed$SEED.json"

@@ -1,4 +1,4 @@
-"""``gsa eval ppl`` and ``gsa eval mqar`` (also ``python -m gsa.eval ...``)."""
+"""``gsa eval ppl``, ``mqar``, ``tasks`` and ``harness`` (also ``python -m gsa.eval ...``)."""
 
 from __future__ import annotations
 
@@ -10,21 +10,15 @@ from pathlib import Path
 from gsa.data.sources import BUILTIN_CORPUS
 from gsa.errors import InputError, one_line, run_command
 
+from .tasks import TASKS
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="eval_task", required=True, metavar="TASK")
     ppl = sub.add_parser("ppl", help="perplexity and bits per byte on text",
                          description="Perplexity and bits per byte of a saved model on text.")
     _model_args(ppl)
-    ppl.add_argument("--data", nargs="+", default=[BUILTIN_CORPUS],
-                     help="text sources: .txt/.jsonl/.parquet files, directories, globs, or python-docs (default)")
-    ppl.add_argument("--split", choices=["heldout", "all"],
-                     help="heldout: only the documents the trainer held out (same --heldout-fraction and "
-                     "--split-seed as training); all: every document. Default: heldout for python-docs (the corpus "
-                     "training defaults to), all for your own --data")
-    ppl.add_argument("--heldout-fraction", type=float, default=0.02, help="as data.heldout_fraction (default 0.02)")
-    ppl.add_argument("--split-seed", type=int, default=0, help="seed of the held-out split (default 0)")
-    ppl.add_argument("--text-field", default="text", help="text field of .jsonl/.parquet rows (default text)")
+    _data_args(ppl)
     ppl.add_argument("--tokenizer", help="tokenizer directory (default: the one saved with the model)")
     ppl.add_argument("--seq-len", type=int, default=512, help="window length in tokens (default 512)")
     ppl.add_argument("--max-tokens", type=int, help="evaluate at most this many tokens")
@@ -44,10 +38,36 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                          "Zoology's own, filler after each query key and random filler tokens "
                          "(data.mqar_query_values=false, data.mqar_random_fill=true)")
     mq.add_argument("--seed", type=int, default=0, help="test-set seed (default 0)")
+    tasks = sub.add_parser("tasks", help="build multiple-choice tasks from held-out text (lm-eval task files)",
+                           description="Build zero-shot multiple-choice tasks from text (gsa.eval.tasks) as local "
+                                       "lm-eval task files; score a model on them with `gsa eval harness "
+                                       "--include-path OUT`.")
+    tasks.add_argument("--build", nargs="+", required=True, choices=list(TASKS), metavar="TASK",
+                       help="cloze (a passage's next words against spans of other documents) and/or next-sentence "
+                            "(a sentence against sentences of other documents)")
+    _data_args(tasks)
+    tasks.add_argument("--out", required=True, type=Path, help="directory for <task>.jsonl and <task>.yaml")
+    tasks.add_argument("--examples", type=int, default=200, help="examples per task, at most (default 200)")
+    tasks.add_argument("--choices", type=int, default=4, help="choices per example (default 4; chance 1/choices)")
+    tasks.add_argument("--context-words", type=int, default=128, help="words of context (default 128)")
+    tasks.add_argument("--continuation-words", type=int, default=12, help="words of a cloze answer (default 12)")
+    tasks.add_argument("--seed", type=int, default=0, help="seed of the passages, distractors and order (default 0)")
     from .harness import add_arguments as harness_arguments
 
     harness_arguments(sub.add_parser("harness", help="lm-evaluation-harness tasks (needs lm-eval)",
                                      description="Run lm-evaluation-harness tasks on a saved model."))
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", nargs="+", default=[BUILTIN_CORPUS],
+                   help="text sources: .txt/.jsonl/.parquet files, directories, globs, or python-docs (default)")
+    p.add_argument("--split", choices=["heldout", "all"],
+                   help="heldout: only the documents the trainer held out (same --heldout-fraction and "
+                   "--split-seed as training); all: every document. Default: heldout for python-docs (the corpus "
+                   "training defaults to), all for your own --data")
+    p.add_argument("--heldout-fraction", type=float, default=0.02, help="as data.heldout_fraction (default 0.02)")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the held-out split (default 0)")
+    p.add_argument("--text-field", default="text", help="text field of .jsonl/.parquet rows (default text)")
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -181,11 +201,42 @@ def _run_mqar(args: argparse.Namespace, settings: tuple[int, bool, bool, dict], 
             "accuracy": acc}
 
 
+def _run_tasks(args: argparse.Namespace) -> int:
+    from .tasks import build_task, write_task
+
+    for flag, value, low in (("--examples", args.examples, 1), ("--choices", args.choices, 2),
+                             ("--context-words", args.context_words, 1),
+                             ("--continuation-words", args.continuation_words, 1)):
+        if value < low:
+            raise InputError(f"{flag} must be >= {low}, got {value}")
+    if not 0 <= args.heldout_fraction < 1:
+        raise InputError(f"--heldout-fraction must be in [0, 1), got {args.heldout_fraction}")
+    if args.out.exists() and not args.out.is_dir():
+        raise InputError(f"--out {args.out} is a file, not a directory")
+    docs, split = _documents(args)
+    docs = list(docs)
+    for task in dict.fromkeys(args.build):
+        try:
+            rows = build_task(task, docs, args.examples, args.choices, args.context_words, args.continuation_words,
+                              args.seed)
+        except ValueError as e:
+            raise InputError(f"--build {task} on --data {' '.join(args.data)} (split {split}): {one_line(e)}") from None
+        path = write_task(task, rows, args.out)
+        fewer = f" (of {args.examples} asked: the documents hold no more)" if len(rows) < args.examples else ""
+        print(f"{TASKS[task]}: {len(rows)} examples{fewer} of {args.choices} choices from {len(docs)} documents "
+              f"(split {split}) -> {path}")
+    names = ",".join(TASKS[t] for t in dict.fromkeys(args.build))
+    print(f"score with: gsa eval harness --model MODEL --tasks {names} --include-path {args.out}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     if args.eval_task == "harness":
         from .harness import run as run_harness
 
         return run_harness(args)
+    if args.eval_task == "tasks":
+        return _run_tasks(args)
     from gsa.models.loading import check_model_dir, resolve_device
 
     _check_args(args)

@@ -21,8 +21,13 @@ def _report_module():
 
 def test_t2r_report_scores_teacher_baseline_and_students(tmp_path):
     pytest.importorskip("transformers")
+    from transformers import AutoModelForCausalLM
+
     from gsa.convert import from_pretrained_transformer
-    from gsa.data import byte_tokenizer, prepare_text_data
+    from gsa.data import byte_tokenizer, load_text_data, prepare_text_data
+    from gsa.data.cache import _is_heldout
+    from gsa.eval.choice import multiple_choice_scores
+    from gsa.eval.tasks import build_task
 
     teacher_dir, student_dir = tmp_path / "teacher", tmp_path / "student"
     tok = byte_tokenizer()
@@ -30,24 +35,42 @@ def test_t2r_report_scores_teacher_baseline_and_students(tmp_path):
     tok.save_pretrained(teacher_dir)
     from_pretrained_transformer(teacher_dir, num_slots=8).save_pretrained(student_dir)
     src = tmp_path / "corpus.jsonl"
-    src.write_text("".join(json.dumps({"text": f"document {i}: " + "some held out words " * 30}) + "\n"
-                           for i in range(60)))
+    texts = [" ".join(f"Line {j} of document {i} holds some held out words." for j in range(12)) for i in range(60)]
+    src.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     cache = prepare_text_data([str(src)], str(teacher_dir), cache_dir=tmp_path / "cache", heldout_fraction=0.2,
                               progress=False).cache_path
     out = tmp_path / "report.json"
-    rc = _report_module().main(["--tokens", cache, "--teacher", str(teacher_dir), "--student", f"s={student_dir}",
-                                "--seq-len", "64", "--eval-sequences", "4", "--passkey-lengths", "300",
-                                "--passkey-distances", "70-90", "--passkey-distance-length", "320",
-                                "--passkey-examples", "2", "--batch-size", "2", "--decode-tokens", "16",
-                                "--out", str(out)])
+    mod = _report_module()
+    rc = mod.main(["--tokens", cache, "--teacher", str(teacher_dir), "--student", f"s={student_dir}",
+                   "--seq-len", "64", "--eval-sequences", "4", "--passkey-lengths", "300",
+                   "--passkey-distances", "70-90", "--passkey-distance-length", "320",
+                   "--passkey-examples", "2", "--batch-size", "2", "--decode-tokens", "16",
+                   "--tasks", "cloze,next-sentence", "--task-examples", "8", "--task-context-words", "20",
+                   "--out", str(out)])
     assert rc == 0
-    rows = {r["model"]: r for r in json.loads(out.read_text())["rows"]}
+    report = json.loads(out.read_text())
+    rows = {r["model"]: r for r in report["rows"]}
     assert list(rows) == ["teacher", "teacher, window 64 + 4 sinks", "s"]
     assert rows["teacher"]["recovery"] == 1.0
     for r in rows.values():
         assert r["ppl"] > 1 and 0 <= r["passkey_300"] <= 1 and 0 <= r["passkey_ctl_300"] <= 1
         assert 0 <= r["passkey_d70-90"] <= 1 and 0 <= r["passkey_tok_d70-90"] <= 1 and 0 <= r["passkey_ctl_d70-90"] <= 1
     assert rows["s"]["decode_ms_per_token"] > 0 and "decode_ms_per_token" not in rows["teacher, window 64 + 4 sinks"]
+    # the task columns: the tasks built from the held-out source documents (the report decodes them from the token
+    # cache) and scored directly give the report's values; recovery is the student's acc over the teacher's
+    heldout = [t for i, t in enumerate(texts) if _is_heldout(i, 0.2, 0)]
+    decoded = mod.heldout_tasks(load_text_data(cache, str(teacher_dir)), ["cloze", "next-sentence"], 8, 20, 0)
+    for task in ("cloze", "next-sentence"):
+        built = build_task(task, heldout, 8, context_words=20)
+        assert decoded[task] == built
+        assert report["tasks"][task] == {"examples": 8, "choices": 4, "chance": 0.25, "context_words": 20, "seed": 0}
+        for name, path in (("teacher", teacher_dir), ("s", student_dir)):
+            model = AutoModelForCausalLM.from_pretrained(path).eval()
+            scores = multiple_choice_scores(lambda x, m=model: m(x).logits, tok, built, batch_size=2)
+            assert (rows[name][f"{task}_acc"], rows[name][f"{task}_acc_norm"]) == (scores["acc"], scores["acc_norm"])
+        teacher_acc = rows["teacher"][f"{task}_acc"]
+        for r in rows.values():
+            assert r[f"{task}_recovery"] == (r[f"{task}_acc"] / teacher_acc if teacher_acc else None)
 
 
 def test_t2r_report_decode_timing_is_per_step(tmp_path, capsys):
@@ -68,6 +91,12 @@ def test_t2r_report_decode_timing_is_per_step(tmp_path, capsys):
         mod.main(["--tokens", str(tmp_path / "none"), "--teacher", str(tmp_path), "--decode-tokens", "1",
                   "--out", str(tmp_path / "r.json")])
     assert "--decode-tokens must be 0 (no timing) or >= 2" in capsys.readouterr().err
+    for extra, message in ((["--tasks", "cloze,x"], "--tasks takes cloze, next-sentence, got 'cloze,x'"),
+                           (["--tasks", "cloze", "--task-examples", "0"], "--task-examples must be >= 1, got 0")):
+        with pytest.raises(SystemExit):
+            mod.main(["--tokens", str(tmp_path / "none"), "--teacher", str(tmp_path), "--out", str(tmp_path / "r.json"),
+                      *extra])
+        assert message in capsys.readouterr().err
 
 
 def test_t2r_decode_speed_runs_teacher_and_both_students(tmp_path):
