@@ -70,7 +70,11 @@ def test_learned_model_decodes_its_own_forward_and_round_trips(tmp_path):
         torch.testing.assert_close(loaded(ids).logits, model(ids).logits, rtol=0, atol=0)
         out = model.generate(ids[:1, :4], max_new_tokens=5, do_sample=False, min_new_tokens=5)
         full = model(out[:, :-1]).logits  # greedy decoding picks the full forward's argmax at every step
-    assert torch.equal(full[0, 3:].argmax(-1), out[0, 4:])
+        assert torch.equal(full[0, 3:].argmax(-1), out[0, 4:])
+        one = model(ids[:, :1]).logits
+        model.fuse_projections()  # decoding's one-matrix q/k/v/f product: the maps still apply after it
+        assert model.model.layers[0].attn._fused is not None
+        torch.testing.assert_close(model(ids[:, :1]).logits, one, rtol=1e-5, atol=1e-5)
 
 
 def test_conversion_starts_learned_maps_as_the_identity_student(make_teacher):
