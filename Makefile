@@ -1,6 +1,6 @@
 # The README's two commands: `make demo` (the main job) and `make test` (the suite; CI runs exactly this).
 # Both set themselves up in ./.venv on first use: `make demo` installs only what the package needs to run, `make test`
-# adds the dev extras (pytest, the eval and convert extras) and fla. PYTHON picks the interpreter (3.10+).
+# adds the dev extras (pytest, the eval, convert and lora extras) and fla. PYTHON picks the interpreter (3.10+).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin

@@ -97,8 +97,9 @@ def _add_convert_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init-std", type=float, default=0.02, help="f_proj init scale (default 0.02)")
     p.add_argument("--gate-logit-normalizer", type=float, default=8.0,
                    help="tau; the initial forget rate is 0.5 ** (1 / tau) (default 8: ~0.917)")
-    p.add_argument("--feature-map", choices=["identity", "swish"], default="identity",
-                   help="map on q, k, v (default identity: the teacher's; swish: the paper's layer)")
+    p.add_argument("--feature-map", choices=["identity", "swish", "learned"], default="identity",
+                   help="map on q, k, v (default identity: the teacher's; swish: the paper's layer; learned: per-head "
+                        "maps on q, k that start as the identity, to fit to the teacher's attention weights)")
     p.add_argument("--output-norm", action="store_true", help="keep GSA's swish + RMSNorm before o_proj (off)")
     p.add_argument("--window", type=int, default=0,
                    help="hybrid student: keep the teacher's attention over this many recent tokens (default 0: off)")

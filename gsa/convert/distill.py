@@ -21,13 +21,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ADAPTABLE = ("f_proj", "q_proj", "k_proj", "v_proj", "o_proj", "memory_scale")
+ADAPTABLE = ("f_proj", "q_proj", "k_proj", "v_proj", "o_proj", "memory_scale", "q_map", "k_map")
 
 
 def attention_transfer_parameters(student: nn.Module, train: tuple[str, ...] = ("f_proj",)) -> list[nn.Parameter]:
     """Freeze every student parameter except the attention projections named in `train` (a subset of ADAPTABLE,
-    biases included; "memory_scale" is a hybrid layer's per-head share of the slot memory); return the trainable
-    ones."""
+    biases included; "memory_scale" is a hybrid layer's per-head share of the slot memory, "q_map" / "k_map" the
+    learned feature maps of feature_map="learned"); return the trainable ones."""
     unknown = sorted(set(train) - set(ADAPTABLE))
     if unknown or not train:
         raise ValueError(f"train must be a non-empty subset of {ADAPTABLE}, got {train}")
@@ -42,14 +42,16 @@ def attention_transfer_parameters(student: nn.Module, train: tuple[str, ...] = (
     return trainable
 
 
-def _teacher_attention_io(teacher: nn.Module, input_ids, attention_mask):
-    """One teacher forward; per layer the attention's input [B, T, d] and output [B, T, d] (no grad)."""
+def teacher_attention_io(teacher: nn.Module, input_ids, attention_mask):
+    """One teacher forward (no grad); per layer the attention's input [B, T, d], its output [B, T, d] (after o_proj)
+    and the RoPE (cos, sin) it was given (each [B, T, head_dim])."""
     layers = teacher.model.layers
-    inputs, outputs = [None] * len(layers), [None] * len(layers)
+    inputs, outputs, rope = [None] * len(layers), [None] * len(layers), [None] * len(layers)
     hooks = []
     for i, layer in enumerate(layers):
         def pre(module, args, kwargs, i=i):
             inputs[i] = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+            rope[i] = kwargs.get("position_embeddings")
 
         def post(module, args, kwargs, out, i=i):
             outputs[i] = out[0] if isinstance(out, tuple) else out
@@ -62,7 +64,7 @@ def _teacher_attention_io(teacher: nn.Module, input_ids, attention_mask):
     finally:
         for h in hooks:
             h.remove()
-    return inputs, outputs
+    return inputs, outputs, rope
 
 
 def attention_transfer_loss(
@@ -86,7 +88,7 @@ def attention_transfer_loss(
     """
     if len(student.model.layers) != len(teacher.model.layers):
         raise ValueError("student and teacher must have the same number of layers")
-    inputs, targets = _teacher_attention_io(teacher, input_ids, attention_mask)
+    inputs, targets, _ = teacher_attention_io(teacher, input_ids, attention_mask)
     mask = None if attention_mask is None else attention_mask.to(torch.bool)
     weigh = answer is not None and answer_weight > 0
     if weigh:

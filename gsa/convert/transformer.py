@@ -23,7 +23,10 @@ What is new, and why it is set up the way it is:
   The GSA read is p = softmax(scale * q Hk) over slots, o = p Hv; with one slot per token and no forgetting that is
   the teacher's softmax attention (without RoPE), so identity maps keep the teacher's query/key geometry and its
   value space. The paper's layer applies swish to q, k and v ("swish" reproduces it, e.g. for the paper's
-  full-finetune recipe); swish on v would also distort every value the teacher's o_proj expects.
+  full-finetune recipe); swish on v would also distort every value the teacher's o_proj expects. "learned" adds a
+  per-head map on q and on k (gsa.nn.feature_map.LearnedFeatureMap) that starts as the identity, so the student
+  starts as the identity-map one, and is fitted to the teacher's attention weights afterwards
+  (gsa.convert.attention_weights, the Hedgehog objective).
 - Output norm (`use_output_norm`, default False): the GSA layer normally computes W_o RMSNorm(swish(o)). A
   Transformer computes W_o o, and o is a convex mix of values in both cases (slot contents are EMA-like averages
   of values, since the write weights s = 1 - alpha sum to ~1 along a slot's history), so the teacher's o_proj
@@ -190,8 +193,9 @@ def weight_map(teacher_keys) -> dict[str, str]:
     return mapping
 
 
-def _init_f_proj(student: GSAForCausalLM, init: str, init_std: float, seed: int) -> None:
-    """Fill every layer's f_proj ([H * M, d]) in float32 from a seeded generator, then cast to its dtype."""
+def _init_new_weights(student: GSAForCausalLM, init: str, init_std: float, seed: int) -> None:
+    """Fill every layer's f_proj ([H * M, d]) in float32 from a seeded generator, then cast to its dtype; with
+    feature_map "learned" also the q / k maps, as identity maps (LearnedFeatureMap.reset_parameters)."""
     cfg = student.config
     H, M, K, d = cfg.num_kv_heads, cfg.num_slots, cfg.head_k_dim, cfg.hidden_size
     gen = torch.Generator().manual_seed(seed)
@@ -204,6 +208,9 @@ def _init_f_proj(student: GSAForCausalLM, init: str, init_std: float, seed: int)
             w = torch.einsum("hmk,hkd->hmd", r, wk).reshape(H * M, d)
             w = w / w.norm(dim=1, keepdim=True).clamp_min(1e-12) * (init_std * d**0.5)
         block.attn.f_proj.weight.data.copy_(w.to(block.attn.f_proj.weight.dtype))
+    for block in student.model.layers if cfg.feature_map == "learned" else ():  # after f_proj: same f_proj as
+        block.attn.q_map.reset_parameters(gen)  # the identity-map student of this seed
+        block.attn.k_map.reset_parameters(gen)
 
 
 def _load_teacher(src, gguf_file: str | None, dtype: torch.dtype | None):
@@ -279,9 +286,11 @@ def from_pretrained_transformer(
                 raise UnsupportedModelError(f"cannot convert: {key} is {tuple(t.shape)}, {target} is {tuple(p.shape)}")
             p.copy_(t.to(p.dtype))
             filled.add(target)
-        _init_f_proj(student, init, init_std, seed)
+        _init_new_weights(student, init, init_std, seed)
         for i, block in enumerate(student.model.layers):
             filled.add(f"model.layers.{i}.attn.f_proj.weight")
+            if config.feature_map == "learned":
+                filled.update(f"model.layers.{i}.attn.{m}.{w}" for m in ("q_map", "k_map") for w in ("w1", "b1", "w2"))
             if config.gate_bias:
                 block.attn.f_proj.bias.copy_(block.attn.f_proj.spread_bias())
                 filled.add(f"model.layers.{i}.attn.f_proj.bias")

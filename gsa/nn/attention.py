@@ -8,7 +8,7 @@ from torch import nn
 
 from gsa.nn.conv import ShortConvolution
 from gsa.nn.decode_step import decodes_from_logits, step_from_logits
-from gsa.nn.feature_map import apply_feature_map
+from gsa.nn.feature_map import LearnedFeatureMap, apply_feature_map
 from gsa.nn.fused import FusesProjections, decode_linear, use_fused
 from gsa.nn.gates import SPREAD, SlotGateProjection, spread_slot_logits
 from gsa.nn.norm import RMSNorm
@@ -35,6 +35,8 @@ class GatedSlotAttention(FusesProjections):
     followed by SiLU, and that SiLU is their feature map. fla's layer applies its feature map (and SiLU on v) a
     second time after the convolution's SiLU: `feature_map_after_conv=True` reproduces that (off by default; on
     for models converted from fla, gsa.convert.fla), and `conv_bias=True` gives the convolutions fla's bias.
+    `feature_map="learned"` applies a LearnedFeatureMap per query head to q and per kv head to k (identity at
+    init; fitted to a teacher's attention weights in gsa.convert; no convolution, v as projected).
     `feature_map="relu"` is fla's other map: ReLU on q and k, SiLU on v. The output RMSNorm has eps `norm_eps`
     and, unless `output_norm_affine=False` (fla's `elementwise_affine=False`), a learned gain.
 
@@ -130,6 +132,8 @@ class GatedSlotAttention(FusesProjections):
             self.q_conv = ShortConvolution(HQ * K, conv_size, bias=conv_bias)
             self.k_conv = ShortConvolution(H * K, conv_size, bias=conv_bias)
             self.v_conv = ShortConvolution(H * V, conv_size, bias=conv_bias)
+        if feature_map == "learned":
+            self.q_map, self.k_map = LearnedFeatureMap(HQ, K), LearnedFeatureMap(H, K)
         if use_output_norm:
             self.o_norm = RMSNorm(HQ * V, eps=norm_eps, elementwise_affine=output_norm_affine)
         if window_size:
@@ -151,9 +155,13 @@ class GatedSlotAttention(FusesProjections):
             f = y[..., n:] if len(self._fused.sizes) > 3 else None
             if feature_map == "swish":  # one kernel for the three; q, k, v stay views of it
                 return *F.silu(y[..., :n]).split(self._fused.sizes[:3], dim=-1), f
-            return *apply_feature_map(*y[..., :n].split(self._fused.sizes[:3], dim=-1), feature_map), f
-        q, k, v = apply_feature_map(self.q_proj(x), self.k_proj(x), self.v_proj(x), feature_map)
-        return q, k, v, (self.f_proj(x) if hasattr(self, "f_proj") else None)
+            q, k, v = apply_feature_map(*y[..., :n].split(self._fused.sizes[:3], dim=-1), feature_map)
+        else:
+            q, k, v = apply_feature_map(self.q_proj(x), self.k_proj(x), self.v_proj(x), feature_map)
+            f = self.f_proj(x) if hasattr(self, "f_proj") else None
+        if feature_map == "learned":
+            q, k = self.q_map(q), self.k_map(k)
+        return q, k, v, f
 
     def _slot_writes(self, f: torch.Tensor | None, B: int, T: int, dtype: torch.dtype
                      ) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -22,7 +22,7 @@ def decodes_from_logits(layer: GatedSlotAttention, x: torch.Tensor, mask: torch.
     padding or packing, and a layer whose feature map and gate the step computes itself."""
     return (inplace_state and mask is None and cu_seqlens is None and use_fused(layer._fused, x)
             and not layer.use_short_conv and layer.forget_gate == "data" and not layer.window_size
-            and layer.feature_map != "relu")
+            and layer.feature_map in ("swish", "identity"))
 
 
 def step_from_logits(layer: GatedSlotAttention, x: torch.Tensor, state: GSAState) -> torch.Tensor:

@@ -21,8 +21,9 @@ def check_feature_map_options(feature_map: str, use_short_conv: bool, feature_ma
                        ("conv_bias", conv_bias)):
         if not isinstance(flag, bool):
             raise ValueError(f"{owner}{name} must be a bool, got {flag!r}")
-    if feature_map == "identity" and use_short_conv:
-        raise ValueError(f"{owner}feature_map='identity' needs use_short_conv=False (the convolution has its own SiLU)")
+    if feature_map in ("identity", "learned") and use_short_conv:
+        raise ValueError(f"{owner}feature_map={feature_map!r} needs use_short_conv=False (the convolution has its own "
+                         "SiLU)")
     if feature_map == "relu" and use_short_conv and not feature_map_after_conv:
         raise ValueError(f"{owner}feature_map='relu' with use_short_conv needs feature_map_after_conv=True (fla's "
                          "layer: ReLU after the convolution's SiLU); without it the convolution's SiLU is the map")

@@ -6,6 +6,8 @@
   ``gsa eval ppl --model .../model`` and ``from_pretrained`` work on any checkpoint;
 - ``trainer.pt``: optimizer (full, unsharded state dict keyed by parameter names), scheduler, step;
 - ``rng_rank{r}.pt``: each process's RNG states;
+- ``lora.safetensors`` (runs with ``[lora]``): the adapters and the frozen weights under them; ``model/`` then
+  holds the merged model (gsa.train.lora);
 - ``manifest.json``: written last; size and SHA-256 of every other file.
 
 A checkpoint is written into ``checkpoints/.tmp-step_...`` and renamed into place only when complete, its files and

@@ -13,15 +13,22 @@ from gsa.data.mqar import write_mqar_settings
 from . import checkpoint as ckpt
 from .config import DataConfig
 from .distributed import Dist
+from .lora import join_lora_state, split_lora_state
 from .model import unwrap
+
+
+LORA_FILE = "lora.safetensors"
 
 
 class Checkpointer:
     """out: the run's output directory; keep: how many checkpoints to keep; tokenizer (or None) and data: saved
-    beside each checkpoint's model so that it loads and evaluates on its own."""
+    beside each checkpoint's model so that it loads and evaluates on its own. lora_scaling (alpha / rank, or None
+    without LoRA): a LoRA model's checkpoint holds the merged model in model/ and its adapters, with the frozen
+    weights under them, in lora.safetensors (gsa.train.lora)."""
 
-    def __init__(self, out: Path, d: Dist, keep: int, tokenizer, data: DataConfig):
+    def __init__(self, out: Path, d: Dist, keep: int, tokenizer, data: DataConfig, lora_scaling: float | None = None):
         self.out, self.d, self.keep, self.tokenizer, self.data = out, d, keep, tokenizer, data
+        self.lora_scaling = lora_scaling
 
     def save(self, model: torch.nn.Module, optimizer, scheduler, step: int) -> Path | None:
         """Write the checkpoint of `step`; returns its directory (main process) or None."""
@@ -41,6 +48,11 @@ class Checkpointer:
         d.barrier()
         final = None
         if d.is_main:
+            if self.lora_scaling is not None:
+                from safetensors.torch import save_file
+
+                msd, adapters = split_lora_state(msd, self.lora_scaling)
+                save_file({k: v.contiguous() for k, v in adapters.items()}, tmp / LORA_FILE)
             self._save_model(model, tmp / "model", msd)
             torch.save({"step": step, "optimizer": osd, "scheduler": scheduler.state_dict()}, tmp / "trainer.pt")
             ckpt.write_manifest(tmp, step, d.world)
@@ -78,6 +90,11 @@ class Checkpointer:
         sd: dict[str, torch.Tensor] = {}
         for f in sorted((path / "model").glob("*.safetensors")):
             sd.update(load_file(f))
+        if (path / LORA_FILE).is_file() != (self.lora_scaling is not None):
+            raise ckpt.CheckpointError(f"{path} was trained {'with' if (path / LORA_FILE).is_file() else 'without'} "
+                                       "[lora] adapters: resume with the lora.rank it was trained with")
+        if self.lora_scaling is not None:
+            sd = join_lora_state(sd, load_file(path / LORA_FILE))
         ckpt.check_same_model(path, unwrap(model), sd)
         set_model_state_dict(model, sd, options=StateDictOptions(full_state_dict=True, strict=False))
         state = torch.load(path / "trainer.pt", map_location="cpu", weights_only=True)

@@ -11,6 +11,8 @@ hidden_size = 64
 [data]             # see DataConfig
 [optim]            # see OptimConfig
 [train]            # see TrainConfig
+[distill]          # see DistillConfig (gsa.train.config_distill): finetuning against a Transformer teacher
+[lora]             # see LoraConfig (gsa.train.config_distill): low-rank adapters instead of full finetuning
 ```
 
 Every key is checked for its type and range when the config is read (InputError naming it). Overrides on the
@@ -33,6 +35,8 @@ from typing import Any
 
 from gsa.data.mqar import MQAR_ALPHA, MQAR_VOCAB
 from gsa.errors import InputError
+
+from .config_distill import DistillConfig, LoraConfig, check_distill, check_lora
 
 
 @dataclass
@@ -103,24 +107,6 @@ class TrainConfig:
 
 
 @dataclass
-class DistillConfig:
-    """Transformer-to-GSA finetuning against the teacher (T2R); off while `teacher` is empty.
-
-    stage "attention": each student attention layer matches the teacher layer's attention output (hidden-state
-    MSE), training only the attention parameters in `train_params`; stage "logits": KL to the teacher's logits
-    (temperature), end to end. The teacher runs in the same process, frozen.
-    """
-
-    teacher: str = ""  # a local Hugging Face checkpoint directory of the Llama family
-    stage: str = "logits"  # "attention" | "logits"
-    temperature: float = 1.0
-    train_params: list[str] = field(default_factory=lambda: ["f_proj"])  # stage "attention" only
-    # with data.passkey_fraction: the weight of the passkey answer positions, added to the stage's loss: stage "logits"
-    # the student's cross-entropy there, stage "attention" each layer's output MSE averaged over them alone
-    answer_weight: float = 0.0
-
-
-@dataclass
 class Config:
     seed: int = 0
     output_dir: str = "runs/default"
@@ -129,15 +115,17 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-_SECTIONS = {"data": DataConfig, "optim": OptimConfig, "train": TrainConfig, "distill": DistillConfig}
+_SECTIONS = {"data": DataConfig, "optim": OptimConfig, "train": TrainConfig, "distill": DistillConfig,
+             "lora": LoraConfig}
 # element types of the list-valued keys
 _ITEMS = {"sources": str, "mqar_train_pairs": int, "mqar_train_seq_lens": int, "mqar_eval_pairs": int,
-          "mqar_eval_seq_lens": int, "betas": float, "train_params": str}
+          "mqar_eval_seq_lens": int, "betas": float, "train_params": str, "targets": str, "train_full": str}
 
 
 def _fits(value: Any, default: Any) -> bool:
@@ -187,7 +175,7 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
             setattr(cfg, key, _check_type(key, value, getattr(cfg, key)))
         else:
             raise InputError(f"unknown config key {key!r} (known: seed, output_dir, [model], [data], [optim], "
-                             "[train], [distill])")
+                             "[train], [distill], [lora])")
     validate(cfg)
     return cfg
 
@@ -226,7 +214,8 @@ def validate(cfg: Config) -> None:
         "train.precision": (cfg.train.precision, ("auto", "bf16", "fp32")),
         "train.parallel": (cfg.train.parallel, ("ddp", "fsdp")),
         "model.type": (cfg.model.get("type"), ("gsa", "llama", "zoology", "t2r", "pretrained")),
-        "distill.stage": (cfg.distill.stage, ("attention", "logits")),
+        "distill.stage": (cfg.distill.stage, ("feature_map", "attention", "logits")),
+        "distill.gate_init": (cfg.distill.gate_init, ("", "teacher_span")),
     }
     for name, (value, allowed) in choices.items():
         if value not in allowed:
@@ -246,16 +235,8 @@ def validate(cfg: Config) -> None:
         raise InputError(f"config key optim.min_lr_ratio must be in [0, 1], got {cfg.optim.min_lr_ratio}")
     if len(cfg.optim.betas) != 2 or not all(0 <= b < 1 for b in cfg.optim.betas):
         raise InputError(f"config key optim.betas must be two numbers in [0, 1), got {cfg.optim.betas}")
-    if cfg.distill.teacher:
-        if cfg.data.kind != "text" or cfg.data.documents:
-            raise InputError("distillation reads plain text windows: set data.kind = \"text\" and data.documents = "
-                             "false (the teacher has no packed-sequence path here)")
-    if cfg.distill.answer_weight:
-        if cfg.distill.answer_weight < 0:
-            raise InputError(f"config key distill.answer_weight must be >= 0, got {cfg.distill.answer_weight}")
-        if not (cfg.distill.teacher and cfg.data.passkey_fraction):
-            raise InputError("distill.answer_weight weighs the passkey answers in a distillation loss: it needs "
-                             "distill.teacher and data.passkey_fraction > 0")
+    check_distill(cfg)
+    check_lora(cfg)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

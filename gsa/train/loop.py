@@ -22,6 +22,7 @@ from .metrics import Metrics
 from .model import build_model, labelled_positions_loss, model_inputs, param_groups, unwrap
 from .prefetch import Prefetcher
 from .preflight import check_inputs, check_output_dir, clear_run
+from .student import distillation_loss, load_teacher, prepare_student
 
 
 def lr_lambda(cfg: Config):
@@ -52,7 +53,12 @@ class Trainer:
         self._prepare_data()
         torch.manual_seed(cfg.seed)  # identical initial weights on every process
         plain = build_model(cfg.model, self.vocab_size, self.eos_id)
-        self.teacher = self._load_teacher(plain) if cfg.distill.teacher else None
+        self.teacher = None
+        if cfg.distill.teacher:
+            if self.d.world > 1:
+                raise NotImplementedError("distillation runs in one process for now (the teacher is not sharded)")
+            self.teacher = load_teacher(cfg, self.d.device)
+        prepare_student(plain, self.teacher, cfg, self._first_windows, self.log)
         self.num_params = sum(p.numel() for p in plain.parameters())
         self.model = wrap(plain, self.d, cfg.train.parallel, self.bf16, cfg.train.activation_checkpointing,
                           cfg.train.compile)
@@ -67,22 +73,12 @@ class Trainer:
                                            eps=o.eps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
         self.step = 0
-        self.checkpointer = Checkpointer(self.out, self.d, cfg.train.keep_checkpoints, self.tokenizer, cfg.data)
+        self.checkpointer = Checkpointer(self.out, self.d, cfg.train.keep_checkpoints, self.tokenizer, cfg.data,
+                                         cfg.lora.alpha / cfg.lora.rank if cfg.lora.rank else None)
 
-    def _load_teacher(self, student: torch.nn.Module) -> torch.nn.Module:
-        """The frozen teacher for distillation; in stage "attention" also freezes all but the student's adapted
-        attention parameters (before the optimizer sees them)."""
-        from gsa.convert.distill import attention_transfer_parameters
-        from gsa.models.loading import load_pretrained
-
-        dc = self.cfg.distill
-        if self.d.world > 1:
-            raise NotImplementedError("distillation runs in one process for now (the teacher is not sharded)")
-        teacher = load_pretrained(dc.teacher, dtype=torch.float32).to(self.d.device).eval()
-        teacher.requires_grad_(False)
-        if dc.stage == "attention":
-            attention_transfer_parameters(student, tuple(dc.train_params))
-        return teacher
+    def _first_windows(self, n: int) -> torch.Tensor:
+        """input_ids [n, T] of the first n training windows (step 0's order)."""
+        return self.batches.train_batch(0, 0, 0, 1, n, 1)["input_ids"]
 
     def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The training loss of one micro-batch: next-token cross-entropy, or the distillation loss of the stage."""
@@ -90,14 +86,7 @@ class Trainer:
             if self.sparse_logits:
                 return labelled_positions_loss(self.model, batch)
             return self.model(**model_inputs(self.model, batch)).loss
-        from gsa.convert.distill import attention_transfer_loss, logit_distillation_loss
-
-        student, ids = unwrap(self.model), batch["input_ids"]
-        if self.cfg.distill.stage == "attention":
-            return attention_transfer_loss(student, self.teacher, ids, answer=batch.get("answer"),
-                                           answer_weight=self.cfg.distill.answer_weight)
-        return logit_distillation_loss(student, self.teacher, ids, temperature=self.cfg.distill.temperature,
-                                       answer=batch.get("answer"), answer_weight=self.cfg.distill.answer_weight)
+        return distillation_loss(unwrap(self.model), self.teacher, batch, self.cfg)
 
     # ---------------------------------------------------------------- data
     def _prepare_data(self) -> None:

@@ -94,3 +94,33 @@ def test_compare_runs_measures_each_run_against_the_first(tmp_path, capsys):
     assert (rows[0]["steps"], rows[0]["eval_ppl"], rows[1]["eval_loss"]) == (3, 7.39, None)
     assert rows[1]["tokens_per_s"] == 200.0
     assert "| one |" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_t2r_pure_recipe_runs_every_stage_at_a_toy_size(tmp_path):
+    """The LoRA rung (stages 0, 1 and 2 with adapters, then the report) on a tiny teacher and corpus: each stage's
+    max_steps comes from its share of the budget, and the report carries the recipe's facts."""
+    pytest.importorskip("peft", reason="peft is not installed: the lora rung needs it (pip install -e '.[lora]')")
+    sys.path.insert(0, str(REPO / "tests"))
+    from convert.convert_teachers import tiny_teacher
+    from gsa.data import byte_tokenizer, prepare_text_data
+
+    teacher = tmp_path / "teacher"
+    tiny_teacher("llama", vocab_size=300).save_pretrained(teacher)
+    byte_tokenizer().save_pretrained(teacher)
+    src = tmp_path / "corpus.jsonl"
+    src.write_text("".join(json.dumps({"text": f"document {i}: " + "some words to learn from " * 40}) + "\n"
+                           for i in range(80)))
+    tokens = prepare_text_data([str(src)], str(teacher), cache_dir=tmp_path / "cache", heldout_fraction=0.2,
+                               progress=False).cache_path
+    env = dict(os.environ, OUT=str(tmp_path / "out"), PYTHON=sys.executable, TEACHER=str(teacher), TOKENS=tokens,
+               RUNS=str(tmp_path / "runs"), ABLATION="lora", TOKENS_BUDGET="5000",
+               EXTRA="data.seq_len=64 train.micro_batch_size=2 distill.gate_init_sequences=2 train.eval_sequences=2",
+               REPORT_EXTRA="--seq-len 64 --eval-sequences 2 --passkey-lengths 300 --passkey-examples 1 "
+                            "--decode-tokens 2")
+    r = subprocess.run(["bash", str(RECIPES / "t2r-pure.sh")], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    report = json.loads((tmp_path / "out" / "t2r-pure-lora-5000-seed0.json").read_text())
+    # stages 0 and 1: 10% of 5000 / (2 x 64) -> 3 steps each; stage 2: 80% -> 31
+    assert report["recipe"] == {"ablation": "lora", "tokens_budget": 5000, "stage_steps": [3, 3, 31]}
+    assert [row["model"] for row in report["rows"]][-1] == "lora"

@@ -94,7 +94,7 @@ def test_attention_transfer_ignores_padding(make_teacher):
 def test_answer_positions_add_their_own_mean_to_the_attention_loss(make_teacher):
     """Stage 1 with answer_weight w: each layer's loss is its MSE over all tokens plus w x its MSE averaged over the
     answer positions alone (padded answer positions left out); weight 0 or no answers leaves the loss as it was."""
-    from gsa.convert.distill import _teacher_attention_io
+    from gsa.convert.distill import teacher_attention_io
 
     teacher, student = _pair(make_teacher)
     ids, mask = _batch()
@@ -105,7 +105,7 @@ def test_answer_positions_add_their_own_mean_to_the_attention_loss(make_teacher)
     assert torch.equal(attention_transfer_loss(student, teacher, ids, mask, answer=answer), base)
     assert torch.equal(attention_transfer_loss(student, teacher, ids, mask, answer=answer & False, answer_weight=3.0),
                        base)
-    inputs, targets = _teacher_attention_io(teacher, ids, mask)
+    inputs, targets, _ = teacher_attention_io(teacher, ids, mask)
     extra = []
     for block, x, t in zip(student.model.layers, inputs, targets):
         err = (block.attn(x, attention_mask=mask)[0] - t).pow(2).mean(-1)

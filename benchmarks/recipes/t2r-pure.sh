@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# One rung of the pure GSA student's ablation ladder (docs/convert.md, "Pure student: ablation ladder") at a token
+# budget: SmolLM2-135M-Instruct converted into plain GSA (no window), trained in stages, then scripts/t2r_report.py
+# (held-out perplexity and recovery against the teacher and the sliding-window baseline, passkey retrieval, decode
+# speed). Rungs (ABLATION), each adding one ingredient to the one before:
+#   base  configs/t2r-stage1.toml (f_proj on attention outputs) -> t2r-stage2.toml (KL, full): today's pure student
+#   fmap  + stage 0: learned q/k feature maps fitted to the teacher's attention weights (configs/t2r-pure-stage0.toml
+#         without its gate init), then t2r-pure-stage1.toml (f_proj + maps) -> t2r-pure-stage2.toml
+#   span  + forget-gate biases from the teacher's attention spans (t2r-pure-stage0.toml as it is)
+#   m128  + 128 slots a head instead of 64
+#   lora  m128 with stage 2 as LoRA (t2r-pure-stage2-lora.toml: rank 8 on q/k/v/o, f_proj and maps in full)
+#   ABLATION=span TOKENS_BUDGET=15M bash benchmarks/recipes/t2r-pure.sh
+# TOKENS_BUDGET (5M, 15M, 50M or a number of tokens; default 15M) is split over the stages, base: 20% stage 1, 80%
+# stage 2; the others: 10% stage 0, 10% stage 1, 80% stage 2; each stage's max_steps = its share / (micro batch x
+# grad_accum x seq_len of its config and EXTRA), its warmup a tenth of that at most. Needs the teacher and a token cache
+# (TEACHER, TOKENS; as benchmarks/recipes/t2r.sh; the 14M-token subset is seen more than once at 50M) and, for
+# lora, peft (pip install -e '.[lora]'). SEED (default 0); EXTRA: overrides for every stage; REPORT_EXTRA: report options.
+# Writes t2r-pure-$ABLATION-$TOKENS_BUDGET-seed$SEED.json (the report, with the stages' steps under "recipe") to $OUT
+# (default benchmarks/results/<gpu>/); runs and logs under RUNS (default runs/t2r-pure).
+source "$(dirname "$0")/common.sh"
+TEACHER=${TEACHER:-.cache/t2r/teacher}; TOKENS=${TOKENS:-.cache/t2r/tokens/tokens-sub14m}; SEED=${SEED:-0}
+ABLATION=${ABLATION:-span}; TOKENS_BUDGET=${TOKENS_BUDGET:-15M}; RUNS=${RUNS:-runs/t2r-pure}
+case "$TOKENS_BUDGET" in
+  *M) BUDGET=$(( ${TOKENS_BUDGET%M} * 1000000 )) ;;
+  *[!0-9]*|'') echo "TOKENS_BUDGET must be like 5M, 15M, 50M or a number of tokens, got '$TOKENS_BUDGET'" >&2; exit 2 ;;
+  *) BUDGET=$TOKENS_BUDGET ;;
+esac
+S0=(configs/t2r-pure-stage0.toml); S1=configs/t2r-pure-stage1.toml; S2=configs/t2r-pure-stage2.toml; SHARES=(10 10 80)
+case "$ABLATION" in
+  base) S0=(); S1=configs/t2r-stage1.toml; S2=configs/t2r-stage2.toml; SHARES=(0 20 80) ;;
+  fmap) S0+=('distill.gate_init=""' model.gate_bias=false) ;;
+  span) ;;
+  m128) S0+=(model.num_slots=128) ;;
+  lora) S0+=(model.num_slots=128); S2=configs/t2r-pure-stage2-lora.toml ;;
+  *) echo "ABLATION must be one of base, fmap, span, m128, lora; got '$ABLATION'" >&2; exit 2 ;;
+esac
+NAME=$ABLATION-$TOKENS_BUDGET-seed$SEED; DIR=$RUNS/$NAME; mkdir -p "$DIR"
+COMMON=("data.tokens=\"$TOKENS\"" "data.tokenizer=\"$TEACHER\"" "distill.teacher=\"$TEACHER\"" seed="$SEED" train.progress=false
+  train.checkpoint_every=0 train.eval_every=0 train.eval_sequences=64 train.log_every=20 ${EXTRA:-})
+
+steps() {  # steps CONFIG SHARE_PERCENT -> "max_steps warmup_steps" for that share of the budget (EXTRA applied)
+  # shellcheck disable=SC2086
+  $PY - "$1" "$2" "$BUDGET" ${EXTRA:-} <<'PY'
+import sys
+from gsa.train import load_config
+cfg = load_config(sys.argv[1], sys.argv[4:])
+per_step = cfg.train.micro_batch_size * cfg.train.grad_accum * cfg.data.seq_len
+steps = max(1, int(sys.argv[3]) * int(sys.argv[2]) // 100 // per_step)
+print(steps, max(1, min(cfg.optim.warmup_steps, steps // 10)))
+PY
+}
+
+run_stage() {  # run_stage N CONFIG SHARE MODEL_OVERRIDE [overrides...]
+  local n=$1 config=$2 share=$3 model=$4; shift 4
+  read -r max warm < <(steps "$config" "$share")
+  echo "stage $n: $config, $max steps (warmup $warm)"
+  STEPS[$n]=$max
+  $PY -m gsa.train --config "$config" --output-dir "$DIR/stage$n" "${COMMON[@]}" "$model" \
+    train.max_steps="$max" optim.warmup_steps="$warm" "$@" > "$DIR/stage$n.log" 2>&1
+}
+
+STEPS=(0 0 0)
+PREV="model.teacher=\"$TEACHER\""
+if [ ${#S0[@]} -gt 0 ]; then
+  run_stage 0 "${S0[0]}" "${SHARES[0]}" "$PREV" "${S0[@]:1}"
+  PREV="model.path=\"$DIR/stage0/model\""
+fi
+run_stage 1 "$S1" "${SHARES[1]}" "$PREV"
+run_stage 2 "$S2" "${SHARES[2]}" "model.path=\"$DIR/stage1/model\""
+$PY scripts/t2r_report.py --tokens "$TOKENS" --teacher "$TEACHER" --student "$ABLATION=$DIR/stage2/model" \
+  --passkey-lengths 512,1024,2048 --decode-tokens 16 ${REPORT_EXTRA:-} --out "$OUT/t2r-pure-$NAME.json"
+# the recipe's own facts beside the report's (scripts/t2r_report.py writes the measurements)
+$PY - "$OUT/t2r-pure-$NAME.json" "$ABLATION" "$BUDGET" "${STEPS[@]}" <<'PY'
+import json, sys
+path, ablation, budget, *steps = sys.argv[1:]
+report = json.load(open(path))
+report["recipe"] = {"ablation": ablation, "tokens_budget": int(budget), "stage_steps": [int(s) for s in steps]}
+json.dump(report, open(path, "w"), indent=1)
+PY
