@@ -43,10 +43,16 @@ def test_t2r_report_scores_teacher_baseline_and_students(tmp_path):
     assert rc == 0
     rows = {r["model"]: r for r in json.loads(out.read_text())["rows"]}
     assert list(rows) == ["teacher", "teacher, window 64 + 4 sinks", "s"]
-    assert rows["teacher"]["recovery"] == 1.0
-    for r in rows.values():
-        assert r["ppl"] > 1 and 0 <= r["passkey_300"] <= 1 and 0 <= r["passkey_ctl_300"] <= 1
-        assert 0 <= r["passkey_d70-90"] <= 1 and 0 <= r["passkey_tok_d70-90"] <= 1 and 0 <= r["passkey_ctl_d70-90"] <= 1
+    teacher, window, student = rows.values()
+    assert teacher["recovery"] == 1.0 and student["recovery"] == teacher["ppl"] / student["ppl"]
+    # 64 recent tokens + 4 sinks cover the whole 64-token evaluation window: the teacher's own perplexity
+    assert window["ppl"] == pytest.approx(teacher["ppl"], rel=1e-6) and window["recovery"] == pytest.approx(1.0)
+    # the needle lies >= 70 tokens before the answer, beyond the window: the probe scores as its control
+    for probe in ("300", "d70-90"):
+        assert window[f"passkey_tok_{probe}"] == window[f"passkey_ctl_{probe}"]
+    # randomly initialised models recall no key (the scoring itself is tested on an oracle in test_passkey.py)
+    scores = [f"passkey{kind}_{probe}" for kind in ("", "_tok", "_ctl") for probe in ("300", "d70-90")]
+    assert all(r[name] == 0.0 for r in rows.values() for name in scores)
     assert rows["s"]["decode_ms_per_token"] > 0 and "decode_ms_per_token" not in rows["teacher, window 64 + 4 sinks"]
 
 

@@ -9,8 +9,11 @@ import subprocess
 import time
 
 import pytest
+import torch
 
+from gsa.models import GSAForCausalLM
 from gsa.train import load_config, train
+from gsa.train.batches import MQARBatches
 from gsa.train.checkpoint import CheckpointError, list_checkpoints
 from gsa.train.metrics import read_metrics
 
@@ -119,9 +122,25 @@ def test_llama_baseline_and_mqar_train(data_cache, tmp_path):
     assert s["eval_loss"] < 9 and s["step"] == 3
     mqar = tiny_overrides(data_cache, tmp_path / "mqar", **{
         "train.max_steps": 3, "data.kind": "mqar", "data.seq_len": 64, "data.mqar_eval_examples": 8,
+        "data.mqar_vocab_size": 40,  # 20 values: 3 steps already give accuracies above zero to compare
     }) + ["data.mqar_train_pairs=[4, 8]", "data.mqar_eval_pairs=[4, 16, 4]", "data.mqar_eval_seq_lens=[64, 64, 32]"]
-    s = train(load_config(TINY, mqar))
-    assert set(s["mqar_acc"]) == {"4", "16", "4@32"} and all(0 <= a <= 1 for a in s["mqar_acc"].values())
+    cfg = load_config(TINY, mqar)
+    s = train(cfg)
+    assert set(s["mqar_acc"]) == {"4", "16", "4@32"}
+    # the reported accuracies are the saved model's on the test sets, counted here without gsa.train.evaluation
+    model = GSAForCausalLM.from_pretrained(tmp_path / "mqar" / "model").eval()
+    d = cfg.data
+    sets = MQARBatches(d.seq_len, d.mqar_train_pairs, d.mqar_eval_pairs, d.mqar_eval_examples, d.mqar_vocab_size,
+                       d.mqar_alpha, cfg.seed, query_values=d.mqar_query_values, random_fill=d.mqar_random_fill,
+                       eval_seq_lens=d.mqar_eval_seq_lens)
+    hits = {}
+    with torch.no_grad():
+        for name, batch in sets.eval_sets(cfg.train.micro_batch_size, 0, 1):
+            predicted = model(batch["input_ids"]).logits[:, :-1].argmax(-1)
+            target = batch["labels"][:, 1:]
+            hits.setdefault(name, []).extend((predicted == target)[target != -100].tolist())
+    assert {name: sum(h) / len(h) for name, h in hits.items()} == s["mqar_acc"]
+    assert s["mqar_acc_mean"] == sum(s["mqar_acc"].values()) / 3
 
 
 @pytest.mark.parametrize("kind", ["gsa", "llama"])
