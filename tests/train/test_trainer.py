@@ -13,7 +13,8 @@ import torch
 
 from gsa.models import GSAForCausalLM
 from gsa.train import load_config, train
-from gsa.train.batches import MQARBatches
+from gsa.train.batches import training_data
+from gsa.train.distributed import Dist
 from gsa.train.checkpoint import CheckpointError, list_checkpoints
 from gsa.train.metrics import read_metrics
 
@@ -129,10 +130,7 @@ def test_llama_baseline_and_mqar_train(data_cache, tmp_path):
     assert set(s["mqar_acc"]) == {"4", "16", "4@32"}
     # the reported accuracies are the saved model's on the test sets, counted here without gsa.train.evaluation
     model = GSAForCausalLM.from_pretrained(tmp_path / "mqar" / "model").eval()
-    d = cfg.data
-    sets = MQARBatches(d.seq_len, d.mqar_train_pairs, d.mqar_eval_pairs, d.mqar_eval_examples, d.mqar_vocab_size,
-                       d.mqar_alpha, cfg.seed, query_values=d.mqar_query_values, random_fill=d.mqar_random_fill,
-                       eval_seq_lens=d.mqar_eval_seq_lens)
+    sets = training_data(cfg, Dist(rank=0, world=1, local_rank=0, device=torch.device("cpu")), print).batches
     hits = {}
     with torch.no_grad():
         for name, batch in sets.eval_sets(cfg.train.micro_batch_size, 0, 1):
@@ -189,8 +187,6 @@ def test_time_limit_stops_early_and_still_evaluates_and_saves(data_cache, tmp_pa
 
 
 def test_mqar_training_lengths_per_pair_count():
-    import torch
-
     from gsa.train.batches import MQARBatches
 
     b = MQARBatches(128, [4, 8], [4, 16], 8, 8192, 0.01, seed=0, train_seq_lens=[32, 64])
