@@ -344,7 +344,7 @@ def test_compile_fullgraph_traces_the_ops():
     torch.testing.assert_close(hv, ref_st[1])
 
 
-@pytest.mark.skipif(DEVICE != "cpu", reason="records launches through the interpreter's kernel objects")
+@pytest.mark.skipif(DEVICE != "cpu", reason="counts launches through the Triton interpreter (CPU only)")
 @pytest.mark.parametrize("final_state", [False, True])
 def test_prewarm_queues_exactly_the_launches_of_a_call_and_runs_none(final_state, monkeypatch):
     """The first-call warm pass (chunk._prewarm: forward and backward with every launch queued for compilation)
