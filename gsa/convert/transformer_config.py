@@ -73,18 +73,10 @@ def rope_theta_of(config) -> float:
     return float(getattr(config, "rope_theta", 10000.0))
 
 
-def gsa_config_from(
-    config,
-    *,
-    num_slots: int = 64,
-    gate_logit_normalizer: float = 8.0,
-    feature_map: str = "identity",
-    use_output_norm: bool = False,
-    window_size: int = 0,
-    num_sink_tokens: int = 0,
-    gate_bias: bool = False,
-) -> GSAConfig:
-    """The GSAConfig of the student of a (supported) Llama/Mistral/Qwen2 config; see docs/convert.md's table."""
+def gsa_config_from(config, *, num_slots: int, gate_logit_normalizer: float, feature_map: str, use_output_norm: bool,
+                    window_size: int, num_sink_tokens: int, gate_bias: bool) -> GSAConfig:
+    """The GSAConfig of the student of a (supported) Llama/Mistral/Qwen2 config; see docs/convert.md's table. The
+    student's options are from_pretrained_transformer's (its defaults are theirs)."""
     check_supported(config)
     heads = config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
