@@ -7,6 +7,7 @@ first thing to look at before timing a kernel change on a lent GPU.
 
     python benchmarks/kernel_resources.py                      # 1.3B shape (B 8, T 2048, H 4, K = V = 512, M 64), sm_90
     python benchmarks/kernel_resources.py --shape small-head --arch 90
+    python benchmarks/kernel_resources.py --shape tiny --json rows.json  # also as JSON (the CI test reads it)
 
 Needs triton with the NVIDIA backend (the bundled ptxas / cuobjdump); no CUDA device or driver.
 """
@@ -14,6 +15,7 @@ Needs triton with the NVIDIA backend (the bundled ptxas / cuobjdump); no CUDA de
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import tempfile
@@ -151,8 +153,13 @@ def main(argv=None) -> int:
     p.add_argument("--warps", type=int, default=None, help="compile every kernel with this num_warps instead of "
                    "the launcher's")
     p.add_argument("--linear-read", action="store_true", help="the kernels of slot_read='linear' (the ablation)")
+    p.add_argument("--json", help="also write the rows (kernel, warps, REG, STACK, shared) to this JSON file")
     args = p.parse_args(argv)
     rows = collect(SHAPES[args.shape], args.arch, warps=args.warps, linear_read=args.linear_read)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"shape": SHAPES[args.shape], "arch": args.arch, "triton": triton.__version__, "rows": rows}, f,
+                      indent=1)
     print(f"{args.shape} {SHAPES[args.shape]}, sm_{args.arch}, triton {triton.__version__}")
     print(f"{'kernel':46s} {'warps':>5s} {'REG':>5s} {'STACK':>6s} {'shared B':>9s}")
     for r in rows:

@@ -32,3 +32,16 @@ def run_command(prog: str, run: Callable[[T], int], args: T) -> int:
     except InputError as e:
         print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
         return 2
+
+
+class OptionError(ValueError):
+    """A bad value of one argument: the message is `argument` followed by `detail`. A class that takes its options
+    under other names (GSAConfig's fields) re-raises it as its own with `under`."""
+
+    def __init__(self, argument: str, detail: str):
+        super().__init__(f"{argument}{detail}")
+        self.argument, self.detail = argument, detail
+
+    def under(self, owner: str, names: dict[str, str] | None = None) -> ValueError:
+        """The same error naming `owner.<field>`, the field being names[argument] where the owner renames it."""
+        return ValueError(f"{owner}.{(names or {}).get(self.argument, self.argument)}{self.detail}")

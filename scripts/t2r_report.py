@@ -66,8 +66,8 @@ class _TokenClock:
 def decode_ms_per_token(model, prompt: torch.Tensor, new: int) -> float:
     """ms a generated token after the prompt: the median gap between consecutive tokens of one greedy `generate` of
     `new` >= 2 tokens (the first token's time holds the prefill and is left out). Each gap is one decoding step timed
-    on its own, so the figure cannot go negative: the earlier estimate, (time of `new` tokens - time of 1) / (new - 1),
-    did on a busy 2-core CI machine, where the prefill's jitter exceeded the decode time it was subtracted from."""
+    on its own, so the figure cannot go negative, as (time of `new` tokens - time of 1) / (new - 1) can on a busy
+    2-core machine, where the prefill's jitter exceeds the decode time it is subtracted from."""
     if new < 2:
         raise ValueError(f"decode_ms_per_token needs new >= 2 tokens (one gap between two), got {new}")
     model.generate(prompt, max_new_tokens=4, do_sample=False)  # warm-up

@@ -7,10 +7,10 @@ import math
 
 from transformers import PretrainedConfig
 
-from gsa.nn.gates import FORGET_GATES, SPREAD, check_gate_bias_range
-from gsa.nn.options import check_feature_map_options
-from gsa.ops.validation import SLOT_READS
+from gsa.errors import OptionError
+from gsa.nn.gates import SPREAD
 from gsa.nn.mlp import ACTIVATIONS
+from gsa.nn.options import LayerOptions
 
 # Keys transformers itself passes to a config's __init__ (when loading, or from the common PretrainedConfig
 # fields); anything else that is not a GSAConfig field is a typo and raises.
@@ -21,6 +21,15 @@ HF_CONFIG_KEYS = frozenset(
         "transformers_version", "output_attentions", "attn_implementation", "experts_implementation",
         "_commit_hash",
     }
+)
+
+# The fields that are the attention layer's arguments under the same name (attn_scale is its scale; its norm_eps is
+# output_norm_eps, or norm_eps when that is None).
+LAYER_FIELDS = (
+    "num_heads", "num_kv_heads", "num_slots", "expand_k", "expand_v", "gate_logit_normalizer", "use_short_conv",
+    "conv_size", "conv_bias", "feature_map", "feature_map_after_conv", "use_output_norm", "output_norm_affine",
+    "qkv_bias", "forget_gate", "slot_read", "window_size", "num_sink_tokens", "rope_theta", "gate_bias",
+    "gate_bias_range",
 )
 
 
@@ -73,7 +82,8 @@ def looks_like_fla(config_dict) -> bool:
 
 
 class GSAConfig(PretrainedConfig):
-    """Configuration of `GSAModel` / `GSAForCausalLM`. Every field is validated here and read by the model.
+    """Configuration of `GSAModel` / `GSAForCausalLM`. Every field is validated here (the attention layer's through
+    `layer_options()`, gsa.nn.options) and read by the model.
 
     Model: vocab_size, hidden_size (d), num_hidden_layers (L); blocks are x += GSA(RMSNorm(x)), x += MLP(RMSNorm(x)).
     Attention (see `gsa.nn.GatedSlotAttention`): num_heads query heads, num_kv_heads key/value heads (None = num_heads;
@@ -160,60 +170,23 @@ class GSAConfig(PretrainedConfig):
         self.vocab_size = positive_int("vocab_size", vocab_size)
         self.hidden_size = positive_int("hidden_size", hidden_size)
         self.num_hidden_layers = positive_int("num_hidden_layers", num_hidden_layers)
-        self.num_heads = positive_int("num_heads", num_heads)
-        self.num_kv_heads = num_heads if num_kv_heads is None else positive_int("num_kv_heads", num_kv_heads)
-        if self.num_heads % self.num_kv_heads != 0:
-            raise ValueError(f"GSAConfig.num_kv_heads ({num_kv_heads}) must divide num_heads ({num_heads})")
-        self.num_slots = positive_int("num_slots", num_slots)
-        self.expand_k = _positive_float("expand_k", expand_k)
-        self.expand_v = _positive_float("expand_v", expand_v)
-        for name, expand in (("expand_k", self.expand_k), ("expand_v", self.expand_v)):
-            dim = hidden_size * expand
-            if dim != int(dim) or int(dim) % num_heads != 0:
-                raise ValueError(
-                    f"GSAConfig.{name}: hidden_size * {name} = {dim} must be an integer divisible by num_heads "
-                    f"({num_heads})"
-                )
-        self.gate_logit_normalizer = _positive_float("gate_logit_normalizer", gate_logit_normalizer)
-        check_feature_map_options(feature_map, use_short_conv, feature_map_after_conv, conv_bias, "GSAConfig.")
-        self.use_short_conv, self.conv_bias = use_short_conv, conv_bias
+        self.norm_eps = _positive_float("norm_eps", norm_eps)
+        self.output_norm_eps, self.attn_scale = output_norm_eps, attn_scale
+        self.num_heads, self.num_kv_heads, self.num_slots = num_heads, num_kv_heads, num_slots
+        self.expand_k, self.expand_v, self.gate_logit_normalizer = expand_k, expand_v, gate_logit_normalizer
+        self.use_short_conv, self.conv_size, self.conv_bias = use_short_conv, conv_size, conv_bias
         self.feature_map, self.feature_map_after_conv = feature_map, feature_map_after_conv
-        self.conv_size = positive_int("conv_size", conv_size)
-        if conv_size < 2:
-            raise ValueError(f"GSAConfig.conv_size must be >= 2, got {conv_size}")
-        self.attn_scale = None if attn_scale is None else _positive_float("attn_scale", attn_scale)
-        if forget_gate not in FORGET_GATES:
-            raise ValueError(f"GSAConfig.forget_gate must be one of {FORGET_GATES}, got {forget_gate!r}")
-        self.forget_gate = forget_gate
-        if not isinstance(gate_bias, bool):
-            raise ValueError(f"GSAConfig.gate_bias must be a bool, got {gate_bias!r}")
-        if gate_bias and forget_gate != "data":
-            raise ValueError(f"GSAConfig.gate_bias=True needs forget_gate='data' (it biases W_f), got {forget_gate!r}")
-        self.gate_bias = gate_bias
-        self.gate_bias_range = list(check_gate_bias_range(gate_bias_range, "GSAConfig.gate_bias_range", gate_bias))
-        if slot_read not in SLOT_READS:
-            raise ValueError(f"GSAConfig.slot_read must be one of {SLOT_READS}, got {slot_read!r}")
-        self.slot_read = slot_read
-        for name, value in (("window_size", window_size), ("num_sink_tokens", num_sink_tokens)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"GSAConfig.{name} must be an int >= 0, got {value!r}")
-        if num_sink_tokens and not window_size:
-            raise ValueError(f"GSAConfig.num_sink_tokens={num_sink_tokens} needs window_size > 0")
-        if window_size and self.head_k_dim_of(hidden_size, expand_k, num_heads) % 2:
-            raise ValueError("GSAConfig.window_size > 0 applies RoPE, which needs an even head_k_dim")
-        self.window_size, self.num_sink_tokens = window_size, num_sink_tokens
-        self.rope_theta = _positive_float("rope_theta", rope_theta)
-        for name, flag in (("use_output_norm", use_output_norm), ("qkv_bias", qkv_bias),
-                           ("output_norm_affine", output_norm_affine)):
-            if not isinstance(flag, bool):
-                raise ValueError(f"GSAConfig.{name} must be a bool, got {flag!r}")
-        self.use_output_norm = use_output_norm
-        self.qkv_bias = qkv_bias
-        self.output_norm_eps = None if output_norm_eps is None else _positive_float("output_norm_eps", output_norm_eps)
-        if not use_output_norm and (output_norm_eps is not None or not output_norm_affine):
-            raise ValueError("GSAConfig.output_norm_eps / output_norm_affine=False need use_output_norm=True "
-                             "(they describe that norm)")
-        self.output_norm_affine = output_norm_affine
+        self.use_output_norm, self.output_norm_affine, self.qkv_bias = use_output_norm, output_norm_affine, qkv_bias
+        self.forget_gate, self.slot_read, self.gate_bias, self.gate_bias_range = (
+            forget_gate, slot_read, gate_bias, gate_bias_range)
+        self.window_size, self.num_sink_tokens, self.rope_theta = window_size, num_sink_tokens, rope_theta
+        options = self.layer_options()  # checks the layer's fields; they keep the checked values
+        for name in LAYER_FIELDS:
+            setattr(self, name, getattr(options, name))
+        self.attn_scale, self.gate_bias_range = options.scale, list(options.gate_bias_range)
+        self.output_norm_eps = None if output_norm_eps is None else options.norm_eps
+        if self.output_norm_eps is not None and not use_output_norm:
+            raise ValueError("GSAConfig.output_norm_eps needs use_output_norm=True (it describes that norm)")
 
         if hidden_ratio is not None:
             _positive_float("hidden_ratio", hidden_ratio)
@@ -231,7 +204,6 @@ class GSAConfig(PretrainedConfig):
         if hidden_act not in ACTIVATIONS:
             raise ValueError(f"GSAConfig.hidden_act must be one of {sorted(ACTIVATIONS)}, got {hidden_act!r}")
         self.hidden_act = hidden_act
-        self.norm_eps = _positive_float("norm_eps", norm_eps)
         self.initializer_range = _positive_float("initializer_range", initializer_range)
         if not isinstance(tie_word_embeddings, bool):
             raise ValueError(f"GSAConfig.tie_word_embeddings must be a bool, got {tie_word_embeddings!r}")
@@ -245,6 +217,16 @@ class GSAConfig(PretrainedConfig):
             eos_token_id=eos_token_id,
             **kwargs,
         )
+
+    def layer_options(self) -> LayerOptions:
+        """The attention layer's arguments as one object (GatedSlotAttention.from_options), checked there; a bad
+        value raises a ValueError naming the GSAConfig field."""
+        norm_eps = self.norm_eps if self.output_norm_eps is None else self.output_norm_eps
+        try:
+            return LayerOptions(self.hidden_size, scale=self.attn_scale, norm_eps=norm_eps,
+                                **{name: getattr(self, name) for name in LAYER_FIELDS})
+        except OptionError as e:
+            raise e.under("GSAConfig", {"scale": "attn_scale", "norm_eps": "output_norm_eps"}) from None
 
     @classmethod
     def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):

@@ -22,32 +22,7 @@ class GSABlock(nn.Module):
     def __init__(self, config: GSAConfig):
         super().__init__()
         self.attn_norm = RMSNorm(config.hidden_size, eps=config.norm_eps)
-        self.attn = GatedSlotAttention(
-            hidden_size=config.hidden_size,
-            num_heads=config.num_heads,
-            num_kv_heads=config.num_kv_heads,
-            num_slots=config.num_slots,
-            expand_k=config.expand_k,
-            expand_v=config.expand_v,
-            gate_logit_normalizer=config.gate_logit_normalizer,
-            norm_eps=config.norm_eps if config.output_norm_eps is None else config.output_norm_eps,
-            use_short_conv=config.use_short_conv,
-            conv_size=config.conv_size,
-            conv_bias=config.conv_bias,
-            scale=config.attn_scale,
-            feature_map=config.feature_map,
-            feature_map_after_conv=config.feature_map_after_conv,
-            use_output_norm=config.use_output_norm,
-            output_norm_affine=config.output_norm_affine,
-            qkv_bias=config.qkv_bias,
-            forget_gate=config.forget_gate,
-            gate_bias=config.gate_bias,
-            gate_bias_range=config.gate_bias_range,
-            slot_read=config.slot_read,
-            window_size=config.window_size,
-            num_sink_tokens=config.num_sink_tokens,
-            rope_theta=config.rope_theta,
-        )
+        self.attn = GatedSlotAttention.from_options(config.layer_options())
         self.mlp_norm = self.mlp = None
         if config.intermediate_size:
             self.mlp_norm = RMSNorm(config.hidden_size, eps=config.norm_eps)

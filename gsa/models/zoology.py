@@ -31,11 +31,13 @@ from transformers import PretrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutput, CausalLMOutput
 
+from gsa.errors import OptionError
 from gsa.models.configuration import HF_CONFIG_KEYS, positive_int
 from gsa.models.loading import VerifiedLoading
 from gsa.models.modeling import CausalLMEmbeddings, _check_ids, shifted_lm_loss
 from gsa.nn import GatedSlotAttention, ShortConvolution, SlotGateProjection
 from gsa.nn.gates import SPREAD
+from gsa.nn.options import LayerOptions
 
 MIXERS = ("gsa", "abc", "attention")
 
@@ -74,9 +76,24 @@ class ZoologyConfig(PretrainedConfig):
         self.gate_logit_normalizer, self.use_short_conv, self.attn_scale = gate_logit_normalizer, use_short_conv, attn_scale
         if gate_bias and mixer != "gsa":
             raise ValueError(f"ZoologyConfig.gate_bias biases GSA's gate: needs mixer='gsa', got {mixer!r}")
-        self.gate_bias, self.gate_bias_range = gate_bias, list(gate_bias_range)
+        self.gate_bias, self.gate_bias_range = gate_bias, gate_bias_range
+        options = self.layer_options()  # checks the GSA layer's fields
+        self.gate_logit_normalizer, self.attn_scale = options.gate_logit_normalizer, options.scale
+        self.gate_bias_range = list(options.gate_bias_range)
         self.conv_kernel, self.layer_norm_eps, self.initializer_range = conv_kernel, layer_norm_eps, initializer_range
         super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
+
+    def layer_options(self) -> LayerOptions:
+        """The GSA mixer's arguments as one object (GatedSlotAttention.from_options); a bad value raises a ValueError
+        naming the ZoologyConfig field."""
+        try:
+            return LayerOptions(
+                self.hidden_size, num_heads=self.num_heads, num_slots=self.num_slots,
+                gate_logit_normalizer=self.gate_logit_normalizer, use_short_conv=self.use_short_conv,
+                scale=self.attn_scale, forget_gate="none" if self.mixer == "abc" else "data", gate_bias=self.gate_bias,
+                gate_bias_range=self.gate_bias_range)
+        except OptionError as e:
+            raise e.under("ZoologyConfig", {"scale": "attn_scale"}) from None
 
 
 class BaseConv(nn.Module):
@@ -130,11 +147,7 @@ class ZoologyBlock(nn.Module):
         elif config.mixer == "attention":
             self.mixer = CausalAttention(d, config.num_heads)
         else:
-            self.mixer = GatedSlotAttention(
-                d, num_heads=config.num_heads, num_slots=config.num_slots,
-                gate_logit_normalizer=config.gate_logit_normalizer, use_short_conv=config.use_short_conv,
-                scale=config.attn_scale, forget_gate="none" if config.mixer == "abc" else "data",
-                gate_bias=config.gate_bias, gate_bias_range=tuple(config.gate_bias_range))
+            self.mixer = GatedSlotAttention.from_options(config.layer_options())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.mixer(self.norm1(x))

@@ -5,6 +5,7 @@ from gsa.nn.conv import ShortConvolution
 from gsa.nn.gates import SlotGateProjection
 from gsa.nn.mlp import SwiGLU
 from gsa.nn.norm import RMSNorm
+from gsa.nn.options import LayerOptions
 from gsa.nn.state import GSAState
 
-__all__ = ["GSAState", "GatedSlotAttention", "RMSNorm", "ShortConvolution", "SlotGateProjection", "SwiGLU"]
+__all__ = ["GSAState", "GatedSlotAttention", "LayerOptions", "RMSNorm", "ShortConvolution", "SlotGateProjection", "SwiGLU"]

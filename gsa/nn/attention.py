@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -106,39 +108,44 @@ class GatedSlotAttention(FusesProjections):
         self.hidden_size, self.num_heads, self.num_kv_heads, self.num_slots = (
             o.hidden_size, o.num_heads, o.num_kv_heads, o.num_slots)
         self.head_k_dim, self.head_v_dim = o.head_k_dim, o.head_v_dim
-        self.gate_logit_normalizer = float(o.gate_logit_normalizer)
+        self.gate_logit_normalizer = o.gate_logit_normalizer
         self.use_short_conv, self.feature_map, self.feature_map_after_conv = (
             o.use_short_conv, o.feature_map, o.feature_map_after_conv)
         self.use_output_norm, self.forget_gate, self.slot_read = o.use_output_norm, o.forget_gate, o.slot_read
-        self.window_size, self.num_sink_tokens, self.rope_theta = o.window_size, o.num_sink_tokens, float(rope_theta)
-        self.scale = self.head_k_dim**-0.5 if scale is None else float(scale)
+        self.window_size, self.num_sink_tokens, self.rope_theta = o.window_size, o.num_sink_tokens, o.rope_theta
+        self.scale = self.head_k_dim**-0.5 if o.scale is None else o.scale
         # A run-time speed/memory knob, not a model property (so not a config field): keep the op's chunk states
         # for the backward instead of recomputing them (triton backend; see gated_slot_attention's keep_states).
         self.keep_states = False
 
         K, V, H, HQ, M = self.head_k_dim, self.head_v_dim, self.num_kv_heads, self.num_heads, self.num_slots
-        self.q_proj = nn.Linear(hidden_size, HQ * K, bias=qkv_bias)
-        self.k_proj = nn.Linear(hidden_size, H * K, bias=qkv_bias)
-        self.v_proj = nn.Linear(hidden_size, H * V, bias=qkv_bias)
-        if forget_gate == "fixed":
+        self.q_proj = nn.Linear(o.hidden_size, HQ * K, bias=o.qkv_bias)
+        self.k_proj = nn.Linear(o.hidden_size, H * K, bias=o.qkv_bias)
+        self.v_proj = nn.Linear(o.hidden_size, H * V, bias=o.qkv_bias)
+        if o.forget_gate == "fixed":
             # Slot decays spread from short to long memory (alpha = sigmoid(logit) ** (1 / tau)), so the slots differ
             # from the start; zeros would give every slot the same decay and the same gradient.
             self.f_logit = nn.Parameter(spread_slot_logits(H, M))
-        elif gate_bias:
-            self.f_proj = SlotGateProjection(hidden_size, H, M, o.gate_bias_range)
+        elif o.gate_bias:
+            self.f_proj = SlotGateProjection(o.hidden_size, H, M, o.gate_bias_range)
         else:
-            self.f_proj = nn.Linear(hidden_size, H * M, bias=False)
-        if use_short_conv:
-            self.q_conv = ShortConvolution(HQ * K, conv_size, bias=conv_bias)
-            self.k_conv = ShortConvolution(H * K, conv_size, bias=conv_bias)
-            self.v_conv = ShortConvolution(H * V, conv_size, bias=conv_bias)
-        if feature_map == "learned":
+            self.f_proj = nn.Linear(o.hidden_size, H * M, bias=False)
+        if o.use_short_conv:
+            self.q_conv = ShortConvolution(HQ * K, o.conv_size, bias=o.conv_bias)
+            self.k_conv = ShortConvolution(H * K, o.conv_size, bias=o.conv_bias)
+            self.v_conv = ShortConvolution(H * V, o.conv_size, bias=o.conv_bias)
+        if o.feature_map == "learned":
             self.q_map, self.k_map = LearnedFeatureMap(HQ, K), LearnedFeatureMap(H, K)
-        if use_output_norm:
-            self.o_norm = RMSNorm(HQ * V, eps=norm_eps, elementwise_affine=output_norm_affine)
-        if window_size:
+        if o.use_output_norm:
+            self.o_norm = RMSNorm(HQ * V, eps=o.norm_eps, elementwise_affine=o.output_norm_affine)
+        if o.window_size:
             self.memory_scale = nn.Parameter(torch.zeros(HQ))  # the slot memory's share per query head
-        self.o_proj = nn.Linear(HQ * V, hidden_size, bias=False)
+        self.o_proj = nn.Linear(HQ * V, o.hidden_size, bias=False)
+
+    @classmethod
+    def from_options(cls, options: LayerOptions) -> GatedSlotAttention:
+        """The layer of a config's `layer_options()` (GSAConfig, ZoologyConfig): its arguments as one object."""
+        return cls(**{f.name: getattr(options, f.name) for f in fields(options)})
 
     def fuse_projections(self) -> None:
         """Compute q, k, v (and the slot logits) as one matrix product when autograd is off (decoding); the

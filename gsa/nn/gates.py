@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from gsa.errors import OptionError
+
 FORGET_GATES = ("data", "fixed", "none")
 
 SPREAD = (-4.0, 4.0)  # the default range of spread_slot_logits
@@ -17,16 +19,16 @@ def spread_slot_logits(heads: int, slots: int, span: tuple[float, float] = SPREA
     return torch.linspace(float(span[0]), float(span[1]), slots).repeat(heads, 1)
 
 
-def check_gate_bias_range(span, owner: str, gate_bias: bool = True) -> tuple[float, float]:
-    """(lo, hi) as floats, or a ValueError naming `owner` (the argument's full name). A range other than the default
-    needs gate_bias (without the bias it spreads it would be ignored silently)."""
+def check_gate_bias_range(span, gate_bias: bool = True) -> tuple[float, float]:
+    """(lo, hi) as floats, or an OptionError naming gate_bias_range. A range other than the default needs gate_bias
+    (without the bias it spreads it would be ignored silently)."""
     ok = isinstance(span, (list, tuple)) and len(span) == 2 and all(
         isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < float("inf") for v in span)
     if not ok or span[0] > span[1]:
-        raise ValueError(f"{owner} must be two finite numbers (lo, hi) with lo <= hi, got {span!r}")
+        raise OptionError("gate_bias_range", f" must be two finite numbers (lo, hi) with lo <= hi, got {span!r}")
     span = float(span[0]), float(span[1])
     if span != SPREAD and not gate_bias:
-        raise ValueError(f"{owner}={list(span)} needs gate_bias=True (it sets W_f's bias)")
+        raise OptionError("gate_bias_range", f"={list(span)} needs gate_bias=True (it sets W_f's bias)")
     return span
 
 
@@ -39,7 +41,7 @@ class SlotGateProjection(nn.Linear):
 
     def __init__(self, in_features: int, heads: int, slots: int, span: tuple[float, float] = SPREAD):
         super().__init__(in_features, heads * slots, bias=True)
-        self.slots, self.span = slots, check_gate_bias_range(span, "gate_bias_range")
+        self.slots, self.span = slots, check_gate_bias_range(span)
         with torch.no_grad():
             self.bias.copy_(self.spread_bias())
 

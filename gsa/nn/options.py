@@ -1,47 +1,48 @@
-"""The GSA layer's options, checked once: `LayerOptions` (GatedSlotAttention's arguments as one object) and the
-feature-map / convolution rule that GSAConfig checks too."""
+"""The GSA layer's options as one object, checked once: `LayerOptions` holds GatedSlotAttention's arguments, and
+GSAConfig and ZoologyConfig build theirs with `layer_options()`, so a bad value raises the same OptionError
+whichever way the layer is made (re-worded with the config's field name there)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+from gsa.errors import OptionError
 from gsa.nn.feature_map import FEATURE_MAPS
 from gsa.nn.gates import FORGET_GATES, SPREAD, check_gate_bias_range
 from gsa.ops.validation import SLOT_READS
 
 
-def check_feature_map_options(feature_map: str, use_short_conv: bool, feature_map_after_conv: bool,
-                              conv_bias: bool, owner: str = "") -> None:
-    """A ValueError naming the option (prefixed by `owner`, e.g. "GSAConfig.") unless the feature-map and
-    convolution options make one layer: identity needs no convolution (its SiLU would be a feature map), and
-    without feature_map_after_conv the convolution's SiLU is the feature map, so it must be swish."""
-    if feature_map not in FEATURE_MAPS:
-        raise ValueError(f"{owner}feature_map must be one of {FEATURE_MAPS}, got {feature_map!r}")
-    for name, flag in (("use_short_conv", use_short_conv), ("feature_map_after_conv", feature_map_after_conv),
-                       ("conv_bias", conv_bias)):
-        if not isinstance(flag, bool):
-            raise ValueError(f"{owner}{name} must be a bool, got {flag!r}")
-    if feature_map in ("identity", "learned") and use_short_conv:
-        raise ValueError(f"{owner}feature_map={feature_map!r} needs use_short_conv=False (the convolution has its own "
-                         "SiLU)")
-    if feature_map == "relu" and use_short_conv and not feature_map_after_conv:
-        raise ValueError(f"{owner}feature_map='relu' with use_short_conv needs feature_map_after_conv=True (fla's "
-                         "layer: ReLU after the convolution's SiLU); without it the convolution's SiLU is the map")
-    for name, flag in (("feature_map_after_conv", feature_map_after_conv), ("conv_bias", conv_bias)):
-        if flag and not use_short_conv:
-            raise ValueError(f"{owner}{name}=True needs use_short_conv=True")
+def _int(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        kind = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        raise OptionError(name, f" must be {kind}, got {value!r}")
+    return value
 
 
-def _check_bools(**flags) -> None:
-    for name, flag in flags.items():
-        if not isinstance(flag, bool):
-            raise ValueError(f"{name} must be a bool, got {flag!r}")
+def _positive(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise OptionError(name, f" must be a positive finite number, got {value!r}")
+    return float(value)
+
+
+def _flag(name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise OptionError(name, f" must be a bool, got {value!r}")
+    return value
+
+
+def _choice(name: str, value, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise OptionError(name, f" must be one of {choices}, got {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
 class LayerOptions:
-    """GatedSlotAttention's arguments (see its docstring), validated on construction: a ValueError naming the
-    argument, expected vs actual. num_kv_heads None means num_heads; gate_bias_range becomes two floats."""
+    """GatedSlotAttention's arguments (see its docstring), validated on construction: an OptionError (a ValueError)
+    naming the argument, expected vs actual. num_kv_heads None means num_heads; numbers become floats and
+    gate_bias_range two floats."""
 
     hidden_size: int
     num_heads: int = 4
@@ -69,49 +70,63 @@ class LayerOptions:
     gate_bias_range: tuple[float, float] = SPREAD
 
     def __post_init__(self):
-        if self.num_kv_heads is None:
-            object.__setattr__(self, "num_kv_heads", self.num_heads)
-        d, HQ, H, M = self.hidden_size, self.num_heads, self.num_kv_heads, self.num_slots
-        if d <= 0 or HQ <= 0 or H <= 0 or M <= 0:
-            raise ValueError(f"hidden_size, num_heads, num_kv_heads and num_slots must be positive, got {d}, {HQ}, "
-                             f"{H}, {M}")
-        if HQ % H != 0:
-            raise ValueError(f"num_heads ({HQ}) must be a multiple of num_kv_heads ({H})")
-        for name, dim in (("expand_k", d * self.expand_k), ("expand_v", d * self.expand_v)):
-            if dim <= 0 or dim != int(dim) or int(dim) % HQ != 0:
-                raise ValueError(f"hidden_size * {name} = {dim} must be a positive integer divisible by num_heads "
-                                 f"({HQ})")
-        if not self.gate_logit_normalizer > 0:
-            raise ValueError(f"gate_logit_normalizer must be positive, got {self.gate_logit_normalizer}")
-        if self.scale is not None and not self.scale > 0:
-            raise ValueError(f"scale must be positive or None (K ** -0.5), got {self.scale}")
-        if self.slot_read not in SLOT_READS:
-            raise ValueError(f"slot_read must be one of {SLOT_READS}, got {self.slot_read!r}")
-        self._check_window()
-        if self.forget_gate not in FORGET_GATES:
-            raise ValueError(f"forget_gate must be one of {FORGET_GATES}, got {self.forget_gate!r}")
-        _check_bools(gate_bias=self.gate_bias)
-        if self.gate_bias and self.forget_gate != "data":
-            raise ValueError(f"gate_bias=True biases the data-dependent gate's W_f; forget_gate={self.forget_gate!r} "
-                             "has none")
-        object.__setattr__(self, "gate_bias_range",
-                           check_gate_bias_range(self.gate_bias_range, "gate_bias_range", self.gate_bias))
-        check_feature_map_options(self.feature_map, self.use_short_conv, self.feature_map_after_conv, self.conv_bias)
-        _check_bools(use_output_norm=self.use_output_norm, qkv_bias=self.qkv_bias,
-                     output_norm_affine=self.output_norm_affine)
+        def normalise(name, value):
+            object.__setattr__(self, name, value)
+
+        for name in ("hidden_size", "num_heads", "num_slots"):
+            _int(name, getattr(self, name), 1)
+        normalise("num_kv_heads", self.num_heads if self.num_kv_heads is None else _int("num_kv_heads",
+                                                                                         self.num_kv_heads, 1))
+        if self.num_heads % self.num_kv_heads:
+            raise OptionError("num_kv_heads", f" ({self.num_kv_heads}) must divide num_heads ({self.num_heads})")
+        for name in ("expand_k", "expand_v", "gate_logit_normalizer", "norm_eps", "rope_theta"):
+            normalise(name, _positive(name, getattr(self, name)))
+        for name in ("expand_k", "expand_v"):
+            dim = self.hidden_size * getattr(self, name)
+            if dim != int(dim) or int(dim) % self.num_heads:
+                raise OptionError(name, f": hidden_size * {name} = {dim} must be an integer divisible by num_heads "
+                                        f"({self.num_heads})")
+        if self.scale is not None:
+            normalise("scale", _positive("scale", self.scale))
+        _int("conv_size", self.conv_size, 2)
+        for name in ("use_short_conv", "conv_bias", "feature_map_after_conv", "use_output_norm", "output_norm_affine",
+                     "qkv_bias", "gate_bias"):
+            _flag(name, getattr(self, name))
+        _choice("feature_map", self.feature_map, FEATURE_MAPS)
+        _choice("forget_gate", self.forget_gate, FORGET_GATES)
+        _choice("slot_read", self.slot_read, SLOT_READS)
+        self._check_feature_map()
         if not self.output_norm_affine and not self.use_output_norm:
-            raise ValueError("output_norm_affine=False needs use_output_norm=True (it removes that norm's gain)")
+            raise OptionError("output_norm_affine", "=False needs use_output_norm=True (it removes that norm's gain)")
+        if self.gate_bias and self.forget_gate != "data":
+            raise OptionError("gate_bias", f"=True biases the data-dependent gate's W_f; forget_gate="
+                                           f"{self.forget_gate!r} has none")
+        normalise("gate_bias_range", check_gate_bias_range(self.gate_bias_range, self.gate_bias))
+        self._check_window()
+
+    def _check_feature_map(self) -> None:
+        """The feature map and convolution options make one layer: identity needs no convolution (its SiLU would be
+        a feature map), and without feature_map_after_conv the convolution's SiLU is the feature map, so it must be
+        swish."""
+        if self.feature_map in ("identity", "learned") and self.use_short_conv:
+            raise OptionError("feature_map", f"={self.feature_map!r} needs use_short_conv=False (the convolution "
+                                             "has its own SiLU)")
+        if self.feature_map == "relu" and self.use_short_conv and not self.feature_map_after_conv:
+            raise OptionError("feature_map", "='relu' with use_short_conv needs feature_map_after_conv=True (fla's "
+                                             "layer: ReLU after the convolution's SiLU); without it the convolution's "
+                                             "SiLU is the map")
+        for name in ("feature_map_after_conv", "conv_bias"):
+            if getattr(self, name) and not self.use_short_conv:
+                raise OptionError(name, "=True needs use_short_conv=True")
 
     def _check_window(self) -> None:
-        for name, value in (("window_size", self.window_size), ("num_sink_tokens", self.num_sink_tokens)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+        for name in ("window_size", "num_sink_tokens"):
+            _int(name, getattr(self, name), 0)
         if self.num_sink_tokens and not self.window_size:
-            raise ValueError(f"num_sink_tokens={self.num_sink_tokens} needs window_size > 0")
-        if self.window_size and not self.rope_theta > 0:
-            raise ValueError(f"rope_theta must be positive, got {self.rope_theta}")
+            raise OptionError("num_sink_tokens", f"={self.num_sink_tokens} needs window_size > 0")
         if self.window_size and self.head_k_dim % 2:
-            raise ValueError(f"window_size > 0 applies RoPE, which needs an even head_k_dim, got {self.head_k_dim}")
+            raise OptionError("window_size", f" > 0 applies RoPE, which needs an even head_k_dim, got "
+                                             f"{self.head_k_dim}")
 
     @property
     def head_k_dim(self) -> int:

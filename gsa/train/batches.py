@@ -1,4 +1,5 @@
-"""Deterministic batch sources for the trainer: language-model windows and MQAR examples.
+"""Deterministic batch sources for the trainer: language-model windows and MQAR examples (`training_data` makes
+the configured one).
 
 Both address the data by (step, micro-step, rank): a step's global batch is the same for any number of
 processes and gradient-accumulation split, and resuming at step ``s`` needs nothing but ``s``.
@@ -6,15 +7,19 @@ processes and gradient-accumulation split, and resuming at step ``s`` needs noth
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from gsa.data import DataOrder, TextData, Windows, mqar_batch, pack_batch
 from gsa.errors import InputError
+
+from .config import Config
+from .distributed import Dist
 
 
 class TextBatches:
@@ -120,3 +125,44 @@ class MQARBatches:
                 idx = mine[i : i + mbs]
                 yield self.eval_key(pairs, length, self.seq_len), {"input_ids": full["input_ids"][idx],
                                                                    "labels": full["labels"][idx]}
+
+
+@dataclass
+class TrainingData:
+    """The configured batches, the tokenizer saved with each checkpoint (None for MQAR), its EOS id and the
+    vocabulary size the model needs."""
+
+    batches: TextBatches | MQARBatches
+    tokenizer: Any
+    eos_id: int | None
+    vocab_size: int
+
+
+def training_data(cfg: Config, d: Dist, log: Callable[[str], None]) -> TrainingData:
+    """The batches of cfg.data. Text data is tokenized into its cache by the main process first; the others then
+    load that cache."""
+    if cfg.data.kind == "mqar":
+        dc = cfg.data
+        batches = MQARBatches(dc.seq_len, dc.mqar_train_pairs, dc.mqar_eval_pairs, dc.mqar_eval_examples,
+                              dc.mqar_vocab_size, dc.mqar_alpha, cfg.seed, dc.mqar_train_seq_lens,
+                              dc.mqar_query_values, dc.mqar_random_fill, dc.mqar_eval_seq_lens)
+        return TrainingData(batches, None, None, dc.mqar_vocab_size)
+    from gsa.data import load_text_data, prepare_text_data
+
+    def prepare():
+        if cfg.data.tokens:
+            return load_text_data(cfg.data.tokens, cfg.data.tokenizer)
+        return prepare_text_data(cfg.data.sources, cfg.data.tokenizer, cfg.data.vocab_size, cfg.data.cache_dir,
+                                 cfg.data.heldout_fraction, text_field=cfg.data.text_field,
+                                 progress=cfg.train.progress and d.is_main)
+
+    if d.is_main:  # build the cache once; the others then find it
+        data = prepare()
+    d.barrier()
+    if not d.is_main:
+        data = prepare()
+    batches = TextBatches(data, cfg.data.seq_len, cfg.data.documents, cfg.seed, cfg.data.passkey_fraction)
+    vocab_size = len(data.tokenizer)
+    log(f"data: {len(data.train.tokens):,} training tokens ({len(batches.train):,} windows of {cfg.data.seq_len}), "
+        f"{len(data.heldout.tokens):,} held-out tokens; vocabulary {vocab_size}")
+    return TrainingData(batches, data.tokenizer, data.tokenizer.eos_token_id, vocab_size)

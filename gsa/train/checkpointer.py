@@ -105,3 +105,15 @@ class Checkpointer:
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
         return state["step"]
+
+    def publish(self, last: Path | None) -> Path:
+        """Copy the last checkpoint's model directory to out/model (the trained model); returns that path."""
+        final = self.out / "model"
+        if self.d.is_main and last is not None:
+            tmp = self.out / ".tmp-model"
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(last / "model", tmp)
+            shutil.rmtree(final, ignore_errors=True)
+            tmp.rename(final)
+        self.d.barrier()
+        return final

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 import torch
 
 from . import checkpoint as ckpt
-from .batches import MQARBatches, TextBatches
+from .batches import training_data
 from .checkpointer import Checkpointer
 from .config import Config
 from .distributed import Dist, setup, teardown, wrap
@@ -50,9 +49,10 @@ class Trainer:
         self.out = Path(cfg.output_dir)
         self.bf16 = cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and self.d.device.type == "cuda")
         self.log = print if self.d.is_main else (lambda *a, **k: None)
-        self._prepare_data()
+        data = training_data(cfg, self.d, self.log)
+        self.batches = data.batches
         torch.manual_seed(cfg.seed)  # identical initial weights on every process
-        plain = build_model(cfg.model, self.vocab_size, self.eos_id)
+        plain = build_model(cfg.model, data.vocab_size, data.eos_id)
         self.teacher = None
         if cfg.distill.teacher:
             if self.d.world > 1:
@@ -73,7 +73,7 @@ class Trainer:
                                            eps=o.eps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
         self.step = 0
-        self.checkpointer = Checkpointer(self.out, self.d, cfg.train.keep_checkpoints, self.tokenizer, cfg.data,
+        self.checkpointer = Checkpointer(self.out, self.d, cfg.train.keep_checkpoints, data.tokenizer, cfg.data,
                                          cfg.lora.alpha / cfg.lora.rank if cfg.lora.rank else None)
 
     def _first_windows(self, n: int) -> torch.Tensor:
@@ -87,36 +87,6 @@ class Trainer:
                 return labelled_positions_loss(self.model, batch)
             return self.model(**model_inputs(self.model, batch)).loss
         return distillation_loss(unwrap(self.model), self.teacher, batch, self.cfg)
-
-    # ---------------------------------------------------------------- data
-    def _prepare_data(self) -> None:
-        cfg, d = self.cfg, self.d
-        if cfg.data.kind == "mqar":
-            self.tokenizer, self.eos_id, self.vocab_size = None, None, cfg.data.mqar_vocab_size
-            self.batches = MQARBatches(cfg.data.seq_len, cfg.data.mqar_train_pairs, cfg.data.mqar_eval_pairs,
-                                       cfg.data.mqar_eval_examples, cfg.data.mqar_vocab_size, cfg.data.mqar_alpha,
-                                       cfg.seed, cfg.data.mqar_train_seq_lens, cfg.data.mqar_query_values,
-                                       cfg.data.mqar_random_fill, cfg.data.mqar_eval_seq_lens)
-            return
-        from gsa.data import load_text_data, prepare_text_data
-
-        def prepare():
-            if cfg.data.tokens:
-                return load_text_data(cfg.data.tokens, cfg.data.tokenizer)
-            return prepare_text_data(cfg.data.sources, cfg.data.tokenizer, cfg.data.vocab_size, cfg.data.cache_dir,
-                                     cfg.data.heldout_fraction, text_field=cfg.data.text_field,
-                                     progress=cfg.train.progress and d.is_main)
-
-        if d.is_main:  # build the cache once; the others then find it
-            data = prepare()
-        d.barrier()
-        if not d.is_main:
-            data = prepare()
-        self.tokenizer, self.eos_id = data.tokenizer, data.tokenizer.eos_token_id
-        self.vocab_size = len(data.tokenizer)
-        self.batches = TextBatches(data, cfg.data.seq_len, cfg.data.documents, cfg.seed, cfg.data.passkey_fraction)
-        self.log(f"data: {len(data.train.tokens):,} training tokens ({len(self.batches.train):,} windows of "
-                 f"{cfg.data.seq_len}), {len(data.heldout.tokens):,} held-out tokens; vocabulary {self.vocab_size}")
 
     # ---------------------------------------------------------------- checkpoints
     def save(self) -> Path | None:
@@ -188,18 +158,6 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         return loss_sum, grad_norm, lr
-
-    def _publish_model(self, last_ckpt: Path | None) -> Path:
-        """Copy the last checkpoint's model directory to output_dir/model (the trained model); returns that path."""
-        final = self.out / "model"
-        if self.d.is_main and last_ckpt is not None:
-            tmp = self.out / ".tmp-model"
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(last_ckpt / "model", tmp)
-            shutil.rmtree(final, ignore_errors=True)
-            tmp.rename(final)
-        self.d.barrier()
-        return final
 
     def fit(self) -> dict[str, Any]:
         cfg, d, t = self.cfg, self.d, self.cfg.train
@@ -279,7 +237,7 @@ class Trainer:
         bar.close()
         if metrics:
             metrics.close()
-        final = self._publish_model(last_ckpt)
+        final = self.checkpointer.publish(last_ckpt)
         summary.update({"step": self.step, "model_dir": str(final), "num_params": self.num_params,
                         "rank": d.rank})
         return summary

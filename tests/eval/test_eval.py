@@ -141,8 +141,12 @@ def test_lm_eval_adapter_on_local_task(tiny_model, tmp_path, monkeypatch):
     pytest.importorskip("lm_eval", reason="lm-eval is not installed (pip install lm-eval)")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # " def" is a prefix of the two other choices at a word boundary, so any model gives it the highest
+    # log-likelihood (the others add tokens of probability < 1): acc is the share of rows whose answer is " def",
+    # 4 / 6 (a tie, scored as lm-eval's first choice, would give 1 / 6, and so would preferring the longest)
+    answers = [1, 1, 1, 0, 2, 1]
     rows = [{"question": f"Question {i}: which keyword defines a function in Python?",
-             "choices": [" def", " lambda", " class"], "answer": i % 3} for i in range(6)]
+             "choices": [" def main", " def", " def main function"], "answer": a} for i, a in enumerate(answers)]
     (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     tasks = tmp_path / "tasks"
     tasks.mkdir()
@@ -150,5 +154,4 @@ def test_lm_eval_adapter_on_local_task(tiny_model, tmp_path, monkeypatch):
     out = tmp_path / "harness.json"
     assert gsa_main(["eval", "harness", "--model", str(tiny_model), "--tasks", "gsa_local_mc", "--include-path",
                      str(tasks), "--device", "cpu", "--json", str(out)]) == 0
-    acc = json.loads(out.read_text())["gsa_local_mc"]["acc,none"]
-    assert 0.0 <= acc <= 1.0
+    assert json.loads(out.read_text())["gsa_local_mc"]["acc,none"] == 4 / 6

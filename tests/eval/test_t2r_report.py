@@ -51,10 +51,16 @@ def test_t2r_report_scores_teacher_baseline_and_students(tmp_path):
     report = json.loads(out.read_text())
     rows = {r["model"]: r for r in report["rows"]}
     assert list(rows) == ["teacher", "teacher, window 64 + 4 sinks", "s"]
-    assert rows["teacher"]["recovery"] == 1.0
-    for r in rows.values():
-        assert r["ppl"] > 1 and 0 <= r["passkey_300"] <= 1 and 0 <= r["passkey_ctl_300"] <= 1
-        assert 0 <= r["passkey_d70-90"] <= 1 and 0 <= r["passkey_tok_d70-90"] <= 1 and 0 <= r["passkey_ctl_d70-90"] <= 1
+    teacher, window, student = rows.values()
+    assert teacher["recovery"] == 1.0 and student["recovery"] == teacher["ppl"] / student["ppl"]
+    # 64 recent tokens + 4 sinks cover the whole 64-token evaluation window: the teacher's own perplexity
+    assert window["ppl"] == pytest.approx(teacher["ppl"], rel=1e-6) and window["recovery"] == pytest.approx(1.0)
+    # the needle lies >= 70 tokens before the answer, beyond the window: the probe scores as its control
+    for probe in ("300", "d70-90"):
+        assert window[f"passkey_tok_{probe}"] == window[f"passkey_ctl_{probe}"]
+    # randomly initialised models recall no key (the scoring itself is tested on an oracle in test_passkey.py)
+    scores = [f"passkey{kind}_{probe}" for kind in ("", "_tok", "_ctl") for probe in ("300", "d70-90")]
+    assert all(r[name] == 0.0 for r in rows.values() for name in scores)
     assert rows["s"]["decode_ms_per_token"] > 0 and "decode_ms_per_token" not in rows["teacher, window 64 + 4 sinks"]
     # the task columns: the tasks built from the held-out source documents (the report decodes them from the token
     # cache) and scored directly give the report's values; recovery is the student's acc over the teacher's
@@ -75,7 +81,7 @@ def test_t2r_report_scores_teacher_baseline_and_students(tmp_path):
 
 def test_t2r_report_decode_timing_is_per_step(tmp_path, capsys):
     """The decode figure is the median gap between consecutive generated tokens (one per step, from a streamer), so
-    it is positive by construction (the old difference of two generate timings went negative on a busy CI machine);
+    it is positive by construction (a difference of two generate timings can go negative on a busy machine);
     a single token has no gap and is refused before any model loads."""
     pytest.importorskip("transformers")
     mod = _report_module()

@@ -9,6 +9,7 @@ from transformers import GenerationConfig
 from conftest import TINY, tiny_config
 from gsa.models import GSAConfig, GSAForCausalLM
 from gsa.models.configuration import swiglu_intermediate_size
+from gsa.nn.options import LayerOptions
 
 FIELDS = [p for p in inspect.signature(GSAConfig.__init__).parameters if p not in ("self", "kwargs")]
 
@@ -76,6 +77,20 @@ def test_every_field_changes_the_model(field):
 def test_invalid_values_raise_naming_the_field(field):
     with pytest.raises(ValueError, match=field):
         tiny_config(**{field: INVALID[field]})
+
+
+@pytest.mark.parametrize("field, argument, value", [
+    ("num_slots", "num_slots", 0), ("attn_scale", "scale", -1.0), ("output_norm_eps", "norm_eps", 0.0),
+    ("feature_map", "feature_map", "t2r"), ("gate_bias_range", "gate_bias_range", [4, 1]),
+])
+def test_layer_fields_are_checked_by_the_layer_options(field, argument, value):
+    """The attention layer's fields are checked once, in LayerOptions: GSAConfig raises the layer's error under its
+    own name for the field."""
+    with pytest.raises(ValueError) as layer_error:
+        LayerOptions(32, **{argument: value})
+    with pytest.raises(ValueError) as config_error:
+        tiny_config(**{field: value})
+    assert str(config_error.value) == f"GSAConfig.{field}" + str(layer_error.value)[len(argument):]
 
 
 def test_unknown_options_raise():

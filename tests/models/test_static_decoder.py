@@ -127,8 +127,6 @@ def test_gpu_compiled_cuda_graph_decoder_matches_generate(use_short_conv, hybrid
     """The fast path as `gsa generate --compile` runs it (compiled step, CUDA graph, fused recurrent kernel) gives
     generate()'s greedy tokens, float32 on the GPU, for two prompts through the same captured graph. real: the
     layers of GSA-1.3B (d 2048, 4 heads of K = V = 512, 64 slots, MLP 5632), two of them."""
-    if not torch.cuda.is_available():
-        pytest.skip("needs a CUDA device (run through the GPU machine)")
     torch.manual_seed(0)
     size = dict(hidden_size=2048, num_hidden_layers=2, num_heads=4, num_slots=64, intermediate_size=5632) if real \
         else dict(hidden_size=256, num_hidden_layers=3, num_heads=4, num_kv_heads=2, num_slots=32)
@@ -152,8 +150,6 @@ def test_gpu_bf16_batch1_step_at_real_sizes_within_2x_of_cublas(monkeypatch):
     kernel and programmatic dependent launch in a compiled
     CUDA-graph step. Teacher-forced for 16 tokens, each step's
     logits against a float32 copy of the model, no worse than ~2x the same step with cuBLAS products."""
-    if not torch.cuda.is_available():
-        pytest.skip("needs a CUDA device (run through the GPU machine)")
     from gsa.ops.triton.settings import SETTINGS
     import gsa.ops.triton.gemv as gemv
 

@@ -97,8 +97,8 @@ def test_blocks_keep_the_residual_stream_in_batch_major_order():
 def test_compiled_blocks_keep_their_graphs_over_the_mqar_shapes():
     """The trainer's compiled blocks (`train.compile`) over MQAR's shapes: three training lengths, then evaluation
     at other lengths and batch sizes without gradients, twice. Dynamo must never exhaust its recompile budget (past
-    it the blocks silently run eagerly: the H200 MQAR runs did so before the fix, from their first evaluation on) and
-    the second pass must compile nothing new."""
+    it the blocks silently run eagerly, from the first evaluation of an MQAR run on) and the second pass must
+    compile nothing new."""
     m = harness("gsa").float()
     counter = CompileCounter()
     torch._dynamo.reset()

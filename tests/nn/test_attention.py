@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from gsa.nn import GatedSlotAttention, GSAState
+from gsa.nn.options import LayerOptions
 from gsa.ops import parallel_reference
 
 TOL = dict(atol=1e-10, rtol=1e-10)
@@ -118,6 +119,19 @@ def test_state_chaining_equals_one_call(use_short_conv, prefill):
     y2, state2 = layer(x[:, prefill + 1 : prefill + 3], state=state1, output_state=True)
     y3, _ = layer(x[:, prefill + 3 :], state=state2, output_state=True)
     torch.testing.assert_close(torch.cat([y0, y1, y2, y3], 1), full, **TOL)
+
+
+def test_from_options_builds_the_keyword_layer():
+    """One object (a config's layer_options()) and the keyword arguments build the same layer."""
+    kw = dict(num_heads=4, num_kv_heads=2, num_slots=6, use_short_conv=True, gate_bias=True, window_size=4,
+              scale=0.5, norm_eps=1e-3)
+    torch.manual_seed(0)
+    a = GatedSlotAttention.from_options(LayerOptions(32, **kw))
+    torch.manual_seed(0)
+    b = GatedSlotAttention(32, **kw)
+    assert a.state_dict().keys() == b.state_dict().keys()
+    assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
+    assert (a.scale, a.o_norm.eps, a.window_size) == (b.scale, b.o_norm.eps, b.window_size) == (0.5, 1e-3, 4)
 
 
 def test_layer_rejects_bad_options():

@@ -77,7 +77,6 @@ def test_gemv_applies_only_to_one_token_without_autograd_on_a_pdl_gpu(monkeypatc
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run through the GPU machine)")
 @pytest.mark.parametrize("N, K", [(2048, 2048), (6400, 2048), (11264, 2048), (300, 4096)])
 def test_gemv_on_gpu_matches_linear_in_bf16(N, K):
     """With programmatic dependent launch on (Hopper): bf16, the decode step's shapes, after a kernel that writes

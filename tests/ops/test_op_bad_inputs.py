@@ -230,8 +230,9 @@ MIXED = [-1000.0, -100.0, -30.0]
 
 @pytest.mark.parametrize("value", MIXED, ids=[f"g={v}" for v in MIXED])
 def test_strong_and_weak_gates_keep_float32_accuracy(value):
-    """A strong gate before weak ones used to cancel them in the chunk's cumulative gate sums (1e-4 relative, 1000x
-    the float32 token loop's error). Forward, final states and every gradient within 2x of that loop's error."""
+    """A strong gate before weak ones can cancel them in a chunk's cumulative gate sums (1e-4 relative, 1000x the
+    float32 token loop's error, where decays are differences of those sums). Forward, final states and every
+    gradient within 2x of that loop's error."""
     x = strong_gates(value, T=100)
     truth = run(parallel_reference, x)
     assert_ratio(run(lambda *a, **kw: gated_slot_attention(*a, backend="torch", **kw), cast(x, torch.float32)),

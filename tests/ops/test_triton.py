@@ -156,12 +156,12 @@ def test_low_precision_within_2x_of_plain_pytorch(dtype, chunk_states, monkeypat
 @pytest.mark.slow
 def test_dg_stays_accurate_over_long_sequences(cross, monkeypatch):
     """dg at T = 1536 in float32 within 2x of plain PyTorch's error. dg_t sums per-token terms over all later
-    steps that nearly cancel; summed over the whole sequence their rounding survived (7.6x the torch backend's
-    error at T = 2048, ~20x in bf16 on an H100). The kernels now take the sum over later chunks exactly at each
-    chunk boundary (gsa/ops/triton/cumsum.py); `cross=False` runs the old sum to show this test can fail."""
+    steps that nearly cancel; summed over the whole sequence their rounding survives (7.6x the torch backend's
+    error at T = 2048, ~20x in bf16 on an H100). The kernels take the sum over later chunks exactly at each chunk
+    boundary (gsa/ops/triton/cumsum.py); `cross=False` drops those boundary terms to show this test can fail."""
     import gsa.ops.triton.chunk as chunk
 
-    if not cross:  # the old sum: the same backward with the boundary terms dropped
+    if not cross:  # the plain running sum: the same backward with the boundary terms dropped
         real = chunk.reverse_cumsum_dg
         monkeypatch.setattr(chunk, "reverse_cumsum_dg", lambda dG, dgt, cross, *a: real(dG, dgt, None, *a))
     x = make_inputs(B=1, T=1536, HQ=1, H=1, K=64, V=64, M=32, tau=4.0)
@@ -174,7 +174,7 @@ def test_dg_stays_accurate_over_long_sequences(cross, monkeypatch):
 def test_dg_boundary_term_beats_the_whole_sequence_sum(monkeypatch):
     """The guard of the boundary term while the kernels' own decays limit the comparison above: at T = 1536 in
     float32, dg with the exact chunk-boundary term is at least 3x closer to float64 than the whole-sequence sum
-    of dG (the old path, whose rounding grows with T)."""
+    of dG (whose rounding grows with T)."""
     import gsa.ops.triton.chunk as chunk
 
     x = make_inputs(B=1, T=1536, HQ=1, H=1, K=64, V=64, M=32, tau=4.0)
@@ -344,7 +344,7 @@ def test_compile_fullgraph_traces_the_ops():
     torch.testing.assert_close(hv, ref_st[1])
 
 
-@pytest.mark.skipif(DEVICE != "cpu", reason="records launches through the interpreter's kernel objects")
+@pytest.mark.skipif(DEVICE != "cpu", reason="counts launches through the Triton interpreter (CPU only)")
 @pytest.mark.parametrize("final_state", [False, True])
 def test_prewarm_queues_exactly_the_launches_of_a_call_and_runs_none(final_state, monkeypatch):
     """The first-call warm pass (chunk._prewarm: forward and backward with every launch queued for compilation)

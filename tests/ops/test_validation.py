@@ -105,9 +105,9 @@ def test_triton_backend_refuses_float64():
 
 
 def test_more_slots_than_the_triton_kernels_hold(monkeypatch):
-    """The Triton kernels hold a chunk's slots in one tile of at most 128: M = 129 used to run on them and read only
-    the first 128 (2e-3 off the float64 reference, silently). Now backend='triton' refuses it, 'auto' on a GPU
-    takes the torch backend (checked here through the backend choice), and the triton entry points refuse it too."""
+    """The Triton kernels hold a chunk's slots in one tile of at most 128: run with M = 129 they read only the first
+    128 (2e-3 off the float64 reference, silently). So backend='triton' refuses it, 'auto' on a GPU takes the torch
+    backend (checked here through the backend choice), and the triton entry points refuse it too."""
     from gsa.ops import api
     from gsa.ops.validation import TRITON_MAX_SLOTS
 

@@ -40,8 +40,8 @@ def test_resume_with_another_model_is_refused(two_steps, data_cache, change, mes
 
 
 def test_an_earlier_run_needs_resume_or_overwrite(two_steps, data_cache, tmp_path, capsys):
-    """Rerunning with --max-steps into the same directory used to train anew and then prune its own newest
-    checkpoint as the oldest; it is refused, and --overwrite / --resume say which run is meant."""
+    """Rerunning with --max-steps into the same directory would train anew and then prune its own newest checkpoint
+    as the oldest; it is refused, and --overwrite / --resume say which run is meant."""
     import shutil
 
     out = tmp_path / "run"

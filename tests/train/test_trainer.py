@@ -9,8 +9,12 @@ import subprocess
 import time
 
 import pytest
+import torch
 
+from gsa.models import GSAForCausalLM
 from gsa.train import load_config, train
+from gsa.train.batches import training_data
+from gsa.train.distributed import Dist
 from gsa.train.checkpoint import CheckpointError, list_checkpoints
 from gsa.train.metrics import read_metrics
 
@@ -119,9 +123,22 @@ def test_llama_baseline_and_mqar_train(data_cache, tmp_path):
     assert s["eval_loss"] < 9 and s["step"] == 3
     mqar = tiny_overrides(data_cache, tmp_path / "mqar", **{
         "train.max_steps": 3, "data.kind": "mqar", "data.seq_len": 64, "data.mqar_eval_examples": 8,
+        "data.mqar_vocab_size": 40,  # 20 values: 3 steps already give accuracies above zero to compare
     }) + ["data.mqar_train_pairs=[4, 8]", "data.mqar_eval_pairs=[4, 16, 4]", "data.mqar_eval_seq_lens=[64, 64, 32]"]
-    s = train(load_config(TINY, mqar))
-    assert set(s["mqar_acc"]) == {"4", "16", "4@32"} and all(0 <= a <= 1 for a in s["mqar_acc"].values())
+    cfg = load_config(TINY, mqar)
+    s = train(cfg)
+    assert set(s["mqar_acc"]) == {"4", "16", "4@32"}
+    # the reported accuracies are the saved model's on the test sets, counted here without gsa.train.evaluation
+    model = GSAForCausalLM.from_pretrained(tmp_path / "mqar" / "model").eval()
+    sets = training_data(cfg, Dist(rank=0, world=1, local_rank=0, device=torch.device("cpu")), print).batches
+    hits = {}
+    with torch.no_grad():
+        for name, batch in sets.eval_sets(cfg.train.micro_batch_size, 0, 1):
+            predicted = model(batch["input_ids"]).logits[:, :-1].argmax(-1)
+            target = batch["labels"][:, 1:]
+            hits.setdefault(name, []).extend((predicted == target)[target != -100].tolist())
+    assert {name: sum(h) / len(h) for name, h in hits.items()} == s["mqar_acc"]
+    assert s["mqar_acc_mean"] == sum(s["mqar_acc"].values()) / 3
 
 
 @pytest.mark.parametrize("kind", ["gsa", "llama"])
@@ -170,8 +187,6 @@ def test_time_limit_stops_early_and_still_evaluates_and_saves(data_cache, tmp_pa
 
 
 def test_mqar_training_lengths_per_pair_count():
-    import torch
-
     from gsa.train.batches import MQARBatches
 
     b = MQARBatches(128, [4, 8], [4, 16], 8, 8192, 0.01, seed=0, train_seq_lens=[32, 64])
