@@ -1,93 +1,20 @@
-"""Passkey retrieval: a recall probe for language models with any tokenizer (T2R's in-context recall test).
+"""Passkey retrieval scores: the recall probe on gsa.data.passkey's sequences (T2R's in-context recall test).
 
-One example of `length` tokens:
-
-    <intro> <filler ...> <needle: "The pass key is 48213. Remember it. 48213 is the pass key."> <filler ...>
-    <question: "What is the pass key? The pass key is"> <answer: " 48213">
-
-The filler is natural text (held-out tokens, so no model has trained on it); the needle sits at least
-`min_distance` tokens before the question, so a model that sees only a short window of recent tokens (the
-sliding-window baseline) cannot read it. Scored with teacher forcing: an example counts when the argmax at every
-answer position is the answer token (all digits exact).
-
-The control (`decoy=True`): the same examples, but the needle states another key than the one the answer asks
-for, so no recall can help. A model's score there is what it gets from the answer's format alone (digits, their
-frequencies); recall shows as the gap between the real probe and the control.
+Scored with teacher forcing: an example counts when the argmax at every answer position is the answer token (all
+digits exact). A model's score on the control (`passkey_batch(..., decoy=True)`, the needle stating another key)
+is what it gets from the answer's format alone (digits, their frequencies); recall shows as the gap between the
+real probe and the control.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
 import torch
 
-INTRO = "There is an important pass key hidden inside a lot of irrelevant text. Find it and remember it.\n"
-NEEDLE = " The pass key is {key}. Remember it. {key} is the pass key.\n"
-QUESTION = "\nWhat is the pass key? The pass key is"
-ANSWER = " {key}"
-# Other wordings of the same probe (intro, needle, question, answer): a model trained on passkey rows of the default
-# wording is tested on one it has not seen, so its score measures recall, not a memorised template.
-TEMPLATES = {
-    "passkey": (INTRO, NEEDLE, QUESTION, ANSWER),
-    "code": ("Below is a long document. Somewhere in it is a secret code number.\n",
-             " Note: the secret code number is {key}. Keep this code in mind.\n",
-             "\nQuestion: which secret code number was given in the document? Answer: the code is",
-             " {key}"),
-}
+from gsa.data.passkey import TEMPLATES, passkey_batch
 
-
-def passkey_batch(tokenizer, filler: np.ndarray, length: int, num_examples: int, seed: int | list[int] = 0,
-                  min_distance: int = 128, decoy: bool = False,
-                  max_distance: int | None = None, template: str = "passkey") -> dict[str, torch.Tensor]:
-    """{"input_ids": int64 [N, length], "answer": bool [N, length]}: answer[n, p] marks positions whose *next*
-    token is an answer token (so logits[n, p] must predict input_ids[n, p + 1]).
-
-    filler: a token stream (e.g. held-out text), long enough for `length` tokens from random offsets.
-    decoy: the control; the needle holds another key than the answer (the examples are otherwise the same as
-    with decoy=False and the same seed: the decoy keys come from a separate random stream).
-    min_distance / max_distance: the tokens from the needle's end to the answer (question included) lie in
-    [min_distance, max_distance] (max_distance None: up to what the length leaves), so recall can be read per
-    distance at one length.
-    template: a key of TEMPLATES (the wording).
-    """
-    if template not in TEMPLATES:
-        raise ValueError(f"template must be one of {sorted(TEMPLATES)}, got {template!r}")
-    intro_t, needle_t, question_t, answer_t = TEMPLATES[template]
-    if max_distance is not None and max_distance < min_distance:
-        raise ValueError(f"max_distance={max_distance} is below min_distance={min_distance}")
-    rng = np.random.default_rng(seed)
-    decoys = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
-
-    def enc(text: str) -> list[int]:
-        return tokenizer(text, add_special_tokens=False)["input_ids"]
-
-    intro, question = enc(intro_t), enc(question_t)
-    rows, masks = [], []
-    for _ in range(num_examples):
-        key = int(rng.integers(10000, 100000))
-        shown = key
-        while decoy and shown == key:
-            shown = int(decoys.integers(10000, 100000))
-        needle, answer = enc(needle_t.format(key=shown)), enc(answer_t.format(key=key))
-        fill = length - len(intro) - len(needle) - len(question) - len(answer)
-        after_min = max(0, min_distance - len(question))  # filler tokens between needle and question
-        if fill < after_min:
-            raise ValueError(f"length={length} leaves {fill} filler tokens; needs >= {after_min} (min_distance)")
-        if len(filler) < fill + 1:
-            raise ValueError(f"the filler stream has {len(filler)} tokens; {fill} are needed")
-        start = int(rng.integers(0, len(filler) - fill))
-        text = [int(t) for t in filler[start : start + fill]]
-        # filler between needle and question: after_min ... after_max tokens (fill - before of them)
-        after_max = fill if max_distance is None else max(after_min, max_distance - len(question))
-        before = int(rng.integers(max(0, fill - after_max), fill - after_min + 1))
-        ids = intro + text[:before] + needle + text[before:] + question + answer
-        mask = [False] * length
-        for p in range(length - len(answer) - 1, length - 1):
-            mask[p] = True
-        rows.append(ids)
-        masks.append(mask)
-    return {"input_ids": torch.tensor(rows, dtype=torch.long), "answer": torch.tensor(masks)}
+__all__ = ["TEMPLATES", "passkey_accuracy", "passkey_batch", "passkey_scores"]  # the probe's sequences and scores
 
 
 @torch.no_grad()

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gsa.data import DataOrder, TextData, Windows, mqar_batch, pack_batch
+from gsa.data import DataOrder, TextData, Windows, mqar_batch, pack_batch, passkey_batch
 from gsa.errors import InputError
 
 from .config import Config
@@ -24,8 +24,8 @@ from .distributed import Dist
 
 class TextBatches:
     def __init__(self, data: TextData, seq_len: int, documents: bool, seed: int, passkey_fraction: float = 0.0):
-        """passkey_fraction: the share of training windows replaced by synthetic passkey sequences (the format of
-        gsa.eval.passkey; filler from the training split, random keys, the key at least min(128, seq_len / 4)
+        """passkey_fraction: the share of training windows replaced by synthetic passkey sequences (gsa.data.passkey,
+        the evaluation's format; filler from the training split, random keys, the key at least min(128, seq_len / 4)
         tokens before the question), drawn from (seed, position) like the windows, so resuming is exact."""
         self.data, self.documents, self.seed = data, documents, seed
         self.eos = data.tokenizer.eos_token_id
@@ -45,8 +45,6 @@ class TextBatches:
 
     def _passkey(self, position: int) -> tuple[np.ndarray, np.ndarray]:
         """(ids [T], answer [T]): a passkey sequence and the positions whose next token is an answer token."""
-        from gsa.eval.passkey import passkey_batch  # the evaluation's own format, loaded only with passkey_fraction
-
         batch = passkey_batch(self.data.tokenizer, self.data.train.tokens, self.train.seq_len, 1,
                               seed=[self.seed, position], min_distance=self.passkey_distance)
         return batch["input_ids"][0].numpy(), batch["answer"][0].numpy()

@@ -52,7 +52,7 @@ class DataConfig:
     heldout_fraction: float = 0.02
     documents: bool = True  # pack with cu_seqlens at document boundaries (else plain windows)
     seq_len: int = 512
-    # share of the training windows replaced by synthetic passkey sequences (gsa.eval.passkey's format: a key in
+    # share of the training windows replaced by synthetic passkey sequences (gsa.data.passkey's format: a key in
     # filler text from the training split, asked for at the end), to train in-context recall; 0 = none
     passkey_fraction: float = 0.0
     # mqar (Zoology): keys/values from a vocabulary of mqar_vocab_size, seq_len tokens per example

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from gsa.data import prepare_text_data
-from gsa.eval.passkey import QUESTION
+from gsa.data.passkey import QUESTION
 from gsa.train import load_config
 from gsa.train.batches import TextBatches
 from train.helpers import TINY
