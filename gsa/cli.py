@@ -178,9 +178,18 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    import gsa.convert  # noqa: F401  (registers the trainer's model type "t2r" and its distillation objective)
     from gsa.train.cli import run
 
     return run(args)
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    """`python -m gsa.train` (and `torchrun ... -m gsa.train`): `gsa train` under that program name."""
+    import gsa.convert  # noqa: F401  (as in _run_train)
+    from gsa.train.cli import main
+
+    return main(argv)
 
 
 def _add_eval_arguments(p: argparse.ArgumentParser) -> None:

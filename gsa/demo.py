@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from transformers import AutoTokenizer
 
+    import gsa.convert  # noqa: F401  (registers the trainer's model type "t2r" and its distillation objective)
     from gsa.models import GSAForCausalLM
     from gsa.train.cli import config_from_args
     from gsa.train.loop import train

@@ -8,8 +8,11 @@ initialisation choices.
 
 `from_fla(src)` / `convert_fla(src, dst)` / `to_fla(model, dst)` (gsa.convert.fla) take fla's GSA checkpoints (the
 paper's published models) to ours and back, with the same function.
+
+Importing gsa.convert registers the trainer's `[model]` type "t2r" and its `[distill]` objective (gsa.convert.training).
 """
 
+from gsa.convert import training  # noqa: F401  (registers with gsa.train.registry)
 from gsa.convert.fla import convert_fla, from_fla, to_fla
 from gsa.convert.transformer import convert, from_pretrained_transformer, weight_map
 from gsa.convert.transformer_config import UnsupportedModelError, check_supported, gsa_config_from

@@ -1,5 +1,7 @@
+"""`python -m gsa.train`: run by the `gsa` command's module, which loads what the trainer's registry needs."""
+
 import sys
 
-from gsa.train.cli import main
+from gsa.cli import train_main
 
-sys.exit(main())
+sys.exit(train_main())

@@ -17,11 +17,12 @@ from .checkpointer import Checkpointer
 from .config import Config
 from .distributed import Dist, setup, teardown, wrap
 from .evaluation import evaluate, to_device
+from .lora import apply_lora
 from .metrics import Metrics
 from .model import build_model, labelled_positions_loss, model_inputs, param_groups, unwrap
 from .prefetch import Prefetcher
 from .preflight import check_inputs, check_output_dir, clear_run
-from .student import distillation_loss, load_teacher, prepare_student
+from .registry import Distillation, distillation_factory
 
 
 def lr_lambda(cfg: Config):
@@ -53,12 +54,14 @@ class Trainer:
         self.batches = data.batches
         torch.manual_seed(cfg.seed)  # identical initial weights on every process
         plain = build_model(cfg.model, data.vocab_size, data.eos_id)
-        self.teacher = None
+        self.distillation: Distillation | None = None
         if cfg.distill.teacher:
             if self.d.world > 1:
                 raise NotImplementedError("distillation runs in one process for now (the teacher is not sharded)")
-            self.teacher = load_teacher(cfg, self.d.device)
-        prepare_student(plain, self.teacher, cfg, self._first_windows, self.log)
+            self.distillation = distillation_factory()(cfg, self.d.device)
+            self.distillation.prepare_student(plain, self._first_windows, self.log)
+        if cfg.lora.rank:  # last: the adapters wrap the layers as prepared above
+            apply_lora(plain, cfg.lora)
         self.num_params = sum(p.numel() for p in plain.parameters())
         self.model = wrap(plain, self.d, cfg.train.parallel, self.bf16, cfg.train.activation_checkpointing,
                           cfg.train.compile)
@@ -82,11 +85,11 @@ class Trainer:
 
     def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The training loss of one micro-batch: next-token cross-entropy, or the distillation loss of the stage."""
-        if self.teacher is None:
+        if self.distillation is None:
             if self.sparse_logits:
                 return labelled_positions_loss(self.model, batch)
             return self.model(**model_inputs(self.model, batch)).loss
-        return distillation_loss(unwrap(self.model), self.teacher, batch, self.cfg)
+        return self.distillation.loss(unwrap(self.model), batch)
 
     # ---------------------------------------------------------------- checkpoints
     def save(self) -> Path | None:

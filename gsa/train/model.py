@@ -10,11 +10,9 @@
   alternating with a GSA, ABC or attention mixer, no MLP) for reproducing the GSA paper's recall setup; every other
   key is a ``ZoologyConfig`` field. Unpacked batches only (MQAR).
 
-- ``type = "t2r"``: a GSA student converted from a Llama-family checkpoint (``teacher = DIR``; the other keys are
-  ``gsa.convert.from_pretrained_transformer`` options: ``num_slots``, ``init``, ``gate_logit_normalizer``, ...).
-  ``reinit = true`` keeps only the converted architecture and initialises every weight afresh (the
-  GSA-from-scratch baseline of the same size and tokenizer).
 - ``type = "pretrained"``: a saved GSA model (``path = DIR``), e.g. the output of a first finetuning stage.
+- ``type = "t2r"``: a GSA student converted from a Llama-family checkpoint (``teacher = DIR``), registered by
+  gsa.convert (gsa.convert.training; gsa.train.registry says how): like "pretrained", a type that loads a directory.
 
 ``vocab_size`` comes from the data (tokenizer or MQAR vocabulary) unless the section sets it; a loaded model's
 vocabulary must cover the data's.
@@ -31,14 +29,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from gsa.errors import InputError, one_line
+from gsa.models.configuration import GSAConfig
+
+from .registry import LoadedModelType, registered_model_type
+
+
+# the types built from scratch from the section's own keys; "pretrained" and registered types load a directory
+BUILT_TYPES = ("gsa", "llama", "zoology")
 
 
 def build_model(model_cfg: dict[str, Any], vocab_size: int, eos_id: int | None = None) -> nn.Module:
     """The model the ``[model]`` section describes; InputError naming the key when the section is invalid."""
     params = dict(model_cfg)
     kind = params.pop("type")
-    if kind in ("t2r", "pretrained"):
-        return _load_model(kind, params, vocab_size)
+    if kind not in BUILT_TYPES:
+        return _load_model(model_cfg, vocab_size)
     params.setdefault("vocab_size", vocab_size)
     if isinstance(params["vocab_size"], int) and params["vocab_size"] < vocab_size:  # a non-int: the config says so
         raise InputError(f"model.vocab_size={params['vocab_size']} is smaller than the data's vocabulary "
@@ -76,48 +81,47 @@ def _model_config(kind: str, params: dict[str, Any]):
 
 
 def check_model_section(model_cfg: dict[str, Any]) -> None:
-    """InputError for an invalid ``[model]`` section of a model built from scratch, before any data is read (the
-    data's vocabulary is not known yet: a placeholder stands in unless the section sets vocab_size)."""
+    """InputError for an invalid ``[model]`` section of a model built from scratch, or for a type that loads a
+    directory but is not registered, before any data is read (the data's vocabulary is not known yet: a placeholder
+    stands in unless the section sets vocab_size)."""
     params = dict(model_cfg)
     kind = params.pop("type")
-    if kind not in ("t2r", "pretrained"):
-        params.setdefault("vocab_size", 1 << 16)
-        _model_config(kind, params)
+    if kind not in BUILT_TYPES:
+        loaded_model_type(kind)
+        return
+    params.setdefault("vocab_size", 1 << 16)
+    _model_config(kind, params)
+
+
+def _load_pretrained(path: str, options: dict[str, Any]) -> nn.Module:
+    if options:
+        raise InputError(f"unknown key(s) for [model] type = 'pretrained': {sorted(options)} (only path)")
+    from gsa.models import GSAForCausalLM
+
+    return GSAForCausalLM.from_pretrained(path)
+
+
+PRETRAINED = LoadedModelType(source="path", accept=(GSAConfig.model_type,), load=_load_pretrained)
+
+
+def loaded_model_type(kind: str) -> LoadedModelType:
+    """How a ``[model]`` type that loads a directory ("pretrained" or a registered one) makes its model."""
+    return PRETRAINED if kind == "pretrained" else registered_model_type(kind)
 
 
 def model_source(model_cfg: dict[str, Any]) -> str:
-    """The directory a ``[model]`` section of type "t2r" (teacher) or "pretrained" (path) loads from."""
+    """The directory a ``[model]`` section of a type that loads one names (type "pretrained": path)."""
     kind = model_cfg["type"]
-    key = "teacher" if kind == "t2r" else "path"
+    key = loaded_model_type(kind).source
     if not isinstance(model_cfg.get(key), str):
         raise InputError(f"[model] type = {kind!r} needs {key} = DIR, got {model_cfg.get(key)!r}")
     return model_cfg[key]
 
 
-def _load_model(kind: str, params: dict[str, Any], vocab_size: int) -> nn.Module:
-    src = model_source({"type": kind, **params})
-    params.pop("teacher" if kind == "t2r" else "path")
-    if kind == "t2r":
-        from gsa.convert import from_pretrained_transformer
-        from gsa.models import GSAForCausalLM
-
-        reinit = params.pop("reinit", False)
-        options = set(inspect.signature(from_pretrained_transformer).parameters) - {"src"}
-        if set(params) - options or not isinstance(reinit, bool):
-            raise InputError(f"[model] type = 't2r' takes teacher, reinit (true/false) and {sorted(options)}; got "
-                             f"{sorted(set(params) - options) or f'reinit = {reinit!r}'}")
-        try:
-            model = from_pretrained_transformer(src, **params)
-        except ValueError as e:  # UnsupportedModelError (names what the teacher has) or an invalid option, as for
-            raise InputError(f"[model] teacher {src}: {one_line(e)}") from None  # `gsa convert`
-        if reinit:  # the from-scratch baseline: the converted architecture, freshly initialised
-            model = GSAForCausalLM(model.config)
-    else:
-        if params:
-            raise InputError(f"unknown key(s) for [model] type = 'pretrained': {sorted(params)} (only path)")
-        from gsa.models import GSAForCausalLM
-
-        model = GSAForCausalLM.from_pretrained(src)
+def _load_model(model_cfg: dict[str, Any], vocab_size: int) -> nn.Module:
+    loaded = loaded_model_type(model_cfg["type"])
+    src = model_source(model_cfg)
+    model = loaded.load(src, {k: v for k, v in model_cfg.items() if k not in ("type", loaded.source)})
     if model.config.vocab_size < vocab_size:
         raise InputError(f"the model's vocabulary ({model.config.vocab_size}) is smaller than the data's "
                          f"({vocab_size})")
@@ -126,8 +130,6 @@ def _load_model(kind: str, params: dict[str, Any], vocab_size: int) -> nn.Module
 
 def model_inputs(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Keyword arguments for ``model(**...)`` from a batch made by ``gsa.data.pack_batch`` or MQAR."""
-    from gsa.models import GSAConfig
-
     out = {"input_ids": batch["input_ids"], "labels": batch["labels"]}
     if "cu_seqlens" in batch:
         if unwrap(model).config.model_type == GSAConfig.model_type:

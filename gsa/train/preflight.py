@@ -14,11 +14,11 @@ from pathlib import Path
 
 from gsa.data import expand_sources
 from gsa.errors import InputError, one_line
-from gsa.models.configuration import GSAConfig
 
 from . import checkpoint as ckpt
 from .config import Config
-from .model import check_model_section, model_source
+from .model import BUILT_TYPES, check_model_section, loaded_model_type, model_source
+from .registry import distillation_factory
 
 # what a run writes into its output directory (and --overwrite deletes; nothing else there is touched)
 RUN_FILES = ("checkpoints", "model", ".tmp-model", "metrics.jsonl", "config.json", "tensorboard")
@@ -71,8 +71,8 @@ def check_inputs(cfg: Config) -> None:
         if data.tokenizer not in ("bpe", "byte") and not Path(data.tokenizer).is_dir():
             raise InputError(f"data.tokenizer = {data.tokenizer!r} is neither 'bpe', 'byte' nor a tokenizer directory")
     check_model_section(cfg.model)
-    kind = cfg.model["type"]
-    if kind in ("t2r", "pretrained"):
-        check_model_dir(model_source(cfg.model), accept=None if kind == "t2r" else [GSAConfig.model_type])
+    if cfg.model["type"] not in BUILT_TYPES:
+        check_model_dir(model_source(cfg.model), accept=loaded_model_type(cfg.model["type"]).accept)
     if cfg.distill.teacher:
+        distillation_factory()  # registered (by gsa.convert), else InputError naming the import
         check_model_dir(cfg.distill.teacher)

@@ -50,7 +50,7 @@ def test_feature_map_stage_with_gate_init(data_cache, tmp_path, teacher_dir):
         start = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
         want = from_pretrained_transformer(teacher_dir, num_slots=8, init_std=0.1, feature_map="learned",
                                            gate_bias=True)
-        init_gates_from_spans(want, trainer.teacher, trainer._first_windows(6))
+        init_gates_from_spans(want, trainer.distillation.teacher, trainer._first_windows(6))
         for i, block in enumerate(want.model.layers):
             torch.testing.assert_close(start[f"model.layers.{i}.attn.f_proj.bias"], block.attn.f_proj.bias)
         first = want.model.layers[0].attn.f_proj

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from convert.convert_teachers import tiny_teacher
+from gsa.convert import from_pretrained_transformer  # also registers model type "t2r" and distillation
 from gsa.errors import InputError
 from gsa.models import GSAForCausalLM
 from gsa.train import load_config
@@ -43,8 +44,6 @@ def test_two_stage_distillation(data_cache, tmp_path, teacher_dir):
     s1, losses = _run(data_cache, tmp_path / "s1", ("t2r", "teacher", teacher_dir, ", num_slots = 8, init_std = 0.1"),
                       "attention", teacher_dir, lr=3e-2)
     assert _falls(losses), [round(x, 4) for x in losses]
-    from gsa.convert import from_pretrained_transformer
-
     before = from_pretrained_transformer(teacher_dir, num_slots=8, init_std=0.1).state_dict()
     after = GSAForCausalLM.from_pretrained(s1["model_dir"]).state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
@@ -66,8 +65,6 @@ def test_hybrid_stage_one_trains_the_slots_and_their_share(data_cache, tmp_path,
     assert _falls(losses), [round(x, 4) for x in losses]
     student = GSAForCausalLM.from_pretrained(s1["model_dir"])
     assert (student.config.window_size, student.config.num_sink_tokens) == (8, 2)
-    from gsa.convert import from_pretrained_transformer
-
     before = from_pretrained_transformer(teacher_dir, num_slots=8, init_std=0.1, window_size=8,
                                          num_sink_tokens=2).state_dict()
     after = student.state_dict()
@@ -110,7 +107,6 @@ def test_distillation_config_errors(tmp_path):
 
 
 def test_reinit_keeps_the_converted_architecture_only(teacher_dir):
-    from gsa.convert import from_pretrained_transformer
     from gsa.train.model import build_model
 
     converted = from_pretrained_transformer(teacher_dir, num_slots=8)
