@@ -13,10 +13,12 @@
 # may differ from a one-process autotune. The autotune results (small JSON files) are packed into
 # $OUT/fla-autotune.tar; the recipe unpacks benchmarks/results/<gpu>/fla-autotune.tar.gz and .cache/fla-autotune.tar
 # into the cache first (copy a newer $OUT/fla-autotune.tar to .cache/ to reuse it). Without them a shape takes
-# 100-350 s to tune, with them ~35 s; the warm phase takes about ceil(shapes / JOBS) x that.
+# 100-350 s to tune, with them ~35 s; the warm phase takes about ceil(classes / JOBS) x that
+# (14 autotune classes in the full grid), then one short wave for the rest.
 #
-# Knobs: SHAPES (default all), JOBS (parallel warm processes, default 8), WARM_LIMIT (s per warm process, default
-# 420), BENCH_LIMIT (s for the timed run, default 540), PROFILE=1 (our per-kernel times per shape).
+# Knobs: SHAPES (default all), JOBS (parallel warm processes, default 6; a call warming 14 at once on an H100 ended
+# with the machine unresponsive, cause not established), WARM_LIMIT (s per warm process, default 420), BENCH_LIMIT
+# (s for the timed run, default 540), PROFILE=1 (our per-kernel times per shape).
 source "$(dirname "$0")/common.sh"
 set +e  # a shape whose fla-core tuning times out is reported and skipped, not fatal
 export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-$PWD/.cache/triton} TRITON_CACHE_AUTOTUNING=1
@@ -33,16 +35,21 @@ for t in benchmarks/results/*/fla-autotune.tar.gz .cache/fla-autotune.tar; do
 done
 
 if $PY -c "import fla.ops.gsa" 2>/dev/null; then
-  names=$($PY -m gsa bench grid --shapes "$SHAPES" --list | awk '{print $1}')
-  todo=""
-  for n in $names; do [ -f "$TRITON_CACHE_DIR/gsa-fla-tuned/$n" ] || todo="$todo $n"; done
-  if [ -n "$todo" ]; then
-    echo "fla-core: tuning$todo (${JOBS:-8} at a time)"
+  # Two waves: one shape of each autotune class first (`--list-first`), then the rest, which start from the
+  # first wave's cached results instead of tuning the same kernels again in parallel.
+  warm() {  # the untuned shapes among $1, JOBS at a time
+    todo=""
+    for n in $1; do [ -f "$TRITON_CACHE_DIR/gsa-fla-tuned/$n" ] || todo="$todo $n"; done
+    [ -z "$todo" ] && return
+    echo "fla-core: tuning$todo (${JOBS:-6} at a time)"
     t0=$(date +%s)
-    echo $todo | tr ' ' '\n' | xargs -P "${JOBS:-8}" -I{} sh -c \
+    echo $todo | tr ' ' '\n' | xargs -P "${JOBS:-6}" -I{} sh -c \
       "timeout ${WARM_LIMIT:-420} $PY -m gsa bench grid --warm-fla {} > /tmp/warm-{}.log 2>&1 || echo 'fla-core warm {} failed or timed out'"
-    echo "fla-core tuning took $(( $(date +%s) - t0 )) s"; tail -n 3 /tmp/warm-*.log > "$OUT/warm.log"
-  fi
+    echo "fla-core tuning took $(( $(date +%s) - t0 )) s"; tail -n 3 /tmp/warm-*.log >> "$OUT/warm.log"
+  }
+  : > "$OUT/warm.log"
+  warm "$($PY -m gsa bench grid --shapes "$SHAPES" --list-first)"
+  warm "$($PY -m gsa bench grid --shapes "$SHAPES" --list | awk '{print $1}')"
   (cd "$TRITON_CACHE_DIR" && find . -name '*.autotune.json' -o -path './gsa-fla-tuned/*' | tar cf - -T -) \
     > "$OUT/fla-autotune.tar"
 fi

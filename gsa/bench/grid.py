@@ -44,6 +44,12 @@ class Shape:
         """The model width the mixer serves (query heads x head dim)."""
         return self.HQ * self.K
 
+    def tune_class(self) -> tuple:
+        """What fla-core's autotuning is keyed on, near enough: its kernels key on the head counts, head dims (M
+        is the K or V of its second pass) and dtype; only its cumsum keys on the batch, a cheap kernel. Shapes of
+        one class share the autotune results, so warming one of them first lets the others start from its cache."""
+        return (self.HQ, self.H, self.K, self.V, self.M, self.dtype)
+
     def label(self) -> str:
         heads = f"H{self.HQ}" if self.HQ == self.H else f"HQ{self.HQ}/H{self.H}"
         return f"B{self.B} T{self.T} {heads} K{self.K} V{self.V} M{self.M} {self.dtype}"
@@ -96,6 +102,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also time ours with these launch options over gsa.ops.triton.SETTINGS.launch, e.g. "
                         "'{\"ds\": {\"num_warps\": 8}}' (repeatable: one variant each, kept in the JSON as gsa@1, ...)")
     p.add_argument("--list", action="store_true", help="print the grid and exit")
+    p.add_argument("--list-first", action="store_true",
+                   help="print the names of the first shape of each fla-core autotune class (Shape.tune_class) of "
+                        "--shapes, and exit: the shapes to warm first")
     p.add_argument("--report", type=Path, default=None, metavar="JSON",
                    help="re-render the table and plot of a finished run's JSON, then exit")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
@@ -239,6 +248,12 @@ def run(args: argparse.Namespace) -> int:
     if args.list:
         for name, x in select(args.shapes).items():
             print(f"{name:12s} {x.label()}  (width {x.width})")
+        return 0
+    if args.list_first:
+        firsts = {}
+        for name, x in select(args.shapes).items():
+            firsts.setdefault(x.tune_class(), name)
+        print("\n".join(firsts.values()))
         return 0
     if args.report is not None:
         payload = json.loads(args.report.read_text())

@@ -25,6 +25,15 @@ def test_unknown_shape_is_refused_by_name():
     assert list(grid.select("hd64,1.3b")) == ["hd64", "1.3b"]
 
 
+def test_list_first_names_one_shape_per_autotune_class(capsys):
+    assert grid.main(["--list-first", "--shapes", "1.3b,1.3b-t4k,hd128,1.3b-fp16,hd128-t16k,1.3b-m32"]) == 0
+    # 1.3b-t4k and hd128-t16k differ from 1.3b and hd128 in batch and length only; fp16 and M are classes of their own
+    assert capsys.readouterr().out.split() == ["1.3b", "hd128", "1.3b-fp16", "1.3b-m32"]
+    assert grid.main(["--list-first"]) == 0
+    firsts = capsys.readouterr().out.split()
+    assert len(firsts) == len({x.tune_class() for x in grid.GRID.values()}) == 14
+
+
 def _row(name, ours, fla=None, sdpa=None):
     t = lambda ms: dict(first_call_s=1.0, fwd_ms=ms / 4, fwd_bwd_ms=ms, extra_mib=100.0)  # noqa: E731
     row = dict(name=name, **vars(grid.GRID[name]), gsa=t(ours))
