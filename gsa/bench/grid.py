@@ -258,7 +258,7 @@ def run(args: argparse.Namespace) -> int:
     if args.report is not None:
         payload = json.loads(args.report.read_text())
         write(payload, args.out if args.out != DEFAULT_OUT else args.report.parent)
-        print(table(payload["rows"]))
+        print(table(payload["rows"], payload.get("machine")))
         return 0
     variants = launch_variants(args.launch)
     import torch
@@ -272,6 +272,11 @@ def run(args: argparse.Namespace) -> int:
 
     shapes = select(args.shapes)
     info = machine(torch.device("cuda"))
+    from triton.testing import do_bench
+
+    from gsa.bench.cost import ceilings
+
+    info["copy_bytes_per_s"], info["bf16_flops_per_s"] = ceilings(torch, do_bench)  # for the report's floors
     try:
         import fla
 
@@ -287,7 +292,7 @@ def run(args: argparse.Namespace) -> int:
                    variants=variants)
     payload = dict(title=title, machine=info, rows=rows)
     write(payload, args.out)
-    print(table(rows))
+    print(table(rows, info))
     return 0
 
 

@@ -18,6 +18,18 @@ def ratios(row: dict) -> dict:
     return out
 
 
+def floors(row: dict, machine: dict | None) -> dict | None:
+    """The op's floors at this row's shape (gsa.bench.cost: minimum bytes, and with the chunk states' traffic) in ms,
+    from the run's measured ceilings in `machine`; None for a run that did not measure them."""
+    if not machine or "copy_bytes_per_s" not in machine:
+        return None
+    from gsa.bench.cost import Cost
+
+    el = 2  # bf16 and fp16
+    cost = Cost.of(row["B"], row["T"], row["HQ"], row["H"], row["K"], row["V"], row["M"], el=el)
+    return cost.floors_ms(machine["copy_bytes_per_s"], machine["bf16_flops_per_s"])
+
+
 def _fmt(v, spec=".2f") -> str:
     return "-" if v is None else format(v, spec)
 
@@ -30,11 +42,12 @@ def line(row: dict) -> str:
             f"first call {g['first_call_s']:.1f} s")
 
 
-def table(rows: list[dict]) -> str:
-    """The results page's table: ratios first (> 1: ours faster), then our absolute times."""
+def table(rows: list[dict], machine: dict | None = None) -> str:
+    """The results page's table: ratios first (> 1: ours faster), then our absolute times, and where the run
+    measured the device's ceilings, the fwd+bwd floor with the chunk states' traffic and ours / that floor."""
     head = ("| shape | B, T, HQ/H, K=V, M, dtype | fla / ours fwd | fla / ours fwd+bwd | SDPA / ours fwd | "
             "SDPA / ours fwd+bwd | ours fwd ms | ours fwd+bwd ms | fla fwd+bwd ms | ours / fla extra MiB | "
-            "ours first call s |")
+            "ours first call s | floor fwd+bwd ms | ours / floor |")
     lines = [head, "|" + " --- |" * (head.count("|") - 1)]
     for row in rows:
         g, r = row["gsa"], ratios(row)
@@ -42,9 +55,12 @@ def table(rows: list[dict]) -> str:
         heads = f"{row['HQ']}" if row["HQ"] == row["H"] else f"{row['HQ']}/{row['H']}"
         dims = f"{row['B']}, {row['T']}, {heads}, {row['K']}, {row['M']}, {row['dtype']}"
         mem = "-" if f is None else f"{g['extra_mib']:.0f} / {f['extra_mib']:.0f}"
+        fl = floors(row, machine)
+        floor = None if fl is None else fl["fwd_bwd_states"]
         lines.append(f"| {row['name']} | {dims} | {_fmt(r['fla/fwd'])} | {_fmt(r['fla/fwd_bwd'])} | "
                      f"{_fmt(r['sdpa/fwd'])} | {_fmt(r['sdpa/fwd_bwd'])} | {g['fwd_ms']:.3f} | {g['fwd_bwd_ms']:.3f} | "
-                     f"{_fmt(None if f is None else f['fwd_bwd_ms'], '.3f')} | {mem} | {g['first_call_s']:.1f} |")
+                     f"{_fmt(None if f is None else f['fwd_bwd_ms'], '.3f')} | {mem} | {g['first_call_s']:.1f} | "
+                     f"{_fmt(floor, '.3f')} | {_fmt(None if floor is None else g['fwd_bwd_ms'] / floor)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -78,6 +94,6 @@ def write(payload: dict, out: Path) -> None:
     from gsa.bench.common import write_json
 
     write_json(out / "grid.json", payload)
-    (out / "grid.md").write_text(table(payload["rows"]))
+    (out / "grid.md").write_text(table(payload["rows"], payload.get("machine")))
     plot(payload["rows"], out / "grid.png", payload.get("title", "GSA op grid"))
     print(f"wrote {out / 'grid.json'}, grid.md, grid.png")

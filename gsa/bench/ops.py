@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 from gsa.bench.common import RESULTS, gpu_slug, time_fwd_bwd
+from gsa.bench.cost import Cost, ceilings
 
 # name: (B, T, HQ, H, K, V, M)
 SHAPES = {
@@ -24,7 +25,6 @@ SHAPES = {
     "grouped": (8, 2048, 32, 8, 128, 128, 64),
     "small-head": (8, 2048, 16, 16, 64, 64, 32),
 }
-CHUNK = 64
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -41,20 +41,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="JSON path (default runs/bench/<gpu>/ops.json)")
 
 
-def _ceilings(torch, do_bench):
-    """Measured device-to-device copy bandwidth (bytes read + written per s) and bf16 matrix rate (FLOP/s)."""
-    x = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
-    y = torch.empty_like(x)
-    t = do_bench(lambda: y.copy_(x), warmup=25, rep=200, return_mode="median") * 1e-3
-    bw = 2 * x.numel() / t
-    del x, y
-    n = 8192
-    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
-    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
-    t = do_bench(lambda: a @ b, warmup=25, rep=200, return_mode="median") * 1e-3
-    return bw, 2 * n**3 / t
-
-
 def _inputs(torch, shape, dtype, requires_grad):
     B, T, HQ, H, K, V, M = shape
     F = torch.nn.functional
@@ -69,18 +55,6 @@ def _inputs(torch, shape, dtype, requires_grad):
     for t in x.values():
         t.requires_grad_(requires_grad)
     return x
-
-
-def _counts(shape, el):
-    """(FLOPs fwd, bytes fwd, FLOPs fwd+bwd, bytes fwd+bwd) at the minimum (docs/algorithm.md, "Cost model")."""
-    B, T, HQ, H, K, V, M = shape
-    tokens = B * T
-    flops_fwd = tokens * (HQ * (2 * CHUNK * (K + M) + 2 * CHUNK * (M + V) + 2 * K * M + 2 * M * V)
-                          + H * (2 * K * M + 2 * M * V))
-    inputs = HQ * K + H * K + H * V + 2 * H * M
-    bytes_fwd = tokens * el * (inputs + HQ * V)
-    bytes_bwd = tokens * el * (inputs + HQ * V + inputs)  # read inputs and dO, write the input gradients
-    return flops_fwd, bytes_fwd, 3 * flops_fwd, bytes_fwd + bytes_bwd
 
 
 def _bench_impl(name, fwd, x, do):
@@ -145,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     names = [n.strip() for n in args.shapes.split(",") if n.strip()]
     fla_names = set(names if args.fla_shapes == "all" else [] if args.fla_shapes == "none"
                     else args.fla_shapes.split(","))
-    bw, mm = _ceilings(torch, do_bench)
+    bw, mm = ceilings(torch, do_bench)
     print(f"# {gpu}: copy {bw / 1e12:.2f} TB/s (read + write), bf16 matmul {mm / 1e12:.0f} TFLOP/s; "
           f"torch {torch.__version__}, fla-core {'yes' if fla_chunk_gsa else 'not installed'}", flush=True)
 
@@ -154,9 +128,10 @@ def run(args: argparse.Namespace) -> int:
         shape = SHAPES[name]
         B, T, HQ, H, K, V, M = shape
         scale = K**-0.5
-        flops_f, bytes_f, flops_fb, bytes_fb = _counts(shape, el)
-        floor_f = max(bytes_f / bw, flops_f / mm) * 1e3
-        floor_fb = max(bytes_fb / bw, flops_fb / mm) * 1e3
+        cost = Cost.of(*shape, el=el)
+        flops_f, bytes_f, flops_fb, bytes_fb = cost.flops_fwd, cost.bytes_fwd, cost.flops_fwd_bwd, cost.bytes_fwd_bwd
+        floors = cost.floors_ms(bw, mm)
+        floor_f, floor_fb = floors["fwd"], floors["fwd_bwd"]
         x = _inputs(torch, shape, dtype, True)
         do = torch.randn(B, T, HQ, V, device="cuda", dtype=dtype)
         impls = [("gsa (ours)", lambda x: chunk_gsa(x["q"], x["k"], x["v"], x["s"], x["g"], scale, None, False,

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from gsa.bench import grid, grid_report
+from gsa.bench import cost, grid, grid_report
 
 
 def test_grid_covers_every_axis():
@@ -56,6 +56,28 @@ def test_report_renders_ratios_table_and_plot(tmp_path):
     assert "| 1.3b | 8, 2048, 4, 512, 64, bf16 | 2.00 | 2.00 | 0.50 | 0.50 |" in md[2]
     assert "| hd64 |" in md[3] and "| - | - | 2.00 | 2.00 |" in md[3]
     assert (tmp_path / "grid.png").stat().st_size > 1000
+
+
+def test_cost_counts_the_1_3b_shape_by_hand():
+    c = cost.Cost.of(8, 2048, 4, 4, 512, 512, 64, el=2)
+    tokens = 8 * 2048
+    # inputs q, k, v (4 heads x 512 each), s and g (4 heads x 64 each), output o (4 x 512), 2 bytes each
+    assert c.bytes_fwd == tokens * 2 * (3 * 4 * 512 + 2 * 4 * 64 + 4 * 512) == 285_212_672
+    assert c.bytes_fwd_bwd == c.bytes_fwd + tokens * 2 * (2 * (3 * 4 * 512 + 2 * 4 * 64) + 4 * 512)
+    # 8 x 32 chunks x 4 heads x (512 + 512) x 64 slots, float32: 268 MB, written and read twice more in backward
+    assert c.states_fwd == 2 * 268_435_456 and c.states_fwd_bwd == 3 * c.states_fwd
+    f = c.floors_ms(copy_bytes_per_s=1e12, flops_per_s=1e18)  # memory-bound by construction
+    assert f["fwd"] == pytest.approx(c.bytes_fwd / 1e9) and f["fwd_bwd_states"] == pytest.approx(
+        (c.bytes_fwd_bwd + c.states_fwd_bwd) / 1e9)
+    assert c.floors_ms(1e30, 1e12)["fwd"] == pytest.approx(c.flops_fwd / 1e9)  # compute-bound by construction
+
+
+def test_report_shows_floors_when_the_run_measured_ceilings(tmp_path):
+    machine = dict(copy_bytes_per_s=3e12, bf16_flops_per_s=7e14)
+    floor = cost.Cost.of(8, 2048, 4, 4, 512, 512, 64).floors_ms(3e12, 7e14)["fwd_bwd_states"]
+    md = grid_report.table([_row("1.3b", 2.0)], machine).splitlines()
+    assert md[2].endswith(f"| {floor:.3f} | {2.0 / floor:.2f} |")
+    assert grid_report.table([_row("1.3b", 2.0)], {}).splitlines()[2].endswith("| - | - |")
 
 
 @pytest.mark.parametrize("spec, message", [("{ds", "is not JSON"), ('{"ds": 8}', "must map kernel names")])
