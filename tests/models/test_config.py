@@ -1,5 +1,6 @@
 """GSAConfig: every field is validated, and changing any field changes the model."""
 
+import dataclasses
 import inspect
 
 import pytest
@@ -8,7 +9,9 @@ from transformers import GenerationConfig
 
 from conftest import TINY, tiny_config
 from gsa.models import GSAConfig, GSAForCausalLM
-from gsa.models.configuration import swiglu_intermediate_size
+from gsa.models.configuration import LAYER_FIELDS, swiglu_intermediate_size
+from gsa.models.zoology import ZoologyConfig
+from gsa.nn import GatedSlotAttention
 from gsa.nn.options import LayerOptions
 
 FIELDS = [p for p in inspect.signature(GSAConfig.__init__).parameters if p not in ("self", "kwargs")]
@@ -75,8 +78,37 @@ def test_every_field_changes_the_model(field):
 
 @pytest.mark.parametrize("field", sorted(INVALID))
 def test_invalid_values_raise_naming_the_field(field):
-    with pytest.raises(ValueError, match=field):
+    """The message starts with the config's own name for the field (not the layer argument it becomes)."""
+    with pytest.raises(ValueError) as error:
         tiny_config(**{field: INVALID[field]})
+    assert str(error.value).startswith(f"GSAConfig.{field}")
+
+
+def _defaults(signature_of) -> dict:
+    return {name: p.default for name, p in inspect.signature(signature_of).parameters.items()
+            if name not in ("self", "kwargs")}
+
+
+def test_layer_defaults_agree_everywhere():
+    """LayerOptions, GatedSlotAttention's keywords (passed to LayerOptions in order), GSAConfig and ZoologyConfig
+    give every layer option the same default, except where a config documents its own: GSAConfig's attention norm
+    eps is its norm_eps (output_norm_eps None), Zoology's mixer has 2 heads as Zoology's configs."""
+    options = {f.name: f.default for f in dataclasses.fields(LayerOptions)}
+    layer = _defaults(GatedSlotAttention.__init__)
+    assert list(layer) == list(options)  # same names in the same order: the layer passes them positionally
+    assert layer == {**options, "hidden_size": inspect.Parameter.empty}
+    config, zoology = _defaults(GSAConfig.__init__), _defaults(ZoologyConfig.__init__)
+    renamed = {"scale": "attn_scale"}
+    assert set(options) - {"hidden_size", "norm_eps", "scale"} == set(LAYER_FIELDS)
+    for name, default in options.items():
+        if name in ("hidden_size", "norm_eps"):
+            continue
+        assert config[renamed.get(name, name)] == default, name
+        if renamed.get(name, name) in zoology and name != "num_heads":
+            assert zoology[renamed.get(name, name)] == default, name
+    assert config["output_norm_eps"] is None and zoology["num_heads"] == 2
+    assert GSAConfig().layer_options() == LayerOptions(2048, norm_eps=1e-6)  # the model's norm_eps reaches the layer
+    assert ZoologyConfig().layer_options() == LayerOptions(128, num_heads=2)
 
 
 @pytest.mark.parametrize("field, argument, value", [
