@@ -46,10 +46,18 @@ def positive_int(name: str, value, owner: str = "GSAConfig") -> int:
     return value
 
 
-def _positive_float(name: str, value) -> float:
+def positive_float(name: str, value, owner: str = "GSAConfig") -> float:
+    """`value` as a float if it is a positive finite number (not a bool), else a ValueError naming `owner.name`."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"GSAConfig.{name} must be a positive finite number, got {value!r}")
+        raise ValueError(f"{owner}.{name} must be a positive finite number, got {value!r}")
     return float(value)
+
+
+def flag(name: str, value, owner: str = "GSAConfig") -> bool:
+    """`value` if it is a bool, else a ValueError naming `owner.name` (a truthy string would otherwise pass)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{owner}.{name} must be a bool, got {value!r}")
+    return value
 
 
 def _token_id(name: str, value, vocab_size: int, allow_list: bool = False):
@@ -170,7 +178,7 @@ class GSAConfig(PretrainedConfig):
         self.vocab_size = positive_int("vocab_size", vocab_size)
         self.hidden_size = positive_int("hidden_size", hidden_size)
         self.num_hidden_layers = positive_int("num_hidden_layers", num_hidden_layers)
-        self.norm_eps = _positive_float("norm_eps", norm_eps)
+        self.norm_eps = positive_float("norm_eps", norm_eps)
         self.output_norm_eps, self.attn_scale = output_norm_eps, attn_scale
         self.num_heads, self.num_kv_heads, self.num_slots = num_heads, num_kv_heads, num_slots
         self.expand_k, self.expand_v, self.gate_logit_normalizer = expand_k, expand_v, gate_logit_normalizer
@@ -189,7 +197,7 @@ class GSAConfig(PretrainedConfig):
             raise ValueError("GSAConfig.output_norm_eps needs use_output_norm=True (it describes that norm)")
 
         if hidden_ratio is not None:
-            _positive_float("hidden_ratio", hidden_ratio)
+            positive_float("hidden_ratio", hidden_ratio)
         if intermediate_size is None:
             intermediate_size = swiglu_intermediate_size(hidden_size, 4.0 if hidden_ratio is None else hidden_ratio)
         elif not (type(intermediate_size) is int and intermediate_size == 0):  # 0 (an int): blocks without an MLP
@@ -204,9 +212,8 @@ class GSAConfig(PretrainedConfig):
         if hidden_act not in ACTIVATIONS:
             raise ValueError(f"GSAConfig.hidden_act must be one of {sorted(ACTIVATIONS)}, got {hidden_act!r}")
         self.hidden_act = hidden_act
-        self.initializer_range = _positive_float("initializer_range", initializer_range)
-        if not isinstance(tie_word_embeddings, bool):
-            raise ValueError(f"GSAConfig.tie_word_embeddings must be a bool, got {tie_word_embeddings!r}")
+        self.initializer_range = positive_float("initializer_range", initializer_range)
+        flag("tie_word_embeddings", tie_word_embeddings)
         pad_token_id = _token_id("pad_token_id", pad_token_id, vocab_size)
         bos_token_id = _token_id("bos_token_id", bos_token_id, vocab_size)
         eos_token_id = _token_id("eos_token_id", eos_token_id, vocab_size, allow_list=True)

@@ -32,7 +32,7 @@ from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutput, CausalLMOutput
 
 from gsa.errors import OptionError
-from gsa.models.configuration import HF_CONFIG_KEYS, positive_int
+from gsa.models.configuration import HF_CONFIG_KEYS, flag, positive_float, positive_int
 from gsa.models.loading import VerifiedLoading
 from gsa.models.modeling import CausalLMEmbeddings, _check_ids, shifted_lm_loss
 from gsa.nn import GatedSlotAttention, ShortConvolution, SlotGateProjection
@@ -80,8 +80,11 @@ class ZoologyConfig(PretrainedConfig):
         options = self.layer_options()  # checks the GSA layer's fields
         self.gate_logit_normalizer, self.attn_scale = options.gate_logit_normalizer, options.scale
         self.gate_bias_range = list(options.gate_bias_range)
-        self.conv_kernel, self.layer_norm_eps, self.initializer_range = conv_kernel, layer_norm_eps, initializer_range
-        super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
+        self.conv_kernel = conv_kernel
+        self.layer_norm_eps = positive_float("layer_norm_eps", layer_norm_eps, "ZoologyConfig")
+        self.initializer_range = positive_float("initializer_range", initializer_range, "ZoologyConfig")
+        super().__init__(tie_word_embeddings=flag("tie_word_embeddings", tie_word_embeddings, "ZoologyConfig"),
+                         **kwargs)
 
     def layer_options(self) -> LayerOptions:
         """The GSA mixer's arguments as one object (GatedSlotAttention.from_options); a bad value raises a ValueError

@@ -178,6 +178,19 @@ def test_bad_input_is_refused():
         m(ids[0])
 
 
+@pytest.mark.parametrize("field, value, message", [
+    ("layer_norm_eps", 0.0, "must be a positive finite number, got 0.0"),  # LayerNorm of a constant row: 0 / 0
+    ("layer_norm_eps", float("nan"), "must be a positive finite number, got nan"),
+    ("initializer_range", -0.02, "must be a positive finite number, got -0.02"),
+    ("tie_word_embeddings", "no", "must be a bool, got 'no'"),  # a truthy string would tie the head
+])
+def test_every_field_is_checked_by_name(field, value, message):
+    """As GSAConfig's: a bad value of any field raises naming ZoologyConfig.<field>, before a model is built."""
+    with pytest.raises(ValueError) as error:
+        ZoologyConfig(**{field: value})
+    assert str(error.value) == f"ZoologyConfig.{field} {message}"
+
+
 @pytest.mark.slow
 def test_config_file_builds_and_trains(tmp_path, capsys):
     """configs/mqar-zoology-d128.toml: the trainer builds the harness, trains a few steps on MQAR (shrunk to CPU
