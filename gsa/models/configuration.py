@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 
 from transformers import PretrainedConfig
 
 from gsa.errors import OptionError
 from gsa.nn.gates import SPREAD
 from gsa.nn.mlp import ACTIVATIONS
-from gsa.nn.options import LayerOptions
+from gsa.nn.options import LayerOptions, check_flag, check_int, check_positive
 
 # Keys transformers itself passes to a config's __init__ (when loading, or from the common PretrainedConfig
 # fields); anything else that is not a GSAConfig field is a typo and raises.
@@ -40,34 +41,41 @@ def swiglu_intermediate_size(hidden_size: int, hidden_ratio: float) -> int:
 
 
 def positive_int(name: str, value, owner: str = "GSAConfig") -> int:
-    """`value` if it is a positive int (not a bool), else a ValueError naming `owner.name`."""
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{owner}.{name} must be a positive int, got {value!r}")
-    return value
+    """`value` as an int if it is a positive integer (not a bool), else a ValueError naming `owner.name`."""
+    try:
+        return check_int(name, value)
+    except OptionError as e:
+        raise e.under(owner) from None
 
 
 def positive_float(name: str, value, owner: str = "GSAConfig") -> float:
     """`value` as a float if it is a positive finite number (not a bool), else a ValueError naming `owner.name`."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{owner}.{name} must be a positive finite number, got {value!r}")
-    return float(value)
+    try:
+        return check_positive(name, value)
+    except OptionError as e:
+        raise e.under(owner) from None
 
 
 def flag(name: str, value, owner: str = "GSAConfig") -> bool:
-    """`value` if it is a bool, else a ValueError naming `owner.name` (a truthy string would otherwise pass)."""
-    if not isinstance(value, bool):
-        raise ValueError(f"{owner}.{name} must be a bool, got {value!r}")
-    return value
+    """`value` as a bool if it is one, else a ValueError naming `owner.name` (a truthy string would otherwise pass)."""
+    try:
+        return check_flag(name, value)
+    except OptionError as e:
+        raise e.under(owner) from None
 
 
 def _token_id(name: str, value, vocab_size: int, allow_list: bool = False):
-    values = value if (allow_list and isinstance(value, (list, tuple))) else [value]
+    """None, a token id (an int), or with allow_list a list of ids; ValueError naming GSAConfig.name otherwise."""
+    is_list = allow_list and isinstance(value, (list, tuple))
+    values = value if is_list else [value]
     for v in values:
-        if v is None and not isinstance(value, (list, tuple)):
+        if v is None and not is_list:
             continue
-        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < vocab_size:
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or not 0 <= v < vocab_size:
             raise ValueError(f"GSAConfig.{name} must be None or a token id in [0, vocab_size={vocab_size}), got {value!r}")
-    return list(value) if isinstance(value, tuple) else value
+    if is_list:
+        return [int(v) for v in value]
+    return None if value is None else int(value)
 
 
 MODEL_TYPE = "gated_slot_attention"
@@ -196,8 +204,11 @@ class GSAConfig(PretrainedConfig):
         if self.output_norm_eps is not None and not use_output_norm:
             raise ValueError("GSAConfig.output_norm_eps needs use_output_norm=True (it describes that norm)")
 
-        if hidden_ratio is not None:
+        if hidden_ratio is not None:  # kept an int when given as one (fla's configs write 4)
             positive_float("hidden_ratio", hidden_ratio)
+            hidden_ratio = int(hidden_ratio) if isinstance(hidden_ratio, numbers.Integral) else float(hidden_ratio)
+        if isinstance(intermediate_size, numbers.Integral) and not isinstance(intermediate_size, bool):
+            intermediate_size = int(intermediate_size)
         if intermediate_size is None:
             intermediate_size = swiglu_intermediate_size(hidden_size, 4.0 if hidden_ratio is None else hidden_ratio)
         elif not (type(intermediate_size) is int and intermediate_size == 0):  # 0 (an int): blocks without an MLP
@@ -213,7 +224,7 @@ class GSAConfig(PretrainedConfig):
             raise ValueError(f"GSAConfig.hidden_act must be one of {sorted(ACTIVATIONS)}, got {hidden_act!r}")
         self.hidden_act = hidden_act
         self.initializer_range = positive_float("initializer_range", initializer_range)
-        flag("tie_word_embeddings", tie_word_embeddings)
+        tie_word_embeddings = flag("tie_word_embeddings", tie_word_embeddings)
         pad_token_id = _token_id("pad_token_id", pad_token_id, vocab_size)
         bos_token_id = _token_id("bos_token_id", bos_token_id, vocab_size)
         eos_token_id = _token_id("eos_token_id", eos_token_id, vocab_size, allow_list=True)

@@ -62,10 +62,10 @@ class ZoologyConfig(PretrainedConfig):
         kwargs.pop("model_type", None)
         if mixer not in MIXERS:
             raise ValueError(f"ZoologyConfig.mixer must be one of {MIXERS}, got {mixer!r}")
-        for name, value in (("vocab_size", vocab_size), ("hidden_size", hidden_size), ("num_heads", num_heads),
-                            ("num_hidden_layers", num_hidden_layers), ("num_slots", num_slots),
-                            ("conv_kernel", conv_kernel)):
-            positive_int(name, value, "ZoologyConfig")
+        vocab_size, hidden_size, num_heads, num_hidden_layers, num_slots, conv_kernel = (
+            positive_int(name, value, "ZoologyConfig") for name, value in (
+                ("vocab_size", vocab_size), ("hidden_size", hidden_size), ("num_heads", num_heads),
+                ("num_hidden_layers", num_hidden_layers), ("num_slots", num_slots), ("conv_kernel", conv_kernel)))
         if num_hidden_layers % 2:
             raise ValueError(f"ZoologyConfig.num_hidden_layers counts conv and mixer layers in pairs: it must be even, "
                              f"got {num_hidden_layers}")
@@ -77,9 +77,10 @@ class ZoologyConfig(PretrainedConfig):
         if gate_bias and mixer != "gsa":
             raise ValueError(f"ZoologyConfig.gate_bias biases GSA's gate: needs mixer='gsa', got {mixer!r}")
         self.gate_bias, self.gate_bias_range = gate_bias, gate_bias_range
-        options = self.layer_options()  # checks the GSA layer's fields
-        self.gate_logit_normalizer, self.attn_scale = options.gate_logit_normalizer, options.scale
-        self.gate_bias_range = list(options.gate_bias_range)
+        options = self.layer_options()  # checks the GSA layer's fields; they keep the checked values
+        self.gate_logit_normalizer, self.use_short_conv, self.attn_scale = (
+            options.gate_logit_normalizer, options.use_short_conv, options.scale)
+        self.gate_bias, self.gate_bias_range = options.gate_bias, list(options.gate_bias_range)
         self.conv_kernel = conv_kernel
         self.layer_norm_eps = positive_float("layer_norm_eps", layer_norm_eps, "ZoologyConfig")
         self.initializer_range = positive_float("initializer_range", initializer_range, "ZoologyConfig")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import nn
 
@@ -23,7 +25,7 @@ def check_gate_bias_range(span, gate_bias: bool = True) -> tuple[float, float]:
     """(lo, hi) as floats, or an OptionError naming gate_bias_range. A range other than the default needs gate_bias
     (without the bias it spreads it would be ignored silently)."""
     ok = isinstance(span, (list, tuple)) and len(span) == 2 and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < float("inf") for v in span)
+        isinstance(v, numbers.Real) and not isinstance(v, bool) and abs(v) < float("inf") for v in span)
     if not ok or span[0] > span[1]:
         raise OptionError("gate_bias_range", f" must be two finite numbers (lo, hi) with lo <= hi, got {span!r}")
     span = float(span[0]), float(span[1])

@@ -5,31 +5,40 @@ whichever way the layer is made (re-worded with the config's field name there)."
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
+
+import numpy as np
 
 from gsa.errors import OptionError
 from gsa.nn.feature_map import FEATURE_MAPS
 from gsa.nn.gates import FORGET_GATES, SPREAD, check_gate_bias_range
 from gsa.ops.validation import SLOT_READS
 
+# Numbers and flags are taken as the ABCs define them, so numpy's scalars (np.int64, np.float32, np.bool_) count as
+# the values they hold; each check returns the plain Python value, which config.json can hold.
 
-def _int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+
+def check_int(name: str, value, minimum: int = 1) -> int:
+    """`value` as an int if it is an integer (not a bool) >= minimum, else an OptionError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         kind = "a positive int" if minimum == 1 else f"an int >= {minimum}"
         raise OptionError(name, f" must be {kind}, got {value!r}")
-    return value
+    return int(value)
 
 
-def _positive(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+def check_positive(name: str, value) -> float:
+    """`value` as a float if it is a positive finite real number (not a bool), else an OptionError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
         raise OptionError(name, f" must be a positive finite number, got {value!r}")
     return float(value)
 
 
-def _flag(name: str, value) -> bool:
-    if not isinstance(value, bool):
+def check_flag(name: str, value) -> bool:
+    """`value` as a bool if it is one (Python's or numpy's), else an OptionError naming `name`."""
+    if not isinstance(value, (bool, np.bool_)):
         raise OptionError(name, f" must be a bool, got {value!r}")
-    return value
+    return bool(value)
 
 
 def _choice(name: str, value, choices: tuple[str, ...]) -> str:
@@ -41,8 +50,8 @@ def _choice(name: str, value, choices: tuple[str, ...]) -> str:
 @dataclass(frozen=True)
 class LayerOptions:
     """GatedSlotAttention's arguments (see its docstring), validated on construction: an OptionError (a ValueError)
-    naming the argument, expected vs actual. num_kv_heads None means num_heads; numbers become floats and
-    gate_bias_range two floats."""
+    naming the argument, expected vs actual. num_kv_heads None means num_heads; counts become ints, flags bools,
+    other numbers floats and gate_bias_range two floats (numpy scalars included)."""
 
     hidden_size: int
     num_heads: int = 4
@@ -74,24 +83,24 @@ class LayerOptions:
             object.__setattr__(self, name, value)
 
         for name in ("hidden_size", "num_heads", "num_slots"):
-            _int(name, getattr(self, name), 1)
-        normalise("num_kv_heads", self.num_heads if self.num_kv_heads is None else _int("num_kv_heads",
-                                                                                         self.num_kv_heads, 1))
+            normalise(name, check_int(name, getattr(self, name)))
+        normalise("num_kv_heads", self.num_heads if self.num_kv_heads is None else check_int("num_kv_heads",
+                                                                                             self.num_kv_heads))
         if self.num_heads % self.num_kv_heads:
             raise OptionError("num_kv_heads", f" ({self.num_kv_heads}) must divide num_heads ({self.num_heads})")
         for name in ("expand_k", "expand_v", "gate_logit_normalizer", "norm_eps", "rope_theta"):
-            normalise(name, _positive(name, getattr(self, name)))
+            normalise(name, check_positive(name, getattr(self, name)))
         for name in ("expand_k", "expand_v"):
             dim = self.hidden_size * getattr(self, name)
             if dim != int(dim) or int(dim) % self.num_heads:
                 raise OptionError(name, f": hidden_size * {name} = {dim} must be an integer divisible by num_heads "
                                         f"({self.num_heads})")
         if self.scale is not None:
-            normalise("scale", _positive("scale", self.scale))
-        _int("conv_size", self.conv_size, 2)
+            normalise("scale", check_positive("scale", self.scale))
+        normalise("conv_size", check_int("conv_size", self.conv_size, 2))
         for name in ("use_short_conv", "conv_bias", "feature_map_after_conv", "use_output_norm", "output_norm_affine",
                      "qkv_bias", "gate_bias"):
-            _flag(name, getattr(self, name))
+            normalise(name, check_flag(name, getattr(self, name)))
         _choice("feature_map", self.feature_map, FEATURE_MAPS)
         _choice("forget_gate", self.forget_gate, FORGET_GATES)
         _choice("slot_read", self.slot_read, SLOT_READS)
@@ -121,7 +130,7 @@ class LayerOptions:
 
     def _check_window(self) -> None:
         for name in ("window_size", "num_sink_tokens"):
-            _int(name, getattr(self, name), 0)
+            object.__setattr__(self, name, check_int(name, getattr(self, name), 0))
         if self.num_sink_tokens and not self.window_size:
             raise OptionError("num_sink_tokens", f"={self.num_sink_tokens} needs window_size > 0")
         if self.window_size and self.head_k_dim % 2:

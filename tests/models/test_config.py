@@ -152,3 +152,53 @@ def test_dict_round_trip():
     again = GSAConfig.from_dict(c.to_dict())
     assert again.to_dict() == c.to_dict()
     assert {k: getattr(again, k) for k in TINY} == TINY
+
+
+def _as_numpy(value):
+    """The numpy scalar of the same value: np.int64, np.float32 (exact for the values used), np.bool_, lists of them."""
+    import numpy as np
+
+    if isinstance(value, bool):
+        return np.bool_(value)
+    if isinstance(value, int):
+        return np.int64(value)
+    if isinstance(value, float):
+        return np.float32(value)
+    return [_as_numpy(v) for v in value] if isinstance(value, list) else value
+
+
+@pytest.mark.parametrize("make", [GSAConfig, ZoologyConfig])
+def test_numpy_scalars_are_the_numbers_they_hold(make):
+    """Values computed with numpy (a sweep's np.arange, float32 arithmetic) configure a model as the same Python
+    values do: every numeric and bool field takes them and keeps the Python value, so config.json is written as
+    usual (np.float64 subclasses float and was taken; np.float32, np.int64 and np.bool_ were refused as not numbers)."""
+    if make is GSAConfig:
+        plain = dict(vocab_size=101, hidden_size=32, num_hidden_layers=2, num_heads=4, num_kv_heads=2, num_slots=8,
+                     expand_k=0.5, expand_v=2.0, gate_logit_normalizer=16.0, use_short_conv=False, conv_size=3,
+                     attn_scale=0.5, qkv_bias=True, window_size=4, num_sink_tokens=1, rope_theta=50.0, gate_bias=True,
+                     gate_bias_range=[-2.0, 2.0], output_norm_eps=0.25, hidden_ratio=2.0, norm_eps=0.125,
+                     initializer_range=0.25, tie_word_embeddings=True, pad_token_id=0, bos_token_id=1,
+                     eos_token_id=[2, 3])
+    else:
+        plain = dict(vocab_size=50, hidden_size=16, num_hidden_layers=4, num_heads=2, num_slots=5,
+                     gate_logit_normalizer=4.0, use_short_conv=True, attn_scale=0.5, gate_bias=True,
+                     gate_bias_range=[-2.0, 2.0], conv_kernel=3, layer_norm_eps=0.125, initializer_range=0.25,
+                     tie_word_embeddings=False)
+    expected, config = make(**plain), make(**{k: _as_numpy(v) for k, v in plain.items()})
+    assert config.to_json_string() == expected.to_json_string()
+    for name in plain:
+        value = getattr(config, name)
+        values = value if isinstance(value, list) else [value]
+        assert all(type(v) in (bool, int, float) for v in values), (name, value)
+    assert make.from_dict(config.to_dict()).to_dict() == expected.to_dict()
+
+
+def test_the_layer_takes_numpy_scalars():
+    import numpy as np
+
+    layer = GatedSlotAttention(np.int64(32), num_heads=np.int32(4), num_slots=np.int64(6), expand_v=np.float32(2.0),
+                               gate_logit_normalizer=np.float32(4.0), use_short_conv=np.bool_(True))
+    assert (layer.num_heads, layer.num_slots, layer.head_v_dim, layer.gate_logit_normalizer) == (4, 6, 16, 4.0)
+    assert layer.use_short_conv is True and type(layer.num_slots) is int
+    with pytest.raises(ValueError, match=r"num_slots must be a positive int, got np.float64\(6.0\)"):
+        GatedSlotAttention(32, num_slots=np.float64(6.0))  # a float is not a count, numpy's or Python's
