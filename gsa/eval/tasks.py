@@ -20,6 +20,7 @@ is deterministic given the documents and the seed.
 
 from __future__ import annotations
 
+import glob
 import json
 import re
 from collections.abc import Sequence
@@ -163,10 +164,26 @@ metadata:
 """
 
 
+def _yaml_string(text: str) -> str:
+    """`text` as a YAML double-quoted scalar: printable ASCII as is (quote and backslash escaped), any other character
+    as a \\u or \\U escape (JSON's surrogate pairs for characters beyond U+FFFF are no YAML escape)."""
+    out = []
+    for c in text:
+        if c in '"\\':
+            out.append("\\" + c)
+        elif " " <= c <= "~":
+            out.append(c)
+        else:
+            out.append(f"\\u{ord(c):04x}" if ord(c) <= 0xFFFF else f"\\U{ord(c):08x}")
+    return '"' + "".join(out) + '"'
+
+
 def write_task(task: str, rows: Sequence[dict], out_dir: str | Path) -> Path:
     """Write ``<out_dir>/<name>.jsonl`` and the lm-eval task ``<out_dir>/<name>.yaml`` (name: TASKS[task]); return
     the YAML's path. The YAML names the JSONL by its absolute path (lm-eval reads a relative one from the working
-    directory), so a moved directory is rebuilt (deterministic) or its YAML edited."""
+    directory), so a moved directory is rebuilt (deterministic) or its YAML edited. The path's glob characters are
+    escaped: datasets reads data_files as patterns, so a folder "out [v2]" matched nothing and "out*" matched
+    "out2"'s file too."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {sorted(TASKS)}, got {task!r}")
     out = Path(out_dir)
@@ -175,5 +192,5 @@ def write_task(task: str, rows: Sequence[dict], out_dir: str | Path) -> Path:
     data = out / f"{name}.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     yaml = out / f"{name}.yaml"
-    yaml.write_text(_YAML.format(name=name, data=json.dumps(str(data.resolve()))), encoding="utf-8")
+    yaml.write_text(_YAML.format(name=name, data=_yaml_string(glob.escape(str(data.resolve())))), encoding="utf-8")
     return yaml

@@ -151,6 +151,25 @@ def test_write_task_names_the_data_and_the_metrics(tmp_path):
     assert [json.loads(x) for x in (tmp_path / "out" / "gsa_next_sentence.jsonl").read_text().splitlines()] == rows
 
 
+@pytest.mark.parametrize("folder", ["with space", "quotes \" and 'single'", "hash #1: colon", "brackets [v2]",
+                                    "star*", "emoji \U0001F600 and é", "back\\slash"])
+def test_the_yaml_names_exactly_its_own_data_file(tmp_path, folder):
+    """The YAML's data file, as lm-eval's loader reads the YAML and as datasets resolves data_files (glob patterns),
+    is exactly the JSONL beside it, whatever the folder's name: an astral character (JSON's surrogate-pair escape
+    is no YAML escape) or a glob character ('[v2]' matched nothing; 'star*' also matched 'starZZ') did not."""
+    pytest.importorskip("lm_eval", reason="lm-eval is not installed (pip install lm-eval)")
+    import datasets
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    rows = build_task("cloze", DOCS, num_examples=3, context_words=12, continuation_words=4)
+    yaml = write_task("cloze", rows, tmp_path / folder)
+    write_task("cloze", build_task("cloze", DOCS, num_examples=5, context_words=12, continuation_words=4),
+               tmp_path / (folder + "ZZ"))  # a folder that a glob character of `folder` also matches
+    data_files = load_yaml(yaml)["dataset_kwargs"]["data_files"]["test"]
+    loaded = datasets.load_dataset("json", data_files={"test": data_files}, cache_dir=str(tmp_path / "hf"))["test"]
+    assert [dict(r) for r in loaded] == rows
+
+
 def test_gsa_eval_tasks_cli(tmp_path, capsys):
     data = tmp_path / "docs.jsonl"
     data.write_text("".join(json.dumps({"text": d}) + "\n" for d in DOCS))
