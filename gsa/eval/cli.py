@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -226,7 +227,7 @@ def _run_tasks(args: argparse.Namespace) -> int:
         print(f"{TASKS[task]}: {len(rows)} examples{fewer} of {args.choices} choices from {len(docs)} documents "
               f"(split {split}) -> {path}")
     names = ",".join(TASKS[t] for t in dict.fromkeys(args.build))
-    print(f"score with: gsa eval harness --model MODEL --tasks {names} --include-path {args.out}")
+    print(f"score with: gsa eval harness --model MODEL --tasks {names} --include-path {shlex.quote(str(args.out))}")
     return 0
 
 

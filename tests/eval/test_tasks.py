@@ -199,6 +199,20 @@ def test_gsa_eval_tasks_cli(tmp_path, capsys):
         gsa_main(args + ["--build", "hellaswag"])
 
 
+def test_gsa_eval_tasks_prints_a_command_that_runs_as_printed(tmp_path, capsys):
+    """The printed `gsa eval harness` line quotes --include-path for the shell (a folder with a space split in two)."""
+    import shlex
+
+    data = tmp_path / "docs.jsonl"
+    data.write_text("".join(json.dumps({"text": d}) + "\n" for d in DOCS))
+    out = tmp_path / "my tasks"
+    assert gsa_main(["eval", "tasks", "--build", "cloze", "--data", str(data), "--out", str(out), "--context-words",
+                     "16", "--examples", "2"]) == 0
+    command = capsys.readouterr().out.splitlines()[-1].removeprefix("score with: ")
+    words = shlex.split(command)
+    assert words[words.index("--include-path") + 1] == str(out)
+
+
 def test_scores_equal_lm_evals_on_the_written_task_files(tmp_path, tokenizer, monkeypatch):
     """The same tiny model through lm-eval (the gsa adapter, the YAML and JSONL written by write_task) and through
     choice_loglikelihoods: equal log-likelihoods per choice, equal acc and acc_norm."""
