@@ -18,14 +18,21 @@ import torch
 
 
 def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
-    """(context ids, continuation ids) as lm-eval splits a pair for a causal LM."""
+    """(context ids, continuation ids) as lm-eval splits a pair for a causal LM; ValueError where either is empty
+    (lm-eval asserts both: a choice merged into the context's last token would score log-likelihood 0, the best)."""
     if not context:
         raise ValueError("encode_pair needs a non-empty context")
+    given = context
     spaces = len(context) - len(context.rstrip())
     if spaces:
         context, continuation = context[:-spaces], context[-spaces:] + continuation
     whole = tokenizer(context + continuation)["input_ids"]
     ctx = tokenizer(context)["input_ids"]
+    if not ctx:
+        raise ValueError(f"the context {given!r} encodes to no token (nothing to condition the choice on)")
+    if len(whole) <= len(ctx):
+        raise ValueError(f"the choice {continuation!r} adds no token after the context ...{context[-40:]!r}: the "
+                         "tokenizer merges it into the context's last token")
     return ctx, whole[len(ctx):]
 
 

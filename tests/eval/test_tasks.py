@@ -96,6 +96,27 @@ def test_encode_pair_moves_trailing_space_to_the_continuation(tokenizer):
         encode_pair(tokenizer, "", "x")
 
 
+class MergingTokenizer:
+    """One token a character, except that "a b" is one token: a context ending in "a" and a choice " b" merge at the
+    boundary, so the choice adds no token of its own."""
+
+    def __call__(self, text):
+        return {"input_ids": [ord(c) for c in text.replace("a b", "\x01")]}
+
+
+def test_a_choice_without_tokens_of_its_own_is_refused_not_scored_zero():
+    """lm-eval asserts that a continuation has tokens (and a context too); a choice merged into the context's last
+    token would otherwise get log-likelihood 0, the most likely of all whatever the model says."""
+    tok = MergingTokenizer()
+    assert encode_pair(tok, "x a", " c") == ([120, 32, 97], [32, 99])
+    with pytest.raises(ValueError, match="choice ' b' adds no token after the context"):
+        encode_pair(tok, "x a", " b")
+    with pytest.raises(ValueError, match="choice ' b' adds no token after the context"):
+        multiple_choice_scores(uniform, tok, [{"context": "x a", "choices": [" b", " c"], "answer": 1}])
+    with pytest.raises(ValueError, match="context '   ' encodes to no token"):
+        encode_pair(tok, "   ", "x")  # its spaces move to the choice, leaving nothing to condition on
+
+
 def test_decisions_normalise_by_characters_and_break_ties_to_the_first():
     assert decisions([-4.0, -6.0], [" ab", " abcdef"]) == (0, 1)  # per character: -4/3 < -6/7
     assert decisions([-2.0, -2.0, -3.0], [" a", " b", " cc"]) == (0, 0)
