@@ -10,8 +10,9 @@ them; so an example can be checked against its source.
   spans of as many words from random positions of other documents. The passages of one document do not overlap.
 - ``next-sentence``: the `context_words` words before a sentence, then that sentence against sentences of other
   documents with between 2/3 and 3/2 of its words (so length says little). A sentence ends at a word ending in
-  ``.``, ``!`` or ``?`` (closing quotes or brackets allowed) followed by a capitalised word; only sentences of
-  `min_words` ... `max_words` words are asked or used as distractors.
+  ``.``, ``!`` or ``?`` (ASCII closing quotes or brackets allowed) followed by a word starting with an ASCII capital
+  A-Z (after ASCII opening quotes or brackets: "Élan" or a typographic quote does not start one); only sentences
+  of `min_words` ... `max_words` words are asked or used as distractors.
 
 Every distractor differs from the answer and from the other distractors. The answer positions are balanced (each
 position ``n // num_choices`` or one more times, in a seeded order), so guessing scores 1 / num_choices. Everything
