@@ -62,9 +62,25 @@ def _missing(what: str, name: str) -> InputError:
     return InputError(f"{what} is not registered with the trainer{hint}")
 
 
+def _same_definition(old: Callable, new: Callable) -> bool:
+    """Whether two callables are one definition run twice (same module and qualified name), as a reloaded module
+    registers."""
+    def key(fn):
+        return getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)
+
+    return None not in key(old) and key(old) == key(new)
+
+
+def _already(what: str, old: Callable) -> ValueError:
+    return ValueError(f"{what} is already registered by {getattr(old, '__module__', 'another module')}")
+
+
 def register_model_type(name: str, model_type: LoadedModelType) -> None:
-    if name in _model_types:
-        raise ValueError(f"[model] type {name!r} is already registered")
+    """Register `[model]` type `name`. The same definition registered again (its module run again: importlib.reload)
+    replaces the entry; another provider for the name is refused."""
+    old = _model_types.get(name)
+    if old is not None and not _same_definition(old.load, model_type.load):
+        raise _already(f"[model] type {name!r}", old.load)
     _model_types[name] = model_type
 
 
@@ -76,9 +92,10 @@ def registered_model_type(name: str) -> LoadedModelType:
 
 
 def register_distillation(factory: DistillationFactory) -> None:
-    if _distillation:
-        raise ValueError("a distillation objective is already registered")
-    _distillation.append(factory)
+    """Register the `[distill]` objective: as register_model_type, the same definition again replaces it."""
+    if _distillation and not _same_definition(_distillation[0], factory):
+        raise _already("a distillation objective", _distillation[0])
+    _distillation[:] = [factory]
 
 
 def distillation_factory() -> DistillationFactory:

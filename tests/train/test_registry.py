@@ -1,6 +1,8 @@
 """The trainer's registry (gsa.train.registry): importing gsa.convert fills it; a config that needs what it holds
 fails, when nothing registered it, before any work and naming the import."""
 
+import importlib.util
+
 import pytest
 
 import gsa.convert
@@ -26,10 +28,29 @@ def test_importing_convert_registers_t2r_and_distillation():
     t2r = registry.registered_model_type("t2r")
     assert (t2r.source, t2r.accept, t2r.load) == ("teacher", None, gsa.convert.training.converted_student)
     assert registry.distillation_factory() is gsa.convert.training.T2RDistillation
-    with pytest.raises(ValueError, match="already registered"):
-        registry.register_model_type("t2r", t2r)
-    with pytest.raises(ValueError, match="already registered"):
-        registry.register_distillation(gsa.convert.training.T2RDistillation)
+    with pytest.raises(ValueError, match=r"\[model\] type 't2r' is already registered by gsa.convert.training"):
+        registry.register_model_type("t2r", registry.LoadedModelType("teacher", None, lambda directory, options: None))
+    with pytest.raises(ValueError, match="a distillation objective is already registered by gsa.convert.training"):
+        registry.register_distillation(lambda cfg, device: None)
+
+
+@pytest.mark.parametrize("name, refused", [("gsa.convert.training", False), ("copy_of_convert.training", True)])
+def test_running_the_registering_module_again(monkeypatch, name, refused):
+    """The module run again under its own name (importlib.reload, an editor's autoreload) replaces its own entries,
+    which raised "already registered" halfway through the reload and kept the stale ones; the same file under
+    another module name is another provider and is refused."""
+    monkeypatch.setattr(registry, "_model_types", dict(registry._model_types))
+    monkeypatch.setattr(registry, "_distillation", list(registry._distillation))
+    spec = importlib.util.spec_from_file_location(name, gsa.convert.training.__file__)
+    again = importlib.util.module_from_spec(spec)
+    if refused:
+        with pytest.raises(ValueError, match="already registered by gsa.convert.training"):
+            spec.loader.exec_module(again)
+        return
+    spec.loader.exec_module(again)
+    assert again.converted_student is not gsa.convert.training.converted_student  # a second definition
+    assert registry.registered_model_type("t2r").load is again.converted_student
+    assert registry.distillation_factory() is again.T2RDistillation
 
 
 def test_unregistered_model_type_names_the_import(unregistered, tmp_path):
