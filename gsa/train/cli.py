@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from gsa.errors import run_command
 
@@ -75,4 +74,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # The package's entry point (gsa/train/__main__.py), which first loads what the trainer's registry needs
+    # (gsa.convert); main() alone would refuse a t2r or [distill] config as not registered.
+    import runpy
+
+    runpy.run_module("gsa.train", run_name="__main__", alter_sys=True)

@@ -74,3 +74,22 @@ def test_an_unknown_model_type_is_refused_by_name():
 
     with pytest.raises(InputError, match=r"\[model\] type = 'mamba' is not registered with the trainer$"):
         build_model({"type": "mamba"}, 16)
+
+
+@pytest.mark.slow
+def test_every_module_entry_point_loads_the_registry(tmp_path):
+    """`python -m gsa.train` and `python -m gsa.train.cli` (the trainer CLI module's own entry) run one command: a
+    t2r config gets as far as its teacher directory in both (the second stopped at "not registered")."""
+    import subprocess
+    import sys
+
+    from train.helpers import TINY, subprocess_env
+
+    argv = ["--config", str(TINY), f'model={{type = "t2r", teacher = "{tmp_path / "none"}"}}',
+            f'output_dir="{tmp_path / "out"}"']
+    procs = [subprocess.Popen([sys.executable, "-m", module, *argv], cwd=tmp_path, env=subprocess_env(), text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for module in ("gsa.train", "gsa.train.cli")]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert (proc.returncode, err.strip()) == (2, f"python -m gsa.train: error: {tmp_path / 'none'} is not a "
+                                                     "directory (a model saved with save_pretrained is one)")
