@@ -72,6 +72,29 @@ def test_cost_counts_the_1_3b_shape_by_hand():
     assert c.floors_ms(1e30, 1e12)["fwd"] == pytest.approx(c.flops_fwd / 1e9)  # compute-bound by construction
 
 
+def test_cost_counts_grouped_heads_and_a_partial_chunk_by_hand():
+    """HQ = 8 query heads over H = 2 kv heads, K != V, T = 130 (three chunks, the last partial): q and o are per query
+    head, k, v, s, g, the state updates and the chunk states per kv head (grouped heads share them)."""
+    c = cost.Cost.of(2, 130, 8, 2, 16, 32, 8, el=2)
+    tokens = 2 * 130
+    assert c.bytes_fwd == tokens * 2 * (8 * 16 + 2 * 16 + 2 * 32 + 2 * 2 * 8 + 8 * 32) == 266_240
+    assert c.bytes_fwd_bwd == c.bytes_fwd + tokens * 2 * (2 * (8 * 16 + 2 * 16 + 2 * 32 + 2 * 2 * 8) + 8 * 32)
+    per_query_head = 2 * 64 * (16 + 8) + 2 * 64 * (8 + 32) + 2 * 16 * 8 + 2 * 8 * 32  # intra-chunk, inter-chunk reads
+    per_kv_head = 2 * 16 * 8 + 2 * 8 * 32  # the state updates
+    assert c.flops_fwd == tokens * (8 * per_query_head + 2 * per_kv_head) == 19_036_160
+    assert c.flops_fwd_bwd == 3 * c.flops_fwd
+    assert c.states_fwd == 2 * (2 * 3 * 2 * (16 + 32) * 8 * 4)  # B x NT x H x (K + V) x M float32, written and read
+    assert c.states_fwd_bwd == 3 * c.states_fwd
+    # fp16 rows: the same bytes as bf16 (the grid report's el = 2); float32 inputs double the input bytes only
+    wide = cost.Cost.of(2, 130, 8, 2, 16, 32, 8, el=4)
+    assert (wide.bytes_fwd, wide.states_fwd) == (2 * c.bytes_fwd, c.states_fwd)
+    machine = dict(copy_bytes_per_s=3e12, bf16_flops_per_s=7e14)
+    for name in ("gqa32-8", "hd128-fp16"):
+        row = _row(name, 1.0)
+        expected = cost.Cost.of(*(row[k] for k in ("B", "T", "HQ", "H", "K", "V", "M")), el=2).floors_ms(3e12, 7e14)
+        assert grid_report.floors(row, machine) == expected
+
+
 def test_report_shows_floors_when_the_run_measured_ceilings(tmp_path):
     machine = dict(copy_bytes_per_s=3e12, bf16_flops_per_s=7e14)
     floor = cost.Cost.of(8, 2048, 4, 4, 512, 512, 64).floors_ms(3e12, 7e14)["fwd_bwd_states"]
