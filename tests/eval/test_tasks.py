@@ -234,9 +234,27 @@ def test_gsa_eval_tasks_prints_a_command_that_runs_as_printed(tmp_path, capsys):
     assert words[words.index("--include-path") + 1] == str(out)
 
 
-def test_scores_equal_lm_evals_on_the_written_task_files(tmp_path, tokenizer, monkeypatch):
+def merging_bpe():
+    """A byte-level BPE of 300 tokens trained on DOCS without splitting at spaces, so its merges cross words ("Ġw",
+    ". W"): a context's last token and its choice's first often merge, and the choice's tokens are then those of
+    encode(context + choice) after len(encode(context)), not encode(choice)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(DOCS, trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
+                                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                                      show_progress=False))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+
+
+@pytest.mark.parametrize("kind", ["bytes", "merging bpe"])
+def test_scores_equal_lm_evals_on_the_written_task_files(tmp_path, monkeypatch, kind):
     """The same tiny model through lm-eval (the gsa adapter, the YAML and JSONL written by write_task) and through
-    choice_loglikelihoods: equal log-likelihoods per choice, equal acc and acc_norm."""
+    choice_loglikelihoods: equal log-likelihoods per choice, equal acc and acc_norm; with one token a byte and with
+    a tokenizer whose merges cross the context/choice boundary."""
     lm_eval = pytest.importorskip("lm_eval", reason="lm-eval is not installed (pip install lm-eval)")
     from convert.convert_teachers import tiny_teacher
     from lm_eval.tasks import TaskManager
@@ -245,10 +263,15 @@ def test_scores_equal_lm_evals_on_the_written_task_files(tmp_path, tokenizer, mo
 
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    tokenizer = byte_tokenizer() if kind == "bytes" else merging_bpe()
     model = tiny_teacher("llama", vocab_size=300).eval()
     model.save_pretrained(tmp_path / "model")
     tokenizer.save_pretrained(tmp_path / "model")
     tasks = {t: build_task(t, DOCS, num_examples=8, context_words=12, continuation_words=4, seed=5) for t in TASKS}
+    pairs = [(r["context"], c) for rows in tasks.values() for r in rows for c in r["choices"]]
+    merged = sum(tokenizer(x + c)["input_ids"][: len(tokenizer(x)["input_ids"])] != tokenizer(x)["input_ids"]
+                 for x, c in pairs)
+    assert (merged == 0) if kind == "bytes" else (merged >= len(pairs) // 8)  # the boundary case is exercised
     for t, rows in tasks.items():
         write_task(t, rows, tmp_path / "tasks")
     harness.register()
