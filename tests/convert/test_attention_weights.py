@@ -162,6 +162,9 @@ def test_gate_biases_give_the_measured_horizon(make_teacher):
 def test_span_logits_spread_and_refusals(make_teacher):
     logits = span_gate_logits(torch.tensor([[3.0]]), tau=1.0, num_slots=3, spread=2.0)
     torch.testing.assert_close(logits[0, 0], torch.tensor([math.log(3) - 2, math.log(3), math.log(3) + 2]))
+    # on the spans' device: the trainer measures them on the teacher's GPU ("meta" stands in for it here)
+    on_device = span_gate_logits(torch.full((2, 3), 3.0, device="meta"), tau=1.0, num_slots=4, spread=2.0)
+    assert (on_device.device.type, on_device.dtype, on_device.shape) == ("meta", torch.float32, (2, 3, 4))
     with pytest.raises(ValueError, match="spans must be"):
         span_gate_logits(torch.ones(3), 8.0, 4)
     with pytest.raises(ValueError, match="spread"):
