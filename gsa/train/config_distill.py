@@ -76,15 +76,9 @@ def check_distill(cfg: Config) -> None:
         if not (dc.teacher and cfg.data.passkey_fraction):
             raise InputError("distill.answer_weight weighs the passkey answers in a distillation loss: it needs "
                              "distill.teacher and data.passkey_fraction > 0")
-        if dc.stage == "feature_map":
-            raise InputError("distill.answer_weight weighs the passkey answers in the losses of stages \"attention\" "
-                             "and \"logits\"; stage \"feature_map\" fits attention weights and has no answer term")
     if dc.stage == "feature_map" and (not dc.train_params or set(dc.train_params) - set(FEATURE_MAP_PARAMS)):
         raise InputError(f"config key distill.train_params: stage \"feature_map\" fits the attention weights, which "
                          f"only {list(FEATURE_MAP_PARAMS)} change; got {dc.train_params}")
-    if dc.gate_init_spread and not dc.gate_init:
-        raise InputError(f"config key distill.gate_init_spread = {dc.gate_init_spread} spreads the biases of "
-                         "distill.gate_init = \"teacher_span\", which is not set")
     if dc.gate_init:
         if not dc.teacher:
             raise InputError("config key distill.gate_init measures the teacher's attention spans: set distill.teacher")
