@@ -20,11 +20,11 @@
 source "$(dirname "$0")/common.sh"
 TEACHER=${TEACHER:-.cache/t2r/teacher}; TOKENS=${TOKENS:-.cache/t2r/tokens/tokens-sub14m}; SEED=${SEED:-0}
 ABLATION=${ABLATION:-span}; TOKENS_BUDGET=${TOKENS_BUDGET:-15M}; RUNS=${RUNS:-runs/t2r-pure}
-case "$TOKENS_BUDGET" in
-  *M) BUDGET=$(( ${TOKENS_BUDGET%M} * 1000000 )) ;;
-  *[!0-9]*|'') echo "TOKENS_BUDGET must be like 5M, 15M, 50M or a number of tokens, got '$TOKENS_BUDGET'" >&2; exit 2 ;;
-  *) BUDGET=$TOKENS_BUDGET ;;
-esac
+if [[ ! $TOKENS_BUDGET =~ ^[1-9][0-9]*M?$ ]]; then  # positive, no leading 0 (bash would read it as octal)
+  echo "TOKENS_BUDGET must be like 5M, 15M, 50M or a number of tokens, got '$TOKENS_BUDGET'" >&2; exit 2
+fi
+BUDGET=${TOKENS_BUDGET%M}
+if [ "$BUDGET" != "$TOKENS_BUDGET" ]; then BUDGET=$(( BUDGET * 1000000 )); fi
 S0=(configs/t2r-pure-stage0.toml); S1=configs/t2r-pure-stage1.toml; S2=configs/t2r-pure-stage2.toml; SHARES=(10 10 80)
 case "$ABLATION" in
   base) S0=(); S1=configs/t2r-stage1.toml; S2=configs/t2r-stage2.toml; SHARES=(0 20 80) ;;

@@ -31,21 +31,29 @@ def _causal_log_softmax(scores: torch.Tensor, allowed: torch.Tensor) -> torch.Te
     return F.log_softmax(scores.float().masked_fill(~allowed, float("-inf")), dim=-1)
 
 
+def _float32(x: torch.Tensor):
+    """Autocast off on x's device: the trainer's bf16 autocast would run the projections and q . k in bf16 and
+    move the weights by ~1e-2 (their float32 casts alone do not stop it)."""
+    return torch.autocast(x.device.type, enabled=False)
+
+
 def teacher_log_weights(attn: nn.Module, x: torch.Tensor, rope, attention_mask: torch.Tensor | None = None
                         ) -> torch.Tensor:
     """log of a teacher attention layer's weights, [B, HQ, T, T] float32 (-inf where masked).
 
-    attn: a Llama / Mistral / Qwen2 self_attn module; x: its input [B, T, d]; rope: the (cos, sin) it was given."""
+    attn: a Llama / Mistral / Qwen2 self_attn module; x: its input [B, T, d]; rope: the (cos, sin) it was given.
+    Computed in float32 under autocast too (a float32 teacher's weights)."""
     from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
     B, T, _ = x.shape
     hd = attn.head_dim
-    q = attn.q_proj(x).view(B, T, -1, hd).transpose(1, 2)
-    k = attn.k_proj(x).view(B, T, -1, hd).transpose(1, 2)
-    q, k = apply_rotary_pos_emb(q, k, *rope)
-    k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
-    scores = (q.float() @ k.float().transpose(-1, -2)) * attn.scaling
-    return _causal_log_softmax(scores, _allowed(T, attention_mask, x.device))
+    with _float32(x):
+        q = attn.q_proj(x).view(B, T, -1, hd).transpose(1, 2)
+        k = attn.k_proj(x).view(B, T, -1, hd).transpose(1, 2)
+        q, k = apply_rotary_pos_emb(q, k, *rope)
+        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+        scores = (q.float() @ k.float().transpose(-1, -2)) * attn.scaling
+        return _causal_log_softmax(scores, _allowed(T, attention_mask, x.device))
 
 
 def student_log_weights(attn: nn.Module, x: torch.Tensor, attention_mask: torch.Tensor | None = None
@@ -55,14 +63,16 @@ def student_log_weights(attn: nn.Module, x: torch.Tensor, attention_mask: torch.
 
     attn: a gsa.nn.GatedSlotAttention (its q, k after its feature map, learned maps included); x: [B, T, d]. The
     slot read is softmax(scale * q . Hk), so this is the kernel its feature maps shape; the slots and gates then
-    compress it (stage "attention" fits those)."""
+    compress it (stage "attention" fits those). In the student's own dtype (float32 for the trainer's) under
+    autocast too, as the teacher's weights it is compared with."""
     B, T, _ = x.shape
-    q, k, _, _ = attn._projections(x.to(attn.q_proj.weight.dtype))
-    q = q.view(B, T, attn.num_heads, attn.head_k_dim).transpose(1, 2)
-    k = k.view(B, T, attn.num_kv_heads, attn.head_k_dim).transpose(1, 2)
-    k = k.repeat_interleave(attn.num_heads // attn.num_kv_heads, dim=1)
-    scores = (q.float() @ k.float().transpose(-1, -2)) * attn.scale
-    return _causal_log_softmax(scores, _allowed(T, attention_mask, x.device))
+    with _float32(x):
+        q, k, _, _ = attn._projections(x.to(attn.q_proj.weight.dtype))
+        q = q.view(B, T, attn.num_heads, attn.head_k_dim).transpose(1, 2)
+        k = k.view(B, T, attn.num_kv_heads, attn.head_k_dim).transpose(1, 2)
+        k = k.repeat_interleave(attn.num_heads // attn.num_kv_heads, dim=1)
+        scores = (q.float() @ k.float().transpose(-1, -2)) * attn.scale
+        return _causal_log_softmax(scores, _allowed(T, attention_mask, x.device))
 
 
 def _row_kl(log_t: torch.Tensor, log_s: torch.Tensor) -> torch.Tensor:

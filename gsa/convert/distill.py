@@ -27,17 +27,23 @@ ADAPTABLE = ("f_proj", "q_proj", "k_proj", "v_proj", "o_proj", "memory_scale", "
 def attention_transfer_parameters(student: nn.Module, train: tuple[str, ...] = ("f_proj",)) -> list[nn.Parameter]:
     """Freeze every student parameter except the attention projections named in `train` (a subset of ADAPTABLE,
     biases included; "memory_scale" is a hybrid layer's per-head share of the slot memory, "q_map" / "k_map" the
-    learned feature maps of feature_map="learned"); return the trainable ones."""
+    learned feature maps of feature_map="learned"); return the trainable ones. A ValueError names those of `train`
+    the student has no parameter for (e.g. maps on an identity-map student): the rest alone would train."""
     unknown = sorted(set(train) - set(ADAPTABLE))
     if unknown or not train:
         raise ValueError(f"train must be a non-empty subset of {ADAPTABLE}, got {train}")
+    owners = {}  # parameter name -> the entry of ADAPTABLE it belongs to, or None
+    for name, _ in student.named_parameters():
+        parts = name.split(".")
+        owners[name] = (parts[-2] if len(parts) >= 3 and parts[-3] == "attn" else
+                        parts[-1] if len(parts) >= 2 and parts[-2] == "attn" else None)
+    absent = sorted(set(train) - set(owners.values()))
+    if absent:
+        raise ValueError(f"train names {absent}, for which the student has no parameter")
     trainable = []
     for name, p in student.named_parameters():
-        parts = name.split(".")
-        keep = (len(parts) >= 3 and parts[-3] == "attn" and parts[-2] in train) or (
-            len(parts) >= 2 and parts[-2] == "attn" and parts[-1] in train)
-        p.requires_grad_(keep)
-        if keep:
+        p.requires_grad_(owners[name] in train)
+        if p.requires_grad:
             trainable.append(p)
     return trainable
 

@@ -22,7 +22,7 @@ MIN_SPAN = 1e-3  # tokens: a head that reads only the current token would need a
 def span_gate_logits(spans: torch.Tensor, tau: float, num_slots: int, spread: float = 0.0) -> torch.Tensor:
     """spans [L, H] (mean attention distances in tokens) -> gate biases [L, H, M]: logit(alpha ** tau) with
     alpha = D / (1 + D), D clamped to >= MIN_SPAN, plus linspace(-spread, spread, M) over each head's slots (0: every
-    slot at its head's horizon). Computed in float64, returned float32."""
+    slot at its head's horizon). Computed in float64, returned float32, on the spans' device."""
     if spans.ndim != 2:
         raise ValueError(f"spans must be [layers, kv heads], got {tuple(spans.shape)}")
     if not tau > 0 or num_slots < 1 or not spread >= 0:
@@ -30,7 +30,7 @@ def span_gate_logits(spans: torch.Tensor, tau: float, num_slots: int, spread: fl
     d = spans.double().clamp(min=MIN_SPAN)
     log_keep = tau * (torch.log(d) - torch.log1p(d))  # log(alpha ** tau) < 0
     logit = log_keep - torch.log(-torch.expm1(log_keep))
-    offsets = torch.linspace(-spread, spread, num_slots, dtype=torch.float64)
+    offsets = torch.linspace(-spread, spread, num_slots, dtype=torch.float64, device=spans.device)
     return (logit[..., None] + offsets).float()
 
 

@@ -76,7 +76,10 @@ class T2RDistillation:
             log(f"gate init: teacher attention spans {spans.min():.1f}-{spans.max():.1f} tokens (median "
                 f"{spans.median():.1f}) over {len(ids)} windows")
         if dc.stage in ("feature_map", "attention"):
-            attention_transfer_parameters(student, tuple(dc.train_params))
+            try:
+                attention_transfer_parameters(student, tuple(dc.train_params))
+            except ValueError as e:
+                raise InputError(f"config key distill.train_params = {dc.train_params}: {e}") from None
 
     def loss(self, student: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The loss of the configured stage on one batch (student: the plain, unwrapped model)."""

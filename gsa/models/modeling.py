@@ -13,6 +13,7 @@ from gsa.models.cache import GSACache
 from gsa.models.configuration import GSAConfig
 from gsa.models.loading import VerifiedLoading
 from gsa.nn import GatedSlotAttention, GSAState, RMSNorm, ShortConvolution, SlotGateProjection, SwiGLU
+from gsa.nn.feature_map import LearnedFeatureMap
 
 
 class GSABlock(nn.Module):
@@ -78,6 +79,10 @@ class GSAPreTrainedModel(VerifiedLoading, PreTrainedModel):
             init.ones_(module.weight)
         elif isinstance(module, GatedSlotAttention) and module.window_size:
             init.zeros_(module.memory_scale)  # a hybrid layer starts as its window attention alone
+        elif isinstance(module, LearnedFeatureMap):  # the identity map, as LearnedFeatureMap.reset_parameters
+            init.normal_(module.w1, mean=0.0, std=module.dim**-0.5)
+            init.zeros_(module.b1)
+            init.zeros_(module.w2)
 
 
 def _check_ids(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, cu_seqlens: torch.Tensor | None):

@@ -52,7 +52,8 @@ class Checkpointer:
                 from safetensors.torch import save_file
 
                 msd, adapters = split_lora_state(msd, self.lora_scaling)
-                save_file({k: v.contiguous() for k, v in adapters.items()}, tmp / LORA_FILE)
+                save_file({k: v.contiguous() for k, v in adapters.items()}, tmp / LORA_FILE,
+                          metadata={"scaling": repr(self.lora_scaling)})
             self._save_model(model, tmp / "model", msd)
             torch.save({"step": step, "optimizer": osd, "scheduler": scheduler.state_dict()}, tmp / "trainer.pt")
             ckpt.write_manifest(tmp, step, d.world)
@@ -94,6 +95,7 @@ class Checkpointer:
             raise ckpt.CheckpointError(f"{path} was trained {'with' if (path / LORA_FILE).is_file() else 'without'} "
                                        "[lora] adapters: resume with the lora.rank it was trained with")
         if self.lora_scaling is not None:
+            self._check_lora_scaling(path)
             sd = join_lora_state(sd, load_file(path / LORA_FILE))
         ckpt.check_same_model(path, unwrap(model), sd)
         set_model_state_dict(model, sd, options=StateDictOptions(full_state_dict=True, strict=False))
@@ -105,6 +107,17 @@ class Checkpointer:
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
         return state["step"]
+
+    def _check_lora_scaling(self, path: Path) -> None:
+        """CheckpointError unless `path`'s adapters were trained with this run's alpha / rank: the file holds B and A
+        only, and under another scaling the adapted layers would compute another model (every shape still fits)."""
+        from safetensors import safe_open
+
+        with safe_open(path / LORA_FILE, "pt") as f:
+            saved = (f.metadata() or {}).get("scaling")
+        if saved is not None and float(saved) != self.lora_scaling:
+            raise ckpt.CheckpointError(f"{path} was trained with lora.alpha / lora.rank = {float(saved)}, this run has "
+                                       f"{self.lora_scaling}: resume with the lora.alpha it was trained with")
 
     def publish(self, last: Path | None) -> Path:
         """Copy the last checkpoint's model directory to out/model (the trained model); returns that path."""

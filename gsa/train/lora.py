@@ -78,7 +78,3 @@ def join_lora_state(plain: dict[str, torch.Tensor], adapters: dict[str, torch.Te
     their base and adapters come from `adapters`)."""
     merged = {key.replace(_BASE, ".") for key in adapters if _BASE in key}
     return {**{k: v for k, v in plain.items() if k not in merged}, **adapters}
-
-
-def has_lora(model: nn.Module) -> bool:
-    return any(".lora_A." in name for name, _ in model.named_parameters())

@@ -124,3 +124,16 @@ def test_t2r_pure_recipe_runs_every_stage_at_a_toy_size(tmp_path):
     # stages 0 and 1: 10% of 5000 / (2 x 64) -> 3 steps each; stage 2: 80% -> 31
     assert report["recipe"] == {"ablation": "lora", "tokens_budget": 5000, "stage_steps": [3, 3, 31]}
     assert [row["model"] for row in report["rows"]][-1] == "lora"
+
+
+@pytest.mark.parametrize("budget", ["-5M", "0", "0M", "1.5M", "M", "015M", "15k"])
+def test_t2r_pure_recipe_refuses_a_bad_budget_before_any_stage(tmp_path, budget):
+    """A budget that is not a positive number of tokens (or of millions) is refused with the recipe's message and
+    exit code 2, before any stage runs (bash arithmetic would make -5M and 0 one step a stage and a report, and
+    015M octal: 13M)."""
+    env = dict(os.environ, OUT=str(tmp_path / "out"), PYTHON=sys.executable, RUNS=str(tmp_path / "runs"),
+               TEACHER=str(tmp_path / "none"), TOKENS=str(tmp_path / "none"), TOKENS_BUDGET=budget)
+    r = subprocess.run(["bash", str(RECIPES / "t2r-pure.sh")], env=env, capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stdout) == (2, ""), r.stdout[-2000:] + r.stderr[-2000:]
+    assert f"TOKENS_BUDGET must be like 5M, 15M, 50M or a number of tokens, got '{budget}'" in r.stderr
+    assert not (tmp_path / "runs").exists()

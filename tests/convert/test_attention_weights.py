@@ -8,7 +8,12 @@ import torch
 
 from convert_teachers import make_teacher  # noqa: F401  (fixtures)
 from gsa.convert import from_pretrained_transformer
-from gsa.convert.attention_weights import attention_spans, feature_map_loss, teacher_log_weights
+from gsa.convert.attention_weights import (
+    attention_spans,
+    feature_map_loss,
+    student_log_weights,
+    teacher_log_weights,
+)
 from gsa.convert.distill import attention_transfer_parameters, teacher_attention_io
 from gsa.convert.gate_init import MIN_SPAN, init_gates_from_spans, span_gate_logits
 
@@ -63,6 +68,28 @@ def test_feature_map_fit_lowers_the_kl_below_fixed_maps(make_teacher):
     assert losses[-1] < 0.8 * losses[0], losses
     assert after < 0.9 * min(fixed.values()), (after, fixed)
     assert all(torch.equal(p, frozen[n]) for n, p in student.named_parameters() if n in frozen)
+
+
+def test_weights_stay_float32_under_bf16_autocast(make_teacher):
+    """The trainer runs the loss under bf16 autocast (on GPUs by default): the weights recomputed from each layer's
+    input must still be the float32 ones (autocast would otherwise run the projections and the q . k products in
+    bf16, moving the weights by ~1e-2)."""
+    teacher = make_teacher("llama", initializer_range=0.2)
+    student = from_pretrained_transformer(teacher, num_slots=8, feature_map="learned")
+    with torch.no_grad():
+        for block in student.model.layers:
+            block.attn.q_map.w2.normal_(std=0.3)
+    ids = _ids(6, T=48)
+    inputs, _, ropes = teacher_attention_io(teacher, ids, None)
+    for t_layer, block, x, rope in zip(teacher.model.layers, student.model.layers, inputs, ropes):
+        want_t = teacher_log_weights(t_layer.self_attn, x, rope).exp()
+        want_s = student_log_weights(block.attn, x).exp()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got_t = teacher_log_weights(t_layer.self_attn, x, rope).exp()
+            got_s = student_log_weights(block.attn, x).exp()
+        assert got_t.dtype == got_s.dtype == torch.float32
+        torch.testing.assert_close(got_t, want_t, rtol=0, atol=1e-6)
+        torch.testing.assert_close(got_s, want_s, rtol=0, atol=1e-6)
 
 
 def test_feature_map_loss_ignores_padding(make_teacher):
@@ -135,6 +162,9 @@ def test_gate_biases_give_the_measured_horizon(make_teacher):
 def test_span_logits_spread_and_refusals(make_teacher):
     logits = span_gate_logits(torch.tensor([[3.0]]), tau=1.0, num_slots=3, spread=2.0)
     torch.testing.assert_close(logits[0, 0], torch.tensor([math.log(3) - 2, math.log(3), math.log(3) + 2]))
+    # on the spans' device: the trainer measures them on the teacher's GPU ("meta" stands in for it here)
+    on_device = span_gate_logits(torch.full((2, 3), 3.0, device="meta"), tau=1.0, num_slots=4, spread=2.0)
+    assert (on_device.device.type, on_device.dtype, on_device.shape) == ("meta", torch.float32, (2, 3, 4))
     with pytest.raises(ValueError, match="spans must be"):
         span_gate_logits(torch.ones(3), 8.0, 4)
     with pytest.raises(ValueError, match="spread"):

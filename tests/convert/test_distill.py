@@ -60,6 +60,9 @@ def test_attention_transfer_parameter_choice(make_teacher):
     assert len(params) == 2 * (1 + 2 + 2)  # per layer: f_proj, q_proj weight + bias, k_proj weight + bias
     with pytest.raises(ValueError, match="subset"):
         attention_transfer_parameters(student, ("mlp",))
+    # names the student has no parameter for (no learned maps, no window) would leave only the rest training
+    with pytest.raises(ValueError, match=r"\['memory_scale', 'q_map'\].*no parameter"):
+        attention_transfer_parameters(student, ("f_proj", "q_map", "memory_scale"))
 
 
 def test_hybrid_attention_transfer_starts_lower_and_learns_the_memory_share(make_teacher):

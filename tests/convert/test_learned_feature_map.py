@@ -86,3 +86,24 @@ def test_conversion_starts_learned_maps_as_the_identity_student(make_teacher):
     ids = torch.randint(3, 97, (2, 12))
     with torch.no_grad():
         torch.testing.assert_close(learned(ids).logits, ident(ids).logits, rtol=0, atol=0)
+
+
+def test_maps_missing_from_a_checkpoint_start_as_the_identity(tmp_path):
+    """An identity-map checkpoint loaded as a learned-map model (output_loading_info=True lets missing tensors
+    through): transformers reports the maps as newly initialised, so they must hold the identity map's init, not
+    uninitialised memory, and the model must compute what the identity model does."""
+    kw = dict(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_heads=4, num_kv_heads=2, num_slots=4,
+              intermediate_size=32, use_output_norm=False)
+    torch.manual_seed(0)
+    ident = GSAForCausalLM(GSAConfig(feature_map="identity", **kw)).eval()
+    ident.save_pretrained(tmp_path)
+    learned, info = GSAForCausalLM.from_pretrained(tmp_path, feature_map="learned", output_loading_info=True)
+    assert set(info["missing_keys"]) == {f"model.layers.{i}.attn.{m}.{w}" for i in range(2)
+                                         for m in ("q_map", "k_map") for w in ("w1", "b1", "w2")}
+    for block in learned.model.layers:
+        for m in (block.attn.q_map, block.attn.k_map):
+            assert torch.count_nonzero(m.w2) == 0 and torch.count_nonzero(m.b1) == 0
+            assert 0.5 < float(m.w1.detach().std() * m.dim**0.5) < 2  # W1 ~ N(0, 1 / dim)
+    ids = torch.randint(3, 50, (2, 7))
+    with torch.no_grad():
+        torch.testing.assert_close(learned.eval()(ids).logits, ident(ids).logits, rtol=0, atol=0)

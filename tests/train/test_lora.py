@@ -120,3 +120,21 @@ def test_lora_run_publishes_the_merged_model_and_resumes_exactly(data_cache, tmp
     plain = [o for o in over_again if not o.startswith(("lora.", "output_dir="))] + [f'output_dir="{again}"']
     with pytest.raises(CheckpointError, match="lora"):
         train(load_config(TINY, plain), resume=True)
+
+
+def test_resuming_with_another_lora_scaling_is_refused(tmp_path):
+    """lora.safetensors holds B and A, not alpha: resumed with another lora.alpha (same rank, so every shape fits)
+    the adapted layers would compute W + (alpha' / rank) B A, another model than the one trained."""
+    from gsa.train.checkpointer import Checkpointer
+    from gsa.train.config import DataConfig
+    from gsa.train.distributed import Dist
+
+    model = _model()
+    apply_lora(model, LoraConfig(rank=2, alpha=4.0, targets=["q_proj"]))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    d = Dist(0, 1, 0, torch.device("cpu"))
+    saved = Checkpointer(tmp_path, d, 2, None, DataConfig(), lora_scaling=2.0).save(model, opt, sched, 1)
+    assert Checkpointer(tmp_path, d, 2, None, DataConfig(), lora_scaling=2.0).load(saved, model, opt, sched) == 1
+    with pytest.raises(CheckpointError, match=r"lora.alpha / lora.rank = 2.0, this run has 4.0"):
+        Checkpointer(tmp_path, d, 2, None, DataConfig(), lora_scaling=4.0).load(saved, model, opt, sched)

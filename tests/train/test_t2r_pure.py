@@ -82,6 +82,14 @@ def test_pure_student_config_errors(data_cache, tmp_path, teacher_dir, monkeypat
             Trainer(cfg)
         finally:
             teardown()
+    # stage 1's maps on a student without them (the base rung's identity maps): refused, not f_proj alone trained
+    cfg = _config(data_cache, tmp_path / "d", teacher_dir, student=", num_slots = 8",
+                  extra=['distill.stage="attention"', 'distill.train_params=["f_proj", "q_map", "k_map"]'])
+    with pytest.raises(InputError, match=r"distill.train_params.*\['k_map', 'q_map'\]"):
+        try:
+            Trainer(cfg)
+        finally:
+            teardown()
     from gsa.train.lora import apply_lora
 
     monkeypatch.setitem(sys.modules, "peft", None)  # as if not installed
