@@ -50,6 +50,10 @@ class FusedLinears:
 
     def __init__(self, *linears: nn.Linear, role: str = ""):
         self.role = role
+        wrapped = [type(m).__name__ for m in linears if not isinstance(m, nn.Linear)]
+        if wrapped:  # e.g. peft's LoRA layers: one product of the base weights would drop their adapters
+            raise ValueError(f"FusedLinears needs plain nn.Linear projections, got {wrapped} (merge adapters into "
+                             "the weights first, e.g. peft's merge_and_unload())")
         if len({(m.in_features, m.weight.dtype, m.weight.device) for m in linears}) != 1:
             raise ValueError("FusedLinears needs Linears with one in_features, dtype and device, got "
                              f"{[(m.in_features, m.weight.dtype, str(m.weight.device)) for m in linears]}")

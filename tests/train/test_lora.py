@@ -52,6 +52,18 @@ def test_only_adapters_and_named_parameters_train():
     assert model.model.layers[0].attn.q_proj.lora_B.default.weight.abs().max() > 0
 
 
+def test_fusing_projections_under_adapters_is_refused():
+    # the fused product reads the base weights only: decoding would silently drop the adapters
+    model = _model()
+    apply_lora(model, LoraConfig(rank=2, alpha=4.0, targets=["q_proj"]))
+    with pytest.raises(ValueError, match="plain nn.Linear projections, got \\['Linear'\\]"):
+        model.fuse_projections()
+    mlp_model = _model()
+    apply_lora(mlp_model, LoraConfig(rank=2, alpha=4.0, targets=["up_proj"]))
+    with pytest.raises(ValueError, match="merge adapters"):
+        mlp_model.fuse_projections()
+
+
 def test_merged_weights_are_base_plus_scaled_ba_and_compute_the_same():
     model = _model()
     apply_lora(model, LoraConfig(rank=2, alpha=6.0, targets=["q_proj", "o_proj"]))

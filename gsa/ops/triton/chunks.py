@@ -91,8 +91,8 @@ def chunk_bounds(cu_seqlens, chunk_indices, i_c, BT: tl.constexpr):
 
 # Program order of the chunk kernels. A chunk's tiles (its D tiles, sub-blocks, query heads) read the same rows of
 # A1, P, Gl and s, and the query heads of a group the same state. With the chunk as the fastest grid axis those
-# re-reads came ~NT programs apart and missed L2: `kernel_dx` read 537 MB from DRAM a call at the 1.3B shape
-# against ~260 MB touched once (docs/log.md, "Kernels"). The kernels now take a flat 1-D grid ordered tile-first.
+# re-reads come ~NT programs apart and miss L2 (`kernel_dx` read 537 MB from DRAM a call at the 1.3B shape against
+# ~260 MB touched once; docs/log.md, "Kernels"), so the kernels take a flat 1-D grid ordered tile-first.
 @triton.jit
 def program_tiles(n0, n1):
     """(i0, i1, i2) of a flat grid of n0 x n1 x n2 programs, i0 varying fastest, then i1 (grid = (n0 * n1 * n2,))."""
