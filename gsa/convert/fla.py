@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from gsa.convert.fla_config import FLA_MODEL_TYPE, fla_config_from, gsa_config_from_fla
-from gsa.convert.transformer import UnsupportedModelError
+from gsa.convert.transformer_config import UnsupportedModelError, rename
 from gsa.models import GSAForCausalLM
 from gsa.models.configuration import looks_like_fla
 from gsa.nn import RMSNorm
@@ -56,11 +56,7 @@ _CONV_WEIGHT = re.compile(r"_conv(1d)?\.weight$")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json")
 
 
-def _rename(name: str, rules: list[tuple[str, str]]) -> str:
-    for pattern, target in rules:
-        if re.match(pattern, name):
-            return re.sub(pattern, target, name)
-    raise UnsupportedModelError(f"cannot convert: the fla tensor {name!r} has no GSA counterpart")
+_NO_COUNTERPART = "cannot convert: the fla tensor {name!r} has no GSA counterpart"
 
 
 def is_fla_checkpoint(path: str | os.PathLike) -> bool:
@@ -106,7 +102,7 @@ def from_fla(src: str | os.PathLike | nn.Module, dtype: torch.dtype | None = Non
         if config.tie_word_embeddings and name == "lm_head.weight":
             continue  # tied: the head is the embedding, as fla's model (and transformers) loads it
         tensor = tensor.squeeze(1) if _CONV_WEIGHT.search(name) else tensor
-        state[_rename(name, _FROM_FLA)] = tensor if dtype is None else tensor.to(dtype)
+        state[rename(name, _FROM_FLA, _NO_COUNTERPART)] = tensor if dtype is None else tensor.to(dtype)
     if config.tie_word_embeddings and "model.embed_tokens.weight" in state:
         state["lm_head.weight"] = state["model.embed_tokens.weight"]
 
@@ -136,7 +132,7 @@ def to_fla_state_dict(model: GSAForCausalLM) -> tuple[dict, dict[str, torch.Tens
     for name, tensor in model.state_dict().items():
         if model.config.tie_word_embeddings and name == "lm_head.weight":
             continue
-        state[_rename(name, _TO_FLA)] = tensor.unsqueeze(1) if _CONV_WEIGHT.search(name) else tensor
+        state[rename(name, _TO_FLA, _NO_COUNTERPART)] = tensor.unsqueeze(1) if _CONV_WEIGHT.search(name) else tensor
     return config, state
 
 

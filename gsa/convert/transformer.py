@@ -50,13 +50,12 @@ Which teachers convert, and the student's GSAConfig: gsa/convert/transformer_con
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from gsa.convert.transformer_config import UnsupportedModelError, check_supported, gsa_config_from
+from gsa.convert.transformer_config import UnsupportedModelError, check_supported, gsa_config_from, rename
 from gsa.models import GSAForCausalLM
 
 INITS = ("normal", "keys")
@@ -75,15 +74,8 @@ _RULES = [
 
 def weight_map(teacher_keys) -> dict[str, str]:
     """teacher state-dict key -> student key, for every key; raises naming the first key no rule covers."""
-    mapping = {}
-    for key in teacher_keys:
-        for pattern, target in _RULES:
-            if re.match(pattern, key):
-                mapping[key] = re.sub(pattern, target, key)
-                break
-        else:
-            raise UnsupportedModelError(f"cannot convert: no GSA parameter for the teacher tensor {key!r}")
-    return mapping
+    return {key: rename(key, _RULES, "cannot convert: no GSA parameter for the teacher tensor {name!r}")
+            for key in teacher_keys}
 
 
 def _init_new_weights(student: GSAForCausalLM, init: str, init_std: float, seed: int) -> None:

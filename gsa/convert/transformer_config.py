@@ -10,6 +10,8 @@ than SiLU, Llama's attention_bias (an o_proj bias GSA does not have) and mlp_bia
 
 from __future__ import annotations
 
+import re
+
 from gsa.models import GSAConfig
 
 SUPPORTED = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
@@ -17,6 +19,15 @@ SUPPORTED = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen
 
 class UnsupportedModelError(ValueError):
     """The teacher has something conversion cannot carry over; the message names it."""
+
+
+def rename(name: str, rules: list[tuple[str, str]], missing: str) -> str:
+    """`name` through the first (pattern, replacement) rule whose pattern matches it (regex substitution); none:
+    UnsupportedModelError(missing.format(name=name))."""
+    for pattern, target in rules:
+        if re.match(pattern, name):
+            return re.sub(pattern, target, name)
+    raise UnsupportedModelError(missing.format(name=name))
 
 
 def check_supported(config) -> None:
