@@ -70,6 +70,19 @@ def run(fn, inputs, *, cotangents=None, seed=1, **kw):
     return o.detach(), (hk.detach(), hv.detach()), dict(zip(names, grads))
 
 
+def on(inputs, device=None):
+    """The same inputs as fresh leaves on `device` (default: CUDA where there is one, else the CPU, where the
+    Triton kernels run under the interpreter); None stays None."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return {n: None if t is None else t.detach().to(device).requires_grad_(True) for n, t in inputs.items()}
+
+
+def cpu(result):
+    """run(...)'s (o, states, grads) moved to the CPU, to compare with a CPU reference."""
+    o, (hk, hv), grads = result
+    return o.cpu(), (hk.cpu(), hv.cpu()), {n: t.cpu() for n, t in grads.items()}
+
+
 def rel_err(x, ref):
     """Relative RMS error ||x - ref|| / ||ref|| in float64.
 

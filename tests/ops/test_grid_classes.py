@@ -18,7 +18,7 @@ pytest.importorskip("triton", reason=NO_TRITON)
 from gsa.bench.grid import GRID  # noqa: E402
 from gsa.ops import gated_slot_attention, parallel_reference  # noqa: E402
 from gsa.ops.triton import chunk_gsa  # noqa: E402
-from op_inputs import assert_matches, assert_ratio, cast, make_inputs, run  # noqa: E402
+from op_inputs import assert_matches, assert_ratio, cast, cpu, make_inputs, on, run  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning",
                                         "ignore:invalid value encountered:RuntimeWarning")
@@ -44,11 +44,8 @@ def test_grid_class_matches_reference(cls):
     groups, K, V, M = cls
     H = 2  # the kernels' programs per head are independent: two kv heads cover the indexing
     x = make_inputs(B=1, T=70, HQ=H * groups, H=H, K=K, V=V, M=M, tau=4.0)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    ours = run(chunk_op, {n: None if t is None else t.detach().to(device).requires_grad_(True)
-                          for n, t in cast(x, torch.float32).items()})
-    ours = (ours[0].cpu(), (ours[1][0].cpu(), ours[1][1].cpu()), {n: t.cpu() for n, t in ours[2].items()})
-    assert_matches(ours, run(parallel_reference, x), tol=2e-5)
+    ours = run(chunk_op, on(cast(x, torch.float32)))
+    assert_matches(cpu(ours), run(parallel_reference, x), tol=2e-5)
 
 
 @gpu

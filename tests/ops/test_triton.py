@@ -13,7 +13,7 @@ pytest.importorskip("triton", reason=NO_TRITON)
 
 from gsa.ops import gated_slot_attention, parallel_reference, recurrent_reference  # noqa: E402
 from gsa.ops.triton import SETTINGS, chunk_gsa, fused_recurrent_gsa  # noqa: E402
-from op_inputs import assert_matches, assert_ratio, cast, make_inputs, rel_err, run  # noqa: E402
+from op_inputs import assert_matches, assert_ratio, cast, cpu, make_inputs, on, rel_err, run  # noqa: E402
 
 # Masked-out lanes may hold exp overflow (never stored); the interpreter warns about it, the GPU does not.
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning", "ignore:invalid value encountered:RuntimeWarning")
@@ -31,16 +31,6 @@ def chunk_op(q, k, v, s, g, *, scale=None, initial_state=None, output_final_stat
 
 def triton_op(*args, **kw):
     return gated_slot_attention(*args, backend="triton", **kw)
-
-
-def cpu(result):
-    """run(...)'s (o, states, grads) moved to the CPU, to compare with a CPU reference."""
-    o, (hk, hv), grads = result
-    return o.cpu(), (hk.cpu(), hv.cpu()), {n: t.cpu() for n, t in grads.items()}
-
-
-def on(x, device=DEVICE):
-    return {n: None if t is None else t.detach().to(device).requires_grad_(True) for n, t in x.items()}
 
 
 @pytest.mark.parametrize("shape", [
