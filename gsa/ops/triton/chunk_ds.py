@@ -8,6 +8,8 @@ dS = dHv^T, scale 1.
 Then dG_j = sum_{query heads} (A1 * dA1 + p * dp)_j - s_j * ds_j (docs/algorithm.md, "Backward").
 Later sub-blocks factor the decay through the key block's last row; so does the diagonal sub-block while its decay
 span allows (SETTINGS.factor_span), else it takes exp(Gl_t - Gl_j) pairwise.
+Every term is separate per slot (the decays are diagonal over slots), so a program takes one BM-wide slot tile; only
+softmax(A1) needs whole rows, whose max and sum then read every slot tile (tiles.slot_softmax).
 """
 
 from __future__ import annotations
@@ -17,16 +19,17 @@ import triton
 import triton.language as tl
 
 from gsa.ops.triton.chunks import BC, BT, Chunks, chunk_bounds, program_tiles, tiles_grid
-from gsa.ops.triton.launch import launch, block, launch_options
+from gsa.ops.triton.launch import block, cdiv, launch, launch_options
 from gsa.ops.triton.tiles import (
-    factor_span, load_row, load_rows, masked_softmax, pairwise_decay, row_dots, sub_block_span,
+    factor_span, load_row, load_rows, pairwise_decay, row_dots, slot_softmax, sub_block_span,
 )
 
 
 @triton.jit
 def _ds_pass(x, y, A, dh, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_a, o_m, m_m, b_gt, b_gj, b_ge, b_gl, factored,
              H, HQ, D, M, BT: tl.constexpr,
-             BC: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr, SOFTMAX: tl.constexpr, PREC: tl.constexpr):
+             BC: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr, SOFTMAX: tl.constexpr, TILED: tl.constexpr,
+             PREC: tl.constexpr):
     G = HQ // H
     p_dh = dh + (i_c.to(tl.int64) * H + i_h) * D * M
     b_xs = tl.zeros([BC, BM], dtype=tl.float32)
@@ -50,7 +53,7 @@ def _ds_pass(x, y, A, dh, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_a, o_m, m_m, b_
         b_xy = row_dots(x + i_h * D, o_j, m_j, H * D, y + i_hq * D, o_t, m_t, HQ * D, D, BC, BT, BD, PREC)
         b_at = load_rows(A + i_hq * M, o_t, m_t, HQ * M, o_m, m_m)  # [BT, BM]
         if SOFTMAX:
-            b_at = masked_softmax(b_at, m_t[:, None] & m_m[None, :])
+            b_at = slot_softmax(b_at, m_t[:, None] & m_m[None, :], A + i_hq * M, o_t, m_t, HQ * M, M, BM, TILED)
         # later sub-blocks (and, factored, the diagonal one from row j on), the decay factored through the key
         # block's last row e: exp(Gl_t - Gl_e) <= 1 after the block, <= exp(span) inside it
         b_ad = tl.where(m_a[:, None], b_at * tl.exp(tl.where(m_a[:, None], b_gt - b_ge[None, :], 0.0)), 0.0)
@@ -61,7 +64,7 @@ def _ds_pass(x, y, A, dh, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_a, o_m, m_m, b_
             b_yxd = row_dots(y + i_hq * D, o_j, m_j, HQ * D, x + i_h * D, o_j, m_j, H * D, D, BC, BC, BD, PREC)
             b_aj = load_rows(A + i_hq * M, o_j, m_j, HQ * M, o_m, m_m)  # [BC, BM]
             if SOFTMAX:
-                b_aj = masked_softmax(b_aj, m_j[:, None] & m_m[None, :])
+                b_aj = slot_softmax(b_aj, m_j[:, None] & m_m[None, :], A + i_hq * M, o_j, m_j, HQ * M, M, BM, TILED)
             b_d = pairwise_decay(b_gj, o_j, m_j)  # [BC (t), BC (j), BM]
             b_acc += tl.sum(b_yxd[:, :, None] * b_aj[:, None, :] * b_d, axis=0)
     return b_ds + scale * b_acc
@@ -71,10 +74,15 @@ def _ds_pass(x, y, A, dh, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_a, o_m, m_m, b_
 def chunk_gsa_bwd_kernel_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, cu_seqlens, chunk_indices, scale,
                             H, HQ, K, V, M, span_max,
                             BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-                            BM: tl.constexpr, SOFTMAX: tl.constexpr, PREC: tl.constexpr):
+                            BM: tl.constexpr, SOFTMAX: tl.constexpr, TILED: tl.constexpr, PREC: tl.constexpr):
     NC: tl.constexpr = BT // BC
     G = HQ // H
-    i_j, i_h, i_c = program_tiles(NC, H)
+    if TILED:  # a chunk's sub-blocks and slot tiles adjacent (they re-read its rows of q, k, v, dO, A1)
+        i_jm, i_h, i_c = program_tiles(NC * tl.cdiv(M, BM), H)
+        i_j, i_m = i_jm % NC, i_jm // NC
+    else:  # slot offset 0 at compile time: a run-time one cost the one-tile kernel 112 more spill bytes (sm_90)
+        i_j, i_h, i_c = program_tiles(NC, H)
+        i_m = 0
     t0, eos = chunk_bounds(cu_seqlens, chunk_indices, i_c, BT)
     tj = t0 + i_j * BC
     if tj >= eos:
@@ -83,7 +91,7 @@ def chunk_gsa_bwd_kernel_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, cu
     e = tl.minimum(tj + BC, eos) - 1
     o_t = t0 + tl.arange(0, BT)
     o_j = tj + tl.arange(0, BC)
-    o_m = tl.arange(0, BM)
+    o_m = i_m * BM + tl.arange(0, BM)
     m_t, m_j, m_m = o_t < eos, o_j < eos, o_m < M
 
     b_gt = load_rows(gl + i_h * M, o_t, m_t, H * M, o_m, m_m)  # [BT, BM]
@@ -91,14 +99,15 @@ def chunk_gsa_bwd_kernel_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, cu
     b_ge = load_row(gl + i_h * M, e, H * M, o_m, m_m)  # [BM]
     b_gl = load_row(gl + i_h * M, last, H * M, o_m, m_m)  # [BM]
 
-    # the diagonal sub-block joins the later ones' dot while its decay span allows (SETTINGS.factor_span)
+    # the diagonal sub-block joins the later ones' dot while its decay span allows (SETTINGS.factor_span), the span
+    # over this program's slot tile only: each tile decides for its own slots
     factored = sub_block_span(b_gj, load_row(gl + i_h * M, tj, H * M, o_m, m_m)) < span_max
     m_a = (o_t >= tl.where(factored, tj, tj + BC)) & m_t  # the query rows the dot takes
 
     b_ds = _ds_pass(k, q, dA, dhk, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_a, o_m, m_m, b_gt, b_gj, b_ge, b_gl,
-                    factored, H, HQ, K, M, BT, BC, BK, BM, False, PREC)
+                    factored, H, HQ, K, M, BT, BC, BK, BM, False, TILED, PREC)
     b_ds += _ds_pass(v, do, A, dhv, i_c, i_h, 1.0, o_t, m_t, o_j, m_j, m_a, o_m, m_m, b_gt, b_gj, b_ge, b_gl,
-                     factored, H, HQ, V, M, BT, BC, BV, BM, SOFTMAX, PREC)
+                     factored, H, HQ, V, M, BT, BC, BV, BM, SOFTMAX, TILED, PREC)
 
     b_sj = load_rows(s + i_h * M, o_j, m_j, H * M, o_m, m_m).to(tl.float32)  # [BC, BM]
     b_dg = -b_sj * b_ds
@@ -113,19 +122,25 @@ def chunk_gsa_bwd_kernel_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, cu
 def chunk_bwd_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, chunks: Chunks, scale: float, prec: str,
                  linear_read: bool = False):
     """ds [TT, H, M] in s's dtype and dG [TT, H, M] float32 (before the reverse cumulative sum over time).
-    linear_read: the second pass reads with A1 itself instead of softmax(A1).
+    linear_read: the second pass reads with A1 itself instead of softmax(A1). One program a sub-block, kv head,
+    chunk and slot tile (SETTINGS.launch["ds"]["BM"] wide).
 
     q/do: [TT, HQ, K|V], k/v: [TT, H, K|V], s/gl: [TT, H, M], A/dA/dGq: [TT, HQ, M] float32,
     dhk [NT, H, K, M] and dhv [NT, H, V, M]: gradients of the chunk-end states."""
     TT, HQ, K = q.shape
     H, V, M = k.shape[1], v.shape[-1], s.shape[-1]
+    # Slot tiles of at most 64: at M = 128 one tile spilled 2448 bytes a thread compiled for sm_90, 64-wide tiles 1744
+    # (the M = 64 kernel: 1568; benchmarks/kernel_resources.py), and 128 slots cost 3-4x the 64-slot time
+    # (BENCHMARKS.md, "Kernels"). {"ds": {"BM": 128}} in SETTINGS.launch gives back the one-tile kernel.
+    opts = launch_options("ds", BM=min(block(M, 128), 64))
+    BM = opts["BM"]
+    if BM < 16 or BM & (BM - 1):
+        raise ValueError(f"SETTINGS.launch['ds']['BM'] (the slot tile) must be a power of two >= 16, got {BM}")
     ds = torch.empty(TT, H, M, dtype=s.dtype, device=s.device)
     dG = torch.empty(TT, H, M, dtype=torch.float32, device=s.device)
-    grid = tiles_grid(BT // BC, H, chunks.NT)
+    grid = tiles_grid(BT // BC * cdiv(M, BM), H, chunks.NT)
     launch(chunk_gsa_bwd_kernel_ds, grid)(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, chunks.cu_seqlens,
-                                  chunks.indices, scale, H=H, HQ=HQ, K=K, V=V, M=M, span_max=factor_span(),
-                                  BT=BT, BC=BC,
-                                  BK=block(K, 64), BV=block(V, 64), BM=block(M, 128), SOFTMAX=not linear_read,
-                                  PREC=prec,
-                                  **launch_options("ds"))
+                                          chunks.indices, scale, H=H, HQ=HQ, K=K, V=V, M=M, span_max=factor_span(),
+                                          BT=BT, BC=BC, BK=block(K, 64), BV=block(V, 64), SOFTMAX=not linear_read,
+                                          TILED=M > BM, PREC=prec, **opts)
     return ds, dG

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 # Launch options of single kernels, by the name of their launch_options() call ("cumsum", "h", "a", "o", "dp", "dh",
 # "dx", "ds", "dg"; "h-narrow" / "dh-narrow": the state kernels at 16-wide tiles; "h-carry" / "dh-carry": the
 # segmented walks' carry kernels; "a-small" / "dp-small": kernel_a at D <= 128): num_warps, num_stages and, for "o"
-# and "dx", the D tile "BD". Chosen for the H100 from one side-by-side sweep of every kernel over a few options, no
+# and "dx", the D tile "BD", and for "ds", the slot tile "BM" (a power of two >= 16; 128 takes M = 128 in one tile).
+# Chosen for the H100 from one side-by-side sweep of every kernel over a few options, no
 # autotuning at run time: kernel_dx at 8 warps and 1 stage ran ~2x faster than at 4 and 3 (software pipelining of its
 # short loop costs shared memory and occupancy); kernel_h gained ~5-15% at 2 stages; at 16-wide tiles (B 1, T 16K)
 # the state kernels want 8 warps and 2 stages (kernel_h 2434 -> 1890 us, kernel_dh 1686 -> 1322), while at 64- and

@@ -1,5 +1,5 @@
 """Small jit helpers shared by the chunk kernels: row loads, dots over a D loop, decays inside a chunk (factored or
-pairwise), the masked softmax and the gate from slot logits."""
+pairwise), the masked softmax (over one tile or several slot tiles) and the gate from slot logits."""
 
 from __future__ import annotations
 
@@ -81,6 +81,36 @@ def masked_softmax(b_x, m_x):
     b_z = tl.sum(b_e, 1)
     b_z = tl.where(b_z == 0.0, 1.0, b_z)
     return b_e / b_z[:, None]
+
+
+@triton.jit
+def row_softmax_stats(p, o_r, m_r, stride_r, M, BM: tl.constexpr):
+    """(max, sum) [R] float32 of the masked row softmax over all M columns of rows o_r of p (row stride stride_r;
+    masked rows outside m_r), read in BM-wide column tiles with a running max: exp(x - max) / sum is then the
+    softmax of any of the row's entries. Rows with no entry give max 0 and sum 1, as in masked_softmax."""
+    b_mx = tl.full(o_r.shape, float("-inf"), tl.float32)
+    b_z = tl.zeros(o_r.shape, tl.float32)
+    for i_m in range(tl.cdiv(M, BM)):
+        o_m = i_m * BM + tl.arange(0, BM)
+        m_x = m_r[:, None] & (o_m < M)[None, :]
+        b_x = tl.where(m_x, load_rows(p, o_r, m_r, stride_r, o_m, o_m < M).to(tl.float32), float("-inf"))
+        b_new = tl.maximum(b_mx, tl.max(b_x, 1))
+        b_ref = tl.where(b_new == float("-inf"), 0.0, b_new)  # no entry yet: exp(-inf - 0) = 0, not nan
+        b_z = b_z * tl.exp(b_mx - b_ref) + tl.sum(tl.exp(b_x - b_ref[:, None]), 1)
+        b_mx = b_new
+    return tl.where(b_mx == float("-inf"), 0.0, b_mx), tl.where(b_z == 0.0, 1.0, b_z)
+
+
+@triton.jit
+def slot_softmax(b_x, m_x, p, o_r, m_r, stride_r, M, BM: tl.constexpr, TILED: tl.constexpr):
+    """The row softmax over all M slots, at one BM-wide slot tile b_x [R, BM] of rows o_r of p (entries where m_x
+    holds; others and empty rows give 0). TILED (M > BM): the row statistics read every slot tile of those rows
+    (row_softmax_stats); otherwise the tile is the whole row and masked_softmax takes it as is."""
+    if TILED:
+        b_mx, b_z = row_softmax_stats(p, o_r, m_r, stride_r, M, BM)
+        return tl.exp(tl.where(m_x, b_x, float("-inf")) - b_mx[:, None]) / b_z[:, None]
+    else:
+        return masked_softmax(b_x, m_x)
 
 
 @triton.jit
