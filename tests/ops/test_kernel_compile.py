@@ -62,3 +62,10 @@ def test_linear_read_kernel_variants_compile_for_sm90(tmp_path):
     decode = [r["kernel"] for r in _compile(tmp_path, "decode", "--linear-read")]
     assert any("LINEAR=True" in n for n in decode), decode
 
+
+
+@pytest.mark.slow
+def test_slot_tiled_ds_kernel_compiles_for_sm90(tmp_path):
+    """At M = 128 kernel_ds takes 64-wide slot tiles, with the softmax's row statistics over every tile (TILED)."""
+    names = [r["kernel"] for r in _compile(tmp_path, "m128")]
+    assert "chunk_gsa_bwd_kernel_ds [SOFTMAX=True,TILED=True]" in names, names
