@@ -36,7 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from gsa.bench.common import machine, print_table, release_memory, write_json  # noqa: E402  (no Triton import)
+from gsa.bench.common import machine, print_table, profile_kernels, release_memory, write_json  # noqa: E402
 from gsa.bench.train import time_steps  # noqa: E402
 
 SIZES = {
@@ -118,7 +118,8 @@ def decode_rows(fla_model, ours, batches, prefixes, new, device) -> list[dict]:
     return rows
 
 
-def train_row(name: str, model, T: int, tokens: int, steps: int, warmup: int, device, precision: str) -> dict:
+def train_row(name: str, model, T: int, tokens: int, steps: int, warmup: int, device, precision: str,
+              profile: bool = False) -> dict:
     B = max(1, tokens // T)
     cuda = device.type == "cuda"
     plain_bf16 = precision == "bf16" and cuda
@@ -133,8 +134,11 @@ def train_row(name: str, model, T: int, tokens: int, steps: int, warmup: int, de
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    return {"model": name, "T": T, "B": B, "tokens": B * T, "precision": precision,
-            **time_steps(step, B * T, steps, warmup, device)}
+    row = {"model": name, "T": T, "B": B, "tokens": B * T, "precision": precision,
+           **time_steps(step, B * T, steps, warmup, device)}
+    if profile and device.type == "cuda":  # where the two steps differ: per-kernel device time of one step
+        row["profile"] = profile_kernels(step, 1, f"{name} training step, T {T}, B {B}", top=30)
+    return row
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=2, help="train: untimed steps first (default 2)")
     p.add_argument("--precision", default="autocast", choices=["autocast", "bf16"])
     p.add_argument("--skip", choices=["decode", "train"], help="run only the other benchmark")
+    p.add_argument("--profile", action="store_true", help="train: also each step's per-kernel device time (CUDA)")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
     p.add_argument("--out", type=Path, required=True, help="JSON path")
     args = p.parse_args(argv)
@@ -182,11 +187,12 @@ def main(argv: list[str] | None = None) -> int:
         for T in [int(t) for t in args.seq_lens.split(",")]:
             fla_model = build_fla(args.size, options, device, torch.float32)
             ours = convert(fla_model, torch.float32)
-            rows.append(train_row("fla", fla_model, T, args.tokens, args.steps, args.warmup, device, args.precision))
+            rows.append(train_row("fla", fla_model, T, args.tokens, args.steps, args.warmup, device, args.precision,
+                                  args.profile))
             del fla_model
             release_memory(device)
             rows.append(train_row("gsa", ours.to(device), T, args.tokens, args.steps, args.warmup, device,
-                                  args.precision))
+                                  args.precision, args.profile))
             del ours
             release_memory(device)
         print_table(rows, [("model", "model", "s"), ("T", "T", "d"), ("B", "B", "d"), ("step_ms", "step ms", ".1f"),

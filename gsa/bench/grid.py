@@ -189,6 +189,8 @@ def warm_fla(name: str) -> int:
 
 def launch_variants(specs: list[str]) -> list[dict]:
     """--launch values: each a JSON object {kernel name: {launch option: value}}; refused by name otherwise."""
+    from gsa.ops.triton.settings import LAUNCH_NAMES
+
     out = []
     for spec in specs:
         try:
@@ -197,6 +199,10 @@ def launch_variants(specs: list[str]) -> list[dict]:
             raise SystemExit(f"gsa bench grid: error: --launch {spec!r} is not JSON ({e.msg})") from None
         if not isinstance(v, dict) or not all(isinstance(o, dict) for o in v.values()):
             raise SystemExit(f"gsa bench grid: error: --launch {spec!r} must map kernel names to option objects")
+        unknown = sorted(set(v) - LAUNCH_NAMES)
+        if unknown:
+            raise SystemExit(f"gsa bench grid: error: --launch names unknown kernel(s) {unknown}; known: "
+                             f"{sorted(LAUNCH_NAMES)}")
         out.append(v)
     return out
 

@@ -125,7 +125,7 @@ def chunk_fwd_a(q: torch.Tensor, k: torch.Tensor, s: torch.Tensor, gl: torch.Ten
                                  scale, H=H, HQ=HQ, D=D, M=M, span_max=factor_span(), BT=BT, BC=BC,
                                  BD=block(D, 64), BM=block(M, 128),
                                  BACKWARD=False, LINEAR=linear_read, PREC=prec,
-                                 **launch_options("a" if D > 128 else "a-small"))
+                                 **launch_options("a" if D > 128 else "a-small", slots=M))
     return A, P
 
 
@@ -145,5 +145,5 @@ def chunk_bwd_dp(do: torch.Tensor, v: torch.Tensor, s: torch.Tensor, gl: torch.T
                                  H=H, HQ=HQ, D=D, M=M, span_max=factor_span(), BT=BT, BC=BC, BD=block(D, 64),
                                  BM=block(M, 128),
                                  BACKWARD=True, LINEAR=linear_read, PREC=prec,
-                                 **launch_options("dp" if D > 128 else "dp-small"))
+                                 **launch_options("dp" if D > 128 else "dp-small", slots=M))
     return dA, dGq, P1

@@ -132,7 +132,7 @@ def chunk_bwd_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, chunks: Chunks, scale
     # Slot tiles of at most 64: at M = 128 one tile spilled 2448 bytes a thread compiled for sm_90, 64-wide tiles 1744
     # (the M = 64 kernel: 1568; benchmarks/kernel_resources.py), and 128 slots cost 3-4x the 64-slot time
     # (BENCHMARKS.md, "Kernels"). {"ds": {"BM": 128}} in SETTINGS.launch gives back the one-tile kernel.
-    opts = launch_options("ds", BM=min(block(M, 128), 64))
+    opts = launch_options("ds", slots=M, BM=min(block(M, 128), 64))
     BM = opts["BM"]
     if BM < 16 or BM & (BM - 1):
         raise ValueError(f"SETTINGS.launch['ds']['BM'] (the slot tile) must be a power of two >= 16, got {BM}")

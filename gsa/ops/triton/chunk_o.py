@@ -50,7 +50,7 @@ def chunk_o(A: torch.Tensor, gl: torch.Tensor, P: torch.Tensor, x: torch.Tensor,
     TT, HQ, M = A.shape
     H, D = x.shape[1], x.shape[2]
     out = torch.empty(TT, HQ, D, dtype=dtype, device=x.device)
-    opts = launch_options("o", BD=block(D, 64))
+    opts = launch_options("o", slots=M, BD=block(D, 64))
     grid = tiles_grid(cdiv(D, opts["BD"]), HQ, chunks.NT)
     launch(chunk_gsa_fwd_kernel_o, grid)(A, gl, P, x, h, out, chunks.cu_seqlens, chunks.indices, scale, H, HQ, D, M,
                                  BT=BT, BM=block(M, 128), SOFTMAX=softmax, PREC=prec, **opts)

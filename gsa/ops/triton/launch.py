@@ -76,10 +76,16 @@ def state_tile(D: int, sequences_x_heads: int, device: torch.device) -> int:
         bd //= 2
     return bd
 
-def launch_options(name: str, **defaults) -> dict:
+WIDE_SLOTS = 64  # above this many slots a kernel's launch options come from its "@m128" entry too
+
+
+def launch_options(name: str, slots: int | None = None, **defaults) -> dict:
     """The launch keywords of kernel `name`: num_warps = SETTINGS.chunk_warps and `defaults`, then
-    SETTINGS.launch[name]."""
-    return {"num_warps": SETTINGS.chunk_warps, **defaults, **SETTINGS.launch.get(name, {})}
+    SETTINGS.launch[name], then, with more than WIDE_SLOTS slots, SETTINGS.launch[name + "@m128"]."""
+    opts = {"num_warps": SETTINGS.chunk_warps, **defaults, **SETTINGS.launch.get(name, {})}
+    if slots is not None and slots > WIDE_SLOTS:
+        opts.update(SETTINGS.launch.get(name + "@m128", {}))
+    return opts
 
 
 def launch_key() -> tuple:

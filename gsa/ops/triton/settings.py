@@ -23,6 +23,13 @@ from dataclasses import dataclass, field
 # 32-wide tiles 8 warps lost; kernel_a at head dims <= 128 took 2 warps and 2 stages (grouped 1612 -> 1529 us,
 # small-head 458 -> 368; at K = 512 the default stays: 429 vs 491 at 2 warps). Every other kernel was best or within
 # noise at the default.
+# A name + "@m128" entry applies on top of the name's above 64 slots (launch.WIDE_SLOTS): at M = 128 the [64, M]
+# float32 tiles of kernel_a, kernel_o and kernel_dh spill at 2-4 warps, and 8 warps cut the H100's fwd+bwd from
+# 16.46 to 9.40 ms (16 heads of 128) and 8.33 to 5.98 ms (4 heads of 512), while at M = 64 the same change lost
+# (4.29 -> 5.31 ms, 16 heads of 128): BENCHMARKS.md, "Kernels".
+KERNEL_NAMES = ("cumsum", "h", "h-narrow", "h-carry", "a", "a-small", "o", "dp", "dp-small", "dh", "dh-narrow",
+                "dh-carry", "dx", "ds", "dg")
+LAUNCH_NAMES = frozenset(KERNEL_NAMES) | {f"{name}@m128" for name in KERNEL_NAMES}  # the keys SETTINGS.launch takes
 DEFAULT_LAUNCH: dict[str, dict[str, int]] = {
     "dx": dict(num_warps=8, num_stages=1),
     "h": dict(num_warps=4, num_stages=2),
@@ -30,6 +37,7 @@ DEFAULT_LAUNCH: dict[str, dict[str, int]] = {
     "dh-narrow": dict(num_warps=8, num_stages=2),
     "a-small": dict(num_warps=2, num_stages=2),
     "dp-small": dict(num_warps=2, num_stages=2),
+    **{f"{name}@m128": dict(num_warps=8) for name in ("a", "dp", "a-small", "dp-small", "o", "dh")},
 }
 
 
@@ -82,6 +90,9 @@ class KernelSettings:
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
         if unknown:
             raise TypeError(f"KernelSettings has no field(s) {sorted(unknown)}")
+        names = set(changes.get("launch", {})) - LAUNCH_NAMES
+        if names:  # a misspelt kernel name would change nothing, silently
+            raise ValueError(f"SETTINGS.launch takes the kernel names {sorted(LAUNCH_NAMES)}, got {sorted(names)}")
         old = {k: getattr(self, k) for k in changes}
         for k, v in changes.items():
             setattr(self, k, v)

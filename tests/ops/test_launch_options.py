@@ -1,0 +1,31 @@
+"""Launch options of the Triton kernels: the per-kernel table in SETTINGS.launch, its "@m128" entries above 64
+slots, and kernel names checked where the table is changed (a misspelt name would otherwise change nothing)."""
+
+import pytest
+
+from skips import NO_TRITON
+
+pytest.importorskip("triton", reason=NO_TRITON)
+
+from gsa.bench.grid import launch_variants  # noqa: E402
+from gsa.ops.triton import SETTINGS  # noqa: E402
+from gsa.ops.triton.launch import WIDE_SLOTS, launch_options  # noqa: E402
+
+
+def test_wide_slot_entries_apply_above_64_slots_only():
+    table = {"a-small": {"num_warps": 2, "num_stages": 2}, "a-small@m128": {"num_warps": 8}}
+    with SETTINGS.override(chunk_warps=4, launch=table):
+        assert launch_options("a-small", slots=WIDE_SLOTS) == {"num_warps": 2, "num_stages": 2}
+        assert launch_options("a-small", slots=WIDE_SLOTS + 1) == {"num_warps": 8, "num_stages": 2}
+        assert launch_options("a-small") == {"num_warps": 2, "num_stages": 2}  # no slot count: the base entry
+        # defaults (a tile) under the table's entries, the chunk warps under everything
+        assert launch_options("ds", slots=128, BM=64) == {"num_warps": 4, "BM": 64}
+
+
+def test_unknown_kernel_names_are_refused():
+    with pytest.raises(ValueError, match=r"kernel names .* got \['ds@m256', 'kernel_ds'\]"):
+        with SETTINGS.override(launch={"kernel_ds": {"num_warps": 8}, "ds@m256": {}}):
+            pass
+    with pytest.raises(SystemExit, match=r"unknown kernel\(s\) \['dss'\]"):
+        launch_variants(['{"dss": {"num_warps": 8}}'])
+    assert launch_variants(['{"ds@m128": {"BM": 128}}']) == [{"ds@m128": {"BM": 128}}]
