@@ -68,11 +68,11 @@ def check_slots(M: int) -> None:
         raise ValueError(f"the Triton kernels take at most {TRITON_MAX_SLOTS} slots (M), got M = {M}: use "
                          "gsa.ops.gated_slot_attention(..., backend='torch')")
 
-def state_tile(D: int, sequences_x_heads: int, device: torch.device) -> int:
+def state_tile(D: int, sequences_x_heads: int, device: torch.device, slot_tiles: int = 1) -> int:
     """D-tile width of the sequential state kernels: SETTINGS.state_tile_max, narrowed (down to 16) while the
-    programs would not fill the SMs once."""
+    programs (sequences x heads x D tiles x slot tiles) would not fill the SMs once."""
     bd = block(D, SETTINGS.state_tile_max)
-    while bd > 16 and sequences_x_heads * cdiv(D, bd) < _sm_count(torch.device(device)):
+    while bd > 16 and sequences_x_heads * cdiv(D, bd) * slot_tiles < _sm_count(torch.device(device)):
         bd //= 2
     return bd
 

@@ -1,5 +1,5 @@
 """Small jit helpers shared by the chunk kernels: row loads, dots over a D loop, decays inside a chunk (factored or
-pairwise), the masked softmax and the gate from slot logits."""
+pairwise), the masked softmax (and its row statistics over slot tiles) and the gate from slot logits."""
 
 from __future__ import annotations
 
@@ -81,6 +81,24 @@ def masked_softmax(b_x, m_x):
     b_z = tl.sum(b_e, 1)
     b_z = tl.where(b_z == 0.0, 1.0, b_z)
     return b_e / b_z[:, None]
+
+
+@triton.jit
+def slot_softmax_stats(p, o_t, m_t, stride_t, M, BM: tl.constexpr):
+    """(max, sum) [R] of the row softmax over all M slots of the rows o_t of p (row stride stride_t, slots
+    contiguous), read in BM-wide slot tiles with an online max: exp(x - max) / sum on a tile's entries is that tile
+    of masked_softmax. Rows outside m_t (and empty rows) give max 0, sum 1, so their weights come out 0."""
+    b_mx = tl.full(o_t.shape, float("-inf"), dtype=tl.float32)
+    b_z = tl.zeros(o_t.shape, dtype=tl.float32)
+    for i_m in range(tl.cdiv(M, BM)):
+        o_m = i_m * BM + tl.arange(0, BM)
+        m_x = m_t[:, None] & (o_m < M)[None, :]
+        b_x = tl.where(m_x, load_rows(p, o_t, m_t, stride_t, o_m, o_m < M).to(tl.float32), float("-inf"))
+        b_new = tl.maximum(b_mx, tl.max(b_x, 1))
+        b_ref = tl.where(b_new == float("-inf"), 0.0, b_new)  # no finite entry yet: keep exp() away from inf - inf
+        b_z = b_z * tl.exp(b_mx - b_ref) + tl.sum(tl.exp(b_x - b_ref[:, None]), 1)
+        b_mx = b_new
+    return tl.where(b_mx == float("-inf"), 0.0, b_mx), tl.where(b_z == 0.0, 1.0, b_z)
 
 
 @triton.jit
