@@ -55,7 +55,7 @@ def chunk_gsa_bwd_kernel_dh(y, A, gl, dh, dht, dh0, seg_h, seg_g, cu_seqlens, ch
         b_g = load_rows(gl + i_h * M, o_t, m_t, H * M, o_m, m_m)  # [BT, BM]
         b_gl = load_row(gl + i_h * M, last, H * M, o_m, m_m)  # [BM]
         b_e = tl.where(m_tm, tl.exp(b_g), 0.0)
-        b_acc = tl.zeros([BD, BM], dtype=tl.float32)
+        b_dh = b_dh * tl.exp(b_gl)[None, :]
         for i_g in range(G):
             i_hq = i_h * G + i_g
             if SOFTMAX:
@@ -68,8 +68,7 @@ def chunk_gsa_bwd_kernel_dh(y, A, gl, dh, dht, dh0, seg_h, seg_g, cu_seqlens, ch
                 else:
                     b_a = tl.where(m_tm, tl.exp(b_a - b_mx[:, None]), 0.0) / b_z[:, None]
             b_y = load_rows(y + i_hq * D, o_t, m_t, HQ * D, o_d, m_d).to(tl.float32)  # [BT, BD]
-            b_acc += tl.dot(tl.trans(b_y), b_a * b_e, input_precision=PREC)
-        b_dh = b_dh * tl.exp(b_gl)[None, :] + scale * b_acc
+            b_dh = tl.dot(tl.trans(b_y), b_a * (scale * b_e), b_dh, input_precision=PREC)
         b_gs += b_gl
     if SEGMENTED:
         store_segment(seg_h, seg_g, i_nh, i_s, i_d, NS, b_dh, b_gs, D, M, o_h, o_m, m_dm, m_m)
