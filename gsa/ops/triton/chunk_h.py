@@ -38,7 +38,7 @@ def state_tile_offsets(D, M, BD: tl.constexpr, BM: tl.constexpr, NM: tl.constexp
     slot tile fastest): its D tile index, rows and slots, their masks, and the offsets of that [BD, BM] tile in an
     internal [D, M] state. Slot columns never mix in these recurrences (the decays are diagonal over slots;
     docs/algorithm.md), so a slot tile is walked alone."""
-    if NM == 1:  # one tile of every slot: the plain offsets (a runtime split cost sm_90 spills at M = 64)
+    if NM == 1:  # one tile of every slot: plain offsets (splitting program_id(0) alone raised sm_90 spills at 1.3b)
         i_d = tl.program_id(0)
         o_m = tl.arange(0, BM)
     else:
@@ -93,8 +93,7 @@ def add_carry(h, gl, b_c, bos, eos, i_c0, i_h, t_lo, t_hi, H, D, M, o_h, o_m, m_
 def chunk_gsa_fwd_kernel_h(x, s, gl, h, h0, ht, seg_h, seg_g, cu_seqlens, chunk_offsets, stride_sd, stride_sm,
                            H, D, M, SEG, NS, BT: tl.constexpr,
                            BD: tl.constexpr, BM: tl.constexpr, NM: tl.constexpr, USE_H0: tl.constexpr,
-                           STORE_HT: tl.constexpr,
-                           SEGMENTED: tl.constexpr, PREC: tl.constexpr):
+                           STORE_HT: tl.constexpr, SEGMENTED: tl.constexpr, PREC: tl.constexpr):
     """Program (D tile x slot tile, sequence x head, segment): the chunk-start states of chunks
     [i_s * SEG, (i_s + 1) * SEG) of its sequence, from the initial state (segment 0) or from zero (later segments: the
     carry kernel adds what the earlier segments leave). SEGMENTED: also store the segment's end state and total log
@@ -177,7 +176,9 @@ def state_segments(D: int, H: int, slot_tiles: int, chunks: Chunks, device: torc
 # so the state kernels split M into BM-wide tiles along grid axis 0 beside the D tiles. One [BD, 128] tile at
 # M = 128 spilled on sm_90 (`benchmarks/kernel_resources.py --shape m128`: kernel_dh 2.0-2.4 KB a thread, kernel_h
 # 0.4-0.5 KB; docs/log.md, "Kernels"), and both kernels took 2.3-3.4x their M = 64 time (h100/grid.json,
-# `profile`); [BD, 64] tiles is the default, SETTINGS.launch[name]["BM"] overrides it ({"BM": 128}: one tile).
+# `profile`). At [64, 64] tiles kernel_dh spills 1.2-1.3 KB (softmax pass: it re-reads A1 for the row statistics) and
+# 0.3-0.5 KB (the other); kernel_h's 0.5-0.8 KB stays (it spills as much at the 1.3b shape's [64, 64] tiles). Not yet
+# timed on a GPU. [BD, 64] tiles are the default, SETTINGS.launch[name]["BM"] overrides it ({"BM": 128}: one tile).
 
 
 def slot_options(name: str, M: int) -> dict:
