@@ -2,14 +2,16 @@
 slots, and kernel names checked where the table is changed (a misspelt name would otherwise change nothing)."""
 
 import pytest
+import torch
 
 from skips import NO_TRITON
 
 pytest.importorskip("triton", reason=NO_TRITON)
 
 from gsa.bench.grid import launch_variants  # noqa: E402
-from gsa.ops.triton import SETTINGS  # noqa: E402
+from gsa.ops.triton import SETTINGS, chunk_gsa  # noqa: E402
 from gsa.ops.triton.launch import WIDE_SLOTS, launch_options  # noqa: E402
+from op_inputs import cast, make_inputs, on, run  # noqa: E402
 
 
 def test_wide_slot_entries_apply_above_64_slots_only():
@@ -29,3 +31,12 @@ def test_unknown_kernel_names_are_refused():
     with pytest.raises(SystemExit, match=r"unknown kernel\(s\) \['dss'\]"):
         launch_variants(['{"dss": {"num_warps": 8}}'])
     assert launch_variants(['{"ds@m128": {"BM": 128}}']) == [{"ds@m128": {"BM": 128}}]
+
+
+@pytest.mark.parametrize("name", ["ds", "h", "dh"])
+def test_slot_tile_must_be_a_power_of_two(name):
+    x = on(cast(make_inputs(B=1, T=20, HQ=2, H=1, K=16, V=16, M=40), torch.float32))
+    with SETTINGS.override(launch={**SETTINGS.launch, name: {"BM": 24}}):
+        with pytest.raises(ValueError, match=rf"SETTINGS.launch\['{name}'\]\['BM'\] .* power of two >= 16, got 24"):
+            run(lambda q, k, v, s, g, initial_state=None, output_final_state=False:
+                chunk_gsa(q, k, v, s, g, 0.3, initial_state, output_final_state, None, False, False), x)

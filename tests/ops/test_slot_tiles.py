@@ -71,10 +71,3 @@ def test_default_slot_tile_at_128_slots(monkeypatch):
     got, launches = tiled_run(x, None, monkeypatch)
     assert launches == [(64, True)]
     assert_matches(got, run(parallel_reference, x, scale=0.3), tol=2e-5)
-
-
-def test_slot_tile_must_be_a_power_of_two(monkeypatch):
-    x = on(cast(make_inputs(B=1, T=20, HQ=2, H=1, K=16, V=16, M=40), torch.float32))
-    with SETTINGS.override(launch={**SETTINGS.launch, "ds": {"BM": 24}}):
-        with pytest.raises(ValueError, match=r"power of two >= 16, got 24"):
-            run(chunk_op, x)

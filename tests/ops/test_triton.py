@@ -106,11 +106,11 @@ def test_state_segments_only_when_full_tiles_leave_sms_idle(monkeypatch):
 
     monkeypatch.setattr(chunk_h, "sm_count", lambda device: 132)  # an H100
     long1 = prepare_chunks(None, 1, 16384, "cpu")  # 1.3B heads: 8 tiles x 4 heads = 32 programs
-    assert chunk_h.state_segments(512, 4, long1, "cpu") == 9
-    assert chunk_h.state_segments(512, 4, prepare_chunks(None, 8, 2048, "cpu"), "cpu") == 1  # 256 programs
-    assert chunk_h.state_segments(512, 4, prepare_chunks(None, 1, 256, "cpu"), "cpu") == 1  # 4 chunks: too short
+    assert chunk_h.state_segments(512, 4, 1, long1, "cpu") == 9
+    assert chunk_h.state_segments(512, 4, 1, prepare_chunks(None, 8, 2048, "cpu"), "cpu") == 1  # 256 programs
+    assert chunk_h.state_segments(512, 4, 1, prepare_chunks(None, 1, 256, "cpu"), "cpu") == 1  # 4 chunks: too short
     monkeypatch.setattr(chunk_h, "sm_count", lambda device: 0)  # a CPU
-    assert chunk_h.state_segments(512, 4, long1, "cpu") == 1
+    assert chunk_h.state_segments(512, 4, 1, long1, "cpu") == 1
 
 
 def test_state_tile_narrows_only_when_programs_are_fewer_than_sms(monkeypatch):

@@ -12,30 +12,31 @@ import triton
 import triton.language as tl
 
 from gsa.ops.triton.chunk_h import (
-    add_carry, carry_in, segment_plan, segment_range, state_segments, state_strides, state_tile_offsets,
-    store_segment,
+    add_carry, carry_in, segment_range, state_strides, state_tile_offsets, store_segment, walk_plan,
 )
 from gsa.ops.triton.chunks import BT, Chunks
-from gsa.ops.triton.launch import launch, block, launch_options, cdiv
+from gsa.ops.triton.launch import launch
 from gsa.ops.triton.settings import SETTINGS
-from gsa.ops.triton.tiles import load_row, load_rows, masked_softmax
+from gsa.ops.triton.tiles import load_row, load_rows, masked_softmax, row_softmax_stats
 
 
 @triton.jit
 def chunk_gsa_bwd_kernel_dh(y, A, gl, dh, dht, dh0, seg_h, seg_g, cu_seqlens, chunk_offsets, scale, stride_sd,
                             stride_sm, H, HQ, D, M, SEG, NS,
-                            BT: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr, SOFTMAX: tl.constexpr,
-                            USE_DHT: tl.constexpr, STORE_DH0: tl.constexpr, SEGMENTED: tl.constexpr,
-                            PREC: tl.constexpr):
-    """Program (D tile, sequence x head, segment): chunks [i_s * SEG, (i_s + 1) * SEG) of its sequence, last first,
-    from the final-state cotangent (the last segment) or from zero (the carry kernel adds what later segments give).
-    SEGMENTED: also store the segment's walked-out gradient and total log decay (chunk_h.py, state_segments)."""
+                            BT: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr, NM: tl.constexpr,
+                            SOFTMAX: tl.constexpr, USE_DHT: tl.constexpr, STORE_DH0: tl.constexpr,
+                            SEGMENTED: tl.constexpr, PREC: tl.constexpr):
+    """Program (D tile x slot tile, sequence x head, segment): chunks [i_s * SEG, (i_s + 1) * SEG) of its sequence,
+    last first, from the final-state cotangent (the last segment) or from zero (the carry kernel adds what later
+    segments give). SEGMENTED: also store the segment's walked-out gradient and total log decay (chunk_h.py,
+    state_segments). With NM > 1 slot tiles, softmax(A1) takes its row statistics over every slot tile of A1
+    first."""
     G = HQ // H
-    i_d, i_nh, i_s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_nh, i_s = tl.program_id(1), tl.program_id(2)
     i_h, bos, eos, i_c0, NTn, t_lo, t_hi = segment_range(cu_seqlens, chunk_offsets, i_nh, i_s, H, SEG, BT)
     if t_lo >= NTn:
         return
-    o_d, o_m, m_d, m_m, m_dm, o_h = state_tile_offsets(i_d, D, M, BD, BM)
+    i_d, o_d, o_m, m_d, m_m, m_dm, o_h = state_tile_offsets(D, M, BD, BM, NM)
     o_s = o_d[:, None] * stride_sd + o_m[None, :] * stride_sm
 
     b_dh = tl.zeros([BD, BM], dtype=tl.float32)  # [BD, BM]
@@ -54,15 +55,20 @@ def chunk_gsa_bwd_kernel_dh(y, A, gl, dh, dht, dh0, seg_h, seg_g, cu_seqlens, ch
         b_g = load_rows(gl + i_h * M, o_t, m_t, H * M, o_m, m_m)  # [BT, BM]
         b_gl = load_row(gl + i_h * M, last, H * M, o_m, m_m)  # [BM]
         b_e = tl.where(m_tm, tl.exp(b_g), 0.0)
-        b_acc = tl.zeros([BD, BM], dtype=tl.float32)
+        b_dh = b_dh * tl.exp(b_gl)[None, :]
         for i_g in range(G):
             i_hq = i_h * G + i_g
+            if SOFTMAX:
+                if NM > 1:  # the row statistics over all M slots first, before this tile's weights are held
+                    b_mx, b_z = row_softmax_stats(A + i_hq * M, o_t, m_t, HQ * M, M, BM)
             b_a = load_rows(A + i_hq * M, o_t, m_t, HQ * M, o_m, m_m)  # [BT, BM]
             if SOFTMAX:
-                b_a = masked_softmax(b_a, m_tm)
+                if NM == 1:
+                    b_a = masked_softmax(b_a, m_tm)
+                else:
+                    b_a = tl.where(m_tm, tl.exp(b_a - b_mx[:, None]), 0.0) / b_z[:, None]
             b_y = load_rows(y + i_hq * D, o_t, m_t, HQ * D, o_d, m_d).to(tl.float32)  # [BT, BD]
-            b_acc += tl.dot(tl.trans(b_y), b_a * b_e, input_precision=PREC)
-        b_dh = b_dh * tl.exp(b_gl)[None, :] + scale * b_acc
+            b_dh = tl.dot(tl.trans(b_y), b_a * (scale * b_e), b_dh, input_precision=PREC)
         b_gs += b_gl
     if SEGMENTED:
         store_segment(seg_h, seg_g, i_nh, i_s, i_d, NS, b_dh, b_gs, D, M, o_h, o_m, m_dm, m_m)
@@ -74,16 +80,16 @@ def chunk_gsa_bwd_kernel_dh(y, A, gl, dh, dht, dh0, seg_h, seg_g, cu_seqlens, ch
 @triton.jit
 def chunk_gsa_bwd_kernel_dh_carry(gl, dh, dh0, seg_h, seg_g, cu_seqlens, chunk_offsets, stride_sd, stride_sm,
                                   H, D, M, SEG, NS, BT: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr,
-                                  STORE_DH0: tl.constexpr):
-    """Program (D tile, sequence x head, segment i_s that has a later one): the gradient entering the segment from
-    its end, c = what segments after it give (c <- c * exp(G_k) + E_k, last segment first), added to each stored
-    chunk-end gradient of the segment decayed by the chunks after it there: dh[c] += exp(sum of Gl_last after c) * c.
-    The first segment's program also writes the initial state's gradient."""
-    i_d, i_nh, i_s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+                                  NM: tl.constexpr, STORE_DH0: tl.constexpr):
+    """Program (D tile x slot tile, sequence x head, segment i_s that has a later one): the gradient entering the
+    segment from its end, c = what segments after it give (c <- c * exp(G_k) + E_k, last segment first), added to
+    each stored chunk-end gradient of the segment decayed by the chunks after it there:
+    dh[c] += exp(sum of Gl_last after c) * c. The first segment's program also writes the initial state's gradient."""
+    i_nh, i_s = tl.program_id(1), tl.program_id(2)
     i_h, bos, eos, i_c0, NTn, t_lo, t_hi = segment_range(cu_seqlens, chunk_offsets, i_nh, i_s, H, SEG, BT)
     if t_hi >= NTn:  # the last segment (or past it): its walk started from the true cotangent
         return
-    o_d, o_m, m_d, m_m, m_dm, o_h = state_tile_offsets(i_d, D, M, BD, BM)
+    i_d, o_d, o_m, m_d, m_m, m_dm, o_h = state_tile_offsets(D, M, BD, BM, NM)
     n_seg = tl.cdiv(NTn, SEG)  # segments n_seg - 1 down to i_s + 1
     b_c = carry_in(seg_h, seg_g, i_nh, NS, n_seg - 1, n_seg - 1 - i_s, -1, D, M, o_h, o_m, m_dm, m_m, BD, BM)
     b_gp = add_carry(dh, gl, b_c, bos, eos, i_c0, i_h, t_lo, t_hi, H, D, M, o_h, o_m, m_dm, m_m, BT, BM, True)
@@ -105,24 +111,22 @@ def chunk_bwd_dh(y: torch.Tensor, A: torch.Tensor, gl: torch.Tensor, dht: torch.
     """
     TT, HQ, D = y.shape
     H, M = gl.shape[1], gl.shape[2]
-    BM = block(M, 128)
     dh = y.new_empty(nt_alloc, H, D, M, dtype=torch.float32)
     shape = (chunks.N, H, M, D) if transposed else (chunks.N, H, D, M)
     dh0 = y.new_empty(shape, dtype=torch.float32) if want_dh0 else None
     sd, sm = state_strides(D, M, transposed)
     # as chunk_fwd_h: segments walked in parallel, then the carry from later segments
-    NS = state_segments(D, H, chunks, y.device) if SETTINGS.segment_dh else 1
-    BD, SEG, NS, seg_h, seg_g = segment_plan(y, D, H, M, chunks, NS)
-    opts = launch_options("dh" if BD > 16 or NS > 1 else "dh-narrow")
-    meta = dict(H=H, D=D, M=M, SEG=SEG, NS=NS, BT=BT, BD=BD, BM=BM)
-    grid = (cdiv(D, BD), chunks.N * H, NS)
-    launch(chunk_gsa_bwd_kernel_dh, grid)(
-        y, A, gl, dh, dht, dh0, seg_h, seg_g, chunks.cu_seqlens, chunks.offsets, scale, sd, sm, HQ=HQ, **meta,
-        SOFTMAX=softmax, USE_DHT=dht is not None, STORE_DH0=want_dh0, SEGMENTED=NS > 1, PREC=prec, **opts,
+    w = walk_plan(y, "dh", D, H, M, chunks, SETTINGS.segment_dh)
+    meta = dict(H=H, D=D, M=M, SEG=w.SEG, NS=w.NS, BT=BT, BD=w.BD)
+    launch(chunk_gsa_bwd_kernel_dh, w.grid)(
+        y, A, gl, dh, dht, dh0, w.seg_h, w.seg_g, chunks.cu_seqlens, chunks.offsets, scale, sd, sm, HQ=HQ, **meta,
+        SOFTMAX=softmax, USE_DHT=dht is not None, STORE_DH0=want_dh0,
+        SEGMENTED=w.NS > 1, PREC=prec, **w.opts,
     )
-    if NS > 1:
-        launch(chunk_gsa_bwd_kernel_dh_carry, (grid[0], grid[1], NS - 1))(
-            gl, dh, dh0, seg_h, seg_g, chunks.cu_seqlens, chunks.offsets, sd, sm, **meta, STORE_DH0=want_dh0,
-            **launch_options("dh-carry"),
+    if w.NS > 1:
+        opts, grid = w.carry("dh-carry", D, M)
+        launch(chunk_gsa_bwd_kernel_dh_carry, grid)(
+            gl, dh, dh0, w.seg_h, w.seg_g, chunks.cu_seqlens, chunks.offsets, sd, sm, **meta, STORE_DH0=want_dh0,
+            **opts,
         )
     return dh, dh0

@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 
 from gsa.ops.triton.chunks import BC, BT, Chunks, chunk_bounds, program_tiles, tiles_grid
-from gsa.ops.triton.launch import block, cdiv, launch, launch_options
+from gsa.ops.triton.launch import block, cdiv, check_slot_tile, launch, launch_options
 from gsa.ops.triton.tiles import (
     factor_span, load_row, load_rows, pairwise_decay, row_dots, slot_softmax, sub_block_span,
 )
@@ -134,8 +134,7 @@ def chunk_bwd_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, chunks: Chunks, scale
     # (BENCHMARKS.md, "Kernels"). {"ds": {"BM": 128}} in SETTINGS.launch gives back the one-tile kernel.
     opts = launch_options("ds", slots=M, BM=min(block(M, 128), 64))
     BM = opts["BM"]
-    if BM < 16 or BM & (BM - 1):
-        raise ValueError(f"SETTINGS.launch['ds']['BM'] (the slot tile) must be a power of two >= 16, got {BM}")
+    check_slot_tile("ds", BM)
     ds = torch.empty(TT, H, M, dtype=s.dtype, device=s.device)
     dG = torch.empty(TT, H, M, dtype=torch.float32, device=s.device)
     grid = tiles_grid(BT // BC * cdiv(M, BM), H, chunks.NT)

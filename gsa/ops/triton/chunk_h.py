@@ -7,12 +7,16 @@ are <= 0, so nothing overflows however strong the gates are.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import triton
 import triton.language as tl
 
 from gsa.ops.triton.chunks import BT, Chunks, sequence_bounds
-from gsa.ops.triton.launch import launch, block, chunk_state_dtype, launch_options, sm_count, state_tile, cdiv
+from gsa.ops.triton.launch import (
+    block, cdiv, check_slot_tile, chunk_state_dtype, launch, launch_options, sm_count, state_tile,
+)
 from gsa.ops.triton.settings import SETTINGS
 from gsa.ops.triton.tiles import load_row, load_rows
 
@@ -31,13 +35,20 @@ def segment_range(cu_seqlens, chunk_offsets, i_nh, i_s, H, SEG, BT: tl.constexpr
 
 
 @triton.jit
-def state_tile_offsets(i_d, D, M, BD: tl.constexpr, BM: tl.constexpr):
-    """(o_d, o_m, m_d, m_m, m_dm, o_h): rows and slots of D tile i_d, their masks, and the offsets of that [BD, BM]
-    tile in an internal [D, M] state."""
+def state_tile_offsets(D, M, BD: tl.constexpr, BM: tl.constexpr, NM: tl.constexpr):
+    """(i_d, o_d, o_m, m_d, m_m, m_dm, o_h) of the state tile of this program (grid axis 0: D tiles x slot tiles,
+    slot tile fastest): its D tile index, rows and slots, their masks, and the offsets of that [BD, BM] tile in an
+    internal [D, M] state. Slot columns never mix in these recurrences (the decays are diagonal over slots;
+    docs/algorithm.md), so a slot tile is walked alone."""
+    if NM == 1:  # one tile of every slot: plain offsets (splitting program_id(0) alone raised sm_90 spills at 1.3b)
+        i_d = tl.program_id(0)
+        o_m = tl.arange(0, BM)
+    else:
+        i_d = tl.program_id(0) // NM
+        o_m = (tl.program_id(0) % NM) * BM + tl.arange(0, BM)
     o_d = i_d * BD + tl.arange(0, BD)
-    o_m = tl.arange(0, BM)
     m_d, m_m = o_d < D, o_m < M
-    return o_d, o_m, m_d, m_m, m_d[:, None] & m_m[None, :], o_d[:, None] * M + o_m[None, :]
+    return i_d, o_d, o_m, m_d, m_m, m_d[:, None] & m_m[None, :], o_d[:, None] * M + o_m[None, :]
 
 
 @triton.jit
@@ -83,16 +94,17 @@ def add_carry(h, gl, b_c, bos, eos, i_c0, i_h, t_lo, t_hi, H, D, M, o_h, o_m, m_
 @triton.jit
 def chunk_gsa_fwd_kernel_h(x, s, gl, h, h0, ht, seg_h, seg_g, cu_seqlens, chunk_offsets, stride_sd, stride_sm,
                            H, D, M, SEG, NS, BT: tl.constexpr,
-                           BD: tl.constexpr, BM: tl.constexpr, USE_H0: tl.constexpr, STORE_HT: tl.constexpr,
-                           SEGMENTED: tl.constexpr, PREC: tl.constexpr):
-    """Program (D tile, sequence x head, segment): the chunk-start states of chunks [i_s * SEG, (i_s + 1) * SEG) of
-    its sequence, from the initial state (segment 0) or from zero (later segments: the carry kernel adds what the
-    earlier segments leave). SEGMENTED: also store the segment's end state and total log decay."""
-    i_d, i_nh, i_s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+                           BD: tl.constexpr, BM: tl.constexpr, NM: tl.constexpr, USE_H0: tl.constexpr,
+                           STORE_HT: tl.constexpr, SEGMENTED: tl.constexpr, PREC: tl.constexpr):
+    """Program (D tile x slot tile, sequence x head, segment): the chunk-start states of chunks
+    [i_s * SEG, (i_s + 1) * SEG) of its sequence, from the initial state (segment 0) or from zero (later segments: the
+    carry kernel adds what the earlier segments leave). SEGMENTED: also store the segment's end state and total log
+    decay."""
+    i_nh, i_s = tl.program_id(1), tl.program_id(2)
     i_h, bos, eos, i_c0, NTn, t_lo, t_hi = segment_range(cu_seqlens, chunk_offsets, i_nh, i_s, H, SEG, BT)
     if t_lo >= NTn:
         return
-    o_d, o_m, m_d, m_m, m_dm, o_h = state_tile_offsets(i_d, D, M, BD, BM)
+    i_d, o_d, o_m, m_d, m_m, m_dm, o_h = state_tile_offsets(D, M, BD, BM, NM)
     o_s = o_d[:, None] * stride_sd + o_m[None, :] * stride_sm  # the tile in a caller state (either layout)
 
     b_h = tl.zeros([BD, BM], dtype=tl.float32)  # [BD, BM]
@@ -122,15 +134,15 @@ def chunk_gsa_fwd_kernel_h(x, s, gl, h, h0, ht, seg_h, seg_g, cu_seqlens, chunk_
 @triton.jit
 def chunk_gsa_fwd_kernel_h_carry(gl, h, ht, seg_h, seg_g, cu_seqlens, chunk_offsets, stride_sd, stride_sm,
                                  H, D, M, SEG, NS, BT: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr,
-                                 STORE_HT: tl.constexpr):
-    """Program (D tile, sequence x head, segment i_s >= 1): the state entering segment i_s, c = what segments
-    0 .. i_s - 1 leave (c <- c * exp(G_j) + E_j over their end states E_j and log decays G_j), added to each chunk-start
-    state of the segment decayed by the chunks before it there: h[c] += exp(sum of Gl_last before c) * c."""
-    i_d, i_nh, i_s = tl.program_id(0), tl.program_id(1), tl.program_id(2) + 1
+                                 NM: tl.constexpr, STORE_HT: tl.constexpr):
+    """Program (D tile x slot tile, sequence x head, segment i_s >= 1): the state entering segment i_s, c = what
+    segments 0 .. i_s - 1 leave (c <- c * exp(G_j) + E_j over their end states E_j and log decays G_j), added to each
+    chunk-start state of the segment decayed by the chunks before it there: h[c] += exp(sum of Gl_last before c) * c."""
+    i_nh, i_s = tl.program_id(1), tl.program_id(2) + 1
     i_h, bos, eos, i_c0, NTn, t_lo, t_hi = segment_range(cu_seqlens, chunk_offsets, i_nh, i_s, H, SEG, BT)
     if t_lo >= NTn:
         return
-    o_d, o_m, m_d, m_m, m_dm, o_h = state_tile_offsets(i_d, D, M, BD, BM)
+    i_d, o_d, o_m, m_d, m_m, m_dm, o_h = state_tile_offsets(D, M, BD, BM, NM)
     b_c = carry_in(seg_h, seg_g, i_nh, NS, 0, i_s, 1, D, M, o_h, o_m, m_dm, m_m, BD, BM)  # segments 0 .. i_s - 1
     b_gp = add_carry(h, gl, b_c, bos, eos, i_c0, i_h, t_lo, t_hi, H, D, M, o_h, o_m, m_dm, m_m, BT, BM, False)
     if STORE_HT:
@@ -148,12 +160,13 @@ def chunk_gsa_fwd_kernel_h_carry(gl, h, ht, seg_h, seg_g, cu_seqlens, chunk_offs
 # (c <- c * exp(G_j) + E_j, then decayed inside the segment), reading and writing the states once more.
 
 
-def state_segments(D: int, H: int, chunks: Chunks, device: torch.device) -> int:
+def state_segments(D: int, H: int, slot_tiles: int, chunks: Chunks, device: torch.device) -> int:
     """How many segments each sequence's state walk is split into (1: not split): enough for two programs an SM at
-    full-width tiles, with at least 8 chunks a segment; 1 while the tiles alone fill the GPU (and on a CPU)."""
+    full-width D tiles (each D tile walked as `slot_tiles` programs), with at least 8 chunks a segment; 1 while the
+    tiles alone fill the GPU (and on a CPU)."""
     if SETTINGS.state_segments is not None:
         return max(1, min(SETTINGS.state_segments, chunks.max_nt))
-    programs = cdiv(D, block(D, SETTINGS.state_tile_max)) * chunks.N * H
+    programs = cdiv(D, block(D, SETTINGS.state_tile_max)) * slot_tiles * chunks.N * H
     sms = sm_count(device)
     if programs >= sms:
         return 1
@@ -161,16 +174,60 @@ def state_segments(D: int, H: int, chunks: Chunks, device: torch.device) -> int:
     return ns if ns >= 2 else 1
 
 
-def segment_plan(x: torch.Tensor, D: int, H: int, M: int, chunks: Chunks, NS: int):
-    """(BD, SEG, NS, seg_h, seg_g) of a state walk over NS segments of SEG chunks (NS as rounded to whole segments),
-    with the float32 buffers of each segment's end state [N * H, NS, D, M] and log decay [N * H, NS, M]; unsplit
-    (NS <= 1): the narrowing D tile (state_tile), one segment of every chunk and no buffers."""
+# Slot tiles. Every state column m has its own recurrence (the decays are diagonal over slots; docs/algorithm.md),
+# so the state kernels split M into BM-wide tiles along grid axis 0 beside the D tiles. One [BD, 128] tile at
+# M = 128 spilled on sm_90 (`benchmarks/kernel_resources.py --shape m128`: kernel_dh 2.0-2.4 KB a thread, kernel_h
+# 0.4-0.5 KB; docs/log.md, "Kernels"), and both kernels took 2.3-3.4x their M = 64 time (h100/grid.json,
+# `profile`). At [64, 64] tiles kernel_dh spills 1.2-1.3 KB (softmax pass: it re-reads A1 for the row statistics) and
+# 0.3-0.5 KB (the other); kernel_h's 0.5-0.8 KB stays (it spills as much at the 1.3b shape's [64, 64] tiles). Not yet
+# timed on a GPU. [BD, 64] tiles are the default, SETTINGS.launch[name]["BM"] overrides it ({"BM": 128}: one tile).
+
+
+def slot_options(name: str, M: int) -> dict:
+    """launch_options(name) of a state kernel with its slot tile BM (default: all M slots up to 64) and the number
+    of slot tiles NM."""
+    opts = launch_options(name, slots=M, BM=min(block(M, 128), 64))
+    check_slot_tile(name, opts["BM"])
+    return {**opts, "NM": cdiv(M, opts["BM"])}
+
+
+class Walk(NamedTuple):
+    """A state walk's launch: D tile BD, NS segments of SEG chunks, the float32 buffers of each segment's end state
+    [N * H, NS, D, M] and log decay [N * H, NS, M] (None unsplit), the main kernel's launch options (with BM) and
+    grid (D tiles x slot tiles, sequences x heads, segments)."""
+
+    BD: int
+    SEG: int
+    NS: int
+    seg_h: torch.Tensor | None
+    seg_g: torch.Tensor | None
+    opts: dict
+    grid: tuple[int, int, int]
+
+    def carry(self, name: str, D: int, M: int) -> tuple[dict, tuple[int, int, int]]:
+        """Launch options and grid of the carry kernel `name` (its own slot tile; segments 1 .. NS - 1 or
+        0 .. NS - 2)."""
+        opts = slot_options(name, M)
+        return opts, (cdiv(D, self.BD) * opts["NM"], self.grid[1], self.NS - 1)
+
+
+def walk_plan(x: torch.Tensor, name: str, D: int, H: int, M: int, chunks: Chunks, segmented: bool) -> Walk:
+    """The launch of state kernel `name` ("h" or "dh"; f"{name}-narrow" at 16-wide D tiles unsplit). Split into
+    segments (`segmented` and state_segments, NS as rounded to whole segments): full-width D tiles; unsplit: the D
+    tile narrowed while the programs, slot tiles of `name`'s options counted, would not fill the SMs
+    (launch.state_tile)."""
+    n_m = slot_options(name, M)["NM"]
+    NS = state_segments(D, H, n_m, chunks, x.device) if segmented else 1
     if NS <= 1:
-        return state_tile(D, chunks.N * H, x.device), max(chunks.max_nt, 1), 1, None, None
-    SEG = cdiv(chunks.max_nt, NS)
-    NS = cdiv(chunks.max_nt, SEG)
-    seg_h = x.new_empty(chunks.N * H, NS, D, M, dtype=torch.float32)
-    return block(D, SETTINGS.state_tile_max), SEG, NS, seg_h, x.new_empty(chunks.N * H, NS, M, dtype=torch.float32)
+        BD, SEG, NS, seg_h, seg_g = state_tile(D, chunks.N * H, x.device, n_m), max(chunks.max_nt, 1), 1, None, None
+    else:
+        SEG = cdiv(chunks.max_nt, NS)
+        NS = cdiv(chunks.max_nt, SEG)
+        BD = block(D, SETTINGS.state_tile_max)
+        seg_h = x.new_empty(chunks.N * H, NS, D, M, dtype=torch.float32)
+        seg_g = x.new_empty(chunks.N * H, NS, M, dtype=torch.float32)
+    opts = slot_options(name if BD > 16 or NS > 1 else f"{name}-narrow", M)
+    return Walk(BD, SEG, NS, seg_h, seg_g, opts, (cdiv(D, BD) * opts["NM"], chunks.N * H, NS))
 
 
 def state_strides(D: int, M: int, transposed: bool) -> tuple[int, int]:
@@ -192,19 +249,17 @@ def chunk_fwd_h(x: torch.Tensor, s: torch.Tensor, gl: torch.Tensor, h0: torch.Te
     shape = (chunks.N, H, M, D) if transposed else (chunks.N, H, D, M)
     ht = x.new_empty(shape, dtype=torch.float32) if output_final_state else None
     sd, sm = state_strides(D, M, transposed)
-    BM = block(M, 128)
     # few long sequences: split each into NS segments walked in parallel, then carry across them
-    BD, SEG, NS, seg_h, seg_g = segment_plan(x, D, H, M, chunks, state_segments(D, H, chunks, x.device))
-    opts = launch_options("h" if BD > 16 or NS > 1 else "h-narrow")
-    meta = dict(H=H, D=D, M=M, SEG=SEG, NS=NS, BT=BT, BD=BD, BM=BM)
-    grid = (cdiv(D, BD), chunks.N * H, NS)
-    launch(chunk_gsa_fwd_kernel_h, grid)(
-        x, s, gl, h, h0, ht, seg_h, seg_g, chunks.cu_seqlens, chunks.offsets, sd, sm, **meta,
-        USE_H0=h0 is not None, STORE_HT=output_final_state, SEGMENTED=NS > 1, PREC=prec, **opts,
+    w = walk_plan(x, "h", D, H, M, chunks, True)
+    meta = dict(H=H, D=D, M=M, SEG=w.SEG, NS=w.NS, BT=BT, BD=w.BD)
+    launch(chunk_gsa_fwd_kernel_h, w.grid)(
+        x, s, gl, h, h0, ht, w.seg_h, w.seg_g, chunks.cu_seqlens, chunks.offsets, sd, sm, **meta,
+        USE_H0=h0 is not None, STORE_HT=output_final_state, SEGMENTED=w.NS > 1, PREC=prec, **w.opts,
     )
-    if NS > 1:
-        launch(chunk_gsa_fwd_kernel_h_carry, (grid[0], grid[1], NS - 1))(
-            gl, h, ht, seg_h, seg_g, chunks.cu_seqlens, chunks.offsets, sd, sm, **meta,
-            STORE_HT=output_final_state, **launch_options("h-carry"),
+    if w.NS > 1:
+        opts, grid = w.carry("h-carry", D, M)
+        launch(chunk_gsa_fwd_kernel_h_carry, grid)(
+            gl, h, ht, w.seg_h, w.seg_g, chunks.cu_seqlens, chunks.offsets, sd, sm, **meta,
+            STORE_HT=output_final_state, **opts,
         )
     return h, ht

@@ -68,11 +68,11 @@ def check_slots(M: int) -> None:
         raise ValueError(f"the Triton kernels take at most {TRITON_MAX_SLOTS} slots (M), got M = {M}: use "
                          "gsa.ops.gated_slot_attention(..., backend='torch')")
 
-def state_tile(D: int, sequences_x_heads: int, device: torch.device) -> int:
+def state_tile(D: int, sequences_x_heads: int, device: torch.device, slot_tiles: int = 1) -> int:
     """D-tile width of the sequential state kernels: SETTINGS.state_tile_max, narrowed (down to 16) while the
-    programs would not fill the SMs once."""
+    programs (sequences x heads x D tiles x slot tiles) would not fill the SMs once."""
     bd = block(D, SETTINGS.state_tile_max)
-    while bd > 16 and sequences_x_heads * cdiv(D, bd) < _sm_count(torch.device(device)):
+    while bd > 16 and sequences_x_heads * cdiv(D, bd) * slot_tiles < _sm_count(torch.device(device)):
         bd //= 2
     return bd
 
@@ -86,6 +86,12 @@ def launch_options(name: str, slots: int | None = None, **defaults) -> dict:
     if slots is not None and slots > WIDE_SLOTS:
         opts.update(SETTINGS.launch.get(name + "@m128", {}))
     return opts
+
+
+def check_slot_tile(name: str, BM: int) -> None:
+    """A kernel's slot tile (its launch option "BM") must be a power of two >= 16 (tl.arange and tl.dot)."""
+    if not isinstance(BM, int) or BM < 16 or BM & (BM - 1):
+        raise ValueError(f"SETTINGS.launch[{name!r}]['BM'] (the slot tile) must be a power of two >= 16, got {BM!r}")
 
 
 def launch_key() -> tuple:

@@ -14,15 +14,16 @@ from dataclasses import dataclass, field
 
 # Launch options of single kernels, by the name of their launch_options() call ("cumsum", "h", "a", "o", "dp", "dh",
 # "dx", "ds", "dg"; "h-narrow" / "dh-narrow": the state kernels at 16-wide tiles; "h-carry" / "dh-carry": the
-# segmented walks' carry kernels; "a-small" / "dp-small": kernel_a at D <= 128): num_warps, num_stages and, for "o"
-# and "dx", the D tile "BD", and for "ds", the slot tile "BM" (a power of two >= 16; 128 takes M = 128 in one tile).
-# Chosen for the H100 from one side-by-side sweep of every kernel over a few options, no
-# autotuning at run time: kernel_dx at 8 warps and 1 stage ran ~2x faster than at 4 and 3 (software pipelining of its
-# short loop costs shared memory and occupancy); kernel_h gained ~5-15% at 2 stages; at 16-wide tiles (B 1, T 16K)
-# the state kernels want 8 warps and 2 stages (kernel_h 2434 -> 1890 us, kernel_dh 1686 -> 1322), while at 64- and
-# 32-wide tiles 8 warps lost; kernel_a at head dims <= 128 took 2 warps and 2 stages (grouped 1612 -> 1529 us,
-# small-head 458 -> 368; at K = 512 the default stays: 429 vs 491 at 2 warps). Every other kernel was best or within
-# noise at the default.
+# segmented walks' carry kernels; "a-small" / "dp-small": kernel_a at D <= 128): num_warps, num_stages; for "o" and
+# "dx", the D tile "BD"; for "ds" and the six state-kernel names, the slot tile "BM" (default: M up to 64, a power of
+# two; {"BM": 128} walks M = 128 as one tile; that default follows ptxas's spills and is not yet timed: chunk_h.py,
+# "Slot tiles"; chunk_ds.py). The rest were chosen for the H100 from one side-by-side sweep of every kernel over a few
+# options, no autotuning at run time: kernel_dx at 8 warps and 1 stage ran ~2x faster than at 4 and 3 (software
+# pipelining of its short loop costs shared memory and occupancy); kernel_h gained ~5-15% at 2 stages; at 16-wide
+# tiles (B 1, T 16K) the state kernels want 8 warps and 2 stages (kernel_h 2434 -> 1890 us, kernel_dh 1686 -> 1322),
+# while at 64- and 32-wide tiles 8 warps lost; kernel_a at head dims <= 128 took 2 warps and 2 stages (grouped 1612 ->
+# 1529 us, small-head 458 -> 368; at K = 512 the default stays: 429 vs 491 at 2 warps). Every other kernel was best or
+# within noise at the default.
 # A name + "@m128" entry applies on top of the name's above 64 slots (launch.WIDE_SLOTS): at M = 128 the [64, M]
 # float32 tiles of kernel_a, kernel_o and kernel_dh spill at 2-4 warps, and 8 warps cut the H100's fwd+bwd from
 # 16.46 to 9.40 ms (16 heads of 128) and 8.33 to 5.98 ms (4 heads of 512), while at M = 64 the same change lost
