@@ -156,8 +156,8 @@ def chunk_gsa_fwd_kernel_h_carry(gl, h, ht, seg_h, seg_g, cu_seqlens, chunk_offs
 # Segments of the state recurrence. At B = 1 and long T the forward state kernel is a few programs walking
 # hundreds of chunks one after another (~1.8 us a chunk on the H100, latency-bound): kernel_h took 1.94 ms of a
 # 5.6 ms fwd+bwd at B 1 T 16K (docs/log.md, "Kernels"). Split into NS segments, each walked from zero by its own
-# programs, the walk is NS times shorter; a second, parallel pass adds to every chunk-start state what the earlier segments leave
-# (c <- c * exp(G_j) + E_j, then decayed inside the segment), reading and writing the states once more.
+# programs, the walk is NS times shorter; a second, parallel pass adds to every chunk-start state what the earlier
+# segments leave (c <- c * exp(G_j) + E_j, then decayed inside the segment), reading and writing the states once more.
 
 
 def state_segments(D: int, H: int, slot_tiles: int, chunks: Chunks, device: torch.device) -> int:
