@@ -79,6 +79,84 @@ def test_swiglu_matches_definition(act):
     torch.testing.assert_close(mlp(x), want, **TOL)
 
 
+def _mlp_definition(mlp, x, act="silu"):
+    """The block through plain autograd, the product kept: gate, up, product and weights as leaves of one graph."""
+    fn = {"silu": F.silu, "gelu": F.gelu, "relu": F.relu}[act]
+    return F.linear(fn(mlp.gate_proj(x)) * mlp.up_proj(x), mlp.down_proj.weight)
+
+
+@pytest.mark.parametrize("act", ["silu", "gelu", "relu"])
+def test_swiglu_gradients_with_the_product_recomputed(act):
+    """Training (grad on) goes through GatedDown: output and every gradient equal autograd of the definition, and
+    gradcheck passes through the recomputed backward."""
+    mlp = SwiGLU(16, 40, act).double()
+    x = torch.randn(2, 3, 16, dtype=torch.float64, requires_grad=True)
+    dy = torch.randn(2, 3, 16, dtype=torch.float64)
+    params = [x, mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight]
+    want = torch.autograd.grad(_mlp_definition(mlp, x, act), params, dy)
+    out = mlp(x)
+    assert out.grad_fn.name() == "GatedDownBackward"
+    got = torch.autograd.grad(out, params, dy)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, **TOL)
+    assert torch.autograd.gradcheck(lambda x: mlp(x), (x,))
+
+
+def test_swiglu_recompute_under_autocast_equals_the_plain_path():
+    """bf16 autocast over float32 weights (the training setup): the same casts and products as autograd through
+    the down projection, so the same output and gradients (the weight gradient float32, as the weight)."""
+    torch.manual_seed(0)
+    mlp = SwiGLU(32, 64)
+    x = torch.randn(4, 32, requires_grad=True)
+    dy = torch.randn(4, 32, dtype=torch.bfloat16)
+    params = [x, *mlp.parameters()]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want_out = _mlp_definition(mlp, x)
+        out = mlp(x)
+    assert out.dtype == want_out.dtype == torch.bfloat16
+    torch.testing.assert_close(out, want_out, rtol=0, atol=0)
+    want = torch.autograd.grad(want_out, params, dy)
+    got = torch.autograd.grad(out, params, dy)
+    assert [g.dtype for g in got] == [torch.float32] * 4
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-2, atol=1e-3)  # bf16 products summed in another order
+
+
+def test_swiglu_keeps_gate_and_up_but_not_their_product():
+    """What a training forward of a bf16 [N, hidden] input keeps for the backward: x (for gate and up's weight
+    gradients), gate, up and the weights; the [N, F] product the plain path keeps for the down projection is gone."""
+    mlp = SwiGLU(16, 40).to(torch.bfloat16)
+    x = torch.randn(8, 16, dtype=torch.bfloat16, requires_grad=True)
+
+    def saved_by(fn):
+        saved = {}
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.setdefault(t.data_ptr(), t), lambda t: t):
+            fn()
+        return sorted(tuple(t.shape) for t in saved.values())
+
+    ours = saved_by(lambda: mlp(x))
+    plain = saved_by(lambda: _mlp_definition(mlp, x))
+    assert ours == [(8, 16), (8, 40), (8, 40), (16, 40), (16, 40), (16, 40)], ours  # x, gate, up, three weights
+    # through autograd the product (and, on PyTorch's element-wise ops, silu(gate) too) is kept besides gate and up
+    assert plain.count((8, 40)) >= ours.count((8, 40)) + 1, plain
+
+
+def test_swiglu_wrapped_down_projection_keeps_its_own_forward():
+    """A down projection that is not a plain nn.Linear (peft's LoRA wraps it) runs its own forward, not its weight."""
+
+    class Doubled(torch.nn.Linear):
+        def forward(self, z):
+            return 2 * super().forward(z)
+
+    mlp = SwiGLU(16, 40).double()
+    x = torch.randn(3, 16, dtype=torch.float64, requires_grad=True)
+    want = 2 * _mlp_definition(mlp, x)
+    doubled = Doubled(40, 16, bias=False).double()
+    doubled.weight = mlp.down_proj.weight
+    mlp.down_proj = doubled
+    torch.testing.assert_close(mlp(x), want, **TOL)
+
+
 def test_swiglu_rejects_unknown_activation():
     with pytest.raises(ValueError, match="hidden_act"):
         SwiGLU(8, 16, "tanh")
