@@ -153,9 +153,14 @@ def main(argv=None) -> int:
     p.add_argument("--warps", type=int, default=None, help="compile every kernel with this num_warps instead of "
                    "the launcher's")
     p.add_argument("--linear-read", action="store_true", help="the kernels of slot_read='linear' (the ablation)")
+    p.add_argument("--launch", default="{}", help="JSON entries over gsa.ops.triton.SETTINGS.launch, e.g. "
+                   "'{\"ds@m128\": {}}' (the slot-tiled kernel_ds at M = 128)")
     p.add_argument("--json", help="also write the rows (kernel, warps, REG, STACK, shared) to this JSON file")
     args = p.parse_args(argv)
-    rows = collect(SHAPES[args.shape], args.arch, warps=args.warps, linear_read=args.linear_read)
+    from gsa.ops.triton.settings import SETTINGS
+
+    with SETTINGS.override(launch={**SETTINGS.launch, **json.loads(args.launch)}):
+        rows = collect(SHAPES[args.shape], args.arch, warps=args.warps, linear_read=args.linear_read)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"shape": SHAPES[args.shape], "arch": args.arch, "triton": triton.__version__, "rows": rows}, f,

@@ -61,13 +61,23 @@ def test_packed_sequences_in_slot_tiles(slot_read, monkeypatch):
     assert_matches(got, run(parallel_reference, x, scale=0.3, slot_read=slot_read, cu_seqlens=cu), tol=2e-5)
 
 
-def test_default_slot_tile_at_128_slots(monkeypatch):
-    """M = 128 at the launcher's own slot tile (64: two tiles), with gates near SETTINGS.factor_span's bound: the
-    slot tiles of one sub-block decide factored or pairwise on their own slots' decay, and both happen."""
+def test_64_wide_slot_tiles_at_128_slots(monkeypatch):
+    """M = 128 at the launcher's own slot tile (64: two tiles; the "ds@m128" entry, one tile by default, emptied),
+    with gates near SETTINGS.factor_span's bound: the slot tiles of one sub-block decide factored or pairwise on
+    their own slots' decay, and both happen."""
     x = make_inputs(B=1, T=70, HQ=2, H=1, K=16, V=16, M=128, tau=1.0)
     gl = x["g"].detach()[0, :64, 0].cumsum(0).view(4, 16, 2, 64)  # first chunk: [sub-block, row, slot tile, slot]
     spans = (gl[:, :1] - gl).amax((1, 3))  # [sub-block, slot tile], as tiles.sub_block_span
     assert (spans < SETTINGS.factor_span).any() and (spans > SETTINGS.factor_span).any(), spans
-    got, launches = tiled_run(x, None, monkeypatch)
+    with SETTINGS.override(launch={**SETTINGS.launch, "ds@m128": {}}):
+        got, launches = tiled_run(x, None, monkeypatch)
     assert launches == [(64, True)]
+    assert_matches(got, run(parallel_reference, x, scale=0.3), tol=2e-5)
+
+
+def test_128_slots_default_to_one_tile(monkeypatch):
+    """The default launch options at M = 128 (what the H100 A/B timed): kernel_ds in one 128-wide tile."""
+    x = make_inputs(B=1, T=20, HQ=2, H=1, K=16, V=16, M=128, tau=1.0)
+    got, launches = tiled_run(x, None, monkeypatch)
+    assert launches == [(128, False)]
     assert_matches(got, run(parallel_reference, x, scale=0.3), tol=2e-5)

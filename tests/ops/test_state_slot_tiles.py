@@ -58,10 +58,14 @@ def test_slot_tiles_in_segmented_walks_of_packed_sequences(slot_read):
     assert_matches(got, run(recurrent_reference, x, scale=0.3, slot_read=slot_read, cu_seqlens=cu), tol=2e-5)
 
 
-def test_default_slot_tile_splits_128_slots():
-    """M = 128 at the default launch options: two 64-wide slot tiles, and the softmax statistics across them."""
+def test_64_wide_slot_tiles_split_128_slots():
+    """M = 128 in the launchers' own 64-wide slot tiles (the "@m128" entries, which default to one tile, emptied of
+    their BM), and the softmax statistics across them."""
     x = make_inputs(B=1, T=40, HQ=2, H=1, K=16, V=16, M=128, tau=1.0)
-    assert_matches(cpu(run(chunk_op, on(cast(x, torch.float32)))), run(parallel_reference, x, scale=0.3), tol=2e-5)
+    wide = {f"{name}@m128": {} for name in (*STATE_KERNELS, "h-carry", "dh-carry")}
+    with SETTINGS.override(launch={**SETTINGS.launch, **wide}):
+        got = cpu(run(chunk_op, on(cast(x, torch.float32))))
+    assert_matches(got, run(parallel_reference, x, scale=0.3), tol=2e-5)
 
 
 def test_walk_plan_counts_slot_tiles(monkeypatch):
@@ -73,14 +77,19 @@ def test_walk_plan_counts_slot_tiles(monkeypatch):
 
     x = torch.empty(0)
     chunks = prepare_chunks(None, 1, 256, "cpu")
-    w = chunk_h.walk_plan(x, "dh", 128, 16, 128, chunks, False)
-    assert (w.opts["BM"], w.grid) == (64, (2 * 2, 16, 1))
+    w = chunk_h.walk_plan(x, "dh", 128, 16, 128, chunks, False)  # the default at M = 128: one tile
+    assert (w.opts["BM"], w.grid) == (128, (2, 16, 1))
+    tiled = {**SETTINGS.launch, "h@m128": {"BM": 64}, "dh@m128": {"BM": 64}}
+    with SETTINGS.override(launch=tiled):
+        w = chunk_h.walk_plan(x, "dh", 128, 16, 128, chunks, False)
+        assert (w.opts["BM"], w.grid) == (64, (2 * 2, 16, 1))
+    assert chunk_h.walk_plan(x, "h", 128, 16, 40, chunks, False).grid == (2, 16, 1)  # M = 40: one 64-wide tile
     with SETTINGS.override(launch=slot_tiles(16, 16)):
         assert chunk_h.walk_plan(x, "h", 128, 16, 40, chunks, False).grid == (2 * 3, 16, 1)
-    with SETTINGS.override(launch={**SETTINGS.launch, "h": {"BM": 128}}):
-        assert chunk_h.walk_plan(x, "h", 128, 16, 128, chunks, False).grid == (2, 16, 1)
     monkeypatch.setattr(launch, "_sm_count", lambda device: 132)
     # 24 heads of 128 on 132 SMs: 96 programs at 64 wide with two slot tiles, 192 at 32; one slot tile: 16 wide
     assert launch.state_tile(128, 24, "cuda", 2) == 32
     assert launch.state_tile(128, 24, "cuda", 1) == 16
-    assert chunk_h.walk_plan(x, "h", 128, 24, 128, chunks, False).BD == 32
+    assert chunk_h.walk_plan(x, "h", 128, 24, 128, chunks, False).BD == 16
+    with SETTINGS.override(launch=tiled):
+        assert chunk_h.walk_plan(x, "h", 128, 24, 128, chunks, False).BD == 32

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 # Launch options of single kernels, by the name of their launch_options() call ("cumsum", "h", "a", "o", "dp", "dh",
 # "dx", "ds", "dg"; "h-narrow" / "dh-narrow": the state kernels at 16-wide tiles; "h-carry" / "dh-carry": the
 # segmented walks' carry kernels; "a-small" / "dp-small": kernel_a at D <= 128): num_warps, num_stages; for "o" and
-# "dx", the D tile "BD"; for "ds" and the six state-kernel names, the slot tile "BM" (default: M up to 64, a power of
-# two; {"BM": 128} walks M = 128 as one tile; that default follows ptxas's spills and is not yet timed: chunk_h.py,
-# "Slot tiles"; chunk_ds.py). The rest were chosen for the H100 from one side-by-side sweep of every kernel over a few
+# "dx", the D tile "BD"; for "ds" and the six state-kernel names, the slot tile "BM" (a power of two >= 16; without an
+# entry the launchers take M up to 64 a tile; {"BM": 128} walks M = 128 as one tile: chunk_h.py, "Slot tiles";
+# chunk_ds.py). The rest were chosen for the H100 from one side-by-side sweep of every kernel over a few
 # options, no autotuning at run time: kernel_dx at 8 warps and 1 stage ran ~2x faster than at 4 and 3 (software
 # pipelining of its short loop costs shared memory and occupancy); kernel_h gained ~5-15% at 2 stages; at 16-wide
 # tiles (B 1, T 16K) the state kernels want 8 warps and 2 stages (kernel_h 2434 -> 1890 us, kernel_dh 1686 -> 1322),
@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 # A name + "@m128" entry applies on top of the name's above 64 slots (launch.WIDE_SLOTS): at M = 128 the [64, M]
 # float32 tiles of kernel_a, kernel_o and kernel_dh spill at 2-4 warps, and 8 warps cut the H100's fwd+bwd from
 # 16.46 to 9.40 ms (16 heads of 128) and 8.33 to 5.98 ms (4 heads of 512), while at M = 64 the same change lost
-# (4.29 -> 5.31 ms, 16 heads of 128): BENCHMARKS.md, "Kernels".
+# (4.29 -> 5.31 ms, 16 heads of 128): BENCHMARKS.md, "Kernels". That A/B ran the kernels in one slot tile, so the
+# M = 128 defaults keep them so ({"BM": 128}); the 64-wide slot tiles spill less compiled for sm_90 (kernel_ds 2448
+# -> 1744 bytes a thread, kernel_dh 2048-2384 -> 1232-1344) but are not timed yet: docs/log.md gives the A/B command.
 KERNEL_NAMES = ("cumsum", "h", "h-narrow", "h-carry", "a", "a-small", "o", "dp", "dp-small", "dh", "dh-narrow",
                 "dh-carry", "dx", "ds", "dg")
 LAUNCH_NAMES = frozenset(KERNEL_NAMES) | {f"{name}@m128" for name in KERNEL_NAMES}  # the keys SETTINGS.launch takes
@@ -38,7 +40,11 @@ DEFAULT_LAUNCH: dict[str, dict[str, int]] = {
     "dh-narrow": dict(num_warps=8, num_stages=2),
     "a-small": dict(num_warps=2, num_stages=2),
     "dp-small": dict(num_warps=2, num_stages=2),
-    **{f"{name}@m128": dict(num_warps=8) for name in ("a", "dp", "a-small", "dp-small", "o", "dh")},
+    # above 64 slots: what the A/B measured best, every kernel in one slot tile (the comment above)
+    **{f"{name}@m128": dict(num_warps=8) for name in ("a", "dp", "a-small", "dp-small", "o")},
+    "ds@m128": dict(num_warps=8, BM=128),
+    "dh@m128": dict(num_warps=8, BM=128),
+    **{f"{name}@m128": dict(BM=128) for name in ("h", "h-narrow", "h-carry", "dh-narrow", "dh-carry")},
 }
 
 
