@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -63,16 +65,47 @@ class GatedDown(torch.autograd.Function):
     def backward(ctx, dy):
         gate, up, weight = ctx.saved_tensors
         device, enabled, dtype = ctx.autocast
-        with torch.enable_grad(), torch.autocast(device, dtype=dtype, enabled=enabled):
-            g, u = gate.detach().requires_grad_(), up.detach().requires_grad_()
-            z = gated_product(g, u, ctx.hidden_act)
-            dz = torch.matmul(dy, weight)  # [..., F], in the forward's compute dtype under autocast
+        with torch.autocast(device, dtype=dtype, enabled=enabled):  # the products as the forward's
+            dz = torch.matmul(dy, weight).to(gate.dtype)  # [..., F]
+            z, dg, du = gated_product_backward(gate, up, dz, ctx.hidden_act)
             dw = None
             if ctx.needs_input_grad[2]:
-                dw = torch.matmul(dy.reshape(-1, dy.shape[-1]).t(), z.detach().reshape(-1, z.shape[-1]))
-                dw = dw.to(weight.dtype)
-            dg, du = torch.autograd.grad(z, (g, u), dz.to(z.dtype))
+                dw = torch.matmul(dy.reshape(-1, dy.shape[-1]).t(), z.reshape(-1, z.shape[-1])).to(weight.dtype)
         return dg, du, dw, None
+
+
+def _silu_grad(g):
+    sig = torch.sigmoid(g)
+    return sig * (1 + g * (1 - sig))
+
+
+def _gelu_grad(g):  # the exact (erf) GELU, F.gelu's default
+    return 0.5 * (1 + torch.erf(g * 0.5**0.5)) + g * torch.exp(-0.5 * g * g) * (2 * math.pi) ** -0.5
+
+
+def _relu_grad(g):
+    return (g > 0).to(g.dtype)
+
+
+# d act(g) / dg, written out: the backward is traceable by torch.compile (no autograd call inside)
+ACTIVATION_GRADS = {"silu": _silu_grad, "gelu": _gelu_grad, "relu": _relu_grad}
+
+
+def gated_product_backward(gate: torch.Tensor, up: torch.Tensor, dz: torch.Tensor, hidden_act: str = "silu"
+                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(act(gate) * up, dgate, dup) from the product's gradient dz, all [..., F]: the gated_product recomputed and
+    its backward, on SwiGLU's Triton kernels where gated_product runs them."""
+    if hidden_act == "silu" and use_triton_kernels(gate):
+        from gsa.ops.triton.swiglu import swiglu_bwd, swiglu_fwd
+
+        gate, up = gate.contiguous(), up.contiguous()
+        return swiglu_fwd(gate, up), *swiglu_bwd(dz, gate, up)
+    # rounded as autograd rounds the plain path: act(gate) and the products in the inputs' dtype, the activation's
+    # derivative in at least float32 (as PyTorch's own activation backward computes it)
+    wide = torch.promote_types(gate.dtype, torch.float32)
+    act = ACTIVATIONS[hidden_act](gate)
+    dgate = ((dz * up).to(wide) * ACTIVATION_GRADS[hidden_act](gate.to(wide))).to(gate.dtype)
+    return act * up, dgate, dz * act
 
 
 def gated_product(gate: torch.Tensor, up: torch.Tensor, hidden_act: str = "silu") -> torch.Tensor:
