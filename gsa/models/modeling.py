@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
@@ -12,6 +11,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from gsa.models.cache import GSACache
 from gsa.models.configuration import GSAConfig
 from gsa.models.loading import VerifiedLoading
+from gsa.models.loss import IGNORE, cross_entropy_rows
 from gsa.nn import GatedSlotAttention, GSAState, RMSNorm, ShortConvolution, SlotGateProjection, SwiGLU
 from gsa.nn.feature_map import LearnedFeatureMap
 
@@ -193,17 +193,18 @@ class CausalLMEmbeddings:
 def shifted_lm_loss(
     logits: torch.Tensor, labels: torch.Tensor, cu_seqlens: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Mean next-token cross-entropy, in at least float32. logits: [B, T, vocab], labels: [B, T] (-100 = ignore).
+    """Mean next-token cross-entropy, in at least float32 (without float32 copies of the logits: gsa.models.loss).
+    logits: [B, T, vocab], labels: [B, T] (-100 = ignore).
 
-    Position t predicts labels[:, t + 1]. With cu_seqlens the last token of each packed sequence predicts nothing
-    (the next position belongs to another sequence).
+    Position t predicts labels[:, t + 1]; the last position predicts nothing. With cu_seqlens the last token of each
+    packed sequence predicts nothing either (the next position belongs to another sequence).
     """
-    target = labels[:, 1:].clone()
+    target = torch.full_like(labels, IGNORE)
+    target[:, :-1] = labels[:, 1:]
     if cu_seqlens is not None:
         ends = cu_seqlens[1:-1].to(target.device) - 1  # last position of every sequence but the final one
-        target[:, ends] = -100
-    logits = logits[:, :-1].to(torch.promote_types(logits.dtype, torch.float32))  # bf16 logits -> float32 loss
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100)
+        target[:, ends] = IGNORE
+    return cross_entropy_rows(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
 
 
 class GSAForCausalLM(CausalLMEmbeddings, GSAPreTrainedModel, GenerationMixin):
