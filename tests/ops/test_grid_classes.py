@@ -17,7 +17,7 @@ pytest.importorskip("triton", reason=NO_TRITON)
 
 from gsa.bench.grid import GRID  # noqa: E402
 from gsa.ops import gated_slot_attention, parallel_reference  # noqa: E402
-from gsa.ops.triton import chunk_gsa  # noqa: E402
+from gsa.ops.triton import SETTINGS, chunk_gsa  # noqa: E402
 from op_inputs import assert_matches, assert_ratio, cast, cpu, make_inputs, on, run  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning",
@@ -46,6 +46,19 @@ def test_grid_class_matches_reference(cls):
     x = make_inputs(B=1, T=70, HQ=H * groups, H=H, K=K, V=V, M=M, tau=4.0)
     ours = run(chunk_op, on(cast(x, torch.float32)))
     assert_matches(cpu(ours), run(parallel_reference, x), tol=2e-5)
+
+
+# the launch options that split M = 128 into 64-wide slot tiles (the "@m128" entries, one tile by default, emptied)
+SLOT_TILES = {f"{name}@m128": {} for name in ("ds", "dh", "h", "h-narrow", "h-carry", "dh-narrow", "dh-carry")}
+WIDE = [pytest.param(c, id=i) for c, i in zip(CLASSES, IDS) if c[4] > 64]
+
+
+@gpu
+@pytest.mark.parametrize("cls", WIDE)
+def test_gpu_slot_tiles_within_2x_of_the_torch_backend(cls):
+    """The wide-slot classes again with kernel_ds and the state kernels in 64-wide slot tiles (opt-in)."""
+    with SETTINGS.override(launch={**SETTINGS.launch, **SLOT_TILES}):
+        test_gpu_grid_class_within_2x_of_the_torch_backend(cls)
 
 
 @gpu
