@@ -87,8 +87,9 @@ def collect(shape: dict, arch: int, dtype=torch.bfloat16, warps: int | None = No
         seen.add(key)
         k = triton.compile(ASTSource(fn=self, signature=sig, constexprs=consts), target=target,
                            options={"num_warps": 4, "num_stages": 3, **options})
-        flags = ",".join(f"{n}={bound[n]}" for n in ("BACKWARD", "SOFTMAX", "LINEAR", "TRANSPOSED", "TILED", "PDL")
-                          if n in bound and (n not in ("TILED", "PDL") or bound[n]))
+        flags = ",".join(f"{n}={bound[n]}"
+                         for n in ("BACKWARD", "SOFTMAX", "LINEAR", "TRANSPOSED", "TILED", "PDL", "GROUP")
+                         if n in bound and (n not in ("TILED", "PDL", "GROUP") or bound[n]))
         rows.append({"kernel": self.__name__ + (f" [{flags}]" if flags else ""),
                      "warps": options.get("num_warps", 4), "shared": k.metadata.shared, **_resources(k.asm["cubin"])})
         return None

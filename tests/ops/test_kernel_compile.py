@@ -73,3 +73,11 @@ def test_slot_tiled_ds_kernel_compiles_for_sm90(tmp_path):
     tiled = {f"{n}@m128": {} for n in ("ds", "dh", "h", "h-narrow", "h-carry", "dh-narrow", "dh-carry")}
     names = [r["kernel"] for r in _compile(tmp_path, "m128", "--launch", json.dumps(tiled))]
     assert "chunk_gsa_bwd_kernel_ds [SOFTMAX=True,TILED=True]" in names, names
+
+
+def test_kv_group_kernel_a_compiles_for_sm90(tmp_path):
+    """kernel_a with one program per kv head (launch option GROUP; the tiny shape has 2 query heads a kv head)."""
+    group = {n: {"GROUP": True} for n in ("a", "a-small", "dp", "dp-small")}
+    names = [r["kernel"] for r in _compile(tmp_path, "tiny", "--launch", json.dumps(group))]
+    for backward in (False, True):
+        assert f"chunk_gsa_fwd_kernel_a [BACKWARD={backward},LINEAR=False,GROUP=True]" in names, names

@@ -13,6 +13,8 @@ Both reuse the decayed slot weights s_j * exp(Gl_r - Gl_j) of the chunk: one ker
 and Gl back.
 Earlier sub-blocks factor the decay through the query block's first row r (both factors <= 1); so does the diagonal
 sub-block while its decay span allows (SETTINGS.factor_span), else it takes exp(Gl_t - Gl_j) pairwise.
+A program takes one query head, or with the launch option GROUP all the query heads of a kv head in turn: their Gl
+and s rows, span test and decayed slot weights depend on the kv head only and are then taken once.
 """
 
 from __future__ import annotations
@@ -21,36 +23,32 @@ import torch
 import triton
 import triton.language as tl
 
-from gsa.ops.triton.chunks import BC, BT, Chunks, sub_block_program, tiles_grid
-from gsa.ops.triton.launch import launch, block, launch_options
+from gsa.ops.triton.chunks import BC, BT, Chunks, sub_block_program, sub_block_tiles, tiles_grid
+from gsa.ops.triton.launch import block, check_group, launch, launch_options
 from gsa.ops.triton.tiles import (
     decayed_rows, factor_span, load_row, load_rows, masked_softmax, pairwise_decay, row_dots, sub_block_span,
 )
 
 
 @triton.jit
-def chunk_gsa_fwd_kernel_a(a, b, s, gl, h, A, dA, dGq, P, cu_seqlens, chunk_indices, scale,
-                           H, HQ, D, M, span_max,
-                           BT: tl.constexpr, BC: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr,
-                           BACKWARD: tl.constexpr, LINEAR: tl.constexpr, PREC: tl.constexpr):
-    i_c, i_i, i_hq, i_h, t0, eos, ti = sub_block_program(cu_seqlens, chunk_indices, H, HQ, BT, BC)
-    if ti >= eos:
-        return
-    o_t = t0 + tl.arange(0, BT)
-    o_i = ti + tl.arange(0, BC)
-    o_m = tl.arange(0, BM)
-    m_t, m_i, m_m = o_t < eos, o_i < eos, o_m < M
+def chunk_weights(b_st, b_gt, b_gr, m_t, i_i, factored, BT: tl.constexpr, BC: tl.constexpr):
+    """(o_c [BT], the chunk's row offsets; b_sd [BT, BM], the decayed slot weights s_j * exp(Gl_r - Gl_j) of its rows
+    j before sub-block i_i (and, factored, inside it), 0 on the others) from s and Gl of the chunk (b_st, b_gt
+    [BT, BM]) and Gl of the sub-block's first row r (b_gr [BM])."""
+    # earlier sub-blocks (and, factored, the diagonal one): exp(Gl_t - Gl_j) = exp(Gl_t - Gl_r) * exp(Gl_r - Gl_j),
+    # both <= 1 for earlier rows j; for diagonal rows the second is <= exp(span)
+    o_c = tl.arange(0, BT)
+    m_j = (o_c < i_i * BC + tl.where(factored, BC, 0)) & m_t
+    return o_c, decayed_rows(b_st, b_gt, b_gr, m_j)
 
-    b_gt = load_rows(gl + i_h * M, o_t, m_t, H * M, o_m, m_m)  # [BT, BM]
-    b_gi = load_rows(gl + i_h * M, o_i, m_i, H * M, o_m, m_m)  # [BC, BM]
-    b_gr = load_row(gl + i_h * M, ti, H * M, o_m, m_m)  # [BM]
-    b_st = load_rows(s + i_h * M, o_t, m_t, H * M, o_m, m_m).to(tl.float32)  # [BT, BM]
-    # the diagonal sub-block goes through the dot below with the rest while its decay span allows (SETTINGS.factor_span)
-    factored = sub_block_span(b_gi, b_gr) < span_max
 
-    p_h = h + (i_c.to(tl.int64) * H + i_h) * D * M
-    b_x = tl.zeros([BC, BM], dtype=tl.float32)  # inter-chunk scores
-    b_ab = tl.zeros([BC, BT], dtype=tl.float32)  # a_i . b_j over the chunk
+@triton.jit
+def head_dots(a, b, p_h, i_hq, i_h, H, HQ, D, M, o_t, m_t, o_i, m_i, o_m, m_m, b_gi,
+              BT: tl.constexpr, BC: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr, PREC: tl.constexpr):
+    """Query head i_hq's dots over D: (b_x [BC, BM], exp(Gl_i) * (a_i @ S), the inter-chunk scores; b_ab [BC, BT],
+    a_i . b_j over the chunk). p_h: the chunk-start state [D, M] of kv head i_h."""
+    b_x = tl.zeros([BC, BM], dtype=tl.float32)
+    b_ab = tl.zeros([BC, BT], dtype=tl.float32)
     for i_d in range(tl.cdiv(D, BD)):
         o_d = i_d * BD + tl.arange(0, BD)
         m_d = o_d < D
@@ -60,11 +58,16 @@ def chunk_gsa_fwd_kernel_a(a, b, s, gl, h, A, dA, dGq, P, cu_seqlens, chunk_indi
         b_x += tl.dot(b_ai.to(tl.float32), b_h, input_precision=PREC)
         b_ab += tl.dot(b_ai, tl.trans(b_bt), input_precision=PREC)
     b_x *= tl.exp(b_gi)
-    # earlier sub-blocks (and, factored, the diagonal one): exp(Gl_t - Gl_j) = exp(Gl_t - Gl_r) * exp(Gl_r - Gl_j),
-    # both <= 1 for earlier rows j; for diagonal rows the second is <= exp(span)
-    o_c = tl.arange(0, BT)
-    m_j = (o_c < i_i * BC + tl.where(factored, BC, 0)) & m_t
-    b_sd = decayed_rows(b_st, b_gt, b_gr, m_j)  # [BT, BM]
+    return b_x, b_ab
+
+
+@triton.jit
+def head_rows(a, b, s, A, dA, dGq, P, scale, i_hq, i_h, i_i, t0, H, HQ, D, M, o_i, m_i, o_m, m_m, o_c,
+              b_gi, b_gr, b_sd, b_x, b_ab, factored,
+              BT: tl.constexpr, BC: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr,
+              BACKWARD: tl.constexpr, LINEAR: tl.constexpr, PREC: tl.constexpr):
+    """Query head i_hq's rest, from its head_dots and the kv head's decayed slot weights b_sd [BT, BM]: the
+    intra-chunk scores, the stores of A1 (or dA1 and dGq) and of the sub-block's rows of P."""
     b_ab = tl.where(o_c[None, :] <= (o_i - t0)[:, None], b_ab, 0.0)  # causal inside the diagonal sub-block
     b_x += tl.exp(b_gi - b_gr[None, :]) * tl.dot(b_ab, b_sd, input_precision=PREC)
     if not factored:  # the diagonal sub-block, pairwise: [BC (t), BC (j), BM]
@@ -110,6 +113,59 @@ def chunk_gsa_fwd_kernel_a(a, b, s, gl, h, A, dA, dGq, P, cu_seqlens, chunk_indi
         tl.store(p_p + i_i * BC + tl.arange(0, BC)[None, :], b_pd, mask=m_i[:, None])
 
 
+@triton.jit
+def chunk_gsa_fwd_kernel_a(a, b, s, gl, h, A, dA, dGq, P, cu_seqlens, chunk_indices, scale,
+                           H, HQ, D, M, span_max,
+                           BT: tl.constexpr, BC: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr,
+                           BACKWARD: tl.constexpr, LINEAR: tl.constexpr, PREC: tl.constexpr, GROUP: tl.constexpr):
+    # GROUP: one program per kv head, for all HQ // H query heads of its group (tiles_grid(BT // BC, H, NT)); what
+    # depends on the kv head only (its Gl and s rows, the span test, the decayed slot weights) is then taken once
+    if GROUP:
+        i_c, i_i, i_h, t0, eos = sub_block_tiles(cu_seqlens, chunk_indices, H, BT, BC)
+        ti = t0 + i_i * BC
+    else:
+        i_c, i_i, i_hq, i_h, t0, eos, ti = sub_block_program(cu_seqlens, chunk_indices, H, HQ, BT, BC)
+    if ti >= eos:
+        return
+    o_t = t0 + tl.arange(0, BT)
+    o_i = ti + tl.arange(0, BC)
+    o_m = tl.arange(0, BM)
+    m_t, m_i, m_m = o_t < eos, o_i < eos, o_m < M
+
+    b_gt = load_rows(gl + i_h * M, o_t, m_t, H * M, o_m, m_m)  # [BT, BM]
+    b_gi = load_rows(gl + i_h * M, o_i, m_i, H * M, o_m, m_m)  # [BC, BM]
+    b_gr = load_row(gl + i_h * M, ti, H * M, o_m, m_m)  # [BM]
+    b_st = load_rows(s + i_h * M, o_t, m_t, H * M, o_m, m_m).to(tl.float32)  # [BT, BM]
+    # the diagonal sub-block goes through the dot below with the rest while its decay span allows (SETTINGS.factor_span)
+    factored = sub_block_span(b_gi, b_gr) < span_max
+
+    p_h = h + (i_c.to(tl.int64) * H + i_h) * D * M
+    if GROUP:
+        o_c, b_sd = chunk_weights(b_st, b_gt, b_gr, m_t, i_i, factored, BT, BC)
+        G = HQ // H
+        for i_hq in range(i_h * G, i_h * G + G):
+            b_x, b_ab = head_dots(a, b, p_h, i_hq, i_h, H, HQ, D, M, o_t, m_t, o_i, m_i, o_m, m_m, b_gi,
+                                  BT, BC, BD, BM, PREC)
+            head_rows(a, b, s, A, dA, dGq, P, scale, i_hq, i_h, i_i, t0, H, HQ, D, M, o_i, m_i, o_m, m_m, o_c,
+                      b_gi, b_gr, b_sd, b_x, b_ab, factored, BT, BC, BD, BM, BACKWARD, LINEAR, PREC)
+    else:
+        b_x, b_ab = head_dots(a, b, p_h, i_hq, i_h, H, HQ, D, M, o_t, m_t, o_i, m_i, o_m, m_m, b_gi,
+                              BT, BC, BD, BM, PREC)
+        o_c, b_sd = chunk_weights(b_st, b_gt, b_gr, m_t, i_i, factored, BT, BC)
+        head_rows(a, b, s, A, dA, dGq, P, scale, i_hq, i_h, i_i, t0, H, HQ, D, M, o_i, m_i, o_m, m_m, o_c,
+                  b_gi, b_gr, b_sd, b_x, b_ab, factored, BT, BC, BD, BM, BACKWARD, LINEAR, PREC)
+
+
+def kernel_a_launch(name: str, H: int, HQ: int, M: int, NT: int) -> tuple[tuple[int], dict]:
+    """(grid, launch keywords) of kernel_a as `name`: one program per sub-block, query head and chunk, or with the
+    launch option GROUP (a bool, default False) one per sub-block, kv head and chunk for all the kv head's query
+    heads (with one query head a kv head GROUP changes nothing and is dropped)."""
+    opts = launch_options(name, slots=M, GROUP=False)
+    check_group(name, opts["GROUP"])
+    opts["GROUP"] = opts["GROUP"] and HQ > H
+    return tiles_grid(BT // BC, H if opts["GROUP"] else HQ, NT), opts
+
+
 def chunk_fwd_a(q: torch.Tensor, k: torch.Tensor, s: torch.Tensor, gl: torch.Tensor, hk: torch.Tensor,
                 chunks: Chunks, scale: float, prec: str, linear_read: bool = False
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,12 +176,11 @@ def chunk_fwd_a(q: torch.Tensor, k: torch.Tensor, s: torch.Tensor, gl: torch.Ten
     H, M = k.shape[1], s.shape[-1]
     A = torch.empty(TT, HQ, M, dtype=torch.float32, device=q.device)
     P = torch.empty(TT, HQ, BT, dtype=torch.float32, device=q.device)
-    grid = tiles_grid(BT // BC, HQ, chunks.NT)
+    grid, opts = kernel_a_launch("a" if D > 128 else "a-small", H, HQ, M, chunks.NT)
     launch(chunk_gsa_fwd_kernel_a, grid)(q, k, s, gl, hk, A, None, None, P, chunks.cu_seqlens, chunks.indices,
                                  scale, H=H, HQ=HQ, D=D, M=M, span_max=factor_span(), BT=BT, BC=BC,
                                  BD=block(D, 64), BM=block(M, 128),
-                                 BACKWARD=False, LINEAR=linear_read, PREC=prec,
-                                 **launch_options("a" if D > 128 else "a-small", slots=M))
+                                 BACKWARD=False, LINEAR=linear_read, PREC=prec, **opts)
     return A, P
 
 
@@ -140,10 +195,9 @@ def chunk_bwd_dp(do: torch.Tensor, v: torch.Tensor, s: torch.Tensor, gl: torch.T
     dA = torch.empty(TT, HQ, M, dtype=torch.float32, device=do.device)
     dGq = torch.empty_like(dA)
     P1 = torch.empty(TT, HQ, BT, dtype=torch.float32, device=do.device)
-    grid = tiles_grid(BT // BC, HQ, chunks.NT)
+    grid, opts = kernel_a_launch("dp" if D > 128 else "dp-small", H, HQ, M, chunks.NT)
     launch(chunk_gsa_fwd_kernel_a, grid)(do, v, s, gl, hv, A, dA, dGq, P1, chunks.cu_seqlens, chunks.indices, 1.0,
                                  H=H, HQ=HQ, D=D, M=M, span_max=factor_span(), BT=BT, BC=BC, BD=block(D, 64),
                                  BM=block(M, 128),
-                                 BACKWARD=True, LINEAR=linear_read, PREC=prec,
-                                 **launch_options("dp" if D > 128 else "dp-small", slots=M))
+                                 BACKWARD=True, LINEAR=linear_read, PREC=prec, **opts)
     return dA, dGq, P1

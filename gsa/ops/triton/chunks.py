@@ -106,11 +106,19 @@ def tiles_grid(n0: int, n1: int, n2: int) -> tuple[int]:
 
 
 @triton.jit
-def sub_block_program(cu_seqlens, chunk_indices, H, HQ, BT: tl.constexpr, BC: tl.constexpr):
-    """What a program of a tiles_grid(BT // BC sub-blocks, HQ query heads, NT chunks) works on:
-    (i_c, i_i, i_hq, i_h, t0, eos, ti), the chunk, its sub-block, the query head and its kv head, the chunk's first
-    token, the sequence end and the sub-block's first token (the caller returns early when ti >= eos)."""
+def sub_block_tiles(cu_seqlens, chunk_indices, NH, BT: tl.constexpr, BC: tl.constexpr):
+    """What a program of a tiles_grid(BT // BC sub-blocks, NH heads, NT chunks) works on: (i_c, i_i, i_n, t0, eos),
+    the chunk, its sub-block, the head, the chunk's first token and the sequence end; the sub-block's first token is
+    t0 + i_i * BC (the caller returns early when it is >= eos)."""
     NC: tl.constexpr = BT // BC
-    i_i, i_hq, i_c = program_tiles(NC, HQ)
+    i_i, i_n, i_c = program_tiles(NC, NH)
     t0, eos = chunk_bounds(cu_seqlens, chunk_indices, i_c, BT)
+    return i_c, i_i, i_n, t0, eos
+
+
+@triton.jit
+def sub_block_program(cu_seqlens, chunk_indices, H, HQ, BT: tl.constexpr, BC: tl.constexpr):
+    """sub_block_tiles over HQ query heads: (i_c, i_i, i_hq, i_h, t0, eos, ti), with i_h the query head's kv head and
+    ti the sub-block's first token."""
+    i_c, i_i, i_hq, t0, eos = sub_block_tiles(cu_seqlens, chunk_indices, HQ, BT, BC)
     return i_c, i_i, i_hq, i_hq // (HQ // H), t0, eos, t0 + i_i * BC

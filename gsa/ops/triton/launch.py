@@ -94,6 +94,12 @@ def check_slot_tile(name: str, BM: int) -> None:
         raise ValueError(f"SETTINGS.launch[{name!r}]['BM'] (the slot tile) must be a power of two >= 16, got {BM!r}")
 
 
+def check_group(name: str, group) -> None:
+    """kernel_a's launch option "GROUP" (one program for all the query heads of a kv head) must be a bool."""
+    if not isinstance(group, bool):
+        raise ValueError(f"SETTINGS.launch[{name!r}]['GROUP'] (one program a kv head) must be a bool, got {group!r}")
+
+
 def launch_key() -> tuple:
     """What the compiled kernels depend on besides the inputs (part of a configuration's identity for the first-call
     warm pass)."""

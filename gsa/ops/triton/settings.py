@@ -17,7 +17,10 @@ from dataclasses import dataclass, field
 # segmented walks' carry kernels; "a-small" / "dp-small": kernel_a at D <= 128): num_warps, num_stages; for "o" and
 # "dx", the D tile "BD"; for "ds" and the six state-kernel names, the slot tile "BM" (a power of two >= 16; without an
 # entry the launchers take M up to 64 a tile; {"BM": 128} walks M = 128 as one tile: chunk_h.py, "Slot tiles";
-# chunk_ds.py). The rest were chosen for the H100 from one side-by-side sweep of every kernel over a few
+# chunk_ds.py); for kernel_a's four names, "GROUP" (a bool, default False): one program per kv head for all its query
+# heads, which then share the loads of Gl and s rows and the decayed slot weights (chunk_a.py; not timed on a GPU
+# yet; an entry replaces the name's defaults, so {"a-small": {"GROUP": True}} also drops its 2 warps and 2 stages
+# unless it restates them). The rest were chosen for the H100 from one side-by-side sweep of every kernel over a few
 # options, no autotuning at run time: kernel_dx at 8 warps and 1 stage ran ~2x faster than at 4 and 3 (software
 # pipelining of its short loop costs shared memory and occupancy); kernel_h gained ~5-15% at 2 stages; at 16-wide
 # tiles (B 1, T 16K) the state kernels want 8 warps and 2 stages (kernel_h 2434 -> 1890 us, kernel_dh 1686 -> 1322),
