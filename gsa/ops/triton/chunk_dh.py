@@ -17,7 +17,7 @@ from gsa.ops.triton.chunk_h import (
 from gsa.ops.triton.chunks import BT, Chunks
 from gsa.ops.triton.launch import launch
 from gsa.ops.triton.settings import SETTINGS
-from gsa.ops.triton.tiles import load_row, load_rows, masked_softmax, row_softmax_stats
+from gsa.ops.triton.tiles import load_row, load_rows, load_slot_softmax
 
 
 @triton.jit
@@ -59,14 +59,9 @@ def chunk_gsa_bwd_kernel_dh(y, A, gl, dh, dht, dh0, seg_h, seg_g, cu_seqlens, ch
         for i_g in range(G):
             i_hq = i_h * G + i_g
             if SOFTMAX:
-                if NM > 1:  # the row statistics over all M slots first, before this tile's weights are held
-                    b_mx, b_z = row_softmax_stats(A + i_hq * M, o_t, m_t, HQ * M, M, BM)
-            b_a = load_rows(A + i_hq * M, o_t, m_t, HQ * M, o_m, m_m)  # [BT, BM]
-            if SOFTMAX:
-                if NM == 1:
-                    b_a = masked_softmax(b_a, m_tm)
-                else:
-                    b_a = tl.where(m_tm, tl.exp(b_a - b_mx[:, None]), 0.0) / b_z[:, None]
+                b_a = load_slot_softmax(A + i_hq * M, o_t, m_t, HQ * M, o_m, m_m, M, BM, NM > 1)  # [BT, BM]
+            else:
+                b_a = load_rows(A + i_hq * M, o_t, m_t, HQ * M, o_m, m_m)
             b_y = load_rows(y + i_hq * D, o_t, m_t, HQ * D, o_d, m_d).to(tl.float32)  # [BT, BD]
             b_dh = tl.dot(tl.trans(b_y), b_a * (scale * b_e), b_dh, input_precision=PREC)
         b_gs += b_gl

@@ -9,7 +9,7 @@ Then dG_j = sum_{query heads} (A1 * dA1 + p * dp)_j - s_j * ds_j (docs/algorithm
 Later sub-blocks factor the decay through the key block's last row; so does the diagonal sub-block while its decay
 span allows (SETTINGS.factor_span), else it takes exp(Gl_t - Gl_j) pairwise.
 Every term is separate per slot (the decays are diagonal over slots), so a program takes one BM-wide slot tile; only
-softmax(A1) needs whole rows, whose max and sum then read every slot tile (tiles.slot_softmax).
+softmax(A1) needs whole rows, whose max and sum then read every slot tile (tiles.load_slot_softmax).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import triton.language as tl
 from gsa.ops.triton.chunks import BC, BT, Chunks, chunk_bounds, program_tiles, tiles_grid
 from gsa.ops.triton.launch import block, cdiv, check_slot_tile, launch, launch_options
 from gsa.ops.triton.tiles import (
-    factor_span, load_row, load_rows, pairwise_decay, row_dots, slot_softmax, sub_block_span,
+    factor_span, load_row, load_rows, load_slot_softmax, pairwise_decay, row_dots, sub_block_span,
 )
 
 
@@ -51,9 +51,10 @@ def _ds_pass(x, y, A, dh, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_a, o_m, m_m, b_
         # kernel equal to 1e-7 (docs/log.md, "Kernels"): dg, which sums s * ds, carried it at 5x the
         # torch backend's error at T = 2048.
         b_xy = row_dots(x + i_h * D, o_j, m_j, H * D, y + i_hq * D, o_t, m_t, HQ * D, D, BC, BT, BD, PREC)
-        b_at = load_rows(A + i_hq * M, o_t, m_t, HQ * M, o_m, m_m)  # [BT, BM]
         if SOFTMAX:
-            b_at = slot_softmax(b_at, m_t[:, None] & m_m[None, :], A + i_hq * M, o_t, m_t, HQ * M, M, BM, TILED)
+            b_at = load_slot_softmax(A + i_hq * M, o_t, m_t, HQ * M, o_m, m_m, M, BM, TILED)  # [BT, BM]
+        else:
+            b_at = load_rows(A + i_hq * M, o_t, m_t, HQ * M, o_m, m_m)
         # later sub-blocks (and, factored, the diagonal one from row j on), the decay factored through the key
         # block's last row e: exp(Gl_t - Gl_e) <= 1 after the block, <= exp(span) inside it
         b_ad = tl.where(m_a[:, None], b_at * tl.exp(tl.where(m_a[:, None], b_gt - b_ge[None, :], 0.0)), 0.0)
@@ -62,9 +63,10 @@ def _ds_pass(x, y, A, dh, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_a, o_m, m_m, b_
         if not factored:  # the diagonal sub-block, pairwise
             # y_t . x_j inside the sub-block
             b_yxd = row_dots(y + i_hq * D, o_j, m_j, HQ * D, x + i_h * D, o_j, m_j, H * D, D, BC, BC, BD, PREC)
-            b_aj = load_rows(A + i_hq * M, o_j, m_j, HQ * M, o_m, m_m)  # [BC, BM]
             if SOFTMAX:
-                b_aj = slot_softmax(b_aj, m_j[:, None] & m_m[None, :], A + i_hq * M, o_j, m_j, HQ * M, M, BM, TILED)
+                b_aj = load_slot_softmax(A + i_hq * M, o_j, m_j, HQ * M, o_m, m_m, M, BM, TILED)  # [BC, BM]
+            else:
+                b_aj = load_rows(A + i_hq * M, o_j, m_j, HQ * M, o_m, m_m)
             b_d = pairwise_decay(b_gj, o_j, m_j)  # [BC (t), BC (j), BM]
             b_acc += tl.sum(b_yxd[:, :, None] * b_aj[:, None, :] * b_d, axis=0)
     return b_ds + scale * b_acc

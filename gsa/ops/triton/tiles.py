@@ -102,15 +102,17 @@ def row_softmax_stats(p, o_r, m_r, stride_r, M, BM: tl.constexpr):
 
 
 @triton.jit
-def slot_softmax(b_x, m_x, p, o_r, m_r, stride_r, M, BM: tl.constexpr, TILED: tl.constexpr):
-    """The row softmax over all M slots, at one BM-wide slot tile b_x [R, BM] of rows o_r of p (entries where m_x
-    holds; others and empty rows give 0). TILED (M > BM): the row statistics read every slot tile of those rows
-    (row_softmax_stats); otherwise the tile is the whole row and masked_softmax takes it as is."""
+def load_slot_softmax(p, o_r, m_r, stride_r, o_m, m_m, M, BM: tl.constexpr, TILED: tl.constexpr):
+    """The row softmax over all M slots of rows o_r of p (row stride stride_r, slots contiguous), at the slot tile
+    o_m: [R, BM] float32, 0 outside m_r / m_m and on empty rows. TILED (M > BM): the row statistics read every slot
+    tile first (row_softmax_stats), before this tile is held; otherwise the tile is the whole row (masked_softmax)."""
+    m_x = m_r[:, None] & m_m[None, :]
     if TILED:
         b_mx, b_z = row_softmax_stats(p, o_r, m_r, stride_r, M, BM)
-        return tl.exp(tl.where(m_x, b_x, float("-inf")) - b_mx[:, None]) / b_z[:, None]
+        b_x = load_rows(p, o_r, m_r, stride_r, o_m, m_m)
+        return tl.where(m_x, tl.exp(b_x - b_mx[:, None]), 0.0) / b_z[:, None]
     else:
-        return masked_softmax(b_x, m_x)
+        return masked_softmax(load_rows(p, o_r, m_r, stride_r, o_m, m_m), m_x)
 
 
 @triton.jit
