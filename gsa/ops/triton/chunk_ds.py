@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 
 from gsa.ops.triton.chunks import BC, BT, Chunks, chunk_bounds, program_tiles, tiles_grid
-from gsa.ops.triton.launch import block, cdiv, check_slot_tile, launch, launch_options
+from gsa.ops.triton.launch import block, launch, slot_options
 from gsa.ops.triton.tiles import (
     factor_span, load_row, load_rows, load_slot_softmax, pairwise_decay, row_dots, sub_block_span,
 )
@@ -134,14 +134,13 @@ def chunk_bwd_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, chunks: Chunks, scale
     # Slot tiles of at most 64: at M = 128 one tile spilled 2448 bytes a thread compiled for sm_90, 64-wide tiles 1744
     # (the M = 64 kernel: 1568; benchmarks/kernel_resources.py), and 128 slots cost 3-4x the 64-slot time
     # (BENCHMARKS.md, "Kernels"). {"ds": {"BM": 128}} in SETTINGS.launch gives back the one-tile kernel.
-    opts = launch_options("ds", slots=M, BM=min(block(M, 128), 64))
-    BM = opts["BM"]
-    check_slot_tile("ds", BM)
+    opts = slot_options("ds", M)
+    n_m = opts.pop("NM")
     ds = torch.empty(TT, H, M, dtype=s.dtype, device=s.device)
     dG = torch.empty(TT, H, M, dtype=torch.float32, device=s.device)
-    grid = tiles_grid(BT // BC * cdiv(M, BM), H, chunks.NT)
+    grid = tiles_grid(BT // BC * n_m, H, chunks.NT)
     launch(chunk_gsa_bwd_kernel_ds, grid)(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, chunks.cu_seqlens,
                                           chunks.indices, scale, H=H, HQ=HQ, K=K, V=V, M=M, span_max=factor_span(),
                                           BT=BT, BC=BC, BK=block(K, 64), BV=block(V, 64), SOFTMAX=not linear_read,
-                                          TILED=M > BM, PREC=prec, **opts)
+                                          TILED=n_m > 1, PREC=prec, **opts)
     return ds, dG

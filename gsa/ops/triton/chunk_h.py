@@ -15,7 +15,7 @@ import triton.language as tl
 
 from gsa.ops.triton.chunks import BT, Chunks, sequence_bounds
 from gsa.ops.triton.launch import (
-    block, cdiv, check_slot_tile, chunk_state_dtype, launch, launch_options, sm_count, state_tile,
+    block, cdiv, chunk_state_dtype, launch, slot_options, sm_count, state_tile,
 )
 from gsa.ops.triton.settings import SETTINGS
 from gsa.ops.triton.tiles import load_row, load_rows
@@ -180,15 +180,8 @@ def state_segments(D: int, H: int, slot_tiles: int, chunks: Chunks, device: torc
 # 0.4-0.5 KB; docs/log.md, "Kernels"), and both kernels took 2.3-3.4x their M = 64 time (h100/grid.json,
 # `profile`). At [64, 64] tiles kernel_dh spills 1.2-1.3 KB (softmax pass: it re-reads A1 for the row statistics) and
 # 0.3-0.5 KB (the other); kernel_h's 0.5-0.8 KB stays (it spills as much at the 1.3b shape's [64, 64] tiles). Not yet
-# timed on a GPU. [BD, 64] tiles are the default, SETTINGS.launch[name]["BM"] overrides it ({"BM": 128}: one tile).
-
-
-def slot_options(name: str, M: int) -> dict:
-    """launch_options(name) of a state kernel with its slot tile BM (default: all M slots up to 64) and the number
-    of slot tiles NM."""
-    opts = launch_options(name, slots=M, BM=min(block(M, 128), 64))
-    check_slot_tile(name, opts["BM"])
-    return {**opts, "NM": cdiv(M, opts["BM"])}
+# timed on a GPU: launch.slot_options takes 64-wide tiles unless SETTINGS.launch sets "BM", and its "@m128" entries
+# keep M = 128 in one tile by default ({"BM": 128}, what the H100 A/B timed; settings.py).
 
 
 class Walk(NamedTuple):

@@ -88,10 +88,15 @@ def launch_options(name: str, slots: int | None = None, **defaults) -> dict:
     return opts
 
 
-def check_slot_tile(name: str, BM: int) -> None:
-    """A kernel's slot tile (its launch option "BM") must be a power of two >= 16 (tl.arange and tl.dot)."""
+def slot_options(name: str, M: int) -> dict:
+    """launch_options(name) of a kernel that takes M slots in slot tiles (kernel_ds, the state kernels): its slot
+    tile BM (default: all M slots up to 64; a power of two >= 16, for tl.arange and tl.dot) and the number of slot
+    tiles NM."""
+    opts = launch_options(name, slots=M, BM=min(block(M, 128), 64))
+    BM = opts["BM"]
     if not isinstance(BM, int) or BM < 16 or BM & (BM - 1):
         raise ValueError(f"SETTINGS.launch[{name!r}]['BM'] (the slot tile) must be a power of two >= 16, got {BM!r}")
+    return {**opts, "NM": cdiv(M, BM)}
 
 
 def check_group(name: str, group) -> None:
