@@ -142,6 +142,20 @@ def profile_kernels(fn, repeats: int, title: str, top: int = 24) -> list[dict]:
     return [dict(us=t, calls=n, kernel=key) for t, n, key in rows]
 
 
+def fwd_bwd_step(fwd, x: dict, do):
+    """A forward+backward of fwd(x) with cotangent do that starts from cleared gradients, as do_bench's grad_to_none
+    times it: profiled with gradients left in place, autograd would add each new one into the old (one extra
+    elementwise kernel per input) and the profile would show kernels the timing never ran."""
+    import torch
+
+    def step():
+        for t in x.values():
+            t.grad = None
+        torch.autograd.backward(fwd(x), do)
+
+    return step
+
+
 def time_fwd_bwd(fwd, x: dict, do) -> dict:
     """One op on CUDA: first call (compile + run of a forward+backward, s), forward and forward+backward medians of
     triton.testing.do_bench (ms, warm-up excluded), and the extra memory of a forward+backward (MiB above what is

@@ -213,7 +213,7 @@ def measure(shapes: dict[str, Shape], fla_mode: str, sdpa: bool, profile: bool, 
     saves partial results)."""
     import torch
 
-    from gsa.bench.common import profile_kernels, time_fwd_bwd
+    from gsa.bench.common import fwd_bwd_step, profile_kernels, time_fwd_bwd
     from gsa.ops.triton import SETTINGS
 
     try:
@@ -236,7 +236,7 @@ def measure(shapes: dict[str, Shape], fla_mode: str, sdpa: bool, profile: bool, 
             print(f"  {name} gsa@{i} {json.dumps(variant)}: {row[f'gsa@{i}']['fwd_ms']:.3f} / "
                   f"{row[f'gsa@{i}']['fwd_bwd_ms']:.3f} ms", flush=True)
         if profile:
-            row["profile"] = profile_kernels(lambda: torch.autograd.backward(impls["gsa"](a), do), 5, name, top=12)
+            row["profile"] = profile_kernels(fwd_bwd_step(impls["gsa"], a, do), 5, name, top=12)
         del a, do
         if sdpa:
             a, fwd, do = _sdpa_case(torch, x)

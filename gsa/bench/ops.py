@@ -89,16 +89,16 @@ def _decode(torch, do_bench, batch, dtype):
 
 def _profile(torch, shape, dtype):
     """Per-kernel device time (us) of one forward+backward, averaged over 5 runs, largest first."""
-    from gsa.bench.common import profile_kernels
+    from gsa.bench.common import fwd_bwd_step, profile_kernels
     from gsa.ops.triton import chunk_gsa
 
     B, T, HQ, H, K, V, M = shape
     x = _inputs(torch, shape, dtype, True)
     do = torch.randn(B, T, HQ, V, device="cuda", dtype=dtype)
-    def step():
-        torch.autograd.backward(chunk_gsa(x["q"], x["k"], x["v"], x["s"], x["g"], K**-0.5, None, False, None)[0], do)
+    def fwd(x):
+        return chunk_gsa(x["q"], x["k"], x["v"], x["s"], x["g"], K**-0.5, None, False, None)[0]
 
-    return profile_kernels(step, 5, f"one forward+backward, shape {shape}")
+    return profile_kernels(fwd_bwd_step(fwd, x, do), 5, f"one forward+backward, shape {shape}")
 
 
 def run(args: argparse.Namespace) -> int:

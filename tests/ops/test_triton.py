@@ -299,6 +299,34 @@ def test_expanded_final_state_cotangents():
         assert rel_err(grads[0][n], grads[1][n]) < 2e-5, n
 
 
+@pytest.mark.parametrize("final_state", [False, True])
+def test_backward_receives_no_zero_filled_cotangents(final_state):
+    """Unused outputs (A, gl, P, the kept states; the final states when only o is used) reach the backward as None,
+    not as zero tensors autograd fills (3 float32 [B, T, H, M] fills a step); the gradients stay exact."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    x = cast(make_inputs(B=1, T=30, HQ=2, H=1, K=16, V=16, M=8), torch.float32)
+    y = on(x)
+    o, _ = chunk_op(y["q"], y["k"], y["v"], y["s"], y["g"], initial_state=(y["hk0"], y["hv0"]),
+                    output_final_state=final_state)
+    with Ops() as ops:
+        o.sum().backward()
+    assert not [n for n in ops.names if "zero" in n or "fill" in n], ops.names
+    z = {n: t.detach().double().requires_grad_(True) for n, t in x.items()}
+    parallel_reference(z["q"], z["k"], z["v"], z["s"], z["g"], initial_state=(z["hk0"], z["hv0"]))[0].sum().backward()
+    for n in z:
+        assert rel_err(y[n].grad.cpu(), z[n].grad) < 2e-5, n
+
+
 def test_opcheck_chunk_op():
     """Fake implementation, autograd registration and schema of the custom op (torch.library.opcheck)."""
     x = cast(make_inputs(B=1, T=20, HQ=2, H=1, K=16, V=16, M=16), torch.float32)
