@@ -169,7 +169,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
     from tqdm import tqdm
 
     from gsa.bench.common import default_path, machine, pick_device, plot_panels, print_table, write_json

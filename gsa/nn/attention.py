@@ -245,7 +245,7 @@ class GatedSlotAttention(FusesProjections):
             conv_state = (cq, ck, cv) if output_state else None
             if self.feature_map_after_conv:
                 q, k, v = apply_feature_map(q, k, v, self.feature_map)
-        H, HQ, M = self.num_kv_heads, self.num_heads, self.num_slots
+        H, HQ = self.num_kv_heads, self.num_heads
         q = q.view(B, T, HQ, self.head_k_dim)
         k = k.view(B, T, H, self.head_k_dim)
         v = v.view(B, T, H, self.head_v_dim)

@@ -74,13 +74,12 @@ def chunk_gsa_bwd_kernel_dg_exact(dG, dgt, cross, dg, cu_seqlens, chunk_indices,
 
 
 @triton.jit
-def chunk_gsa_bwd_kernel_dg(dG, dgt, dg, cu_seqlens, chunk_offsets, H, M, BT: tl.constexpr, BM: tl.constexpr,
+def chunk_gsa_bwd_kernel_dg(dG, dgt, dg, cu_seqlens, H, M, BT: tl.constexpr, BM: tl.constexpr,
                             USE_DGT: tl.constexpr):
     """dg as one running sum over each sequence, last chunk first (one program per sequence and head)."""
     i_nh = tl.program_id(0)
     i_n, i_h = i_nh // H, i_nh % H
     bos, eos = sequence_bounds(cu_seqlens, i_n)
-    i_c0 = tl.load(chunk_offsets + i_n).to(tl.int64)
     NTn = tl.cdiv(eos - bos, BT)
     o_m = tl.arange(0, BM)
     m_m = o_m < M
@@ -120,5 +119,5 @@ def reverse_cumsum_dg(dG: torch.Tensor, dgt: torch.Tensor | None, cross: torch.T
         launch(chunk_gsa_bwd_kernel_dg_exact, (chunks.NT, H))(dG, dgt, cross, dg, chunks.cu_seqlens, chunks.indices,
                                                               **meta)
     else:
-        launch(chunk_gsa_bwd_kernel_dg, (chunks.N * H,))(dG, dgt, dg, chunks.cu_seqlens, chunks.offsets, **meta)
+        launch(chunk_gsa_bwd_kernel_dg, (chunks.N * H,))(dG, dgt, dg, chunks.cu_seqlens, **meta)
     return dg

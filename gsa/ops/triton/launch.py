@@ -10,7 +10,6 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
-import triton
 
 from gsa.ops.triton.settings import SETTINGS
 from gsa.ops.validation import TRITON_MAX_SLOTS
