@@ -48,7 +48,8 @@ def test_grid_class_matches_reference(cls):
     assert_matches(cpu(ours), run(parallel_reference, x), tol=2e-5)
 
 
-# the launch options that split M = 128 into 64-wide slot tiles (the "@m128" entries, one tile by default, emptied)
+# the launch options that split M = 128 into 64-wide slot tiles everywhere (the "@m128" entries emptied; by default
+# kernel_ds and the carry and narrow-tile state kernels keep one tile)
 SLOT_TILES = {f"{name}@m128": {} for name in ("ds", "dh", "h", "h-narrow", "h-carry", "dh-narrow", "dh-carry")}
 WIDE = [pytest.param(c, id=i) for c, i in zip(CLASSES, IDS) if c[4] > 64]
 

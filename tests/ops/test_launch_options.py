@@ -1,5 +1,5 @@
-"""Launch options of the Triton kernels: the per-kernel table in SETTINGS.launch, its "@m128" entries above 64
-slots, and kernel names checked where the table is changed (a misspelt name would otherwise change nothing)."""
+"""Launch options of the Triton kernels: the per-kernel table in SETTINGS.launch, its "@gqa" entries for grouped
+heads and "@m128" entries above 64 slots, and kernel names checked where the table is changed (a misspelt name would otherwise change nothing)."""
 
 import pytest
 import torch
@@ -22,6 +22,27 @@ def test_wide_slot_entries_apply_above_64_slots_only():
         assert launch_options("a-small") == {"num_warps": 2, "num_stages": 2}  # no slot count: the base entry
         # defaults (a tile) under the table's entries, the chunk warps under everything
         assert launch_options("ds", slots=128, BM=64) == {"num_warps": 4, "BM": 64}
+
+
+def test_grouped_head_entries_apply_to_grouped_heads_only_and_before_wide_slots():
+    table = {"a-small": {"num_warps": 2, "num_stages": 2}, "a-small@gqa": {"num_warps": 4, "GROUP": True},
+             "a-small@m128": {"num_warps": 8}}
+    with SETTINGS.override(chunk_warps=4, launch=table):
+        assert launch_options("a-small", slots=64) == {"num_warps": 2, "num_stages": 2}
+        assert launch_options("a-small", slots=64, grouped=True) == {"num_warps": 4, "num_stages": 2, "GROUP": True}
+        assert launch_options("a-small", slots=128, grouped=True) == {"num_warps": 8, "num_stages": 2, "GROUP": True}
+
+
+def test_kernel_a_groups_by_default_only_where_a_kv_head_has_several_query_heads():
+    """The default table's "@gqa" entries (one program per kv head at D <= 128) reach kernel_a's launch only at
+    HQ > H; its grid then has one program per kv head."""
+    from gsa.ops.triton.chunk_a import kernel_a_launch
+
+    grid, opts = kernel_a_launch("a-small", H=2, HQ=8, M=64, NT=3)
+    assert opts["GROUP"] and (opts["num_warps"], opts["num_stages"]) == (4, 1), opts
+    assert grid == (4 * 2 * 3,)  # sub-blocks x kv heads x chunks
+    grid, opts = kernel_a_launch("a-small", H=8, HQ=8, M=64, NT=3)
+    assert not opts["GROUP"] and (opts["num_warps"], opts["num_stages"]) == (2, 2), opts
 
 
 def test_unknown_kernel_names_are_refused():

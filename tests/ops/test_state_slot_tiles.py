@@ -58,11 +58,12 @@ def test_slot_tiles_in_segmented_walks_of_packed_sequences(slot_read):
     assert_matches(got, run(recurrent_reference, x, scale=0.3, slot_read=slot_read, cu_seqlens=cu), tol=2e-5)
 
 
-def test_64_wide_slot_tiles_split_128_slots():
-    """M = 128 in the launchers' own 64-wide slot tiles (the "@m128" entries, which default to one tile, emptied of
-    their BM), and the softmax statistics across them."""
+@pytest.mark.parametrize("tile", [pytest.param(64, id="64-wide"), pytest.param(128, id="one-tile")])
+def test_slot_tiles_at_128_slots(tile):
+    """M = 128 with every state kernel in 64-wide slot tiles (the softmax statistics across them), or in one tile
+    ({"BM": 128}; the default of the carry and narrow-tile kernels)."""
     x = make_inputs(B=1, T=40, HQ=2, H=1, K=16, V=16, M=128, tau=1.0)
-    wide = {f"{name}@m128": {} for name in (*STATE_KERNELS, "h-carry", "dh-carry")}
+    wide = {f"{name}@m128": {"BM": tile} for name in (*STATE_KERNELS, "h-carry", "dh-carry")}
     with SETTINGS.override(launch={**SETTINGS.launch, **wide}):
         got = cpu(run(chunk_op, on(cast(x, torch.float32))))
     assert_matches(got, run(parallel_reference, x, scale=0.3), tol=2e-5)
@@ -77,12 +78,12 @@ def test_walk_plan_counts_slot_tiles(monkeypatch):
 
     x = torch.empty(0)
     chunks = prepare_chunks(None, 1, 256, "cpu")
-    w = chunk_h.walk_plan(x, "dh", 128, 16, 128, chunks, False)  # the default at M = 128: one tile
-    assert (w.opts["BM"], w.grid) == (128, (2, 16, 1))
-    tiled = {**SETTINGS.launch, "h@m128": {"BM": 64}, "dh@m128": {"BM": 64}}
-    with SETTINGS.override(launch=tiled):
+    w = chunk_h.walk_plan(x, "dh", 128, 16, 128, chunks, False)  # the default at M = 128: two 64-wide tiles
+    assert (w.opts["BM"], w.grid) == (64, (2 * 2, 16, 1))
+    one_tile = {**SETTINGS.launch, "h@m128": {"BM": 128}, "dh@m128": {"BM": 128}}
+    with SETTINGS.override(launch=one_tile):
         w = chunk_h.walk_plan(x, "dh", 128, 16, 128, chunks, False)
-        assert (w.opts["BM"], w.grid) == (64, (2 * 2, 16, 1))
+        assert (w.opts["BM"], w.grid) == (128, (2, 16, 1))
     assert chunk_h.walk_plan(x, "h", 128, 16, 40, chunks, False).grid == (2, 16, 1)  # M = 40: one 64-wide tile
     with SETTINGS.override(launch=slot_tiles(16, 16)):
         assert chunk_h.walk_plan(x, "h", 128, 16, 40, chunks, False).grid == (2 * 3, 16, 1)
@@ -90,6 +91,6 @@ def test_walk_plan_counts_slot_tiles(monkeypatch):
     # 24 heads of 128 on 132 SMs: 96 programs at 64 wide with two slot tiles, 192 at 32; one slot tile: 16 wide
     assert launch.state_tile(128, 24, "cuda", 2) == 32
     assert launch.state_tile(128, 24, "cuda", 1) == 16
-    assert chunk_h.walk_plan(x, "h", 128, 24, 128, chunks, False).BD == 16
-    with SETTINGS.override(launch=tiled):
-        assert chunk_h.walk_plan(x, "h", 128, 24, 128, chunks, False).BD == 32
+    assert chunk_h.walk_plan(x, "h", 128, 24, 128, chunks, False).BD == 32  # two slot tiles (the default)
+    with SETTINGS.override(launch=one_tile):
+        assert chunk_h.walk_plan(x, "h", 128, 24, 128, chunks, False).BD == 16

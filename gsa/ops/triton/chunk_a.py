@@ -25,6 +25,7 @@ import triton.language as tl
 
 from gsa.ops.triton.chunks import BC, BT, Chunks, sub_block_program, sub_block_tiles, tiles_grid
 from gsa.ops.triton.launch import block, check_group, launch, launch_options
+from gsa.ops.triton.settings import SETTINGS
 from gsa.ops.triton.tiles import (
     decayed_rows, factor_span, load_row, load_rows, masked_softmax, pairwise_decay, row_dots, sub_block_span,
 )
@@ -159,9 +160,12 @@ def chunk_gsa_fwd_kernel_a(a, b, s, gl, h, A, dA, dGq, P, cu_seqlens, chunk_indi
 def kernel_a_launch(name: str, H: int, HQ: int, M: int, NT: int) -> tuple[tuple[int], dict]:
     """(grid, launch keywords) of kernel_a as `name`: one program per sub-block, query head and chunk, or with the
     launch option GROUP (a bool, default False) one per sub-block, kv head and chunk for all the kv head's query
-    heads (with one query head a kv head GROUP changes nothing and is dropped)."""
-    opts = launch_options(name, slots=M, GROUP=False)
-    check_group(name, opts["GROUP"])
+    heads (with one query head a kv head GROUP changes nothing and is dropped; SETTINGS.launch's "@gqa" entries
+    apply where HQ > H)."""
+    for entry in (name, name + "@gqa", name + "@m128"):  # each entry's value, even one a later entry overrides
+        if "GROUP" in SETTINGS.launch.get(entry, {}):
+            check_group(entry, SETTINGS.launch[entry]["GROUP"])
+    opts = launch_options(name, slots=M, grouped=HQ > H, GROUP=False)
     opts["GROUP"] = opts["GROUP"] and HQ > H
     return tiles_grid(BT // BC, H if opts["GROUP"] else HQ, NT), opts
 

@@ -78,10 +78,13 @@ def state_tile(D: int, sequences_x_heads: int, device: torch.device, slot_tiles:
 WIDE_SLOTS = 64  # above this many slots a kernel's launch options come from its "@m128" entry too
 
 
-def launch_options(name: str, slots: int | None = None, **defaults) -> dict:
+def launch_options(name: str, slots: int | None = None, grouped: bool = False, **defaults) -> dict:
     """The launch keywords of kernel `name`: num_warps = SETTINGS.chunk_warps and `defaults`, then
-    SETTINGS.launch[name], then, with more than WIDE_SLOTS slots, SETTINGS.launch[name + "@m128"]."""
+    SETTINGS.launch[name], then, for grouped heads (`grouped`: several query heads a kv head),
+    SETTINGS.launch[name + "@gqa"], then, with more than WIDE_SLOTS slots, SETTINGS.launch[name + "@m128"]."""
     opts = {"num_warps": SETTINGS.chunk_warps, **defaults, **SETTINGS.launch.get(name, {})}
+    if grouped:
+        opts.update(SETTINGS.launch.get(name + "@gqa", {}))
     if slots is not None and slots > WIDE_SLOTS:
         opts.update(SETTINGS.launch.get(name + "@m128", {}))
     return opts

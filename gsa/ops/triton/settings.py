@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 # "dx", the D tile "BD"; for "ds" and the six state-kernel names, the slot tile "BM" (a power of two >= 16; without an
 # entry the launchers take M up to 64 a tile; {"BM": 128} walks M = 128 as one tile: chunk_h.py, "Slot tiles";
 # chunk_ds.py); for kernel_a's four names, "GROUP" (a bool, default False): one program per kv head for all its query
-# heads, which then share the loads of Gl and s rows and the decayed slot weights (chunk_a.py; not timed on a GPU
-# yet; an entry replaces the name's defaults, so {"a-small": {"GROUP": True}} also drops its 2 warps and 2 stages
-# unless it restates them). The rest were chosen for the H100 from one side-by-side sweep of every kernel over a few
+# heads, which then share the loads of Gl and s rows and the decayed slot weights (chunk_a.py; the default for
+# grouped heads at D <= 128, below; an entry replaces the name's defaults, so {"a-small": {"GROUP": True}} also drops
+# its 2 warps and 2 stages unless it restates them). The rest were chosen for the H100 from one side-by-side sweep of every kernel over a few
 # options, no autotuning at run time: kernel_dx at 8 warps and 1 stage ran ~2x faster than at 4 and 3 (software
 # pipelining of its short loop costs shared memory and occupancy); kernel_h gained ~5-15% at 2 stages; at 16-wide
 # tiles (B 1, T 16K) the state kernels want 8 warps and 2 stages (kernel_h 2434 -> 1890 us, kernel_dh 1686 -> 1322),
@@ -30,12 +30,18 @@ from dataclasses import dataclass, field
 # A name + "@m128" entry applies on top of the name's above 64 slots (launch.WIDE_SLOTS): at M = 128 the [64, M]
 # float32 tiles of kernel_a, kernel_o and kernel_dh spill at 2-4 warps, and 8 warps cut the H100's fwd+bwd from
 # 16.46 to 9.40 ms (16 heads of 128) and 8.33 to 5.98 ms (4 heads of 512), while at M = 64 the same change lost
-# (4.29 -> 5.31 ms, 16 heads of 128): BENCHMARKS.md, "Kernels". That A/B ran the kernels in one slot tile, so the
-# M = 128 defaults keep them so ({"BM": 128}); the 64-wide slot tiles spill less compiled for sm_90 (kernel_ds 2448
-# -> 1744 bytes a thread, kernel_dh 2048-2384 -> 1232-1344) but are not timed yet: docs/log.md gives the A/B command.
+# (4.29 -> 5.31 ms, 16 heads of 128): BENCHMARKS.md, "Kernels". A second A/B (docs/log.md, "Kernels", "Slot tiles
+# and kv-head programs, timed") then took kernel_h and kernel_dh in 64-wide slot tiles at 4 warps (9.33 -> 9.14
+# and 5.90 -> 5.76 ms) and kept kernel_ds in one 128-wide tile at 8 warps (64-wide tiles: 9.91 and 6.20 ms).
+# The carry and narrow-tile state kernels keep one tile: their shapes (B 1, long T) were not in that A/B.
+# A name + "@gqa" entry applies on top of the name's where a kv head has several query heads (HQ > H), before
+# "@m128": kernel_a with one program per kv head (GROUP) at 4 warps and 1 stage cut fwd+bwd 5.82 -> 5.69 ms (32
+# query heads on 8 kv heads of 128) and 2.92 -> 2.85 ms (16 on 4), where 4 warps and 1 stage without GROUP lost
+# (6.32, 3.16 ms); ptxas spills at GROUP: 2 warps 2 stages 4360 bytes a thread, 4 warps 1 stage 280.
 KERNEL_NAMES = ("cumsum", "h", "h-narrow", "h-carry", "a", "a-small", "o", "dp", "dp-small", "dh", "dh-narrow",
                 "dh-carry", "dx", "ds", "dg")
-LAUNCH_NAMES = frozenset(KERNEL_NAMES) | {f"{name}@m128" for name in KERNEL_NAMES}  # the keys SETTINGS.launch takes
+SHAPE_SUFFIXES = ("@gqa", "@m128")  # the entries applied on top of a name's, in this order, where the shape has them
+LAUNCH_NAMES = frozenset(KERNEL_NAMES) | {name + suffix for name in KERNEL_NAMES for suffix in SHAPE_SUFFIXES}
 DEFAULT_LAUNCH: dict[str, dict[str, int]] = {
     "dx": dict(num_warps=8, num_stages=1),
     "h": dict(num_warps=4, num_stages=2),
@@ -43,11 +49,12 @@ DEFAULT_LAUNCH: dict[str, dict[str, int]] = {
     "dh-narrow": dict(num_warps=8, num_stages=2),
     "a-small": dict(num_warps=2, num_stages=2),
     "dp-small": dict(num_warps=2, num_stages=2),
-    # above 64 slots: what the A/B measured best, every kernel in one slot tile (the comment above)
+    # grouped heads at D <= 128: one program per kv head (the comment above)
+    **{f"{name}@gqa": dict(num_warps=4, num_stages=1, GROUP=True) for name in ("a-small", "dp-small")},
+    # above 64 slots (the comment above); kernel_h and kernel_dh take the launcher's 64-wide slot tiles
     **{f"{name}@m128": dict(num_warps=8) for name in ("a", "dp", "a-small", "dp-small", "o")},
     "ds@m128": dict(num_warps=8, BM=128),
-    "dh@m128": dict(num_warps=8, BM=128),
-    **{f"{name}@m128": dict(BM=128) for name in ("h", "h-narrow", "h-carry", "dh-narrow", "dh-carry")},
+    **{f"{name}@m128": dict(BM=128) for name in ("h-narrow", "h-carry", "dh-narrow", "dh-carry")},
 }
 
 
