@@ -115,8 +115,9 @@ def print_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> None:
         print("  ".join(cells))
 
 
-def profile_kernels(fn, repeats: int, title: str, top: int = 24) -> list[dict]:
-    """Per-kernel device time (us per call of fn, averaged over `repeats`), largest first; prints a table.
+def profile_kernels(fn, repeats: int, title: str, top: int = 24, quiet: bool = False) -> list[dict]:
+    """Per-kernel device time (us per call of fn, averaged over `repeats`), largest first; prints a table unless
+    `quiet`.
 
     fn runs once before profiling (warm-up). Kernels replayed from a CUDA graph are seen too (CUPTI records them).
     """
@@ -135,10 +136,11 @@ def profile_kernels(fn, repeats: int, title: str, top: int = 24) -> list[dict]:
         if t > 0:
             rows.append((t / repeats, e.count / repeats, e.key))
     rows.sort(reverse=True)
-    print(f"per-kernel time, {title}:")
-    for t, n, key in rows[:top]:
-        print(f"  {t:9.1f} us  x{n:<5g} {key[:90]}")
-    print(f"  {sum(r[0] for r in rows):9.1f} us  total, {sum(r[1] for r in rows):g} kernels")
+    if not quiet:
+        print(f"per-kernel time, {title}:")
+        for t, n, key in rows[:top]:
+            print(f"  {t:9.1f} us  x{n:<5g} {key[:90]}")
+        print(f"  {sum(r[0] for r in rows):9.1f} us  total, {sum(r[1] for r in rows):g} kernels")
     return [dict(us=t, calls=n, kernel=key) for t, n, key in rows]
 
 
@@ -154,6 +156,13 @@ def fwd_bwd_step(fwd, x: dict, do):
         torch.autograd.backward(fwd(x), do)
 
     return step
+
+
+def device_ms(kernels: list[dict]) -> float:
+    """The summed device time (ms) of profile_kernels' rows: the GPU's busy time for one call, without the host's
+    launch overhead and the gaps it leaves (which a wall-clock time of one op includes, and which a model step
+    hides while the host runs ahead of the GPU)."""
+    return sum(k["us"] for k in kernels) / 1e3
 
 
 def time_fwd_bwd(fwd, x: dict, do) -> dict:

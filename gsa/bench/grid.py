@@ -101,6 +101,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--launch", action="append", default=[], metavar="JSON",
                    help="also time ours with these launch options over gsa.ops.triton.SETTINGS.launch, e.g. "
                         "'{\"ds\": {\"num_warps\": 8}}' (repeatable: one variant each, kept in the JSON as gsa@1, ...)")
+    p.add_argument("--settings", action="append", default=[], metavar="JSON",
+                   help="also time ours with these gsa.ops.triton.SETTINGS fields, e.g. '{\"chunk_states\": \"input\"}' "
+                        "(repeatable: one variant each, kept in the JSON after the --launch ones as gsa@N)")
     p.add_argument("--list", action="store_true", help="print the grid and exit")
     p.add_argument("--list-first", action="store_true",
                    help="print the names of the first shape of each fla-core autotune class (Shape.tune_class) of "
@@ -203,17 +206,37 @@ def launch_variants(specs: list[str]) -> list[dict]:
         if unknown:
             raise SystemExit(f"gsa bench grid: error: --launch names unknown kernel(s) {unknown}; known: "
                              f"{sorted(LAUNCH_NAMES)}")
+        out.append({"launch": v})
+    return out
+
+
+def settings_variants(specs: list[str]) -> list[dict]:
+    """--settings values: each a JSON object of gsa.ops.triton.SETTINGS fields; unknown fields refused by name."""
+    import dataclasses
+
+    from gsa.ops.triton.settings import KernelSettings
+
+    fields = {f.name for f in dataclasses.fields(KernelSettings)}
+    out = []
+    for spec in specs:
+        try:
+            v = json.loads(spec)
+        except json.JSONDecodeError as e:
+            raise SystemExit(f"gsa bench grid: error: --settings {spec!r} is not JSON ({e.msg})") from None
+        if not isinstance(v, dict) or set(v) - fields or "launch" in v:
+            raise SystemExit(f"gsa bench grid: error: --settings {spec!r} must be an object of SETTINGS fields other "
+                             f"than launch (use --launch); fields: {sorted(fields - {'launch'})}")
         out.append(v)
     return out
 
 
 def measure(shapes: dict[str, Shape], fla_mode: str, sdpa: bool, profile: bool, done=None,
             variants: list[dict] = ()) -> list[dict]:
-    """Time every shape (and ours under each launch-option variant); `done(rows)` is called after each (the caller
-    saves partial results)."""
+    """Time every shape (and ours under each variant: {"launch": entries over SETTINGS.launch, other SETTINGS
+    fields}); `done(rows)` is called after each (the caller saves partial results)."""
     import torch
 
-    from gsa.bench.common import fwd_bwd_step, profile_kernels, time_fwd_bwd
+    from gsa.bench.common import device_ms, fwd_bwd_step, profile_kernels, time_fwd_bwd
     from gsa.ops.triton import SETTINGS
 
     try:
@@ -228,15 +251,26 @@ def measure(shapes: dict[str, Shape], fla_mode: str, sdpa: bool, profile: bool, 
         a = _inputs(torch, x)
         do = torch.randn(x.B, x.T, x.HQ, x.V, device="cuda", dtype=a["q"].dtype)
         impls = dict(_impls(torch, x, with_fla))
+        kernels = {}
         for impl, fwd in impls.items():
             row[impl] = time_fwd_bwd(fwd, a, do)
+            # the GPU's busy time too: fla-core's wall time of one op is mostly host overhead at some shapes
+            kernels[impl] = profile_kernels(fwd_bwd_step(fwd, a, do), 5, f"{name} {impl}", top=12,
+                                            quiet=not (profile and impl == "gsa"))
+            row[impl]["device_fwd_bwd_ms"] = device_ms(kernels[impl])
         for i, variant in enumerate(variants, 1):
-            with SETTINGS.override(launch={**SETTINGS.launch, **variant}):
-                row[f"gsa@{i}"] = dict(time_fwd_bwd(impls["gsa"], a, do), launch=variant)
+            changes = {**variant, "launch": {**SETTINGS.launch, **variant.get("launch", {})}}
+            with SETTINGS.override(**changes):
+                row[f"gsa@{i}"] = dict(time_fwd_bwd(impls["gsa"], a, do), **variant)
+                row[f"gsa@{i}"]["device_fwd_bwd_ms"] = device_ms(
+                    profile_kernels(fwd_bwd_step(impls["gsa"], a, do), 5, "", quiet=True))
             print(f"  {name} gsa@{i} {json.dumps(variant)}: {row[f'gsa@{i}']['fwd_ms']:.3f} / "
-                  f"{row[f'gsa@{i}']['fwd_bwd_ms']:.3f} ms", flush=True)
+                  f"{row[f'gsa@{i}']['fwd_bwd_ms']:.3f} ms (device {row[f'gsa@{i}']['device_fwd_bwd_ms']:.3f})",
+                  flush=True)
         if profile:
-            row["profile"] = profile_kernels(fwd_bwd_step(impls["gsa"], a, do), 5, name, top=12)
+            row["profile"] = kernels["gsa"]
+            if "fla" in kernels:
+                row["fla_profile"] = kernels["fla"]
         del a, do
         if sdpa:
             a, fwd, do = _sdpa_case(torch, x)
@@ -266,7 +300,7 @@ def run(args: argparse.Namespace) -> int:
         write(payload, args.out if args.out != DEFAULT_OUT else args.report.parent)
         print(table(payload["rows"], payload.get("machine")))
         return 0
-    variants = launch_variants(args.launch)
+    variants = launch_variants(args.launch) + settings_variants(args.settings)
     import torch
 
     if not torch.cuda.is_available():

@@ -15,6 +15,9 @@ def ratios(row: dict) -> dict:
             if other in row and "gsa" in row:
                 r = row[other][key] / row["gsa"][key]
             out[f"{other}/{key[:-3]}"] = r
+    out["fla/device"] = None  # the GPU's busy time, without host overhead (runs before it did not record it)
+    if "fla" in row and "device_fwd_bwd_ms" in row["fla"] and "device_fwd_bwd_ms" in row.get("gsa", {}):
+        out["fla/device"] = row["fla"]["device_fwd_bwd_ms"] / row["gsa"]["device_fwd_bwd_ms"]
     return out
 
 
@@ -38,15 +41,17 @@ def line(row: dict) -> str:
     """One row as the run prints it."""
     g, r = row["gsa"], ratios(row)
     return (f"{row['name']:12s} ours {g['fwd_ms']:.3f} / {g['fwd_bwd_ms']:.3f} ms  fla/ours {_fmt(r['fla/fwd'])} / "
-            f"{_fmt(r['fla/fwd_bwd'])}  sdpa/ours {_fmt(r['sdpa/fwd'])} / {_fmt(r['sdpa/fwd_bwd'])}  "
+            f"{_fmt(r['fla/fwd_bwd'])} (device {_fmt(r['fla/device'])})  sdpa/ours {_fmt(r['sdpa/fwd'])} / {_fmt(r['sdpa/fwd_bwd'])}  "
             f"first call {g['first_call_s']:.1f} s")
 
 
 def table(rows: list[dict], machine: dict | None = None) -> str:
-    """The results page's table: ratios first (> 1: ours faster), then our absolute times, and where the run
-    measured the device's ceilings, the fwd+bwd floor with the chunk states' traffic and ours / that floor."""
-    head = ("| shape | B, T, HQ/H, K=V, M, dtype | fla / ours fwd | fla / ours fwd+bwd | SDPA / ours fwd | "
-            "SDPA / ours fwd+bwd | ours fwd ms | ours fwd+bwd ms | fla fwd+bwd ms | ours / fla extra MiB | "
+    """The results page's table: ratios first (> 1: ours faster; "device": of the GPU's busy time, kernels only),
+    then our absolute times, and where the run measured the device's ceilings, the fwd+bwd floor with the chunk
+    states' traffic and ours / that floor."""
+    head = ("| shape | B, T, HQ/H, K=V, M, dtype | fla / ours fwd | fla / ours fwd+bwd | fla / ours device fwd+bwd | "
+            "SDPA / ours fwd | SDPA / ours fwd+bwd | ours fwd ms | ours fwd+bwd ms | fla fwd+bwd ms | "
+            "ours / fla extra MiB | "
             "ours first call s | floor fwd+bwd ms | ours / floor |")
     lines = [head, "|" + " --- |" * (head.count("|") - 1)]
     for row in rows:
@@ -58,6 +63,7 @@ def table(rows: list[dict], machine: dict | None = None) -> str:
         fl = floors(row, machine)
         floor = None if fl is None else fl["fwd_bwd_states"]
         lines.append(f"| {row['name']} | {dims} | {_fmt(r['fla/fwd'])} | {_fmt(r['fla/fwd_bwd'])} | "
+                     f"{_fmt(r['fla/device'])} | "
                      f"{_fmt(r['sdpa/fwd'])} | {_fmt(r['sdpa/fwd_bwd'])} | {g['fwd_ms']:.3f} | {g['fwd_bwd_ms']:.3f} | "
                      f"{_fmt(None if f is None else f['fwd_bwd_ms'], '.3f')} | {mem} | {g['first_call_s']:.1f} | "
                      f"{_fmt(floor, '.3f')} | {_fmt(None if floor is None else g['fwd_bwd_ms'] / floor)} |")

@@ -34,27 +34,30 @@ def test_list_first_names_one_shape_per_autotune_class(capsys):
     assert len(firsts) == len({x.tune_class() for x in grid.GRID.values()}) == 14
 
 
-def _row(name, ours, fla=None, sdpa=None):
+def _row(name, ours, fla=None, sdpa=None, device=None):
     t = lambda ms: dict(first_call_s=1.0, fwd_ms=ms / 4, fwd_bwd_ms=ms, extra_mib=100.0)  # noqa: E731
     row = dict(name=name, **vars(grid.GRID[name]), gsa=t(ours))
     if fla is not None:
         row["fla"] = t(fla)
+    if device is not None:  # (ours, fla) busy GPU ms
+        row["gsa"]["device_fwd_bwd_ms"], row["fla"]["device_fwd_bwd_ms"] = device
     if sdpa is not None:
         row["sdpa"] = t(sdpa)
     return row
 
 
 def test_report_renders_ratios_table_and_plot(tmp_path):
-    rows = [_row("1.3b", 2.0, fla=4.0, sdpa=1.0), _row("hd64", 3.0, sdpa=6.0)]
-    assert grid_report.ratios(rows[0]) == {"fla/fwd": 2.0, "fla/fwd_bwd": 2.0, "sdpa/fwd": 0.5, "sdpa/fwd_bwd": 0.5}
-    assert grid_report.ratios(rows[1])["fla/fwd_bwd"] is None
+    rows = [_row("1.3b", 2.0, fla=4.0, sdpa=1.0, device=(2.0, 1.5)), _row("hd64", 3.0, sdpa=6.0)]
+    assert grid_report.ratios(rows[0]) == {"fla/fwd": 2.0, "fla/fwd_bwd": 2.0, "sdpa/fwd": 0.5, "sdpa/fwd_bwd": 0.5,
+                                           "fla/device": 0.75}
+    assert grid_report.ratios(rows[1])["fla/fwd_bwd"] is None and grid_report.ratios(rows[1])["fla/device"] is None
     src = tmp_path / "grid.json"
     src.write_text(json.dumps(dict(title="t", machine={}, rows=rows)))
     assert grid.main(["--report", str(src)]) == 0
     md = (tmp_path / "grid.md").read_text().splitlines()
     assert len(md) == 4 and md[1].count("---") == md[0].count("|") - 1
-    assert "| 1.3b | 8, 2048, 4, 512, 64, bf16 | 2.00 | 2.00 | 0.50 | 0.50 |" in md[2]
-    assert "| hd64 |" in md[3] and "| - | - | 2.00 | 2.00 |" in md[3]
+    assert "| 1.3b | 8, 2048, 4, 512, 64, bf16 | 2.00 | 2.00 | 0.75 | 0.50 | 0.50 |" in md[2]
+    assert "| hd64 |" in md[3] and "| - | - | - | 2.00 | 2.00 |" in md[3]
     assert (tmp_path / "grid.png").stat().st_size > 1000
 
 
@@ -107,4 +110,12 @@ def test_report_shows_floors_when_the_run_measured_ceilings(tmp_path):
 def test_bad_launch_variant_is_refused_by_name(spec, message):
     with pytest.raises(SystemExit, match=message):
         grid.main(["--launch", spec])
-    assert grid.launch_variants(['{"ds": {"num_warps": 8}}']) == [{"ds": {"num_warps": 8}}]
+    assert grid.launch_variants(['{"ds": {"num_warps": 8}}']) == [{"launch": {"ds": {"num_warps": 8}}}]
+
+
+@pytest.mark.parametrize("spec, message", [("[1", "is not JSON"), ('{"chunk_state": "input"}', "SETTINGS fields"),
+                                           ('{"launch": {}}', "use --launch")])
+def test_bad_settings_variant_is_refused_by_name(spec, message):
+    with pytest.raises(SystemExit, match=message):
+        grid.main(["--settings", spec])
+    assert grid.settings_variants(['{"chunk_states": "input"}']) == [{"chunk_states": "input"}]

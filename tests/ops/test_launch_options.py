@@ -51,7 +51,7 @@ def test_unknown_kernel_names_are_refused():
             pass
     with pytest.raises(SystemExit, match=r"unknown kernel\(s\) \['dss'\]"):
         launch_variants(['{"dss": {"num_warps": 8}}'])
-    assert launch_variants(['{"ds@m128": {"BM": 128}}']) == [{"ds@m128": {"BM": 128}}]
+    assert launch_variants(['{"ds@m128": {"BM": 128}}']) == [{"launch": {"ds@m128": {"BM": 128}}}]
 
 
 @pytest.mark.parametrize("name", ["ds", "h", "dh"])
