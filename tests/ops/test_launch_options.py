@@ -61,3 +61,14 @@ def test_slot_tile_must_be_a_power_of_two(name):
         with pytest.raises(ValueError, match=rf"SETTINGS.launch\['{name}'\]\['BM'\] .* power of two >= 16, got 24"):
             run(lambda q, k, v, s, g, initial_state=None, output_final_state=False:
                 chunk_gsa(q, k, v, s, g, 0.3, initial_state, output_final_state, None, False, False), x)
+
+
+def test_state_dots_takes_float32_or_input_and_leaves_float32_inputs_alone():
+    from gsa.ops.triton.launch import low_state_dots
+
+    with SETTINGS.override(state_dots="input"):
+        assert low_state_dots(torch.bfloat16) and low_state_dots(torch.float16) and not low_state_dots(torch.float32)
+    assert not low_state_dots(torch.bfloat16)  # the default
+    with SETTINGS.override(state_dots="bf16"):
+        with pytest.raises(ValueError, match="SETTINGS.state_dots must be 'float32' or 'input', got 'bf16'"):
+            low_state_dots(torch.bfloat16)

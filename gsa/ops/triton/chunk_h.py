@@ -15,7 +15,7 @@ import triton.language as tl
 
 from gsa.ops.triton.chunks import BT, Chunks, sequence_bounds
 from gsa.ops.triton.launch import (
-    block, cdiv, chunk_state_dtype, launch, slot_options, sm_count, state_tile,
+    block, cdiv, chunk_state_dtype, launch, low_state_dots, slot_options, sm_count, state_tile,
 )
 from gsa.ops.triton.settings import SETTINGS
 from gsa.ops.triton.tiles import load_row, load_rows
@@ -95,11 +95,12 @@ def add_carry(h, gl, b_c, bos, eos, i_c0, i_h, t_lo, t_hi, H, D, M, o_h, o_m, m_
 def chunk_gsa_fwd_kernel_h(x, s, gl, h, h0, ht, seg_h, seg_g, cu_seqlens, chunk_offsets, stride_sd, stride_sm,
                            H, D, M, SEG, NS, BT: tl.constexpr,
                            BD: tl.constexpr, BM: tl.constexpr, NM: tl.constexpr, USE_H0: tl.constexpr,
-                           STORE_HT: tl.constexpr, SEGMENTED: tl.constexpr, PREC: tl.constexpr):
+                           STORE_HT: tl.constexpr, SEGMENTED: tl.constexpr, PREC: tl.constexpr,
+                           LOW: tl.constexpr):
     """Program (D tile x slot tile, sequence x head, segment): the chunk-start states of chunks
     [i_s * SEG, (i_s + 1) * SEG) of its sequence, from the initial state (segment 0) or from zero (later segments: the
     carry kernel adds what the earlier segments leave). SEGMENTED: also store the segment's end state and total log
-    decay."""
+    decay. LOW: the product's operands in x's dtype (SETTINGS.state_dots)."""
     i_nh, i_s = tl.program_id(1), tl.program_id(2)
     i_h, bos, eos, i_c0, NTn, t_lo, t_hi = segment_range(cu_seqlens, chunk_offsets, i_nh, i_s, H, SEG, BT)
     if t_lo >= NTn:
@@ -117,12 +118,16 @@ def chunk_gsa_fwd_kernel_h(x, s, gl, h, h0, ht, seg_h, seg_g, cu_seqlens, chunk_
         o_t = bos + i_t * BT + tl.arange(0, BT)
         m_t = o_t < eos
         last = tl.minimum(bos + i_t * BT + BT, eos) - 1
-        b_x = load_rows(x + i_h * D, o_t, m_t, H * D, o_d, m_d).to(tl.float32)  # [BT, BD]
+        b_x = load_rows(x + i_h * D, o_t, m_t, H * D, o_d, m_d)  # [BT, BD]
         b_s = load_rows(s + i_h * M, o_t, m_t, H * M, o_m, m_m).to(tl.float32)  # [BT, BM]
         b_g = load_rows(gl + i_h * M, o_t, m_t, H * M, o_m, m_m)  # [BT, BM]
         b_gl = load_row(gl + i_h * M, last, H * M, o_m, m_m)  # [BM]
         b_sd = tl.where(m_t[:, None], b_s * tl.exp(b_gl[None, :] - b_g), 0.0)
-        b_h = b_h * tl.exp(b_gl)[None, :] + tl.dot(tl.trans(b_x), b_sd, input_precision=PREC)
+        if LOW:
+            b_xs = tl.dot(tl.trans(b_x), b_sd.to(b_x.dtype))
+        else:
+            b_xs = tl.dot(tl.trans(b_x.to(tl.float32)), b_sd, input_precision=PREC)
+        b_h = b_h * tl.exp(b_gl)[None, :] + b_xs
         b_gs += b_gl
     if SEGMENTED:
         store_segment(seg_h, seg_g, i_nh, i_s, i_d, NS, b_h, b_gs, D, M, o_h, o_m, m_dm, m_m)
@@ -247,7 +252,7 @@ def chunk_fwd_h(x: torch.Tensor, s: torch.Tensor, gl: torch.Tensor, h0: torch.Te
     meta = dict(H=H, D=D, M=M, SEG=w.SEG, NS=w.NS, BT=BT, BD=w.BD)
     launch(chunk_gsa_fwd_kernel_h, w.grid)(
         x, s, gl, h, h0, ht, w.seg_h, w.seg_g, chunks.cu_seqlens, chunks.offsets, sd, sm, **meta,
-        USE_H0=h0 is not None, STORE_HT=output_final_state, SEGMENTED=w.NS > 1, PREC=prec, **w.opts,
+        USE_H0=h0 is not None, STORE_HT=output_final_state, SEGMENTED=w.NS > 1, PREC=prec, LOW=low_state_dots(x.dtype), **w.opts,
     )
     if w.NS > 1:
         opts, grid = w.carry("h-carry", D, M)

@@ -110,7 +110,7 @@ def check_group(name: str, group) -> None:
 def launch_key() -> tuple:
     """What the compiled kernels depend on besides the inputs (part of a configuration's identity for the first-call
     warm pass)."""
-    return (SETTINGS.chunk_warps, SETTINGS.chunk_states,
+    return (SETTINGS.chunk_warps, SETTINGS.chunk_states, SETTINGS.state_dots,
             tuple(sorted((k, tuple(sorted(v.items()))) for k, v in SETTINGS.launch.items())))
 
 
@@ -118,6 +118,13 @@ def chunk_state_dtype(dtype: torch.dtype) -> torch.dtype:
     if SETTINGS.chunk_states not in ("float32", "input"):
         raise ValueError(f"SETTINGS.chunk_states must be 'float32' or 'input', got {SETTINGS.chunk_states!r}")
     return dtype if SETTINGS.chunk_states == "input" else torch.float32
+
+
+def low_state_dots(dtype: torch.dtype) -> bool:
+    """Whether the state kernels' products take their operands in the inputs' 16-bit dtype (SETTINGS.state_dots)."""
+    if SETTINGS.state_dots not in ("float32", "input"):
+        raise ValueError(f"SETTINGS.state_dots must be 'float32' or 'input', got {SETTINGS.state_dots!r}")
+    return SETTINGS.state_dots == "input" and dtype in (torch.bfloat16, torch.float16)
 
 
 def dot_precision(dtype: torch.dtype) -> str:

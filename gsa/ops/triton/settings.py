@@ -74,6 +74,10 @@ class KernelSettings:
         unaffected). Measured at the 1.3B shape on the H100: extra memory 944 -> 816 MiB, fwd+bwd 4.07 -> 3.91 ms;
         but dg then keeps the whole-sequence sum (cumsum.py), 3.1x the torch backend's dg error in bf16 at T = 2048,
         so it stays opt-in. Accumulation and returned final states are float32 either way.
+    state_dots: the operands of the state kernels' products (kernel_h: x^T (s * decay); kernel_dh: y^T (a * decay)):
+        "float32" (the decayed weights in float32, inputs upcast; tf32 dots for bf16, 3xTF32 for fp16) or "input"
+        (both in the inputs' dtype, accumulated in float32, as fla-core does: the weights rounded to the inputs'
+        precision, and dots at the 16-bit tensor-core rate). Opt-in; float32 inputs are unaffected.
     factor_span: the largest decay span (max over slots of Gl_first - Gl_last inside a 16-row sub-block) at which
         the diagonal sub-block is factored through a reference row into a tensor-core dot instead of taken pairwise
         (`tiles.sub_block_span`); e^30 stays far from float32's e^88. -1 never factors, inf always does (tests).
@@ -94,6 +98,7 @@ class KernelSettings:
     chunk_warps: int = 4
     launch: dict[str, dict[str, int]] = field(default_factory=lambda: {k: dict(v) for k, v in DEFAULT_LAUNCH.items()})
     chunk_states: str = "float32"
+    state_dots: str = "float32"
     factor_span: float = 30.0
     state_tile_max: int = 64
     state_segments: int | None = None
