@@ -364,8 +364,14 @@ def test_benchmark_script_toy_run(tmp_path):
 @pytest.mark.gpu
 def test_gpu_long_sequence_matches_fla_kernels(monkeypatch):
     """T = 2048 through fla's chunk kernels and ours. Truth: the converted model in float64 on the CPU (torch
-    backend). fla's float32 kernels default to TF32 dot products; TRITON_F32_DEFAULT=ieee makes them IEEE float32
-    (ours always are), so both must reach float32 accuracy: within a small multiple of the CPU float32 error."""
+    backend); the bar: the same model's torch backend in float32 on the same GPU (no Triton kernel of ours), within
+    2x for both. fla's float32 kernels default to TF32 dot products; TRITON_F32_DEFAULT=ieee makes them IEEE float32
+    (ours always are). Why not the CPU's float32 error: on the H100 (plain config, docs/log.md, "Kernels") the GPU
+    torch backend itself is 1.47e-4 from the truth against the CPU's 2.9e-5 (ours 1.57e-4, fla 1.44e-4), and our
+    kernels with correctly rounded exp (libdevice) stay at 1.53e-4: the device's float32 arithmetic sets that floor,
+    shared by every path on it."""
+    from gsa.nn import backend
+
     monkeypatch.setenv("TRITON_F32_DEFAULT", "ieee")
     errors = {}
     for name in ("plain", "short-conv"):
@@ -375,11 +381,15 @@ def test_gpu_long_sequence_matches_fla_kernels(monkeypatch):
         with torch.no_grad():
             truth = ours.double().cpu()(ids.cpu()).logits
             cpu32 = ours.float()(ids.cpu()).logits
-            gpu = ours.cuda()(ids).logits.cpu()
+            ours.cuda()
+            monkeypatch.setattr(backend, "KERNELS", "torch")
+            gpu_torch = ours(ids).logits.cpu()
+            monkeypatch.setattr(backend, "KERNELS", "triton")
+            gpu = ours(ids).logits.cpu()
             theirs = fla(ids).logits.cpu()
-        err = {k: (v.double() - truth).abs().max().item() for k, v in (("cpu32", cpu32), ("ours", gpu),
-                                                                       ("fla", theirs))}
+        err = {k: (v.double() - truth).abs().max().item() for k, v in (
+            ("cpu32", cpu32), ("gpu-torch", gpu_torch), ("ours", gpu), ("fla", theirs))}
         errors[name] = err
         print(f"{name}: max |logit error| vs float64: {err}")
-        assert err["ours"] <= 4 * err["cpu32"] + 1e-6
-        assert err["fla"] <= 4 * err["cpu32"] + 1e-6
+        assert err["ours"] <= 2 * err["gpu-torch"] + 1e-6, (name, err)
+        assert err["fla"] <= 2 * err["gpu-torch"] + 1e-6, (name, err)
