@@ -190,16 +190,21 @@ def warm_fla(name: str) -> int:
     return 0
 
 
+def _json_object(flag: str, spec: str):
+    """One --launch / --settings value parsed as JSON, or a SystemExit naming the flag."""
+    try:
+        return json.loads(spec)
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"gsa bench grid: error: {flag} {spec!r} is not JSON ({e.msg})") from None
+
+
 def launch_variants(specs: list[str]) -> list[dict]:
     """--launch values: each a JSON object {kernel name: {launch option: value}}; refused by name otherwise."""
     from gsa.ops.triton.settings import LAUNCH_NAMES
 
     out = []
     for spec in specs:
-        try:
-            v = json.loads(spec)
-        except json.JSONDecodeError as e:
-            raise SystemExit(f"gsa bench grid: error: --launch {spec!r} is not JSON ({e.msg})") from None
+        v = _json_object("--launch", spec)
         if not isinstance(v, dict) or not all(isinstance(o, dict) for o in v.values()):
             raise SystemExit(f"gsa bench grid: error: --launch {spec!r} must map kernel names to option objects")
         unknown = sorted(set(v) - LAUNCH_NAMES)
@@ -216,16 +221,13 @@ def settings_variants(specs: list[str]) -> list[dict]:
 
     from gsa.ops.triton.settings import KernelSettings
 
-    fields = {f.name for f in dataclasses.fields(KernelSettings)}
+    fields = {f.name for f in dataclasses.fields(KernelSettings)} - {"launch"}
     out = []
     for spec in specs:
-        try:
-            v = json.loads(spec)
-        except json.JSONDecodeError as e:
-            raise SystemExit(f"gsa bench grid: error: --settings {spec!r} is not JSON ({e.msg})") from None
-        if not isinstance(v, dict) or set(v) - fields or "launch" in v:
+        v = _json_object("--settings", spec)
+        if not isinstance(v, dict) or set(v) - fields:
             raise SystemExit(f"gsa bench grid: error: --settings {spec!r} must be an object of SETTINGS fields other "
-                             f"than launch (use --launch); fields: {sorted(fields - {'launch'})}")
+                             f"than launch (use --launch); fields: {sorted(fields)}")
         out.append(v)
     return out
 
