@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 import time
@@ -36,7 +37,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from gsa.bench.common import machine, print_table, profile_kernels, release_memory, write_json  # noqa: E402
+from gsa.bench.common import (  # noqa: E402
+    device_ms, machine, print_table, profile_kernels, release_memory, write_json,
+)
 from gsa.bench.train import time_steps  # noqa: E402
 
 SIZES = {
@@ -138,7 +141,20 @@ def train_row(name: str, model, T: int, tokens: int, steps: int, warmup: int, de
            **time_steps(step, B * T, steps, warmup, device)}
     if profile and device.type == "cuda":  # where the two steps differ: per-kernel device time of one step
         row["profile"] = profile_kernels(step, 1, f"{name} training step, T {T}, B {B}", top=30)
+        row.update(profile_summary(row["profile"]))
     return row
+
+
+# The GSA op's own kernels in a profile: ours are all named chunk_gsa_*; fla-core's are chunk_* (its GSA and GLA
+# passes, the state walks, the local cumulative sum) and its slot softmax (softmax_fwd_kernel / softmax_bwd_kernel).
+OP_KERNEL = re.compile(r"^(chunk_|softmax_(fwd|bwd)_kernel)")
+
+
+def profile_summary(kernels: list[dict]) -> dict:
+    """A training step's GPU busy time (ms), the share of the GSA op's kernels in it, and the rest."""
+    op = sum(k["us"] for k in kernels if OP_KERNEL.match(k["kernel"])) / 1e3
+    total = device_ms(kernels)
+    return {"device_ms": total, "op_kernels_ms": op, "other_kernels_ms": total - op}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             release_memory(device)
         print_table(rows, [("model", "model", "s"), ("T", "T", "d"), ("B", "B", "d"), ("step_ms", "step ms", ".1f"),
                            ("tokens_per_s", "tokens/s", ",.0f"), ("peak_gib", "peak GiB", ".2f"),
+                           ("op_kernels_ms", "op kernels ms", ".1f"), ("other_kernels_ms", "other kernels ms", ".1f"),
                            ("error", "error", "s")])
         result["train"] = rows
     write_json(args.out, result)

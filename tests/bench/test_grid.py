@@ -119,3 +119,4 @@ def test_bad_settings_variant_is_refused_by_name(spec, message):
     with pytest.raises(SystemExit, match=message):
         grid.main(["--settings", spec])
     assert grid.settings_variants(['{"chunk_states": "input"}']) == [{"chunk_states": "input"}]
+

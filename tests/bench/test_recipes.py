@@ -1,5 +1,6 @@
 """benchmarks/recipes: every recipe parses, one runs end to end at a toy size on the CPU, and the two table helpers
-(mqar_summary.py, compare_runs.py) turn metrics.jsonl files into the tables and JSON the results page shows."""
+(mqar_summary.py, compare_runs.py) turn metrics.jsonl files into the tables and JSON the results page shows, and
+fla_vs_converted.py's profile summary."""
 
 import importlib.util
 import json
@@ -137,3 +138,14 @@ def test_t2r_pure_recipe_refuses_a_bad_budget_before_any_stage(tmp_path, budget)
     assert (r.returncode, r.stdout) == (2, ""), r.stdout[-2000:] + r.stderr[-2000:]
     assert f"TOKENS_BUDGET must be like 5M, 15M, 50M or a number of tokens, got '{budget}'" in r.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_training_profile_splits_the_op_kernels_from_the_rest():
+    """benchmarks/recipes/fla_vs_converted.py's summary: ours (chunk_gsa_*) and fla-core's (chunk_*, its slot
+    softmax) op kernels against everything else in a step's profile."""
+    mod = _load("fla_vs_converted")
+    kernels = [dict(us=1500.0, calls=2, kernel="chunk_gsa_bwd_kernel_ds"), dict(us=500.0, calls=1,
+               kernel="chunk_fwd_kernel_h"), dict(us=250.0, calls=1, kernel="softmax_bwd_kernel"),
+               dict(us=4000.0, calls=3, kernel="nvjet_sm90_tst_256x128"), dict(us=750.0, calls=1,
+               kernel="rms_norm_bwd_kernel")]
+    assert mod.profile_summary(kernels) == {"device_ms": 7.0, "op_kernels_ms": 2.25, "other_kernels_ms": 4.75}
