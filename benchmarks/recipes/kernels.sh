@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The kernel grid on one GPU: ours vs fla-core vs causal SDPA of the same width, every shape of `gsa bench grid`,
-# side by side in one process (table, JSON and plot under $OUT).
+# side by side in one process (table, JSON and plot under $OUT): wall-clock times, and for ours and fla-core the
+# GPU's busy time too (the kernels' device times summed; fla-core's wall time at the 1.3B shape is 1.5 ms of host work
+# over its 2.3 ms of kernels, which a model step hides: BENCHMARKS.md, "Kernels").
 #
 #   bash benchmarks/recipes/kernels.sh                  # every shape; $OUT defaults to benchmarks/results/<gpu>
 #   SHAPES=1.3b,hd128 JOBS=2 bash benchmarks/recipes/kernels.sh
