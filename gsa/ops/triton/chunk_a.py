@@ -25,7 +25,7 @@ import triton.language as tl
 
 from gsa.ops.triton.chunks import BC, BT, Chunks, sub_block_program, sub_block_tiles, tiles_grid
 from gsa.ops.triton.launch import block, check_group, launch, launch_options
-from gsa.ops.triton.settings import SETTINGS
+from gsa.ops.triton.settings import SETTINGS, SHAPE_SUFFIXES
 from gsa.ops.triton.tiles import (
     decayed_rows, factor_span, load_row, load_rows, masked_softmax, pairwise_decay, row_dots, sub_block_span,
 )
@@ -162,7 +162,7 @@ def kernel_a_launch(name: str, H: int, HQ: int, M: int, NT: int) -> tuple[tuple[
     launch option GROUP (a bool, default False) one per sub-block, kv head and chunk for all the kv head's query
     heads (with one query head a kv head GROUP changes nothing and is dropped; SETTINGS.launch's "@gqa" entries
     apply where HQ > H)."""
-    for entry in (name, name + "@gqa", name + "@m128"):  # each entry's value, even one a later entry overrides
+    for entry in (name, *(name + suffix for suffix in SHAPE_SUFFIXES)):  # each entry's, even one overridden later
         if "GROUP" in SETTINGS.launch.get(entry, {}):
             check_group(entry, SETTINGS.launch[entry]["GROUP"])
     opts = launch_options(name, slots=M, grouped=HQ > H, GROUP=False)

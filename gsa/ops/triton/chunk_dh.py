@@ -17,7 +17,7 @@ from gsa.ops.triton.chunk_h import (
 from gsa.ops.triton.chunks import BT, Chunks
 from gsa.ops.triton.launch import launch, low_state_dots
 from gsa.ops.triton.settings import SETTINGS
-from gsa.ops.triton.tiles import load_row, load_rows, load_slot_softmax
+from gsa.ops.triton.tiles import load_row, load_rows, load_slot_softmax, state_product
 
 
 @triton.jit
@@ -63,10 +63,7 @@ def chunk_gsa_bwd_kernel_dh(y, A, gl, dh, dht, dh0, seg_h, seg_g, cu_seqlens, ch
             else:
                 b_a = load_rows(A + i_hq * M, o_t, m_t, HQ * M, o_m, m_m)
             b_y = load_rows(y + i_hq * D, o_t, m_t, HQ * D, o_d, m_d)  # [BT, BD]
-            if LOW:
-                b_dh = tl.dot(tl.trans(b_y), (b_a * (scale * b_e)).to(b_y.dtype), b_dh)
-            else:
-                b_dh = tl.dot(tl.trans(b_y.to(tl.float32)), b_a * (scale * b_e), b_dh, input_precision=PREC)
+            b_dh = state_product(b_y, b_a * (scale * b_e), b_dh, LOW, PREC)
         b_gs += b_gl
     if SEGMENTED:
         store_segment(seg_h, seg_g, i_nh, i_s, i_d, NS, b_dh, b_gs, D, M, o_h, o_m, m_dm, m_m)

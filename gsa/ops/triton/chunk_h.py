@@ -18,7 +18,7 @@ from gsa.ops.triton.launch import (
     block, cdiv, chunk_state_dtype, launch, low_state_dots, slot_options, sm_count, state_tile,
 )
 from gsa.ops.triton.settings import SETTINGS
-from gsa.ops.triton.tiles import load_row, load_rows
+from gsa.ops.triton.tiles import load_row, load_rows, state_product
 
 
 @triton.jit
@@ -123,11 +123,7 @@ def chunk_gsa_fwd_kernel_h(x, s, gl, h, h0, ht, seg_h, seg_g, cu_seqlens, chunk_
         b_g = load_rows(gl + i_h * M, o_t, m_t, H * M, o_m, m_m)  # [BT, BM]
         b_gl = load_row(gl + i_h * M, last, H * M, o_m, m_m)  # [BM]
         b_sd = tl.where(m_t[:, None], b_s * tl.exp(b_gl[None, :] - b_g), 0.0)
-        if LOW:
-            b_xs = tl.dot(tl.trans(b_x), b_sd.to(b_x.dtype))
-        else:
-            b_xs = tl.dot(tl.trans(b_x.to(tl.float32)), b_sd, input_precision=PREC)
-        b_h = b_h * tl.exp(b_gl)[None, :] + b_xs
+        b_h = b_h * tl.exp(b_gl)[None, :] + state_product(b_x, b_sd, None, LOW, PREC)
         b_gs += b_gl
     if SEGMENTED:
         store_segment(seg_h, seg_g, i_nh, i_s, i_d, NS, b_h, b_gs, D, M, o_h, o_m, m_dm, m_m)
@@ -252,7 +248,8 @@ def chunk_fwd_h(x: torch.Tensor, s: torch.Tensor, gl: torch.Tensor, h0: torch.Te
     meta = dict(H=H, D=D, M=M, SEG=w.SEG, NS=w.NS, BT=BT, BD=w.BD)
     launch(chunk_gsa_fwd_kernel_h, w.grid)(
         x, s, gl, h, h0, ht, w.seg_h, w.seg_g, chunks.cu_seqlens, chunks.offsets, sd, sm, **meta,
-        USE_H0=h0 is not None, STORE_HT=output_final_state, SEGMENTED=w.NS > 1, PREC=prec, LOW=low_state_dots(x.dtype), **w.opts,
+        USE_H0=h0 is not None, STORE_HT=output_final_state, SEGMENTED=w.NS > 1, PREC=prec,
+        LOW=low_state_dots(x.dtype), **w.opts,
     )
     if w.NS > 1:
         opts, grid = w.carry("h-carry", D, M)

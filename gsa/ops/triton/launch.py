@@ -114,17 +114,21 @@ def launch_key() -> tuple:
             tuple(sorted((k, tuple(sorted(v.items()))) for k, v in SETTINGS.launch.items())))
 
 
+def _in_input_dtype(field: str) -> bool:
+    """Whether SETTINGS.<field>, "float32" or "input", says "input" (anything else is refused by name)."""
+    value = getattr(SETTINGS, field)
+    if value not in ("float32", "input"):
+        raise ValueError(f"SETTINGS.{field} must be 'float32' or 'input', got {value!r}")
+    return value == "input"
+
+
 def chunk_state_dtype(dtype: torch.dtype) -> torch.dtype:
-    if SETTINGS.chunk_states not in ("float32", "input"):
-        raise ValueError(f"SETTINGS.chunk_states must be 'float32' or 'input', got {SETTINGS.chunk_states!r}")
-    return dtype if SETTINGS.chunk_states == "input" else torch.float32
+    return dtype if _in_input_dtype("chunk_states") else torch.float32
 
 
 def low_state_dots(dtype: torch.dtype) -> bool:
     """Whether the state kernels' products take their operands in the inputs' 16-bit dtype (SETTINGS.state_dots)."""
-    if SETTINGS.state_dots not in ("float32", "input"):
-        raise ValueError(f"SETTINGS.state_dots must be 'float32' or 'input', got {SETTINGS.state_dots!r}")
-    return SETTINGS.state_dots == "input" and dtype in (torch.bfloat16, torch.float16)
+    return _in_input_dtype("state_dots") and dtype in (torch.bfloat16, torch.float16)
 
 
 def dot_precision(dtype: torch.dtype) -> str:

@@ -116,6 +116,16 @@ def load_slot_softmax(p, o_r, m_r, stride_r, o_m, m_m, M, BM: tl.constexpr, TILE
 
 
 @triton.jit
+def state_product(b_x, b_w, acc, LOW: tl.constexpr, PREC: tl.constexpr):
+    """x^T w [BD, BM] (plus acc, or None) of a state kernel's chunk: b_x [BT, BD] in the inputs' dtype, b_w [BT, BM]
+    float32 decayed weights. LOW (SETTINGS.state_dots = "input"): both as 16-bit operands; otherwise x upcast and
+    float32 operands at input precision PREC. Float32 accumulation either way."""
+    if LOW:
+        return tl.dot(tl.trans(b_x), b_w.to(b_x.dtype), acc)
+    return tl.dot(tl.trans(b_x.to(tl.float32)), b_w, acc, input_precision=PREC)
+
+
+@triton.jit
 def load_rows(p, o_t, m_t, stride_t, o_c, m_c):
     """Load the [len(o_t), len(o_c)] tile at p + o_t * stride_t + o_c (its own dtype), zeros outside the masks."""
     return tl.load(p + o_t[:, None].to(tl.int64) * stride_t + o_c[None, :], mask=m_t[:, None] & m_c[None, :], other=0)
