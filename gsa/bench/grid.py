@@ -102,8 +102,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also time ours with these launch options over gsa.ops.triton.SETTINGS.launch, e.g. "
                         "'{\"ds\": {\"num_warps\": 8}}' (repeatable: one variant each, kept in the JSON as gsa@1, ...)")
     p.add_argument("--settings", action="append", default=[], metavar="JSON",
-                   help="also time ours with these gsa.ops.triton.SETTINGS fields, e.g. '{\"chunk_states\": \"input\"}' "
-                        "(repeatable: one variant each, kept in the JSON after the --launch ones as gsa@N)")
+                   help="also time ours with these gsa.ops.triton.SETTINGS fields, e.g. "
+                        "'{\"chunk_states\": \"input\"}' (repeatable: one variant each, kept in the JSON after the "
+                        "--launch ones as gsa@N)")
     p.add_argument("--list", action="store_true", help="print the grid and exit")
     p.add_argument("--list-first", action="store_true",
                    help="print the names of the first shape of each fla-core autotune class (Shape.tune_class) of "

@@ -41,7 +41,8 @@ def line(row: dict) -> str:
     """One row as the run prints it."""
     g, r = row["gsa"], ratios(row)
     return (f"{row['name']:12s} ours {g['fwd_ms']:.3f} / {g['fwd_bwd_ms']:.3f} ms  fla/ours {_fmt(r['fla/fwd'])} / "
-            f"{_fmt(r['fla/fwd_bwd'])} (device {_fmt(r['fla/device'])})  sdpa/ours {_fmt(r['sdpa/fwd'])} / {_fmt(r['sdpa/fwd_bwd'])}  "
+            f"{_fmt(r['fla/fwd_bwd'])} (device {_fmt(r['fla/device'])})  sdpa/ours {_fmt(r['sdpa/fwd'])} / "
+            f"{_fmt(r['sdpa/fwd_bwd'])}  "
             f"first call {g['first_call_s']:.1f} s")
 
 

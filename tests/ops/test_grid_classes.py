@@ -57,7 +57,7 @@ WIDE = [pytest.param(c, id=i) for c, i in zip(CLASSES, IDS) if c[4] > 64]
 @gpu
 @pytest.mark.parametrize("cls", WIDE)
 def test_gpu_slot_tiles_within_2x_of_the_torch_backend(cls):
-    """The wide-slot classes again with kernel_ds and the state kernels in 64-wide slot tiles (opt-in)."""
+    """The wide-slot classes again with kernel_ds and every state kernel in 64-wide slot tiles."""
     with SETTINGS.override(launch={**SETTINGS.launch, **SLOT_TILES}):
         test_gpu_grid_class_within_2x_of_the_torch_backend(cls)
 

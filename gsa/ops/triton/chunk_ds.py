@@ -131,9 +131,9 @@ def chunk_bwd_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, chunks: Chunks, scale
     dhk [NT, H, K, M] and dhv [NT, H, V, M]: gradients of the chunk-end states."""
     TT, HQ, K = q.shape
     H, V, M = k.shape[1], v.shape[-1], s.shape[-1]
-    # Slot tiles of at most 64: at M = 128 one tile spilled 2448 bytes a thread compiled for sm_90, 64-wide tiles 1744
-    # (the M = 64 kernel: 1568; benchmarks/kernel_resources.py), and 128 slots cost 3-4x the 64-slot time
-    # (BENCHMARKS.md, "Kernels"). {"ds": {"BM": 128}} in SETTINGS.launch gives back the one-tile kernel.
+    # The slot tile: launch.slot_options (up to 64 slots unless SETTINGS.launch sets "BM"). At M = 128 the default is
+    # one tile ("ds@m128"): 64-wide tiles spill less compiled for sm_90 (2448 -> 1744 bytes a thread;
+    # benchmarks/kernel_resources.py) but re-read the chunk's rows per tile and ran 6% slower on the H100 (settings.py).
     opts = slot_options("ds", M)
     n_m = opts.pop("NM")
     ds = torch.empty(TT, H, M, dtype=s.dtype, device=s.device)

@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 # chunk_ds.py); for kernel_a's four names, "GROUP" (a bool, default False): one program per kv head for all its query
 # heads, which then share the loads of Gl and s rows and the decayed slot weights (chunk_a.py; the default for
 # grouped heads at D <= 128, below; an entry replaces the name's defaults, so {"a-small": {"GROUP": True}} also drops
-# its 2 warps and 2 stages unless it restates them). The rest were chosen for the H100 from one side-by-side sweep of every kernel over a few
-# options, no autotuning at run time: kernel_dx at 8 warps and 1 stage ran ~2x faster than at 4 and 3 (software
-# pipelining of its short loop costs shared memory and occupancy); kernel_h gained ~5-15% at 2 stages; at 16-wide
-# tiles (B 1, T 16K) the state kernels want 8 warps and 2 stages (kernel_h 2434 -> 1890 us, kernel_dh 1686 -> 1322),
+# its 2 warps and 2 stages unless it restates them). The rest were chosen for the H100 from one side-by-side sweep
+# of every kernel over a few options, no autotuning at run time: kernel_dx at 8 warps and 1 stage ran ~2x faster
+# than at 4 and 3 (software pipelining of its short loop costs shared memory and occupancy); kernel_h gained ~5-15%
+# at 2 stages; at 16-wide tiles (B 1, T 16K) the state kernels want 8 warps and 2 stages (kernel_h 2434 -> 1890 us,
+# kernel_dh 1686 -> 1322),
 # while at 64- and 32-wide tiles 8 warps lost; kernel_a at head dims <= 128 took 2 warps and 2 stages (grouped 1612 ->
 # 1529 us, small-head 458 -> 368; at K = 512 the default stays: 429 vs 491 at 2 warps). Every other kernel was best or
 # within noise at the default.
