@@ -125,7 +125,8 @@ def test_state_tile_narrows_only_when_programs_are_fewer_than_sms(monkeypatch):
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
 @pytest.mark.parametrize("chunk_states, state_dots", [("float32", "float32"), ("input", "float32"),
-                                                      ("float32", "input"), ("input", "input")])
+                                                      ("forward", "float32"), ("float32", "input"),
+                                                      ("forward", "input"), ("input", "input")])
 def test_low_precision_within_2x_of_plain_pytorch(dtype, chunk_states, state_dots, monkeypatch):
     """Also with the chunk-start states stored in the inputs' dtype (SETTINGS.chunk_states = "input", as fla-core
     does) and the state kernels' products on 16-bit operands (SETTINGS.state_dots = "input")."""
@@ -405,7 +406,7 @@ gpu = pytest.mark.gpu
 
 @gpu
 @pytest.mark.parametrize("state_dots", ["float32", "input"])
-@pytest.mark.parametrize("chunk_states", ["float32", "input"])
+@pytest.mark.parametrize("chunk_states", ["float32", "forward", "input"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
 @pytest.mark.parametrize("shape", [
     dict(B=2, T=130, HQ=4, H=4, K=128, V=128, M=64),
@@ -504,4 +505,37 @@ def test_chunk_states_in_the_input_dtype(monkeypatch):
         assert hk.dtype == dtype and hkT.dtype == torch.float32
     with pytest.raises(ValueError, match="chunk_states must be"):
         monkeypatch.setattr(SETTINGS, "chunk_states", "bf16")
-        chunk_state_dtype(torch.float16)
+        chunk_state_dtype(torch.float16, True)
+
+
+@pytest.mark.parametrize("keep_states", [False, True])
+def test_forward_only_chunk_states(keep_states, monkeypatch):
+    """SETTINGS.chunk_states = "forward": states only the forward's own kernels read are stored as the inputs; the
+    ones the backward reads (recomputed, or kept from the forward) stay float32, so dg keeps its exact boundary
+    term. Without kept states the forward's output equals "input"'s; with them everything equals "float32"'s."""
+    import gsa.ops.triton.chunk as chunk
+
+    made, real = [], chunk.chunk_fwd_h
+
+    def recorded(*a, **k):
+        h, ht = real(*a, **k)
+        made.append(h.dtype)
+        return h, ht
+
+    monkeypatch.setattr(chunk, "chunk_fwd_h", recorded)
+    x = on(cast(make_inputs(B=1, T=70, HQ=2, H=1, K=16, V=16, M=8, tau=1.0), torch.float16))
+    out, states = {}, {}
+    for mode in ("forward", "input", "float32"):
+        monkeypatch.setattr(SETTINGS, "chunk_states", mode)
+        made.clear()
+        out[mode] = run(lambda *a, **k: chunk_op(*a, keep_states=keep_states, **k), x)
+        states[mode] = list(made)
+    f16, f32 = torch.float16, torch.float32
+    # the forward's hk and hv, then (unless kept) the backward's recomputed hv and hk
+    assert states["forward"] == ([f32, f32] if keep_states else [f16, f16, f32, f32])
+    assert states["input"] == ([f16, f16] if keep_states else [f16, f16, f16, f16])
+    if keep_states:
+        assert_matches(out["forward"], out["float32"], tol=0)
+    else:
+        torch.testing.assert_close(out["forward"][0], out["input"][0], rtol=0, atol=0)
+        assert not torch.equal(out["forward"][0], out["float32"][0])  # the 16-bit states did change the forward

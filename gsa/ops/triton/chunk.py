@@ -45,8 +45,8 @@ def _fwd_impl(q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states, c
     prec = dot_precision(q.dtype)
     qf, kf, vf, sf = _flat(q), _flat(k), _flat(v), _flat(s)
     gl = chunk_local_cumsum(_flat(g), chunks)
-    hk, hkT = chunk_fwd_h(kf, sf, gl, hk0, chunks, nt, output_final_state, False, prec)
-    hv, hvT = chunk_fwd_h(vf, sf, gl, hv0, chunks, nt, output_final_state, True, prec)
+    hk, hkT = chunk_fwd_h(kf, sf, gl, hk0, chunks, nt, output_final_state, False, prec, keep_states)
+    hv, hvT = chunk_fwd_h(vf, sf, gl, hv0, chunks, nt, output_final_state, True, prec, keep_states)
     A, P = chunk_fwd_a(qf, kf, sf, gl, hk, chunks, scale, prec, linear_read)
     # the second pass reads with softmax(A1), or with A1 itself
     o = chunk_o(A, gl, P, vf, hv, chunks, 1.0, not linear_read, q.dtype, prec)
@@ -80,8 +80,8 @@ def _(q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states, cu_seqlen
     return (q.new_empty(B, T, HQ, V), q.new_empty(B, T, HQ, M, **f32), q.new_empty(B, T, H, M, **f32),
             q.new_empty(B, T, HQ, BT, **f32),
             q.new_empty(N, H, K, M, **f32) if fin else _empty(q), q.new_empty(N, H, M, V, **f32) if fin else _empty(q),
-            q.new_empty(nt, H, K, M, dtype=chunk_state_dtype(q.dtype)) if keep_states else _empty(q),
-            q.new_empty(nt, H, V, M, dtype=chunk_state_dtype(q.dtype)) if keep_states else _empty(q))
+            q.new_empty(nt, H, K, M, dtype=chunk_state_dtype(q.dtype, True)) if keep_states else _empty(q),
+            q.new_empty(nt, H, V, M, dtype=chunk_state_dtype(q.dtype, True)) if keep_states else _empty(q))
 
 
 def _bwd_impl(q, k, v, s, g, A, gl, P, do, scale, hk0, hv0, dhkT, dhvT, hkT, hvT, hk, hv, cu_seqlens,
@@ -99,7 +99,10 @@ def _bwd_impl(q, k, v, s, g, A, gl, P, do, scale, hk0, hv0, dhkT, dhvT, hkT, hvT
     want0 = hk0 is not None
     # dg's chunk-boundary term (cumsum.py), in parts per D tile of each pass; it needs exact states, so not with
     # chunk states stored in the inputs' dtype
-    states = (chunk_state_dtype(k.dtype), chunk_state_dtype(v.dtype)) if recompute else (hk.dtype, hv.dtype)
+    if recompute:
+        states = (chunk_state_dtype(k.dtype, True), chunk_state_dtype(v.dtype, True))
+    else:
+        states = (hk.dtype, hv.dtype)
     exact = states == (torch.float32, torch.float32)
     nk = dx_tiles(K)
     parts = torch.empty(nk + dx_tiles(V), nt, H, M, dtype=torch.float32, device=q.device) if exact else None
@@ -107,14 +110,14 @@ def _bwd_impl(q, k, v, s, g, A, gl, P, do, scale, hk0, hv0, dhkT, dhvT, hkT, hvT
     # floats) are dropped before the other's are built, so the two never coexist with both state gradients
     # (1.3b shape: 128 MiB each).
     if recompute:
-        hv, _ = chunk_fwd_h(vf, sf, glf, hv0, chunks, nt, False, True, prec)
+        hv, _ = chunk_fwd_h(vf, sf, glf, hv0, chunks, nt, False, True, prec, True)
     dA, dGq, P1 = chunk_bwd_dp(dof, vf, sf, glf, hv, Af, chunks, prec, linear_read)
     dhv, dhv0 = chunk_bwd_dh(dof, Af, glf, dhvT, chunks, nt, 1.0, not linear_read, want0, True, prec)
     dv = chunk_bwd_dx(_flat(P), dof, sf, glf, dhv, chunks, 1.0, v.dtype, prec,
                       *((hv, parts[nk:]) if exact else ()))
     del hv
     if recompute:
-        hk, _ = chunk_fwd_h(kf, sf, glf, hk0, chunks, nt, False, False, prec)
+        hk, _ = chunk_fwd_h(kf, sf, glf, hk0, chunks, nt, False, False, prec, True)
     dhk, dhk0 = chunk_bwd_dh(qf, dA, glf, dhkT, chunks, nt, scale, False, want0, False, prec)
     dq = chunk_o(dA, glf, P1, kf, hk, chunks, scale, False, q.dtype, prec)
     dk = chunk_bwd_dx(P1, qf, sf, glf, dhk, chunks, scale, k.dtype, prec, *((hk, parts[:nk]) if exact else ()))

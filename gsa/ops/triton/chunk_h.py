@@ -230,16 +230,17 @@ def state_strides(D: int, M: int, transposed: bool) -> tuple[int, int]:
 
 
 def chunk_fwd_h(x: torch.Tensor, s: torch.Tensor, gl: torch.Tensor, h0: torch.Tensor | None, chunks: Chunks,
-                nt_alloc: int, output_final_state: bool, transposed: bool, prec: str):
+                nt_alloc: int, output_final_state: bool, transposed: bool, prec: str, for_backward: bool):
     """Chunk-start states of one pass.
 
     x: [TT, H, D] (k, or v), s/gl: [TT, H, M], h0: [N, H, D, M] (or [N, H, M, D] when `transposed`).
-    Returns states [nt_alloc, H, D, M] (the first chunks.NT rows written; float32, or x's dtype under
-    SETTINGS.chunk_states = "input") and the final state in h0's layout, float32 (or None).
+    for_backward: the backward reads the states (launch.chunk_state_dtype).
+    Returns states [nt_alloc, H, D, M] (the first chunks.NT rows written; float32, or x's dtype as
+    SETTINGS.chunk_states says) and the final state in h0's layout, float32 (or None).
     """
     TT, H, D = x.shape
     M = s.shape[-1]
-    h = x.new_empty(nt_alloc, H, D, M, dtype=chunk_state_dtype(x.dtype))
+    h = x.new_empty(nt_alloc, H, D, M, dtype=chunk_state_dtype(x.dtype, for_backward))
     shape = (chunks.N, H, M, D) if transposed else (chunks.N, H, D, M)
     ht = x.new_empty(shape, dtype=torch.float32) if output_final_state else None
     sd, sm = state_strides(D, M, transposed)

@@ -8,10 +8,10 @@ bf16 on an H100). So the sum runs only inside each chunk, and what all later tok
 the chunk boundary: the gradient of the log-decay at the first token of chunk c + 1 is
 sum_D H[c + 1] * dH[c] (the state entering chunk c + 1 times the gradient of the state leaving chunk c), over both
 passes; the final-state term plays that role after a sequence's last chunk. kernel_dx takes those products per D
-tile while it holds dH[c] (chunk_dx.py). With chunk states stored in the inputs' dtype
-(SETTINGS.chunk_states = "input") that product would carry the states' rounding (3.6x the torch backend's dg
-error in fp16 at T = 65), so there the sum still runs over the whole sequence, exact at short T and degrading
-with T as before."""
+tile while it holds dH[c] (chunk_dx.py). With the backward's chunk states stored in the inputs' dtype
+(SETTINGS.chunk_states = "input"; "forward" keeps them float32) that product would carry the states' rounding (3.6x
+the torch backend's dg error in fp16 at T = 65), so there the sum still runs over the whole sequence, exact at short
+T and degrading with T as before."""
 
 from __future__ import annotations
 

@@ -114,16 +114,24 @@ def launch_key() -> tuple:
             tuple(sorted((k, tuple(sorted(v.items()))) for k, v in SETTINGS.launch.items())))
 
 
-def _in_input_dtype(field: str) -> bool:
-    """Whether SETTINGS.<field>, "float32" or "input", says "input" (anything else is refused by name)."""
+def _setting(field: str, choices: tuple[str, ...] = ("float32", "input")) -> str:
+    """SETTINGS.<field>, one of `choices` (anything else is refused by name)."""
     value = getattr(SETTINGS, field)
-    if value not in ("float32", "input"):
-        raise ValueError(f"SETTINGS.{field} must be 'float32' or 'input', got {value!r}")
-    return value == "input"
+    if value not in choices:
+        raise ValueError(f"SETTINGS.{field} must be one of {choices}, got {value!r}")
+    return value
 
 
-def chunk_state_dtype(dtype: torch.dtype) -> torch.dtype:
-    return dtype if _in_input_dtype("chunk_states") else torch.float32
+def _in_input_dtype(field: str) -> bool:
+    """Whether SETTINGS.<field>, "float32" or "input", says "input"."""
+    return _setting(field) == "input"
+
+
+def chunk_state_dtype(dtype: torch.dtype, backward: bool) -> torch.dtype:
+    """The storage dtype of chunk-start states (SETTINGS.chunk_states) that the backward reads (`backward`: the
+    states it recomputes, or the forward's when they are kept for it) or that only the forward's own kernels read."""
+    mode = _setting("chunk_states", ("float32", "forward", "input"))
+    return dtype if mode == "input" or (mode == "forward" and not backward) else torch.float32
 
 
 def low_state_dots(dtype: torch.dtype) -> bool:

@@ -70,11 +70,13 @@ class KernelSettings:
     chunk_warps: warps per program of the chunked kernels. Compiled for sm_90 most of them sit at 255 registers and
         spill at 4 warps; at 8 the spills nearly vanish, yet the 1.3b fwd+bwd ran 1.3x slower: 4 stays.
     launch: per-kernel launch options over chunk_warps (DEFAULT_LAUNCH).
-    chunk_states: storage of the chunk-start states the forward writes and the chunk kernels read back: "float32"
-        or "input" (the inputs' dtype, as fla-core stores them: half the state traffic and memory; float32 inputs
-        unaffected). Measured at the 1.3B shape on the H100: extra memory 944 -> 816 MiB, fwd+bwd 4.07 -> 3.91 ms;
-        but dg then keeps the whole-sequence sum (cumsum.py), 3.1x the torch backend's dg error in bf16 at T = 2048,
-        so it stays opt-in. Accumulation and returned final states are float32 either way.
+    chunk_states: storage of the chunk-start states the forward writes and the chunk kernels read back: "float32",
+        "input" (the inputs' dtype, as fla-core stores them: half the state traffic and memory; float32 inputs
+        unaffected) or "forward" (the inputs' dtype only for the states the forward's own kernels read; those the
+        backward reads, recomputed or kept, float32). Measured at the 1.3B shape on the H100: extra memory 944 -> 816
+        MiB, fwd+bwd 4.07 -> 3.91 ms under "input"; but dg then keeps the whole-sequence sum (cumsum.py), 3.1x the
+        torch backend's dg error in bf16 at T = 2048, so it stays opt-in. "forward" keeps dg's exact boundary term.
+        Accumulation and returned final states are float32 in every mode.
     state_dots: the operands of the state kernels' products (kernel_h: x^T (s * decay); kernel_dh: y^T (a * decay)):
         "float32" (the decayed weights in float32, inputs upcast; tf32 dots for bf16, 3xTF32 for fp16) or "input"
         (both in the inputs' dtype, accumulated in float32, as fla-core does: the weights rounded to the inputs'
