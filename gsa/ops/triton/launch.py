@@ -118,7 +118,8 @@ def _setting(field: str, choices: tuple[str, ...] = ("float32", "input")) -> str
     """SETTINGS.<field>, one of `choices` (anything else is refused by name)."""
     value = getattr(SETTINGS, field)
     if value not in choices:
-        raise ValueError(f"SETTINGS.{field} must be one of {choices}, got {value!r}")
+        names = [repr(c) for c in choices]
+        raise ValueError(f"SETTINGS.{field} must be {', '.join(names[:-1])} or {names[-1]}, got {value!r}")
     return value
 
 
