@@ -156,11 +156,15 @@ def main(argv=None) -> int:
     p.add_argument("--linear-read", action="store_true", help="the kernels of slot_read='linear' (the ablation)")
     p.add_argument("--launch", default="{}", help="JSON entries over gsa.ops.triton.SETTINGS.launch, e.g. "
                    "'{\"ds@m128\": {}}' (the slot-tiled kernel_ds at M = 128)")
+    p.add_argument("--settings", default="{}", help="JSON object of other gsa.ops.triton.SETTINGS fields, e.g. "
+                   "'{\"state_dots\": \"input\"}' (as `gsa bench grid --settings`)")
     p.add_argument("--json", help="also write the rows (kernel, warps, REG, STACK, shared) to this JSON file")
     args = p.parse_args(argv)
+    from gsa.bench.grid import settings_variants
     from gsa.ops.triton.settings import SETTINGS
 
-    with SETTINGS.override(launch={**SETTINGS.launch, **json.loads(args.launch)}):
+    fields = settings_variants([args.settings])[0]
+    with SETTINGS.override(launch={**SETTINGS.launch, **json.loads(args.launch)}, **fields):
         rows = collect(SHAPES[args.shape], args.arch, warps=args.warps, linear_read=args.linear_read)
     if args.json:
         with open(args.json, "w") as f:

@@ -55,8 +55,11 @@ def head_dots(a, b, p_h, i_hq, i_h, H, HQ, D, M, o_t, m_t, o_i, m_i, o_m, m_m, b
         m_d = o_d < D
         b_ai = load_rows(a + i_hq * D, o_i, m_i, HQ * D, o_d, m_d)  # [BC, BD]
         b_bt = load_rows(b + i_h * D, o_t, m_t, H * D, o_d, m_d)  # [BT, BD]
-        b_h = load_rows(p_h, o_d, m_d, M, o_m, m_m).to(tl.float32)  # [BD, BM], stored float32 or as the inputs
-        b_x += tl.dot(b_ai.to(tl.float32), b_h, input_precision=PREC)
+        b_h = load_rows(p_h, o_d, m_d, M, o_m, m_m)  # [BD, BM], stored float32 or as the inputs
+        if b_h.dtype == tl.float32:
+            b_x += tl.dot(b_ai.to(tl.float32), b_h, input_precision=PREC)
+        else:  # states stored as the inputs (SETTINGS.chunk_states): exact products at the 16-bit rate
+            b_x += tl.dot(b_ai, b_h.to(b_ai.dtype))
         b_ab += tl.dot(b_ai, tl.trans(b_bt), input_precision=PREC)
     b_x *= tl.exp(b_gi)
     return b_x, b_ab
