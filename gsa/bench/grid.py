@@ -265,8 +265,8 @@ def measure(shapes: dict[str, Shape], fla_mode: str, sdpa: bool, profile: bool, 
             changes = {**variant, "launch": {**SETTINGS.launch, **variant.get("launch", {})}}
             with SETTINGS.override(**changes):
                 row[f"gsa@{i}"] = dict(time_fwd_bwd(impls["gsa"], a, do), **variant)
-                row[f"gsa@{i}"]["device_fwd_bwd_ms"] = device_ms(
-                    profile_kernels(fwd_bwd_step(impls["gsa"], a, do), 5, "", quiet=True))
+                kernels[f"gsa@{i}"] = profile_kernels(fwd_bwd_step(impls["gsa"], a, do), 5, "", quiet=True)
+                row[f"gsa@{i}"]["device_fwd_bwd_ms"] = device_ms(kernels[f"gsa@{i}"])
             print(f"  {name} gsa@{i} {json.dumps(variant)}: {row[f'gsa@{i}']['fwd_ms']:.3f} / "
                   f"{row[f'gsa@{i}']['fwd_bwd_ms']:.3f} ms (device {row[f'gsa@{i}']['device_fwd_bwd_ms']:.3f})",
                   flush=True)
@@ -274,6 +274,8 @@ def measure(shapes: dict[str, Shape], fla_mode: str, sdpa: bool, profile: bool, 
             row["profile"] = kernels["gsa"]
             if "fla" in kernels:
                 row["fla_profile"] = kernels["fla"]
+            for i in range(1, len(variants) + 1):  # each variant's kernels, to see which of them a change moved
+                row[f"gsa@{i}"]["profile"] = kernels[f"gsa@{i}"]
         del a, do
         if sdpa:
             a, fwd, do = _sdpa_case(torch, x)
