@@ -21,7 +21,8 @@ import triton.language as tl
 from gsa.ops.triton.chunks import BC, BT, Chunks, chunk_bounds, program_tiles, tiles_grid
 from gsa.ops.triton.launch import block, launch, slot_options
 from gsa.ops.triton.tiles import (
-    factor_span, load_row, load_rows, load_slot_softmax, pairwise_decay, row_dots, sub_block_span,
+    factor_span, load_row, load_rows, load_slot_softmax, pairwise_column, row_dots, sub_block_column,
+    sub_block_span,
 )
 
 
@@ -67,8 +68,10 @@ def _ds_pass(x, y, A, dh, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_a, o_m, m_m, b_
                 b_aj = load_slot_softmax(A + i_hq * M, o_j, m_j, HQ * M, o_m, m_m, M, BM, TILED)  # [BC, BM]
             else:
                 b_aj = load_rows(A + i_hq * M, o_j, m_j, HQ * M, o_m, m_m)
-            b_d = pairwise_decay(b_gj, o_j, m_j)  # [BC (t), BC (j), BM]
-            b_acc += tl.sum(b_yxd[:, :, None] * b_aj[:, None, :] * b_d, axis=0)
+            o_c = tl.arange(0, BC)
+            for jj in range(BC):  # key row j = tj + jj: sum over t >= j of (y_t . x_j) a_t exp(Gl_t - Gl_j)
+                b_w = sub_block_column(b_yxd, o_c, jj)[:, None] * b_aj * pairwise_column(b_gj, o_c, m_j, jj)
+                b_acc += tl.where((o_c == jj)[:, None], tl.sum(b_w, 0)[None, :], 0.0)
     return b_ds + scale * b_acc
 
 

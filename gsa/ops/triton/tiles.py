@@ -60,6 +60,34 @@ def pairwise_decay(b_g, o_i, m_i):
     return tl.exp(tl.where(m_tj[:, :, None], b_g[:, None, :] - b_g[None, :, :], float("-inf")))
 
 
+# kernel_ds's pairwise path walks the sub-block's BC key rows j one at a time, each a [BC (t), BM] decay column: as
+# one [BC, BC, BM] tensor (16K floats at 64 slots, 128 registers a thread at 4 warps) it raised ptxas's spills of the
+# whole kernel, fast path included, from 1192 to 1568 bytes a thread (sm_90, 1.3b shape;
+# benchmarks/kernel_resources.py). kernel_a keeps pairwise_decay: walked row by row there, its spills grew (400 ->
+# 456).
+
+
+@triton.jit
+def pairwise_column(b_g, o_c, m_i, jj):
+    """exp(Gl_t - Gl_j) [BC (t), BM] for the sub-block's row j at offset jj (o_c = tl.arange(0, BC)) and its rows
+    t >= j (0 on the others and on rows outside m_i); b_g: [BC, BM]."""
+    b_gj = sub_block_row(b_g, o_c, jj)
+    m_r = (o_c >= jj) & m_i
+    return tl.where(m_r[:, None], tl.exp(tl.where(m_r[:, None], b_g - b_gj[None, :], 0.0)), 0.0)
+
+
+@triton.jit
+def sub_block_row(b_x, o_c, jj):
+    """Row jj of b_x [BC, N] as [N] (o_c = tl.arange(0, BC))."""
+    return tl.sum(tl.where((o_c == jj)[:, None], b_x, 0.0), 0)
+
+
+@triton.jit
+def sub_block_column(b_x, o_c, jj):
+    """Column jj of b_x [N, BC] as [N] (o_c = tl.arange(0, BC))."""
+    return tl.sum(tl.where((o_c == jj)[None, :], b_x, 0.0), 1)
+
+
 @triton.jit
 def gate_from_logits(b_f, norm):
     """Slot logits f -> (g, s): g = logsigmoid(f) / norm, s = 1 - exp(g), in float32 and accurate for large f
