@@ -17,8 +17,15 @@ def use_triton_kernels(x: torch.Tensor) -> bool:
     """Whether a module should run its Triton kernel on activation x (read at call time)."""
     if KERNELS not in ("auto", "triton", "torch"):
         raise ValueError(f"gsa.nn.backend.KERNELS must be 'auto', 'triton' or 'torch', got {KERNELS!r}")
-    if KERNELS != "auto":
-        return KERNELS == "triton"
+    if KERNELS == "triton":
+        from gsa.ops.api import triton_runs_on
+
+        if not triton_runs_on(x.device):  # else Triton's launcher fails on the host pointer, naming neither
+            raise ValueError(f"gsa.nn.backend.KERNELS = 'triton' runs the modules' kernels on CUDA tensors (or under "
+                             f"TRITON_INTERPRET=1), got an activation on {x.device}: set it to 'auto' or 'torch'")
+        return True
+    if KERNELS == "torch":
+        return False
     if torch.compiler.is_compiling():
         return False
     from gsa.ops.api import resolve_backend

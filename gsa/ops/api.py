@@ -48,7 +48,7 @@ def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype = tor
     return "torch"
 
 
-def _triton_runs_on(device: torch.device) -> bool:
+def triton_runs_on(device: torch.device) -> bool:
     """CUDA devices, and any device under Triton's CPU interpreter (TRITON_INTERPRET=1, the CPU tests). Not asked
     inside torch.compile, which cannot trace the interpreter switch (a compiled call off CUDA still fails, at
     launch)."""
@@ -65,7 +65,7 @@ def _backend_for(backend: str, q: torch.Tensor, M: int) -> str:
     """resolve_backend for an op on q's device and dtype with M slots: `auto` takes the torch backend where the
     Triton kernels cannot (M > TRITON_MAX_SLOTS), and an explicit triton there, or off CUDA, is refused."""
     chosen = resolve_backend(backend, q.device, q.dtype)
-    if chosen == "triton" and not _triton_runs_on(q.device):
+    if chosen == "triton" and not triton_runs_on(q.device):
         raise ValueError(f"backend='triton' runs on CUDA tensors, got q on {q.device}: use backend='torch' (or "
                          "'auto', which does)")
     if chosen == "triton" and M > TRITON_MAX_SLOTS:

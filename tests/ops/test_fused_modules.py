@@ -137,3 +137,14 @@ def test_opcheck_swiglu_op():
     g = torch.randn(4, 33, device=DEVICE, requires_grad=True)
     u = torch.randn(4, 33, device=DEVICE, requires_grad=True)
     torch.library.opcheck(swiglu_fwd, (g, u))
+
+
+def test_forced_kernels_refuse_a_tensor_they_cannot_run_on(monkeypatch):
+    """KERNELS = 'triton' with a CPU activation outside the interpreter: a ValueError naming the setting, not
+    Triton's launcher failing on a host pointer (which a CPU float64 reference beside a GPU run once hit)."""
+    import gsa.ops.api as api
+
+    monkeypatch.setattr(backend, "KERNELS", "triton")
+    monkeypatch.setattr(api, "triton_runs_on", lambda device: device.type == "cuda")
+    with pytest.raises(ValueError, match="KERNELS = 'triton' runs the modules' kernels on CUDA tensors"):
+        RMSNorm(16)(torch.randn(3, 16))
