@@ -405,7 +405,6 @@ gpu = pytest.mark.gpu
 
 
 @gpu
-@pytest.mark.parametrize("state_dots", ["float32", "input"])
 @pytest.mark.parametrize("chunk_states", ["float32", "forward", "input"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
 @pytest.mark.parametrize("shape", [
@@ -413,7 +412,7 @@ gpu = pytest.mark.gpu
     dict(B=1, T=100, HQ=8, H=2, K=64, V=96, M=32),
     dict(B=2, T=2048, HQ=4, H=4, K=128, V=128, M=64),  # 32 chunks: state rounding has time to accumulate
 ])
-def test_gpu_within_2x_of_the_torch_backend(dtype, shape, chunk_states, state_dots, monkeypatch, request):
+def test_gpu_within_2x_of_the_torch_backend(dtype, shape, chunk_states, monkeypatch, request):
     if chunk_states == "input" and dtype == torch.bfloat16 and shape["T"] >= 2048:
         # A known limit of the opt-in bf16 chunk states (gsa/ops/triton/cumsum.py): dg keeps the whole-sequence
         # sum there, 3.1x the torch backend's error at this shape on the H100 (docs/log.md); strict, so a fix shows.
@@ -421,8 +420,23 @@ def test_gpu_within_2x_of_the_torch_backend(dtype, shape, chunk_states, state_do
                                               reason="bf16 chunk states: dg's whole-sequence sum at T = 2048"))
 
     monkeypatch.setattr(SETTINGS, "chunk_states", chunk_states)
-    monkeypatch.setattr(SETTINGS, "state_dots", state_dots)
     x = on(make_inputs(**shape, tau=4.0), "cuda")
+    truth = run(recurrent_reference, x)
+    baseline = run(lambda *a, **k: gated_slot_attention(*a, backend="torch", **k), on(cast(x, dtype), "cuda"))
+    assert_ratio(run(chunk_op, on(cast(x, dtype), "cuda")), baseline, truth, ratio=2.0, floor=1e-5)
+
+
+@gpu
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="16-bit state-kernel operands: the decayed slot weights rounded to 16 bits in the states but "
+                          "not in the per-token dG terms, whose cancellation dg relies on; on the H100 dg was 2.1-3.3x "
+                          "the torch backend's error at these shapes (SETTINGS.state_dots stays opt-in)")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_gpu_16bit_state_dots_within_2x_of_the_torch_backend(dtype, monkeypatch):
+    """SETTINGS.state_dots = "input" (kernel_h's and kernel_dh's products on 16-bit operands, as fla-core's):
+    strict, so a fix shows."""
+    monkeypatch.setattr(SETTINGS, "state_dots", "input")
+    x = on(make_inputs(B=2, T=130, HQ=4, H=4, K=128, V=128, M=64, tau=4.0), "cuda")
     truth = run(recurrent_reference, x)
     baseline = run(lambda *a, **k: gated_slot_attention(*a, backend="torch", **k), on(cast(x, dtype), "cuda"))
     assert_ratio(run(chunk_op, on(cast(x, dtype), "cuda")), baseline, truth, ratio=2.0, floor=1e-5)
