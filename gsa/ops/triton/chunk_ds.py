@@ -27,7 +27,7 @@ from gsa.ops.triton.tiles import (
 
 
 @triton.jit
-def _ds_pass(x, y, A, dh, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_a, o_m, m_m, b_gt, b_gj, b_ge, b_gl, factored,
+def _ds_pass(x, y, A, dh, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_a, o_m, m_m, b_et, b_gj, b_ge, b_gl, factored,
              H, HQ, D, M, BT: tl.constexpr,
              BC: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr, SOFTMAX: tl.constexpr, TILED: tl.constexpr,
              PREC: tl.constexpr):
@@ -56,9 +56,7 @@ def _ds_pass(x, y, A, dh, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_a, o_m, m_m, b_
             b_at = load_slot_softmax(A + i_hq * M, o_t, m_t, HQ * M, o_m, m_m, M, BM, TILED)  # [BT, BM]
         else:
             b_at = load_rows(A + i_hq * M, o_t, m_t, HQ * M, o_m, m_m)
-        # later sub-blocks (and, factored, the diagonal one from row j on), the decay factored through the key
-        # block's last row e: exp(Gl_t - Gl_e) <= 1 after the block, <= exp(span) inside it
-        b_ad = tl.where(m_a[:, None], b_at * tl.exp(tl.where(m_a[:, None], b_gt - b_ge[None, :], 0.0)), 0.0)
+        b_ad = tl.where(m_a[:, None], b_at * b_et, 0.0)  # the query rows' weights, decayed to row e (b_et)
         b_xy = tl.where(o_t[None, :] >= o_j[:, None], b_xy, 0.0)  # causal inside the diagonal sub-block
         b_acc += b_dec * tl.dot(b_xy, b_ad, input_precision=PREC)
         if not factored:  # the diagonal sub-block, pairwise
@@ -99,7 +97,6 @@ def chunk_gsa_bwd_kernel_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, cu
     o_m = i_m * BM + tl.arange(0, BM)
     m_t, m_j, m_m = o_t < eos, o_j < eos, o_m < M
 
-    b_gt = load_rows(gl + i_h * M, o_t, m_t, H * M, o_m, m_m)  # [BT, BM]
     b_gj = load_rows(gl + i_h * M, o_j, m_j, H * M, o_m, m_m)  # [BC, BM]
     b_ge = load_row(gl + i_h * M, e, H * M, o_m, m_m)  # [BM]
     b_gl = load_row(gl + i_h * M, last, H * M, o_m, m_m)  # [BM]
@@ -108,10 +105,15 @@ def chunk_gsa_bwd_kernel_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, cu
     # over this program's slot tile only: each tile decides for its own slots
     factored = sub_block_span(b_gj, load_row(gl + i_h * M, tj, H * M, o_m, m_m)) < span_max
     m_a = (o_t >= tl.where(factored, tj, tj + BC)) & m_t  # the query rows the dot takes
+    # later sub-blocks (and, factored, the diagonal one from row j on), the decay factored through the key block's
+    # last row e: exp(Gl_t - Gl_e) <= 1 after the block, <= exp(span) inside it; taken once for both passes and all
+    # query heads of the kv head
+    b_gt = load_rows(gl + i_h * M, o_t, m_t, H * M, o_m, m_m)  # [BT, BM]
+    b_et = tl.where(m_a[:, None], tl.exp(tl.where(m_a[:, None], b_gt - b_ge[None, :], 0.0)), 0.0)
 
-    b_ds = _ds_pass(k, q, dA, dhk, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_a, o_m, m_m, b_gt, b_gj, b_ge, b_gl,
+    b_ds = _ds_pass(k, q, dA, dhk, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_a, o_m, m_m, b_et, b_gj, b_ge, b_gl,
                     factored, H, HQ, K, M, BT, BC, BK, BM, False, TILED, PREC)
-    b_ds += _ds_pass(v, do, A, dhv, i_c, i_h, 1.0, o_t, m_t, o_j, m_j, m_a, o_m, m_m, b_gt, b_gj, b_ge, b_gl,
+    b_ds += _ds_pass(v, do, A, dhv, i_c, i_h, 1.0, o_t, m_t, o_j, m_j, m_a, o_m, m_m, b_et, b_gj, b_ge, b_gl,
                      factored, H, HQ, V, M, BT, BC, BV, BM, SOFTMAX, TILED, PREC)
 
     b_sj = load_rows(s + i_h * M, o_j, m_j, H * M, o_m, m_m).to(tl.float32)  # [BC, BM]
