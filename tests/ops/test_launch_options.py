@@ -63,12 +63,14 @@ def test_slot_tile_must_be_a_power_of_two(name):
                 chunk_gsa(q, k, v, s, g, 0.3, initial_state, output_final_state, None, False, False), x)
 
 
-def test_state_dots_takes_float32_or_input_and_leaves_float32_inputs_alone():
-    from gsa.ops.triton.launch import low_state_dots
+def test_state_dots_modes_and_float32_inputs_alone():
+    from gsa.ops.triton.launch import state_dots_mode
 
-    with SETTINGS.override(state_dots="input"):
-        assert low_state_dots(torch.bfloat16) and low_state_dots(torch.float16) and not low_state_dots(torch.float32)
-    assert not low_state_dots(torch.bfloat16)  # the default
+    assert state_dots_mode(torch.bfloat16) == 0  # the default: float32 operands
+    for mode, code in (("input", 1), ("split", 2)):
+        with SETTINGS.override(state_dots=mode):
+            assert state_dots_mode(torch.bfloat16) == state_dots_mode(torch.float16) == code
+            assert state_dots_mode(torch.float32) == 0
     with SETTINGS.override(state_dots="bf16"):
-        with pytest.raises(ValueError, match="SETTINGS.state_dots must be 'float32' or 'input', got 'bf16'"):
-            low_state_dots(torch.bfloat16)
+        with pytest.raises(ValueError, match="SETTINGS.state_dots must be 'float32', 'input' or 'split', got 'bf16'"):
+            state_dots_mode(torch.bfloat16)

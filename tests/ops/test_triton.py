@@ -126,7 +126,8 @@ def test_state_tile_narrows_only_when_programs_are_fewer_than_sms(monkeypatch):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
 @pytest.mark.parametrize("chunk_states, state_dots", [("float32", "float32"), ("input", "float32"),
                                                       ("forward", "float32"), ("float32", "input"),
-                                                      ("forward", "input"), ("input", "input")])
+                                                      ("forward", "input"), ("input", "input"),
+                                                      ("forward", "split")])
 def test_low_precision_within_2x_of_plain_pytorch(dtype, chunk_states, state_dots, monkeypatch):
     """Also with the chunk-start states stored in the inputs' dtype (SETTINGS.chunk_states = "input", as fla-core
     does) and the state kernels' products on 16-bit operands (SETTINGS.state_dots = "input")."""
@@ -420,6 +421,20 @@ def test_gpu_within_2x_of_the_torch_backend(dtype, shape, chunk_states, monkeypa
                                               reason="bf16 chunk states: dg's whole-sequence sum at T = 2048"))
 
     monkeypatch.setattr(SETTINGS, "chunk_states", chunk_states)
+    x = on(make_inputs(**shape, tau=4.0), "cuda")
+    truth = run(recurrent_reference, x)
+    baseline = run(lambda *a, **k: gated_slot_attention(*a, backend="torch", **k), on(cast(x, dtype), "cuda"))
+    assert_ratio(run(chunk_op, on(cast(x, dtype), "cuda")), baseline, truth, ratio=2.0, floor=1e-5)
+
+
+@gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("shape", [dict(B=2, T=130, HQ=4, H=4, K=128, V=128, M=64),
+                                   dict(B=2, T=2048, HQ=4, H=4, K=128, V=128, M=64)])
+def test_gpu_split_state_dots_within_2x_of_the_torch_backend(dtype, shape, monkeypatch):
+    """SETTINGS.state_dots = "split": the state kernels' float32 weights as two 16-bit parts, two 16-bit dots (at
+    the shape where the single 16-bit rounding fails, below, and at T = 2048)."""
+    monkeypatch.setattr(SETTINGS, "state_dots", "split")
     x = on(make_inputs(**shape, tau=4.0), "cuda")
     truth = run(recurrent_reference, x)
     baseline = run(lambda *a, **k: gated_slot_attention(*a, backend="torch", **k), on(cast(x, dtype), "cuda"))

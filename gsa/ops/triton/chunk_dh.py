@@ -15,7 +15,7 @@ from gsa.ops.triton.chunk_h import (
     add_carry, carry_in, segment_range, state_strides, state_tile_offsets, store_segment, walk_plan,
 )
 from gsa.ops.triton.chunks import BT, Chunks
-from gsa.ops.triton.launch import launch, low_state_dots
+from gsa.ops.triton.launch import launch, state_dots_mode
 from gsa.ops.triton.settings import SETTINGS
 from gsa.ops.triton.tiles import load_row, load_rows, load_slot_softmax, state_product
 
@@ -25,12 +25,12 @@ def chunk_gsa_bwd_kernel_dh(y, A, gl, dh, dht, dh0, seg_h, seg_g, cu_seqlens, ch
                             stride_sm, H, HQ, D, M, SEG, NS,
                             BT: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr, NM: tl.constexpr,
                             SOFTMAX: tl.constexpr, USE_DHT: tl.constexpr, STORE_DH0: tl.constexpr,
-                            SEGMENTED: tl.constexpr, PREC: tl.constexpr, LOW: tl.constexpr):
+                            SEGMENTED: tl.constexpr, PREC: tl.constexpr, DOTS: tl.constexpr):
     """Program (D tile x slot tile, sequence x head, segment): chunks [i_s * SEG, (i_s + 1) * SEG) of its sequence,
     last first, from the final-state cotangent (the last segment) or from zero (the carry kernel adds what later
     segments give). SEGMENTED: also store the segment's walked-out gradient and total log decay (chunk_h.py,
     state_segments). With NM > 1 slot tiles, softmax(A1) takes its row statistics over every slot tile of A1
-    first. LOW: the product's operands in y's dtype (SETTINGS.state_dots)."""
+    first. DOTS: the product's operands (launch.state_dots_mode)."""
     G = HQ // H
     i_nh, i_s = tl.program_id(1), tl.program_id(2)
     i_h, bos, eos, i_c0, NTn, t_lo, t_hi = segment_range(cu_seqlens, chunk_offsets, i_nh, i_s, H, SEG, BT)
@@ -63,7 +63,7 @@ def chunk_gsa_bwd_kernel_dh(y, A, gl, dh, dht, dh0, seg_h, seg_g, cu_seqlens, ch
             else:
                 b_a = load_rows(A + i_hq * M, o_t, m_t, HQ * M, o_m, m_m)
             b_y = load_rows(y + i_hq * D, o_t, m_t, HQ * D, o_d, m_d)  # [BT, BD]
-            b_dh = state_product(b_y, b_a * (scale * b_e), b_dh, LOW, PREC)
+            b_dh = state_product(b_y, b_a * (scale * b_e), b_dh, DOTS, PREC)
         b_gs += b_gl
     if SEGMENTED:
         store_segment(seg_h, seg_g, i_nh, i_s, i_d, NS, b_dh, b_gs, D, M, o_h, o_m, m_dm, m_m)
@@ -116,7 +116,7 @@ def chunk_bwd_dh(y: torch.Tensor, A: torch.Tensor, gl: torch.Tensor, dht: torch.
     launch(chunk_gsa_bwd_kernel_dh, w.grid)(
         y, A, gl, dh, dht, dh0, w.seg_h, w.seg_g, chunks.cu_seqlens, chunks.offsets, scale, sd, sm, HQ=HQ, **meta,
         SOFTMAX=softmax, USE_DHT=dht is not None, STORE_DH0=want_dh0,
-        SEGMENTED=w.NS > 1, PREC=prec, LOW=low_state_dots(y.dtype), **w.opts,
+        SEGMENTED=w.NS > 1, PREC=prec, DOTS=state_dots_mode(y.dtype), **w.opts,
     )
     if w.NS > 1:
         opts, grid = w.carry("dh-carry", D, M)

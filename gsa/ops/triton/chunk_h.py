@@ -15,7 +15,7 @@ import triton.language as tl
 
 from gsa.ops.triton.chunks import BT, Chunks, sequence_bounds
 from gsa.ops.triton.launch import (
-    block, cdiv, chunk_state_dtype, launch, low_state_dots, slot_options, sm_count, state_tile,
+    block, cdiv, chunk_state_dtype, launch, state_dots_mode, slot_options, sm_count, state_tile,
 )
 from gsa.ops.triton.settings import SETTINGS
 from gsa.ops.triton.tiles import load_row, load_rows, state_product
@@ -96,11 +96,11 @@ def chunk_gsa_fwd_kernel_h(x, s, gl, h, h0, ht, seg_h, seg_g, cu_seqlens, chunk_
                            H, D, M, SEG, NS, BT: tl.constexpr,
                            BD: tl.constexpr, BM: tl.constexpr, NM: tl.constexpr, USE_H0: tl.constexpr,
                            STORE_HT: tl.constexpr, SEGMENTED: tl.constexpr, PREC: tl.constexpr,
-                           LOW: tl.constexpr):
+                           DOTS: tl.constexpr):
     """Program (D tile x slot tile, sequence x head, segment): the chunk-start states of chunks
     [i_s * SEG, (i_s + 1) * SEG) of its sequence, from the initial state (segment 0) or from zero (later segments: the
     carry kernel adds what the earlier segments leave). SEGMENTED: also store the segment's end state and total log
-    decay. LOW: the product's operands in x's dtype (SETTINGS.state_dots)."""
+    decay. DOTS: the product's operands (launch.state_dots_mode)."""
     i_nh, i_s = tl.program_id(1), tl.program_id(2)
     i_h, bos, eos, i_c0, NTn, t_lo, t_hi = segment_range(cu_seqlens, chunk_offsets, i_nh, i_s, H, SEG, BT)
     if t_lo >= NTn:
@@ -123,7 +123,7 @@ def chunk_gsa_fwd_kernel_h(x, s, gl, h, h0, ht, seg_h, seg_g, cu_seqlens, chunk_
         b_g = load_rows(gl + i_h * M, o_t, m_t, H * M, o_m, m_m)  # [BT, BM]
         b_gl = load_row(gl + i_h * M, last, H * M, o_m, m_m)  # [BM]
         b_sd = tl.where(m_t[:, None], b_s * tl.exp(b_gl[None, :] - b_g), 0.0)
-        b_h = b_h * tl.exp(b_gl)[None, :] + state_product(b_x, b_sd, None, LOW, PREC)
+        b_h = b_h * tl.exp(b_gl)[None, :] + state_product(b_x, b_sd, None, DOTS, PREC)
         b_gs += b_gl
     if SEGMENTED:
         store_segment(seg_h, seg_g, i_nh, i_s, i_d, NS, b_h, b_gs, D, M, o_h, o_m, m_dm, m_m)
@@ -250,7 +250,7 @@ def chunk_fwd_h(x: torch.Tensor, s: torch.Tensor, gl: torch.Tensor, h0: torch.Te
     launch(chunk_gsa_fwd_kernel_h, w.grid)(
         x, s, gl, h, h0, ht, w.seg_h, w.seg_g, chunks.cu_seqlens, chunks.offsets, sd, sm, **meta,
         USE_H0=h0 is not None, STORE_HT=output_final_state, SEGMENTED=w.NS > 1, PREC=prec,
-        LOW=low_state_dots(x.dtype), **w.opts,
+        DOTS=state_dots_mode(x.dtype), **w.opts,
     )
     if w.NS > 1:
         opts, grid = w.carry("h-carry", D, M)

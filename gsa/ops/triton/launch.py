@@ -135,9 +135,15 @@ def chunk_state_dtype(dtype: torch.dtype, backward: bool) -> torch.dtype:
     return dtype if mode == "input" or (mode == "forward" and not backward) else torch.float32
 
 
-def low_state_dots(dtype: torch.dtype) -> bool:
-    """Whether the state kernels' products take their operands in the inputs' 16-bit dtype (SETTINGS.state_dots)."""
-    return _in_input_dtype("state_dots") and dtype in (torch.bfloat16, torch.float16)
+STATE_DOTS = ("float32", "input", "split")
+
+
+def state_dots_mode(dtype: torch.dtype) -> int:
+    """The state kernels' product operands (SETTINGS.state_dots) for inputs of `dtype`, as tiles.state_product's
+    DOTS: 0 float32, 1 the inputs' 16-bit dtype, 2 the float32 weights split into two 16-bit parts. Float32 inputs
+    take 0."""
+    mode = _setting("state_dots", STATE_DOTS)
+    return STATE_DOTS.index(mode) if dtype in (torch.bfloat16, torch.float16) else 0
 
 
 def dot_precision(dtype: torch.dtype) -> str:

@@ -144,12 +144,19 @@ def load_slot_softmax(p, o_r, m_r, stride_r, o_m, m_m, M, BM: tl.constexpr, TILE
 
 
 @triton.jit
-def state_product(b_x, b_w, acc, LOW: tl.constexpr, PREC: tl.constexpr):
+def state_product(b_x, b_w, acc, DOTS: tl.constexpr, PREC: tl.constexpr):
     """x^T w [BD, BM] (plus acc, or None) of a state kernel's chunk: b_x [BT, BD] in the inputs' dtype, b_w [BT, BM]
-    float32 decayed weights. LOW (SETTINGS.state_dots = "input"): both as 16-bit operands; otherwise x upcast and
-    float32 operands at input precision PREC. Float32 accumulation either way."""
-    if LOW:
+    float32 decayed weights, float32 accumulation. DOTS (SETTINGS.state_dots, launch.state_dots_mode): 0, x upcast
+    and float32 operands at input precision PREC; 1, both as 16-bit operands (w rounded to 16 bits); 2, w split
+    into a 16-bit head and the 16-bit rounding of what it leaves, two dots on 16-bit operands (x is exact in 16 bits,
+    so only the split's second rounding remains, ~2^-16 relative in bf16, under tf32's 2^-11)."""
+    if DOTS == 1:
         return tl.dot(tl.trans(b_x), b_w.to(b_x.dtype), acc)
+    if DOTS == 2:
+        b_hi = b_w.to(b_x.dtype)
+        b_lo = (b_w - b_hi.to(tl.float32)).to(b_x.dtype)
+        b_xt = tl.trans(b_x)
+        return tl.dot(b_xt, b_lo, tl.dot(b_xt, b_hi, acc))
     return tl.dot(tl.trans(b_x.to(tl.float32)), b_w, acc, input_precision=PREC)
 
 
