@@ -97,8 +97,8 @@ def _bwd_impl(q, k, v, s, g, A, gl, P, do, scale, hk0, hv0, dhkT, dhvT, hkT, hvT
     Af, glf = _flat(A), _flat(gl)
     recompute = hk is None
     want0 = hk0 is not None
-    # dg's chunk-boundary term (cumsum.py), in parts per D tile of each pass; it needs exact states, so not with
-    # chunk states stored in the inputs' dtype
+    # dg's chunk-boundary term (cumsum.py), in parts per D tile of each pass; it needs exact states, so not where the
+    # backward's chunk states are stored in the inputs' dtype (SETTINGS.chunk_states = "input")
     if recompute:
         states = (chunk_state_dtype(k.dtype, True), chunk_state_dtype(v.dtype, True))
     else:

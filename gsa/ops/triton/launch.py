@@ -114,18 +114,13 @@ def launch_key() -> tuple:
             tuple(sorted((k, tuple(sorted(v.items()))) for k, v in SETTINGS.launch.items())))
 
 
-def _setting(field: str, choices: tuple[str, ...] = ("float32", "input")) -> str:
+def _setting(field: str, choices: tuple[str, ...]) -> str:
     """SETTINGS.<field>, one of `choices` (anything else is refused by name)."""
     value = getattr(SETTINGS, field)
     if value not in choices:
         names = [repr(c) for c in choices]
         raise ValueError(f"SETTINGS.{field} must be {', '.join(names[:-1])} or {names[-1]}, got {value!r}")
     return value
-
-
-def _in_input_dtype(field: str) -> bool:
-    """Whether SETTINGS.<field>, "float32" or "input", says "input"."""
-    return _setting(field) == "input"
 
 
 def chunk_state_dtype(dtype: torch.dtype, backward: bool) -> torch.dtype:
