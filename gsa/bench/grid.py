@@ -7,6 +7,7 @@ times and a plot.
     gsa bench grid --list                        # the grid, nothing timed
     gsa bench grid --warm-fla 1.3b               # fla-core's first call (compile + autotune) for one shape only
     gsa bench grid --report runs/bench/grid/grid.json   # re-render the table and plot of a finished run
+    gsa bench grid --compare BASE/grid.json HEAD/grid.json   # ours in two runs side by side (recipes/ab.sh)
 
 fla-core autotunes per (H, K, V) on its first call, for minutes a shape. `--warm-fla` runs only that first call; run
 it once per shape (in parallel processes: benchmarks/recipes/kernels.sh) with Triton's cache on disk
@@ -111,6 +112,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "--shapes, and exit: the shapes to warm first")
     p.add_argument("--report", type=Path, default=None, metavar="JSON",
                    help="re-render the table and plot of a finished run's JSON, then exit")
+    p.add_argument("--compare", type=Path, nargs=2, default=None, metavar=("BASE", "HEAD"),
+                   help="print ours in two finished runs' grid.json side by side (head / base), then exit "
+                        "(benchmarks/recipes/ab.sh)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
 
 
@@ -299,6 +303,15 @@ def run(args: argparse.Namespace) -> int:
         for name, x in select(args.shapes).items():
             firsts.setdefault(x.tune_class(), name)
         print("\n".join(firsts.values()))
+        return 0
+    if args.compare is not None:
+        from gsa.bench.grid_report import compare
+
+        base, head = (json.loads(p.read_text()) for p in args.compare)
+        try:
+            print(compare(base, head))
+        except ValueError as e:
+            raise SystemExit(f"gsa bench grid: error: --compare: {e}") from None
         return 0
     if args.report is not None:
         payload = json.loads(args.report.read_text())

@@ -104,3 +104,23 @@ def write(payload: dict, out: Path) -> None:
     (out / "grid.md").write_text(table(payload["rows"], payload.get("machine")))
     plot(payload["rows"], out / "grid.png", payload.get("title", "GSA op grid"))
     print(f"wrote {out / 'grid.json'}, grid.md, grid.png")
+
+
+def compare(base: dict, head: dict) -> str:
+    """Markdown table of ours in two runs of the grid made in one GPU call (`base`, `head`: their grid.json payloads;
+    benchmarks/recipes/ab.sh): per shape both runs make, forward and forward+backward ms (and GPU time where
+    recorded), and head / base of forward+backward (< 1: head faster)."""
+    rows = {r["name"]: r for r in base["rows"]}
+    out = ["| shape | base fwd | head fwd | base fwd+bwd | head fwd+bwd | head / base | base device | head device |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in head["rows"]:
+        b = rows.get(r["name"], {}).get("gsa")
+        h = r.get("gsa")
+        if b is None or h is None:
+            continue
+        out.append(f"| {r['name']} | {b['fwd_ms']:.3f} | {h['fwd_ms']:.3f} | {b['fwd_bwd_ms']:.3f} | "
+                   f"{h['fwd_bwd_ms']:.3f} | {h['fwd_bwd_ms'] / b['fwd_bwd_ms']:.3f} | "
+                   f"{_fmt(b.get('device_fwd_bwd_ms'), '.3f')} | {_fmt(h.get('device_fwd_bwd_ms'), '.3f')} |")
+    if len(out) == 2:
+        raise ValueError("the two runs share no shape timed by ours")
+    return "\n".join(out)

@@ -120,3 +120,18 @@ def test_bad_settings_variant_is_refused_by_name(spec, message):
         grid.main(["--settings", spec])
     assert grid.settings_variants(['{"chunk_states": "input"}']) == [{"chunk_states": "input"}]
 
+
+
+def test_compare_puts_two_runs_of_ours_side_by_side(tmp_path, capsys):
+    base = dict(title="b", machine={}, rows=[_row("1.3b", 2.0, fla=3.0, device=(1.9, 2.5)), _row("hd64", 4.0)])
+    head = dict(title="h", machine={}, rows=[_row("hd128", 1.0), _row("1.3b", 1.5), _row("hd64", 5.0)])
+    (tmp_path / "b.json").write_text(json.dumps(base))
+    (tmp_path / "h.json").write_text(json.dumps(head))
+    assert grid.main(["--compare", str(tmp_path / "b.json"), str(tmp_path / "h.json")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4  # header, rule, the two shared shapes in head's order (hd128 is in head only)
+    assert lines[2] == "| 1.3b | 0.500 | 0.375 | 2.000 | 1.500 | 0.750 | 1.900 | - |"
+    assert lines[3].startswith("| hd64 | 1.000 | 1.250 | 4.000 | 5.000 | 1.250 |")
+    (tmp_path / "x.json").write_text(json.dumps(dict(title="x", machine={}, rows=[_row("h1", 1.0)])))
+    with pytest.raises(SystemExit, match="share no shape"):
+        grid.main(["--compare", str(tmp_path / "b.json"), str(tmp_path / "x.json")])

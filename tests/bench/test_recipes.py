@@ -149,3 +149,17 @@ def test_training_profile_splits_the_op_kernels_from_the_rest():
                dict(us=4000.0, calls=3, kernel="nvjet_sm90_tst_256x128"), dict(us=750.0, calls=1,
                kernel="rms_norm_bwd_kernel")]
     assert mod.profile_summary(kernels) == {"device_ms": 7.0, "op_kernels_ms": 2.25, "other_kernels_ms": 4.75}
+
+
+@pytest.mark.skipif(not (REPO / ".git").exists(), reason="ab.sh pack reads a commit with git archive")
+def test_ab_pack_extracts_the_base_commits_package(tmp_path):
+    env = dict(os.environ, AB_BASE_DIR=str(tmp_path / "base"))
+    r = subprocess.run(["bash", str(RECIPES / "ab.sh"), "pack", "HEAD"], env=env, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    assert (tmp_path / "base" / "COMMIT").read_text().strip() == head
+    assert (tmp_path / "base" / "gsa" / "ops" / "triton" / "chunk.py").exists()
+    bad = subprocess.run(["bash", str(RECIPES / "ab.sh"), "run"], env=dict(env, AB_BASE_DIR=str(tmp_path / "none")),
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "ab.sh pack BASE" in bad.stderr
