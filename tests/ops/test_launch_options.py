@@ -1,5 +1,6 @@
 """Launch options of the Triton kernels: the per-kernel table in SETTINGS.launch, its "@gqa" entries for grouped
-heads and "@m128" entries above 64 slots, and kernel names checked where the table is changed (a misspelt name would otherwise change nothing)."""
+heads and "@m128" entries above 64 slots, and kernel names checked where the table is changed (a misspelt name would
+otherwise change nothing); the state kernels' product operands (SETTINGS.state_dots)."""
 
 import pytest
 import torch
