@@ -110,23 +110,61 @@ def feature_map_loss(student: nn.Module, teacher: nn.Module, input_ids: torch.Te
     return torch.stack(losses).mean()
 
 
-@torch.no_grad()
-def attention_spans(teacher: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
-                    ) -> torch.Tensor:
-    """[L, H] float32: each layer's and kv head's mean attention distance, sum_j a_ij (i - j), averaged over the
-    query heads of its group, the batch and the real query positions. A head spread evenly over its causal past
-    scores (T - 1) / 4 on windows of T tokens; one that reads the current token alone scores 0."""
-    inputs, _, ropes = teacher_attention_io(teacher, input_ids, attention_mask)
-    T = input_ids.shape[1]
-    pos = torch.arange(T, device=input_ids.device, dtype=torch.float32)
+def _distance_sums(weights: torch.Tensor, attention_mask: torch.Tensor | None, sinks: int
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """weights [B, HQ, T, T] -> (sum w_ij (i - j), sum w_ij), each [HQ] float32, over the real queries i and the real
+    keys j past each row's first `sinks` real tokens."""
+    B, HQ, T, _ = weights.shape
+    pos = torch.arange(T, device=weights.device, dtype=torch.float32)
     distance = (pos[:, None] - pos[None, :]).clamp(min=0)  # [T, T]: i - j
-    spans = []
-    for layer, x, rope in zip(teacher.model.layers, inputs, ropes):
-        w = teacher_log_weights(layer.self_attn, x, rope, attention_mask).exp()
-        per_row = (w * distance).sum(-1)  # [B, HQ, T]
-        HQ, H = per_row.shape[1], layer.self_attn.k_proj.out_features // layer.self_attn.head_dim
-        heads = torch.stack([_mean_over_queries(per_row[:, g * (HQ // H):(g + 1) * (HQ // H)], attention_mask)
-                             for g in range(H)])
-        spans.append(heads)
-    return torch.stack(spans)
+    if attention_mask is None:
+        real = torch.ones(B, T, dtype=torch.bool, device=weights.device)
+    else:
+        real = attention_mask.to(torch.bool)
+    rank = real.long().cumsum(-1) - 1  # each token's position among its row's real tokens (left padding)
+    keys = (real & (rank >= sinks)).float()[:, None, None, :]  # [B, 1, 1, T]: real keys past the sinks
+    queries = real.float()[:, None, :]  # [B, 1, T]
+    w = weights.float() * keys
+    return ((w * distance).sum(-1) * queries).sum((0, 2)), (w.sum(-1) * queries).sum((0, 2))
 
+
+def _ratio(moved: torch.Tensor, mass: torch.Tensor) -> torch.Tensor:
+    return moved / mass.clamp(min=torch.finfo(torch.float32).tiny)  # no mass left: 0, not nan
+
+
+def mean_distance(weights: torch.Tensor, attention_mask: torch.Tensor | None = None, sinks: int = 0
+                  ) -> torch.Tensor:
+    """weights [B, HQ, T, T] (rows over keys, causal) -> [HQ] float32: the mean distance i - j of the attention mass
+    that does not go to the first `sinks` real tokens, sum w_ij (i - j) / sum w_ij over the real queries i and the
+    keys j past the sinks. Sinks are left out because a head that parks most of its weight on the first token (an
+    attention sink: Xiao et al. 2023, "Efficient Streaming Language Models with Attention Sinks") reads nothing
+    from it, yet that weight alone puts its mean distance near i / 2: on SmolLM2-135M every head then measured as
+    long-range (median 140 tokens on 512-token windows, above an even spread's 128), and slots initialised to those
+    horizons trained to a worse student than the default gates (docs/convert.md, "Pure student: ablation ladder").
+    sinks = 0: the plain mean distance (each real row's weights sum to 1)."""
+    return _ratio(*_distance_sums(weights, attention_mask, sinks))
+
+
+@torch.no_grad()
+def attention_spans(teacher: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                    sinks: int = 4, batch_size: int | None = None) -> torch.Tensor:
+    """[L, H] float32: each layer's and kv head's mean attention distance (`mean_distance`: the weight on the first
+    `sinks` real tokens left out), pooled over the query heads of its group, the batch and the real query positions;
+    batch_size rows of input_ids [N, T] at a time (None: all), the same result either way. With sinks = 0, a head
+    spread evenly over its causal past scores (T - 1) / 4 on windows of T tokens; one that reads the current token
+    alone scores 0."""
+    if sinks < 0:
+        raise ValueError(f"sinks must be >= 0, got {sinks}")
+    n = len(input_ids)
+    step = n if batch_size is None else batch_size
+    moved, mass = 0.0, 0.0
+    for i in range(0, n, step):
+        mask = None if attention_mask is None else attention_mask[i:i + step]
+        inputs, _, ropes = teacher_attention_io(teacher, input_ids[i:i + step], mask)
+        sums = [_distance_sums(teacher_log_weights(layer.self_attn, x, rope, mask).exp(), mask, sinks)
+                for layer, x, rope in zip(teacher.model.layers, inputs, ropes)]
+        moved = moved + torch.stack([m for m, _ in sums])  # [L, HQ]
+        mass = mass + torch.stack([w for _, w in sums])
+    attn = teacher.model.layers[0].self_attn
+    H = attn.k_proj.out_features // attn.head_dim
+    return _ratio(moved.view(len(moved), H, -1).sum(-1), mass.view(len(mass), H, -1).sum(-1))

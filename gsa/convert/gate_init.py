@@ -3,10 +3,11 @@ head reads over.
 
 A slot whose gate keeps alpha of itself a token (write 1 - alpha) holds an exponential average whose weights on the
 tokens n back are (1 - alpha) alpha^n: their mean distance, its decay horizon, is alpha / (1 - alpha). Matching it
-to a teacher head's mean attention distance D (gsa.convert.attention_weights.attention_spans) gives
-alpha = D / (1 + D); the layer's gate is alpha = sigmoid(f) ** (1 / tau), so at f = W_f x + b with W_f x ~ 0 the bias
-is b = logit(alpha ** tau). Measured spans are truncated by the window length (a head spread over all of a window
-of T tokens scores (T - 1) / 4), so long-range heads get horizons of that order.
+to a teacher head's mean attention distance D (gsa.convert.attention_weights.attention_spans, the weight on the
+first tokens, attention sinks, left out) gives alpha = D / (1 + D); the layer's gate is
+alpha = sigmoid(f) ** (1 / tau), so at f = W_f x + b with W_f x ~ 0 the bias is b = logit(alpha ** tau). Measured
+spans are truncated by the window length (a head spread over all of a window of T tokens scores (T - 1) / 4), so
+long-range heads get horizons of that order.
 """
 
 from __future__ import annotations
@@ -36,15 +37,15 @@ def span_gate_logits(spans: torch.Tensor, tau: float, num_slots: int, spread: fl
 
 @torch.no_grad()
 def init_gates_from_spans(student: nn.Module, teacher: nn.Module, input_ids: torch.Tensor,
-                          spread: float = 0.0, batch_size: int = 8) -> torch.Tensor:
+                          spread: float = 0.0, batch_size: int = 8, sinks: int = 4) -> torch.Tensor:
     """Set every student layer's f_proj bias from the teacher's attention spans on input_ids [N, T] (run batch_size
-    rows at a time); returns the spans [L, H]. The student needs gate_bias=True (an f_proj with a bias per head and
-    slot) and the teacher's layer and kv-head counts."""
+    rows at a time; the weight on each row's first `sinks` tokens left out, gsa.convert.attention_weights.
+    mean_distance); returns the spans [L, H]. The student needs gate_bias=True (an
+    f_proj with a bias per head and slot) and the teacher's layer and kv-head counts."""
     layers = student.model.layers
     if not all(getattr(b.attn, "f_proj", None) is not None and b.attn.f_proj.bias is not None for b in layers):
         raise ValueError("gate init from the teacher's spans sets f_proj's bias: the student needs gate_bias=True")
-    chunks = [attention_spans(teacher, ids) * len(ids) for ids in input_ids.split(batch_size)]
-    spans = torch.stack(chunks).sum(0) / len(input_ids)
+    spans = attention_spans(teacher, input_ids, sinks=sinks, batch_size=batch_size)
     attn = layers[0].attn
     if tuple(spans.shape) != (len(layers), attn.num_kv_heads):
         raise ValueError(f"the teacher has {tuple(spans.shape)} (layers, kv heads), the student "

@@ -70,11 +70,13 @@ class T2RDistillation:
         if dc.gate_init == "teacher_span":
             ids = first_windows(dc.gate_init_sequences).to(next(self.teacher.parameters()).device)
             try:
-                spans = init_gates_from_spans(student, self.teacher, ids, dc.gate_init_spread, self.batch_size)
+                spans = init_gates_from_spans(student, self.teacher, ids, dc.gate_init_spread, self.batch_size,
+                                              sinks=dc.gate_init_sinks)
             except ValueError as e:
                 raise InputError(f"config key distill.gate_init = \"teacher_span\": {e}") from None
             log(f"gate init: teacher attention spans {spans.min():.1f}-{spans.max():.1f} tokens (median "
-                f"{spans.median():.1f}) over {len(ids)} windows")
+                f"{spans.median():.1f}) over {len(ids)} windows, the weight on their first {dc.gate_init_sinks} "
+                "tokens left out")
         if dc.stage in ("feature_map", "attention"):
             try:
                 attention_transfer_parameters(student, tuple(dc.train_params))

@@ -26,7 +26,8 @@ class DistillConfig:
     gate_init = "teacher_span" sets every student layer's forget-gate bias, before training, so that each kv head's
     slots start with its teacher heads' mean attention distance over the first `gate_init_sequences` training
     windows as their decay horizon (gsa.convert.gate_init; needs a student with gate_bias = true), spread over the
-    slots by +-gate_init_spread in logits.
+    slots by +-gate_init_spread in logits. The weight on each window's first `gate_init_sinks` tokens is left out of
+    the distances (attention sinks: gsa.convert.attention_weights.mean_distance).
     """
 
     teacher: str = ""  # a local Hugging Face checkpoint directory of the Llama family
@@ -39,6 +40,7 @@ class DistillConfig:
     gate_init: str = ""  # "" (as converted or loaded) | "teacher_span"
     gate_init_sequences: int = 16
     gate_init_spread: float = 0.0
+    gate_init_sinks: int = 4  # the first tokens whose attention weight the spans leave out (attention sinks)
 
 
 @dataclass
@@ -82,9 +84,10 @@ def check_distill(cfg: Config) -> None:
     if dc.gate_init:
         if not dc.teacher:
             raise InputError("config key distill.gate_init measures the teacher's attention spans: set distill.teacher")
-        if dc.gate_init_sequences < 1 or dc.gate_init_spread < 0:
-            raise InputError(f"config keys distill.gate_init_sequences must be >= 1 and distill.gate_init_spread >= 0, "
-                             f"got {dc.gate_init_sequences}, {dc.gate_init_spread}")
+        if dc.gate_init_sequences < 1 or dc.gate_init_spread < 0 or dc.gate_init_sinks < 0:
+            raise InputError(f"config keys distill.gate_init_sequences must be >= 1, distill.gate_init_spread >= 0 "
+                             f"and distill.gate_init_sinks >= 0, got {dc.gate_init_sequences}, "
+                             f"{dc.gate_init_spread}, {dc.gate_init_sinks}")
 
 
 def check_lora(cfg: Config) -> None:

@@ -11,6 +11,7 @@ from gsa.convert import from_pretrained_transformer
 from gsa.convert.attention_weights import (
     attention_spans,
     feature_map_loss,
+    mean_distance,
     student_log_weights,
     teacher_log_weights,
 )
@@ -124,7 +125,7 @@ def _span_teacher(make_teacher, c=20.0):
 def test_attention_spans_of_constructed_heads(make_teacher):
     teacher = _span_teacher(make_teacher)
     T = 24
-    spans = attention_spans(teacher, _ids(4, B=2, T=T))
+    spans = attention_spans(teacher, _ids(4, B=2, T=T), sinks=0)
     assert spans.shape == (2, 2)
     assert torch.all(spans[:, 0] < 1e-6), spans  # reads the current token alone
     torch.testing.assert_close(spans[:, 1], torch.full((2,), (T - 1) / 4), rtol=1e-5, atol=1e-5)  # mean of i / 2
@@ -133,14 +134,50 @@ def test_attention_spans_of_constructed_heads(make_teacher):
     mask = torch.ones_like(ids)
     mask[1, :5] = 0
     by_hand = (sum(i / 2 for i in range(T)) + sum(i / 2 for i in range(T - 5))) / (2 * T - 5)
-    torch.testing.assert_close(attention_spans(teacher, ids, mask)[:, 1], torch.full((2,), by_hand), rtol=1e-5,
-                               atol=1e-5)
+    torch.testing.assert_close(attention_spans(teacher, ids, mask, sinks=0)[:, 1], torch.full((2,), by_hand),
+                               rtol=1e-5, atol=1e-5)
+    # the first 2 real tokens of each row left out: row i >= 2 puts 1 / (i + 1) on each key j = 2..i
+    def moved_and_mass(n):  # n real queries
+        return (sum((i - 2) * (i - 1) / 2 / (i + 1) for i in range(2, n)), sum((i - 1) / (i + 1) for i in range(2, n)))
+    (m1, w1), (m2, w2) = moved_and_mass(T), moved_and_mass(T - 5)
+    torch.testing.assert_close(attention_spans(teacher, ids, mask, sinks=2)[:, 1],
+                               torch.full((2,), (m1 + m2) / (w1 + w2)), rtol=1e-5, atol=1e-5)
+    # the batch in chunks (as the gate init runs it) pools the same sums: the same spans
+    torch.testing.assert_close(attention_spans(teacher, ids, mask, sinks=2, batch_size=1),
+                               attention_spans(teacher, ids, mask, sinks=2), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="sinks must be >= 0, got -1"):
+        attention_spans(teacher, ids, sinks=-1)
+
+
+def test_mean_distance_leaves_the_sinks_weight_out():
+    """A head that parks 0.9 of every row on the first token and reads 0.1 from two tokens back (a sink head)
+    measures ~i / 2 tokens with the sink counted and 2 without it; left padding moves the sink to the first real
+    token."""
+    T = 16
+    w = torch.zeros(1, 1, T, T)
+    w[0, 0, 0, 0] = w[0, 0, 1, 1] = w[0, 0, 2, 2] = 1.0  # rows 0, 1, 2: the first token / themselves
+    for i in range(3, T):
+        w[0, 0, i, 0], w[0, 0, i, i - 2] = 0.9, 0.1
+    plain = sum(0.9 * i + 0.1 * 2 for i in range(3, T)) / T  # every row's mass is 1; rows 0-2 add distance 0
+    torch.testing.assert_close(mean_distance(w, sinks=0), torch.tensor([plain]))
+    # without the sink: rows 3.. keep 0.1 at distance 2, rows 1 and 2 their whole weight at distance 0, row 0 nothing
+    torch.testing.assert_close(mean_distance(w, sinks=1), torch.tensor([0.2 * (T - 3) / (2 + 0.1 * (T - 3))]))
+    assert mean_distance(w, sinks=T)[0] == 0  # no mass left: 0, not nan
+    # the same head behind 3 pads, shifted by 3: the sink is the first real token
+    pad = 3
+    wp = torch.zeros(1, 1, T + pad, T + pad)
+    wp[..., pad:, pad:] = w
+    wp[0, 0, range(pad), range(pad)] = 1.0  # a padded query sees itself (its row is left out)
+    mask = torch.ones(1, T + pad, dtype=torch.long)
+    mask[0, :pad] = 0
+    for sinks in (0, 1, 2):
+        torch.testing.assert_close(mean_distance(wp, mask, sinks), mean_distance(w, sinks=sinks))
 
 
 def test_gate_biases_give_the_measured_horizon(make_teacher):
     teacher = _span_teacher(make_teacher)
     student = from_pretrained_transformer(teacher, num_slots=4, gate_bias=True, gate_logit_normalizer=8.0)
-    spans = init_gates_from_spans(student, teacher, _ids(5, B=3, T=24), batch_size=2)
+    spans = init_gates_from_spans(student, teacher, _ids(5, B=3, T=24), batch_size=2, sinks=0)
     D = 23 / 4
     tau = 8.0
     by_hand = math.log((D / (1 + D)) ** tau / (1 - (D / (1 + D)) ** tau))

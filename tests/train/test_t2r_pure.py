@@ -41,7 +41,8 @@ def _config(data_cache, out, teacher, student=STUDENT, extra=()):
 
 def test_feature_map_stage_with_gate_init(data_cache, tmp_path, teacher_dir):
     """Gate biases set from the teacher's spans on the first 6 training windows before training (as
-    init_gates_from_spans gives on those windows); then stage "feature_map" lowers its KL and moves the maps only."""
+    init_gates_from_spans gives on those windows, in chunks of another size); then stage "feature_map" lowers its KL
+    and moves the maps only."""
     out = tmp_path / "fmap"
     cfg = _config(data_cache, out, teacher_dir, extra=['distill.gate_init="teacher_span"',
                                                        "distill.gate_init_sequences=6"])
@@ -50,7 +51,7 @@ def test_feature_map_stage_with_gate_init(data_cache, tmp_path, teacher_dir):
         start = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
         want = from_pretrained_transformer(teacher_dir, num_slots=8, init_std=0.1, feature_map="learned",
                                            gate_bias=True)
-        init_gates_from_spans(want, trainer.distillation.teacher, trainer._first_windows(6))
+        init_gates_from_spans(want, trainer.distillation.teacher, trainer._first_windows(6), batch_size=5)
         for i, block in enumerate(want.model.layers):
             torch.testing.assert_close(start[f"model.layers.{i}.attn.f_proj.bias"], block.attn.f_proj.bias)
         first = want.model.layers[0].attn.f_proj
@@ -75,6 +76,9 @@ def test_pure_student_config_errors(data_cache, tmp_path, teacher_dir, monkeypat
     with pytest.raises(InputError, match="distill.gate_init_sequences"):
         _config(data_cache, tmp_path / "b", teacher_dir,
                 extra=['distill.gate_init="teacher_span"', "distill.gate_init_sequences=0"])
+    with pytest.raises(InputError, match="distill.gate_init_sinks >= 0, got 16, 0.0, -1"):
+        _config(data_cache, tmp_path / "b", teacher_dir,
+                extra=['distill.gate_init="teacher_span"', "distill.gate_init_sinks=-1"])
     cfg = _config(data_cache, tmp_path / "c", teacher_dir, student=", num_slots = 8, feature_map = \"learned\"",
                   extra=['distill.gate_init="teacher_span"'])
     with pytest.raises(InputError, match="distill.gate_init.*gate_bias=True"):
