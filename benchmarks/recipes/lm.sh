@@ -7,14 +7,14 @@
 #   JOBS="gsa llama" bash benchmarks/recipes/lm.sh            # a subset
 #   TOKENS= JOBS="gsa llama" EXTRA="train.max_steps=4 train.micro_batch_size=2 train.grad_accum=1 data.seq_len=64
 #     train.eval_sequences=4" bash benchmarks/recipes/lm.sh   # a smoke run (CPU, the configs' bundled corpus)
-# Data: TOKENS, a token cache with its tokenizer TOKENIZER (defaults: the T2R corpus's 14M-token subset and the
-# SmolLM2 tokenizer, both built by `python scripts/prepare_t2r_data.py all`; docs/convert.md); TOKENS= (empty) keeps
-# the configs' own data. The five jobs shared
-# one 80 GB GPU in the results' run (ABC needed a second call: RUNS keeps finished runs, JOBS picks the rest); LIMIT=s
-# stops each job after s seconds of training (0: none).
+# Data: TOKENS, a token cache with its tokenizer TOKENIZER (defaults: the one token cache under .cache/t2r/tokens,
+# the T2R corpus, of which the results used a 14M-token subset; and the SmolLM2 tokenizer; both built by `python
+# scripts/prepare_t2r_data.py all`; docs/convert.md); TOKENS= (empty) keeps the configs' own data. The five jobs
+# shared one 80 GB GPU in the results' run (ABC needed a second call: RUNS keeps finished runs, JOBS picks the rest);
+# LIMIT=s stops each job after s seconds of training (0: none).
 # Writes lm.json (the table's rows) to $OUT (default benchmarks/results/<gpu>/); runs and logs under RUNS (runs/lm).
 source "$(dirname "$0")/common.sh"
-TOKENS=${TOKENS-.cache/t2r/tokens/tokens-sub14m}; TOKENIZER=${TOKENIZER:-.cache/t2r/teacher}; RUNS=${RUNS:-runs/lm}
+TOKENS=${TOKENS-$(token_cache)}; TOKENIZER=${TOKENIZER:-.cache/t2r/teacher}; RUNS=${RUNS:-runs/lm}
 DATA=(); [ -n "$TOKENS" ] && DATA=("data.tokens=\"$TOKENS\"" "data.tokenizer=\"$TOKENIZER\"")
 JOBS=${JOBS:-"gsa llama abc fixed-decay linear-read"}; LIMIT=${LIMIT:-0}; mkdir -p "$RUNS"
 for j in $JOBS; do

@@ -13,16 +13,17 @@
 # TOKENS_BUDGET (5M, 15M, 50M or a number of tokens; default 15M) is split over the stages, base: 20% stage 1, 80%
 # stage 2; the others: 10% stage 0, 10% stage 1, 80% stage 2; each stage's max_steps = its share / (micro batch x
 # grad_accum x seq_len of its config and EXTRA), its warmup a tenth of that at most. Needs the teacher and a token cache
-# (TEACHER, TOKENS; as benchmarks/recipes/t2r.sh; the 14M-token subset is seen more than once at 50M) and, for
-# lora, peft (pip install -e '.[lora]'). SEED (default 0); EXTRA: overrides for every stage; REPORT_EXTRA: report options.
+# (TEACHER, TOKENS; as benchmarks/recipes/t2r.sh; the 22.7M-token cache is seen twice at 50M) and, for lora, peft
+# (pip install -e '.[lora]'). SEED (default 0); EXTRA: overrides for every stage; REPORT_EXTRA: report options (the
+# report includes the zero-shot cloze / next-sentence tasks).
 # Writes t2r-pure-$ABLATION-$TOKENS_BUDGET-seed$SEED.json (the report, with the stages' steps under "recipe") to $OUT
 # (default benchmarks/results/<gpu>/); runs and logs under RUNS (default runs/t2r-pure).
 source "$(dirname "$0")/common.sh"
-TEACHER=${TEACHER:-.cache/t2r/teacher}; TOKENS=${TOKENS:-.cache/t2r/tokens/tokens-sub14m}; SEED=${SEED:-0}
-ABLATION=${ABLATION:-span}; TOKENS_BUDGET=${TOKENS_BUDGET:-15M}; RUNS=${RUNS:-runs/t2r-pure}
+ABLATION=${ABLATION:-span}; TOKENS_BUDGET=${TOKENS_BUDGET:-15M}; RUNS=${RUNS:-runs/t2r-pure}; SEED=${SEED:-0}
 if [[ ! $TOKENS_BUDGET =~ ^[1-9][0-9]*M?$ ]]; then  # positive, no leading 0 (bash would read it as octal)
   echo "TOKENS_BUDGET must be like 5M, 15M, 50M or a number of tokens, got '$TOKENS_BUDGET'" >&2; exit 2
 fi
+TEACHER=$(teacher_dir "${TEACHER:-}"); TOKENS=$(token_cache "${TOKENS:-}")
 BUDGET=${TOKENS_BUDGET%M}
 if [ "$BUDGET" != "$TOKENS_BUDGET" ]; then BUDGET=$(( BUDGET * 1000000 )); fi
 S0=(configs/t2r-pure-stage0.toml); S1=configs/t2r-pure-stage1.toml; S2=configs/t2r-pure-stage2.toml; SHARES=(10 10 80)
@@ -68,7 +69,8 @@ fi
 run_stage 1 "$S1" "${SHARES[1]}" "$PREV"
 run_stage 2 "$S2" "${SHARES[2]}" "model.path=\"$DIR/stage1/model\""
 $PY scripts/t2r_report.py --tokens "$TOKENS" --teacher "$TEACHER" --student "$ABLATION=$DIR/stage2/model" \
-  --passkey-lengths 512,1024,2048 --decode-tokens 16 ${REPORT_EXTRA:-} --out "$OUT/t2r-pure-$NAME.json"
+  --passkey-lengths 512,1024,2048 --decode-tokens 16 --tasks cloze,next-sentence ${REPORT_EXTRA:-} \
+  --out "$OUT/t2r-pure-$NAME.json"
 # the recipe's own facts beside the report's (scripts/t2r_report.py writes the measurements)
 $PY - "$OUT/t2r-pure-$NAME.json" "$ABLATION" "$BUDGET" "${STEPS[@]}" <<'PY'
 import json, sys

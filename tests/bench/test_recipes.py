@@ -110,21 +110,24 @@ def test_t2r_pure_recipe_runs_every_stage_at_a_toy_size(tmp_path):
     tiny_teacher("llama", vocab_size=300).save_pretrained(teacher)
     byte_tokenizer().save_pretrained(teacher)
     src = tmp_path / "corpus.jsonl"
-    src.write_text("".join(json.dumps({"text": f"document {i}: " + "some words to learn from " * 40}) + "\n"
-                           for i in range(80)))
+    words = "some words to learn from while the report builds its tasks out of them".split()
+    src.write_text("".join(json.dumps({"text": " ".join(  # distinct sentences: the report's tasks need distractors
+        f"Line {j} of {i} has {words[(i + j) % len(words)]} and {words[(3 * i + j) % len(words)]}." for j in range(40))})
+        + "\n" for i in range(80)))
     tokens = prepare_text_data([str(src)], str(teacher), cache_dir=tmp_path / "cache", heldout_fraction=0.2,
                                progress=False).cache_path
     env = dict(os.environ, OUT=str(tmp_path / "out"), PYTHON=sys.executable, TEACHER=str(teacher), TOKENS=tokens,
                RUNS=str(tmp_path / "runs"), ABLATION="lora", TOKENS_BUDGET="5000",
                EXTRA="data.seq_len=64 train.micro_batch_size=2 distill.gate_init_sequences=2 train.eval_sequences=2",
                REPORT_EXTRA="--seq-len 64 --eval-sequences 2 --passkey-lengths 300 --passkey-examples 1 "
-                            "--decode-tokens 2")
+                            "--decode-tokens 2 --task-examples 4 --task-context-words 8")
     r = subprocess.run(["bash", str(RECIPES / "t2r-pure.sh")], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     report = json.loads((tmp_path / "out" / "t2r-pure-lora-5000-seed0.json").read_text())
     # stages 0 and 1: 10% of 5000 / (2 x 64) -> 3 steps each; stage 2: 80% -> 31
     assert report["recipe"] == {"ablation": "lora", "tokens_budget": 5000, "stage_steps": [3, 3, 31]}
     assert [row["model"] for row in report["rows"]][-1] == "lora"
+    assert set(report["tasks"]) == {"cloze", "next-sentence"}, report["tasks"]
 
 
 @pytest.mark.parametrize("budget", ["-5M", "0", "0M", "1.5M", "M", "015M", "15k"])
@@ -138,6 +141,54 @@ def test_t2r_pure_recipe_refuses_a_bad_budget_before_any_stage(tmp_path, budget)
     assert (r.returncode, r.stdout) == (2, ""), r.stdout[-2000:] + r.stderr[-2000:]
     assert f"TOKENS_BUDGET must be like 5M, 15M, 50M or a number of tokens, got '{budget}'" in r.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def _helper(tmp_path, call):
+    """Run a common.sh helper in tmp_path (common.sh changes to the repository root; the helper then reads the
+    working directory it is called from)."""
+    script = f'source "{RECIPES / "common.sh"}"; cd "{tmp_path}"; {call}'
+    env = dict(os.environ, OUT=str(tmp_path / "out"), PYTHON=sys.executable)
+    return subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_token_cache_finds_the_one_cache_or_says_why_not(tmp_path):
+    """token_cache (the T2R recipes' TOKENS default): the one .cache/t2r/tokens/tokens-* directory; none or two are
+    refused with the count and the command that builds one, a directory without meta.json by name (a stale default
+    once cost a GPU call three failed stages)."""
+    r = _helper(tmp_path, "token_cache")
+    assert r.returncode == 2 and "found 0 under .cache/t2r/tokens" in r.stderr, r.stderr
+    assert "prepare_t2r_data.py corpus" in r.stderr
+    one = tmp_path / ".cache/t2r/tokens/tokens-abc"
+    one.mkdir(parents=True)
+    r = _helper(tmp_path, "token_cache")
+    assert r.returncode == 2 and "TOKENS=.cache/t2r/tokens/tokens-abc is not a token cache directory" in r.stderr
+    (one / "meta.json").write_text("{}")
+    r = _helper(tmp_path, "token_cache")
+    assert (r.returncode, r.stdout) == (0, ".cache/t2r/tokens/tokens-abc\n"), r.stderr
+    r = _helper(tmp_path, f'token_cache "{one}"')
+    assert (r.returncode, r.stdout) == (0, f"{one}\n"), r.stderr
+    (tmp_path / ".cache/t2r/tokens/tokens-def").mkdir()
+    r = _helper(tmp_path, "token_cache")
+    assert r.returncode == 2 and "found 2 under .cache/t2r/tokens" in r.stderr, r.stderr
+    r = _helper(tmp_path, "teacher_dir")
+    assert r.returncode == 2 and "TEACHER=.cache/t2r/teacher is not a checkpoint directory" in r.stderr, r.stderr
+
+
+def test_t2r_recipes_refuse_missing_data_before_any_stage(tmp_path):
+    """t2r.sh and t2r-pure.sh stop with exit code 2 and the reason when TEACHER or TOKENS is not there, before any
+    stage starts."""
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    (teacher / "config.json").write_text("{}")
+    for recipe in ("t2r.sh", "t2r-pure.sh"):
+        for env_extra, message in (({"TEACHER": str(tmp_path / "none")}, "is not a checkpoint directory"),
+                                   ({"TEACHER": str(teacher), "TOKENS": str(tmp_path)}, "is not a token cache")):
+            env = dict(os.environ, OUT=str(tmp_path / "out"), PYTHON=sys.executable, RUNS=str(tmp_path / "runs"),
+                       TOKENS_BUDGET="5M", **env_extra)
+            r = subprocess.run(["bash", str(RECIPES / recipe)], env=env, capture_output=True, text=True,
+                               timeout=60)
+            assert r.returncode == 2 and message in r.stderr, (recipe, r.stdout[-500:], r.stderr[-500:])
+            assert not (tmp_path / "runs").exists()
 
 
 def test_training_profile_splits_the_op_kernels_from_the_rest():
