@@ -97,11 +97,8 @@ def test_compare_runs_measures_each_run_against_the_first(tmp_path, capsys):
     assert "| one |" in capsys.readouterr().out
 
 
-@pytest.mark.slow
-def test_t2r_pure_recipe_runs_every_stage_at_a_toy_size(tmp_path):
-    """The LoRA rung (stages 0, 1 and 2 with adapters, then the report) on a tiny teacher and corpus: each stage's
-    max_steps comes from its share of the budget, and the report carries the recipe's facts."""
-    pytest.importorskip("peft", reason="peft is not installed: the lora rung needs it (pip install -e '.[lora]')")
+def _toy_t2r_env(tmp_path, **extra):
+    """The environment of a T2R recipe run on a tiny teacher and corpus (CPU, seconds a stage)."""
     sys.path.insert(0, str(REPO / "tests"))
     from convert.convert_teachers import tiny_teacher
     from gsa.data import byte_tokenizer, prepare_text_data
@@ -117,10 +114,19 @@ def test_t2r_pure_recipe_runs_every_stage_at_a_toy_size(tmp_path):
     tokens = prepare_text_data([str(src)], str(teacher), cache_dir=tmp_path / "cache", heldout_fraction=0.2,
                                progress=False).cache_path
     env = dict(os.environ, OUT=str(tmp_path / "out"), PYTHON=sys.executable, TEACHER=str(teacher), TOKENS=tokens,
-               RUNS=str(tmp_path / "runs"), ABLATION="lora", TOKENS_BUDGET="5000",
+               RUNS=str(tmp_path / "runs"), TOKENS_BUDGET="5000",
                EXTRA="data.seq_len=64 train.micro_batch_size=2 distill.gate_init_sequences=2 train.eval_sequences=2",
                REPORT_EXTRA="--seq-len 64 --eval-sequences 2 --passkey-lengths 300 --passkey-examples 1 "
                             "--decode-tokens 2 --task-examples 4 --task-context-words 8")
+    return {**env, **extra}
+
+
+@pytest.mark.slow
+def test_t2r_pure_recipe_runs_every_stage_at_a_toy_size(tmp_path):
+    """The LoRA rung (stages 0, 1 and 2 with adapters, then the report) on a tiny teacher and corpus: each stage's
+    max_steps comes from its share of the budget, and the report carries the recipe's facts."""
+    pytest.importorskip("peft", reason="peft is not installed: the lora rung needs it (pip install -e '.[lora]')")
+    env = _toy_t2r_env(tmp_path, ABLATION="lora")
     r = subprocess.run(["bash", str(RECIPES / "t2r-pure.sh")], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     report = json.loads((tmp_path / "out" / "t2r-pure-lora-5000-seed0.json").read_text())
@@ -128,6 +134,36 @@ def test_t2r_pure_recipe_runs_every_stage_at_a_toy_size(tmp_path):
     assert report["recipe"] == {"ablation": "lora", "tokens_budget": 5000, "stage_steps": [3, 3, 31]}
     assert [row["model"] for row in report["rows"]][-1] == "lora"
     assert set(report["tasks"]) == {"cloze", "next-sentence"}, report["tasks"]
+
+
+@pytest.mark.slow
+def test_t2r_ladder_runs_rungs_side_by_side_past_the_starting_command(tmp_path):
+    """t2r-ladder.sh start launches each rung in its own process session and returns at once; wait follows them
+    (exit 3 while one runs, 0 once all have finished) and copies each rung's report and log to OUT. A rung that
+    fails (here: a budget the recipe refuses) makes wait exit 1."""
+    env = _toy_t2r_env(tmp_path, RUNGS="base fmap", TOKENS_BUDGET="2000")
+
+    def ladder(*args, **more):
+        return subprocess.run(["bash", str(RECIPES / "t2r-ladder.sh"), *args], env=dict(env, **more),
+                              capture_output=True, text=True, timeout=600)
+
+    r = ladder("start")
+    assert r.returncode == 0 and r.stdout.count("started ") == 2, r.stderr
+    r = ladder("wait", "0")
+    assert r.returncode == 3 and "running 2" in r.stdout, r.stdout + r.stderr
+    r = ladder("wait", "500")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    out = tmp_path / "out"
+    for rung in ("base", "fmap"):
+        report = json.loads((out / f"t2r-pure-{rung}-2000-seed0.json").read_text())
+        assert report["recipe"]["ablation"] == rung and (out / f"{rung}.log").exists()
+    r = ladder("start", RUNGS="base", TOKENS_BUDGET="0")
+    assert r.returncode == 0, r.stderr
+    r = ladder("wait", "60")
+    assert r.returncode == 1 and "TOKENS_BUDGET must be" in r.stdout, r.stdout + r.stderr
+    r = subprocess.run(["bash", str(RECIPES / "t2r-ladder.sh"), "wait"], capture_output=True, text=True,
+                       env=dict(env, RUNS=str(tmp_path / "none")))
+    assert r.returncode == 2 and "'start' first" in r.stderr
 
 
 @pytest.mark.parametrize("budget", ["-5M", "0", "0M", "1.5M", "M", "015M", "15k"])
