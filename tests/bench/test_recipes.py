@@ -108,9 +108,11 @@ def _toy_t2r_env(tmp_path, **extra):
     byte_tokenizer().save_pretrained(teacher)
     src = tmp_path / "corpus.jsonl"
     words = "some words to learn from while the report builds its tasks out of them".split()
-    src.write_text("".join(json.dumps({"text": " ".join(  # distinct sentences: the report's tasks need distractors
-        f"Line {j} of {i} has {words[(i + j) % len(words)]} and {words[(3 * i + j) % len(words)]}." for j in range(40))})
-        + "\n" for i in range(80)))
+    def doc(i):  # distinct sentences: the report's tasks need distractors
+        return " ".join(f"Line {j} of {i} has {words[(i + j) % len(words)]} and {words[(3 * i + j) % len(words)]}."
+                        for j in range(40))
+
+    src.write_text("".join(json.dumps({"text": doc(i)}) + "\n" for i in range(80)))
     tokens = prepare_text_data([str(src)], str(teacher), cache_dir=tmp_path / "cache", heldout_fraction=0.2,
                                progress=False).cache_path
     env = dict(os.environ, OUT=str(tmp_path / "out"), PYTHON=sys.executable, TEACHER=str(teacher), TOKENS=tokens,
