@@ -14,6 +14,7 @@ from gsa.models.loading import VerifiedLoading
 from gsa.models.loss import IGNORE, cross_entropy_rows
 from gsa.nn import GatedSlotAttention, GSAState, RMSNorm, ShortConvolution, SlotGateProjection, SwiGLU
 from gsa.nn.feature_map import LearnedFeatureMap
+from gsa.nn.masks import padding_mask
 
 
 class GSABlock(nn.Module):
@@ -128,10 +129,11 @@ class GSAModel(GSAPreTrainedModel):
     ) -> BaseModelOutputWithPast | tuple:
         """input_ids: [B, T] -> BaseModelOutputWithPast(last_hidden_state [B, T, d], past_key_values).
 
-        attention_mask: [B, T_past + T] or [B, T] (1 = token, 0 = padding); only its last T columns are read, since
-            earlier tokens already live in the cache. Padded positions leave the state untouched, so left- or
-            right-padded batches give every real token the output it would have alone. To continue decoding from
-            the returned cache, pad on the left (trailing padding would sit inside the convolution window).
+        attention_mask: [B, T_past + T] or [B, T] (1 = token, 0 = padding; bool or 0 / 1 values); only its last T
+            columns are read, since earlier tokens already live in the cache. Padded positions leave the state
+            untouched, so left- or right-padded batches give every real token the output it would have alone.
+            With short convolutions (use_short_conv) a row's tokens must be contiguous, and to return a cache
+            padded on the left (trailing padding would sit inside the convolution window): refused otherwise.
         past_key_values: a GSACache holding the state after the preceding tokens; updated in place.
         use_cache: return a GSACache (a new one when past_key_values is None). Default: True exactly when a
             cache was passed in.
@@ -155,12 +157,11 @@ class GSAModel(GSAPreTrainedModel):
             past_key_values = GSACache(self.config.num_hidden_layers)
         if attention_mask is not None:
             past = past_key_values.get_seq_length(0) if past_key_values is not None else 0
-            if attention_mask.ndim != 2 or attention_mask.shape[0] != B or attention_mask.shape[1] not in (T, past + T):
-                raise ValueError(
-                    f"attention_mask must be [B, T] or [B, T_past + T] with B = {B}, T = {T}, T_past = {past}, got "
-                    f"{tuple(attention_mask.shape)}"
-                )
-            attention_mask = attention_mask[:, -T:]
+            shape = tuple(getattr(attention_mask, "shape", ()))
+            if len(shape) != 2 or shape[0] != B or shape[1] not in (T, past + T):
+                raise ValueError(f"attention_mask must be [B, T] or [B, T_past + T] with B = {B}, T = {T}, "
+                                 f"T_past = {past}, got {shape if shape else type(attention_mask).__name__}")
+            attention_mask = padding_mask(attention_mask[:, -T:], B, T)  # bool: the layers check no values again
 
         x = self.embed_tokens(input_ids)
         for i, block in enumerate(self.layers):

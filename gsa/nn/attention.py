@@ -13,6 +13,7 @@ from gsa.nn.decode_step import decodes_from_logits, step_from_logits
 from gsa.nn.feature_map import LearnedFeatureMap, apply_feature_map
 from gsa.nn.fused import FusesProjections, decode_linear, use_fused
 from gsa.nn.gates import SPREAD, SlotGateProjection, spread_slot_logits
+from gsa.nn.masks import check_contiguous_tokens, padding_mask
 from gsa.nn.norm import RMSNorm
 from gsa.nn.options import LayerOptions
 from gsa.nn.state import GSAState
@@ -192,9 +193,11 @@ class GatedSlotAttention(FusesProjections):
     ) -> tuple[torch.Tensor, GSAState | None]:
         """hidden_states: [B, T, d] -> (y [B, T, d], the state after the last token or None).
 
-        attention_mask: [B, T], 1 = token, 0 = padding. A padded position writes nothing: its k, v and s are zero
-            and its gate is 1 (g = 0), so the slot memories pass through unchanged, and the convolutions see a zero
-            input there. With left padding every real token's output equals that of its sequence run alone.
+        attention_mask: [B, T], 1 = token, 0 = padding, bool or 0 / 1 values (gsa.nn.masks). A padded position writes
+            nothing: its k, v and s are zero and its gate is 1 (g = 0), so the slot memories pass through unchanged,
+            and the convolutions see a zero input there. With left padding every real token's output equals that
+            of its sequence run alone; without a short convolution, with any padding. A layer with a short
+            convolution refuses padding between tokens, and right padding when it returns a state.
         cu_seqlens: [N + 1] offsets of N sequences packed along T (B == 1), for training or a packed prefill; no
             state or conv tap crosses a boundary, and output_state returns one state per sequence (batch N). Not
             combinable with an input state or with attention_mask.
@@ -215,12 +218,13 @@ class GatedSlotAttention(FusesProjections):
                              "not part of the recurrent state, so it cannot continue from or return a state")
         mask = None
         if attention_mask is not None:
-            if tuple(attention_mask.shape) != (B, T):
-                raise ValueError(f"attention_mask must be [B, T] = {(B, T)}, got {tuple(attention_mask.shape)}")
-            mask = attention_mask.to(torch.bool)
+            mask = padding_mask(attention_mask, B, T)
+            if self.use_short_conv:
+                check_contiguous_tokens(mask, output_state)
             if self.forget_gate == "none":
                 if not bool(mask.all()):
-                    raise ValueError("forget_gate='none' (ABC) does not support padding; pack sequences with cu_seqlens")
+                    raise ValueError("forget_gate='none' (ABC) does not support padding; pack sequences with "
+                                     "cu_seqlens")
                 mask = None  # all ones: nothing to mask
         if inplace_state and (state is None or not output_state):
             raise ValueError("inplace_state needs a state to advance and output_state=True")
