@@ -17,9 +17,12 @@ Prefill uses the model's ordinary (chunked) forward with a GSACache, then copies
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 from gsa.models.cache import GSACache
+from gsa.nn.options import check_int, check_positive
 
 
 def sample_next(logits: torch.Tensor, do_sample: bool, temperature: float = 1.0, top_k: int | None = None,
@@ -44,6 +47,18 @@ def sample_next(logits: torch.Tensor, do_sample: bool, temperature: float = 1.0,
     probs = torch.softmax(logits, dim=-1)
     race = torch.empty_like(probs).exponential_(generator=generator)
     return (probs / race).argmax(dim=-1)
+
+
+def check_sampling(do_sample: bool, temperature, top_k, top_p) -> None:
+    """A ValueError naming the sampling argument that sample_next cannot use: temperature must be positive and
+    finite, top_k None or an int >= 1, top_p None or a number in (0, 1] (checked when do_sample only)."""
+    if not do_sample:
+        return
+    check_positive("temperature", temperature)
+    if top_k is not None:
+        check_int("top_k", top_k)
+    if top_p is not None and not (isinstance(top_p, numbers.Real) and not isinstance(top_p, bool) and 0 < top_p <= 1):
+        raise ValueError(f"top_p must be a number in (0, 1] (or None), got {top_p!r}")
 
 
 def _compile_options(compile: bool | str, device: torch.device) -> dict:
@@ -89,9 +104,8 @@ class StaticDecoder:
             raise ValueError(f"cuda_graph=True needs the model on a CUDA device, got {device}")
         if model.lm_head.weight.dtype == torch.float64:
             raise ValueError("StaticDecoder keeps float32 states; a float64 model decodes with generate()")
-        if max_prefill_tokens < 1:
-            raise ValueError(f"max_prefill_tokens must be positive, got {max_prefill_tokens}")
-        self.max_prefill_tokens = max_prefill_tokens
+        batch_size = check_int("batch_size", batch_size)
+        self.max_prefill_tokens = check_int("max_prefill_tokens", max_prefill_tokens)
         if fuse:
             model.fuse_projections()
         self.model = model
@@ -200,10 +214,9 @@ class StaticDecoder:
         After a sequence emits an end-of-sequence token it is continued with pad_token_id. Generation stops early
         once every sequence has ended (checked every `stop_check_every` tokens: the only host synchronisation).
         """
-        if max_new_tokens <= 0:
-            raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens}")
-        if do_sample and not temperature > 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
+        max_new_tokens = check_int("max_new_tokens", max_new_tokens)
+        stop_check_every = check_int("stop_check_every", stop_check_every)
+        check_sampling(do_sample, temperature, top_k, top_p)
         logits = self.prefill(input_ids, attention_mask, cu_seqlens)
         B = self.batch_size
         out = torch.full((B, max_new_tokens), pad_token_id, dtype=torch.long, device=input_ids.device)

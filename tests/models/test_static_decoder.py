@@ -106,6 +106,28 @@ def test_bad_use_raises():
         dec.prefill(torch.zeros(3, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="CUDA device"):
         StaticDecoder(model, 2, cuda_graph=True)
+    for bad in (0, 2.5, "2"):
+        with pytest.raises(ValueError, match=f"batch_size must be a positive int, got {bad!r}"):
+            StaticDecoder(model, bad)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(do_sample=True, top_p=-0.5), r"top_p must be a number in \(0, 1\] \(or None\), got -0.5"),
+    (dict(do_sample=True, top_p=1.5), "top_p must be a number in"),
+    (dict(do_sample=True, top_k=0), "top_k must be a positive int, got 0"),
+    (dict(do_sample=True, temperature=0.0), "temperature must be a positive finite number, got 0.0"),
+    (dict(do_sample=True, temperature=float("nan")), "temperature must be a positive finite number"),
+    (dict(max_new_tokens=2.5), "max_new_tokens must be a positive int, got 2.5"),
+    (dict(max_new_tokens=0), "max_new_tokens must be a positive int, got 0"),
+    (dict(stop_check_every=0), "stop_check_every must be a positive int, got 0"),
+])
+def test_generate_refuses_arguments_it_would_misuse(kwargs, message):
+    """Each is refused by name before the prefill: top_p = -0.5 had made every logit -inf and returned token 0 at
+    every step, top_k = 0 a raw size-mismatch error, stop_check_every = 0 a ZeroDivisionError."""
+    dec = StaticDecoder(tiny(), 1)
+    with pytest.raises(ValueError, match=message):
+        dec.generate(torch.ones(1, 3, dtype=torch.long), **{"max_new_tokens": 4, **kwargs})
+    assert dec.cache is None  # nothing ran
 
 
 @pytest.mark.parametrize("use_short_conv,hybrid", [(False, False), (True, False), (False, True)])
@@ -250,5 +272,5 @@ def test_prefill_in_pieces_matches_one_piece(use_short_conv):
         torch.testing.assert_close(pieces.cache.state(i).hv, whole.cache.state(i).hv, rtol=1e-5, atol=1e-5)
     token = ids[:, -1]
     torch.testing.assert_close(pieces.step(token), whole.step(token), rtol=1e-5, atol=1e-5)
-    with pytest.raises(ValueError, match="max_prefill_tokens must be positive"):
+    with pytest.raises(ValueError, match="max_prefill_tokens must be a positive int, got 0"):
         StaticDecoder(model, batch_size=2, max_prefill_tokens=0)
