@@ -8,7 +8,14 @@ import torch.nn.functional as F
 from gsa.ops.abc import abc_to_gated
 from gsa.ops.chunk import chunk_gsa_torch
 from gsa.ops.reference import recurrent_checked
-from gsa.ops.validation import TRITON_MAX_SLOTS, check_gate_values, check_inplace_state, check_inputs, slot_read_fn
+from gsa.ops.validation import (
+    TRITON_MAX_SLOTS,
+    check_gate_values,
+    check_inplace_state,
+    check_inputs,
+    check_normalizer,
+    slot_read_fn,
+)
 
 BACKENDS = ("auto", "triton", "torch", "reference")
 
@@ -190,7 +197,7 @@ def slot_gates(f: torch.Tensor, gate_logit_normalizer: float) -> tuple[torch.Ten
     """The GSA layer's gate from its slot logits f [..., M]: (s, g) with g = logsigmoid(f) / gate_logit_normalizer
     (<= 0) and s = 1 - exp(g), in float32 (float64 for float64 f): logsigmoid of a large logit is tiny, and
     1 - exp(g) of a tiny g needs expm1."""
-    g = F.logsigmoid(f.to(torch.promote_types(f.dtype, torch.float32))) / gate_logit_normalizer
+    g = F.logsigmoid(f.to(torch.promote_types(f.dtype, torch.float32))) / check_normalizer(gate_logit_normalizer)
     return -torch.expm1(g), g
 
 
@@ -218,12 +225,11 @@ def gated_slot_attention_step(
     fused recurrent kernels also apply the feature map and the gate (no separate element-wise kernels), and q, k,
     v and f may be column views of one fused projection output. Returns o [B, T, HQ, V] in q's dtype.
     """
-    check_inputs(q, k, v, f, f, scale, state, True, None)
+    check_inputs(q, k, v, f, None, scale, state, True, None, s_name="f", state_name="state")
     check_inplace_state(state, (q, k, v, f))
     if feature_map not in ("swish", "identity"):
         raise ValueError(f"feature_map must be 'swish' or 'identity', got {feature_map!r}")
-    if not gate_logit_normalizer > 0:
-        raise ValueError(f"gate_logit_normalizer must be positive, got {gate_logit_normalizer}")
+    gate_logit_normalizer = check_normalizer(gate_logit_normalizer)
     slot_read_fn(slot_read)
     backend = _backend_for(backend, q, f.shape[-1])
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)

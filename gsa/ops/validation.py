@@ -7,6 +7,7 @@ never has to read a kernel's stack trace to find a transposed tensor.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -75,18 +76,20 @@ def check_cu_seqlens(cu_seqlens, B: int, T: int) -> list[int]:
     return offsets
 
 
-def check_inputs(q, k, v, s, g, scale, initial_state, output_final_state, cu_seqlens) -> tuple[Dims, list[int] | None]:
-    """Check every argument of `gated_slot_attention`; return the sizes and the host offsets of cu_seqlens."""
+def check_inputs(q, k, v, s, g, scale, initial_state, output_final_state, cu_seqlens, s_name: str = "s",
+                 state_name: str = "initial_state") -> tuple[Dims, list[int] | None]:
+    """Check every argument of `gated_slot_attention`; return the sizes and the host offsets of cu_seqlens.
+    s_name / state_name: what the caller calls s and initial_state (gated_slot_attention_step: f and state)."""
     _check_tensor("q", q, 4, "[B, T, HQ, K]")
     _check_tensor("k", k, 4, "[B, T, H, K]")
     _check_tensor("v", v, 4, "[B, T, H, V]")
-    _check_tensor("s", s, 4, "[B, T, H, M]")
+    _check_tensor(s_name, s, 4, "[B, T, H, M]")
     B, T, HQ, K = q.shape
     H = k.shape[2]
     V, M = v.shape[3], s.shape[3]
     _expect_shape("k", k, (B, T, H, K), "[B, T, H, K]")
     _expect_shape("v", v, (B, T, H, V), "[B, T, H, V]")
-    _expect_shape("s", s, (B, T, H, M), "[B, T, H, M]")
+    _expect_shape(s_name, s, (B, T, H, M), "[B, T, H, M]")
     if g is not None:
         _check_tensor("g", g, 4, "[B, T, H, M]")
         _expect_shape("g", g, (B, T, H, M), "[B, T, H, M]")
@@ -98,7 +101,7 @@ def check_inputs(q, k, v, s, g, scale, initial_state, output_final_state, cu_seq
     if HQ % H != 0:
         raise ValueError(f"q's head count HQ = {HQ} must be a multiple of the kv head count H = {H} (from k)")
 
-    named = [("q", q), ("k", k), ("v", v), ("s", s)] + ([("g", g)] if g is not None else [])
+    named = [("q", q), ("k", k), ("v", v), (s_name, s)] + ([("g", g)] if g is not None else [])
     if q.dtype not in FLOAT_DTYPES:
         raise TypeError(f"q must be float16, bfloat16, float32 or float64, got {q.dtype}")
     for name, x in named[1:]:
@@ -110,9 +113,11 @@ def check_inputs(q, k, v, s, g, scale, initial_state, output_final_state, cu_seq
     if scale is not None:
         # under torch.compile a float argument may arrive symbolic (a recompile makes it dynamic: a second model's
         # StaticDecoder did on the H100), and math.isfinite cannot be traced on it; eager calls check it
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or (
-                not torch.compiler.is_compiling() and not math.isfinite(scale)):
-            raise TypeError(f"scale must be a finite float or None, got {scale!r}")
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+            raise TypeError(f"scale must be a positive finite float or None, got {scale!r}")
+        if not torch.compiler.is_compiling() and not (math.isfinite(scale) and scale > 0):
+            raise ValueError(f"scale must be a positive finite float or None (the query scale, K ** -0.5 by "
+                             f"default), got {scale!r}")
 
     if not isinstance(output_final_state, bool):
         raise TypeError(f"output_final_state must be a bool, got {type(output_final_state).__name__}")
@@ -124,11 +129,11 @@ def check_inputs(q, k, v, s, g, scale, initial_state, output_final_state, cu_seq
 
     if initial_state is not None:
         if not isinstance(initial_state, (tuple, list)) or len(initial_state) != 2:
-            raise TypeError("initial_state must be a pair (hk [N, H, K, M], hv [N, H, M, V]) or None")
+            raise TypeError(f"{state_name} must be a pair (hk [N, H, K, M], hv [N, H, M, V]) or None")
         state_dtypes = (torch.float32, torch.float64) if q.dtype == torch.float64 else (torch.float32,)
         for name, x, layout, shape in (
-            ("initial_state[0] (hk)", initial_state[0], "[N, H, K, M]", (N, H, K, M)),
-            ("initial_state[1] (hv)", initial_state[1], "[N, H, M, V]", (N, H, M, V)),
+            (f"{state_name}[0] (hk)", initial_state[0], "[N, H, K, M]", (N, H, K, M)),
+            (f"{state_name}[1] (hv)", initial_state[1], "[N, H, M, V]", (N, H, M, V)),
         ):
             _check_tensor(name, x, 4, layout)
             _expect_shape(name, x, shape, layout)
@@ -141,6 +146,14 @@ def check_inputs(q, k, v, s, g, scale, initial_state, output_final_state, cu_seq
                 raise ValueError(f"{name} must be on q's device {q.device}, got {x.device}")
 
     return Dims(B=B, T=T, HQ=HQ, H=H, K=K, V=V, M=M, N=N), offsets
+
+
+def check_normalizer(value) -> float:
+    """gate_logit_normalizer (tau in g = logsigmoid(f) / tau) as a float: a positive finite real number. 0 would
+    make every gate -inf (a full reset each token), a negative one gates above 1 (memories that grow)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and value > 0):
+        raise ValueError(f"gate_logit_normalizer must be a positive finite number, got {value!r}")
+    return float(value)
 
 
 def check_gate_values(g: torch.Tensor) -> None:

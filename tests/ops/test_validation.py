@@ -32,8 +32,10 @@ CASES = [
     (dict(q=torch.randn(1, 5, 4, 6, dtype=torch.float64)), TypeError, r"k must have q's dtype torch.float64"),
     (dict(q=torch.randint(0, 3, (1, 5, 4, 6))), TypeError, r"q must be float16, bfloat16, float32 or float64"),
     (dict(k=[1, 2]), TypeError, r"k must be a torch.Tensor"),
-    (dict(scale="1"), TypeError, r"scale must be a finite float"),
-    (dict(scale=float("nan")), TypeError, r"scale must be a finite float"),
+    (dict(scale="1"), TypeError, r"scale must be a positive finite float"),
+    (dict(scale=float("nan")), ValueError, r"scale must be a positive finite float or None .*got nan"),
+    (dict(scale=0.0), ValueError, r"scale must be a positive finite float or None .*got 0.0"),
+    (dict(scale=-1), ValueError, r"scale must be a positive finite float or None .*got -1"),
     (dict(output_final_state=1), TypeError, r"output_final_state must be a bool"),
     (dict(backend="cuda"), ValueError, r"backend must be one of"),
     (dict(cu_seqlens=[0, 5]), TypeError, r"cu_seqlens must be a 1-D integer torch.Tensor"),
@@ -126,3 +128,39 @@ def test_more_slots_than_the_triton_kernels_hold(monkeypatch):
         chunk_gsa(a["q"], a["k"], a["v"], a["s"], a["g"], 0.5, None, False, None)
     with pytest.raises(ValueError, match="at most 128 slots"):
         fused_recurrent_gsa(a["q"], a["k"], a["v"], a["s"], a["g"], 0.5)
+
+
+def _step_args(B=1, T=1, HQ=4, H=2, K=6, V=5, M=3):
+    return (torch.randn(B, T, HQ, K), torch.randn(B, T, H, K), torch.randn(B, T, H, V), torch.randn(B, T, H, M),
+            (torch.zeros(B, H, K, M), torch.zeros(B, H, M, V)))
+
+
+@pytest.mark.parametrize("change, exc, match", [
+    (lambda a: a.__setitem__(3, torch.randn(1, 1, 2, 5)), ValueError,
+     r"state\[0\] \(hk\) must have shape \[N, H, K, M\] = \(1, 2, 6, 5\), got \(1, 2, 6, 3\)"),
+    (lambda a: a.__setitem__(3, torch.randn(1, 1, 3, 3)), ValueError, r"f must have shape \[B, T, H, M\]"),
+    (lambda a: a.__setitem__(3, a[3].half()), TypeError, r"f must have q's dtype torch.float32"),
+    (lambda a: a.__setitem__(4, (a[4][0].half(), a[4][1])), TypeError, r"state\[0\] \(hk\) must be float32"),
+    (lambda a: a.__setitem__(4, a[4][0]), TypeError, r"state must be a pair"),
+])
+def test_step_names_its_own_arguments(change, exc, match):
+    """gated_slot_attention_step's f and state are named as such (they had been checked as the op's s and
+    initial_state: a wrong slot count in f was reported as a wrong hk)."""
+    from gsa.ops import gated_slot_attention_step
+
+    a = list(_step_args())
+    change(a)
+    with pytest.raises(exc, match=match):
+        gated_slot_attention_step(*a[:4], a[4], backend="torch")
+
+
+@pytest.mark.parametrize("tau", [0, -1.0, float("nan"), float("inf"), "8", True])
+def test_gate_logit_normalizer_must_be_positive_and_finite(tau):
+    """slot_gates and the step refuse a normalizer that is not a positive finite number: 0 had made every gate -inf
+    (a full reset each token), -1 gates above 1 (g up to 1.07), NaN NaN gates; "8" a raw comparison error."""
+    from gsa.ops import gated_slot_attention_step, slot_gates
+
+    with pytest.raises(ValueError, match="gate_logit_normalizer must be a positive finite number"):
+        slot_gates(torch.randn(2, 3), tau)
+    with pytest.raises(ValueError, match="gate_logit_normalizer must be a positive finite number"):
+        gated_slot_attention_step(*_step_args(), gate_logit_normalizer=tau, backend="torch")
