@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from transformers.cache_utils import Cache, CacheLayerMixin
 
+from gsa.nn.options import check_int
 from gsa.nn.state import GSAState
 
 
@@ -74,8 +75,7 @@ class GSACache(Cache):
     """
 
     def __init__(self, num_layers: int, inplace_decode: bool = False):
-        if num_layers <= 0:
-            raise ValueError(f"GSACache needs num_layers > 0, got {num_layers}")
+        num_layers = check_int("GSACache num_layers", num_layers)
         super().__init__(layers=[GSACacheLayer() for _ in range(num_layers)])
         self.inplace_decode = inplace_decode
 

@@ -86,12 +86,31 @@ class GSAPreTrainedModel(VerifiedLoading, PreTrainedModel):
             init.zeros_(module.w2)
 
 
-def _check_ids(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, cu_seqlens: torch.Tensor | None):
-    if input_ids is None or input_ids.ndim != 2:
-        shape = None if input_ids is None else tuple(input_ids.shape)
+def check_token_ids(name: str, ids: torch.Tensor, vocab_size: int, ignore: int | None = None) -> None:
+    """ids: an integer tensor of token ids in [0, vocab_size) (or `ignore`), else a TypeError / ValueError naming
+    `name`. The range is read only from CPU tensors: on a GPU it would cost a host sync every forward, and the
+    embedding's own device-side check fails there instead."""
+    if ids.dtype == torch.bool or ids.dtype.is_floating_point or ids.dtype.is_complex:
+        raise TypeError(f"{name} must be an integer tensor of token ids, got {ids.dtype}")
+    if ids.device.type != "cpu" or ids.numel() == 0:
+        return
+    bad = (ids < 0) | (ids >= vocab_size)
+    if ignore is not None:
+        bad &= ids != ignore
+    if bool(bad.any()):
+        allowed = f"[0, vocab_size = {vocab_size})" + (f" or {ignore}" if ignore is not None else "")
+        raise ValueError(f"{name} must hold ids in {allowed}, got {ids[bad].unique()[:5].tolist()}")
+
+
+def check_input_ids(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, cu_seqlens: torch.Tensor | None,
+                    vocab_size: int) -> None:
+    """input_ids [B, T] of token ids (check_token_ids), T >= 1; with cu_seqlens, B == 1 and no attention_mask."""
+    if not isinstance(input_ids, torch.Tensor) or input_ids.ndim != 2:
+        shape = tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__
         raise ValueError(f"input_ids must be a [B, T] tensor, got {shape}")
     if input_ids.shape[1] == 0:
         raise ValueError("input_ids must have at least one token (T >= 1)")
+    check_token_ids("input_ids", input_ids, vocab_size)
     if cu_seqlens is not None:
         if attention_mask is not None:
             raise ValueError("cu_seqlens packs unpadded sequences: do not pass attention_mask with it")
@@ -143,10 +162,16 @@ class GSAModel(GSAPreTrainedModel):
             is the packed length), from which N sequences decode.
         return_dict: False returns a plain tuple (generate() passes True); default True.
         """
-        _check_ids(input_ids, attention_mask, cu_seqlens)
+        check_input_ids(input_ids, attention_mask, cu_seqlens, self.config.vocab_size)
         B, T = input_ids.shape
         if past_key_values is not None and not isinstance(past_key_values, GSACache):
             raise TypeError(f"past_key_values must be a GSACache, got {type(past_key_values).__name__}")
+        if use_cache is not None and not isinstance(use_cache, bool):
+            raise TypeError(f"use_cache must be a bool or None, got {use_cache!r}")
+        L = self.config.num_hidden_layers
+        if past_key_values is not None and len(past_key_values.layers) != L:
+            raise ValueError(f"past_key_values holds {len(past_key_values.layers)} layers, the model has {L}: make "
+                             f"it with GSACache({L}) (or let the model make it: use_cache=True)")
         use_cache = past_key_values is not None if use_cache is None else use_cache
         if past_key_values is not None and not use_cache:
             raise ValueError("past_key_values was given with use_cache=False: the cache would be ignored")
@@ -250,8 +275,11 @@ class GSAForCausalLM(CausalLMEmbeddings, GSAPreTrainedModel, GenerationMixin):
         """
         if labels is not None and logits_to_keep != 0:
             raise ValueError("labels need logits at every position: pass logits_to_keep=0 with labels")
-        if labels is not None and tuple(labels.shape) != tuple(input_ids.shape):
-            raise ValueError(f"labels must have input_ids' shape {tuple(input_ids.shape)}, got {tuple(labels.shape)}")
+        if labels is not None:
+            if tuple(labels.shape) != tuple(input_ids.shape):
+                raise ValueError(f"labels must have input_ids' shape {tuple(input_ids.shape)}, got "
+                                 f"{tuple(labels.shape)}")
+            check_token_ids("labels", labels, self.config.vocab_size, ignore=IGNORE)
         out = self.model(
             input_ids, attention_mask=attention_mask, past_key_values=past_key_values, use_cache=use_cache,
             cu_seqlens=cu_seqlens, return_dict=True,

@@ -34,7 +34,7 @@ from transformers.modeling_outputs import BaseModelOutput, CausalLMOutput
 from gsa.errors import OptionError
 from gsa.models.configuration import HF_CONFIG_KEYS, flag, positive_float, positive_int
 from gsa.models.loading import VerifiedLoading
-from gsa.models.modeling import CausalLMEmbeddings, _check_ids, shifted_lm_loss
+from gsa.models.modeling import CausalLMEmbeddings, check_input_ids, shifted_lm_loss
 from gsa.nn import GatedSlotAttention, ShortConvolution, SlotGateProjection
 from gsa.nn.gates import SPREAD
 from gsa.nn.options import LayerOptions
@@ -189,8 +189,8 @@ class ZoologyPreTrainedModel(VerifiedLoading, PreTrainedModel):
             init.uniform_(module.bias, -bound, bound)
 
 
-def _check_inputs(input_ids: torch.Tensor, kwargs: dict) -> None:
-    _check_ids(input_ids, None, None)
+def _check_inputs(input_ids: torch.Tensor, kwargs: dict, vocab_size: int) -> None:
+    check_input_ids(input_ids, None, None, vocab_size)
     given = sorted(k for k, v in kwargs.items() if v is not None)
     if given:
         raise ValueError(f"the Zoology harness runs full unpadded sequences only (MQAR); it takes no {given}")
@@ -216,7 +216,7 @@ class ZoologyModel(ZoologyPreTrainedModel):
         self.embed_tokens = value
 
     def forward(self, input_ids: torch.LongTensor, **kwargs) -> BaseModelOutput:
-        _check_inputs(input_ids, kwargs)
+        _check_inputs(input_ids, kwargs, self.config.vocab_size)
         x = self.embed_tokens(input_ids)
         for block in self.layers:
             x = block(x)

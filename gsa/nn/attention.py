@@ -19,6 +19,7 @@ from gsa.nn.options import LayerOptions
 from gsa.nn.state import GSAState
 from gsa.nn.window import hybrid_window
 from gsa.ops import gated_slot_attention, slot_gates
+from gsa.ops.validation import check_cu_seqlens_type
 
 
 class GatedSlotAttention(FusesProjections):
@@ -207,9 +208,18 @@ class GatedSlotAttention(FusesProjections):
             e.g. GSACache's: a step allocates no state). Needs output_state, contiguous float32 hk/hv and no
             autograd (the op checks).
         """
-        B, T, d = hidden_states.shape
-        if d != self.hidden_size:
-            raise ValueError(f"hidden_states must be [B, T, {self.hidden_size}], got {tuple(hidden_states.shape)}")
+        if not isinstance(hidden_states, torch.Tensor) or hidden_states.ndim != 3 \
+                or hidden_states.shape[-1] != self.hidden_size:
+            got = hidden_states.shape if isinstance(hidden_states, torch.Tensor) else type(hidden_states).__name__
+            raise ValueError(f"hidden_states must be [B, T, {self.hidden_size}], got {tuple(got) if got else got}")
+        if hidden_states.dtype != self.q_proj.weight.dtype and not torch.is_autocast_enabled(hidden_states.device.type):
+            raise TypeError(f"hidden_states must have the layer's dtype {self.q_proj.weight.dtype} (or run under "
+                            f"autocast), got {hidden_states.dtype}")
+        B, T, _ = hidden_states.shape
+        if state is not None and not isinstance(state, GSAState):
+            raise TypeError(f"state must be a GSAState (or None), got {type(state).__name__}")
+        if cu_seqlens is not None:
+            check_cu_seqlens_type(cu_seqlens, B)  # before the convolutions read it; the op checks its values
         if cu_seqlens is not None and (state is not None or inplace_state or attention_mask is not None):
             raise ValueError("cu_seqlens (packed sequences, each from a zero state) cannot be combined with "
                              "attention_mask or an input state")

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gsa.nn.options import check_int
+
 
 def positions_in_sequence(cu_seqlens: torch.Tensor, total: int) -> torch.Tensor:
     """[T] offset of every packed position from the start of its own sequence (cu_seqlens: [N + 1], c_N = T)."""
@@ -42,12 +44,8 @@ class ShortConvolution(nn.Module):
 
     def __init__(self, channels: int, kernel_size: int = 4, bias: bool = False):
         super().__init__()
-        if channels <= 0:
-            raise ValueError(f"ShortConvolution channels must be positive, got {channels}")
-        if kernel_size < 2:
-            raise ValueError(f"ShortConvolution kernel_size must be >= 2, got {kernel_size}")
-        self.channels = channels
-        self.kernel_size = kernel_size
+        self.channels = check_int("ShortConvolution channels", channels)
+        self.kernel_size = check_int("ShortConvolution kernel_size", kernel_size, minimum=2)
         if not isinstance(bias, bool):
             raise ValueError(f"ShortConvolution bias must be a bool, got {bias!r}")
         self.weight = nn.Parameter(torch.empty(channels, kernel_size))

@@ -51,11 +51,9 @@ def _expect_shape(name: str, x: torch.Tensor, expected: tuple, layout: str) -> N
         raise ValueError(f"{name} must have shape {layout} = {tuple(expected)}, got {tuple(x.shape)}")
 
 
-def check_cu_seqlens(cu_seqlens, B: int, T: int) -> list[int]:
-    """Validate `cu_seqlens` and return it as a host list of N + 1 offsets.
-
-    cu_seqlens: [N + 1] integer tensor, 0 = c_0 < c_1 < ... < c_N = T, and the batch must have B == 1.
-    """
+def check_cu_seqlens_type(cu_seqlens, B: int) -> None:
+    """What check_cu_seqlens checks without reading the values (no host sync): a 1-D int32 / int64 tensor of at
+    least 2 entries, and a batch of B == 1."""
     if not isinstance(cu_seqlens, torch.Tensor):
         raise TypeError(f"cu_seqlens must be a 1-D integer torch.Tensor, got {type(cu_seqlens).__name__}")
     if cu_seqlens.ndim != 1 or cu_seqlens.numel() < 2:
@@ -64,6 +62,14 @@ def check_cu_seqlens(cu_seqlens, B: int, T: int) -> list[int]:
         raise TypeError(f"cu_seqlens must be int32 or int64, got {cu_seqlens.dtype}")
     if B != 1:
         raise ValueError(f"cu_seqlens packs sequences along T and needs batch size B == 1, got B = {B}")
+
+
+def check_cu_seqlens(cu_seqlens, B: int, T: int) -> list[int]:
+    """Validate `cu_seqlens` and return it as a host list of N + 1 offsets.
+
+    cu_seqlens: [N + 1] integer tensor, 0 = c_0 < c_1 < ... < c_N = T, and the batch must have B == 1.
+    """
+    check_cu_seqlens_type(cu_seqlens, B)
     offsets = cu_seqlens.tolist()
     if offsets[0] != 0 or offsets[-1] != T:
         raise ValueError(f"cu_seqlens must start at 0 and end at T = {T}, got {offsets[0]} ... {offsets[-1]}")
