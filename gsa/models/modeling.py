@@ -273,6 +273,8 @@ class GSAForCausalLM(CausalLMEmbeddings, GSAPreTrainedModel, GenerationMixin):
             respecting cu_seqlens boundaries. logits_to_keep: compute logits for the last this many positions only
             (0 = all; generate() passes 1). Other arguments as in GSAModel.forward.
         """
+        if isinstance(logits_to_keep, bool) or not isinstance(logits_to_keep, int) or logits_to_keep < 0:
+            raise ValueError(f"logits_to_keep must be an int >= 0 (0: every position), got {logits_to_keep!r}")
         if labels is not None and logits_to_keep != 0:
             raise ValueError("labels need logits at every position: pass logits_to_keep=0 with labels")
         if labels is not None:

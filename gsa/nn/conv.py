@@ -76,10 +76,10 @@ class ShortConvolution(nn.Module):
         `inplace_state` the given `state` buffer, overwritten (decoding with owned buffers; `state` is not
         modified otherwise).
         """
+        if x.ndim != 3 or x.shape[-1] != self.channels:
+            raise ValueError(f"ShortConvolution expects x [B, T, {self.channels}], got shape {tuple(x.shape)}")
         B, T, C = x.shape
         W = self.kernel_size
-        if C != self.channels:
-            raise ValueError(f"ShortConvolution expects {self.channels} channels, got x of shape {tuple(x.shape)}")
         if inplace_state and (state is None or not output_state):
             raise ValueError("ShortConvolution: inplace_state needs a state buffer and output_state=True")
         if cu_seqlens is not None and (state is not None or inplace_state):

@@ -26,6 +26,7 @@ class SwiGLU(FusesProjections):
         if hidden_act not in ACTIVATIONS:
             raise ValueError(f"hidden_act must be one of {sorted(ACTIVATIONS)}, got {hidden_act!r}")
         self.hidden_act = hidden_act
+        self.hidden_size = hidden_size
         self.gate_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
         self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
         self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=False)
@@ -35,6 +36,9 @@ class SwiGLU(FusesProjections):
         self._fuse("gate_up", self.gate_proj, self.up_proj)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [..., hidden_size] -> [..., hidden_size]."""
+        if x.shape[-1] != self.hidden_size:
+            raise ValueError(f"SwiGLU expects x [..., {self.hidden_size}], got shape {tuple(x.shape)}")
         if use_fused(self._fused, x):
             gate, up = self._fused.product(x).split(self._fused.sizes, dim=-1)
         else:

@@ -28,6 +28,10 @@ def test_token_ids_and_labels(make_model):
         model(ids, labels=labels)
     with pytest.raises(TypeError, match="labels must be an integer tensor"):
         model(ids, labels=ids.float())
+    for bad in (-1, 1.5):  # -1 had silently meant every position
+        with pytest.raises(ValueError, match=f"logits_to_keep must be an int >= 0 .*got {bad!r}"):
+            model(ids, logits_to_keep=bad)
+    assert model(ids, logits_to_keep=2).logits.shape == (2, 2, V)
 
 
 def test_cache_and_use_cache(make_model):
@@ -75,3 +79,12 @@ def test_short_convolution_constructor():
         ShortConvolution(2.5)
     with pytest.raises(ValueError, match="ShortConvolution kernel_size must be an int >= 2, got 3.5"):
         ShortConvolution(8, 3.5)
+
+
+def test_block_pieces_name_a_wrong_width():
+    from gsa.nn import ShortConvolution, SwiGLU
+
+    with pytest.raises(ValueError, match=r"ShortConvolution expects x \[B, T, 8\], got shape \(6, 8\)"):
+        ShortConvolution(8)(torch.randn(6, 8))
+    with pytest.raises(ValueError, match=r"SwiGLU expects x \[\.\.\., 16\], got shape \(2, 3, 12\)"):
+        SwiGLU(16, 32)(torch.randn(2, 3, 12))
