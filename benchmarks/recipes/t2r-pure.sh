@@ -11,19 +11,19 @@
 #   lora  m128 with stage 2 as LoRA (t2r-pure-stage2-lora.toml: rank 8 on q/k/v/o, f_proj and maps in full)
 #   ABLATION=span TOKENS_BUDGET=15M bash benchmarks/recipes/t2r-pure.sh
 # TOKENS_BUDGET (5M, 15M, 50M or a number of tokens; default 15M) is split over the stages, base: 20% stage 1, 80%
-# stage 2; the others: 10% stage 0, 10% stage 1, 80% stage 2; each stage's max_steps = its share / (micro batch x
-# grad_accum x seq_len of its config and EXTRA), its warmup a tenth of that at most. Needs the teacher and a token cache
-# (TEACHER, TOKENS; as benchmarks/recipes/t2r.sh; the 22.7M-token cache is seen twice at 50M) and, for lora, peft
-# (pip install -e '.[lora]'). SEED (default 0); EXTRA: overrides for every stage; REPORT_EXTRA: report options (the
-# report includes the zero-shot cloze / next-sentence tasks).
-# Writes t2r-pure-$ABLATION-$TOKENS_BUDGET-seed$SEED.json (the report, with the stages' steps under "recipe") to $OUT
-# (default benchmarks/results/<gpu>/); runs and logs under RUNS (default runs/t2r-pure).
+# stage 2; the others: 10% stage 0, 10% stage 1, 80% stage 2 (STAGE_SHARES="10 40 50" sets another split, and the
+# run's name and report then carry it: <rung>-<budget>-s10-40-50-seed<seed>); each stage's max_steps = its share /
+# (micro batch x grad_accum x seq_len of its config and EXTRA), its warmup a tenth of that at most. Needs the teacher
+# and a token cache (TEACHER, TOKENS; as benchmarks/recipes/t2r.sh; the 22.7M-token cache is seen twice at 50M) and,
+# for lora, peft (pip install -e '.[lora]'). SEED (default 0); EXTRA: overrides for every stage; REPORT_EXTRA: report
+# options (the report includes the zero-shot cloze / next-sentence tasks). Writes t2r-pure-<name>.json (the report,
+# with the stages' shares and steps under "recipe") to $OUT (default benchmarks/results/<gpu>/); runs and logs under
+# RUNS (default runs/t2r-pure).
 source "$(dirname "$0")/common.sh"
 ABLATION=${ABLATION:-span}; TOKENS_BUDGET=${TOKENS_BUDGET:-15M}; RUNS=${RUNS:-runs/t2r-pure}; SEED=${SEED:-0}
 if [[ ! $TOKENS_BUDGET =~ ^[1-9][0-9]*M?$ ]]; then  # positive, no leading 0 (bash would read it as octal)
   echo "TOKENS_BUDGET must be like 5M, 15M, 50M or a number of tokens, got '$TOKENS_BUDGET'" >&2; exit 2
 fi
-TEACHER=$(teacher_dir "${TEACHER:-}"); TOKENS=$(token_cache "${TOKENS:-}")
 BUDGET=${TOKENS_BUDGET%M}
 if [ "$BUDGET" != "$TOKENS_BUDGET" ]; then BUDGET=$(( BUDGET * 1000000 )); fi
 S0=(configs/t2r-pure-stage0.toml); S1=configs/t2r-pure-stage1.toml; S2=configs/t2r-pure-stage2.toml; SHARES=(10 10 80)
@@ -35,7 +35,19 @@ case "$ABLATION" in
   lora) S0+=(model.num_slots=128); S2=configs/t2r-pure-stage2-lora.toml ;;
   *) echo "ABLATION must be one of base, fmap, span, m128, lora; got '$ABLATION'" >&2; exit 2 ;;
 esac
-NAME=$ABLATION-$TOKENS_BUDGET-seed$SEED; DIR=$RUNS/$NAME; mkdir -p "$DIR"
+if [ -n "${STAGE_SHARES:-}" ]; then  # the budget's split over stages 0, 1, 2 in percent, instead of the rung's
+  read -r -a SHARES <<< "$STAGE_SHARES"
+  if [ ${#SHARES[@]} -ne 3 ] || [[ ! "${SHARES[*]}" =~ ^[0-9]{1,3}\ [0-9]{1,3}\ [0-9]{1,3}$ ]] \
+      || [ $(( SHARES[0] + SHARES[1] + SHARES[2] )) -ne 100 ] || [ "${SHARES[1]}" -eq 0 ] \
+      || [ "${SHARES[2]}" -eq 0 ] || { [ ${#S0[@]} -eq 0 ] && [ "${SHARES[0]}" -ne 0 ]; } \
+      || { [ ${#S0[@]} -gt 0 ] && [ "${SHARES[0]}" -eq 0 ]; }; then
+    echo "STAGE_SHARES must be three percentages of stages 0, 1 and 2 summing to 100, stages 1 and 2 above 0, stage" \
+      "0 above 0 exactly when the rung has one (base has none); got '$STAGE_SHARES'" >&2; exit 2
+  fi
+fi
+TEACHER=$(teacher_dir "${TEACHER:-}"); TOKENS=$(token_cache "${TOKENS:-}")
+NAME=$ABLATION-$TOKENS_BUDGET${STAGE_SHARES:+-s${SHARES[0]}-${SHARES[1]}-${SHARES[2]}}-seed$SEED
+DIR=$RUNS/$NAME; mkdir -p "$DIR"
 COMMON=("data.tokens=\"$TOKENS\"" "data.tokenizer=\"$TEACHER\"" "distill.teacher=\"$TEACHER\"" seed="$SEED" train.progress=false
   train.checkpoint_every=0 train.eval_every=0 train.eval_sequences=64 train.log_every=20 ${EXTRA:-})
 
@@ -72,10 +84,11 @@ $PY scripts/t2r_report.py --tokens "$TOKENS" --teacher "$TEACHER" --student "$AB
   --passkey-lengths 512,1024,2048 --decode-tokens 16 --tasks cloze,next-sentence ${REPORT_EXTRA:-} \
   --out "$OUT/t2r-pure-$NAME.json"
 # the recipe's own facts beside the report's (scripts/t2r_report.py writes the measurements)
-$PY - "$OUT/t2r-pure-$NAME.json" "$ABLATION" "$BUDGET" "${STEPS[@]}" <<'PY'
+$PY - "$OUT/t2r-pure-$NAME.json" "$ABLATION" "$BUDGET" "${SHARES[*]}" "${STEPS[@]}" <<'PY'
 import json, sys
-path, ablation, budget, *steps = sys.argv[1:]
+path, ablation, budget, shares, *steps = sys.argv[1:]
 report = json.load(open(path))
-report["recipe"] = {"ablation": ablation, "tokens_budget": int(budget), "stage_steps": [int(s) for s in steps]}
+report["recipe"] = {"ablation": ablation, "tokens_budget": int(budget),
+                    "stage_shares": [int(s) for s in shares.split()], "stage_steps": [int(s) for s in steps]}
 json.dump(report, open(path, "w"), indent=1)
 PY

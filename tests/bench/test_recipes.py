@@ -125,15 +125,17 @@ def _toy_t2r_env(tmp_path, **extra):
 
 @pytest.mark.slow
 def test_t2r_pure_recipe_runs_every_stage_at_a_toy_size(tmp_path):
-    """The LoRA rung (stages 0, 1 and 2 with adapters, then the report) on a tiny teacher and corpus: each stage's
-    max_steps comes from its share of the budget, and the report carries the recipe's facts."""
+    """The LoRA rung (stages 0, 1 and 2 with adapters, then the report) on a tiny teacher and corpus, with its own
+    stage shares: each stage's max_steps comes from its share of the budget, and the run's name and report carry
+    the recipe's facts."""
     pytest.importorskip("peft", reason="peft is not installed: the lora rung needs it (pip install -e '.[lora]')")
-    env = _toy_t2r_env(tmp_path, ABLATION="lora")
+    env = _toy_t2r_env(tmp_path, ABLATION="lora", STAGE_SHARES="10 20 70")
     r = subprocess.run(["bash", str(RECIPES / "t2r-pure.sh")], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    report = json.loads((tmp_path / "out" / "t2r-pure-lora-5000-seed0.json").read_text())
-    # stages 0 and 1: 10% of 5000 / (2 x 64) -> 3 steps each; stage 2: 80% -> 31
-    assert report["recipe"] == {"ablation": "lora", "tokens_budget": 5000, "stage_steps": [3, 3, 31]}
+    report = json.loads((tmp_path / "out" / "t2r-pure-lora-5000-s10-20-70-seed0.json").read_text())
+    # stage 0: 10% of 5000 / (2 x 64) -> 3 steps; stage 1: 20% -> 7; stage 2: 70% -> 27
+    assert report["recipe"] == {"ablation": "lora", "tokens_budget": 5000, "stage_shares": [10, 20, 70],
+                                "stage_steps": [3, 7, 27]}
     assert [row["model"] for row in report["rows"]][-1] == "lora"
     assert set(report["tasks"]) == {"cloze", "next-sentence"}, report["tasks"]
 
@@ -227,6 +229,19 @@ def test_t2r_recipes_refuse_missing_data_before_any_stage(tmp_path):
                                timeout=60)
             assert r.returncode == 2 and message in r.stderr, (recipe, r.stdout[-500:], r.stderr[-500:])
             assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("ablation, shares", [("span", "10 10 70"), ("span", "0 50 50"), ("base", "10 40 50"),
+                                                ("span", "10 0 90"), ("span", "ten 40 50"), ("span", "10 90")])
+def test_t2r_pure_recipe_refuses_bad_stage_shares_before_any_stage(tmp_path, ablation, shares):
+    """STAGE_SHARES: three percentages summing to 100, stages 1 and 2 above 0, stage 0 above 0 exactly when the rung
+    has one; refused with exit code 2 before the data is even looked at."""
+    env = dict(os.environ, OUT=str(tmp_path / "out"), PYTHON=sys.executable, RUNS=str(tmp_path / "runs"),
+               TEACHER=str(tmp_path / "none"), TOKENS=str(tmp_path / "none"), TOKENS_BUDGET="5M",
+               ABLATION=ablation, STAGE_SHARES=shares)
+    r = subprocess.run(["bash", str(RECIPES / "t2r-pure.sh")], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "STAGE_SHARES must be three percentages" in r.stderr, r.stderr
+    assert not (tmp_path / "runs").exists()
 
 
 def test_training_profile_splits_the_op_kernels_from_the_rest():
