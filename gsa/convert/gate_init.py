@@ -39,9 +39,9 @@ def span_gate_logits(spans: torch.Tensor, tau: float, num_slots: int, spread: fl
 def init_gates_from_spans(student: nn.Module, teacher: nn.Module, input_ids: torch.Tensor,
                           spread: float = 0.0, batch_size: int = 8, sinks: int = 4) -> torch.Tensor:
     """Set every student layer's f_proj bias from the teacher's attention spans on input_ids [N, T] (run batch_size
-    rows at a time; the weight on each row's first `sinks` tokens left out, gsa.convert.attention_weights.
-    mean_distance); returns the spans [L, H]. The student needs gate_bias=True (an
-    f_proj with a bias per head and slot) and the teacher's layer and kv-head counts."""
+    rows at a time; the weight on each row's first `sinks` tokens left out: attention_weights.mean_distance);
+    returns the spans [L, H]. The student needs gate_bias=True (an f_proj with a bias per head and slot) and the
+    teacher's layer and kv-head counts."""
     layers = student.model.layers
     if not all(getattr(b.attn, "f_proj", None) is not None and b.attn.f_proj.bias is not None for b in layers):
         raise ValueError("gate init from the teacher's spans sets f_proj's bias: the student needs gate_bias=True")

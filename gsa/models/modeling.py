@@ -88,11 +88,11 @@ class GSAPreTrainedModel(VerifiedLoading, PreTrainedModel):
 
 def check_token_ids(name: str, ids: torch.Tensor, vocab_size: int, ignore: int | None = None) -> None:
     """ids: an integer tensor of token ids in [0, vocab_size) (or `ignore`), else a TypeError / ValueError naming
-    `name`. The range is read only from CPU tensors: on a GPU it would cost a host sync every forward, and the
-    embedding's own device-side check fails there instead."""
+    `name`. The range is read only from CPU tensors outside torch.compile: on a GPU it would cost a host sync every
+    forward (the embedding's own device-side check fails there instead), and in a compiled graph a graph break."""
     if ids.dtype == torch.bool or ids.dtype.is_floating_point or ids.dtype.is_complex:
         raise TypeError(f"{name} must be an integer tensor of token ids, got {ids.dtype}")
-    if ids.device.type != "cpu" or ids.numel() == 0:
+    if ids.device.type != "cpu" or ids.numel() == 0 or torch.compiler.is_compiling():
         return
     bad = (ids < 0) | (ids >= vocab_size)
     if ignore is not None:

@@ -210,8 +210,8 @@ class GatedSlotAttention(FusesProjections):
         """
         if not isinstance(hidden_states, torch.Tensor) or hidden_states.ndim != 3 \
                 or hidden_states.shape[-1] != self.hidden_size:
-            got = hidden_states.shape if isinstance(hidden_states, torch.Tensor) else type(hidden_states).__name__
-            raise ValueError(f"hidden_states must be [B, T, {self.hidden_size}], got {tuple(got) if got else got}")
+            got = tuple(hidden_states.shape) if isinstance(hidden_states, torch.Tensor) else type(hidden_states)
+            raise ValueError(f"hidden_states must be [B, T, {self.hidden_size}], got {got}")
         if hidden_states.dtype != self.q_proj.weight.dtype and not torch.is_autocast_enabled(hidden_states.device.type):
             raise TypeError(f"hidden_states must have the layer's dtype {self.q_proj.weight.dtype} (or run under "
                             f"autocast), got {hidden_states.dtype}")

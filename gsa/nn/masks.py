@@ -18,13 +18,16 @@ import torch
 
 def padding_mask(attention_mask: torch.Tensor, B: int, T: int) -> torch.Tensor:
     """attention_mask [B, T] (bool, or integer or floating with values 0 and 1) -> bool [B, T]; a ValueError /
-    TypeError naming attention_mask otherwise. A non-bool mask costs one host sync (the value check)."""
+    TypeError naming attention_mask otherwise. A non-bool mask costs one host sync (the value check; skipped
+    inside torch.compile)."""
     if not isinstance(attention_mask, torch.Tensor):
         raise TypeError(f"attention_mask must be a tensor, got {type(attention_mask).__name__}")
     if tuple(attention_mask.shape) != (B, T):
         raise ValueError(f"attention_mask must be [B, T] = {(B, T)}, got {tuple(attention_mask.shape)}")
     if attention_mask.dtype == torch.bool:
         return attention_mask
+    if torch.compiler.is_compiling():  # reading the values would break the graph: checked in eager calls
+        return attention_mask != 0
     if attention_mask.dtype.is_complex:
         raise TypeError(f"attention_mask must be bool, integer or floating (1 = token, 0 = padding), got "
                         f"{attention_mask.dtype}")
@@ -43,7 +46,7 @@ def check_contiguous_tokens(mask: torch.Tensor, returns_state: bool) -> None:
     """For a layer with a short convolution: every row of mask (bool [B, T]) holds its tokens in one run, padding
     on the left only when the state after the last position is returned (`returns_state`), on either side
     otherwise. One host sync."""
-    if mask.shape[1] < 2:
+    if mask.shape[1] < 2 or torch.compiler.is_compiling():  # reading the mask would break a compiled graph
         return
     runs = mask[:, 0].long() + (~mask[:, :-1] & mask[:, 1:]).sum(1)  # runs of tokens in each row
     gap = runs > 1
@@ -53,9 +56,9 @@ def check_contiguous_tokens(mask: torch.Tensor, returns_state: bool) -> None:
         return
     row = int(bad.nonzero()[0, 0])
     if bool(gap[row]):
-        raise ValueError(f"attention_mask row {row} has padding between tokens: a layer with a short convolution needs "
-                         "each row's tokens in one run (pad on the left), since its taps would read the padding "
-                         "in place of the tokens before it")
+        raise ValueError(f"attention_mask row {row} has padding between tokens: a layer with a short convolution "
+                         "needs each row's tokens in one run (pad on the left), since its taps would read the "
+                         "padding in place of the tokens before it")
     raise ValueError(f"attention_mask row {row} ends in padding while a state is returned (use_cache / "
                      "output_state): a layer with a short convolution needs left padding there, since the padding "
                      "would sit in its convolution state")
