@@ -157,7 +157,11 @@ def check_inputs(q, k, v, s, g, scale, initial_state, output_final_state, cu_seq
 def check_normalizer(value) -> float:
     """gate_logit_normalizer (tau in g = logsigmoid(f) / tau) as a float: a positive finite real number. 0 would
     make every gate -inf (a full reset each token), a negative one gates above 1 (memories that grow)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and value > 0):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"gate_logit_normalizer must be a positive finite number, got {value!r}")
+    if torch.compiler.is_compiling():  # possibly symbolic there (as scale, check_inputs): checked in eager calls
+        return value
+    if not (math.isfinite(value) and value > 0):
         raise ValueError(f"gate_logit_normalizer must be a positive finite number, got {value!r}")
     return float(value)
 
