@@ -37,10 +37,10 @@ case "$ABLATION" in
 esac
 if [ -n "${STAGE_SHARES:-}" ]; then  # the budget's split over stages 0, 1, 2 in percent, instead of the rung's
   read -r -a SHARES <<< "$STAGE_SHARES"
-  if [ ${#SHARES[@]} -ne 3 ] || [[ ! "${SHARES[*]}" =~ ^[0-9]{1,3}\ [0-9]{1,3}\ [0-9]{1,3}$ ]] \
-      || [ $(( SHARES[0] + SHARES[1] + SHARES[2] )) -ne 100 ] || [ "${SHARES[1]}" -eq 0 ] \
-      || [ "${SHARES[2]}" -eq 0 ] || { [ ${#S0[@]} -eq 0 ] && [ "${SHARES[0]}" -ne 0 ]; } \
-      || { [ ${#S0[@]} -gt 0 ] && [ "${SHARES[0]}" -eq 0 ]; }; then
+  share='(0|[1-9][0-9]{0,2})'  # no leading 0: bash arithmetic would read it as octal
+  # three shares summing to 100, stages 1 and 2 above 0, stage 0 above 0 exactly when the rung has a stage 0
+  if [[ ! "${SHARES[*]}" =~ ^$share\ $share\ $share$ ]] || (( SHARES[0] + SHARES[1] + SHARES[2] != 100
+      || SHARES[1] == 0 || SHARES[2] == 0 || (${#S0[@]} > 0) != (SHARES[0] > 0) )); then
     echo "STAGE_SHARES must be three percentages of stages 0, 1 and 2 summing to 100, stages 1 and 2 above 0, stage" \
       "0 above 0 exactly when the rung has one (base has none); got '$STAGE_SHARES'" >&2; exit 2
   fi

@@ -32,8 +32,9 @@ def padding_mask(attention_mask: torch.Tensor, B: int, T: int) -> torch.Tensor:
         raise TypeError(f"attention_mask must be bool, integer or floating (1 = token, 0 = padding), got "
                         f"{attention_mask.dtype}")
     ones = attention_mask == 1
-    if bool((~ones & (attention_mask != 0)).any()):
-        odd = attention_mask[~ones & (attention_mask != 0)].unique()[:5].tolist()
+    other = ~ones & (attention_mask != 0)
+    if bool(other.any()):
+        odd = attention_mask[other].unique()[:5].tolist()
         raise ValueError(f"attention_mask must hold 1 (token) and 0 (padding) only, got also {odd}: an additive "
                          "mask (0 = attend, large negative = masked) is not a padding mask")
     if attention_mask.dtype.is_floating_point and not bool(ones.any()):

@@ -7,7 +7,6 @@ never has to read a kernel's stack trace to find a transposed tensor.
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 
 import torch
@@ -117,13 +116,8 @@ def check_inputs(q, k, v, s, g, scale, initial_state, output_final_state, cu_seq
             raise ValueError(f"{name} must be on q's device {q.device}, got {x.device}")
 
     if scale is not None:
-        # under torch.compile a float argument may arrive symbolic (a recompile makes it dynamic: a second model's
-        # StaticDecoder did on the H100), and math.isfinite cannot be traced on it; eager calls check it
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)):
-            raise TypeError(f"scale must be a positive finite float or None, got {scale!r}")
-        if not torch.compiler.is_compiling() and not (math.isfinite(scale) and scale > 0):
-            raise ValueError(f"scale must be a positive finite float or None (the query scale, K ** -0.5 by "
-                             f"default), got {scale!r}")
+        _check_positive_finite("scale", scale, "a positive finite float or None (the query scale, K ** -0.5 by "
+                               "default)", type_error=TypeError)
 
     if not isinstance(output_final_state, bool):
         raise TypeError(f"output_final_state must be a bool, got {type(output_final_state).__name__}")
@@ -154,16 +148,23 @@ def check_inputs(q, k, v, s, g, scale, initial_state, output_final_state, cu_seq
     return Dims(B=B, T=T, HQ=HQ, H=H, K=K, V=V, M=M, N=N), offsets
 
 
-def check_normalizer(value) -> float:
-    """gate_logit_normalizer (tau in g = logsigmoid(f) / tau) as a float: a positive finite real number. 0 would
-    make every gate -inf (a full reset each token), a negative one gates above 1 (memories that grow)."""
+def _check_positive_finite(name: str, value, what: str, type_error: type[Exception] = ValueError) -> None:
+    """`value` must be an int or float (not a bool), positive and finite; else type_error / ValueError saying
+    "{name} must be {what}". Under torch.compile a float argument may arrive symbolic (a recompile makes it
+    dynamic: a second model's StaticDecoder did on the H100), and math.isfinite cannot be traced on it: only its
+    type is checked there, its value in eager calls."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"gate_logit_normalizer must be a positive finite number, got {value!r}")
-    if torch.compiler.is_compiling():  # possibly symbolic there (as scale, check_inputs): checked in eager calls
-        return value
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"gate_logit_normalizer must be a positive finite number, got {value!r}")
-    return float(value)
+        raise type_error(f"{name} must be {what}, got {value!r}")
+    if not torch.compiler.is_compiling() and not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+
+
+def check_normalizer(value) -> float:
+    """gate_logit_normalizer (tau in g = logsigmoid(f) / tau): a positive finite number (returned as a float
+    outside torch.compile). 0 would make every gate -inf (a full reset each token), a negative one gates above 1
+    (memories that grow)."""
+    _check_positive_finite("gate_logit_normalizer", value, "a positive finite number")
+    return value if torch.compiler.is_compiling() else float(value)
 
 
 def check_gate_values(g: torch.Tensor) -> None:

@@ -232,7 +232,8 @@ def test_t2r_recipes_refuse_missing_data_before_any_stage(tmp_path):
 
 
 @pytest.mark.parametrize("ablation, shares", [("span", "10 10 70"), ("span", "0 50 50"), ("base", "10 40 50"),
-                                                ("span", "10 0 90"), ("span", "ten 40 50"), ("span", "10 90")])
+                                                ("span", "10 0 90"), ("span", "ten 40 50"), ("span", "10 90"),
+                                                ("span", "08 10 82")])
 def test_t2r_pure_recipe_refuses_bad_stage_shares_before_any_stage(tmp_path, ablation, shares):
     """STAGE_SHARES: three percentages summing to 100, stages 1 and 2 above 0, stage 0 above 0 exactly when the rung
     has one; refused with exit code 2 before the data is even looked at."""
