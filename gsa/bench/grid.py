@@ -104,8 +104,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "'{\"ds\": {\"num_warps\": 8}}' (repeatable: one variant each, kept in the JSON as gsa@1, ...)")
     p.add_argument("--settings", action="append", default=[], metavar="JSON",
                    help="also time ours with these gsa.ops.triton.SETTINGS fields, e.g. "
-                        "'{\"chunk_states\": \"input\"}' (repeatable: one variant each, kept in the JSON after the "
-                        "--launch ones as gsa@N)")
+                        "'{\"chunk_states\": \"input\"}'; a \"launch\" field as --launch's (repeatable: one "
+                        "variant each, kept in the JSON after the --launch ones as gsa@N)")
     p.add_argument("--list", action="store_true", help="print the grid and exit")
     p.add_argument("--list-first", action="store_true",
                    help="print the names of the first shape of each fla-core autotune class (Shape.tune_class) of "
@@ -221,18 +221,21 @@ def launch_variants(specs: list[str]) -> list[dict]:
 
 
 def settings_variants(specs: list[str]) -> list[dict]:
-    """--settings values: each a JSON object of gsa.ops.triton.SETTINGS fields; unknown fields refused by name."""
+    """--settings values: each a JSON object of gsa.ops.triton.SETTINGS fields; unknown fields refused by name. A
+    "launch" field is taken as a --launch value (entries over SETTINGS.launch), so one variant can change both."""
     import dataclasses
 
     from gsa.ops.triton.settings import KernelSettings
 
-    fields = {f.name for f in dataclasses.fields(KernelSettings)} - {"launch"}
+    fields = {f.name for f in dataclasses.fields(KernelSettings)}
     out = []
     for spec in specs:
         v = _json_object("--settings", spec)
         if not isinstance(v, dict) or set(v) - fields:
-            raise SystemExit(f"gsa bench grid: error: --settings {spec!r} must be an object of SETTINGS fields other "
-                             f"than launch (use --launch); fields: {sorted(fields)}")
+            raise SystemExit(f"gsa bench grid: error: --settings {spec!r} must be an object of SETTINGS fields; "
+                             f"fields: {sorted(fields)}")
+        if "launch" in v:
+            v = {**v, **launch_variants([json.dumps(v["launch"])])[0]}
         out.append(v)
     return out
 

@@ -114,11 +114,13 @@ def test_bad_launch_variant_is_refused_by_name(spec, message):
 
 
 @pytest.mark.parametrize("spec, message", [("[1", "is not JSON"), ('{"chunk_state": "input"}', "SETTINGS fields"),
-                                           ('{"launch": {}}', "use --launch")])
+                                           ('{"launch": {"dz": {}}}', "unknown kernel")])
 def test_bad_settings_variant_is_refused_by_name(spec, message):
     with pytest.raises(SystemExit, match=message):
         grid.main(["--settings", spec])
     assert grid.settings_variants(['{"chunk_states": "input"}']) == [{"chunk_states": "input"}]
+    both = '{"state_dots": "split", "launch": {"dx": {"ND": 0}}}'
+    assert grid.settings_variants([both]) == [{"state_dots": "split", "launch": {"dx": {"ND": 0}}}]
 
 
 

@@ -67,8 +67,8 @@ def test_slot_tile_must_be_a_power_of_two(name):
 def test_state_dots_modes_and_float32_inputs_alone():
     from gsa.ops.triton.launch import state_dots_mode
 
-    assert state_dots_mode(torch.bfloat16) == 0  # the default: float32 operands
-    for mode, code in (("input", 1), ("split", 2)):
+    assert state_dots_mode(torch.bfloat16) == 2  # the default: the float32 weights split into two 16-bit parts
+    for mode, code in (("float32", 0), ("input", 1), ("split", 2)):
         with SETTINGS.override(state_dots=mode):
             assert state_dots_mode(torch.bfloat16) == state_dots_mode(torch.float16) == code
             assert state_dots_mode(torch.float32) == 0

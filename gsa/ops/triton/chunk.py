@@ -104,8 +104,8 @@ def _bwd_impl(q, k, v, s, g, A, gl, P, do, scale, hk0, hv0, dhkT, dhvT, hkT, hvT
     else:
         states = (hk.dtype, hv.dtype)
     exact = states == (torch.float32, torch.float32)
-    nk = dx_tiles(K)
-    parts = torch.empty(nk + dx_tiles(V), nt, H, M, dtype=torch.float32, device=q.device) if exact else None
+    nk = dx_tiles(K, M)
+    parts = torch.empty(nk + dx_tiles(V, M), nt, H, M, dtype=torch.float32, device=q.device) if exact else None
     # The value pass first, then the key pass: with recomputation each pass's chunk-start states (NT * H * D * M
     # floats) are dropped before the other's are built, so the two never coexist with both state gradients
     # (1.3b shape: 128 MiB each).

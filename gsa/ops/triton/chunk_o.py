@@ -12,35 +12,40 @@ import triton
 import triton.language as tl
 
 from gsa.ops.triton.chunks import BT, Chunks, chunk_bounds, program_tiles, tiles_grid
-from gsa.ops.triton.launch import block, launch_options, launch, cdiv
+from gsa.ops.triton.launch import block, cdiv, d_tiles_per_program, launch, launch_options
 from gsa.ops.triton.tiles import load_rows, masked_softmax
 
 
 @triton.jit
 def chunk_gsa_fwd_kernel_o(A, gl, P, x, h, o, cu_seqlens, chunk_indices, scale, H, HQ, D, M,
-                           BT: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr, SOFTMAX: tl.constexpr,
-                           PREC: tl.constexpr):
-    i_d, i_hq, i_c = program_tiles(tl.cdiv(D, BD), HQ)
+                           BT: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr, ND: tl.constexpr,
+                           SOFTMAX: tl.constexpr, PREC: tl.constexpr):
+    """Program (ND D tiles, query head, chunk): out over D tiles [i * ND, (i + 1) * ND) of one chunk; the decayed
+    slot weights and P are built once for those tiles."""
+    i_dp, i_hq, i_c = program_tiles(tl.cdiv(tl.cdiv(D, BD), ND), HQ)
     i_h = i_hq // (HQ // H)
     t0, eos = chunk_bounds(cu_seqlens, chunk_indices, i_c, BT)
     o_t = t0 + tl.arange(0, BT)
     o_m = tl.arange(0, BM)
-    o_d = i_d * BD + tl.arange(0, BD)
-    m_t, m_m, m_d = o_t < eos, o_m < M, o_d < D
+    m_t, m_m = o_t < eos, o_m < M
     m_tm = m_t[:, None] & m_m[None, :]
 
     b_a = load_rows(A + i_hq * M, o_t, m_t, HQ * M, o_m, m_m)  # [BT, BM]
     if SOFTMAX:
         b_a = masked_softmax(b_a, m_tm)
     b_g = load_rows(gl + i_h * M, o_t, m_t, H * M, o_m, m_m)  # [BT, BM]
-    # loaded as stored ([BD, BM], contiguous along M) and transposed in registers: coalesced
-    b_h = tl.trans(load_rows(h + (i_c.to(tl.int64) * H + i_h) * D * M, o_d, m_d, M, o_m, m_m).to(tl.float32))
-    b_o = tl.dot(tl.where(m_tm, b_a * tl.exp(b_g), 0.0), b_h, input_precision=PREC)  # [BT, BD]
+    b_w = tl.where(m_tm, b_a * tl.exp(b_g), 0.0)  # [BT, BM]
     b_p = load_rows(P + i_hq * BT, o_t, m_t, HQ * BT, tl.arange(0, BT), tl.arange(0, BT) < BT)  # [BT, BT]
-    b_x = load_rows(x + i_h * D, o_t, m_t, H * D, o_d, m_d).to(tl.float32)  # [BT, BD]
-    b_o += tl.dot(b_p, b_x, input_precision=PREC)
-    p_o = o + o_t[:, None].to(tl.int64) * HQ * D + i_hq * D + o_d[None, :]
-    tl.store(p_o, (b_o * scale).to(o.dtype.element_ty), mask=m_t[:, None] & m_d[None, :])
+    for i_i in range(ND):
+        o_d = (i_dp * ND + i_i) * BD + tl.arange(0, BD)
+        m_d = o_d < D  # all false past the last tile (ND not dividing the tile count)
+        # loaded as stored ([BD, BM], contiguous along M) and transposed in registers: coalesced
+        b_h = tl.trans(load_rows(h + (i_c.to(tl.int64) * H + i_h) * D * M, o_d, m_d, M, o_m, m_m).to(tl.float32))
+        b_o = tl.dot(b_w, b_h, input_precision=PREC)  # [BT, BD]
+        b_x = load_rows(x + i_h * D, o_t, m_t, H * D, o_d, m_d).to(tl.float32)  # [BT, BD]
+        b_o += tl.dot(b_p, b_x, input_precision=PREC)
+        p_o = o + o_t[:, None].to(tl.int64) * HQ * D + i_hq * D + o_d[None, :]
+        tl.store(p_o, (b_o * scale).to(o.dtype.element_ty), mask=m_t[:, None] & m_d[None, :])
 
 
 def chunk_o(A: torch.Tensor, gl: torch.Tensor, P: torch.Tensor, x: torch.Tensor, h: torch.Tensor, chunks: Chunks,
@@ -51,7 +56,9 @@ def chunk_o(A: torch.Tensor, gl: torch.Tensor, P: torch.Tensor, x: torch.Tensor,
     H, D = x.shape[1], x.shape[2]
     out = torch.empty(TT, HQ, D, dtype=dtype, device=x.device)
     opts = launch_options("o", slots=M, BD=block(D, 64))
-    grid = tiles_grid(cdiv(D, opts["BD"]), HQ, chunks.NT)
+    n_tiles = cdiv(D, opts["BD"])
+    ND = d_tiles_per_program("o", opts, n_tiles, HQ * chunks.NT, x.device)
+    grid = tiles_grid(cdiv(n_tiles, ND), HQ, chunks.NT)
     launch(chunk_gsa_fwd_kernel_o, grid)(A, gl, P, x, h, out, chunks.cu_seqlens, chunks.indices, scale, H, HQ, D, M,
-                                 BT=BT, BM=block(M, 128), SOFTMAX=softmax, PREC=prec, **opts)
+                                 BT=BT, BM=block(M, 128), ND=ND, SOFTMAX=softmax, PREC=prec, **opts)
     return out

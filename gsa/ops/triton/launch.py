@@ -101,6 +101,22 @@ def slot_options(name: str, M: int) -> dict:
     return {**opts, "NM": cdiv(M, BM)}
 
 
+def d_tiles_per_program(name: str, opts: dict, n_tiles: int, programs: int, device: torch.device) -> int:
+    """How many of its `n_tiles` D tiles a program of kernel `name` walks: launch option "ND" (popped from `opts`),
+    default 1. A program builds what does not depend on D (decayed slot weights, mixing matrices) once for its tiles
+    instead of once a tile. ND = 0 (auto): the most tiles, a divisor of n_tiles of at least 4, that still leave 4
+    programs an SM, given `programs` programs a D tile (on a CPU: all tiles); else 1. On the H100, kernel_o and
+    kernel_dx gained at 4 and 8 tiles a program and lost at 2 (docs/log.md, "Kernels")."""
+    nd = opts.pop("ND", 1)
+    if not isinstance(nd, int) or isinstance(nd, bool) or nd < 0:
+        raise ValueError(f"SETTINGS.launch[{name!r}]['ND'] (D tiles a program) must be an int >= 0, got {nd!r}")
+    if nd:
+        return min(nd, n_tiles)
+    floor = 4 * sm_count(device)
+    fits = [d for d in range(4, n_tiles + 1) if n_tiles % d == 0 and (n_tiles // d) * programs >= floor]
+    return max(fits, default=1)
+
+
 def check_group(name: str, group) -> None:
     """kernel_a's launch option "GROUP" (one program for all the query heads of a kv head) must be a bool."""
     if not isinstance(group, bool):

@@ -39,12 +39,18 @@ from dataclasses import dataclass, field
 # "@m128": kernel_a with one program per kv head (GROUP) at 4 warps and 1 stage cut fwd+bwd 5.82 -> 5.69 ms (32
 # query heads on 8 kv heads of 128) and 2.92 -> 2.85 ms (16 on 4), where 4 warps and 1 stage without GROUP lost
 # (6.32, 3.16 ms); ptxas spills at GROUP: 2 warps 2 stages 4360 bytes a thread, 4 warps 1 stage 280.
+# For "o" and "dx", "ND": how many D tiles a program walks (launch.d_tiles_per_program; 0 = chosen from the shape):
+# what does not depend on D (the decayed slot weights, P) is then built once for them. H100, GPU time of a fwd+bwd,
+# ND = 0 against 1: 1.3b 2.658 -> 2.508 ms (kernel_o 334 -> 255 us, kernel_dx 541 -> 473), B 1 T 16K 3.565 ->
+# 3.382, 8 heads of 256 3.016 -> 2.921; at 2 tiles a program it lost (kernel_o at 1.3b 334 -> 347 us; 128-wide heads
+# +1.5%), so the auto choice takes 4 or more or none. Above 64 slots (not timed) "@m128" keeps one tile a program.
 KERNEL_NAMES = ("cumsum", "h", "h-narrow", "h-carry", "a", "a-small", "o", "dp", "dp-small", "dh", "dh-narrow",
                 "dh-carry", "dx", "ds", "dg")
 SHAPE_SUFFIXES = ("@gqa", "@m128")  # the entries applied on top of a name's, in this order, where the shape has them
 LAUNCH_NAMES = frozenset(KERNEL_NAMES) | {name + suffix for name in KERNEL_NAMES for suffix in SHAPE_SUFFIXES}
 DEFAULT_LAUNCH: dict[str, dict[str, int]] = {
-    "dx": dict(num_warps=8, num_stages=1),
+    "dx": dict(num_warps=8, num_stages=1, ND=0),
+    "o": dict(ND=0),
     "h": dict(num_warps=4, num_stages=2),
     "h-narrow": dict(num_warps=8, num_stages=2),
     "dh-narrow": dict(num_warps=8, num_stages=2),
@@ -53,7 +59,9 @@ DEFAULT_LAUNCH: dict[str, dict[str, int]] = {
     # grouped heads at D <= 128: one program per kv head (the comment above)
     **{f"{name}@gqa": dict(num_warps=4, num_stages=1, GROUP=True) for name in ("a-small", "dp-small")},
     # above 64 slots (the comment above); kernel_h and kernel_dh take the launcher's 64-wide slot tiles
-    **{f"{name}@m128": dict(num_warps=8) for name in ("a", "dp", "a-small", "dp-small", "o")},
+    **{f"{name}@m128": dict(num_warps=8) for name in ("a", "dp", "a-small", "dp-small")},
+    "o@m128": dict(num_warps=8, ND=1),
+    "dx@m128": dict(ND=1),
     "ds@m128": dict(num_warps=8, BM=128),
     **{f"{name}@m128": dict(BM=128) for name in ("h-narrow", "h-carry", "dh-narrow", "dh-carry")},
 }
@@ -80,15 +88,16 @@ class KernelSettings:
         -> 816 MiB), but dg then keeps the whole-sequence sum (cumsum.py), 3.1x the torch backend's dg error in bf16
         at T = 2048: opt-in. Accumulation and returned final states are float32 in every mode.
     state_dots: the operands of the state kernels' products (kernel_h: x^T (s * decay); kernel_dh: y^T (a * decay)):
-        "float32" (the decayed weights in float32, inputs upcast; tf32 dots for bf16, 3xTF32 for fp16) or "input"
-        (both in the inputs' dtype, accumulated in float32, as fla-core does: the weights rounded to the inputs'
-        precision, and dots at the 16-bit tensor-core rate). Opt-in; float32 inputs are unaffected. H100, 1.3b shape,
-        GPU time of a fwd+bwd: 2.708 ms -> 2.530 (kernel_h 526 -> 436 us, kernel_dh 364 -> 273). Its dg fails the GPU
-        accuracy test (2.1-3.3x the torch backend's error at B 2, T 130 in bf16 and fp16): the weights are rounded in
-        the states but not in the per-token dG terms whose cancellation dg relies on
-        (test_gpu_16bit_state_dots_within_2x_of_the_torch_backend, a strict xfail). "split": the weights as a 16-bit
-        head plus the 16-bit rounding of the rest, two 16-bit dots (~2^-16 relative in bf16, under tf32's 2^-11);
-        opt-in until timed and its GPU accuracy test has run.
+        "split" (the default: the float32 decayed weights as a 16-bit head plus the 16-bit rounding of the rest, two
+        16-bit dots against the 16-bit inputs, ~2^-16 relative in bf16, under tf32's 2^-11), "float32" (the weights
+        in float32, inputs upcast; tf32 dots for bf16, 3xTF32 for fp16) or "input" (both in the inputs' dtype, one
+        16-bit dot, as fla-core does). Float32 inputs are unaffected. H100, 1.3b shape, GPU time of a fwd+bwd,
+        "float32" -> "split": 2.654 -> 2.474 ms (kernel_h 521 -> 405 us over its 4 launches, kernel_dh 371 -> 293);
+        16 heads of 128 3.867 -> 3.714, grouped 32/8 5.239 -> 4.999; it passes the GPU accuracy tests
+        (test_gpu_split_state_dots_within_2x_of_the_torch_backend). "input" ran faster still (kernel_h 436 us) but
+        its dg fails that test (2.1-3.3x the torch backend's error at B 2, T 130 in bf16 and fp16): the weights are
+        rounded in the states but not in the per-token dG terms whose cancellation dg relies on
+        (test_gpu_16bit_state_dots_within_2x_of_the_torch_backend, a strict xfail); opt-in.
     factor_span: the largest decay span (max over slots of Gl_first - Gl_last inside a 16-row sub-block) at which
         the diagonal sub-block is factored through a reference row into a tensor-core dot instead of taken pairwise
         (`tiles.sub_block_span`); e^30 stays far from float32's e^88. -1 never factors, inf always does (tests).
@@ -109,7 +118,7 @@ class KernelSettings:
     chunk_warps: int = 4
     launch: dict[str, dict[str, int]] = field(default_factory=lambda: {k: dict(v) for k, v in DEFAULT_LAUNCH.items()})
     chunk_states: str = "forward"
-    state_dots: str = "float32"
+    state_dots: str = "split"
     factor_span: float = 30.0
     state_tile_max: int = 64
     state_segments: int | None = None
