@@ -1,0 +1,29 @@
+"""benchmarks/ncu_kernels.py (the Nsight Compute driver): its shapes are the grid's, and without a CUDA device it
+says so instead of failing inside a kernel."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "ncu_kernels.py"
+
+
+def load():
+    spec = importlib.util.spec_from_file_location("ncu_kernels", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_unknown_shape_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        load().main(["1.3"])
+    assert "invalid choice: '1.3'" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU refusal")
+def test_needs_a_cuda_device():
+    with pytest.raises(SystemExit, match="needs a CUDA device"):
+        load().main(["1.3b"])
