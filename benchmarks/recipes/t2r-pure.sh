@@ -16,8 +16,9 @@
 # (micro batch x grad_accum x seq_len of its config and EXTRA), its warmup a tenth of that at most. Needs the teacher
 # and a token cache (TEACHER, TOKENS; as benchmarks/recipes/t2r.sh; the 22.7M-token cache is seen twice at 50M) and,
 # for lora, peft (pip install -e '.[lora]'). SEED (default 0); EXTRA: overrides for every stage; REPORT_EXTRA: report
-# options (the report includes the zero-shot cloze / next-sentence tasks). Writes t2r-pure-<name>.json (the report,
-# with the stages' shares and steps under "recipe") to $OUT (default benchmarks/results/<gpu>/); runs and logs under
+# options (the report includes the zero-shot cloze / next-sentence tasks). Writes t2r-pure-<name>.json (the report;
+# under "recipe" the stages' shares, steps, resolved configs and logged metrics; under "student" the final
+# checkpoint's path and its weight files' SHA-256) to $OUT (default benchmarks/results/<gpu>/); runs and logs under
 # RUNS (default runs/t2r-pure).
 source "$(dirname "$0")/common.sh"
 ABLATION=${ABLATION:-span}; TOKENS_BUDGET=${TOKENS_BUDGET:-15M}; RUNS=${RUNS:-runs/t2r-pure}; SEED=${SEED:-0}
@@ -83,12 +84,24 @@ run_stage 2 "$S2" "${SHARES[2]}" "model.path=\"$DIR/stage1/model\""
 $PY scripts/t2r_report.py --tokens "$TOKENS" --teacher "$TEACHER" --student "$ABLATION=$DIR/stage2/model" \
   --passkey-lengths 512,1024,2048 --decode-tokens 16 --tasks cloze,next-sentence ${REPORT_EXTRA:-} \
   --out "$OUT/t2r-pure-$NAME.json"
-# the recipe's own facts beside the report's (scripts/t2r_report.py writes the measurements)
-$PY - "$OUT/t2r-pure-$NAME.json" "$ABLATION" "$BUDGET" "${SHARES[*]}" "${STEPS[@]}" <<'PY'
+# the recipe's own facts beside the report's (scripts/t2r_report.py writes the measurements): the stages' shares and
+# steps, each stage's resolved config and logged metrics (loss curves), and the final student's weight files' SHA-256
+# (the checkpoint itself stays under RUNS, outside git)
+$PY - "$OUT/t2r-pure-$NAME.json" "$DIR" "$ABLATION" "$BUDGET" "${SHARES[*]}" "${STEPS[@]}" <<'PY'
 import json, sys
-path, ablation, budget, shares, *steps = sys.argv[1:]
+from pathlib import Path
+from gsa.models.loading import WEIGHT_SUFFIXES, file_sha256
+path, run, ablation, budget, shares, *steps = sys.argv[1:]
+run = Path(run)
 report = json.load(open(path))
+stages = [d for d in (run / f"stage{n}" for n in range(3)) if (d / "config.json").is_file()]
 report["recipe"] = {"ablation": ablation, "tokens_budget": int(budget),
-                    "stage_shares": [int(s) for s in shares.split()], "stage_steps": [int(s) for s in steps]}
+                    "stage_shares": [int(s) for s in shares.split()], "stage_steps": [int(s) for s in steps],
+                    "stage_configs": {d.name: json.loads((d / "config.json").read_text()) for d in stages},
+                    "stage_metrics": {d.name: [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()
+                                               if x.strip()] for d in stages if (d / "metrics.jsonl").is_file()}}
+model = run / "stage2" / "model"
+report["student"] = {"checkpoint": str(model), "weights_sha256": {
+    p.name: file_sha256(p) for p in sorted(model.iterdir()) if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES)}}
 json.dump(report, open(path, "w"), indent=1)
 PY

@@ -134,8 +134,19 @@ def test_t2r_pure_recipe_runs_every_stage_at_a_toy_size(tmp_path):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     report = json.loads((tmp_path / "out" / "t2r-pure-lora-5000-s10-20-70-seed0.json").read_text())
     # stage 0: 10% of 5000 / (2 x 64) -> 3 steps; stage 1: 20% -> 7; stage 2: 70% -> 27
-    assert report["recipe"] == {"ablation": "lora", "tokens_budget": 5000, "stage_shares": [10, 20, 70],
-                                "stage_steps": [3, 7, 27]}
+    recipe = report["recipe"]
+    assert {k: recipe[k] for k in ("ablation", "tokens_budget", "stage_shares", "stage_steps")} == {
+        "ablation": "lora", "tokens_budget": 5000, "stage_shares": [10, 20, 70], "stage_steps": [3, 7, 27]}
+    # each stage's resolved config and loss curve, and the final student's weight hashes
+    assert [recipe["stage_configs"][f"stage{n}"]["train"]["max_steps"] for n in range(3)] == [3, 7, 27]
+    assert recipe["stage_configs"]["stage2"]["lora"]["rank"] == 8
+    assert set(recipe["stage_metrics"]) == {"stage0", "stage1", "stage2"}
+    assert all(row["loss"] > 0 for rows in recipe["stage_metrics"].values() for row in rows if "loss" in row)
+    from gsa.models.loading import file_sha256
+
+    model = Path(report["student"]["checkpoint"])
+    hashes = report["student"]["weights_sha256"]
+    assert hashes and all(file_sha256(model / name) == sha for name, sha in hashes.items())
     assert [row["model"] for row in report["rows"]][-1] == "lora"
     assert set(report["tasks"]) == {"cloze", "next-sentence"}, report["tasks"]
 
