@@ -1,0 +1,82 @@
+"""kernel_ds with several key sub-blocks a program (launch option "NJ"): the whole op, forward, final states and
+every gradient against the float64 reference, with the read weights loaded once a program (one query head a kv
+head: PRE) and without (grouped heads), softmax and linear reads, factored and pairwise diagonal sub-blocks, slot
+tiles (the softmax's row statistics over every tile) and packed sequences whose chunks end inside a program."""
+
+import pytest
+import torch
+
+from skips import NO_TRITON
+
+pytest.importorskip("triton", reason=NO_TRITON)
+
+import gsa.ops.triton.chunk_ds as chunk_ds  # noqa: E402
+from gsa.ops import parallel_reference  # noqa: E402
+from gsa.ops.triton import SETTINGS, chunk_gsa  # noqa: E402
+from op_inputs import assert_matches, cast, cpu, make_inputs, on, run  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning",
+                                        "ignore:invalid value encountered:RuntimeWarning")
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def chunk_op(q, k, v, s, g, *, initial_state=None, output_final_state=False, cu_seqlens=None, slot_read="softmax"):
+    return chunk_gsa(q, k, v, s, g, 0.3, initial_state, output_final_state, cu_seqlens, False, slot_read == "linear")
+
+
+def grouped_run(x, ds_options, monkeypatch, **kw):
+    """run(chunk_op, ...) on float32 copies of x with kernel_ds's launch entry `ds_options`, and the (NJ, PRE, grid)
+    of its launches."""
+    launches = []
+    real = chunk_ds.launch
+
+    def record(kernel, grid):
+        go = real(kernel, grid)
+        return lambda *a, **k: launches.append((k["NJ"], k["PRE"], grid)) or go(*a, **k)
+
+    monkeypatch.setattr(chunk_ds, "launch", record)
+    # prewarm off: on CUDA a configuration's first call queues every launch for compilation first (recorded too)
+    with SETTINGS.override(prewarm=False, launch={**SETTINGS.launch, "ds": ds_options}):
+        return cpu(run(chunk_op, on(cast(x, torch.float32)), **kw)), launches
+
+
+@pytest.mark.parametrize("span", [pytest.param(-1.0, id="pairwise"), pytest.param(float("inf"), id="factored")])
+@pytest.mark.parametrize("slot_read", ["softmax", "linear"])
+@pytest.mark.parametrize("nj", [2, 4])
+def test_sub_blocks_a_program_with_the_weights_loaded_once(nj, slot_read, span, monkeypatch):
+    """One query head a kv head (PRE), a partial last chunk (T = 70: its second chunk has 6 rows, so 3 of its 4
+    sub-blocks are empty), initial and final states."""
+    x = make_inputs(B=2, T=70, HQ=2, H=2, K=16, V=12, M=24, tau=1.0)
+    with SETTINGS.override(factor_span=span):
+        got, launches = grouped_run(x, {"NJ": nj}, monkeypatch, slot_read=slot_read)
+    assert launches == [(nj, True, (4 // nj * 2 * 4,))]  # sub-block groups x kv heads x 4 chunks
+    assert_matches(got, run(parallel_reference, x, scale=0.3, slot_read=slot_read), tol=2e-5)
+
+
+@pytest.mark.parametrize("span", [pytest.param(-1.0, id="pairwise"), pytest.param(float("inf"), id="factored")])
+def test_sub_blocks_a_program_with_grouped_heads_and_slot_tiles(span, monkeypatch):
+    """Two query heads a kv head (each loads its own weights: no PRE) with M = 40 in 16-wide slot tiles."""
+    x = make_inputs(B=1, T=130, HQ=4, H=2, K=16, V=20, M=40, tau=1.0)
+    with SETTINGS.override(factor_span=span):
+        got, launches = grouped_run(x, {"NJ": 4, "BM": 16}, monkeypatch)
+    assert launches == [(4, False, (1 * 3 * 2 * 3,))]  # 1 group x 3 slot tiles x 2 kv heads x 3 chunks
+    assert_matches(got, run(parallel_reference, x, scale=0.3), tol=2e-5)
+
+
+def test_weights_loaded_once_over_slot_tiles_and_packed_sequences(monkeypatch):
+    """PRE with the softmax's row statistics read over every slot tile (M = 40 in 16-wide tiles), over packed
+    sequences of 1, 64 and 37 tokens."""
+    cu = torch.tensor([0, 1, 65, 102])
+    x = make_inputs(B=1, T=102, HQ=2, H=2, K=16, V=20, M=40, N=3, tau=1.0)
+    got, launches = grouped_run(x, {"NJ": 4, "BM": 16}, monkeypatch, cu_seqlens=cu.to(DEVICE, torch.int32))
+    assert [(nj, pre) for nj, pre, _ in launches] == [(4, True)]
+    assert_matches(got, run(parallel_reference, x, scale=0.3, cu_seqlens=cu), tol=2e-5)
+
+
+@pytest.mark.parametrize("bad", [3, 0, 8, True, 2.0])
+def test_bad_sub_blocks_a_program_are_refused_by_name(bad):
+    x = on(cast(make_inputs(B=1, T=20, HQ=2, H=1, K=16, V=16, M=16), torch.float32))
+    with SETTINGS.override(prewarm=False, launch={**SETTINGS.launch, "ds": {"NJ": bad}}):
+        with pytest.raises(ValueError, match=r"SETTINGS.launch\['ds'\]\['NJ'\] .* must be 1, 2 or 4"):
+            run(chunk_op, x)
