@@ -80,6 +80,7 @@ def attention_transfer_loss(
     attention_mask: torch.Tensor | None = None,
     answer: torch.Tensor | None = None,
     answer_weight: float = 0.0,
+    relative: bool = False,
 ) -> torch.Tensor:
     """Stage 1: mean over layers of the MSE between each student attention layer's output and the teacher's.
 
@@ -91,6 +92,10 @@ def attention_transfer_loss(
     answer_weight x each layer's MSE averaged over those positions alone. There the teacher's retrieval heads read
     the needle, far outside a hybrid student's window; averaged with every other position (5 of 512 a passkey row)
     that per-layer signal is lost, and it is the densest one there is for what the slots must store.
+
+    relative: each layer's loss divided by its teacher output's mean square (over the same positions, no gradient),
+    so that every layer weighs alike. SmolLM2-135M's attention outputs range from 0.014 (layer 0) to 72 (layer 24) in
+    mean square, so the plain mean is the last layers' (docs/log.md, "T2R").
     """
     if len(student.model.layers) != len(teacher.model.layers):
         raise ValueError("student and teacher must have the same number of layers")
@@ -106,6 +111,9 @@ def attention_transfer_loss(
         loss = err[mask].mean() if mask is not None else err.mean()
         if weigh:  # a batch without answers adds 0 (the sum over no positions), not NaN
             loss = loss + answer_weight * err[answer].sum() / answer.sum().clamp(min=1)
+        if relative:
+            scale = target.float().pow(2).mean(-1)
+            loss = loss / (scale[mask].mean() if mask is not None else scale.mean()).clamp(min=1e-12)
         losses.append(loss)
     return torch.stack(losses).mean()
 

@@ -41,6 +41,9 @@ class DistillConfig:
     gate_init_sequences: int = 16
     gate_init_spread: float = 0.0
     gate_init_sinks: int = 4  # the first tokens whose attention weight the spans leave out (attention sinks)
+    # stage "attention": "mse" (each layer's output MSE, averaged over layers) or "relative" (each divided by its
+    # teacher output's mean square first, so that every layer weighs alike)
+    layer_loss: str = "mse"
 
 
 @dataclass
@@ -81,6 +84,11 @@ def check_distill(cfg: Config) -> None:
     if dc.stage == "feature_map" and (not dc.train_params or set(dc.train_params) - set(FEATURE_MAP_PARAMS)):
         raise InputError(f"config key distill.train_params: stage \"feature_map\" fits the attention weights, which "
                          f"only {list(FEATURE_MAP_PARAMS)} change; got {dc.train_params}")
+    if dc.layer_loss not in ("mse", "relative"):
+        raise InputError(f"config key distill.layer_loss must be \"mse\" or \"relative\", got {dc.layer_loss!r}")
+    if dc.layer_loss != "mse" and dc.stage != "attention":
+        raise InputError(f"config key distill.layer_loss weighs the layers of stage \"attention\"; the stage is "
+                         f"{dc.stage!r}")
     if dc.gate_init:
         if not dc.teacher:
             raise InputError("config key distill.gate_init measures the teacher's attention spans: set distill.teacher")

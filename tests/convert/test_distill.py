@@ -117,6 +117,40 @@ def test_answer_positions_add_their_own_mean_to_the_attention_loss(make_teacher)
     torch.testing.assert_close(got, base + 3.0 * torch.stack(extra).mean())
 
 
+def test_relative_attention_loss_weighs_every_layer_alike(make_teacher):
+    """relative=True: each layer's MSE (real tokens only) divided by its teacher output's mean square over the same
+    positions, then averaged; a layer whose outputs are scaled up by 10 then weighs as before, where the plain MSE
+    grows 100x with it. Gradients reach the student only through the MSE (the scale is the teacher's)."""
+    from gsa.convert.distill import teacher_attention_io
+
+    teacher, student = _pair(make_teacher)
+    ids, mask = _batch()
+    inputs, targets, _ = teacher_attention_io(teacher, ids, mask)
+    real = mask.bool()
+    want = []
+    for block, x, t in zip(student.model.layers, inputs, targets):
+        err = (block.attn(x, attention_mask=mask)[0] - t).pow(2).mean(-1)
+        want.append(err[real].mean() / t.pow(2).mean(-1)[real].mean())
+    got = attention_transfer_loss(student, teacher, ids, mask, relative=True)
+    torch.testing.assert_close(got, torch.stack(want).mean())
+    params = attention_transfer_parameters(student)
+    losses = _steps(lambda: attention_transfer_loss(student, teacher, ids, mask, relative=True), params)
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_layer_loss_config_is_checked():
+    from gsa.errors import InputError
+    from gsa.train.config import load_config
+
+    text = ["data.kind=text", "data.documents=false", "distill.teacher=t"]
+    with pytest.raises(InputError, match="distill.layer_loss must be"):
+        load_config(None, [*text, "distill.stage=attention", "distill.layer_loss=rel"])
+    with pytest.raises(InputError, match="weighs the layers of stage \"attention\""):
+        load_config(None, [*text, "distill.stage=logits", "distill.layer_loss=relative"])
+    assert load_config(None, [*text, "distill.stage=attention",
+                              "distill.layer_loss=relative"]).distill.layer_loss == "relative"
+
+
 def test_logit_distillation_falls(make_teacher):
     teacher, student = _pair(make_teacher)
     ids, mask = _batch()
