@@ -73,6 +73,30 @@ def teacher_attention_io(teacher: nn.Module, input_ids, attention_mask):
     return inputs, outputs, rope
 
 
+def teacher_block_io(teacher: nn.Module, input_ids, attention_mask):
+    """One teacher forward (no grad); per decoder layer its input hidden state (the residual stream) [B, T, d] and its
+    output [B, T, d]."""
+    layers = teacher.model.layers
+    inputs, outputs = [None] * len(layers), [None] * len(layers)
+    hooks = []
+    for i, layer in enumerate(layers):
+        def pre(module, args, kwargs, i=i):
+            inputs[i] = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+
+        def post(module, args, kwargs, out, i=i):
+            outputs[i] = out[0] if isinstance(out, tuple) else out
+
+        hooks.append(layer.register_forward_pre_hook(pre, with_kwargs=True))
+        hooks.append(layer.register_forward_hook(post, with_kwargs=True))
+    try:
+        with torch.no_grad():
+            teacher(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+    finally:
+        for h in hooks:
+            h.remove()
+    return inputs, outputs
+
+
 def attention_transfer_loss(
     student: nn.Module,
     teacher: nn.Module,
@@ -81,6 +105,7 @@ def attention_transfer_loss(
     answer: torch.Tensor | None = None,
     answer_weight: float = 0.0,
     relative: bool = False,
+    target: str = "attention",
 ) -> torch.Tensor:
     """Stage 1: mean over layers of the MSE between each student attention layer's output and the teacher's.
 
@@ -96,23 +121,38 @@ def attention_transfer_loss(
     relative: each layer's loss divided by its teacher output's mean square (over the same positions, no gradient),
     so that every layer weighs alike. SmolLM2-135M's attention outputs range from 0.014 (layer 0) to 72 (layer 24) in
     mean square, so the plain mean is the last layers' (docs/log.md, "T2R").
+
+    target "block": each student block (attention, then the carried MLP) on the teacher block's input (the residual
+    stream), against the teacher block's output; relative then divides by the mean square of what the teacher block
+    adds to its input. An attention error the MLP amplifies then counts as amplified: on SmolLM2-135M a converted
+    student's layer-1 attention, 0.2 off in relative squared error, made the next MLPs raise every position's
+    residual stream to the first token's massive-activation scale (docs/log.md, "T2R").
     """
+    if target not in ("attention", "block"):
+        raise ValueError(f"target must be 'attention' or 'block', got {target!r}")
     if len(student.model.layers) != len(teacher.model.layers):
         raise ValueError("student and teacher must have the same number of layers")
-    inputs, targets, _ = teacher_attention_io(teacher, input_ids, attention_mask)
+    if target == "block":
+        inputs, targets = teacher_block_io(teacher, input_ids, attention_mask)
+    else:
+        inputs, targets, _ = teacher_attention_io(teacher, input_ids, attention_mask)
     mask = None if attention_mask is None else attention_mask.to(torch.bool)
     weigh = answer is not None and answer_weight > 0
     if weigh:
         answer = answer.to(torch.bool) if mask is None else answer.to(torch.bool) & mask
     losses = []
-    for block, x, target in zip(student.model.layers, inputs, targets):
-        y, _ = block.attn(x.to(block.attn.q_proj.weight.dtype), attention_mask=attention_mask)
-        err = (y.float() - target.float()).pow(2).mean(-1)  # [B, T]
+    for block, x, t in zip(student.model.layers, inputs, targets):
+        x = x.to(block.attn.q_proj.weight.dtype)
+        if target == "block":
+            y, _ = block(x, attention_mask, None, None, False)
+        else:
+            y, _ = block.attn(x, attention_mask=attention_mask)
+        err = (y.float() - t.float()).pow(2).mean(-1)  # [B, T]
         loss = err[mask].mean() if mask is not None else err.mean()
         if weigh:  # a batch without answers adds 0 (the sum over no positions), not NaN
             loss = loss + answer_weight * err[answer].sum() / answer.sum().clamp(min=1)
-        if relative:
-            scale = target.float().pow(2).mean(-1)
+        if relative:  # what the teacher's layer adds (block: its output less its input; attention: its output)
+            scale = (t.float() - x.float() if target == "block" else t.float()).pow(2).mean(-1)
             loss = loss / (scale[mask].mean() if mask is not None else scale.mean()).clamp(min=1e-12)
         losses.append(loss)
     return torch.stack(losses).mean()

@@ -90,7 +90,8 @@ class T2RDistillation:
             return feature_map_loss(student, self.teacher, ids)
         if dc.stage == "attention":
             return attention_transfer_loss(student, self.teacher, ids, answer=batch.get("answer"),
-                                           answer_weight=dc.answer_weight, relative=dc.layer_loss == "relative")
+                                           answer_weight=dc.answer_weight, relative=dc.layer_loss == "relative",
+                                           target=dc.layer_target)
         return logit_distillation_loss(student, self.teacher, ids, temperature=dc.temperature,
                                        answer=batch.get("answer"), answer_weight=dc.answer_weight)
 

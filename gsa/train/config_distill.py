@@ -44,6 +44,9 @@ class DistillConfig:
     # stage "attention": "mse" (each layer's output MSE, averaged over layers) or "relative" (each divided by its
     # teacher output's mean square first, so that every layer weighs alike)
     layer_loss: str = "mse"
+    # stage "attention": what each layer matches: "attention" (the attention output, on the teacher's attention input)
+    # or "block" (the whole block's output, MLP included, on the teacher's residual stream)
+    layer_target: str = "attention"
 
 
 @dataclass
@@ -89,6 +92,11 @@ def check_distill(cfg: Config) -> None:
     if dc.layer_loss != "mse" and dc.stage != "attention":
         raise InputError(f"config key distill.layer_loss weighs the layers of stage \"attention\"; the stage is "
                          f"{dc.stage!r}")
+    if dc.layer_target not in ("attention", "block"):
+        raise InputError(f"config key distill.layer_target must be \"attention\" or \"block\", got "
+                         f"{dc.layer_target!r}")
+    if dc.layer_target != "attention" and dc.stage != "attention":
+        raise InputError(f"config key distill.layer_target is stage \"attention\"'s; the stage is {dc.stage!r}")
     if dc.gate_init:
         if not dc.teacher:
             raise InputError("config key distill.gate_init measures the teacher's attention spans: set distill.teacher")

@@ -138,6 +138,33 @@ def test_relative_attention_loss_weighs_every_layer_alike(make_teacher):
     assert losses[-1] < 0.8 * losses[0], losses
 
 
+def test_block_target_matches_whole_blocks_on_the_teachers_residual_stream(make_teacher):
+    """target="block": a student whose window covers the batch reproduces every teacher block exactly (loss ~0; its
+    MLPs and norms are the teacher's); the plain student's loss equals a hand computation from the teacher's block
+    inputs and outputs, relative to what each teacher block adds; training f_proj lowers it."""
+    from gsa.convert.distill import teacher_block_io
+
+    teacher, student = _pair(make_teacher)
+    ids, mask = _batch()
+    wide = from_pretrained_transformer(teacher, num_slots=8, window_size=24)
+    with torch.no_grad():
+        assert attention_transfer_loss(wide, teacher, ids, mask, target="block").item() < 1e-9
+    inputs, outputs = teacher_block_io(teacher, ids, mask)
+    real = mask.bool()
+    want = []
+    for block, x, t in zip(student.model.layers, inputs, outputs):
+        err = (block(x, mask, None, None, False)[0] - t).pow(2).mean(-1)
+        want.append(err[real].mean() / (t - x).pow(2).mean(-1)[real].mean())
+    got = attention_transfer_loss(student, teacher, ids, mask, relative=True, target="block")
+    torch.testing.assert_close(got, torch.stack(want).mean())
+    params = attention_transfer_parameters(student)
+    losses = _steps(lambda: attention_transfer_loss(student, teacher, ids, mask, relative=True, target="block"),
+                    params)
+    assert losses[-1] < 0.8 * losses[0], losses
+    with pytest.raises(ValueError, match="target must be"):
+        attention_transfer_loss(student, teacher, ids, mask, target="mlp")
+
+
 def test_layer_loss_config_is_checked():
     from gsa.errors import InputError
     from gsa.train.config import load_config
@@ -149,6 +176,10 @@ def test_layer_loss_config_is_checked():
         load_config(None, [*text, "distill.stage=logits", "distill.layer_loss=relative"])
     assert load_config(None, [*text, "distill.stage=attention",
                               "distill.layer_loss=relative"]).distill.layer_loss == "relative"
+    with pytest.raises(InputError, match="distill.layer_target must be"):
+        load_config(None, [*text, "distill.stage=attention", "distill.layer_target=mlp"])
+    with pytest.raises(InputError, match="distill.layer_target is stage"):
+        load_config(None, [*text, "distill.stage=logits", "distill.layer_target=block"])
 
 
 def test_logit_distillation_falls(make_teacher):
