@@ -48,13 +48,13 @@ def attention_transfer_parameters(student: nn.Module, train: tuple[str, ...] = (
     return trainable
 
 
-def teacher_attention_io(teacher: nn.Module, input_ids, attention_mask):
-    """One teacher forward (no grad); per layer the attention's input [B, T, d], its output [B, T, d] (after o_proj)
-    and the RoPE (cos, sin) it was given (each [B, T, head_dim])."""
-    layers = teacher.model.layers
-    inputs, outputs, rope = [None] * len(layers), [None] * len(layers), [None] * len(layers)
+def _layer_io(teacher: nn.Module, modules, input_ids, attention_mask):
+    """One teacher forward (no grad); per module of `modules` its input hidden state, its output and the RoPE
+    (cos, sin) it was given (None where it takes none)."""
+    n = len(modules)
+    inputs, outputs, rope = [None] * n, [None] * n, [None] * n
     hooks = []
-    for i, layer in enumerate(layers):
+    for i, module in enumerate(modules):
         def pre(module, args, kwargs, i=i):
             inputs[i] = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
             rope[i] = kwargs.get("position_embeddings")
@@ -62,8 +62,8 @@ def teacher_attention_io(teacher: nn.Module, input_ids, attention_mask):
         def post(module, args, kwargs, out, i=i):
             outputs[i] = out[0] if isinstance(out, tuple) else out
 
-        hooks.append(layer.self_attn.register_forward_pre_hook(pre, with_kwargs=True))
-        hooks.append(layer.self_attn.register_forward_hook(post, with_kwargs=True))
+        hooks.append(module.register_forward_pre_hook(pre, with_kwargs=True))
+        hooks.append(module.register_forward_hook(post, with_kwargs=True))
     try:
         with torch.no_grad():
             teacher(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
@@ -73,27 +73,16 @@ def teacher_attention_io(teacher: nn.Module, input_ids, attention_mask):
     return inputs, outputs, rope
 
 
+def teacher_attention_io(teacher: nn.Module, input_ids, attention_mask):
+    """One teacher forward (no grad); per layer the attention's input [B, T, d], its output [B, T, d] (after o_proj)
+    and the RoPE (cos, sin) it was given (each [B, T, head_dim])."""
+    return _layer_io(teacher, [layer.self_attn for layer in teacher.model.layers], input_ids, attention_mask)
+
+
 def teacher_block_io(teacher: nn.Module, input_ids, attention_mask):
     """One teacher forward (no grad); per decoder layer its input hidden state (the residual stream) [B, T, d] and its
     output [B, T, d]."""
-    layers = teacher.model.layers
-    inputs, outputs = [None] * len(layers), [None] * len(layers)
-    hooks = []
-    for i, layer in enumerate(layers):
-        def pre(module, args, kwargs, i=i):
-            inputs[i] = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
-
-        def post(module, args, kwargs, out, i=i):
-            outputs[i] = out[0] if isinstance(out, tuple) else out
-
-        hooks.append(layer.register_forward_pre_hook(pre, with_kwargs=True))
-        hooks.append(layer.register_forward_hook(post, with_kwargs=True))
-    try:
-        with torch.no_grad():
-            teacher(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-    finally:
-        for h in hooks:
-            h.remove()
+    inputs, outputs, _ = _layer_io(teacher, teacher.model.layers, input_ids, attention_mask)
     return inputs, outputs
 
 

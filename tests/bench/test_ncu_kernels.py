@@ -1,20 +1,14 @@
 """benchmarks/ncu_kernels.py (the Nsight Compute driver): its shapes are the grid's, and without a CUDA device it
 says so instead of failing inside a kernel."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "ncu_kernels.py"
+from scripts_under_test import load_script
 
 
 def load():
-    spec = importlib.util.spec_from_file_location("ncu_kernels", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/ncu_kernels.py")
 
 
 def test_unknown_shape_is_refused(capsys):

@@ -1,11 +1,9 @@
 """scripts/t2r_layer_errors.py: per-layer relative errors of a converted student against its teacher. The
 teacher-input column, weighed back by the teacher outputs' mean squares, is exactly stage 1's loss
-(gsa.convert.distill.attention_transfer_loss, computed there independently); the end-to-end column grows from zero
-error where the student equals the teacher."""
+(gsa.convert.distill.attention_transfer_loss, computed there independently); the command line writes a row a
+layer."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,15 +11,11 @@ import torch
 from convert_teachers import tiny_teacher
 from gsa.convert import from_pretrained_transformer
 from gsa.convert.distill import attention_transfer_loss
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "t2r_layer_errors.py"
+from scripts_under_test import load_script
 
 
 def load():
-    spec = importlib.util.spec_from_file_location("t2r_layer_errors", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/t2r_layer_errors.py")
 
 
 def test_teacher_input_errors_weigh_back_to_the_stage_1_loss():

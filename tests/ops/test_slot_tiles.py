@@ -1,5 +1,6 @@
-"""kernel_ds over several slot tiles (SETTINGS.launch["ds"]["BM"] under M): the whole op, forward, final states and
-every gradient against the float64 reference, with the softmax read (whose row max and sum then span every slot
+"""kernel_ds's launch options: several slot tiles (SETTINGS.launch["ds"]["BM"] under M) and several key sub-blocks a
+program ("NJ"; with one query head a kv head the read weights loaded once: PRE). The whole op, forward, final states
+and every gradient against the float64 reference, with the softmax read (whose row max and sum then span every slot
 tile) and the linear read, factored and pairwise diagonal sub-blocks, grouped heads and packed sequences."""
 
 import pytest
@@ -24,21 +25,26 @@ def chunk_op(q, k, v, s, g, *, initial_state=None, output_final_state=False, cu_
     return chunk_gsa(q, k, v, s, g, 0.3, initial_state, output_final_state, cu_seqlens, False, slot_read == "linear")
 
 
-def tiled_run(x, tile, monkeypatch, **kw):
-    """run(chunk_op, ...) on float32 copies of x with kernel_ds at slot tile `tile` (None: the launcher's own), and
-    the (BM, TILED) of kernel_ds's launches."""
+def ds_run(x, ds_options, monkeypatch, fields=("BM", "TILED"), **kw):
+    """run(chunk_op, ...) on float32 copies of x with kernel_ds's launch entry `ds_options` (None: the launcher's
+    own), and `fields` of each of kernel_ds's launches (the launch keywords, or "grid")."""
     launches = []
     real = chunk_ds.launch
 
     def record(kernel, grid):
         go = real(kernel, grid)
-        return lambda *a, **k: launches.append((k["BM"], k["TILED"])) or go(*a, **k)
+        return lambda *a, **k: launches.append(tuple({**k, "grid": grid}[f] for f in fields)) or go(*a, **k)
 
     monkeypatch.setattr(chunk_ds, "launch", record)
-    forced = {} if tile is None else {"launch": {**SETTINGS.launch, "ds": {"BM": tile}}}
+    forced = {} if ds_options is None else {"launch": {**SETTINGS.launch, "ds": ds_options}}
     # prewarm off: on CUDA a configuration's first call queues every launch for compilation first (recorded too)
     with SETTINGS.override(prewarm=False, **forced):
         return cpu(run(chunk_op, on(cast(x, torch.float32)), **kw)), launches
+
+
+def tiled_run(x, tile, monkeypatch, **kw):
+    """ds_run at slot tile `tile` (None: the launcher's own), recording (BM, TILED)."""
+    return ds_run(x, None if tile is None else {"BM": tile}, monkeypatch, **kw)
 
 
 @pytest.mark.parametrize("span", [pytest.param(-1.0, id="pairwise"), pytest.param(float("inf"), id="factored")])
@@ -82,3 +88,49 @@ def test_128_slots_default_to_one_tile(monkeypatch):
     got, launches = tiled_run(x, None, monkeypatch)
     assert launches == [(128, False)]
     assert_matches(got, run(parallel_reference, x, scale=0.3), tol=2e-5)
+
+
+# ---------------------------------------------------------------- key sub-blocks a program (NJ)
+
+SUB_BLOCKS = ("NJ", "PRE", "grid")
+
+
+@pytest.mark.parametrize("span", [pytest.param(-1.0, id="pairwise"), pytest.param(float("inf"), id="factored")])
+@pytest.mark.parametrize("slot_read", ["softmax", "linear"])
+@pytest.mark.parametrize("nj", [2, 4])
+def test_sub_blocks_a_program_with_the_weights_loaded_once(nj, slot_read, span, monkeypatch):
+    """One query head a kv head (PRE), a partial last chunk (T = 70: its second chunk has 6 rows, so 3 of its 4
+    sub-blocks are empty), initial and final states."""
+    x = make_inputs(B=2, T=70, HQ=2, H=2, K=16, V=12, M=24, tau=1.0)
+    with SETTINGS.override(factor_span=span):
+        got, launches = ds_run(x, {"NJ": nj}, monkeypatch, SUB_BLOCKS, slot_read=slot_read)
+    assert launches == [(nj, True, (4 // nj * 2 * 4,))]  # sub-block groups x kv heads x 4 chunks
+    assert_matches(got, run(parallel_reference, x, scale=0.3, slot_read=slot_read), tol=2e-5)
+
+
+@pytest.mark.parametrize("span", [pytest.param(-1.0, id="pairwise"), pytest.param(float("inf"), id="factored")])
+def test_sub_blocks_a_program_with_grouped_heads_and_slot_tiles(span, monkeypatch):
+    """Two query heads a kv head (each loads its own weights: no PRE) with M = 40 in 16-wide slot tiles."""
+    x = make_inputs(B=1, T=130, HQ=4, H=2, K=16, V=20, M=40, tau=1.0)
+    with SETTINGS.override(factor_span=span):
+        got, launches = ds_run(x, {"NJ": 4, "BM": 16}, monkeypatch, SUB_BLOCKS)
+    assert launches == [(4, False, (1 * 3 * 2 * 3,))]  # 1 group x 3 slot tiles x 2 kv heads x 3 chunks
+    assert_matches(got, run(parallel_reference, x, scale=0.3), tol=2e-5)
+
+
+def test_weights_loaded_once_over_slot_tiles_and_packed_sequences(monkeypatch):
+    """PRE with the softmax's row statistics read over every slot tile (M = 40 in 16-wide tiles), over packed
+    sequences of 1, 64 and 37 tokens."""
+    cu = torch.tensor([0, 1, 65, 102])
+    x = make_inputs(B=1, T=102, HQ=2, H=2, K=16, V=20, M=40, N=3, tau=1.0)
+    got, launches = ds_run(x, {"NJ": 4, "BM": 16}, monkeypatch, SUB_BLOCKS, cu_seqlens=cu.to(DEVICE, torch.int32))
+    assert [(nj, pre) for nj, pre, _ in launches] == [(4, True)]
+    assert_matches(got, run(parallel_reference, x, scale=0.3, cu_seqlens=cu), tol=2e-5)
+
+
+@pytest.mark.parametrize("bad", [3, 0, 8, True, 2.0])
+def test_bad_sub_blocks_a_program_are_refused_by_name(bad):
+    x = on(cast(make_inputs(B=1, T=20, HQ=2, H=1, K=16, V=16, M=16), torch.float32))
+    with SETTINGS.override(prewarm=False, launch={**SETTINGS.launch, "ds": {"NJ": bad}}):
+        with pytest.raises(ValueError, match=r"SETTINGS.launch\['ds'\]\['NJ'\] .* must be 1, 2 or 4"):
+            run(chunk_op, x)
