@@ -95,9 +95,9 @@ def test_128_slots_default_to_one_tile(monkeypatch):
 SUB_BLOCKS = ("NJ", "PRE", "grid")
 
 
-@pytest.mark.parametrize("span", [pytest.param(-1.0, id="pairwise"), pytest.param(float("inf"), id="factored")])
-@pytest.mark.parametrize("slot_read", ["softmax", "linear"])
-@pytest.mark.parametrize("nj", [2, 4])
+@pytest.mark.parametrize("nj, slot_read, span", [
+    pytest.param(4, "softmax", -1.0, id="4-softmax-pairwise"), pytest.param(4, "softmax", float("inf"), id="4-softmax"),
+    pytest.param(4, "linear", float("inf"), id="4-linear"), pytest.param(2, "softmax", float("inf"), id="2-softmax")])
 def test_sub_blocks_a_program_with_the_weights_loaded_once(nj, slot_read, span, monkeypatch):
     """One query head a kv head (PRE), a partial last chunk (T = 70: its second chunk has 6 rows, so 3 of its 4
     sub-blocks are empty), initial and final states."""
