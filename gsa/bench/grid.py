@@ -203,21 +203,23 @@ def _json_object(flag: str, spec: str):
         raise SystemExit(f"gsa bench grid: error: {flag} {spec!r} is not JSON ({e.msg})") from None
 
 
-def launch_variants(specs: list[str]) -> list[dict]:
-    """--launch values: each a JSON object {kernel name: {launch option: value}}; refused by name otherwise."""
+def _launch_entries(flag: str, spec: str, v) -> dict:
+    """v (parsed from `flag`'s value `spec`): {kernel name: {launch option: value}}, or a SystemExit naming what is
+    wrong."""
     from gsa.ops.triton.settings import LAUNCH_NAMES
 
-    out = []
-    for spec in specs:
-        v = _json_object("--launch", spec)
-        if not isinstance(v, dict) or not all(isinstance(o, dict) for o in v.values()):
-            raise SystemExit(f"gsa bench grid: error: --launch {spec!r} must map kernel names to option objects")
-        unknown = sorted(set(v) - LAUNCH_NAMES)
-        if unknown:
-            raise SystemExit(f"gsa bench grid: error: --launch names unknown kernel(s) {unknown}; known: "
-                             f"{sorted(LAUNCH_NAMES)}")
-        out.append({"launch": v})
-    return out
+    if not isinstance(v, dict) or not all(isinstance(o, dict) for o in v.values()):
+        raise SystemExit(f"gsa bench grid: error: {flag} {spec!r} must map kernel names to option objects")
+    unknown = sorted(set(v) - LAUNCH_NAMES)
+    if unknown:
+        raise SystemExit(f"gsa bench grid: error: {flag} names unknown kernel(s) {unknown}; known: "
+                         f"{sorted(LAUNCH_NAMES)}")
+    return v
+
+
+def launch_variants(specs: list[str]) -> list[dict]:
+    """--launch values: each a JSON object {kernel name: {launch option: value}}; refused by name otherwise."""
+    return [{"launch": _launch_entries("--launch", spec, _json_object("--launch", spec))} for spec in specs]
 
 
 def settings_variants(specs: list[str]) -> list[dict]:
@@ -235,7 +237,7 @@ def settings_variants(specs: list[str]) -> list[dict]:
             raise SystemExit(f"gsa bench grid: error: --settings {spec!r} must be an object of SETTINGS fields; "
                              f"fields: {sorted(fields)}")
         if "launch" in v:
-            v = {**v, **launch_variants([json.dumps(v["launch"])])[0]}
+            _launch_entries("--settings' launch field", spec, v["launch"])
         out.append(v)
     return out
 
