@@ -24,27 +24,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gsa.convert.distill import teacher_attention_io  # noqa: E402
+from gsa.convert.distill import block_io, teacher_attention_io  # noqa: E402
 from gsa.data import load_text_data  # noqa: E402
 
 
 def _relative(y: torch.Tensor, t: torch.Tensor) -> float:
     return float((y.float() - t.float()).pow(2).sum() / t.float().pow(2).sum().clamp(min=1e-30))
-
-
-def _block_outputs(layers, run) -> list[torch.Tensor]:
-    """The output hidden state of every block in `layers` during run()."""
-    outs = [None] * len(layers)
-    hooks = [layer.register_forward_hook(lambda m, a, out, i=i: outs.__setitem__(i, out[0] if isinstance(out, tuple)
-                                                                                 else out))
-             for i, layer in enumerate(layers)]
-    try:
-        with torch.no_grad():
-            run()
-    finally:
-        for h in hooks:
-            h.remove()
-    return outs
 
 
 @torch.no_grad()
@@ -54,8 +39,8 @@ def layer_errors(teacher, student, ids: torch.Tensor) -> list[dict]:
     if len(student.model.layers) != len(teacher.model.layers):
         raise ValueError(f"student has {len(student.model.layers)} layers, teacher {len(teacher.model.layers)}")
     inputs, targets, _ = teacher_attention_io(teacher, ids, None)
-    t_stream = _block_outputs(teacher.model.layers, lambda: teacher(input_ids=ids, use_cache=False))
-    s_stream = _block_outputs(student.model.layers, lambda: student(ids))
+    _, t_stream = block_io(teacher, ids, None)
+    _, s_stream = block_io(student, ids, None)
     rows = []
     for i, (block, x, t) in enumerate(zip(student.model.layers, inputs, targets)):
         y, _ = block.attn(x.to(block.attn.q_proj.weight.dtype), None)

@@ -48,8 +48,8 @@ def attention_transfer_parameters(student: nn.Module, train: tuple[str, ...] = (
     return trainable
 
 
-def _layer_io(teacher: nn.Module, modules, input_ids, attention_mask):
-    """One teacher forward (no grad); per module of `modules` its input hidden state, its output and the RoPE
+def _layer_io(model: nn.Module, modules, input_ids, attention_mask):
+    """One forward of `model` (no grad); per module of `modules` its input hidden state, its output and the RoPE
     (cos, sin) it was given (None where it takes none)."""
     n = len(modules)
     inputs, outputs, rope = [None] * n, [None] * n, [None] * n
@@ -66,7 +66,7 @@ def _layer_io(teacher: nn.Module, modules, input_ids, attention_mask):
         hooks.append(module.register_forward_hook(post, with_kwargs=True))
     try:
         with torch.no_grad():
-            teacher(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+            model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
     finally:
         for h in hooks:
             h.remove()
@@ -79,10 +79,10 @@ def teacher_attention_io(teacher: nn.Module, input_ids, attention_mask):
     return _layer_io(teacher, [layer.self_attn for layer in teacher.model.layers], input_ids, attention_mask)
 
 
-def teacher_block_io(teacher: nn.Module, input_ids, attention_mask):
-    """One teacher forward (no grad); per decoder layer its input hidden state (the residual stream) [B, T, d] and its
-    output [B, T, d]."""
-    inputs, outputs, _ = _layer_io(teacher, teacher.model.layers, input_ids, attention_mask)
+def block_io(model: nn.Module, input_ids, attention_mask):
+    """One forward (no grad) of a teacher or a GSA student (any causal LM with `.model.layers`); per layer its input
+    hidden state (the residual stream) [B, T, d] and its output [B, T, d]."""
+    inputs, outputs, _ = _layer_io(model, model.model.layers, input_ids, attention_mask)
     return inputs, outputs
 
 
@@ -123,7 +123,7 @@ def attention_transfer_loss(
     if len(student.model.layers) != len(teacher.model.layers):
         raise ValueError("student and teacher must have the same number of layers")
     if target == "block":
-        inputs, targets = teacher_block_io(teacher, input_ids, attention_mask)
+        inputs, targets = block_io(teacher, input_ids, attention_mask)
     else:
         inputs, targets, _ = teacher_attention_io(teacher, input_ids, attention_mask)
     mask = None if attention_mask is None else attention_mask.to(torch.bool)

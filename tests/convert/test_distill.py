@@ -142,14 +142,14 @@ def test_block_target_matches_whole_blocks_on_the_teachers_residual_stream(make_
     """target="block": a student whose window covers the batch reproduces every teacher block exactly (loss ~0; its
     MLPs and norms are the teacher's); the plain student's loss equals a hand computation from the teacher's block
     inputs and outputs, relative to what each teacher block adds; training f_proj lowers it."""
-    from gsa.convert.distill import teacher_block_io
+    from gsa.convert.distill import block_io
 
     teacher, student = _pair(make_teacher)
     ids, mask = _batch()
     wide = from_pretrained_transformer(teacher, num_slots=8, window_size=24)
     with torch.no_grad():
         assert attention_transfer_loss(wide, teacher, ids, mask, target="block").item() < 1e-9
-    inputs, outputs = teacher_block_io(teacher, ids, mask)
+    inputs, outputs = block_io(teacher, ids, mask)
     real = mask.bool()
     want = []
     for block, x, t in zip(student.model.layers, inputs, outputs):
