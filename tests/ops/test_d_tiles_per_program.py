@@ -12,33 +12,22 @@ pytest.importorskip("triton", reason=NO_TRITON)
 import gsa.ops.triton.chunk_dx as chunk_dx  # noqa: E402
 import gsa.ops.triton.chunk_o as chunk_o  # noqa: E402
 from gsa.ops import parallel_reference  # noqa: E402
-from gsa.ops.triton import SETTINGS, chunk_gsa  # noqa: E402
+from gsa.ops.triton import SETTINGS  # noqa: E402
 from gsa.ops.triton.launch import d_tiles_per_program  # noqa: E402
-from op_inputs import assert_matches, cast, cpu, make_inputs, on, run  # noqa: E402
+from launch_runs import recorded_run  # noqa: E402
+from op_inputs import assert_matches, make_inputs, run  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def chunk_op(q, k, v, s, g, *, initial_state=None, output_final_state=False, cu_seqlens=None):
-    return chunk_gsa(q, k, v, s, g, 0.3, initial_state, output_final_state, cu_seqlens)
+O, DX = "chunk_gsa_fwd_kernel_o", "chunk_gsa_bwd_kernel_dx"
 
 
 def walked(x, nd, monkeypatch, **kw):
     """run(chunk_op, ...) on float32 copies of x with kernel_dx and kernel_o at ND = nd and 16-wide D tiles, and the
     (kernel, ND, grid) of their launches."""
-    launches = []
-    for module in (chunk_dx, chunk_o):
-        real = module.launch
-
-        def record(kernel, grid, real=real):
-            go = real(kernel, grid)
-            return lambda *a, **k: launches.append((kernel.__name__[-1], k["ND"], grid)) or go(*a, **k)
-
-        monkeypatch.setattr(module, "launch", record)
     launch = {**SETTINGS.launch, "dx": {"ND": nd, "BD": 16}, "o": {"ND": nd, "BD": 16}}
-    # prewarm off: on CUDA a configuration's first call queues every launch for compilation first (recorded too)
-    with SETTINGS.override(prewarm=False, launch=launch):
-        return cpu(run(chunk_op, on(cast(x, torch.float32)), **kw)), launches
+    return recorded_run(x, monkeypatch, [chunk_dx, chunk_o], ("kernel", "ND", "grid"), launch, **kw)
 
 
 @pytest.mark.parametrize("nd", [2, 3, 4])
@@ -48,10 +37,10 @@ def test_d_tiles_a_program_dividing_or_not(nd, monkeypatch):
     x = make_inputs(B=2, T=70, HQ=2, H=2, K=48, V=64, M=24, tau=1.0)
     got, launches = walked(x, nd, monkeypatch)
     nt = 4  # 2 sequences of 2 chunks
-    assert sorted(launches) == sorted([("o", min(nd, 4), (-(-4 // nd) * 2 * nt,)),
-                                       ("o", min(nd, 3), (-(-3 // nd) * 2 * nt,)),
-                                       ("x", min(nd, 4), (-(-4 // nd) * 2 * nt,)),
-                                       ("x", min(nd, 3), (-(-3 // nd) * 2 * nt,))])
+    assert sorted(launches) == sorted([(O, min(nd, 4), (-(-4 // nd) * 2 * nt,)),
+                                       (O, min(nd, 3), (-(-3 // nd) * 2 * nt,)),
+                                       (DX, min(nd, 4), (-(-4 // nd) * 2 * nt,)),
+                                       (DX, min(nd, 3), (-(-3 // nd) * 2 * nt,))])
     assert_matches(got, run(parallel_reference, x, scale=0.3), tol=2e-5)
 
 
@@ -62,7 +51,7 @@ def test_d_tiles_a_program_with_grouped_heads_and_packed_sequences(monkeypatch):
     x = make_inputs(B=1, T=102, HQ=4, H=2, K=64, V=40, M=20, N=3, tau=1.0)
     got, launches = walked(x, 0, monkeypatch, cu_seqlens=cu.to(DEVICE, torch.int32))
     if DEVICE == "cpu":  # no SMs to fill: K's 4 tiles in one program; V's 3 are too few for the auto choice
-        assert {(name, nd) for name, nd, _ in launches} == {("o", 4), ("o", 1), ("x", 4), ("x", 1)}
+        assert {(name, nd) for name, nd, _ in launches} == {(O, 4), (O, 1), (DX, 4), (DX, 1)}
     assert_matches(got, run(parallel_reference, x, scale=0.3, cu_seqlens=cu), tol=2e-5)
 
 

@@ -12,19 +12,16 @@ pytest.importorskip("triton", reason=NO_TRITON)
 
 import gsa.ops.triton.chunk_a as chunk_a  # noqa: E402
 from gsa.ops import parallel_reference  # noqa: E402
-from gsa.ops.triton import SETTINGS, chunk_gsa  # noqa: E402
+from gsa.ops.triton import SETTINGS  # noqa: E402
 from gsa.ops.triton.chunks import BC, BT  # noqa: E402
-from op_inputs import assert_matches, cast, cpu, make_inputs, on, run  # noqa: E402
+from launch_runs import chunk_op, recorded_run  # noqa: E402
+from op_inputs import assert_matches, cast, make_inputs, on, run  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning",
                                         "ignore:invalid value encountered:RuntimeWarning")
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 NAMES = ("a", "a-small", "dp", "dp-small")
-
-
-def chunk_op(q, k, v, s, g, *, initial_state=None, output_final_state=False, cu_seqlens=None, slot_read="softmax"):
-    return chunk_gsa(q, k, v, s, g, 0.3, initial_state, output_final_state, cu_seqlens, False, slot_read == "linear")
 
 
 def with_group(group):
@@ -34,17 +31,7 @@ def with_group(group):
 
 def grouped_run(x, monkeypatch, **kw):
     """run(chunk_op, ...) on float32 copies of x with GROUP on, and kernel_a's launches as (grid, GROUP, BACKWARD)."""
-    launches = []
-    real = chunk_a.launch
-
-    def record(kernel, grid):
-        go = real(kernel, grid)
-        return lambda *a, **k: launches.append((grid, k["GROUP"], k["BACKWARD"])) or go(*a, **k)
-
-    monkeypatch.setattr(chunk_a, "launch", record)
-    # prewarm off: on CUDA a configuration's first call queues every launch for compilation first (recorded too)
-    with SETTINGS.override(launch=with_group(True), prewarm=False):
-        return cpu(run(chunk_op, on(cast(x, torch.float32)), **kw)), launches
+    return recorded_run(x, monkeypatch, [chunk_a], ("grid", "GROUP", "BACKWARD"), with_group(True), **kw)
 
 
 def kv_head_grid(H, NT):

@@ -12,8 +12,9 @@ pytest.importorskip("triton", reason=NO_TRITON)
 
 import gsa.ops.triton.chunk_ds as chunk_ds  # noqa: E402
 from gsa.ops import parallel_reference  # noqa: E402
-from gsa.ops.triton import SETTINGS, chunk_gsa  # noqa: E402
-from op_inputs import assert_matches, cast, cpu, make_inputs, on, run  # noqa: E402
+from gsa.ops.triton import SETTINGS  # noqa: E402
+from launch_runs import chunk_op, recorded_run  # noqa: E402
+from op_inputs import assert_matches, cast, make_inputs, on, run  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning",
                                         "ignore:invalid value encountered:RuntimeWarning")
@@ -21,25 +22,11 @@ pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarn
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def chunk_op(q, k, v, s, g, *, initial_state=None, output_final_state=False, cu_seqlens=None, slot_read="softmax"):
-    return chunk_gsa(q, k, v, s, g, 0.3, initial_state, output_final_state, cu_seqlens, False, slot_read == "linear")
-
-
 def ds_run(x, ds_options, monkeypatch, fields=("BM", "TILED"), **kw):
     """run(chunk_op, ...) on float32 copies of x with kernel_ds's launch entry `ds_options` (None: the launcher's
     own), and `fields` of each of kernel_ds's launches (the launch keywords, or "grid")."""
-    launches = []
-    real = chunk_ds.launch
-
-    def record(kernel, grid):
-        go = real(kernel, grid)
-        return lambda *a, **k: launches.append(tuple({**k, "grid": grid}[f] for f in fields)) or go(*a, **k)
-
-    monkeypatch.setattr(chunk_ds, "launch", record)
-    forced = {} if ds_options is None else {"launch": {**SETTINGS.launch, "ds": ds_options}}
-    # prewarm off: on CUDA a configuration's first call queues every launch for compilation first (recorded too)
-    with SETTINGS.override(prewarm=False, **forced):
-        return cpu(run(chunk_op, on(cast(x, torch.float32)), **kw)), launches
+    launch = None if ds_options is None else {**SETTINGS.launch, "ds": ds_options}
+    return recorded_run(x, monkeypatch, [chunk_ds], fields, launch, **kw)
 
 
 def tiled_run(x, tile, monkeypatch, **kw):
