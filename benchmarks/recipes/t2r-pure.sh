@@ -9,6 +9,12 @@
 #   span  + forget-gate biases from the teacher's attention spans (t2r-pure-stage0.toml as it is)
 #   m128  + 128 slots a head instead of 64
 #   lora  m128 with stage 2 as LoRA (t2r-pure-stage2-lora.toml: rank 8 on q/k/v/o, f_proj and maps in full)
+# and, beside the ladder, students that keep exact softmax attention over the first 4 tokens (the attention sinks)
+# and each token's own key, a constant state of 5 keys and values a head beside the slots (docs/log.md, "T2R": the
+# pure student's residual stream blows up at the sink token's scale):
+#   sinks       span, converted with window_size=1 and num_sink_tokens=4; stage 1 also trains memory_scale (each
+#               head's share of the slots, zero at the conversion)
+#   sinks-qkvo  sinks with stage 1 also training q/k/v/o_proj
 #   ABLATION=span TOKENS_BUDGET=15M bash benchmarks/recipes/t2r-pure.sh
 # TOKENS_BUDGET (5M, 15M, 50M or a number of tokens; default 15M) is split over the stages, base: 20% stage 1, 80%
 # stage 2; the others: 10% stage 0, 10% stage 1, 80% stage 2 (STAGE_SHARES="10 40 50" sets another split, and the
@@ -27,14 +33,18 @@ if [[ ! $TOKENS_BUDGET =~ ^[1-9][0-9]*M?$ ]]; then  # positive, no leading 0 (ba
 fi
 BUDGET=${TOKENS_BUDGET%M}
 if [ "$BUDGET" != "$TOKENS_BUDGET" ]; then BUDGET=$(( BUDGET * 1000000 )); fi
-S0=(configs/t2r-pure-stage0.toml); S1=configs/t2r-pure-stage1.toml; S2=configs/t2r-pure-stage2.toml; SHARES=(10 10 80)
+# each stage: its config, then that stage's overrides
+S0=(configs/t2r-pure-stage0.toml); S1=(configs/t2r-pure-stage1.toml); S2=configs/t2r-pure-stage2.toml; SHARES=(10 10 80)
+SINKS=(model.window_size=1 model.num_sink_tokens=4); MAPS='"f_proj", "q_map", "k_map", "memory_scale"'
 case "$ABLATION" in
-  base) S0=(); S1=configs/t2r-stage1.toml; S2=configs/t2r-stage2.toml; SHARES=(0 20 80) ;;
+  base) S0=(); S1=(configs/t2r-stage1.toml); S2=configs/t2r-stage2.toml; SHARES=(0 20 80) ;;
   fmap) S0+=('distill.gate_init=""' model.gate_bias=false) ;;
   span) ;;
   m128) S0+=(model.num_slots=128) ;;
   lora) S0+=(model.num_slots=128); S2=configs/t2r-pure-stage2-lora.toml ;;
-  *) echo "ABLATION must be one of base, fmap, span, m128, lora; got '$ABLATION'" >&2; exit 2 ;;
+  sinks) S0+=("${SINKS[@]}"); S1+=("distill.train_params=[$MAPS]") ;;
+  sinks-qkvo) S0+=("${SINKS[@]}"); S1+=("distill.train_params=[$MAPS, \"q_proj\", \"k_proj\", \"v_proj\", \"o_proj\"]") ;;
+  *) echo "ABLATION must be one of base, fmap, span, m128, lora, sinks, sinks-qkvo; got '$ABLATION'" >&2; exit 2 ;;
 esac
 if [ -n "${STAGE_SHARES:-}" ]; then  # the budget's split over stages 0, 1, 2 in percent, instead of the rung's
   read -r -a SHARES <<< "$STAGE_SHARES"
@@ -79,7 +89,7 @@ if [ ${#S0[@]} -gt 0 ]; then
   run_stage 0 "${S0[0]}" "${SHARES[0]}" "$PREV" "${S0[@]:1}"
   PREV="model.path=\"$DIR/stage0/model\""
 fi
-run_stage 1 "$S1" "${SHARES[1]}" "$PREV"
+run_stage 1 "${S1[0]}" "${SHARES[1]}" "$PREV" "${S1[@]:1}"
 run_stage 2 "$S2" "${SHARES[2]}" "model.path=\"$DIR/stage1/model\""
 $PY scripts/t2r_report.py --tokens "$TOKENS" --teacher "$TEACHER" --student "$ABLATION=$DIR/stage2/model" \
   --passkey-lengths 512,1024,2048 --decode-tokens 16 --tasks cloze,next-sentence ${REPORT_EXTRA:-} \

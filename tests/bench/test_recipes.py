@@ -155,8 +155,9 @@ def test_t2r_pure_recipe_runs_every_stage_at_a_toy_size(tmp_path):
 def test_t2r_ladder_runs_rungs_side_by_side_past_the_starting_command(tmp_path):
     """t2r-ladder.sh start launches each rung in its own process session and returns at once; wait follows them
     (exit 3 while one runs, 0 once all have finished) and copies each rung's report and log to OUT. A rung that
-    fails (here: a budget the recipe refuses) makes wait exit 1."""
-    env = _toy_t2r_env(tmp_path, RUNGS="base fmap", TOKENS_BUDGET="2000")
+    fails (here: a budget the recipe refuses) makes wait exit 1. The second rung keeps the attention sinks, whose
+    stages take overrides of their own: the conversion's window and sinks, stage 1's trained parameters."""
+    env = _toy_t2r_env(tmp_path, RUNGS="base sinks-qkvo", TOKENS_BUDGET="2000")
 
     def ladder(*args, **more):
         return subprocess.run(["bash", str(RECIPES / "t2r-ladder.sh"), *args], env=dict(env, **more),
@@ -169,9 +170,15 @@ def test_t2r_ladder_runs_rungs_side_by_side_past_the_starting_command(tmp_path):
     r = ladder("wait", "500")
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     out = tmp_path / "out"
-    for rung in ("base", "fmap"):
+    for rung in ("base", "sinks-qkvo"):
         report = json.loads((out / f"t2r-pure-{rung}-2000-seed0.json").read_text())
         assert report["recipe"]["ablation"] == rung and (out / f"{rung}.log").exists()
+    configs = report["recipe"]["stage_configs"]
+    assert (configs["stage0"]["model"]["window_size"], configs["stage0"]["model"]["num_sink_tokens"]) == (1, 4)
+    assert configs["stage1"]["distill"]["train_params"] == [
+        "f_proj", "q_map", "k_map", "memory_scale", "q_proj", "k_proj", "v_proj", "o_proj"]
+    student = json.loads((Path(report["student"]["checkpoint"]) / "config.json").read_text())
+    assert (student["window_size"], student["num_sink_tokens"]) == (1, 4)
     r = ladder("start", RUNGS="base", TOKENS_BUDGET="0")
     assert r.returncode == 0, r.stderr
     r = ladder("wait", "60")
