@@ -67,7 +67,7 @@ def student_log_weights(attn: nn.Module, x: torch.Tensor, attention_mask: torch.
     autocast too, as the teacher's weights it is compared with."""
     B, T, _ = x.shape
     with _float32(x):
-        q, k, _, _ = attn._projections(x.to(attn.q_proj.weight.dtype))
+        q, k, *_ = attn._projections(x.to(attn.q_proj.weight.dtype))
         q = q.view(B, T, attn.num_heads, attn.head_k_dim).transpose(1, 2)
         k = k.view(B, T, attn.num_kv_heads, attn.head_k_dim).transpose(1, 2)
         k = k.repeat_interleave(attn.num_heads // attn.num_kv_heads, dim=1)

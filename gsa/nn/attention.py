@@ -65,13 +65,14 @@ class GatedSlotAttention(FusesProjections):
     MQAR probe the spread left the answer-any-value plateau far sooner (docs/log.md, "MQAR").
 
     Hybrid layers (T2R): with `window_size` W > 0 each query head also runs exact softmax attention, with RoPE
-    (`rope_theta`), over the W most recent tokens and the first `num_sink_tokens` of its sequence (gsa.nn.window),
-    on the same q, k and v, and mixes the two per head: o = (1 - memory_scale[h]) * o_window + memory_scale[h] *
-    o_slots. memory_scale starts at zero, so a converted layer starts as the teacher's sliding-window attention and
-    learns how much of the slot memory (everything the window no longer sees) to mix in. A convex mix, not a sum:
-    the window's softmax already has all the mass, and the teacher's output is a mix of recent and older values
-    (on a tiny teacher, stage 1 lowered its loss 0.67 -> 0.49 in 48 steps this way, and not at all as a sum). The
-    decoding state gains a fixed-size buffer of the window's keys and values.
+    (`rope_theta`), over the W most recent tokens and the first `num_sink_tokens` of its sequence (gsa.nn.window), on q,
+    k and v as projected (before the feature map, which shapes the slot read only: a map fitted for the slots must not
+    change the teacher's attention), and mixes the two per head: o = (1 - memory_scale[h]) * o_window + memory_scale[h]
+    * o_slots. memory_scale starts at zero, so a converted layer starts as the teacher's sliding-window attention and
+    learns how much of the slot memory (everything the window no longer sees) to mix in. A convex mix, not a sum: the
+    window's softmax already has all the mass, and the teacher's output is a mix of recent and older values (on a tiny
+    teacher, stage 1 lowered its loss 0.67 -> 0.49 in 48 steps this way, and not at all as a sum). The decoding state
+    gains a fixed-size buffer of the window's keys and values.
     """
 
     def __init__(
@@ -154,23 +155,26 @@ class GatedSlotAttention(FusesProjections):
         weights become views of one matrix, so no memory is added (see gsa.nn.fused)."""
         self._fuse("qkvf", self.q_proj, self.k_proj, self.v_proj, *([self.f_proj] if hasattr(self, "f_proj") else []))
 
-    def _projections(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def _projections(self, x: torch.Tensor, keep_inputs: bool = False) -> tuple:
         """x: [B, T, d] -> q [B, T, HQ*K], k [B, T, H*K], v [B, T, H*V] (after the feature map, unless a short
-        convolution follows), slot logits [B, T, H*M] (None for fixed decays)."""
+        convolution follows), slot logits [B, T, H*M] (None for fixed decays), and with keep_inputs (q, k, v) before
+        the feature map, what a hybrid layer's window reads (else None)."""
         feature_map = "identity" if self.use_short_conv else self.feature_map
         if use_fused(self._fused, x):
             y = self._fused.product(x)
             n = sum(self._fused.sizes[:3])
             f = y[..., n:] if len(self._fused.sizes) > 3 else None
-            if feature_map == "swish":  # one kernel for the three; q, k, v stay views of it
-                return *F.silu(y[..., :n]).split(self._fused.sizes[:3], dim=-1), f
-            q, k, v = apply_feature_map(*y[..., :n].split(self._fused.sizes[:3], dim=-1), feature_map)
+            if feature_map == "swish" and not keep_inputs:  # one kernel for the three; q, k, v stay views of it
+                return *F.silu(y[..., :n]).split(self._fused.sizes[:3], dim=-1), f, None
+            q, k, v = y[..., :n].split(self._fused.sizes[:3], dim=-1)
         else:
-            q, k, v = apply_feature_map(self.q_proj(x), self.k_proj(x), self.v_proj(x), feature_map)
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
             f = self.f_proj(x) if hasattr(self, "f_proj") else None
+        inputs = (q, k, v)
+        q, k, v = apply_feature_map(q, k, v, feature_map)
         if feature_map == "learned":
             q, k = self.q_map(q), self.k_map(k)
-        return q, k, v, f
+        return q, k, v, f, inputs if keep_inputs else None
 
     def _slot_writes(self, f: torch.Tensor | None, B: int, T: int, dtype: torch.dtype
                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -249,7 +253,9 @@ class GatedSlotAttention(FusesProjections):
         x = hidden_states
         if decodes_from_logits(self, x, mask, cu_seqlens, inplace_state):
             return self._output(step_from_logits(self, x, state)), state
-        q, k, v, f = self._projections(x)
+        # a hybrid layer's window reads q, k, v before the feature map: it is the teacher's own softmax attention,
+        # and a map fitted for the slots (learned, or swish) must not change it
+        q, k, v, f, window_qkv = self._projections(x, keep_inputs=bool(self.window_size))
         conv_state = None
         if self.use_short_conv:
             prev = state.conv if state is not None else (None, None, None)
@@ -257,12 +263,12 @@ class GatedSlotAttention(FusesProjections):
             k, ck = self.k_conv(k, mask, cu_seqlens, prev[1], output_state, inplace_state)
             v, cv = self.v_conv(v, mask, cu_seqlens, prev[2], output_state, inplace_state)
             conv_state = (cq, ck, cv) if output_state else None
+            window_qkv = (q, k, v)  # the convolution's SiLU is part of the projection the window reads
             if self.feature_map_after_conv:
                 q, k, v = apply_feature_map(q, k, v, self.feature_map)
         H, HQ = self.num_kv_heads, self.num_heads
-        q = q.view(B, T, HQ, self.head_k_dim)
-        k = k.view(B, T, H, self.head_k_dim)
-        v = v.view(B, T, H, self.head_v_dim)
+        heads = (HQ, H, H)
+        q, k, v = (t.view(B, T, h, -1) for t, h in zip((q, k, v), heads))
         s, g = self._slot_writes(f, B, T, x.dtype)
         if mask is not None:
             keep = mask[:, :, None, None]
@@ -279,8 +285,11 @@ class GatedSlotAttention(FusesProjections):
         )
         window_state = None
         if self.window_size:
+            wq, wk, wv = (t.view(B, T, h, -1) for t, h in zip(window_qkv, heads))
+            if mask is not None:
+                wk, wv = wk * keep, wv * keep
             o_window, window_state = hybrid_window(
-                q, k, v, mask, cu_seqlens, None if state is None else state.window, output_state, inplace_state,
+                wq, wk, wv, mask, cu_seqlens, None if state is None else state.window, output_state, inplace_state,
                 self.window_size, self.num_sink_tokens, self.scale, self.rope_theta)
             o = o_window + self.memory_scale.to(o.dtype)[:, None] * (o - o_window)  # the convex mix
         y = self._output(o)

@@ -172,10 +172,10 @@ def hybrid_window(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch
                   cu_seqlens: torch.Tensor | None, cache: WindowState | None, output_state: bool,
                   inplace_state: bool, window: int, sinks: int, scale: float, rope_theta: float
                   ) -> tuple[torch.Tensor, WindowState | None]:
-    """The window half of a hybrid GSA layer: q [B, T, HQ, K], k [B, T, H, K], v [B, T, H, V] (as the slots read
-    them), mask [B, T] (True = token) or None, cache: the window state after the preceding tokens or None -> (o
-    [B, T, HQ, V], the window state after these tokens when output_state, else None; `cache` itself, advanced,
-    when inplace_state)."""
+    """The window half of a hybrid GSA layer: q [B, T, HQ, K], k [B, T, H, K], v [B, T, H, V] (the projections
+    before the slots' feature map), mask [B, T] (True = token) or None, cache: the window state after the preceding
+    tokens or None -> (o [B, T, HQ, V], the window state after these tokens when output_state, else None; `cache`
+    itself, advanced, when inplace_state)."""
     B, T = q.shape[:2]
     valid = torch.ones(B, T, dtype=torch.bool, device=q.device) if mask is None else mask
     pos, row = token_positions(valid, cu_seqlens, None if cache is None else cache[3])

@@ -43,7 +43,7 @@ def test_learned_layer_maps_q_and_k_per_head():
     moved = (layer(x)[0] - ident(x)[0]).abs().max()
     assert moved > 1e-3
     # the maps act on q and k only: the same output as the identity layer fed phi(W_q x), phi(W_k x)
-    q, k, v, f = layer._projections(x)
+    q, k, v, f, _ = layer._projections(x)
     torch.testing.assert_close(q, layer.q_map(layer.q_proj(x)), rtol=0, atol=0)
     torch.testing.assert_close(k, layer.k_map(layer.k_proj(x)), rtol=0, atol=0)
     torch.testing.assert_close(v, layer.v_proj(x), rtol=0, atol=0)

@@ -35,10 +35,11 @@ def rope_reference(x: torch.Tensor, pos: torch.Tensor, theta: float) -> torch.Te
 
 
 def window_reference(layer: GatedSlotAttention, x: torch.Tensor) -> torch.Tensor:
-    """The window half of one unpadded sequence batch, o [B, T, HQ, V], one query at a time."""
+    """The window half of one unpadded sequence batch, o [B, T, HQ, V], one query at a time: softmax attention on
+    the projections themselves (the feature map shapes the slot read only)."""
     B, T, _ = x.shape
     HQ, H, K, V = layer.num_heads, layer.num_kv_heads, layer.head_k_dim, layer.head_v_dim
-    q, k, v, _ = layer._projections(x)
+    q, k, v = layer.q_proj(x), layer.k_proj(x), layer.v_proj(x)
     pos = torch.arange(T).expand(B, T)
     q = rope_reference(q.view(B, T, HQ, K), pos, layer.rope_theta)
     k = rope_reference(k.view(B, T, H, K), pos, layer.rope_theta)
@@ -91,11 +92,35 @@ def test_memory_scale_zero_gives_window_only_and_gradients_reach_it():
     assert layer.q_proj.weight.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("window,sinks", [(3, 0), (4, 2), (20, 1)])
-def test_prefill_then_steps_equals_full_forward(window, sinks):
+@pytest.mark.parametrize("feature_map", ["learned", "swish"])
+def test_the_feature_map_shapes_the_slot_read_only(feature_map):
+    """The window is the teacher's own softmax attention: learned maps (here far from the identity) change the slot
+    read but not the window, so at memory_scale 0 the output does not depend on them; with swish the window reads
+    q, k, v before it (window_reference)."""
+    layer = make_layer(memory=0.0, feature_map=feature_map)
+    x = torch.randn(2, 11, 32, dtype=torch.float64)
+    window_only = layer.o_proj(layer.o_norm(window_reference(layer, x).reshape(2, 11, -1), silu_input=True))
+    torch.testing.assert_close(layer(x)[0], window_only, **TOL)
+    if feature_map == "learned":
+        with torch.no_grad():
+            for m in (layer.q_map, layer.k_map):
+                for w in m.parameters():
+                    w.normal_()
+        torch.testing.assert_close(layer(x)[0], window_only, **TOL)
+        with torch.no_grad():
+            layer.memory_scale.fill_(0.5)
+        assert (layer(x)[0] - window_only).abs().max() > 1e-3  # the maps still reach the slots
+
+
+@pytest.mark.parametrize("window,sinks,feature_map", [(3, 0, "swish"), (4, 2, "learned"), (20, 1, "swish")])
+def test_prefill_then_steps_equals_full_forward(window, sinks, feature_map):
     """Chained calls (a prefill of 6, then single tokens, then a chunk of 5) == one call, states included; the
     window's ring buffer wraps several times."""
-    layer = make_layer(window=window, sinks=sinks)
+    layer = make_layer(window=window, sinks=sinks, feature_map=feature_map)
+    if feature_map == "learned":  # maps off the identity: the window and the slots then read different q and k
+        with torch.no_grad():
+            for w in (*layer.q_map.parameters(), *layer.k_map.parameters()):
+                w.normal_(0, 0.3)
     x = torch.randn(2, 20, 32, dtype=torch.float64)
     full, final = layer(x, output_state=True)
     pieces, state = [], None
