@@ -34,7 +34,6 @@ SHAPES = {
     "hd64": dict(B=1, T=256, HQ=32, H=32, K=64, V=64, M=64),
     "decode": dict(B=1, T=1, HQ=4, H=4, K=512, V=512, M=64),
     "tiny": dict(B=1, T=130, HQ=4, H=2, K=48, V=40, M=24),  # awkward sizes, grouped heads (CI)
-    "tiny-mha": dict(B=1, T=130, HQ=2, H=2, K=48, V=40, M=24),  # one query head a kv head (CI)
 }
 _TYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32", torch.int32: "i32",
           torch.int64: "i64"}
@@ -89,8 +88,8 @@ def collect(shape: dict, arch: int, dtype=torch.bfloat16, warps: int | None = No
         k = triton.compile(ASTSource(fn=self, signature=sig, constexprs=consts), target=target,
                            options={"num_warps": 4, "num_stages": 3, **options})
         flags = ",".join(f"{n}={bound[n]}"
-                         for n in ("BACKWARD", "SOFTMAX", "LINEAR", "TRANSPOSED", "TILED", "PDL", "GROUP", "PRE")
-                         if n in bound and (n not in ("TILED", "PDL", "GROUP", "PRE") or bound[n]))
+                         for n in ("BACKWARD", "SOFTMAX", "LINEAR", "TRANSPOSED", "TILED", "PDL", "GROUP")
+                         if n in bound and (n not in ("TILED", "PDL", "GROUP") or bound[n]))
         rows.append({"kernel": self.__name__ + (f" [{flags}]" if flags else ""),
                      "warps": options.get("num_warps", 4), "shared": k.metadata.shared, **_resources(k.asm["cubin"])})
         return None

@@ -83,9 +83,3 @@ def test_kv_group_kernel_a_compiles_for_sm90(tmp_path):
     for backward in (False, True):
         assert f"chunk_gsa_fwd_kernel_a [BACKWARD={backward},LINEAR=False,GROUP=True]" in names, names
 
-
-def test_ds_with_sub_blocks_a_program_compiles_for_sm90(tmp_path):
-    """kernel_ds walking a chunk's 4 key sub-blocks in one program, with the read weights loaded once (PRE: one
-    query head a kv head)."""
-    names = [r["kernel"] for r in _compile(tmp_path, "tiny-mha", "--launch", json.dumps({"ds": {"NJ": 4}}))]
-    assert "chunk_gsa_bwd_kernel_ds [SOFTMAX=True,PRE=True]" in names, names

@@ -1,6 +1,5 @@
-"""kernel_ds's launch options: several slot tiles (SETTINGS.launch["ds"]["BM"] under M) and several key sub-blocks a
-program ("NJ"; with one query head a kv head the read weights loaded once: PRE). The whole op, forward, final states
-and every gradient against the float64 reference, with the softmax read (whose row max and sum then span every slot
+"""kernel_ds's launch option "BM": several slot tiles (SETTINGS.launch["ds"]["BM"] under M). The whole op, forward,
+final states and every gradient against the float64 reference, with the softmax read (whose row max and sum then span every slot
 tile) and the linear read, factored and pairwise diagonal sub-blocks, grouped heads and packed sequences."""
 
 import pytest
@@ -13,8 +12,8 @@ pytest.importorskip("triton", reason=NO_TRITON)
 import gsa.ops.triton.chunk_ds as chunk_ds  # noqa: E402
 from gsa.ops import parallel_reference  # noqa: E402
 from gsa.ops.triton import SETTINGS  # noqa: E402
-from launch_runs import chunk_op, recorded_run  # noqa: E402
-from op_inputs import assert_matches, cast, make_inputs, on, run  # noqa: E402
+from launch_runs import recorded_run  # noqa: E402
+from op_inputs import assert_matches, make_inputs, run  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning",
                                         "ignore:invalid value encountered:RuntimeWarning")
@@ -22,16 +21,11 @@ pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarn
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def ds_run(x, ds_options, monkeypatch, fields=("BM", "TILED"), **kw):
-    """run(chunk_op, ...) on float32 copies of x with kernel_ds's launch entry `ds_options` (None: the launcher's
-    own), and `fields` of each of kernel_ds's launches (the launch keywords, or "grid")."""
-    launch = None if ds_options is None else {**SETTINGS.launch, "ds": ds_options}
-    return recorded_run(x, monkeypatch, [chunk_ds], fields, launch, **kw)
-
-
 def tiled_run(x, tile, monkeypatch, **kw):
-    """ds_run at slot tile `tile` (None: the launcher's own), recording (BM, TILED)."""
-    return ds_run(x, None if tile is None else {"BM": tile}, monkeypatch, **kw)
+    """run(chunk_op, ...) on float32 copies of x with kernel_ds at slot tile `tile` (None: the launcher's own),
+    recording (BM, TILED) of each of kernel_ds's launches."""
+    launch = None if tile is None else {**SETTINGS.launch, "ds": {"BM": tile}}
+    return recorded_run(x, monkeypatch, [chunk_ds], ("BM", "TILED"), launch, **kw)
 
 
 @pytest.mark.parametrize("span", [pytest.param(-1.0, id="pairwise"), pytest.param(float("inf"), id="factored")])
@@ -75,49 +69,3 @@ def test_128_slots_default_to_one_tile(monkeypatch):
     got, launches = tiled_run(x, None, monkeypatch)
     assert launches == [(128, False)]
     assert_matches(got, run(parallel_reference, x, scale=0.3), tol=2e-5)
-
-
-# ---------------------------------------------------------------- key sub-blocks a program (NJ)
-
-SUB_BLOCKS = ("NJ", "PRE", "grid")
-
-
-@pytest.mark.parametrize("nj, slot_read, span", [
-    pytest.param(4, "softmax", -1.0, id="4-softmax-pairwise"), pytest.param(4, "softmax", float("inf"), id="4-softmax"),
-    pytest.param(4, "linear", float("inf"), id="4-linear"), pytest.param(2, "softmax", float("inf"), id="2-softmax")])
-def test_sub_blocks_a_program_with_the_weights_loaded_once(nj, slot_read, span, monkeypatch):
-    """One query head a kv head (PRE), a partial last chunk (T = 70: its second chunk has 6 rows, so 3 of its 4
-    sub-blocks are empty), initial and final states."""
-    x = make_inputs(B=2, T=70, HQ=2, H=2, K=16, V=12, M=24, tau=1.0)
-    with SETTINGS.override(factor_span=span):
-        got, launches = ds_run(x, {"NJ": nj}, monkeypatch, SUB_BLOCKS, slot_read=slot_read)
-    assert launches == [(nj, True, (4 // nj * 2 * 4,))]  # sub-block groups x kv heads x 4 chunks
-    assert_matches(got, run(parallel_reference, x, scale=0.3, slot_read=slot_read), tol=2e-5)
-
-
-@pytest.mark.parametrize("span", [pytest.param(-1.0, id="pairwise"), pytest.param(float("inf"), id="factored")])
-def test_sub_blocks_a_program_with_grouped_heads_and_slot_tiles(span, monkeypatch):
-    """Two query heads a kv head (each loads its own weights: no PRE) with M = 40 in 16-wide slot tiles."""
-    x = make_inputs(B=1, T=130, HQ=4, H=2, K=16, V=20, M=40, tau=1.0)
-    with SETTINGS.override(factor_span=span):
-        got, launches = ds_run(x, {"NJ": 4, "BM": 16}, monkeypatch, SUB_BLOCKS)
-    assert launches == [(4, False, (1 * 3 * 2 * 3,))]  # 1 group x 3 slot tiles x 2 kv heads x 3 chunks
-    assert_matches(got, run(parallel_reference, x, scale=0.3), tol=2e-5)
-
-
-def test_weights_loaded_once_over_slot_tiles_and_packed_sequences(monkeypatch):
-    """PRE with the softmax's row statistics read over every slot tile (M = 40 in 16-wide tiles), over packed
-    sequences of 1, 64 and 37 tokens."""
-    cu = torch.tensor([0, 1, 65, 102])
-    x = make_inputs(B=1, T=102, HQ=2, H=2, K=16, V=20, M=40, N=3, tau=1.0)
-    got, launches = ds_run(x, {"NJ": 4, "BM": 16}, monkeypatch, SUB_BLOCKS, cu_seqlens=cu.to(DEVICE, torch.int32))
-    assert [(nj, pre) for nj, pre, _ in launches] == [(4, True)]
-    assert_matches(got, run(parallel_reference, x, scale=0.3, cu_seqlens=cu), tol=2e-5)
-
-
-@pytest.mark.parametrize("bad", [3, 0, 8, True, 2.0])
-def test_bad_sub_blocks_a_program_are_refused_by_name(bad):
-    x = on(cast(make_inputs(B=1, T=20, HQ=2, H=1, K=16, V=16, M=16), torch.float32))
-    with SETTINGS.override(prewarm=False, launch={**SETTINGS.launch, "ds": {"NJ": bad}}):
-        with pytest.raises(ValueError, match=r"SETTINGS.launch\['ds'\]\['NJ'\] .* must be 1, 2 or 4"):
-            run(chunk_op, x)

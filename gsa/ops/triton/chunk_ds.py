@@ -28,11 +28,9 @@ from gsa.ops.triton.tiles import (
 
 @triton.jit
 def _ds_pass(x, y, A, dh, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_a, o_m, m_m, b_et, b_gj, b_ge, b_gl, factored,
-             b_pre, H, HQ, D, M, BT: tl.constexpr,
+             H, HQ, D, M, BT: tl.constexpr,
              BC: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr, SOFTMAX: tl.constexpr, TILED: tl.constexpr,
-             PRE: tl.constexpr, PREC: tl.constexpr):
-    """One pass's ds for the key rows o_j. PRE: b_pre [BT, BM] holds the chunk's read weights of the (one) query head,
-    loaded once a program (softmax(A1) or dA1 rows); otherwise they are loaded here."""
+             PREC: tl.constexpr):
     G = HQ // H
     p_dh = dh + (i_c.to(tl.int64) * H + i_h) * D * M
     b_xs = tl.zeros([BC, BM], dtype=tl.float32)
@@ -54,9 +52,7 @@ def _ds_pass(x, y, A, dh, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_a, o_m, m_m, b_
         # kernel equal to 1e-7 (docs/log.md, "Kernels"): dg, which sums s * ds, carried it at 5x the
         # torch backend's error at T = 2048.
         b_xy = row_dots(x + i_h * D, o_j, m_j, H * D, y + i_hq * D, o_t, m_t, HQ * D, D, BC, BT, BD, PREC)
-        if PRE:
-            b_at = b_pre
-        elif SOFTMAX:
+        if SOFTMAX:
             b_at = load_slot_softmax(A + i_hq * M, o_t, m_t, HQ * M, o_m, m_m, M, BM, TILED)  # [BT, BM]
         else:
             b_at = load_rows(A + i_hq * M, o_t, m_t, HQ * M, o_m, m_m)
@@ -81,74 +77,60 @@ def _ds_pass(x, y, A, dh, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_a, o_m, m_m, b_
 def chunk_gsa_bwd_kernel_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, cu_seqlens, chunk_indices, scale,
                             H, HQ, K, V, M, span_max,
                             BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-                            BM: tl.constexpr, NJ: tl.constexpr, SOFTMAX: tl.constexpr, TILED: tl.constexpr,
-                            PRE: tl.constexpr, PREC: tl.constexpr):
-    """Program (NJ key sub-blocks of a chunk, kv head, chunk, slot tile). Gl of the chunk's rows is loaded once for
-    its sub-blocks; PRE (one query head a kv head, NJ > 1): so are both passes' read weights, dA1 and softmax(A1)
-    (the latter a [BT, BM] softmax each sub-block's program otherwise recomputes)."""
+                            BM: tl.constexpr, SOFTMAX: tl.constexpr, TILED: tl.constexpr, PREC: tl.constexpr):
     NC: tl.constexpr = BT // BC
-    NP: tl.constexpr = NC // NJ  # programs a chunk and slot tile
     G = HQ // H
     if TILED:  # a chunk's sub-blocks and slot tiles adjacent (they re-read its rows of q, k, v, dO, A1)
-        i_jm, i_h, i_c = program_tiles(NP * tl.cdiv(M, BM), H)
-        i_jp, i_m = i_jm % NP, i_jm // NP
+        i_jm, i_h, i_c = program_tiles(NC * tl.cdiv(M, BM), H)
+        i_j, i_m = i_jm % NC, i_jm // NC
     else:  # slot offset 0 at compile time: a run-time one cost the one-tile kernel 112 more spill bytes (sm_90)
-        i_jp, i_h, i_c = program_tiles(NP, H)
+        i_j, i_h, i_c = program_tiles(NC, H)
         i_m = 0
     t0, eos = chunk_bounds(cu_seqlens, chunk_indices, i_c, BT)
+    tj = t0 + i_j * BC
+    if tj >= eos:
+        return
     last = tl.minimum(t0 + BT, eos) - 1
+    e = tl.minimum(tj + BC, eos) - 1
     o_t = t0 + tl.arange(0, BT)
+    o_j = tj + tl.arange(0, BC)
     o_m = i_m * BM + tl.arange(0, BM)
-    m_t, m_m = o_t < eos, o_m < M
+    m_t, m_j, m_m = o_t < eos, o_j < eos, o_m < M
+
+    b_gj = load_rows(gl + i_h * M, o_j, m_j, H * M, o_m, m_m)  # [BC, BM]
+    b_ge = load_row(gl + i_h * M, e, H * M, o_m, m_m)  # [BM]
     b_gl = load_row(gl + i_h * M, last, H * M, o_m, m_m)  # [BM]
+
+    # the diagonal sub-block joins the later ones' dot while its decay span allows (SETTINGS.factor_span), the span
+    # over this program's slot tile only: each tile decides for its own slots
+    factored = sub_block_span(b_gj, load_row(gl + i_h * M, tj, H * M, o_m, m_m)) < span_max
+    m_a = (o_t >= tl.where(factored, tj, tj + BC)) & m_t  # the query rows the dot takes
+    # later sub-blocks (and, factored, the diagonal one from row j on), the decay factored through the key block's
+    # last row e: exp(Gl_t - Gl_e) <= 1 after the block, <= exp(span) inside it; taken once for both passes and all
+    # query heads of the kv head
     b_gt = load_rows(gl + i_h * M, o_t, m_t, H * M, o_m, m_m)  # [BT, BM]
-    if PRE:  # G == 1: query head i_h
-        b_a1 = load_rows(dA + i_h * M, o_t, m_t, HQ * M, o_m, m_m)
-        if SOFTMAX:
-            b_a2 = load_slot_softmax(A + i_h * M, o_t, m_t, HQ * M, o_m, m_m, M, BM, TILED)
-        else:
-            b_a2 = load_rows(A + i_h * M, o_t, m_t, HQ * M, o_m, m_m)
-    else:  # placeholders: _ds_pass loads the weights itself
-        b_a1 = b_gt
-        b_a2 = b_gt
-    for i_q in range(NJ):
-        tj = t0 + (i_jp * NJ + i_q) * BC
-        if tj < eos:
-            e = tl.minimum(tj + BC, eos) - 1
-            o_j = tj + tl.arange(0, BC)
-            m_j = o_j < eos
-            b_gj = load_rows(gl + i_h * M, o_j, m_j, H * M, o_m, m_m)  # [BC, BM]
-            b_ge = load_row(gl + i_h * M, e, H * M, o_m, m_m)  # [BM]
-            # the diagonal sub-block joins the later ones' dot while its decay span allows (SETTINGS.factor_span),
-            # the span over this program's slot tile only: each tile decides for its own slots
-            factored = sub_block_span(b_gj, load_row(gl + i_h * M, tj, H * M, o_m, m_m)) < span_max
-            m_a = (o_t >= tl.where(factored, tj, tj + BC)) & m_t  # the query rows the dot takes
-            # later sub-blocks (and, factored, the diagonal one from row j on), the decay factored through the key
-            # block's last row e: exp(Gl_t - Gl_e) <= 1 after the block, <= exp(span) inside it; taken once for
-            # both passes and all query heads of the kv head
-            b_et = tl.where(m_a[:, None], tl.exp(tl.where(m_a[:, None], b_gt - b_ge[None, :], 0.0)), 0.0)
+    b_et = tl.where(m_a[:, None], tl.exp(tl.where(m_a[:, None], b_gt - b_ge[None, :], 0.0)), 0.0)
 
-            b_ds = _ds_pass(k, q, dA, dhk, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_a, o_m, m_m, b_et, b_gj, b_ge,
-                            b_gl, factored, b_a1, H, HQ, K, M, BT, BC, BK, BM, False, TILED, PRE, PREC)
-            b_ds += _ds_pass(v, do, A, dhv, i_c, i_h, 1.0, o_t, m_t, o_j, m_j, m_a, o_m, m_m, b_et, b_gj, b_ge,
-                             b_gl, factored, b_a2, H, HQ, V, M, BT, BC, BV, BM, SOFTMAX, TILED, PRE, PREC)
+    b_ds = _ds_pass(k, q, dA, dhk, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_a, o_m, m_m, b_et, b_gj, b_ge, b_gl,
+                    factored, H, HQ, K, M, BT, BC, BK, BM, False, TILED, PREC)
+    b_ds += _ds_pass(v, do, A, dhv, i_c, i_h, 1.0, o_t, m_t, o_j, m_j, m_a, o_m, m_m, b_et, b_gj, b_ge, b_gl,
+                     factored, H, HQ, V, M, BT, BC, BV, BM, SOFTMAX, TILED, PREC)
 
-            b_sj = load_rows(s + i_h * M, o_j, m_j, H * M, o_m, m_m).to(tl.float32)  # [BC, BM]
-            b_dg = -b_sj * b_ds
-            for i_g in range(G):
-                b_dg += load_rows(dGq + (i_h * G + i_g) * M, o_j, m_j, HQ * M, o_m, m_m)
-            m_jm = m_j[:, None] & m_m[None, :]
-            o_jm = o_j[:, None].to(tl.int64) * H * M + i_h * M + o_m[None, :]
-            tl.store(ds + o_jm, b_ds.to(ds.dtype.element_ty), mask=m_jm)
-            tl.store(dG + o_jm, b_dg, mask=m_jm)
+    b_sj = load_rows(s + i_h * M, o_j, m_j, H * M, o_m, m_m).to(tl.float32)  # [BC, BM]
+    b_dg = -b_sj * b_ds
+    for i_g in range(G):
+        b_dg += load_rows(dGq + (i_h * G + i_g) * M, o_j, m_j, HQ * M, o_m, m_m)
+    m_jm = m_j[:, None] & m_m[None, :]
+    o_jm = o_j[:, None].to(tl.int64) * H * M + i_h * M + o_m[None, :]
+    tl.store(ds + o_jm, b_ds.to(ds.dtype.element_ty), mask=m_jm)
+    tl.store(dG + o_jm, b_dg, mask=m_jm)
 
 
 def chunk_bwd_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, chunks: Chunks, scale: float, prec: str,
                  linear_read: bool = False):
     """ds [TT, H, M] in s's dtype and dG [TT, H, M] float32 (before the reverse cumulative sum over time).
-    linear_read: the second pass reads with A1 itself instead of softmax(A1). One program a group of NJ key
-    sub-blocks (SETTINGS.launch["ds"]["NJ"]: 1, 2 or 4, default 1), kv head, chunk and slot tile
-    (SETTINGS.launch["ds"]["BM"] wide).
+    linear_read: the second pass reads with A1 itself instead of softmax(A1). One program a sub-block, kv head,
+    chunk and slot tile (SETTINGS.launch["ds"]["BM"] wide).
 
     q/do: [TT, HQ, K|V], k/v: [TT, H, K|V], s/gl: [TT, H, M], A/dA/dGq: [TT, HQ, M] float32,
     dhk [NT, H, K, M] and dhv [NT, H, V, M]: gradients of the chunk-end states."""
@@ -159,15 +141,11 @@ def chunk_bwd_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, chunks: Chunks, scale
     # benchmarks/kernel_resources.py) but re-read the chunk's rows per tile and ran 6% slower on the H100 (settings.py).
     opts = slot_options("ds", M)
     n_m = opts.pop("NM")
-    NJ = opts.pop("NJ", 1)
-    if not isinstance(NJ, int) or isinstance(NJ, bool) or NJ not in (1, 2, 4):
-        raise ValueError(f"SETTINGS.launch['ds']['NJ'] (key sub-blocks a program) must be 1, 2 or 4, got {NJ!r}")
     ds = torch.empty(TT, H, M, dtype=s.dtype, device=s.device)
     dG = torch.empty(TT, H, M, dtype=torch.float32, device=s.device)
-    grid = tiles_grid(BT // BC // NJ * n_m, H, chunks.NT)
+    grid = tiles_grid(BT // BC * n_m, H, chunks.NT)
     launch(chunk_gsa_bwd_kernel_ds, grid)(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, chunks.cu_seqlens,
                                           chunks.indices, scale, H=H, HQ=HQ, K=K, V=V, M=M, span_max=factor_span(),
-                                          BT=BT, BC=BC, BK=block(K, 64), BV=block(V, 64), NJ=NJ,
-                                          SOFTMAX=not linear_read, TILED=n_m > 1, PRE=NJ > 1 and HQ == H, PREC=prec,
-                                          **opts)
+                                          BT=BT, BC=BC, BK=block(K, 64), BV=block(V, 64), SOFTMAX=not linear_read,
+                                          TILED=n_m > 1, PREC=prec, **opts)
     return ds, dG

@@ -20,8 +20,7 @@ from dataclasses import dataclass, field
 # chunk_ds.py); for kernel_a's four names, "GROUP" (a bool, default False): one program per kv head for all its query
 # heads, which then share the loads of Gl and s rows and the decayed slot weights (chunk_a.py; the default for
 # grouped heads at D <= 128, below; an entry replaces the name's defaults, so {"a-small": {"GROUP": True}} also drops
-# its 2 warps and 2 stages unless it restates them); for "ds", "NJ" (1, 2 or 4; default 1): key sub-blocks a program
-# (chunk_ds.py; opt-in, not yet timed: docs/log.md, "Kernels"). The rest were chosen for the H100 from one side-by-side sweep
+# its 2 warps and 2 stages unless it restates them). The rest were chosen for the H100 from one side-by-side sweep
 # of every kernel over a few options, no autotuning at run time: kernel_dx at 8 warps and 1 stage ran ~2x faster
 # than at 4 and 3 (software pipelining of its short loop costs shared memory and occupancy); kernel_h gained ~5-15%
 # at 2 stages; at 16-wide tiles (B 1, T 16K) the state kernels want 8 warps and 2 stages (kernel_h 2434 -> 1890 us,
