@@ -32,6 +32,28 @@ TEMPLATES = {
              "\nQuestion: which secret code number was given in the document? Answer: the code is",
              " {key}"),
 }
+# "mixed": a training wording drawn per example from these pools (an intro, a name for the number, a needle and a
+# question naming it), so recall is learnt from many phrasings rather than one template. The pools include the
+# default wording and nothing of "code"'s (no "secret", "code", "document", "Question:"/"Answer:"), which stays a
+# wording never trained on.
+MIXED = "mixed"
+MIXED_INTROS = (INTRO, "", "The text below hides a number that you will be asked about at the end.\n",
+                "Read the following passage closely: one sentence in it gives a number to keep.\n",
+                "Somewhere in this long text there is a number worth remembering.\n")
+MIXED_NAMES = ("pass key", "magic number", "special number", "access number", "lucky number", "PIN")
+MIXED_NEEDLES = (" The {name} is {key}. Remember it. {key} is the {name}.\n", " Remember this: the {name} is {key}.\n",
+                 " Write this down: the {name} is {key}.\n", " ({name}: {key})\n", " By the way, my {name} is {key}.\n")
+MIXED_QUESTIONS = ("\nWhat is the {name}? The {name} is", "\nRecall the {name} mentioned above. It was",
+                   "\nThe {name} mentioned earlier is", "\nTell me the {name} from the text. The {name} is")
+WORDINGS = (*TEMPLATES, MIXED)
+
+
+def mixed_wording(rng: np.random.Generator) -> tuple[str, str, str, str]:
+    """One (intro, needle, question, answer) of the "mixed" wording, drawn with rng."""
+    name = MIXED_NAMES[rng.integers(len(MIXED_NAMES))]
+    needle = MIXED_NEEDLES[rng.integers(len(MIXED_NEEDLES))].replace("{name}", name)
+    question = MIXED_QUESTIONS[rng.integers(len(MIXED_QUESTIONS))].format(name=name)
+    return MIXED_INTROS[rng.integers(len(MIXED_INTROS))], needle, question, ANSWER
 
 
 def passkey_batch(tokenizer, filler: np.ndarray, length: int, num_examples: int, seed: int | list[int] = 0,
@@ -46,22 +68,27 @@ def passkey_batch(tokenizer, filler: np.ndarray, length: int, num_examples: int,
     min_distance / max_distance: the tokens from the needle's end to the answer (question included) lie in
     [min_distance, max_distance] (max_distance None: up to what the length leaves), so recall can be read per
     distance at one length.
-    template: a key of TEMPLATES (the wording).
+    template: the wording, a key of TEMPLATES or "mixed" (each example its own wording from the MIXED_* pools, drawn
+    from a stream of its own: keys, filler and positions are those of the same seed's other wordings).
     """
-    if template not in TEMPLATES:
-        raise ValueError(f"template must be one of {sorted(TEMPLATES)}, got {template!r}")
-    intro_t, needle_t, question_t, answer_t = TEMPLATES[template]
+    if template not in WORDINGS:
+        raise ValueError(f"template must be one of {list(WORDINGS)}, got {template!r}")
     if max_distance is not None and max_distance < min_distance:
         raise ValueError(f"max_distance={max_distance} is below min_distance={min_distance}")
     rng = np.random.default_rng(seed)
-    decoys = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
+    decoys, wordings = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
 
     def enc(text: str) -> list[int]:
         return tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    intro, question = enc(intro_t), enc(question_t)
+    if template != MIXED:
+        intro_t, needle_t, question_t, answer_t = TEMPLATES[template]
+        intro, question = enc(intro_t), enc(question_t)
     rows, masks = [], []
     for _ in range(num_examples):
+        if template == MIXED:
+            intro_t, needle_t, question_t, answer_t = mixed_wording(wordings)
+            intro, question = enc(intro_t), enc(question_t)
         key = int(rng.integers(10000, 100000))
         shown = key
         while decoy and shown == key:

@@ -23,16 +23,18 @@ from .distributed import Dist
 
 
 class TextBatches:
-    def __init__(self, data: TextData, seq_len: int, documents: bool, seed: int, passkey_fraction: float = 0.0):
+    def __init__(self, data: TextData, seq_len: int, documents: bool, seed: int, passkey_fraction: float = 0.0,
+                 passkey_wording: str = "passkey"):
         """passkey_fraction: the share of training windows replaced by synthetic passkey sequences (gsa.data.passkey,
         the evaluation's format; filler from the training split, random keys, the key at least min(128, seq_len / 4)
-        tokens before the question), drawn from (seed, position) like the windows, so resuming is exact."""
+        tokens before the question), drawn from (seed, position) like the windows, so resuming is exact;
+        passkey_wording: their wording (gsa.data.passkey.WORDINGS)."""
         self.data, self.documents, self.seed = data, documents, seed
         self.eos = data.tokenizer.eos_token_id
         self.train = Windows(data.train, seq_len)
         self.heldout = Windows(data.heldout, seq_len) if len(data.heldout.tokens) >= seq_len else None
         self.order = DataOrder(len(self.train), seed)
-        self.passkey_fraction = passkey_fraction
+        self.passkey_fraction, self.passkey_wording = passkey_fraction, passkey_wording
         self.passkey_distance = min(128, seq_len // 4)
         if passkey_fraction:  # fail at start, not at the first passkey window
             self._passkey(0)
@@ -46,7 +48,8 @@ class TextBatches:
     def _passkey(self, position: int) -> tuple[np.ndarray, np.ndarray]:
         """(ids [T], answer [T]): a passkey sequence and the positions whose next token is an answer token."""
         batch = passkey_batch(self.data.tokenizer, self.data.train.tokens, self.train.seq_len, 1,
-                              seed=[self.seed, position], min_distance=self.passkey_distance)
+                              seed=[self.seed, position], min_distance=self.passkey_distance,
+                              template=self.passkey_wording)
         return batch["input_ids"][0].numpy(), batch["answer"][0].numpy()
 
     def train_batch(self, step: int, micro: int, rank: int, world: int, mbs: int, accum: int) -> dict:
@@ -159,7 +162,8 @@ def training_data(cfg: Config, d: Dist, log: Callable[[str], None]) -> TrainingD
     d.barrier()
     if not d.is_main:
         data = prepare()
-    batches = TextBatches(data, cfg.data.seq_len, cfg.data.documents, cfg.seed, cfg.data.passkey_fraction)
+    batches = TextBatches(data, cfg.data.seq_len, cfg.data.documents, cfg.seed, cfg.data.passkey_fraction,
+                          cfg.data.passkey_wording)
     vocab_size = len(data.tokenizer)
     log(f"data: {len(data.train.tokens):,} training tokens ({len(batches.train):,} windows of {cfg.data.seq_len}), "
         f"{len(data.heldout.tokens):,} held-out tokens; vocabulary {vocab_size}")

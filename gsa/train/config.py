@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from gsa.data.mqar import MQAR_ALPHA, MQAR_VOCAB
+from gsa.data.passkey import WORDINGS as PASSKEY_WORDINGS
 from gsa.errors import InputError
 
 from .config_distill import DistillConfig, LoraConfig, check_distill, check_lora
@@ -55,6 +56,9 @@ class DataConfig:
     # share of the training windows replaced by synthetic passkey sequences (gsa.data.passkey's format: a key in
     # filler text from the training split, asked for at the end), to train in-context recall; 0 = none
     passkey_fraction: float = 0.0
+    # their wording (gsa.data.passkey.WORDINGS): "passkey" (the evaluation's default), or "mixed" (a wording drawn
+    # per example from pools that leave the "code" wording out, so a probe in "code" asks in words never trained on)
+    passkey_wording: str = "passkey"
     # mqar (Zoology): keys/values from a vocabulary of mqar_vocab_size, seq_len tokens per example
     mqar_vocab_size: int = MQAR_VOCAB
     mqar_train_pairs: list[int] = field(default_factory=lambda: [4, 8, 16, 32, 64])
@@ -216,6 +220,7 @@ def validate(cfg: Config) -> None:
         "model.type": (cfg.model.get("type"), ("gsa", "llama", "zoology", "t2r", "pretrained")),
         "distill.stage": (cfg.distill.stage, ("feature_map", "attention", "logits")),
         "distill.gate_init": (cfg.distill.gate_init, ("", "teacher_span")),
+        "data.passkey_wording": (cfg.data.passkey_wording, PASSKEY_WORDINGS),
     }
     for name, (value, allowed) in choices.items():
         if value not in allowed:

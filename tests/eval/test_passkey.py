@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from gsa.data import byte_tokenizer
+from gsa.data.passkey import MIXED_INTROS, MIXED_NAMES, MIXED_QUESTIONS, TEMPLATES
 from gsa.eval.passkey import passkey_accuracy, passkey_batch, passkey_scores
 
 
@@ -89,3 +90,34 @@ def test_needle_distance_window():
     assert len(set(seen[:12])) > 3  # spread inside the window, not pinned to one end
     with pytest.raises(ValueError, match="max_distance"):
         passkey_batch(tok, filler, 700, 1, min_distance=100, max_distance=90)
+
+
+def test_mixed_wording_varies_per_example_and_leaves_the_code_wording_out():
+    """template="mixed": each example names its number, asks for it and introduces the text in a wording of its own,
+    the answer is the key its needle states (the decoy: another), keys and positions are the default wording's of the
+    same seed, and nothing of the "code" wording (held out for testing) appears."""
+    tok = byte_tokenizer()
+    filler = np.frombuffer(("lorem ipsum dolor sit amet " * 200).encode(), dtype=np.uint8).astype(np.int64)
+    b = passkey_batch(tok, filler, 600, 40, seed=5, min_distance=150, template="mixed")
+    again = passkey_batch(tok, filler, 600, 40, seed=5, min_distance=150, template="mixed")
+    assert torch.equal(b["input_ids"], again["input_ids"])
+    plain = passkey_batch(tok, filler, 600, 40, seed=5, min_distance=150)
+    code_phrases = [p.strip() for p in TEMPLATES["code"][:3]] + ["secret", "code"]
+    names, questions, intros = set(), set(), set()
+    for row, m, p in zip(b["input_ids"], b["answer"], plain["input_ids"]):
+        text = bytes(row.tolist()).decode()
+        key = text[-5:]
+        assert key.isdigit() and key == bytes(p.tolist()).decode()[-5:]  # the same keys as the default wording
+        assert int(m.sum()) == len(" " + key) and m[-(len(key) + 2) : -1].all()
+        name = next(n for n in MIXED_NAMES if f"{n} is {key}" in text or f"({n}: {key})" in text)
+        names.add(name)
+        questions.update(q for q in MIXED_QUESTIONS if q.format(name=name) in text)
+        intros.update(i for i in MIXED_INTROS if i and text.startswith(i))
+        assert not any(c in text for c in code_phrases), text
+    assert len(names) >= 4 and len(questions) >= 3 and len(intros) >= 3
+    ctl = passkey_batch(tok, filler, 600, 40, seed=5, min_distance=150, template="mixed", decoy=True)
+    for r, c in zip(b["input_ids"], ctl["input_ids"]):
+        rt, ct = bytes(r.tolist()).decode(), bytes(c.tolist()).decode()
+        assert rt[-5:] == ct[-5:] and rt[-5:] not in ct[:-5]  # asked for the same key, never shown it
+    with pytest.raises(ValueError, match="template must be one of"):
+        passkey_batch(tok, filler, 600, 1, template="Mixed")

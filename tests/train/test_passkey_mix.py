@@ -65,6 +65,26 @@ def test_answer_mask_marks_the_passkey_answers_only(data, documents):
     assert not TextBatches(data, 256, documents=documents, seed=3).train_batch(0, 0, 0, 1, 8, 1).get("answer")
 
 
+def test_mixed_wording_rows_carry_their_answers(data):
+    """data.passkey_wording = "mixed": the same rows are passkey rows, each in a wording of its own, with the answer
+    mask on its key."""
+    cfg = load_config(TINY, ['data.passkey_wording="mixed"'])
+    mix = TextBatches(data, 256, documents=False, seed=3, passkey_fraction=0.25,
+                      passkey_wording=cfg.data.passkey_wording)
+    plain = TextBatches(data, 256, documents=False, seed=3, passkey_fraction=0.25)
+    batch, base = mix.train_batch(0, 0, 0, 1, 8, 1), plain.train_batch(0, 0, 0, 1, 8, 1)
+    assert torch.equal(batch["answer"], base["answer"])  # the same rows hold passkeys, with the same keys
+    rows = batch["answer"].reshape(8, 256).any(1)
+    assert int(rows.sum()) == 2
+    ids = batch["input_ids"].reshape(8, 256)
+    for row, m in zip(ids[rows], batch["answer"].reshape(8, 256)[rows]):
+        nxt = torch.nonzero(m).squeeze(1) + 1
+        key = data.tokenizer.decode(row[nxt].tolist()).strip()
+        assert key.isdigit() and len(key) == 5 and key in data.tokenizer.decode(row[: int(nxt[0]) - 20].tolist())
+    with pytest.raises(ValueError, match="passkey_wording"):
+        load_config(TINY, ['data.passkey_wording="code-only"'])
+
+
 def test_invalid_fraction_is_refused():
     with pytest.raises(ValueError, match="passkey_fraction"):
         load_config(TINY, ["data.passkey_fraction=1.0"])
