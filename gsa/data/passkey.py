@@ -16,8 +16,12 @@ for, so no recall can help.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch loads on use: the trainer's config (parsed by `gsa train --help`) reads WORDINGS
+    import torch
 
 INTRO = "There is an important pass key hidden inside a lot of irrelevant text. Find it and remember it.\n"
 NEEDLE = " The pass key is {key}. Remember it. {key} is the pass key.\n"
@@ -111,4 +115,6 @@ def passkey_batch(tokenizer, filler: np.ndarray, length: int, num_examples: int,
             mask[p] = True
         rows.append(ids)
         masks.append(mask)
+    import torch
+
     return {"input_ids": torch.tensor(rows, dtype=torch.long), "answer": torch.tensor(masks)}
