@@ -1,5 +1,5 @@
 """The op on the Triton kernels under chosen launch options, with the chosen kernels' launches recorded: what the
-launch-option tests (slot tiles, sub-blocks and D tiles a program, kv-head programs) share. Import it after
+launch-option tests (slot tiles, D tiles a program, kv-head programs) share. Import it after
 `pytest.importorskip("triton")`."""
 
 import torch

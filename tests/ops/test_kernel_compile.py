@@ -82,4 +82,3 @@ def test_kv_group_kernel_a_compiles_for_sm90(tmp_path):
     names = [r["kernel"] for r in _compile(tmp_path, "tiny", "--launch", json.dumps(group))]
     for backward in (False, True):
         assert f"chunk_gsa_fwd_kernel_a [BACKWARD={backward},LINEAR=False,GROUP=True]" in names, names
-

@@ -1,6 +1,7 @@
 """kernel_ds's launch option "BM": several slot tiles (SETTINGS.launch["ds"]["BM"] under M). The whole op, forward,
-final states and every gradient against the float64 reference, with the softmax read (whose row max and sum then span every slot
-tile) and the linear read, factored and pairwise diagonal sub-blocks, grouped heads and packed sequences."""
+final states and every gradient against the float64 reference, with the softmax read (whose row max and sum then
+span every slot tile) and the linear read, factored and pairwise diagonal sub-blocks, grouped heads and packed
+sequences."""
 
 import pytest
 import torch
