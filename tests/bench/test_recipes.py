@@ -2,7 +2,6 @@
 (mqar_summary.py, compare_runs.py) turn metrics.jsonl files into the tables and JSON the results page shows, and
 fla_vs_converted.py's profile summary."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -11,15 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from scripts_under_test import load_script
+
 REPO = Path(__file__).resolve().parents[2]
 RECIPES = REPO / "benchmarks" / "recipes"
 
 
 def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, RECIPES / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(f"benchmarks/recipes/{name}.py")
 
 
 def _write_metrics(path: Path, rows: list[dict]) -> Path:

@@ -2,7 +2,6 @@
 scripts/t2r_carry.sh's two pieces."""
 
 import gzip
-import importlib.util
 import json
 import os
 import subprocess
@@ -11,15 +10,12 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "prepare_t2r_data.py"
+from scripts_under_test import load_script
 
 
 @pytest.fixture(scope="module")
 def prep():
-    spec = importlib.util.spec_from_file_location("prepare_t2r_data", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/prepare_t2r_data.py")
 
 
 def _fake_root(root: Path) -> None:

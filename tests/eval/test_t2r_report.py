@@ -1,11 +1,12 @@
 """scripts/t2r_report.py end to end on a tiny teacher and its converted student (CPU, seconds)."""
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import pytest
+
+from scripts_under_test import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
@@ -13,10 +14,7 @@ from convert.convert_teachers import tiny_teacher  # noqa: E402
 
 
 def _report_module():
-    spec = importlib.util.spec_from_file_location("t2r_report", REPO / "scripts" / "t2r_report.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("scripts/t2r_report.py")
 
 
 def test_t2r_report_scores_teacher_baseline_and_students(tmp_path):
@@ -108,9 +106,7 @@ def test_t2r_report_decode_timing_is_per_step(tmp_path, capsys):
 def test_t2r_decode_speed_runs_teacher_and_both_students(tmp_path):
     """benchmarks/recipes/t2r_decode_speed.py on a 2-layer cut of the teacher's architecture (CPU, eager)."""
     pytest.importorskip("transformers")
-    spec = importlib.util.spec_from_file_location("t2r_decode", REPO / "benchmarks" / "recipes" / "t2r_decode_speed.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("benchmarks/recipes/t2r_decode_speed.py")
     out = tmp_path / "decode.json"
     assert mod.main(["--prefixes", "16", "--batches", "1", "--new-tokens", "2", "--layers", "2", "--no-compile",
                      "--out", str(out)]) == 0
