@@ -220,6 +220,8 @@ def validate(cfg: Config) -> None:
         "model.type": (cfg.model.get("type"), ("gsa", "llama", "zoology", "t2r", "pretrained")),
         "distill.stage": (cfg.distill.stage, ("feature_map", "attention", "logits")),
         "distill.gate_init": (cfg.distill.gate_init, ("", "teacher_span")),
+        "distill.layer_loss": (cfg.distill.layer_loss, ("mse", "relative")),
+        "distill.layer_target": (cfg.distill.layer_target, ("attention", "block")),
         "data.passkey_wording": (cfg.data.passkey_wording, PASSKEY_WORDINGS),
     }
     for name, (value, allowed) in choices.items():

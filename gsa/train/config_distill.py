@@ -87,14 +87,9 @@ def check_distill(cfg: Config) -> None:
     if dc.stage == "feature_map" and (not dc.train_params or set(dc.train_params) - set(FEATURE_MAP_PARAMS)):
         raise InputError(f"config key distill.train_params: stage \"feature_map\" fits the attention weights, which "
                          f"only {list(FEATURE_MAP_PARAMS)} change; got {dc.train_params}")
-    if dc.layer_loss not in ("mse", "relative"):
-        raise InputError(f"config key distill.layer_loss must be \"mse\" or \"relative\", got {dc.layer_loss!r}")
     if dc.layer_loss != "mse" and dc.stage != "attention":
         raise InputError(f"config key distill.layer_loss weighs the layers of stage \"attention\"; the stage is "
                          f"{dc.stage!r}")
-    if dc.layer_target not in ("attention", "block"):
-        raise InputError(f"config key distill.layer_target must be \"attention\" or \"block\", got "
-                         f"{dc.layer_target!r}")
     if dc.layer_target != "attention" and dc.stage != "attention":
         raise InputError(f"config key distill.layer_target is stage \"attention\"'s; the stage is {dc.stage!r}")
     if dc.gate_init:
