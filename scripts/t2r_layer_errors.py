@@ -33,13 +33,20 @@ def _relative(y: torch.Tensor, t: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def layer_errors(teacher, student, ids: torch.Tensor) -> list[dict]:
-    """Per layer: attn (relative error on the teacher's inputs), stream (end to end) and the teacher attention
-    output's mean square, on ids [B, T]."""
-    if len(student.model.layers) != len(teacher.model.layers):
-        raise ValueError(f"student has {len(student.model.layers)} layers, teacher {len(teacher.model.layers)}")
+def teacher_io(teacher, ids: torch.Tensor) -> tuple[list, list, list]:
+    """What layer_errors compares every student with, on ids [B, T]: per layer the teacher attention's input and
+    output, and the residual stream after the block."""
     inputs, targets, _ = teacher_attention_io(teacher, ids, None)
-    _, t_stream = block_io(teacher, ids, None)
+    return inputs, targets, block_io(teacher, ids, None)[1]
+
+
+@torch.no_grad()
+def layer_errors(teacher_io: tuple[list, list, list], student, ids: torch.Tensor) -> list[dict]:
+    """Per layer: attn (relative error on the teacher's inputs), stream (end to end) and the teacher attention
+    output's mean square, on ids [B, T] (teacher_io: teacher_io(teacher, ids))."""
+    inputs, targets, t_stream = teacher_io
+    if len(student.model.layers) != len(inputs):
+        raise ValueError(f"student has {len(student.model.layers)} layers, teacher {len(inputs)}")
     _, s_stream = block_io(student, ids, None)
     rows = []
     for i, (block, x, t) in enumerate(zip(student.model.layers, inputs, targets)):
@@ -76,11 +83,12 @@ def main(argv=None) -> int:
         p.error(f"the held-out split has {len(data.heldout.tokens)} tokens, fewer than {args.windows} x {args.seq_len}")
     ids = torch.from_numpy(data.heldout.tokens[:n].astype("int64")).view(args.windows, args.seq_len)  # a copy
     teacher = AutoModelForCausalLM.from_pretrained(args.teacher, dtype=torch.float32).eval()
+    reference = teacher_io(teacher, ids)  # once for every student
     table = {}
     for name, src in specs:
         student = (from_pretrained_transformer(teacher, dtype=torch.float32) if src == "convert"
                    else AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)).eval()
-        table[name] = layer_errors(teacher, student, ids)
+        table[name] = layer_errors(reference, student, ids)
     print("layer " + " ".join(f"{name + ' attn':>14} {name + ' stream':>14}" for name in table) + "  teacher out ms")
     for i in range(len(teacher.model.layers)):
         cells = " ".join(f"{table[n][i]['attn']:14.3f} {table[n][i]['stream']:14.3f}" for n in table)
