@@ -24,7 +24,7 @@ import triton
 import triton.language as tl
 
 from gsa.ops.triton.chunks import BC, BT, Chunks, sub_block_program, sub_block_tiles, tiles_grid
-from gsa.ops.triton.launch import block, check_group, launch, launch_options
+from gsa.ops.triton.launch import block, check_flag, launch, launch_options
 from gsa.ops.triton.settings import SETTINGS, SHAPE_SUFFIXES
 from gsa.ops.triton.tiles import (
     decayed_rows, factor_span, load_row, load_rows, masked_softmax, pairwise_decay, row_dots, sub_block_span,
@@ -167,7 +167,7 @@ def kernel_a_launch(name: str, H: int, HQ: int, M: int, NT: int) -> tuple[tuple[
     apply where HQ > H)."""
     for entry in (name, *(name + suffix for suffix in SHAPE_SUFFIXES)):  # each entry's, even one overridden later
         if "GROUP" in SETTINGS.launch.get(entry, {}):
-            check_group(entry, SETTINGS.launch[entry]["GROUP"])
+            check_flag(entry, "GROUP", SETTINGS.launch[entry]["GROUP"], "one program a kv head")
     opts = launch_options(name, slots=M, grouped=HQ > H, GROUP=False)
     opts["GROUP"] = opts["GROUP"] and HQ > H
     return tiles_grid(BT // BC, H if opts["GROUP"] else HQ, NT), opts

@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 
 from gsa.ops.triton.chunks import BC, BT, Chunks, chunk_bounds, program_tiles, tiles_grid
-from gsa.ops.triton.launch import block, launch, slot_options
+from gsa.ops.triton.launch import block, check_flag, launch, slot_options
 from gsa.ops.triton.tiles import (
     factor_span, load_row, load_rows, load_slot_softmax, pairwise_column, row_dots, sub_block_column,
     sub_block_span,
@@ -30,16 +30,20 @@ from gsa.ops.triton.tiles import (
 def _ds_pass(x, y, A, dh, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_a, o_m, m_m, b_et, b_gj, b_ge, b_gl, factored,
              H, HQ, D, M, BT: tl.constexpr,
              BC: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr, SOFTMAX: tl.constexpr, TILED: tl.constexpr,
-             PREC: tl.constexpr):
+             PREC: tl.constexpr, FUSED: tl.constexpr):
     G = HQ // H
     p_dh = dh + (i_c.to(tl.int64) * H + i_h) * D * M
     b_xs = tl.zeros([BC, BM], dtype=tl.float32)
+    b_xy0 = tl.zeros([BC, BT], dtype=tl.float32)  # FUSED: x_j . y_t of the only query head, from the same loop
     for i_d in range(tl.cdiv(D, BD)):
         o_d = i_d * BD + tl.arange(0, BD)
         m_d = o_d < D
-        b_xj = load_rows(x + i_h * D, o_j, m_j, H * D, o_d, m_d).to(tl.float32)  # [BC, BD]
+        b_xj = load_rows(x + i_h * D, o_j, m_j, H * D, o_d, m_d)  # [BC, BD]
         b_dh = load_rows(p_dh, o_d, m_d, M, o_m, m_m)  # [BD, BM]
-        b_xs += tl.dot(b_xj, b_dh, input_precision=PREC)
+        b_xs += tl.dot(b_xj.to(tl.float32), b_dh, input_precision=PREC)
+        if FUSED:
+            b_yt = load_rows(y + i_h * D, o_t, m_t, HQ * D, o_d, m_d)  # [BT, BD]
+            b_xy0 += tl.dot(b_xj, tl.trans(b_yt), input_precision=PREC)
     b_ds = b_xs * tl.exp(b_gl[None, :] - b_gj)  # [BC, BM]
 
     b_dec = tl.exp(b_ge[None, :] - b_gj)  # [BC, BM], <= 1 on valid rows
@@ -51,7 +55,10 @@ def _ds_pass(x, y, A, dh, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_a, o_m, m_m, b_
         # ds was ~3e-3 (relative) off the same kernel on float32 copies of the inputs, with every input of this
         # kernel equal to 1e-7 (docs/log.md, "Kernels"): dg, which sums s * ds, carried it at 5x the
         # torch backend's error at T = 2048.
-        b_xy = row_dots(x + i_h * D, o_j, m_j, H * D, y + i_hq * D, o_t, m_t, HQ * D, D, BC, BT, BD, PREC)
+        if FUSED:
+            b_xy = b_xy0
+        else:
+            b_xy = row_dots(x + i_h * D, o_j, m_j, H * D, y + i_hq * D, o_t, m_t, HQ * D, D, BC, BT, BD, PREC)
         if SOFTMAX:
             b_at = load_slot_softmax(A + i_hq * M, o_t, m_t, HQ * M, o_m, m_m, M, BM, TILED)  # [BT, BM]
         else:
@@ -77,7 +84,8 @@ def _ds_pass(x, y, A, dh, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_a, o_m, m_m, b_
 def chunk_gsa_bwd_kernel_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, cu_seqlens, chunk_indices, scale,
                             H, HQ, K, V, M, span_max,
                             BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-                            BM: tl.constexpr, SOFTMAX: tl.constexpr, TILED: tl.constexpr, PREC: tl.constexpr):
+                            BM: tl.constexpr, SOFTMAX: tl.constexpr, TILED: tl.constexpr, PREC: tl.constexpr,
+                            FUSED: tl.constexpr):
     NC: tl.constexpr = BT // BC
     G = HQ // H
     if TILED:  # a chunk's sub-blocks and slot tiles adjacent (they re-read its rows of q, k, v, dO, A1)
@@ -112,9 +120,9 @@ def chunk_gsa_bwd_kernel_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, cu
     b_et = tl.where(m_a[:, None], tl.exp(tl.where(m_a[:, None], b_gt - b_ge[None, :], 0.0)), 0.0)
 
     b_ds = _ds_pass(k, q, dA, dhk, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_a, o_m, m_m, b_et, b_gj, b_ge, b_gl,
-                    factored, H, HQ, K, M, BT, BC, BK, BM, False, TILED, PREC)
+                    factored, H, HQ, K, M, BT, BC, BK, BM, False, TILED, PREC, FUSED)
     b_ds += _ds_pass(v, do, A, dhv, i_c, i_h, 1.0, o_t, m_t, o_j, m_j, m_a, o_m, m_m, b_et, b_gj, b_ge, b_gl,
-                     factored, H, HQ, V, M, BT, BC, BV, BM, SOFTMAX, TILED, PREC)
+                     factored, H, HQ, V, M, BT, BC, BV, BM, SOFTMAX, TILED, PREC, FUSED)
 
     b_sj = load_rows(s + i_h * M, o_j, m_j, H * M, o_m, m_m).to(tl.float32)  # [BC, BM]
     b_dg = -b_sj * b_ds
@@ -141,6 +149,11 @@ def chunk_bwd_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, chunks: Chunks, scale
     # benchmarks/kernel_resources.py) but re-read the chunk's rows per tile and ran 6% slower on the H100 (settings.py).
     opts = slot_options("ds", M)
     n_m = opts.pop("NM")
+    # "FUSED" (a bool): with one query head a kv head, x_j . y_t comes from the D loop that reads x_j for x_j @ dS,
+    # one pass over D instead of two; grouped heads keep a loop per query head (the option is dropped there)
+    fused = opts.pop("FUSED", False)
+    check_flag("ds", "FUSED", fused, "one D loop for both of a pass's products")
+    opts["FUSED"] = fused and HQ == H
     ds = torch.empty(TT, H, M, dtype=s.dtype, device=s.device)
     dG = torch.empty(TT, H, M, dtype=torch.float32, device=s.device)
     grid = tiles_grid(BT // BC * n_m, H, chunks.NT)

@@ -117,10 +117,11 @@ def d_tiles_per_program(name: str, opts: dict, n_tiles: int, programs: int, devi
     return max(fits, default=1)
 
 
-def check_group(name: str, group) -> None:
-    """kernel_a's launch option "GROUP" (one program for all the query heads of a kv head) must be a bool."""
-    if not isinstance(group, bool):
-        raise ValueError(f"SETTINGS.launch[{name!r}]['GROUP'] (one program a kv head) must be a bool, got {group!r}")
+def check_flag(name: str, option: str, value, meaning: str) -> None:
+    """A bool launch option (kernel_a's "GROUP", kernel_ds's "FUSED") must be a bool; `meaning` names it in the
+    error."""
+    if not isinstance(value, bool):
+        raise ValueError(f"SETTINGS.launch[{name!r}][{option!r}] ({meaning}) must be a bool, got {value!r}")
 
 
 def launch_key() -> tuple:

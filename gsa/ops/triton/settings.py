@@ -20,14 +20,14 @@ from dataclasses import dataclass, field
 # chunk_ds.py); for kernel_a's four names, "GROUP" (a bool, default False): one program per kv head for all its query
 # heads, which then share the loads of Gl and s rows and the decayed slot weights (chunk_a.py; the default for
 # grouped heads at D <= 128, below; an entry replaces the name's defaults, so {"a-small": {"GROUP": True}} also drops
-# its 2 warps and 2 stages unless it restates them). The rest were chosen for the H100 from one side-by-side sweep
-# of every kernel over a few options, no autotuning at run time: kernel_dx at 8 warps and 1 stage ran ~2x faster
-# than at 4 and 3 (software pipelining of its short loop costs shared memory and occupancy); kernel_h gained ~5-15%
-# at 2 stages; at 16-wide tiles (B 1, T 16K) the state kernels want 8 warps and 2 stages (kernel_h 2434 -> 1890 us,
-# kernel_dh 1686 -> 1322),
-# while at 64- and 32-wide tiles 8 warps lost; kernel_a at head dims <= 128 took 2 warps and 2 stages (grouped 1612 ->
-# 1529 us, small-head 458 -> 368; at K = 512 the default stays: 429 vs 491 at 2 warps). Every other kernel was best or
-# within noise at the default.
+# its 2 warps and 2 stages unless it restates them). The rest were chosen for the H100 from one side-by-side sweep of
+# every kernel over a few options, no autotuning at run time: kernel_dx at 8 warps and 1 stage ran ~2x faster than at 4
+# and 3 (software pipelining of its short loop costs shared memory and occupancy); kernel_h gained ~5-15% at 2 stages,
+# and at 3 (a later A/B, 4 launches a fwd+bwd) 1.3b 399 -> 376 us, 16 heads of 128 444 -> 396, 32 of 64 and grouped 32/8
+# within 2% (at 2 warps 2.3x slower); at 16-wide tiles (B 1, T 16K) the state kernels want 8 warps and 2 stages
+# (kernel_h 2434 -> 1890 us, kernel_dh 1686 -> 1322), while at 64- and 32-wide tiles 8 warps lost; kernel_a at head dims
+# <= 128 took 2 warps and 2 stages (grouped 1612 -> 1529 us, small-head 458 -> 368; at K = 512 the default stays: 429 vs
+# 491 at 2 warps). Every other kernel was best or within noise at the default.
 # A name + "@m128" entry applies on top of the name's above 64 slots (launch.WIDE_SLOTS): at M = 128 the [64, M]
 # float32 tiles of kernel_a, kernel_o and kernel_dh spill at 2-4 warps, and 8 warps cut the H100's fwd+bwd from
 # 16.46 to 9.40 ms (16 heads of 128) and 8.33 to 5.98 ms (4 heads of 512), while at M = 64 the same change lost
@@ -39,6 +39,9 @@ from dataclasses import dataclass, field
 # "@m128": kernel_a with one program per kv head (GROUP) at 4 warps and 1 stage cut fwd+bwd 5.82 -> 5.69 ms (32
 # query heads on 8 kv heads of 128) and 2.92 -> 2.85 ms (16 on 4), where 4 warps and 1 stage without GROUP lost
 # (6.32, 3.16 ms); ptxas spills at GROUP: 2 warps 2 stages 4360 bytes a thread, 4 warps 1 stage 280.
+# For "ds", "FUSED" (a bool, default True): with one query head a kv head, a pass's x_j . y_t from the D loop of
+# x_j @ dS instead of a second loop (chunk_ds.py); dropped for grouped heads. H100, fwd+bwd: 1.3b 2.362 -> 2.315 ms,
+# 16 heads of 128 3.731 -> 3.668, 32 of 64 5.577 -> 5.461, 8 of 256 2.748 -> 2.690.
 # For "o" and "dx", "ND": how many D tiles a program walks (launch.d_tiles_per_program; 0 = chosen from the shape):
 # what does not depend on D (the decayed slot weights, P) is then built once for them. H100, GPU time of a fwd+bwd,
 # ND = 0 against 1: 1.3b 2.658 -> 2.508 ms (kernel_o 334 -> 255 us, kernel_dx 541 -> 473), B 1 T 16K 3.565 ->
@@ -51,7 +54,8 @@ LAUNCH_NAMES = frozenset(KERNEL_NAMES) | {name + suffix for name in KERNEL_NAMES
 DEFAULT_LAUNCH: dict[str, dict[str, int]] = {
     "dx": dict(num_warps=8, num_stages=1, ND=0),
     "o": dict(ND=0),
-    "h": dict(num_warps=4, num_stages=2),
+    "ds": dict(FUSED=True),
+    "h": dict(num_warps=4, num_stages=3),
     "h-narrow": dict(num_warps=8, num_stages=2),
     "dh-narrow": dict(num_warps=8, num_stages=2),
     "a-small": dict(num_warps=2, num_stages=2),
