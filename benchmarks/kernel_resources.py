@@ -3,7 +3,8 @@
 Runs the triton op's forward and backward once on CPU tensors of a chosen shape with the kernel launches
 intercepted: each launch is compiled (Triton's own ptxas) for the target instead of run, and `cuobjdump
 -res-usage` reads the resources. A kernel at REG 255 with a non-zero STACK spills registers to local memory, the
-first thing to look at before timing a kernel change on a lent GPU.
+first thing to look at before timing a kernel change on a lent GPU. Each kernel's compile time (Triton's passes and
+ptxas, one at a time on this machine) bounds the op's first call, which compiles them in parallel.
 
     python benchmarks/kernel_resources.py                      # 1.3B shape (B 8, T 2048, H 4, K = V = 512, M 64), sm_90
     python benchmarks/kernel_resources.py --shape small-head --arch 90
@@ -19,6 +20,7 @@ import json
 import os
 import subprocess
 import tempfile
+import time
 
 import torch
 import triton
@@ -85,13 +87,16 @@ def collect(shape: dict, arch: int, dtype=torch.bfloat16, warps: int | None = No
         if key in seen:
             return None
         seen.add(key)
+        t0 = time.perf_counter()
         k = triton.compile(ASTSource(fn=self, signature=sig, constexprs=consts), target=target,
                            options={"num_warps": 4, "num_stages": 3, **options})
+        seconds = time.perf_counter() - t0
         flags = ",".join(f"{n}={bound[n]}"
                          for n in ("BACKWARD", "SOFTMAX", "LINEAR", "TRANSPOSED", "TILED", "PDL", "GROUP")
                          if n in bound and (n not in ("TILED", "PDL", "GROUP") or bound[n]))
         rows.append({"kernel": self.__name__ + (f" [{flags}]" if flags else ""),
-                     "warps": options.get("num_warps", 4), "shared": k.metadata.shared, **_resources(k.asm["cubin"])})
+                     "warps": options.get("num_warps", 4), "shared": k.metadata.shared, "compile_s": round(seconds, 2),
+                     **_resources(k.asm["cubin"])})
         return None
 
     from gsa.ops.triton import chunk_gsa, fused_recurrent_gsa, fused_recurrent_gsa_step
@@ -171,9 +176,10 @@ def main(argv=None) -> int:
             json.dump({"shape": SHAPES[args.shape], "arch": args.arch, "triton": triton.__version__, "rows": rows}, f,
                       indent=1)
     print(f"{args.shape} {SHAPES[args.shape]}, sm_{args.arch}, triton {triton.__version__}")
-    print(f"{'kernel':46s} {'warps':>5s} {'REG':>5s} {'STACK':>6s} {'shared B':>9s}")
+    print(f"{'kernel':46s} {'warps':>5s} {'REG':>5s} {'STACK':>6s} {'shared B':>9s} {'compile s':>9s}")
     for r in rows:
-        print(f"{r['kernel']:46s} {r['warps']:5d} {r.get('REG', 0):5d} {r.get('STACK', 0):6d} {r['shared']:9d}")
+        print(f"{r['kernel']:46s} {r['warps']:5d} {r.get('REG', 0):5d} {r.get('STACK', 0):6d} {r['shared']:9d} "
+              f"{r['compile_s']:9.2f}")
     return 0
 
 

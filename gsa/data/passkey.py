@@ -60,6 +60,26 @@ def mixed_wording(rng: np.random.Generator) -> tuple[str, str, str, str]:
     return MIXED_INTROS[rng.integers(len(MIXED_INTROS))], needle, question, ANSWER
 
 
+def wordings(template: str) -> list[tuple[str, str, str, str]]:
+    """Every (intro, needle, question, answer) a wording can draw: one for a key of TEMPLATES, each combination of
+    the pools for "mixed"."""
+    if template != MIXED:
+        return [TEMPLATES[template]]
+    return [(intro, needle.replace("{name}", name), question.format(name=name), ANSWER)
+            for intro in MIXED_INTROS for name in MIXED_NAMES for needle in MIXED_NEEDLES
+            for question in MIXED_QUESTIONS]
+
+
+def shortest_length(tokenizer, template: str = "passkey", min_distance: int = 128) -> int:
+    """The fewest tokens in which every example of `template` fits with its needle `min_distance` tokens before
+    the answer (passkey_batch's bound), for 5-digit keys tokenized as 99999 is."""
+    def n(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    return max(n(intro) + n(needle.format(key=99999)) + n(answer.format(key=99999)) + max(n(question), min_distance)
+               for intro, needle, question, answer in wordings(template))
+
+
 def passkey_batch(tokenizer, filler: np.ndarray, length: int, num_examples: int, seed: int | list[int] = 0,
                   min_distance: int = 128, decoy: bool = False,
                   max_distance: int | None = None, template: str = "passkey") -> dict[str, torch.Tensor]:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from gsa.data import DataOrder, TextData, Windows, mqar_batch, pack_batch, passkey_batch
+from gsa.data.passkey import shortest_length
 from gsa.errors import InputError
 
 from .config import Config
@@ -24,11 +25,14 @@ from .distributed import Dist
 
 class TextBatches:
     def __init__(self, data: TextData, seq_len: int, documents: bool, seed: int, passkey_fraction: float = 0.0,
-                 passkey_wording: str = "passkey"):
+                 passkey_wording: str = "passkey", passkey_min_length: int = 0):
         """passkey_fraction: the share of training windows replaced by synthetic passkey sequences (gsa.data.passkey,
         the evaluation's format; filler from the training split, random keys, the key at least min(128, seq_len / 4)
         tokens before the question), drawn from (seed, position) like the windows, so resuming is exact;
-        passkey_wording: their wording (gsa.data.passkey.WORDINGS)."""
+        passkey_wording: their wording (gsa.data.passkey.WORDINGS); passkey_min_length: 0, each passkey sequence
+        fills its window (the question at its end); else each is L tokens, L uniform in [passkey_min_length,
+        seq_len], at the window's start, then EOS and the start of the plain window at that position, so questions
+        are also asked early in a sequence, as a probe of L tokens asks them."""
         self.data, self.documents, self.seed = data, documents, seed
         self.eos = data.tokenizer.eos_token_id
         self.train = Windows(data.train, seq_len)
@@ -36,6 +40,15 @@ class TextBatches:
         self.order = DataOrder(len(self.train), seed)
         self.passkey_fraction, self.passkey_wording = passkey_fraction, passkey_wording
         self.passkey_distance = min(128, seq_len // 4)
+        self.passkey_min_length = passkey_min_length
+        if passkey_fraction and passkey_min_length:  # every wording must fit the shortest length drawn
+            if passkey_min_length > seq_len:
+                raise InputError(f"data.passkey_min_length = {passkey_min_length} exceeds data.seq_len = {seq_len}")
+            need = shortest_length(data.tokenizer, passkey_wording, self.passkey_distance)
+            if passkey_min_length < need:
+                raise InputError(f"data.passkey_min_length = {passkey_min_length} is below {need}, the fewest tokens "
+                                 f"in which every {passkey_wording!r} passkey sequence fits with its key "
+                                 f"{self.passkey_distance} tokens before the question")
         if passkey_fraction:  # fail at start, not at the first passkey window
             self._passkey(0)
 
@@ -46,11 +59,21 @@ class TextBatches:
         return math.floor((position + 1) * f) > math.floor(position * f)
 
     def _passkey(self, position: int) -> tuple[np.ndarray, np.ndarray]:
-        """(ids [T], answer [T]): a passkey sequence and the positions whose next token is an answer token."""
-        batch = passkey_batch(self.data.tokenizer, self.data.train.tokens, self.train.seq_len, 1,
+        """(ids [T], answer [T]): a passkey sequence (then, if shorter than T, EOS and plain text) and the positions
+        whose next token is an answer token."""
+        T = self.train.seq_len
+        L = T
+        if self.passkey_min_length:  # a stream of its own: the keys, filler and wordings stay those of length T
+            L = int(np.random.default_rng([self.seed, position, 1]).integers(self.passkey_min_length, T + 1))
+        batch = passkey_batch(self.data.tokenizer, self.data.train.tokens, L, 1,
                               seed=[self.seed, position], min_distance=self.passkey_distance,
                               template=self.passkey_wording)
-        return batch["input_ids"][0].numpy(), batch["answer"][0].numpy()
+        ids, answer = batch["input_ids"][0].numpy(), batch["answer"][0].numpy()
+        if L == T:
+            return ids, answer
+        tail = self.train[self.order[position]][: T - L - 1]
+        return (np.concatenate([ids, [self.eos], tail]).astype(np.int64),
+                np.concatenate([answer, np.zeros(T - L, dtype=bool)]))
 
     def train_batch(self, step: int, micro: int, rank: int, world: int, mbs: int, accum: int) -> dict:
         """pack_batch's batch; with passkey_fraction also "answer": bool in the layout of input_ids, True where
@@ -163,7 +186,7 @@ def training_data(cfg: Config, d: Dist, log: Callable[[str], None]) -> TrainingD
     if not d.is_main:
         data = prepare()
     batches = TextBatches(data, cfg.data.seq_len, cfg.data.documents, cfg.seed, cfg.data.passkey_fraction,
-                          cfg.data.passkey_wording)
+                          cfg.data.passkey_wording, cfg.data.passkey_min_length)
     vocab_size = len(data.tokenizer)
     log(f"data: {len(data.train.tokens):,} training tokens ({len(batches.train):,} windows of {cfg.data.seq_len}), "
         f"{len(data.heldout.tokens):,} held-out tokens; vocabulary {vocab_size}")

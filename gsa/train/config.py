@@ -59,6 +59,10 @@ class DataConfig:
     # their wording (gsa.data.passkey.WORDINGS): "passkey" (the evaluation's default), or "mixed" (a wording drawn
     # per example from pools that leave the "code" wording out, so a probe in "code" asks in words never trained on)
     passkey_wording: str = "passkey"
+    # 0: each passkey sequence fills its window, its question at the end; > 0: each is L tokens, L uniform in
+    # [passkey_min_length, seq_len], followed by EOS and plain text, so questions come at every position a probe of
+    # L tokens asks them (trained on whole windows only, a student missed at 256 tokens: BENCHMARKS.md, T2R)
+    passkey_min_length: int = 0
     # mqar (Zoology): keys/values from a vocabulary of mqar_vocab_size, seq_len tokens per example
     mqar_vocab_size: int = MQAR_VOCAB
     mqar_train_pairs: list[int] = field(default_factory=lambda: [4, 8, 16, 32, 64])
@@ -194,7 +198,7 @@ def _check_ranges(cfg: Config) -> None:
         "train.time_limit_s": (t.time_limit_s, 0), "data.seq_len": (d.seq_len, 2), "data.vocab_size": (d.vocab_size, 1),
         "data.mqar_vocab_size": (d.mqar_vocab_size, 1), "data.mqar_eval_examples": (d.mqar_eval_examples, 1),
         "optim.warmup_steps": (o.warmup_steps, 0), "optim.weight_decay": (o.weight_decay, 0),
-        "optim.grad_clip": (o.grad_clip, 0),
+        "optim.grad_clip": (o.grad_clip, 0), "data.passkey_min_length": (d.passkey_min_length, 0),
     }
     for name, (value, low) in at_least.items():
         if value < low:
@@ -236,6 +240,12 @@ def validate(cfg: Config) -> None:
         raise InputError("config key data.sources must name at least one source (or set data.tokens)")
     if cfg.model.get("type") == "zoology" and cfg.data.kind == "text" and cfg.data.documents:
         raise InputError("model.type = \"zoology\" runs full unpacked sequences: set data.documents = false (or MQAR)")
+    if cfg.data.passkey_min_length and not cfg.data.passkey_fraction:
+        raise InputError("data.passkey_min_length sets the passkey sequences' lengths: it needs data.passkey_fraction "
+                         "> 0")
+    if cfg.data.passkey_min_length > cfg.data.seq_len:
+        raise InputError(f"config key data.passkey_min_length must be <= data.seq_len ({cfg.data.seq_len}), got "
+                         f"{cfg.data.passkey_min_length}")
     if cfg.data.passkey_fraction and cfg.data.kind != "text":
         raise InputError("data.passkey_fraction mixes passkey sequences into text data: needs data.kind = \"text\"")
     if not 0 <= cfg.optim.min_lr_ratio <= 1:

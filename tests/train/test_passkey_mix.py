@@ -100,3 +100,53 @@ def test_answer_weight_needs_passkey_distillation(tmp_path):
         load_config(TINY, plain[:2] + ["data.passkey_fraction=0.1", "distill.answer_weight=-1.0"])
     load_config(TINY, plain + ["data.passkey_fraction=0.1"])
     load_config(TINY, plain + ["data.passkey_fraction=0.1", 'distill.stage="attention"'])  # stage 1 weighs them too
+
+
+@pytest.mark.parametrize("documents", [False, True])
+def test_passkey_rows_of_varied_length(data, documents):
+    """data.passkey_min_length: each passkey row is an example of L tokens (L in [min, seq_len], from (seed,
+    position)) at the window's start, then EOS and the plain window's first tokens; the answer mask marks the
+    example's answer, which ends at L - 1, so questions come early as well as late."""
+    T, lo = 256, 160
+    mix = TextBatches(data, T, documents=documents, seed=3, passkey_fraction=0.5, passkey_min_length=lo)
+    plain = TextBatches(data, T, documents=documents, seed=3)
+    ends = []
+    for step in range(4):
+        batch, base = mix.train_batch(step, 0, 0, 1, 8, 1), plain.train_batch(step, 0, 0, 1, 8, 1)
+        ids, answer = batch["input_ids"].reshape(8, T), batch["answer"].reshape(8, T)
+        base_ids = base["input_ids"].reshape(8, T)
+        for row, m, b in zip(ids, answer, base_ids):
+            if not m.any():
+                assert torch.equal(row, b)
+                continue
+            nxt = torch.nonzero(m).squeeze(1) + 1  # the answer tokens: the example's last
+            end = int(nxt[-1]) + 1  # L
+            ends.append(end)
+            assert lo <= end <= T
+            key = data.tokenizer.decode(row[nxt].tolist()).strip()
+            assert key.isdigit() and len(key) == 5
+            assert f"The pass key is {key}" in data.tokenizer.decode(row[:end].tolist())
+            if end < T:  # EOS, then the plain window's start
+                assert int(row[end]) == mix.eos
+                assert torch.equal(row[end + 1:], b[: T - end - 1])
+    assert len(ends) == 16 and min(ends) < T - 32 and len(set(ends)) > 8  # spread over [lo, T]
+    # the same rows, keys and wordings as whole-window rows: only the lengths differ
+    again = TextBatches(data, T, documents=documents, seed=3, passkey_fraction=0.5, passkey_min_length=lo)
+    assert torch.equal(again.train_batch(2, 0, 0, 1, 8, 1)["input_ids"], mix.train_batch(2, 0, 0, 1, 8, 1)["input_ids"])
+
+
+def test_passkey_min_length_is_checked(data):
+    from gsa.data.passkey import shortest_length
+
+    need = shortest_length(data.tokenizer, "mixed", 64)
+    with pytest.raises(ValueError, match=rf"data.passkey_min_length = {need - 1} is below {need}"):
+        TextBatches(data, 256, documents=False, seed=3, passkey_fraction=0.5, passkey_wording="mixed",
+                    passkey_min_length=need - 1)
+    TextBatches(data, 256, documents=False, seed=3, passkey_fraction=0.5, passkey_wording="mixed",
+                passkey_min_length=need).train_batch(0, 0, 0, 1, 32, 1)  # every example fits at `need`
+    with pytest.raises(ValueError, match="passkey_min_length must be <= data.seq_len"):
+        load_config(TINY, ["data.passkey_fraction=0.1", "data.passkey_min_length=100000"])
+    with pytest.raises(ValueError, match="needs data.passkey_fraction"):
+        load_config(TINY, ["data.passkey_min_length=64"])
+    with pytest.raises(ValueError, match="passkey_min_length must be >= 0"):
+        load_config(TINY, ["data.passkey_fraction=0.1", "data.passkey_min_length=-1"])
