@@ -83,6 +83,15 @@ def test_state_kernels_split_into_narrow_tiles(monkeypatch):
                    tol=2e-5)
 
 
+def test_state_kernels_in_wide_tiles(monkeypatch):
+    """D tiles of 128 in the state kernels (SETTINGS.state_tile_max = 128): K = 160, V = 136, a full tile and a
+    partial one each."""
+    monkeypatch.setattr(SETTINGS, "state_tile_max", 128)
+    x = make_inputs(B=1, T=70, HQ=2, H=1, K=160, V=136, M=24, tau=1.0)
+    assert_matches(cpu(run(chunk_op, on(cast(x, torch.float32)), scale=0.3)), run(parallel_reference, x, scale=0.3),
+                   tol=2e-5)
+
+
 @pytest.mark.parametrize("segments", [2, 3, 50])
 @pytest.mark.slow
 def test_segmented_state_walk_matches_reference(segments, monkeypatch):
