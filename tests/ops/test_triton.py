@@ -83,11 +83,16 @@ def test_state_kernels_split_into_narrow_tiles(monkeypatch):
                    tol=2e-5)
 
 
-def test_state_kernels_in_wide_tiles(monkeypatch):
-    """D tiles of 128 in the state kernels (SETTINGS.state_tile_max = 128): K = 160, V = 136, a full tile and a
-    partial one each."""
-    monkeypatch.setattr(SETTINGS, "state_tile_max", 128)
-    x = make_inputs(B=1, T=70, HQ=2, H=1, K=160, V=136, M=24, tau=1.0)
+@pytest.mark.parametrize("segments", [None, 2])
+def test_state_kernels_in_wide_tiles(segments, monkeypatch):
+    """D tiles of 128 in the state kernels, whole walks (SETTINGS.state_tile_max = 128) and walks in segments
+    (SETTINGS.segment_tile_max = 128, both directions): K = 160, V = 136, a full tile and a partial one each."""
+    if segments is None:
+        monkeypatch.setattr(SETTINGS, "state_tile_max", 128)
+    else:
+        monkeypatch.setattr(SETTINGS, "state_segments", segments)
+        monkeypatch.setattr(SETTINGS, "segment_tile_max", 128)
+    x = make_inputs(B=1, T=140, HQ=2, H=1, K=160, V=136, M=24, tau=1.0)
     assert_matches(cpu(run(chunk_op, on(cast(x, torch.float32)), scale=0.3)), run(parallel_reference, x, scale=0.3),
                    tol=2e-5)
 
@@ -118,6 +123,10 @@ def test_state_segments_only_when_full_tiles_leave_sms_idle(monkeypatch):
     assert chunk_h.state_segments(512, 4, 1, long1, "cpu") == 9
     assert chunk_h.state_segments(512, 4, 1, prepare_chunks(None, 8, 2048, "cpu"), "cpu") == 1  # 256 programs
     assert chunk_h.state_segments(512, 4, 1, prepare_chunks(None, 1, 256, "cpu"), "cpu") == 1  # 4 chunks: too short
+    # segments walked in 128-wide tiles: the split decided at 64-wide tiles, the segments counted for 16 programs
+    monkeypatch.setattr(SETTINGS, "segment_tile_max", 128)
+    assert chunk_h.state_segments(512, 4, 1, long1, "cpu") == 17
+    assert chunk_h.state_segments(512, 4, 1, prepare_chunks(None, 8, 2048, "cpu"), "cpu") == 1
     monkeypatch.setattr(chunk_h, "sm_count", lambda device: 0)  # a CPU
     assert chunk_h.state_segments(512, 4, 1, long1, "cpu") == 1
 

@@ -162,15 +162,16 @@ def chunk_gsa_fwd_kernel_h_carry(gl, h, ht, seg_h, seg_g, cu_seqlens, chunk_offs
 
 
 def state_segments(D: int, H: int, slot_tiles: int, chunks: Chunks, device: torch.device) -> int:
-    """How many segments each sequence's state walk is split into (1: not split): enough for two programs an SM at
-    full-width D tiles (each D tile walked as `slot_tiles` programs), with at least 8 chunks a segment; 1 while the
-    tiles alone fill the GPU (and on a CPU)."""
+    """How many segments each sequence's state walk is split into (1: not split): 1 while the programs at
+    state_tile_max's D tiles fill the GPU (and on a CPU); else enough for two programs an SM at the segmented walk's
+    D tiles (SETTINGS.segment_tile_max; each D tile walked as `slot_tiles` programs), with at least 8 chunks a
+    segment."""
     if SETTINGS.state_segments is not None:
         return max(1, min(SETTINGS.state_segments, chunks.max_nt))
-    programs = cdiv(D, block(D, SETTINGS.state_tile_max)) * slot_tiles * chunks.N * H
     sms = sm_count(device)
-    if programs >= sms:
+    if cdiv(D, block(D, SETTINGS.state_tile_max)) * slot_tiles * chunks.N * H >= sms:
         return 1
+    programs = cdiv(D, block(D, SETTINGS.segment_tile_max)) * slot_tiles * chunks.N * H
     ns = min(cdiv(2 * sms, programs), chunks.max_nt // 8)
     return ns if ns >= 2 else 1
 
@@ -207,9 +208,9 @@ class Walk(NamedTuple):
 
 def walk_plan(x: torch.Tensor, name: str, D: int, H: int, M: int, chunks: Chunks, segmented: bool) -> Walk:
     """The launch of state kernel `name` ("h" or "dh"; f"{name}-narrow" at 16-wide D tiles unsplit). Split into
-    segments (`segmented` and state_segments, NS as rounded to whole segments): full-width D tiles; unsplit: the D
-    tile narrowed while the programs, slot tiles of `name`'s options counted, would not fill the SMs
-    (launch.state_tile)."""
+    segments (`segmented` and state_segments, NS as rounded to whole segments): D tiles of
+    SETTINGS.segment_tile_max; unsplit: the D tile narrowed while the programs, slot tiles of `name`'s options
+    counted, would not fill the SMs (launch.state_tile)."""
     n_m = slot_options(name, M)["NM"]
     NS = state_segments(D, H, n_m, chunks, x.device) if segmented else 1
     if NS <= 1:
@@ -217,7 +218,7 @@ def walk_plan(x: torch.Tensor, name: str, D: int, H: int, M: int, chunks: Chunks
     else:
         SEG = cdiv(chunks.max_nt, NS)
         NS = cdiv(chunks.max_nt, SEG)
-        BD = block(D, SETTINGS.state_tile_max)
+        BD = block(D, SETTINGS.segment_tile_max)
         seg_h = x.new_empty(chunks.N * H, NS, D, M, dtype=torch.float32)
         seg_g = x.new_empty(chunks.N * H, NS, M, dtype=torch.float32)
     opts = slot_options(name if BD > 16 or NS > 1 else f"{name}-narrow", M)

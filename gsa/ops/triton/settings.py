@@ -109,6 +109,11 @@ class KernelSettings:
         narrows it, down to 16, while the programs would not fill the SMs once (B = 1 at long T).
     state_segments: None: the forward state walk is split into segments from the shape (`chunk_h.state_segments`);
         an int forces that many (1 = never).
+    segment_tile_max: the widest D tile of a state walk split into segments (the split is decided at
+        state_tile_max's tiles; then the segments are counted for these). H100, B 1 T 16K at 1.3B heads, 128
+        against 64: kernel_h 617 -> 321 us, kernel_dh 454 -> 232, fwd+bwd 3.168 -> 2.709 ms (measured as
+        state_tile_max = 128, which also split B 8 T 2K's walks and lost there, 2.316 -> 2.663). Not yet the default:
+        the other segmented shapes are not timed and no GPU test has run at it.
     segment_dh: the reverse state walk in segments too, as the forward one (H100, B 1 T 16K: kernel_dh 1317 -> 545
         us a launch, fwd+bwd 4.82 -> 3.92 ms; B 8 T 2K takes one segment).
     prewarm: on a new configuration's first eager CUDA call, compile all of its kernels in parallel threads before
@@ -126,6 +131,7 @@ class KernelSettings:
     factor_span: float = 30.0
     state_tile_max: int = 64
     state_segments: int | None = None
+    segment_tile_max: int = 64
     segment_dh: bool = True
     prewarm: bool = True
     decode_gemv: frozenset[str] = frozenset({"qkvf", "o", "gate_up"})
