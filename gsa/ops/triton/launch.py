@@ -171,7 +171,13 @@ def dot_precision(dtype: torch.dtype) -> str:
 # serial, 8.6 s in threads; on the H100 host's 16 cores the first call took 8.9 s, cold cache). Inside
 # compile_in_parallel() the launchers queue each launch's compilation instead of running it; leaving the block
 # compiles the queue in a thread pool and fills Triton's caches, so the real launches that follow find their kernels
-# compiled.
+# compiled. Triton 3.6 (the H100 image's) also builds a C launcher for each kernel signature with the system C
+# compiler, and loads the binary, at a compiled kernel's first launch: serially, in the launching thread (a cold
+# first call at 1.3b took 13.3 s where its compiles alone take ~4-5 s on 16 cores; docs/log.md, "Kernels"). The
+# workers do that too (`_init_handles`, Triton 3.x's lazy launcher and module load). Each worker first takes the
+# calling thread's CUDA device: Triton compiles and caches a kernel for the current device, and a worker thread's
+# is device 0, so a process on another GPU (a DDP rank) would compile for device 0 and compile again at its
+# first launch.
 _queue = threading.local()
 
 
@@ -186,14 +192,25 @@ def launch(kernel, grid):
 
 @contextlib.contextmanager
 def compile_in_parallel(workers: int | None = None):
-    """Queue the launches made inside the block (their outputs stay unwritten), then compile them in `workers`
-    threads (default: the CPU count, at most 16). Yields the queue: (kernel, grid, args, kwargs) a launch."""
+    """Queue the launches made inside the block (their outputs stay unwritten), then compile them, with their
+    launchers, in `workers` threads on the calling thread's CUDA device (default: the CPU count, at most 16). Yields
+    the queue: (kernel, grid, args, kwargs) a launch."""
     _queue.jobs = jobs = []
     try:
         yield jobs
     finally:
         _queue.jobs = None
     workers = workers or min(16, os.cpu_count() or 1)
+    device = torch.cuda.current_device() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+
+    def build(kernel, grid, args, kwargs):
+        if device is not None:
+            torch.cuda.set_device(device)
+        compiled = kernel.warmup(*args, grid=grid, **kwargs)
+        init = getattr(compiled, "_init_handles", None)  # absent under the interpreter (nothing to load)
+        if init is not None:
+            init()
+
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(jobs)))) as pool:
-        for f in [pool.submit(k.warmup, *a, grid=g, **kw) for k, g, a, kw in jobs]:
+        for f in [pool.submit(build, *job) for job in jobs]:
             f.result()
