@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gsa.nn.backend import use_triton_kernels
+from gsa.ops.device import on_device_of
 from gsa.nn.fused import FusesProjections, use_fused
 
 # The gate's nonlinearity. "silu" gives SwiGLU (the GSA paper and Llama); the others give GeGLU / ReGLU.
@@ -118,5 +119,6 @@ def gated_product(gate: torch.Tensor, up: torch.Tensor, hidden_act: str = "silu"
     if hidden_act == "silu" and use_triton_kernels(gate):
         from gsa.ops.triton.swiglu import swiglu_triton
 
-        return swiglu_triton(gate, up)
+        with on_device_of(gate):  # Triton launches on the current device (gsa.ops.device)
+            return swiglu_triton(gate, up)
     return ACTIVATIONS[hidden_act](gate) * up

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gsa.nn.backend import use_triton_kernels
+from gsa.ops.device import on_device_of
 
 
 def _silu_grad(x: torch.Tensor) -> torch.Tensor:
@@ -76,7 +77,8 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, silu_input: bool
     if _use_triton(x):
         from gsa.ops.triton.norm import rms_norm_triton
 
-        return rms_norm_triton(x, weight, eps, silu_input)
+        with on_device_of(x):  # Triton launches on the current device (gsa.ops.device)
+            return rms_norm_triton(x, weight, eps, silu_input)
     if torch.compiler.is_compiling():  # see the module docstring
         return _rms_norm_ops(x, weight, eps, silu_input)[0]
     return _RMSNormFn.apply(x, weight, eps, silu_input)

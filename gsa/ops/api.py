@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from gsa.ops.abc import abc_to_gated
 from gsa.ops.chunk import chunk_gsa_torch
+from gsa.ops.device import on_device_of
 from gsa.ops.reference import recurrent_checked
 from gsa.ops.validation import (
     TRITON_MAX_SLOTS,
@@ -154,10 +155,11 @@ def gated_slot_attention(
         raise TypeError("backend='triton' takes float16, bfloat16 or float32 inputs, got torch.float64: use "
                         "backend='torch' (or 'auto')")
     scale = dims.K**-0.5 if scale is None else float(scale)
-    if inplace_state:
-        return _inplace(backend, dims, offsets, q, k, v, s, g, scale, initial_state, cu_seqlens, slot_read)
-    return _compute(backend, dims, offsets, q, k, v, s, g, scale, initial_state, output_final_state, cu_seqlens,
-                    keep_states, slot_read)
+    with on_device_of(q):  # Triton launches on the current device (gsa.ops.device)
+        if inplace_state:
+            return _inplace(backend, dims, offsets, q, k, v, s, g, scale, initial_state, cu_seqlens, slot_read)
+        return _compute(backend, dims, offsets, q, k, v, s, g, scale, initial_state, output_final_state, cu_seqlens,
+                        keep_states, slot_read)
 
 
 def _compute(backend, dims, offsets, q, k, v, s, g, scale, initial_state, output_final_state, cu_seqlens,
@@ -236,8 +238,9 @@ def gated_slot_attention_step(
     if backend == "triton" and _fused_recurrent_is_faster(q):
         from gsa.ops.triton import fused_recurrent_gsa_step
 
-        return fused_recurrent_gsa_step(q, k, v, f, scale, float(gate_logit_normalizer), state,
-                                        swish=feature_map == "swish", linear_read=slot_read == "linear")
+        with on_device_of(q):
+            return fused_recurrent_gsa_step(q, k, v, f, scale, float(gate_logit_normalizer), state,
+                                            swish=feature_map == "swish", linear_read=slot_read == "linear")
     if feature_map == "swish":
         q, k, v = F.silu(q), F.silu(k), F.silu(v)
     # then in q's dtype, which the op's inputs share (the fused kernels keep them in float32)
