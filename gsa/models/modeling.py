@@ -15,7 +15,6 @@ from gsa.models.loss import IGNORE, cross_entropy_rows
 from gsa.nn import GatedSlotAttention, GSAState, RMSNorm, ShortConvolution, SlotGateProjection, SwiGLU
 from gsa.nn.feature_map import LearnedFeatureMap
 from gsa.nn.masks import padding_mask
-from gsa.ops.device import on_input_device
 
 
 class GSABlock(nn.Module):
@@ -138,7 +137,6 @@ class GSAModel(GSAPreTrainedModel):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.embed_tokens = value
 
-    @on_input_device("input_ids")  # the blocks' Triton kernels launch on the current device (gsa.ops.device)
     def forward(
         self,
         input_ids: torch.LongTensor,

@@ -19,7 +19,6 @@ from gsa.nn.options import LayerOptions
 from gsa.nn.state import GSAState
 from gsa.nn.window import hybrid_window
 from gsa.ops import gated_slot_attention, slot_gates
-from gsa.ops.device import on_input_device
 from gsa.ops.validation import check_cu_seqlens_type
 
 
@@ -188,7 +187,6 @@ class GatedSlotAttention(FusesProjections):
         f = self.f_logit.expand(B, T, H, M) if self.forget_gate == "fixed" else f.view(B, T, H, M)
         return slot_gates(f.to(acc), self.gate_logit_normalizer)
 
-    @on_input_device("hidden_states")  # its decode path launches kernels itself (gsa.ops.device)
     def forward(
         self,
         hidden_states: torch.Tensor,

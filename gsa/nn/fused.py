@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gsa.ops.device import on_device_of
+
 FUSE_MAX_TOKENS = 256  # decode steps have B tokens; beyond this the separate products are as fast
 
 def decode_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, role: str) -> torch.Tensor:
@@ -29,7 +31,8 @@ def decode_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
         from gsa.ops.triton.gemv import gemv, gemv_applies
 
         if gemv_applies(x, weight):
-            return gemv(x, weight, bias)
+            with on_device_of(x):  # Triton launches on the current device (gsa.ops.device)
+                return gemv(x, weight, bias)
     return F.linear(x, weight, bias)
 
 

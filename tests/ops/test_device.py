@@ -1,6 +1,7 @@
-"""gsa.ops.device: the entry points make their inputs' CUDA device current (Triton launches on the current device
-and its stream, wherever the pointers live). On the CPU: the context's choice with stand-ins, and that the op, the
-layer and the model go through it; on two GPUs: the op on cuda:1 while cuda:0 is current equals the op on cuda:0."""
+"""gsa.ops.device: every place that hands tensors to Triton kernels makes their CUDA device current (Triton launches
+on the current device and its stream, wherever the pointers live). On the CPU: the context's choice with stand-ins,
+and that the op and gsa.nn's Triton branches (RMSNorm, SwiGLU's product, the decode GEMV) go through it; on two GPUs:
+the op on cuda:1 while cuda:0 is current equals the op on cuda:0."""
 
 import types
 
@@ -45,30 +46,45 @@ def test_the_inputs_device_is_made_current_only_when_it_is_not(monkeypatch):
     assert Recorded.entered == ["cuda:1"]
 
 
-def test_op_layer_and_model_run_under_their_inputs_device(monkeypatch):
-    from gsa.models import GSAConfig, GSAForCausalLM
-    from gsa.nn import GatedSlotAttention
+def test_op_and_the_nn_triton_branches_run_under_their_inputs_device(monkeypatch):
+    """The op on the CPU, and gsa.nn's three Triton branches with their kernels stubbed (on a CPU they are not
+    taken): each enters on_device_of with the tensor it hands on."""
+    import gsa.nn.fused as fused
+    import gsa.nn.mlp as mlp
+    import gsa.nn.norm as norm
+    import gsa.ops.triton.gemv as gemv
+    import gsa.ops.triton.norm as triton_norm
+    import gsa.ops.triton.swiglu as swiglu
 
     seen = []
-    real = device.on_device_of
 
     def record(x):
         seen.append(tuple(x.shape))
-        return real(x)
+        return device.on_device_of(x)
 
-    monkeypatch.setattr(api, "on_device_of", record)  # the op's
-    monkeypatch.setattr(device, "on_device_of", record)  # the decorated forwards'
     x = make_inputs(B=1, T=5, HQ=2, H=2, K=8, V=8, M=4, dtype=torch.float32)
+    monkeypatch.setattr(api, "on_device_of", record)
     gated_slot_attention(x["q"], x["k"], x["v"], x["s"], x["g"])
     assert seen == [(1, 5, 2, 8)]
-    layer = GatedSlotAttention(hidden_size=32, num_heads=2, num_slots=4)
+
     seen.clear()
-    layer(torch.randn(1, 5, 32))
-    assert seen[0] == (1, 5, 32)  # the layer's input, then its op's q
-    model = GSAForCausalLM(GSAConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_heads=2, num_slots=4))
-    seen.clear()
-    model(input_ids=torch.tensor([[1, 2, 3]]))  # by keyword, as generate() passes it
-    assert seen[0] == (1, 3)
+    for module in (norm, mlp, fused):
+        monkeypatch.setattr(module, "on_device_of", lambda t: record(torch.empty(t.shape)))
+    monkeypatch.setattr(norm, "_use_triton", lambda t: True)
+    monkeypatch.setattr(triton_norm, "rms_norm_triton", lambda t, w, eps, silu: t)
+    norm.rms_norm(torch.ones(3, 6), torch.ones(6), 1e-5)
+    monkeypatch.setattr(mlp, "use_triton_kernels", lambda t: True)
+    monkeypatch.setattr(swiglu, "swiglu_triton", lambda g, u: g * u)
+    mlp.gated_product(torch.ones(2, 7), torch.ones(2, 7))
+
+    class OnGPU(torch.Tensor):  # a CPU tensor that says it is on a GPU, for decode_linear's test
+        is_cuda = True
+
+    monkeypatch.setattr(fused, "_decode_gemv_roles", lambda: {"o"})
+    monkeypatch.setattr(gemv, "gemv_applies", lambda t, w: True)
+    monkeypatch.setattr(gemv, "gemv", lambda t, w, b: t @ w.T)
+    fused.decode_linear(torch.ones(1, 5).as_subclass(OnGPU), torch.ones(4, 5), None, "o")
+    assert seen == [(3, 6), (2, 7), (1, 5)]
 
 
 @pytest.mark.gpu
