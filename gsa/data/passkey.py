@@ -52,12 +52,17 @@ MIXED_QUESTIONS = ("\nWhat is the {name}? The {name} is", "\nRecall the {name} m
 WORDINGS = (*TEMPLATES, MIXED)
 
 
+def _mixed(intro: str, name: str, needle: str, question: str) -> tuple[str, str, str, str]:
+    """The (intro, needle, question, answer) of one choice from each "mixed" pool (the needle keeps its {key})."""
+    return intro, needle.replace("{name}", name), question.format(name=name), ANSWER
+
+
 def mixed_wording(rng: np.random.Generator) -> tuple[str, str, str, str]:
     """One (intro, needle, question, answer) of the "mixed" wording, drawn with rng."""
     name = MIXED_NAMES[rng.integers(len(MIXED_NAMES))]
-    needle = MIXED_NEEDLES[rng.integers(len(MIXED_NEEDLES))].replace("{name}", name)
-    question = MIXED_QUESTIONS[rng.integers(len(MIXED_QUESTIONS))].format(name=name)
-    return MIXED_INTROS[rng.integers(len(MIXED_INTROS))], needle, question, ANSWER
+    needle = MIXED_NEEDLES[rng.integers(len(MIXED_NEEDLES))]
+    question = MIXED_QUESTIONS[rng.integers(len(MIXED_QUESTIONS))]
+    return _mixed(MIXED_INTROS[rng.integers(len(MIXED_INTROS))], name, needle, question)
 
 
 def wordings(template: str) -> list[tuple[str, str, str, str]]:
@@ -65,9 +70,8 @@ def wordings(template: str) -> list[tuple[str, str, str, str]]:
     the pools for "mixed"."""
     if template != MIXED:
         return [TEMPLATES[template]]
-    return [(intro, needle.replace("{name}", name), question.format(name=name), ANSWER)
-            for intro in MIXED_INTROS for name in MIXED_NAMES for needle in MIXED_NEEDLES
-            for question in MIXED_QUESTIONS]
+    return [_mixed(intro, name, needle, question) for intro in MIXED_INTROS for name in MIXED_NAMES
+            for needle in MIXED_NEEDLES for question in MIXED_QUESTIONS]
 
 
 def shortest_length(tokenizer, template: str = "passkey", min_distance: int = 128) -> int:

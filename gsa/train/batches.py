@@ -41,9 +41,8 @@ class TextBatches:
         self.passkey_fraction, self.passkey_wording = passkey_fraction, passkey_wording
         self.passkey_distance = min(128, seq_len // 4)
         self.passkey_min_length = passkey_min_length
-        if passkey_fraction and passkey_min_length:  # every wording must fit the shortest length drawn
-            if passkey_min_length > seq_len:
-                raise InputError(f"data.passkey_min_length = {passkey_min_length} exceeds data.seq_len = {seq_len}")
+        if passkey_fraction and passkey_min_length:  # every wording must fit the shortest length drawn (the
+            # config refuses one above seq_len)
             need = shortest_length(data.tokenizer, passkey_wording, self.passkey_distance)
             if passkey_min_length < need:
                 raise InputError(f"data.passkey_min_length = {passkey_min_length} is below {need}, the fewest tokens "
