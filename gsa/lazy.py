@@ -7,6 +7,7 @@ names live in modules that import torch and transformers (seconds), so the packa
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 import types
 
@@ -22,6 +23,10 @@ class _LazyPackage(types.ModuleType):
     def __getattr__(self, name: str) -> object:
         exports = self.__dict__["_lazy_exports"]
         if name not in exports:
+            # a submodule not imported yet (`import gsa; gsa.ops.gated_slot_attention(...)`), as an eager package
+            # that imports its submodules would have it
+            if not name.startswith("_") and importlib.util.find_spec(f"{self.__name__}.{name}") is not None:
+                return importlib.import_module(f"{self.__name__}.{name}")
             raise AttributeError(f"module {self.__name__!r} has no attribute {name!r}")
         value = getattr(importlib.import_module(exports[name], self.__name__), name)
         super().__setattr__(name, value)

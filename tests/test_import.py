@@ -98,3 +98,25 @@ def test_packages_import_only_lower_layers():
                     wrong.append(f"{module} imports {name}")
     assert checked > 60  # every module of every package, not an empty glob
     assert wrong == [], "\n".join(wrong)
+
+
+SUBMODULE_CODE = r"""
+import sys, gsa
+assert "torch" not in sys.modules  # import gsa stays cheap
+assert callable(gsa.ops.gated_slot_attention) and gsa.nn.GatedSlotAttention  # submodules load on first use
+for name in ("nope", "_private"):
+    try:
+        getattr(gsa, name)
+    except AttributeError as e:
+        assert repr(name) in str(e)
+    else:
+        raise SystemExit(f"gsa.{name} resolved")
+print("ok")
+"""
+
+
+def test_submodules_resolve_on_first_use_in_a_fresh_interpreter():
+    """`import gsa; gsa.ops....` works as with an eager package (the README's op example), while `import gsa` itself
+    still loads no torch; a name that is neither an export nor a submodule is an AttributeError naming it."""
+    r = subprocess.run([sys.executable, "-c", SUBMODULE_CODE], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-3000:]
