@@ -13,9 +13,9 @@
 # memory), with Triton's cache and autotune results on disk in $TRITON_CACHE_DIR; the timed run then reads them.
 # The warm processes share the GPU, so fla-core's autotuner times its candidates beside other work: its choice
 # may differ from a one-process autotune. The autotune results (small JSON files) are packed into
-# $OUT/fla-autotune.tar; the recipe unpacks benchmarks/results/<gpu>/fla-autotune.tar.gz and .cache/fla-autotune.tar
-# into the cache first (copy a newer $OUT/fla-autotune.tar to .cache/ to reuse it). Without them a shape takes
-# 100-350 s to tune, with them ~35 s; the warm phase takes about ceil(classes / JOBS) x that
+# $OUT/fla-autotune.tar; the recipe unpacks every benchmarks/results/*/fla-autotune.tar.gz (today h100's only)
+# and .cache/fla-autotune.tar into the cache first (copy a newer $OUT/fla-autotune.tar to .cache/ to reuse it).
+# Without them a shape takes 100-350 s to tune, with them ~35 s; the warm phase takes about ceil(classes / JOBS) x that
 # (14 autotune classes in the full grid), then one short wave for the rest.
 #
 # Knobs: SHAPES (default all), JOBS (parallel warm processes, default 6; a call warming 14 at once on an H100 ended

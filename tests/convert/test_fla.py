@@ -1,6 +1,6 @@
 """fla's GSA checkpoints -> ours -> fla's, with the same function (gsa.convert.fla, gsa.convert.fla_config).
 
-The reference is fla 0.6.0 itself (fla-core + flash-linear-attention, installed with --no-deps by `make setup`):
+The reference is fla 0.6.0 itself (fla-core + flash-linear-attention, installed with --no-deps by `make setup-dev`):
 random fla models saved with save_pretrained, converted, and run side by side. On a CPU fla's Triton kernels run
 under the interpreter (tests/conftest.py sets TRITON_INTERPRET); at T <= 64 fla's layer uses its fused recurrent
 kernel, the one that runs there (its chunk kernels do not run under the interpreter), so the CPU tests stay at
@@ -32,7 +32,7 @@ from gsa.models import GSAConfig, GSAForCausalLM, StaticDecoder
 ROOT = Path(__file__).resolve().parents[2]
 HAS_FLA = importlib.util.find_spec("fla") is not None
 needs_fla = pytest.mark.skipif(not HAS_FLA, reason="fla is not installed: `pip install --no-deps fla-core==0.6.0 "
-                               "flash-linear-attention==0.6.0` (make setup does)")
+                               "flash-linear-attention==0.6.0` (make setup-dev does)")
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 # fla GSAConfig overrides of a tiny model (d = 64, 2 layers, 4 heads, 8 slots); what each one exercises:
