@@ -119,6 +119,7 @@ def test_state_segments_only_when_full_tiles_leave_sms_idle(monkeypatch):
     from gsa.ops.triton.chunks import prepare_chunks
 
     monkeypatch.setattr(chunk_h, "sm_count", lambda device: 132)  # an H100
+    monkeypatch.setattr(SETTINGS, "segment_tile_max", 64)
     long1 = prepare_chunks(None, 1, 16384, "cpu")  # 1.3B heads: 8 tiles x 4 heads = 32 programs
     assert chunk_h.state_segments(512, 4, 1, long1, "cpu") == 9
     assert chunk_h.state_segments(512, 4, 1, prepare_chunks(None, 8, 2048, "cpu"), "cpu") == 1  # 256 programs

@@ -110,14 +110,22 @@ class KernelSettings:
     state_segments: None: the forward state walk is split into segments from the shape (`chunk_h.state_segments`);
         an int forces that many (1 = never).
     segment_tile_max: the widest D tile of a state walk split into segments (the split is decided at
-        state_tile_max's tiles; then the segments are counted for these). H100, B 1 T 16K at 1.3B heads, 128
-        against 64: kernel_h 617 -> 321 us, kernel_dh 454 -> 232, fwd+bwd 3.168 -> 2.709 ms (measured as
-        state_tile_max = 128, which also split B 8 T 2K's walks and lost there, 2.316 -> 2.663). Not yet the default:
-        the other segmented shapes are not timed and no GPU test has run at it.
+        state_tile_max's tiles; then the segments are counted for these). H100, fwd+bwd ms at 64 -> 128 (two streams
+        on): 1.3b-t16k 2.770 -> 2.628, hd128-t16k 4.179 -> 4.105, 1.3b-b1 2.308 -> 2.267; shapes whose walks do not
+        split (1.3b, hd128, hd64, gqa32-8) never take it. As state_tile_max = 128, which also split B 8 T 2K's walks,
+        it lost there (2.316 -> 2.663).
     segment_dh: the reverse state walk in segments too, as the forward one (H100, B 1 T 16K: kernel_dh 1317 -> 545
         us a launch, fwd+bwd 4.82 -> 3.92 ms; B 8 T 2K takes one segment).
     prewarm: on a new configuration's first eager CUDA call, compile all of its kernels in parallel threads before
         running them (`launch.compile_in_parallel`; a cold 1.3B fwd+bwd took ~20 s compiled one by one, ~9 s so).
+    overlap: launch an op's independent kernels on a second CUDA stream (`gsa.ops.triton.streams`): in the forward
+        the value pass's state walk beside the key pass's walk and kernel_a; in the backward the reverse walks
+        beside the kernels they do not feed. The walks are latency-bound at ~12% occupancy, so the two share the SMs.
+        H100, fwd+bwd ms one stream -> two: 1.3b 2.323 -> 2.256 (fwd 0.501 -> 0.475), hd128 3.686 -> 3.631, hd64
+        5.525 -> 5.508, gqa32-8 5.086 -> 4.886, 1.3b-t16k 3.181 -> 2.770, hd128-t16k 4.592 -> 4.179.
+    overlap_min_rows: the smallest B * T * HQ at which the op takes the second stream. Below it an op's wall time
+        is the host's, which the stream waits lengthen: 1.3b-b1 (B 1, T 2K, 4 heads: 8K rows; 0.46 ms of kernels in
+        1.95 ms) went 1.953 -> 2.308 ms with two streams. The measured shapes that gained have 64K rows or more.
     decode_gemv: which one-token decode products run as `gsa.ops.triton.gemv` (weights loaded before waiting on the
         kernel before) instead of cuBLAS: "qkvf" (a GSA layer's q|k|v|slot-logit product), "o" (its o_proj),
         "gate_up" (the MLP's); -0.15 ms a GSA-1.3B token on an H100 for the three.
@@ -131,9 +139,11 @@ class KernelSettings:
     factor_span: float = 30.0
     state_tile_max: int = 64
     state_segments: int | None = None
-    segment_tile_max: int = 64
+    segment_tile_max: int = 128
     segment_dh: bool = True
     prewarm: bool = True
+    overlap: bool = True
+    overlap_min_rows: int = 32768
     decode_gemv: frozenset[str] = frozenset({"qkvf", "o", "gate_up"})
 
     @contextlib.contextmanager

@@ -1,0 +1,79 @@
+"""SETTINGS.overlap: the op's independent launches on a second CUDA stream (gsa.ops.triton.streams). The same kernels
+on the same inputs, so the results must be bitwise those of one stream, across repeated calls whose freed memory the
+allocator hands out again (a missing wait or record would let a later kernel overwrite a tensor still being read)."""
+
+import pytest
+import torch
+
+from skips import NO_TRITON
+
+pytest.importorskip("triton", reason=NO_TRITON)
+
+import gsa.ops.triton.chunk as chunk  # noqa: E402
+from gsa.ops.triton import SETTINGS, chunk_gsa  # noqa: E402
+from gsa.ops.triton.streams import beside, join, side_stream  # noqa: E402
+from op_inputs import cast, make_inputs, on, run  # noqa: E402
+
+gpu = pytest.mark.gpu
+
+
+def chunk_op(q, k, v, s, g, *, initial_state=None, output_final_state=False, cu_seqlens=None, keep_states=False):
+    return chunk_gsa(q, k, v, s, g, 0.3, initial_state, output_final_state, cu_seqlens, keep_states, False)
+
+
+def test_no_side_stream_off_cuda_when_off_or_for_a_small_op():
+    """Each decided before any CUDA call (this runs without a GPU)."""
+    assert side_stream(torch.device("cpu"), 1 << 30) is None
+    with SETTINGS.override(overlap=False):
+        assert side_stream(torch.device("cuda"), 1 << 30) is None
+    with SETTINGS.override(overlap_min_rows=100):
+        assert side_stream(torch.device("cuda"), 99) is None
+    x = torch.ones(3)
+    with beside(None):
+        y = x + 1
+    join(None, y, None)
+    assert y.tolist() == [2.0, 2.0, 2.0]
+
+
+def _flat(result):
+    o, (hk, hv), grads = result
+    return [o, hk, hv] + [grads[n] for n in sorted(grads)]
+
+
+@gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("case", ["dense", "keep_states", "packed", "segments"])
+def test_gpu_overlap_is_bitwise_one_stream(case, dtype, monkeypatch):
+    kw, segments = {}, None
+    if case == "packed":
+        lengths = [3, 64 * 4 + 9, 64 * 2 + 1]
+        x = make_inputs(B=1, T=sum(lengths), HQ=4, H=2, K=80, V=72, M=24, N=len(lengths), tau=1.0)
+        kw["cu_seqlens"] = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], device="cuda",
+                                        dtype=torch.int32)
+    elif case == "segments":  # long walks split into segments, with their carry kernels on the side stream too
+        x, segments = make_inputs(B=1, T=64 * 9 + 5, HQ=2, H=2, K=64, V=64, M=16, tau=2.0), 3
+    else:
+        x = make_inputs(B=2, T=64 * 3 + 7, HQ=4, H=2, K=80, V=72, M=24, tau=1.0)
+        kw["keep_states"] = case == "keep_states"
+    x = on(cast(x, dtype))
+    uses = []
+    real = chunk.beside
+
+    def counted(side):
+        uses.append(side is not None)
+        return real(side)
+
+    monkeypatch.setattr(chunk, "beside", counted)
+    with SETTINGS.override(state_segments=segments, overlap_min_rows=0):  # these small ops take it too
+        with SETTINGS.override(overlap=False):
+            want = [t.clone() for t in _flat(run(chunk_op, x, **kw))]
+        assert uses and not any(uses)
+        uses.clear()
+        for i in range(4):  # memory freed by one call is handed out again in the next
+            junk = [torch.randn(1 << (16 + i), device="cuda") for _ in range(3)]
+            got = _flat(run(chunk_op, x, **kw))
+            del junk
+            for a, b in zip(got, want):
+                assert torch.equal(a, b)
+        assert uses and all(uses)
+    torch.cuda.synchronize()
