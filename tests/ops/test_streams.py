@@ -77,3 +77,27 @@ def test_gpu_overlap_is_bitwise_one_stream(case, dtype, monkeypatch):
                 assert torch.equal(a, b)
         assert uses and all(uses)
     torch.cuda.synchronize()
+
+
+@gpu
+def test_gpu_op_in_a_cuda_graph_keeps_one_stream():
+    """Captured in a CUDA graph (forward, no autograd) at a size that takes two streams eagerly, the op keeps one
+    stream and replays to the eager result."""
+    x = {n: None if t is None else t.detach() for n, t in on(cast(make_inputs(B=2, T=64 * 3 + 7, HQ=4, H=2, K=80, V=72,
+                                                                                M=24, tau=1.0), torch.bfloat16)).items()}
+    args = [x[n] for n in ("q", "k", "v", "s", "g")]
+    init = (x["hk0"], x["hv0"])
+    with SETTINGS.override(overlap_min_rows=0):
+        want = chunk_op(*args, initial_state=init, output_final_state=True)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up off the default stream, as torch.cuda.graph requires
+            chunk_op(*args, initial_state=init, output_final_state=True)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            got = chunk_op(*args, initial_state=init, output_final_state=True)
+        graph.replay()
+        torch.cuda.synchronize()
+    assert torch.equal(got[0], want[0])
+    assert all(torch.equal(a, b) for a, b in zip(got[1], want[1]))

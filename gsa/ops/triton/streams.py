@@ -15,6 +15,11 @@ Usage, inside one op:
 
 What the side stream allocates belongs to its pool; `join` records each such output on the current stream, so the
 caching allocator does not hand its memory out again before the current stream's work on it is done.
+
+Inside a CUDA graph capture the op keeps one stream. torch.compile's CUDA graph trees (mode="reduce-overhead") also
+run the op eagerly first and expect its outputs in the graph's memory pool, which side-stream allocations are not
+(pytorch/pytorch#151199): set SETTINGS.overlap = False there. Allocating every tensor on the current stream before
+the side launches (keeping the side's temporaries alive until `join`) would lift that; not done yet.
 """
 
 from __future__ import annotations
@@ -33,6 +38,10 @@ def side_stream(device: torch.device, rows: int) -> torch.cuda.Stream | None:
     rows, or None where launches stay in order: a CPU tensor (the Triton interpreter), SETTINGS.overlap False, or
     fewer rows than SETTINGS.overlap_min_rows (a small op is bound by the host, which the waits would slow)."""
     if not SETTINGS.overlap or device.type != "cuda" or rows < SETTINGS.overlap_min_rows:
+        return None
+    if torch.cuda.is_current_stream_capturing():
+        # a CUDA graph already removes the host time; and the side stream's allocations (recorded on the
+        # capturing stream) would fall outside the graph's memory pool
         return None
     index = device.index if device.index is not None else torch.cuda.current_device()
     if index not in _streams:
