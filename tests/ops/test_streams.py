@@ -83,8 +83,8 @@ def test_gpu_overlap_is_bitwise_one_stream(case, dtype, monkeypatch):
 def test_gpu_op_in_a_cuda_graph_keeps_one_stream():
     """Captured in a CUDA graph (forward, no autograd) at a size that takes two streams eagerly, the op keeps one
     stream and replays to the eager result."""
-    x = {n: None if t is None else t.detach() for n, t in on(cast(make_inputs(B=2, T=64 * 3 + 7, HQ=4, H=2, K=80, V=72,
-                                                                                M=24, tau=1.0), torch.bfloat16)).items()}
+    inputs = make_inputs(B=2, T=64 * 3 + 7, HQ=4, H=2, K=80, V=72, M=24, tau=1.0)
+    x = {n: None if t is None else t.detach() for n, t in on(cast(inputs, torch.bfloat16)).items()}
     args = [x[n] for n in ("q", "k", "v", "s", "g")]
     init = (x["hk0"], x["hv0"])
     with SETTINGS.override(overlap_min_rows=0):
