@@ -168,11 +168,13 @@ def state_segments(D: int, H: int, slot_tiles: int, chunks: Chunks, device: torc
     segment."""
     if SETTINGS.state_segments is not None:
         return max(1, min(SETTINGS.state_segments, chunks.max_nt))
+    def programs(tile_max: int) -> int:  # of one walk at D tiles of at most tile_max
+        return cdiv(D, block(D, tile_max)) * slot_tiles * chunks.N * H
+
     sms = sm_count(device)
-    if cdiv(D, block(D, SETTINGS.state_tile_max)) * slot_tiles * chunks.N * H >= sms:
+    if programs(SETTINGS.state_tile_max) >= sms:
         return 1
-    programs = cdiv(D, block(D, SETTINGS.segment_tile_max)) * slot_tiles * chunks.N * H
-    ns = min(cdiv(2 * sms, programs), chunks.max_nt // 8)
+    ns = min(cdiv(2 * sms, programs(SETTINGS.segment_tile_max)), chunks.max_nt // 8)
     return ns if ns >= 2 else 1
 
 

@@ -69,5 +69,5 @@ def join(side: torch.cuda.Stream | None, *outputs: torch.Tensor | None) -> None:
     current = torch.cuda.current_stream(side.device)
     current.wait_stream(side)
     for t in outputs:
-        if t is not None and t.is_cuda:
+        if t is not None:
             t.record_stream(current)
