@@ -385,6 +385,29 @@ def test_compile_fullgraph_traces_the_ops():
     torch.testing.assert_close(hv, ref_st[1])
 
 
+@pytest.mark.parametrize("keep_states", [False, True])
+def test_eager_calls_skip_the_dispatcher_and_match_the_registered_op_bitwise(keep_states, monkeypatch):
+    """Eager calls run _EagerChunk (the op's own forward, context and backward without the custom op's dispatch);
+    torch.compile traces torch.ops.gsa.chunk_fwd. Same kernels, same inputs: bitwise the same outputs, final states
+    and gradients (initial states and final-state cotangents included)."""
+    import gsa.ops.triton.chunk as chunk
+
+    x = on(cast(make_inputs(B=2, T=70, HQ=2, H=1, K=16, V=24, M=16), torch.float32))
+
+    def registered(q, k, v, s, g, initial_state=None, output_final_state=False):
+        hk0, hv0 = initial_state
+        o, _, _, _, hkT, hvT, _, _ = torch.ops.gsa.chunk_fwd(q, k, v, s, g, 0.25, hk0, hv0, output_final_state,
+                                                            keep_states, None, False)
+        return o, (hkT, hvT)
+
+    want = run(registered, x)
+    for name in ("chunk_fwd_op", "chunk_bwd_op"):  # an eager call that reached them would fail here
+        monkeypatch.setattr(chunk, name, None)
+    got = run(lambda *a, **kw: chunk_op(*a, scale=0.25, keep_states=keep_states, **kw), x)
+    assert torch.equal(got[0], want[0]) and all(torch.equal(a, b) for a, b in zip(got[1], want[1]))
+    assert got[2].keys() == want[2].keys() and all(torch.equal(got[2][n], want[2][n]) for n in want[2])
+
+
 @pytest.mark.skipif(DEVICE != "cpu", reason="counts launches through the Triton interpreter (CPU only)")
 @pytest.mark.parametrize("final_state", [False, True])
 def test_prewarm_queues_exactly_the_launches_of_a_call_and_runs_none(final_state, monkeypatch):
