@@ -1,6 +1,7 @@
 """SETTINGS.overlap: the op's independent launches on a second CUDA stream (gsa.ops.triton.streams). The same kernels
 on the same inputs, so the results must be bitwise those of one stream, across repeated calls whose freed memory the
-allocator hands out again (a missing wait or record would let a later kernel overwrite a tensor still being read)."""
+allocator hands out again (a missing wait, or a temporary let go before the join, would let a later kernel overwrite
+a tensor still being read)."""
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ pytest.importorskip("triton", reason=NO_TRITON)
 
 import gsa.ops.triton.chunk as chunk  # noqa: E402
 from gsa.ops.triton import SETTINGS, chunk_gsa  # noqa: E402
-from gsa.ops.triton.streams import beside, join, side_stream  # noqa: E402
+from gsa.ops.triton.streams import join, launching, side_stream  # noqa: E402
 from op_inputs import cast, make_inputs, on, run  # noqa: E402
 
 gpu = pytest.mark.gpu
@@ -29,9 +30,9 @@ def test_no_side_stream_off_cuda_when_off_or_for_a_small_op():
     with SETTINGS.override(overlap_min_rows=100):
         assert side_stream(torch.device("cuda"), 99) is None
     x = torch.ones(3)
-    with beside(None):
+    with launching(None, x, None):
         y = x + 1
-    join(None, y, None)
+    join(None)
     assert y.tolist() == [2.0, 2.0, 2.0]
 
 
@@ -57,13 +58,14 @@ def test_gpu_overlap_is_bitwise_one_stream(case, dtype, monkeypatch):
         kw["keep_states"] = case == "keep_states"
     x = on(cast(x, dtype))
     uses = []
-    real = chunk.beside
+    real = chunk.side_stream
 
-    def counted(side):
+    def counted(device, rows):
+        side = real(device, rows)
         uses.append(side is not None)
-        return real(side)
+        return side
 
-    monkeypatch.setattr(chunk, "beside", counted)
+    monkeypatch.setattr(chunk, "side_stream", counted)
     with SETTINGS.override(state_segments=segments, overlap_min_rows=0):  # these small ops take it too
         with SETTINGS.override(overlap=False):
             want = [t.clone() for t in _flat(run(chunk_op, x, **kw))]

@@ -18,7 +18,7 @@ from gsa.ops.triton.cumsum import chunk_local_cumsum, reverse_cumsum_dg
 from gsa.ops.triton.chunks import BT, max_chunks, prepare_chunks
 from gsa.ops.triton.launch import check_slots, chunk_state_dtype, compile_in_parallel, dot_precision, launch_key
 from gsa.ops.triton.settings import SETTINGS
-from gsa.ops.triton.streams import beside, join, side_stream
+from gsa.ops.triton.streams import join, side_stream
 
 _EMPTY = (0,)
 
@@ -47,11 +47,11 @@ def _fwd_impl(q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states, c
     qf, kf, vf, sf = _flat(q), _flat(k), _flat(v), _flat(s)
     gl = chunk_local_cumsum(_flat(g), chunks)
     side = side_stream(q.device, B * T * HQ)
-    with beside(side):  # the value pass's walk needs nothing of the key pass's
-        hv, hvT = chunk_fwd_h(vf, sf, gl, hv0, chunks, nt, output_final_state, True, prec, keep_states)
+    # the value pass's walk needs nothing of the key pass's: on the side stream, beside it and kernel_a
+    hv, hvT = chunk_fwd_h(vf, sf, gl, hv0, chunks, nt, output_final_state, True, prec, keep_states, side)
     hk, hkT = chunk_fwd_h(kf, sf, gl, hk0, chunks, nt, output_final_state, False, prec, keep_states)
     A, P = chunk_fwd_a(qf, kf, sf, gl, hk, chunks, scale, prec, linear_read)
-    join(side, hv, hvT)
+    join(side)
     # the second pass reads with softmax(A1), or with A1 itself
     o = chunk_o(A, gl, P, vf, hv, chunks, 1.0, not linear_read, q.dtype, prec)
     if not output_final_state:
@@ -117,21 +117,19 @@ def _bwd_impl(q, k, v, s, g, A, gl, P, do, scale, hk0, hv0, dhkT, dhvT, hkT, hvT
     # pass's recomputed states and dP; dhk (after dA) beside dv and the key pass's recomputed states. The same
     # tensors are alive at once as in one stream.
     side = side_stream(q.device, B * T * HQ)
-    with beside(side):
-        dhv, dhv0 = chunk_bwd_dh(dof, Af, glf, dhvT, chunks, nt, 1.0, not linear_read, want0, True, prec)
+    dhv, dhv0 = chunk_bwd_dh(dof, Af, glf, dhvT, chunks, nt, 1.0, not linear_read, want0, True, prec, side)
     if recompute:
         hv, _ = chunk_fwd_h(vf, sf, glf, hv0, chunks, nt, False, True, prec, True)
     dA, dGq, P1 = chunk_bwd_dp(dof, vf, sf, glf, hv, Af, chunks, prec, linear_read)
-    join(side, dhv, dhv0)
-    with beside(side):
-        dhk, dhk0 = chunk_bwd_dh(qf, dA, glf, dhkT, chunks, nt, scale, False, want0, False, prec)
+    join(side)
+    dhk, dhk0 = chunk_bwd_dh(qf, dA, glf, dhkT, chunks, nt, scale, False, want0, False, prec, side)
     dv = chunk_bwd_dx(_flat(P), dof, sf, glf, dhv, chunks, 1.0, v.dtype, prec,
                       *((hv, parts[nk:]) if exact else ()))
     del hv
     if recompute:
         hk, _ = chunk_fwd_h(kf, sf, glf, hk0, chunks, nt, False, False, prec, True)
     dq = chunk_o(dA, glf, P1, kf, hk, chunks, scale, False, q.dtype, prec)
-    join(side, dhk, dhk0)
+    join(side)
     dk = chunk_bwd_dx(P1, qf, sf, glf, dhk, chunks, scale, k.dtype, prec, *((hk, parts[:nk]) if exact else ()))
     del hk, P1
     ds, dG = chunk_bwd_ds(qf, kf, vf, dof, sf, glf, Af, dA, dGq, dhk, dhv, chunks, scale, prec, linear_read)

@@ -17,6 +17,7 @@ from gsa.ops.triton.chunk_h import (
 from gsa.ops.triton.chunks import BT, Chunks
 from gsa.ops.triton.launch import launch, state_dots_mode
 from gsa.ops.triton.settings import SETTINGS
+from gsa.ops.triton.streams import Side, launching
 from gsa.ops.triton.tiles import load_row, load_rows, load_slot_softmax, state_product
 
 
@@ -97,11 +98,13 @@ def chunk_gsa_bwd_kernel_dh_carry(gl, dh, dh0, seg_h, seg_g, cu_seqlens, chunk_o
 
 
 def chunk_bwd_dh(y: torch.Tensor, A: torch.Tensor, gl: torch.Tensor, dht: torch.Tensor | None, chunks: Chunks,
-                 nt_alloc: int, scale: float, softmax: bool, want_dh0: bool, transposed: bool, prec: str):
+                 nt_alloc: int, scale: float, softmax: bool, want_dh0: bool, transposed: bool, prec: str,
+                 side: Side | None = None):
     """Gradients of the chunk-end states of one pass, and of its initial state.
 
     y: [TT, HQ, D] (q, or dO), A: [TT, HQ, M] float32 (dA1, or A1 when `softmax`: the weights are softmax(A1)),
-    gl: [TT, H, M], dht: final-state cotangent in the caller's layout or None.
+    gl: [TT, H, M], dht: final-state cotangent in the caller's layout or None. side: launch on this second stream
+    (streams.py; the caller joins it before reading the gradients).
     Returns dh [nt_alloc, H, D, M] float32 and dh0 in the caller's layout (or None).
     """
     TT, HQ, D = y.shape
@@ -113,15 +116,16 @@ def chunk_bwd_dh(y: torch.Tensor, A: torch.Tensor, gl: torch.Tensor, dht: torch.
     # as chunk_fwd_h: segments walked in parallel, then the carry from later segments
     w = walk_plan(y, "dh", D, H, M, chunks, SETTINGS.segment_dh)
     meta = dict(H=H, D=D, M=M, SEG=w.SEG, NS=w.NS, BT=BT, BD=w.BD)
-    launch(chunk_gsa_bwd_kernel_dh, w.grid)(
-        y, A, gl, dh, dht, dh0, w.seg_h, w.seg_g, chunks.cu_seqlens, chunks.offsets, scale, sd, sm, HQ=HQ, **meta,
-        SOFTMAX=softmax, USE_DHT=dht is not None, STORE_DH0=want_dh0,
-        SEGMENTED=w.NS > 1, PREC=prec, DOTS=state_dots_mode(y.dtype), **w.opts,
-    )
-    if w.NS > 1:
-        opts, grid = w.carry("dh-carry", D, M)
-        launch(chunk_gsa_bwd_kernel_dh_carry, grid)(
-            gl, dh, dh0, w.seg_h, w.seg_g, chunks.cu_seqlens, chunks.offsets, sd, sm, **meta, STORE_DH0=want_dh0,
-            **opts,
+    carry = w.carry("dh-carry", D, M) if w.NS > 1 else None
+    with launching(side, w.seg_h, w.seg_g):
+        launch(chunk_gsa_bwd_kernel_dh, w.grid)(
+            y, A, gl, dh, dht, dh0, w.seg_h, w.seg_g, chunks.cu_seqlens, chunks.offsets, scale, sd, sm, HQ=HQ,
+            **meta, SOFTMAX=softmax, USE_DHT=dht is not None, STORE_DH0=want_dh0,
+            SEGMENTED=w.NS > 1, PREC=prec, DOTS=state_dots_mode(y.dtype), **w.opts,
         )
+        if carry is not None:
+            launch(chunk_gsa_bwd_kernel_dh_carry, carry[1])(
+                gl, dh, dh0, w.seg_h, w.seg_g, chunks.cu_seqlens, chunks.offsets, sd, sm, **meta,
+                STORE_DH0=want_dh0, **carry[0],
+            )
     return dh, dh0

@@ -18,6 +18,7 @@ from gsa.ops.triton.launch import (
     block, cdiv, chunk_state_dtype, launch, state_dots_mode, slot_options, sm_count, state_tile,
 )
 from gsa.ops.triton.settings import SETTINGS
+from gsa.ops.triton.streams import Side, launching
 from gsa.ops.triton.tiles import load_row, load_rows, state_product
 
 
@@ -233,11 +234,13 @@ def state_strides(D: int, M: int, transposed: bool) -> tuple[int, int]:
 
 
 def chunk_fwd_h(x: torch.Tensor, s: torch.Tensor, gl: torch.Tensor, h0: torch.Tensor | None, chunks: Chunks,
-                nt_alloc: int, output_final_state: bool, transposed: bool, prec: str, for_backward: bool):
+                nt_alloc: int, output_final_state: bool, transposed: bool, prec: str, for_backward: bool,
+                side: Side | None = None):
     """Chunk-start states of one pass.
 
     x: [TT, H, D] (k, or v), s/gl: [TT, H, M], h0: [N, H, D, M] (or [N, H, M, D] when `transposed`).
-    for_backward: the backward reads the states (launch.chunk_state_dtype).
+    for_backward: the backward reads the states (launch.chunk_state_dtype). side: launch on this second stream
+    (streams.py; the caller joins it before reading the states).
     Returns states [nt_alloc, H, D, M] (the first chunks.NT rows written; float32, or x's dtype as
     SETTINGS.chunk_states says) and the final state in h0's layout, float32 (or None).
     """
@@ -250,15 +253,16 @@ def chunk_fwd_h(x: torch.Tensor, s: torch.Tensor, gl: torch.Tensor, h0: torch.Te
     # few long sequences: split each into NS segments walked in parallel, then carry across them
     w = walk_plan(x, "h", D, H, M, chunks, True)
     meta = dict(H=H, D=D, M=M, SEG=w.SEG, NS=w.NS, BT=BT, BD=w.BD)
-    launch(chunk_gsa_fwd_kernel_h, w.grid)(
-        x, s, gl, h, h0, ht, w.seg_h, w.seg_g, chunks.cu_seqlens, chunks.offsets, sd, sm, **meta,
-        USE_H0=h0 is not None, STORE_HT=output_final_state, SEGMENTED=w.NS > 1, PREC=prec,
-        DOTS=state_dots_mode(x.dtype), **w.opts,
-    )
-    if w.NS > 1:
-        opts, grid = w.carry("h-carry", D, M)
-        launch(chunk_gsa_fwd_kernel_h_carry, grid)(
-            gl, h, ht, w.seg_h, w.seg_g, chunks.cu_seqlens, chunks.offsets, sd, sm, **meta,
-            STORE_HT=output_final_state, **opts,
+    carry = w.carry("h-carry", D, M) if w.NS > 1 else None
+    with launching(side, w.seg_h, w.seg_g):
+        launch(chunk_gsa_fwd_kernel_h, w.grid)(
+            x, s, gl, h, h0, ht, w.seg_h, w.seg_g, chunks.cu_seqlens, chunks.offsets, sd, sm, **meta,
+            USE_H0=h0 is not None, STORE_HT=output_final_state, SEGMENTED=w.NS > 1, PREC=prec,
+            DOTS=state_dots_mode(x.dtype), **w.opts,
         )
+        if carry is not None:
+            launch(chunk_gsa_fwd_kernel_h_carry, carry[1])(
+                gl, h, ht, w.seg_h, w.seg_g, chunks.cu_seqlens, chunks.offsets, sd, sm, **meta,
+                STORE_HT=output_final_state, **carry[0],
+            )
     return h, ht

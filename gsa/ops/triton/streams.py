@@ -8,18 +8,17 @@ share the SMs instead of waiting for each other.
 Usage, inside one op:
 
     side = side_stream(x.device, rows)  # None: no CUDA, a small op or SETTINGS.overlap off: all in order
-    with beside(side):
-        h = walk(...)                   # launched on the side stream, after all that the current one had queued
+    h = torch.empty(...)                # every tensor allocated on the current stream, as usual
+    with launching(side, tmp):          # the block's launches go to the side stream, after all the current one
+        walk[grid](x, h, tmp)           # had queued; tmp (a temporary the launches read) is kept alive until join
     ...                                 # launched on the current stream meanwhile
-    join(side, h)                       # the current stream waits for the side one; h is marked as used on it
+    join(side)                          # the current stream waits for the side one
 
-What the side stream allocates belongs to its pool; `join` records each such output on the current stream, so the
-caching allocator does not hand its memory out again before the current stream's work on it is done.
-
-Inside a CUDA graph capture the op keeps one stream. torch.compile's CUDA graph trees (mode="reduce-overhead") also
-run the op eagerly first and expect its outputs in the graph's memory pool, which side-stream allocations are not
-(pytorch/pytorch#151199): set SETTINGS.overlap = False there. Allocating every tensor on the current stream before
-the side launches (keeping the side's temporaries alive until `join`) would lift that; not done yet.
+Only launches change stream; memory is allocated, and freed, on the current stream. So the caching allocator never
+hands out a block the side stream may still use: the outputs are first freed after `join`, and the temporaries are
+held until it. No `record_stream` is needed, and a CUDA graph's memory pool (torch.compile's CUDA graph trees,
+whose eager warm-up runs expect every output in the current stream's pool: pytorch/pytorch#151199) holds all of it.
+Inside a CUDA graph capture the op still keeps one stream: the graph has no host time left to hide.
 """
 
 from __future__ import annotations
@@ -33,41 +32,47 @@ from gsa.ops.triton.settings import SETTINGS
 _streams: dict[int, torch.cuda.Stream] = {}
 
 
-def side_stream(device: torch.device, rows: int) -> torch.cuda.Stream | None:
+class Side:
+    """The second stream of one op call, and the temporaries its launches read until `join`."""
+
+    def __init__(self, stream: torch.cuda.Stream):
+        self.stream = stream
+        self.held: list[torch.Tensor] = []
+
+
+def side_stream(device: torch.device, rows: int) -> Side | None:
     """The second stream of `device` (one per device, made on first use) for an op over `rows` = B * T * HQ query
-    rows, or None where launches stay in order: a CPU tensor (the Triton interpreter), SETTINGS.overlap False, or
-    fewer rows than SETTINGS.overlap_min_rows (a small op is bound by the host, which the waits would slow)."""
+    rows, or None where launches stay in order: a CPU tensor (the Triton interpreter), SETTINGS.overlap False,
+    fewer rows than SETTINGS.overlap_min_rows (a small op is bound by the host, which the waits would slow), or a
+    CUDA graph capture."""
     if not SETTINGS.overlap or device.type != "cuda" or rows < SETTINGS.overlap_min_rows:
         return None
     if torch.cuda.is_current_stream_capturing():
-        # a CUDA graph already removes the host time; and the side stream's allocations (recorded on the
-        # capturing stream) would fall outside the graph's memory pool
         return None
     index = device.index if device.index is not None else torch.cuda.current_device()
     if index not in _streams:
         _streams[index] = torch.cuda.Stream(device=index)
-    return _streams[index]
+    return Side(_streams[index])
 
 
 @contextlib.contextmanager
-def beside(side: torch.cuda.Stream | None):
-    """Launch the block's kernels on `side`, after everything already queued on the current stream (a no-op for
-    None)."""
+def launching(side: Side | None, *held: torch.Tensor | None):
+    """Launch the block's kernels on `side`'s stream, after everything already queued on the current stream, and
+    hold `held` (None skipped: temporaries allocated on the current stream that those kernels read or write) until
+    join(side). A no-op for None. Allocate nothing inside the block."""
     if side is None:
         yield
         return
-    side.wait_stream(torch.cuda.current_stream(side.device))
-    with torch.cuda.stream(side):
+    side.stream.wait_stream(torch.cuda.current_stream(side.stream.device))
+    side.held.extend(t for t in held if t is not None)
+    with torch.cuda.stream(side.stream):
         yield
 
 
-def join(side: torch.cuda.Stream | None, *outputs: torch.Tensor | None) -> None:
-    """Make the current stream wait for `side`, and record the tensors `side` allocated (None skipped) as used on
-    the current stream."""
+def join(side: Side | None) -> None:
+    """Make the current stream wait for everything launched on `side`, then let go of its temporaries (their memory
+    is freed on the current stream, after the wait)."""
     if side is None:
         return
-    current = torch.cuda.current_stream(side.device)
-    current.wait_stream(side)
-    for t in outputs:
-        if t is not None:
-            t.record_stream(current)
+    torch.cuda.current_stream(side.stream.device).wait_stream(side.stream)
+    side.held.clear()
