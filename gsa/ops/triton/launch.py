@@ -10,7 +10,9 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
+from triton.runtime.jit import JITFunction
 
+from gsa.ops.triton.direct import launch_direct
 from gsa.ops.triton.settings import SETTINGS
 from gsa.ops.validation import TRITON_MAX_SLOTS
 
@@ -182,12 +184,15 @@ _queue = threading.local()
 
 
 def launch(kernel, grid):
-    """kernel[grid], or inside compile_in_parallel() a stand-in that queues kernel.warmup(..., grid=grid) with the
-    same arguments (same specialisation, nothing runs)."""
+    """kernel[grid]: through the compiled kernel's launcher where SETTINGS.direct_launch (`gsa.ops.triton.direct`;
+    not under the interpreter), or inside compile_in_parallel() a stand-in that queues kernel.warmup(..., grid=grid)
+    with the same arguments (same specialisation, nothing runs)."""
     jobs = getattr(_queue, "jobs", None)
-    if jobs is None:
-        return kernel[grid]
-    return lambda *args, **kwargs: jobs.append((kernel, grid, args, kwargs))
+    if jobs is not None:
+        return lambda *args, **kwargs: jobs.append((kernel, grid, args, kwargs))
+    if SETTINGS.direct_launch and isinstance(kernel, JITFunction):
+        return lambda *args, **kwargs: launch_direct(kernel, grid, args, kwargs)
+    return kernel[grid]
 
 
 @contextlib.contextmanager

@@ -118,6 +118,9 @@ class KernelSettings:
         us a launch, fwd+bwd 4.82 -> 3.92 ms; B 8 T 2K takes one segment).
     prewarm: on a new configuration's first eager CUDA call, compile all of its kernels in parallel threads before
         running them (`launch.compile_in_parallel`; a cold 1.3B fwd+bwd took ~20 s compiled one by one, ~9 s so).
+    direct_launch: launch a kernel already compiled for the same specialization through its launcher, without
+        `JITFunction.run`'s per-launch binding and keying (`gsa.ops.triton.direct`; the op is host-bound at the
+        1.3B shape on the H100 host, where `kernel[grid](...)` is about half of the host time).
     overlap: launch an op's independent kernels on a second CUDA stream (`gsa.ops.triton.streams`): in the forward
         the value pass's state walk beside the key pass's walk and kernel_a; in the backward the reverse walks
         beside the kernels they do not feed. The walks are latency-bound at ~12% occupancy, so the two share the SMs.
@@ -142,6 +145,7 @@ class KernelSettings:
     segment_tile_max: int = 128
     segment_dh: bool = True
     prewarm: bool = True
+    direct_launch: bool = True
     overlap: bool = True
     overlap_min_rows: int = 32768
     decode_gemv: frozenset[str] = frozenset({"qkvf", "o", "gate_up"})

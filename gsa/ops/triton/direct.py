@@ -1,0 +1,84 @@
+"""Launching an already compiled Triton kernel without JITFunction.run's per-launch work (SETTINGS.direct_launch).
+
+Why: the chunked op is host-bound at the 1.3B shape on the H100 host. One fwd+bwd (21 launches) takes the host
+2.1-2.5 ms to enqueue against ~2.3 ms of GPU work, and Triton's `kernel[grid](...)` is about half of that host time
+(cProfile on the H100 host: `JITFunction.run` ~57 us a launch under the profiler; docs/log.md, "Kernels"). At every
+launch it binds the arguments, specializes each one, builds the cache key and reads its settings again.
+
+Here each kernel's parameters are read once, and a launch is keyed by what Triton specializes a compiled kernel
+on, or by something finer: constexpr values as they are; tensors by dtype and 16-byte alignment; ints by whether
+they equal 1, divide by 16 and fit 32 bits; floats by type; None, bools and strings by value; and the launch
+options (num_warps, num_stages, launch_pdl, ...). A key seen before launches its compiled kernel through the
+kernel's own launcher, with the arguments in signature order as JITFunction.run passes them. A new key goes
+through `kernel[grid](...)` (compiling, or finding Triton's cached kernel) and keeps what it returns. A finer key
+only costs a miss, never a wrong kernel.
+
+Not covered: a launch hook set in triton.knobs (profilers such as proton), under which every launch takes the
+normal path (without one, the launcher gets None for the hooks and their metadata, and skips them); and settings Triton reads at launch time and folds into compile options (TRITON_DEBUG,
+instrumentation) changed after a kernel's first launch in the process.
+"""
+
+from __future__ import annotations
+
+import torch
+from triton import knobs
+from triton.runtime.driver import driver
+
+_I32 = (-(2**31), 2**31)
+
+
+class _Params:
+    """A JITFunction's parameter names, which are constexpr, and their defaults (read once)."""
+
+    __slots__ = ("names", "constexpr", "defaults", "name_set")
+
+    def __init__(self, kernel):
+        self.names = tuple(p.name for p in kernel.params)
+        self.constexpr = tuple(p.is_constexpr for p in kernel.params)
+        self.defaults = {p.name: p.default for p in kernel.params if p.has_default}
+        self.name_set = frozenset(self.names)
+
+
+_params: dict = {}
+_compiled: dict = {}
+
+
+def arg_key(value, constexpr: bool):
+    """What a launch's compiled kernel depends on in one argument (at least as fine as Triton's specialization)."""
+    if constexpr or value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, torch.Tensor):
+        return value.dtype, value.data_ptr() % 16 == 0
+    if isinstance(value, int):
+        return value == 1, value % 16 == 0, _I32[0] <= value < _I32[1]
+    if isinstance(value, float):
+        return float
+    return value
+
+
+def _hooked(hook) -> bool:
+    # Triton 3.6 keeps each hook as a HookChain, empty unless a profiler added to it; earlier versions used None
+    return hook is not None and bool(getattr(hook, "calls", True))
+
+
+def launch_direct(kernel, grid: tuple, args: tuple, kwargs: dict) -> None:
+    """kernel[grid](*args, **kwargs), through the compiled kernel's launcher once this key has been launched."""
+    p = _params.get(kernel)
+    if p is None:
+        p = _params[kernel] = _Params(kernel)
+    values = list(args)
+    for name in p.names[len(args):]:
+        values.append(kwargs[name] if name in kwargs else p.defaults[name])
+    options = tuple((k, v) for k, v in kwargs.items() if k not in p.name_set)
+    device = driver.active.get_current_device()
+    key = (kernel, device, options, tuple(map(arg_key, values, p.constexpr)))
+    compiled = _compiled.get(key)
+    hooks = _hooked(knobs.runtime.launch_enter_hook) or _hooked(knobs.runtime.launch_exit_hook)
+    if compiled is None or hooks:
+        compiled = kernel[grid](*args, **kwargs)
+        if compiled is not None and not hooks:
+            _compiled[key] = compiled
+        return
+    g0, g1, g2 = (tuple(grid) + (1, 1))[:3]
+    compiled.run(g0, g1, g2, driver.active.get_current_stream(device), compiled.function, compiled.packed_metadata,
+                 None, None, None, *values)
