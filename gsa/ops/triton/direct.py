@@ -14,8 +14,9 @@ through `kernel[grid](...)` (compiling, or finding Triton's cached kernel) and k
 only costs a miss, never a wrong kernel.
 
 Not covered: a launch hook set in triton.knobs (profilers such as proton), under which every launch takes the
-normal path (without one, the launcher gets None for the hooks and their metadata, and skips them); and settings Triton reads at launch time and folds into compile options (TRITON_DEBUG,
-instrumentation) changed after a kernel's first launch in the process.
+normal path (without one, the launcher gets None for the hooks and their metadata, and skips them); and settings
+Triton reads at launch time and folds into compile options (TRITON_DEBUG, instrumentation) changed after a
+kernel's first launch in the process.
 """
 
 from __future__ import annotations

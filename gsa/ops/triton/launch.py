@@ -183,14 +183,16 @@ def dot_precision(dtype: torch.dtype) -> str:
 _queue = threading.local()
 
 
-def launch(kernel, grid):
-    """kernel[grid]: through the compiled kernel's launcher where SETTINGS.direct_launch (`gsa.ops.triton.direct`;
-    not under the interpreter), or inside compile_in_parallel() a stand-in that queues kernel.warmup(..., grid=grid)
-    with the same arguments (same specialisation, nothing runs)."""
+def launch(kernel, grid, direct: bool = True):
+    """kernel[grid]: through the compiled kernel's launcher where `direct` and SETTINGS.direct_launch
+    (`gsa.ops.triton.direct`; not under the interpreter), or inside compile_in_parallel() a stand-in that queues
+    kernel.warmup(..., grid=grid) with the same arguments (same specialisation, nothing runs). The chunked op's
+    kernels take direct launches (GPU-tested bitwise, tests/ops/test_direct_launch.py); the model's RMSNorm and
+    SwiGLU kernels pass direct=False until such a test has run for them."""
     jobs = getattr(_queue, "jobs", None)
     if jobs is not None:
         return lambda *args, **kwargs: jobs.append((kernel, grid, args, kwargs))
-    if SETTINGS.direct_launch and isinstance(kernel, JITFunction):
+    if direct and SETTINGS.direct_launch and isinstance(kernel, JITFunction):
         return lambda *args, **kwargs: launch_direct(kernel, grid, args, kwargs)
     return kernel[grid]
 

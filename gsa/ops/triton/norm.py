@@ -85,7 +85,8 @@ def rms_norm_fwd(x: torch.Tensor, weight: torch.Tensor, eps: float, swish: bool)
     rstd = torch.empty(N, dtype=torch.float32, device=x.device)
     if N:
         BD = next_pow2(D)
-        launch(rms_norm_fwd_kernel, (N,))(x, weight, y, rstd, N, D, eps, BD=BD, SWISH=swish, num_warps=_warps(BD))
+        launch(rms_norm_fwd_kernel, (N,), direct=False)(x, weight, y, rstd, N, D, eps, BD=BD, SWISH=swish,
+                                                        num_warps=_warps(BD))
     return y, rstd
 
 
@@ -104,8 +105,8 @@ def rms_norm_bwd(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, rstd: 
     parts = torch.zeros(P, D, dtype=torch.float32, device=x.device)
     if N:
         BD = next_pow2(D)
-        launch(rms_norm_bwd_kernel, (P,))(x, weight, rstd, dy.contiguous(), dx, parts, N, D, BD=BD, SWISH=swish,
-                                          num_warps=_warps(BD))
+        launch(rms_norm_bwd_kernel, (P,), direct=False)(x, weight, rstd, dy.contiguous(), dx, parts, N, D, BD=BD,
+                                                        SWISH=swish, num_warps=_warps(BD))
     return dx, parts.sum(0).to(weight.dtype)
 
 

@@ -118,9 +118,10 @@ class KernelSettings:
         us a launch, fwd+bwd 4.82 -> 3.92 ms; B 8 T 2K takes one segment).
     prewarm: on a new configuration's first eager CUDA call, compile all of its kernels in parallel threads before
         running them (`launch.compile_in_parallel`; a cold 1.3B fwd+bwd took ~20 s compiled one by one, ~9 s so).
-    direct_launch: launch a kernel already compiled for the same specialization through its launcher, without
-        `JITFunction.run`'s per-launch binding and keying (`gsa.ops.triton.direct`; the op is host-bound at the
-        1.3B shape on the H100 host, where `kernel[grid](...)` is about half of the host time).
+    direct_launch: launch a chunked-op kernel already compiled for the same specialization through its launcher,
+        without `JITFunction.run`'s per-launch binding and keying (`gsa.ops.triton.direct`). The op is host-bound at
+        the 1.3B shape on the H100 host (1.7-2.6 ms of enqueue a fwd+bwd); this took 0.03-0.44 ms off it in 7 of 8
+        A/Bs (`benchmarks/host_time.py`, docs/log.md, "Kernels").
     overlap: launch an op's independent kernels on a second CUDA stream (`gsa.ops.triton.streams`): in the forward
         the value pass's state walk beside the key pass's walk and kernel_a; in the backward the reverse walks
         beside the kernels they do not feed. The walks are latency-bound at ~12% occupancy, so the two share the SMs.

@@ -46,7 +46,7 @@ def swiglu_fwd(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     y = torch.empty_like(gate)
     n = gate.numel()
     if n:
-        launch(swiglu_fwd_kernel, (cdiv(n, BLOCK),))(gate, up, y, n, BLOCK=BLOCK, num_warps=8)
+        launch(swiglu_fwd_kernel, (cdiv(n, BLOCK),), direct=False)(gate, up, y, n, BLOCK=BLOCK, num_warps=8)
     return y
 
 
@@ -61,7 +61,7 @@ def swiglu_bwd(dy: torch.Tensor, gate: torch.Tensor, up: torch.Tensor) -> tuple[
     dg, du = torch.empty_like(gate), torch.empty_like(up)
     n = gate.numel()
     if n:
-        launch(swiglu_bwd_kernel, (cdiv(n, BLOCK),))(dy.contiguous(), gate, up, dg, du, n, BLOCK=BLOCK,
+        launch(swiglu_bwd_kernel, (cdiv(n, BLOCK),), direct=False)(dy.contiguous(), gate, up, dg, du, n, BLOCK=BLOCK,
                                                             num_warps=8)
     return dg, du
 
