@@ -8,6 +8,9 @@
 # the zero-shot cloze / next-sentence tasks built from the held-out documents (teacher = ceiling).
 #   bash benchmarks/recipes/t2r.sh                     # ~10 minutes on an H100
 #   SEED=1 bash benchmarks/recipes/t2r.sh              # the second seed of the results page
+#   bash benchmarks/recipes/background.sh start t2r -- env S1_TIME=0 S2_TIME=0 bash benchmarks/recipes/t2r.sh
+#                                                      # full schedules (~15 min) past one 10-minute device call;
+#   bash benchmarks/recipes/background.sh wait t2r 540 # then wait in the calls that follow
 # Needs the teacher and a token cache (TEACHER, TOKENS; defaults .cache/t2r/teacher and the one token cache under
 # .cache/t2r/tokens, checked before any stage; the results of 2026-11-24/25 used a 14M-token subset of it), built
 # where PyPI and Debian are reachable: `python scripts/prepare_t2r_data.py all` (docs/convert.md).

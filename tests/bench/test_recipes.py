@@ -284,3 +284,25 @@ def test_ab_pack_extracts_the_base_commits_package(tmp_path):
     bad = subprocess.run(["bash", str(RECIPES / "ab.sh"), "run"], env=dict(env, AB_BASE_DIR=str(tmp_path / "none")),
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "ab.sh pack BASE" in bad.stderr
+
+
+def test_background_runs_a_job_past_the_shell_and_waits_for_it(tmp_path):
+    """start returns at once; wait reports 3 while the job runs and 0 once it has ended, with its own status kept;
+    a second start of a running job and a bad name are refused."""
+    env = dict(os.environ, BG=str(tmp_path), OUT=str(tmp_path / "out"), PYTHON=sys.executable, POLL="0.2")
+    sh = str(RECIPES / "background.sh")
+
+    def run(*args):
+        return subprocess.run(["bash", sh, *args], env=env, capture_output=True, text=True, timeout=120)
+
+    start = run("start", "job", "--", "bash", "-c", "sleep 2; echo done here; exit 5")
+    assert start.returncode == 0, start.stderr
+    assert run("start", "job", "--", "true").returncode == 1  # already running
+    still = run("wait", "job", "0")
+    assert still.returncode == 3 and "still running" in still.stdout
+    ended = run("wait", "job", "60")
+    assert ended.returncode == 0 and "done here" in ended.stdout and "ended with status 5" in ended.stdout
+    assert (tmp_path / "job" / "rc").read_text().strip() == "5"
+    assert run("status", "job").returncode == 0
+    assert run("start", "../x", "--", "true").returncode == 2
+    assert run("wait", "nothing", "1").returncode == 2
