@@ -1,9 +1,10 @@
 """Launching an already compiled Triton kernel without JITFunction.run's per-launch work (SETTINGS.direct_launch).
 
 Why: the chunked op is host-bound at the 1.3B shape on the H100 host. One fwd+bwd (21 launches) takes the host
-2.1-2.5 ms to enqueue against ~2.3 ms of GPU work, and Triton's `kernel[grid](...)` is about half of that host time
-(cProfile on the H100 host: `JITFunction.run` ~57 us a launch under the profiler; docs/log.md, "Kernels"). At every
-launch it binds the arguments, specializes each one, builds the cache key and reads its settings again.
+1.7-2.6 ms to enqueue against ~2.3 ms of GPU work, and under cProfile Triton's `kernel[grid](...)` was half of it
+(`JITFunction.run` ~57 us a launch, profiler included). At every launch it binds the arguments, specializes each one,
+builds the cache key and reads its settings again. Measured without the profiler (`benchmarks/host_time.py`),
+launching directly took 0.03-0.44 ms off a fwd+bwd's host time in 7 of 8 A/Bs (docs/log.md, "Kernels").
 
 Here each kernel's parameters are read once, and a launch is keyed by what Triton specializes a compiled kernel
 on, or by something finer: constexpr values as they are; tensors by dtype and 16-byte alignment; ints by whether
