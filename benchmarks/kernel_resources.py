@@ -101,6 +101,7 @@ def collect(shape: dict, arch: int, dtype=torch.bfloat16, warps: int | None = No
 
     from gsa.ops.triton import chunk_gsa, fused_recurrent_gsa, fused_recurrent_gsa_step
     from gsa.ops.triton.norm import rms_norm_triton
+    from gsa.ops.triton.settings import SETTINGS
     from gsa.ops.triton.swiglu import swiglu_triton
 
     B, T, HQ, H, K, V, M = (shape[k] for k in ("B", "T", "HQ", "H", "K", "V", "M"))
@@ -112,6 +113,8 @@ def collect(shape: dict, arch: int, dtype=torch.bfloat16, warps: int | None = No
     gate = (-torch.rand(B, T, H, M, generator=g)).to(dtype).requires_grad_()
     original = JITFunction.run
     JITFunction.run = fake_run
+    # every launch through JITFunction.run (direct launches would go past the stand-in to a driver)
+    direct, SETTINGS.direct_launch = SETTINGS.direct_launch, False
     try:
         if T == 1:
             h0 = (torch.zeros(B, H, K, M), torch.zeros(B, H, M, V))
@@ -137,8 +140,6 @@ def collect(shape: dict, arch: int, dtype=torch.bfloat16, warps: int | None = No
             o.backward(torch.ones_like(o))
             # the segmented state walk (few long sequences on a GPU): kernel_h with SEGMENTED and its carry kernel
             # (and the reverse walk's, SETTINGS.segment_dh)
-            from gsa.ops.triton.settings import SETTINGS
-
             with SETTINGS.override(state_segments=2, segment_dh=True):
                 o, _ = chunk_gsa(q, k, v, s, gate, K**-0.5, None, True, None, linear_read=linear_read)
                 o.backward(torch.ones_like(o))
@@ -149,6 +150,7 @@ def collect(shape: dict, arch: int, dtype=torch.bfloat16, warps: int | None = No
             swiglu_triton(gu[0], gu[1]).sum().backward()
     finally:
         JITFunction.run = original
+        SETTINGS.direct_launch = direct
     return rows
 
 

@@ -140,8 +140,7 @@ def _bwd_impl(q, k, v, s, g, A, gl, P, do, scale, hk0, hv0, dhkT, dhvT, hkT, hvT
     if dhvT is not None:
         dgv = (hvT * dhvT).sum(-1)
         dgT = dgv if dgT is None else dgT + dgv
-    dg = reverse_cumsum_dg(dG, None if dgT is None else dgT.contiguous(), parts.sum(0) if exact else None, chunks,
-                           g.dtype)
+    dg = reverse_cumsum_dg(dG, None if dgT is None else dgT.contiguous(), parts, chunks, g.dtype)
     return (dq.view_as(q), dk.view_as(k), dv.view_as(v), ds.view_as(s), dg.view_as(g),
             _empty(q) if dhk0 is None else dhk0, _empty(q) if dhv0 is None else dhv0)
 

@@ -56,9 +56,10 @@ def chunk_dg(dG, dg, b_c, o_t, m_t, i_h, H, M, o_m, m_m):
 
 
 @triton.jit
-def chunk_gsa_bwd_kernel_dg_exact(dG, dgt, cross, dg, cu_seqlens, chunk_indices, H, M, BT: tl.constexpr,
-                                  BM: tl.constexpr, USE_DGT: tl.constexpr):
-    """dg with the boundary terms: every chunk on its own (one program per chunk and head)."""
+def chunk_gsa_bwd_kernel_dg_exact(dG, dgt, cross, dg, cu_seqlens, chunk_indices, H, M, NP, part_stride,
+                                  BT: tl.constexpr, BM: tl.constexpr, USE_DGT: tl.constexpr):
+    """dg with the boundary terms: every chunk on its own (one program per chunk and head). cross holds the
+    boundary term in NP parts (one per D tile of each pass, part_stride apart), summed here."""
     i_c, i_h = tl.program_id(0), tl.program_id(1)
     i_n = tl.load(chunk_indices + i_c * 2)
     t0, eos = chunk_bounds(cu_seqlens, chunk_indices, i_c, BT)
@@ -67,7 +68,11 @@ def chunk_gsa_bwd_kernel_dg_exact(dG, dgt, cross, dg, cu_seqlens, chunk_indices,
     m_t, m_m = o_t < eos, o_m < M
     last = t0 + BT >= eos
     # what all later steps give: the boundary term, or after a sequence's last chunk its final-state term
-    b_c = tl.load(cross + (i_c.to(tl.int64) * H + i_h) * M + o_m, mask=m_m & (not last), other=0)
+    b_c = tl.zeros([BM], dtype=tl.float32)
+    p_c = cross + (i_c.to(tl.int64) * H + i_h) * M + o_m
+    for _ in range(NP):  # the pointer advances a part at a time: no int32 product of part index and stride
+        b_c += tl.load(p_c, mask=m_m & (not last), other=0)
+        p_c += part_stride
     if USE_DGT:
         b_c += tl.load(dgt + (i_n.to(tl.int64) * H + i_h) * M + o_m, mask=m_m & last, other=0)
     chunk_dg(dG, dg, b_c, o_t, m_t, i_h, H, M, o_m, m_m)
@@ -110,14 +115,15 @@ def reverse_cumsum_dg(dG: torch.Tensor, dgt: torch.Tensor | None, cross: torch.T
     sum over later chunks taken exactly at each chunk boundary (module docstring).
 
     dgt: [N, H, M] float32, the final-state term added at each sequence's last step (or None).
-    cross: [nt, H, M] float32, chunk c's boundary term sum_D (Hk[c + 1] dHk[c]) + sum_D (Hv[c + 1] dHv[c]) (read
-    for every chunk but a sequence's last; chunk_dx.py takes it), or None: the whole-sequence sum instead."""
+    cross: [P, nt, H, M] float32, chunk c's boundary term sum_D (Hk[c + 1] dHk[c]) + sum_D (Hv[c + 1] dHv[c]) in P
+    parts, one per D tile of each pass (read for every chunk but a sequence's last, and summed here; chunk_dx.py
+    takes them), or None: the whole-sequence sum instead."""
     TT, H, M = dG.shape
     dg = torch.empty(TT, H, M, dtype=dtype, device=dG.device)
     meta = dict(H=H, M=M, BT=BT, BM=block(M, 128), USE_DGT=dgt is not None, **launch_options("dg"))
     if cross is not None:  # chunks independent of each other: no walk over the sequence (507 us at B 1, T 16K)
         launch(chunk_gsa_bwd_kernel_dg_exact, (chunks.NT, H))(dG, dgt, cross, dg, chunks.cu_seqlens, chunks.indices,
-                                                              **meta)
+                                                              NP=cross.shape[0], part_stride=cross.stride(0), **meta)
     else:
         launch(chunk_gsa_bwd_kernel_dg, (chunks.N * H,))(dG, dgt, dg, chunks.cu_seqlens, **meta)
     return dg
