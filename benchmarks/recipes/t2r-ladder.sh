@@ -8,7 +8,8 @@
 #                                                       # any still runs (call `wait` again), 1 if a rung failed
 # Every rung's report (t2r-pure-<rung>-<budget>-seed<seed>.json) and log go to $OUT as they finish. Three 135M
 # students shared one H100 (62 GiB) at 5M tokens in 450 s (2026-12-06). Knobs: RUNGS (default "span m128"), and
-# everything t2r-pure.sh reads (TOKENS_BUDGET, SEED, TEACHER, TOKENS, EXTRA, REPORT_EXTRA), RUNS (runs/t2r-pure).
+# everything t2r-pure.sh reads (TOKENS_BUDGET, SEED, TEACHER, TOKENS, EXTRA, REPORT_EXTRA), RUNS (runs/t2r-pure),
+# POLL (seconds between wait's checks, default 30).
 source "$(dirname "$0")/common.sh"
 RUNS=${RUNS:-runs/t2r-pure}; STATE=$RUNS/ladder; mkdir -p "$STATE"
 OUT=$(cd "$OUT" && pwd)
@@ -37,7 +38,7 @@ case "${1:-}" in
         --query-gpu=memory.used,utilization.gpu --format=csv,noheader 2>/dev/null | head -1)"
       [ "$running" -eq 0 ] && break
       [ $(( $(date +%s) - t0 )) -ge "$limit" ] && exit 3
-      sleep 30
+      sleep "${POLL:-30}"
     done
     if [ "$failed" -gt 0 ]; then tail -n 5 "$STATE"/*.log; exit 1; fi ;;
   *) echo "usage: RUNGS=\"...\" bash benchmarks/recipes/t2r-ladder.sh start | wait [SECONDS]" >&2; exit 2 ;;

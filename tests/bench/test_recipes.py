@@ -155,7 +155,7 @@ def test_t2r_ladder_runs_rungs_side_by_side_past_the_starting_command(tmp_path):
     (exit 3 while one runs, 0 once all have finished) and copies each rung's report and log to OUT. A rung that
     fails (here: a budget the recipe refuses) makes wait exit 1. The second rung keeps the attention sinks, whose
     stages take overrides of their own: the conversion's window and sinks, stage 1's trained parameters."""
-    env = _toy_t2r_env(tmp_path, RUNGS="base sinks-qkvo", TOKENS_BUDGET="2000")
+    env = _toy_t2r_env(tmp_path, RUNGS="base sinks-qkvo", TOKENS_BUDGET="2000", POLL="1")
 
     def ladder(*args, **more):
         return subprocess.run(["bash", str(RECIPES / "t2r-ladder.sh"), *args], env=dict(env, **more),
