@@ -114,43 +114,42 @@ def collect(shape: dict, arch: int, dtype=torch.bfloat16, warps: int | None = No
     original = JITFunction.run
     JITFunction.run = fake_run
     # every launch through JITFunction.run (direct launches would go past the stand-in to a driver)
-    direct, SETTINGS.direct_launch = SETTINGS.direct_launch, False
-    try:
-        if T == 1:
-            h0 = (torch.zeros(B, H, K, M), torch.zeros(B, H, M, V))
-            fused_recurrent_gsa(q, k, v, s, gate, K**-0.5, h0, True, linear_read=linear_read)
-            # the decode step from raw projections: swish and the gate inside the kernels (GATE, SWISH)
-            with torch.no_grad():
-                fused_recurrent_gsa_step(q, k, v, gate, K**-0.5, 8.0, h0, swish=True, linear_read=linear_read)
-                # with programmatic dependent launch, as on a Hopper GPU (launch.pdl_launch; off on CPU tensors):
-                # the step's kernels and the one-token decode product (gsa.ops.triton.gemv) at the model's hidden
-                # size
-                import gsa.ops.triton.gemv as gemv
-                import gsa.ops.triton.launch as launch
-
-                pdl, launch.use_pdl = launch.use_pdl, lambda device: True
-                try:
+    with SETTINGS.override(direct_launch=False):
+        try:
+            if T == 1:
+                h0 = (torch.zeros(B, H, K, M), torch.zeros(B, H, M, V))
+                fused_recurrent_gsa(q, k, v, s, gate, K**-0.5, h0, True, linear_read=linear_read)
+                # the decode step from raw projections: swish and the gate inside the kernels (GATE, SWISH)
+                with torch.no_grad():
                     fused_recurrent_gsa_step(q, k, v, gate, K**-0.5, 8.0, h0, swish=True, linear_read=linear_read)
-                    for n_in in (HQ * V, 2 * HQ * V):
-                        gemv._gemv(torch.randn(1, n_in).to(dtype), torch.randn(64, n_in).to(dtype), None)
-                finally:
-                    launch.use_pdl = pdl
-        else:
-            o, _ = chunk_gsa(q, k, v, s, gate, K**-0.5, None, False, None, linear_read=linear_read)
-            o.backward(torch.ones_like(o))
-            # the segmented state walk (few long sequences on a GPU): kernel_h with SEGMENTED and its carry kernel
-            # (and the reverse walk's, SETTINGS.segment_dh)
-            with SETTINGS.override(state_segments=2, segment_dh=True):
-                o, _ = chunk_gsa(q, k, v, s, gate, K**-0.5, None, True, None, linear_read=linear_read)
+                    # with programmatic dependent launch, as on a Hopper GPU (launch.pdl_launch; off on CPU tensors):
+                    # the step's kernels and the one-token decode product (gsa.ops.triton.gemv) at the model's hidden
+                    # size
+                    import gsa.ops.triton.gemv as gemv
+                    import gsa.ops.triton.launch as launch
+
+                    pdl, launch.use_pdl = launch.use_pdl, lambda device: True
+                    try:
+                        fused_recurrent_gsa_step(q, k, v, gate, K**-0.5, 8.0, h0, swish=True, linear_read=linear_read)
+                        for n_in in (HQ * V, 2 * HQ * V):
+                            gemv._gemv(torch.randn(1, n_in).to(dtype), torch.randn(64, n_in).to(dtype), None)
+                    finally:
+                        launch.use_pdl = pdl
+            else:
+                o, _ = chunk_gsa(q, k, v, s, gate, K**-0.5, None, False, None, linear_read=linear_read)
                 o.backward(torch.ones_like(o))
-            # the layer's output norm of swish(o), forward and backward (gsa.ops.triton.norm)
-            x = o.detach().reshape(B * T, HQ * V).requires_grad_()
-            rms_norm_triton(x, torch.ones(HQ * V, requires_grad=True), 1e-5, True).sum().backward()
-            gu = torch.randn(2, B * T, 4 * HQ * V, dtype=dtype, generator=g).requires_grad_()
-            swiglu_triton(gu[0], gu[1]).sum().backward()
-    finally:
-        JITFunction.run = original
-        SETTINGS.direct_launch = direct
+                # the segmented state walk (few long sequences on a GPU): kernel_h with SEGMENTED and its carry kernel
+                # (and the reverse walk's, SETTINGS.segment_dh)
+                with SETTINGS.override(state_segments=2, segment_dh=True):
+                    o, _ = chunk_gsa(q, k, v, s, gate, K**-0.5, None, True, None, linear_read=linear_read)
+                    o.backward(torch.ones_like(o))
+                # the layer's output norm of swish(o), forward and backward (gsa.ops.triton.norm)
+                x = o.detach().reshape(B * T, HQ * V).requires_grad_()
+                rms_norm_triton(x, torch.ones(HQ * V, requires_grad=True), 1e-5, True).sum().backward()
+                gu = torch.randn(2, B * T, 4 * HQ * V, dtype=dtype, generator=g).requires_grad_()
+                swiglu_triton(gu[0], gu[1]).sum().backward()
+        finally:
+            JITFunction.run = original
     return rows
 
 
