@@ -12,7 +12,7 @@ pytest.importorskip("triton", reason=NO_TRITON)
 
 import gsa.ops.triton.direct as direct  # noqa: E402
 from gsa.ops.triton import SETTINGS, chunk_gsa  # noqa: E402
-from op_inputs import cast, make_inputs, on, run  # noqa: E402
+from op_inputs import cast, flatten, make_inputs, on, run  # noqa: E402
 
 
 class _Param:
@@ -133,15 +133,11 @@ def test_gpu_direct_launch_is_bitwise_the_normal_launch(dtype):
             out[n] = buf[1:].view(t.shape).requires_grad_(True)
         return out
 
-    def flat(result):
-        o, (hk, hv), grads = result
-        return [o, hk, hv] + [grads[n] for n in sorted(grads)]
-
     for inputs in (x, misaligned(x)):
         assert (inputs["q"].data_ptr() % 16 == 0) == (inputs is x)
         with SETTINGS.override(direct_launch=False):
-            want = [t.clone() for t in flat(run(chunk_op, inputs))]
+            want = {n: t.clone() for n, t in flatten(run(chunk_op, inputs)).items()}
         for _ in range(3):
-            got = flat(run(chunk_op, inputs))
-            assert all(torch.equal(a, b) for a, b in zip(got, want))
+            got = flatten(run(chunk_op, inputs))
+            assert got.keys() == want.keys() and all(torch.equal(got[n], want[n]) for n in want)
     torch.cuda.synchronize()

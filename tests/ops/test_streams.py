@@ -13,7 +13,7 @@ pytest.importorskip("triton", reason=NO_TRITON)
 import gsa.ops.triton.chunk as chunk  # noqa: E402
 from gsa.ops.triton import SETTINGS, chunk_gsa  # noqa: E402
 from gsa.ops.triton.streams import join, launching, side_stream  # noqa: E402
-from op_inputs import cast, make_inputs, on, run  # noqa: E402
+from op_inputs import cast, flatten, make_inputs, on, run  # noqa: E402
 
 gpu = pytest.mark.gpu
 
@@ -34,11 +34,6 @@ def test_no_side_stream_off_cuda_when_off_or_for_a_small_op():
         y = x + 1
     join(None)
     assert y.tolist() == [2.0, 2.0, 2.0]
-
-
-def _flat(result):
-    o, (hk, hv), grads = result
-    return [o, hk, hv] + [grads[n] for n in sorted(grads)]
 
 
 @gpu
@@ -68,15 +63,14 @@ def test_gpu_overlap_is_bitwise_one_stream(case, dtype, monkeypatch):
     monkeypatch.setattr(chunk, "side_stream", counted)
     with SETTINGS.override(state_segments=segments, overlap_min_rows=0):  # these small ops take it too
         with SETTINGS.override(overlap=False):
-            want = [t.clone() for t in _flat(run(chunk_op, x, **kw))]
+            want = {n: t.clone() for n, t in flatten(run(chunk_op, x, **kw)).items()}
         assert uses and not any(uses)
         uses.clear()
         for i in range(4):  # memory freed by one call is handed out again in the next
             junk = [torch.randn(1 << (16 + i), device="cuda") for _ in range(3)]
-            got = _flat(run(chunk_op, x, **kw))
+            got = flatten(run(chunk_op, x, **kw))
             del junk
-            for a, b in zip(got, want):
-                assert torch.equal(a, b)
+            assert got.keys() == want.keys() and all(torch.equal(got[n], want[n]) for n in want)
         assert uses and all(uses)
     torch.cuda.synchronize()
 
