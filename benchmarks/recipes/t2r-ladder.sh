@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Several rungs of the pure student's ladder side by side on one GPU, outliving the command that starts them (a
 # GPU machine kills what a call leaves running unless it is its own process session; 50M tokens run longer than a
-# 10-minute call): `start` launches each rung of RUNGS as benchmarks/recipes/t2r-pure.sh in a new session, `wait`
-# follows them, in the same call or in later calls on the same warm machine.
+# 10-minute call): `start` launches each rung of RUNGS as benchmarks/recipes/t2r-pure.sh through background.sh,
+# `wait` follows them, in the same call or in later calls on the same warm machine.
 #   RUNGS="span m128" TOKENS_BUDGET=5M bash benchmarks/recipes/t2r-ladder.sh start
 #   bash benchmarks/recipes/t2r-ladder.sh wait 540      # at most 540 s; exit 0 once every rung has finished, 3 while
 #                                                       # any still runs (call `wait` again), 1 if a rung failed
@@ -19,27 +19,27 @@ case "${1:-}" in
     TEACHER=$(teacher_dir "${TEACHER:-}"); TOKENS=$(token_cache "${TOKENS:-}"); export TEACHER TOKENS RUNS
     rm -rf "$STATE/out"; : > "$STATE/rungs"  # a report left from an earlier start must not pass for this one's
     for rung in ${RUNGS:-span m128}; do
-      OUT=$STATE/out setsid nohup env ABLATION="$rung" bash benchmarks/recipes/t2r-pure.sh \
-        > "$STATE/$rung.log" 2>&1 < /dev/null &
-      echo "$rung $!" >> "$STATE/rungs"
-      echo "started $rung (pid $!), log $STATE/$rung.log"
+      OUT=$OUT BG=$STATE bash benchmarks/recipes/background.sh start "$rung" -- \
+        env ABLATION="$rung" OUT="$STATE/out" bash benchmarks/recipes/t2r-pure.sh || exit 1
+      echo "$rung" >> "$STATE/rungs"
     done ;;
   wait)
     [ -s "$STATE/rungs" ] || { echo "no rungs started under $STATE ('start' first)" >&2; exit 2; }
     limit=${2:-540}; t0=$(date +%s)
     while :; do
       running=0; failed=0
-      while read -r rung pid; do
-        if kill -0 "$pid" 2>/dev/null; then running=$((running + 1))
-        elif ! ls "$STATE"/out/t2r-pure-"$rung"-*.json > /dev/null 2>&1; then failed=$((failed + 1)); fi
+      while read -r rung; do  # background.sh keeps each rung's log, and its exit status once it has ended
+        if [ ! -f "$STATE/$rung/rc" ]; then running=$((running + 1))
+        elif [ "$(cat "$STATE/$rung/rc")" != 0 ]; then failed=$((failed + 1)); fi
+        cp "$STATE/$rung/log" "$OUT/$rung.log" 2>/dev/null || true
       done < "$STATE/rungs"
-      cp "$STATE"/out/*.json "$STATE"/*.log "$OUT"/ 2>/dev/null || true
+      cp "$STATE"/out/*.json "$OUT"/ 2>/dev/null || true
       echo "[$(( $(date +%s) - t0 )) s] running $running, failed $failed; $(nvidia-smi \
         --query-gpu=memory.used,utilization.gpu --format=csv,noheader 2>/dev/null | head -1)"
       [ "$running" -eq 0 ] && break
       [ $(( $(date +%s) - t0 )) -ge "$limit" ] && exit 3
       sleep "${POLL:-30}"
     done
-    if [ "$failed" -gt 0 ]; then tail -n 5 "$STATE"/*.log; exit 1; fi ;;
+    if [ "$failed" -gt 0 ]; then tail -n 5 "$OUT"/*.log; exit 1; fi ;;
   *) echo "usage: RUNGS=\"...\" bash benchmarks/recipes/t2r-ladder.sh start | wait [SECONDS]" >&2; exit 2 ;;
 esac
