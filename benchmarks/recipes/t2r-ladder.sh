@@ -40,6 +40,12 @@ case "${1:-}" in
       [ $(( $(date +%s) - t0 )) -ge "$limit" ] && exit 3
       sleep "${POLL:-30}"
     done
-    if [ "$failed" -gt 0 ]; then tail -n 5 "$OUT"/*.log; exit 1; fi ;;
+    if [ "$failed" -gt 0 ]; then
+      while read -r rung; do
+        rc=$(cat "$STATE/$rung/rc")
+        [ "$rc" = 0 ] || { echo "== $rung (status $rc)"; tail -n 5 "$STATE/$rung/log"; }
+      done < "$STATE/rungs"
+      exit 1
+    fi ;;
   *) echo "usage: RUNGS=\"...\" bash benchmarks/recipes/t2r-ladder.sh start | wait [SECONDS]" >&2; exit 2 ;;
 esac
