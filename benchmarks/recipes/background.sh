@@ -34,8 +34,8 @@ case "$action" in
     fi
     rm -rf "$dir"; mkdir -p "$dir"
     printf '%q ' "$@" > "$dir/command"; date +%s > "$dir/started"
-    # its own process session (a GPU machine ends what a call leaves running otherwise, as t2r-ladder.sh says); the
-    # job's status and end time are written by the job itself, so they survive this shell
+    # its own process session (a GPU machine ends what a call leaves running otherwise); the job's status and end
+    # time are written by the job itself, so they survive this shell
     setsid nohup bash -c '"$@" > "$0/log" 2>&1; echo $? > "$0/rc.tmp"; date -u +%FT%TZ > "$0/ended"
       mv "$0/rc.tmp" "$0/rc"' "$dir" "$@" > /dev/null 2>&1 < /dev/null &
     echo "background.sh: started $name (pid $!): $(cat "$dir/command")" ;;

@@ -61,8 +61,8 @@ def swiglu_bwd(dy: torch.Tensor, gate: torch.Tensor, up: torch.Tensor) -> tuple[
     dg, du = torch.empty_like(gate), torch.empty_like(up)
     n = gate.numel()
     if n:
-        launch(swiglu_bwd_kernel, (cdiv(n, BLOCK),), direct=False)(dy.contiguous(), gate, up, dg, du, n, BLOCK=BLOCK,
-                                                            num_warps=8)
+        launch(swiglu_bwd_kernel, (cdiv(n, BLOCK),), direct=False)(dy.contiguous(), gate, up, dg, du, n,
+                                                                   BLOCK=BLOCK, num_warps=8)
     return dg, du
 
 
