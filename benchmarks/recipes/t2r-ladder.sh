@@ -9,7 +9,8 @@
 # Every rung's report (t2r-pure-<rung>-<budget>-seed<seed>.json) and log go to $OUT as they finish. Three 135M
 # students shared one H100 (62 GiB) at 5M tokens in 450 s (2026-12-06). Knobs: RUNGS (default "span m128"), and
 # everything t2r-pure.sh reads (TOKENS_BUDGET, SEED, TEACHER, TOKENS, EXTRA, REPORT_EXTRA), RUNS (runs/t2r-pure),
-# POLL (seconds between wait's checks, default 30).
+# POLL (seconds between wait's checks, default 30). A rung written RUNG@LR runs RUNG with stage 2 at peak learning
+# rate LR (t2r-pure.sh's S2_LR), under the name RUNG-lrLR: RUNGS="span span@3e-4 span@1e-3".
 source "$(dirname "$0")/common.sh"
 RUNS=${RUNS:-runs/t2r-pure}; STATE=$RUNS/ladder; mkdir -p "$STATE"
 OUT=$(cd "$OUT" && pwd)
@@ -18,10 +19,12 @@ case "${1:-}" in
     # the data checks t2r-pure.sh does, once, here: a rung that cannot start fails this command, not in the dark
     TEACHER=$(teacher_dir "${TEACHER:-}"); TOKENS=$(token_cache "${TOKENS:-}"); export TEACHER TOKENS RUNS
     rm -rf "$STATE/out"; : > "$STATE/rungs"  # a report left from an earlier start must not pass for this one's
-    for rung in ${RUNGS:-span m128}; do
-      OUT=$OUT BG=$STATE bash benchmarks/recipes/background.sh start "$rung" -- \
-        env ABLATION="$rung" OUT="$STATE/out" bash benchmarks/recipes/t2r-pure.sh || exit 1
-      echo "$rung" >> "$STATE/rungs"
+    for entry in ${RUNGS:-span m128}; do
+      rung=${entry%%@*}; lr=; [ "$rung" != "$entry" ] && lr=${entry#*@}
+      name=$rung${lr:+-lr$lr}
+      OUT=$OUT BG=$STATE bash benchmarks/recipes/background.sh start "$name" -- \
+        env ABLATION="$rung" S2_LR="$lr" OUT="$STATE/out" bash benchmarks/recipes/t2r-pure.sh || exit 1
+      echo "$name" >> "$STATE/rungs"
     done ;;
   wait)
     [ -s "$STATE/rungs" ] || { echo "no rungs started under $STATE ('start' first)" >&2; exit 2; }

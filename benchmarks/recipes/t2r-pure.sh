@@ -21,7 +21,9 @@
 # run's name and report then carry it: <rung>-<budget>-s10-40-50-seed<seed>); each stage's max_steps = its share /
 # (micro batch x grad_accum x seq_len of its config and EXTRA), its warmup a tenth of that at most. Needs the teacher
 # and a token cache (TEACHER, TOKENS; as benchmarks/recipes/t2r.sh; the 22.7M-token cache is seen twice at 50M) and,
-# for lora, peft (pip install -e '.[lora]'). SEED (default 0); EXTRA: overrides for every stage; REPORT_EXTRA: report
+# for lora, peft (pip install -e '.[lora]'). S2_LR: stage 2's peak learning rate instead of its config's (1e-4; the
+# run's name then carries it: <rung>-<budget>-lr<S2_LR>-seed<seed>). SEED (default 0); EXTRA: overrides for every
+# stage; REPORT_EXTRA: report
 # options (the report includes the zero-shot cloze / next-sentence tasks). Writes t2r-pure-<name>.json (the report;
 # under "recipe" the stages' shares, steps, resolved configs and logged metrics; under "student" the final
 # checkpoint's path and its weight files' SHA-256) to $OUT (default benchmarks/results/<gpu>/); runs and logs under
@@ -56,8 +58,11 @@ if [ -n "${STAGE_SHARES:-}" ]; then  # the budget's split over stages 0, 1, 2 in
       "0 above 0 exactly when the rung has one (base has none); got '$STAGE_SHARES'" >&2; exit 2
   fi
 fi
+if [ -n "${S2_LR:-}" ] && [[ ! $S2_LR =~ ^([1-9][0-9]*(\.[0-9]+)?|0?\.[0-9]*[1-9][0-9]*)(e-?[0-9]+)?$ ]]; then
+  echo "S2_LR must be a positive number such as 3e-4 or 0.0003, got '$S2_LR'" >&2; exit 2
+fi
 TEACHER=$(teacher_dir "${TEACHER:-}"); TOKENS=$(token_cache "${TOKENS:-}")
-NAME=$ABLATION-$TOKENS_BUDGET${STAGE_SHARES:+-s${SHARES[0]}-${SHARES[1]}-${SHARES[2]}}-seed$SEED
+NAME=$ABLATION-$TOKENS_BUDGET${STAGE_SHARES:+-s${SHARES[0]}-${SHARES[1]}-${SHARES[2]}}${S2_LR:+-lr$S2_LR}-seed$SEED
 DIR=$RUNS/$NAME; mkdir -p "$DIR"
 COMMON=("data.tokens=\"$TOKENS\"" "data.tokenizer=\"$TEACHER\"" "distill.teacher=\"$TEACHER\"" seed="$SEED" train.progress=false
   train.checkpoint_every=0 train.eval_every=0 train.eval_sequences=64 train.log_every=20 ${EXTRA:-})
@@ -90,7 +95,7 @@ if [ ${#S0[@]} -gt 0 ]; then
   PREV="model.path=\"$DIR/stage0/model\""
 fi
 run_stage 1 "${S1[0]}" "${SHARES[1]}" "$PREV" "${S1[@]:1}"
-run_stage 2 "$S2" "${SHARES[2]}" "model.path=\"$DIR/stage1/model\""
+run_stage 2 "$S2" "${SHARES[2]}" "model.path=\"$DIR/stage1/model\"" ${S2_LR:+optim.lr=$S2_LR}
 $PY scripts/t2r_report.py --tokens "$TOKENS" --teacher "$TEACHER" --student "$ABLATION=$DIR/stage2/model" \
   --passkey-lengths 512,1024,2048 --decode-tokens 16 --tasks cloze,next-sentence ${REPORT_EXTRA:-} \
   --out "$OUT/t2r-pure-$NAME.json"

@@ -154,8 +154,9 @@ def test_t2r_ladder_runs_rungs_side_by_side_past_the_starting_command(tmp_path):
     """t2r-ladder.sh start launches each rung in its own process session and returns at once; wait follows them
     (exit 3 while one runs, 0 once all have finished) and copies each rung's report and log to OUT. A rung that
     fails (here: a budget the recipe refuses) makes wait exit 1. The second rung keeps the attention sinks, whose
-    stages take overrides of their own: the conversion's window and sinks, stage 1's trained parameters."""
-    env = _toy_t2r_env(tmp_path, RUNGS="base sinks-qkvo", TOKENS_BUDGET="2000", POLL="1")
+    stages take overrides of their own: the conversion's window and sinks, stage 1's trained parameters. The first
+    is written base@3e-4: stage 2 at that peak learning rate, under the name base-lr3e-4."""
+    env = _toy_t2r_env(tmp_path, RUNGS="base@3e-4 sinks-qkvo", TOKENS_BUDGET="2000", POLL="1")
 
     def ladder(*args, **more):
         return subprocess.run(["bash", str(RECIPES / "t2r-ladder.sh"), *args], env=dict(env, **more),
@@ -168,9 +169,14 @@ def test_t2r_ladder_runs_rungs_side_by_side_past_the_starting_command(tmp_path):
     r = ladder("wait", "500")
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     out = tmp_path / "out"
-    for rung in ("base", "sinks-qkvo"):
-        report = json.loads((out / f"t2r-pure-{rung}-2000-seed0.json").read_text())
-        assert report["recipe"]["ablation"] == rung and (out / f"{rung}.log").exists()
+    lrs = {}
+    for rung, name in (("base", "base-lr3e-4"), ("sinks-qkvo", "sinks-qkvo")):
+        report = json.loads((out / f"t2r-pure-{rung}-2000{name[len(rung):]}-seed0.json").read_text())
+        assert report["recipe"]["ablation"] == rung and (out / f"{name}.log").exists()
+        lrs[rung] = {stage: c["optim"]["lr"] for stage, c in report["recipe"]["stage_configs"].items()}
+    # S2_LR changes stage 2's alone; the other rung keeps its configs' rates
+    assert lrs == {"base": {"stage1": 1e-3, "stage2": 3e-4}, "sinks-qkvo": {"stage0": 3e-3, "stage1": 1e-3,
+                                                                            "stage2": 1e-4}}, lrs
     configs = report["recipe"]["stage_configs"]
     assert (configs["stage0"]["model"]["window_size"], configs["stage0"]["model"]["num_sink_tokens"]) == (1, 4)
     assert configs["stage1"]["distill"]["train_params"] == [
@@ -196,6 +202,18 @@ def test_t2r_pure_recipe_refuses_a_bad_budget_before_any_stage(tmp_path, budget)
     r = subprocess.run(["bash", str(RECIPES / "t2r-pure.sh")], env=env, capture_output=True, text=True, timeout=60)
     assert (r.returncode, r.stdout) == (2, ""), r.stdout[-2000:] + r.stderr[-2000:]
     assert f"TOKENS_BUDGET must be like 5M, 15M, 50M or a number of tokens, got '{budget}'" in r.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("lr", ["0", "-3e-4", "3e-4x", "lr", "01e-3"])
+def test_t2r_pure_recipe_refuses_a_bad_stage2_learning_rate_before_any_stage(tmp_path, lr):
+    """S2_LR (stage 2's peak learning rate) must be a positive number; anything else is refused with exit code 2
+    before the data is looked at."""
+    env = dict(os.environ, OUT=str(tmp_path / "out"), PYTHON=sys.executable, RUNS=str(tmp_path / "runs"),
+               TEACHER=str(tmp_path / "none"), TOKENS=str(tmp_path / "none"), TOKENS_BUDGET="5M", S2_LR=lr)
+    r = subprocess.run(["bash", str(RECIPES / "t2r-pure.sh")], env=env, capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stdout) == (2, ""), r.stdout[-2000:] + r.stderr[-2000:]
+    assert f"S2_LR must be a positive number such as 3e-4 or 0.0003, got '{lr}'" in r.stderr
     assert not (tmp_path / "runs").exists()
 
 
