@@ -148,6 +148,50 @@ def attention_transfer_loss(
     return torch.stack(losses).mean()
 
 
+# Rows of logits a chunk of the KL: its float32 temporaries stay ~KL_CHUNK x vocab x 4 bytes (256 MB at 49152 words)
+KL_CHUNK = 1024
+
+
+def _kl_rows(s: torch.Tensor, t: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row of logits s, t [n, vocab]: KL(softmax(t / T) || softmax(s / T)) [n] and softmax(s / T) - softmax(t / T)
+    [n, vocab], in float32 (float64 for float64 logits)."""
+    dtype = torch.promote_types(torch.promote_types(s.dtype, t.dtype), torch.float32)
+    ls = F.log_softmax(s.to(dtype) / temperature, dim=-1)
+    lt = F.log_softmax(t.to(dtype) / temperature, dim=-1)
+    pt = lt.exp()
+    return (pt * (lt - ls)).sum(-1), ls.exp() - pt
+
+
+class _ChunkedKL(torch.autograd.Function):
+    """sum over rows of w_n * KL_n (rows of weight 0 add exactly 0, whatever their logits), its float32 softmaxes
+    built KL_CHUNK rows at a time in the forward and again in the backward. Autograd through the plain formula keeps
+    three float32 [N, vocab] tensors for the backward (the student's log-softmax, the teacher's probabilities and
+    their difference: 19 GB at 32K tokens and 49152 words, beside 3 GB of bf16 logits); this keeps only the two
+    logits tensors it was given."""
+
+    @staticmethod
+    def forward(ctx, s, t, w, temperature):
+        total = torch.zeros((), dtype=torch.promote_types(w.dtype, s.dtype), device=s.device)
+        for i in range(0, s.shape[0], KL_CHUNK):
+            kl, _ = _kl_rows(s[i:i + KL_CHUNK], t[i:i + KL_CHUNK], temperature)
+            wi = w[i:i + KL_CHUNK]
+            total += torch.where(wi != 0, kl * wi, 0.0).sum()
+        ctx.save_for_backward(s, t, w)
+        ctx.temperature = temperature
+        return total
+
+    @staticmethod
+    def backward(ctx, grad):
+        s, t, w = ctx.saved_tensors
+        temperature = ctx.temperature
+        ds = torch.empty_like(s)
+        for i in range(0, s.shape[0], KL_CHUNK):  # d KL_n / d s_n = (softmax(s_n / T) - softmax(t_n / T)) / T
+            _, diff = _kl_rows(s[i:i + KL_CHUNK], t[i:i + KL_CHUNK], temperature)
+            wi = w[i:i + KL_CHUNK, None]
+            ds[i:i + KL_CHUNK] = torch.where(wi != 0, diff * (grad * wi / temperature), 0.0)
+        return ds, None, None, None
+
+
 def kl_to_teacher(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
@@ -156,15 +200,29 @@ def kl_to_teacher(
 ) -> torch.Tensor:
     """temperature**2 * KL(softmax(teacher / temperature) || softmax(student / temperature)), mean over positions.
 
-    logits: [B, T, vocab] (computed in float32); mask: [B, T] (True / 1 = counted).
+    logits: [B, T, vocab] (computed in float32, KL_CHUNK rows at a time); mask: [B, T] (True / 1 = counted; none
+    counted gives NaN, as a mean over nothing). Returns a float32 scalar (float64 for float64 logits). A teacher without gradient (the usual case)
+    takes the chunked path (_ChunkedKL), whose backward rebuilds the softmaxes instead of keeping them; teacher
+    logits that require grad take autograd through the plain formula, which gives both gradients.
     """
     if not temperature > 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
-    s = F.log_softmax(student_logits.float() / temperature, dim=-1)
-    t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
-    kl = (t.exp() * (t - s)).sum(-1)  # [B, T]
-    kl = kl[mask.to(torch.bool)] if mask is not None else kl
-    return kl.mean() * temperature**2
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"student_logits and teacher_logits must have one shape, got {tuple(student_logits.shape)} "
+                         f"and {tuple(teacher_logits.shape)}")
+    vocab = student_logits.shape[-1]
+    s, t = student_logits.reshape(-1, vocab), teacher_logits.reshape(-1, vocab)
+    keep = mask.reshape(-1).to(torch.bool) if mask is not None else None
+    if teacher_logits.requires_grad:
+        kl, _ = _kl_rows(s, t, temperature)
+        kl = kl[keep] if keep is not None else kl
+        return kl.mean() * temperature**2
+    wdtype = torch.promote_types(torch.promote_types(s.dtype, t.dtype), torch.float32)
+    if keep is None:
+        w = torch.full((s.shape[0],), temperature**2 / s.shape[0], dtype=wdtype, device=s.device)
+    else:  # on the device, no host sync: each counted row weighs T^2 / count, the others 0
+        w = keep.to(wdtype) * (temperature**2 / keep.sum().to(wdtype))
+    return _ChunkedKL.apply(s, t, w, temperature)
 
 
 def logit_distillation_loss(

@@ -217,3 +217,93 @@ def test_kl_to_teacher():
     torch.testing.assert_close(kl_to_teacher(s, t, mask), kl_to_teacher(s[:1, 1:2], t[:1, 1:2]))
     with pytest.raises(ValueError, match="temperature"):
         kl_to_teacher(s, t, temperature=0)
+    with pytest.raises(ValueError, match=r"one shape, got \(2, 5, 11\) and \(2, 5, 10\)"):
+        kl_to_teacher(s, t[..., :10])
+
+
+def _kl_references(s, t, mask, temperature):
+    """KL(teacher || student) * T^2, mean over counted positions, two ways in float64: the formula term by term, and
+    torch's kl_div over the counted rows."""
+    ls = torch.log_softmax(s / temperature, -1)
+    lt = torch.log_softmax(t / temperature, -1)
+    terms = (lt.exp() * (lt - ls)).sum(-1)
+    by_formula = (terms * mask).sum() / mask.sum() * temperature**2
+    rows = mask.reshape(-1).bool()
+    by_kl_div = torch.nn.functional.kl_div(ls.reshape(-1, s.shape[-1])[rows], lt.reshape(-1, s.shape[-1])[rows],
+                                           log_target=True, reduction="batchmean") * temperature**2
+    return by_formula, by_kl_div
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 1024])
+@pytest.mark.parametrize("temperature", [1.0, 2.5])
+def test_kl_to_teacher_chunked_matches_two_float64_references(monkeypatch, chunk, temperature):
+    """The chunked KL (the teacher without gradient) against two float64 references: value and the student logits'
+    gradient, with a mask and a row count (3 x 7) that chunks of 4 split unevenly; its input is left unchanged."""
+    import gsa.convert.distill as distill
+
+    monkeypatch.setattr(distill, "KL_CHUNK", chunk)
+    g = torch.Generator().manual_seed(1)
+    s = (3 * torch.randn(3, 7, 13, generator=g, dtype=torch.float64)).requires_grad_()
+    t = 3 * torch.randn(3, 7, 13, generator=g, dtype=torch.float64)
+    mask = torch.rand(3, 7, generator=g) > 0.3
+    before = s.detach().clone()
+    got = kl_to_teacher(s, t, mask, temperature)
+    (grad,) = torch.autograd.grad(got, s)
+    for ref in _kl_references(s, t, mask.double(), temperature):
+        (want,) = torch.autograd.grad(ref, s, retain_graph=True)  # the two share the log-softmaxes
+        torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(grad, want, rtol=1e-10, atol=1e-12)
+    assert torch.equal(s.detach(), before)
+    assert torch.autograd.gradcheck(lambda x: kl_to_teacher(x, t, mask, temperature), (s,))
+
+
+def test_kl_to_teacher_ignores_uncounted_rows_and_keeps_little_for_the_backward():
+    """Rows outside the mask add exactly nothing, even with non-finite logits there; a mask with no position gives NaN
+    (a mean over nothing). For the backward the chunked path keeps the two logits tensors and the row weights only,
+    where autograd through the plain formula keeps three float32 [rows, vocab] tensors; the gradient comes back in the
+    logits' dtype. Teacher logits that require grad get their gradient too (the plain formula)."""
+    import gsa.convert.distill as distill
+
+    g = torch.Generator().manual_seed(2)
+    s = torch.randn(2, 6, 50, generator=g).requires_grad_()
+    t = torch.randn(2, 6, 50, generator=g)
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    mask[1, :2] = False
+    bad = s.detach().clone()
+    bad[1, 0] = float("inf")
+    bad[1, 1] = float("nan")
+    bad.requires_grad_()
+    kept = kl_to_teacher(s, t, mask)
+    got = kl_to_teacher(bad, t, mask)
+    torch.testing.assert_close(got, kept)
+    (gb,) = torch.autograd.grad(got, bad)
+    (gs,) = torch.autograd.grad(kept, s)
+    assert torch.isfinite(gb).all() and not gb[1, :2].any()
+    torch.testing.assert_close(gb, gs)
+    assert torch.isnan(kl_to_teacher(s, t, torch.zeros(2, 6, dtype=torch.bool)))
+
+    def saved_bytes(fn):
+        sizes = []
+
+        def pack(x):
+            sizes.append(x.numel() * x.element_size())
+            return x
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
+            fn()
+        return sum(sizes)
+
+    half = s.detach().to(torch.bfloat16).requires_grad_()
+    row_bytes = 12 * 50 * 4  # one float32 [rows, vocab] tensor
+    chunked = saved_bytes(lambda: kl_to_teacher(half, t.to(torch.bfloat16), mask))
+    plain = saved_bytes(lambda: distill._kl_rows(half, t.to(torch.bfloat16), 1.0)[0].mean())
+    assert chunked <= 2 * 12 * 50 * 2 + 12 * 4 < 3 * row_bytes <= plain, (chunked, plain)
+    loss = kl_to_teacher(half, t.to(torch.bfloat16), mask)
+    assert loss.dtype == torch.float32
+    (gh,) = torch.autograd.grad(loss, half)
+    assert gh.dtype == torch.bfloat16
+    torch.testing.assert_close(gh.float(), gs, rtol=2e-2, atol=2e-4)
+    tg = t.clone().requires_grad_()
+    both = torch.autograd.grad(kl_to_teacher(s, tg, mask), (s, tg))
+    ref = torch.autograd.grad(_kl_references(s, tg, mask.float(), 1.0)[0], (s, tg))
+    for a, b in zip(both, ref):
+        torch.testing.assert_close(a, b)
