@@ -152,28 +152,30 @@ def attention_transfer_loss(
 KL_CHUNK = 1024
 
 
-def _kl_rows(s: torch.Tensor, t: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per row of logits s, t [n, vocab]: KL(softmax(t / T) || softmax(s / T)) [n] and softmax(s / T) - softmax(t / T)
-    [n, vocab], in float32 (float64 for float64 logits)."""
+def _log_softmaxes(s: torch.Tensor, t: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """log softmax(s / T) and log softmax(t / T) of logits [n, vocab], in float32 (float64 for float64 logits)."""
     dtype = torch.promote_types(torch.promote_types(s.dtype, t.dtype), torch.float32)
-    ls = F.log_softmax(s.to(dtype) / temperature, dim=-1)
-    lt = F.log_softmax(t.to(dtype) / temperature, dim=-1)
-    pt = lt.exp()
-    return (pt * (lt - ls)).sum(-1), ls.exp() - pt
+    return F.log_softmax(s.to(dtype) / temperature, dim=-1), F.log_softmax(t.to(dtype) / temperature, dim=-1)
+
+
+def _kl_rows(s: torch.Tensor, t: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(softmax(t / T) || softmax(s / T)) [n] of each row of logits s, t [n, vocab]."""
+    ls, lt = _log_softmaxes(s, t, temperature)
+    return (lt.exp() * (lt - ls)).sum(-1)
 
 
 class _ChunkedKL(torch.autograd.Function):
     """sum over rows of w_n * KL_n (rows of weight 0 add exactly 0, whatever their logits), its float32 softmaxes
     built KL_CHUNK rows at a time in the forward and again in the backward. Autograd through the plain formula keeps
-    three float32 [N, vocab] tensors for the backward (the student's log-softmax, the teacher's probabilities and
-    their difference: 19 GB at 32K tokens and 49152 words, beside 3 GB of bf16 logits); this keeps only the two
-    logits tensors it was given."""
+    two float32 [N, vocab] tensors for the backward (the student's log-softmax and the teacher's probabilities: 13 GB
+    at 32K tokens and 49152 words, beside 3 GB of bf16 logits) and builds several more in its forward; this keeps
+    only the two logits tensors it was given."""
 
     @staticmethod
     def forward(ctx, s, t, w, temperature):
         total = torch.zeros((), dtype=torch.promote_types(w.dtype, s.dtype), device=s.device)
         for i in range(0, s.shape[0], KL_CHUNK):
-            kl, _ = _kl_rows(s[i:i + KL_CHUNK], t[i:i + KL_CHUNK], temperature)
+            kl = _kl_rows(s[i:i + KL_CHUNK], t[i:i + KL_CHUNK], temperature)
             wi = w[i:i + KL_CHUNK]
             total += torch.where(wi != 0, kl * wi, 0.0).sum()
         ctx.save_for_backward(s, t, w)
@@ -186,9 +188,9 @@ class _ChunkedKL(torch.autograd.Function):
         temperature = ctx.temperature
         ds = torch.empty_like(s)
         for i in range(0, s.shape[0], KL_CHUNK):  # d KL_n / d s_n = (softmax(s_n / T) - softmax(t_n / T)) / T
-            _, diff = _kl_rows(s[i:i + KL_CHUNK], t[i:i + KL_CHUNK], temperature)
+            ls, lt = _log_softmaxes(s[i:i + KL_CHUNK], t[i:i + KL_CHUNK], temperature)
             wi = w[i:i + KL_CHUNK, None]
-            ds[i:i + KL_CHUNK] = torch.where(wi != 0, diff * (grad * wi / temperature), 0.0)
+            ds[i:i + KL_CHUNK] = torch.where(wi != 0, (ls.exp() - lt.exp()) * (grad * wi / temperature), 0.0)
         return ds, None, None, None
 
 
@@ -201,9 +203,10 @@ def kl_to_teacher(
     """temperature**2 * KL(softmax(teacher / temperature) || softmax(student / temperature)), mean over positions.
 
     logits: [B, T, vocab] (computed in float32, KL_CHUNK rows at a time); mask: [B, T] (True / 1 = counted; none
-    counted gives NaN, as a mean over nothing). Returns a float32 scalar (float64 for float64 logits). A teacher without gradient (the usual case)
-    takes the chunked path (_ChunkedKL), whose backward rebuilds the softmaxes instead of keeping them; teacher
-    logits that require grad take autograd through the plain formula, which gives both gradients.
+    counted gives NaN, as a mean over nothing). Returns a float32 scalar (float64 for float64 logits). A teacher
+    without gradient (the usual case) takes the chunked path (_ChunkedKL), whose backward rebuilds the softmaxes
+    instead of keeping them; teacher logits that require grad take autograd through the plain formula, which gives
+    both gradients.
     """
     if not temperature > 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
@@ -214,7 +217,7 @@ def kl_to_teacher(
     s, t = student_logits.reshape(-1, vocab), teacher_logits.reshape(-1, vocab)
     keep = mask.reshape(-1).to(torch.bool) if mask is not None else None
     if teacher_logits.requires_grad:
-        kl, _ = _kl_rows(s, t, temperature)
+        kl = _kl_rows(s, t, temperature)
         kl = kl[keep] if keep is not None else kl
         return kl.mean() * temperature**2
     wdtype = torch.promote_types(torch.promote_types(s.dtype, t.dtype), torch.float32)
