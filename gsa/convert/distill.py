@@ -152,9 +152,14 @@ def attention_transfer_loss(
 KL_CHUNK = 1024
 
 
+def _kl_dtype(s: torch.Tensor, t: torch.Tensor) -> torch.dtype:
+    """What the KL of logits s, t is computed in: float32, or float64 for float64 logits."""
+    return torch.promote_types(torch.promote_types(s.dtype, t.dtype), torch.float32)
+
+
 def _log_softmaxes(s: torch.Tensor, t: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """log softmax(s / T) and log softmax(t / T) of logits [n, vocab], in float32 (float64 for float64 logits)."""
-    dtype = torch.promote_types(torch.promote_types(s.dtype, t.dtype), torch.float32)
+    """log softmax(s / T) and log softmax(t / T) of logits [n, vocab], in _kl_dtype."""
+    dtype = _kl_dtype(s, t)
     return F.log_softmax(s.to(dtype) / temperature, dim=-1), F.log_softmax(t.to(dtype) / temperature, dim=-1)
 
 
@@ -173,7 +178,7 @@ class _ChunkedKL(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, s, t, w, temperature):
-        total = torch.zeros((), dtype=torch.promote_types(w.dtype, s.dtype), device=s.device)
+        total = torch.zeros((), dtype=w.dtype, device=s.device)  # w is in _kl_dtype
         for i in range(0, s.shape[0], KL_CHUNK):
             kl = _kl_rows(s[i:i + KL_CHUNK], t[i:i + KL_CHUNK], temperature)
             wi = w[i:i + KL_CHUNK]
@@ -220,7 +225,7 @@ def kl_to_teacher(
         kl = _kl_rows(s, t, temperature)
         kl = kl[keep] if keep is not None else kl
         return kl.mean() * temperature**2
-    wdtype = torch.promote_types(torch.promote_types(s.dtype, t.dtype), torch.float32)
+    wdtype = _kl_dtype(s, t)
     if keep is None:
         w = torch.full((s.shape[0],), temperature**2 / s.shape[0], dtype=wdtype, device=s.device)
     else:  # on the device, no host sync: each counted row weighs T^2 / count, the others 0
