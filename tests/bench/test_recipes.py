@@ -192,14 +192,20 @@ def test_t2r_ladder_runs_rungs_side_by_side_past_the_starting_command(tmp_path):
     assert r.returncode == 2 and "'start' first" in r.stderr
 
 
+def _t2r_pure_without_data(tmp_path, **env_extra):
+    """t2r-pure.sh with no teacher or token cache there (TOKENS_BUDGET 5M unless given): for the refusals that must
+    come before any data is looked at."""
+    env = dict(os.environ, OUT=str(tmp_path / "out"), PYTHON=sys.executable, RUNS=str(tmp_path / "runs"),
+               TEACHER=str(tmp_path / "none"), TOKENS=str(tmp_path / "none"), **{"TOKENS_BUDGET": "5M", **env_extra})
+    return subprocess.run(["bash", str(RECIPES / "t2r-pure.sh")], env=env, capture_output=True, text=True, timeout=60)
+
+
 @pytest.mark.parametrize("budget", ["-5M", "0", "0M", "1.5M", "M", "015M", "15k"])
 def test_t2r_pure_recipe_refuses_a_bad_budget_before_any_stage(tmp_path, budget):
     """A budget that is not a positive number of tokens (or of millions) is refused with the recipe's message and
     exit code 2, before any stage runs (bash arithmetic would make -5M and 0 one step a stage and a report, and
     015M octal: 13M)."""
-    env = dict(os.environ, OUT=str(tmp_path / "out"), PYTHON=sys.executable, RUNS=str(tmp_path / "runs"),
-               TEACHER=str(tmp_path / "none"), TOKENS=str(tmp_path / "none"), TOKENS_BUDGET=budget)
-    r = subprocess.run(["bash", str(RECIPES / "t2r-pure.sh")], env=env, capture_output=True, text=True, timeout=60)
+    r = _t2r_pure_without_data(tmp_path, TOKENS_BUDGET=budget)
     assert (r.returncode, r.stdout) == (2, ""), r.stdout[-2000:] + r.stderr[-2000:]
     assert f"TOKENS_BUDGET must be like 5M, 15M, 50M or a number of tokens, got '{budget}'" in r.stderr
     assert not (tmp_path / "runs").exists()
@@ -209,9 +215,7 @@ def test_t2r_pure_recipe_refuses_a_bad_budget_before_any_stage(tmp_path, budget)
 def test_t2r_pure_recipe_refuses_a_bad_stage2_learning_rate_before_any_stage(tmp_path, lr):
     """S2_LR (stage 2's peak learning rate) must be a positive number; anything else is refused with exit code 2
     before the data is looked at."""
-    env = dict(os.environ, OUT=str(tmp_path / "out"), PYTHON=sys.executable, RUNS=str(tmp_path / "runs"),
-               TEACHER=str(tmp_path / "none"), TOKENS=str(tmp_path / "none"), TOKENS_BUDGET="5M", S2_LR=lr)
-    r = subprocess.run(["bash", str(RECIPES / "t2r-pure.sh")], env=env, capture_output=True, text=True, timeout=60)
+    r = _t2r_pure_without_data(tmp_path, S2_LR=lr)
     assert (r.returncode, r.stdout) == (2, ""), r.stdout[-2000:] + r.stderr[-2000:]
     assert f"S2_LR must be a positive number such as 3e-4 or 0.0003, got '{lr}'" in r.stderr
     assert not (tmp_path / "runs").exists()
@@ -271,10 +275,7 @@ def test_t2r_recipes_refuse_missing_data_before_any_stage(tmp_path):
 def test_t2r_pure_recipe_refuses_bad_stage_shares_before_any_stage(tmp_path, ablation, shares):
     """STAGE_SHARES: three percentages summing to 100, stages 1 and 2 above 0, stage 0 above 0 exactly when the rung
     has one; refused with exit code 2 before the data is even looked at."""
-    env = dict(os.environ, OUT=str(tmp_path / "out"), PYTHON=sys.executable, RUNS=str(tmp_path / "runs"),
-               TEACHER=str(tmp_path / "none"), TOKENS=str(tmp_path / "none"), TOKENS_BUDGET="5M",
-               ABLATION=ablation, STAGE_SHARES=shares)
-    r = subprocess.run(["bash", str(RECIPES / "t2r-pure.sh")], env=env, capture_output=True, text=True, timeout=60)
+    r = _t2r_pure_without_data(tmp_path, ABLATION=ablation, STAGE_SHARES=shares)
     assert r.returncode == 2 and "STAGE_SHARES must be three percentages" in r.stderr, r.stderr
     assert not (tmp_path / "runs").exists()
 
