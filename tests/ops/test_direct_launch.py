@@ -69,6 +69,16 @@ def test_arg_key_is_as_fine_as_triton_specialization():
     assert direct.arg_key(0.5, False) == direct.arg_key(2.0, False)  # floats are not specialized
 
 
+def test_runtime_key_inlines_arg_key():
+    """launch_direct keys plain tensors and ints inline (_runtime_key); every value keys as arg_key keys it."""
+    buf = torch.zeros(64, dtype=torch.float16)
+    values = [buf, buf[1:], buf.float(), torch.nn.Parameter(buf.clone()), None, True, False, "s", 0.5, 1, 2, 16,
+              17, -16, 2**31 - 1, 2**31, -(2**31) - 1, 2**40]
+    at = tuple(range(len(values)))
+    assert direct._runtime_key(values, at) == tuple(direct.arg_key(v, False) for v in values)
+    assert direct._runtime_key(values, (3, 1)) == (direct.arg_key(values[3], False), direct.arg_key(buf[1:], False))
+
+
 def test_second_launch_goes_to_the_launcher_in_signature_order(kernel):
     x = torch.zeros(32)
     direct.launch_direct(kernel, (3, 2), (x, 48), dict(scale=0.5, BLOCK=64, num_warps=4))

@@ -30,15 +30,18 @@ _I32 = (-(2**31), 2**31)
 
 
 class _Params:
-    """A JITFunction's parameter names, which are constexpr, and their defaults (read once)."""
+    """A JITFunction's parameter names, which are constexpr, and their defaults (read once); where its constexpr and
+    its runtime parameters sit in the signature."""
 
-    __slots__ = ("names", "constexpr", "defaults", "name_set")
+    __slots__ = ("names", "constexpr", "defaults", "name_set", "constexpr_at", "runtime_at")
 
     def __init__(self, kernel):
         self.names = tuple(p.name for p in kernel.params)
         self.constexpr = tuple(p.is_constexpr for p in kernel.params)
         self.defaults = {p.name: p.default for p in kernel.params if p.has_default}
         self.name_set = frozenset(self.names)
+        self.constexpr_at = tuple(i for i, c in enumerate(self.constexpr) if c)
+        self.runtime_at = tuple(i for i, c in enumerate(self.constexpr) if not c)
 
 
 _params: dict = {}
@@ -63,6 +66,15 @@ def _hooked(hook) -> bool:
     return hook is not None and bool(getattr(hook, "calls", True))
 
 
+def _runtime_key(values: list, at: tuple) -> tuple:
+    """arg_key of each runtime argument values[i], i in at: plain tensors and ints (nearly all of a launch's) inline,
+    as a function call an argument is a third of a launch's host time; anything else through arg_key."""
+    lo, hi = _I32
+    return tuple([(v.dtype, not v.data_ptr() & 15) if type(v) is torch.Tensor
+                  else (v == 1, not v & 15, lo <= v < hi) if type(v) is int
+                  else arg_key(v, False) for v in map(values.__getitem__, at)])
+
+
 def launch_direct(kernel, grid: tuple, args: tuple, kwargs: dict) -> None:
     """kernel[grid](*args, **kwargs), through the compiled kernel's launcher once this key has been launched."""
     p = _params.get(kernel)
@@ -73,7 +85,7 @@ def launch_direct(kernel, grid: tuple, args: tuple, kwargs: dict) -> None:
         values.append(kwargs[name] if name in kwargs else p.defaults[name])
     options = tuple((k, v) for k, v in kwargs.items() if k not in p.name_set)
     device = driver.active.get_current_device()
-    key = (kernel, device, options, tuple(map(arg_key, values, p.constexpr)))
+    key = (kernel, device, options, tuple([values[i] for i in p.constexpr_at]), _runtime_key(values, p.runtime_at))
     compiled = _compiled.get(key)
     hooks = _hooked(knobs.runtime.launch_enter_hook) or _hooked(knobs.runtime.launch_exit_hook)
     if compiled is None or hooks:
