@@ -148,6 +148,11 @@ def collect(shape: dict, arch: int, dtype=torch.bfloat16, warps: int | None = No
                 rms_norm_triton(x, torch.ones(HQ * V, requires_grad=True), 1e-5, True).sum().backward()
                 gu = torch.randn(2, B * T, 4 * HQ * V, dtype=dtype, generator=g).requires_grad_()
                 swiglu_triton(gu[0], gu[1]).sum().backward()
+                # logit distillation's loss (gsa.ops.triton.kl) over rows of a vocabulary of two tiles and a bit
+                from gsa.ops.triton.kl import BV, fused_kl
+
+                student = torch.randn(4, 2 * BV + 5, dtype=dtype, generator=g).requires_grad_()
+                fused_kl(student, torch.randn(4, 2 * BV + 5, dtype=dtype, generator=g), torch.ones(4), 1.0).backward()
         finally:
             JITFunction.run = original
     return rows

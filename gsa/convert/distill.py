@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gsa.nn.backend import use_triton_kernels
+
 ADAPTABLE = ("f_proj", "q_proj", "k_proj", "v_proj", "o_proj", "memory_scale", "q_map", "k_map")
 
 
@@ -148,6 +150,7 @@ def attention_transfer_loss(
     return torch.stack(losses).mean()
 
 
+_FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 # Rows of logits a chunk of the KL: its float32 temporaries stay ~KL_CHUNK x vocab x 4 bytes (256 MB at 49152 words)
 KL_CHUNK = 1024
 
@@ -207,11 +210,12 @@ def kl_to_teacher(
 ) -> torch.Tensor:
     """temperature**2 * KL(softmax(teacher / temperature) || softmax(student / temperature)), mean over positions.
 
-    logits: [B, T, vocab] (computed in float32, KL_CHUNK rows at a time); mask: [B, T] (True / 1 = counted; none
-    counted gives NaN, as a mean over nothing). Returns a float32 scalar (float64 for float64 logits). A teacher
-    without gradient (the usual case) takes the chunked path (_ChunkedKL), whose backward rebuilds the softmaxes
-    instead of keeping them; teacher logits that require grad take autograd through the plain formula, which gives
-    both gradients.
+    logits: [B, T, vocab] (computed in float32); mask: [B, T] (True / 1 = counted; none counted gives NaN, as a mean
+    over nothing). Returns a float32 scalar (float64 for float64 logits). A teacher without gradient (the usual case)
+    takes one of two paths that keep nothing [rows, vocab] in float32 for the backward: on CUDA (16- or 32-bit
+    logits; gsa.nn.backend.use_triton_kernels) the fused kernels of gsa.ops.triton.kl, one pass forward and one
+    backward; elsewhere _ChunkedKL, KL_CHUNK rows at a time, its backward rebuilding the softmaxes. Teacher logits that
+    require grad take autograd through the plain formula, which gives both gradients.
     """
     if not temperature > 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
@@ -230,6 +234,10 @@ def kl_to_teacher(
         w = torch.full((s.shape[0],), temperature**2 / s.shape[0], dtype=wdtype, device=s.device)
     else:  # on the device, no host sync: each counted row weighs T^2 / count, the others 0
         w = keep.to(wdtype) * (temperature**2 / keep.sum().to(wdtype))
+    if s.dtype in _FUSED_DTYPES and t.dtype == s.dtype and use_triton_kernels(s):
+        from gsa.ops.triton.kl import fused_kl
+
+        return fused_kl(s, t, w, temperature)
     return _ChunkedKL.apply(s, t, w, temperature)
 
 

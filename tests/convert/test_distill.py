@@ -307,3 +307,32 @@ def test_kl_to_teacher_ignores_uncounted_rows_and_keeps_little_for_the_backward(
     ref = torch.autograd.grad(_kl_references(s, tg, mask.float(), 1.0)[0], (s, tg))
     for a, b in zip(both, ref):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_kl_to_teacher_takes_the_fused_kernels_where_triton_runs(monkeypatch, dtype):
+    """With the Triton kernels on (gsa.nn.backend.KERNELS; the interpreter here, CUDA by default) a teacher without
+    gradient goes through gsa.ops.triton.kl, and gives the chunked path's loss and gradient; float64 logits keep the
+    chunked path."""
+    pytest.importorskip("triton")
+    import gsa.nn.backend as backend
+    import gsa.ops.triton.kl as kl_mod
+
+    calls = []
+    real = kl_mod.fused_kl
+    monkeypatch.setattr(kl_mod, "fused_kl", lambda *a: calls.append(a[0].dtype) or real(*a))
+    g = torch.Generator().manual_seed(5)
+    s = (3 * torch.randn(2, 5, 70, generator=g)).to(dtype).requires_grad_()
+    t = (3 * torch.randn(2, 5, 70, generator=g)).to(dtype)
+    mask = torch.rand(2, 5, generator=g) > 0.3
+    want = kl_to_teacher(s, t, mask, 1.5)
+    (gwant,) = torch.autograd.grad(want, s)
+    assert calls == []
+    monkeypatch.setattr(backend, "KERNELS", "triton")
+    got = kl_to_teacher(s, t, mask, 1.5)
+    (ggot,) = torch.autograd.grad(got, s)
+    assert calls == [dtype]
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ggot.float(), gwant.float(), rtol=2 * torch.finfo(dtype).eps, atol=1e-6)
+    kl_to_teacher(s.detach().double(), t.double(), mask)
+    assert calls == [dtype]

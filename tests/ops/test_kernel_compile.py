@@ -38,7 +38,7 @@ def test_chunk_kernels_compile_for_sm90(tmp_path):
                 "chunk_gsa_bwd_kernel_dx", "chunk_gsa_bwd_kernel_ds", "chunk_gsa_bwd_kernel_dg_exact",
                 "rms_norm_fwd_kernel", "rms_norm_bwd_kernel", "chunk_gsa_fwd_kernel_h_carry",
                 "chunk_gsa_bwd_kernel_dh_carry",
-                "swiglu_fwd_kernel", "swiglu_bwd_kernel"}
+                "swiglu_fwd_kernel", "swiglu_bwd_kernel", "kl_fwd_kernel", "kl_bwd_kernel"}
     assert expected <= names, names
     assert all(0 < r["REG"] <= 255 for r in rows), rows  # registers a thread
 
