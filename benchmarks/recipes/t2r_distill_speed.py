@@ -1,0 +1,143 @@
+"""Training speed of T2R's logit-distillation stage (the hybrid recipe's stage 2) at the teacher's real architecture,
+without its weights or data, for variants of the KL's path and of the op's launch settings.
+
+The hybrid stage 2 ran at 58K tokens/s on an H100 on 2026-12-06 and at 35K on 2026-12-07 (docs/log.md, "T2R"); in
+between the KL, the passkey rows and the kernels' host path changed. This times the step alone: a random Llama with
+SmolLM2-135M's config (benchmarks/recipes/t2r_decode_speed.py) as the teacher in float32, its hybrid conversion
+(window 64 + 4 sinks, 64 slots) as the student, bf16 autocast as the trainer runs them, AdamW, random tokens, each
+optimizer step `--accum` micro-batches of `--batch` x `--seq` (the recipe's 2 x 8 x 2048). Per variant: tokens/s
+(median over --steps steps after --warmup) and peak GiB.
+
+    python benchmarks/recipes/t2r_distill_speed.py --out t2r-distill-speed.json        # ~3 minutes on an H100
+    python benchmarks/recipes/t2r_distill_speed.py --layers 2 --batch 2 --seq 64 --accum 1 --steps 2 --warmup 1
+        --variants default,plain-kl --out /tmp/speed.json                         (a smoke run on a CPU, seconds)
+
+Variants: default (the fused KL on CUDA), chunked-kl (distill._ChunkedKL), plain-kl (the formula through
+autograd, kl_to_teacher before 2026-12-07), one-stream (SETTINGS.overlap off), no-direct (direct launches off).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # t2r_decode_speed
+
+import gsa.convert.distill as distill  # noqa: E402
+from gsa.convert import from_pretrained_transformer  # noqa: E402
+from gsa.ops.triton.settings import SETTINGS  # noqa: E402
+
+VARIANTS = ("default", "chunked-kl", "plain-kl", "one-stream", "no-direct")
+
+
+def _chunked(s, t, mask=None, temperature=1.0):
+    vocab = s.shape[-1]
+    s, t = s.reshape(-1, vocab), t.reshape(-1, vocab)
+    w = torch.full((s.shape[0],), temperature**2 / s.shape[0], dtype=torch.float32, device=s.device)
+    return distill._ChunkedKL.apply(s, t, w, temperature)
+
+
+def _plain(s, t, mask=None, temperature=1.0):
+    ls, lt = torch.log_softmax(s.float() / temperature, -1), torch.log_softmax(t.float() / temperature, -1)
+    return (lt.exp() * (lt - ls)).sum(-1).mean() * temperature**2
+
+
+@contextlib.contextmanager
+def variant(name: str):
+    """The variant's KL function (in gsa.convert.distill, which logit_distillation_loss calls) or SETTINGS."""
+    kl = {"chunked-kl": _chunked, "plain-kl": _plain}.get(name)
+    settings = {"one-stream": dict(overlap=False), "no-direct": dict(direct_launch=False)}.get(name, {})
+    old = distill.kl_to_teacher
+    if kl is not None:
+        distill.kl_to_teacher = kl
+    try:
+        with SETTINGS.override(**settings):
+            yield
+    finally:
+        distill.kl_to_teacher = old
+
+
+def measure(student, teacher, args, device, name: str) -> dict:
+    """tokens/s and peak GiB of `args.steps` optimizer steps of variant `name` after `args.warmup`."""
+    bf16 = device.type == "cuda"
+    opt = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=1e-5)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, teacher.config.vocab_size, (args.accum, args.batch, args.seq), generator=g).to(device)
+    times = []
+    with variant(name):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        for i in range(args.warmup + args.steps):
+            t0 = time.perf_counter()
+            for micro in ids:
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                    loss = distill.logit_distillation_loss(student, teacher, micro) / args.accum
+                loss.backward()
+                loss = loss.detach()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if i >= args.warmup:
+                times.append(time.perf_counter() - t0)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
+    return {"variant": name, "tokens_per_s": args.accum * args.batch * args.seq / statistics.median(times),
+            "step_s": statistics.median(times), "peak_gib": peak, "loss": loss.item() * args.accum}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--seq", type=int, default=2048)
+    p.add_argument("--accum", type=int, default=2)
+    p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--layers", type=int, default=30, help="fewer for a CPU smoke run")
+    p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args(argv)
+    names = args.variants.split(",")
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
+    for key in ("batch", "seq", "accum", "steps", "layers"):
+        if getattr(args, key) < 1:
+            raise SystemExit(f"--{key} must be >= 1, got {getattr(args, key)}")
+    from transformers import LlamaForCausalLM
+
+    from t2r_decode_speed import smollm2_135m_config
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(0)
+    teacher = LlamaForCausalLM(smollm2_135m_config(num_hidden_layers=args.layers)).eval()
+    student = from_pretrained_transformer(teacher, num_slots=64, window_size=64, num_sink_tokens=4).train()
+    teacher, student = teacher.to(device), student.to(device)
+    for q in teacher.parameters():
+        q.requires_grad_(False)
+    rows = []
+    for name in names:
+        rows.append(measure(student, teacher, args, device, name))
+        print(json.dumps(rows[-1]), flush=True)
+    gpu = torch.cuda.get_device_name() if device.type == "cuda" else None
+    print(f"{gpu or 'cpu'}: distillation step, {args.accum} x {args.batch} x {args.seq} tokens, {args.layers} layers")
+    print("| variant | tokens/s | step s | peak GiB |\n| --- | --- | --- | --- |")
+    for r in rows:
+        peak = f"{r['peak_gib']:.1f}" if r["peak_gib"] is not None else "-"
+        print(f"| {r['variant']} | {r['tokens_per_s']:.0f} | {r['step_s']:.3f} | {peak} |")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"device": str(device), "gpu": gpu, "args": vars(args) | {"out": str(args.out)},
+                                    "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
