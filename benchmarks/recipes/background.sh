@@ -3,7 +3,7 @@
 # call, then wait for it in the next ones (the machine stays up between calls made back to back, and with it the job
 # and its files). Each job's command, output, exit status and end time are kept under $BG (default runs/background).
 #
-#   bash benchmarks/recipes/background.sh start t2r -- env S1_TIME=0 S2_TIME=0 bash benchmarks/recipes/t2r.sh
+#   bash benchmarks/recipes/background.sh start t2r -- bash benchmarks/recipes/t2r.sh
 #   bash benchmarks/recipes/background.sh wait t2r 540   # up to 540 s; prints the log's tail; exit 0 once the job
 #                                                        # has ended (its own status in $BG/t2r/rc), 3 while it runs
 #   bash benchmarks/recipes/background.sh status t2r     # the same without waiting

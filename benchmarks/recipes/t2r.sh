@@ -6,21 +6,23 @@
 # cross-entropy), then scripts/t2r_report.py: held-out perplexity and recovery against the teacher and the
 # sliding-window baseline, passkey retrieval at 256-2K tokens, by needle distance and on an unseen wording, and
 # the zero-shot cloze / next-sentence tasks built from the held-out documents (teacher = ceiling).
-#   bash benchmarks/recipes/t2r.sh                     # ~10 minutes on an H100
-#   SEED=1 bash benchmarks/recipes/t2r.sh              # the second seed of the results page
-#   bash benchmarks/recipes/background.sh start t2r -- env S1_TIME=0 S2_TIME=0 bash benchmarks/recipes/t2r.sh
-#                                                      # full schedules (~15 min) past one 10-minute device call;
+#   bash benchmarks/recipes/t2r.sh                     # the configs' whole schedules: ~25 minutes on an H100
+#   bash benchmarks/recipes/background.sh start t2r -- bash benchmarks/recipes/t2r.sh
+#                                                      # past one 10-minute device call;
 #   bash benchmarks/recipes/background.sh wait t2r 540 # then wait in the calls that follow
+#   S1_TIME=180 S2_TIME=267 EXTRA='data.passkey_wording="passkey" data.passkey_min_length=0' \
+#     bash benchmarks/recipes/t2r.sh                   # the results page's seed 0 / 1 rows (SEED=1), ~10 minutes
 # Needs the teacher and a token cache (TEACHER, TOKENS; defaults .cache/t2r/teacher and the one token cache under
 # .cache/t2r/tokens, checked before any stage; the results of 2026-11-24/25 used a 14M-token subset of it), built
 # where PyPI and Debian are reachable: `python scripts/prepare_t2r_data.py all` (docs/convert.md).
-# S1_TIME / S2_TIME: each stage's time limit in seconds (180 / 267: the results' runs, stage 2 at
-# 322-345 of its 1100 scheduled steps on an H100); 0 runs the configs' full schedules.
+# S1_TIME / S2_TIME: each stage's time limit in seconds; 0 (the default) runs the configs' whole schedules (600 and
+# 1100 steps); 180 / 267 were the first runs' (stage 2 at 322-345 of its 1100 steps on an H100). EXTRA: config
+# overrides for both stages.
 # Writes t2r-recall-seed$SEED.json (the report) to $OUT (default benchmarks/results/<gpu>/); runs and logs under
 # RUNS (default runs/t2r).
 source "$(dirname "$0")/common.sh"
 TEACHER=$(teacher_dir "${TEACHER:-}"); TOKENS=$(token_cache "${TOKENS:-}"); SEED=${SEED:-0}
-S1_TIME=${S1_TIME:-180}; S2_TIME=${S2_TIME:-267}; RUNS=${RUNS:-runs/t2r}; mkdir -p "$RUNS"
+S1_TIME=${S1_TIME:-0}; S2_TIME=${S2_TIME:-0}; RUNS=${RUNS:-runs/t2r}; mkdir -p "$RUNS"
 COMMON=("data.tokens=\"$TOKENS\"" "model.teacher=\"$TEACHER\"" "distill.teacher=\"$TEACHER\"" seed="$SEED"
   train.progress=false train.checkpoint_every=0 train.eval_every=0 train.eval_sequences=64 train.log_every=20)
 # shellcheck disable=SC2086
