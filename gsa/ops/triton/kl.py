@@ -2,11 +2,11 @@
 backward: logit distillation's loss (gsa.convert.distill.kl_to_teacher) on CUDA.
 
 In PyTorch element-wise ops the loss over N rows of V logits builds float32 [N, V] tensors for both log-softmaxes,
-their exponent, difference and product, forward and again backward: ~100 bytes of traffic a logit, ~80 GB for a
-16K-token micro-batch at SmolLM2's 49152 words. Here one program walks one row in tiles of BV words with a running
-log-sum-exp of both rows: the forward reads s and t once and writes the row's KL and both log-sum-exps (8 bytes a
-row), the backward reads s and t again and writes ds; ~10 bytes a logit in all for 16-bit logits. Arithmetic in
-float32; ds in s's dtype.
+their exponent, difference and product, forward and again backward: by a count of its reads and writes ~100 bytes a
+logit, ~80 GB for a 16K-token micro-batch at SmolLM2's 49152 words. Here one program walks one row in tiles of BV
+words with a running log-sum-exp of both rows: the forward reads s and t once and writes the row's KL and both
+log-sum-exps (8 bytes a row), the backward reads s and t again and writes ds; ~10 bytes a logit in all for 16-bit
+logits. Arithmetic in float32; ds in s's dtype.
 
     KL_n = sum_v p_v (t_v - s_v) / T - lse_t + lse_s,   p = softmax(t / T),  lse_x = logsumexp(x / T)  (row n)
     loss = sum_n w_n KL_n,   d loss / d s_n = w_n / T (softmax(s_n / T) - p)
@@ -23,7 +23,7 @@ import triton.language as tl
 from gsa.ops.device import on_device_of
 from gsa.ops.triton.launch import launch
 
-# Words a program loads at once: 16 a thread at 8 warps, so each load is four 16-byte vectors.
+# Words a program loads at once: 16 a thread at 8 warps (two 16-byte loads a thread for 16-bit logits).
 BV = 4096
 WARPS = 8
 
@@ -32,8 +32,8 @@ WARPS = 8
 def kl_fwd_kernel(s, t, w, kl, lse, V, stride_s, stride_t, inv_temp, BV: tl.constexpr):
     i_n = tl.program_id(0)
     b_w = tl.load(w + i_n)
-    b_ms = tl.full([], float("-inf"), tl.float32)  # running max of s / T, then of t / T
-    b_mt = tl.full([], float("-inf"), tl.float32)
+    b_ms = tl.full([], float("-inf"), tl.float32)  # running max of s / T
+    b_mt = tl.full([], float("-inf"), tl.float32)  # and of t / T
     b_ds = tl.zeros([], tl.float32)  # sum exp(s / T - m_s)
     b_dt = tl.zeros([], tl.float32)  # sum exp(t / T - m_t)
     b_a = tl.zeros([], tl.float32)  # sum exp(t / T - m_t) (t - s) / T
