@@ -150,7 +150,6 @@ def attention_transfer_loss(
     return torch.stack(losses).mean()
 
 
-_FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 # Rows of logits a chunk of the KL: its float32 temporaries stay ~KL_CHUNK x vocab x 4 bytes (256 MB at 49152 words)
 KL_CHUNK = 1024
 
@@ -234,7 +233,7 @@ def kl_to_teacher(
         w = torch.full((s.shape[0],), temperature**2 / s.shape[0], dtype=wdtype, device=s.device)
     else:  # on the device, no host sync: each counted row weighs T^2 / count, the others 0
         w = keep.to(wdtype) * (temperature**2 / keep.sum().to(wdtype))
-    if s.dtype in _FUSED_DTYPES and t.dtype == s.dtype and use_triton_kernels(s):
+    if s.dtype in (torch.float16, torch.bfloat16, torch.float32) and t.dtype == s.dtype and use_triton_kernels(s):
         from gsa.ops.triton.kl import fused_kl
 
         return fused_kl(s, t, w, temperature)

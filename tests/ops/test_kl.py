@@ -121,3 +121,36 @@ def test_gpu_fused_kl_bf16_at_a_language_models_vocabulary():
     torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-4)
     bound, _ = _grad_bound(s64.detach(), t.double(), w.double(), 1.0, 1.0, torch.bfloat16)
     assert ((ds.double() - want).abs() <= bound).all(), ((ds.double() - want).abs() / bound).max()
+
+
+@pytest.mark.parametrize("change,error,match", [
+    ("shape", ValueError, r"one shape, got \(3, 10\) and \(3, 11\)"),
+    ("rank", ValueError, r"\[N, V\] logits of one shape, got \(3, 10, 1\)"),
+    ("dtype", TypeError, "share a dtype .* got torch.float16 and torch.float32"),
+    ("float64", TypeError, "got torch.float64 and torch.float64"),
+    ("weights", ValueError, r"w must be float32 \[3\] \(a weight a row\), got torch.float32 \(4,\)"),
+    ("weight dtype", ValueError, r"got torch.float64 \(3,\)"),
+    ("teacher grad", ValueError, "must not require grad"),
+    ("temperature", ValueError, "temperature must be positive, got 0"),
+])
+def test_fused_kl_refuses_bad_input_by_name(change, error, match):
+    s, t, w = torch.randn(3, 10), torch.randn(3, 10), torch.ones(3)
+    temperature = 1.0
+    if change == "shape":
+        t = torch.randn(3, 11)
+    elif change == "rank":
+        s, t = s[..., None], t[..., None]
+    elif change == "dtype":
+        s = s.half()
+    elif change == "float64":
+        s, t = s.double(), t.double()
+    elif change == "weights":
+        w = torch.ones(4)
+    elif change == "weight dtype":
+        w = w.double()
+    elif change == "teacher grad":
+        t.requires_grad_()
+    else:
+        temperature = 0
+    with pytest.raises(error, match=match):
+        fused_kl(s, t, w, temperature)
