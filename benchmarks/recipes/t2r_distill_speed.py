@@ -6,9 +6,10 @@ between the KL, the passkey rows and the kernels' host path changed. This times 
 SmolLM2-135M's config (benchmarks/recipes/t2r_decode_speed.py) as the teacher in float32, its hybrid conversion
 (window 64 + 4 sinks, 64 slots) as the student, bf16 autocast as the trainer runs them, AdamW, random tokens, each
 optimizer step `--accum` micro-batches of `--batch` x `--seq` (the recipe's 2 x 8 x 2048). Per variant: tokens/s
-(median over --steps steps after --warmup) and peak GiB.
+(median over --steps steps after --warmup) and peak GiB; with --profile, the default variant's kernels by device
+time over two steps.
 
-    python benchmarks/recipes/t2r_distill_speed.py --out t2r-distill-speed.json        # ~3 minutes on an H100
+    python benchmarks/recipes/t2r_distill_speed.py --profile --out t2r-distill-speed.json   # ~3 minutes on an H100
     python benchmarks/recipes/t2r_distill_speed.py --layers 2 --batch 2 --seq 64 --accum 1 --steps 2 --warmup 1
         --variants default,plain-kl --out /tmp/speed.json                         (a smoke run on a CPU, seconds)
 
@@ -65,12 +66,31 @@ def variant(name: str):
         distill.kl_to_teacher = old
 
 
-def measure(student, teacher, args, device, name: str) -> dict:
-    """tokens/s and peak GiB of `args.steps` optimizer steps of variant `name` after `args.warmup`."""
+def optimizer_step(student, teacher, args, device):
+    """One AdamW step of the distillation loss over `args.accum` micro-batches of random tokens, as a function
+    returning the step's loss (a detached tensor)."""
     bf16 = device.type == "cuda"
     opt = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=1e-5)
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, teacher.config.vocab_size, (args.accum, args.batch, args.seq), generator=g).to(device)
+
+    def step() -> torch.Tensor:
+        total = torch.zeros((), device=device)
+        for micro in ids:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                loss = distill.logit_distillation_loss(student, teacher, micro) / args.accum
+            loss.backward()
+            total += loss.detach()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return total
+
+    return step
+
+
+def measure(student, teacher, args, device, name: str) -> dict:
+    """tokens/s and peak GiB of `args.steps` optimizer steps of variant `name` after `args.warmup`."""
+    step = optimizer_step(student, teacher, args, device)
     times = []
     with variant(name):
         if device.type == "cuda":
@@ -78,20 +98,14 @@ def measure(student, teacher, args, device, name: str) -> dict:
             torch.cuda.reset_peak_memory_stats()
         for i in range(args.warmup + args.steps):
             t0 = time.perf_counter()
-            for micro in ids:
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                    loss = distill.logit_distillation_loss(student, teacher, micro) / args.accum
-                loss.backward()
-                loss = loss.detach()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            loss = step()
             if device.type == "cuda":
                 torch.cuda.synchronize()
             if i >= args.warmup:
                 times.append(time.perf_counter() - t0)
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
     return {"variant": name, "tokens_per_s": args.accum * args.batch * args.seq / statistics.median(times),
-            "step_s": statistics.median(times), "peak_gib": peak, "loss": loss.item() * args.accum}
+            "step_s": statistics.median(times), "peak_gib": peak, "loss": loss.item()}
 
 
 def main(argv=None) -> int:
@@ -103,6 +117,7 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--layers", type=int, default=30, help="fewer for a CPU smoke run")
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
+    p.add_argument("--profile", action="store_true", help="also the default variant's kernels over 2 steps (CUDA)")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     names = args.variants.split(",")
@@ -127,6 +142,11 @@ def main(argv=None) -> int:
     for name in names:
         rows.append(measure(student, teacher, args, device, name))
         print(json.dumps(rows[-1]), flush=True)
+    kernels = None
+    if args.profile and device.type == "cuda":
+        from gsa.bench.common import profile_kernels
+
+        kernels = profile_kernels(optimizer_step(student, teacher, args, device), 2, "one optimizer step", top=30)
     gpu = torch.cuda.get_device_name() if device.type == "cuda" else None
     print(f"{gpu or 'cpu'}: distillation step, {args.accum} x {args.batch} x {args.seq} tokens, {args.layers} layers")
     print("| variant | tokens/s | step s | peak GiB |\n| --- | --- | --- | --- |")
@@ -135,7 +155,7 @@ def main(argv=None) -> int:
         print(f"| {r['variant']} | {r['tokens_per_s']:.0f} | {r['step_s']:.3f} | {peak} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"device": str(device), "gpu": gpu, "args": vars(args) | {"out": str(args.out)},
-                                    "rows": rows}, indent=1))
+                                    "rows": rows, "kernels": kernels}, indent=1))
     return 0
 
 
