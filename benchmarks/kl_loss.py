@@ -19,6 +19,7 @@ import triton
 
 import gsa.convert.distill as distill
 import gsa.nn.backend as backend
+from gsa.bench.common import extra_bytes
 
 
 def plain(s, t, mask):
@@ -53,7 +54,7 @@ def main(argv=None) -> None:
     s = (4 * torch.randn(args.rows, args.vocab, device="cuda", generator=g)).bfloat16().requires_grad_()
     t = (4 * torch.randn(args.rows, args.vocab, device="cuda", generator=g)).bfloat16()
     mask = torch.rand(args.rows, device="cuda", generator=g) > 0.2
-    rows, ref = [], None
+    rows = []
     for name, fn in variants().items():
         def step():
             s.grad = None
@@ -63,14 +64,7 @@ def main(argv=None) -> None:
         loss = fn(s, t, mask).item()
         ms = triton.testing.do_bench(step)
         s.grad = None
-        torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        step()
-        torch.cuda.synchronize()
-        extra = (torch.cuda.max_memory_allocated() - base) / 2**30
-        ref = loss if ref is None else ref
-        rows.append(dict(variant=name, ms=ms, extra_gib=extra, loss=loss))
+        rows.append(dict(variant=name, ms=ms, extra_gib=extra_bytes(step) / 2**30, loss=loss))
     gpu = torch.cuda.get_device_name()
     print(f"{gpu}: KL fwd+bwd over [{args.rows}, {args.vocab}] bf16 logits")
     print(f"| variant | fwd+bwd ms | extra GiB | loss |\n| --- | --- | --- | --- |")

@@ -165,6 +165,18 @@ def device_ms(kernels: list[dict]) -> float:
     return sum(k["us"] for k in kernels) / 1e3
 
 
+def extra_bytes(step) -> int:
+    """The peak CUDA memory one call of step() allocates above what is allocated before it, in bytes."""
+    import torch
+
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    step()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - base
+
+
 def time_fwd_bwd(fwd, x: dict, do) -> dict:
     """One op on CUDA: first call (compile + run of a forward+backward, s), forward and forward+backward medians of
     triton.testing.do_bench (ms, warm-up excluded), and the extra memory of a forward+backward (MiB above what is
@@ -187,12 +199,7 @@ def time_fwd_bwd(fwd, x: dict, do) -> dict:
     r["fwd_bwd_ms"] = do_bench(step, grad_to_none=list(x.values()), return_mode="median")
     for t in x.values():
         t.grad = None
-    torch.cuda.synchronize()
-    base = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    step()
-    torch.cuda.synchronize()
-    r["extra_mib"] = (torch.cuda.max_memory_allocated() - base) / 2**20
+    r["extra_mib"] = extra_bytes(step) / 2**20
     for t in x.values():
         t.grad = None
     return r
