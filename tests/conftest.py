@@ -16,6 +16,11 @@ if not torch.cuda.is_available():
 
 import pytest  # noqa: E402
 
+# Under pytest-xdist (make test: -n 2) each worker gets its share of the cores: torch's default of one thread a core in
+# every worker would oversubscribe them.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT") and not torch.cuda.is_available():
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+
 torch.use_deterministic_algorithms(True, warn_only=True)
 torch.utils.deterministic.fill_uninitialized_memory = True
 
