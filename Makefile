@@ -34,8 +34,7 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 demo: setup
 	$(BIN)/gsa demo
 
-# -n 2: two pytest-xdist workers, each with its share of the cores (tests/conftest.py): 7.4 minutes on a 2-core
-# machine, against ~15 in one process and 12 with two workers of two threads each
+# -n 2: two pytest-xdist workers, each with its share of the cores for torch's threads (tests/conftest.py)
 test: setup-dev
 	$(BIN)/python -m pytest -q -n 2
 
