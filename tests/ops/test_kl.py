@@ -96,6 +96,8 @@ def test_fused_kl_rows_of_weight_zero_add_exactly_nothing():
     assert torch.equal(gs, gb) and not gb[1].any() and not gb[5].any()
     same = fused_kl(t, t, torch.ones(6, device=DEVICE), 1.0)
     assert abs(same.item()) < 1e-5
+    strided = torch.stack([w, torch.full_like(w, 7.0)], 1)[:, 0]  # weights a view with stride 2
+    assert torch.equal(fused_kl(s.detach(), t, strided, 1.0), kept.detach())
 
 
 def test_fused_kl_tiles_agree_whatever_the_tile(monkeypatch):

@@ -99,7 +99,7 @@ class FusedKL(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, s: torch.Tensor, t: torch.Tensor, w: torch.Tensor, temperature: float):
-        s, t = _rows(s), _rows(t)
+        s, t, w = _rows(s), _rows(t), w.contiguous()
         N, V = s.shape
         kl = torch.empty(N, dtype=torch.float32, device=s.device)
         lse = torch.empty(N, 2, dtype=torch.float32, device=s.device)
