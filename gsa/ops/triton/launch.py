@@ -28,8 +28,10 @@ def next_pow2(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
 
 
+@functools.lru_cache(maxsize=1024)
 def block(n: int, cap: int) -> int:
-    """Tile size for a dimension of n: a power of two, at least 16 (tl.dot needs 16), at most cap."""
+    """Tile size for a dimension of n: a power of two, at least 16 (tl.dot needs 16), at most cap. Cached: a
+    forward+backward asks ~40 times, for a handful of sizes (the launchers call it at run time, on plain ints)."""
     return max(16, min(cap, next_pow2(n)))
 
 
