@@ -67,12 +67,22 @@ def _hooked(hook) -> bool:
 
 
 def _runtime_key(values: list, at: tuple) -> tuple:
-    """arg_key of each runtime argument values[i], i in at: plain tensors and ints (nearly all of a launch's) inline,
-    as a function call an argument is a third of a launch's host time; anything else through arg_key."""
+    """arg_key of each runtime argument values[i], i in at: None, plain tensors and ints (nearly all of a launch's)
+    inline, as a function call an argument was a third of a launch's host time; anything else through arg_key."""
     lo, hi = _I32
-    return tuple([(v.dtype, not v.data_ptr() & 15) if type(v) is torch.Tensor
-                  else (v == 1, not v & 15, lo <= v < hi) if type(v) is int
-                  else arg_key(v, False) for v in map(values.__getitem__, at)])
+    key = []
+    add = key.append
+    for i in at:
+        v = values[i]
+        if v is None:
+            add(None)
+        elif type(v) is torch.Tensor:
+            add((v.dtype, not v.data_ptr() & 15))
+        elif type(v) is int:
+            add((v == 1, not v & 15, lo <= v < hi))
+        else:
+            add(arg_key(v, False))
+    return tuple(key)
 
 
 def launch_direct(kernel, grid: tuple, args: tuple, kwargs: dict) -> None:
