@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gsa.nn.backend import use_triton_kernels
+from gsa.ops.validation import KERNEL_DTYPES
 
 ADAPTABLE = ("f_proj", "q_proj", "k_proj", "v_proj", "o_proj", "memory_scale", "q_map", "k_map")
 
@@ -233,7 +234,7 @@ def kl_to_teacher(
         w = torch.full((s.shape[0],), temperature**2 / s.shape[0], dtype=wdtype, device=s.device)
     else:  # on the device, no host sync: each counted row weighs T^2 / count, the others 0
         w = keep.to(wdtype) * (temperature**2 / keep.sum().to(wdtype))
-    if s.dtype in (torch.float16, torch.bfloat16, torch.float32) and t.dtype == s.dtype and use_triton_kernels(s):
+    if s.dtype in KERNEL_DTYPES and t.dtype == s.dtype and use_triton_kernels(s):
         from gsa.ops.triton.kl import fused_kl
 
         return fused_kl(s, t, w, temperature)

@@ -17,6 +17,8 @@ import torch
 TRITON_MAX_SLOTS = 128
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+# What the Triton kernels compute on (float64 takes the torch paths)
+KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 @dataclass(frozen=True)

@@ -30,18 +30,17 @@ _I32 = (-(2**31), 2**31)
 
 
 class _Params:
-    """A JITFunction's parameter names, which are constexpr, and their defaults (read once); where its constexpr and
-    its runtime parameters sit in the signature."""
+    """A JITFunction's parameter names and defaults, and where its constexpr and its runtime parameters sit in the
+    signature (read once)."""
 
-    __slots__ = ("names", "constexpr", "defaults", "name_set", "constexpr_at", "runtime_at")
+    __slots__ = ("names", "defaults", "name_set", "constexpr_at", "runtime_at")
 
     def __init__(self, kernel):
         self.names = tuple(p.name for p in kernel.params)
-        self.constexpr = tuple(p.is_constexpr for p in kernel.params)
         self.defaults = {p.name: p.default for p in kernel.params if p.has_default}
         self.name_set = frozenset(self.names)
-        self.constexpr_at = tuple(i for i, c in enumerate(self.constexpr) if c)
-        self.runtime_at = tuple(i for i, c in enumerate(self.constexpr) if not c)
+        self.constexpr_at = tuple(i for i, p in enumerate(kernel.params) if p.is_constexpr)
+        self.runtime_at = tuple(i for i, p in enumerate(kernel.params) if not p.is_constexpr)
 
 
 _params: dict = {}

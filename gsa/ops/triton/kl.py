@@ -22,6 +22,7 @@ import triton.language as tl
 
 from gsa.ops.device import on_device_of
 from gsa.ops.triton.launch import launch
+from gsa.ops.validation import KERNEL_DTYPES
 
 # Words a program loads at once: 16 a thread at 8 warps (two 16-byte loads a thread for 16-bit logits).
 BV = 4096
@@ -124,16 +125,14 @@ class FusedKL(torch.autograd.Function):
         return ds, None, None, None
 
 
-DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-
-
 def fused_kl(s: torch.Tensor, t: torch.Tensor, w: torch.Tensor, temperature: float) -> torch.Tensor:
     """FusedKL.apply(s, t, w, temperature) (its docstring): s, t [N, V] of one dtype (float16, bfloat16 or float32),
     w [N] float32, all on one device; temperature > 0. Anything else is refused by name before a kernel runs."""
     if s.dim() != 2 or t.shape != s.shape:
         raise ValueError(f"s and t must be [N, V] logits of one shape, got {tuple(s.shape)} and {tuple(t.shape)}")
-    if s.dtype not in DTYPES or t.dtype != s.dtype:
-        raise TypeError(f"s and t must share a dtype of {[str(d) for d in DTYPES]}, got {s.dtype} and {t.dtype}")
+    if s.dtype not in KERNEL_DTYPES or t.dtype != s.dtype:
+        raise TypeError(f"s and t must share a dtype of {[str(d) for d in KERNEL_DTYPES]}, got {s.dtype} and "
+                        f"{t.dtype}")
     if w.shape != (s.shape[0],) or w.dtype != torch.float32:
         raise ValueError(f"w must be float32 [{s.shape[0]}] (a weight a row), got {w.dtype} {tuple(w.shape)}")
     if not (s.device == t.device == w.device):
