@@ -13,8 +13,9 @@ time over two steps.
     python benchmarks/recipes/t2r_distill_speed.py --layers 2 --batch 2 --seq 64 --accum 1 --steps 2 --warmup 1
         --variants default,plain-kl --out /tmp/speed.json                         (a smoke run on a CPU, seconds)
 
-Variants: default (the fused KL on CUDA), chunked-kl (distill._ChunkedKL), plain-kl (the formula through
-autograd, kl_to_teacher before 2026-12-07), one-stream (SETTINGS.overlap off), no-direct (direct launches off).
+Variants: default (the fused KL on CUDA), chunked-kl (kl_to_teacher with its Triton kernels off: distill._ChunkedKL),
+plain-kl (the formula through autograd, kl_to_teacher before 2026-12-07), one-stream (SETTINGS.overlap off),
+no-direct (direct launches off).
 """
 
 from __future__ import annotations
@@ -39,33 +40,27 @@ from gsa.ops.triton.settings import SETTINGS  # noqa: E402
 VARIANTS = ("default", "chunked-kl", "plain-kl", "one-stream", "no-direct")
 
 
-def _chunked(s, t, mask=None, temperature=1.0):
-    """kl_to_teacher's chunked path on every row (the benchmark's batches have no padding, so mask is None)."""
-    vocab = s.shape[-1]
-    s, t = s.reshape(-1, vocab), t.reshape(-1, vocab)
-    w = torch.full((s.shape[0],), temperature**2 / s.shape[0], dtype=torch.float32, device=s.device)
-    return distill._ChunkedKL.apply(s, t, w, temperature)
-
-
 def _plain(s, t, mask=None, temperature=1.0):
     """The formula through autograd, as kl_to_teacher was before 2026-12-07 (every row: no padding here)."""
-    ls, lt = torch.log_softmax(s.float() / temperature, -1), torch.log_softmax(t.float() / temperature, -1)
-    return (lt.exp() * (lt - ls)).sum(-1).mean() * temperature**2
+    return distill._kl_rows(s.reshape(-1, s.shape[-1]), t.reshape(-1, t.shape[-1]), temperature).mean() * temperature**2
 
 
 @contextlib.contextmanager
 def variant(name: str):
-    """The variant's KL function (in gsa.convert.distill, which logit_distillation_loss calls) or SETTINGS."""
-    kl = {"chunked-kl": _chunked, "plain-kl": _plain}.get(name)
+    """The variant's KL in gsa.convert.distill (which logit_distillation_loss calls: chunked-kl keeps kl_to_teacher
+    but turns its Triton kernels off, plain-kl replaces it) or its SETTINGS."""
+    patches = {"chunked-kl": ("use_triton_kernels", lambda x: False), "plain-kl": ("kl_to_teacher", _plain)}
     settings = {"one-stream": dict(overlap=False), "no-direct": dict(direct_launch=False)}.get(name, {})
-    old = distill.kl_to_teacher
-    if kl is not None:
-        distill.kl_to_teacher = kl
+    attr, new = patches.get(name, (None, None))
+    old = getattr(distill, attr) if attr else None
+    if attr:
+        setattr(distill, attr, new)
     try:
         with SETTINGS.override(**settings):
             yield
     finally:
-        distill.kl_to_teacher = old
+        if attr:
+            setattr(distill, attr, old)
 
 
 def optimizer_step(student, teacher, args, device):
