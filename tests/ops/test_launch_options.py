@@ -39,10 +39,10 @@ def test_kernel_a_groups_by_default_only_where_a_kv_head_has_several_query_heads
     HQ > H; its grid then has one program per kv head."""
     from gsa.ops.triton.chunk_a import kernel_a_launch
 
-    grid, opts = kernel_a_launch("a-small", H=2, HQ=8, M=64, NT=3)
+    _, grid, opts = kernel_a_launch("a-small", H=2, HQ=8, M=64, NT=3)
     assert opts["GROUP"] and (opts["num_warps"], opts["num_stages"]) == (4, 1), opts
     assert grid == (4 * 2 * 3,)  # sub-blocks x kv heads x chunks
-    grid, opts = kernel_a_launch("a-small", H=8, HQ=8, M=64, NT=3)
+    _, grid, opts = kernel_a_launch("a-small", H=8, HQ=8, M=64, NT=3)
     assert not opts["GROUP"] and (opts["num_warps"], opts["num_stages"]) == (2, 2), opts
 
 

@@ -23,7 +23,9 @@ import torch
 import triton
 import triton.language as tl
 
-from gsa.ops.triton.chunks import BC, BT, Chunks, sub_block_program, sub_block_tiles, tiles_grid
+from gsa.ops.triton.chunks import (
+    BC, BT, Chunks, chunk_bounds, program_tiles, sub_block_program, sub_block_tiles, tiles_grid,
+)
 from gsa.ops.triton.launch import block, check_flag, launch, launch_options
 from gsa.ops.triton.settings import SETTINGS, SHAPE_SUFFIXES
 from gsa.ops.triton.tiles import (
@@ -160,17 +162,76 @@ def chunk_gsa_fwd_kernel_a(a, b, s, gl, h, A, dA, dGq, P, cu_seqlens, chunk_indi
                   b_gi, b_gr, b_sd, b_x, b_ab, factored, BT, BC, BD, BM, BACKWARD, LINEAR, PREC)
 
 
-def kernel_a_launch(name: str, H: int, HQ: int, M: int, NT: int) -> tuple[tuple[int], dict]:
-    """(grid, launch keywords) of kernel_a as `name`: one program per sub-block, query head and chunk, or with the
-    launch option GROUP (a bool, default False) one per sub-block, kv head and chunk for all the kv head's query
-    heads (with one query head a kv head GROUP changes nothing and is dropped; SETTINGS.launch's "@gqa" entries
-    apply where HQ > H)."""
+@triton.jit
+def chunk_gsa_fwd_kernel_a_whole(a, b, s, gl, h, A, dA, dGq, P, cu_seqlens, chunk_indices, scale,
+                                 H, HQ, D, M, span_max,
+                                 BT: tl.constexpr, BC: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr,
+                                 BACKWARD: tl.constexpr, LINEAR: tl.constexpr, PREC: tl.constexpr,
+                                 GROUP: tl.constexpr):
+    """kernel_a with one program a chunk (launch option "WHOLE"), for one query head (GROUP: all of a kv head's):
+    while the chunk's decay span (max over slots of Gl_first - Gl_last) stays under span_max, its BT rows are one
+    block factored through the chunk's first row (exp(Gl_t - Gl_0) <= 1, exp(Gl_0 - Gl_j) <= exp(span)): the
+    chunk's rows of k, s, Gl and its state are loaded once, and every product is a [BT, *] tensor-core dot, where
+    the sub-block programs load them once a sub-block. Above the span the program walks the BC-row sub-blocks in
+    turn, as kernel_a's programs do."""
+    NC: tl.constexpr = BT // BC
+    if GROUP:
+        _, i_n, i_c = program_tiles(1, H)
+        i_h = i_n
+    else:
+        _, i_n, i_c = program_tiles(1, HQ)
+        i_h = i_n // (HQ // H)
+    t0, eos = chunk_bounds(cu_seqlens, chunk_indices, i_c, BT)
+    o_t = t0 + tl.arange(0, BT)
+    o_m = tl.arange(0, BM)
+    m_t, m_m = o_t < eos, o_m < M
+    b_gt = load_rows(gl + i_h * M, o_t, m_t, H * M, o_m, m_m)  # [BT, BM]
+    b_g0 = load_row(gl + i_h * M, t0, H * M, o_m, m_m)  # [BM]
+    b_st = load_rows(s + i_h * M, o_t, m_t, H * M, o_m, m_m).to(tl.float32)  # [BT, BM]
+    p_h = h + (i_c.to(tl.int64) * H + i_h) * D * M
+    G = HQ // H
+    n_q = G if GROUP else 1
+    hq0 = i_h * G if GROUP else i_n
+    if sub_block_span(b_gt, b_g0) < span_max:  # masked rows load as 0: Gl_0 - 0 <= 0, never above a valid row's
+        o_c, b_sd = chunk_weights(b_st, b_gt, b_g0, m_t, 0, True, BT, BT)
+        for i_hq in range(hq0, hq0 + n_q):
+            b_x, b_ab = head_dots(a, b, p_h, i_hq, i_h, H, HQ, D, M, o_t, m_t, o_t, m_t, o_m, m_m, b_gt,
+                                  BT, BT, BD, BM, PREC)
+            head_rows(a, b, s, A, dA, dGq, P, scale, i_hq, i_h, 0, t0, H, HQ, D, M, o_t, m_t, o_m, m_m, o_c,
+                      b_gt, b_g0, b_sd, b_x, b_ab, True, BT, BT, BD, BM, BACKWARD, LINEAR, PREC)
+    else:
+        for i_i in range(NC):
+            ti = t0 + i_i * BC
+            if ti < eos:
+                o_i = ti + tl.arange(0, BC)
+                m_i = o_i < eos
+                b_gi = load_rows(gl + i_h * M, o_i, m_i, H * M, o_m, m_m)  # [BC, BM]
+                b_gr = load_row(gl + i_h * M, ti, H * M, o_m, m_m)  # [BM]
+                factored = sub_block_span(b_gi, b_gr) < span_max
+                o_c, b_sd = chunk_weights(b_st, b_gt, b_gr, m_t, i_i, factored, BT, BC)
+                for i_hq in range(hq0, hq0 + n_q):
+                    b_x, b_ab = head_dots(a, b, p_h, i_hq, i_h, H, HQ, D, M, o_t, m_t, o_i, m_i, o_m, m_m, b_gi,
+                                          BT, BC, BD, BM, PREC)
+                    head_rows(a, b, s, A, dA, dGq, P, scale, i_hq, i_h, i_i, t0, H, HQ, D, M, o_i, m_i, o_m, m_m,
+                              o_c, b_gi, b_gr, b_sd, b_x, b_ab, factored, BT, BC, BD, BM, BACKWARD, LINEAR, PREC)
+
+
+def kernel_a_launch(name: str, H: int, HQ: int, M: int, NT: int):
+    """(kernel, grid, launch keywords) of kernel_a as `name`: one program per sub-block, query head and chunk, or
+    with the launch option GROUP (a bool, default False) one per sub-block, kv head and chunk for all the kv head's
+    query heads (with one query head a kv head GROUP changes nothing and is dropped; SETTINGS.launch's "@gqa"
+    entries apply where HQ > H); with the launch option WHOLE (a bool, default False) one program a chunk instead
+    of a sub-block (chunk_gsa_fwd_kernel_a_whole)."""
     for entry in (name, *(name + suffix for suffix in SHAPE_SUFFIXES)):  # each entry's, even one overridden later
-        if "GROUP" in SETTINGS.launch.get(entry, {}):
-            check_flag(entry, "GROUP", SETTINGS.launch[entry]["GROUP"], "one program a kv head")
-    opts = launch_options(name, slots=M, grouped=HQ > H, GROUP=False)
+        for flag, meaning in (("GROUP", "one program a kv head"), ("WHOLE", "one program a chunk")):
+            if flag in SETTINGS.launch.get(entry, {}):
+                check_flag(entry, flag, SETTINGS.launch[entry][flag], meaning)
+    opts = launch_options(name, slots=M, grouped=HQ > H, GROUP=False, WHOLE=False)
     opts["GROUP"] = opts["GROUP"] and HQ > H
-    return tiles_grid(BT // BC, H if opts["GROUP"] else HQ, NT), opts
+    heads = H if opts["GROUP"] else HQ
+    if opts.pop("WHOLE"):
+        return chunk_gsa_fwd_kernel_a_whole, tiles_grid(1, heads, NT), opts
+    return chunk_gsa_fwd_kernel_a, tiles_grid(BT // BC, heads, NT), opts
 
 
 def chunk_fwd_a(q: torch.Tensor, k: torch.Tensor, s: torch.Tensor, gl: torch.Tensor, hk: torch.Tensor,
@@ -183,8 +244,8 @@ def chunk_fwd_a(q: torch.Tensor, k: torch.Tensor, s: torch.Tensor, gl: torch.Ten
     H, M = k.shape[1], s.shape[-1]
     A = torch.empty(TT, HQ, M, dtype=torch.float32, device=q.device)
     P = torch.empty(TT, HQ, BT, dtype=torch.float32, device=q.device)
-    grid, opts = kernel_a_launch("a" if D > 128 else "a-small", H, HQ, M, chunks.NT)
-    launch(chunk_gsa_fwd_kernel_a, grid)(q, k, s, gl, hk, A, None, None, P, chunks.cu_seqlens, chunks.indices,
+    kernel, grid, opts = kernel_a_launch("a" if D > 128 else "a-small", H, HQ, M, chunks.NT)
+    launch(kernel, grid)(q, k, s, gl, hk, A, None, None, P, chunks.cu_seqlens, chunks.indices,
                                  scale, H=H, HQ=HQ, D=D, M=M, span_max=factor_span(), BT=BT, BC=BC,
                                  BD=block(D, 64), BM=block(M, 128),
                                  BACKWARD=False, LINEAR=linear_read, PREC=prec, **opts)
@@ -202,8 +263,8 @@ def chunk_bwd_dp(do: torch.Tensor, v: torch.Tensor, s: torch.Tensor, gl: torch.T
     dA = torch.empty(TT, HQ, M, dtype=torch.float32, device=do.device)
     dGq = torch.empty_like(dA)
     P1 = torch.empty(TT, HQ, BT, dtype=torch.float32, device=do.device)
-    grid, opts = kernel_a_launch("dp" if D > 128 else "dp-small", H, HQ, M, chunks.NT)
-    launch(chunk_gsa_fwd_kernel_a, grid)(do, v, s, gl, hv, A, dA, dGq, P1, chunks.cu_seqlens, chunks.indices, 1.0,
+    kernel, grid, opts = kernel_a_launch("dp" if D > 128 else "dp-small", H, HQ, M, chunks.NT)
+    launch(kernel, grid)(do, v, s, gl, hv, A, dA, dGq, P1, chunks.cu_seqlens, chunks.indices, 1.0,
                                  H=H, HQ=HQ, D=D, M=M, span_max=factor_span(), BT=BT, BC=BC, BD=block(D, 64),
                                  BM=block(M, 128),
                                  BACKWARD=True, LINEAR=linear_read, PREC=prec, **opts)

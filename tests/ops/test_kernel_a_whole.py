@@ -1,0 +1,128 @@
+"""kernel_a with one program a chunk (launch option WHOLE, SETTINGS.launch "a", "a-small", "dp", "dp-small";
+chunk_a.chunk_gsa_fwd_kernel_a_whole): the whole op, forward, final states and every gradient against the float64
+reference, through the chunk-wide factored block (a decay span under SETTINGS.factor_span) and through the sub-block walk (a span above
+SETTINGS.factor_span, with factored and pairwise diagonal sub-blocks), both reads, grouped heads with and without
+GROUP, packed sequences with partial and one-token chunks, head dims over 128 (two D tiles); the launches recorded to
+show the chunk grid ran."""
+
+import pytest
+import torch
+
+from skips import NO_TRITON
+
+pytest.importorskip("triton", reason=NO_TRITON)
+
+import gsa.ops.triton.chunk_a as chunk_a  # noqa: E402
+from gsa.ops import parallel_reference  # noqa: E402
+from gsa.ops.triton import SETTINGS  # noqa: E402
+from launch_runs import chunk_op, recorded_run  # noqa: E402
+from op_inputs import assert_matches, cast, make_inputs, on, run  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning",
+                                        "ignore:invalid value encountered:RuntimeWarning")
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+NAMES = ("a", "a-small", "dp", "dp-small")
+WHOLE = "chunk_gsa_fwd_kernel_a_whole"
+
+
+def whole_run(x, monkeypatch, group=None, **kw):
+    """run(chunk_op, ...) on float32 copies of x with WHOLE on (and GROUP = `group` unless None), recording kernel_a's
+    launches as (kernel name, grid)."""
+    extra = {"WHOLE": True} if group is None else {"WHOLE": True, "GROUP": group}
+    names = NAMES + tuple(n + "@gqa" for n in NAMES)  # the "@gqa" entries set GROUP by default
+    launch = {**SETTINGS.launch, **{n: {**SETTINGS.launch.get(n, {}), **extra} for n in names}}
+    return recorded_run(x, monkeypatch, [chunk_a], ("kernel", "grid"), launch, **kw)
+
+
+def chunk_grid(heads, NT):
+    return (heads * NT,)
+
+
+# Paths: "chunk" factors every chunk as one block (gentle gates, tau = 8: every chunk's span under the default
+# SETTINGS.factor_span); "sub-blocks" sends every chunk to the sub-block walk with factored diagonal sub-blocks
+# (strong gates, tau = 1, and a bound between the sub-blocks' spans and the chunks'); "pairwise" walks them pairwise
+# (a bound below every span). test_the_three_paths_are_taken checks those spans.
+PATHS = ("chunk", "sub-blocks", "pairwise")
+
+
+def gates_spans(x):
+    """(largest sub-block span, smallest and largest chunk span) of x's gates over full chunks and 16-row
+    sub-blocks (the kernels' spans: Gl_first - Gl_last, max over slots)."""
+    gl = x["g"].double()
+    T = gl.shape[1] // 64 * 64
+    c = gl[:, :T].reshape(gl.shape[0], -1, 64, *gl.shape[2:]).cumsum(2)
+    chunk_span = (c[:, :, 0] - c[:, :, -1]).amax(-1)
+    sb = c.reshape(*c.shape[:2], 4, 16, *c.shape[3:])
+    sub_span = (sb[:, :, :, 0] - sb[:, :, :, -1]).amax(-1).max().item()
+    return sub_span, chunk_span.min().item(), chunk_span.max().item()
+
+
+def path_inputs(path, **shape):
+    """(inputs, factor_span) that send kernel_a's chunks down `path`."""
+    x = make_inputs(**shape, tau=8.0 if path == "chunk" else 1.0)
+    if path == "chunk":
+        return x, SETTINGS.factor_span
+    if path == "pairwise":
+        return x, -1.0
+    sub_span, chunk_min, _ = gates_spans(x)
+    return x, (sub_span + chunk_min) / 2
+
+
+def test_the_three_paths_are_taken():
+    _, _, chunk_max = gates_spans(path_inputs("chunk", B=2, T=130, H=2, M=40)[0])
+    assert 0 < chunk_max < SETTINGS.factor_span, chunk_max
+    sub_span, chunk_min, _ = gates_spans(path_inputs("sub-blocks", B=2, T=130, H=2, M=40)[0])
+    assert 0 < sub_span < chunk_min, (sub_span, chunk_min)
+    sub_span, chunk_min, _ = gates_spans(path_inputs("sub-blocks", B=1, T=100, H=2, M=24)[0])
+    assert 0 < sub_span < chunk_min, (sub_span, chunk_min)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("slot_read", ["softmax", "linear"])
+def test_whole_chunk_programs_match_reference(path, slot_read, monkeypatch):
+    """One query head a kv head, M = 40, T = 130 (a partial third chunk), K = 16, V = 12."""
+    x, span = path_inputs(path, B=2, T=130, HQ=2, H=2, K=16, V=12, M=40)
+    with SETTINGS.override(factor_span=span):
+        got, launches = whole_run(x, monkeypatch, slot_read=slot_read)
+    assert launches == [(WHOLE, chunk_grid(2, 6))] * 2
+    assert_matches(got, run(parallel_reference, x, scale=0.3, slot_read=slot_read), tol=2e-5)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("group", [False, True])
+def test_whole_chunk_programs_with_grouped_heads(group, path, monkeypatch):
+    """Three query heads a kv head over 2 kv heads: a program a query head, or (GROUP) a kv head."""
+    x, span = path_inputs(path, B=1, T=100, HQ=6, H=2, K=20, V=16, M=24)
+    with SETTINGS.override(factor_span=span):
+        got, launches = whole_run(x, monkeypatch, group=group)
+    assert launches == [(WHOLE, chunk_grid(2 if group else 6, 2))] * 2
+    assert_matches(got, run(parallel_reference, x, scale=0.3), tol=2e-5)
+
+
+@pytest.mark.parametrize("path", ["chunk", "pairwise"])
+def test_whole_chunk_programs_over_packed_sequences(path, monkeypatch):
+    """Packed sequences of 1, 64, 37 and 80 tokens: a one-token chunk, a full one, partial ones."""
+    cu = torch.tensor([0, 1, 65, 102, 182])
+    x, span = path_inputs(path, B=1, T=182, HQ=2, H=2, K=16, V=20, M=40, N=4)
+    with SETTINGS.override(factor_span=span):
+        got, launches = whole_run(x, monkeypatch, cu_seqlens=cu.to(DEVICE, torch.int32))
+    assert launches == [(WHOLE, chunk_grid(2, 5))] * 2
+    assert_matches(got, run(parallel_reference, x, scale=0.3, cu_seqlens=cu), tol=2e-5)
+
+
+def test_whole_chunk_programs_at_wide_heads(monkeypatch):
+    """Head dims over 128 (kernel_a's names "a" and "dp": three 64-wide D tiles, the last partial); the initial
+    states enter and the final states' gradients flow back (op_inputs.run)."""
+    x = make_inputs(B=1, T=70, HQ=2, H=2, K=144, V=136, M=24)
+    got, launches = whole_run(x, monkeypatch)
+    assert launches == [(WHOLE, chunk_grid(2, 2))] * 2
+    assert_matches(got, run(parallel_reference, x, scale=0.3), tol=2e-5)
+
+
+@pytest.mark.parametrize("name", ["a-small", "dp-small", "a-small@gqa"])
+def test_whole_must_be_a_bool(name):
+    x = on(cast(make_inputs(B=1, T=20, HQ=4, H=2, K=16, V=16, M=24), torch.float32))
+    with SETTINGS.override(launch={**SETTINGS.launch, name: {"WHOLE": 1}}):
+        with pytest.raises(ValueError, match=rf"SETTINGS.launch\['{name}'\]\['WHOLE'\] .* a bool, got 1"):
+            run(chunk_op, x)
