@@ -81,29 +81,18 @@ def _ds_pass(x, y, A, dh, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_a, o_m, m_m, b_
 
 
 @triton.jit
-def chunk_gsa_bwd_kernel_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, cu_seqlens, chunk_indices, scale,
-                            H, HQ, K, V, M, span_max,
-                            BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-                            BM: tl.constexpr, SOFTMAX: tl.constexpr, TILED: tl.constexpr, PREC: tl.constexpr,
-                            FUSED: tl.constexpr):
-    NC: tl.constexpr = BT // BC
-    G = HQ // H
-    if TILED:  # a chunk's sub-blocks and slot tiles adjacent (they re-read its rows of q, k, v, dO, A1)
-        i_jm, i_h, i_c = program_tiles(NC * tl.cdiv(M, BM), H)
-        i_j, i_m = i_jm % NC, i_jm // NC
-    else:  # slot offset 0 at compile time: a run-time one cost the one-tile kernel 112 more spill bytes (sm_90)
-        i_j, i_h, i_c = program_tiles(NC, H)
-        i_m = 0
-    t0, eos = chunk_bounds(cu_seqlens, chunk_indices, i_c, BT)
-    tj = t0 + i_j * BC
-    if tj >= eos:
-        return
+def _ds_block(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, i_c, i_h, t0, eos, tj, o_m, m_m, scale, span_max,
+              H, HQ, K, V, M, BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+              BM: tl.constexpr, SOFTMAX: tl.constexpr, TILED: tl.constexpr, PREC: tl.constexpr,
+              FUSED: tl.constexpr, FACTORED: tl.constexpr):
+    """ds and dG of the BC key rows from tj (BC = BT: the whole chunk) at slot tile o_m. FACTORED: the caller has
+    checked the block's decay span (a whole chunk); else the span test is made here, and a block above it takes the
+    diagonal pairwise."""
     last = tl.minimum(t0 + BT, eos) - 1
     e = tl.minimum(tj + BC, eos) - 1
     o_t = t0 + tl.arange(0, BT)
     o_j = tj + tl.arange(0, BC)
-    o_m = i_m * BM + tl.arange(0, BM)
-    m_t, m_j, m_m = o_t < eos, o_j < eos, o_m < M
+    m_t, m_j = o_t < eos, o_j < eos
 
     b_gj = load_rows(gl + i_h * M, o_j, m_j, H * M, o_m, m_m)  # [BC, BM]
     b_ge = load_row(gl + i_h * M, e, H * M, o_m, m_m)  # [BM]
@@ -111,7 +100,10 @@ def chunk_gsa_bwd_kernel_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, cu
 
     # the diagonal sub-block joins the later ones' dot while its decay span allows (SETTINGS.factor_span), the span
     # over this program's slot tile only: each tile decides for its own slots
-    factored = sub_block_span(b_gj, load_row(gl + i_h * M, tj, H * M, o_m, m_m)) < span_max
+    if FACTORED:
+        factored = True
+    else:
+        factored = sub_block_span(b_gj, load_row(gl + i_h * M, tj, H * M, o_m, m_m)) < span_max
     m_a = (o_t >= tl.where(factored, tj, tj + BC)) & m_t  # the query rows the dot takes
     # later sub-blocks (and, factored, the diagonal one from row j on), the decay factored through the key block's
     # last row e: exp(Gl_t - Gl_e) <= 1 after the block, <= exp(span) inside it; taken once for both passes and all
@@ -126,12 +118,54 @@ def chunk_gsa_bwd_kernel_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, cu
 
     b_sj = load_rows(s + i_h * M, o_j, m_j, H * M, o_m, m_m).to(tl.float32)  # [BC, BM]
     b_dg = -b_sj * b_ds
+    G = HQ // H
     for i_g in range(G):
         b_dg += load_rows(dGq + (i_h * G + i_g) * M, o_j, m_j, HQ * M, o_m, m_m)
     m_jm = m_j[:, None] & m_m[None, :]
     o_jm = o_j[:, None].to(tl.int64) * H * M + i_h * M + o_m[None, :]
     tl.store(ds + o_jm, b_ds.to(ds.dtype.element_ty), mask=m_jm)
     tl.store(dG + o_jm, b_dg, mask=m_jm)
+
+
+@triton.jit
+def chunk_gsa_bwd_kernel_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, cu_seqlens, chunk_indices, scale,
+                            H, HQ, K, V, M, span_max,
+                            BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+                            BM: tl.constexpr, SOFTMAX: tl.constexpr, TILED: tl.constexpr, PREC: tl.constexpr,
+                            FUSED: tl.constexpr, WHOLE: tl.constexpr):
+    """One program a key sub-block, kv head, chunk and slot tile; WHOLE (launch option): one a chunk, kv head and
+    slot tile, whose key rows are one block factored through the chunk's last row while the chunk's decay span (over
+    the slot tile) stays under span_max (every operand loaded once, every product a [BT, *] dot), else its
+    sub-blocks in turn."""
+    NC: tl.constexpr = BT // BC
+    NJ: tl.constexpr = 1 if WHOLE else NC  # key blocks a chunk on the grid
+    if TILED:  # a chunk's sub-blocks and slot tiles adjacent (they re-read its rows of q, k, v, dO, A1)
+        i_jm, i_h, i_c = program_tiles(NJ * tl.cdiv(M, BM), H)
+        i_j, i_m = i_jm % NJ, i_jm // NJ
+    else:  # slot offset 0 at compile time: a run-time one cost the one-tile kernel 112 more spill bytes (sm_90)
+        i_j, i_h, i_c = program_tiles(NJ, H)
+        i_m = 0
+    t0, eos = chunk_bounds(cu_seqlens, chunk_indices, i_c, BT)
+    o_m = i_m * BM + tl.arange(0, BM)
+    m_m = o_m < M
+    if WHOLE:
+        last = tl.minimum(t0 + BT, eos) - 1
+        span = tl.max(load_row(gl + i_h * M, t0, H * M, o_m, m_m) - load_row(gl + i_h * M, last, H * M, o_m, m_m), 0)
+        if span < span_max:
+            _ds_block(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, i_c, i_h, t0, eos, t0, o_m, m_m, scale,
+                      span_max, H, HQ, K, V, M, BT, BT, BK, BV, BM, SOFTMAX, TILED, PREC, FUSED, True)
+        else:
+            for i_s in range(NC):
+                tj = t0 + i_s * BC
+                if tj < eos:
+                    _ds_block(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, i_c, i_h, t0, eos, tj, o_m, m_m,
+                              scale, span_max, H, HQ, K, V, M, BT, BC, BK, BV, BM, SOFTMAX, TILED, PREC, FUSED,
+                              False)
+    else:
+        tj = t0 + i_j * BC
+        if tj < eos:
+            _ds_block(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, i_c, i_h, t0, eos, tj, o_m, m_m, scale,
+                      span_max, H, HQ, K, V, M, BT, BC, BK, BV, BM, SOFTMAX, TILED, PREC, FUSED, False)
 
 
 def chunk_bwd_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, chunks: Chunks, scale: float, prec: str,
@@ -154,9 +188,12 @@ def chunk_bwd_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, chunks: Chunks, scale
     fused = opts.pop("FUSED", False)
     check_flag("ds", "FUSED", fused, "one D loop for both of a pass's products")
     opts["FUSED"] = fused and HQ == H
+    # "WHOLE" (a bool, default False): one program a chunk instead of a key sub-block (chunk_gsa_bwd_kernel_ds)
+    opts.setdefault("WHOLE", False)
+    check_flag("ds", "WHOLE", opts["WHOLE"], "one program a chunk")
     ds = torch.empty(TT, H, M, dtype=s.dtype, device=s.device)
     dG = torch.empty(TT, H, M, dtype=torch.float32, device=s.device)
-    grid = tiles_grid(BT // BC * n_m, H, chunks.NT)
+    grid = tiles_grid((1 if opts["WHOLE"] else BT // BC) * n_m, H, chunks.NT)
     launch(chunk_gsa_bwd_kernel_ds, grid)(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, chunks.cu_seqlens,
                                           chunks.indices, scale, H=H, HQ=HQ, K=K, V=V, M=M, span_max=factor_span(),
                                           BT=BT, BC=BC, BK=block(K, 64), BV=block(V, 64), SOFTMAX=not linear_read,

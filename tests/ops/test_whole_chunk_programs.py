@@ -1,9 +1,9 @@
-"""kernel_a with one program a chunk (launch option WHOLE, SETTINGS.launch "a", "a-small", "dp", "dp-small";
-chunk_a.chunk_gsa_fwd_kernel_a_whole): the whole op, forward, final states and every gradient against the float64
+"""kernel_a and kernel_ds with one program a chunk (launch option WHOLE: SETTINGS.launch "a", "a-small", "dp",
+"dp-small", chunk_a.chunk_gsa_fwd_kernel_a_whole; "ds", chunk_ds.chunk_gsa_bwd_kernel_ds): the whole op, forward, final states and every gradient against the float64
 reference, through the chunk-wide factored block (a decay span under SETTINGS.factor_span) and through the sub-block walk (a span above
 SETTINGS.factor_span, with factored and pairwise diagonal sub-blocks), both reads, grouped heads with and without
 GROUP, packed sequences with partial and one-token chunks, head dims over 128 (two D tiles); the launches recorded to
-show the chunk grid ran."""
+show the chunk grid ran. kernel_ds also in slot tiles (each tile tests its own span)."""
 
 import pytest
 import torch
@@ -13,6 +13,7 @@ from skips import NO_TRITON
 pytest.importorskip("triton", reason=NO_TRITON)
 
 import gsa.ops.triton.chunk_a as chunk_a  # noqa: E402
+import gsa.ops.triton.chunk_ds as chunk_ds  # noqa: E402
 from gsa.ops import parallel_reference  # noqa: E402
 from gsa.ops.triton import SETTINGS  # noqa: E402
 from launch_runs import chunk_op, recorded_run  # noqa: E402
@@ -24,15 +25,22 @@ pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarn
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 NAMES = ("a", "a-small", "dp", "dp-small")
 WHOLE = "chunk_gsa_fwd_kernel_a_whole"
+DS = "chunk_gsa_bwd_kernel_ds"
 
 
-def whole_run(x, monkeypatch, group=None, **kw):
-    """run(chunk_op, ...) on float32 copies of x with WHOLE on (and GROUP = `group` unless None), recording kernel_a's
-    launches as (kernel name, grid)."""
+def whole_run(x, monkeypatch, group=None, ds=None, **kw):
+    """run(chunk_op, ...) on float32 copies of x with WHOLE on for kernel_a (and GROUP = `group` unless None) and
+    kernel_ds (its entry updated by `ds` unless None), recording the launches of both as (kernel name, grid)."""
     extra = {"WHOLE": True} if group is None else {"WHOLE": True, "GROUP": group}
     names = NAMES + tuple(n + "@gqa" for n in NAMES)  # the "@gqa" entries set GROUP by default
     launch = {**SETTINGS.launch, **{n: {**SETTINGS.launch.get(n, {}), **extra} for n in names}}
-    return recorded_run(x, monkeypatch, [chunk_a], ("kernel", "grid"), launch, **kw)
+    launch["ds"] = {**SETTINGS.launch.get("ds", {}), "WHOLE": True, **(ds or {})}
+    return recorded_run(x, monkeypatch, [chunk_a, chunk_ds], ("kernel", "grid"), launch, **kw)
+
+
+def launches_of(heads, kv_heads, NT, slot_tiles=1):
+    """What whole_run records: kernel_a's forward, then kernel_a's backward and kernel_ds, a program a chunk."""
+    return [(WHOLE, chunk_grid(heads, NT))] * 2 + [(DS, chunk_grid(kv_heads * slot_tiles, NT))]
 
 
 def chunk_grid(heads, NT):
@@ -85,7 +93,7 @@ def test_whole_chunk_programs_match_reference(path, slot_read, monkeypatch):
     x, span = path_inputs(path, B=2, T=130, HQ=2, H=2, K=16, V=12, M=40)
     with SETTINGS.override(factor_span=span):
         got, launches = whole_run(x, monkeypatch, slot_read=slot_read)
-    assert launches == [(WHOLE, chunk_grid(2, 6))] * 2
+    assert launches == launches_of(2, 2, 6)
     assert_matches(got, run(parallel_reference, x, scale=0.3, slot_read=slot_read), tol=2e-5)
 
 
@@ -96,7 +104,7 @@ def test_whole_chunk_programs_with_grouped_heads(group, path, monkeypatch):
     x, span = path_inputs(path, B=1, T=100, HQ=6, H=2, K=20, V=16, M=24)
     with SETTINGS.override(factor_span=span):
         got, launches = whole_run(x, monkeypatch, group=group)
-    assert launches == [(WHOLE, chunk_grid(2 if group else 6, 2))] * 2
+    assert launches == launches_of(2 if group else 6, 2, 2)
     assert_matches(got, run(parallel_reference, x, scale=0.3), tol=2e-5)
 
 
@@ -107,7 +115,7 @@ def test_whole_chunk_programs_over_packed_sequences(path, monkeypatch):
     x, span = path_inputs(path, B=1, T=182, HQ=2, H=2, K=16, V=20, M=40, N=4)
     with SETTINGS.override(factor_span=span):
         got, launches = whole_run(x, monkeypatch, cu_seqlens=cu.to(DEVICE, torch.int32))
-    assert launches == [(WHOLE, chunk_grid(2, 5))] * 2
+    assert launches == launches_of(2, 2, 5)
     assert_matches(got, run(parallel_reference, x, scale=0.3, cu_seqlens=cu), tol=2e-5)
 
 
@@ -116,11 +124,21 @@ def test_whole_chunk_programs_at_wide_heads(monkeypatch):
     states enter and the final states' gradients flow back (op_inputs.run)."""
     x = make_inputs(B=1, T=70, HQ=2, H=2, K=144, V=136, M=24)
     got, launches = whole_run(x, monkeypatch)
-    assert launches == [(WHOLE, chunk_grid(2, 2))] * 2
+    assert launches == launches_of(2, 2, 2)
     assert_matches(got, run(parallel_reference, x, scale=0.3), tol=2e-5)
 
 
-@pytest.mark.parametrize("name", ["a-small", "dp-small", "a-small@gqa"])
+@pytest.mark.parametrize("path", PATHS)
+def test_whole_chunk_ds_in_slot_tiles(path, monkeypatch):
+    """kernel_ds in 16-wide slot tiles over M = 40 (three tiles, the last partial): each tile decides its own path."""
+    x, span = path_inputs(path, B=2, T=130, HQ=2, H=2, K=16, V=12, M=40)
+    with SETTINGS.override(factor_span=span):
+        got, launches = whole_run(x, monkeypatch, ds={"BM": 16})
+    assert launches == launches_of(2, 2, 6, slot_tiles=3)
+    assert_matches(got, run(parallel_reference, x, scale=0.3), tol=2e-5)
+
+
+@pytest.mark.parametrize("name", ["a-small", "dp-small", "a-small@gqa", "ds"])
 def test_whole_must_be_a_bool(name):
     x = on(cast(make_inputs(B=1, T=20, HQ=4, H=2, K=16, V=16, M=24), torch.float32))
     with SETTINGS.override(launch={**SETTINGS.launch, name: {"WHOLE": 1}}):
