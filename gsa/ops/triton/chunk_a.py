@@ -187,19 +187,26 @@ def chunk_gsa_fwd_kernel_a_whole(a, b, s, gl, h, A, dA, dGq, P, cu_seqlens, chun
     m_t, m_m = o_t < eos, o_m < M
     b_gt = load_rows(gl + i_h * M, o_t, m_t, H * M, o_m, m_m)  # [BT, BM]
     b_g0 = load_row(gl + i_h * M, t0, H * M, o_m, m_m)  # [BM]
-    b_st = load_rows(s + i_h * M, o_t, m_t, H * M, o_m, m_m).to(tl.float32)  # [BT, BM]
     p_h = h + (i_c.to(tl.int64) * H + i_h) * D * M
     G = HQ // H
     n_q = G if GROUP else 1
     hq0 = i_h * G if GROUP else i_n
     if sub_block_span(b_gt, b_g0) < span_max:  # masked rows load as 0: Gl_0 - 0 <= 0, never above a valid row's
-        o_c, b_sd = chunk_weights(b_st, b_gt, b_g0, m_t, 0, True, BT, BT)
+        # the decayed slot weights: once for a kv head's query heads (GROUP), else after the D loop (fewer live
+        # [BT, BM] tiles during it)
+        if GROUP:
+            b_st = load_rows(s + i_h * M, o_t, m_t, H * M, o_m, m_m).to(tl.float32)  # [BT, BM]
+            o_c, b_sd = chunk_weights(b_st, b_gt, b_g0, m_t, 0, True, BT, BT)
         for i_hq in range(hq0, hq0 + n_q):
             b_x, b_ab = head_dots(a, b, p_h, i_hq, i_h, H, HQ, D, M, o_t, m_t, o_t, m_t, o_m, m_m, b_gt,
                                   BT, BT, BD, BM, PREC)
+            if not GROUP:
+                b_st = load_rows(s + i_h * M, o_t, m_t, H * M, o_m, m_m).to(tl.float32)  # [BT, BM]
+                o_c, b_sd = chunk_weights(b_st, b_gt, b_g0, m_t, 0, True, BT, BT)
             head_rows(a, b, s, A, dA, dGq, P, scale, i_hq, i_h, 0, t0, H, HQ, D, M, o_t, m_t, o_m, m_m, o_c,
                       b_gt, b_g0, b_sd, b_x, b_ab, True, BT, BT, BD, BM, BACKWARD, LINEAR, PREC)
     else:
+        b_st = load_rows(s + i_h * M, o_t, m_t, H * M, o_m, m_m).to(tl.float32)  # [BT, BM]
         for i_i in range(NC):
             ti = t0 + i_i * BC
             if ti < eos:
