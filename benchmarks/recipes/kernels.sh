@@ -20,7 +20,8 @@
 #
 # Knobs: SHAPES (default all), JOBS (parallel warm processes, default 6; a call warming 14 at once on an H100 ended
 # with the machine unresponsive, cause not established), WARM_LIMIT (s per warm process, default 420), BENCH_LIMIT
-# (s for the timed run, default 540), PROFILE=1 (our per-kernel times per shape).
+# (s for the timed run, default 540), PROFILE=1 (our per-kernel times per shape), GRID_ARGS (more flags for the timed
+# run, e.g. GRID_ARGS="--launch '{...}'" to time ours under other launch options beside the defaults; eval'd).
 source "$(dirname "$0")/common.sh"
 set +e  # a shape whose fla-core tuning times out is reported and skipped, not fatal
 export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-$PWD/.cache/triton} TRITON_CACHE_AUTOTUNING=1
@@ -56,5 +57,5 @@ if $PY -c "import fla.ops.gsa" 2>/dev/null; then
     > "$OUT/fla-autotune.tar"
 fi
 
-timeout "${BENCH_LIMIT:-540}" $PY -m gsa bench grid --shapes "$SHAPES" --out "$OUT" ${PROFILE:+--profile} \
-  2>&1 | tee "$OUT/grid.log"
+eval "timeout \"${BENCH_LIMIT:-540}\" $PY -m gsa bench grid --shapes \"$SHAPES\" --out \"$OUT\" ${PROFILE:+--profile} \
+  ${GRID_ARGS:-}" 2>&1 | tee "$OUT/grid.log"
