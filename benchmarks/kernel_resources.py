@@ -92,8 +92,8 @@ def collect(shape: dict, arch: int, dtype=torch.bfloat16, warps: int | None = No
                            options={"num_warps": 4, "num_stages": 3, **options})
         seconds = time.perf_counter() - t0
         flags = ",".join(f"{n}={bound[n]}"
-                         for n in ("BACKWARD", "SOFTMAX", "LINEAR", "TRANSPOSED", "TILED", "PDL", "GROUP")
-                         if n in bound and (n not in ("TILED", "PDL", "GROUP") or bound[n]))
+                         for n in ("BACKWARD", "SOFTMAX", "LINEAR", "TRANSPOSED", "TILED", "PDL", "GROUP", "WHOLE")
+                         if n in bound and (n not in ("TILED", "PDL", "GROUP", "WHOLE") or bound[n]))
         rows.append({"kernel": self.__name__ + (f" [{flags}]" if flags else ""),
                      "warps": options.get("num_warps", 4), "shared": k.metadata.shared, "compile_s": round(seconds, 2),
                      **_resources(k.asm["cubin"])})

@@ -33,7 +33,7 @@ def _compile(tmp_path, shape, *extra) -> list[dict]:
 def test_chunk_kernels_compile_for_sm90(tmp_path):
     rows = _compile(tmp_path, "tiny")
     names = {r["kernel"].split(" [")[0] for r in rows}  # without the variant's [flags]
-    expected = {"chunk_gsa_fwd_kernel_cumsum", "chunk_gsa_fwd_kernel_h", "chunk_gsa_fwd_kernel_a",
+    expected = {"chunk_gsa_fwd_kernel_cumsum", "chunk_gsa_fwd_kernel_h", "chunk_gsa_fwd_kernel_a_whole",
                 "chunk_gsa_fwd_kernel_o", "chunk_gsa_bwd_kernel_dh",
                 "chunk_gsa_bwd_kernel_dx", "chunk_gsa_bwd_kernel_ds", "chunk_gsa_bwd_kernel_dg_exact",
                 "rms_norm_fwd_kernel", "rms_norm_bwd_kernel", "chunk_gsa_fwd_kernel_h_carry",
@@ -77,8 +77,13 @@ def test_slot_tiled_ds_kernel_compiles_for_sm90(tmp_path):
 
 
 def test_kv_group_kernel_a_compiles_for_sm90(tmp_path):
-    """kernel_a with one program per kv head (launch option GROUP; the tiny shape has 2 query heads a kv head)."""
-    group = {n: {"GROUP": True} for n in ("a", "a-small", "dp", "dp-small")}
-    names = [r["kernel"] for r in _compile(tmp_path, "tiny", "--launch", json.dumps(group))]
+    """kernel_a's sub-block programs, one per kv head (launch option GROUP, WHOLE off; the tiny shape has 2 query
+    heads a kv head), and kernel_ds with a chunk a program (WHOLE)."""
+    names = ("a", "a-small", "dp", "dp-small")
+    launch = {n + suffix: {"GROUP": True, "WHOLE": False} for n in names for suffix in ("", "@gqa")}
+    launch["ds"] = {"FUSED": True, "WHOLE": True}
+    rows = _compile(tmp_path, "tiny", "--launch", json.dumps(launch))
+    kernels = [r["kernel"] for r in rows]
     for backward in (False, True):
-        assert f"chunk_gsa_fwd_kernel_a [BACKWARD={backward},LINEAR=False,GROUP=True]" in names, names
+        assert f"chunk_gsa_fwd_kernel_a [BACKWARD={backward},LINEAR=False,GROUP=True]" in kernels, kernels
+    assert "chunk_gsa_bwd_kernel_ds [SOFTMAX=True,WHOLE=True]" in kernels, kernels

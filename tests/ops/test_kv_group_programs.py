@@ -1,4 +1,4 @@
-"""kernel_a with one program per kv head for all its query heads (launch option GROUP, SETTINGS.launch "a",
+"""kernel_a's sub-block programs with one program per kv head for all its query heads (launch option GROUP, SETTINGS.launch "a",
 "a-small", "dp", "dp-small"): the whole op, forward, final states and every gradient against the float64 reference,
 with 2 and 4 query heads a kv head, the softmax and linear reads, factored and pairwise diagonal sub-blocks, packed
 sequences, M not a power of two and head dims over 128; the launches recorded to show the kv-head grid ran."""
@@ -25,8 +25,11 @@ NAMES = ("a", "a-small", "dp", "dp-small")
 
 
 def with_group(group):
-    """SETTINGS.launch with GROUP = `group` added to the four names' entries (their other options kept)."""
-    return {**SETTINGS.launch, **{n: {**SETTINGS.launch.get(n, {}), "GROUP": group} for n in NAMES}}
+    """SETTINGS.launch with GROUP = `group` added to the four names' entries and WHOLE off in them and their "@gqa"
+    entries (the sub-block programs; tests/ops/test_whole_chunk_programs.py has the chunk programs), their other
+    options kept."""
+    names = NAMES + tuple(n + "@gqa" for n in NAMES)
+    return {**SETTINGS.launch, **{n: {**SETTINGS.launch.get(n, {}), "GROUP": group, "WHOLE": False} for n in names}}
 
 
 def grouped_run(x, monkeypatch, **kw):

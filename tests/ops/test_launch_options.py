@@ -36,14 +36,22 @@ def test_grouped_head_entries_apply_to_grouped_heads_only_and_before_wide_slots(
 
 def test_kernel_a_groups_by_default_only_where_a_kv_head_has_several_query_heads():
     """The default table's "@gqa" entries (one program per kv head at D <= 128) reach kernel_a's launch only at
-    HQ > H; its grid then has one program per kv head."""
+    HQ > H; its grid then has one program per kv head. At D <= 128 and M <= 64 a program takes a whole chunk
+    (WHOLE); above 64 slots, and at D > 128, the sub-block programs."""
+    from gsa.ops.triton import chunk_a
     from gsa.ops.triton.chunk_a import kernel_a_launch
 
-    _, grid, opts = kernel_a_launch("a-small", H=2, HQ=8, M=64, NT=3)
-    assert opts["GROUP"] and (opts["num_warps"], opts["num_stages"]) == (4, 1), opts
+    kernel, grid, opts = kernel_a_launch("a-small", H=2, HQ=8, M=64, NT=3)
+    assert kernel is chunk_a.chunk_gsa_fwd_kernel_a_whole and opts["GROUP"], opts
+    assert grid == (2 * 3,)  # kv heads x chunks
+    kernel, grid, opts = kernel_a_launch("a-small", H=8, HQ=8, M=64, NT=3)
+    assert kernel is chunk_a.chunk_gsa_fwd_kernel_a_whole and not opts["GROUP"], opts
+    assert grid == (8 * 3,)  # query heads x chunks
+    kernel, grid, opts = kernel_a_launch("dp-small", H=2, HQ=8, M=128, NT=3)
+    assert kernel is chunk_a.chunk_gsa_fwd_kernel_a and opts["GROUP"] and opts["num_warps"] == 8, opts
     assert grid == (4 * 2 * 3,)  # sub-blocks x kv heads x chunks
-    _, grid, opts = kernel_a_launch("a-small", H=8, HQ=8, M=64, NT=3)
-    assert not opts["GROUP"] and (opts["num_warps"], opts["num_stages"]) == (2, 2), opts
+    kernel, grid, opts = kernel_a_launch("a", H=4, HQ=4, M=64, NT=3)
+    assert kernel is chunk_a.chunk_gsa_fwd_kernel_a and not opts["GROUP"], opts
 
 
 def test_unknown_kernel_names_are_refused():

@@ -1,9 +1,10 @@
 """kernel_a and kernel_ds with one program a chunk (launch option WHOLE: SETTINGS.launch "a", "a-small", "dp",
-"dp-small", chunk_a.chunk_gsa_fwd_kernel_a_whole; "ds", chunk_ds.chunk_gsa_bwd_kernel_ds): the whole op, forward, final states and every gradient against the float64
-reference, through the chunk-wide factored block (a decay span under SETTINGS.factor_span) and through the sub-block walk (a span above
-SETTINGS.factor_span, with factored and pairwise diagonal sub-blocks), both reads, grouped heads with and without
-GROUP, packed sequences with partial and one-token chunks, head dims over 128 (two D tiles); the launches recorded to
-show the chunk grid ran. kernel_ds also in slot tiles (each tile tests its own span)."""
+"dp-small", chunk_a.chunk_gsa_fwd_kernel_a_whole; "ds", chunk_ds.chunk_gsa_bwd_kernel_ds): the whole op, forward,
+final states and every gradient against the float64 reference, through the chunk-wide factored block (a decay span
+under the bound, tiles.chunk_span_max) and through the sub-block walk (a larger span, with factored and pairwise
+diagonal sub-blocks), both reads, grouped heads with and without GROUP, packed sequences with partial and one-token
+chunks, head dims over 128 (two D tiles); the launches recorded to show the chunk grid ran. kernel_ds also in slot
+tiles (each tile tests its own span); SETTINGS.factor_span = inf never factors a chunk past the bound."""
 
 import pytest
 import torch
@@ -144,3 +145,14 @@ def test_whole_must_be_a_bool(name):
     with SETTINGS.override(launch={**SETTINGS.launch, name: {"WHOLE": 1}}):
         with pytest.raises(ValueError, match=rf"SETTINGS.launch\['{name}'\]\['WHOLE'\] .* a bool, got 1"):
             run(chunk_op, x)
+
+
+def test_an_infinite_factor_span_never_factors_a_chunk_past_the_bound(monkeypatch):
+    """SETTINGS.factor_span = inf factors every sub-block (a test knob); chunks of strong gates (span ~90) still take
+    the sub-block walk, where a chunk-wide factor would overflow float32."""
+    x, _ = path_inputs("sub-blocks", B=2, T=130, HQ=2, H=2, K=16, V=12, M=40)
+    assert gates_spans(x)[1] > 2 * chunk_a.chunk_span_max()
+    with SETTINGS.override(factor_span=float("inf")):
+        got, launches = whole_run(x, monkeypatch)
+    assert launches == launches_of(2, 2, 6)
+    assert_matches(got, run(parallel_reference, x, scale=0.3), tol=2e-5)

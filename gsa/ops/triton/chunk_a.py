@@ -29,7 +29,8 @@ from gsa.ops.triton.chunks import (
 from gsa.ops.triton.launch import block, check_flag, launch, launch_options
 from gsa.ops.triton.settings import SETTINGS, SHAPE_SUFFIXES
 from gsa.ops.triton.tiles import (
-    decayed_rows, factor_span, load_row, load_rows, masked_softmax, pairwise_decay, row_dots, sub_block_span,
+    chunk_span_max, decayed_rows, factor_span, load_row, load_rows, masked_softmax, pairwise_decay, row_dots,
+    sub_block_span,
 )
 
 
@@ -164,16 +165,16 @@ def chunk_gsa_fwd_kernel_a(a, b, s, gl, h, A, dA, dGq, P, cu_seqlens, chunk_indi
 
 @triton.jit
 def chunk_gsa_fwd_kernel_a_whole(a, b, s, gl, h, A, dA, dGq, P, cu_seqlens, chunk_indices, scale,
-                                 H, HQ, D, M, span_max,
+                                 H, HQ, D, M, span_max, chunk_max,
                                  BT: tl.constexpr, BC: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr,
                                  BACKWARD: tl.constexpr, LINEAR: tl.constexpr, PREC: tl.constexpr,
                                  GROUP: tl.constexpr):
     """kernel_a with one program a chunk (launch option "WHOLE"), for one query head (GROUP: all of a kv head's):
-    while the chunk's decay span (max over slots of Gl_first - Gl_last) stays under span_max, its BT rows are one
+    while the chunk's decay span (max over slots of Gl_first - Gl_last) stays under chunk_max, its BT rows are one
     block factored through the chunk's first row (exp(Gl_t - Gl_0) <= 1, exp(Gl_0 - Gl_j) <= exp(span)): the
     chunk's rows of k, s, Gl and its state are loaded once, and every product is a [BT, *] tensor-core dot, where
     the sub-block programs load them once a sub-block. Above the span the program walks the BC-row sub-blocks in
-    turn, as kernel_a's programs do."""
+    turn, as kernel_a's programs do (span_max guarding each diagonal sub-block)."""
     NC: tl.constexpr = BT // BC
     if GROUP:
         _, i_n, i_c = program_tiles(1, H)
@@ -191,7 +192,7 @@ def chunk_gsa_fwd_kernel_a_whole(a, b, s, gl, h, A, dA, dGq, P, cu_seqlens, chun
     G = HQ // H
     n_q = G if GROUP else 1
     hq0 = i_h * G if GROUP else i_n
-    if sub_block_span(b_gt, b_g0) < span_max:  # masked rows load as 0: Gl_0 - 0 <= 0, never above a valid row's
+    if sub_block_span(b_gt, b_g0) < chunk_max:  # masked rows load as 0: Gl_0 - 0 <= 0, never above a valid row's
         # the decayed slot weights: once for a kv head's query heads (GROUP), else after the D loop (fewer live
         # [BT, BM] tiles during it)
         if GROUP:
@@ -237,7 +238,7 @@ def kernel_a_launch(name: str, H: int, HQ: int, M: int, NT: int):
     opts["GROUP"] = opts["GROUP"] and HQ > H
     heads = H if opts["GROUP"] else HQ
     if opts.pop("WHOLE"):
-        return chunk_gsa_fwd_kernel_a_whole, tiles_grid(1, heads, NT), opts
+        return chunk_gsa_fwd_kernel_a_whole, tiles_grid(1, heads, NT), {**opts, "chunk_max": chunk_span_max()}
     return chunk_gsa_fwd_kernel_a, tiles_grid(BT // BC, heads, NT), opts
 
 

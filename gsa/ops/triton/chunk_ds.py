@@ -21,8 +21,8 @@ import triton.language as tl
 from gsa.ops.triton.chunks import BC, BT, Chunks, chunk_bounds, program_tiles, tiles_grid
 from gsa.ops.triton.launch import block, check_flag, launch, slot_options
 from gsa.ops.triton.tiles import (
-    factor_span, load_row, load_rows, load_slot_softmax, pairwise_column, row_dots, sub_block_column,
-    sub_block_span,
+    chunk_span_max, factor_span, load_row, load_rows, load_slot_softmax, pairwise_column, row_dots,
+    sub_block_column, sub_block_span,
 )
 
 
@@ -129,13 +129,13 @@ def _ds_block(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, i_c, i_h, t0, eo
 
 @triton.jit
 def chunk_gsa_bwd_kernel_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, cu_seqlens, chunk_indices, scale,
-                            H, HQ, K, V, M, span_max,
+                            H, HQ, K, V, M, span_max, chunk_max,
                             BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
                             BM: tl.constexpr, SOFTMAX: tl.constexpr, TILED: tl.constexpr, PREC: tl.constexpr,
                             FUSED: tl.constexpr, WHOLE: tl.constexpr):
     """One program a key sub-block, kv head, chunk and slot tile; WHOLE (launch option): one a chunk, kv head and
     slot tile, whose key rows are one block factored through the chunk's last row while the chunk's decay span (over
-    the slot tile) stays under span_max (every operand loaded once, every product a [BT, *] dot), else its
+    the slot tile) stays under chunk_max (every operand loaded once, every product a [BT, *] dot), else its
     sub-blocks in turn."""
     NC: tl.constexpr = BT // BC
     NJ: tl.constexpr = 1 if WHOLE else NC  # key blocks a chunk on the grid
@@ -151,7 +151,7 @@ def chunk_gsa_bwd_kernel_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, cu
     if WHOLE:
         last = tl.minimum(t0 + BT, eos) - 1
         span = tl.max(load_row(gl + i_h * M, t0, H * M, o_m, m_m) - load_row(gl + i_h * M, last, H * M, o_m, m_m), 0)
-        if span < span_max:
+        if span < chunk_max:
             _ds_block(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, i_c, i_h, t0, eos, t0, o_m, m_m, scale,
                       span_max, H, HQ, K, V, M, BT, BT, BK, BV, BM, SOFTMAX, TILED, PREC, FUSED, True)
         else:
@@ -196,6 +196,7 @@ def chunk_bwd_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, chunks: Chunks, scale
     grid = tiles_grid((1 if opts["WHOLE"] else BT // BC) * n_m, H, chunks.NT)
     launch(chunk_gsa_bwd_kernel_ds, grid)(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, chunks.cu_seqlens,
                                           chunks.indices, scale, H=H, HQ=HQ, K=K, V=V, M=M, span_max=factor_span(),
+                                          chunk_max=chunk_span_max(),
                                           BT=BT, BC=BC, BK=block(K, 64), BV=block(V, 64), SOFTMAX=not linear_read,
                                           TILED=n_m > 1, PREC=prec, **opts)
     return ds, dG

@@ -20,14 +20,15 @@ from dataclasses import dataclass, field
 # chunk_ds.py); for kernel_a's four names, "GROUP" (a bool, default False): one program per kv head for all its query
 # heads, which then share the loads of Gl and s rows and the decayed slot weights (chunk_a.py; the default for
 # grouped heads at D <= 128, below; an entry replaces the name's defaults, so {"a-small": {"GROUP": True}} also drops
-# its 2 warps and 2 stages unless it restates them). The rest were chosen for the H100 from one side-by-side sweep of
+# its WHOLE unless it restates it). The rest were chosen for the H100 from one side-by-side sweep of
 # every kernel over a few options, no autotuning at run time: kernel_dx at 8 warps and 1 stage ran ~2x faster than at 4
 # and 3 (software pipelining of its short loop costs shared memory and occupancy); kernel_h gained ~5-15% at 2 stages,
 # and at 3 (a later A/B, 4 launches a fwd+bwd) 1.3b 399 -> 376 us, 16 heads of 128 444 -> 396, 32 of 64 and grouped 32/8
 # within 2% (at 2 warps 2.3x slower); at 16-wide tiles (B 1, T 16K) the state kernels want 8 warps and 2 stages
-# (kernel_h 2434 -> 1890 us, kernel_dh 1686 -> 1322), while at 64- and 32-wide tiles 8 warps lost; kernel_a at head dims
-# <= 128 took 2 warps and 2 stages (grouped 1612 -> 1529 us, small-head 458 -> 368; at K = 512 the default stays: 429 vs
-# 491 at 2 warps). Every other kernel was best or within noise at the default.
+# (kernel_h 2434 -> 1890 us, kernel_dh 1686 -> 1322), while at 64- and 32-wide tiles 8 warps lost; kernel_a's sub-block
+# programs at head dims <= 128 took 2 warps and 2 stages (grouped 1612 -> 1529 us, small-head 458 -> 368; at K = 512
+# the default stays: 429 vs 491 at 2 warps) until WHOLE (below) replaced them there. Every other kernel was best or
+# within noise at the default.
 # A name + "@m128" entry applies on top of the name's above 64 slots (launch.WIDE_SLOTS): at M = 128 the [64, M]
 # float32 tiles of kernel_a, kernel_o and kernel_dh spill at 2-4 warps, and 8 warps cut the H100's fwd+bwd from
 # 16.46 to 9.40 ms (16 heads of 128) and 8.33 to 5.98 ms (4 heads of 512), while at M = 64 the same change lost
@@ -47,6 +48,12 @@ from dataclasses import dataclass, field
 # ND = 0 against 1: 1.3b 2.658 -> 2.508 ms (kernel_o 334 -> 255 us, kernel_dx 541 -> 473), B 1 T 16K 3.565 ->
 # 3.382, 8 heads of 256 3.016 -> 2.921; at 2 tiles a program it lost (kernel_o at 1.3b 334 -> 347 us; 128-wide heads
 # +1.5%), so the auto choice takes 4 or more or none. Above 64 slots (not timed) "@m128" keeps one tile a program.
+# For kernel_a's four names and "ds", "WHOLE" (a bool, default False): one program a chunk instead of a 16-row
+# sub-block (chunk_a.py, chunk_ds.py; docs/algorithm.md, "Chunked algorithm"). H100, GPU time of kernel_a's two
+# launches at 4 warps (WHOLE entries replacing the names' defaults): 32 heads of 64 1960 -> 1253 us, 16 of 128 1204
+# -> 772, grouped 32/8 1693 -> 1311 (GROUP as well), so it is the default at D <= 128 (M <= 64); at 4 heads of 512
+# 424 -> 480 (8 warps: 415), where the sub-block programs stay. kernel_ds at 4 warps: 1648 -> 1027, 942 -> 695, 1213
+# -> 661, 442 -> 432 us (docs/log.md, "Kernels", "kernel_a a chunk a program").
 KERNEL_NAMES = ("cumsum", "h", "h-narrow", "h-carry", "a", "a-small", "o", "dp", "dp-small", "dh", "dh-narrow",
                 "dh-carry", "dx", "ds", "dg")
 SHAPE_SUFFIXES = ("@gqa", "@m128")  # the entries applied on top of a name's, in this order, where the shape has them
@@ -58,12 +65,14 @@ DEFAULT_LAUNCH: dict[str, dict[str, int]] = {
     "h": dict(num_warps=4, num_stages=3),
     "h-narrow": dict(num_warps=8, num_stages=2),
     "dh-narrow": dict(num_warps=8, num_stages=2),
-    "a-small": dict(num_warps=2, num_stages=2),
-    "dp-small": dict(num_warps=2, num_stages=2),
-    # grouped heads at D <= 128: one program per kv head (the comment above)
-    **{f"{name}@gqa": dict(num_warps=4, num_stages=1, GROUP=True) for name in ("a-small", "dp-small")},
-    # above 64 slots (the comment above); kernel_h and kernel_dh take the launcher's 64-wide slot tiles
-    **{f"{name}@m128": dict(num_warps=8) for name in ("a", "dp", "a-small", "dp-small")},
+    # kernel_a at D <= 128: a chunk a program (WHOLE), also for grouped heads, one program per kv head (GROUP)
+    "a-small": dict(WHOLE=True),
+    "dp-small": dict(WHOLE=True),
+    **{f"{name}@gqa": dict(WHOLE=True, GROUP=True) for name in ("a-small", "dp-small")},
+    # above 64 slots (the comment above); kernel_h and kernel_dh take the launcher's 64-wide slot tiles; kernel_a keeps
+    # its sub-block programs there at the 2 stages they were timed with (WHOLE was not timed at M = 128)
+    **{f"{name}@m128": dict(num_warps=8) for name in ("a", "dp")},
+    **{f"{name}@m128": dict(num_warps=8, num_stages=2, WHOLE=False) for name in ("a-small", "dp-small")},
     "o@m128": dict(num_warps=8, ND=1),
     "dx@m128": dict(ND=1),
     "ds@m128": dict(num_warps=8, BM=128),

@@ -24,6 +24,16 @@ def factor_span() -> float:
     return SETTINGS.factor_span
 
 
+# A whole chunk factored through one reference row (kernel_a and kernel_ds with WHOLE) has factors up to
+# e^(chunk span). Its bound never exceeds CHUNK_SPAN_MAX, whatever SETTINGS.factor_span says: the tests' inf ("always
+# factor the sub-blocks") would otherwise factor chunks of span ~90 and overflow float32.
+CHUNK_SPAN_MAX = 30.0
+
+
+def chunk_span_max() -> float:
+    return min(SETTINGS.factor_span, CHUNK_SPAN_MAX)
+
+
 @triton.jit
 def sub_block_span(b_g, b_gr):
     """The decay inside a sub-block: max over rows and slots of Gl_r - Gl_i (b_g [BC, BM] with masked rows and slots
