@@ -89,6 +89,16 @@ GRID: dict[str, Shape] = {
 }
 
 
+GATE_NORM = 8.0  # the layer's default normaliser of the slot gates
+
+
+def _gate_norm(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shapes", default="all", help=f"'all' or comma-separated names from: {', '.join(GRID)}")
     p.add_argument("--fla", default="tuned", choices=["tuned", "always", "never"],
@@ -106,6 +116,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also time ours with these gsa.ops.triton.SETTINGS fields, e.g. "
                         "'{\"chunk_states\": \"input\"}'; a \"launch\" field as --launch's (repeatable: one "
                         "variant each, kept in the JSON after the --launch ones as gsa@N)")
+    p.add_argument("--gate-norm", type=_gate_norm, default=GATE_NORM, metavar="N",
+                   help="slot gates g = logsigmoid(randn) / N (default %(default)s, the layer's; at 1 every chunk's "
+                        "decay span is past the whole-chunk kernels' bound, so their fallback path is timed)")
     p.add_argument("--list", action="store_true", help="print the grid and exit")
     p.add_argument("--list-first", action="store_true",
                    help="print the names of the first shape of each fla-core autotune class (Shape.tune_class) of "
@@ -139,15 +152,18 @@ def _torch_dtype(torch, name: str):
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[name]
 
 
-def _inputs(torch, x: Shape, seed: int = 0) -> dict:
-    """Layer-like inputs: g = logsigmoid(randn) / 8 (the layer's default normaliser) and s = 1 - exp(g)."""
-    gen = torch.Generator(device="cuda").manual_seed(seed)
+def _inputs(torch, x: Shape, seed: int = 0, gate_norm: float = GATE_NORM, device: str = "cuda") -> dict:
+    """Layer-like inputs: g = logsigmoid(randn) / gate_norm and s = 1 - exp(g). At the default 8 a chunk's decay
+    span (max over slots of the log decay over its 64 steps) is 7-9 at 64 slots; at 2 it is 28-35, around the bound
+    under which kernel_a and kernel_ds factor a whole chunk at once (tiles.chunk_span_max = 30); at 1 it is 56-69,
+    past it: every chunk takes their fallback path, which is then what is timed."""
+    gen = torch.Generator(device=device).manual_seed(seed)
     dt = _torch_dtype(torch, x.dtype)
 
     def rnd(*size):
-        return torch.randn(*size, device="cuda", generator=gen)
+        return torch.randn(*size, device=device, generator=gen)
 
-    g = torch.nn.functional.logsigmoid(rnd(x.B, x.T, x.H, x.M)) / 8
+    g = torch.nn.functional.logsigmoid(rnd(x.B, x.T, x.H, x.M)) / gate_norm
     out = dict(q=rnd(x.B, x.T, x.HQ, x.K).to(dt), k=rnd(x.B, x.T, x.H, x.K).to(dt), v=rnd(x.B, x.T, x.H, x.V).to(dt),
                s=(1 - g.exp()).to(dt), g=g.to(dt))
     for t in out.values():
@@ -243,9 +259,10 @@ def settings_variants(specs: list[str]) -> list[dict]:
 
 
 def measure(shapes: dict[str, Shape], fla_mode: str, sdpa: bool, profile: bool, done=None,
-            variants: list[dict] = ()) -> list[dict]:
+            variants: list[dict] = (), gate_norm: float = GATE_NORM) -> list[dict]:
     """Time every shape (and ours under each variant: {"launch": entries over SETTINGS.launch, other SETTINGS
-    fields}); `done(rows)` is called after each (the caller saves partial results)."""
+    fields}) on gates of normaliser `gate_norm` (_inputs); `done(rows)` is called after each (the caller saves
+    partial results)."""
     import torch
 
     from gsa.bench.common import device_ms, fwd_bwd_step, profile_kernels, time_fwd_bwd
@@ -260,7 +277,7 @@ def measure(shapes: dict[str, Shape], fla_mode: str, sdpa: bool, profile: bool, 
     for name, x in shapes.items():
         with_fla = have_fla and (fla_mode == "always" or (fla_mode == "tuned" and _marker(name).exists()))
         row = dict(name=name, **asdict(x), fla_timed=with_fla)
-        a = _inputs(torch, x)
+        a = _inputs(torch, x, gate_norm=gate_norm)
         do = torch.randn(x.B, x.T, x.HQ, x.V, device="cuda", dtype=a["q"].dtype)
         impls = dict(_impls(torch, x, with_fla))
         kernels = {}
@@ -340,6 +357,7 @@ def run(args: argparse.Namespace) -> int:
     from gsa.bench.cost import ceilings
 
     info["copy_bytes_per_s"], info["bf16_flops_per_s"] = ceilings(torch, do_bench)  # for the report's floors
+    info["gate_norm"] = args.gate_norm
     try:
         import fla
 
@@ -352,7 +370,7 @@ def run(args: argparse.Namespace) -> int:
 
     rows = measure(shapes, args.fla, args.sdpa, args.profile,
                    done=lambda rows: write_json(args.out / "grid.json", dict(title=title, machine=info, rows=rows)),
-                   variants=variants)
+                   variants=variants, gate_norm=args.gate_norm)
     payload = dict(title=title, machine=info, rows=rows)
     write(payload, args.out)
     print(table(rows, info))

@@ -137,3 +137,26 @@ def test_compare_puts_two_runs_of_ours_side_by_side(tmp_path, capsys):
     (tmp_path / "x.json").write_text(json.dumps(dict(title="x", machine={}, rows=[_row("h1", 1.0)])))
     with pytest.raises(SystemExit, match="share no shape"):
         grid.main(["--compare", str(tmp_path / "b.json"), str(tmp_path / "x.json")])
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "inf", "nan"])
+def test_bad_gate_norm_is_refused_by_name(value, capsys):
+    with pytest.raises(SystemExit):
+        grid.main(["--list", "--gate-norm", value])
+    assert "--gate-norm" in capsys.readouterr().err
+
+
+def test_gate_norm_moves_the_chunk_spans_across_the_whole_chunk_bound():
+    """What --gate-norm promises: at the default every chunk's decay span is under the bound under which kernel_a and
+    kernel_ds factor a whole chunk; at 1 every chunk's is past it (so the fallback path is what gets timed)."""
+    import torch
+
+    from gsa.ops.triton.tiles import CHUNK_SPAN_MAX
+
+    x = grid.Shape(2, 2048, 2, 2, 16, 16, 64)
+
+    def spans(norm):
+        g = grid._inputs(torch, x, gate_norm=norm, device="cpu")["g"].float()
+        return g.reshape(x.B, -1, 64, x.H, x.M)[:, :, 1:].sum(2).neg().amax(-1)
+
+    assert spans(grid.GATE_NORM).max() < CHUNK_SPAN_MAX < spans(1.0).min()
