@@ -12,6 +12,17 @@ def chunk_op(q, k, v, s, g, *, initial_state=None, output_final_state=False, cu_
     return chunk_gsa(q, k, v, s, g, 0.3, initial_state, output_final_state, cu_seqlens, False, slot_read == "linear")
 
 
+KERNEL_A_NAMES = ("a", "a-small", "dp", "dp-small")  # kernel_a's launch names (forward and backward, D > / <= 128)
+
+
+def kernel_a_entries(**options):
+    """SETTINGS.launch with `options` added to the entries of kernel_a's four names and of their "@gqa" entries
+    (which set GROUP and WHOLE by default, so an option must be set there too to hold for grouped heads), the
+    entries' other options kept."""
+    names = KERNEL_A_NAMES + tuple(n + "@gqa" for n in KERNEL_A_NAMES)
+    return {**SETTINGS.launch, **{n: {**SETTINGS.launch.get(n, {}), **options} for n in names}}
+
+
 def recorded_run(x, monkeypatch, modules, fields, launch=None, **kw):
     """run(chunk_op, ...) on float32 copies of x with SETTINGS.launch = `launch` (None: as it is), and, for each
     launch made through the `launch` of one of `modules` (the kernels' modules), the tuple of `fields`: launch

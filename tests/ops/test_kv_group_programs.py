@@ -14,22 +14,19 @@ import gsa.ops.triton.chunk_a as chunk_a  # noqa: E402
 from gsa.ops import parallel_reference  # noqa: E402
 from gsa.ops.triton import SETTINGS  # noqa: E402
 from gsa.ops.triton.chunks import BC, BT  # noqa: E402
-from launch_runs import chunk_op, recorded_run  # noqa: E402
+from launch_runs import chunk_op, kernel_a_entries, recorded_run  # noqa: E402
 from op_inputs import assert_matches, cast, make_inputs, on, run  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning",
                                         "ignore:invalid value encountered:RuntimeWarning")
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-NAMES = ("a", "a-small", "dp", "dp-small")
 
 
 def with_group(group):
-    """SETTINGS.launch with GROUP = `group` added to the four names' entries and WHOLE off in them and their "@gqa"
-    entries (the sub-block programs; tests/ops/test_whole_chunk_programs.py has the chunk programs), their other
-    options kept."""
-    names = NAMES + tuple(n + "@gqa" for n in NAMES)
-    return {**SETTINGS.launch, **{n: {**SETTINGS.launch.get(n, {}), "GROUP": group, "WHOLE": False} for n in names}}
+    """SETTINGS.launch with GROUP = `group` and WHOLE off for kernel_a (the sub-block programs;
+    tests/ops/test_whole_chunk_programs.py has the chunk programs)."""
+    return kernel_a_entries(GROUP=group, WHOLE=False)
 
 
 def grouped_run(x, monkeypatch, **kw):

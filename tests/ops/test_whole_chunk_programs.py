@@ -17,14 +17,13 @@ import gsa.ops.triton.chunk_a as chunk_a  # noqa: E402
 import gsa.ops.triton.chunk_ds as chunk_ds  # noqa: E402
 from gsa.ops import parallel_reference  # noqa: E402
 from gsa.ops.triton import SETTINGS  # noqa: E402
-from launch_runs import chunk_op, recorded_run  # noqa: E402
+from launch_runs import chunk_op, kernel_a_entries, recorded_run  # noqa: E402
 from op_inputs import assert_matches, cast, make_inputs, on, run  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning",
                                         "ignore:invalid value encountered:RuntimeWarning")
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-NAMES = ("a", "a-small", "dp", "dp-small")
 WHOLE = "chunk_gsa_fwd_kernel_a_whole"
 DS = "chunk_gsa_bwd_kernel_ds"
 
@@ -32,9 +31,7 @@ DS = "chunk_gsa_bwd_kernel_ds"
 def whole_run(x, monkeypatch, group=None, ds=None, **kw):
     """run(chunk_op, ...) on float32 copies of x with WHOLE on for kernel_a (and GROUP = `group` unless None) and
     kernel_ds (its entry updated by `ds` unless None), recording the launches of both as (kernel name, grid)."""
-    extra = {"WHOLE": True} if group is None else {"WHOLE": True, "GROUP": group}
-    names = NAMES + tuple(n + "@gqa" for n in NAMES)  # the "@gqa" entries set GROUP by default
-    launch = {**SETTINGS.launch, **{n: {**SETTINGS.launch.get(n, {}), **extra} for n in names}}
+    launch = kernel_a_entries(WHOLE=True, **({} if group is None else {"GROUP": group}))
     launch["ds"] = {**SETTINGS.launch.get("ds", {}), "WHOLE": True, **(ds or {})}
     return recorded_run(x, monkeypatch, [chunk_a, chunk_ds], ("kernel", "grid"), launch, **kw)
 
