@@ -22,10 +22,11 @@ pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarn
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def fused_run(x, fused, monkeypatch, **kw):
+def fused_run(x, fused, monkeypatch, whole=None, **kw):
     """run(chunk_op, ...) on float32 copies of x with kernel_ds's "FUSED" at `fused` (None: the default launch
-    options), recording its launches' FUSED."""
-    launch = None if fused is None else {**SETTINGS.launch, "ds": {**SETTINGS.launch.get("ds", {}), "FUSED": fused}}
+    options) and its "WHOLE" at `whole` (None: the default), recording its launches' FUSED."""
+    ds = {**SETTINGS.launch.get("ds", {}), **({} if whole is None else {"WHOLE": whole})}
+    launch = None if fused is None else {**SETTINGS.launch, "ds": {**ds, "FUSED": fused}}
     return recorded_run(x, monkeypatch, [chunk_ds], ("FUSED",), launch, **kw)
 
 
@@ -40,11 +41,13 @@ def test_fused_ds_loop(slot_read, span, monkeypatch):
     assert_matches(got, run(parallel_reference, x, scale=0.3, slot_read=slot_read), tol=2e-5)
 
 
-def test_fused_ds_loop_packed(monkeypatch):
-    """Packed sequences of 1, 64 and 37 tokens (an empty sub-block past each end)."""
+@pytest.mark.parametrize("whole", [pytest.param(False, id="sub-block-programs"), pytest.param(True, id="whole")])
+def test_fused_ds_loop_packed(whole, monkeypatch):
+    """Packed sequences of 1, 64 and 37 tokens (an empty sub-block past each end), with a program a 16-row key
+    sub-block and with a program a chunk (the default)."""
     cu = torch.tensor([0, 1, 65, 102])
     x = make_inputs(B=1, T=102, HQ=2, H=2, K=16, V=20, M=40, N=3, tau=1.0)
-    got, launches = fused_run(x, True, monkeypatch, cu_seqlens=cu.to(DEVICE, torch.int32))
+    got, launches = fused_run(x, True, monkeypatch, whole, cu_seqlens=cu.to(DEVICE, torch.int32))
     assert launches == [(True,)]
     assert_matches(got, run(parallel_reference, x, scale=0.3, cu_seqlens=cu), tol=2e-5)
 

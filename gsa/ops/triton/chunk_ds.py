@@ -108,7 +108,10 @@ def _ds_block(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, i_c, i_h, t0, eo
     # later sub-blocks (and, factored, the diagonal one from row j on), the decay factored through the key block's
     # last row e: exp(Gl_t - Gl_e) <= 1 after the block, <= exp(span) inside it; taken once for both passes and all
     # query heads of the kv head
-    b_gt = load_rows(gl + i_h * M, o_t, m_t, H * M, o_m, m_m)  # [BT, BM]
+    if FACTORED:  # the whole chunk: its key rows are its query rows
+        b_gt = b_gj
+    else:
+        b_gt = load_rows(gl + i_h * M, o_t, m_t, H * M, o_m, m_m)  # [BT, BM]
     b_et = tl.where(m_a[:, None], tl.exp(tl.where(m_a[:, None], b_gt - b_ge[None, :], 0.0)), 0.0)
 
     b_ds = _ds_pass(k, q, dA, dhk, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_a, o_m, m_m, b_et, b_gj, b_ge, b_gl,
@@ -171,8 +174,9 @@ def chunk_gsa_bwd_kernel_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, cu
 def chunk_bwd_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, chunks: Chunks, scale: float, prec: str,
                  linear_read: bool = False):
     """ds [TT, H, M] in s's dtype and dG [TT, H, M] float32 (before the reverse cumulative sum over time).
-    linear_read: the second pass reads with A1 itself instead of softmax(A1). One program a sub-block, kv head,
-    chunk and slot tile (SETTINGS.launch["ds"]["BM"] wide).
+    linear_read: the second pass reads with A1 itself instead of softmax(A1). One program a chunk (launch option
+    "WHOLE", the default up to 64 slots; else a 16-row key sub-block), kv head and slot tile
+    (SETTINGS.launch["ds"]["BM"] wide).
 
     q/do: [TT, HQ, K|V], k/v: [TT, H, K|V], s/gl: [TT, H, M], A/dA/dGq: [TT, HQ, M] float32,
     dhk [NT, H, K, M] and dhv [NT, H, V, M]: gradients of the chunk-end states."""
@@ -188,7 +192,7 @@ def chunk_bwd_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, chunks: Chunks, scale
     fused = opts.pop("FUSED", False)
     check_flag("ds", "FUSED", fused, "one D loop for both of a pass's products")
     opts["FUSED"] = fused and HQ == H
-    # "WHOLE" (a bool, default False): one program a chunk instead of a key sub-block (chunk_gsa_bwd_kernel_ds)
+    # "WHOLE" (a bool; False where the entry leaves it out): one program a chunk instead of a key sub-block
     opts.setdefault("WHOLE", False)
     check_flag("ds", "WHOLE", opts["WHOLE"], "one program a chunk")
     ds = torch.empty(TT, H, M, dtype=s.dtype, device=s.device)
