@@ -47,11 +47,10 @@ def chunk_weights(b_st, b_gt, b_gr, m_t, i_i, factored, BT: tl.constexpr, BC: tl
 
 
 @triton.jit
-def head_dots(a, b, p_h, i_hq, i_h, H, HQ, D, M, o_t, m_t, o_i, m_i, o_m, m_m,
+def head_dots(a, b, p_h, i_hq, i_h, H, HQ, D, M, o_t, m_t, o_i, m_i, o_m, m_m, b_gi,
               BT: tl.constexpr, BC: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr, PREC: tl.constexpr):
-    """Query head i_hq's dots over D: (b_x [BC, BM], a_i @ S, the inter-chunk scores before their decay exp(Gl_i),
-    which head_rows applies; b_ab [BC, BT], a_i . b_j over the chunk). p_h: the chunk-start state [D, M] of kv head
-    i_h. Nothing of Gl is live in the loop (the whole-chunk kernel loads its [BT, BM] rows after it)."""
+    """Query head i_hq's dots over D: (b_x [BC, BM], exp(Gl_i) * (a_i @ S), the inter-chunk scores; b_ab [BC, BT],
+    a_i . b_j over the chunk). p_h: the chunk-start state [D, M] of kv head i_h."""
     b_x = tl.zeros([BC, BM], dtype=tl.float32)
     b_ab = tl.zeros([BC, BT], dtype=tl.float32)
     for i_d in range(tl.cdiv(D, BD)):
@@ -65,6 +64,7 @@ def head_dots(a, b, p_h, i_hq, i_h, H, HQ, D, M, o_t, m_t, o_i, m_i, o_m, m_m,
         else:  # states stored as the inputs (SETTINGS.chunk_states): exact products at the 16-bit rate
             b_x += tl.dot(b_ai, b_h.to(b_ai.dtype))
         b_ab += tl.dot(b_ai, tl.trans(b_bt), input_precision=PREC)
+    b_x *= tl.exp(b_gi)
     return b_x, b_ab
 
 
@@ -76,7 +76,7 @@ def head_rows(a, b, s, A, dA, dGq, P, scale, i_hq, i_h, i_i, t0, H, HQ, D, M, o_
     """Query head i_hq's rest, from its head_dots and the kv head's decayed slot weights b_sd [BT, BM]: the
     intra-chunk scores, the stores of A1 (or dA1 and dGq) and of the sub-block's rows of P."""
     b_ab = tl.where(o_c[None, :] <= (o_i - t0)[:, None], b_ab, 0.0)  # causal inside the diagonal sub-block
-    b_x = b_x * tl.exp(b_gi) + tl.exp(b_gi - b_gr[None, :]) * tl.dot(b_ab, b_sd, input_precision=PREC)
+    b_x += tl.exp(b_gi - b_gr[None, :]) * tl.dot(b_ab, b_sd, input_precision=PREC)
     if not factored:  # the diagonal sub-block, pairwise: [BC (t), BC (j), BM]
         # a_i . b_j inside the sub-block
         b_abd = row_dots(a + i_hq * D, o_i, m_i, HQ * D, b + i_h * D, o_i, m_i, H * D, D, BC, BC, BD, PREC)
@@ -139,29 +139,25 @@ def chunk_gsa_fwd_kernel_a(a, b, s, gl, h, A, dA, dGq, P, cu_seqlens, chunk_indi
     o_m = tl.arange(0, BM)
     m_t, m_i, m_m = o_t < eos, o_i < eos, o_m < M
 
+    b_gt = load_rows(gl + i_h * M, o_t, m_t, H * M, o_m, m_m)  # [BT, BM]
     b_gi = load_rows(gl + i_h * M, o_i, m_i, H * M, o_m, m_m)  # [BC, BM]
     b_gr = load_row(gl + i_h * M, ti, H * M, o_m, m_m)  # [BM]
+    b_st = load_rows(s + i_h * M, o_t, m_t, H * M, o_m, m_m).to(tl.float32)  # [BT, BM]
     # the diagonal sub-block goes through the dot below with the rest while its decay span allows (SETTINGS.factor_span)
     factored = sub_block_span(b_gi, b_gr) < span_max
 
     p_h = h + (i_c.to(tl.int64) * H + i_h) * D * M
     if GROUP:
-        b_gt = load_rows(gl + i_h * M, o_t, m_t, H * M, o_m, m_m)  # [BT, BM]
-        b_st = load_rows(s + i_h * M, o_t, m_t, H * M, o_m, m_m).to(tl.float32)  # [BT, BM]
         o_c, b_sd = chunk_weights(b_st, b_gt, b_gr, m_t, i_i, factored, BT, BC)
         G = HQ // H
         for i_hq in range(i_h * G, i_h * G + G):
-            b_x, b_ab = head_dots(a, b, p_h, i_hq, i_h, H, HQ, D, M, o_t, m_t, o_i, m_i, o_m, m_m,
+            b_x, b_ab = head_dots(a, b, p_h, i_hq, i_h, H, HQ, D, M, o_t, m_t, o_i, m_i, o_m, m_m, b_gi,
                                   BT, BC, BD, BM, PREC)
             head_rows(a, b, s, A, dA, dGq, P, scale, i_hq, i_h, i_i, t0, H, HQ, D, M, o_i, m_i, o_m, m_m, o_c,
                       b_gi, b_gr, b_sd, b_x, b_ab, factored, BT, BC, BD, BM, BACKWARD, LINEAR, PREC)
     else:
-        b_x, b_ab = head_dots(a, b, p_h, i_hq, i_h, H, HQ, D, M, o_t, m_t, o_i, m_i, o_m, m_m,
+        b_x, b_ab = head_dots(a, b, p_h, i_hq, i_h, H, HQ, D, M, o_t, m_t, o_i, m_i, o_m, m_m, b_gi,
                               BT, BC, BD, BM, PREC)
-        # the chunk's s and Gl rows after the D loop: live during it they spilled (sm_90, 1.3b: 536 / 320 bytes a
-        # thread forward / backward before, docs/log.md, "Kernels")
-        b_gt = load_rows(gl + i_h * M, o_t, m_t, H * M, o_m, m_m)  # [BT, BM]
-        b_st = load_rows(s + i_h * M, o_t, m_t, H * M, o_m, m_m).to(tl.float32)  # [BT, BM]
         o_c, b_sd = chunk_weights(b_st, b_gt, b_gr, m_t, i_i, factored, BT, BC)
         head_rows(a, b, s, A, dA, dGq, P, scale, i_hq, i_h, i_i, t0, H, HQ, D, M, o_i, m_i, o_m, m_m, o_c,
                   b_gi, b_gr, b_sd, b_x, b_ab, factored, BT, BC, BD, BM, BACKWARD, LINEAR, PREC)
@@ -203,7 +199,7 @@ def chunk_gsa_fwd_kernel_a_whole(a, b, s, gl, h, A, dA, dGq, P, cu_seqlens, chun
             b_st = load_rows(s + i_h * M, o_t, m_t, H * M, o_m, m_m).to(tl.float32)  # [BT, BM]
             o_c, b_sd = chunk_weights(b_st, b_gt, b_g0, m_t, 0, True, BT, BT)
         for i_hq in range(hq0, hq0 + n_q):
-            b_x, b_ab = head_dots(a, b, p_h, i_hq, i_h, H, HQ, D, M, o_t, m_t, o_t, m_t, o_m, m_m,
+            b_x, b_ab = head_dots(a, b, p_h, i_hq, i_h, H, HQ, D, M, o_t, m_t, o_t, m_t, o_m, m_m, b_gt,
                                   BT, BT, BD, BM, PREC)
             if not GROUP:
                 b_st = load_rows(s + i_h * M, o_t, m_t, H * M, o_m, m_m).to(tl.float32)  # [BT, BM]
@@ -222,7 +218,7 @@ def chunk_gsa_fwd_kernel_a_whole(a, b, s, gl, h, A, dA, dGq, P, cu_seqlens, chun
                 factored = sub_block_span(b_gi, b_gr) < span_max
                 o_c, b_sd = chunk_weights(b_st, b_gt, b_gr, m_t, i_i, factored, BT, BC)
                 for i_hq in range(hq0, hq0 + n_q):
-                    b_x, b_ab = head_dots(a, b, p_h, i_hq, i_h, H, HQ, D, M, o_t, m_t, o_i, m_i, o_m, m_m,
+                    b_x, b_ab = head_dots(a, b, p_h, i_hq, i_h, H, HQ, D, M, o_t, m_t, o_i, m_i, o_m, m_m, b_gi,
                                           BT, BC, BD, BM, PREC)
                     head_rows(a, b, s, A, dA, dGq, P, scale, i_hq, i_h, i_i, t0, H, HQ, D, M, o_i, m_i, o_m, m_m,
                               o_c, b_gi, b_gr, b_sd, b_x, b_ab, factored, BT, BC, BD, BM, BACKWARD, LINEAR, PREC)
