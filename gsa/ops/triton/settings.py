@@ -56,6 +56,12 @@ from dataclasses import dataclass, field
 # -> 661, 442 -> 432 us (docs/log.md, "Kernels", "kernel_a a chunk a program"), and beside kernel_a's new default
 # (H100, 2026-12-07, one call): 1649 -> 1032, 926 -> 696, 1216 -> 660, 436 -> 429; its GPU accuracy tests passed in
 # bf16 and fp16 at 4 warps, so it is the default at every head dim (at M = 128, "ds@m128", not timed: off).
+# At 1 pipeline stage ("num_stages": 1; ptxas, sm_90: spill stack 2920 -> 1656 bytes a thread, shared memory 64 -> 24
+# KB) kernel_ds took 1050 -> 868 us at 32 heads of 64, 691 -> 590 at 16 of 128, 655 -> 612 grouped 32/8, 429 -> 366
+# at 4 of 512, 528 -> 456 at 8 of 256 (H100, two rounds within 2% of each other; fwd+bwd -1 to -4%); kernel_a's
+# grouped chunk programs ("@gqa") at 1 stage 1317 -> 1045 us (fwd+bwd 3.896 -> 3.572 ms), while its one-head chunk
+# programs at 1 stage gained nothing at 32 heads of 64 and lost 4% at 16 of 128, so they keep Triton's 3 (docs/log.md,
+# "kernel_ds at one pipeline stage"). GPU accuracy tests at both passed.
 KERNEL_NAMES = ("cumsum", "h", "h-narrow", "h-carry", "a", "a-small", "o", "dp", "dp-small", "dh", "dh-narrow",
                 "dh-carry", "dx", "ds", "dg")
 SHAPE_SUFFIXES = ("@gqa", "@m128")  # the entries applied on top of a name's, in this order, where the shape has them
@@ -63,21 +69,21 @@ LAUNCH_NAMES = frozenset(KERNEL_NAMES) | {name + suffix for name in KERNEL_NAMES
 DEFAULT_LAUNCH: dict[str, dict[str, int]] = {
     "dx": dict(num_warps=8, num_stages=1, ND=0),
     "o": dict(ND=0),
-    "ds": dict(FUSED=True, WHOLE=True),
+    "ds": dict(FUSED=True, WHOLE=True, num_stages=1),
     "h": dict(num_warps=4, num_stages=3),
     "h-narrow": dict(num_warps=8, num_stages=2),
     "dh-narrow": dict(num_warps=8, num_stages=2),
     # kernel_a at D <= 128: a chunk a program (WHOLE), also for grouped heads, one program per kv head (GROUP)
     "a-small": dict(WHOLE=True),
     "dp-small": dict(WHOLE=True),
-    **{f"{name}@gqa": dict(WHOLE=True, GROUP=True) for name in ("a-small", "dp-small")},
+    **{f"{name}@gqa": dict(WHOLE=True, GROUP=True, num_stages=1) for name in ("a-small", "dp-small")},
     # above 64 slots (the comment above); kernel_h and kernel_dh take the launcher's 64-wide slot tiles; kernel_a keeps
     # its sub-block programs there at the 2 stages they were timed with (WHOLE was not timed at M = 128)
     **{f"{name}@m128": dict(num_warps=8) for name in ("a", "dp")},
     **{f"{name}@m128": dict(num_warps=8, num_stages=2, WHOLE=False) for name in ("a-small", "dp-small")},
     "o@m128": dict(num_warps=8, ND=1),
     "dx@m128": dict(ND=1),
-    "ds@m128": dict(num_warps=8, BM=128, WHOLE=False),
+    "ds@m128": dict(num_warps=8, BM=128, WHOLE=False, num_stages=3),  # as timed: Triton's default stages
     **{f"{name}@m128": dict(BM=128) for name in ("h-narrow", "h-carry", "dh-narrow", "dh-carry")},
 }
 
