@@ -52,8 +52,8 @@ from dataclasses import dataclass, field
 # instead of a 16-row sub-block (chunk_a.py, chunk_ds.py; docs/algorithm.md, "Chunked algorithm"). H100, GPU time of
 # kernel_a's two launches at 4 warps (WHOLE entries replacing the names' defaults): 32 heads of 64 1960 -> 1253 us,
 # 16 of 128 1204 -> 772, grouped 32/8 1693 -> 1311 (GROUP as well), so it is the default at D <= 128 (M <= 64); at
-# 4 heads of 512 424 -> 480 (8 warps: 415), where the sub-block programs stay. kernel_ds at 4 warps: 1648 -> 1027, 942 -> 695, 1213
-# -> 661, 442 -> 432 us (docs/log.md, "Kernels", "kernel_a a chunk a program"), and beside kernel_a's new default
+# 4 heads of 512 424 -> 480 (8 warps: 415), where the sub-block programs stay. kernel_ds at 4 warps: 1648 -> 1027,
+# 942 -> 695, 1213 -> 661, 442 -> 432 us (docs/log.md, "Kernels", "kernel_a a chunk a program"), and beside kernel_a's new default
 # (H100, 2026-12-07, one call): 1649 -> 1032, 926 -> 696, 1216 -> 660, 436 -> 429; its GPU accuracy tests passed in
 # bf16 and fp16 at 4 warps, so it is the default at every head dim (at M = 128, "ds@m128", not timed: off).
 # At 1 pipeline stage ("num_stages": 1; ptxas, sm_90: spill stack 2920 -> 1656 bytes a thread, shared memory 64 -> 24
