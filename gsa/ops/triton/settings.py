@@ -48,20 +48,20 @@ from dataclasses import dataclass, field
 # ND = 0 against 1: 1.3b 2.658 -> 2.508 ms (kernel_o 334 -> 255 us, kernel_dx 541 -> 473), B 1 T 16K 3.565 ->
 # 3.382, 8 heads of 256 3.016 -> 2.921; at 2 tiles a program it lost (kernel_o at 1.3b 334 -> 347 us; 128-wide heads
 # +1.5%), so the auto choice takes 4 or more or none. Above 64 slots (not timed) "@m128" keeps one tile a program.
-# For kernel_a's four names and "ds", "WHOLE" (a bool, False where an entry leaves it out): one program a chunk
-# instead of a 16-row sub-block (chunk_a.py, chunk_ds.py; docs/algorithm.md, "Chunked algorithm"). H100, GPU time of
-# kernel_a's two launches at 4 warps (WHOLE entries replacing the names' defaults): 32 heads of 64 1960 -> 1253 us,
-# 16 of 128 1204 -> 772, grouped 32/8 1693 -> 1311 (GROUP as well), so it is the default at D <= 128 (M <= 64); at
-# 4 heads of 512 424 -> 480 (8 warps: 415), where the sub-block programs stay. kernel_ds at 4 warps: 1648 -> 1027,
-# 942 -> 695, 1213 -> 661, 442 -> 432 us (docs/log.md, "Kernels", "kernel_a a chunk a program"), and beside kernel_a's new default
-# (H100, 2026-12-07, one call): 1649 -> 1032, 926 -> 696, 1216 -> 660, 436 -> 429; its GPU accuracy tests passed in
-# bf16 and fp16 at 4 warps, so it is the default at every head dim (at M = 128, "ds@m128", not timed: off).
-# At 1 pipeline stage ("num_stages": 1; ptxas, sm_90: spill stack 2920 -> 1656 bytes a thread, shared memory 64 -> 24
-# KB) kernel_ds took 1050 -> 868 us at 32 heads of 64, 691 -> 590 at 16 of 128, 655 -> 612 grouped 32/8, 429 -> 366
-# at 4 of 512, 528 -> 456 at 8 of 256 (H100, two rounds within 2% of each other; fwd+bwd -1 to -4%); kernel_a's
-# grouped chunk programs ("@gqa") at 1 stage 1317 -> 1045 us (fwd+bwd 3.896 -> 3.572 ms), while its one-head chunk
-# programs at 1 stage gained nothing at 32 heads of 64 and lost 4% at 16 of 128, so they keep Triton's 3 (docs/log.md,
-# "kernel_ds at one pipeline stage"). GPU accuracy tests at both passed.
+# For kernel_a's four names and "ds", "WHOLE" (a bool, False where an entry leaves it out): one program a chunk instead
+# of a 16-row sub-block (chunk_a.py, chunk_ds.py; docs/algorithm.md, "Chunked algorithm"). H100, GPU time of kernel_a's
+# two launches at 4 warps (WHOLE entries replacing the names' defaults): 32 heads of 64 1960 -> 1253 us, 16 of 128 1204
+# -> 772, grouped 32/8 1693 -> 1311 (GROUP as well), so it is the default at D <= 128 (M <= 64); at 4 heads of 512 424
+# -> 480 (8 warps: 415), where the sub-block programs stay. kernel_ds at 4 warps: 1648 -> 1027, 942 -> 695, 1213 -> 661,
+# 442 -> 432 us (docs/log.md, "Kernels", "kernel_a a chunk a program"), and beside kernel_a's new default (H100,
+# 2026-12-07, one call): 1649 -> 1032, 926 -> 696, 1216 -> 660, 436 -> 429; its GPU accuracy tests passed in bf16 and
+# fp16 at 4 warps, so it is the default at every head dim (at M = 128, "ds@m128", not timed: off). At 1 pipeline stage
+# ("num_stages": 1; ptxas, sm_90: spill stack 2920 -> 1656 bytes a thread, shared memory 64 -> 24 KB) kernel_ds took
+# 1050 -> 868 us at 32 heads of 64, 691 -> 590 at 16 of 128, 655 -> 612 grouped 32/8, 429 -> 366 at 4 of 512, 528 -> 456
+# at 8 of 256 (H100, two rounds within 2% of each other; fwd+bwd -1 to -4%); kernel_a's grouped chunk programs ("@gqa")
+# at 1 stage 1317 -> 1045 us (fwd+bwd 3.896 -> 3.572 ms), while its one-head chunk programs at 1 stage gained nothing at
+# 32 heads of 64 and lost 4% at 16 of 128, so they keep Triton's 3 (docs/log.md, "kernel_ds at one pipeline stage"). GPU
+# accuracy tests at both passed.
 KERNEL_NAMES = ("cumsum", "h", "h-narrow", "h-carry", "a", "a-small", "o", "dp", "dp-small", "dh", "dh-narrow",
                 "dh-carry", "dx", "ds", "dg")
 SHAPE_SUFFIXES = ("@gqa", "@m128")  # the entries applied on top of a name's, in this order, where the shape has them
