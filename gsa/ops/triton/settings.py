@@ -60,8 +60,8 @@ from dataclasses import dataclass, field
 # 1050 -> 868 us at 32 heads of 64, 691 -> 590 at 16 of 128, 655 -> 612 grouped 32/8, 429 -> 366 at 4 of 512, 528 -> 456
 # at 8 of 256 (H100, two rounds within 2% of each other; fwd+bwd -1 to -4%); kernel_a's grouped chunk programs ("@gqa")
 # at 1 stage 1317 -> 1045 us (fwd+bwd 3.896 -> 3.572 ms), while its one-head chunk programs at 1 stage gained nothing at
-# 32 heads of 64 and lost 4% at 16 of 128, so they keep Triton's 3 (docs/log.md, "kernel_ds at one pipeline stage"). GPU
-# accuracy tests at both passed.
+# 32 heads of 64 and lost 4% at 16 of 128, so they keep Triton's 3 (docs/log.md, "Kernels", "kernel_ds at one pipeline
+# stage"). GPU accuracy tests at both passed.
 KERNEL_NAMES = ("cumsum", "h", "h-narrow", "h-carry", "a", "a-small", "o", "dp", "dp-small", "dh", "dh-narrow",
                 "dh-carry", "dx", "ds", "dg")
 SHAPE_SUFFIXES = ("@gqa", "@m128")  # the entries applied on top of a name's, in this order, where the shape has them
