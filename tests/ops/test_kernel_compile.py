@@ -58,7 +58,7 @@ def test_decode_kernel_compiles_for_sm90(tmp_path):
 def test_linear_read_kernel_variants_compile_for_sm90(tmp_path):
     """slot_read="linear" compiles its own variants of the kernels that read the slots (LINEAR / SOFTMAX=False)."""
     names = [r["kernel"] for r in _compile(tmp_path, "tiny", "--linear-read")]
-    assert any("LINEAR=True" in n for n in names) and "chunk_gsa_bwd_kernel_ds [SOFTMAX=False]" in names, names
+    assert any("LINEAR=True" in n for n in names) and "chunk_gsa_bwd_kernel_ds [SOFTMAX=False,WHOLE=True]" in names, names
     decode = [r["kernel"] for r in _compile(tmp_path, "decode", "--linear-read")]
     assert any("LINEAR=True" in n for n in decode), decode
 
@@ -66,12 +66,13 @@ def test_linear_read_kernel_variants_compile_for_sm90(tmp_path):
 
 @pytest.mark.slow
 def test_slot_tiled_ds_kernel_compiles_for_sm90(tmp_path):
-    """At M = 128 in 64-wide slot tiles (the "@m128" entries emptied), kernel_ds with the softmax's row statistics
-    over every tile (TILED) and the state kernels with theirs compile too; by default kernel_ds takes M = 128 as
-    one tile."""
+    """At M = 128 in 64-wide slot tiles (the "@m128" entries emptied; kernel_ds's sub-block programs), kernel_ds
+    with the softmax's row statistics over every tile (TILED) and the state kernels with theirs compile too; by
+    default kernel_ds takes M = 128 as one tile."""
     names = [r["kernel"] for r in _compile(tmp_path, "m128")]
     assert "chunk_gsa_bwd_kernel_ds [SOFTMAX=True]" in names, names
-    tiled = {f"{n}@m128": {} for n in ("ds", "dh", "h", "h-narrow", "h-carry", "dh-narrow", "dh-carry")}
+    tiled = {f"{n}@m128": {} for n in ("dh", "h", "h-narrow", "h-carry", "dh-narrow", "dh-carry")}
+    tiled["ds@m128"] = {"WHOLE": False}
     names = [r["kernel"] for r in _compile(tmp_path, "m128", "--launch", json.dumps(tiled))]
     assert "chunk_gsa_bwd_kernel_ds [SOFTMAX=True,TILED=True]" in names, names
 
