@@ -58,7 +58,8 @@ def test_decode_kernel_compiles_for_sm90(tmp_path):
 def test_linear_read_kernel_variants_compile_for_sm90(tmp_path):
     """slot_read="linear" compiles its own variants of the kernels that read the slots (LINEAR / SOFTMAX=False)."""
     names = [r["kernel"] for r in _compile(tmp_path, "tiny", "--linear-read")]
-    assert any("LINEAR=True" in n for n in names) and "chunk_gsa_bwd_kernel_ds [SOFTMAX=False,WHOLE=True]" in names, names
+    assert any("LINEAR=True" in n for n in names), names
+    assert "chunk_gsa_bwd_kernel_ds [SOFTMAX=False,WHOLE=True]" in names, names
     decode = [r["kernel"] for r in _compile(tmp_path, "decode", "--linear-read")]
     assert any("LINEAR=True" in n for n in decode), decode
 

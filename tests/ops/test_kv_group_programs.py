@@ -1,7 +1,8 @@
-"""kernel_a's sub-block programs with one program per kv head for all its query heads (launch option GROUP, SETTINGS.launch "a",
-"a-small", "dp", "dp-small"): the whole op, forward, final states and every gradient against the float64 reference,
-with 2 and 4 query heads a kv head, the softmax and linear reads, factored and pairwise diagonal sub-blocks, packed
-sequences, M not a power of two and head dims over 128; the launches recorded to show the kv-head grid ran."""
+"""kernel_a's sub-block programs with one program per kv head for all its query heads (launch option GROUP,
+SETTINGS.launch "a", "a-small", "dp", "dp-small"): the whole op, forward, final states and every gradient against
+the float64 reference, with 2 and 4 query heads a kv head, the softmax and linear reads, factored and pairwise
+diagonal sub-blocks, packed sequences, M not a power of two and head dims over 128; the launches recorded to show
+the kv-head grid ran."""
 
 import pytest
 import torch

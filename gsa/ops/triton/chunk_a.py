@@ -253,10 +253,9 @@ def chunk_fwd_a(q: torch.Tensor, k: torch.Tensor, s: torch.Tensor, gl: torch.Ten
     A = torch.empty(TT, HQ, M, dtype=torch.float32, device=q.device)
     P = torch.empty(TT, HQ, BT, dtype=torch.float32, device=q.device)
     kernel, grid, opts = kernel_a_launch("a" if D > 128 else "a-small", H, HQ, M, chunks.NT)
-    launch(kernel, grid)(q, k, s, gl, hk, A, None, None, P, chunks.cu_seqlens, chunks.indices,
-                                 scale, H=H, HQ=HQ, D=D, M=M, span_max=factor_span(), BT=BT, BC=BC,
-                                 BD=block(D, 64), BM=block(M, 128),
-                                 BACKWARD=False, LINEAR=linear_read, PREC=prec, **opts)
+    launch(kernel, grid)(q, k, s, gl, hk, A, None, None, P, chunks.cu_seqlens, chunks.indices, scale,
+                         H=H, HQ=HQ, D=D, M=M, span_max=factor_span(), BT=BT, BC=BC, BD=block(D, 64),
+                         BM=block(M, 128), BACKWARD=False, LINEAR=linear_read, PREC=prec, **opts)
     return A, P
 
 
@@ -273,7 +272,6 @@ def chunk_bwd_dp(do: torch.Tensor, v: torch.Tensor, s: torch.Tensor, gl: torch.T
     P1 = torch.empty(TT, HQ, BT, dtype=torch.float32, device=do.device)
     kernel, grid, opts = kernel_a_launch("dp" if D > 128 else "dp-small", H, HQ, M, chunks.NT)
     launch(kernel, grid)(do, v, s, gl, hv, A, dA, dGq, P1, chunks.cu_seqlens, chunks.indices, 1.0,
-                                 H=H, HQ=HQ, D=D, M=M, span_max=factor_span(), BT=BT, BC=BC, BD=block(D, 64),
-                                 BM=block(M, 128),
-                                 BACKWARD=True, LINEAR=linear_read, PREC=prec, **opts)
+                         H=H, HQ=HQ, D=D, M=M, span_max=factor_span(), BT=BT, BC=BC, BD=block(D, 64),
+                         BM=block(M, 128), BACKWARD=True, LINEAR=linear_read, PREC=prec, **opts)
     return dA, dGq, P1
