@@ -21,7 +21,7 @@
 # run's name and report then carry it: <rung>-<budget>-s10-40-50-seed<seed>); each stage's max_steps = its share /
 # (micro batch x grad_accum x seq_len of its config and EXTRA), its warmup a tenth of that at most. Needs the teacher
 # and a token cache (TEACHER, TOKENS; as benchmarks/recipes/t2r.sh; the 22.7M-token cache is seen twice at 50M) and,
-# for lora, peft (pip install -e '.[lora]'). S2_LR: stage 2's peak learning rate instead of its config's (1e-4; the
+# for lora, peft (pip install -e '.[lora]'). S2_LR: stage 2's peak learning rate instead of its config's (1e-3; the
 # run's name then carries it: <rung>-<budget>-lr<S2_LR>-seed<seed>). SEED (default 0); EXTRA: overrides for every
 # stage; REPORT_EXTRA: report
 # options (the report includes the zero-shot cloze / next-sentence tasks). Writes t2r-pure-<name>.json (the report;

@@ -176,7 +176,7 @@ def test_t2r_ladder_runs_rungs_side_by_side_past_the_starting_command(tmp_path):
         lrs[rung] = {stage: c["optim"]["lr"] for stage, c in report["recipe"]["stage_configs"].items()}
     # S2_LR changes stage 2's alone; the other rung keeps its configs' rates
     assert lrs == {"base": {"stage1": 1e-3, "stage2": 3e-4}, "sinks-qkvo": {"stage0": 3e-3, "stage1": 1e-3,
-                                                                            "stage2": 1e-4}}, lrs
+                                                                            "stage2": 1e-3}}, lrs
     configs = report["recipe"]["stage_configs"]
     assert (configs["stage0"]["model"]["window_size"], configs["stage0"]["model"]["num_sink_tokens"]) == (1, 4)
     assert configs["stage1"]["distill"]["train_params"] == [
