@@ -10,18 +10,26 @@ optimizer step `--accum` micro-batches of `--batch` x `--seq` (the recipe's 2 x 
 time over two steps.
 
     python benchmarks/recipes/t2r_distill_speed.py --profile --out t2r-distill-speed.json   # ~3 minutes on an H100
+    python benchmarks/recipes/t2r_distill_speed.py --student pure --batch 16 --seq 512 --accum 1 --profile \
+        --variants default,one-stream,compiled --out t2r-pure-distill-speed.json    # the pure recipe's stage 2
     python benchmarks/recipes/t2r_distill_speed.py --layers 2 --batch 2 --seq 64 --accum 1 --steps 2 --warmup 1
         --variants default,plain-kl --out /tmp/speed.json                         (a smoke run on a CPU, seconds)
 
 Variants: default (the fused KL on CUDA), chunked-kl (kl_to_teacher with its Triton kernels off: distill._ChunkedKL),
 plain-kl (the formula through autograd, kl_to_teacher before 2026-12-07), one-stream (SETTINGS.overlap off),
-no-direct (direct launches off).
+no-direct (direct launches off), compiled (a copy of the student with each block under torch.compile, as the
+trainer's `train.compile = true`; its compile time is in the warmup steps, reported apart as first_step_s).
+
+--student pure times the pure recipe's student instead (configs/t2r-pure-stage0.toml's conversion: 64 slots, learned
+feature maps, gate biases, no window), whose stage 2 runs micro-batches of 16 x 512 (--batch 16 --seq 512 --accum 1)
+at ~33K tokens/s (docs/log.md, "T2R").
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import statistics
 import sys
@@ -37,7 +45,11 @@ import gsa.convert.distill as distill  # noqa: E402
 from gsa.convert import from_pretrained_transformer  # noqa: E402
 from gsa.ops.triton.settings import SETTINGS  # noqa: E402
 
-VARIANTS = ("default", "chunked-kl", "plain-kl", "one-stream", "no-direct")
+VARIANTS = ("default", "chunked-kl", "plain-kl", "one-stream", "no-direct", "compiled")
+STUDENTS = {  # from_pretrained_transformer's options per student kind
+    "hybrid": dict(num_slots=64, window_size=64, num_sink_tokens=4),
+    "pure": dict(num_slots=64, feature_map="learned", gate_bias=True),
+}
 
 
 def _plain(s, t, mask=None, temperature=1.0):
@@ -86,7 +98,13 @@ def optimizer_step(student, teacher, args, device):
 
 
 def measure(student, teacher, args, device, name: str) -> dict:
-    """tokens/s and peak GiB of `args.steps` optimizer steps of variant `name` after `args.warmup`."""
+    """tokens/s and peak GiB of `args.steps` optimizer steps of variant `name` after `args.warmup`; the first step's
+    seconds too (compile time, for "compiled")."""
+    if name == "compiled":  # a copy: the blocks are compiled in place, and the variants after it must stay eager
+        from gsa.train.model import apply_compile
+
+        student = copy.deepcopy(student)
+        apply_compile(student)
     step = optimizer_step(student, teacher, args, device)
     times = []
     with variant(name):
@@ -98,11 +116,13 @@ def measure(student, teacher, args, device, name: str) -> dict:
             loss = step()
             if device.type == "cuda":
                 torch.cuda.synchronize()
+            if i == 0:
+                first = time.perf_counter() - t0
             if i >= args.warmup:
                 times.append(time.perf_counter() - t0)
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
     return {"variant": name, "tokens_per_s": args.accum * args.batch * args.seq / statistics.median(times),
-            "step_s": statistics.median(times), "peak_gib": peak, "loss": loss.item()}
+            "step_s": statistics.median(times), "first_step_s": first, "peak_gib": peak, "loss": loss.item()}
 
 
 def main(argv=None) -> int:
@@ -113,6 +133,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--layers", type=int, default=30, help="fewer for a CPU smoke run")
+    p.add_argument("--student", choices=sorted(STUDENTS), default="hybrid", help="the student's kind (module docstring)")
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
     p.add_argument("--profile", action="store_true", help="also the default variant's kernels over 2 steps (CUDA)")
     p.add_argument("--out", type=Path, required=True)
@@ -131,7 +152,7 @@ def main(argv=None) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
     teacher = LlamaForCausalLM(smollm2_135m_config(num_hidden_layers=args.layers)).eval()
-    student = from_pretrained_transformer(teacher, num_slots=64, window_size=64, num_sink_tokens=4).train()
+    student = from_pretrained_transformer(teacher, **STUDENTS[args.student]).train()
     teacher, student = teacher.to(device), student.to(device)
     for q in teacher.parameters():
         q.requires_grad_(False)
@@ -145,14 +166,17 @@ def main(argv=None) -> int:
 
         kernels = profile_kernels(optimizer_step(student, teacher, args, device), 2, "one optimizer step", top=30)
     gpu = torch.cuda.get_device_name() if device.type == "cuda" else None
-    print(f"{gpu or 'cpu'}: distillation step, {args.accum} x {args.batch} x {args.seq} tokens, {args.layers} layers")
-    print("| variant | tokens/s | step s | peak GiB |\n| --- | --- | --- | --- |")
+    print(f"{gpu or 'cpu'}: distillation step of the {args.student} student, {args.accum} x {args.batch} x {args.seq} "
+          f"tokens, {args.layers} layers")
+    print("| variant | tokens/s | step s | first step s | peak GiB |\n| --- | --- | --- | --- | --- |")
     for r in rows:
         peak = f"{r['peak_gib']:.1f}" if r["peak_gib"] is not None else "-"
-        print(f"| {r['variant']} | {r['tokens_per_s']:.0f} | {r['step_s']:.3f} | {peak} |")
+        print(f"| {r['variant']} | {r['tokens_per_s']:.0f} | {r['step_s']:.3f} | {r['first_step_s']:.1f} | {peak} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    converted = {k: getattr(student.config, k) for k in ("num_slots", "window_size", "num_sink_tokens", "feature_map",
+                                                          "gate_bias")}
     args.out.write_text(json.dumps({"device": str(device), "gpu": gpu, "args": vars(args) | {"out": str(args.out)},
-                                    "rows": rows, "kernels": kernels}, indent=1))
+                                    "student": converted, "rows": rows, "kernels": kernels}, indent=1))
     return 0
 
 

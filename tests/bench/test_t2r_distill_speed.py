@@ -27,3 +27,30 @@ def test_bad_variants_and_sizes_are_refused(tmp_path):
         load().main(["--variants", "default,fast", "--out", str(tmp_path / "x.json")])
     with pytest.raises(SystemExit, match="--seq must be >= 1, got 0"):
         load().main(["--seq", "0", "--out", str(tmp_path / "x.json")])
+
+
+def test_pure_student_is_converted_as_the_pure_recipe_does(tmp_path):
+    """--student pure converts as the pure recipe's stage 0 does: no window, learned maps, gate biases; the default
+    student is the hybrid."""
+    script = load()
+    for kind, expected in (("pure", (0, 0, "learned", True)), ("hybrid", (64, 4, "identity", False))):
+        out = tmp_path / f"{kind}.json"
+        script.main(["--student", kind, "--layers", "1", "--batch", "1", "--seq", "32", "--accum", "1", "--steps", "1",
+                     "--warmup", "0", "--variants", "default", "--out", str(out)])
+        data = json.loads(out.read_text())
+        got = data["student"]
+        assert (got["window_size"], got["num_sink_tokens"], got["feature_map"], got["gate_bias"]) == expected, got
+        assert data["rows"][0]["tokens_per_s"] > 0
+
+
+@pytest.mark.slow  # inductor on the CPU: ~30 s for one block
+def test_compiled_variant_leaves_the_eager_student_alone(tmp_path):
+    """The compiled variant times a compiled copy; the eager rows before and after it run the same student, eager."""
+    out = tmp_path / "speed.json"
+    load().main(["--student", "pure", "--layers", "1", "--batch", "1", "--seq", "32", "--accum", "1", "--steps", "1",
+                 "--warmup", "1", "--variants", "default,compiled,one-stream", "--out", str(out)])
+    data = json.loads(out.read_text())
+    rows = data["rows"]
+    assert [r["variant"] for r in rows] == ["default", "compiled", "one-stream"]
+    assert data["args"]["student"] == "pure"
+    assert all(r["tokens_per_s"] > 0 and r["first_step_s"] > 0 for r in rows), rows
