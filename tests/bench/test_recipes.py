@@ -178,6 +178,8 @@ def test_t2r_ladder_runs_rungs_side_by_side_past_the_starting_command(tmp_path):
     assert lrs == {"base": {"stage1": 1e-3, "stage2": 3e-4}, "sinks-qkvo": {"stage0": 3e-3, "stage1": 1e-3,
                                                                             "stage2": 1e-3}}, lrs
     configs = report["recipe"]["stage_configs"]
+    # stage 2 runs compiled (configs/t2r-pure-stage2.toml), the stages before it eager
+    assert [configs[f"stage{n}"]["train"]["compile"] for n in range(3)] == [False, False, True]
     assert (configs["stage0"]["model"]["window_size"], configs["stage0"]["model"]["num_sink_tokens"]) == (1, 4)
     assert configs["stage1"]["distill"]["train_params"] == [
         "f_proj", "q_map", "k_map", "memory_scale", "q_proj", "k_proj", "v_proj", "o_proj"]

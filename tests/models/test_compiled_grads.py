@@ -41,9 +41,13 @@ def _compiled(model, backend: str | None = None):
     return model
 
 
-@pytest.mark.parametrize("use_short_conv", [False, True])
-def test_compiled_blocks_give_eager_gradients(make_model, use_short_conv):
-    truth_model = make_model(use_short_conv=use_short_conv).train()
+# the last: the pure T2R student's layer (configs/t2r-pure-stage0.toml's conversion), whose stage 2 compiled runs 1.44x
+# eager on an H100 (BENCHMARKS.md, "T2R")
+@pytest.mark.parametrize("overrides", [dict(use_short_conv=False), dict(use_short_conv=True),
+                                       dict(use_short_conv=False, feature_map="learned", gate_bias=True)],
+                         ids=["plain", "short-conv", "t2r-pure"])
+def test_compiled_blocks_give_eager_gradients(make_model, overrides):
+    truth_model = make_model(**overrides).train()
     ids = torch.randint(3, 101, (2, 70))
     truth = _grads(truth_model, ids)
     model = copy.deepcopy(truth_model).float()
