@@ -22,12 +22,13 @@
 # (micro batch x grad_accum x seq_len of its config and EXTRA), its warmup a tenth of that at most. Needs the teacher
 # and a token cache (TEACHER, TOKENS; as benchmarks/recipes/t2r.sh; the 22.7M-token cache is seen twice at 50M) and,
 # for lora, peft (pip install -e '.[lora]'). S2_LR: stage 2's peak learning rate instead of its config's (1e-3; the
-# run's name then carries it: <rung>-<budget>-lr<S2_LR>-seed<seed>). SEED (default 0); EXTRA: overrides for every
-# stage; REPORT_EXTRA: report
-# options (the report includes the zero-shot cloze / next-sentence tasks). Writes t2r-pure-<name>.json (the report;
-# under "recipe" the stages' shares, steps, resolved configs and logged metrics; under "student" the final
-# checkpoint's path and its weight files' SHA-256) to $OUT (default benchmarks/results/<gpu>/); runs and logs under
-# RUNS (default runs/t2r-pure).
+# run's name then carries it: <rung>-<budget>-lr<S2_LR>-seed<seed>). S2_BATCH: stage 2's micro-batch size instead of
+# its config's (16; its steps then shrink to keep the budget, and the name carries -b<S2_BATCH> after the rate: the
+# eager step at 16 x 512 is host-bound, 64 x 512 ran 3x the tokens/s, BENCHMARKS.md, "T2R"). SEED (default 0); EXTRA:
+# overrides for every stage; REPORT_EXTRA: report options (the report includes the zero-shot cloze / next-sentence
+# tasks). Writes t2r-pure-<name>.json (the report; under "recipe" the stages' shares, steps, resolved configs and
+# logged metrics; under "student" the final checkpoint's path and its weight files' SHA-256) to $OUT (default
+# benchmarks/results/<gpu>/); runs and logs under RUNS (default runs/t2r-pure).
 source "$(dirname "$0")/common.sh"
 ABLATION=${ABLATION:-span}; TOKENS_BUDGET=${TOKENS_BUDGET:-15M}; RUNS=${RUNS:-runs/t2r-pure}; SEED=${SEED:-0}
 if [[ ! $TOKENS_BUDGET =~ ^[1-9][0-9]*M?$ ]]; then  # positive, no leading 0 (bash would read it as octal)
@@ -58,18 +59,23 @@ if [ -n "${STAGE_SHARES:-}" ]; then  # the budget's split over stages 0, 1, 2 in
       "0 above 0 exactly when the rung has one (base has none); got '$STAGE_SHARES'" >&2; exit 2
   fi
 fi
+if [ -n "${S2_BATCH:-}" ] && [[ ! $S2_BATCH =~ ^[1-9][0-9]*$ ]]; then
+  echo "S2_BATCH must be a positive whole number of sequences such as 64, got '$S2_BATCH'" >&2; exit 2
+fi
 if [ -n "${S2_LR:-}" ] && [[ ! $S2_LR =~ ^([1-9][0-9]*(\.[0-9]+)?|0?\.[0-9]*[1-9][0-9]*)(e-?[0-9]+)?$ ]]; then
   echo "S2_LR must be a positive number such as 3e-4 or 0.0003, got '$S2_LR'" >&2; exit 2
 fi
 TEACHER=$(teacher_dir "${TEACHER:-}"); TOKENS=$(token_cache "${TOKENS:-}")
-NAME=$ABLATION-$TOKENS_BUDGET${STAGE_SHARES:+-s${SHARES[0]}-${SHARES[1]}-${SHARES[2]}}${S2_LR:+-lr$S2_LR}-seed$SEED
+NAME=$ABLATION-$TOKENS_BUDGET${STAGE_SHARES:+-s${SHARES[0]}-${SHARES[1]}-${SHARES[2]}}
+NAME=$NAME${S2_LR:+-lr$S2_LR}${S2_BATCH:+-b$S2_BATCH}-seed$SEED
 DIR=$RUNS/$NAME; mkdir -p "$DIR"
 COMMON=("data.tokens=\"$TOKENS\"" "data.tokenizer=\"$TEACHER\"" "distill.teacher=\"$TEACHER\"" seed="$SEED" train.progress=false
   train.checkpoint_every=0 train.eval_every=0 train.eval_sequences=64 train.log_every=20 ${EXTRA:-})
 
-steps() {  # steps CONFIG SHARE_PERCENT -> "max_steps warmup_steps" for that share of the budget (EXTRA applied)
+steps() {  # steps CONFIG SHARE_PERCENT [overrides] -> "max_steps warmup_steps" for that share of the budget (EXTRA
+  # and the stage's overrides applied)
   # shellcheck disable=SC2086
-  $PY - "$1" "$2" "$BUDGET" ${EXTRA:-} <<'PY'
+  $PY - "$1" "$2" "$BUDGET" ${EXTRA:-} "${@:3}" <<'PY'
 import sys
 from gsa.train import load_config
 cfg = load_config(sys.argv[1], sys.argv[4:])
@@ -81,7 +87,7 @@ PY
 
 run_stage() {  # run_stage N CONFIG SHARE MODEL_OVERRIDE [overrides...]
   local n=$1 config=$2 share=$3 model=$4; shift 4
-  read -r max warm < <(steps "$config" "$share")
+  read -r max warm < <(steps "$config" "$share" "$@")
   echo "stage $n: $config, $max steps (warmup $warm)"
   STEPS[$n]=$max
   $PY -m gsa.train --config "$config" --output-dir "$DIR/stage$n" "${COMMON[@]}" "$model" \
@@ -95,7 +101,8 @@ if [ ${#S0[@]} -gt 0 ]; then
   PREV="model.path=\"$DIR/stage0/model\""
 fi
 run_stage 1 "${S1[0]}" "${SHARES[1]}" "$PREV" "${S1[@]:1}"
-run_stage 2 "$S2" "${SHARES[2]}" "model.path=\"$DIR/stage1/model\"" ${S2_LR:+optim.lr=$S2_LR}
+run_stage 2 "$S2" "${SHARES[2]}" "model.path=\"$DIR/stage1/model\"" ${S2_LR:+optim.lr=$S2_LR} \
+  ${S2_BATCH:+train.micro_batch_size=$S2_BATCH}
 $PY scripts/t2r_report.py --tokens "$TOKENS" --teacher "$TEACHER" --student "$ABLATION=$DIR/stage2/model" \
   --passkey-lengths 512,1024,2048 --decode-tokens 16 --tasks cloze,next-sentence ${REPORT_EXTRA:-} \
   --out "$OUT/t2r-pure-$NAME.json"

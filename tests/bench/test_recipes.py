@@ -155,8 +155,9 @@ def test_t2r_ladder_runs_rungs_side_by_side_past_the_starting_command(tmp_path):
     (exit 3 while one runs, 0 once all have finished) and copies each rung's report and log to OUT. A rung that
     fails (here: a budget the recipe refuses) makes wait exit 1. The second rung keeps the attention sinks, whose
     stages take overrides of their own: the conversion's window and sinks, stage 1's trained parameters. The first
-    is written base@3e-4: stage 2 at that peak learning rate, under the name base-lr3e-4."""
-    env = _toy_t2r_env(tmp_path, RUNGS="base@3e-4 sinks-qkvo", TOKENS_BUDGET="2000", POLL="1")
+    is written base@3e-4: stage 2 at that peak learning rate, under the name base-lr3e-4. S2_BATCH reaches every
+    rung: stage 2 at micro-batches of 4 (the others' 2), half the steps, the reports named with -b4."""
+    env = _toy_t2r_env(tmp_path, RUNGS="base@3e-4 sinks-qkvo", TOKENS_BUDGET="2000", POLL="1", S2_BATCH="4")
 
     def ladder(*args, **more):
         return subprocess.run(["bash", str(RECIPES / "t2r-ladder.sh"), *args], env=dict(env, **more),
@@ -171,8 +172,12 @@ def test_t2r_ladder_runs_rungs_side_by_side_past_the_starting_command(tmp_path):
     out = tmp_path / "out"
     lrs = {}
     for rung, name in (("base", "base-lr3e-4"), ("sinks-qkvo", "sinks-qkvo")):
-        report = json.loads((out / f"t2r-pure-{rung}-2000{name[len(rung):]}-seed0.json").read_text())
+        report = json.loads((out / f"t2r-pure-{rung}-2000{name[len(rung):]}-b4-seed0.json").read_text())
         assert report["recipe"]["ablation"] == rung and (out / f"{name}.log").exists()
+        # stage 2: 80% of 2000 tokens / (4 x 64) -> 6 steps; stage 1 keeps micro-batches of 2
+        assert report["recipe"]["stage_steps"][-1] == 6, report["recipe"]["stage_steps"]
+        batches = {stage: c["train"]["micro_batch_size"] for stage, c in report["recipe"]["stage_configs"].items()}
+        assert batches["stage1"] == 2 and batches["stage2"] == 4, batches
         lrs[rung] = {stage: c["optim"]["lr"] for stage, c in report["recipe"]["stage_configs"].items()}
     # S2_LR changes stage 2's alone; the other rung keeps its configs' rates
     assert lrs == {"base": {"stage1": 1e-3, "stage2": 3e-4}, "sinks-qkvo": {"stage0": 3e-3, "stage1": 1e-3,
@@ -210,6 +215,16 @@ def test_t2r_pure_recipe_refuses_a_bad_budget_before_any_stage(tmp_path, budget)
     r = _t2r_pure_without_data(tmp_path, TOKENS_BUDGET=budget)
     assert (r.returncode, r.stdout) == (2, ""), r.stdout[-2000:] + r.stderr[-2000:]
     assert f"TOKENS_BUDGET must be like 5M, 15M, 50M or a number of tokens, got '{budget}'" in r.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("batch", ["0", "-4", "4.5", "b", "016"])
+def test_t2r_pure_recipe_refuses_a_bad_stage2_batch_before_any_stage(tmp_path, batch):
+    """S2_BATCH (stage 2's micro-batch size) must be a positive whole number; anything else is refused with exit code
+    2 before the data is looked at."""
+    r = _t2r_pure_without_data(tmp_path, S2_BATCH=batch)
+    assert (r.returncode, r.stdout) == (2, ""), r.stdout[-2000:] + r.stderr[-2000:]
+    assert f"S2_BATCH must be a positive whole number of sequences such as 64, got '{batch}'" in r.stderr
     assert not (tmp_path / "runs").exists()
 
 
