@@ -43,9 +43,13 @@ def _compiled(model, backend: str | None = None):
 
 # the last: the pure T2R student's layer (configs/t2r-pure-stage0.toml's conversion), whose stage 2 compiled runs 1.44x
 # eager on an H100 (BENCHMARKS.md, "T2R")
-@pytest.mark.parametrize("overrides", [dict(use_short_conv=False), dict(use_short_conv=True),
-                                       dict(use_short_conv=False, feature_map="learned", gate_bias=True)],
-                         ids=["plain", "short-conv", "t2r-pure"])
+LAYERS = pytest.mark.parametrize(
+    "overrides", [dict(use_short_conv=False), dict(use_short_conv=True),
+                  dict(use_short_conv=False, feature_map="learned", gate_bias=True)],
+    ids=["plain", "short-conv", "t2r-pure"])
+
+
+@LAYERS
 def test_compiled_blocks_give_eager_gradients(make_model, overrides):
     truth_model = make_model(**overrides).train()
     ids = torch.randint(3, 101, (2, 70))
@@ -56,9 +60,10 @@ def test_compiled_blocks_give_eager_gradients(make_model, overrides):
 
 
 @pytest.mark.gpu
-def test_gpu_compiled_blocks_give_eager_gradients(make_model):
+@LAYERS
+def test_gpu_compiled_blocks_give_eager_gradients(make_model, overrides):
     """Inductor, float32 and bf16 autocast (where inductor rounds elsewhere than eager: 3x eager's error + 1e-3)."""
-    truth_model = make_model(dtype=torch.float64).train()
+    truth_model = make_model(dtype=torch.float64, **overrides).train()
     model = copy.deepcopy(truth_model).float().cuda()
     ids = torch.randint(3, 101, (4, 150)).cuda()
     truth = _grads(truth_model.cuda(), ids)
