@@ -77,6 +77,15 @@ def on(inputs, device=None):
     return {n: None if t is None else t.detach().to(device).requires_grad_(True) for n, t in inputs.items()}
 
 
+def decay_spans(g, rows):
+    """[B, T // rows, H]: the decay span of each full block of `rows` steps of gates g [B, T, H, M] (a partial last
+    block left out): max over slots of Gl_first - Gl_last, the block's gates after its first row summed and negated,
+    as the kernels measure a chunk's or a sub-block's span (tiles.py), in float64."""
+    n = g.shape[1] // rows
+    blocks = g[:, : n * rows].double().reshape(g.shape[0], n, rows, *g.shape[2:])
+    return blocks[:, :, 1:].sum(2).neg().amax(-1)
+
+
 def cpu(result):
     """run(...)'s (o, states, grads) moved to the CPU, to compare with a CPU reference."""
     o, (hk, hv), grads = result

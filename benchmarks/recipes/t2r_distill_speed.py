@@ -46,10 +46,18 @@ from gsa.convert import from_pretrained_transformer  # noqa: E402
 from gsa.ops.triton.settings import SETTINGS  # noqa: E402
 
 VARIANTS = ("default", "chunked-kl", "plain-kl", "one-stream", "no-direct", "compiled")
-STUDENTS = {  # from_pretrained_transformer's options per student kind
-    "hybrid": dict(num_slots=64, window_size=64, num_sink_tokens=4),
-    "pure": dict(num_slots=64, feature_map="learned", gate_bias=True),
-}
+STUDENTS = ("hybrid", "pure")
+PURE_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "t2r-pure-stage0.toml"
+
+
+def student_options(kind: str) -> dict:
+    """from_pretrained_transformer's options for a student kind: the hybrid of the step timed since 2026-12-07 (window
+    64 + 4 sinks, 64 slots), or the pure recipe's conversion, read from its stage-0 config's [model] section."""
+    if kind == "hybrid":
+        return dict(num_slots=64, window_size=64, num_sink_tokens=4)
+    from gsa.train import load_config
+
+    return {k: v for k, v in load_config(PURE_CONFIG, []).model.items() if k not in ("type", "teacher")}
 
 
 def _plain(s, t, mask=None, temperature=1.0):
@@ -133,7 +141,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--layers", type=int, default=30, help="fewer for a CPU smoke run")
-    p.add_argument("--student", choices=sorted(STUDENTS), default="hybrid", help="the student's kind (module docstring)")
+    p.add_argument("--student", choices=STUDENTS, default="hybrid", help="the student's kind (module docstring)")
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
     p.add_argument("--profile", action="store_true", help="also the default variant's kernels over 2 steps (CUDA)")
     p.add_argument("--out", type=Path, required=True)
@@ -152,7 +160,7 @@ def main(argv=None) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
     teacher = LlamaForCausalLM(smollm2_135m_config(num_hidden_layers=args.layers)).eval()
-    student = from_pretrained_transformer(teacher, **STUDENTS[args.student]).train()
+    student = from_pretrained_transformer(teacher, **student_options(args.student)).train()
     teacher, student = teacher.to(device), student.to(device)
     for q in teacher.parameters():
         q.requires_grad_(False)

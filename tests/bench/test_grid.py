@@ -152,11 +152,11 @@ def test_gate_norm_moves_the_chunk_spans_across_the_whole_chunk_bound():
     import torch
 
     from gsa.ops.triton.tiles import CHUNK_SPAN_MAX
+    from op_inputs import decay_spans
 
     x = grid.Shape(2, 2048, 2, 2, 16, 16, 64)
 
     def spans(norm):
-        g = grid._inputs(torch, x, gate_norm=norm, device="cpu")["g"].float()
-        return g.reshape(x.B, -1, 64, x.H, x.M)[:, :, 1:].sum(2).neg().amax(-1)
+        return decay_spans(grid._inputs(torch, x, gate_norm=norm, device="cpu")["g"], 64)
 
     assert spans(grid.GATE_NORM).max() < CHUNK_SPAN_MAX < spans(1.0).min()

@@ -56,7 +56,7 @@ def test_compiled_variant_leaves_the_eager_student_alone(tmp_path):
     from t2r_decode_speed import smollm2_135m_config
 
     teacher = LlamaForCausalLM(smollm2_135m_config(num_hidden_layers=1)).eval().requires_grad_(False)
-    student = script.from_pretrained_transformer(teacher, **script.STUDENTS["pure"]).train()
+    student = script.from_pretrained_transformer(teacher, **script.student_options("pure")).train()
     args = argparse.Namespace(batch=1, seq=32, accum=1, steps=1, warmup=0)
     row = script.measure(student, teacher, args, torch.device("cpu"), "compiled")
     assert row["variant"] == "compiled" and row["first_step_s"] > 0

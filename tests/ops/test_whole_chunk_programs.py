@@ -18,7 +18,7 @@ import gsa.ops.triton.chunk_ds as chunk_ds  # noqa: E402
 from gsa.ops import parallel_reference  # noqa: E402
 from gsa.ops.triton import SETTINGS  # noqa: E402
 from launch_runs import chunk_op, kernel_a_entries, recorded_run  # noqa: E402
-from op_inputs import assert_matches, cast, make_inputs, on, run  # noqa: E402
+from op_inputs import assert_matches, cast, decay_spans, make_inputs, on, run  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning",
                                         "ignore:invalid value encountered:RuntimeWarning")
@@ -53,14 +53,11 @@ PATHS = ("chunk", "sub-blocks", "pairwise")
 
 
 def gates_spans(x):
-    """(largest sub-block span, smallest and largest chunk span) of x's gates over full chunks and 16-row
+    """(largest sub-block span, smallest and largest chunk span) of x's gates over full chunks and their 16-row
     sub-blocks (the kernels' spans: Gl_first - Gl_last, max over slots)."""
-    gl = x["g"].double()
-    T = gl.shape[1] // 64 * 64
-    c = gl[:, :T].reshape(gl.shape[0], -1, 64, *gl.shape[2:]).cumsum(2)
-    chunk_span = (c[:, :, 0] - c[:, :, -1]).amax(-1)
-    sb = c.reshape(*c.shape[:2], 4, 16, *c.shape[3:])
-    sub_span = (sb[:, :, :, 0] - sb[:, :, :, -1]).amax(-1).max().item()
+    g = x["g"]
+    chunk_span = decay_spans(g, 64)
+    sub_span = decay_spans(g[:, : g.shape[1] // 64 * 64], 16).max().item()
     return sub_span, chunk_span.min().item(), chunk_span.max().item()
 
 
