@@ -358,6 +358,9 @@ def run(args: argparse.Namespace) -> int:
 
     info["copy_bytes_per_s"], info["bf16_flops_per_s"] = ceilings(torch, do_bench)  # for the report's floors
     info["gate_norm"] = args.gate_norm
+    from gsa.ops.triton.chunks import BT
+
+    info["chunk_length"] = BT  # GSA_TRITON_CHUNK, fixed at import: an A/B of it takes one process per length
     try:
         import fla
 
@@ -365,7 +368,7 @@ def run(args: argparse.Namespace) -> int:
     except ImportError:
         info["fla-core"] = None
     title = (f"GSA op grid, {info.get('gpu')}, torch {info['torch']}, triton {info.get('triton')}, "
-             f"fla-core {info['fla-core']}")
+             f"fla-core {info['fla-core']}" + (f", chunks of {BT}" if BT != 64 else ""))
     from gsa.bench.common import write_json
 
     rows = measure(shapes, args.fla, args.sdpa, args.profile,

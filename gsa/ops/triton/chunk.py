@@ -68,8 +68,8 @@ def chunk_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Ten
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                             torch.Tensor, torch.Tensor]:
     """Returns o [B, T, HQ, V]; A1 [B, T, HQ, M], Gl [B, T, H, M] and the second pass's mixing matrices
-    P [B, T, HQ, 64] (float32, kept for backward); the final states (empty unless output_final_state) and the
-    chunk-start states (empty unless keep_states)."""
+    P [B, T, HQ, BT] (the chunk length chunks.BT, 64 by default; float32, kept for backward); the final states (empty
+    unless output_final_state) and the chunk-start states (empty unless keep_states)."""
     return _fwd_impl(q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states, cu_seqlens, linear_read)
 
 

@@ -5,6 +5,7 @@ and the order in which a flat grid's programs take a chunk's tiles."""
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
 
 import torch
@@ -13,8 +14,28 @@ import triton.language as tl
 
 from gsa.ops.triton.launch import cdiv
 
+CHUNK_LENGTHS = (32, 64, 128)
+CHUNK_ENV = "GSA_TRITON_CHUNK"
+
+
+def chunk_length(value: str | None) -> int:
+    """The training kernels' chunk length from the environment variable GSA_TRITON_CHUNK's `value` (None: 64).
+
+    Read once, at import, because every launcher and kernel takes it as a compile-time constant. 64 is the
+    default and the one timed; 32 and 128 exist for the A/B that decides between them (docs/kernels.md): longer
+    chunks mean half the chunk states to walk, store and reload and twice the intra-chunk work, and a whole chunk
+    factors through one row only while its decay span stays under SETTINGS.factor_span (docs/algorithm.md,
+    "Chunked algorithm"), which a longer chunk passes less often."""
+    if value is None or value == "":
+        return 64
+    if value.strip() not in {str(n) for n in CHUNK_LENGTHS}:
+        raise ValueError(f"{CHUNK_ENV} must be one of {', '.join(map(str, CHUNK_LENGTHS))} (the Triton kernels' chunk "
+                         f"length), got {value!r}")
+    return int(value)
+
+
 # Chunk length of the training kernels, and the sub-block inside it in which decays are taken pairwise.
-BT = 64
+BT = chunk_length(os.environ.get(CHUNK_ENV))
 BC = 16
 
 
