@@ -16,7 +16,7 @@
 #               head's share of the slots, zero at the conversion)
 #   sinks-qkvo  sinks with stage 1 also training q/k/v/o_proj
 #   ABLATION=span TOKENS_BUDGET=15M bash benchmarks/recipes/t2r-pure.sh
-#   S2_BATCH=64 S2_LR=2e-3 ABLATION=span TOKENS_BUDGET=50M bash benchmarks/recipes/t2r-pure.sh   # recovery 0.936, ~11 min
+#   S2_BATCH=64 S2_LR=2e-3 ABLATION=span TOKENS_BUDGET=50M bash benchmarks/recipes/t2r-pure.sh  # recovery 0.936
 # TOKENS_BUDGET (5M, 15M, 50M or a number of tokens; default 15M) is split over the stages, base: 20% stage 1, 80%
 # stage 2; the others: 10% stage 0, 10% stage 1, 80% stage 2 (STAGE_SHARES="10 40 50" sets another split, and the
 # run's name and report then carry it: <rung>-<budget>-s10-40-50-seed<seed>); each stage's max_steps = its share /
