@@ -2,6 +2,7 @@
 against the float64 references, in a fresh process because the length is a compile-time constant of every kernel."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -51,4 +52,5 @@ def test_other_chunk_lengths_match_the_references(length):
                        text=True, timeout=1200)
     summary = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
-    assert " passed" in summary and "failed" not in summary and "error" not in summary, summary
+    # "N xfailed" is an expected failure; "N failed" or "N error(s)" is not
+    assert re.search(r"\b\d+ passed\b", summary) and not re.search(r"\b\d+ (failed|errors?)\b", summary), summary
