@@ -18,6 +18,12 @@ from gsa.ops.triton.chunks import CHUNK_ENV, chunk_length  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _env(length: str) -> dict:
+    """This process's environment with GSA_TRITON_CHUNK = `length` and this checkout first on PYTHONPATH."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, CHUNK_ENV: length, "PYTHONPATH": path}
+
+
 def test_chunk_length_from_the_environment():
     assert chunk_length(None) == 64 and chunk_length("") == 64
     assert [chunk_length(v) for v in ("32", "64", "128", " 128\n")] == [32, 64, 128, 128]
@@ -27,8 +33,7 @@ def test_chunk_length_from_the_environment():
 
 
 def test_a_bad_chunk_length_fails_the_import():
-    env = {**os.environ, CHUNK_ENV: "96"}
-    r = subprocess.run([sys.executable, "-c", "import gsa.ops.triton"], cwd=ROOT, env=env, capture_output=True,
+    r = subprocess.run([sys.executable, "-c", "import gsa.ops.triton"], cwd=ROOT, env=_env("96"), capture_output=True,
                        text=True, timeout=300)
     assert r.returncode != 0 and f"{CHUNK_ENV} must be one of 32, 64, 128" in r.stderr
 
@@ -42,8 +47,7 @@ REFERENCE_TESTS = ("matches_reference or segmented_state_walk or dg_ or packed_s
 
 @pytest.mark.parametrize("length", [32, 128])
 def test_other_chunk_lengths_match_the_references(length):
-    env = {**os.environ, CHUNK_ENV: str(length), "PYTHONPATH": os.pathsep.join(
-        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+    env = _env(str(length))
     probe = subprocess.run([sys.executable, "-c", "from gsa.ops.triton.chunks import BT; print(BT)"], cwd=ROOT,
                            env=env, capture_output=True, text=True, timeout=300)
     assert probe.stdout.strip() == str(length), probe.stderr  # the run below really takes the other length
