@@ -63,7 +63,7 @@ from dataclasses import dataclass, field
 # 32 heads of 64 and lost 4% at 16 of 128, so they keep Triton's 3 (docs/log.md, "Kernels", "kernel_ds at one pipeline
 # stage"). GPU accuracy tests at both passed.
 KERNEL_NAMES = ("cumsum", "h", "h-narrow", "h-carry", "a", "a-small", "o", "dp", "dp-small", "dh", "dh-narrow",
-                "dh-carry", "dx", "ds", "dg")
+                "dh-carry", "dx", "ds", "dg", "ab")
 SHAPE_SUFFIXES = ("@gqa", "@m128")  # the entries applied on top of a name's, in this order, where the shape has them
 LAUNCH_NAMES = frozenset(KERNEL_NAMES) | {name + suffix for name in KERNEL_NAMES for suffix in SHAPE_SUFFIXES}
 DEFAULT_LAUNCH: dict[str, dict[str, int]] = {
@@ -144,6 +144,11 @@ class KernelSettings:
         beside the kernels they do not feed. The walks are latency-bound at ~12% occupancy, so the two share the SMs.
         H100, fwd+bwd ms one stream -> two: 1.3b 2.323 -> 2.256 (fwd 0.501 -> 0.475), hd128 3.686 -> 3.631, hd64
         5.525 -> 5.508, gqa32-8 5.086 -> 4.886, 1.3b-t16k 3.181 -> 2.770, hd128-t16k 4.592 -> 4.179.
+    products_ahead: the intra-chunk products a_t . b_j of kernel_a (q . k in the forward, dO . v in the backward's
+        dp) taken by a kernel of their own (chunk_ab.py) on the second stream beside the state walk, so that kernel_a
+        reads [BC, BT] float32 rows of them instead of the chunk's rows of k or v: True, False, or None (the
+        default): at head dims over 128 in ops of at least overlap_min_rows rows (`chunk_ab.products_ahead`).
+        + B * T * HQ * BT floats while the pass's kernel_a waits.
     overlap_min_rows: the smallest B * T * HQ at which the op takes the second stream. Below it an op's wall time
         is the host's, which the stream waits lengthen: 1.3b-b1 (B 1, T 2K, 4 heads: 8K rows; 0.46 ms of kernels in
         1.95 ms) went 1.953 -> 2.308 ms with two streams. The measured shapes that gained have 64K rows or more.
@@ -165,6 +170,7 @@ class KernelSettings:
     prewarm: bool = True
     direct_launch: bool = True
     overlap: bool = True
+    products_ahead: bool | None = None
     overlap_min_rows: int = 32768
     decode_gemv: frozenset[str] = frozenset({"qkvf", "o", "gate_up"})
 
