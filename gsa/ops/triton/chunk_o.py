@@ -18,34 +18,49 @@ from gsa.ops.triton.tiles import load_rows, masked_softmax
 
 @triton.jit
 def chunk_gsa_fwd_kernel_o(A, gl, P, x, h, o, cu_seqlens, chunk_indices, scale, H, HQ, D, M,
-                           BT: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr, ND: tl.constexpr,
+                           BT: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr, ND: tl.constexpr, RB: tl.constexpr,
                            SOFTMAX: tl.constexpr, PREC: tl.constexpr):
-    """Program (ND D tiles, query head, chunk): out over D tiles [i * ND, (i + 1) * ND) of one chunk; the decayed
-    slot weights and P are built once for those tiles."""
-    i_dp, i_hq, i_c = program_tiles(tl.cdiv(tl.cdiv(D, BD), ND), HQ)
+    """Program (ND D tiles, RB-row block, query head, chunk): out over D tiles [i * ND, (i + 1) * ND) of RB rows of
+    one chunk; the decayed slot weights and P's rows are built once for those tiles. A row block reads x's chunk
+    rows up to its own last row (P is 0 above the diagonal)."""
+    NR: tl.constexpr = BT // RB
+    i_0, i_hq, i_c = program_tiles(tl.cdiv(tl.cdiv(D, BD), ND) * NR, HQ)
+    i_dp, i_r = i_0 // NR, i_0 % NR
     i_h = i_hq // (HQ // H)
     t0, eos = chunk_bounds(cu_seqlens, chunk_indices, i_c, BT)
-    o_t = t0 + tl.arange(0, BT)
+    o_t = t0 + i_r * RB + tl.arange(0, RB)  # the block's rows
+    o_c = tl.arange(0, BT)  # the chunk's rows j, as P's columns
     o_m = tl.arange(0, BM)
     m_t, m_m = o_t < eos, o_m < M
+    m_c = (o_c < (i_r + 1) * RB) & (t0 + o_c < eos)
     m_tm = m_t[:, None] & m_m[None, :]
 
-    b_a = load_rows(A + i_hq * M, o_t, m_t, HQ * M, o_m, m_m)  # [BT, BM]
+    b_a = load_rows(A + i_hq * M, o_t, m_t, HQ * M, o_m, m_m)  # [RB, BM]
     if SOFTMAX:
         b_a = masked_softmax(b_a, m_tm)
-    b_g = load_rows(gl + i_h * M, o_t, m_t, H * M, o_m, m_m)  # [BT, BM]
-    b_w = tl.where(m_tm, b_a * tl.exp(b_g), 0.0)  # [BT, BM]
-    b_p = load_rows(P + i_hq * BT, o_t, m_t, HQ * BT, tl.arange(0, BT), tl.arange(0, BT) < BT)  # [BT, BT]
+    b_g = load_rows(gl + i_h * M, o_t, m_t, H * M, o_m, m_m)  # [RB, BM]
+    b_w = tl.where(m_tm, b_a * tl.exp(b_g), 0.0)  # [RB, BM]
+    b_p = load_rows(P + i_hq * BT, o_t, m_t, HQ * BT, o_c, m_c)  # [RB, BT]
     for i_i in range(ND):
         o_d = (i_dp * ND + i_i) * BD + tl.arange(0, BD)
         m_d = o_d < D  # all false past the last tile (ND not dividing the tile count)
         # loaded as stored ([BD, BM], contiguous along M) and transposed in registers: coalesced
         b_h = tl.trans(load_rows(h + (i_c.to(tl.int64) * H + i_h) * D * M, o_d, m_d, M, o_m, m_m).to(tl.float32))
-        b_o = tl.dot(b_w, b_h, input_precision=PREC)  # [BT, BD]
-        b_x = load_rows(x + i_h * D, o_t, m_t, H * D, o_d, m_d).to(tl.float32)  # [BT, BD]
+        b_o = tl.dot(b_w, b_h, input_precision=PREC)  # [RB, BD]
+        b_x = load_rows(x + i_h * D, t0 + o_c, m_c, H * D, o_d, m_d).to(tl.float32)  # [BT, BD]
         b_o += tl.dot(b_p, b_x, input_precision=PREC)
         p_o = o + o_t[:, None].to(tl.int64) * HQ * D + i_hq * D + o_d[None, :]
         tl.store(p_o, (b_o * scale).to(o.dtype.element_ty), mask=m_t[:, None] & m_d[None, :])
+
+
+def row_block(name: str, opts: dict) -> int:
+    """The rows a program of kernel `name` takes: launch option "RB" (popped from `opts`), BT (a whole chunk, the
+    default) or a power-of-two divisor of it >= 16."""
+    rb = opts.pop("RB", BT)
+    if not isinstance(rb, int) or isinstance(rb, bool) or rb < 16 or BT % rb:
+        raise ValueError(f"SETTINGS.launch[{name!r}]['RB'] (rows a program) must divide the chunk length {BT} and "
+                         f"be >= 16, got {rb!r}")
+    return rb
 
 
 def chunk_o(A: torch.Tensor, gl: torch.Tensor, P: torch.Tensor, x: torch.Tensor, h: torch.Tensor, chunks: Chunks,
@@ -56,9 +71,10 @@ def chunk_o(A: torch.Tensor, gl: torch.Tensor, P: torch.Tensor, x: torch.Tensor,
     H, D = x.shape[1], x.shape[2]
     out = torch.empty(TT, HQ, D, dtype=dtype, device=x.device)
     opts = launch_options("o", slots=M, BD=block(D, 64))
+    RB = row_block("o", opts)
     n_tiles = cdiv(D, opts["BD"])
-    ND = d_tiles_per_program("o", opts, n_tiles, HQ * chunks.NT, x.device)
-    grid = tiles_grid(cdiv(n_tiles, ND), HQ, chunks.NT)
+    ND = d_tiles_per_program("o", opts, n_tiles, HQ * chunks.NT * (BT // RB), x.device)
+    grid = tiles_grid(cdiv(n_tiles, ND) * (BT // RB), HQ, chunks.NT)
     launch(chunk_gsa_fwd_kernel_o, grid)(A, gl, P, x, h, out, chunks.cu_seqlens, chunks.indices, scale, H, HQ, D, M,
-                                 BT=BT, BM=block(M, 128), ND=ND, SOFTMAX=softmax, PREC=prec, **opts)
+                                 BT=BT, BM=block(M, 128), ND=ND, RB=RB, SOFTMAX=softmax, PREC=prec, **opts)
     return out

@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 # ND = 0 against 1: 1.3b 2.658 -> 2.508 ms (kernel_o 334 -> 255 us, kernel_dx 541 -> 473), B 1 T 16K 3.565 ->
 # 3.382, 8 heads of 256 3.016 -> 2.921; at 2 tiles a program it lost (kernel_o at 1.3b 334 -> 347 us; 128-wide heads
 # +1.5%), so the auto choice takes 4 or more or none. Above 64 slots (not timed) "@m128" keeps one tile a program.
+# For "o", "RB": the rows of a chunk a program takes (chunk_o.row_block; default the whole chunk, BT).
 # For kernel_a's four names and "ds", "WHOLE" (a bool, False where an entry leaves it out): one program a chunk instead
 # of a 16-row sub-block (chunk_a.py, chunk_ds.py; docs/algorithm.md, "Chunked algorithm"). H100, GPU time of kernel_a's
 # two launches at 4 warps (WHOLE entries replacing the names' defaults): 32 heads of 64 1960 -> 1253 us, 16 of 128 1204
