@@ -26,7 +26,7 @@ def kernel_a_entries(**options):
 def recorded_run(x, monkeypatch, modules, fields, launch=None, **kw):
     """run(chunk_op, ...) on float32 copies of x with SETTINGS.launch = `launch` (None: as it is), and, for each
     launch made through the `launch` of one of `modules` (the kernels' modules), the tuple of `fields`: launch
-    keywords (None where a launch has no such keyword), "grid", or "kernel" (the kernel's name)."""
+    keywords, "grid", or "kernel" (the kernel's name)."""
     launches = []
     for module in modules:
         real = module.launch
@@ -34,7 +34,7 @@ def recorded_run(x, monkeypatch, modules, fields, launch=None, **kw):
         def record(kernel, grid, real=real):
             go = real(kernel, grid)
             seen = {"grid": grid, "kernel": kernel.__name__}
-            return lambda *a, **k: launches.append(tuple({**k, **seen}.get(f) for f in fields)) or go(*a, **k)
+            return lambda *a, **k: launches.append(tuple({**k, **seen}[f] for f in fields)) or go(*a, **k)
 
         monkeypatch.setattr(module, "launch", record)
     forced = {} if launch is None else {"launch": launch}

@@ -19,7 +19,7 @@ from op_inputs import assert_matches, make_inputs, run  # noqa: E402
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
-@pytest.mark.parametrize("rb", [16, BT // 2])
+@pytest.mark.parametrize("rb", [16, BT // 2, 0])
 def test_row_blocks_match_reference(rb, monkeypatch):
     """K = 48, V = 32 in 16-wide tiles, two a program (K's second program half past the end); 2 query heads a kv
     head; packed sequences of 1, 64 and 40 tokens (row blocks past each end)."""
@@ -29,13 +29,19 @@ def test_row_blocks_match_reference(rb, monkeypatch):
     got, launches = recorded_run(x, monkeypatch, [chunk_o], ("RB", "grid"), launch,
                                  cu_seqlens=cu.to(DEVICE, torch.int32))
     nt = 1 + 1 + 1  # chunks: 1 token, 64 tokens, 40 tokens
-    blocks = BT // rb
-    assert sorted(launches) == sorted([(rb, (1 * blocks * 4 * nt,)), (rb, (2 * blocks * 4 * nt,))])  # o, dq
+    rows = rb or BT  # 0: the whole chunk
+    blocks = BT // rows
+    assert sorted(launches) == sorted([(rows, (1 * blocks * 4 * nt,)), (rows, (2 * blocks * 4 * nt,))])  # o, dq
     assert_matches(got, run(parallel_reference, x, scale=0.3, cu_seqlens=cu), tol=2e-5)
 
 
-@pytest.mark.parametrize("bad", [8, BT * 2, 24, True, "32"])
+@pytest.mark.parametrize("bad", [8, BT * 2, 24, -16, True, "32"])
 def test_bad_row_blocks_are_refused_by_name(bad):
-    with pytest.raises(ValueError, match=rf"SETTINGS.launch\['o'\]\['RB'\] \(rows a program\) must divide the chunk "
-                                         rf"length {BT} and be >= 16, got {bad!r}"):
+    with pytest.raises(ValueError, match=rf"SETTINGS.launch\['o'\]\['RB'\] \(rows a program\) must be 0 \(the whole "
+                                         rf"chunk\) or divide the chunk length {BT} and be >= 16, got {bad!r}"):
         chunk_o.row_block("o", {"RB": bad})
+
+
+def test_row_block_default_and_whole_chunk():
+    assert chunk_o.row_block("o", {}) == BT and chunk_o.row_block("o", {"RB": 0}) == BT
+    assert chunk_o.row_block("o", {"RB": 16}) == 16

@@ -38,10 +38,8 @@ def test_no_side_stream_off_cuda_when_off_or_for_a_small_op():
 
 @gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("case", ["dense", "keep_states", "packed", "segments", "products_ahead"])
+@pytest.mark.parametrize("case", ["dense", "keep_states", "packed", "segments"])
 def test_gpu_overlap_is_bitwise_one_stream(case, dtype, monkeypatch):
-    """products_ahead: kernel_a's intra-chunk products taken on the side stream before the walks (chunk_ab.py),
-    which kernel_a waits for through an event, not the join."""
     kw, segments = {}, None
     if case == "packed":
         lengths = [3, 64 * 4 + 9, 64 * 2 + 1]
@@ -63,8 +61,7 @@ def test_gpu_overlap_is_bitwise_one_stream(case, dtype, monkeypatch):
         return side
 
     monkeypatch.setattr(chunk, "side_stream", counted)
-    with SETTINGS.override(state_segments=segments, overlap_min_rows=0,  # these small ops take it too
-                           products_ahead=True if case == "products_ahead" else None):
+    with SETTINGS.override(state_segments=segments, overlap_min_rows=0):  # these small ops take it too
         with SETTINGS.override(overlap=False):
             want = {n: t.clone() for n, t in flatten(run(chunk_op, x, **kw)).items()}
         assert uses and not any(uses)

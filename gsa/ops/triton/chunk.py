@@ -9,7 +9,6 @@ from __future__ import annotations
 import torch
 
 from gsa.ops.triton.chunk_a import chunk_bwd_dp, chunk_fwd_a
-from gsa.ops.triton.chunk_ab import chunk_ab, products_ahead
 from gsa.ops.triton.chunk_ds import chunk_bwd_ds
 from gsa.ops.triton.chunk_dx import chunk_bwd_dx, dx_tiles
 from gsa.ops.triton.chunk_dh import chunk_bwd_dh
@@ -19,7 +18,7 @@ from gsa.ops.triton.cumsum import chunk_local_cumsum, reverse_cumsum_dg
 from gsa.ops.triton.chunks import BT, max_chunks, prepare_chunks
 from gsa.ops.triton.launch import check_slots, chunk_state_dtype, compile_in_parallel, dot_precision, launch_key
 from gsa.ops.triton.settings import SETTINGS
-from gsa.ops.triton.streams import join, mark, side_stream, wait
+from gsa.ops.triton.streams import join, side_stream
 
 _EMPTY = (0,)
 
@@ -48,15 +47,10 @@ def _fwd_impl(q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states, c
     qf, kf, vf, sf = _flat(q), _flat(k), _flat(v), _flat(s)
     gl = chunk_local_cumsum(_flat(g), chunks)
     side = side_stream(q.device, B * T * HQ)
-    # q . k over each chunk (products_ahead) needs no state: on the side stream, beside the key pass's walk
-    qk = chunk_ab(qf, kf, chunks, prec, side) if products_ahead(K, B * T * HQ) else None
-    qk_ready = mark(side)
     # the value pass's walk needs nothing of the key pass's: on the side stream, beside it and kernel_a
     hv, hvT = chunk_fwd_h(vf, sf, gl, hv0, chunks, nt, output_final_state, True, prec, keep_states, side)
     hk, hkT = chunk_fwd_h(kf, sf, gl, hk0, chunks, nt, output_final_state, False, prec, keep_states)
-    wait(side, qk_ready)
-    A, P = chunk_fwd_a(qf, kf, sf, gl, hk, chunks, scale, prec, linear_read, qk)
-    del qk
+    A, P = chunk_fwd_a(qf, kf, sf, gl, hk, chunks, scale, prec, linear_read)
     join(side)
     # the second pass reads with softmax(A1), or with A1 itself
     o = chunk_o(A, gl, P, vf, hv, chunks, 1.0, not linear_read, q.dtype, prec)
@@ -123,15 +117,10 @@ def _bwd_impl(q, k, v, s, g, A, gl, P, do, scale, hk0, hv0, dhkT, dhvT, hkT, hvT
     # pass's recomputed states and dP; dhk (after dA) beside dv and the key pass's recomputed states. The same
     # tensors are alive at once as in one stream.
     side = side_stream(q.device, B * T * HQ)
-    # dO . v over each chunk (products_ahead) on the side stream first, beside the value pass's recomputed states
-    dov = chunk_ab(dof, vf, chunks, prec, side) if products_ahead(V, B * T * HQ) else None
-    dov_ready = mark(side)
     dhv, dhv0 = chunk_bwd_dh(dof, Af, glf, dhvT, chunks, nt, 1.0, not linear_read, want0, True, prec, side)
     if recompute:
         hv, _ = chunk_fwd_h(vf, sf, glf, hv0, chunks, nt, False, True, prec, True)
-    wait(side, dov_ready)
-    dA, dGq, P1 = chunk_bwd_dp(dof, vf, sf, glf, hv, Af, chunks, prec, linear_read, dov)
-    del dov
+    dA, dGq, P1 = chunk_bwd_dp(dof, vf, sf, glf, hv, Af, chunks, prec, linear_read)
     join(side)
     dhk, dhk0 = chunk_bwd_dh(qf, dA, glf, dhkT, chunks, nt, scale, False, want0, False, prec, side)
     dv = chunk_bwd_dx(_flat(P), dof, sf, glf, dhv, chunks, 1.0, v.dtype, prec,

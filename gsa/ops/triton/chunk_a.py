@@ -15,8 +15,6 @@ Earlier sub-blocks factor the decay through the query block's first row r (both 
 sub-block while its decay span allows (SETTINGS.factor_span), else it takes exp(Gl_t - Gl_j) pairwise.
 A program takes one query head, or with the launch option GROUP all the query heads of a kv head in turn: their Gl
 and s rows, span test and decayed slot weights depend on the kv head only and are then taken once.
-With AHEAD the products a_t . b_j come in, taken ahead of the state walk by chunk_ab.py, and the D loop reads a and
-S only.
 """
 
 from __future__ import annotations
@@ -49,29 +47,23 @@ def chunk_weights(b_st, b_gt, b_gr, m_t, i_i, factored, BT: tl.constexpr, BC: tl
 
 
 @triton.jit
-def head_dots(a, b, ab, p_h, i_hq, i_h, H, HQ, D, M, o_t, m_t, o_i, m_i, o_m, m_m, b_gi,
-              BT: tl.constexpr, BC: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr, PREC: tl.constexpr,
-              AHEAD: tl.constexpr):
+def head_dots(a, b, p_h, i_hq, i_h, H, HQ, D, M, o_t, m_t, o_i, m_i, o_m, m_m, b_gi,
+              BT: tl.constexpr, BC: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr, PREC: tl.constexpr):
     """Query head i_hq's dots over D: (b_x [BC, BM], exp(Gl_i) * (a_i @ S), the inter-chunk scores; b_ab [BC, BT],
-    a_i . b_j over the chunk, or with AHEAD its rows of `ab`, taken ahead by chunk_ab.py). p_h: the chunk-start
-    state [D, M] of kv head i_h."""
+    a_i . b_j over the chunk). p_h: the chunk-start state [D, M] of kv head i_h."""
     b_x = tl.zeros([BC, BM], dtype=tl.float32)
     b_ab = tl.zeros([BC, BT], dtype=tl.float32)
     for i_d in range(tl.cdiv(D, BD)):
         o_d = i_d * BD + tl.arange(0, BD)
         m_d = o_d < D
         b_ai = load_rows(a + i_hq * D, o_i, m_i, HQ * D, o_d, m_d)  # [BC, BD]
+        b_bt = load_rows(b + i_h * D, o_t, m_t, H * D, o_d, m_d)  # [BT, BD]
         b_h = load_rows(p_h, o_d, m_d, M, o_m, m_m)  # [BD, BM], stored float32 or as the inputs
         if b_h.dtype == tl.float32:
             b_x += tl.dot(b_ai.to(tl.float32), b_h, input_precision=PREC)
         else:  # states stored as the inputs (SETTINGS.chunk_states): exact products at the 16-bit rate
             b_x += tl.dot(b_ai, b_h.to(b_ai.dtype))
-        if not AHEAD:
-            b_bt = load_rows(b + i_h * D, o_t, m_t, H * D, o_d, m_d)  # [BT, BD]
-            b_ab += tl.dot(b_ai, tl.trans(b_bt), input_precision=PREC)
-    if AHEAD:
-        o_c = tl.arange(0, BT)
-        b_ab = load_rows(ab + i_hq * BT, o_i, m_i, HQ * BT, o_c, o_c < BT)  # [BC, BT]
+        b_ab += tl.dot(b_ai, tl.trans(b_bt), input_precision=PREC)
     b_x *= tl.exp(b_gi)
     return b_x, b_ab
 
@@ -129,11 +121,10 @@ def head_rows(a, b, s, A, dA, dGq, P, scale, i_hq, i_h, i_i, t0, H, HQ, D, M, o_
 
 
 @triton.jit
-def chunk_gsa_fwd_kernel_a(a, b, ab, s, gl, h, A, dA, dGq, P, cu_seqlens, chunk_indices, scale,
+def chunk_gsa_fwd_kernel_a(a, b, s, gl, h, A, dA, dGq, P, cu_seqlens, chunk_indices, scale,
                            H, HQ, D, M, span_max,
                            BT: tl.constexpr, BC: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr,
-                           BACKWARD: tl.constexpr, LINEAR: tl.constexpr, PREC: tl.constexpr, GROUP: tl.constexpr,
-                           AHEAD: tl.constexpr):
+                           BACKWARD: tl.constexpr, LINEAR: tl.constexpr, PREC: tl.constexpr, GROUP: tl.constexpr):
     # GROUP: one program per kv head, for all HQ // H query heads of its group (tiles_grid(BT // BC, H, NT)); what
     # depends on the kv head only (its Gl and s rows, the span test, the decayed slot weights) is then taken once
     if GROUP:
@@ -160,24 +151,24 @@ def chunk_gsa_fwd_kernel_a(a, b, ab, s, gl, h, A, dA, dGq, P, cu_seqlens, chunk_
         o_c, b_sd = chunk_weights(b_st, b_gt, b_gr, m_t, i_i, factored, BT, BC)
         G = HQ // H
         for i_hq in range(i_h * G, i_h * G + G):
-            b_x, b_ab = head_dots(a, b, ab, p_h, i_hq, i_h, H, HQ, D, M, o_t, m_t, o_i, m_i, o_m, m_m, b_gi,
-                                  BT, BC, BD, BM, PREC, AHEAD)
+            b_x, b_ab = head_dots(a, b, p_h, i_hq, i_h, H, HQ, D, M, o_t, m_t, o_i, m_i, o_m, m_m, b_gi,
+                                  BT, BC, BD, BM, PREC)
             head_rows(a, b, s, A, dA, dGq, P, scale, i_hq, i_h, i_i, t0, H, HQ, D, M, o_i, m_i, o_m, m_m, o_c,
                       b_gi, b_gr, b_sd, b_x, b_ab, factored, BT, BC, BD, BM, BACKWARD, LINEAR, PREC)
     else:
-        b_x, b_ab = head_dots(a, b, ab, p_h, i_hq, i_h, H, HQ, D, M, o_t, m_t, o_i, m_i, o_m, m_m, b_gi,
-                              BT, BC, BD, BM, PREC, AHEAD)
+        b_x, b_ab = head_dots(a, b, p_h, i_hq, i_h, H, HQ, D, M, o_t, m_t, o_i, m_i, o_m, m_m, b_gi,
+                              BT, BC, BD, BM, PREC)
         o_c, b_sd = chunk_weights(b_st, b_gt, b_gr, m_t, i_i, factored, BT, BC)
         head_rows(a, b, s, A, dA, dGq, P, scale, i_hq, i_h, i_i, t0, H, HQ, D, M, o_i, m_i, o_m, m_m, o_c,
                   b_gi, b_gr, b_sd, b_x, b_ab, factored, BT, BC, BD, BM, BACKWARD, LINEAR, PREC)
 
 
 @triton.jit
-def chunk_gsa_fwd_kernel_a_whole(a, b, ab, s, gl, h, A, dA, dGq, P, cu_seqlens, chunk_indices, scale,
+def chunk_gsa_fwd_kernel_a_whole(a, b, s, gl, h, A, dA, dGq, P, cu_seqlens, chunk_indices, scale,
                                  H, HQ, D, M, span_max, chunk_max,
                                  BT: tl.constexpr, BC: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr,
                                  BACKWARD: tl.constexpr, LINEAR: tl.constexpr, PREC: tl.constexpr,
-                                 GROUP: tl.constexpr, AHEAD: tl.constexpr):
+                                 GROUP: tl.constexpr):
     """kernel_a with one program a chunk (launch option "WHOLE"), for one query head (GROUP: all of a kv head's):
     while the chunk's decay span (max over slots of Gl_first - Gl_last) stays under chunk_max, its BT rows are one
     block factored through the chunk's first row (exp(Gl_t - Gl_0) <= 1, exp(Gl_0 - Gl_j) <= exp(span)): the
@@ -208,8 +199,8 @@ def chunk_gsa_fwd_kernel_a_whole(a, b, ab, s, gl, h, A, dA, dGq, P, cu_seqlens, 
             b_st = load_rows(s + i_h * M, o_t, m_t, H * M, o_m, m_m).to(tl.float32)  # [BT, BM]
             o_c, b_sd = chunk_weights(b_st, b_gt, b_g0, m_t, 0, True, BT, BT)
         for i_hq in range(hq0, hq0 + n_q):
-            b_x, b_ab = head_dots(a, b, ab, p_h, i_hq, i_h, H, HQ, D, M, o_t, m_t, o_t, m_t, o_m, m_m, b_gt,
-                                  BT, BT, BD, BM, PREC, AHEAD)
+            b_x, b_ab = head_dots(a, b, p_h, i_hq, i_h, H, HQ, D, M, o_t, m_t, o_t, m_t, o_m, m_m, b_gt,
+                                  BT, BT, BD, BM, PREC)
             if not GROUP:
                 b_st = load_rows(s + i_h * M, o_t, m_t, H * M, o_m, m_m).to(tl.float32)  # [BT, BM]
                 o_c, b_sd = chunk_weights(b_st, b_gt, b_g0, m_t, 0, True, BT, BT)
@@ -227,8 +218,8 @@ def chunk_gsa_fwd_kernel_a_whole(a, b, ab, s, gl, h, A, dA, dGq, P, cu_seqlens, 
                 factored = sub_block_span(b_gi, b_gr) < span_max
                 o_c, b_sd = chunk_weights(b_st, b_gt, b_gr, m_t, i_i, factored, BT, BC)
                 for i_hq in range(hq0, hq0 + n_q):
-                    b_x, b_ab = head_dots(a, b, ab, p_h, i_hq, i_h, H, HQ, D, M, o_t, m_t, o_i, m_i, o_m, m_m, b_gi,
-                                          BT, BC, BD, BM, PREC, AHEAD)
+                    b_x, b_ab = head_dots(a, b, p_h, i_hq, i_h, H, HQ, D, M, o_t, m_t, o_i, m_i, o_m, m_m, b_gi,
+                                          BT, BC, BD, BM, PREC)
                     head_rows(a, b, s, A, dA, dGq, P, scale, i_hq, i_h, i_i, t0, H, HQ, D, M, o_i, m_i, o_m, m_m,
                               o_c, b_gi, b_gr, b_sd, b_x, b_ab, factored, BT, BC, BD, BM, BACKWARD, LINEAR, PREC)
 
@@ -252,39 +243,35 @@ def kernel_a_launch(name: str, H: int, HQ: int, M: int, NT: int):
 
 
 def chunk_fwd_a(q: torch.Tensor, k: torch.Tensor, s: torch.Tensor, gl: torch.Tensor, hk: torch.Tensor,
-                chunks: Chunks, scale: float, prec: str, linear_read: bool = False, qk: torch.Tensor | None = None
+                chunks: Chunks, scale: float, prec: str, linear_read: bool = False
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A1 [TT, HQ, M] float32, the first pass's pre-softmax slot scores, and P [TT, HQ, BT] float32, the second
     pass's intra-chunk mixing matrix (weights softmax(A1), or A1 with linear_read). q: [TT, HQ, K], k: [TT, H, K],
-    s/gl: [TT, H, M], hk: [NT, H, K, M] chunk-start states; qk: q_t . k_j over each chunk, [TT, HQ, BT] float32
-    (chunk_ab.chunk_ab), or None to take them here."""
+    s/gl: [TT, H, M], hk: [NT, H, K, M] chunk-start states."""
     TT, HQ, D = q.shape
     H, M = k.shape[1], s.shape[-1]
     A = torch.empty(TT, HQ, M, dtype=torch.float32, device=q.device)
     P = torch.empty(TT, HQ, BT, dtype=torch.float32, device=q.device)
     kernel, grid, opts = kernel_a_launch("a" if D > 128 else "a-small", H, HQ, M, chunks.NT)
-    launch(kernel, grid)(q, k, qk, s, gl, hk, A, None, None, P, chunks.cu_seqlens, chunks.indices, scale,
+    launch(kernel, grid)(q, k, s, gl, hk, A, None, None, P, chunks.cu_seqlens, chunks.indices, scale,
                          H=H, HQ=HQ, D=D, M=M, span_max=factor_span(), BT=BT, BC=BC, BD=block(D, 64),
-                         BM=block(M, 128), BACKWARD=False, LINEAR=linear_read, PREC=prec, AHEAD=qk is not None,
-                         **opts)
+                         BM=block(M, 128), BACKWARD=False, LINEAR=linear_read, PREC=prec, **opts)
     return A, P
 
 
 def chunk_bwd_dp(do: torch.Tensor, v: torch.Tensor, s: torch.Tensor, gl: torch.Tensor, hv: torch.Tensor,
-                 A: torch.Tensor, chunks: Chunks, prec: str, linear_read: bool = False,
-                 dov: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                 A: torch.Tensor, chunks: Chunks, prec: str, linear_read: bool = False
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """From dO [TT, HQ, V], v [TT, H, V], the chunk-start states hv [NT, H, V, M] and A1 [TT, HQ, M]: dA1 and
     the reading half of dG, A1 * dA1 + p * dp, both [TT, HQ, M] float32 (p = softmax(A1), or A1 with
-    linear_read), and the first pass's mixing matrix P1 [TT, HQ, BT] float32 (weights dA1) for dq and dk.
-    dov: dO_t . v_j over each chunk, [TT, HQ, BT] float32 (chunk_ab.chunk_ab), or None to take them here."""
+    linear_read), and the first pass's mixing matrix P1 [TT, HQ, BT] float32 (weights dA1) for dq and dk."""
     TT, HQ, D = do.shape
     H, M = v.shape[1], s.shape[-1]
     dA = torch.empty(TT, HQ, M, dtype=torch.float32, device=do.device)
     dGq = torch.empty_like(dA)
     P1 = torch.empty(TT, HQ, BT, dtype=torch.float32, device=do.device)
     kernel, grid, opts = kernel_a_launch("dp" if D > 128 else "dp-small", H, HQ, M, chunks.NT)
-    launch(kernel, grid)(do, v, dov, s, gl, hv, A, dA, dGq, P1, chunks.cu_seqlens, chunks.indices, 1.0,
+    launch(kernel, grid)(do, v, s, gl, hv, A, dA, dGq, P1, chunks.cu_seqlens, chunks.indices, 1.0,
                          H=H, HQ=HQ, D=D, M=M, span_max=factor_span(), BT=BT, BC=BC, BD=block(D, 64),
-                         BM=block(M, 128), BACKWARD=True, LINEAR=linear_read, PREC=prec, AHEAD=dov is not None,
-                         **opts)
+                         BM=block(M, 128), BACKWARD=True, LINEAR=linear_read, PREC=prec, **opts)
     return dA, dGq, P1

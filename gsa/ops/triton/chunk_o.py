@@ -54,13 +54,13 @@ def chunk_gsa_fwd_kernel_o(A, gl, P, x, h, o, cu_seqlens, chunk_indices, scale, 
 
 
 def row_block(name: str, opts: dict) -> int:
-    """The rows a program of kernel `name` takes: launch option "RB" (popped from `opts`), BT (a whole chunk, the
-    default) or a power-of-two divisor of it >= 16."""
-    rb = opts.pop("RB", BT)
-    if not isinstance(rb, int) or isinstance(rb, bool) or rb < 16 or BT % rb:
-        raise ValueError(f"SETTINGS.launch[{name!r}]['RB'] (rows a program) must divide the chunk length {BT} and "
-                         f"be >= 16, got {rb!r}")
-    return rb
+    """The rows a program of kernel `name` takes: launch option "RB" (popped from `opts`): 0 (the default) for the
+    whole chunk (BT rows), else a divisor of BT of at least 16."""
+    rb = opts.pop("RB", 0)
+    if not isinstance(rb, int) or isinstance(rb, bool) or (rb and (rb < 16 or BT % rb)) or rb < 0:
+        raise ValueError(f"SETTINGS.launch[{name!r}]['RB'] (rows a program) must be 0 (the whole chunk) or divide "
+                         f"the chunk length {BT} and be >= 16, got {rb!r}")
+    return rb or BT
 
 
 def chunk_o(A: torch.Tensor, gl: torch.Tensor, P: torch.Tensor, x: torch.Tensor, h: torch.Tensor, chunks: Chunks,

@@ -131,7 +131,7 @@ def check_flag(name: str, option: str, value, meaning: str) -> None:
 def launch_key() -> tuple:
     """What the compiled kernels depend on besides the inputs (part of a configuration's identity for the first-call
     warm pass)."""
-    return (SETTINGS.chunk_warps, SETTINGS.chunk_states, SETTINGS.state_dots, SETTINGS.products_ahead,
+    return (SETTINGS.chunk_warps, SETTINGS.chunk_states, SETTINGS.state_dots,
             tuple(sorted((k, tuple(sorted(v.items()))) for k, v in SETTINGS.launch.items())))
 
 

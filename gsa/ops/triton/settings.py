@@ -48,7 +48,11 @@ from dataclasses import dataclass, field
 # ND = 0 against 1: 1.3b 2.658 -> 2.508 ms (kernel_o 334 -> 255 us, kernel_dx 541 -> 473), B 1 T 16K 3.565 ->
 # 3.382, 8 heads of 256 3.016 -> 2.921; at 2 tiles a program it lost (kernel_o at 1.3b 334 -> 347 us; 128-wide heads
 # +1.5%), so the auto choice takes 4 or more or none. Above 64 slots (not timed) "@m128" keeps one tile a program.
-# For "o", "RB": the rows of a chunk a program takes (chunk_o.row_block; default the whole chunk, BT).
+# For "o", "RB": the rows of a chunk a program takes (chunk_o.row_block; 0 = the whole chunk). At 32 of a 64-row chunk
+# the [64, 64] float32 tiles of P and the slot weights halve (ptxas, sm_90, 1.3b: spill stack 128 -> 40 bytes, shared
+# memory 49 -> 25 KB); H100, kernel_o over a fwd+bwd (two rounds, one call): 1.3b 270, 272 -> 226, 225 us; 8 heads of
+# 256 332, 331 -> 253, 251; 16 of 128 422, 427 -> 405, 408; 32 of 64 504, 503 -> 486, 483; grouped 32/8 743, 754 ->
+# 739, 745 (docs/log.md, "Kernels", "kernel_o in row blocks"). Above 64 slots (not timed) the whole chunk.
 # For kernel_a's four names and "ds", "WHOLE" (a bool, False where an entry leaves it out): one program a chunk instead
 # of a 16-row sub-block (chunk_a.py, chunk_ds.py; docs/algorithm.md, "Chunked algorithm"). H100, GPU time of kernel_a's
 # two launches at 4 warps (WHOLE entries replacing the names' defaults): 32 heads of 64 1960 -> 1253 us, 16 of 128 1204
@@ -64,12 +68,12 @@ from dataclasses import dataclass, field
 # 32 heads of 64 and lost 4% at 16 of 128, so they keep Triton's 3 (docs/log.md, "Kernels", "kernel_ds at one pipeline
 # stage"). GPU accuracy tests at both passed.
 KERNEL_NAMES = ("cumsum", "h", "h-narrow", "h-carry", "a", "a-small", "o", "dp", "dp-small", "dh", "dh-narrow",
-                "dh-carry", "dx", "ds", "dg", "ab")
+                "dh-carry", "dx", "ds", "dg")
 SHAPE_SUFFIXES = ("@gqa", "@m128")  # the entries applied on top of a name's, in this order, where the shape has them
 LAUNCH_NAMES = frozenset(KERNEL_NAMES) | {name + suffix for name in KERNEL_NAMES for suffix in SHAPE_SUFFIXES}
 DEFAULT_LAUNCH: dict[str, dict[str, int]] = {
     "dx": dict(num_warps=8, num_stages=1, ND=0),
-    "o": dict(ND=0),
+    "o": dict(ND=0, RB=32),
     "ds": dict(FUSED=True, WHOLE=True, num_stages=1),
     "h": dict(num_warps=4, num_stages=3),
     "h-narrow": dict(num_warps=8, num_stages=2),
@@ -82,7 +86,7 @@ DEFAULT_LAUNCH: dict[str, dict[str, int]] = {
     # its sub-block programs there at the 2 stages they were timed with (WHOLE was not timed at M = 128)
     **{f"{name}@m128": dict(num_warps=8) for name in ("a", "dp")},
     **{f"{name}@m128": dict(num_warps=8, num_stages=2, WHOLE=False) for name in ("a-small", "dp-small")},
-    "o@m128": dict(num_warps=8, ND=1),
+    "o@m128": dict(num_warps=8, ND=1, RB=0),
     "dx@m128": dict(ND=1),
     "ds@m128": dict(num_warps=8, BM=128, WHOLE=False, num_stages=3),  # as timed: Triton's default stages
     **{f"{name}@m128": dict(BM=128) for name in ("h-narrow", "h-carry", "dh-narrow", "dh-carry")},
@@ -145,11 +149,6 @@ class KernelSettings:
         beside the kernels they do not feed. The walks are latency-bound at ~12% occupancy, so the two share the SMs.
         H100, fwd+bwd ms one stream -> two: 1.3b 2.323 -> 2.256 (fwd 0.501 -> 0.475), hd128 3.686 -> 3.631, hd64
         5.525 -> 5.508, gqa32-8 5.086 -> 4.886, 1.3b-t16k 3.181 -> 2.770, hd128-t16k 4.592 -> 4.179.
-    products_ahead: the intra-chunk products a_t . b_j of kernel_a (q . k in the forward, dO . v in the backward's
-        dp) taken by a kernel of their own (chunk_ab.py) on the second stream beside the state walk, so that kernel_a
-        reads [BC, BT] float32 rows of them instead of the chunk's rows of k or v: True, False, or None (the
-        default): at head dims over 128 in ops of at least overlap_min_rows rows (`chunk_ab.products_ahead`).
-        + B * T * HQ * BT floats while the pass's kernel_a waits.
     overlap_min_rows: the smallest B * T * HQ at which the op takes the second stream. Below it an op's wall time
         is the host's, which the stream waits lengthen: 1.3b-b1 (B 1, T 2K, 4 heads: 8K rows; 0.46 ms of kernels in
         1.95 ms) went 1.953 -> 2.308 ms with two streams. The measured shapes that gained have 64K rows or more.
@@ -171,7 +170,6 @@ class KernelSettings:
     prewarm: bool = True
     direct_launch: bool = True
     overlap: bool = True
-    products_ahead: bool | None = None
     overlap_min_rows: int = 32768
     decode_gemv: frozenset[str] = frozenset({"qkvf", "o", "gate_up"})
 

@@ -14,9 +14,6 @@ Usage, inside one op:
     ...                                 # launched on the current stream meanwhile
     join(side)                          # the current stream waits for the side one
 
-`mark(side)` and `wait(side, event)` make the current stream wait for the side's launches so far only, where a later
-kernel on the current stream needs the first of several side launches (chunk_ab.py's products before the walk).
-
 Only launches change stream; memory is allocated, and freed, on the current stream. So the caching allocator never
 hands out a block the side stream may still use: the outputs are first freed after `join`, and the temporaries are
 held until it. No `record_stream` is needed, and a CUDA graph's memory pool (torch.compile's CUDA graph trees,
@@ -70,22 +67,6 @@ def launching(side: Side | None, *held: torch.Tensor | None):
     side.held.extend(t for t in held if t is not None)
     with torch.cuda.stream(side.stream):
         yield
-
-
-def mark(side: Side | None) -> torch.cuda.Event | None:
-    """An event recorded on `side`'s stream after its launches so far (None for None), for `wait`."""
-    if side is None:
-        return None
-    event = torch.cuda.Event()
-    event.record(side.stream)
-    return event
-
-
-def wait(side: Side | None, event: torch.cuda.Event | None) -> None:
-    """Make the current stream wait for an event `mark`ed on `side` (a no-op for None). What the side launched before
-    the mark may then be read, written or freed on the current stream."""
-    if side is not None and event is not None:
-        torch.cuda.current_stream(side.stream.device).wait_event(event)
 
 
 def join(side: Side | None) -> None:
