@@ -1,6 +1,7 @@
-"""kernel_o in row blocks (launch option "RB": rows of a chunk a program; chunk_o.row_block): the whole op, forward,
-final states and every gradient (kernel_o also gives dq) against the float64 reference, with several D tiles a
-program, grouped heads, packed sequences and partial chunks; and the option's checks."""
+"""kernel_o and kernel_a's chunk programs in row blocks (launch option "RB": rows of a chunk a program;
+chunks.row_block): the whole op, forward, final states and every gradient (kernel_o also gives dq, kernel_a's
+backward launch dp) against the float64 reference, with several D tiles a program, grouped heads, blocks that factor
+and blocks that walk their sub-blocks, packed sequences and partial chunks; and the option's checks."""
 
 import pytest
 import torch
@@ -9,12 +10,16 @@ from skips import NO_TRITON
 
 pytest.importorskip("triton", reason=NO_TRITON)
 
+import gsa.ops.triton.chunk_a as chunk_a  # noqa: E402
 import gsa.ops.triton.chunk_o as chunk_o  # noqa: E402
 from gsa.ops import parallel_reference  # noqa: E402
 from gsa.ops.triton import SETTINGS  # noqa: E402
-from gsa.ops.triton.chunks import BT  # noqa: E402
-from launch_runs import recorded_run  # noqa: E402
+from gsa.ops.triton.chunks import BT, row_block  # noqa: E402
+from launch_runs import kernel_a_entries, recorded_run  # noqa: E402
 from op_inputs import assert_matches, make_inputs, run  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning",
+                                        "ignore:invalid value encountered:RuntimeWarning")
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -38,10 +43,41 @@ def test_row_blocks_match_reference(rb, monkeypatch):
 @pytest.mark.parametrize("bad", [8, BT * 2, 24, -16, True, "32"])
 def test_bad_row_blocks_are_refused_by_name(bad):
     with pytest.raises(ValueError, match=rf"SETTINGS.launch\['o'\]\['RB'\] \(rows a program\) must be 0 \(the whole "
-                                         rf"chunk\) or divide the chunk length {BT} and be >= 16, got {bad!r}"):
-        chunk_o.row_block("o", {"RB": bad})
+                                         rf"chunk\) or divide the chunk length {BT} and be a multiple of 16, "
+                                         rf"got {bad!r}"):
+        row_block("o", {"RB": bad}, 16)
 
 
 def test_row_block_default_and_whole_chunk():
-    assert chunk_o.row_block("o", {}) == BT and chunk_o.row_block("o", {"RB": 0}) == BT
-    assert chunk_o.row_block("o", {"RB": 16}) == 16
+    assert row_block("o", {}, 16) == BT and row_block("o", {"RB": 0}, 16) == BT
+    assert row_block("o", {"RB": 16}, 16) == 16
+
+
+@pytest.mark.parametrize("span", [pytest.param(-1.0, id="pairwise"), pytest.param(None, id="mixed"),
+                                  pytest.param(float("inf"), id="factored")])
+@pytest.mark.parametrize("group", [False, True])
+@pytest.mark.parametrize("rb", [16, BT // 2])
+def test_kernel_a_row_blocks_match_reference(rb, group, span, monkeypatch):
+    """kernel_a's chunk programs (WHOLE) in row blocks, one a query head or a kv head (GROUP): blocks that factor
+    (span inf: these gates' 32-row blocks span 10-13, under the bound of 30), that never do and walk their sub-blocks
+    pairwise (-1), or some of each (a bound inside the blocks' spans: 11 at 32 rows, 6 at 16, whose spans are 5-7);
+    packed sequences of 1, 64 and 70 tokens, 2 query heads a kv head."""
+    cu = torch.tensor([0, 1, 65, 135])
+    x = make_inputs(B=1, T=135, HQ=4, H=2, K=20, V=24, M=12, N=3, tau=4.0)
+    if span is None:
+        span = 6.0 if rb == 16 else 11.0
+    with SETTINGS.override(factor_span=span):
+        got, launches = recorded_run(x, monkeypatch, [chunk_a], ("kernel", "RB", "grid"),
+                                     kernel_a_entries(WHOLE=True, GROUP=group, RB=rb),
+                                     cu_seqlens=cu.to(DEVICE, torch.int32))
+    nt = sum(-(-n // BT) for n in (1, 64, 70))
+    heads = 2 if group else 4
+    assert launches == [("chunk_gsa_fwd_kernel_a_whole", rb, (BT // rb * heads * nt,))] * 2
+    assert_matches(got, run(parallel_reference, x, scale=0.3, cu_seqlens=cu), tol=2e-5)
+
+
+def test_row_blocks_of_kernel_a_need_its_chunk_programs():
+    with SETTINGS.override(launch={**SETTINGS.launch, "a": {"WHOLE": False, "RB": 32}}):
+        with pytest.raises(ValueError, match=r"SETTINGS.launch\['a'\]\['RB'\] \(rows a program\) applies to the chunk "
+                                             r"programs \(WHOLE\) only"):
+            chunk_a.kernel_a_launch("a", H=4, HQ=4, M=64, NT=3)

@@ -24,7 +24,7 @@ import triton
 import triton.language as tl
 
 from gsa.ops.triton.chunks import (
-    BC, BT, Chunks, chunk_bounds, program_tiles, sub_block_program, sub_block_tiles, tiles_grid,
+    BC, BT, Chunks, chunk_bounds, program_tiles, row_block, sub_block_program, sub_block_tiles, tiles_grid,
 )
 from gsa.ops.triton.launch import block, check_flag, launch, launch_options
 from gsa.ops.triton.settings import SETTINGS, SHAPE_SUFFIXES
@@ -168,47 +168,58 @@ def chunk_gsa_fwd_kernel_a_whole(a, b, s, gl, h, A, dA, dGq, P, cu_seqlens, chun
                                  H, HQ, D, M, span_max, chunk_max,
                                  BT: tl.constexpr, BC: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr,
                                  BACKWARD: tl.constexpr, LINEAR: tl.constexpr, PREC: tl.constexpr,
-                                 GROUP: tl.constexpr):
+                                 GROUP: tl.constexpr, RB: tl.constexpr):
     """kernel_a with one program a chunk (launch option "WHOLE"), for one query head (GROUP: all of a kv head's):
     while the chunk's decay span (max over slots of Gl_first - Gl_last) stays under chunk_max, its BT rows are one
     block factored through the chunk's first row (exp(Gl_t - Gl_0) <= 1, exp(Gl_0 - Gl_j) <= exp(span)): the
     chunk's rows of k, s, Gl and its state are loaded once, and every product is a [BT, *] tensor-core dot, where
     the sub-block programs load them once a sub-block. Above the span the program walks the BC-row sub-blocks in
-    turn, as kernel_a's programs do (span_max guarding each diagonal sub-block)."""
-    NC: tl.constexpr = BT // BC
+    turn, as kernel_a's programs do (span_max guarding each diagonal sub-block).
+    RB (launch option, default BT): a program takes RB rows of the chunk (a row block), factored through the block's
+    first row r while the block's own span stays under chunk_max (exp(Gl_t - Gl_r) <= 1 for its rows, exp(Gl_r -
+    Gl_j) <= 1 for the chunk's earlier rows, <= exp(span) inside the block), else walking the block's sub-blocks; its
+    [RB, *] tiles are the whole chunk's halved at RB = BT / 2."""
+    NR: tl.constexpr = BT // RB  # row blocks a chunk
+    NC: tl.constexpr = RB // BC  # sub-blocks a row block
     if GROUP:
-        _, i_n, i_c = program_tiles(1, H)
+        i_r, i_n, i_c = program_tiles(NR, H)
         i_h = i_n
     else:
-        _, i_n, i_c = program_tiles(1, HQ)
+        i_r, i_n, i_c = program_tiles(NR, HQ)
         i_h = i_n // (HQ // H)
     t0, eos = chunk_bounds(cu_seqlens, chunk_indices, i_c, BT)
+    tr = t0 + i_r * RB  # the block's first row, its reference row
+    if tr >= eos:
+        return
     o_t = t0 + tl.arange(0, BT)
+    o_r = tr + tl.arange(0, RB)
     o_m = tl.arange(0, BM)
-    m_t, m_m = o_t < eos, o_m < M
+    m_t, m_r, m_m = o_t < eos, o_r < eos, o_m < M
     b_gt = load_rows(gl + i_h * M, o_t, m_t, H * M, o_m, m_m)  # [BT, BM]
-    b_g0 = load_row(gl + i_h * M, t0, H * M, o_m, m_m)  # [BM]
+    b_gb = load_rows(gl + i_h * M, o_r, m_r, H * M, o_m, m_m)  # [RB, BM]
+    b_g0 = load_row(gl + i_h * M, tr, H * M, o_m, m_m)  # [BM]
     p_h = h + (i_c.to(tl.int64) * H + i_h) * D * M
     G = HQ // H
     n_q = G if GROUP else 1
     hq0 = i_h * G if GROUP else i_n
-    if sub_block_span(b_gt, b_g0) < chunk_max:  # masked rows load as 0: Gl_0 - 0 <= 0, never above a valid row's
+    if sub_block_span(b_gb, b_g0) < chunk_max:  # masked rows load as 0: Gl_r - 0 <= 0, never above a valid row's
         # the decayed slot weights: once for a kv head's query heads (GROUP), else after the D loop (fewer live
         # [BT, BM] tiles during it)
         if GROUP:
             b_st = load_rows(s + i_h * M, o_t, m_t, H * M, o_m, m_m).to(tl.float32)  # [BT, BM]
-            o_c, b_sd = chunk_weights(b_st, b_gt, b_g0, m_t, 0, True, BT, BT)
+            o_c, b_sd = chunk_weights(b_st, b_gt, b_g0, m_t, i_r, True, BT, RB)
         for i_hq in range(hq0, hq0 + n_q):
-            b_x, b_ab = head_dots(a, b, p_h, i_hq, i_h, H, HQ, D, M, o_t, m_t, o_t, m_t, o_m, m_m, b_gt,
-                                  BT, BT, BD, BM, PREC)
+            b_x, b_ab = head_dots(a, b, p_h, i_hq, i_h, H, HQ, D, M, o_t, m_t, o_r, m_r, o_m, m_m, b_gb,
+                                  BT, RB, BD, BM, PREC)
             if not GROUP:
                 b_st = load_rows(s + i_h * M, o_t, m_t, H * M, o_m, m_m).to(tl.float32)  # [BT, BM]
-                o_c, b_sd = chunk_weights(b_st, b_gt, b_g0, m_t, 0, True, BT, BT)
-            head_rows(a, b, s, A, dA, dGq, P, scale, i_hq, i_h, 0, t0, H, HQ, D, M, o_t, m_t, o_m, m_m, o_c,
-                      b_gt, b_g0, b_sd, b_x, b_ab, True, BT, BT, BD, BM, BACKWARD, LINEAR, PREC)
+                o_c, b_sd = chunk_weights(b_st, b_gt, b_g0, m_t, i_r, True, BT, RB)
+            head_rows(a, b, s, A, dA, dGq, P, scale, i_hq, i_h, i_r, t0, H, HQ, D, M, o_r, m_r, o_m, m_m, o_c,
+                      b_gb, b_g0, b_sd, b_x, b_ab, True, BT, RB, BD, BM, BACKWARD, LINEAR, PREC)
     else:
         b_st = load_rows(s + i_h * M, o_t, m_t, H * M, o_m, m_m).to(tl.float32)  # [BT, BM]
-        for i_i in range(NC):
+        for i_b in range(NC):
+            i_i = i_r * NC + i_b  # the sub-block's index in the chunk
             ti = t0 + i_i * BC
             if ti < eos:
                 o_i = ti + tl.arange(0, BC)
@@ -229,7 +240,7 @@ def kernel_a_launch(name: str, H: int, HQ: int, M: int, NT: int):
     with the launch option GROUP (a bool, default False) one per sub-block, kv head and chunk for all the kv head's
     query heads (with one query head a kv head GROUP changes nothing and is dropped; SETTINGS.launch's "@gqa"
     entries apply where HQ > H); with the launch option WHOLE (a bool, default False) one program a chunk instead
-    of a sub-block (chunk_gsa_fwd_kernel_a_whole)."""
+    of a sub-block (chunk_gsa_fwd_kernel_a_whole), or with WHOLE and RB (launch.row_block) one a block of RB rows."""
     for entry in (name, *(name + suffix for suffix in SHAPE_SUFFIXES)):  # each entry's, even one overridden later
         for flag, meaning in (("GROUP", "one program a kv head"), ("WHOLE", "one program a chunk")):
             if flag in SETTINGS.launch.get(entry, {}):
@@ -237,8 +248,13 @@ def kernel_a_launch(name: str, H: int, HQ: int, M: int, NT: int):
     opts = launch_options(name, slots=M, grouped=HQ > H, GROUP=False, WHOLE=False)
     opts["GROUP"] = opts["GROUP"] and HQ > H
     heads = H if opts["GROUP"] else HQ
+    rb = row_block(name, opts, BC)
     if opts.pop("WHOLE"):
-        return chunk_gsa_fwd_kernel_a_whole, tiles_grid(1, heads, NT), {**opts, "chunk_max": chunk_span_max()}
+        return (chunk_gsa_fwd_kernel_a_whole, tiles_grid(BT // rb, heads, NT),
+                {**opts, "RB": rb, "chunk_max": chunk_span_max()})
+    if rb != BT:
+        raise ValueError(f"SETTINGS.launch[{name!r}]['RB'] (rows a program) applies to the chunk programs (WHOLE) "
+                         f"only; the sub-block programs take {BC} rows")
     return chunk_gsa_fwd_kernel_a, tiles_grid(BT // BC, heads, NT), opts
 
 

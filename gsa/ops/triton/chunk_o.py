@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from gsa.ops.triton.chunks import BT, Chunks, chunk_bounds, program_tiles, tiles_grid
+from gsa.ops.triton.chunks import BT, Chunks, chunk_bounds, program_tiles, row_block, tiles_grid
 from gsa.ops.triton.launch import block, cdiv, d_tiles_per_program, launch, launch_options
 from gsa.ops.triton.tiles import load_rows, masked_softmax
 
@@ -53,16 +53,6 @@ def chunk_gsa_fwd_kernel_o(A, gl, P, x, h, o, cu_seqlens, chunk_indices, scale, 
         tl.store(p_o, (b_o * scale).to(o.dtype.element_ty), mask=m_t[:, None] & m_d[None, :])
 
 
-def row_block(name: str, opts: dict) -> int:
-    """The rows a program of kernel `name` takes: launch option "RB" (popped from `opts`): 0 (the default) for the
-    whole chunk (BT rows), else a divisor of BT of at least 16."""
-    rb = opts.pop("RB", 0)
-    if not isinstance(rb, int) or isinstance(rb, bool) or (rb and (rb < 16 or BT % rb)) or rb < 0:
-        raise ValueError(f"SETTINGS.launch[{name!r}]['RB'] (rows a program) must be 0 (the whole chunk) or divide "
-                         f"the chunk length {BT} and be >= 16, got {rb!r}")
-    return rb or BT
-
-
 def chunk_o(A: torch.Tensor, gl: torch.Tensor, P: torch.Tensor, x: torch.Tensor, h: torch.Tensor, chunks: Chunks,
             scale: float, softmax: bool, dtype: torch.dtype, prec: str) -> torch.Tensor:
     """[TT, HQ, D] in `dtype` from A [TT, HQ, M] (A1 with `softmax`, else dA1), gl [TT, H, M], P [TT, HQ, BT],
@@ -71,7 +61,7 @@ def chunk_o(A: torch.Tensor, gl: torch.Tensor, P: torch.Tensor, x: torch.Tensor,
     H, D = x.shape[1], x.shape[2]
     out = torch.empty(TT, HQ, D, dtype=dtype, device=x.device)
     opts = launch_options("o", slots=M, BD=block(D, 64))
-    RB = row_block("o", opts)
+    RB = row_block("o", opts, 16)
     n_tiles = cdiv(D, opts["BD"])
     ND = d_tiles_per_program("o", opts, n_tiles, HQ * chunks.NT * (BT // RB), x.device)
     grid = tiles_grid(cdiv(n_tiles, ND) * (BT // RB), HQ, chunks.NT)

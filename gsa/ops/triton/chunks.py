@@ -39,6 +39,16 @@ BT = chunk_length(os.environ.get(CHUNK_ENV))
 BC = 16
 
 
+def row_block(name: str, opts: dict, least: int) -> int:
+    """The rows of a chunk a program of kernel `name` takes: launch option "RB" (popped from `opts`): 0 (the default)
+    for the whole chunk (BT rows), else a divisor of BT of at least `least` and a multiple of it."""
+    rb = opts.pop("RB", 0)
+    if not isinstance(rb, int) or isinstance(rb, bool) or rb < 0 or (rb and (rb < least or BT % rb or rb % least)):
+        raise ValueError(f"SETTINGS.launch[{name!r}]['RB'] (rows a program) must be 0 (the whole chunk) or divide "
+                         f"the chunk length {BT} and be a multiple of {least}, got {rb!r}")
+    return rb or BT
+
+
 @dataclass(frozen=True)
 class Chunks:
     """Packed-sequence bookkeeping, on the device.
