@@ -1,7 +1,8 @@
-"""kernel_o, and kernel_a's and kernel_ds's chunk programs, in row blocks (launch option "RB": rows of a chunk a program;
-chunks.row_block): the whole op, forward, final states and every gradient (kernel_o also gives dq, kernel_a's
-backward launch dp; kernel_ds ds and dG) against the float64 reference, with several D tiles a program, grouped heads, blocks that factor
-and blocks that walk their sub-blocks, packed sequences and partial chunks; and the option's checks."""
+"""kernel_o, and kernel_a's and kernel_ds's chunk programs, in row blocks (launch option "RB": rows of a chunk a
+program; chunks.row_block): the whole op, forward, final states and every gradient (kernel_o also gives dq,
+kernel_a's backward launch dp; kernel_ds ds and dG) against the float64 reference, with several D tiles a program,
+grouped heads, blocks that factor and blocks that walk their sub-blocks, packed sequences and partial chunks; and the
+option's checks."""
 
 import pytest
 import torch

@@ -240,7 +240,7 @@ def kernel_a_launch(name: str, H: int, HQ: int, M: int, NT: int):
     with the launch option GROUP (a bool, default False) one per sub-block, kv head and chunk for all the kv head's
     query heads (with one query head a kv head GROUP changes nothing and is dropped; SETTINGS.launch's "@gqa"
     entries apply where HQ > H); with the launch option WHOLE (a bool, default False) one program a chunk instead
-    of a sub-block (chunk_gsa_fwd_kernel_a_whole), or with WHOLE and RB (launch.row_block) one a block of RB rows."""
+    of a sub-block (chunk_gsa_fwd_kernel_a_whole), or with WHOLE and RB (chunks.row_block) one a block of RB rows."""
     for entry in (name, *(name + suffix for suffix in SHAPE_SUFFIXES)):  # each entry's, even one overridden later
         for flag, meaning in (("GROUP", "one program a kv head"), ("WHOLE", "one program a chunk")):
             if flag in SETTINGS.launch.get(entry, {}):

@@ -50,11 +50,12 @@ from dataclasses import dataclass, field
 # +1.5%), so the auto choice takes 4 or more or none. Above 64 slots (not timed) "@m128" keeps one tile a program.
 # For "o", and for kernel_a's four names and "ds" with WHOLE, "RB": the rows of a chunk a program takes
 # (chunks.row_block; 0 = the whole chunk; kernel_a's row blocks factor through their own first row, kernel_ds's key
-# blocks through their last: chunk_a.py, chunk_ds.py). Those of kernel_a and kernel_ds are not timed. At 32 of a 64-row chunk
-# the [64, 64] float32 tiles of P and the slot weights halve (ptxas, sm_90, 1.3b: spill stack 128 -> 40 bytes, shared
-# memory 49 -> 25 KB); H100, kernel_o over a fwd+bwd (two rounds, one call): 1.3b 270, 272 -> 226, 225 us; 8 heads of
-# 256 332, 331 -> 253, 251; 16 of 128 422, 427 -> 405, 408; 32 of 64 504, 503 -> 486, 483; grouped 32/8 743, 754 ->
-# 739, 745 (docs/log.md, "Kernels", "kernel_o in row blocks"). Above 64 slots (not timed) the whole chunk.
+# blocks through their last: chunk_a.py, chunk_ds.py); those of kernel_a and kernel_ds are not timed. kernel_o: at 32
+# of a 64-row chunk the [64, 64] float32 tiles of P and the slot weights halve (ptxas, sm_90, 1.3b: spill stack 128
+# -> 40 bytes, shared memory 49 -> 25 KB); H100, kernel_o over a fwd+bwd (two rounds, one call): 1.3b 270, 272 ->
+# 226, 225 us; 8 heads of 256 332, 331 -> 253, 251; 16 of 128 422, 427 -> 405, 408; 32 of 64 504, 503 -> 486, 483;
+# grouped 32/8 743, 754 -> 739, 745 (docs/log.md, "Kernels", "Products ahead of the walks, and row blocks"). Above 64
+# slots (not timed) the whole chunk.
 # For kernel_a's four names and "ds", "WHOLE" (a bool, False where an entry leaves it out): one program a chunk instead
 # of a 16-row sub-block (chunk_a.py, chunk_ds.py; docs/algorithm.md, "Chunked algorithm"). H100, GPU time of kernel_a's
 # two launches at 4 warps (WHOLE entries replacing the names' defaults): 32 heads of 64 1960 -> 1253 us, 16 of 128 1204
