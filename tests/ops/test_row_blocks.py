@@ -25,6 +25,11 @@ pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarn
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
+# kernel_a's and kernel_ds's tests: packed sequences of 1, 64 and 70 tokens (row blocks past each end)
+LENGTHS = (1, 64, 70)
+CU = torch.tensor([0, *torch.tensor(LENGTHS).cumsum(0).tolist()])
+NT = sum(-(-n // BT) for n in LENGTHS)
+
 
 @pytest.mark.parametrize("rb", [16, BT // 2, 0])
 def test_row_blocks_match_reference(rb, monkeypatch):
@@ -64,18 +69,16 @@ def test_kernel_a_row_blocks_match_reference(rb, group, span, monkeypatch):
     (span inf: these gates' 32-row blocks span 10-13, under the bound of 30), that never do and walk their sub-blocks
     pairwise (-1), or some of each (a bound inside the blocks' spans: 11 at 32 rows, 6 at 16, whose spans are 5-7);
     packed sequences of 1, 64 and 70 tokens, 2 query heads a kv head."""
-    cu = torch.tensor([0, 1, 65, 135])
-    x = make_inputs(B=1, T=135, HQ=4, H=2, K=20, V=24, M=12, N=3, tau=4.0)
+    x = make_inputs(B=1, T=sum(LENGTHS), HQ=4, H=2, K=20, V=24, M=12, N=3, tau=4.0)
     if span is None:
         span = 6.0 if rb == 16 else 11.0
     with SETTINGS.override(factor_span=span):
         got, launches = recorded_run(x, monkeypatch, [chunk_a], ("kernel", "RB", "grid"),
                                      kernel_a_entries(WHOLE=True, GROUP=group, RB=rb),
-                                     cu_seqlens=cu.to(DEVICE, torch.int32))
-    nt = sum(-(-n // BT) for n in (1, 64, 70))
+                                     cu_seqlens=CU.to(DEVICE, torch.int32))
     heads = 2 if group else 4
-    assert launches == [("chunk_gsa_fwd_kernel_a_whole", rb, (BT // rb * heads * nt,))] * 2
-    assert_matches(got, run(parallel_reference, x, scale=0.3, cu_seqlens=cu), tol=2e-5)
+    assert launches == [("chunk_gsa_fwd_kernel_a_whole", rb, (BT // rb * heads * NT,))] * 2
+    assert_matches(got, run(parallel_reference, x, scale=0.3, cu_seqlens=CU), tol=2e-5)
 
 
 def test_row_blocks_of_kernel_a_need_its_chunk_programs():
@@ -93,18 +96,16 @@ def test_kernel_ds_row_blocks_match_reference(rb, HQ, M, BM, span, monkeypatch):
     """kernel_ds's chunk programs (WHOLE) in blocks of RB key rows: one query head a kv head (the fused D loop) or 2
     (a loop a query head) with 16-wide slot tiles over M = 40 (3 tiles, the last partial); blocks that factor, that
     walk their sub-blocks pairwise, or some of each (as kernel_a's test above); packed sequences of 1, 64, 70."""
-    cu = torch.tensor([0, 1, 65, 135])
-    x = make_inputs(B=1, T=135, HQ=HQ, H=2, K=20, V=24, M=M, N=3, tau=4.0)
+    x = make_inputs(B=1, T=sum(LENGTHS), HQ=HQ, H=2, K=20, V=24, M=M, N=3, tau=4.0)
     if span is None:
         span = 6.0 if rb == 16 else 11.0
     ds = {**SETTINGS.launch["ds"], "WHOLE": True, "RB": rb, **({} if BM is None else {"BM": BM})}
     with SETTINGS.override(factor_span=span):
         got, launches = recorded_run(x, monkeypatch, [chunk_ds], ("RB", "grid"), {**SETTINGS.launch, "ds": ds},
-                                     cu_seqlens=cu.to(DEVICE, torch.int32))
-    nt = sum(-(-n // BT) for n in (1, 64, 70))
+                                     cu_seqlens=CU.to(DEVICE, torch.int32))
     tiles = 1 if BM is None else -(-M // BM)
-    assert launches == [(rb, (BT // rb * tiles * 2 * nt,))]
-    assert_matches(got, run(parallel_reference, x, scale=0.3, cu_seqlens=cu), tol=2e-5)
+    assert launches == [(rb, (BT // rb * tiles * 2 * NT,))]
+    assert_matches(got, run(parallel_reference, x, scale=0.3, cu_seqlens=CU), tol=2e-5)
 
 
 def test_row_blocks_of_kernel_ds_need_its_chunk_programs(monkeypatch):

@@ -196,7 +196,10 @@ def chunk_gsa_fwd_kernel_a_whole(a, b, s, gl, h, A, dA, dGq, P, cu_seqlens, chun
     o_m = tl.arange(0, BM)
     m_t, m_r, m_m = o_t < eos, o_r < eos, o_m < M
     b_gt = load_rows(gl + i_h * M, o_t, m_t, H * M, o_m, m_m)  # [BT, BM]
-    b_gb = load_rows(gl + i_h * M, o_r, m_r, H * M, o_m, m_m)  # [RB, BM]
+    if RB == BT:  # the whole chunk: its rows are the block's, loaded once
+        b_gb = b_gt
+    else:
+        b_gb = load_rows(gl + i_h * M, o_r, m_r, H * M, o_m, m_m)  # [RB, BM]
     b_g0 = load_row(gl + i_h * M, tr, H * M, o_m, m_m)  # [BM]
     p_h = h + (i_c.to(tl.int64) * H + i_h) * D * M
     G = HQ // H
@@ -248,13 +251,11 @@ def kernel_a_launch(name: str, H: int, HQ: int, M: int, NT: int):
     opts = launch_options(name, slots=M, grouped=HQ > H, GROUP=False, WHOLE=False)
     opts["GROUP"] = opts["GROUP"] and HQ > H
     heads = H if opts["GROUP"] else HQ
-    rb = row_block(name, opts, BC)
-    if opts.pop("WHOLE"):
+    whole = opts.pop("WHOLE")
+    rb = row_block(name, opts, BC, whole)
+    if whole:
         return (chunk_gsa_fwd_kernel_a_whole, tiles_grid(BT // rb, heads, NT),
                 {**opts, "RB": rb, "chunk_max": chunk_span_max()})
-    if rb != BT:
-        raise ValueError(f"SETTINGS.launch[{name!r}]['RB'] (rows a program) applies to the chunk programs (WHOLE) "
-                         f"only; the sub-block programs take {BC} rows")
     return chunk_gsa_fwd_kernel_a, tiles_grid(BT // BC, heads, NT), opts
 
 

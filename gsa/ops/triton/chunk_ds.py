@@ -201,10 +201,7 @@ def chunk_bwd_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, chunks: Chunks, scale
     opts.setdefault("WHOLE", False)
     check_flag("ds", "WHOLE", opts["WHOLE"], "one program a chunk")
     # "RB": with WHOLE, key rows a program (0, the default: the whole chunk)
-    opts["RB"] = row_block("ds", opts, BC)
-    if opts["RB"] != BT and not opts["WHOLE"]:
-        raise ValueError(f"SETTINGS.launch['ds']['RB'] (rows a program) applies to the chunk programs (WHOLE) only; "
-                         f"the sub-block programs take {BC} rows")
+    opts["RB"] = row_block("ds", opts, BC, opts["WHOLE"])
     ds = torch.empty(TT, H, M, dtype=s.dtype, device=s.device)
     dG = torch.empty(TT, H, M, dtype=torch.float32, device=s.device)
     grid = tiles_grid((BT // opts["RB"] if opts["WHOLE"] else BT // BC) * n_m, H, chunks.NT)
