@@ -26,8 +26,8 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 def with_group(group):
     """SETTINGS.launch with GROUP = `group` and WHOLE off for kernel_a (the sub-block programs;
-    tests/ops/test_whole_chunk_programs.py has the chunk programs)."""
-    return kernel_a_entries(GROUP=group, WHOLE=False)
+    tests/ops/test_whole_chunk_programs.py has the chunk programs, tests/ops/test_row_blocks.py their row blocks)."""
+    return kernel_a_entries(GROUP=group, WHOLE=False, RB=0)
 
 
 def grouped_run(x, monkeypatch, **kw):

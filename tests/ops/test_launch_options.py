@@ -37,7 +37,7 @@ def test_grouped_head_entries_apply_to_grouped_heads_only_and_before_wide_slots(
 def test_kernel_a_groups_by_default_only_where_a_kv_head_has_several_query_heads():
     """The default table's "@gqa" entries (one program per kv head at D <= 128) reach kernel_a's launch only at
     HQ > H; its grid then has one program per kv head. At D <= 128 and M <= 64 a program takes a whole chunk
-    (WHOLE); above 64 slots, and at D > 128, the sub-block programs."""
+    (WHOLE); at D > 128 a 32-row block of a chunk (WHOLE, RB 32); above 64 slots the sub-block programs."""
     from gsa.ops.triton import chunk_a
     from gsa.ops.triton.chunk_a import kernel_a_launch
 
@@ -51,7 +51,11 @@ def test_kernel_a_groups_by_default_only_where_a_kv_head_has_several_query_heads
     assert kernel is chunk_a.chunk_gsa_fwd_kernel_a and opts["GROUP"] and opts["num_warps"] == 8, opts
     assert grid == (4 * 2 * 3,)  # sub-blocks x kv heads x chunks
     kernel, grid, opts = kernel_a_launch("a", H=4, HQ=4, M=64, NT=3)
-    assert kernel is chunk_a.chunk_gsa_fwd_kernel_a and not opts["GROUP"], opts
+    assert kernel is chunk_a.chunk_gsa_fwd_kernel_a_whole and not opts["GROUP"] and opts["RB"] == 32, opts
+    assert grid == (2 * 4 * 3,)  # row blocks x query heads x chunks
+    kernel, grid, opts = kernel_a_launch("dp", H=4, HQ=4, M=128, NT=3)
+    assert kernel is chunk_a.chunk_gsa_fwd_kernel_a and opts["num_warps"] == 8, opts
+    assert grid == (4 * 4 * 3,)  # sub-blocks x query heads x chunks
 
 
 def test_unknown_kernel_names_are_refused():

@@ -454,6 +454,7 @@ gpu = pytest.mark.gpu
     dict(B=2, T=130, HQ=4, H=4, K=128, V=128, M=64),
     dict(B=1, T=100, HQ=8, H=2, K=64, V=96, M=32),
     dict(B=2, T=2048, HQ=4, H=4, K=128, V=128, M=64),  # 32 chunks: state rounding has time to accumulate
+    dict(B=2, T=130, HQ=2, H=2, K=160, V=160, M=64),  # D > 128: kernel_a's 32-row blocks, a partial D tile
 ])
 def test_gpu_within_2x_of_the_torch_backend(dtype, shape, chunk_states, monkeypatch, request):
     if chunk_states == "input" and dtype == torch.bfloat16 and shape["T"] >= 2048:

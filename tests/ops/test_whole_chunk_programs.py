@@ -29,9 +29,10 @@ DS = "chunk_gsa_bwd_kernel_ds"
 
 
 def whole_run(x, monkeypatch, group=None, ds=None, **kw):
-    """run(chunk_op, ...) on float32 copies of x with WHOLE on for kernel_a (and GROUP = `group` unless None) and
-    kernel_ds (its entry updated by `ds` unless None), recording the launches of both as (kernel name, grid)."""
-    launch = kernel_a_entries(WHOLE=True, **({} if group is None else {"GROUP": group}))
+    """run(chunk_op, ...) on float32 copies of x with WHOLE on for kernel_a, a whole chunk a program (RB 0; row
+    blocks: tests/ops/test_row_blocks.py), and GROUP = `group` unless None, and for kernel_ds (its entry updated by
+    `ds` unless None), recording the launches of both as (kernel name, grid)."""
+    launch = kernel_a_entries(WHOLE=True, RB=0, **({} if group is None else {"GROUP": group}))
     launch["ds"] = {**SETTINGS.launch.get("ds", {}), "WHOLE": True, **(ds or {})}
     return recorded_run(x, monkeypatch, [chunk_a, chunk_ds], ("kernel", "grid"), launch, **kw)
 

@@ -85,9 +85,14 @@ DEFAULT_LAUNCH: dict[str, dict[str, int]] = {
     "a-small": dict(WHOLE=True),
     "dp-small": dict(WHOLE=True),
     **{f"{name}@gqa": dict(WHOLE=True, GROUP=True, num_stages=1) for name in ("a-small", "dp-small")},
+    # kernel_a at D > 128: the chunk programs in 32-row blocks (RB). H100, GPU time of kernel_a's two launches against
+    # the 16-row sub-block programs, two rounds: 1.3b 415 / 410 -> 303 / 302 us, hd256 581 / 620 -> 427 / 438 (fwd+bwd
+    # 2.226 -> 2.135 and 2.722 -> 2.523 ms in round 1). At D <= 128 RB 32 lost (hd64 1264 -> 1393 us), so "-small"
+    # keeps the whole chunk (docs/log.md, "Kernels", "kernel_a in row blocks at D > 128").
+    **{name: dict(WHOLE=True, RB=32) for name in ("a", "dp")},
     # above 64 slots (the comment above); kernel_h and kernel_dh take the launcher's 64-wide slot tiles; kernel_a keeps
     # its sub-block programs there at the 2 stages they were timed with (WHOLE was not timed at M = 128)
-    **{f"{name}@m128": dict(num_warps=8) for name in ("a", "dp")},
+    **{f"{name}@m128": dict(num_warps=8, WHOLE=False, RB=0) for name in ("a", "dp")},
     **{f"{name}@m128": dict(num_warps=8, num_stages=2, WHOLE=False) for name in ("a-small", "dp-small")},
     "o@m128": dict(num_warps=8, ND=1, RB=0),
     "dx@m128": dict(ND=1),
