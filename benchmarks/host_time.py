@@ -1,7 +1,7 @@
 """Wall clock against the host's share, for the op's launch settings: per `gsa bench grid` shape and per variant of
 gsa.ops.triton.SETTINGS, in ROUNDS interleaved rounds, the fwd+bwd and fwd medians of triton.testing.do_bench
-and the host's enqueue time of one fwd+bwd (the median of 9, each started on an idle GPU, so the time until the
-call returns is the host's own work). Where the host time reaches the GPU time the op is host-bound, and its wall
+and the host's enqueue time of one fwd+bwd and of one forward (no_grad, as `gsa bench grid` times it; each the
+median of 9, each started on an idle GPU, so the time until the call returns is the host's own work). Where the host time reaches the GPU time the op is host-bound, and its wall
 clock moves with the host (docs/log.md, "Kernels", "The committed defaults timed, and the host's share").
 
     python benchmarks/host_time.py --shapes 1.3b,h1,1.3b-b1,hd128     # ~90 s on an H100
@@ -38,7 +38,7 @@ def host_ms(step, inputs: dict, repeats: int = 9) -> float:
 
 
 def measure(name: str, variants: dict, rounds: int) -> dict:
-    """{variant: [(fwd+bwd ms, fwd ms, host ms) per round]} at shape `name`."""
+    """{variant: [(fwd+bwd ms, fwd ms, fwd+bwd host ms, fwd host ms) per round]} at shape `name`."""
     from triton.testing import do_bench
 
     from gsa.ops.triton import SETTINGS
@@ -51,6 +51,10 @@ def measure(name: str, variants: dict, rounds: int) -> dict:
     def step():
         torch.autograd.backward(fwd(a), do)
 
+    def forward():
+        with torch.no_grad():
+            fwd(a)
+
     for v in variants.values():  # compile and warm every variant first
         with SETTINGS.override(**v):
             step()
@@ -62,7 +66,7 @@ def measure(name: str, variants: dict, rounds: int) -> dict:
                 fb = do_bench(step, grad_to_none=list(a.values()), return_mode="median")
                 with torch.no_grad():
                     f = do_bench(lambda: fwd(a), return_mode="median")
-                out[k].append((fb, f, host_ms(step, a)))
+                out[k].append((fb, f, host_ms(step, a), host_ms(forward, a)))
     return out
 
 
@@ -81,9 +85,9 @@ def main(argv=None) -> int:
         raise SystemExit("host_time.py: needs a CUDA device")
     for name in args.shapes.split(","):
         for k, r in measure(name, variants, args.rounds).items():
-            print(f"{name:10s} {k:11s} fwd+bwd " + " ".join(f"{m:.3f}" for m, _, _ in r) + "  fwd "
-                  + " ".join(f"{f:.3f}" for _, f, _ in r) + "  host " + " ".join(f"{h:.3f}" for _, _, h in r),
-                  flush=True)
+            print(f"{name:10s} {k:11s} fwd+bwd " + " ".join(f"{m[0]:.3f}" for m in r) + "  fwd "
+                  + " ".join(f"{m[1]:.3f}" for m in r) + "  host " + " ".join(f"{m[2]:.3f}" for m in r)
+                  + "  host fwd " + " ".join(f"{m[3]:.3f}" for m in r), flush=True)
         torch.cuda.empty_cache()
     return 0
 
