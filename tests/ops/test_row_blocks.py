@@ -1,8 +1,7 @@
-"""kernel_o, and kernel_a's and kernel_ds's chunk programs, in row blocks (launch option "RB": rows of a chunk a
-program; chunks.row_block): the whole op, forward, final states and every gradient (kernel_o also gives dq,
-kernel_a's backward launch dp; kernel_ds ds and dG) against the float64 reference, with several D tiles a program,
-grouped heads, blocks that factor and blocks that walk their sub-blocks, packed sequences and partial chunks; and the
-option's checks."""
+"""kernel_o, and kernel_a's chunk programs, in row blocks (launch option "RB": rows of a chunk a program;
+chunks.row_block): the whole op, forward, final states and every gradient (kernel_o also gives dq, kernel_a's
+backward launch dp) against the float64 reference, with several D tiles a program, grouped heads, blocks that factor
+and blocks that walk their sub-blocks, packed sequences and partial chunks; and the option's checks."""
 
 import pytest
 import torch
@@ -12,7 +11,6 @@ from skips import NO_TRITON
 pytest.importorskip("triton", reason=NO_TRITON)
 
 import gsa.ops.triton.chunk_a as chunk_a  # noqa: E402
-import gsa.ops.triton.chunk_ds as chunk_ds  # noqa: E402
 import gsa.ops.triton.chunk_o as chunk_o  # noqa: E402
 from gsa.ops import parallel_reference  # noqa: E402
 from gsa.ops.triton import SETTINGS  # noqa: E402
@@ -25,7 +23,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarn
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
-# kernel_a's and kernel_ds's tests: packed sequences of 1, 64 and 70 tokens (row blocks past each end)
+# kernel_a's tests: packed sequences of 1, 64 and 70 tokens (row blocks past each end)
 LENGTHS = (1, 64, 70)
 CU = torch.tensor([0, *torch.tensor(LENGTHS).cumsum(0).tolist()])
 NT = sum(-(-n // BT) for n in LENGTHS)
@@ -86,30 +84,3 @@ def test_row_blocks_of_kernel_a_need_its_chunk_programs():
         with pytest.raises(ValueError, match=r"SETTINGS.launch\['a'\]\['RB'\] \(rows a program\) applies to the chunk "
                                              r"programs \(WHOLE\) only"):
             chunk_a.kernel_a_launch("a", H=4, HQ=4, M=64, NT=3)
-
-
-@pytest.mark.parametrize("span", [pytest.param(-1.0, id="pairwise"), pytest.param(None, id="mixed"),
-                                  pytest.param(float("inf"), id="factored")])
-@pytest.mark.parametrize("HQ, M, BM", [(2, 12, None), (4, 40, 16)])
-@pytest.mark.parametrize("rb", [16, BT // 2])
-def test_kernel_ds_row_blocks_match_reference(rb, HQ, M, BM, span, monkeypatch):
-    """kernel_ds's chunk programs (WHOLE) in blocks of RB key rows: one query head a kv head (the fused D loop) or 2
-    (a loop a query head) with 16-wide slot tiles over M = 40 (3 tiles, the last partial); blocks that factor, that
-    walk their sub-blocks pairwise, or some of each (as kernel_a's test above); packed sequences of 1, 64, 70."""
-    x = make_inputs(B=1, T=sum(LENGTHS), HQ=HQ, H=2, K=20, V=24, M=M, N=3, tau=4.0)
-    if span is None:
-        span = 6.0 if rb == 16 else 11.0
-    ds = {**SETTINGS.launch["ds"], "WHOLE": True, "RB": rb, **({} if BM is None else {"BM": BM})}
-    with SETTINGS.override(factor_span=span):
-        got, launches = recorded_run(x, monkeypatch, [chunk_ds], ("RB", "grid"), {**SETTINGS.launch, "ds": ds},
-                                     cu_seqlens=CU.to(DEVICE, torch.int32))
-    tiles = 1 if BM is None else -(-M // BM)
-    assert launches == [(rb, (BT // rb * tiles * 2 * NT,))]
-    assert_matches(got, run(parallel_reference, x, scale=0.3, cu_seqlens=CU), tol=2e-5)
-
-
-def test_row_blocks_of_kernel_ds_need_its_chunk_programs(monkeypatch):
-    x = make_inputs(B=1, T=20, HQ=2, H=2, K=16, V=16, M=16)
-    with pytest.raises(ValueError, match=r"SETTINGS.launch\['ds'\]\['RB'\] \(rows a program\) applies to the chunk "
-                                         r"programs \(WHOLE\) only"):
-        recorded_run(x, monkeypatch, [chunk_ds], ("RB",), {**SETTINGS.launch, "ds": {"WHOLE": False, "RB": 16}})

@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from gsa.ops.triton.chunks import BC, BT, Chunks, chunk_bounds, program_tiles, row_block, tiles_grid
+from gsa.ops.triton.chunks import BC, BT, Chunks, chunk_bounds, program_tiles, tiles_grid
 from gsa.ops.triton.launch import block, check_flag, launch, slot_options
 from gsa.ops.triton.tiles import (
     chunk_span_max, factor_span, load_row, load_rows, load_slot_softmax, pairwise_column, row_dots,
@@ -86,8 +86,8 @@ def _ds_block(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, i_c, i_h, t0, eo
               BM: tl.constexpr, SOFTMAX: tl.constexpr, TILED: tl.constexpr, PREC: tl.constexpr,
               FUSED: tl.constexpr, FACTORED: tl.constexpr):
     """ds and dG of the BC key rows from tj (BC = BT: the whole chunk) at slot tile o_m. FACTORED: the caller has
-    checked the block's decay span (a whole chunk, or a row block of one); else the span test is made here, and a
-    block above it takes the diagonal pairwise."""
+    checked the block's decay span (a whole chunk); else the span test is made here, and a block above it takes the
+    diagonal pairwise."""
     last = tl.minimum(t0 + BT, eos) - 1
     e = tl.minimum(tj + BC, eos) - 1
     o_t = t0 + tl.arange(0, BT)
@@ -108,7 +108,7 @@ def _ds_block(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, i_c, i_h, t0, eo
     # later sub-blocks (and, factored, the diagonal one from row j on), the decay factored through the key block's
     # last row e: exp(Gl_t - Gl_e) <= 1 after the block, <= exp(span) inside it; taken once for both passes and all
     # query heads of the kv head
-    if FACTORED and BC == BT:  # the whole chunk: its key rows are its query rows
+    if FACTORED:  # the whole chunk: its key rows are its query rows
         b_gt = b_gj
     else:
         b_gt = load_rows(gl + i_h * M, o_t, m_t, H * M, o_m, m_m)  # [BT, BM]
@@ -135,15 +135,13 @@ def chunk_gsa_bwd_kernel_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, cu
                             H, HQ, K, V, M, span_max, chunk_max,
                             BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
                             BM: tl.constexpr, SOFTMAX: tl.constexpr, TILED: tl.constexpr, PREC: tl.constexpr,
-                            FUSED: tl.constexpr, WHOLE: tl.constexpr, RB: tl.constexpr):
+                            FUSED: tl.constexpr, WHOLE: tl.constexpr):
     """One program a key sub-block, kv head, chunk and slot tile; WHOLE (launch option): one a chunk, kv head and
     slot tile, whose key rows are one block factored through the chunk's last row while the chunk's decay span (over
     the slot tile) stays under chunk_max (every operand loaded once, every product a [BT, *] dot), else its
-    sub-blocks in turn; with WHOLE and RB (launch option) < BT, one a block of RB key rows, factored through the
-    block's last row while the block's span stays under chunk_max (its query rows are the chunk's from the block's
-    first on), else its sub-blocks in turn."""
+    sub-blocks in turn."""
     NC: tl.constexpr = BT // BC
-    NJ: tl.constexpr = BT // RB if WHOLE else NC  # key blocks a chunk on the grid
+    NJ: tl.constexpr = 1 if WHOLE else NC  # key blocks a chunk on the grid
     if TILED:  # a chunk's sub-blocks and slot tiles adjacent (they re-read its rows of q, k, v, dO, A1)
         i_jm, i_h, i_c = program_tiles(NJ * tl.cdiv(M, BM), H)
         i_j, i_m = i_jm % NJ, i_jm // NJ
@@ -154,21 +152,18 @@ def chunk_gsa_bwd_kernel_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, cu
     o_m = i_m * BM + tl.arange(0, BM)
     m_m = o_m < M
     if WHOLE:
-        tb = t0 + i_j * RB  # the block's first key row
-        if tb < eos:
-            last = tl.minimum(tb + RB, eos) - 1
-            span = tl.max(load_row(gl + i_h * M, tb, H * M, o_m, m_m) - load_row(gl + i_h * M, last, H * M, o_m, m_m),
-                          0)
-            if span < chunk_max:
-                _ds_block(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, i_c, i_h, t0, eos, tb, o_m, m_m, scale,
-                          span_max, H, HQ, K, V, M, BT, RB, BK, BV, BM, SOFTMAX, TILED, PREC, FUSED, True)
-            else:
-                for i_s in range(RB // BC):
-                    tj = tb + i_s * BC
-                    if tj < eos:
-                        _ds_block(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, i_c, i_h, t0, eos, tj, o_m,
-                                  m_m, scale, span_max, H, HQ, K, V, M, BT, BC, BK, BV, BM, SOFTMAX, TILED, PREC,
-                                  FUSED, False)
+        last = tl.minimum(t0 + BT, eos) - 1
+        span = tl.max(load_row(gl + i_h * M, t0, H * M, o_m, m_m) - load_row(gl + i_h * M, last, H * M, o_m, m_m), 0)
+        if span < chunk_max:
+            _ds_block(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, i_c, i_h, t0, eos, t0, o_m, m_m, scale,
+                      span_max, H, HQ, K, V, M, BT, BT, BK, BV, BM, SOFTMAX, TILED, PREC, FUSED, True)
+        else:
+            for i_s in range(NC):
+                tj = t0 + i_s * BC
+                if tj < eos:
+                    _ds_block(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, i_c, i_h, t0, eos, tj, o_m, m_m,
+                              scale, span_max, H, HQ, K, V, M, BT, BC, BK, BV, BM, SOFTMAX, TILED, PREC, FUSED,
+                              False)
     else:
         tj = t0 + i_j * BC
         if tj < eos:
@@ -200,11 +195,9 @@ def chunk_bwd_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, chunks: Chunks, scale
     # "WHOLE" (a bool; False where the entry leaves it out): one program a chunk instead of a key sub-block
     opts.setdefault("WHOLE", False)
     check_flag("ds", "WHOLE", opts["WHOLE"], "one program a chunk")
-    # "RB": with WHOLE, key rows a program (0, the default: the whole chunk)
-    opts["RB"] = row_block("ds", opts, BC, opts["WHOLE"])
     ds = torch.empty(TT, H, M, dtype=s.dtype, device=s.device)
     dG = torch.empty(TT, H, M, dtype=torch.float32, device=s.device)
-    grid = tiles_grid((BT // opts["RB"] if opts["WHOLE"] else BT // BC) * n_m, H, chunks.NT)
+    grid = tiles_grid((1 if opts["WHOLE"] else BT // BC) * n_m, H, chunks.NT)
     launch(chunk_gsa_bwd_kernel_ds, grid)(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, chunks.cu_seqlens,
                                           chunks.indices, scale, H=H, HQ=HQ, K=K, V=V, M=M, span_max=factor_span(),
                                           chunk_max=chunk_span_max(),

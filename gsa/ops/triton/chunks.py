@@ -42,7 +42,7 @@ BC = 16
 def row_block(name: str, opts: dict, least: int, chunk_programs: bool = True) -> int:
     """The rows of a chunk a program of kernel `name` takes: launch option "RB" (popped from `opts`): 0 (the default)
     for the whole chunk (BT rows), else a divisor of BT of at least `least` and a multiple of it. Without
-    `chunk_programs` (kernel_a's and kernel_ds's sub-block programs, which take `least` rows each) only 0."""
+    `chunk_programs` (kernel_a's sub-block programs, which take `least` rows each) only 0."""
     rb = opts.pop("RB", 0)
     if not isinstance(rb, int) or isinstance(rb, bool) or rb < 0 or (rb and (rb < least or BT % rb or rb % least)):
         raise ValueError(f"SETTINGS.launch[{name!r}]['RB'] (rows a program) must be 0 (the whole chunk) or divide "

@@ -128,11 +128,22 @@ def check_flag(name: str, option: str, value, meaning: str) -> None:
         raise ValueError(f"SETTINGS.launch[{name!r}][{option!r}] ({meaning}) must be a bool, got {value!r}")
 
 
+_launch_key_memo: list = [None, None, None]  # [the SETTINGS.launch dict it was taken from, the fields, the key]
+
+
 def launch_key() -> tuple:
     """What the compiled kernels depend on besides the inputs (part of a configuration's identity for the first-call
-    warm pass)."""
-    return (SETTINGS.chunk_warps, SETTINGS.chunk_states, SETTINGS.state_dots,
-            tuple(sorted((k, tuple(sorted(v.items()))) for k, v in SETTINGS.launch.items())))
+    warm pass, taken on every eager call). Memoized per SETTINGS.launch dict: sorting its ~35 entries took 13-25 us a
+    call on a 2-core CPU, inside a forward whose host time is its wall clock at the 1.3B shape (docs/log.md,
+    "Kernels"). An option changed inside that dict in place is not seen here (the next call with it then compiles
+    its kernels one by one instead of in parallel; results are unaffected): SETTINGS.override(launch=...) sets a new
+    dict."""
+    fields = (SETTINGS.chunk_warps, SETTINGS.chunk_states, SETTINGS.state_dots)
+    memo = _launch_key_memo
+    if memo[0] is not SETTINGS.launch or memo[1] != fields:  # the dict itself is held, so its id is never reused
+        memo[:] = [SETTINGS.launch, fields,
+                   (*fields, tuple(sorted((k, tuple(sorted(v.items()))) for k, v in SETTINGS.launch.items())))]
+    return memo[2]
 
 
 def _setting(field: str, choices: tuple[str, ...]) -> str:

@@ -48,9 +48,9 @@ from dataclasses import dataclass, field
 # ND = 0 against 1: 1.3b 2.658 -> 2.508 ms (kernel_o 334 -> 255 us, kernel_dx 541 -> 473), B 1 T 16K 3.565 ->
 # 3.382, 8 heads of 256 3.016 -> 2.921; at 2 tiles a program it lost (kernel_o at 1.3b 334 -> 347 us; 128-wide heads
 # +1.5%), so the auto choice takes 4 or more or none. Above 64 slots (not timed) "@m128" keeps one tile a program.
-# For "o", and for kernel_a's four names and "ds" with WHOLE, "RB": the rows of a chunk a program takes
-# (chunks.row_block; 0 = the whole chunk; kernel_a's row blocks factor through their own first row, kernel_ds's key
-# blocks through their last: chunk_a.py, chunk_ds.py); those of kernel_a and kernel_ds are not timed. kernel_o: at 32
+# For "o", and for kernel_a's four names with WHOLE, "RB": the rows of a chunk a program takes (chunks.row_block; 0 =
+# the whole chunk; kernel_a's row blocks factor through their own first row, chunk_a.py; its figures are beside "a"
+# below; kernel_ds's key rows in blocks lost 15-25% on the H100 and were removed: docs/log.md). kernel_o: at 32
 # of a 64-row chunk the [64, 64] float32 tiles of P and the slot weights halve (ptxas, sm_90, 1.3b: spill stack 128
 # -> 40 bytes, shared memory 49 -> 25 KB); H100, kernel_o over a fwd+bwd (two rounds, one call): 1.3b 270, 272 ->
 # 226, 225 us; 8 heads of 256 332, 331 -> 253, 251; 16 of 128 422, 427 -> 405, 408; 32 of 64 504, 503 -> 486, 483;
