@@ -9,6 +9,11 @@ clocks alone):
     ncu -i prof.ncu-rep --page details > details.txt
 
 ~40 s a shape on an H100 with these sections (docs/log.md, "Kernels", the Nsight Compute table).
+
+`--impl fla` profiles fla-core's `chunk_gsa` instead (installed, and tuned at that shape: run its first call with
+`TRITON_CACHE_AUTOTUNING=1` and the same TRITON_CACHE_DIR before, as benchmarks/recipes/kernels.sh does, so that
+ncu does not time its autotuning), e.g. its state walks beside ours:
+`-k regex:"chunk_fwd_kernel_h|chunk_bwd_kernel_dh"`.
 """
 
 from __future__ import annotations
@@ -23,12 +28,18 @@ from gsa.bench.grid import GRID, _impls, _inputs
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("shape", choices=sorted(GRID), help="a shape of `gsa bench grid --list`")
+    p.add_argument("--impl", choices=["gsa", "fla"], default="gsa", help="ours (default) or fla-core's chunk_gsa")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("ncu_kernels.py: needs a CUDA device")
+    if args.impl == "fla":
+        try:
+            import fla.ops.gsa  # noqa: F401
+        except ImportError:
+            raise SystemExit("ncu_kernels.py: --impl fla needs fla-core (pip install --no-deps fla-core==0.6.0)")
     x = GRID[args.shape]
     a = _inputs(torch, x)
-    f = dict(_impls(torch, x, False))["gsa"]
+    f = dict(_impls(torch, x, args.impl == "fla"))[args.impl]
     do = torch.randn(x.B, x.T, x.HQ, x.V, device="cuda", dtype=a["q"].dtype)
     for _ in range(2):
         torch.autograd.backward(f(a), do)
@@ -37,7 +48,7 @@ def main(argv=None) -> int:
     torch.autograd.backward(f(a), do)
     torch.cuda.synchronize()
     torch.cuda.profiler.stop()
-    print(f"profiled one fwd+bwd at {args.shape} ({x.label()})")
+    print(f"profiled one fwd+bwd of {args.impl} at {args.shape} ({x.label()})")
     return 0
 
 

@@ -21,3 +21,9 @@ def test_unknown_shape_is_refused(capsys):
 def test_needs_a_cuda_device():
     with pytest.raises(SystemExit, match="needs a CUDA device"):
         load().main(["1.3b"])
+
+
+def test_unknown_impl_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        load().main(["1.3b", "--impl", "flax"])
+    assert "invalid choice: 'flax'" in capsys.readouterr().err
