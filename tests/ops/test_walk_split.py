@@ -1,5 +1,6 @@
-"""kernel_h with the launch option "SPLIT" (chunk_h.chunk_gsa_fwd_kernel_h: the chunks that end inside their
-sequence walked without masks, a partial last chunk after them with them): the whole op, forward, final states and
+"""kernel_h and kernel_dh with the launch option "SPLIT" (chunk_h.chunk_gsa_fwd_kernel_h,
+chunk_dh.chunk_gsa_bwd_kernel_dh: the chunks that end inside their sequence walked without masks, a partial last
+chunk with them): the whole op, forward, final states and
 every gradient against the float64 reference, at whole tiles (EVEN: no masks over D and slots either) and partial
 ones, packed sequences whose last chunks are whole, partial or one token, and segmented walks; and the option's
 check."""
@@ -11,6 +12,7 @@ from skips import NO_TRITON
 
 pytest.importorskip("triton", reason=NO_TRITON)
 
+import gsa.ops.triton.chunk_dh as chunk_dh  # noqa: E402
 import gsa.ops.triton.chunk_h as chunk_h  # noqa: E402
 from gsa.ops import parallel_reference  # noqa: E402
 from gsa.ops.triton import SETTINGS  # noqa: E402
@@ -24,7 +26,8 @@ CU = torch.tensor([0, 64, 65, 165])
 
 
 def split_launch(**extra):
-    return {**SETTINGS.launch, "h": {**SETTINGS.launch.get("h", {}), "SPLIT": True, **extra}}
+    """SETTINGS.launch with SPLIT on for both walks ("h", "dh"), `extra` over both entries."""
+    return {**SETTINGS.launch, **{n: {**SETTINGS.launch.get(n, {}), "SPLIT": True, **extra} for n in ("h", "dh")}}
 
 
 @pytest.mark.parametrize("K, V, M, even", [(32, 32, 16, True), (20, 36, 12, False)])
@@ -34,18 +37,20 @@ def test_split_walk_matches_reference(K, V, M, even, segments, monkeypatch):
     segments = 2: each sequence's walk in two segments with the carry kernel (SETTINGS.state_segments)."""
     x = make_inputs(B=1, T=165, HQ=2, H=2, K=K, V=V, M=M, N=3, tau=2.0)
     walks = []
-    real = chunk_h.launch
+    for module, kernel_name in ((chunk_h, "chunk_gsa_fwd_kernel_h"), (chunk_dh, "chunk_gsa_bwd_kernel_dh")):
+        def record(kernel, grid, real=module.launch, kernel_name=kernel_name):
+            go = real(kernel, grid)
+            if kernel.__name__ != kernel_name:  # the carry kernels
+                return go
+            return lambda *a, **k: walks.append((kernel_name, k["SPLIT"], k["EVEN"])) or go(*a, **k)
 
-    def record(kernel, grid):
-        go = real(kernel, grid)
-        if kernel is not chunk_h.chunk_gsa_fwd_kernel_h:  # its carry kernel
-            return go
-        return lambda *a, **k: walks.append((k["SPLIT"], k["EVEN"])) or go(*a, **k)
-
-    monkeypatch.setattr(chunk_h, "launch", record)
-    with SETTINGS.override(state_segments=segments, prewarm=False, launch=split_launch()):
+        monkeypatch.setattr(module, "launch", record)
+    with SETTINGS.override(state_segments=segments, segment_dh=segments is not None, prewarm=False,
+                           launch=split_launch()):
         got = run(chunk_op, on(cast(x, torch.float32)), cu_seqlens=CU.to(DEVICE, torch.int32))
-    assert walks == [(True, even)] * 4  # two forward walks, two recomputed in the backward
+    # two forward walks, two recomputed in the backward, two reverse walks
+    assert sorted(walks) == sorted([("chunk_gsa_fwd_kernel_h", True, even)] * 4
+                                   + [("chunk_gsa_bwd_kernel_dh", True, even)] * 2), walks
     assert_matches(cpu(got), run(parallel_reference, x, scale=0.3, cu_seqlens=CU), tol=2e-5)
 
 
@@ -60,8 +65,10 @@ def test_split_walk_on_whole_batches_matches_the_default():
 
 
 @pytest.mark.parametrize("bad", [1, "yes"])
-def test_split_must_be_a_bool(bad):
-    x = on(cast(make_inputs(B=1, T=20, HQ=2, H=2, K=32, V=32, M=16), torch.float32))  # 32-wide D tiles: "h"
-    with SETTINGS.override(launch=split_launch(SPLIT=bad)):
-        with pytest.raises(ValueError, match=rf"SETTINGS.launch\['h'\]\['SPLIT'\] .* a bool, got {bad!r}"):
+@pytest.mark.parametrize("name", ["h", "dh"])
+def test_split_must_be_a_bool(name, bad):
+    x = on(cast(make_inputs(B=1, T=20, HQ=2, H=2, K=32, V=32, M=16), torch.float32))  # 32-wide D tiles: "h", "dh"
+    launch = {**SETTINGS.launch, name: {**SETTINGS.launch.get(name, {}), "SPLIT": bad}}
+    with SETTINGS.override(launch=launch):
+        with pytest.raises(ValueError, match=rf"SETTINGS.launch\['{name}'\]\['SPLIT'\] .* a bool, got {bad!r}"):
             run(chunk_op, x)

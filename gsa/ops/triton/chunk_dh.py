@@ -15,10 +15,46 @@ from gsa.ops.triton.chunk_h import (
     add_carry, carry_in, segment_range, state_strides, state_tile_offsets, store_segment, walk_plan,
 )
 from gsa.ops.triton.chunks import BT, Chunks
-from gsa.ops.triton.launch import launch, state_dots_mode
+from gsa.ops.triton.launch import check_flag, launch, state_dots_mode
 from gsa.ops.triton.settings import SETTINGS
 from gsa.ops.triton.streams import Side, launching
 from gsa.ops.triton.tiles import load_row, load_rows, load_slot_softmax, state_product
+
+
+@triton.jit
+def kernel_dh_step(y, A, gl, dh, b_dh, b_gs, i_t, i_c0, i_h, bos, eos, scale, H, HQ, D, M, o_d, o_m, m_d, m_m, m_dm,
+                   o_h, BT: tl.constexpr, BM: tl.constexpr, NM: tl.constexpr, SOFTMAX: tl.constexpr,
+                   PREC: tl.constexpr, DOTS: tl.constexpr, MASK_T: tl.constexpr, EVEN: tl.constexpr):
+    """One chunk of the reverse walk (the loop body of chunk_gsa_bwd_kernel_dh): store the gradient of its end state,
+    then dS <- dS * exp(Gl_last) + sum over query heads of y^T (a * scale * exp(Gl)). MASK_T: the chunk may end past
+    its sequence; else the time mask is a constant the compiler drops, as are m_d / m_m where the caller passes
+    constants (EVEN)."""
+    G = HQ // H
+    p_dh = dh + ((i_c0 + i_t) * H + i_h) * D * M + o_h
+    if EVEN:
+        tl.store(p_dh, b_dh)
+    else:
+        tl.store(p_dh, b_dh, mask=m_dm)
+    o_t = bos + i_t * BT + tl.arange(0, BT)
+    if MASK_T:
+        m_t = o_t < eos
+    else:
+        m_t = tl.full([BT], 1, tl.int1)
+    last = tl.minimum(bos + i_t * BT + BT, eos) - 1
+    m_tm = m_t[:, None] & m_m[None, :]
+    b_g = load_rows(gl + i_h * M, o_t, m_t, H * M, o_m, m_m)  # [BT, BM]
+    b_gl = load_row(gl + i_h * M, last, H * M, o_m, m_m)  # [BM]
+    b_e = tl.where(m_tm, tl.exp(b_g), 0.0)
+    b_dh = b_dh * tl.exp(b_gl)[None, :]
+    for i_g in range(G):
+        i_hq = i_h * G + i_g
+        if SOFTMAX:
+            b_a = load_slot_softmax(A + i_hq * M, o_t, m_t, HQ * M, o_m, m_m, M, BM, NM > 1)  # [BT, BM]
+        else:
+            b_a = load_rows(A + i_hq * M, o_t, m_t, HQ * M, o_m, m_m)
+        b_y = load_rows(y + i_hq * D, o_t, m_t, HQ * D, o_d, m_d)  # [BT, BD]
+        b_dh = state_product(b_y, b_a * (scale * b_e), b_dh, DOTS, PREC)
+    return b_dh, b_gs + b_gl
 
 
 @triton.jit
@@ -26,12 +62,15 @@ def chunk_gsa_bwd_kernel_dh(y, A, gl, dh, dht, dh0, seg_h, seg_g, cu_seqlens, ch
                             stride_sm, H, HQ, D, M, SEG, NS,
                             BT: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr, NM: tl.constexpr,
                             SOFTMAX: tl.constexpr, USE_DHT: tl.constexpr, STORE_DH0: tl.constexpr,
-                            SEGMENTED: tl.constexpr, PREC: tl.constexpr, DOTS: tl.constexpr):
+                            SEGMENTED: tl.constexpr, PREC: tl.constexpr, DOTS: tl.constexpr, SPLIT: tl.constexpr,
+                            EVEN: tl.constexpr):
     """Program (D tile x slot tile, sequence x head, segment): chunks [i_s * SEG, (i_s + 1) * SEG) of its sequence,
     last first, from the final-state cotangent (the last segment) or from zero (the carry kernel adds what later
     segments give). SEGMENTED: also store the segment's walked-out gradient and total log decay (chunk_h.py,
     state_segments). With NM > 1 slot tiles, softmax(A1) takes its row statistics over every slot tile of A1
-    first. DOTS: the product's operands (launch.state_dots_mode)."""
+    first. DOTS: the product's operands (launch.state_dots_mode). SPLIT (launch option, default off): a partial last
+    chunk takes the masked step (kernel_dh_step), then the chunks that end inside the sequence take it with constant
+    masks over time, and over D and slots too where EVEN (D and M whole numbers of tiles). Else every chunk masked."""
     G = HQ // H
     i_nh, i_s = tl.program_id(1), tl.program_id(2)
     i_h, bos, eos, i_c0, NTn, t_lo, t_hi = segment_range(cu_seqlens, chunk_offsets, i_nh, i_s, H, SEG, BT)
@@ -45,27 +84,43 @@ def chunk_gsa_bwd_kernel_dh(y, A, gl, dh, dht, dh0, seg_h, seg_g, cu_seqlens, ch
         if t_hi == NTn:
             b_dh += tl.load(dht + i_nh.to(tl.int64) * D * M + o_s, mask=m_dm, other=0)
     b_gs = tl.zeros([BM], dtype=tl.float32)  # the segment's log decay so far
-    for i in range(t_hi - t_lo):
-        i_t = t_hi - 1 - i
-        # the gradient of the state at the END of chunk i_t
-        tl.store(dh + ((i_c0 + i_t) * H + i_h) * D * M + o_h, b_dh, mask=m_dm)
-        o_t = bos + i_t * BT + tl.arange(0, BT)
-        m_t = o_t < eos
-        last = tl.minimum(bos + i_t * BT + BT, eos) - 1
-        m_tm = m_t[:, None] & m_m[None, :]
-        b_g = load_rows(gl + i_h * M, o_t, m_t, H * M, o_m, m_m)  # [BT, BM]
-        b_gl = load_row(gl + i_h * M, last, H * M, o_m, m_m)  # [BM]
-        b_e = tl.where(m_tm, tl.exp(b_g), 0.0)
-        b_dh = b_dh * tl.exp(b_gl)[None, :]
-        for i_g in range(G):
-            i_hq = i_h * G + i_g
-            if SOFTMAX:
-                b_a = load_slot_softmax(A + i_hq * M, o_t, m_t, HQ * M, o_m, m_m, M, BM, NM > 1)  # [BT, BM]
-            else:
-                b_a = load_rows(A + i_hq * M, o_t, m_t, HQ * M, o_m, m_m)
-            b_y = load_rows(y + i_hq * D, o_t, m_t, HQ * D, o_d, m_d)  # [BT, BD]
-            b_dh = state_product(b_y, b_a * (scale * b_e), b_dh, DOTS, PREC)
-        b_gs += b_gl
+    if SPLIT:
+        t_full = tl.minimum(t_hi, (eos - bos) // BT)  # the segment's chunks before t_full end inside the sequence
+        if t_full < t_hi:  # the sequence's partial last chunk, first in the reverse walk
+            b_dh, b_gs = kernel_dh_step(y, A, gl, dh, b_dh, b_gs, t_full, i_c0, i_h, bos, eos, scale, H, HQ, D, M,
+                                        o_d, o_m, m_d, m_m, m_dm, o_h, BT, BM, NM, SOFTMAX, PREC, DOTS, True, EVEN)
+        if EVEN:  # constant masks: the compiler drops them
+            m_d1 = tl.full([BD], 1, tl.int1)
+            m_m1 = tl.full([BM], 1, tl.int1)
+        else:
+            m_d1 = m_d
+            m_m1 = m_m
+        for i in range(t_full - t_lo):
+            b_dh, b_gs = kernel_dh_step(y, A, gl, dh, b_dh, b_gs, t_full - 1 - i, i_c0, i_h, bos, eos, scale, H, HQ,
+                                        D, M, o_d, o_m, m_d1, m_m1, m_dm, o_h, BT, BM, NM, SOFTMAX, PREC, DOTS, False,
+                                        EVEN)
+    else:  # every chunk masked, as timed (kernel_dh_step's body with MASK_T, not EVEN, inline)
+        for i in range(t_hi - t_lo):
+            i_t = t_hi - 1 - i
+            # the gradient of the state at the END of chunk i_t
+            tl.store(dh + ((i_c0 + i_t) * H + i_h) * D * M + o_h, b_dh, mask=m_dm)
+            o_t = bos + i_t * BT + tl.arange(0, BT)
+            m_t = o_t < eos
+            last = tl.minimum(bos + i_t * BT + BT, eos) - 1
+            m_tm = m_t[:, None] & m_m[None, :]
+            b_g = load_rows(gl + i_h * M, o_t, m_t, H * M, o_m, m_m)  # [BT, BM]
+            b_gl = load_row(gl + i_h * M, last, H * M, o_m, m_m)  # [BM]
+            b_e = tl.where(m_tm, tl.exp(b_g), 0.0)
+            b_dh = b_dh * tl.exp(b_gl)[None, :]
+            for i_g in range(G):
+                i_hq = i_h * G + i_g
+                if SOFTMAX:
+                    b_a = load_slot_softmax(A + i_hq * M, o_t, m_t, HQ * M, o_m, m_m, M, BM, NM > 1)  # [BT, BM]
+                else:
+                    b_a = load_rows(A + i_hq * M, o_t, m_t, HQ * M, o_m, m_m)
+                b_y = load_rows(y + i_hq * D, o_t, m_t, HQ * D, o_d, m_d)  # [BT, BD]
+                b_dh = state_product(b_y, b_a * (scale * b_e), b_dh, DOTS, PREC)
+            b_gs += b_gl
     if SEGMENTED:
         store_segment(seg_h, seg_g, i_nh, i_s, i_d, NS, b_dh, b_gs, D, M, o_h, o_m, m_dm, m_m)
     if STORE_DH0:
@@ -117,11 +172,16 @@ def chunk_bwd_dh(y: torch.Tensor, A: torch.Tensor, gl: torch.Tensor, dht: torch.
     w = walk_plan(y, "dh", D, H, M, chunks, SETTINGS.segment_dh)
     meta = dict(H=H, D=D, M=M, SEG=w.SEG, NS=w.NS, BT=BT, BD=w.BD)
     carry = w.carry("dh-carry", D, M) if w.NS > 1 else None
+    # "SPLIT" (a bool, default False): whole chunks with constant masks (chunk_gsa_bwd_kernel_dh), untimed
+    opts = dict(w.opts)
+    split = opts.pop("SPLIT", False)
+    check_flag("dh" if w.BD > 16 or w.NS > 1 else "dh-narrow", "SPLIT", split, "whole chunks without masks")
     with launching(side, w.seg_h, w.seg_g):
         launch(chunk_gsa_bwd_kernel_dh, w.grid)(
             y, A, gl, dh, dht, dh0, w.seg_h, w.seg_g, chunks.cu_seqlens, chunks.offsets, scale, sd, sm, HQ=HQ,
             **meta, SOFTMAX=softmax, USE_DHT=dht is not None, STORE_DH0=want_dh0,
-            SEGMENTED=w.NS > 1, PREC=prec, DOTS=state_dots_mode(y.dtype), **w.opts,
+            SEGMENTED=w.NS > 1, PREC=prec, DOTS=state_dots_mode(y.dtype), SPLIT=split,
+            EVEN=split and D % w.BD == 0 and M % opts["BM"] == 0, **opts,
         )
         if carry is not None:
             launch(chunk_gsa_bwd_kernel_dh_carry, carry[1])(

@@ -40,9 +40,11 @@ from dataclasses import dataclass, field
 # "@m128": kernel_a with one program per kv head (GROUP) at 4 warps and 1 stage cut fwd+bwd 5.82 -> 5.69 ms (32
 # query heads on 8 kv heads of 128) and 2.92 -> 2.85 ms (16 on 4), where 4 warps and 1 stage without GROUP lost
 # (6.32, 3.16 ms); ptxas spills at GROUP: 2 warps 2 stages 4360 bytes a thread, 4 warps 1 stage 280.
-# For "h" and "h-narrow", "SPLIT" (a bool, default False, not timed yet): the walk's chunks that end inside their
-# sequence without masks (chunk_h.chunk_gsa_fwd_kernel_h); compiled for sm_90 at 1.3b its loop body is 1473
-# instructions against 2267 masked (fla-core's walk: 1255), with 208 spill bytes against 16 (docs/log.md).
+# For "h" / "h-narrow" and "dh" / "dh-narrow", "SPLIT" (a bool, default False, not timed yet): the walk's chunks that
+# end inside their sequence without masks (chunk_h.chunk_gsa_fwd_kernel_h, chunk_dh.chunk_gsa_bwd_kernel_dh); compiled
+# for sm_90 at 1.3b a chunk step is 1473 instructions against 2267 masked for kernel_h (fla-core's walk: 1255), 3584
+# / 2111 against 4777 / 3334 for kernel_dh's two passes (fla-core's: 2087), with more spill bytes (docs/log.md,
+# "Kernels", "The walks' instructions").
 # For "ds", "FUSED" (a bool, default True): with one query head a kv head, a pass's x_j . y_t from the D loop of
 # x_j @ dS instead of a second loop (chunk_ds.py); dropped for grouped heads. H100, fwd+bwd: 1.3b 2.362 -> 2.315 ms,
 # 16 heads of 128 3.731 -> 3.668, 32 of 64 5.577 -> 5.461, 8 of 256 2.748 -> 2.690.
