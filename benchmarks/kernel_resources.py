@@ -9,6 +9,11 @@ ptxas, one at a time on this machine) bounds the op's first call, which compiles
     python benchmarks/kernel_resources.py                      # 1.3B shape (B 8, T 2048, H 4, K = V = 512, M 64), sm_90
     python benchmarks/kernel_resources.py --shape small-head --arch 90
     python benchmarks/kernel_resources.py --shape tiny --json rows.json  # also as JSON (the CI test reads it)
+    python benchmarks/kernel_resources.py --sass                # + instructions in each kernel's largest loop body
+
+`--sass` reads the SASS (`cuobjdump -sass`) and counts the instructions between each backward branch and its
+target: for the state walks that is one chunk step (docs/log.md, "Kernels", "The walks' instructions": kernel_h's
+step 2267 instructions against fla-core's 1255 at 1.3b, the same 1.8x as their times).
 
 Needs triton with the NVIDIA backend (the bundled ptxas / cuobjdump); no CUDA device or driver.
 """
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import tempfile
 import time
@@ -64,8 +70,26 @@ def _resources(cubin: bytes) -> dict:
                                    and field.split(":")[1].isdigit())}
 
 
-def collect(shape: dict, arch: int, dtype=torch.bfloat16, warps: int | None = None, linear_read: bool = False
-            ) -> list[dict]:
+def loop_sizes(cubin: bytes) -> list[int]:
+    """Instructions in each loop body of a kernel's SASS: from the target of each backward branch to the branch
+    (nested loops count their inner loops too)."""
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        out = subprocess.run([tool, "-sass", f.name], capture_output=True, text=True, check=True).stdout
+    addresses = [int(m.group(1), 16) for m in (re.match(r"\s+/\*([0-9a-f]{4,6})\*/", x) for x in out.splitlines()) if m]
+    index = {a: i for i, a in enumerate(addresses)}
+    sizes = []
+    for i, line in enumerate(x for x in out.splitlines() if re.match(r"\s+/\*[0-9a-f]{4,6}\*/", x)):
+        branch = re.search(r"BRA.*?0x([0-9a-f]+)", line)
+        if branch and int(branch.group(1), 16) < addresses[i] and int(branch.group(1), 16) in index:
+            sizes.append(i - index[int(branch.group(1), 16)] + 1)
+    return sizes
+
+
+def collect(shape: dict, arch: int, dtype=torch.bfloat16, warps: int | None = None, linear_read: bool = False,
+            sass: bool = False) -> list[dict]:
     target = GPUTarget("cuda", arch, 128 if arch >= 90 else 64)
     seen, rows = set(), []
 
@@ -96,7 +120,8 @@ def collect(shape: dict, arch: int, dtype=torch.bfloat16, warps: int | None = No
                          if n in bound and (n not in ("TILED", "PDL", "GROUP", "WHOLE") or bound[n]))
         rows.append({"kernel": self.__name__ + (f" [{flags}]" if flags else ""),
                      "warps": options.get("num_warps", 4), "shared": k.metadata.shared, "compile_s": round(seconds, 2),
-                     **_resources(k.asm["cubin"])})
+                     **_resources(k.asm["cubin"]),
+                     **({"loop": max(loop_sizes(k.asm["cubin"]), default=0)} if sass else {})})
         return None
 
     from gsa.ops.triton import chunk_gsa, fused_recurrent_gsa, fused_recurrent_gsa_step
@@ -170,22 +195,24 @@ def main(argv=None) -> int:
     p.add_argument("--settings", default="{}", help="JSON object of other gsa.ops.triton.SETTINGS fields, e.g. "
                    "'{\"state_dots\": \"input\"}' (as `gsa bench grid --settings`)")
     p.add_argument("--json", help="also write the rows (kernel, warps, REG, STACK, shared) to this JSON file")
+    p.add_argument("--sass", action="store_true", help="also count the instructions of each kernel's largest loop body")
     args = p.parse_args(argv)
     from gsa.bench.grid import settings_variants
     from gsa.ops.triton.settings import SETTINGS
 
     fields = settings_variants([args.settings])[0]
     with SETTINGS.override(launch={**SETTINGS.launch, **json.loads(args.launch)}, **fields):
-        rows = collect(SHAPES[args.shape], args.arch, warps=args.warps, linear_read=args.linear_read)
+        rows = collect(SHAPES[args.shape], args.arch, warps=args.warps, linear_read=args.linear_read, sass=args.sass)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"shape": SHAPES[args.shape], "arch": args.arch, "triton": triton.__version__, "rows": rows}, f,
                       indent=1)
     print(f"{args.shape} {SHAPES[args.shape]}, sm_{args.arch}, triton {triton.__version__}")
-    print(f"{'kernel':46s} {'warps':>5s} {'REG':>5s} {'STACK':>6s} {'shared B':>9s} {'compile s':>9s}")
+    print(f"{'kernel':46s} {'warps':>5s} {'REG':>5s} {'STACK':>6s} {'shared B':>9s} {'compile s':>9s}"
+          + (f" {'loop':>6s}" if args.sass else ""))
     for r in rows:
         print(f"{r['kernel']:46s} {r['warps']:5d} {r.get('REG', 0):5d} {r.get('STACK', 0):6d} {r['shared']:9d} "
-              f"{r['compile_s']:9.2f}")
+              f"{r['compile_s']:9.2f}" + (f" {r['loop']:6d}" if args.sass else ""))
     return 0
 
 

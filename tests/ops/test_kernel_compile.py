@@ -31,7 +31,7 @@ def _compile(tmp_path, shape, *extra) -> list[dict]:
 
 
 def test_chunk_kernels_compile_for_sm90(tmp_path):
-    rows = _compile(tmp_path, "tiny")
+    rows = _compile(tmp_path, "tiny", "--sass")
     names = {r["kernel"].split(" [")[0] for r in rows}  # without the variant's [flags]
     expected = {"chunk_gsa_fwd_kernel_cumsum", "chunk_gsa_fwd_kernel_h", "chunk_gsa_fwd_kernel_a_whole",
                 "chunk_gsa_fwd_kernel_o", "chunk_gsa_bwd_kernel_dh",
@@ -41,6 +41,9 @@ def test_chunk_kernels_compile_for_sm90(tmp_path):
                 "swiglu_fwd_kernel", "swiglu_bwd_kernel", "kl_fwd_kernel", "kl_bwd_kernel"}
     assert expected <= names, names
     assert all(0 < r["REG"] <= 255 for r in rows), rows  # registers a thread
+    # --sass: the instructions of each kernel's largest loop body; the state walks loop over chunks
+    loops = {r["kernel"].split(" [")[0]: r["loop"] for r in rows}
+    assert loops["chunk_gsa_fwd_kernel_h"] > 100 and loops["chunk_gsa_bwd_kernel_dh"] > 100, loops
 
 
 def test_decode_kernel_compiles_for_sm90(tmp_path):
