@@ -1,8 +1,9 @@
 """Wall clock against the host's share, for the op's launch settings: per `gsa bench grid` shape and per variant of
 gsa.ops.triton.SETTINGS, in ROUNDS interleaved rounds, the fwd+bwd and fwd medians of triton.testing.do_bench
 and the host's enqueue time of one fwd+bwd and of one forward (no_grad, as `gsa bench grid` times it; each the
-median of 9, each started on an idle GPU, so the time until the call returns is the host's own work). Where the host time reaches the GPU time the op is host-bound, and its wall
-clock moves with the host (docs/log.md, "Kernels", "The committed defaults timed, and the host's share").
+median of 9, each started on an idle GPU, so the time until the call returns is the host's own work). Where the
+host time reaches the GPU time the op is host-bound, and its wall clock moves with the host (docs/log.md,
+"Kernels", "The committed defaults timed, and the host's share").
 
     python benchmarks/host_time.py --shapes 1.3b,h1,1.3b-b1,hd128     # ~90 s on an H100
 

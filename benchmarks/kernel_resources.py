@@ -78,13 +78,14 @@ def loop_sizes(cubin: bytes) -> list[int]:
         f.write(cubin)
         f.flush()
         out = subprocess.run([tool, "-sass", f.name], capture_output=True, text=True, check=True).stdout
-    addresses = [int(m.group(1), 16) for m in (re.match(r"\s+/\*([0-9a-f]{4,6})\*/", x) for x in out.splitlines()) if m]
-    index = {a: i for i, a in enumerate(addresses)}
+    lines = [(int(m.group(1), 16), x) for x in out.splitlines() if (m := re.match(r"\s+/\*([0-9a-f]{4,6})\*/", x))]
+    index = {address: i for i, (address, _) in enumerate(lines)}
     sizes = []
-    for i, line in enumerate(x for x in out.splitlines() if re.match(r"\s+/\*[0-9a-f]{4,6}\*/", x)):
+    for i, (address, line) in enumerate(lines):
         branch = re.search(r"BRA.*?0x([0-9a-f]+)", line)
-        if branch and int(branch.group(1), 16) < addresses[i] and int(branch.group(1), 16) in index:
-            sizes.append(i - index[int(branch.group(1), 16)] + 1)
+        target = int(branch.group(1), 16) if branch else None
+        if target is not None and target < address and target in index:
+            sizes.append(i - index[target] + 1)
     return sizes
 
 

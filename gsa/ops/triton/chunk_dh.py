@@ -15,7 +15,7 @@ from gsa.ops.triton.chunk_h import (
     add_carry, carry_in, segment_range, state_strides, state_tile_offsets, store_segment, walk_plan,
 )
 from gsa.ops.triton.chunks import BT, Chunks
-from gsa.ops.triton.launch import check_flag, launch, state_dots_mode
+from gsa.ops.triton.launch import launch, state_dots_mode
 from gsa.ops.triton.settings import SETTINGS
 from gsa.ops.triton.streams import Side, launching
 from gsa.ops.triton.tiles import load_row, load_rows, load_slot_softmax, state_product
@@ -172,16 +172,11 @@ def chunk_bwd_dh(y: torch.Tensor, A: torch.Tensor, gl: torch.Tensor, dht: torch.
     w = walk_plan(y, "dh", D, H, M, chunks, SETTINGS.segment_dh)
     meta = dict(H=H, D=D, M=M, SEG=w.SEG, NS=w.NS, BT=BT, BD=w.BD)
     carry = w.carry("dh-carry", D, M) if w.NS > 1 else None
-    # "SPLIT" (a bool, default False): whole chunks with constant masks (chunk_gsa_bwd_kernel_dh), untimed
-    opts = dict(w.opts)
-    split = opts.pop("SPLIT", False)
-    check_flag("dh" if w.BD > 16 or w.NS > 1 else "dh-narrow", "SPLIT", split, "whole chunks without masks")
     with launching(side, w.seg_h, w.seg_g):
         launch(chunk_gsa_bwd_kernel_dh, w.grid)(
             y, A, gl, dh, dht, dh0, w.seg_h, w.seg_g, chunks.cu_seqlens, chunks.offsets, scale, sd, sm, HQ=HQ,
             **meta, SOFTMAX=softmax, USE_DHT=dht is not None, STORE_DH0=want_dh0,
-            SEGMENTED=w.NS > 1, PREC=prec, DOTS=state_dots_mode(y.dtype), SPLIT=split,
-            EVEN=split and D % w.BD == 0 and M % opts["BM"] == 0, **opts,
+            SEGMENTED=w.NS > 1, PREC=prec, DOTS=state_dots_mode(y.dtype), **w.split, **w.opts,
         )
         if carry is not None:
             launch(chunk_gsa_bwd_kernel_dh_carry, carry[1])(

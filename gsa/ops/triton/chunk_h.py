@@ -93,41 +93,29 @@ def add_carry(h, gl, b_c, bos, eos, i_c0, i_h, t_lo, t_hi, H, D, M, o_h, o_m, m_
 
 
 @triton.jit
-def walk_rows(p, o_t, m_t, stride_t, o_c, m_c, MASK_T: tl.constexpr, MASK_C: tl.constexpr):
-    """load_rows where the masks are needed: MASK_T for a chunk past its sequence's end, MASK_C for a partial tile.
-    Each mask is per element, and the compiler keeps them as bit fields unpacked at every use: without them the
-    1.3b forward walk's loop body compiles to fewer instructions for sm_90 (`kernel_h_step`)."""
-    p = p + o_t[:, None].to(tl.int64) * stride_t + o_c[None, :]
-    if MASK_T:
-        if MASK_C:
-            return tl.load(p, mask=m_t[:, None] & m_c[None, :], other=0)
-        return tl.load(p, mask=m_t[:, None], other=0)
-    if MASK_C:
-        return tl.load(p, mask=m_c[None, :], other=0)
-    return tl.load(p)
-
-
-@triton.jit
 def kernel_h_step(x, s, gl, h, b_h, b_gs, i_t, i_c0, i_h, bos, eos, H, D, M, o_d, o_m, m_d, m_m, m_dm, o_h,
                   BT: tl.constexpr, PREC: tl.constexpr, DOTS: tl.constexpr, MASK_T: tl.constexpr,
                   EVEN: tl.constexpr):
     """One chunk of the walk: store its chunk-start state, then S <- S * exp(Gl_last) + x^T (s * exp(Gl_last - Gl)).
-    MASK_T: the chunk may end past its sequence (the last one); EVEN: whole D and slot tiles (no masks over them)."""
+    MASK_T: the chunk may end past its sequence (the last one); else the time mask is a constant the compiler drops,
+    as are m_d / m_m where the caller passes constants (EVEN). Per-element masks are kept as bit fields unpacked at
+    every use: without them the 1.3b walk's chunk step compiles to fewer instructions for sm_90 (docs/log.md)."""
     p_h = h + ((i_c0 + i_t) * H + i_h) * D * M + o_h
     if EVEN:
         tl.store(p_h, b_h.to(h.dtype.element_ty))
     else:
         tl.store(p_h, b_h.to(h.dtype.element_ty), mask=m_dm)
     o_t = bos + i_t * BT + tl.arange(0, BT)
-    m_t = o_t < eos
-    last = tl.minimum(bos + i_t * BT + BT, eos) - 1
-    b_x = walk_rows(x + i_h * D, o_t, m_t, H * D, o_d, m_d, MASK_T, not EVEN)  # [BT, BD]
-    b_s = walk_rows(s + i_h * M, o_t, m_t, H * M, o_m, m_m, MASK_T, not EVEN).to(tl.float32)  # [BT, BM]
-    b_g = walk_rows(gl + i_h * M, o_t, m_t, H * M, o_m, m_m, MASK_T, not EVEN)  # [BT, BM]
-    b_gl = load_row(gl + i_h * M, last, H * M, o_m, m_m)  # [BM]
-    b_sd = b_s * tl.exp(b_gl[None, :] - b_g)
     if MASK_T:
-        b_sd = tl.where(m_t[:, None], b_sd, 0.0)
+        m_t = o_t < eos
+    else:
+        m_t = tl.full([BT], 1, tl.int1)
+    last = tl.minimum(bos + i_t * BT + BT, eos) - 1
+    b_x = load_rows(x + i_h * D, o_t, m_t, H * D, o_d, m_d)  # [BT, BD]
+    b_s = load_rows(s + i_h * M, o_t, m_t, H * M, o_m, m_m).to(tl.float32)  # [BT, BM]
+    b_g = load_rows(gl + i_h * M, o_t, m_t, H * M, o_m, m_m)  # [BT, BM]
+    b_gl = load_row(gl + i_h * M, last, H * M, o_m, m_m)  # [BM]
+    b_sd = tl.where(m_t[:, None], b_s * tl.exp(b_gl[None, :] - b_g), 0.0)
     b_h = b_h * tl.exp(b_gl)[None, :] + state_product(b_x, b_sd, None, DOTS, PREC)
     return b_h, b_gs + b_gl
 
@@ -158,9 +146,15 @@ def chunk_gsa_fwd_kernel_h(x, s, gl, h, h0, ht, seg_h, seg_g, cu_seqlens, chunk_
     b_gs = tl.zeros([BM], dtype=tl.float32)  # the segment's log decay so far
     if SPLIT:
         t_full = tl.minimum(t_hi, (eos - bos) // BT)  # the segment's chunks before t_full end inside the sequence
+        if EVEN:  # constant masks: the compiler drops them
+            m_d1 = tl.full([BD], 1, tl.int1)
+            m_m1 = tl.full([BM], 1, tl.int1)
+        else:
+            m_d1 = m_d
+            m_m1 = m_m
         for i_t in range(t_lo, t_full):
-            b_h, b_gs = kernel_h_step(x, s, gl, h, b_h, b_gs, i_t, i_c0, i_h, bos, eos, H, D, M, o_d, o_m, m_d, m_m,
-                                      m_dm, o_h, BT, PREC, DOTS, False, EVEN)
+            b_h, b_gs = kernel_h_step(x, s, gl, h, b_h, b_gs, i_t, i_c0, i_h, bos, eos, H, D, M, o_d, o_m, m_d1,
+                                      m_m1, m_dm, o_h, BT, PREC, DOTS, False, EVEN)
         if t_full < t_hi:  # the sequence's partial last chunk
             b_h, b_gs = kernel_h_step(x, s, gl, h, b_h, b_gs, t_full, i_c0, i_h, bos, eos, H, D, M, o_d, o_m, m_d,
                                       m_m, m_dm, o_h, BT, PREC, DOTS, True, EVEN)
@@ -243,7 +237,8 @@ def state_segments(D: int, H: int, slot_tiles: int, chunks: Chunks, device: torc
 class Walk(NamedTuple):
     """A state walk's launch: D tile BD, NS segments of SEG chunks, the float32 buffers of each segment's end state
     [N * H, NS, D, M] and log decay [N * H, NS, M] (None unsplit), the main kernel's launch options (with BM) and
-    grid (D tiles x slot tiles, sequences x heads, segments)."""
+    grid (D tiles x slot tiles, sequences x heads, segments), and its SPLIT and EVEN constexprs (launch option
+    "SPLIT", a bool, default False, untimed: the whole chunks without masks; EVEN: with it, D and M whole tiles)."""
 
     BD: int
     SEG: int
@@ -252,6 +247,7 @@ class Walk(NamedTuple):
     seg_g: torch.Tensor | None
     opts: dict
     grid: tuple[int, int, int]
+    split: dict
 
     def carry(self, name: str, D: int, M: int) -> tuple[dict, tuple[int, int, int]]:
         """Launch options and grid of the carry kernel `name` (its own slot tile; segments 1 .. NS - 1 or
@@ -275,8 +271,12 @@ def walk_plan(x: torch.Tensor, name: str, D: int, H: int, M: int, chunks: Chunks
         BD = block(D, SETTINGS.segment_tile_max)
         seg_h = x.new_empty(chunks.N * H, NS, D, M, dtype=torch.float32)
         seg_g = x.new_empty(chunks.N * H, NS, M, dtype=torch.float32)
-    opts = slot_options(name if BD > 16 or NS > 1 else f"{name}-narrow", M)
-    return Walk(BD, SEG, NS, seg_h, seg_g, opts, (cdiv(D, BD) * opts["NM"], chunks.N * H, NS))
+    entry = name if BD > 16 or NS > 1 else f"{name}-narrow"
+    opts = slot_options(entry, M)
+    split = opts.pop("SPLIT", False)
+    check_flag(entry, "SPLIT", split, "whole chunks without masks")
+    return Walk(BD, SEG, NS, seg_h, seg_g, opts, (cdiv(D, BD) * opts["NM"], chunks.N * H, NS),
+                dict(SPLIT=split, EVEN=split and D % BD == 0 and M % opts["BM"] == 0))
 
 
 def state_strides(D: int, M: int, transposed: bool) -> tuple[int, int]:
@@ -305,15 +305,11 @@ def chunk_fwd_h(x: torch.Tensor, s: torch.Tensor, gl: torch.Tensor, h0: torch.Te
     w = walk_plan(x, "h", D, H, M, chunks, True)
     meta = dict(H=H, D=D, M=M, SEG=w.SEG, NS=w.NS, BT=BT, BD=w.BD)
     carry = w.carry("h-carry", D, M) if w.NS > 1 else None
-    # "SPLIT" (a bool, default False): whole chunks without masks (chunk_gsa_fwd_kernel_h), untimed
-    opts = dict(w.opts)
-    split = opts.pop("SPLIT", False)
-    check_flag("h" if w.BD > 16 or w.NS > 1 else "h-narrow", "SPLIT", split, "whole chunks without masks")
     with launching(side, w.seg_h, w.seg_g):
         launch(chunk_gsa_fwd_kernel_h, w.grid)(
             x, s, gl, h, h0, ht, w.seg_h, w.seg_g, chunks.cu_seqlens, chunks.offsets, sd, sm, **meta,
             USE_H0=h0 is not None, STORE_HT=output_final_state, SEGMENTED=w.NS > 1, PREC=prec,
-            DOTS=state_dots_mode(x.dtype), SPLIT=split, EVEN=split and D % w.BD == 0 and M % opts["BM"] == 0, **opts,
+            DOTS=state_dots_mode(x.dtype), **w.split, **w.opts,
         )
         if carry is not None:
             launch(chunk_gsa_fwd_kernel_h_carry, carry[1])(

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 # (6.32, 3.16 ms); ptxas spills at GROUP: 2 warps 2 stages 4360 bytes a thread, 4 warps 1 stage 280.
 # For "h" / "h-narrow" and "dh" / "dh-narrow", "SPLIT" (a bool, default False, not timed yet): the walk's chunks that
 # end inside their sequence without masks (chunk_h.chunk_gsa_fwd_kernel_h, chunk_dh.chunk_gsa_bwd_kernel_dh); compiled
-# for sm_90 at 1.3b a chunk step is 1473 instructions against 2267 masked for kernel_h (fla-core's walk: 1255), 3584
+# for sm_90 at 1.3b a chunk step is 1372 instructions against 2267 masked for kernel_h (fla-core's walk: 1255), 3584
 # / 2111 against 4777 / 3334 for kernel_dh's two passes (fla-core's: 2087), with more spill bytes (docs/log.md,
 # "Kernels", "The walks' instructions").
 # For "ds", "FUSED" (a bool, default True): with one query head a kv head, a pass's x_j . y_t from the D loop of
