@@ -71,8 +71,8 @@ def test_linear_read_kernel_variants_compile_for_sm90(tmp_path):
 @pytest.mark.slow
 def test_slot_tiled_ds_kernel_compiles_for_sm90(tmp_path):
     """At M = 128 in 64-wide slot tiles (the "@m128" entries emptied; kernel_ds's sub-block programs), kernel_ds
-    with the softmax's row statistics over every tile (TILED) and the state kernels with theirs compile too; by
-    default kernel_ds takes M = 128 as one tile."""
+    with a program a slot tile (TILED) and the state kernels in slot tiles compile too; by default kernel_ds takes
+    M = 128 as one tile."""
     names = [r["kernel"] for r in _compile(tmp_path, "m128")]
     assert "chunk_gsa_bwd_kernel_ds [SOFTMAX=True]" in names, names
     tiled = {f"{n}@m128": {} for n in ("dh", "h", "h-narrow", "h-carry", "dh-narrow", "dh-carry")}

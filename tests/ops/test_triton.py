@@ -573,7 +573,7 @@ def test_chunk_states_in_the_input_dtype(monkeypatch):
     for dtype in (torch.float16, torch.float32):
         d = {n: t.detach().to(DEVICE) for n, t in cast(x, dtype).items()}
         out = chunk_fwd_op(d["q"], d["k"], d["v"], d["s"], d["g"], 0.25, d["hk0"], d["hv0"], True, True, None)
-        hkT, hk = out[4], out[6]
+        hkT, hk = out[5], out[7]
         assert hk.dtype == dtype and hkT.dtype == torch.float32
     with pytest.raises(ValueError, match="chunk_states must be"):
         monkeypatch.setattr(SETTINGS, "chunk_states", "bf16")

@@ -14,10 +14,10 @@ pytest.importorskip("triton", reason=NO_TRITON)
 
 import gsa.ops.triton.chunk_dh as chunk_dh  # noqa: E402
 import gsa.ops.triton.chunk_h as chunk_h  # noqa: E402
-from gsa.ops import parallel_reference  # noqa: E402
+from gsa.ops import gated_slot_attention, parallel_reference, recurrent_reference  # noqa: E402
 from gsa.ops.triton import SETTINGS  # noqa: E402
 from launch_runs import chunk_op  # noqa: E402
-from op_inputs import assert_matches, cast, cpu, make_inputs, on, run  # noqa: E402
+from op_inputs import assert_matches, assert_ratio, cast, cpu, make_inputs, on, run  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -25,9 +25,9 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 CU = torch.tensor([0, 64, 65, 165])
 
 
-def split_launch(**extra):
-    """SETTINGS.launch with SPLIT on for both walks ("h", "dh"), `extra` over both entries."""
-    return {**SETTINGS.launch, **{n: {**SETTINGS.launch.get(n, {}), "SPLIT": True, **extra} for n in ("h", "dh")}}
+def split_launch(names=("h", "dh")):
+    """SETTINGS.launch with SPLIT on for the walks `names` (their other options kept)."""
+    return {**SETTINGS.launch, **{n: {**SETTINGS.launch.get(n, {}), "SPLIT": True} for n in names}}
 
 
 @pytest.mark.parametrize("K, V, M, even", [(32, 32, 16, True), (20, 36, 12, False)])
@@ -72,3 +72,22 @@ def test_split_must_be_a_bool(name, bad):
     with SETTINGS.override(launch=launch):
         with pytest.raises(ValueError, match=rf"SETTINGS.launch\['{name}'\]\['SPLIT'\] .* a bool, got {bad!r}"):
             run(chunk_op, x)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("shape", [
+    dict(B=2, T=130, HQ=4, H=4, K=128, V=128, M=64),  # whole D and slot tiles (EVEN), a 2-token last chunk
+    dict(B=1, T=100, HQ=8, H=2, K=64, V=96, M=32),
+    dict(B=2, T=2048, HQ=4, H=4, K=128, V=128, M=64),  # 32 chunks: state rounding has time to accumulate
+    dict(B=2, T=130, HQ=2, H=2, K=160, V=160, M=64),  # partial D tiles
+])
+def test_gpu_split_walks_within_2x_of_the_torch_backend(dtype, shape):
+    """Both walks with SPLIT, every walk entry, in bf16 and fp16: within 2x of the torch backend's error against the
+    float64 recurrence (as tests/ops/test_triton.py's default-launch test)."""
+    x = on(make_inputs(**shape, tau=4.0), "cuda")
+    truth = run(recurrent_reference, x)
+    baseline = run(lambda *a, **k: gated_slot_attention(*a, backend="torch", **k), on(cast(x, dtype), "cuda"))
+    with SETTINGS.override(launch=split_launch(("h", "h-narrow", "dh", "dh-narrow"))):
+        got = run(chunk_op, on(cast(x, dtype), "cuda"))
+    assert_ratio(got, baseline, truth, ratio=2.0, floor=1e-5)

@@ -50,15 +50,17 @@ def _fwd_impl(q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states, c
     # the value pass's walk needs nothing of the key pass's: on the side stream, beside it and kernel_a
     hv, hvT = chunk_fwd_h(vf, sf, gl, hv0, chunks, nt, output_final_state, True, prec, keep_states, side)
     hk, hkT = chunk_fwd_h(kf, sf, gl, hk0, chunks, nt, output_final_state, False, prec, keep_states)
-    A, P = chunk_fwd_a(qf, kf, sf, gl, hk, chunks, scale, prec, linear_read)
+    A, L, P = chunk_fwd_a(qf, kf, sf, gl, hk, chunks, scale, prec, linear_read)
     join(side)
-    # the second pass reads with softmax(A1), or with A1 itself
-    o = chunk_o(A, gl, P, vf, hv, chunks, 1.0, not linear_read, q.dtype, prec)
+    # the second pass reads with softmax(A1) = exp(A1 - L), or with A1 itself (L None)
+    o = chunk_o(A, L, gl, P, vf, hv, chunks, 1.0, q.dtype, prec)
     if not output_final_state:
         hkT, hvT = _empty(q), _empty(q)
     if not keep_states:
         hk, hv = _empty(q), _empty(q)
-    return o.view(B, T, HQ, V), A.view(B, T, HQ, M), gl.view(B, T, H, M), P.view(B, T, HQ, BT), hkT, hvT, hk, hv
+    L = _empty(q) if L is None else L.view(B, T, HQ)
+    return (o.view(B, T, HQ, V), A.view(B, T, HQ, M), L, gl.view(B, T, H, M), P.view(B, T, HQ, BT), hkT, hvT, hk,
+            hv)
 
 
 @torch.library.custom_op("gsa::chunk_fwd", mutates_args=())
@@ -66,8 +68,9 @@ def chunk_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Ten
                  scale: float, hk0: torch.Tensor | None, hv0: torch.Tensor | None, output_final_state: bool,
                  keep_states: bool, cu_seqlens: torch.Tensor | None, linear_read: bool = False
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-                            torch.Tensor, torch.Tensor]:
-    """Returns o [B, T, HQ, V]; A1 [B, T, HQ, M], Gl [B, T, H, M] and the second pass's mixing matrices
+                            torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Returns o [B, T, HQ, V]; A1 [B, T, HQ, M], its rows' log-sum-exp L [B, T, HQ] (empty with linear_read),
+    Gl [B, T, H, M] and the second pass's mixing matrices
     P [B, T, HQ, BT] (the chunk length chunks.BT, 64 by default; float32, kept for backward); the final states (empty
     unless output_final_state) and the chunk-start states (empty unless keep_states)."""
     return _fwd_impl(q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states, cu_seqlens, linear_read)
@@ -81,17 +84,18 @@ def _(q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states, cu_seqlen
     f32 = dict(dtype=torch.float32)
     fin = output_final_state
     nt = max_chunks(cu_seqlens, B, T)
-    return (q.new_empty(B, T, HQ, V), q.new_empty(B, T, HQ, M, **f32), q.new_empty(B, T, H, M, **f32),
+    return (q.new_empty(B, T, HQ, V), q.new_empty(B, T, HQ, M, **f32),
+            _empty(q) if linear_read else q.new_empty(B, T, HQ, **f32), q.new_empty(B, T, H, M, **f32),
             q.new_empty(B, T, HQ, BT, **f32),
             q.new_empty(N, H, K, M, **f32) if fin else _empty(q), q.new_empty(N, H, M, V, **f32) if fin else _empty(q),
             q.new_empty(nt, H, K, M, dtype=chunk_state_dtype(q.dtype, True)) if keep_states else _empty(q),
             q.new_empty(nt, H, V, M, dtype=chunk_state_dtype(q.dtype, True)) if keep_states else _empty(q))
 
 
-def _bwd_impl(q, k, v, s, g, A, gl, P, do, scale, hk0, hv0, dhkT, dhvT, hkT, hvT, hk, hv, cu_seqlens,
+def _bwd_impl(q, k, v, s, g, A, L, gl, P, do, scale, hk0, hv0, dhkT, dhvT, hkT, hvT, hk, hv, cu_seqlens,
               linear_read):
-    q, k, v, s, g, A, gl, P, do, hk0, hv0, dhkT, dhvT, hk, hv = _contiguous(
-        q, k, v, s, g, A, gl, P, do, hk0, hv0, dhkT, dhvT, hk, hv)
+    q, k, v, s, g, A, L, gl, P, do, hk0, hv0, dhkT, dhvT, hk, hv = _contiguous(
+        q, k, v, s, g, A, L, gl, P, do, hk0, hv0, dhkT, dhvT, hk, hv)
     B, T, HQ, K = q.shape
     H, V, M = k.shape[2], v.shape[-1], s.shape[-1]
     chunks = prepare_chunks(cu_seqlens, B, T, q.device)
@@ -99,6 +103,7 @@ def _bwd_impl(q, k, v, s, g, A, gl, P, do, scale, hk0, hv0, dhkT, dhvT, hkT, hvT
     prec = dot_precision(q.dtype)
     qf, kf, vf, sf, dof = _flat(q), _flat(k), _flat(v), _flat(s), _flat(do)
     Af, glf = _flat(A), _flat(gl)
+    Lf = None if linear_read else L.view(-1, HQ)  # softmax(A1) = exp(A1 - L)
     recompute = hk is None
     want0 = hk0 is not None
     # dg's chunk-boundary term (cumsum.py), in parts per D tile of each pass; it needs exact states, so not where the
@@ -117,22 +122,22 @@ def _bwd_impl(q, k, v, s, g, A, gl, P, do, scale, hk0, hv0, dhkT, dhvT, hkT, hvT
     # pass's recomputed states and dP; dhk (after dA) beside dv and the key pass's recomputed states. The same
     # tensors are alive at once as in one stream.
     side = side_stream(q.device, B * T * HQ)
-    dhv, dhv0 = chunk_bwd_dh(dof, Af, glf, dhvT, chunks, nt, 1.0, not linear_read, want0, True, prec, side)
+    dhv, dhv0 = chunk_bwd_dh(dof, Af, Lf, glf, dhvT, chunks, nt, 1.0, want0, True, prec, side)
     if recompute:
         hv, _ = chunk_fwd_h(vf, sf, glf, hv0, chunks, nt, False, True, prec, True)
-    dA, dGq, P1 = chunk_bwd_dp(dof, vf, sf, glf, hv, Af, chunks, prec, linear_read)
+    dA, dGq, P1 = chunk_bwd_dp(dof, vf, sf, glf, hv, Af, Lf, chunks, prec, linear_read)
     join(side)
-    dhk, dhk0 = chunk_bwd_dh(qf, dA, glf, dhkT, chunks, nt, scale, False, want0, False, prec, side)
+    dhk, dhk0 = chunk_bwd_dh(qf, dA, None, glf, dhkT, chunks, nt, scale, want0, False, prec, side)
     dv = chunk_bwd_dx(_flat(P), dof, sf, glf, dhv, chunks, 1.0, v.dtype, prec,
                       *((hv, parts[nk:]) if exact else ()))
     del hv
     if recompute:
         hk, _ = chunk_fwd_h(kf, sf, glf, hk0, chunks, nt, False, False, prec, True)
-    dq = chunk_o(dA, glf, P1, kf, hk, chunks, scale, False, q.dtype, prec)
+    dq = chunk_o(dA, None, glf, P1, kf, hk, chunks, scale, q.dtype, prec)
     join(side)
     dk = chunk_bwd_dx(P1, qf, sf, glf, dhk, chunks, scale, k.dtype, prec, *((hk, parts[:nk]) if exact else ()))
     del hk, P1
-    ds, dG = chunk_bwd_ds(qf, kf, vf, dof, sf, glf, Af, dA, dGq, dhk, dhv, chunks, scale, prec, linear_read)
+    ds, dG = chunk_bwd_ds(qf, kf, vf, dof, sf, glf, Af, Lf, dA, dGq, dhk, dhv, chunks, scale, prec)
     # final states read the whole sequence's decay: their cotangents enter dG at each sequence's last step
     dgT = None
     if dhkT is not None:
@@ -147,19 +152,19 @@ def _bwd_impl(q, k, v, s, g, A, gl, P, do, scale, hk0, hv0, dhkT, dhvT, hkT, hvT
 
 @torch.library.custom_op("gsa::chunk_bwd", mutates_args=())
 def chunk_bwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Tensor, g: torch.Tensor,
-                 A: torch.Tensor, gl: torch.Tensor, P: torch.Tensor, do: torch.Tensor, scale: float,
+                 A: torch.Tensor, L: torch.Tensor, gl: torch.Tensor, P: torch.Tensor, do: torch.Tensor, scale: float,
                  hk0: torch.Tensor | None, hv0: torch.Tensor | None, dhkT: torch.Tensor | None,
                  dhvT: torch.Tensor | None, hkT: torch.Tensor | None, hvT: torch.Tensor | None, hk: torch.Tensor | None,
                  hv: torch.Tensor | None, cu_seqlens: torch.Tensor | None, linear_read: bool = False
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                             torch.Tensor]:
     """Returns dq, dk, dv, ds, dg and the initial-state gradients (empty without an initial state)."""
-    return _bwd_impl(q, k, v, s, g, A, gl, P, do, scale, hk0, hv0, dhkT, dhvT, hkT, hvT, hk, hv, cu_seqlens,
+    return _bwd_impl(q, k, v, s, g, A, L, gl, P, do, scale, hk0, hv0, dhkT, dhvT, hkT, hvT, hk, hv, cu_seqlens,
                      linear_read)
 
 
 @chunk_bwd_op.register_fake
-def _(q, k, v, s, g, A, gl, P, do, scale, hk0, hv0, dhkT, dhvT, hkT, hvT, hk, hv, cu_seqlens, linear_read=False):
+def _(q, k, v, s, g, A, L, gl, P, do, scale, hk0, hv0, dhkT, dhvT, hkT, hvT, hk, hv, cu_seqlens, linear_read=False):
     return (torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), torch.empty_like(s),
             torch.empty_like(g), _empty(q) if hk0 is None else torch.empty_like(hk0),
             _empty(q) if hv0 is None else torch.empty_like(hv0))
@@ -167,9 +172,9 @@ def _(q, k, v, s, g, A, gl, P, do, scale, hk0, hv0, dhkT, dhvT, hkT, hvT, hk, hv
 
 def _setup_context(ctx, inputs, output):
     q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states, cu_seqlens, linear_read = inputs
-    o, A, gl, P, hkT, hvT, hk, hv = output
-    ctx.mark_non_differentiable(A, gl, P, hk, hv)
-    # Gradients of unused outputs arrive as None, not as zero tensors autograd would fill: A, gl and P are float32
+    o, A, L, gl, P, hkT, hvT, hk, hv = output
+    ctx.mark_non_differentiable(A, L, gl, P, hk, hv)
+    # Gradients of unused outputs arrive as None, not as zero tensors autograd would fill: A, L, gl and P are float32
     # [B, T, H, M]-sized (1.3b shape: 3 fills, 16 us a step; 16 heads of 64: 123 us).
     ctx.set_materialize_grads(False)
     ctx.scale = scale
@@ -177,13 +182,13 @@ def _setup_context(ctx, inputs, output):
     ctx.keep_states = keep_states
     ctx.has_h0 = hk0 is not None
     ctx.linear_read = linear_read
-    ctx.save_for_backward(q, k, v, s, g, A, gl, P, hk0, hv0, hkT, hvT, hk, hv, cu_seqlens)
+    ctx.save_for_backward(q, k, v, s, g, A, L, gl, P, hk0, hv0, hkT, hvT, hk, hv, cu_seqlens)
 
 
-def _backward(ctx, do, dA, dgl, dP, dhkT, dhvT, dhk, dhv, bwd=None):
+def _backward(ctx, do, dA, dL, dgl, dP, dhkT, dhvT, dhk, dhv, bwd=None):
     """The op's backward through `bwd`: _bwd_impl itself for eager calls (_EagerChunk), else (None) the registered
     custom op, which torch.compile traces."""
-    q, k, v, s, g, A, gl, P, hk0, hv0, hkT, hvT, hk, hv, cu_seqlens = ctx.saved_tensors
+    q, k, v, s, g, A, L, gl, P, hk0, hv0, hkT, hvT, hk, hv, cu_seqlens = ctx.saved_tensors
     if not ctx.output_final_state:
         dhkT = dhvT = None
     if do is None:  # only the final states were used
@@ -191,7 +196,7 @@ def _backward(ctx, do, dA, dgl, dP, dhkT, dhvT, dhk, dhv, bwd=None):
     if not ctx.keep_states:
         hk = hv = None
     dq, dk, dv, ds, dg, dhk0, dhv0 = (bwd or chunk_bwd_op)(
-        q, k, v, s, g, A, gl, P, do, ctx.scale, hk0, hv0, dhkT, dhvT,
+        q, k, v, s, g, A, L, gl, P, do, ctx.scale, hk0, hv0, dhkT, dhvT,
         hkT if ctx.output_final_state else None, hvT if ctx.output_final_state else None, hk, hv, cu_seqlens,
         ctx.linear_read)
     if not ctx.has_h0:
@@ -236,11 +241,11 @@ def _prewarm(q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states, cu
         return
     _prewarmed.add(key)
     with torch.no_grad(), compile_in_parallel():
-        o, A, gl, P, hkT, hvT, hk, hv = _fwd_impl(q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states,
-                                                  cu_seqlens, linear_read)
+        o, A, L, gl, P, hkT, hvT, hk, hv = _fwd_impl(q, k, v, s, g, scale, hk0, hv0, output_final_state,
+                                                     keep_states, cu_seqlens, linear_read)
         if backward:
             fin = output_final_state
-            _bwd_impl(q, k, v, s, g, A, gl, P, torch.empty_like(o), scale, hk0, hv0,
+            _bwd_impl(q, k, v, s, g, A, L, gl, P, torch.empty_like(o), scale, hk0, hv0,
                       torch.empty_like(hkT) if fin else None, torch.empty_like(hvT) if fin else None,
                       hkT if fin else None, hvT if fin else None, hk if keep_states else None,
                       hv if keep_states else None, cu_seqlens, linear_read)
@@ -260,6 +265,6 @@ def chunk_gsa(q, k, v, s, g, scale: float, initial_state, output_final_state: bo
         _prewarm(q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states, cu_seqlens, linear_read)
     # torch.compile traces the registered op; eager calls skip its dispatch (_EagerChunk)
     fwd = chunk_fwd_op if torch.compiler.is_compiling() else _EagerChunk.apply
-    o, _, _, _, hkT, hvT, _, _ = fwd(q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states, cu_seqlens,
+    o, _, _, _, _, hkT, hvT, _, _ = fwd(q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states, cu_seqlens,
                                      linear_read)
     return o, ((hkT, hvT) if output_final_state else None)

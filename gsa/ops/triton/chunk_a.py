@@ -29,7 +29,7 @@ from gsa.ops.triton.chunks import (
 from gsa.ops.triton.launch import block, check_flag, launch, launch_options
 from gsa.ops.triton.settings import SETTINGS, SHAPE_SUFFIXES
 from gsa.ops.triton.tiles import (
-    chunk_span_max, decayed_rows, factor_span, load_row, load_rows, masked_softmax, pairwise_decay, row_dots,
+    chunk_span_max, decayed_rows, factor_span, load_row, load_rows, pairwise_decay, row_dots, softmax_and_lse,
     sub_block_span,
 )
 
@@ -69,12 +69,13 @@ def head_dots(a, b, p_h, i_hq, i_h, H, HQ, D, M, o_t, m_t, o_i, m_i, o_m, m_m, b
 
 
 @triton.jit
-def head_rows(a, b, s, A, dA, dGq, P, scale, i_hq, i_h, i_i, t0, H, HQ, D, M, o_i, m_i, o_m, m_m, o_c,
+def head_rows(a, b, s, A, L, dA, dGq, P, scale, i_hq, i_h, i_i, t0, H, HQ, D, M, o_i, m_i, o_m, m_m, o_c,
               b_gi, b_gr, b_sd, b_x, b_ab, factored,
               BT: tl.constexpr, BC: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr,
               BACKWARD: tl.constexpr, LINEAR: tl.constexpr, PREC: tl.constexpr):
     """Query head i_hq's rest, from its head_dots and the kv head's decayed slot weights b_sd [BT, BM]: the
-    intra-chunk scores, the stores of A1 (or dA1 and dGq) and of the sub-block's rows of P."""
+    intra-chunk scores, the stores of A1 and its rows' log-sum-exp L (or, reading them, dA1 and dGq) and of the
+    sub-block's rows of P."""
     b_ab = tl.where(o_c[None, :] <= (o_i - t0)[:, None], b_ab, 0.0)  # causal inside the diagonal sub-block
     b_x += tl.exp(b_gi - b_gr[None, :]) * tl.dot(b_ab, b_sd, input_precision=PREC)
     if not factored:  # the diagonal sub-block, pairwise: [BC (t), BC (j), BM]
@@ -93,7 +94,8 @@ def head_rows(a, b, s, A, dA, dGq, P, scale, i_hq, i_h, i_i, t0, H, HQ, D, M, o_
             b_p = b_a1
             b_da = b_x
         else:
-            b_p = masked_softmax(b_a1, m_im)
+            b_l = tl.load(L + o_i.to(tl.int64) * HQ + i_hq, mask=m_i, other=0)  # as the forward stored it
+            b_p = tl.where(m_im, tl.exp(b_a1 - b_l[:, None]), 0.0)
             b_da = b_p * (b_x - tl.sum(b_p * b_x, 1)[:, None])
         tl.store(dA + o_im, b_da, mask=m_im)
         # the reading terms of dG (docs/algorithm.md, "Backward"): A1 * dA1 + p * dp
@@ -101,7 +103,11 @@ def head_rows(a, b, s, A, dA, dGq, P, scale, i_hq, i_h, i_i, t0, H, HQ, D, M, o_
         b_w = b_da  # the first pass's mixing matrix (for dq, dk) weighs by dA1
     else:
         tl.store(A + o_im, b_x, mask=m_im)
-        b_w = b_x if LINEAR else masked_softmax(b_x, m_im)  # the second pass reads with softmax(A1)
+        if LINEAR:
+            b_w = b_x
+        else:  # the second pass reads with softmax(A1); its readers rebuild it from A1 and L (tiles.load_softmax)
+            b_w, b_l = softmax_and_lse(b_x, m_im)
+            tl.store(L + o_i.to(tl.int64) * HQ + i_hq, b_l, mask=m_i)
     # This sub-block's rows of the pass's intra-chunk mixing matrix, from the decayed slot weights b_sd already at
     # hand (the same factoring through row r): P[t, j] = sum_m w_t[m] * s_j[m] * exp(Gl_t[m] - Gl_j[m]), j <= t.
     b_wi = tl.where(m_i[:, None], b_w * tl.exp(b_gi - b_gr[None, :]), 0.0)
@@ -121,7 +127,7 @@ def head_rows(a, b, s, A, dA, dGq, P, scale, i_hq, i_h, i_i, t0, H, HQ, D, M, o_
 
 
 @triton.jit
-def chunk_gsa_fwd_kernel_a(a, b, s, gl, h, A, dA, dGq, P, cu_seqlens, chunk_indices, scale,
+def chunk_gsa_fwd_kernel_a(a, b, s, gl, h, A, L, dA, dGq, P, cu_seqlens, chunk_indices, scale,
                            H, HQ, D, M, span_max,
                            BT: tl.constexpr, BC: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr,
                            BACKWARD: tl.constexpr, LINEAR: tl.constexpr, PREC: tl.constexpr, GROUP: tl.constexpr):
@@ -153,18 +159,18 @@ def chunk_gsa_fwd_kernel_a(a, b, s, gl, h, A, dA, dGq, P, cu_seqlens, chunk_indi
         for i_hq in range(i_h * G, i_h * G + G):
             b_x, b_ab = head_dots(a, b, p_h, i_hq, i_h, H, HQ, D, M, o_t, m_t, o_i, m_i, o_m, m_m, b_gi,
                                   BT, BC, BD, BM, PREC)
-            head_rows(a, b, s, A, dA, dGq, P, scale, i_hq, i_h, i_i, t0, H, HQ, D, M, o_i, m_i, o_m, m_m, o_c,
+            head_rows(a, b, s, A, L, dA, dGq, P, scale, i_hq, i_h, i_i, t0, H, HQ, D, M, o_i, m_i, o_m, m_m, o_c,
                       b_gi, b_gr, b_sd, b_x, b_ab, factored, BT, BC, BD, BM, BACKWARD, LINEAR, PREC)
     else:
         b_x, b_ab = head_dots(a, b, p_h, i_hq, i_h, H, HQ, D, M, o_t, m_t, o_i, m_i, o_m, m_m, b_gi,
                               BT, BC, BD, BM, PREC)
         o_c, b_sd = chunk_weights(b_st, b_gt, b_gr, m_t, i_i, factored, BT, BC)
-        head_rows(a, b, s, A, dA, dGq, P, scale, i_hq, i_h, i_i, t0, H, HQ, D, M, o_i, m_i, o_m, m_m, o_c,
+        head_rows(a, b, s, A, L, dA, dGq, P, scale, i_hq, i_h, i_i, t0, H, HQ, D, M, o_i, m_i, o_m, m_m, o_c,
                   b_gi, b_gr, b_sd, b_x, b_ab, factored, BT, BC, BD, BM, BACKWARD, LINEAR, PREC)
 
 
 @triton.jit
-def chunk_gsa_fwd_kernel_a_whole(a, b, s, gl, h, A, dA, dGq, P, cu_seqlens, chunk_indices, scale,
+def chunk_gsa_fwd_kernel_a_whole(a, b, s, gl, h, A, L, dA, dGq, P, cu_seqlens, chunk_indices, scale,
                                  H, HQ, D, M, span_max, chunk_max,
                                  BT: tl.constexpr, BC: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr,
                                  BACKWARD: tl.constexpr, LINEAR: tl.constexpr, PREC: tl.constexpr,
@@ -217,7 +223,7 @@ def chunk_gsa_fwd_kernel_a_whole(a, b, s, gl, h, A, dA, dGq, P, cu_seqlens, chun
             if not GROUP:
                 b_st = load_rows(s + i_h * M, o_t, m_t, H * M, o_m, m_m).to(tl.float32)  # [BT, BM]
                 o_c, b_sd = chunk_weights(b_st, b_gt, b_g0, m_t, i_r, True, BT, RB)
-            head_rows(a, b, s, A, dA, dGq, P, scale, i_hq, i_h, i_r, t0, H, HQ, D, M, o_r, m_r, o_m, m_m, o_c,
+            head_rows(a, b, s, A, L, dA, dGq, P, scale, i_hq, i_h, i_r, t0, H, HQ, D, M, o_r, m_r, o_m, m_m, o_c,
                       b_gb, b_g0, b_sd, b_x, b_ab, True, BT, RB, BD, BM, BACKWARD, LINEAR, PREC)
     else:
         b_st = load_rows(s + i_h * M, o_t, m_t, H * M, o_m, m_m).to(tl.float32)  # [BT, BM]
@@ -234,7 +240,7 @@ def chunk_gsa_fwd_kernel_a_whole(a, b, s, gl, h, A, dA, dGq, P, cu_seqlens, chun
                 for i_hq in range(hq0, hq0 + n_q):
                     b_x, b_ab = head_dots(a, b, p_h, i_hq, i_h, H, HQ, D, M, o_t, m_t, o_i, m_i, o_m, m_m, b_gi,
                                           BT, BC, BD, BM, PREC)
-                    head_rows(a, b, s, A, dA, dGq, P, scale, i_hq, i_h, i_i, t0, H, HQ, D, M, o_i, m_i, o_m, m_m,
+                    head_rows(a, b, s, A, L, dA, dGq, P, scale, i_hq, i_h, i_i, t0, H, HQ, D, M, o_i, m_i, o_m, m_m,
                               o_c, b_gi, b_gr, b_sd, b_x, b_ab, factored, BT, BC, BD, BM, BACKWARD, LINEAR, PREC)
 
 
@@ -261,25 +267,28 @@ def kernel_a_launch(name: str, H: int, HQ: int, M: int, NT: int):
 
 def chunk_fwd_a(q: torch.Tensor, k: torch.Tensor, s: torch.Tensor, gl: torch.Tensor, hk: torch.Tensor,
                 chunks: Chunks, scale: float, prec: str, linear_read: bool = False
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """A1 [TT, HQ, M] float32, the first pass's pre-softmax slot scores, and P [TT, HQ, BT] float32, the second
-    pass's intra-chunk mixing matrix (weights softmax(A1), or A1 with linear_read). q: [TT, HQ, K], k: [TT, H, K],
-    s/gl: [TT, H, M], hk: [NT, H, K, M] chunk-start states."""
+                ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """A1 [TT, HQ, M] float32, the first pass's pre-softmax slot scores; L [TT, HQ] float32, their rows' log-sum-exp
+    (softmax(A1) = exp(A1 - L); None with linear_read); and P [TT, HQ, BT] float32, the second pass's intra-chunk
+    mixing matrix (weights softmax(A1), or A1 with linear_read). q: [TT, HQ, K], k: [TT, H, K], s/gl: [TT, H, M],
+    hk: [NT, H, K, M] chunk-start states."""
     TT, HQ, D = q.shape
     H, M = k.shape[1], s.shape[-1]
     A = torch.empty(TT, HQ, M, dtype=torch.float32, device=q.device)
+    L = None if linear_read else torch.empty(TT, HQ, dtype=torch.float32, device=q.device)
     P = torch.empty(TT, HQ, BT, dtype=torch.float32, device=q.device)
     kernel, grid, opts = kernel_a_launch("a" if D > 128 else "a-small", H, HQ, M, chunks.NT)
-    launch(kernel, grid)(q, k, s, gl, hk, A, None, None, P, chunks.cu_seqlens, chunks.indices, scale,
+    launch(kernel, grid)(q, k, s, gl, hk, A, L, None, None, P, chunks.cu_seqlens, chunks.indices, scale,
                          H=H, HQ=HQ, D=D, M=M, span_max=factor_span(), BT=BT, BC=BC, BD=block(D, 64),
                          BM=block(M, 128), BACKWARD=False, LINEAR=linear_read, PREC=prec, **opts)
-    return A, P
+    return A, L, P
 
 
 def chunk_bwd_dp(do: torch.Tensor, v: torch.Tensor, s: torch.Tensor, gl: torch.Tensor, hv: torch.Tensor,
-                 A: torch.Tensor, chunks: Chunks, prec: str, linear_read: bool = False
+                 A: torch.Tensor, L: torch.Tensor | None, chunks: Chunks, prec: str, linear_read: bool = False
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """From dO [TT, HQ, V], v [TT, H, V], the chunk-start states hv [NT, H, V, M] and A1 [TT, HQ, M]: dA1 and
+    """From dO [TT, HQ, V], v [TT, H, V], the chunk-start states hv [NT, H, V, M], A1 [TT, HQ, M] and its rows'
+    log-sum-exp L [TT, HQ] (chunk_fwd_a; None with linear_read): dA1 and
     the reading half of dG, A1 * dA1 + p * dp, both [TT, HQ, M] float32 (p = softmax(A1), or A1 with
     linear_read), and the first pass's mixing matrix P1 [TT, HQ, BT] float32 (weights dA1) for dq and dk."""
     TT, HQ, D = do.shape
@@ -288,7 +297,7 @@ def chunk_bwd_dp(do: torch.Tensor, v: torch.Tensor, s: torch.Tensor, gl: torch.T
     dGq = torch.empty_like(dA)
     P1 = torch.empty(TT, HQ, BT, dtype=torch.float32, device=do.device)
     kernel, grid, opts = kernel_a_launch("dp" if D > 128 else "dp-small", H, HQ, M, chunks.NT)
-    launch(kernel, grid)(do, v, s, gl, hv, A, dA, dGq, P1, chunks.cu_seqlens, chunks.indices, 1.0,
+    launch(kernel, grid)(do, v, s, gl, hv, A, L, dA, dGq, P1, chunks.cu_seqlens, chunks.indices, 1.0,
                          H=H, HQ=HQ, D=D, M=M, span_max=factor_span(), BT=BT, BC=BC, BD=block(D, 64),
                          BM=block(M, 128), BACKWARD=True, LINEAR=linear_read, PREC=prec, **opts)
     return dA, dGq, P1

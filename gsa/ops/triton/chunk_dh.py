@@ -18,12 +18,12 @@ from gsa.ops.triton.chunks import BT, Chunks
 from gsa.ops.triton.launch import launch, state_dots_mode
 from gsa.ops.triton.settings import SETTINGS
 from gsa.ops.triton.streams import Side, launching
-from gsa.ops.triton.tiles import load_row, load_rows, load_slot_softmax, state_product
+from gsa.ops.triton.tiles import load_row, load_rows, load_softmax, state_product
 
 
 @triton.jit
-def kernel_dh_step(y, A, gl, dh, b_dh, b_gs, i_t, i_c0, i_h, bos, eos, scale, H, HQ, D, M, o_d, o_m, m_d, m_m, m_dm,
-                   o_h, BT: tl.constexpr, BM: tl.constexpr, NM: tl.constexpr, SOFTMAX: tl.constexpr,
+def kernel_dh_step(y, A, L, gl, dh, b_dh, b_gs, i_t, i_c0, i_h, bos, eos, scale, H, HQ, D, M, o_d, o_m, m_d, m_m, m_dm,
+                   o_h, BT: tl.constexpr, SOFTMAX: tl.constexpr,
                    PREC: tl.constexpr, DOTS: tl.constexpr, MASK_T: tl.constexpr, EVEN: tl.constexpr):
     """One chunk of the reverse walk (the loop body of chunk_gsa_bwd_kernel_dh): store the gradient of its end state,
     then dS <- dS * exp(Gl_last) + sum over query heads of y^T (a * scale * exp(Gl)). MASK_T: the chunk may end past
@@ -49,7 +49,7 @@ def kernel_dh_step(y, A, gl, dh, b_dh, b_gs, i_t, i_c0, i_h, bos, eos, scale, H,
     for i_g in range(G):
         i_hq = i_h * G + i_g
         if SOFTMAX:
-            b_a = load_slot_softmax(A + i_hq * M, o_t, m_t, HQ * M, o_m, m_m, M, BM, NM > 1)  # [BT, BM]
+            b_a = load_softmax(A + i_hq * M, L + i_hq, o_t, m_t, HQ * M, HQ, o_m, m_m)  # [BT, BM]
         else:
             b_a = load_rows(A + i_hq * M, o_t, m_t, HQ * M, o_m, m_m)
         b_y = load_rows(y + i_hq * D, o_t, m_t, HQ * D, o_d, m_d)  # [BT, BD]
@@ -58,7 +58,7 @@ def kernel_dh_step(y, A, gl, dh, b_dh, b_gs, i_t, i_c0, i_h, bos, eos, scale, H,
 
 
 @triton.jit
-def chunk_gsa_bwd_kernel_dh(y, A, gl, dh, dht, dh0, seg_h, seg_g, cu_seqlens, chunk_offsets, scale, stride_sd,
+def chunk_gsa_bwd_kernel_dh(y, A, L, gl, dh, dht, dh0, seg_h, seg_g, cu_seqlens, chunk_offsets, scale, stride_sd,
                             stride_sm, H, HQ, D, M, SEG, NS,
                             BT: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr, NM: tl.constexpr,
                             SOFTMAX: tl.constexpr, USE_DHT: tl.constexpr, STORE_DH0: tl.constexpr,
@@ -67,10 +67,11 @@ def chunk_gsa_bwd_kernel_dh(y, A, gl, dh, dht, dh0, seg_h, seg_g, cu_seqlens, ch
     """Program (D tile x slot tile, sequence x head, segment): chunks [i_s * SEG, (i_s + 1) * SEG) of its sequence,
     last first, from the final-state cotangent (the last segment) or from zero (the carry kernel adds what later
     segments give). SEGMENTED: also store the segment's walked-out gradient and total log decay (chunk_h.py,
-    state_segments). With NM > 1 slot tiles, softmax(A1) takes its row statistics over every slot tile of A1
-    first. DOTS: the product's operands (launch.state_dots_mode). SPLIT (launch option, default off): a partial last
-    chunk takes the masked step (kernel_dh_step), then the chunks that end inside the sequence take it with constant
-    masks over time, and over D and slots too where EVEN (D and M whole numbers of tiles). Else every chunk masked."""
+    state_segments). SOFTMAX: softmax(A1) = exp(A1 - L), L the rows' log-sum-exp over all slots (chunk_a.py), so a
+    slot tile needs no other tile's scores. DOTS: the product's operands (launch.state_dots_mode). SPLIT (launch
+    option, default off): a partial last chunk takes the masked step (kernel_dh_step), then the chunks that end
+    inside the sequence take it with constant masks over time, and over D and slots too where EVEN (D and M whole
+    numbers of tiles). Else every chunk masked."""
     G = HQ // H
     i_nh, i_s = tl.program_id(1), tl.program_id(2)
     i_h, bos, eos, i_c0, NTn, t_lo, t_hi = segment_range(cu_seqlens, chunk_offsets, i_nh, i_s, H, SEG, BT)
@@ -87,8 +88,8 @@ def chunk_gsa_bwd_kernel_dh(y, A, gl, dh, dht, dh0, seg_h, seg_g, cu_seqlens, ch
     if SPLIT:
         t_full = tl.minimum(t_hi, (eos - bos) // BT)  # the segment's chunks before t_full end inside the sequence
         if t_full < t_hi:  # the sequence's partial last chunk, first in the reverse walk
-            b_dh, b_gs = kernel_dh_step(y, A, gl, dh, b_dh, b_gs, t_full, i_c0, i_h, bos, eos, scale, H, HQ, D, M,
-                                        o_d, o_m, m_d, m_m, m_dm, o_h, BT, BM, NM, SOFTMAX, PREC, DOTS, True, EVEN)
+            b_dh, b_gs = kernel_dh_step(y, A, L, gl, dh, b_dh, b_gs, t_full, i_c0, i_h, bos, eos, scale, H, HQ, D, M,
+                                        o_d, o_m, m_d, m_m, m_dm, o_h, BT, SOFTMAX, PREC, DOTS, True, EVEN)
         if EVEN:  # constant masks: the compiler drops them
             m_d1 = tl.full([BD], 1, tl.int1)
             m_m1 = tl.full([BM], 1, tl.int1)
@@ -96,8 +97,8 @@ def chunk_gsa_bwd_kernel_dh(y, A, gl, dh, dht, dh0, seg_h, seg_g, cu_seqlens, ch
             m_d1 = m_d
             m_m1 = m_m
         for i in range(t_full - t_lo):
-            b_dh, b_gs = kernel_dh_step(y, A, gl, dh, b_dh, b_gs, t_full - 1 - i, i_c0, i_h, bos, eos, scale, H, HQ,
-                                        D, M, o_d, o_m, m_d1, m_m1, m_dm, o_h, BT, BM, NM, SOFTMAX, PREC, DOTS, False,
+            b_dh, b_gs = kernel_dh_step(y, A, L, gl, dh, b_dh, b_gs, t_full - 1 - i, i_c0, i_h, bos, eos, scale, H, HQ,
+                                        D, M, o_d, o_m, m_d1, m_m1, m_dm, o_h, BT, SOFTMAX, PREC, DOTS, False,
                                         EVEN)
     else:  # every chunk masked, as timed (kernel_dh_step's body with MASK_T, not EVEN, inline)
         for i in range(t_hi - t_lo):
@@ -115,7 +116,7 @@ def chunk_gsa_bwd_kernel_dh(y, A, gl, dh, dht, dh0, seg_h, seg_g, cu_seqlens, ch
             for i_g in range(G):
                 i_hq = i_h * G + i_g
                 if SOFTMAX:
-                    b_a = load_slot_softmax(A + i_hq * M, o_t, m_t, HQ * M, o_m, m_m, M, BM, NM > 1)  # [BT, BM]
+                    b_a = load_softmax(A + i_hq * M, L + i_hq, o_t, m_t, HQ * M, HQ, o_m, m_m)  # [BT, BM]
                 else:
                     b_a = load_rows(A + i_hq * M, o_t, m_t, HQ * M, o_m, m_m)
                 b_y = load_rows(y + i_hq * D, o_t, m_t, HQ * D, o_d, m_d)  # [BT, BD]
@@ -152,12 +153,13 @@ def chunk_gsa_bwd_kernel_dh_carry(gl, dh, dh0, seg_h, seg_g, cu_seqlens, chunk_o
             tl.store(dh0 + i_nh.to(tl.int64) * D * M + o_s, b_e, mask=m_dm)
 
 
-def chunk_bwd_dh(y: torch.Tensor, A: torch.Tensor, gl: torch.Tensor, dht: torch.Tensor | None, chunks: Chunks,
-                 nt_alloc: int, scale: float, softmax: bool, want_dh0: bool, transposed: bool, prec: str,
+def chunk_bwd_dh(y: torch.Tensor, A: torch.Tensor, L: torch.Tensor | None, gl: torch.Tensor, dht: torch.Tensor | None,
+                 chunks: Chunks, nt_alloc: int, scale: float, want_dh0: bool, transposed: bool, prec: str,
                  side: Side | None = None):
     """Gradients of the chunk-end states of one pass, and of its initial state.
 
-    y: [TT, HQ, D] (q, or dO), A: [TT, HQ, M] float32 (dA1, or A1 when `softmax`: the weights are softmax(A1)),
+    y: [TT, HQ, D] (q, or dO), A: [TT, HQ, M] float32 (dA1; or A1, with L [TT, HQ] its rows' log-sum-exp when the
+    weights are softmax(A1) = exp(A1 - L), else None),
     gl: [TT, H, M], dht: final-state cotangent in the caller's layout or None. side: launch on this second stream
     (streams.py; the caller joins it before reading the gradients).
     Returns dh [nt_alloc, H, D, M] float32 and dh0 in the caller's layout (or None).
@@ -174,8 +176,8 @@ def chunk_bwd_dh(y: torch.Tensor, A: torch.Tensor, gl: torch.Tensor, dht: torch.
     carry = w.carry("dh-carry", D, M) if w.NS > 1 else None
     with launching(side, w.seg_h, w.seg_g):
         launch(chunk_gsa_bwd_kernel_dh, w.grid)(
-            y, A, gl, dh, dht, dh0, w.seg_h, w.seg_g, chunks.cu_seqlens, chunks.offsets, scale, sd, sm, HQ=HQ,
-            **meta, SOFTMAX=softmax, USE_DHT=dht is not None, STORE_DH0=want_dh0,
+            y, A, L, gl, dh, dht, dh0, w.seg_h, w.seg_g, chunks.cu_seqlens, chunks.offsets, scale, sd, sm, HQ=HQ,
+            **meta, SOFTMAX=L is not None, USE_DHT=dht is not None, STORE_DH0=want_dh0,
             SEGMENTED=w.NS > 1, PREC=prec, DOTS=state_dots_mode(y.dtype), **w.split, **w.opts,
         )
         if carry is not None:

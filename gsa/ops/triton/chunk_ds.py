@@ -9,7 +9,7 @@ Then dG_j = sum_{query heads} (A1 * dA1 + p * dp)_j - s_j * ds_j (docs/algorithm
 Later sub-blocks factor the decay through the key block's last row; so does the diagonal sub-block while its decay
 span allows (SETTINGS.factor_span), else it takes exp(Gl_t - Gl_j) pairwise.
 Every term is separate per slot (the decays are diagonal over slots), so a program takes one BM-wide slot tile; only
-softmax(A1) needs whole rows, whose max and sum then read every slot tile (tiles.load_slot_softmax).
+softmax(A1) = exp(A1 - L) needs the rows' log-sum-exp L over all slots, which kernel_a stored (tiles.load_softmax).
 """
 
 from __future__ import annotations
@@ -21,16 +21,16 @@ import triton.language as tl
 from gsa.ops.triton.chunks import BC, BT, Chunks, chunk_bounds, program_tiles, tiles_grid
 from gsa.ops.triton.launch import block, check_flag, launch, slot_options
 from gsa.ops.triton.tiles import (
-    chunk_span_max, factor_span, load_row, load_rows, load_slot_softmax, pairwise_column, row_dots,
+    chunk_span_max, factor_span, load_row, load_rows, load_softmax, pairwise_column, row_dots,
     sub_block_column, sub_block_span,
 )
 
 
 @triton.jit
-def _ds_pass(x, y, A, dh, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_a, o_m, m_m, b_et, b_gj, b_ge, b_gl, factored,
+def _ds_pass(x, y, A, L, dh, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_a, o_m, m_m, b_et, b_gj, b_ge, b_gl, factored,
              H, HQ, D, M, BT: tl.constexpr,
-             BC: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr, SOFTMAX: tl.constexpr, TILED: tl.constexpr,
-             PREC: tl.constexpr, FUSED: tl.constexpr):
+             BC: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr, SOFTMAX: tl.constexpr, PREC: tl.constexpr,
+             FUSED: tl.constexpr):
     G = HQ // H
     p_dh = dh + (i_c.to(tl.int64) * H + i_h) * D * M
     b_xs = tl.zeros([BC, BM], dtype=tl.float32)
@@ -60,7 +60,7 @@ def _ds_pass(x, y, A, dh, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_a, o_m, m_m, b_
         else:
             b_xy = row_dots(x + i_h * D, o_j, m_j, H * D, y + i_hq * D, o_t, m_t, HQ * D, D, BC, BT, BD, PREC)
         if SOFTMAX:
-            b_at = load_slot_softmax(A + i_hq * M, o_t, m_t, HQ * M, o_m, m_m, M, BM, TILED)  # [BT, BM]
+            b_at = load_softmax(A + i_hq * M, L + i_hq, o_t, m_t, HQ * M, HQ, o_m, m_m)  # [BT, BM]
         else:
             b_at = load_rows(A + i_hq * M, o_t, m_t, HQ * M, o_m, m_m)
         b_ad = tl.where(m_a[:, None], b_at * b_et, 0.0)  # the query rows' weights, decayed to row e (b_et)
@@ -70,7 +70,7 @@ def _ds_pass(x, y, A, dh, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_a, o_m, m_m, b_
             # y_t . x_j inside the sub-block
             b_yxd = row_dots(y + i_hq * D, o_j, m_j, HQ * D, x + i_h * D, o_j, m_j, H * D, D, BC, BC, BD, PREC)
             if SOFTMAX:
-                b_aj = load_slot_softmax(A + i_hq * M, o_j, m_j, HQ * M, o_m, m_m, M, BM, TILED)  # [BC, BM]
+                b_aj = load_softmax(A + i_hq * M, L + i_hq, o_j, m_j, HQ * M, HQ, o_m, m_m)  # [BC, BM]
             else:
                 b_aj = load_rows(A + i_hq * M, o_j, m_j, HQ * M, o_m, m_m)
             o_c = tl.arange(0, BC)
@@ -81,9 +81,9 @@ def _ds_pass(x, y, A, dh, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_a, o_m, m_m, b_
 
 
 @triton.jit
-def _ds_block(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, i_c, i_h, t0, eos, tj, o_m, m_m, scale, span_max,
+def _ds_block(q, k, v, do, s, gl, A, L, dA, dGq, dhk, dhv, ds, dG, i_c, i_h, t0, eos, tj, o_m, m_m, scale, span_max,
               H, HQ, K, V, M, BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-              BM: tl.constexpr, SOFTMAX: tl.constexpr, TILED: tl.constexpr, PREC: tl.constexpr,
+              BM: tl.constexpr, SOFTMAX: tl.constexpr, PREC: tl.constexpr,
               FUSED: tl.constexpr, FACTORED: tl.constexpr):
     """ds and dG of the BC key rows from tj (BC = BT: the whole chunk) at slot tile o_m. FACTORED: the caller has
     checked the block's decay span (a whole chunk); else the span test is made here, and a block above it takes the
@@ -114,10 +114,10 @@ def _ds_block(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, i_c, i_h, t0, eo
         b_gt = load_rows(gl + i_h * M, o_t, m_t, H * M, o_m, m_m)  # [BT, BM]
     b_et = tl.where(m_a[:, None], tl.exp(tl.where(m_a[:, None], b_gt - b_ge[None, :], 0.0)), 0.0)
 
-    b_ds = _ds_pass(k, q, dA, dhk, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_a, o_m, m_m, b_et, b_gj, b_ge, b_gl,
-                    factored, H, HQ, K, M, BT, BC, BK, BM, False, TILED, PREC, FUSED)
-    b_ds += _ds_pass(v, do, A, dhv, i_c, i_h, 1.0, o_t, m_t, o_j, m_j, m_a, o_m, m_m, b_et, b_gj, b_ge, b_gl,
-                     factored, H, HQ, V, M, BT, BC, BV, BM, SOFTMAX, TILED, PREC, FUSED)
+    b_ds = _ds_pass(k, q, dA, None, dhk, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_a, o_m, m_m, b_et, b_gj, b_ge, b_gl,
+                    factored, H, HQ, K, M, BT, BC, BK, BM, False, PREC, FUSED)
+    b_ds += _ds_pass(v, do, A, L, dhv, i_c, i_h, 1.0, o_t, m_t, o_j, m_j, m_a, o_m, m_m, b_et, b_gj, b_ge, b_gl,
+                     factored, H, HQ, V, M, BT, BC, BV, BM, SOFTMAX, PREC, FUSED)
 
     b_sj = load_rows(s + i_h * M, o_j, m_j, H * M, o_m, m_m).to(tl.float32)  # [BC, BM]
     b_dg = -b_sj * b_ds
@@ -131,7 +131,7 @@ def _ds_block(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, i_c, i_h, t0, eo
 
 
 @triton.jit
-def chunk_gsa_bwd_kernel_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, cu_seqlens, chunk_indices, scale,
+def chunk_gsa_bwd_kernel_ds(q, k, v, do, s, gl, A, L, dA, dGq, dhk, dhv, ds, dG, cu_seqlens, chunk_indices, scale,
                             H, HQ, K, V, M, span_max, chunk_max,
                             BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
                             BM: tl.constexpr, SOFTMAX: tl.constexpr, TILED: tl.constexpr, PREC: tl.constexpr,
@@ -155,26 +155,26 @@ def chunk_gsa_bwd_kernel_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, cu
         last = tl.minimum(t0 + BT, eos) - 1
         span = tl.max(load_row(gl + i_h * M, t0, H * M, o_m, m_m) - load_row(gl + i_h * M, last, H * M, o_m, m_m), 0)
         if span < chunk_max:
-            _ds_block(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, i_c, i_h, t0, eos, t0, o_m, m_m, scale,
-                      span_max, H, HQ, K, V, M, BT, BT, BK, BV, BM, SOFTMAX, TILED, PREC, FUSED, True)
+            _ds_block(q, k, v, do, s, gl, A, L, dA, dGq, dhk, dhv, ds, dG, i_c, i_h, t0, eos, t0, o_m, m_m, scale,
+                      span_max, H, HQ, K, V, M, BT, BT, BK, BV, BM, SOFTMAX, PREC, FUSED, True)
         else:
             for i_s in range(NC):
                 tj = t0 + i_s * BC
                 if tj < eos:
-                    _ds_block(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, i_c, i_h, t0, eos, tj, o_m, m_m,
-                              scale, span_max, H, HQ, K, V, M, BT, BC, BK, BV, BM, SOFTMAX, TILED, PREC, FUSED,
+                    _ds_block(q, k, v, do, s, gl, A, L, dA, dGq, dhk, dhv, ds, dG, i_c, i_h, t0, eos, tj, o_m, m_m,
+                              scale, span_max, H, HQ, K, V, M, BT, BC, BK, BV, BM, SOFTMAX, PREC, FUSED,
                               False)
     else:
         tj = t0 + i_j * BC
         if tj < eos:
-            _ds_block(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, i_c, i_h, t0, eos, tj, o_m, m_m, scale,
-                      span_max, H, HQ, K, V, M, BT, BC, BK, BV, BM, SOFTMAX, TILED, PREC, FUSED, False)
+            _ds_block(q, k, v, do, s, gl, A, L, dA, dGq, dhk, dhv, ds, dG, i_c, i_h, t0, eos, tj, o_m, m_m, scale,
+                      span_max, H, HQ, K, V, M, BT, BC, BK, BV, BM, SOFTMAX, PREC, FUSED, False)
 
 
-def chunk_bwd_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, chunks: Chunks, scale: float, prec: str,
-                 linear_read: bool = False):
+def chunk_bwd_ds(q, k, v, do, s, gl, A, L, dA, dGq, dhk, dhv, chunks: Chunks, scale: float, prec: str):
     """ds [TT, H, M] in s's dtype and dG [TT, H, M] float32 (before the reverse cumulative sum over time).
-    linear_read: the second pass reads with A1 itself instead of softmax(A1). One program a chunk (launch option
+    L [TT, HQ]: A1's rows' log-sum-exp, the second pass reading with softmax(A1) = exp(A1 - L); None: with A1 itself
+    (a linear read). One program a chunk (launch option
     "WHOLE", the default up to 64 slots; else a 16-row key sub-block), kv head and slot tile
     (SETTINGS.launch["ds"]["BM"] wide).
 
@@ -198,9 +198,9 @@ def chunk_bwd_ds(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, chunks: Chunks, scale
     ds = torch.empty(TT, H, M, dtype=s.dtype, device=s.device)
     dG = torch.empty(TT, H, M, dtype=torch.float32, device=s.device)
     grid = tiles_grid((1 if opts["WHOLE"] else BT // BC) * n_m, H, chunks.NT)
-    launch(chunk_gsa_bwd_kernel_ds, grid)(q, k, v, do, s, gl, A, dA, dGq, dhk, dhv, ds, dG, chunks.cu_seqlens,
+    launch(chunk_gsa_bwd_kernel_ds, grid)(q, k, v, do, s, gl, A, L, dA, dGq, dhk, dhv, ds, dG, chunks.cu_seqlens,
                                           chunks.indices, scale, H=H, HQ=HQ, K=K, V=V, M=M, span_max=factor_span(),
                                           chunk_max=chunk_span_max(),
-                                          BT=BT, BC=BC, BK=block(K, 64), BV=block(V, 64), SOFTMAX=not linear_read,
+                                          BT=BT, BC=BC, BK=block(K, 64), BV=block(V, 64), SOFTMAX=L is not None,
                                           TILED=n_m > 1, PREC=prec, **opts)
     return ds, dG

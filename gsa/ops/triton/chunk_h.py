@@ -228,7 +228,7 @@ def state_segments(D: int, H: int, slot_tiles: int, chunks: Chunks, device: torc
 # so the state kernels split M into BM-wide tiles along grid axis 0 beside the D tiles. One [BD, 128] tile at
 # M = 128 spilled on sm_90 (`benchmarks/kernel_resources.py --shape m128`: kernel_dh 2.0-2.4 KB a thread, kernel_h
 # 0.4-0.5 KB; docs/log.md, "Kernels"), and both kernels took 2.3-3.4x their M = 64 time (h100/grid.json,
-# `profile`). At [64, 64] tiles kernel_dh spills 1.2-1.3 KB (softmax pass: it re-reads A1 for the row statistics) and
+# `profile`). At [64, 64] tiles kernel_dh spilled 1.2-1.3 KB (softmax pass, when it re-read A1 for the row statistics) and
 # 0.3-0.5 KB (the other); kernel_h's 0.5-0.8 KB stays (it spills as much at the 1.3b shape's [64, 64] tiles).
 # launch.slot_options takes 64-wide tiles unless SETTINGS.launch sets "BM": the default for kernel_h and kernel_dh
 # at M = 128, timed on the H100 (settings.py); the carry and narrow-tile kernels' "@m128" entries keep one tile.

@@ -13,11 +13,11 @@ import triton.language as tl
 
 from gsa.ops.triton.chunks import BT, Chunks, chunk_bounds, program_tiles, row_block, tiles_grid
 from gsa.ops.triton.launch import block, cdiv, d_tiles_per_program, launch, launch_options
-from gsa.ops.triton.tiles import load_rows, masked_softmax
+from gsa.ops.triton.tiles import load_rows, load_softmax
 
 
 @triton.jit
-def chunk_gsa_fwd_kernel_o(A, gl, P, x, h, o, cu_seqlens, chunk_indices, scale, H, HQ, D, M,
+def chunk_gsa_fwd_kernel_o(A, L, gl, P, x, h, o, cu_seqlens, chunk_indices, scale, H, HQ, D, M,
                            BT: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr, ND: tl.constexpr, RB: tl.constexpr,
                            SOFTMAX: tl.constexpr, PREC: tl.constexpr):
     """Program (ND D tiles, RB-row block, query head, chunk): out over D tiles [i * ND, (i + 1) * ND) of RB rows of
@@ -35,9 +35,10 @@ def chunk_gsa_fwd_kernel_o(A, gl, P, x, h, o, cu_seqlens, chunk_indices, scale, 
     m_c = (o_c < (i_r + 1) * RB) & (t0 + o_c < eos)
     m_tm = m_t[:, None] & m_m[None, :]
 
-    b_a = load_rows(A + i_hq * M, o_t, m_t, HQ * M, o_m, m_m)  # [RB, BM]
-    if SOFTMAX:
-        b_a = masked_softmax(b_a, m_tm)
+    if SOFTMAX:  # softmax(A1) from A1 and its rows' log-sum-exp L
+        b_a = load_softmax(A + i_hq * M, L + i_hq, o_t, m_t, HQ * M, HQ, o_m, m_m)  # [RB, BM]
+    else:
+        b_a = load_rows(A + i_hq * M, o_t, m_t, HQ * M, o_m, m_m)
     b_g = load_rows(gl + i_h * M, o_t, m_t, H * M, o_m, m_m)  # [RB, BM]
     b_w = tl.where(m_tm, b_a * tl.exp(b_g), 0.0)  # [RB, BM]
     b_p = load_rows(P + i_hq * BT, o_t, m_t, HQ * BT, o_c, m_c)  # [RB, BT]
@@ -53,10 +54,11 @@ def chunk_gsa_fwd_kernel_o(A, gl, P, x, h, o, cu_seqlens, chunk_indices, scale, 
         tl.store(p_o, (b_o * scale).to(o.dtype.element_ty), mask=m_t[:, None] & m_d[None, :])
 
 
-def chunk_o(A: torch.Tensor, gl: torch.Tensor, P: torch.Tensor, x: torch.Tensor, h: torch.Tensor, chunks: Chunks,
-            scale: float, softmax: bool, dtype: torch.dtype, prec: str) -> torch.Tensor:
-    """[TT, HQ, D] in `dtype` from A [TT, HQ, M] (A1 with `softmax`, else dA1), gl [TT, H, M], P [TT, HQ, BT],
-    x [TT, H, D] and chunk-start states h [NT, H, D, M]: o (x = v, h = Hv^T) or dq (x = k, h = Hk)."""
+def chunk_o(A: torch.Tensor, L: torch.Tensor | None, gl: torch.Tensor, P: torch.Tensor, x: torch.Tensor,
+            h: torch.Tensor, chunks: Chunks, scale: float, dtype: torch.dtype, prec: str) -> torch.Tensor:
+    """[TT, HQ, D] in `dtype` from A [TT, HQ, M] (A1, read as softmax(A1) = exp(A1 - L) where L [TT, HQ], its rows'
+    log-sum-exp, is given; else A1 or dA1 as they are), gl [TT, H, M], P [TT, HQ, BT], x [TT, H, D] and
+    chunk-start states h [NT, H, D, M]: o (x = v, h = Hv^T) or dq (x = k, h = Hk)."""
     TT, HQ, M = A.shape
     H, D = x.shape[1], x.shape[2]
     out = torch.empty(TT, HQ, D, dtype=dtype, device=x.device)
@@ -65,6 +67,6 @@ def chunk_o(A: torch.Tensor, gl: torch.Tensor, P: torch.Tensor, x: torch.Tensor,
     n_tiles = cdiv(D, opts["BD"])
     ND = d_tiles_per_program("o", opts, n_tiles, HQ * chunks.NT * (BT // RB), x.device)
     grid = tiles_grid(cdiv(n_tiles, ND) * (BT // RB), HQ, chunks.NT)
-    launch(chunk_gsa_fwd_kernel_o, grid)(A, gl, P, x, h, out, chunks.cu_seqlens, chunks.indices, scale, H, HQ, D, M,
-                                 BT=BT, BM=block(M, 128), ND=ND, RB=RB, SOFTMAX=softmax, PREC=prec, **opts)
+    launch(chunk_gsa_fwd_kernel_o, grid)(A, L, gl, P, x, h, out, chunks.cu_seqlens, chunks.indices, scale, H, HQ, D, M,
+                                 BT=BT, BM=block(M, 128), ND=ND, RB=RB, SOFTMAX=L is not None, PREC=prec, **opts)
     return out

@@ -110,47 +110,34 @@ def gate_from_logits(b_f, norm):
 
 
 @triton.jit
-def masked_softmax(b_x, m_x):
-    """Row softmax of b_x [R, BM] over the entries where m_x holds; other entries (and empty rows) give 0."""
+def softmax_and_lse(b_x, m_x):
+    """(the row softmax of b_x [R, BM] over the entries where m_x holds, 0 on the others and on empty rows; the rows'
+    log-sum-exp [R] over those entries, 0 on empty rows): exp(x - lse) is then the softmax of any of a row's entries,
+    so a kernel that reads the scores back needs no row statistics of its own (load_softmax)."""
     b_x = tl.where(m_x, b_x, float("-inf"))
     b_mx = tl.max(b_x, 1)
     b_mx = tl.where(b_mx == float("-inf"), 0.0, b_mx)
     b_e = tl.exp(b_x - b_mx[:, None])
     b_z = tl.sum(b_e, 1)
     b_z = tl.where(b_z == 0.0, 1.0, b_z)
-    return b_e / b_z[:, None]
+    return b_e / b_z[:, None], b_mx + tl.log(b_z)
 
 
 @triton.jit
-def row_softmax_stats(p, o_r, m_r, stride_r, M, BM: tl.constexpr):
-    """(max, sum) [R] float32 of the masked row softmax over all M columns of rows o_r of p (row stride stride_r;
-    masked rows outside m_r), read in BM-wide column tiles with a running max: exp(x - max) / sum is then the
-    softmax of any of the row's entries. Rows with no entry give max 0 and sum 1, as in masked_softmax."""
-    b_mx = tl.full(o_r.shape, float("-inf"), tl.float32)
-    b_z = tl.zeros(o_r.shape, tl.float32)
-    for i_m in range(tl.cdiv(M, BM)):
-        o_m = i_m * BM + tl.arange(0, BM)
-        m_x = m_r[:, None] & (o_m < M)[None, :]
-        b_x = tl.where(m_x, load_rows(p, o_r, m_r, stride_r, o_m, o_m < M).to(tl.float32), float("-inf"))
-        b_new = tl.maximum(b_mx, tl.max(b_x, 1))
-        b_ref = tl.where(b_new == float("-inf"), 0.0, b_new)  # no entry yet: exp(-inf - 0) = 0, not nan
-        b_z = b_z * tl.exp(b_mx - b_ref) + tl.sum(tl.exp(b_x - b_ref[:, None]), 1)
-        b_mx = b_new
-    return tl.where(b_mx == float("-inf"), 0.0, b_mx), tl.where(b_z == 0.0, 1.0, b_z)
+def masked_softmax(b_x, m_x):
+    """Row softmax of b_x [R, BM] over the entries where m_x holds; other entries (and empty rows) give 0."""
+    b_p, _ = softmax_and_lse(b_x, m_x)
+    return b_p
 
 
 @triton.jit
-def load_slot_softmax(p, o_r, m_r, stride_r, o_m, m_m, M, BM: tl.constexpr, TILED: tl.constexpr):
-    """The row softmax over all M slots of rows o_r of p (row stride stride_r, slots contiguous), at the slot tile
-    o_m: [R, BM] float32, 0 outside m_r / m_m and on empty rows. TILED (M > BM): the row statistics read every slot
-    tile first (row_softmax_stats), before this tile is held; otherwise the tile is the whole row (masked_softmax)."""
-    m_x = m_r[:, None] & m_m[None, :]
-    if TILED:
-        b_mx, b_z = row_softmax_stats(p, o_r, m_r, stride_r, M, BM)
-        b_x = load_rows(p, o_r, m_r, stride_r, o_m, m_m)
-        return tl.where(m_x, tl.exp(b_x - b_mx[:, None]), 0.0) / b_z[:, None]
-    else:
-        return masked_softmax(load_rows(p, o_r, m_r, stride_r, o_m, m_m), m_x)
+def load_softmax(p, lse, o_r, m_r, stride_r, lse_stride, o_m, m_m):
+    """softmax(A1) at rows o_r, slot tile o_m: [R, BM] float32 from the scores p (row stride stride_r, slots
+    contiguous) and their rows' log-sum-exp over all slots (lse, row stride lse_stride: what kernel_a stored with
+    them), 0 outside m_r / m_m."""
+    b_x = load_rows(p, o_r, m_r, stride_r, o_m, m_m)
+    b_l = tl.load(lse + o_r.to(tl.int64) * lse_stride, mask=m_r, other=0)
+    return tl.where(m_r[:, None] & m_m[None, :], tl.exp(b_x - b_l[:, None]), 0.0)
 
 
 @triton.jit
