@@ -396,8 +396,8 @@ def test_eager_calls_skip_the_dispatcher_and_match_the_registered_op_bitwise(kee
 
     def registered(q, k, v, s, g, initial_state=None, output_final_state=False):
         hk0, hv0 = initial_state
-        o, _, _, _, hkT, hvT, _, _ = torch.ops.gsa.chunk_fwd(q, k, v, s, g, 0.25, hk0, hv0, output_final_state,
-                                                            keep_states, None, False)
+        o, _, _, _, _, hkT, hvT, _, _ = torch.ops.gsa.chunk_fwd(q, k, v, s, g, 0.25, hk0, hv0, output_final_state,
+                                                               keep_states, None, False)
         return o, (hkT, hvT)
 
     want = run(registered, x)
