@@ -90,7 +90,9 @@ def loop_sizes(cubin: bytes) -> list[int]:
 
 
 def collect(shape: dict, arch: int, dtype=torch.bfloat16, warps: int | None = None, linear_read: bool = False,
-            sass: bool = False) -> list[dict]:
+            sass: bool = False, only: tuple[str, ...] = ()) -> list[dict]:
+    """A row per kernel (and variant) the op launches at `shape`, compiled for sm_`arch`; `only`: just the kernels
+    whose names contain one of these strings (the others are neither compiled nor listed)."""
     target = GPUTarget("cuda", arch, 128 if arch >= 90 else 64)
     seen, rows = set(), []
 
@@ -109,7 +111,7 @@ def collect(shape: dict, arch: int, dtype=torch.bfloat16, warps: int | None = No
             else:
                 sig[name] = _arg_type(value)
         key = (self.__name__, tuple(sorted((str(k), str(v)) for k, v in consts.items())), tuple(options.items()))
-        if key in seen:
+        if key in seen or (only and not any(part in self.__name__ for part in only)):
             return None
         seen.add(key)
         t0 = time.perf_counter()
@@ -197,13 +199,16 @@ def main(argv=None) -> int:
                    "'{\"state_dots\": \"input\"}' (as `gsa bench grid --settings`)")
     p.add_argument("--json", help="also write the rows (kernel, warps, REG, STACK, shared) to this JSON file")
     p.add_argument("--sass", action="store_true", help="also count the instructions of each kernel's largest loop body")
+    p.add_argument("--kernels", default="", help="comma-separated parts of kernel names: compile only the kernels "
+                   "whose names contain one (e.g. kernel_ds,kernel_dh); default every kernel")
     args = p.parse_args(argv)
     from gsa.bench.grid import settings_variants
     from gsa.ops.triton.settings import SETTINGS
 
     fields = settings_variants([args.settings])[0]
     with SETTINGS.override(launch={**SETTINGS.launch, **json.loads(args.launch)}, **fields):
-        rows = collect(SHAPES[args.shape], args.arch, warps=args.warps, linear_read=args.linear_read, sass=args.sass)
+        rows = collect(SHAPES[args.shape], args.arch, warps=args.warps, linear_read=args.linear_read, sass=args.sass,
+                       only=tuple(part for part in args.kernels.split(",") if part))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"shape": SHAPES[args.shape], "arch": args.arch, "triton": triton.__version__, "rows": rows}, f,

@@ -67,18 +67,21 @@ def test_linear_read_kernel_variants_compile_for_sm90(tmp_path):
     assert any("LINEAR=True" in n for n in decode), decode
 
 
-
 @pytest.mark.slow
 def test_slot_tiled_ds_kernel_compiles_for_sm90(tmp_path):
     """At M = 128 in 64-wide slot tiles (the "@m128" entries emptied; kernel_ds's sub-block programs), kernel_ds
     with a program a slot tile (TILED) and the state kernels in slot tiles compile too; by default kernel_ds takes
-    M = 128 as one tile."""
-    names = [r["kernel"] for r in _compile(tmp_path, "m128")]
-    assert "chunk_gsa_bwd_kernel_ds [SOFTMAX=True]" in names, names
+    M = 128 as one tile. Only these kernels are compiled (--kernels): the others are the default's."""
+    names = [r["kernel"] for r in _compile(tmp_path, "m128", "--kernels", "kernel_ds")]
+    assert names == ["chunk_gsa_bwd_kernel_ds [SOFTMAX=True]"], names
     tiled = {f"{n}@m128": {} for n in ("dh", "h", "h-narrow", "h-carry", "dh-narrow", "dh-carry")}
     tiled["ds@m128"] = {"WHOLE": False}
-    names = [r["kernel"] for r in _compile(tmp_path, "m128", "--launch", json.dumps(tiled))]
+    names = [r["kernel"] for r in _compile(tmp_path, "m128", "--launch", json.dumps(tiled), "--kernels",
+                                           "kernel_ds,kernel_h,kernel_dh")]
     assert "chunk_gsa_bwd_kernel_ds [SOFTMAX=True,TILED=True]" in names, names
+    assert {n.split(" [")[0] for n in names} == {
+        "chunk_gsa_bwd_kernel_ds", "chunk_gsa_fwd_kernel_h", "chunk_gsa_fwd_kernel_h_carry", "chunk_gsa_bwd_kernel_dh",
+        "chunk_gsa_bwd_kernel_dh_carry"}, names
 
 
 def test_kv_group_kernel_a_compiles_for_sm90(tmp_path):
