@@ -228,8 +228,9 @@ def state_segments(D: int, H: int, slot_tiles: int, chunks: Chunks, device: torc
 # so the state kernels split M into BM-wide tiles along grid axis 0 beside the D tiles. One [BD, 128] tile at
 # M = 128 spilled on sm_90 (`benchmarks/kernel_resources.py --shape m128`: kernel_dh 2.0-2.4 KB a thread, kernel_h
 # 0.4-0.5 KB; docs/log.md, "Kernels"), and both kernels took 2.3-3.4x their M = 64 time (h100/grid.json,
-# `profile`). At [64, 64] tiles kernel_dh spilled 1.2-1.3 KB (softmax pass, when it re-read A1 for the row statistics) and
-# 0.3-0.5 KB (the other); kernel_h's 0.5-0.8 KB stays (it spills as much at the 1.3b shape's [64, 64] tiles).
+# `profile`). At [64, 64] tiles kernel_dh spilled 1.2-1.3 KB (softmax pass, when it re-read A1 for the row
+# statistics) and 0.3-0.5 KB (the other); kernel_h's 0.5-0.8 KB stays (it spills as much at the 1.3b shape's
+# [64, 64] tiles).
 # launch.slot_options takes 64-wide tiles unless SETTINGS.launch sets "BM": the default for kernel_h and kernel_dh
 # at M = 128, timed on the H100 (settings.py); the carry and narrow-tile kernels' "@m128" entries keep one tile.
 
@@ -256,6 +257,11 @@ class Walk(NamedTuple):
         return opts, (cdiv(D, self.BD) * opts["NM"], self.grid[1], self.NS - 1)
 
 
+# The launch option "SPLIT" compiled for the GPU gave wrong results on the H100 (settings.py): refused on CUDA tensors
+# while this is False; tests/ops/test_walk_split.py's GPU test sets it to show whether the walks are right yet.
+SPLIT_ON_GPU = False
+
+
 def walk_plan(x: torch.Tensor, name: str, D: int, H: int, M: int, chunks: Chunks, segmented: bool) -> Walk:
     """The launch of state kernel `name` ("h" or "dh"; f"{name}-narrow" at 16-wide D tiles unsplit). Split into
     segments (`segmented` and state_segments, NS as rounded to whole segments): D tiles of
@@ -275,6 +281,10 @@ def walk_plan(x: torch.Tensor, name: str, D: int, H: int, M: int, chunks: Chunks
     opts = slot_options(entry, M)
     split = opts.pop("SPLIT", False)
     check_flag(entry, "SPLIT", split, "whole chunks without masks")
+    if split and x.is_cuda and not SPLIT_ON_GPU:
+        raise ValueError(f"SETTINGS.launch[{entry!r}]['SPLIT'] = True gave wrong results on the GPU (the H100, "
+                         "bf16 and fp16; gsa/ops/triton/settings.py): it runs only under the Triton interpreter "
+                         "until its GPU test passes")
     return Walk(BD, SEG, NS, seg_h, seg_g, opts, (cdiv(D, BD) * opts["NM"], chunks.N * H, NS),
                 dict(SPLIT=split, EVEN=split and D % BD == 0 and M % opts["BM"] == 0))
 
