@@ -239,7 +239,8 @@ class Walk(NamedTuple):
     """A state walk's launch: D tile BD, NS segments of SEG chunks, the float32 buffers of each segment's end state
     [N * H, NS, D, M] and log decay [N * H, NS, M] (None unsplit), the main kernel's launch options (with BM) and
     grid (D tiles x slot tiles, sequences x heads, segments), and its SPLIT and EVEN constexprs (launch option
-    "SPLIT", a bool, default False, untimed: the whole chunks without masks; EVEN: with it, D and M whole tiles)."""
+    "SPLIT", a bool, default False, refused on CUDA tensors: the whole chunks without masks; EVEN: with it, D and M
+    whole tiles)."""
 
     BD: int
     SEG: int
