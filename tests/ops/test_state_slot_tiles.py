@@ -2,7 +2,7 @@
 
 Each slot column of a state has its own recurrence, so kernel_h and kernel_dh walk BM-wide slot tiles as separate
 programs (SETTINGS.launch[name]["BM"]); the reverse walk of the second pass still takes softmax(A1) over all M slots
-(from the rows' log-sum-exp kernel_a stored: tiles.load_softmax). Forced tiles smaller than M, M not a multiple of
+(from the rows' statistics kernel_a stored: tiles.load_softmax). Forced tiles smaller than M, M not a multiple of
 the tile: forward, final states and every gradient against the float64 references.
 """
 

@@ -52,13 +52,13 @@ def _fwd_impl(q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states, c
     hk, hkT = chunk_fwd_h(kf, sf, gl, hk0, chunks, nt, output_final_state, False, prec, keep_states)
     A, L, P = chunk_fwd_a(qf, kf, sf, gl, hk, chunks, scale, prec, linear_read)
     join(side)
-    # the second pass reads with softmax(A1) = exp(A1 - L), or with A1 itself (L None)
+    # the second pass reads with softmax(A1) (from A1 and its rows' statistics L), or with A1 itself (L None)
     o = chunk_o(A, L, gl, P, vf, hv, chunks, 1.0, q.dtype, prec)
     if not output_final_state:
         hkT, hvT = _empty(q), _empty(q)
     if not keep_states:
         hk, hv = _empty(q), _empty(q)
-    L = _empty(q) if L is None else L.view(B, T, HQ)
+    L = _empty(q) if L is None else L.view(B, T, HQ, 2)
     return (o.view(B, T, HQ, V), A.view(B, T, HQ, M), L, gl.view(B, T, H, M), P.view(B, T, HQ, BT), hkT, hvT, hk,
             hv)
 
@@ -69,8 +69,8 @@ def chunk_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Ten
                  keep_states: bool, cu_seqlens: torch.Tensor | None, linear_read: bool = False
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                             torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Returns o [B, T, HQ, V]; A1 [B, T, HQ, M], its rows' log-sum-exp L [B, T, HQ] (empty with linear_read),
-    Gl [B, T, H, M] and the second pass's mixing matrices
+    """Returns o [B, T, HQ, V]; A1 [B, T, HQ, M], its rows' softmax statistics L [B, T, HQ, 2] (max and log-sum;
+    empty with linear_read), Gl [B, T, H, M] and the second pass's mixing matrices
     P [B, T, HQ, BT] (the chunk length chunks.BT, 64 by default; float32, kept for backward); the final states (empty
     unless output_final_state) and the chunk-start states (empty unless keep_states)."""
     return _fwd_impl(q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states, cu_seqlens, linear_read)
@@ -85,7 +85,7 @@ def _(q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states, cu_seqlen
     fin = output_final_state
     nt = max_chunks(cu_seqlens, B, T)
     return (q.new_empty(B, T, HQ, V), q.new_empty(B, T, HQ, M, **f32),
-            _empty(q) if linear_read else q.new_empty(B, T, HQ, **f32), q.new_empty(B, T, H, M, **f32),
+            _empty(q) if linear_read else q.new_empty(B, T, HQ, 2, **f32), q.new_empty(B, T, H, M, **f32),
             q.new_empty(B, T, HQ, BT, **f32),
             q.new_empty(N, H, K, M, **f32) if fin else _empty(q), q.new_empty(N, H, M, V, **f32) if fin else _empty(q),
             q.new_empty(nt, H, K, M, dtype=chunk_state_dtype(q.dtype, True)) if keep_states else _empty(q),
@@ -103,7 +103,7 @@ def _bwd_impl(q, k, v, s, g, A, L, gl, P, do, scale, hk0, hv0, dhkT, dhvT, hkT, 
     prec = dot_precision(q.dtype)
     qf, kf, vf, sf, dof = _flat(q), _flat(k), _flat(v), _flat(s), _flat(do)
     Af, glf = _flat(A), _flat(gl)
-    Lf = None if linear_read else L.view(-1, HQ)  # softmax(A1) = exp(A1 - L)
+    Lf = None if linear_read else L.view(-1, HQ, 2)  # softmax(A1) = exp((A1 - max) - log_sum)
     recompute = hk is None
     want0 = hk0 is not None
     # dg's chunk-boundary term (cumsum.py), in parts per D tile of each pass; it needs exact states, so not where the

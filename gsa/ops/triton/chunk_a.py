@@ -29,8 +29,8 @@ from gsa.ops.triton.chunks import (
 from gsa.ops.triton.launch import block, check_flag, launch, launch_options
 from gsa.ops.triton.settings import SETTINGS, SHAPE_SUFFIXES
 from gsa.ops.triton.tiles import (
-    chunk_span_max, decayed_rows, factor_span, load_row, load_rows, pairwise_decay, row_dots, softmax_and_lse,
-    sub_block_span,
+    chunk_span_max, decayed_rows, factor_span, load_row, load_rows, pairwise_decay, row_dots, softmax_and_stats,
+    softmax_from_stats, store_softmax_stats, sub_block_span,
 )
 
 
@@ -74,8 +74,8 @@ def head_rows(a, b, s, A, L, dA, dGq, P, scale, i_hq, i_h, i_i, t0, H, HQ, D, M,
               BT: tl.constexpr, BC: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr,
               BACKWARD: tl.constexpr, LINEAR: tl.constexpr, PREC: tl.constexpr):
     """Query head i_hq's rest, from its head_dots and the kv head's decayed slot weights b_sd [BT, BM]: the
-    intra-chunk scores, the stores of A1 and its rows' log-sum-exp L (or, reading them, dA1 and dGq) and of the
-    sub-block's rows of P."""
+    intra-chunk scores, the stores of A1 and its rows' softmax statistics L (or, reading them, dA1 and dGq) and of
+    the sub-block's rows of P."""
     b_ab = tl.where(o_c[None, :] <= (o_i - t0)[:, None], b_ab, 0.0)  # causal inside the diagonal sub-block
     b_x += tl.exp(b_gi - b_gr[None, :]) * tl.dot(b_ab, b_sd, input_precision=PREC)
     if not factored:  # the diagonal sub-block, pairwise: [BC (t), BC (j), BM]
@@ -94,8 +94,7 @@ def head_rows(a, b, s, A, L, dA, dGq, P, scale, i_hq, i_h, i_i, t0, H, HQ, D, M,
             b_p = b_a1
             b_da = b_x
         else:
-            b_l = tl.load(L + o_i.to(tl.int64) * HQ + i_hq, mask=m_i, other=0)  # as the forward stored it
-            b_p = tl.where(m_im, tl.exp(b_a1 - b_l[:, None]), 0.0)
+            b_p = softmax_from_stats(b_a1, L + i_hq * 2, o_i, m_i, 2 * HQ, m_im)  # as the forward stored them
             b_da = b_p * (b_x - tl.sum(b_p * b_x, 1)[:, None])
         tl.store(dA + o_im, b_da, mask=m_im)
         # the reading terms of dG (docs/algorithm.md, "Backward"): A1 * dA1 + p * dp
@@ -106,8 +105,8 @@ def head_rows(a, b, s, A, L, dA, dGq, P, scale, i_hq, i_h, i_i, t0, H, HQ, D, M,
         if LINEAR:
             b_w = b_x
         else:  # the second pass reads with softmax(A1); its readers rebuild it from A1 and L (tiles.load_softmax)
-            b_w, b_l = softmax_and_lse(b_x, m_im)
-            tl.store(L + o_i.to(tl.int64) * HQ + i_hq, b_l, mask=m_i)
+            b_w, b_mx, b_lz = softmax_and_stats(b_x, m_im)
+            store_softmax_stats(L + i_hq * 2, o_i, m_i, 2 * HQ, b_mx, b_lz)
     # This sub-block's rows of the pass's intra-chunk mixing matrix, from the decayed slot weights b_sd already at
     # hand (the same factoring through row r): P[t, j] = sum_m w_t[m] * s_j[m] * exp(Gl_t[m] - Gl_j[m]), j <= t.
     b_wi = tl.where(m_i[:, None], b_w * tl.exp(b_gi - b_gr[None, :]), 0.0)
@@ -268,14 +267,15 @@ def kernel_a_launch(name: str, H: int, HQ: int, M: int, NT: int):
 def chunk_fwd_a(q: torch.Tensor, k: torch.Tensor, s: torch.Tensor, gl: torch.Tensor, hk: torch.Tensor,
                 chunks: Chunks, scale: float, prec: str, linear_read: bool = False
                 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """A1 [TT, HQ, M] float32, the first pass's pre-softmax slot scores; L [TT, HQ] float32, their rows' log-sum-exp
-    (softmax(A1) = exp(A1 - L); None with linear_read); and P [TT, HQ, BT] float32, the second pass's intra-chunk
+    """A1 [TT, HQ, M] float32, the first pass's pre-softmax slot scores; L [TT, HQ, 2] float32, each row's max and
+    log of its sum of exp(A1 - max) (softmax(A1) = exp((A1 - max) - log_sum): tiles.softmax_and_stats; None with
+    linear_read); and P [TT, HQ, BT] float32, the second pass's intra-chunk
     mixing matrix (weights softmax(A1), or A1 with linear_read). q: [TT, HQ, K], k: [TT, H, K], s/gl: [TT, H, M],
     hk: [NT, H, K, M] chunk-start states."""
     TT, HQ, D = q.shape
     H, M = k.shape[1], s.shape[-1]
     A = torch.empty(TT, HQ, M, dtype=torch.float32, device=q.device)
-    L = None if linear_read else torch.empty(TT, HQ, dtype=torch.float32, device=q.device)
+    L = None if linear_read else torch.empty(TT, HQ, 2, dtype=torch.float32, device=q.device)
     P = torch.empty(TT, HQ, BT, dtype=torch.float32, device=q.device)
     kernel, grid, opts = kernel_a_launch("a" if D > 128 else "a-small", H, HQ, M, chunks.NT)
     launch(kernel, grid)(q, k, s, gl, hk, A, L, None, None, P, chunks.cu_seqlens, chunks.indices, scale,
@@ -288,7 +288,7 @@ def chunk_bwd_dp(do: torch.Tensor, v: torch.Tensor, s: torch.Tensor, gl: torch.T
                  A: torch.Tensor, L: torch.Tensor | None, chunks: Chunks, prec: str, linear_read: bool = False
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """From dO [TT, HQ, V], v [TT, H, V], the chunk-start states hv [NT, H, V, M], A1 [TT, HQ, M] and its rows'
-    log-sum-exp L [TT, HQ] (chunk_fwd_a; None with linear_read): dA1 and
+    softmax statistics L [TT, HQ, 2] (chunk_fwd_a; None with linear_read): dA1 and
     the reading half of dG, A1 * dA1 + p * dp, both [TT, HQ, M] float32 (p = softmax(A1), or A1 with
     linear_read), and the first pass's mixing matrix P1 [TT, HQ, BT] float32 (weights dA1) for dq and dk."""
     TT, HQ, D = do.shape

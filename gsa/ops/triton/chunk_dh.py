@@ -49,7 +49,7 @@ def kernel_dh_step(y, A, L, gl, dh, b_dh, b_gs, i_t, i_c0, i_h, bos, eos, scale,
     for i_g in range(G):
         i_hq = i_h * G + i_g
         if SOFTMAX:
-            b_a = load_softmax(A + i_hq * M, L + i_hq, o_t, m_t, HQ * M, HQ, o_m, m_m)  # [BT, BM]
+            b_a = load_softmax(A + i_hq * M, L + i_hq * 2, o_t, m_t, HQ * M, 2 * HQ, o_m, m_m)  # [BT, BM]
         else:
             b_a = load_rows(A + i_hq * M, o_t, m_t, HQ * M, o_m, m_m)
         b_y = load_rows(y + i_hq * D, o_t, m_t, HQ * D, o_d, m_d)  # [BT, BD]
@@ -67,8 +67,8 @@ def chunk_gsa_bwd_kernel_dh(y, A, L, gl, dh, dht, dh0, seg_h, seg_g, cu_seqlens,
     """Program (D tile x slot tile, sequence x head, segment): chunks [i_s * SEG, (i_s + 1) * SEG) of its sequence,
     last first, from the final-state cotangent (the last segment) or from zero (the carry kernel adds what later
     segments give). SEGMENTED: also store the segment's walked-out gradient and total log decay (chunk_h.py,
-    state_segments). SOFTMAX: softmax(A1) = exp(A1 - L), L the rows' log-sum-exp over all slots (chunk_a.py), so a
-    slot tile needs no other tile's scores. DOTS: the product's operands (launch.state_dots_mode). SPLIT (launch
+    state_segments). SOFTMAX: softmax(A1) from A1 and L, the rows' statistics over all slots (chunk_a.py), so a slot
+    tile needs no other tile's scores. DOTS: the product's operands (launch.state_dots_mode). SPLIT (launch
     option, default off): a partial last chunk takes the masked step (kernel_dh_step), then the chunks that end
     inside the sequence take it with constant masks over time, and over D and slots too where EVEN (D and M whole
     numbers of tiles). Else every chunk masked."""
@@ -116,7 +116,7 @@ def chunk_gsa_bwd_kernel_dh(y, A, L, gl, dh, dht, dh0, seg_h, seg_g, cu_seqlens,
             for i_g in range(G):
                 i_hq = i_h * G + i_g
                 if SOFTMAX:
-                    b_a = load_softmax(A + i_hq * M, L + i_hq, o_t, m_t, HQ * M, HQ, o_m, m_m)  # [BT, BM]
+                    b_a = load_softmax(A + i_hq * M, L + i_hq * 2, o_t, m_t, HQ * M, 2 * HQ, o_m, m_m)  # [BT, BM]
                 else:
                     b_a = load_rows(A + i_hq * M, o_t, m_t, HQ * M, o_m, m_m)
                 b_y = load_rows(y + i_hq * D, o_t, m_t, HQ * D, o_d, m_d)  # [BT, BD]
@@ -158,8 +158,8 @@ def chunk_bwd_dh(y: torch.Tensor, A: torch.Tensor, L: torch.Tensor | None, gl: t
                  side: Side | None = None):
     """Gradients of the chunk-end states of one pass, and of its initial state.
 
-    y: [TT, HQ, D] (q, or dO), A: [TT, HQ, M] float32 (dA1; or A1, with L [TT, HQ] its rows' log-sum-exp when the
-    weights are softmax(A1) = exp(A1 - L), else None),
+    y: [TT, HQ, D] (q, or dO), A: [TT, HQ, M] float32 (dA1; or A1, with L [TT, HQ, 2] its rows' statistics when
+    the weights are softmax(A1) (chunk_a.chunk_fwd_a), else None),
     gl: [TT, H, M], dht: final-state cotangent in the caller's layout or None. side: launch on this second stream
     (streams.py; the caller joins it before reading the gradients).
     Returns dh [nt_alloc, H, D, M] float32 and dh0 in the caller's layout (or None).

@@ -9,7 +9,7 @@ Then dG_j = sum_{query heads} (A1 * dA1 + p * dp)_j - s_j * ds_j (docs/algorithm
 Later sub-blocks factor the decay through the key block's last row; so does the diagonal sub-block while its decay
 span allows (SETTINGS.factor_span), else it takes exp(Gl_t - Gl_j) pairwise.
 Every term is separate per slot (the decays are diagonal over slots), so a program takes one BM-wide slot tile; only
-softmax(A1) = exp(A1 - L) needs the rows' log-sum-exp L over all slots, which kernel_a stored (tiles.load_softmax).
+softmax(A1) needs each row's max and log-sum over all slots, which kernel_a stored (L; tiles.load_softmax).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def _ds_pass(x, y, A, L, dh, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_a, o_m, m_m,
         else:
             b_xy = row_dots(x + i_h * D, o_j, m_j, H * D, y + i_hq * D, o_t, m_t, HQ * D, D, BC, BT, BD, PREC)
         if SOFTMAX:
-            b_at = load_softmax(A + i_hq * M, L + i_hq, o_t, m_t, HQ * M, HQ, o_m, m_m)  # [BT, BM]
+            b_at = load_softmax(A + i_hq * M, L + i_hq * 2, o_t, m_t, HQ * M, 2 * HQ, o_m, m_m)  # [BT, BM]
         else:
             b_at = load_rows(A + i_hq * M, o_t, m_t, HQ * M, o_m, m_m)
         b_ad = tl.where(m_a[:, None], b_at * b_et, 0.0)  # the query rows' weights, decayed to row e (b_et)
@@ -70,7 +70,7 @@ def _ds_pass(x, y, A, L, dh, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_a, o_m, m_m,
             # y_t . x_j inside the sub-block
             b_yxd = row_dots(y + i_hq * D, o_j, m_j, HQ * D, x + i_h * D, o_j, m_j, H * D, D, BC, BC, BD, PREC)
             if SOFTMAX:
-                b_aj = load_softmax(A + i_hq * M, L + i_hq, o_j, m_j, HQ * M, HQ, o_m, m_m)  # [BC, BM]
+                b_aj = load_softmax(A + i_hq * M, L + i_hq * 2, o_j, m_j, HQ * M, 2 * HQ, o_m, m_m)  # [BC, BM]
             else:
                 b_aj = load_rows(A + i_hq * M, o_j, m_j, HQ * M, o_m, m_m)
             o_c = tl.arange(0, BC)
@@ -173,8 +173,8 @@ def chunk_gsa_bwd_kernel_ds(q, k, v, do, s, gl, A, L, dA, dGq, dhk, dhv, ds, dG,
 
 def chunk_bwd_ds(q, k, v, do, s, gl, A, L, dA, dGq, dhk, dhv, chunks: Chunks, scale: float, prec: str):
     """ds [TT, H, M] in s's dtype and dG [TT, H, M] float32 (before the reverse cumulative sum over time).
-    L [TT, HQ]: A1's rows' log-sum-exp, the second pass reading with softmax(A1) = exp(A1 - L); None: with A1 itself
-    (a linear read). One program a chunk (launch option
+    L [TT, HQ, 2]: A1's rows' softmax statistics (chunk_a.chunk_fwd_a), the second pass reading with softmax(A1);
+    None: with A1 itself (a linear read). One program a chunk (launch option
     "WHOLE", the default up to 64 slots; else a 16-row key sub-block), kv head and slot tile
     (SETTINGS.launch["ds"]["BM"] wide).
 

@@ -35,8 +35,8 @@ def chunk_gsa_fwd_kernel_o(A, L, gl, P, x, h, o, cu_seqlens, chunk_indices, scal
     m_c = (o_c < (i_r + 1) * RB) & (t0 + o_c < eos)
     m_tm = m_t[:, None] & m_m[None, :]
 
-    if SOFTMAX:  # softmax(A1) from A1 and its rows' log-sum-exp L
-        b_a = load_softmax(A + i_hq * M, L + i_hq, o_t, m_t, HQ * M, HQ, o_m, m_m)  # [RB, BM]
+    if SOFTMAX:  # softmax(A1) from A1 and its rows' statistics L
+        b_a = load_softmax(A + i_hq * M, L + i_hq * 2, o_t, m_t, HQ * M, 2 * HQ, o_m, m_m)  # [RB, BM]
     else:
         b_a = load_rows(A + i_hq * M, o_t, m_t, HQ * M, o_m, m_m)
     b_g = load_rows(gl + i_h * M, o_t, m_t, H * M, o_m, m_m)  # [RB, BM]
@@ -56,9 +56,9 @@ def chunk_gsa_fwd_kernel_o(A, L, gl, P, x, h, o, cu_seqlens, chunk_indices, scal
 
 def chunk_o(A: torch.Tensor, L: torch.Tensor | None, gl: torch.Tensor, P: torch.Tensor, x: torch.Tensor,
             h: torch.Tensor, chunks: Chunks, scale: float, dtype: torch.dtype, prec: str) -> torch.Tensor:
-    """[TT, HQ, D] in `dtype` from A [TT, HQ, M] (A1, read as softmax(A1) = exp(A1 - L) where L [TT, HQ], its rows'
-    log-sum-exp, is given; else A1 or dA1 as they are), gl [TT, H, M], P [TT, HQ, BT], x [TT, H, D] and
-    chunk-start states h [NT, H, D, M]: o (x = v, h = Hv^T) or dq (x = k, h = Hk)."""
+    """[TT, HQ, D] in `dtype` from A [TT, HQ, M] (A1, read as softmax(A1) where L [TT, HQ, 2], its rows'
+    statistics (chunk_a.chunk_fwd_a), is given; else A1 or dA1 as they are), gl [TT, H, M], P [TT, HQ, BT],
+    x [TT, H, D] and chunk-start states h [NT, H, D, M]: o (x = v, h = Hv^T) or dq (x = k, h = Hk)."""
     TT, HQ, M = A.shape
     H, D = x.shape[1], x.shape[2]
     out = torch.empty(TT, HQ, D, dtype=dtype, device=x.device)

@@ -110,34 +110,54 @@ def gate_from_logits(b_f, norm):
 
 
 @triton.jit
-def softmax_and_lse(b_x, m_x):
-    """(the row softmax of b_x [R, BM] over the entries where m_x holds, 0 on the others and on empty rows; the rows'
-    log-sum-exp [R] over those entries, 0 on empty rows): exp(x - lse) is then the softmax of any of a row's entries,
-    so a kernel that reads the scores back needs no row statistics of its own (load_softmax)."""
+def softmax_and_stats(b_x, m_x):
+    """(the row softmax of b_x [R, BM] over the entries where m_x holds, 0 on the others and on empty rows; each row's
+    max [R] and log of its sum of exp(x - max) [R], 0 on empty rows): softmax_from_stats rebuilds the softmax of any
+    of a row's entries from them, so a kernel that reads the scores back needs no reduction over the row. Two
+    numbers, not their sum (the log-sum-exp): exp((x - max) - log_sum) keeps x - max exact near the max, where
+    exp(x - lse) carries lse's rounding, |x| * 2^-24, into every probability (and dG's A1 * dA1 multiplies it by |x|
+    again: q's gradient 5e-5 -> 3e-4 off the float64 reference at scores ~1e3; tests/ops/test_triton.py)."""
     b_x = tl.where(m_x, b_x, float("-inf"))
     b_mx = tl.max(b_x, 1)
     b_mx = tl.where(b_mx == float("-inf"), 0.0, b_mx)
     b_e = tl.exp(b_x - b_mx[:, None])
     b_z = tl.sum(b_e, 1)
     b_z = tl.where(b_z == 0.0, 1.0, b_z)
-    return b_e / b_z[:, None], b_mx + tl.log(b_z)
+    return b_e / b_z[:, None], b_mx, tl.log(b_z)
 
 
 @triton.jit
 def masked_softmax(b_x, m_x):
     """Row softmax of b_x [R, BM] over the entries where m_x holds; other entries (and empty rows) give 0."""
-    b_p, _ = softmax_and_lse(b_x, m_x)
+    b_p, _, _ = softmax_and_stats(b_x, m_x)
     return b_p
 
 
 @triton.jit
-def load_softmax(p, lse, o_r, m_r, stride_r, lse_stride, o_m, m_m):
+def store_softmax_stats(stats, o_r, m_r, stride_r, b_mx, b_lz):
+    """Rows o_r's (max, log-sum) as softmax_and_stats gave them, at stats + o_r * stride_r (two float32s a row)."""
+    p = stats + o_r.to(tl.int64) * stride_r
+    tl.store(p, b_mx, mask=m_r)
+    tl.store(p + 1, b_lz, mask=m_r)
+
+
+@triton.jit
+def softmax_from_stats(b_x, stats, o_r, m_r, stride_r, m_x):
+    """The row softmax of scores b_x [R, BM] (rows o_r, masked m_x) from the rows' (max, log-sum) stored at stats +
+    o_r * stride_r (store_softmax_stats): exp((x - max) - log_sum), 0 outside m_x."""
+    p = stats + o_r.to(tl.int64) * stride_r
+    b_mx = tl.load(p, mask=m_r, other=0)
+    b_lz = tl.load(p + 1, mask=m_r, other=0)
+    return tl.where(m_x, tl.exp((b_x - b_mx[:, None]) - b_lz[:, None]), 0.0)
+
+
+@triton.jit
+def load_softmax(p, stats, o_r, m_r, stride_r, stats_stride, o_m, m_m):
     """softmax(A1) at rows o_r, slot tile o_m: [R, BM] float32 from the scores p (row stride stride_r, slots
-    contiguous) and their rows' log-sum-exp over all slots (lse, row stride lse_stride: what kernel_a stored with
-    them), 0 outside m_r / m_m."""
+    contiguous) and their rows' statistics over all slots (stats, row stride stats_stride: what kernel_a stored
+    with them, store_softmax_stats), 0 outside m_r / m_m."""
     b_x = load_rows(p, o_r, m_r, stride_r, o_m, m_m)
-    b_l = tl.load(lse + o_r.to(tl.int64) * lse_stride, mask=m_r, other=0)
-    return tl.where(m_r[:, None] & m_m[None, :], tl.exp(b_x - b_l[:, None]), 0.0)
+    return softmax_from_stats(b_x, stats, o_r, m_r, stats_stride, m_r[:, None] & m_m[None, :])
 
 
 @triton.jit
