@@ -3,11 +3,12 @@ difference of the op's output and of each gradient. On the H100 SPLIT gave wrong
 Triton interpreter gives the default's bitwise (gsa/ops/triton/settings.py; docs/log.md, "Kernels"); this narrows
 down which walk and which compiled form goes wrong.
 
-    python benchmarks/split_check.py                     # on a GPU (SPLIT's refusal on CUDA tensors lifted here)
+    python benchmarks/split_check.py        # on a GPU: bf16, fp16, fp32 at two shapes (SPLIT's refusal lifted here)
     TRITON_INTERPRET=1 python benchmarks/split_check.py --dtype fp16 --device cpu    # the interpreter: all 0
 
 Each row: the walk(s) given SPLIT, their num_stages (None: the entry's own), max |SPLIT - default| of o and of each
-gradient (float32 units of the inputs' dtype).
+gradient. The default shapes: whole D and slot tiles (EVEN) with a 2-token last chunk, and a partial D tile with
+grouped heads and a partial last chunk.
 """
 
 from __future__ import annotations
@@ -24,12 +25,29 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 CASES = [(("h",), None), (("h",), 2), (("h",), 1), (("dh",), None), (("dh",), 1), (("h", "dh"), None)]
 
 
+def split_launch(launch: dict, names: tuple, stages: int | None) -> dict:
+    """`launch` with SPLIT on for the entries `names` (their other options kept), at `stages` pipeline stages."""
+    out = dict(launch)
+    for name in names:
+        out[name] = {**launch.get(name, {}), "SPLIT": True, **({} if stages is None else {"num_stages": stages})}
+    return out
+
+
+def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a.float() - b.float()).abs().max().item()
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
+    p.add_argument("--dtype", default="bf16,fp16,fp32", help=f"comma-separated, of {', '.join(DTYPES)}")
     p.add_argument("--device", default="cuda")
-    p.add_argument("--shape", default="2,130,4,4,128,128,64", help="B,T,HQ,H,K,V,M (default: the first GPU test's)")
+    p.add_argument("--shape", default="2,130,4,4,128,128,64;1,100,8,2,64,96,32",
+                   help="B,T,HQ,H,K,V,M, several separated by ';' (default: two of the GPU test's shapes)")
     args = p.parse_args(argv)
+    dtypes = args.dtype.split(",")
+    unknown = [d for d in dtypes if d not in DTYPES]
+    if unknown:
+        raise SystemExit(f"unknown --dtype {unknown}; choose from {sorted(DTYPES)}")
     sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "ops")]  # the tests' input and run helpers
     import gsa.ops.triton.chunk_h as chunk_h
     from gsa.ops.triton import SETTINGS
@@ -37,22 +55,19 @@ def main(argv=None) -> int:
     from op_inputs import cast, make_inputs, on, run
 
     chunk_h.SPLIT_ON_GPU = True
-    B, T, HQ, H, K, V, M = (int(n) for n in args.shape.split(","))
-    x = on(cast(make_inputs(B=B, T=T, HQ=HQ, H=H, K=K, V=V, M=M, tau=4.0), DTYPES[args.dtype]), args.device)
-    want = run(chunk_op, x)
-    print(f"{args.dtype} on {args.device}, B T HQ H K V M = {args.shape}; max |SPLIT - default|")
-    for names, stages in CASES:
-        launch = dict(SETTINGS.launch)
-        for name in names:
-            entry = {**SETTINGS.launch.get(name, {}), "SPLIT": True}
-            if stages is not None:
-                entry["num_stages"] = stages
-            launch[name] = entry
-        with SETTINGS.override(launch=launch):
-            got = run(chunk_op, x)
-        diffs = {"o": (got[0].float() - want[0].float()).abs().max().item()}
-        diffs |= {n: (got[2][n].float() - want[2][n].float()).abs().max().item() for n in want[2]}
-        print(f"{'+'.join(names):5s} stages {stages!s:4s} " + " ".join(f"{n} {d:.2e}" for n, d in diffs.items()))
+    for shape in args.shape.split(";"):
+        B, T, HQ, H, K, V, M = (int(n) for n in shape.split(","))
+        for dtype in dtypes:
+            torch.manual_seed(0)
+            x = on(cast(make_inputs(B=B, T=T, HQ=HQ, H=H, K=K, V=V, M=M, tau=4.0), DTYPES[dtype]), args.device)
+            want = run(chunk_op, x)
+            print(f"{dtype} on {args.device}, B T HQ H K V M = {shape}; max |SPLIT - default|")
+            for names, stages in CASES:
+                with SETTINGS.override(launch=split_launch(SETTINGS.launch, names, stages)):
+                    got = run(chunk_op, x)
+                diffs = {"o": max_diff(got[0], want[0]), **{n: max_diff(got[2][n], want[2][n]) for n in want[2]}}
+                row = " ".join(f"{n} {d:.2e}" for n, d in diffs.items())
+                print(f"{'+'.join(names):5s} stages {stages!s:4s} {row}")
     return 0
 
 

@@ -25,3 +25,8 @@ def test_split_check_reads_zero_under_the_interpreter(capsys):
     assert len(rows) == len(script.CASES), rows
     diffs = [float(d) for row in rows for d in re.findall(r" (\S+e[+-]\d+)", row)]
     assert len(diffs) == len(rows) * 8 and all(d == 0 for d in diffs), rows
+
+
+def test_split_check_refuses_an_unknown_dtype():
+    with pytest.raises(SystemExit, match=r"unknown --dtype \['bf8'\]"):
+        load_script("benchmarks/split_check.py").main(["--dtype", "fp16,bf8", "--device", "cpu"])
