@@ -20,7 +20,7 @@ def test_split_check_reads_zero_under_the_interpreter(capsys):
     try:
         assert script.main(["--dtype", "fp16", "--device", "cpu", "--shape", "1,70,2,2,32,32,16"]) == 0
     finally:
-        chunk_h.SPLIT_ON_GPU = False  # the script lifts the refusal for its own process
+        assert not chunk_h.SPLIT_ON_GPU  # the script lifts the refusal while it runs, then restores it
     rows = [line for line in capsys.readouterr().out.splitlines() if "stages" in line]
     assert len(rows) == len(script.CASES), rows
     diffs = [float(d) for row in rows for d in re.findall(r" (\S+e[+-]\d+)", row)]

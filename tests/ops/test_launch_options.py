@@ -60,7 +60,8 @@ def test_kernel_a_groups_by_default_only_where_a_kv_head_has_several_query_heads
 
 def test_launch_key_follows_every_new_launch_table_and_field():
     """launch.launch_key (the first-call warm pass's key) is memoized per SETTINGS.launch dict: another dict with other
-    options, or another chunk_warps / chunk_states / state_dots, gives another key; restoring them the first again."""
+    options, or another chunk_warps / chunk_states / state_dots / mixed_dots, gives another key; restoring them the
+    first again."""
     from gsa.ops.triton.launch import launch_key
 
     first = launch_key()
@@ -70,7 +71,8 @@ def test_launch_key_follows_every_new_launch_table_and_field():
         assert other != first and ("o", (("ND", 0), ("RB", 0))) in other[-1]
     with SETTINGS.override(launch=dict(SETTINGS.launch)):  # a new dict with the same options: the same key
         assert launch_key() == first
-    for field, value in (("chunk_warps", 8), ("chunk_states", "float32"), ("state_dots", "input")):
+    fields = (("chunk_warps", 8), ("chunk_states", "float32"), ("state_dots", "input"), ("mixed_dots", "split"))
+    for field, value in fields:
         with SETTINGS.override(**{field: value}):
             assert launch_key() != first
     assert launch_key() == first

@@ -85,14 +85,16 @@ def test_split_must_be_a_bool(name, bad):
     dict(B=1, T=100, HQ=8, H=2, K=64, V=96, M=32),
     dict(B=2, T=2048, HQ=4, H=4, K=128, V=128, M=64),  # 32 chunks: state rounding has time to accumulate
     dict(B=2, T=130, HQ=2, H=2, K=160, V=160, M=64),  # partial D tiles
+    dict(B=4, T=130, HQ=32, H=32, K=128, V=128, M=64),  # 256 programs a walk: 64-wide D tiles ("h", "dh")
 ])
 def test_gpu_split_walks_within_2x_of_the_torch_backend(dtype, shape, monkeypatch):
     """Both walks with SPLIT, every walk entry, in bf16 and fp16: within 2x of the torch backend's error against the
     float64 recurrence (as tests/ops/test_triton.py's default-launch test); the refusal on CUDA lifted."""
     monkeypatch.setattr(chunk_h, "SPLIT_ON_GPU", True)
     x = on(make_inputs(**shape, tau=4.0), "cuda")
-    truth = run(recurrent_reference, x)
-    baseline = run(lambda *a, **k: gated_slot_attention(*a, backend="torch", **k), on(cast(x, dtype), "cuda"))
+    truth = run(recurrent_reference, x, scale=0.3)  # launch_runs.chunk_op's scale
+    torch_backend = lambda *a, **k: gated_slot_attention(*a, scale=0.3, backend="torch", **k)  # noqa: E731
+    baseline = run(torch_backend, on(cast(x, dtype), "cuda"))
     with SETTINGS.override(launch=split_launch(("h", "h-narrow", "dh", "dh-narrow"))):
         got = run(chunk_op, on(cast(x, dtype), "cuda"))
     assert_ratio(got, baseline, truth, ratio=2.0, floor=1e-5)
@@ -102,6 +104,6 @@ def test_gpu_split_walks_within_2x_of_the_torch_backend(dtype, shape, monkeypatc
 def test_gpu_split_is_refused_on_cuda():
     """Until the GPU test above passes, SPLIT on CUDA tensors is a ValueError naming the entry, not a wrong answer."""
     x = on(cast(make_inputs(B=1, T=20, HQ=2, H=2, K=32, V=32, M=16), torch.float32), "cuda")
-    with SETTINGS.override(launch=split_launch(("h",))):
-        with pytest.raises(ValueError, match=r"SETTINGS.launch\['h'\]\['SPLIT'\] = True gave wrong results on the GPU"):
+    with SETTINGS.override(launch=split_launch(("h", "h-narrow"))):  # this shape's walks are narrow on a GPU
+        with pytest.raises(ValueError, match=r"SETTINGS.launch\['h-narrow'\]\['SPLIT'\] = True gave wrong results"):
             run(chunk_op, x)

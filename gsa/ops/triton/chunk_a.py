@@ -26,11 +26,11 @@ import triton.language as tl
 from gsa.ops.triton.chunks import (
     BC, BT, Chunks, chunk_bounds, program_tiles, row_block, sub_block_program, sub_block_tiles, tiles_grid,
 )
-from gsa.ops.triton.launch import block, check_flag, launch, launch_options
+from gsa.ops.triton.launch import block, check_flag, launch, launch_options, mixed_dots_mode
 from gsa.ops.triton.settings import SETTINGS, SHAPE_SUFFIXES
 from gsa.ops.triton.tiles import (
-    chunk_span_max, decayed_rows, factor_span, load_row, load_rows, pairwise_decay, row_dots, softmax_and_stats,
-    softmax_from_stats, store_softmax_stats, sub_block_span,
+    chunk_span_max, decayed_rows, factor_span, load_row, load_rows, mixed_dot, pairwise_decay, row_dots,
+    softmax_and_stats, softmax_from_stats, store_softmax_stats, sub_block_span,
 )
 
 
@@ -48,7 +48,8 @@ def chunk_weights(b_st, b_gt, b_gr, m_t, i_i, factored, BT: tl.constexpr, BC: tl
 
 @triton.jit
 def head_dots(a, b, p_h, i_hq, i_h, H, HQ, D, M, o_t, m_t, o_i, m_i, o_m, m_m, b_gi,
-              BT: tl.constexpr, BC: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr, PREC: tl.constexpr):
+              BT: tl.constexpr, BC: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr, PREC: tl.constexpr,
+              MIX: tl.constexpr):
     """Query head i_hq's dots over D: (b_x [BC, BM], exp(Gl_i) * (a_i @ S), the inter-chunk scores; b_ab [BC, BT],
     a_i . b_j over the chunk). p_h: the chunk-start state [D, M] of kv head i_h."""
     b_x = tl.zeros([BC, BM], dtype=tl.float32)
@@ -59,10 +60,8 @@ def head_dots(a, b, p_h, i_hq, i_h, H, HQ, D, M, o_t, m_t, o_i, m_i, o_m, m_m, b
         b_ai = load_rows(a + i_hq * D, o_i, m_i, HQ * D, o_d, m_d)  # [BC, BD]
         b_bt = load_rows(b + i_h * D, o_t, m_t, H * D, o_d, m_d)  # [BT, BD]
         b_h = load_rows(p_h, o_d, m_d, M, o_m, m_m)  # [BD, BM], stored float32 or as the inputs
-        if b_h.dtype == tl.float32:
-            b_x += tl.dot(b_ai.to(tl.float32), b_h, input_precision=PREC)
-        else:  # states stored as the inputs (SETTINGS.chunk_states): exact products at the 16-bit rate
-            b_x += tl.dot(b_ai, b_h.to(b_ai.dtype))
+        # float32 states, or states stored as the inputs (SETTINGS.chunk_states): exact products at the 16-bit rate
+        b_x = mixed_dot(b_ai, b_h, b_x, MIX, PREC)
         b_ab += tl.dot(b_ai, tl.trans(b_bt), input_precision=PREC)
     b_x *= tl.exp(b_gi)
     return b_x, b_ab
@@ -129,7 +128,8 @@ def head_rows(a, b, s, A, L, dA, dGq, P, scale, i_hq, i_h, i_i, t0, H, HQ, D, M,
 def chunk_gsa_fwd_kernel_a(a, b, s, gl, h, A, L, dA, dGq, P, cu_seqlens, chunk_indices, scale,
                            H, HQ, D, M, span_max,
                            BT: tl.constexpr, BC: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr,
-                           BACKWARD: tl.constexpr, LINEAR: tl.constexpr, PREC: tl.constexpr, GROUP: tl.constexpr):
+                           BACKWARD: tl.constexpr, LINEAR: tl.constexpr, PREC: tl.constexpr, GROUP: tl.constexpr,
+                           MIX: tl.constexpr):
     # GROUP: one program per kv head, for all HQ // H query heads of its group (tiles_grid(BT // BC, H, NT)); what
     # depends on the kv head only (its Gl and s rows, the span test, the decayed slot weights) is then taken once
     if GROUP:
@@ -157,12 +157,12 @@ def chunk_gsa_fwd_kernel_a(a, b, s, gl, h, A, L, dA, dGq, P, cu_seqlens, chunk_i
         G = HQ // H
         for i_hq in range(i_h * G, i_h * G + G):
             b_x, b_ab = head_dots(a, b, p_h, i_hq, i_h, H, HQ, D, M, o_t, m_t, o_i, m_i, o_m, m_m, b_gi,
-                                  BT, BC, BD, BM, PREC)
+                                  BT, BC, BD, BM, PREC, MIX)
             head_rows(a, b, s, A, L, dA, dGq, P, scale, i_hq, i_h, i_i, t0, H, HQ, D, M, o_i, m_i, o_m, m_m, o_c,
                       b_gi, b_gr, b_sd, b_x, b_ab, factored, BT, BC, BD, BM, BACKWARD, LINEAR, PREC)
     else:
         b_x, b_ab = head_dots(a, b, p_h, i_hq, i_h, H, HQ, D, M, o_t, m_t, o_i, m_i, o_m, m_m, b_gi,
-                              BT, BC, BD, BM, PREC)
+                              BT, BC, BD, BM, PREC, MIX)
         o_c, b_sd = chunk_weights(b_st, b_gt, b_gr, m_t, i_i, factored, BT, BC)
         head_rows(a, b, s, A, L, dA, dGq, P, scale, i_hq, i_h, i_i, t0, H, HQ, D, M, o_i, m_i, o_m, m_m, o_c,
                   b_gi, b_gr, b_sd, b_x, b_ab, factored, BT, BC, BD, BM, BACKWARD, LINEAR, PREC)
@@ -173,7 +173,7 @@ def chunk_gsa_fwd_kernel_a_whole(a, b, s, gl, h, A, L, dA, dGq, P, cu_seqlens, c
                                  H, HQ, D, M, span_max, chunk_max,
                                  BT: tl.constexpr, BC: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr,
                                  BACKWARD: tl.constexpr, LINEAR: tl.constexpr, PREC: tl.constexpr,
-                                 GROUP: tl.constexpr, RB: tl.constexpr):
+                                 GROUP: tl.constexpr, RB: tl.constexpr, MIX: tl.constexpr):
     """kernel_a with one program a chunk (launch option "WHOLE"), for one query head (GROUP: all of a kv head's):
     while the chunk's decay span (max over slots of Gl_first - Gl_last) stays under chunk_max, its BT rows are one
     block factored through the chunk's first row (exp(Gl_t - Gl_0) <= 1, exp(Gl_0 - Gl_j) <= exp(span)): the
@@ -218,7 +218,7 @@ def chunk_gsa_fwd_kernel_a_whole(a, b, s, gl, h, A, L, dA, dGq, P, cu_seqlens, c
             o_c, b_sd = chunk_weights(b_st, b_gt, b_g0, m_t, i_r, True, BT, RB)
         for i_hq in range(hq0, hq0 + n_q):
             b_x, b_ab = head_dots(a, b, p_h, i_hq, i_h, H, HQ, D, M, o_t, m_t, o_r, m_r, o_m, m_m, b_gb,
-                                  BT, RB, BD, BM, PREC)
+                                  BT, RB, BD, BM, PREC, MIX)
             if not GROUP:
                 b_st = load_rows(s + i_h * M, o_t, m_t, H * M, o_m, m_m).to(tl.float32)  # [BT, BM]
                 o_c, b_sd = chunk_weights(b_st, b_gt, b_g0, m_t, i_r, True, BT, RB)
@@ -238,7 +238,7 @@ def chunk_gsa_fwd_kernel_a_whole(a, b, s, gl, h, A, L, dA, dGq, P, cu_seqlens, c
                 o_c, b_sd = chunk_weights(b_st, b_gt, b_gr, m_t, i_i, factored, BT, BC)
                 for i_hq in range(hq0, hq0 + n_q):
                     b_x, b_ab = head_dots(a, b, p_h, i_hq, i_h, H, HQ, D, M, o_t, m_t, o_i, m_i, o_m, m_m, b_gi,
-                                          BT, BC, BD, BM, PREC)
+                                          BT, BC, BD, BM, PREC, MIX)
                     head_rows(a, b, s, A, L, dA, dGq, P, scale, i_hq, i_h, i_i, t0, H, HQ, D, M, o_i, m_i, o_m, m_m,
                               o_c, b_gi, b_gr, b_sd, b_x, b_ab, factored, BT, BC, BD, BM, BACKWARD, LINEAR, PREC)
 
@@ -280,7 +280,8 @@ def chunk_fwd_a(q: torch.Tensor, k: torch.Tensor, s: torch.Tensor, gl: torch.Ten
     kernel, grid, opts = kernel_a_launch("a" if D > 128 else "a-small", H, HQ, M, chunks.NT)
     launch(kernel, grid)(q, k, s, gl, hk, A, L, None, None, P, chunks.cu_seqlens, chunks.indices, scale,
                          H=H, HQ=HQ, D=D, M=M, span_max=factor_span(), BT=BT, BC=BC, BD=block(D, 64),
-                         BM=block(M, 128), BACKWARD=False, LINEAR=linear_read, PREC=prec, **opts)
+                         BM=block(M, 128), BACKWARD=False, LINEAR=linear_read, PREC=prec,
+                         MIX=mixed_dots_mode(q.dtype), **opts)
     return A, L, P
 
 
@@ -299,5 +300,6 @@ def chunk_bwd_dp(do: torch.Tensor, v: torch.Tensor, s: torch.Tensor, gl: torch.T
     kernel, grid, opts = kernel_a_launch("dp" if D > 128 else "dp-small", H, HQ, M, chunks.NT)
     launch(kernel, grid)(do, v, s, gl, hv, A, L, dA, dGq, P1, chunks.cu_seqlens, chunks.indices, 1.0,
                          H=H, HQ=HQ, D=D, M=M, span_max=factor_span(), BT=BT, BC=BC, BD=block(D, 64),
-                         BM=block(M, 128), BACKWARD=True, LINEAR=linear_read, PREC=prec, **opts)
+                         BM=block(M, 128), BACKWARD=True, LINEAR=linear_read, PREC=prec,
+                         MIX=mixed_dots_mode(do.dtype), **opts)
     return dA, dGq, P1

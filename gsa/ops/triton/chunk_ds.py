@@ -19,9 +19,9 @@ import triton
 import triton.language as tl
 
 from gsa.ops.triton.chunks import BC, BT, Chunks, chunk_bounds, program_tiles, tiles_grid
-from gsa.ops.triton.launch import block, check_flag, launch, slot_options
+from gsa.ops.triton.launch import block, check_flag, launch, mixed_dots_mode, slot_options
 from gsa.ops.triton.tiles import (
-    chunk_span_max, factor_span, load_row, load_rows, load_softmax, pairwise_column, row_dots,
+    chunk_span_max, factor_span, load_row, load_rows, load_softmax, mixed_dot, pairwise_column, row_dots,
     sub_block_column, sub_block_span,
 )
 
@@ -30,7 +30,7 @@ from gsa.ops.triton.tiles import (
 def _ds_pass(x, y, A, L, dh, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_a, o_m, m_m, b_et, b_gj, b_ge, b_gl, factored,
              H, HQ, D, M, BT: tl.constexpr,
              BC: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr, SOFTMAX: tl.constexpr, PREC: tl.constexpr,
-             FUSED: tl.constexpr):
+             FUSED: tl.constexpr, MIX: tl.constexpr):
     G = HQ // H
     p_dh = dh + (i_c.to(tl.int64) * H + i_h) * D * M
     b_xs = tl.zeros([BC, BM], dtype=tl.float32)
@@ -40,7 +40,7 @@ def _ds_pass(x, y, A, L, dh, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_a, o_m, m_m,
         m_d = o_d < D
         b_xj = load_rows(x + i_h * D, o_j, m_j, H * D, o_d, m_d)  # [BC, BD]
         b_dh = load_rows(p_dh, o_d, m_d, M, o_m, m_m)  # [BD, BM]
-        b_xs += tl.dot(b_xj.to(tl.float32), b_dh, input_precision=PREC)
+        b_xs = mixed_dot(b_xj, b_dh, b_xs, MIX, PREC)
         if FUSED:
             b_yt = load_rows(y + i_h * D, o_t, m_t, HQ * D, o_d, m_d)  # [BT, BD]
             b_xy0 += tl.dot(b_xj, tl.trans(b_yt), input_precision=PREC)
@@ -84,7 +84,7 @@ def _ds_pass(x, y, A, L, dh, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_a, o_m, m_m,
 def _ds_block(q, k, v, do, s, gl, A, L, dA, dGq, dhk, dhv, ds, dG, i_c, i_h, t0, eos, tj, o_m, m_m, scale, span_max,
               H, HQ, K, V, M, BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
               BM: tl.constexpr, SOFTMAX: tl.constexpr, PREC: tl.constexpr,
-              FUSED: tl.constexpr, FACTORED: tl.constexpr):
+              FUSED: tl.constexpr, FACTORED: tl.constexpr, MIX: tl.constexpr):
     """ds and dG of the BC key rows from tj (BC = BT: the whole chunk) at slot tile o_m. FACTORED: the caller has
     checked the block's decay span (a whole chunk); else the span test is made here, and a block above it takes the
     diagonal pairwise."""
@@ -115,9 +115,9 @@ def _ds_block(q, k, v, do, s, gl, A, L, dA, dGq, dhk, dhv, ds, dG, i_c, i_h, t0,
     b_et = tl.where(m_a[:, None], tl.exp(tl.where(m_a[:, None], b_gt - b_ge[None, :], 0.0)), 0.0)
 
     b_ds = _ds_pass(k, q, dA, None, dhk, i_c, i_h, scale, o_t, m_t, o_j, m_j, m_a, o_m, m_m, b_et, b_gj, b_ge, b_gl,
-                    factored, H, HQ, K, M, BT, BC, BK, BM, False, PREC, FUSED)
+                    factored, H, HQ, K, M, BT, BC, BK, BM, False, PREC, FUSED, MIX)
     b_ds += _ds_pass(v, do, A, L, dhv, i_c, i_h, 1.0, o_t, m_t, o_j, m_j, m_a, o_m, m_m, b_et, b_gj, b_ge, b_gl,
-                     factored, H, HQ, V, M, BT, BC, BV, BM, SOFTMAX, PREC, FUSED)
+                     factored, H, HQ, V, M, BT, BC, BV, BM, SOFTMAX, PREC, FUSED, MIX)
 
     b_sj = load_rows(s + i_h * M, o_j, m_j, H * M, o_m, m_m).to(tl.float32)  # [BC, BM]
     b_dg = -b_sj * b_ds
@@ -135,7 +135,7 @@ def chunk_gsa_bwd_kernel_ds(q, k, v, do, s, gl, A, L, dA, dGq, dhk, dhv, ds, dG,
                             H, HQ, K, V, M, span_max, chunk_max,
                             BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
                             BM: tl.constexpr, SOFTMAX: tl.constexpr, TILED: tl.constexpr, PREC: tl.constexpr,
-                            FUSED: tl.constexpr, WHOLE: tl.constexpr):
+                            FUSED: tl.constexpr, WHOLE: tl.constexpr, MIX: tl.constexpr):
     """One program a key sub-block, kv head, chunk and slot tile; WHOLE (launch option): one a chunk, kv head and
     slot tile, whose key rows are one block factored through the chunk's last row while the chunk's decay span (over
     the slot tile) stays under chunk_max (every operand loaded once, every product a [BT, *] dot), else its
@@ -156,19 +156,19 @@ def chunk_gsa_bwd_kernel_ds(q, k, v, do, s, gl, A, L, dA, dGq, dhk, dhv, ds, dG,
         span = tl.max(load_row(gl + i_h * M, t0, H * M, o_m, m_m) - load_row(gl + i_h * M, last, H * M, o_m, m_m), 0)
         if span < chunk_max:
             _ds_block(q, k, v, do, s, gl, A, L, dA, dGq, dhk, dhv, ds, dG, i_c, i_h, t0, eos, t0, o_m, m_m, scale,
-                      span_max, H, HQ, K, V, M, BT, BT, BK, BV, BM, SOFTMAX, PREC, FUSED, True)
+                      span_max, H, HQ, K, V, M, BT, BT, BK, BV, BM, SOFTMAX, PREC, FUSED, True, MIX)
         else:
             for i_s in range(NC):
                 tj = t0 + i_s * BC
                 if tj < eos:
                     _ds_block(q, k, v, do, s, gl, A, L, dA, dGq, dhk, dhv, ds, dG, i_c, i_h, t0, eos, tj, o_m, m_m,
                               scale, span_max, H, HQ, K, V, M, BT, BC, BK, BV, BM, SOFTMAX, PREC, FUSED,
-                              False)
+                              False, MIX)
     else:
         tj = t0 + i_j * BC
         if tj < eos:
             _ds_block(q, k, v, do, s, gl, A, L, dA, dGq, dhk, dhv, ds, dG, i_c, i_h, t0, eos, tj, o_m, m_m, scale,
-                      span_max, H, HQ, K, V, M, BT, BC, BK, BV, BM, SOFTMAX, PREC, FUSED, False)
+                      span_max, H, HQ, K, V, M, BT, BC, BK, BV, BM, SOFTMAX, PREC, FUSED, False, MIX)
 
 
 def chunk_bwd_ds(q, k, v, do, s, gl, A, L, dA, dGq, dhk, dhv, chunks: Chunks, scale: float, prec: str):
@@ -202,5 +202,6 @@ def chunk_bwd_ds(q, k, v, do, s, gl, A, L, dA, dGq, dhk, dhv, chunks: Chunks, sc
                                           chunks.indices, scale, H=H, HQ=HQ, K=K, V=V, M=M, span_max=factor_span(),
                                           chunk_max=chunk_span_max(),
                                           BT=BT, BC=BC, BK=block(K, 64), BV=block(V, 64), SOFTMAX=L is not None,
-                                          TILED=n_m > 1, PREC=prec, **opts)
+                                          TILED=n_m > 1, PREC=prec,
+                                          MIX=mixed_dots_mode(q.dtype), **opts)
     return ds, dG

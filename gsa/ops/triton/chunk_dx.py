@@ -17,14 +17,15 @@ import triton
 import triton.language as tl
 
 from gsa.ops.triton.chunks import BT, Chunks, chunk_bounds, program_tiles, tiles_grid
-from gsa.ops.triton.launch import block, cdiv, d_tiles_per_program, launch, launch_options
-from gsa.ops.triton.tiles import load_row, load_rows
+from gsa.ops.triton.launch import block, cdiv, d_tiles_per_program, launch, launch_options, mixed_dots_mode
+from gsa.ops.triton.tiles import load_row, load_rows, mixed_dot
 
 
 @triton.jit
 def chunk_gsa_bwd_kernel_dx(P, y, s, gl, dh, dx, h, cross, cu_seqlens, chunk_indices, scale, H, HQ, D, M, NT,
                             BT: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr, ND: tl.constexpr,
-                            ONE_GROUP: tl.constexpr, CROSS: tl.constexpr, PREC: tl.constexpr):
+                            ONE_GROUP: tl.constexpr, CROSS: tl.constexpr, PREC: tl.constexpr,
+                            MIX: tl.constexpr):
     """Program (ND D tiles, kv head, chunk): dx over D tiles [i * ND, (i + 1) * ND) of one chunk. What does not
     depend on D (the decayed slot weights; P with one query head a kv head) is built once for those tiles."""
     NDT = tl.cdiv(D, BD)
@@ -56,15 +57,15 @@ def chunk_gsa_bwd_kernel_dx(P, y, s, gl, dh, dx, h, cross, cu_seqlens, chunk_ind
                 tl.store(p_x, tl.sum(b_hn * b_dh, 0), mask=m_m & (i_d < NDT))
         b_dx = tl.dot(b_sd, tl.trans(b_dh), input_precision=PREC)  # [BT, BD]
         if ONE_GROUP:
-            b_y = load_rows(y + i_h * D, o_t, m_t, HQ * D, o_d, m_d).to(tl.float32)  # [BT, BD]
-            b_acc = tl.dot(b_pt, b_y, input_precision=PREC)
+            b_y = load_rows(y + i_h * D, o_t, m_t, HQ * D, o_d, m_d)  # [BT, BD]
+            b_acc = mixed_dot(b_pt, b_y, None, MIX, PREC)
         else:
             b_acc = tl.zeros([BT, BD], dtype=tl.float32)
             for i_g in range(G):
                 i_hq = i_h * G + i_g
                 b_pq = tl.trans(load_rows(P + i_hq * BT, o_t, m_t, HQ * BT, o_c, o_c < BT))  # [BT (j), BT (t)]
-                b_y = load_rows(y + i_hq * D, o_t, m_t, HQ * D, o_d, m_d).to(tl.float32)  # [BT, BD]
-                b_acc += tl.dot(b_pq, b_y, input_precision=PREC)
+                b_y = load_rows(y + i_hq * D, o_t, m_t, HQ * D, o_d, m_d)  # [BT, BD]
+                b_acc = mixed_dot(b_pq, b_y, b_acc, MIX, PREC)
         b_dx += scale * b_acc
         p_dx = dx + o_t[:, None].to(tl.int64) * H * D + i_h * D + o_d[None, :]
         tl.store(p_dx, b_dx.to(dx.dtype.element_ty), mask=m_t[:, None] & m_d[None, :])
@@ -99,5 +100,6 @@ def chunk_bwd_dx(P: torch.Tensor, y: torch.Tensor, s: torch.Tensor, gl: torch.Te
     grid = tiles_grid(cdiv(n_tiles, ND), H, chunks.NT)
     launch(chunk_gsa_bwd_kernel_dx, grid)(P, y, s, gl, dh, dx, h, cross, chunks.cu_seqlens, chunks.indices, scale,
                                   H, HQ, D, M, dh.shape[0], BT=BT, BM=block(M, 128), ND=ND, ONE_GROUP=HQ == H,
-                                  CROSS=h is not None, PREC=prec, **opts)
+                                  CROSS=h is not None, PREC=prec, MIX=mixed_dots_mode(y.dtype),
+                                  **opts)
     return dx

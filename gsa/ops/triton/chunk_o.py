@@ -12,14 +12,14 @@ import triton
 import triton.language as tl
 
 from gsa.ops.triton.chunks import BT, Chunks, chunk_bounds, program_tiles, row_block, tiles_grid
-from gsa.ops.triton.launch import block, cdiv, d_tiles_per_program, launch, launch_options
-from gsa.ops.triton.tiles import load_rows, load_softmax
+from gsa.ops.triton.launch import block, cdiv, d_tiles_per_program, launch, launch_options, mixed_dots_mode
+from gsa.ops.triton.tiles import load_rows, load_softmax, mixed_dot
 
 
 @triton.jit
 def chunk_gsa_fwd_kernel_o(A, L, gl, P, x, h, o, cu_seqlens, chunk_indices, scale, H, HQ, D, M,
                            BT: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr, ND: tl.constexpr, RB: tl.constexpr,
-                           SOFTMAX: tl.constexpr, PREC: tl.constexpr):
+                           SOFTMAX: tl.constexpr, PREC: tl.constexpr, MIX: tl.constexpr):
     """Program (ND D tiles, RB-row block, query head, chunk): out over D tiles [i * ND, (i + 1) * ND) of RB rows of
     one chunk; the decayed slot weights and P's rows are built once for those tiles. A row block reads x's chunk
     rows up to its own last row (P is 0 above the diagonal)."""
@@ -46,10 +46,10 @@ def chunk_gsa_fwd_kernel_o(A, L, gl, P, x, h, o, cu_seqlens, chunk_indices, scal
         o_d = (i_dp * ND + i_i) * BD + tl.arange(0, BD)
         m_d = o_d < D  # all false past the last tile (ND not dividing the tile count)
         # loaded as stored ([BD, BM], contiguous along M) and transposed in registers: coalesced
-        b_h = tl.trans(load_rows(h + (i_c.to(tl.int64) * H + i_h) * D * M, o_d, m_d, M, o_m, m_m).to(tl.float32))
-        b_o = tl.dot(b_w, b_h, input_precision=PREC)  # [RB, BD]
-        b_x = load_rows(x + i_h * D, t0 + o_c, m_c, H * D, o_d, m_d).to(tl.float32)  # [BT, BD]
-        b_o += tl.dot(b_p, b_x, input_precision=PREC)
+        b_h = tl.trans(load_rows(h + (i_c.to(tl.int64) * H + i_h) * D * M, o_d, m_d, M, o_m, m_m))
+        b_o = mixed_dot(b_w, b_h, None, MIX, PREC)  # [RB, BD]
+        b_x = load_rows(x + i_h * D, t0 + o_c, m_c, H * D, o_d, m_d)  # [BT, BD]
+        b_o = mixed_dot(b_p, b_x, b_o, MIX, PREC)
         p_o = o + o_t[:, None].to(tl.int64) * HQ * D + i_hq * D + o_d[None, :]
         tl.store(p_o, (b_o * scale).to(o.dtype.element_ty), mask=m_t[:, None] & m_d[None, :])
 
@@ -68,5 +68,6 @@ def chunk_o(A: torch.Tensor, L: torch.Tensor | None, gl: torch.Tensor, P: torch.
     ND = d_tiles_per_program("o", opts, n_tiles, HQ * chunks.NT * (BT // RB), x.device)
     grid = tiles_grid(cdiv(n_tiles, ND) * (BT // RB), HQ, chunks.NT)
     launch(chunk_gsa_fwd_kernel_o, grid)(A, L, gl, P, x, h, out, chunks.cu_seqlens, chunks.indices, scale, H, HQ, D, M,
-                                 BT=BT, BM=block(M, 128), ND=ND, RB=RB, SOFTMAX=L is not None, PREC=prec, **opts)
+                                 BT=BT, BM=block(M, 128), ND=ND, RB=RB, SOFTMAX=L is not None, PREC=prec,
+                                 MIX=mixed_dots_mode(x.dtype), **opts)
     return out

@@ -139,6 +139,12 @@ class KernelSettings:
         its dg fails that test (2.1-3.3x the torch backend's error at B 2, T 130 in bf16 and fp16): the weights are
         rounded in the states but not in the per-token dG terms whose cancellation dg relies on
         (test_gpu_16bit_state_dots_within_2x_of_the_torch_backend, a strict xfail); opt-in.
+    mixed_dots: the chunk kernels' products of a float32 operand (P, decayed slot weights, float32 states and their
+        gradients) with a 16-bit one (q, k, v, dO, states stored as the inputs): "float32" (the default: the 16-bit
+        operand upcast, tf32 dots for bf16) or "split" (the float32 operand as a 16-bit head plus the 16-bit rounding
+        of the rest, two dots at the 16-bit rate, ~2^-16 relative: tiles.mixed_dot), in kernel_a, kernel_o,
+        kernel_dx and kernel_ds. bf16 inputs only: fp16 parts would overflow past 65504 and drop tiny gradients'
+        low bits (fp16 keeps 3xTF32, launch.dot_precision); float32 inputs are unaffected.
     factor_span: the largest decay span (max over slots of Gl_first - Gl_last inside a 16-row sub-block) at which
         the diagonal sub-block is factored through a reference row into a tensor-core dot instead of taken pairwise
         (`tiles.sub_block_span`); e^30 stays far from float32's e^88. -1 never factors, inf always does (tests).
@@ -177,6 +183,7 @@ class KernelSettings:
     launch: dict[str, dict[str, int]] = field(default_factory=lambda: {k: dict(v) for k, v in DEFAULT_LAUNCH.items()})
     chunk_states: str = "forward"
     state_dots: str = "split"
+    mixed_dots: str = "float32"
     factor_span: float = 30.0
     state_tile_max: int = 64
     state_segments: int | None = None

@@ -179,6 +179,28 @@ def state_product(b_x, b_w, acc, DOTS: tl.constexpr, PREC: tl.constexpr):
 
 
 @triton.jit
+def mixed_dot(a, b, acc, MIX: tl.constexpr, PREC: tl.constexpr):
+    """a @ b (+ acc, or None) [R, C] float32, each operand float32 or the inputs' 16-bit dtype. Two 16-bit operands:
+    one dot at the 16-bit rate (exact products). MIX (SETTINGS.mixed_dots, launch.mixed_dots_mode): 1, a float32
+    operand facing a 16-bit one goes in as its 16-bit rounding plus the 16-bit rounding of what that leaves, two
+    dots at the 16-bit rate (~2^-16 relative in bf16, under tf32's 2^-11; as tiles.state_product's DOTS 2);
+    otherwise both as float32 at input precision PREC."""
+    if a.dtype != tl.float32:
+        if b.dtype != tl.float32:
+            return tl.dot(a, b, acc)
+        if MIX == 1:
+            b_hi = b.to(a.dtype)
+            b_lo = (b - b_hi.to(tl.float32)).to(a.dtype)
+            return tl.dot(a, b_lo, tl.dot(a, b_hi, acc))
+    elif b.dtype != tl.float32:
+        if MIX == 1:
+            a_hi = a.to(b.dtype)
+            a_lo = (a - a_hi.to(tl.float32)).to(b.dtype)
+            return tl.dot(a_lo, b, tl.dot(a_hi, b, acc))
+    return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision=PREC)
+
+
+@triton.jit
 def load_rows(p, o_t, m_t, stride_t, o_c, m_c):
     """Load the [len(o_t), len(o_c)] tile at p + o_t * stride_t + o_c (its own dtype), zeros outside the masks."""
     return tl.load(p + o_t[:, None].to(tl.int64) * stride_t + o_c[None, :], mask=m_t[:, None] & m_c[None, :], other=0)
