@@ -71,7 +71,7 @@ def test_launch_key_follows_every_new_launch_table_and_field():
         assert other != first and ("o", (("ND", 0), ("RB", 0))) in other[-1]
     with SETTINGS.override(launch=dict(SETTINGS.launch)):  # a new dict with the same options: the same key
         assert launch_key() == first
-    fields = (("chunk_warps", 8), ("chunk_states", "float32"), ("state_dots", "input"), ("mixed_dots", "split"))
+    fields = (("chunk_warps", 8), ("chunk_states", "float32"), ("state_dots", "input"), ("mixed_dots", ["o"]))
     for field, value in fields:
         with SETTINGS.override(**{field: value}):
             assert launch_key() != first

@@ -1,8 +1,8 @@
-"""SETTINGS.mixed_dots = "split" (tiles.mixed_dot): kernel_a's, kernel_o's, kernel_dx's and kernel_ds's products of
-a float32 operand with a 16-bit one as two 16-bit dots, the float32 operand as its 16-bit rounding plus the 16-bit
-rounding of the rest. The setting applies to bf16 inputs only, which the Triton interpreter lacks: on the CPU the
-split form is forced for fp16 inputs (whose parts stay in range at these inputs), and the GPU test runs it as
-shipped, in bf16. Each against the float64 recurrence, every gradient and final state, within 2x of plain PyTorch
+"""SETTINGS.mixed_dots (tiles.mixed_dot): the named kernels' (of kernel_a, kernel_o, kernel_dx, kernel_ds) products
+of a float32 operand with a 16-bit one as two 16-bit dots, the float32 operand as its 16-bit rounding plus the
+16-bit rounding of the rest. The setting applies to bf16 inputs only, which the Triton interpreter lacks: on the CPU
+the split form is forced for fp16 inputs in all four (their parts stay in range at these inputs), and the GPU test
+runs it as shipped, in bf16, in all four. Each against the float64 recurrence, every gradient and final state, within 2x of plain PyTorch
 in the same dtype."""
 
 import pytest
@@ -33,7 +33,7 @@ def force_split(monkeypatch) -> list:
             go = real(kernel, grid)
             return lambda *a, **k: seen.append((kernel.__name__, k["MIX"])) or go(*a, **k)
 
-        monkeypatch.setattr(module, "mixed_dots_mode", lambda dtype: 1)
+        monkeypatch.setattr(module, "mixed_dots_mode", lambda dtype, kernel: 1)
         monkeypatch.setattr(module, "launch", record)
     return seen
 
@@ -54,13 +54,15 @@ def test_forced_split_within_2x_of_plain_pytorch(shape, monkeypatch):
 
 
 def test_mixed_dots_mode():
-    assert SETTINGS.mixed_dots == "float32" and mixed_dots_mode(torch.bfloat16) == 0  # the default
-    with SETTINGS.override(mixed_dots="split"):
-        assert mixed_dots_mode(torch.bfloat16) == 1
-        assert mixed_dots_mode(torch.float16) == mixed_dots_mode(torch.float32) == 0  # range; nothing to split
-    with SETTINGS.override(mixed_dots="bf16"):
-        with pytest.raises(ValueError, match="SETTINGS.mixed_dots must be 'float32' or 'split', got 'bf16'"):
-            mixed_dots_mode(torch.bfloat16)
+    assert SETTINGS.mixed_dots == {"a"}  # the default: kernel_a only (settings.py)
+    assert mixed_dots_mode(torch.bfloat16, "a") == 1 and mixed_dots_mode(torch.bfloat16, "o") == 0
+    with SETTINGS.override(mixed_dots=["o", "dx", "ds"]):  # a JSON list, as `gsa bench grid --settings` gives it
+        assert [mixed_dots_mode(torch.bfloat16, k) for k in ("a", "o", "dx", "ds")] == [0, 1, 1, 1]
+        assert mixed_dots_mode(torch.float16, "o") == mixed_dots_mode(torch.float32, "o") == 0  # range; nothing to split
+    for bad in ("a", ["a", "kernel_o"]):
+        with SETTINGS.override(mixed_dots=bad):
+            with pytest.raises(ValueError, match=r"SETTINGS.mixed_dots must be a set of kernel names from \('a', 'o', "):
+                mixed_dots_mode(torch.bfloat16, "a")
 
 
 @pytest.mark.gpu
@@ -71,7 +73,7 @@ def test_mixed_dots_mode():
     dict(B=2, T=130, HQ=2, H=2, K=256, V=256, M=64),  # kernel_a's row blocks
 ])
 def test_gpu_split_mixed_dots_within_2x_of_the_torch_backend(shape, monkeypatch):
-    monkeypatch.setattr(SETTINGS, "mixed_dots", "split")
+    monkeypatch.setattr(SETTINGS, "mixed_dots", frozenset({"a", "o", "dx", "ds"}))
     x = on(make_inputs(**shape, tau=4.0), "cuda")
     truth = run(recurrent_reference, x, scale=0.3)  # launch_runs.chunk_op's scale
     torch_backend = lambda *a, **k: gated_slot_attention(*a, scale=0.3, backend="torch", **k)  # noqa: E731

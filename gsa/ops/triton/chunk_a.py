@@ -281,7 +281,7 @@ def chunk_fwd_a(q: torch.Tensor, k: torch.Tensor, s: torch.Tensor, gl: torch.Ten
     launch(kernel, grid)(q, k, s, gl, hk, A, L, None, None, P, chunks.cu_seqlens, chunks.indices, scale,
                          H=H, HQ=HQ, D=D, M=M, span_max=factor_span(), BT=BT, BC=BC, BD=block(D, 64),
                          BM=block(M, 128), BACKWARD=False, LINEAR=linear_read, PREC=prec,
-                         MIX=mixed_dots_mode(q.dtype), **opts)
+                         MIX=mixed_dots_mode(q.dtype, "a"), **opts)
     return A, L, P
 
 
@@ -301,5 +301,5 @@ def chunk_bwd_dp(do: torch.Tensor, v: torch.Tensor, s: torch.Tensor, gl: torch.T
     launch(kernel, grid)(do, v, s, gl, hv, A, L, dA, dGq, P1, chunks.cu_seqlens, chunks.indices, 1.0,
                          H=H, HQ=HQ, D=D, M=M, span_max=factor_span(), BT=BT, BC=BC, BD=block(D, 64),
                          BM=block(M, 128), BACKWARD=True, LINEAR=linear_read, PREC=prec,
-                         MIX=mixed_dots_mode(do.dtype), **opts)
+                         MIX=mixed_dots_mode(do.dtype, "a"), **opts)
     return dA, dGq, P1

@@ -72,7 +72,6 @@ def chunk_gsa_bwd_kernel_dh(y, A, L, gl, dh, dht, dh0, seg_h, seg_g, cu_seqlens,
     option, default off): a partial last chunk takes the masked step (kernel_dh_step), then the chunks that end
     inside the sequence take it with constant masks over time, and over D and slots too where EVEN (D and M whole
     numbers of tiles). Else every chunk masked."""
-    G = HQ // H
     i_nh, i_s = tl.program_id(1), tl.program_id(2)
     i_h, bos, eos, i_c0, NTn, t_lo, t_hi = segment_range(cu_seqlens, chunk_offsets, i_nh, i_s, H, SEG, BT)
     if t_lo >= NTn:
@@ -100,28 +99,10 @@ def chunk_gsa_bwd_kernel_dh(y, A, L, gl, dh, dht, dh0, seg_h, seg_g, cu_seqlens,
             b_dh, b_gs = kernel_dh_step(y, A, L, gl, dh, b_dh, b_gs, t_full - 1 - i, i_c0, i_h, bos, eos, scale, H, HQ,
                                         D, M, o_d, o_m, m_d1, m_m1, m_dm, o_h, BT, SOFTMAX, PREC, DOTS, False,
                                         EVEN)
-    else:  # every chunk masked, as timed (kernel_dh_step's body with MASK_T, not EVEN, inline)
+    else:  # every chunk masked
         for i in range(t_hi - t_lo):
-            i_t = t_hi - 1 - i
-            # the gradient of the state at the END of chunk i_t
-            tl.store(dh + ((i_c0 + i_t) * H + i_h) * D * M + o_h, b_dh, mask=m_dm)
-            o_t = bos + i_t * BT + tl.arange(0, BT)
-            m_t = o_t < eos
-            last = tl.minimum(bos + i_t * BT + BT, eos) - 1
-            m_tm = m_t[:, None] & m_m[None, :]
-            b_g = load_rows(gl + i_h * M, o_t, m_t, H * M, o_m, m_m)  # [BT, BM]
-            b_gl = load_row(gl + i_h * M, last, H * M, o_m, m_m)  # [BM]
-            b_e = tl.where(m_tm, tl.exp(b_g), 0.0)
-            b_dh = b_dh * tl.exp(b_gl)[None, :]
-            for i_g in range(G):
-                i_hq = i_h * G + i_g
-                if SOFTMAX:
-                    b_a = load_softmax(A + i_hq * M, L + i_hq * 2, o_t, m_t, HQ * M, 2 * HQ, o_m, m_m)  # [BT, BM]
-                else:
-                    b_a = load_rows(A + i_hq * M, o_t, m_t, HQ * M, o_m, m_m)
-                b_y = load_rows(y + i_hq * D, o_t, m_t, HQ * D, o_d, m_d)  # [BT, BD]
-                b_dh = state_product(b_y, b_a * (scale * b_e), b_dh, DOTS, PREC)
-            b_gs += b_gl
+            b_dh, b_gs = kernel_dh_step(y, A, L, gl, dh, b_dh, b_gs, t_hi - 1 - i, i_c0, i_h, bos, eos, scale, H, HQ,
+                                        D, M, o_d, o_m, m_d, m_m, m_dm, o_h, BT, SOFTMAX, PREC, DOTS, True, False)
     if SEGMENTED:
         store_segment(seg_h, seg_g, i_nh, i_s, i_d, NS, b_dh, b_gs, D, M, o_h, o_m, m_dm, m_m)
     if STORE_DH0:

@@ -203,5 +203,5 @@ def chunk_bwd_ds(q, k, v, do, s, gl, A, L, dA, dGq, dhk, dhv, chunks: Chunks, sc
                                           chunk_max=chunk_span_max(),
                                           BT=BT, BC=BC, BK=block(K, 64), BV=block(V, 64), SOFTMAX=L is not None,
                                           TILED=n_m > 1, PREC=prec,
-                                          MIX=mixed_dots_mode(q.dtype), **opts)
+                                          MIX=mixed_dots_mode(q.dtype, "ds"), **opts)
     return ds, dG

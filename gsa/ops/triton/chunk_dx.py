@@ -100,6 +100,6 @@ def chunk_bwd_dx(P: torch.Tensor, y: torch.Tensor, s: torch.Tensor, gl: torch.Te
     grid = tiles_grid(cdiv(n_tiles, ND), H, chunks.NT)
     launch(chunk_gsa_bwd_kernel_dx, grid)(P, y, s, gl, dh, dx, h, cross, chunks.cu_seqlens, chunks.indices, scale,
                                   H, HQ, D, M, dh.shape[0], BT=BT, BM=block(M, 128), ND=ND, ONE_GROUP=HQ == H,
-                                  CROSS=h is not None, PREC=prec, MIX=mixed_dots_mode(y.dtype),
+                                  CROSS=h is not None, PREC=prec, MIX=mixed_dots_mode(y.dtype, "dx"),
                                   **opts)
     return dx

@@ -129,7 +129,7 @@ def chunk_gsa_fwd_kernel_h(x, s, gl, h, h0, ht, seg_h, seg_g, cu_seqlens, chunk_
     """Program (D tile x slot tile, sequence x head, segment): the chunk-start states of chunks
     [i_s * SEG, (i_s + 1) * SEG) of its sequence, from the initial state (segment 0) or from zero (later segments: the
     carry kernel adds what the earlier segments leave). SEGMENTED: also store the segment's end state and total log
-    decay. DOTS: the product's operands (launch.state_dots_mode). SPLIT (launch option, default off): the chunks that
+    decay. DOTS: the product's operands (launch.state_dots_mode). SPLIT (launch option, on for "h"): the chunks that
     end inside the sequence take the step without a mask over time, and over D and slots too where EVEN (D and M
     whole numbers of tiles); a partial last chunk, after them, the masked one. Else every chunk the masked step."""
     i_nh, i_s = tl.program_id(1), tl.program_id(2)
@@ -158,19 +158,10 @@ def chunk_gsa_fwd_kernel_h(x, s, gl, h, h0, ht, seg_h, seg_g, cu_seqlens, chunk_
         if t_full < t_hi:  # the sequence's partial last chunk
             b_h, b_gs = kernel_h_step(x, s, gl, h, b_h, b_gs, t_full, i_c0, i_h, bos, eos, H, D, M, o_d, o_m, m_d,
                                       m_m, m_dm, o_h, BT, PREC, DOTS, True, EVEN)
-    else:  # every chunk masked, as timed (the body of kernel_h_step with MASK_T, not EVEN, inline)
+    else:  # every chunk masked
         for i_t in range(t_lo, t_hi):
-            tl.store(h + ((i_c0 + i_t) * H + i_h) * D * M + o_h, b_h.to(h.dtype.element_ty), mask=m_dm)
-            o_t = bos + i_t * BT + tl.arange(0, BT)
-            m_t = o_t < eos
-            last = tl.minimum(bos + i_t * BT + BT, eos) - 1
-            b_x = load_rows(x + i_h * D, o_t, m_t, H * D, o_d, m_d)  # [BT, BD]
-            b_s = load_rows(s + i_h * M, o_t, m_t, H * M, o_m, m_m).to(tl.float32)  # [BT, BM]
-            b_g = load_rows(gl + i_h * M, o_t, m_t, H * M, o_m, m_m)  # [BT, BM]
-            b_gl = load_row(gl + i_h * M, last, H * M, o_m, m_m)  # [BM]
-            b_sd = tl.where(m_t[:, None], b_s * tl.exp(b_gl[None, :] - b_g), 0.0)
-            b_h = b_h * tl.exp(b_gl)[None, :] + state_product(b_x, b_sd, None, DOTS, PREC)
-            b_gs += b_gl
+            b_h, b_gs = kernel_h_step(x, s, gl, h, b_h, b_gs, i_t, i_c0, i_h, bos, eos, H, D, M, o_d, o_m, m_d, m_m,
+                                      m_dm, o_h, BT, PREC, DOTS, True, False)
     if SEGMENTED:
         store_segment(seg_h, seg_g, i_nh, i_s, i_d, NS, b_h, b_gs, D, M, o_h, o_m, m_dm, m_m)
     if STORE_HT:
@@ -239,7 +230,7 @@ class Walk(NamedTuple):
     """A state walk's launch: D tile BD, NS segments of SEG chunks, the float32 buffers of each segment's end state
     [N * H, NS, D, M] and log decay [N * H, NS, M] (None unsplit), the main kernel's launch options (with BM) and
     grid (D tiles x slot tiles, sequences x heads, segments), and its SPLIT and EVEN constexprs (launch option
-    "SPLIT", a bool, default False, refused on CUDA tensors: the whole chunks without masks; EVEN: with it, D and M
+    "SPLIT", a bool, False where the entry leaves it out: the whole chunks without masks; EVEN: with it, D and M
     whole tiles)."""
 
     BD: int
@@ -256,11 +247,6 @@ class Walk(NamedTuple):
         0 .. NS - 2)."""
         opts = slot_options(name, M)
         return opts, (cdiv(D, self.BD) * opts["NM"], self.grid[1], self.NS - 1)
-
-
-# The launch option "SPLIT" compiled for the GPU gave wrong results on the H100 (settings.py): refused on CUDA tensors
-# while this is False; tests/ops/test_walk_split.py's GPU test sets it to show whether the walks are right yet.
-SPLIT_ON_GPU = False
 
 
 def walk_plan(x: torch.Tensor, name: str, D: int, H: int, M: int, chunks: Chunks, segmented: bool) -> Walk:
@@ -282,10 +268,6 @@ def walk_plan(x: torch.Tensor, name: str, D: int, H: int, M: int, chunks: Chunks
     opts = slot_options(entry, M)
     split = opts.pop("SPLIT", False)
     check_flag(entry, "SPLIT", split, "whole chunks without masks")
-    if split and x.is_cuda and not SPLIT_ON_GPU:
-        raise ValueError(f"SETTINGS.launch[{entry!r}]['SPLIT'] = True gave wrong results on the GPU (the H100, "
-                         "bf16 and fp16; gsa/ops/triton/settings.py): it runs only under the Triton interpreter "
-                         "until its GPU test passes")
     return Walk(BD, SEG, NS, seg_h, seg_g, opts, (cdiv(D, BD) * opts["NM"], chunks.N * H, NS),
                 dict(SPLIT=split, EVEN=split and D % BD == 0 and M % opts["BM"] == 0))
 

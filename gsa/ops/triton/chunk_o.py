@@ -69,5 +69,5 @@ def chunk_o(A: torch.Tensor, L: torch.Tensor | None, gl: torch.Tensor, P: torch.
     grid = tiles_grid(cdiv(n_tiles, ND) * (BT // RB), HQ, chunks.NT)
     launch(chunk_gsa_fwd_kernel_o, grid)(A, L, gl, P, x, h, out, chunks.cu_seqlens, chunks.indices, scale, H, HQ, D, M,
                                  BT=BT, BM=block(M, 128), ND=ND, RB=RB, SOFTMAX=L is not None, PREC=prec,
-                                 MIX=mixed_dots_mode(x.dtype), **opts)
+                                 MIX=mixed_dots_mode(x.dtype, "o"), **opts)
     return out

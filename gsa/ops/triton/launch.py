@@ -138,7 +138,7 @@ def launch_key() -> tuple:
     "Kernels"). An option changed inside that dict in place is not seen here (the next call with it then compiles
     its kernels one by one instead of in parallel; results are unaffected): SETTINGS.override(launch=...) sets a new
     dict."""
-    fields = (SETTINGS.chunk_warps, SETTINGS.chunk_states, SETTINGS.state_dots, SETTINGS.mixed_dots)
+    fields = (SETTINGS.chunk_warps, SETTINGS.chunk_states, SETTINGS.state_dots, frozenset(SETTINGS.mixed_dots))
     memo = _launch_key_memo
     if memo[0] is not SETTINGS.launch or memo[1] != fields:  # the dict itself is held, so its id is never reused
         memo[:] = [SETTINGS.launch, fields,
@@ -173,11 +173,17 @@ def state_dots_mode(dtype: torch.dtype) -> int:
     return STATE_DOTS.index(mode) if dtype in (torch.bfloat16, torch.float16) else 0
 
 
-def mixed_dots_mode(dtype: torch.dtype) -> int:
-    """tiles.mixed_dot's MIX for inputs of `dtype` (SETTINGS.mixed_dots): 1 for "split" with bf16 inputs, else 0
-    (fp16 and float32 inputs keep dot_precision's float32 dots)."""
-    mode = _setting("mixed_dots", ("float32", "split"))
-    return int(mode == "split" and dtype == torch.bfloat16)
+MIXED_DOT_KERNELS = ("a", "o", "dx", "ds")
+
+
+def mixed_dots_mode(dtype: torch.dtype, kernel: str) -> int:
+    """tiles.mixed_dot's MIX for `kernel` ("a": kernel_a, forward and backward; "o", "dx", "ds") on inputs of
+    `dtype`: 1 where SETTINGS.mixed_dots names the kernel and the inputs are bf16, else 0 (fp16 and float32 inputs
+    keep dot_precision's float32 dots)."""
+    names = SETTINGS.mixed_dots
+    if isinstance(names, str) or not set(names) <= set(MIXED_DOT_KERNELS):
+        raise ValueError(f"SETTINGS.mixed_dots must be a set of kernel names from {MIXED_DOT_KERNELS}, got {names!r}")
+    return int(kernel in names and dtype == torch.bfloat16)
 
 
 def dot_precision(dtype: torch.dtype) -> str:

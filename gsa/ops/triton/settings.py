@@ -40,13 +40,15 @@ from dataclasses import dataclass, field
 # "@m128": kernel_a with one program per kv head (GROUP) at 4 warps and 1 stage cut fwd+bwd 5.82 -> 5.69 ms (32
 # query heads on 8 kv heads of 128) and 2.92 -> 2.85 ms (16 on 4), where 4 warps and 1 stage without GROUP lost
 # (6.32, 3.16 ms); ptxas spills at GROUP: 2 warps 2 stages 4360 bytes a thread, 4 warps 1 stage 280.
-# For "h" / "h-narrow" and "dh" / "dh-narrow", "SPLIT" (a bool, default False; WRONG RESULTS on the GPU: on the H100
-# in bf16 and fp16 the op's output was 1e-1 off, while the interpreter agrees with the default bitwise; cause not
-# found, tests/ops/test_walk_split.py's GPU test a strict xfail; do not use until it passes): the walk's chunks that
-# end inside their sequence without masks (chunk_h.chunk_gsa_fwd_kernel_h, chunk_dh.chunk_gsa_bwd_kernel_dh); compiled
-# for sm_90 at 1.3b a chunk step is 1372 instructions against 2267 masked for kernel_h (fla-core's walk: 1255), 3584
-# / 2111 against 4777 / 3334 for kernel_dh's two passes (fla-core's: 2087), with more spill bytes (docs/log.md,
-# "Kernels", "The walks' instructions").
+# For "h" / "h-narrow" and "dh" / "dh-narrow", "SPLIT" (a bool, False where an entry leaves it out; on for "h"): the
+# walk's chunks that end inside their sequence without masks (chunk_h.chunk_gsa_fwd_kernel_h,
+# chunk_dh.chunk_gsa_bwd_kernel_dh); compiled for sm_90 at 1.3b a chunk step is 1372 instructions against 2267 masked
+# for kernel_h (fla-core's walk: 1255), 3584 / 2111 against 4777 / 3334 for kernel_dh's two passes (fla-core's:
+# 2087), with more spill bytes (docs/log.md, "Kernels", "The walks' instructions"). H100, kernel_h's four launches at
+# 1.3b in two calls: 387 / 375 -> 334 / 335 us and 447 (405 / 403 / 506 in the same process with kernel_h's launch
+# unchanged) -> 343 / 376; h1 124 / 123 -> 93 / 94; 16 heads of 128, 32 of 64 and grouped 32/8 within the spread.
+# kernel_dh gained nothing measurable (1.3b 294 -> 279 / 285 us, elsewhere within the spread): off there. Within 2x of
+# the torch backend's error on the GPU (tests/ops/test_walk_split.py, every walk entry, bf16 and fp16).
 # For "ds", "FUSED" (a bool, default True): with one query head a kv head, a pass's x_j . y_t from the D loop of
 # x_j @ dS instead of a second loop (chunk_ds.py); dropped for grouped heads. H100, fwd+bwd: 1.3b 2.362 -> 2.315 ms,
 # 16 heads of 128 3.731 -> 3.668, 32 of 64 5.577 -> 5.461, 8 of 256 2.748 -> 2.690.
@@ -85,7 +87,7 @@ DEFAULT_LAUNCH: dict[str, dict[str, int]] = {
     "dx": dict(num_warps=8, num_stages=1, ND=0),
     "o": dict(ND=0, RB=32),
     "ds": dict(FUSED=True, WHOLE=True, num_stages=1),
-    "h": dict(num_warps=4, num_stages=3),
+    "h": dict(num_warps=4, num_stages=3, SPLIT=True),
     "h-narrow": dict(num_warps=8, num_stages=2),
     "dh-narrow": dict(num_warps=8, num_stages=2),
     # kernel_a at D <= 128: a chunk a program (WHOLE), also for grouped heads, one program per kv head (GROUP)
@@ -139,12 +141,16 @@ class KernelSettings:
         its dg fails that test (2.1-3.3x the torch backend's error at B 2, T 130 in bf16 and fp16): the weights are
         rounded in the states but not in the per-token dG terms whose cancellation dg relies on
         (test_gpu_16bit_state_dots_within_2x_of_the_torch_backend, a strict xfail); opt-in.
-    mixed_dots: the chunk kernels' products of a float32 operand (P, decayed slot weights, float32 states and their
-        gradients) with a 16-bit one (q, k, v, dO, states stored as the inputs): "float32" (the default: the 16-bit
-        operand upcast, tf32 dots for bf16) or "split" (the float32 operand as a 16-bit head plus the 16-bit rounding
-        of the rest, two dots at the 16-bit rate, ~2^-16 relative: tiles.mixed_dot), in kernel_a, kernel_o,
-        kernel_dx and kernel_ds. bf16 inputs only: fp16 parts would overflow past 65504 and drop tiny gradients'
-        low bits (fp16 keeps 3xTF32, launch.dot_precision); float32 inputs are unaffected.
+    mixed_dots: the kernels (of "a": kernel_a, "o", "dx", "ds") whose products of a float32 operand (P, decayed slot
+        weights, float32 states and their gradients) with a bf16 one (q, k, v, dO, states stored as the inputs) run
+        as two bf16 dots, the float32 operand as its bf16 rounding plus the bf16 rounding of the rest (~2^-16
+        relative: tiles.mixed_dot); the others upcast the bf16 operand to a tf32 dot (2^-11). bf16 inputs only: fp16
+        parts would overflow past 65504 and drop tiny gradients' low bits (fp16 keeps 3xTF32,
+        launch.dot_precision); float32 inputs are unaffected. H100, GPU time over a fwd+bwd, three copies of each
+        in one process (docs/log.md, "Kernels", "SPLIT's wrong results were the test's"): kernel_a's two launches
+        (the split reaches its backward, dO @ Hv^T) 32 heads of 64 1219 / 1240 / 1235 -> 1109 / 1119 / 1119 us,
+        16 of 128 724 / 656 / 708 -> 618 / 659 / 657, 4 of 512 and grouped 32/8 level; kernel_o lost 36-43% at
+        head dims <= 128 (16 of 128 393 -> 550 us) and kernel_dx 30% grouped, so only "a" by default.
     factor_span: the largest decay span (max over slots of Gl_first - Gl_last inside a 16-row sub-block) at which
         the diagonal sub-block is factored through a reference row into a tensor-core dot instead of taken pairwise
         (`tiles.sub_block_span`); e^30 stays far from float32's e^88. -1 never factors, inf always does (tests).
@@ -183,7 +189,7 @@ class KernelSettings:
     launch: dict[str, dict[str, int]] = field(default_factory=lambda: {k: dict(v) for k, v in DEFAULT_LAUNCH.items()})
     chunk_states: str = "forward"
     state_dots: str = "split"
-    mixed_dots: str = "float32"
+    mixed_dots: frozenset[str] = frozenset({"a"})
     factor_span: float = 30.0
     state_tile_max: int = 64
     state_segments: int | None = None
