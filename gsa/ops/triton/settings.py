@@ -46,7 +46,9 @@ from dataclasses import dataclass, field
 # for kernel_h (fla-core's walk: 1255), 3584 / 2111 against 4777 / 3334 for kernel_dh's two passes (fla-core's:
 # 2087), with more spill bytes (docs/log.md, "Kernels", "The walks' instructions"). H100, kernel_h's four launches at
 # 1.3b in two calls: 387 / 375 -> 334 / 335 us and 447 (405 / 403 / 506 in the same process with kernel_h's launch
-# unchanged) -> 343 / 376; h1 124 / 123 -> 93 / 94; 16 heads of 128, 32 of 64 and grouped 32/8 within the spread.
+# unchanged) -> 343 / 376; h1 124 / 123 -> 93 / 94; 16 heads of 128, 32 of 64 and grouped 32/8 within the spread; a
+# third call, off / on / off in one process: 1.3b 405 / 367 / 400, h1 125 / 94 / 125, grouped 16/4 171 / 148 / 189
+# (benchmarks/results/h100/ab-split-h-1207.json).
 # kernel_dh gained nothing measurable (1.3b 294 -> 279 / 285 us, elsewhere within the spread): off there. Within 2x of
 # the torch backend's error on the GPU (tests/ops/test_walk_split.py, every walk entry, bf16 and fp16).
 # For "ds", "FUSED" (a bool, default True): with one query head a kv head, a pass's x_j . y_t from the D loop of
