@@ -94,3 +94,14 @@ def test_gpu_split_walks_within_2x_of_the_torch_backend(dtype, shape):
     with SETTINGS.override(launch=split_launch(("h", "h-narrow", "dh", "dh-narrow"))):
         got = run(chunk_op, on(cast(x, dtype), "cuda"))
     assert_ratio(got, baseline, truth, ratio=2.0, floor=1e-5)
+
+
+def test_the_forward_walk_takes_split_by_default():
+    """SETTINGS' defaults: SPLIT for kernel_h's "h" entry (EVEN at whole tiles), not for kernel_dh's "dh"."""
+    from gsa.ops.triton.chunks import prepare_chunks
+
+    x = torch.empty(2 * 130, 4, 128)
+    chunks = prepare_chunks(None, 2, 130, x.device)
+    assert chunk_h.walk_plan(x, "h", 128, 4, 64, chunks, True).split == dict(SPLIT=True, EVEN=True)
+    assert chunk_h.walk_plan(x, "h", 100, 4, 64, chunks, True).split == dict(SPLIT=True, EVEN=False)
+    assert chunk_h.walk_plan(x, "dh", 128, 4, 64, chunks, True).split == dict(SPLIT=False, EVEN=False)
