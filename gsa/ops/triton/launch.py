@@ -174,6 +174,7 @@ def state_dots_mode(dtype: torch.dtype) -> int:
 
 
 MIXED_DOT_KERNELS = ("a", "o", "dx", "ds")
+_MIXED_DOT_SET = frozenset(MIXED_DOT_KERNELS)
 
 
 def mixed_dots_mode(dtype: torch.dtype, kernel: str) -> int:
@@ -181,7 +182,7 @@ def mixed_dots_mode(dtype: torch.dtype, kernel: str) -> int:
     `dtype`: 1 where SETTINGS.mixed_dots names the kernel and the inputs are bf16, else 0 (fp16 and float32 inputs
     keep dot_precision's float32 dots)."""
     names = SETTINGS.mixed_dots
-    if isinstance(names, str) or not set(names) <= set(MIXED_DOT_KERNELS):
+    if isinstance(names, str) or not _MIXED_DOT_SET.issuperset(names):
         raise ValueError(f"SETTINGS.mixed_dots must be a set of kernel names from {MIXED_DOT_KERNELS}, got {names!r}")
     return int(kernel in names and dtype == torch.bfloat16)
 
