@@ -214,6 +214,31 @@ def test_dg_boundary_term_beats_the_whole_sequence_sum(monkeypatch):
     assert 3 * with_cross <= whole, (with_cross, whole)
 
 
+def without_final_states(fn):
+    """fn with output_final_state=False, as a training step calls the op: no final-state cotangent reaches the
+    backward (run()'s loss then takes zero final states)."""
+    def call(q, k, v, s, g, *, initial_state=None, output_final_state=False, **kw):
+        o, _ = fn(q, k, v, s, g, initial_state=initial_state, output_final_state=False, **kw)
+        zero = o.new_zeros(())
+        return o, (zero, zero)
+
+    return call
+
+
+@pytest.mark.slow
+def test_16bit_chunk_states_keep_dg_accurate_without_final_state_cotangents(monkeypatch):
+    """SETTINGS.chunk_states = "input" (the backward's chunk states in the inputs' dtype): with no final-state
+    cotangent dg takes its chunk-boundary term from the 16-bit states. At T = 2048 in fp16 that is 1.06x the
+    torch backend's dg error, where the whole-sequence sum it replaces is 1.83x (2.65x at T = 4096; docs/log.md,
+    "Kernels", "Found on the way"): held to 1.25x here, which the whole-sequence sum fails."""
+    monkeypatch.setattr(SETTINGS, "chunk_states", "input")
+    x = make_inputs(B=1, T=2048, HQ=1, H=1, K=32, V=32, M=16, tau=4.0)
+    truth = run(without_final_states(recurrent_reference), x)[2]["g"]
+    baseline = rel_err(run(without_final_states(recurrent_reference), cast(x, torch.float16))[2]["g"], truth)
+    got = rel_err(cpu(run(without_final_states(chunk_op), on(cast(x, torch.float16))))[2]["g"], truth)
+    assert got <= 1.25 * baseline, (got, baseline)
+
+
 def test_packed_sequences_with_a_length_one_sequence():
     lengths = [1, 64, 37]
     cu = torch.tensor([0, 1, 65, 102])
@@ -482,6 +507,22 @@ def test_gpu_within_2x_of_the_torch_backend(dtype, shape, chunk_states, monkeypa
     truth = run(recurrent_reference, x)
     baseline = run(lambda *a, **k: gated_slot_attention(*a, backend="torch", **k), on(cast(x, dtype), "cuda"))
     assert_ratio(run(chunk_op, on(cast(x, dtype), "cuda")), baseline, truth, ratio=2.0, floor=1e-5)
+
+
+@gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_gpu_16bit_chunk_states_without_final_state_cotangents_within_2x(dtype, monkeypatch):
+    """chunk_states = "input" where no final-state cotangent arrives (a training step): dg's boundary term from the
+    16-bit states, at the T = 2048 shape where the whole-sequence sum fails in bf16 (the xfail above)."""
+    monkeypatch.setattr(SETTINGS, "chunk_states", "input")
+    x = on(make_inputs(B=2, T=2048, HQ=4, H=4, K=128, V=128, M=64, tau=4.0), "cuda")
+    truth = run(without_final_states(recurrent_reference), x)
+    torch_backend = without_final_states(lambda *a, **k: gated_slot_attention(*a, backend="torch", **k))
+    baseline = run(torch_backend, on(cast(x, dtype), "cuda"))
+    got = run(without_final_states(chunk_op), on(cast(x, dtype), "cuda"))
+    for name in "qkvsg":  # the outputs and final states are zeros here; compare the gradients
+        err, base = rel_err(got[2][name], truth[2][name]), rel_err(baseline[2][name], truth[2][name])
+        assert err <= 2.0 * base + 1e-5, (name, err, base)
 
 
 @gpu

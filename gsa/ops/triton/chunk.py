@@ -106,15 +106,17 @@ def _bwd_impl(q, k, v, s, g, A, L, gl, P, do, scale, hk0, hv0, dhkT, dhvT, hkT, 
     Lf = None if linear_read else L.view(-1, HQ, 2)  # softmax(A1) = exp((A1 - max) - log_sum)
     recompute = hk is None
     want0 = hk0 is not None
-    # dg's chunk-boundary term (cumsum.py), in parts per D tile of each pass; it needs exact states, so not where the
-    # backward's chunk states are stored in the inputs' dtype (SETTINGS.chunk_states = "input")
+    # dg's chunk-boundary term (cumsum.py), in parts per D tile of each pass. From 16-bit chunk states
+    # (SETTINGS.chunk_states = "input") it carries their rounding, which a final-state cotangent makes large near the
+    # sequence's end (2-3.6x the torch backend's dg error in fp16 at T 65-130, 1.02-1.06x without one at T 65-4096):
+    # there the whole-sequence sum is taken instead (as good at short T, degrading with T).
     if recompute:
         states = (chunk_state_dtype(k.dtype, True), chunk_state_dtype(v.dtype, True))
     else:
         states = (hk.dtype, hv.dtype)
-    exact = states == (torch.float32, torch.float32)
+    boundary = states == (torch.float32, torch.float32) or (dhkT is None and dhvT is None)
     nk = dx_tiles(K, M)
-    parts = torch.empty(nk + dx_tiles(V, M), nt, H, M, dtype=torch.float32, device=q.device) if exact else None
+    parts = torch.empty(nk + dx_tiles(V, M), nt, H, M, dtype=torch.float32, device=q.device) if boundary else None
     # The value pass first, then the key pass: with recomputation each pass's chunk-start states (NT * H * D * M
     # floats) are dropped before the other's are built, so the two never coexist with both state gradients
     # (1.3b shape: 128 MiB each).
@@ -129,13 +131,13 @@ def _bwd_impl(q, k, v, s, g, A, L, gl, P, do, scale, hk0, hv0, dhkT, dhvT, hkT, 
     join(side)
     dhk, dhk0 = chunk_bwd_dh(qf, dA, None, glf, dhkT, chunks, nt, scale, want0, False, prec, side)
     dv = chunk_bwd_dx(_flat(P), dof, sf, glf, dhv, chunks, 1.0, v.dtype, prec,
-                      *((hv, parts[nk:]) if exact else ()))
+                      *((hv, parts[nk:]) if boundary else ()))
     del hv
     if recompute:
         hk, _ = chunk_fwd_h(kf, sf, glf, hk0, chunks, nt, False, False, prec, True)
     dq = chunk_o(dA, None, glf, P1, kf, hk, chunks, scale, q.dtype, prec)
     join(side)
-    dk = chunk_bwd_dx(P1, qf, sf, glf, dhk, chunks, scale, k.dtype, prec, *((hk, parts[:nk]) if exact else ()))
+    dk = chunk_bwd_dx(P1, qf, sf, glf, dhk, chunks, scale, k.dtype, prec, *((hk, parts[:nk]) if boundary else ()))
     del hk, P1
     ds, dG = chunk_bwd_ds(qf, kf, vf, dof, sf, glf, Af, Lf, dA, dGq, dhk, dhv, chunks, scale, prec)
     # final states read the whole sequence's decay: their cotangents enter dG at each sequence's last step

@@ -130,8 +130,10 @@ class KernelSettings:
         dg's exact boundary term and passes the GPU accuracy tests; H100, GPU time of a fwd+bwd against "float32":
         1.3b 2.708 -> 2.603 ms (forward alone 0.719 -> 0.609), hd128 3.979 -> 3.858, gqa32-8 5.478 -> 5.250, same
         memory (docs/log.md, "Kernels"). "input" also halves the backward's state traffic (1.3b: 2.79 -> 2.54 ms, 944
-        -> 816 MiB), but dg then keeps the whole-sequence sum (cumsum.py), 3.1x the torch backend's dg error in bf16
-        at T = 2048: opt-in. Accumulation and returned final states are float32 in every mode.
+        -> 816 MiB); dg takes its chunk-boundary term from the 16-bit states where no final-state cotangent arrives
+        (a training step; 1.06x the torch backend's dg error in fp16 at T = 2048, not yet GPU-tested in bf16), else
+        the whole-sequence sum (cumsum.py), 3.1x the torch backend's dg error in bf16 at T = 2048: opt-in.
+        Accumulation and returned final states are float32 in every mode.
     state_dots: the operands of the state kernels' products (kernel_h: x^T (s * decay); kernel_dh: y^T (a * decay)):
         "split" (the default: the float32 decayed weights as a 16-bit head plus the 16-bit rounding of the rest, two
         16-bit dots against the 16-bit inputs, ~2^-16 relative in bf16, under tf32's 2^-11), "float32" (the weights
