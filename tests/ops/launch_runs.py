@@ -4,12 +4,21 @@ launch-option tests (slot tiles, D tiles a program, kv-head programs) share. Imp
 
 import torch
 
+from gsa.ops import gated_slot_attention
 from gsa.ops.triton import SETTINGS, chunk_gsa
 from op_inputs import cast, cpu, on, run
 
+SCALE = 0.3  # chunk_op's scale: a reference compared with it takes the same (scale=SCALE)
+
 
 def chunk_op(q, k, v, s, g, *, initial_state=None, output_final_state=False, cu_seqlens=None, slot_read="softmax"):
-    return chunk_gsa(q, k, v, s, g, 0.3, initial_state, output_final_state, cu_seqlens, False, slot_read == "linear")
+    return chunk_gsa(q, k, v, s, g, SCALE, initial_state, output_final_state, cu_seqlens, False,
+                     slot_read == "linear")
+
+
+def torch_op(*args, **kwargs):
+    """The torch backend at chunk_op's scale: the baseline a GPU accuracy test holds chunk_op to."""
+    return gated_slot_attention(*args, scale=SCALE, backend="torch", **kwargs)
 
 
 KERNEL_A_NAMES = ("a", "a-small", "dp", "dp-small")  # kernel_a's launch names (forward and backward, D > / <= 128)

@@ -14,9 +14,9 @@ pytest.importorskip("triton", reason=NO_TRITON)
 
 import gsa.ops.triton.chunk_dh as chunk_dh  # noqa: E402
 import gsa.ops.triton.chunk_h as chunk_h  # noqa: E402
-from gsa.ops import gated_slot_attention, parallel_reference, recurrent_reference  # noqa: E402
+from gsa.ops import parallel_reference, recurrent_reference  # noqa: E402
 from gsa.ops.triton import SETTINGS  # noqa: E402
-from launch_runs import chunk_op  # noqa: E402
+from launch_runs import SCALE, chunk_op, torch_op  # noqa: E402
 from op_inputs import assert_matches, assert_ratio, cast, cpu, make_inputs, on, run  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -88,9 +88,8 @@ def test_gpu_split_walks_within_2x_of_the_torch_backend(dtype, shape):
     """Both walks with SPLIT, every walk entry, in bf16 and fp16: within 2x of the torch backend's error against the
     float64 recurrence (as tests/ops/test_triton.py's default-launch test)."""
     x = on(make_inputs(**shape, tau=4.0), "cuda")
-    truth = run(recurrent_reference, x, scale=0.3)  # launch_runs.chunk_op's scale
-    torch_backend = lambda *a, **k: gated_slot_attention(*a, scale=0.3, backend="torch", **k)  # noqa: E731
-    baseline = run(torch_backend, on(cast(x, dtype), "cuda"))
+    truth = run(recurrent_reference, x, scale=SCALE)
+    baseline = run(torch_op, on(cast(x, dtype), "cuda"))
     with SETTINGS.override(launch=split_launch(("h", "h-narrow", "dh", "dh-narrow"))):
         got = run(chunk_op, on(cast(x, dtype), "cuda"))
     assert_ratio(got, baseline, truth, ratio=2.0, floor=1e-5)
