@@ -162,28 +162,11 @@ def load_softmax(p, stats, o_r, m_r, stride_r, stats_stride, o_m, m_m):
 
 
 @triton.jit
-def state_product(b_x, b_w, acc, DOTS: tl.constexpr, PREC: tl.constexpr):
-    """x^T w [BD, BM] (plus acc, or None) of a state kernel's chunk: b_x [BT, BD] in the inputs' dtype, b_w [BT, BM]
-    float32 decayed weights, float32 accumulation. DOTS (SETTINGS.state_dots, launch.state_dots_mode): 0, x upcast
-    and float32 operands at input precision PREC; 1, both as 16-bit operands (w rounded to 16 bits); 2, w split
-    into a 16-bit head and the 16-bit rounding of what it leaves, two dots on 16-bit operands (x is exact in 16 bits,
-    so only the split's second rounding remains, ~2^-16 relative in bf16, under tf32's 2^-11)."""
-    if DOTS == 1:
-        return tl.dot(tl.trans(b_x), b_w.to(b_x.dtype), acc)
-    if DOTS == 2:
-        b_hi = b_w.to(b_x.dtype)
-        b_lo = (b_w - b_hi.to(tl.float32)).to(b_x.dtype)
-        b_xt = tl.trans(b_x)
-        return tl.dot(b_xt, b_lo, tl.dot(b_xt, b_hi, acc))
-    return tl.dot(tl.trans(b_x.to(tl.float32)), b_w, acc, input_precision=PREC)
-
-
-@triton.jit
 def mixed_dot(a, b, acc, MIX: tl.constexpr, PREC: tl.constexpr):
     """a @ b (+ acc, or None) [R, C] float32, each operand float32 or the inputs' 16-bit dtype. Two 16-bit operands:
     one dot at the 16-bit rate (exact products). MIX (SETTINGS.mixed_dots, launch.mixed_dots_mode): 1, a float32
     operand facing a 16-bit one goes in as its 16-bit rounding plus the 16-bit rounding of what that leaves, two
-    dots at the 16-bit rate (~2^-16 relative in bf16, under tf32's 2^-11; as tiles.state_product's DOTS 2);
+    dots at the 16-bit rate (~2^-16 relative in bf16, under tf32's 2^-11; also state_product's DOTS 2);
     otherwise both as float32 at input precision PREC."""
     if a.dtype != tl.float32:
         if b.dtype != tl.float32:
@@ -198,6 +181,20 @@ def mixed_dot(a, b, acc, MIX: tl.constexpr, PREC: tl.constexpr):
             a_lo = (a - a_hi.to(tl.float32)).to(b.dtype)
             return tl.dot(a_lo, b, tl.dot(a_hi, b, acc))
     return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision=PREC)
+
+
+@triton.jit
+def state_product(b_x, b_w, acc, DOTS: tl.constexpr, PREC: tl.constexpr):
+    """x^T w [BD, BM] (plus acc, or None) of a state kernel's chunk: b_x [BT, BD] in the inputs' dtype, b_w [BT, BM]
+    float32 decayed weights, float32 accumulation. DOTS (SETTINGS.state_dots, launch.state_dots_mode): 0, x upcast
+    and float32 operands at input precision PREC; 1, both as 16-bit operands (w rounded to 16 bits); 2, w split
+    into a 16-bit head and the 16-bit rounding of what it leaves, two dots on 16-bit operands (x is exact in 16 bits,
+    so only the split's second rounding remains, ~2^-16 relative in bf16, under tf32's 2^-11)."""
+    if DOTS == 1:
+        return tl.dot(tl.trans(b_x), b_w.to(b_x.dtype), acc)
+    if DOTS == 2:
+        return mixed_dot(tl.trans(b_x), b_w, acc, 1, PREC)
+    return tl.dot(tl.trans(b_x.to(tl.float32)), b_w, acc, input_precision=PREC)
 
 
 @triton.jit
