@@ -118,8 +118,9 @@ class GatedSlotAttention(FusesProjections):
         self.window_size, self.num_sink_tokens, self.rope_theta = o.window_size, o.num_sink_tokens, o.rope_theta
         self.scale = self.head_k_dim**-0.5 if o.scale is None else o.scale
         # A run-time speed/memory knob, not a model property (so not a config field): keep the op's chunk states
-        # for the backward instead of recomputing them (triton backend; see gated_slot_attention's keep_states).
-        self.keep_states = False
+        # for the backward instead of recomputing them (triton backend; see gated_slot_attention's keep_states; None:
+        # gsa.ops.triton.SETTINGS.keep_states).
+        self.keep_states = None
 
         K, V, H, HQ, M = self.head_k_dim, self.head_v_dim, self.num_kv_heads, self.num_heads, self.num_slots
         self.q_proj = nn.Linear(o.hidden_size, HQ * K, bias=o.qkv_bias)

@@ -97,7 +97,7 @@ def gated_slot_attention(
     cu_seqlens: torch.Tensor | None = None,
     backend: str = "auto",
     inplace_state: bool = False,
-    keep_states: bool = False,
+    keep_states: bool | None = None,
     slot_read: str = "softmax",
     check_gates: bool = True,
 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
@@ -122,8 +122,8 @@ def gated_slot_attention(
             allocates nothing but its output, so it can be captured in a CUDA graph). The two state tensors must be
             contiguous float32 buffers the caller owns for this purpose; no gradient may be required.
         keep_states: (triton) keep each chunk's starting states from the forward for the backward instead of
-            recomputing them (faster backward; + N_chunks * H * M * (K + V) floats). The torch backend keeps what
-            autograd needs either way.
+            recomputing them (faster backward; + N_chunks * H * M * (K + V) floats); None: `SETTINGS.keep_states`
+            (gsa.ops.triton). The torch backend keeps what autograd needs either way.
         slot_read: "softmax" (GSA) or "linear" (the no-softmax ablation: the slot scores are the read weights).
         check_gates: refuse (ValueError) a g with a NaN or an entry > 0 (alpha > 1: the memories grow without
             bound, and the float32 backends overflow to NaN). The check reduces g and reads the result on the host,
@@ -143,8 +143,9 @@ def gated_slot_attention(
     """
     dims, offsets = check_inputs(q, k, v, s, g, scale, initial_state, output_final_state, cu_seqlens)
     for name, flag in (("inplace_state", inplace_state), ("keep_states", keep_states), ("check_gates", check_gates)):
-        if not isinstance(flag, bool):
-            raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+        if not isinstance(flag, bool) and not (name == "keep_states" and flag is None):
+            raise TypeError(f"{name} must be a bool{' or None' if name == 'keep_states' else ''}, got "
+                            f"{type(flag).__name__}")
     if inplace_state:
         check_inplace_state(initial_state, (q, k, v, s, g))
     slot_read_fn(slot_read)  # validates (every backend implements every read)

@@ -4,6 +4,8 @@ On a machine without CUDA these run under TRITON_INTERPRET=1 (set by tests/conft
 tiny shapes; the `gpu` tests at the bottom use production shapes, bf16 and torch.compile.
 """
 
+import functools
+
 import pytest
 import torch
 
@@ -22,7 +24,7 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def chunk_op(q, k, v, s, g, *, scale=None, initial_state=None, output_final_state=False, cu_seqlens=None,
-             keep_states=False, slot_read="softmax"):
+             keep_states=None, slot_read="softmax"):
     """The chunked kernels alone (no front-end), whatever T is."""
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     return chunk_gsa(q, k, v, s, g, scale, initial_state, output_final_state, cu_seqlens, keep_states,
@@ -292,6 +294,25 @@ def test_keep_states_gives_the_same_gradients():
     assert_matches(a, b, tol=1e-6)
 
 
+@pytest.mark.parametrize("setting", [False, True])
+def test_keep_states_none_follows_settings(setting, monkeypatch):
+    """keep_states=None takes SETTINGS.keep_states: kept states leave the backward no state walk to recompute."""
+    import gsa.ops.triton.chunk as chunk
+
+    real, walks = chunk.chunk_fwd_h, []
+
+    def counted(*args, **kwargs):
+        walks.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(chunk, "chunk_fwd_h", counted)
+    monkeypatch.setattr(SETTINGS, "keep_states", setting)
+    x = on(cast(make_inputs(B=1, T=70, HQ=2, H=1, K=16, V=16, M=16), torch.float32))
+    got = run(chunk_op, x, keep_states=None)
+    assert len(walks) == (2 if setting else 4)  # the forward's two walks, and the backward's two recomputed
+    assert_matches(got, run(chunk_op, x, keep_states=setting), tol=1e-6)
+
+
 def test_inputs_not_modified():
     x = on(cast(make_inputs(B=1, T=40, HQ=2, H=1, K=16, V=16, M=16), torch.float32))
     before = {n: t.detach().clone() for n, t in x.items() if t is not None}
@@ -510,16 +531,18 @@ def test_gpu_within_2x_of_the_torch_backend(dtype, shape, chunk_states, monkeypa
 
 
 @gpu
+@pytest.mark.parametrize("keep", [False, True])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_gpu_16bit_chunk_states_without_final_state_cotangents_within_2x(dtype, monkeypatch):
+def test_gpu_16bit_chunk_states_without_final_state_cotangents_within_2x(dtype, keep, monkeypatch):
     """chunk_states = "input" where no final-state cotangent arrives (a training step): dg's boundary term from the
-    16-bit states, at the T = 2048 shape where the whole-sequence sum fails in bf16 (the xfail above)."""
+    16-bit states (recomputed, or kept from the forward), at the T = 2048 shape where the whole-sequence sum fails in
+    bf16 (the xfail above)."""
     monkeypatch.setattr(SETTINGS, "chunk_states", "input")
     x = on(make_inputs(B=2, T=2048, HQ=4, H=4, K=128, V=128, M=64, tau=4.0), "cuda")
     truth = run(without_final_states(recurrent_reference), x)
     torch_backend = without_final_states(lambda *a, **k: gated_slot_attention(*a, backend="torch", **k))
     baseline = run(torch_backend, on(cast(x, dtype), "cuda"))
-    got = run(without_final_states(chunk_op), on(cast(x, dtype), "cuda"))
+    got = run(without_final_states(functools.partial(chunk_op, keep_states=keep)), on(cast(x, dtype), "cuda"))
     for name in "qkvsg":  # the outputs and final states are zeros here; compare the gradients
         err, base = rel_err(got[2][name], truth[2][name]), rel_err(baseline[2][name], truth[2][name])
         assert err <= 2.0 * base + 1e-5, (name, err, base)

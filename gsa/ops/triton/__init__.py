@@ -18,13 +18,14 @@ RECURRENT_MAX_T = 16
 
 def gsa_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Tensor, g: torch.Tensor, scale: float,
                initial_state: tuple[torch.Tensor, torch.Tensor] | None, output_final_state: bool,
-               cu_seqlens: torch.Tensor | None, keep_states: bool = False, linear_read: bool = False,
+               cu_seqlens: torch.Tensor | None, keep_states: bool | None = None, linear_read: bool = False,
                ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
     """The triton backend of `gsa.ops.gated_slot_attention` (arguments already validated, g not None).
 
     q: [B, T, HQ, K], k: [B, T, H, K], v: [B, T, H, V], s/g: [B, T, H, M], initial_state (hk [N, H, K, M],
     hv [N, H, M, V]) float32. Returns o [B, T, HQ, V] in q's dtype and float32 final states (or None).
-    keep_states: keep the chunk-start states from the forward for the backward instead of recomputing them.
+    keep_states: keep the chunk-start states from the forward for the backward instead of recomputing them (None:
+    SETTINGS.keep_states).
     Differentiable in every tensor input; never writes into them. Short inputs that need no gradient (decoding)
     take the fused recurrent kernels. linear_read: slot_read="linear" (the no-softmax ablation).
     """

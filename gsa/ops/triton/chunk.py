@@ -254,13 +254,14 @@ def _prewarm(q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states, cu
 
 
 def chunk_gsa(q, k, v, s, g, scale: float, initial_state, output_final_state: bool, cu_seqlens,
-              keep_states: bool = False, linear_read: bool = False):
+              keep_states: bool | None = None, linear_read: bool = False):
     """Chunked GSA on [B, T, H, D] tensors (arguments as `gsa.ops.gated_slot_attention`, already validated).
 
     keep_states: keep the chunk-start states from the forward for the backward (faster, + NT * H * (K + V) * M
-    floats) instead of recomputing them (the default). linear_read: the second pass reads the slots with the
+    floats, stored as SETTINGS.chunk_states says) instead of recomputing them; None: SETTINGS.keep_states. linear_read: the second pass reads the slots with the
     scores A1 themselves instead of softmax(A1) (the no-softmax ablation). Returns o and the final states (or None)."""
     check_slots(s.shape[-1])
+    keep_states = SETTINGS.keep_states if keep_states is None else keep_states
     q, k, v, s, g = (x.contiguous() for x in (q, k, v, s, g))
     hk0, hv0 = (None, None) if initial_state is None else (x.contiguous() for x in initial_state)
     if SETTINGS.prewarm and q.is_cuda and not torch.compiler.is_compiling():

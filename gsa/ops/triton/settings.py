@@ -134,6 +134,9 @@ class KernelSettings:
         (a training step; 1.06x the torch backend's dg error in fp16 at T = 2048, not yet GPU-tested in bf16), else
         the whole-sequence sum (cumsum.py), 3.1x the torch backend's dg error in bf16 at T = 2048: opt-in.
         Accumulation and returned final states are float32 in every mode.
+    keep_states: the chunked op's default for its `keep_states` argument (None there): keep the forward's chunk-start
+        states for the backward (NT * H * (K + V) * M values in chunk_state_dtype's storage) instead of recomputing
+        them, 2 of the 4 state walks of a fwd+bwd.
     state_dots: the operands of the state kernels' products (kernel_h: x^T (s * decay); kernel_dh: y^T (a * decay)):
         "split" (the default: the float32 decayed weights as a 16-bit head plus the 16-bit rounding of the rest, two
         16-bit dots against the 16-bit inputs, ~2^-16 relative in bf16, under tf32's 2^-11), "float32" (the weights
@@ -192,6 +195,7 @@ class KernelSettings:
     chunk_warps: int = 4
     launch: dict[str, dict[str, int]] = field(default_factory=lambda: {k: dict(v) for k, v in DEFAULT_LAUNCH.items()})
     chunk_states: str = "forward"
+    keep_states: bool = False
     state_dots: str = "split"
     mixed_dots: frozenset[str] = frozenset({"a"})
     factor_span: float = 30.0
