@@ -107,3 +107,34 @@ def test_state_dots_modes_and_float32_inputs_alone():
     with SETTINGS.override(state_dots="bf16"):
         with pytest.raises(ValueError, match="SETTINGS.state_dots must be 'float32', 'input' or 'split', got 'bf16'"):
             state_dots_mode(torch.bfloat16)
+
+
+def test_launch_table_is_read_only_and_every_assignment_is_a_new_version():
+    """The launchers memoize what they derive from SETTINGS per version (launch.settings_memo): an in-place edit of
+    the launch table, which no version would record, is refused; assigning a field (a new table too) is seen."""
+    with pytest.raises(TypeError):
+        SETTINGS.launch["dx"] = {"num_warps": 2}
+    with pytest.raises(TypeError):
+        SETTINGS.launch["dx"]["num_warps"] = 2
+    before = SETTINGS.version
+    assert launch_options("dx")["num_warps"] == 8
+    with SETTINGS.override(launch={**SETTINGS.launch, "dx": {"num_warps": 2}}):
+        assert SETTINGS.version > before
+        assert launch_options("dx")["num_warps"] == 2
+    assert launch_options("dx")["num_warps"] == 8
+    opts = launch_options("dx")
+    opts["num_warps"] = 1  # a caller's copy: the memo keeps its own
+    assert launch_options("dx")["num_warps"] == 8
+
+
+def test_memoized_walk_plans_follow_the_settings():
+    """chunk_h.walk_plan's layout is memoized per settings version: a changed field reaches the next plan."""
+    from gsa.ops.triton.chunk_h import walk_plan
+    from gsa.ops.triton.chunks import prepare_chunks
+
+    x, chunks = torch.empty(1, 4, 64), prepare_chunks(None, 1, 64 * 40, "cpu")
+    assert walk_plan(x, "h", 64, 4, 64, chunks, True).NS == 1  # on a CPU: never split
+    with SETTINGS.override(state_segments=4):
+        plan = walk_plan(x, "h", 64, 4, 64, chunks, True)
+        assert plan.NS == 4 and plan.seg_h.shape == (4, 4, 64, 64)
+    assert walk_plan(x, "h", 64, 4, 64, chunks, True).NS == 1

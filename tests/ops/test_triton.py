@@ -132,20 +132,19 @@ def test_segmented_state_walk_matches_reference(segments, monkeypatch):
 
 def test_state_segments_only_when_full_tiles_leave_sms_idle(monkeypatch):
     import gsa.ops.triton.chunk_h as chunk_h
-    from gsa.ops.triton.chunks import prepare_chunks
 
     monkeypatch.setattr(chunk_h, "sm_count", lambda device: 132)  # an H100
     monkeypatch.setattr(SETTINGS, "segment_tile_max", 64)
-    long1 = prepare_chunks(None, 1, 16384, "cpu")  # 1.3B heads: 8 tiles x 4 heads = 32 programs
-    assert chunk_h.state_segments(512, 4, 1, long1, "cpu") == 9
-    assert chunk_h.state_segments(512, 4, 1, prepare_chunks(None, 8, 2048, "cpu"), "cpu") == 1  # 256 programs
-    assert chunk_h.state_segments(512, 4, 1, prepare_chunks(None, 1, 256, "cpu"), "cpu") == 1  # 4 chunks: too short
+    long1 = (1, 256)  # one sequence of 256 chunks (T 16K), 1.3B heads: 8 tiles x 4 heads = 32 programs
+    assert chunk_h.state_segments(512, 4, 1, *long1, "cpu") == 9
+    assert chunk_h.state_segments(512, 4, 1, 8, 32, "cpu") == 1  # 256 programs
+    assert chunk_h.state_segments(512, 4, 1, 1, 4, "cpu") == 1  # 4 chunks: too short
     # segments walked in 128-wide tiles: the split decided at 64-wide tiles, the segments counted for 16 programs
     monkeypatch.setattr(SETTINGS, "segment_tile_max", 128)
-    assert chunk_h.state_segments(512, 4, 1, long1, "cpu") == 17
-    assert chunk_h.state_segments(512, 4, 1, prepare_chunks(None, 8, 2048, "cpu"), "cpu") == 1
+    assert chunk_h.state_segments(512, 4, 1, *long1, "cpu") == 17
+    assert chunk_h.state_segments(512, 4, 1, 8, 32, "cpu") == 1
     monkeypatch.setattr(chunk_h, "sm_count", lambda device: 0)  # a CPU
-    assert chunk_h.state_segments(512, 4, 1, long1, "cpu") == 1
+    assert chunk_h.state_segments(512, 4, 1, *long1, "cpu") == 1
 
 
 def test_state_tile_narrows_only_when_programs_are_fewer_than_sms(monkeypatch):

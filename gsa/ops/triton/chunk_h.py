@@ -7,6 +7,8 @@ are <= 0, so nothing overflows however strong the gates are.
 
 from __future__ import annotations
 
+import types
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import torch
@@ -15,7 +17,8 @@ import triton.language as tl
 
 from gsa.ops.triton.chunks import BT, Chunks, sequence_bounds
 from gsa.ops.triton.launch import (
-    block, cdiv, check_flag, chunk_state_dtype, launch, state_dots_mode, slot_options, sm_count, state_tile,
+    block, cdiv, check_flag, chunk_state_dtype, launch, settings_memo, slot_options, sm_count, state_dots_mode,
+    state_tile,
 )
 from gsa.ops.triton.settings import SETTINGS
 from gsa.ops.triton.streams import Side, launching
@@ -198,20 +201,20 @@ def chunk_gsa_fwd_kernel_h_carry(gl, h, ht, seg_h, seg_g, cu_seqlens, chunk_offs
 # segments leave (c <- c * exp(G_j) + E_j, then decayed inside the segment), reading and writing the states once more.
 
 
-def state_segments(D: int, H: int, slot_tiles: int, chunks: Chunks, device: torch.device) -> int:
+def state_segments(D: int, H: int, slot_tiles: int, N: int, max_nt: int, device: torch.device) -> int:
     """How many segments each sequence's state walk is split into (1: not split): 1 while the programs at
     state_tile_max's D tiles fill the GPU (and on a CPU); else enough for two programs an SM at the segmented walk's
     D tiles (SETTINGS.segment_tile_max; each D tile walked as `slot_tiles` programs), with at least 8 chunks a
-    segment."""
+    segment. N sequences of at most max_nt chunks."""
     if SETTINGS.state_segments is not None:
-        return max(1, min(SETTINGS.state_segments, chunks.max_nt))
+        return max(1, min(SETTINGS.state_segments, max_nt))
     def programs(tile_max: int) -> int:  # of one walk at D tiles of at most tile_max
-        return cdiv(D, block(D, tile_max)) * slot_tiles * chunks.N * H
+        return cdiv(D, block(D, tile_max)) * slot_tiles * N * H
 
     sms = sm_count(device)
     if programs(SETTINGS.state_tile_max) >= sms:
         return 1
-    ns = min(cdiv(2 * sms, programs(SETTINGS.segment_tile_max)), chunks.max_nt // 8)
+    ns = min(cdiv(2 * sms, programs(SETTINGS.segment_tile_max)), max_nt // 8)
     return ns if ns >= 2 else 1
 
 
@@ -238,9 +241,9 @@ class Walk(NamedTuple):
     NS: int
     seg_h: torch.Tensor | None
     seg_g: torch.Tensor | None
-    opts: dict
+    opts: Mapping
     grid: tuple[int, int, int]
-    split: dict
+    split: Mapping
 
     def carry(self, name: str, D: int, M: int) -> tuple[dict, tuple[int, int, int]]:
         """Launch options and grid of the carry kernel `name` (its own slot tile; segments 1 .. NS - 1 or
@@ -254,22 +257,35 @@ def walk_plan(x: torch.Tensor, name: str, D: int, H: int, M: int, chunks: Chunks
     segments (`segmented` and state_segments, NS as rounded to whole segments): D tiles of
     SETTINGS.segment_tile_max; unsplit: the D tile narrowed while the programs, slot tiles of `name`'s options
     counted, would not fill the SMs (launch.state_tile)."""
-    n_m = slot_options(name, M)["NM"]
-    NS = state_segments(D, H, n_m, chunks, x.device) if segmented else 1
-    if NS <= 1:
-        BD, SEG, NS, seg_h, seg_g = state_tile(D, chunks.N * H, x.device, n_m), max(chunks.max_nt, 1), 1, None, None
-    else:
-        SEG = cdiv(chunks.max_nt, NS)
-        NS = cdiv(chunks.max_nt, SEG)
-        BD = block(D, SETTINGS.segment_tile_max)
+    BD, SEG, NS, opts, grid, split = _walk_layout(name, D, H, M, chunks.N, chunks.max_nt, segmented, x.device,
+                                                  sm_count(x.device))
+    seg_h = seg_g = None
+    if NS > 1:
         seg_h = x.new_empty(chunks.N * H, NS, D, M, dtype=torch.float32)
         seg_g = x.new_empty(chunks.N * H, NS, M, dtype=torch.float32)
+    return Walk(BD, SEG, NS, seg_h, seg_g, opts, grid, split)
+
+
+@settings_memo
+def _walk_layout(name: str, D: int, H: int, M: int, N: int, max_nt: int, segmented: bool, device: torch.device,
+                 sms: int):
+    """walk_plan's tiles, segments, launch options (read-only) and grid, for N sequences of at most max_nt chunks
+    on `device` (its SM count `sms` in the memo's key: tests stand in another GPU's count)."""
+    n_m = slot_options(name, M)["NM"]
+    NS = state_segments(D, H, n_m, N, max_nt, device) if segmented else 1
+    if NS <= 1:
+        BD, SEG, NS = state_tile(D, N * H, device, n_m), max(max_nt, 1), 1
+    else:
+        SEG = cdiv(max_nt, NS)
+        NS = cdiv(max_nt, SEG)
+        BD = block(D, SETTINGS.segment_tile_max)
     entry = name if BD > 16 or NS > 1 else f"{name}-narrow"
     opts = slot_options(entry, M)
     split = opts.pop("SPLIT", False)
     check_flag(entry, "SPLIT", split, "whole chunks without masks")
-    return Walk(BD, SEG, NS, seg_h, seg_g, opts, (cdiv(D, BD) * opts["NM"], chunks.N * H, NS),
-                dict(SPLIT=split, EVEN=split and D % BD == 0 and M % opts["BM"] == 0))
+    split = dict(SPLIT=split, EVEN=split and D % BD == 0 and M % opts["BM"] == 0)
+    return (BD, SEG, NS, types.MappingProxyType(opts), (cdiv(D, BD) * opts["NM"], N * H, NS),
+            types.MappingProxyType(split))
 
 
 def state_strides(D: int, M: int, transposed: bool) -> tuple[int, int]:

@@ -36,6 +36,30 @@ def block(n: int, cap: int) -> int:
 
 
 
+def settings_memo(fn):
+    """Memoize fn (hashable arguments) per SETTINGS.version: what a launcher derives from the settings and the shapes
+    (launch options, tiles, walk plans) is computed once per configuration instead of on every call. A fwd+bwd asks
+    ~40 such questions, and its host time is the wall clock of small shapes (docs/log.md, "Kernels"). A dict result
+    is returned as a copy (the launchers pop options from theirs). Exceptions (refused settings) are not memoized."""
+    memo: dict = {}
+    version = [None]
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if version[0] != SETTINGS.version:
+            memo.clear()
+            version[0] = SETTINGS.version
+        key = (args, tuple(kwargs.items())) if kwargs else args
+        try:
+            value = memo[key]
+        except KeyError:
+            value = memo[key] = fn(*args, **kwargs)
+        return dict(value) if type(value) is dict else value
+
+    wrapper.cache_clear = memo.clear
+    return wrapper
+
+
 @functools.lru_cache(maxsize=8)
 def _sm_count(device: torch.device) -> int:
     if device.type != "cuda":
@@ -82,6 +106,7 @@ def state_tile(D: int, sequences_x_heads: int, device: torch.device, slot_tiles:
 WIDE_SLOTS = 64  # above this many slots a kernel's launch options come from its "@m128" entry too
 
 
+@settings_memo
 def launch_options(name: str, slots: int | None = None, grouped: bool = False, **defaults) -> dict:
     """The launch keywords of kernel `name`: num_warps = SETTINGS.chunk_warps and `defaults`, then
     SETTINGS.launch[name], then, for grouped heads (`grouped`: several query heads a kv head),
@@ -94,6 +119,7 @@ def launch_options(name: str, slots: int | None = None, grouped: bool = False, *
     return opts
 
 
+@settings_memo
 def slot_options(name: str, M: int) -> dict:
     """launch_options(name) of a kernel that takes M slots in slot tiles (kernel_ds, the state kernels): its slot
     tile BM (default: all M slots up to 64; a power of two >= 16, for tl.arange and tl.dot) and the number of slot

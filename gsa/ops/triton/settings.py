@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import types
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 # Launch options of single kernels, by the name of their launch_options() call ("cumsum", "h", "a", "o", "dp", "dh",
@@ -122,7 +124,8 @@ class KernelSettings:
         sm_90.
     chunk_warps: warps per program of the chunked kernels. Compiled for sm_90 most of them sit at 255 registers and
         spill at 4 warps; at 8 the spills nearly vanish, yet the 1.3b fwd+bwd ran 1.3x slower: 4 stays.
-    launch: per-kernel launch options over chunk_warps (DEFAULT_LAUNCH).
+    launch: per-kernel launch options over chunk_warps (DEFAULT_LAUNCH), held read-only: assign a new dict (or use
+        override) to change them.
     chunk_states: storage of the chunk-start states the forward writes and the chunk kernels read back: "forward"
         (the default: the inputs' dtype for the states only the forward's own kernels read, kernel_a and kernel_o;
         float32 for those the backward reads, recomputed or kept), "float32", or "input" (the inputs' dtype for all,
@@ -193,7 +196,7 @@ class KernelSettings:
 
     pdl: bool = True
     chunk_warps: int = 4
-    launch: dict[str, dict[str, int]] = field(default_factory=lambda: {k: dict(v) for k, v in DEFAULT_LAUNCH.items()})
+    launch: Mapping[str, Mapping[str, int]] = field(default_factory=lambda: {k: dict(v) for k, v in DEFAULT_LAUNCH.items()})
     chunk_states: str = "forward"
     keep_states: bool = False
     state_dots: str = "split"
@@ -208,6 +211,22 @@ class KernelSettings:
     overlap: bool = True
     overlap_min_rows: int = 32768
     decode_gemv: frozenset[str] = frozenset({"qkvf", "o", "gate_up"})
+
+    def __setattr__(self, name, value):
+        # Every assignment counts as a change (`version`): the launchers memoize what they derive from the settings
+        # per version (launch.settings_memo). So the launch options are read-only mappings (set a new dict to change
+        # one: an in-place edit would not be seen) and a set of kernel names becomes a frozenset.
+        if name == "launch" and isinstance(value, dict | types.MappingProxyType):
+            value = types.MappingProxyType({k: types.MappingProxyType(dict(v)) for k, v in value.items()})
+        elif isinstance(value, set):
+            value = frozenset(value)
+        object.__setattr__(self, name, value)
+        object.__setattr__(self, "_version", getattr(self, "_version", 0) + 1)
+
+    @property
+    def version(self) -> int:
+        """How many assignments the fields have had: what the launchers' memos are keyed on."""
+        return self._version
 
     @contextlib.contextmanager
     def override(self, **changes):
