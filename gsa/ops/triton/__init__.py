@@ -42,5 +42,5 @@ def _needs_grad(*xs) -> bool:
     return any(t.requires_grad for t in flat)
 
 
-__all__ = ["RECURRENT_MAX_T", "SETTINGS", "KernelSettings", "chunk_gsa", "fused_recurrent_gsa", "fused_recurrent_gsa_step",
-           "gsa_triton"]
+__all__ = ["RECURRENT_MAX_T", "SETTINGS", "KernelSettings", "chunk_gsa", "fused_recurrent_gsa",
+           "fused_recurrent_gsa_step", "gsa_triton"]

@@ -258,8 +258,9 @@ def chunk_gsa(q, k, v, s, g, scale: float, initial_state, output_final_state: bo
     """Chunked GSA on [B, T, H, D] tensors (arguments as `gsa.ops.gated_slot_attention`, already validated).
 
     keep_states: keep the chunk-start states from the forward for the backward (faster, + NT * H * (K + V) * M
-    floats, stored as SETTINGS.chunk_states says) instead of recomputing them; None: SETTINGS.keep_states. linear_read: the second pass reads the slots with the
-    scores A1 themselves instead of softmax(A1) (the no-softmax ablation). Returns o and the final states (or None)."""
+    floats, stored as SETTINGS.chunk_states says) instead of recomputing them; None: SETTINGS.keep_states.
+    linear_read: the second pass reads the slots with the scores A1 themselves instead of softmax(A1) (the no-softmax
+    ablation). Returns o and the final states (or None)."""
     check_slots(s.shape[-1])
     keep_states = SETTINGS.keep_states if keep_states is None else keep_states
     q, k, v, s, g = (x.contiguous() for x in (q, k, v, s, g))

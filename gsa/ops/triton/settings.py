@@ -196,7 +196,7 @@ class KernelSettings:
 
     pdl: bool = True
     chunk_warps: int = 4
-    launch: Mapping[str, Mapping[str, int]] = field(default_factory=lambda: {k: dict(v) for k, v in DEFAULT_LAUNCH.items()})
+    launch: Mapping[str, Mapping[str, int]] = field(default_factory=lambda: dict(DEFAULT_LAUNCH))
     chunk_states: str = "forward"
     keep_states: bool = False
     state_dots: str = "split"
