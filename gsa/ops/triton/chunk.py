@@ -88,8 +88,8 @@ def _(q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states, cu_seqlen
             _empty(q) if linear_read else q.new_empty(B, T, HQ, 2, **f32), q.new_empty(B, T, H, M, **f32),
             q.new_empty(B, T, HQ, BT, **f32),
             q.new_empty(N, H, K, M, **f32) if fin else _empty(q), q.new_empty(N, H, M, V, **f32) if fin else _empty(q),
-            q.new_empty(nt, H, K, M, dtype=chunk_state_dtype(q.dtype, True)) if keep_states else _empty(q),
-            q.new_empty(nt, H, V, M, dtype=chunk_state_dtype(q.dtype, True)) if keep_states else _empty(q))
+            q.new_empty(nt, H, K, M, dtype=chunk_state_dtype(q.dtype, True, fin)) if keep_states else _empty(q),
+            q.new_empty(nt, H, V, M, dtype=chunk_state_dtype(q.dtype, True, fin)) if keep_states else _empty(q))
 
 
 def _bwd_impl(q, k, v, s, g, A, L, gl, P, do, scale, hk0, hv0, dhkT, dhvT, hkT, hvT, hk, hv, cu_seqlens,
@@ -109,12 +109,14 @@ def _bwd_impl(q, k, v, s, g, A, L, gl, P, do, scale, hk0, hv0, dhkT, dhvT, hkT, 
     # dg's chunk-boundary term (cumsum.py), in parts per D tile of each pass. From 16-bit chunk states
     # (SETTINGS.chunk_states = "input") it carries their rounding, which a final-state cotangent makes large near the
     # sequence's end (2-3.6x the torch backend's dg error in fp16 at T 65-130, 1.02-1.06x without one at T 65-4096):
-    # there the whole-sequence sum is taken instead (as good at short T, degrading with T).
+    # there the whole-sequence sum is taken instead (as good at short T, degrading with T). "auto" recomputes float32
+    # states where final-state cotangents arrive, and keeps float32 ones where the forward returned final states.
+    final = dhkT is not None or dhvT is not None
     if recompute:
-        states = (chunk_state_dtype(k.dtype, True), chunk_state_dtype(v.dtype, True))
+        states = (chunk_state_dtype(k.dtype, True, final), chunk_state_dtype(v.dtype, True, final))
     else:
         states = (hk.dtype, hv.dtype)
-    boundary = states == (torch.float32, torch.float32) or (dhkT is None and dhvT is None)
+    boundary = states == (torch.float32, torch.float32) or not final
     nk = dx_tiles(K, M)
     parts = torch.empty(nk + dx_tiles(V, M), nt, H, M, dtype=torch.float32, device=q.device) if boundary else None
     # The value pass first, then the key pass: with recomputation each pass's chunk-start states (NT * H * D * M
@@ -126,7 +128,7 @@ def _bwd_impl(q, k, v, s, g, A, L, gl, P, do, scale, hk0, hv0, dhkT, dhvT, hkT, 
     side = side_stream(q.device, B * T * HQ)
     dhv, dhv0 = chunk_bwd_dh(dof, Af, Lf, glf, dhvT, chunks, nt, 1.0, want0, True, prec, side)
     if recompute:
-        hv, _ = chunk_fwd_h(vf, sf, glf, hv0, chunks, nt, False, True, prec, True)
+        hv, _ = chunk_fwd_h(vf, sf, glf, hv0, chunks, nt, False, True, prec, True, final_states=final)
     dA, dGq, P1 = chunk_bwd_dp(dof, vf, sf, glf, hv, Af, Lf, chunks, prec, linear_read)
     join(side)
     dhk, dhk0 = chunk_bwd_dh(qf, dA, None, glf, dhkT, chunks, nt, scale, want0, False, prec, side)
@@ -134,7 +136,7 @@ def _bwd_impl(q, k, v, s, g, A, L, gl, P, do, scale, hk0, hv0, dhkT, dhvT, hkT, 
                       *((hv, parts[nk:]) if boundary else ()))
     del hv
     if recompute:
-        hk, _ = chunk_fwd_h(kf, sf, glf, hk0, chunks, nt, False, False, prec, True)
+        hk, _ = chunk_fwd_h(kf, sf, glf, hk0, chunks, nt, False, False, prec, True, final_states=final)
     dq = chunk_o(dA, None, glf, P1, kf, hk, chunks, scale, q.dtype, prec)
     join(side)
     dk = chunk_bwd_dx(P1, qf, sf, glf, dhk, chunks, scale, k.dtype, prec, *((hk, parts[:nk]) if boundary else ()))

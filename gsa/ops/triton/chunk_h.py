@@ -295,18 +295,20 @@ def state_strides(D: int, M: int, transposed: bool) -> tuple[int, int]:
 
 def chunk_fwd_h(x: torch.Tensor, s: torch.Tensor, gl: torch.Tensor, h0: torch.Tensor | None, chunks: Chunks,
                 nt_alloc: int, output_final_state: bool, transposed: bool, prec: str, for_backward: bool,
-                side: Side | None = None):
+                side: Side | None = None, final_states: bool | None = None):
     """Chunk-start states of one pass.
 
     x: [TT, H, D] (k, or v), s/gl: [TT, H, M], h0: [N, H, D, M] (or [N, H, M, D] when `transposed`).
-    for_backward: the backward reads the states (launch.chunk_state_dtype). side: launch on this second stream
-    (streams.py; the caller joins it before reading the states).
+    for_backward: the backward reads the states (launch.chunk_state_dtype, with `final_states`: whether final-state
+    cotangents reach that backward; None: output_final_state). side: launch on this second stream (streams.py; the
+    caller joins it before reading the states).
     Returns states [nt_alloc, H, D, M] (the first chunks.NT rows written; float32, or x's dtype as
     SETTINGS.chunk_states says) and the final state in h0's layout, float32 (or None).
     """
     TT, H, D = x.shape
     M = s.shape[-1]
-    h = x.new_empty(nt_alloc, H, D, M, dtype=chunk_state_dtype(x.dtype, for_backward))
+    final = output_final_state if final_states is None else final_states
+    h = x.new_empty(nt_alloc, H, D, M, dtype=chunk_state_dtype(x.dtype, for_backward, final))
     shape = (chunks.N, H, M, D) if transposed else (chunks.N, H, D, M)
     ht = x.new_empty(shape, dtype=torch.float32) if output_final_state else None
     sd, sm = state_strides(D, M, transposed)

@@ -181,10 +181,17 @@ def _setting(field: str, choices: tuple[str, ...]) -> str:
     return value
 
 
-def chunk_state_dtype(dtype: torch.dtype, backward: bool) -> torch.dtype:
+CHUNK_STATES = ("float32", "forward", "input", "auto")
+
+
+def chunk_state_dtype(dtype: torch.dtype, backward: bool, final_states: bool = False) -> torch.dtype:
     """The storage dtype of chunk-start states (SETTINGS.chunk_states) that the backward reads (`backward`: the
-    states it recomputes, or the forward's when they are kept for it) or that only the forward's own kernels read."""
-    mode = _setting("chunk_states", ("float32", "forward", "input"))
+    states it recomputes, or the forward's when they are kept for it) or that only the forward's own kernels read.
+    final_states: for the backward, whether final-state cotangents reach it (or, for states the forward keeps, may:
+    the call returns final states); "auto" then stores them float32, else as the inputs."""
+    mode = _setting("chunk_states", CHUNK_STATES)
+    if mode == "auto":
+        mode = "forward" if final_states else "input"
     return dtype if mode == "input" or (mode == "forward" and not backward) else torch.float32
 
 
