@@ -22,6 +22,8 @@ kernel's first launch in the process.
 
 from __future__ import annotations
 
+import operator
+
 import torch
 from triton import knobs
 from triton.runtime.driver import driver
@@ -84,17 +86,64 @@ def _runtime_key(values: list, at: tuple) -> tuple:
     return tuple(key)
 
 
-def launch_direct(kernel, grid: tuple, args: tuple, kwargs: dict) -> None:
-    """kernel[grid](*args, **kwargs), through the compiled kernel's launcher once this key has been launched."""
+def _getter(at: list[int]):
+    """seq -> tuple(seq[i] for i in at), in C where it can (operator.itemgetter returns a bare item for one index)."""
+    if len(at) > 1:
+        return operator.itemgetter(*at)
+    if at:
+        i = at[0]
+        return lambda seq: (seq[i],)
+    return lambda seq: ()
+
+
+class _Layout:
+    """One call form of a kernel (how many positional arguments, which keywords in which order), mapped once onto
+    its signature: `values` gathers the launcher's arguments in signature order from args + keyword values +
+    defaults, `options` the launch options' values (keywords that are not parameters), `constexprs` the constexpr
+    values from the gathered arguments; `runtime_at` the runtime parameters' positions."""
+
+    __slots__ = ("values", "defaults", "options", "constexprs", "runtime_at")
+
+    def __init__(self, p: _Params, nargs: int, names: tuple):
+        at = {name: nargs + i for i, name in enumerate(names)}
+        rest = [name for name in p.names[nargs:] if name not in at]
+        self.defaults = tuple(p.defaults[name] for name in rest)  # KeyError: a required argument is missing
+        base = nargs + len(names)
+        at.update((name, base + i) for i, name in enumerate(rest))
+        self.values = _getter(list(range(nargs)) + [at[name] for name in p.names[nargs:]])
+        self.options = _getter([i for i, name in enumerate(names) if name not in p.name_set])
+        self.constexprs = _getter(list(p.constexpr_at))
+        self.runtime_at = p.runtime_at
+
+
+_layouts: dict = {}
+
+
+def _layout(kernel, nargs: int, names: tuple) -> _Layout | None:
     p = _params.get(kernel)
     if p is None:
         p = _params[kernel] = _Params(kernel)
-    values = list(args)
-    for name in p.names[len(args):]:
-        values.append(kwargs[name] if name in kwargs else p.defaults[name])
-    options = tuple((k, v) for k, v in kwargs.items() if k not in p.name_set)
+    if nargs > len(p.names):
+        return None
+    try:
+        lay = _Layout(p, nargs, names)
+    except KeyError:
+        return None  # a required argument is missing: kernel[grid] raises Triton's own error
+    _layouts[kernel, nargs, names] = lay
+    return lay
+
+
+def launch_direct(kernel, grid: tuple, args: tuple, kwargs: dict) -> None:
+    """kernel[grid](*args, **kwargs), through the compiled kernel's launcher once this key has been launched."""
+    names = tuple(kwargs)
+    lay = _layouts.get((kernel, len(args), names)) or _layout(kernel, len(args), names)
+    if lay is None:
+        kernel[grid](*args, **kwargs)
+        return
+    kv = tuple(kwargs.values())
+    values = lay.values(args + kv + lay.defaults)
     device = driver.active.get_current_device()
-    key = (kernel, device, options, tuple([values[i] for i in p.constexpr_at]), _runtime_key(values, p.runtime_at))
+    key = (lay, device, lay.options(kv), lay.constexprs(values), _runtime_key(values, lay.runtime_at))
     compiled = _compiled.get(key)
     hooks = _hooked(knobs.runtime.launch_enter_hook) or _hooked(knobs.runtime.launch_exit_hook)
     if compiled is None or hooks:

@@ -135,7 +135,10 @@ class KernelSettings:
         memory (docs/log.md, "Kernels"). "input" also halves the backward's state traffic (1.3b: 2.79 -> 2.54 ms, 944
         -> 816 MiB); dg takes its chunk-boundary term from the 16-bit states where no final-state cotangent arrives
         (a training step; 1.06x the torch backend's dg error in fp16 at T = 2048, not yet GPU-tested in bf16), else
-        the whole-sequence sum (cumsum.py), 3.1x the torch backend's dg error in bf16 at T = 2048: opt-in.
+        the whole-sequence sum (cumsum.py), 3.1x the torch backend's dg error in bf16 at T = 2048: opt-in. "auto"
+        is "input" where no final-state cotangent can reach the backward (recomputed states where none arrives,
+        kept states where the call returns no final states) and "forward" elsewhere, so dg always takes its
+        boundary term from states that keep it accurate.
         Accumulation and returned final states are float32 in every mode.
     keep_states: the chunked op's default for its `keep_states` argument (None there): keep the forward's chunk-start
         states for the backward (NT * H * (K + V) * M values in chunk_state_dtype's storage) instead of recomputing
