@@ -3,6 +3,8 @@ kernel's launcher. The key must be at least as fine as Triton's specialization (
 pointers, or for an argument equal to 1, would run on inputs it was not compiled for: a silent wrong answer), and
 the arguments must reach the launcher in signature order, defaults and constexprs included."""
 
+import inspect
+
 import pytest
 import torch
 
@@ -88,6 +90,51 @@ def test_second_launch_goes_to_the_launcher_in_signature_order(kernel):
     assert kind == "direct"
     assert args[:7] == (3, 2, 1, 1234, "fn", "meta", None) and args[7:9] == (None, None)
     assert args[9] is x and args[10:] == (64, 0.25, 64, False)  # the default of FLAG filled in
+
+
+def _signature_of(fn):
+    """A JITFunction-like view of a kernel function's parameters (the CPU tests run kernels interpreted, whose
+    objects have no `params`): constexpr where annotated so."""
+    params = [_Param(p.name, "constexpr" in str(p.annotation), p.default, p.default is not inspect.Parameter.empty)
+              for p in inspect.signature(fn).parameters.values()]
+    return type("KernelView", (), {"params": params, "fn": fn})()
+
+
+def test_real_kernels_get_every_argument_in_signature_order(monkeypatch):
+    """Every launch of fwd+bwds at three shapes (with and without final states), recorded, then replayed through
+    launch_direct with the compiled kernel faked: the launcher receives, for each parameter of the real kernel's
+    signature, the positional argument, the keyword or the default, in signature order."""
+    import gsa.ops.triton.launch as launch
+
+    seen = []
+
+    class _Recorder:
+        function = packed_metadata = None
+
+        def run(self, *args):
+            seen.append(args[9:])
+
+    class _AlwaysCompiled(dict):
+        def get(self, key, default=None):
+            return _Recorder()
+
+    monkeypatch.setattr(direct, "driver", _Driver)
+    monkeypatch.setattr(direct, "_compiled", _AlwaysCompiled())
+    n = 0
+    for B, T, H, D, M, fin in [(2, 300, 4, 64, 32, False), (1, 130, 2, 128, 16, True), (1, 70, 1, 32, 64, True)]:
+        x = cast(make_inputs(B=B, T=T, HQ=H, H=H, K=D, V=D, M=M, tau=1.0), torch.float16)
+        with launch.compile_in_parallel(workers=1) as jobs:  # queued: nothing compiles or runs
+            o, _ = chunk_gsa(x["q"], x["k"], x["v"], x["s"], x["g"], 0.3, None, fin, None)
+            recorded = list(jobs)
+            jobs.clear()
+        for kernel, grid, args, kwargs in recorded:
+            view = _signature_of(kernel.fn)
+            expected = [*args, *(kwargs[p.name] if p.name in kwargs else p.default for p in view.params[len(args):])]
+            direct.launch_direct(view, grid, args, kwargs)
+            assert len(seen[-1]) == len(expected), kernel.fn.__name__
+            assert all(a is b for a, b in zip(seen[-1], expected)), kernel.fn.__name__
+            n += 1
+    assert n >= 12
 
 
 @pytest.mark.parametrize("change", ["misaligned", "int_one", "constexpr", "option", "dtype"])
