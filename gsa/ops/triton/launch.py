@@ -49,7 +49,7 @@ def settings_memo(fn):
         if version[0] != SETTINGS.version:
             memo.clear()
             version[0] = SETTINGS.version
-        key = (args, tuple(kwargs.items())) if kwargs else args
+        key = (args, tuple(kwargs.items()))
         try:
             value = memo[key]
         except KeyError:
