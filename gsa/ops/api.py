@@ -142,10 +142,11 @@ def gated_slot_attention(
     to this yet: tests/ops/test_op_bad_inputs.py marks where.)
     """
     dims, offsets = check_inputs(q, k, v, s, g, scale, initial_state, output_final_state, cu_seqlens)
-    for name, flag in (("inplace_state", inplace_state), ("keep_states", keep_states), ("check_gates", check_gates)):
-        if not isinstance(flag, bool) and not (name == "keep_states" and flag is None):
-            raise TypeError(f"{name} must be a bool{' or None' if name == 'keep_states' else ''}, got "
-                            f"{type(flag).__name__}")
+    flags = (("inplace_state", inplace_state, "a bool"), ("keep_states", keep_states, "a bool or None"),
+             ("check_gates", check_gates, "a bool"))
+    for name, flag, kinds in flags:
+        if not (isinstance(flag, bool) or (flag is None and kinds.endswith("None"))):
+            raise TypeError(f"{name} must be {kinds}, got {type(flag).__name__}")
     if inplace_state:
         check_inplace_state(initial_state, (q, k, v, s, g))
     slot_read_fn(slot_read)  # validates (every backend implements every read)

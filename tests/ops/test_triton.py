@@ -294,18 +294,26 @@ def test_keep_states_gives_the_same_gradients():
     assert_matches(a, b, tol=1e-6)
 
 
+def record_state_walks(monkeypatch) -> list:
+    """The storage dtype of the chunk-start states of every state walk (chunk_h.chunk_fwd_h) the op runs, in order:
+    the forward's two, then the backward's recomputed ones."""
+    import gsa.ops.triton.chunk as chunk
+
+    real, dtypes = chunk.chunk_fwd_h, []
+
+    def spy(*args, **kwargs):
+        h, ht = real(*args, **kwargs)
+        dtypes.append(h.dtype)
+        return h, ht
+
+    monkeypatch.setattr(chunk, "chunk_fwd_h", spy)
+    return dtypes
+
+
 @pytest.mark.parametrize("setting", [False, True])
 def test_keep_states_none_follows_settings(setting, monkeypatch):
     """keep_states=None takes SETTINGS.keep_states: kept states leave the backward no state walk to recompute."""
-    import gsa.ops.triton.chunk as chunk
-
-    real, walks = chunk.chunk_fwd_h, []
-
-    def counted(*args, **kwargs):
-        walks.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(chunk, "chunk_fwd_h", counted)
+    walks = record_state_walks(monkeypatch)
     monkeypatch.setattr(SETTINGS, "keep_states", setting)
     x = on(cast(make_inputs(B=1, T=70, HQ=2, H=1, K=16, V=16, M=16), torch.float32))
     got = run(chunk_op, x, keep_states=None)
@@ -664,16 +672,7 @@ def test_auto_chunk_states_are_float32_only_where_final_states_reach_the_backwar
     """SETTINGS.chunk_states = "auto": the backward's chunk states are stored as the inputs, unless final-state
     cotangents reach it (recomputed states) or the call returns final states (kept ones): then float32, as dg's
     boundary term needs them there (cumsum.py)."""
-    import gsa.ops.triton.chunk as chunk
-
-    real, dtypes = chunk.chunk_fwd_h, []
-
-    def spy(*args, **kwargs):
-        h, ht = real(*args, **kwargs)
-        dtypes.append(h.dtype)
-        return h, ht
-
-    monkeypatch.setattr(chunk, "chunk_fwd_h", spy)
+    dtypes = record_state_walks(monkeypatch)
     monkeypatch.setattr(SETTINGS, "chunk_states", "auto")
     x = on(cast(make_inputs(B=1, T=70, HQ=2, H=1, K=16, V=16, M=8, tau=1.0), torch.float16))
     op = chunk_op if final else without_final_states(chunk_op)

@@ -56,7 +56,6 @@ def settings_memo(fn):
             value = memo[key] = fn(*args, **kwargs)
         return dict(value) if type(value) is dict else value
 
-    wrapper.cache_clear = memo.clear
     return wrapper
 
 
