@@ -7,6 +7,7 @@ never has to read a kernel's stack trace to find a transposed tensor.
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -65,13 +66,32 @@ def check_cu_seqlens_type(cu_seqlens, B: int) -> None:
         raise ValueError(f"cu_seqlens packs sequences along T and needs batch size B == 1, got B = {B}")
 
 
+_last_read: list = [None, None, None]  # [weakref to the tensor, its version counter then, its values]
+
+
+def host_offsets(cu_seqlens: torch.Tensor) -> list[int]:
+    """cu_seqlens' values on the host. Reading a CUDA tensor waits for the GPU (a sync), and a packed model step asks
+    for the same offsets ~3 times a layer (the op's checks, its forward and its backward launchers): the last tensor
+    read is remembered, by identity and version counter (bumped by every in-place write through torch), so while it
+    is that same unmodified tensor object its values are not read again. Only CUDA tensors are remembered (a host
+    tensor's read costs no sync, and writes through numpy would bypass the counter). A returned list is the caller's
+    own."""
+    if not cu_seqlens.is_cuda or torch.compiler.is_compiling():
+        return cu_seqlens.tolist()
+    ref, version, values = _last_read
+    if ref is None or ref() is not cu_seqlens or version != cu_seqlens._version:
+        values = cu_seqlens.tolist()
+        _last_read[:] = [weakref.ref(cu_seqlens), cu_seqlens._version, values]
+    return list(values)
+
+
 def check_cu_seqlens(cu_seqlens, B: int, T: int) -> list[int]:
     """Validate `cu_seqlens` and return it as a host list of N + 1 offsets.
 
     cu_seqlens: [N + 1] integer tensor, 0 = c_0 < c_1 < ... < c_N = T, and the batch must have B == 1.
     """
     check_cu_seqlens_type(cu_seqlens, B)
-    offsets = cu_seqlens.tolist()
+    offsets = host_offsets(cu_seqlens)
     if offsets[0] != 0 or offsets[-1] != T:
         raise ValueError(f"cu_seqlens must start at 0 and end at T = {T}, got {offsets[0]} ... {offsets[-1]}")
     for i in range(len(offsets) - 1):

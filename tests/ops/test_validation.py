@@ -164,3 +164,58 @@ def test_gate_logit_normalizer_must_be_positive_and_finite(tau):
         slot_gates(torch.randn(2, 3), tau)
     with pytest.raises(ValueError, match="gate_logit_normalizer must be a positive finite number"):
         gated_slot_attention_step(*_step_args(), gate_logit_normalizer=tau, backend="torch")
+
+
+class _CudaOffsets:
+    """Stands in for a CUDA cu_seqlens: counts the host reads (each a device sync on a GPU)."""
+
+    is_cuda = True
+
+    def __init__(self, values):
+        self.values, self._version, self.reads = list(values), 0, 0
+
+    def tolist(self):
+        self.reads += 1
+        return list(self.values)
+
+
+def test_host_offsets_reads_an_unmodified_cuda_tensor_once():
+    from gsa.ops.validation import host_offsets
+
+    cu = _CudaOffsets([0, 3, 5])
+    first = host_offsets(cu)
+    first.append(99)  # each caller's own list
+    assert [host_offsets(cu) for _ in range(3)] == [[0, 3, 5]] * 3 and cu.reads == 1
+    cu.values[1], cu._version = 4, cu._version + 1  # an in-place write bumps the version counter
+    assert host_offsets(cu) == [0, 4, 5] and cu.reads == 2
+    other = _CudaOffsets([0, 4, 5])  # another tensor with the same values: read, not assumed
+    assert host_offsets(other) == [0, 4, 5] and other.reads == 1
+    assert host_offsets(cu) == [0, 4, 5] and cu.reads == 3  # only the last tensor read is remembered
+
+
+def test_host_offsets_reads_a_host_tensor_every_time(monkeypatch):
+    from gsa.ops.validation import host_offsets
+
+    reads = []
+    tolist = torch.Tensor.tolist
+    monkeypatch.setattr(torch.Tensor, "tolist", lambda self: reads.append(1) or tolist(self))
+    cu = torch.tensor([0, 2, 5])
+    assert host_offsets(cu) == [0, 2, 5] and host_offsets(cu) == [0, 2, 5] and len(reads) == 2
+    cu.numpy()[1] = 3  # a write torch's version counter does not see: why host tensors are never remembered
+    assert host_offsets(cu) == [0, 3, 5]
+
+
+@pytest.mark.gpu
+def test_packed_layers_read_cu_seqlens_once_a_step(monkeypatch):
+    """Two op calls on one CUDA cu_seqlens (two layers of a packed step), forward and backward: one host read (one
+    sync) instead of one in each layer's checks, forward and backward launchers."""
+    reads = []
+    tolist = torch.Tensor.tolist
+    monkeypatch.setattr(torch.Tensor, "tolist", lambda self: reads.append(self.is_cuda) or tolist(self))
+    a = {n: x.cuda().requires_grad_() for n, x in args(T=130).items()}
+    cu = torch.tensor([0, 64, 100, 130], device="cuda")
+    o = gated_slot_attention(**a, cu_seqlens=cu, backend="triton")[0]
+    o = gated_slot_attention(a["q"] * o.sum(-1, keepdim=True).sigmoid(), a["k"], a["v"], a["s"], a["g"],
+                             cu_seqlens=cu, backend="triton")[0]
+    o.sum().backward()
+    assert reads == [True]

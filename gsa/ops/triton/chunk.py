@@ -54,13 +54,17 @@ def _fwd_impl(q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states, c
     join(side)
     # the second pass reads with softmax(A1) (from A1 and its rows' statistics L), or with A1 itself (L None)
     o = chunk_o(A, L, gl, P, vf, hv, chunks, 1.0, q.dtype, prec)
-    if not output_final_state:
-        hkT, hvT = _empty(q), _empty(q)
     if not keep_states:
-        hk, hv = _empty(q), _empty(q)
-    L = _empty(q) if L is None else L.view(B, T, HQ, 2)
-    return (o.view(B, T, HQ, V), A.view(B, T, HQ, M), L, gl.view(B, T, H, M), P.view(B, T, HQ, BT), hkT, hvT, hk,
-            hv)
+        hk = hv = None
+    # absent outputs are None here (the eager path passes them on as they are); the custom op returns empty tensors
+    return (o.view(B, T, HQ, V), A.view(B, T, HQ, M), None if L is None else L.view(B, T, HQ, 2), gl.view(B, T, H, M),
+            P.view(B, T, HQ, BT), hkT, hvT, hk, hv)
+
+
+def _tensors(q: torch.Tensor, outputs: tuple) -> tuple:
+    """The custom ops' outputs: each absent (None) one as a fresh empty tensor (a custom op returns tensors that
+    do not alias each other). The eager path skips these allocations (~6 a fwd+bwd)."""
+    return tuple(_empty(q) if x is None else x for x in outputs)
 
 
 @torch.library.custom_op("gsa::chunk_fwd", mutates_args=())
@@ -73,7 +77,8 @@ def chunk_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Ten
     empty with linear_read), Gl [B, T, H, M] and the second pass's mixing matrices
     P [B, T, HQ, BT] (the chunk length chunks.BT, 64 by default; float32, kept for backward); the final states (empty
     unless output_final_state) and the chunk-start states (empty unless keep_states)."""
-    return _fwd_impl(q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states, cu_seqlens, linear_read)
+    return _tensors(q, _fwd_impl(q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states, cu_seqlens,
+                                 linear_read))
 
 
 @chunk_fwd_op.register_fake
@@ -150,8 +155,7 @@ def _bwd_impl(q, k, v, s, g, A, L, gl, P, do, scale, hk0, hv0, dhkT, dhvT, hkT, 
         dgv = (hvT * dhvT).sum(-1)
         dgT = dgv if dgT is None else dgT + dgv
     dg = reverse_cumsum_dg(dG, None if dgT is None else dgT.contiguous(), parts, chunks, g.dtype)
-    return (dq.view_as(q), dk.view_as(k), dv.view_as(v), ds.view_as(s), dg.view_as(g),
-            _empty(q) if dhk0 is None else dhk0, _empty(q) if dhv0 is None else dhv0)
+    return dq.view_as(q), dk.view_as(k), dv.view_as(v), ds.view_as(s), dg.view_as(g), dhk0, dhv0
 
 
 @torch.library.custom_op("gsa::chunk_bwd", mutates_args=())
@@ -163,8 +167,8 @@ def chunk_bwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Ten
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                             torch.Tensor]:
     """Returns dq, dk, dv, ds, dg and the initial-state gradients (empty without an initial state)."""
-    return _bwd_impl(q, k, v, s, g, A, L, gl, P, do, scale, hk0, hv0, dhkT, dhvT, hkT, hvT, hk, hv, cu_seqlens,
-                     linear_read)
+    return _tensors(q, _bwd_impl(q, k, v, s, g, A, L, gl, P, do, scale, hk0, hv0, dhkT, dhvT, hkT, hvT, hk, hv,
+                                 cu_seqlens, linear_read))
 
 
 @chunk_bwd_op.register_fake
@@ -177,7 +181,7 @@ def _(q, k, v, s, g, A, L, gl, P, do, scale, hk0, hv0, dhkT, dhvT, hkT, hvT, hk,
 def _setup_context(ctx, inputs, output):
     q, k, v, s, g, scale, hk0, hv0, output_final_state, keep_states, cu_seqlens, linear_read = inputs
     o, A, L, gl, P, hkT, hvT, hk, hv = output
-    ctx.mark_non_differentiable(A, L, gl, P, hk, hv)
+    ctx.mark_non_differentiable(*(x for x in (A, L, gl, P, hk, hv) if x is not None))
     # Gradients of unused outputs arrive as None, not as zero tensors autograd would fill: A, L, gl and P are float32
     # [B, T, H, M]-sized (1.3b shape: 3 fills, 16 us a step; 16 heads of 64: 123 us).
     ctx.set_materialize_grads(False)

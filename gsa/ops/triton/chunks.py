@@ -13,6 +13,7 @@ import triton
 import triton.language as tl
 
 from gsa.ops.triton.launch import cdiv
+from gsa.ops.validation import host_offsets
 
 CHUNK_LENGTHS = (32, 64, 128)
 CHUNK_ENV = "GSA_TRITON_CHUNK"
@@ -93,12 +94,13 @@ def _chunks_cached(lengths: tuple, device: torch.device) -> Chunks:
 def prepare_chunks(cu_seqlens: torch.Tensor | None, B: int, T: int, device: torch.device) -> Chunks:
     """Chunk bookkeeping for B sequences of T tokens, or for the packed sequences of cu_seqlens (B == 1).
 
-    With cu_seqlens this reads the offsets to the host (one sync), as any varlen kernel launch must.
+    With cu_seqlens this reads the offsets to the host (a sync, as any varlen kernel launch must; none where the same
+    unmodified tensor was read last: gsa.ops.validation.host_offsets).
     """
     if cu_seqlens is None:
         lengths = (T,) * B
     else:
-        cu = cu_seqlens.tolist()
+        cu = host_offsets(cu_seqlens)
         lengths = tuple(b - a for a, b in zip(cu[:-1], cu[1:]))
     return _chunks_cached(lengths, torch.device(device))
 
