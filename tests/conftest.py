@@ -5,8 +5,11 @@
 - Deterministic mode makes torch.empty (and every uninitialised allocation) come back filled with NaN, so an
   output element a kernel forgets to write fails loudly instead of passing on a lucky zero.
 - Tests marked `gpu` are skipped, with the reason, when no CUDA device is present.
+- `--kernel-settings JSON` runs the tests under other gsa.ops.triton.SETTINGS fields (a variant not yet the
+  default, e.g. '{"chunk_states": "auto", "keep_states": true}'); tests that assert the defaults fail under it.
 """
 
+import json
 import os
 
 import torch
@@ -23,6 +26,31 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT") and not torch.cuda.is_available()
 
 torch.use_deterministic_algorithms(True, warn_only=True)
 torch.utils.deterministic.fill_uninitialized_memory = True
+
+
+def pytest_addoption(parser):
+    parser.addoption("--kernel-settings", metavar="JSON", default=None,
+                     help="a JSON object of gsa.ops.triton.SETTINGS fields to run the tests under")
+
+
+def pytest_configure(config):
+    spec = config.getoption("--kernel-settings")
+    if spec is None:
+        return
+    from gsa.ops.triton import SETTINGS
+
+    fields = json.loads(spec)
+    if not isinstance(fields, dict):
+        raise pytest.UsageError(f"--kernel-settings takes a JSON object of SETTINGS fields, got {spec!r}")
+    for name, value in fields.items():
+        if not hasattr(SETTINGS, name):
+            raise pytest.UsageError(f"--kernel-settings: SETTINGS has no field {name!r}")
+        setattr(SETTINGS, name, value)
+
+
+def pytest_report_header(config):
+    spec = config.getoption("--kernel-settings")
+    return None if spec is None else f"gsa.ops.triton.SETTINGS under --kernel-settings {spec}"
 
 
 def pytest_collection_modifyitems(config, items):
