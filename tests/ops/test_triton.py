@@ -496,7 +496,8 @@ def test_prewarm_queues_exactly_the_launches_of_a_call_and_runs_none(final_state
     monkeypatch.setattr(chunk, "_prewarmed", set())
     x = on(make_inputs(B=2, T=70, HQ=4, H=2, K=20, V=12, M=7, dtype=torch.float32))
     before = {n: t.detach().clone() for n, t in x.items()}
-    args = (x["q"], x["k"], x["v"], x["s"], x["g"], 0.3, x["hk0"], x["hv0"], final_state, False, None, False)
+    keep = chunk.SETTINGS.keep_states  # what chunk_gsa's keep_states=None below takes
+    args = (x["q"], x["k"], x["v"], x["s"], x["g"], 0.3, x["hk0"], x["hv0"], final_state, keep, None, False)
     chunk._prewarm(*args)
     warm = list(calls)
     calls.clear()
