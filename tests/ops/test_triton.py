@@ -227,13 +227,15 @@ def without_final_states(fn):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["input", "auto"])
-def test_16bit_chunk_states_keep_dg_accurate_without_final_state_cotangents(mode, monkeypatch):
+@pytest.mark.parametrize("mode, grads", [("input", "float32"), ("auto", "float32"), ("auto", "auto")])
+def test_16bit_chunk_states_keep_dg_accurate_without_final_state_cotangents(mode, grads, monkeypatch):
     """SETTINGS.chunk_states = "input" (the backward's chunk states in the inputs' dtype): with no final-state
     cotangent dg takes its chunk-boundary term from the 16-bit states. At T = 2048 in fp16 that is 1.06x the
     torch backend's dg error, where the whole-sequence sum it replaces is 1.83x (2.65x at T = 4096; docs/log.md,
-    "Kernels", "Found on the way"): held to 1.25x here, which the whole-sequence sum fails."""
+    "Kernels", "Found on the way"): held to 1.25x here, which the whole-sequence sum fails. Also with the state
+    gradients dH in fp16 (SETTINGS.state_grads = "auto")."""
     monkeypatch.setattr(SETTINGS, "chunk_states", mode)
+    monkeypatch.setattr(SETTINGS, "state_grads", grads)
     x = make_inputs(B=1, T=2048, HQ=1, H=1, K=32, V=32, M=16, tau=4.0)
     truth = run(without_final_states(recurrent_reference), x)[2]["g"]
     baseline = rel_err(run(without_final_states(recurrent_reference), cast(x, torch.float16))[2]["g"], truth)
@@ -294,19 +296,22 @@ def test_keep_states_gives_the_same_gradients():
     assert_matches(a, b, tol=1e-6)
 
 
-def record_state_walks(monkeypatch) -> list:
-    """The storage dtype of the chunk-start states of every state walk (chunk_h.chunk_fwd_h) the op runs, in order:
-    the forward's two, then the backward's recomputed ones."""
+def record_state_walks(monkeypatch, walk: str = "chunk_fwd_h") -> list:
+    """The storage dtype of what every state walk the op runs writes, in order: chunk_h.chunk_fwd_h's chunk-start
+    states (the forward's two, then the backward's recomputed ones), or with walk="chunk_bwd_dh" the reverse walks'
+    state gradients (the value pass's, then the key pass's). The compile-only warm pass, which would walk too on a
+    GPU, is off."""
     import gsa.ops.triton.chunk as chunk
 
-    real, dtypes = chunk.chunk_fwd_h, []
+    real, dtypes = getattr(chunk, walk), []
 
     def spy(*args, **kwargs):
         h, ht = real(*args, **kwargs)
         dtypes.append(h.dtype)
         return h, ht
 
-    monkeypatch.setattr(chunk, "chunk_fwd_h", spy)
+    monkeypatch.setattr(chunk, walk, spy)
+    monkeypatch.setattr(SETTINGS, "prewarm", False)
     return dtypes
 
 
@@ -540,13 +545,15 @@ def test_gpu_within_2x_of_the_torch_backend(dtype, shape, chunk_states, monkeypa
 
 
 @gpu
+@pytest.mark.parametrize("grads", ["float32", "auto"])
 @pytest.mark.parametrize("keep", [False, True])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_gpu_16bit_chunk_states_without_final_state_cotangents_within_2x(dtype, keep, monkeypatch):
+def test_gpu_16bit_chunk_states_without_final_state_cotangents_within_2x(dtype, keep, grads, monkeypatch):
     """chunk_states = "input" where no final-state cotangent arrives (a training step): dg's boundary term from the
     16-bit states (recomputed, or kept from the forward), at the T = 2048 shape where the whole-sequence sum fails in
-    bf16 (the xfail above)."""
+    bf16 (the xfail above); also with the state gradients dH stored 16-bit (SETTINGS.state_grads = "auto")."""
     monkeypatch.setattr(SETTINGS, "chunk_states", "input")
+    monkeypatch.setattr(SETTINGS, "state_grads", grads)
     x = on(make_inputs(B=2, T=2048, HQ=4, H=4, K=128, V=128, M=64, tau=4.0), "cuda")
     truth = run(without_final_states(recurrent_reference), x)
     torch_backend = without_final_states(lambda *a, **k: gated_slot_attention(*a, backend="torch", **k))
@@ -685,22 +692,44 @@ def test_auto_chunk_states_are_float32_only_where_final_states_reach_the_backwar
     assert forward_only in ([], [torch.float16] * 2)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+@pytest.mark.parametrize("mode", ["float32", "auto"])
+@pytest.mark.parametrize("final", [False, True])
+def test_16bit_state_gradients_only_without_final_state_cotangents(dtype, mode, final, monkeypatch):
+    """SETTINGS.state_grads = "auto": the reverse walks store dH in the inputs' 16-bit dtype unless final-state
+    cotangents reach the backward; "float32" (and float32 inputs) always float32."""
+    grads = record_state_walks(monkeypatch, "chunk_bwd_dh")
+    monkeypatch.setattr(SETTINGS, "state_grads", mode)
+    x = on(cast(make_inputs(B=1, T=70, HQ=2, H=1, K=16, V=16, M=8, tau=1.0), dtype))
+    run(chunk_op if final else without_final_states(chunk_op), x)
+    low = mode == "auto" and dtype == torch.float16 and not final
+    assert grads == [torch.float16 if low else torch.float32] * 2
+
+
+@pytest.mark.parametrize("chunk_states", ["forward", "auto"])
+@pytest.mark.parametrize("keep", [False, True])
+def test_16bit_state_gradients_within_2x_of_plain_pytorch(chunk_states, keep, monkeypatch):
+    """dH stored in fp16 (SETTINGS.state_grads = "auto", no final-state cotangent): every gradient within 2x of the
+    token loop's error in fp16, beside 16-bit chunk states ("auto") or float32 ones ("forward"), kept or
+    recomputed; the walks split into segments (their carries read and write the 16-bit dH)."""
+    monkeypatch.setattr(SETTINGS, "state_grads", "auto")
+    monkeypatch.setattr(SETTINGS, "chunk_states", chunk_states)
+    monkeypatch.setattr(SETTINGS, "state_segments", 2)
+    x = make_inputs(B=1, T=200, HQ=2, H=1, K=32, V=16, M=16, tau=4.0)
+    truth = run(without_final_states(recurrent_reference), x)
+    baseline = run(without_final_states(recurrent_reference), cast(x, torch.float16))
+    got = cpu(run(without_final_states(functools.partial(chunk_op, keep_states=keep)), on(cast(x, torch.float16))))
+    for name in "qkvsg":  # the outputs and final states are zeros here; compare the gradients
+        err, base = rel_err(got[2][name], truth[2][name]), rel_err(baseline[2][name], truth[2][name])
+        assert err <= 2.0 * base + 1e-5, (name, err, base)
+
+
 @pytest.mark.parametrize("keep_states", [False, True])
 def test_forward_only_chunk_states(keep_states, monkeypatch):
     """SETTINGS.chunk_states = "forward": states only the forward's own kernels read are stored as the inputs; the
     ones the backward reads (recomputed, or kept from the forward) stay float32, so dg keeps its exact boundary
     term. Without kept states the forward's output equals "input"'s; with them everything equals "float32"'s."""
-    import gsa.ops.triton.chunk as chunk
-
-    made, real = [], chunk.chunk_fwd_h
-
-    def recorded(*a, **k):
-        h, ht = real(*a, **k)
-        made.append(h.dtype)
-        return h, ht
-
-    monkeypatch.setattr(chunk, "chunk_fwd_h", recorded)
-    monkeypatch.setattr(SETTINGS, "prewarm", False)  # on a GPU its compile-only pass would call chunk_fwd_h too
+    made = record_state_walks(monkeypatch)
     x = on(cast(make_inputs(B=1, T=70, HQ=2, H=1, K=16, V=16, M=8, tau=1.0), torch.float16))
     out, states = {}, {}
     for mode in ("forward", "input", "float32"):

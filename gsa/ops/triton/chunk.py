@@ -16,7 +16,9 @@ from gsa.ops.triton.chunk_h import chunk_fwd_h
 from gsa.ops.triton.chunk_o import chunk_o
 from gsa.ops.triton.cumsum import chunk_local_cumsum, reverse_cumsum_dg
 from gsa.ops.triton.chunks import BT, max_chunks, prepare_chunks
-from gsa.ops.triton.launch import check_slots, chunk_state_dtype, compile_in_parallel, dot_precision, launch_key
+from gsa.ops.triton.launch import (
+    check_slots, chunk_state_dtype, compile_in_parallel, dot_precision, launch_key, state_grad_dtype,
+)
 from gsa.ops.triton.settings import SETTINGS
 from gsa.ops.triton.streams import join, side_stream
 
@@ -131,12 +133,13 @@ def _bwd_impl(q, k, v, s, g, A, L, gl, P, do, scale, hk0, hv0, dhkT, dhvT, hkT, 
     # pass's recomputed states and dP; dhk (after dA) beside dv and the key pass's recomputed states. The same
     # tensors are alive at once as in one stream.
     side = side_stream(q.device, B * T * HQ)
-    dhv, dhv0 = chunk_bwd_dh(dof, Af, Lf, glf, dhvT, chunks, nt, 1.0, want0, True, prec, side)
+    grads = state_grad_dtype(q.dtype, final)  # dH's storage: 16-bit only where no final-state cotangent arrives
+    dhv, dhv0 = chunk_bwd_dh(dof, Af, Lf, glf, dhvT, chunks, nt, 1.0, want0, True, prec, side, grads)
     if recompute:
         hv, _ = chunk_fwd_h(vf, sf, glf, hv0, chunks, nt, False, True, prec, True, final_states=final)
     dA, dGq, P1 = chunk_bwd_dp(dof, vf, sf, glf, hv, Af, Lf, chunks, prec, linear_read)
     join(side)
-    dhk, dhk0 = chunk_bwd_dh(qf, dA, None, glf, dhkT, chunks, nt, scale, want0, False, prec, side)
+    dhk, dhk0 = chunk_bwd_dh(qf, dA, None, glf, dhkT, chunks, nt, scale, want0, False, prec, side, grads)
     dv = chunk_bwd_dx(_flat(P), dof, sf, glf, dhv, chunks, 1.0, v.dtype, prec,
                       *((hv, parts[nk:]) if boundary else ()))
     del hv

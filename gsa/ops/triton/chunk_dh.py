@@ -32,9 +32,9 @@ def kernel_dh_step(y, A, L, gl, dh, b_dh, b_gs, i_t, i_c0, i_h, bos, eos, scale,
     G = HQ // H
     p_dh = dh + ((i_c0 + i_t) * H + i_h) * D * M + o_h
     if EVEN:
-        tl.store(p_dh, b_dh)
+        tl.store(p_dh, b_dh.to(dh.dtype.element_ty))
     else:
-        tl.store(p_dh, b_dh, mask=m_dm)
+        tl.store(p_dh, b_dh.to(dh.dtype.element_ty), mask=m_dm)
     o_t = bos + i_t * BT + tl.arange(0, BT)
     if MASK_T:
         m_t = o_t < eos
@@ -136,18 +136,19 @@ def chunk_gsa_bwd_kernel_dh_carry(gl, dh, dh0, seg_h, seg_g, cu_seqlens, chunk_o
 
 def chunk_bwd_dh(y: torch.Tensor, A: torch.Tensor, L: torch.Tensor | None, gl: torch.Tensor, dht: torch.Tensor | None,
                  chunks: Chunks, nt_alloc: int, scale: float, want_dh0: bool, transposed: bool, prec: str,
-                 side: Side | None = None):
+                 side: Side | None = None, dtype: torch.dtype = torch.float32):
     """Gradients of the chunk-end states of one pass, and of its initial state.
 
     y: [TT, HQ, D] (q, or dO), A: [TT, HQ, M] float32 (dA1; or A1, with L [TT, HQ, 2] its rows' statistics when
     the weights are softmax(A1) (chunk_a.chunk_fwd_a), else None),
     gl: [TT, H, M], dht: final-state cotangent in the caller's layout or None. side: launch on this second stream
     (streams.py; the caller joins it before reading the gradients).
-    Returns dh [nt_alloc, H, D, M] float32 and dh0 in the caller's layout (or None).
+    dtype: dh's storage (launch.state_grad_dtype); the walk accumulates in float32 either way.
+    Returns dh [nt_alloc, H, D, M] and dh0 in the caller's layout, float32 (or None).
     """
     TT, HQ, D = y.shape
     H, M = gl.shape[1], gl.shape[2]
-    dh = y.new_empty(nt_alloc, H, D, M, dtype=torch.float32)
+    dh = y.new_empty(nt_alloc, H, D, M, dtype=dtype)
     shape = (chunks.N, H, M, D) if transposed else (chunks.N, H, D, M)
     dh0 = y.new_empty(shape, dtype=torch.float32) if want_dh0 else None
     sd, sm = state_strides(D, M, transposed)

@@ -49,7 +49,8 @@ def chunk_gsa_bwd_kernel_dx(P, y, s, gl, dh, dx, h, cross, cu_seqlens, chunk_ind
         o_d = i_d * BD + tl.arange(0, BD)
         m_d = o_d < D  # all false past the last tile (ND not dividing the tile count)
         # loads as stored (contiguous along the last dim) and transposes in registers: coalesced
-        b_dh = load_rows(dh + (i_c.to(tl.int64) * H + i_h) * D * M, o_d, m_d, M, o_m, m_m)  # [BD, BM]
+        # float32 in registers whatever the storage (SETTINGS.state_grads): the boundary term below sums products
+        b_dh = load_rows(dh + (i_c.to(tl.int64) * H + i_h) * D * M, o_d, m_d, M, o_m, m_m).to(tl.float32)
         if CROSS:
             if t0 + BT < eos:  # a sequence's last chunk has no next state: its final-state term stands there
                 b_hn = load_rows(h + ((i_c + 1).to(tl.int64) * H + i_h) * D * M, o_d, m_d, M, o_m, m_m)  # [BD, BM]

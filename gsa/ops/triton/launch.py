@@ -163,7 +163,8 @@ def launch_key() -> tuple:
     "Kernels"). An option changed inside that dict in place is not seen here (the next call with it then compiles
     its kernels one by one instead of in parallel; results are unaffected): SETTINGS.override(launch=...) sets a new
     dict."""
-    fields = (SETTINGS.chunk_warps, SETTINGS.chunk_states, SETTINGS.state_dots, frozenset(SETTINGS.mixed_dots))
+    fields = (SETTINGS.chunk_warps, SETTINGS.chunk_states, SETTINGS.state_grads, SETTINGS.state_dots,
+              frozenset(SETTINGS.mixed_dots))
     memo = _launch_key_memo
     if memo[0] is not SETTINGS.launch or memo[1] != fields:  # the dict itself is held, so its id is never reused
         memo[:] = [SETTINGS.launch, fields,
@@ -192,6 +193,17 @@ def chunk_state_dtype(dtype: torch.dtype, backward: bool, final_states: bool = F
     if mode == "auto":
         mode = "forward" if final_states else "input"
     return dtype if mode == "input" or (mode == "forward" and not backward) else torch.float32
+
+
+STATE_GRADS = ("float32", "auto")
+
+
+def state_grad_dtype(dtype: torch.dtype, final_states: bool) -> torch.dtype:
+    """The storage dtype of the backward's chunk-end state gradients dH (SETTINGS.state_grads) for inputs of
+    `dtype`; final_states: whether final-state cotangents reach the backward ("auto" then keeps float32)."""
+    mode = _setting("state_grads", STATE_GRADS)
+    low = dtype in (torch.bfloat16, torch.float16)
+    return dtype if mode == "auto" and low and not final_states else torch.float32
 
 
 STATE_DOTS = ("float32", "input", "split")

@@ -99,6 +99,12 @@ class KernelSettings:
             arrives, kept states where the call returns no final states), "forward" elsewhere, so dg's boundary
             term always comes from states that keep it accurate. Opt-in until GPU-tested and timed
             (benchmarks/recipes/chunk-states.sh).
+    state_grads: storage of the reverse walks' chunk-end state gradients dH (written by kernel_dh and its carry,
+        read by kernel_dx and kernel_ds): "float32" (default) or "auto": the inputs' 16-bit dtype where no
+        final-state cotangent reaches the backward (a training step), float32 where one does (there dg's boundary
+        term near the sequence's end leans on them, as for chunk_states "auto"). Half of dH's traffic and memory
+        (2 x NT * H * D * M * 2 bytes fewer: 134 MB at 1.3b); kernel_ds's x @ dH then runs as one 16-bit dot.
+        Opt-in until GPU-tested and timed. Float32 inputs are unaffected.
     keep_states: the chunked op's default for its `keep_states` argument (None there): keep the forward's chunk-start
         states for the backward (NT * H * (K + V) * M values, stored as chunk_state_dtype says) instead of
         recomputing them: 2 of a fwd+bwd's 4 state walks. Off until timed (with "auto", the same recipe).
@@ -147,6 +153,7 @@ class KernelSettings:
     chunk_warps: int = 4
     launch: Mapping[str, Mapping[str, int]] = field(default_factory=lambda: dict(DEFAULT_LAUNCH))
     chunk_states: str = "forward"
+    state_grads: str = "float32"
     keep_states: bool = False
     state_dots: str = "split"
     mixed_dots: frozenset[str] = frozenset({"a"})
