@@ -231,12 +231,15 @@ def mixed_dots_mode(dtype: torch.dtype, kernel: str) -> int:
     return int(kernel in names and dtype == torch.bfloat16)
 
 
+_DOT_PRECISION = {torch.float32: "ieee", torch.float16: "tf32x3"}
+
+
 def dot_precision(dtype: torch.dtype) -> str:
     """tl.dot precision for float32 operands (intermediates such as P, decayed weights and states).
 
     tf32 keeps 10 mantissa bits: well under bf16 input rounding (7 bits), but as coarse as fp16's, so fp16 inputs
     get 3xTF32 (near float32) and float32 inputs full IEEE float32."""
-    return {torch.float32: "ieee", torch.float16: "tf32x3"}.get(dtype, "tf32")
+    return _DOT_PRECISION.get(dtype, "tf32")
 
 # First-call compilation in parallel. A cold first forward+backward of the 1.3B shape compiled its 14 kernels one
 # after another as each was first launched: 19.7-24.2 s on the H100 host, over a 20 s budget.
