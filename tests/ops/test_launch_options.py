@@ -109,6 +109,19 @@ def test_state_dots_modes_and_float32_inputs_alone():
             state_dots_mode(torch.bfloat16)
 
 
+def test_state_grad_dtypes_and_a_misspelt_mode():
+    from gsa.ops.triton.launch import state_grad_dtype
+
+    for dtype in (torch.bfloat16, torch.float16, torch.float32):
+        assert state_grad_dtype(dtype, False) == state_grad_dtype(dtype, True) == torch.float32  # the default
+        with SETTINGS.override(state_grads="auto"):
+            assert state_grad_dtype(dtype, False) == dtype  # float32 inputs stay float32 here too
+            assert state_grad_dtype(dtype, True) == torch.float32
+    with SETTINGS.override(state_grads="input"):
+        with pytest.raises(ValueError, match="SETTINGS.state_grads must be 'float32' or 'auto', got 'input'"):
+            state_grad_dtype(torch.bfloat16, False)
+
+
 def test_launch_table_is_read_only_and_every_assignment_is_a_new_version():
     """The launchers memoize what they derive from SETTINGS per version (launch.settings_memo): an in-place edit of
     the launch table, which no version would record, is refused; assigning a field (a new table too) is seen."""
