@@ -5,8 +5,8 @@
 # reaches the backward, kept states; host time" and "16-bit state gradients"):
 #  1. the op's GPU tests under all three (`--kernel-settings`, tests/conftest.py); the default run's GPU tests include
 #     the "auto" cases of test_gpu_within_2x_of_the_torch_backend and the state_grads cases already;
-#  2. `gsa bench grid` at SHAPES: the defaults, "auto", "auto" + kept states, and those + 16-bit state gradients side
-#     by side (--profile: GPU time and each kernel's);
+#  2. `gsa bench grid` at SHAPES: the defaults, kernel_dx in 32-row blocks (launch option "RB"), "auto", "auto" +
+#     kept states, and those + 16-bit state gradients side by side (--profile: GPU time and each kernel's);
 #  3. where .cache/ab-base is carried (`bash benchmarks/recipes/ab.sh pack BASE` here), the host-bound shapes
 #     against BASE (ab.sh run --shapes h1,1.3b-b1).
 #   bash benchmarks/recipes/chunk-states.sh       # ~5-8 minutes on an H100, most of it compiling the variants
@@ -20,7 +20,8 @@ rc=0
 $PY -m pytest -q -p no:cacheprovider "${PAR[@]}" tests/ops -k gpu -rfEx --kernel-settings "$VARIANT" \
   > "$OUT/gpu-tests-auto-keep.log" 2>&1 || rc=$?
 grep -E "passed|failed|FAILED|ERROR" "$OUT/gpu-tests-auto-keep.log" | tail -8
-$PY -m gsa bench grid --shapes "$SHAPES" --fla never --no-sdpa --profile --settings '{"chunk_states": "auto"}' \
+$PY -m gsa bench grid --shapes "$SHAPES" --fla never --no-sdpa --profile \
+  --launch '{"dx": {"num_warps": 8, "num_stages": 1, "ND": 0, "RB": 32}}' --settings '{"chunk_states": "auto"}' \
   --settings "$KEEP" --settings "$VARIANT" --out "$OUT/grid-auto-keep" > "$OUT/grid-auto-keep.log" 2>&1 || rc=$?
 tail -40 "$OUT/grid-auto-keep.log"
 if [ -d .cache/ab-base/gsa ]; then

@@ -1,4 +1,4 @@
-"""kernel_o, and kernel_a's chunk programs, in row blocks (launch option "RB": rows of a chunk a program;
+"""kernel_o, kernel_dx, and kernel_a's chunk programs, in row blocks (launch option "RB": rows of a chunk a program;
 chunks.row_block): the whole op, forward, final states and every gradient (kernel_o also gives dq, kernel_a's
 backward launch dp) against the float64 reference, with several D tiles a program, grouped heads, blocks that factor
 and blocks that walk their sub-blocks, packed sequences and partial chunks; and the option's checks."""
@@ -11,6 +11,7 @@ from skips import NO_TRITON
 pytest.importorskip("triton", reason=NO_TRITON)
 
 import gsa.ops.triton.chunk_a as chunk_a  # noqa: E402
+import gsa.ops.triton.chunk_dx as chunk_dx  # noqa: E402
 import gsa.ops.triton.chunk_o as chunk_o  # noqa: E402
 from gsa.ops import parallel_reference  # noqa: E402
 from gsa.ops.triton import SETTINGS  # noqa: E402
@@ -42,6 +43,25 @@ def test_row_blocks_match_reference(rb, monkeypatch):
     rows = rb or BT  # 0: the whole chunk
     blocks = BT // rows
     assert sorted(launches) == sorted([(rows, (1 * blocks * 4 * nt,)), (rows, (2 * blocks * 4 * nt,))])  # o, dq
+    assert_matches(got, run(parallel_reference, x, scale=0.3, cu_seqlens=cu), tol=2e-5)
+
+
+@pytest.mark.parametrize("heads", [(4, 2), (2, 2)])
+@pytest.mark.parametrize("rb", [16, BT // 2, 0])
+def test_kernel_dx_row_blocks_match_reference(rb, heads, monkeypatch):
+    """kernel_dx (dk and dv) in row blocks of key rows: K = 48, V = 32 in 16-wide tiles, two a program; 2 query heads a
+    kv head or one; packed sequences of 1, 130 and 40 tokens (row blocks past each end; the second's chunk
+    boundaries take dg's boundary term, whose parts the first row block writes)."""
+    HQ, H = heads
+    cu = torch.tensor([0, 1, 131, 171])
+    x = make_inputs(B=1, T=171, HQ=HQ, H=H, K=48, V=32, M=20, N=3, tau=1.0)
+    launch = {**SETTINGS.launch, "dx": {**SETTINGS.launch["dx"], "ND": 2, "BD": 16, "RB": rb}}
+    got, launches = recorded_run(x, monkeypatch, [chunk_dx], ("RB", "grid"), launch,
+                                 cu_seqlens=cu.to(DEVICE, torch.int32))
+    nt = 1 + 3 + 1  # chunks: 1 token, 130 tokens, 40 tokens
+    rows = rb or BT
+    blocks = BT // rows
+    assert sorted(launches) == sorted([(rows, (1 * blocks * H * nt,)), (rows, (2 * blocks * H * nt,))])  # dv, dk
     assert_matches(got, run(parallel_reference, x, scale=0.3, cu_seqlens=cu), tol=2e-5)
 
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 #          {"BM": 128} takes M = 128 as one tile; chunk_h.py, "Slot tiles");
 #   ND     ("o", "dx") D tiles a program walks, sharing what does not depend on D (0: from the shape,
 #          launch.d_tiles_per_program);
-#   RB     ("o"; kernel_a's four names with WHOLE) rows of a chunk a program takes (0: the whole chunk;
-#          chunks.row_block);
+#   RB     ("o", "dx"; kernel_a's four names with WHOLE) rows of a chunk a program takes (0: the whole chunk;
+#          chunks.row_block; "dx" in row blocks is not timed yet);
 #   WHOLE  (kernel_a's four names, "ds") a program a chunk instead of a 16-row sub-block (docs/algorithm.md,
 #          "Chunked algorithm");
 #   GROUP  (kernel_a's four names) a program a kv head for all its query heads, which share its loads;
