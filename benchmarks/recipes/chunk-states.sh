@@ -9,22 +9,25 @@
 #     kept states, and those + 16-bit state gradients side by side (--profile: GPU time and each kernel's);
 #  3. where .cache/ab-base is carried (`bash benchmarks/recipes/ab.sh pack BASE` here), the host-bound shapes
 #     against BASE (ab.sh run --shapes h1,1.3b-b1).
-#   bash benchmarks/recipes/chunk-states.sh       # ~5-8 minutes on an H100, most of it compiling the variants
+#   bash benchmarks/recipes/chunk-states.sh       # ~6-9 minutes on an H100, most of it compiling the variants
+#   STEPS=tests bash benchmarks/recipes/chunk-states.sh; STEPS=grid,ab bash ...   # the same in two device calls
 # Writes gpu-tests-auto-keep.log, grid-auto-keep.log and grid-auto-keep/ (and ab.md with a base) to $OUT.
 source "$(dirname "$0")/common.sh"
 SHAPES=${SHAPES:-1.3b,hd128,hd64,h1,gqa16-4}
 KEEP='{"chunk_states": "auto", "keep_states": true}'
 VARIANT='{"chunk_states": "auto", "keep_states": true, "state_grads": "auto"}'
 PAR=(); $PY -c "import xdist" 2>/dev/null && PAR=(-n 4)
+STEPS=${STEPS:-tests,grid,ab}
+step() { [[ ",$STEPS," == *",$1,"* ]]; }
 rc=0
-$PY -m pytest -q -p no:cacheprovider "${PAR[@]}" tests/ops -k gpu -rfEx --kernel-settings "$VARIANT" \
-  > "$OUT/gpu-tests-auto-keep.log" 2>&1 || rc=$?
-grep -E "passed|failed|FAILED|ERROR" "$OUT/gpu-tests-auto-keep.log" | tail -8
-$PY -m gsa bench grid --shapes "$SHAPES" --fla never --no-sdpa --profile \
+step tests && { $PY -m pytest -q -p no:cacheprovider "${PAR[@]}" tests/ops -k gpu -rfEx \
+  --kernel-settings "$VARIANT" > "$OUT/gpu-tests-auto-keep.log" 2>&1 || rc=$?
+  grep -E "passed|failed|FAILED|ERROR" "$OUT/gpu-tests-auto-keep.log" | tail -8; }
+step grid && { $PY -m gsa bench grid --shapes "$SHAPES" --fla never --no-sdpa --profile \
   --launch '{"dx": {"num_warps": 8, "num_stages": 1, "ND": 0, "RB": 32}}' --settings '{"chunk_states": "auto"}' \
   --settings "$KEEP" --settings "$VARIANT" --out "$OUT/grid-auto-keep" > "$OUT/grid-auto-keep.log" 2>&1 || rc=$?
-tail -40 "$OUT/grid-auto-keep.log"
-if [ -d .cache/ab-base/gsa ]; then
+  tail -40 "$OUT/grid-auto-keep.log"; }
+if step ab && [ -d .cache/ab-base/gsa ]; then
   OUT=$OUT bash benchmarks/recipes/ab.sh run --shapes h1,1.3b-b1 || rc=$?
 fi
 exit $rc
