@@ -69,14 +69,19 @@ def check_cu_seqlens_type(cu_seqlens, B: int) -> None:
 _last_read: list = [None, None, None]  # [weakref to the tensor, its version counter then, its values]
 
 
+def _capturing() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+
+
 def host_offsets(cu_seqlens: torch.Tensor) -> list[int]:
     """cu_seqlens' values on the host. Reading a CUDA tensor waits for the GPU (a sync), and a packed model step asks
     for the same offsets ~3 times a layer (the op's checks, its forward and its backward launchers): the last tensor
     read is remembered, by identity and version counter (bumped by every in-place write through torch), so while it
     is that same unmodified tensor object its values are not read again. Only CUDA tensors are remembered (a host
-    tensor's read costs no sync, and writes through numpy would bypass the counter). A returned list is the caller's
-    own."""
-    if not cu_seqlens.is_cuda or torch.compiler.is_compiling():
+    tensor's read costs no sync, and writes through numpy would bypass the counter), and never during a CUDA graph
+    capture: there the read fails loudly, as before, instead of baking offsets that a replay after a copy into the
+    tensor would not re-read. A returned list is the caller's own."""
+    if not cu_seqlens.is_cuda or torch.compiler.is_compiling() or _capturing():
         return cu_seqlens.tolist()
     ref, version, values = _last_read
     if ref is None or ref() is not cu_seqlens or version != cu_seqlens._version:

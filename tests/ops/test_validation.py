@@ -193,6 +193,18 @@ def test_host_offsets_reads_an_unmodified_cuda_tensor_once():
     assert host_offsets(cu) == [0, 4, 5] and cu.reads == 3  # only the last tensor read is remembered
 
 
+def test_host_offsets_are_read_during_a_cuda_graph_capture(monkeypatch):
+    """Inside a capture the read happens (and fails loudly on a real GPU) rather than baking remembered offsets
+    into a graph whose replays would never re-read them."""
+    from gsa.ops.validation import host_offsets
+
+    cu = _CudaOffsets([0, 3, 5])
+    host_offsets(cu)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
+    assert host_offsets(cu) == [0, 3, 5] and host_offsets(cu) == [0, 3, 5] and cu.reads == 3
+
+
 def test_host_offsets_reads_a_host_tensor_every_time(monkeypatch):
     from gsa.ops.validation import host_offsets
 
