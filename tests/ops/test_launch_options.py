@@ -113,7 +113,8 @@ def test_state_grad_dtypes_and_a_misspelt_mode():
     from gsa.ops.triton.launch import state_grad_dtype
 
     for dtype in (torch.bfloat16, torch.float16, torch.float32):
-        assert state_grad_dtype(dtype, False) == state_grad_dtype(dtype, True) == torch.float32  # the default
+        with SETTINGS.override(state_grads="float32"):
+            assert state_grad_dtype(dtype, False) == state_grad_dtype(dtype, True) == torch.float32
         with SETTINGS.override(state_grads="auto"):
             assert state_grad_dtype(dtype, False) == dtype  # float32 inputs stay float32 here too
             assert state_grad_dtype(dtype, True) == torch.float32
