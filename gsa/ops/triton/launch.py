@@ -202,8 +202,7 @@ def state_grad_dtype(dtype: torch.dtype, final_states: bool) -> torch.dtype:
     """The storage dtype of the backward's chunk-end state gradients dH (SETTINGS.state_grads) for inputs of
     `dtype`; final_states: whether final-state cotangents reach the backward ("auto" then keeps float32)."""
     mode = _setting("state_grads", STATE_GRADS)
-    low = dtype in (torch.bfloat16, torch.float16)
-    return dtype if mode == "auto" and low and not final_states else torch.float32
+    return dtype if mode == "auto" and not final_states else torch.float32  # float32 inputs: float32 either way
 
 
 STATE_DOTS = ("float32", "input", "split")
